@@ -1,0 +1,5 @@
+import sys
+
+from engine_mlx.cli import main
+
+sys.exit(main())

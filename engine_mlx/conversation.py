@@ -1,0 +1,75 @@
+"""The typed conversation the app and the CLI hand to the engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+
+class Role(str, Enum):
+    SYSTEM = "system"
+    USER = "user"
+    ASSISTANT = "assistant"
+
+
+@dataclass(frozen=True)
+class ImageAttachment:
+    path: Path
+
+
+@dataclass(frozen=True)
+class PdfAttachment:
+    """Pages ``first_page``..``last_page`` (1-based, inclusive; None = to the end) become images."""
+
+    path: Path
+    first_page: int = 1
+    last_page: int | None = None
+
+
+@dataclass(frozen=True)
+class VideoAttachment:
+    """Frames sampled at ``fps`` between ``start_s`` and ``end_s`` (None = the end, clipped to the limit)."""
+
+    path: Path
+    fps: float = 2.0
+    start_s: float = 0.0
+    end_s: float | None = None
+
+
+Attachment = ImageAttachment | PdfAttachment | VideoAttachment
+
+
+@dataclass(frozen=True)
+class Message:
+    role: Role
+    text: str
+    attachments: tuple[Attachment, ...] = ()
+    # The assistant's reasoning, kept for display; the chat template decides whether the model sees it.
+    thinking: str = ""
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """Messages in order. ``id`` names the conversation for the engine's state cache ("" = no reuse key)."""
+
+    messages: tuple[Message, ...] = ()
+    id: str = ""
+
+    def with_message(self, message: Message) -> "Conversation":
+        return Conversation(self.messages + (message,), self.id)
+
+    @property
+    def attachments(self) -> tuple[Attachment, ...]:
+        return tuple(a for m in self.messages for a in m.attachments)
+
+
+__all__ = [
+    "Attachment",
+    "Conversation",
+    "ImageAttachment",
+    "Message",
+    "PdfAttachment",
+    "Role",
+    "VideoAttachment",
+]

@@ -1,0 +1,47 @@
+"""One hierarchy of user-facing errors.
+
+Every message is one sentence a person can act on: it names the file or folder and what is wrong.
+The CLI prints ``str(error)``; the app shows it in the window. Tracebacks go to the log only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class EngineError(Exception):
+    """Base of every error the engine reports to a user."""
+
+
+class CheckpointError(EngineError):
+    """A model folder cannot be used (missing files, unsupported architecture, unsafe weights)."""
+
+    def __init__(self, path: Path | str, reason: str):
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class MediaError(EngineError):
+    """An attachment cannot be read (corrupt, empty, unsupported, unreadable video)."""
+
+    def __init__(self, path: Path | str, reason: str):
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class MemoryFitError(EngineError):
+    """The model would not fit in this machine's memory; loading was refused."""
+
+
+class ModelNotLoadedError(EngineError):
+    """A generation was asked for while no model is loaded."""
+
+
+class UnsupportedInputError(EngineError):
+    """The loaded model cannot take this input (for example an image on a text-only checkpoint)."""
+
+
+class GenerationError(EngineError):
+    """Generation failed inside MLX; the message says what happened."""
