@@ -1,0 +1,523 @@
+"""Conversations on disk: SQLite (WAL, versioned schema, FTS5 search) plus a content-addressed attachments folder.
+
+No Qt here: the store is plain Python so it can be tested and reused alone. Every write that can fail
+for a reason a user can act on (disk full, read-only folder) raises ``StoreError`` with one sentence.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from pathlib import Path
+
+
+class StoreError(Exception):
+    """Saving or reading history failed; the message says why in one sentence."""
+
+
+class MessageState(str, Enum):
+    COMPLETE = "complete"
+    STREAMING = "streaming"  # being written right now; left in this state only by a crash
+    INTERRUPTED = "interrupted"  # found streaming at start-up: the app was killed mid-answer
+    STOPPED = "stopped"  # the user pressed stop
+    ERROR = "error"
+
+
+class ThinkingMode(str, Enum):
+    ON = "on"
+    OFF = "off"
+    BUDGET = "budget"
+
+
+class AttachmentKind(str, Enum):
+    IMAGE = "image"
+    PDF = "pdf"
+    VIDEO = "video"
+
+
+@dataclass(frozen=True)
+class ChatSettings:
+    """Per-chat generation settings; None sampling fields mean Qwen's default for the thinking mode."""
+
+    system_prompt: str = ""
+    thinking: ThinkingMode = ThinkingMode.ON
+    thinking_budget: int = 1024
+    max_tokens: int = 8192
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    presence_penalty: float | None = None
+    seed: int | None = None
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["thinking"] = self.thinking.value
+        return json.dumps(data)
+
+    @classmethod
+    def from_json(cls, text: str | None) -> "ChatSettings":
+        if not text:
+            return cls()
+        data = json.loads(text)
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        if "thinking" in known:
+            known["thinking"] = ThinkingMode(known["thinking"])
+        return cls(**known)
+
+
+@dataclass(frozen=True)
+class StoredAttachment:
+    kind: AttachmentKind
+    path: Path  # the content-addressed copy in the data folder
+    name: str  # the original file name, for display and export
+    first_page: int = 1
+    last_page: int | None = None
+    page_count: int | None = None
+    fps: float = 2.0
+    start_s: float = 0.0
+    end_s: float | None = None
+    duration_s: float | None = None
+
+
+@dataclass(frozen=True)
+class StoredStats:
+    prompt_tokens: int = 0
+    reused_tokens: int = 0
+    generated_tokens: int = 0
+    thinking_tokens: int = 0
+    answer_tokens: int = 0
+    decode_tps: float = 0.0
+    ttft_s: float = 0.0
+    total_s: float = 0.0
+    peak_memory_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    id: int
+    conversation_id: str
+    position: int
+    role: str  # "user" | "assistant"
+    text: str
+    thinking: str = ""
+    state: MessageState = MessageState.COMPLETE
+    thinking_s: float | None = None
+    stats: StoredStats | None = None
+    error: str = ""
+    attachments: tuple[StoredAttachment, ...] = ()
+    created_at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class ConversationSummary:
+    id: str
+    title: str
+    updated_at: float
+    created_at: float
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    conversation_id: str
+    title: str
+    message_id: int
+    snippet: str
+
+
+def _migration_1(db: sqlite3.Connection) -> None:
+    db.executescript(
+        """
+        CREATE TABLE conversations (
+            id TEXT PRIMARY KEY,
+            title TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            settings TEXT NOT NULL DEFAULT '',
+            deleted_at REAL
+        );
+        CREATE TABLE messages (
+            id INTEGER PRIMARY KEY,
+            conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+            position INTEGER NOT NULL,
+            role TEXT NOT NULL,
+            text TEXT NOT NULL DEFAULT '',
+            thinking TEXT NOT NULL DEFAULT '',
+            state TEXT NOT NULL DEFAULT 'complete',
+            thinking_s REAL,
+            stats TEXT,
+            error TEXT NOT NULL DEFAULT '',
+            created_at REAL NOT NULL
+        );
+        CREATE INDEX messages_by_conversation ON messages(conversation_id, position);
+        CREATE TABLE attachments (
+            id INTEGER PRIMARY KEY,
+            message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+            ordinal INTEGER NOT NULL,
+            kind TEXT NOT NULL,
+            path TEXT NOT NULL,
+            name TEXT NOT NULL,
+            options TEXT NOT NULL DEFAULT '{}'
+        );
+        CREATE INDEX attachments_by_message ON attachments(message_id, ordinal);
+        CREATE TABLE preferences (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE VIRTUAL TABLE messages_fts USING fts5(
+            text, content='messages', content_rowid='id', tokenize='unicode61 remove_diacritics 2'
+        );
+        CREATE TRIGGER messages_ai AFTER INSERT ON messages BEGIN
+            INSERT INTO messages_fts(rowid, text) VALUES (new.id, new.text);
+        END;
+        CREATE TRIGGER messages_ad AFTER DELETE ON messages BEGIN
+            INSERT INTO messages_fts(messages_fts, rowid, text) VALUES ('delete', old.id, old.text);
+        END;
+        CREATE TRIGGER messages_au AFTER UPDATE OF text ON messages BEGIN
+            INSERT INTO messages_fts(messages_fts, rowid, text) VALUES ('delete', old.id, old.text);
+            INSERT INTO messages_fts(rowid, text) VALUES (new.id, new.text);
+        END;
+        """
+    )
+
+
+# Append new migrations here; never edit a released one. user_version = len(MIGRATIONS).
+MIGRATIONS = (_migration_1,)
+
+
+def _friendly(error: sqlite3.Error, doing: str) -> StoreError:
+    text = str(error).lower()
+    if "full" in text:
+        why = "the disk is full; free some space and it will be saved again"
+    elif "readonly" in text or "read-only" in text:
+        why = "the data folder is read-only"
+    elif "locked" in text or "busy" in text:
+        why = "another QwenDesk window is using the history database"
+    else:
+        why = str(error)
+    return StoreError(f"Could not {doing}: {why}.")
+
+
+class Store:
+    """One SQLite file plus an attachments folder. Use from one thread (the GUI thread)."""
+
+    def __init__(self, database: Path, attachments_dir: Path):
+        self.database = Path(database)
+        self.attachments_dir = Path(attachments_dir)
+        self.database.parent.mkdir(parents=True, exist_ok=True)
+        self.attachments_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(self.database, isolation_level=None, timeout=5.0)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.Error as error:
+            raise _friendly(error, f"open the history database {self.database}") from error
+
+    # --- schema -------------------------------------------------------------------------------
+    @property
+    def schema_version(self) -> int:
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    def _migrate(self) -> None:
+        version = self.schema_version
+        if version > len(MIGRATIONS):
+            raise StoreError(
+                f"The history database {self.database} was written by a newer QwenDesk; update the app."
+            )
+        for number, migration in enumerate(MIGRATIONS[version:], start=version + 1):
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                migration(self._db)
+                self._db.execute(f"PRAGMA user_version={number}")
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _write(self, doing: str, sql: str, params: Iterable = ()) -> sqlite3.Cursor:
+        try:
+            return self._db.execute(sql, tuple(params))
+        except sqlite3.Error as error:
+            raise _friendly(error, doing) from error
+
+    # --- preferences --------------------------------------------------------------------------
+    def get_pref(self, key: str, default: str | None = None) -> str | None:
+        row = self._db.execute("SELECT value FROM preferences WHERE key=?", (key,)).fetchone()
+        return row[0] if row else default
+
+    def set_pref(self, key: str, value: str | None) -> None:
+        if value is None:
+            self._write("save a preference", "DELETE FROM preferences WHERE key=?", (key,))
+        else:
+            self._write(
+                "save a preference",
+                "INSERT INTO preferences(key, value) VALUES(?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (key, value),
+            )
+
+    # --- conversations ------------------------------------------------------------------------
+    def create_conversation(self, title: str = "New chat", settings: ChatSettings | None = None) -> str:
+        cid = uuid.uuid4().hex
+        now = time.time()
+        self._write(
+            "create a conversation",
+            "INSERT INTO conversations(id, title, created_at, updated_at, settings) VALUES(?,?,?,?,?)",
+            (cid, title, now, now, (settings or ChatSettings()).to_json()),
+        )
+        return cid
+
+    def conversations(self) -> list[ConversationSummary]:
+        rows = self._db.execute(
+            "SELECT id, title, updated_at, created_at FROM conversations "
+            "WHERE deleted_at IS NULL ORDER BY updated_at DESC"
+        ).fetchall()
+        return [ConversationSummary(*row) for row in rows]
+
+    def conversation(self, cid: str) -> ConversationSummary | None:
+        row = self._db.execute(
+            "SELECT id, title, updated_at, created_at FROM conversations WHERE id=? AND deleted_at IS NULL",
+            (cid,),
+        ).fetchone()
+        return ConversationSummary(*row) if row else None
+
+    def rename(self, cid: str, title: str) -> None:
+        self._write("rename the conversation", "UPDATE conversations SET title=? WHERE id=?", (title, cid))
+
+    def touch(self, cid: str) -> None:
+        self._write(
+            "save the conversation", "UPDATE conversations SET updated_at=? WHERE id=?", (time.time(), cid)
+        )
+
+    def settings(self, cid: str) -> ChatSettings:
+        row = self._db.execute("SELECT settings FROM conversations WHERE id=?", (cid,)).fetchone()
+        return ChatSettings.from_json(row[0] if row else None)
+
+    def set_settings(self, cid: str, settings: ChatSettings) -> None:
+        self._write(
+            "save the chat settings",
+            "UPDATE conversations SET settings=? WHERE id=?",
+            (settings.to_json(), cid),
+        )
+
+    def delete(self, cid: str) -> None:
+        """Hide a conversation; ``undelete`` brings it back until ``purge_deleted`` runs."""
+        self._write(
+            "delete the conversation", "UPDATE conversations SET deleted_at=? WHERE id=?", (time.time(), cid)
+        )
+
+    def undelete(self, cid: str) -> None:
+        self._write("restore the conversation", "UPDATE conversations SET deleted_at=NULL WHERE id=?", (cid,))
+
+    def purge_deleted(self) -> int:
+        cursor = self._write(
+            "remove deleted conversations", "DELETE FROM conversations WHERE deleted_at IS NOT NULL"
+        )
+        self._remove_orphan_files()
+        return cursor.rowcount
+
+    # --- messages -----------------------------------------------------------------------------
+    def add_message(
+        self,
+        cid: str,
+        role: str,
+        text: str,
+        *,
+        thinking: str = "",
+        state: MessageState = MessageState.COMPLETE,
+        attachments: tuple[StoredAttachment, ...] = (),
+    ) -> StoredMessage:
+        now = time.time()
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            position = self._db.execute(
+                "SELECT COALESCE(MAX(position), -1) + 1 FROM messages WHERE conversation_id=?", (cid,)
+            ).fetchone()[0]
+            cursor = self._db.execute(
+                "INSERT INTO messages(conversation_id, position, role, text, thinking, state, created_at) "
+                "VALUES(?,?,?,?,?,?,?)",
+                (cid, position, role, text, thinking, state.value, now),
+            )
+            mid = int(cursor.lastrowid)
+            for ordinal, att in enumerate(attachments):
+                self._db.execute(
+                    "INSERT INTO attachments(message_id, ordinal, kind, path, name, options) "
+                    "VALUES(?,?,?,?,?,?)",
+                    (mid, ordinal, att.kind.value, self._relative(att.path), att.name, _options_json(att)),
+                )
+            self._db.execute("UPDATE conversations SET updated_at=? WHERE id=?", (now, cid))
+            self._db.execute("COMMIT")
+        except sqlite3.Error as error:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise _friendly(error, "save the message") from error
+        return StoredMessage(mid, cid, position, role, text, thinking, state, attachments=attachments, created_at=now)
+
+    def update_message(
+        self,
+        mid: int,
+        *,
+        text: str | None = None,
+        thinking: str | None = None,
+        state: MessageState | None = None,
+        thinking_s: float | None = None,
+        stats: StoredStats | None = None,
+        error: str | None = None,
+    ) -> None:
+        columns: list[str] = []
+        values: list = []
+        for name, value in (("text", text), ("thinking", thinking), ("thinking_s", thinking_s), ("error", error)):
+            if value is not None:
+                columns.append(f"{name}=?")
+                values.append(value)
+        if state is not None:
+            columns.append("state=?")
+            values.append(state.value)
+        if stats is not None:
+            columns.append("stats=?")
+            values.append(json.dumps(asdict(stats)))
+        if not columns:
+            return
+        self._write("save the answer", f"UPDATE messages SET {', '.join(columns)} WHERE id=?", (*values, mid))
+
+    def messages(self, cid: str) -> list[StoredMessage]:
+        rows = self._db.execute(
+            "SELECT id, conversation_id, position, role, text, thinking, state, thinking_s, stats, error, "
+            "created_at FROM messages WHERE conversation_id=? ORDER BY position",
+            (cid,),
+        ).fetchall()
+        attachments: dict[int, list[StoredAttachment]] = {}
+        for mid, kind, path, name, options in self._db.execute(
+            "SELECT a.message_id, a.kind, a.path, a.name, a.options FROM attachments a "
+            "JOIN messages m ON m.id = a.message_id WHERE m.conversation_id=? ORDER BY a.message_id, a.ordinal",
+            (cid,),
+        ):
+            attachments.setdefault(mid, []).append(self._attachment(kind, path, name, options))
+        result = []
+        for mid, conv, pos, role, text, thinking, state, thinking_s, stats, error, created in rows:
+            result.append(
+                StoredMessage(
+                    mid,
+                    conv,
+                    pos,
+                    role,
+                    text,
+                    thinking,
+                    MessageState(state),
+                    thinking_s,
+                    StoredStats(**json.loads(stats)) if stats else None,
+                    error,
+                    tuple(attachments.get(mid, ())),
+                    created,
+                )
+            )
+        return result
+
+    def message(self, mid: int) -> StoredMessage | None:
+        row = self._db.execute("SELECT conversation_id FROM messages WHERE id=?", (mid,)).fetchone()
+        if not row:
+            return None
+        return next((m for m in self.messages(row[0]) if m.id == mid), None)
+
+    def delete_messages_from(self, cid: str, position: int) -> None:
+        """Remove the message at ``position`` and everything after it (edit-and-resend, regenerate)."""
+        self._write(
+            "replace the later messages",
+            "DELETE FROM messages WHERE conversation_id=? AND position>=?",
+            (cid, position),
+        )
+
+    def mark_interrupted(self) -> int:
+        """At start-up: answers still marked streaming were cut off by a crash or kill."""
+        cursor = self._write(
+            "mark interrupted answers",
+            "UPDATE messages SET state=? WHERE state=?",
+            (MessageState.INTERRUPTED.value, MessageState.STREAMING.value),
+        )
+        return cursor.rowcount
+
+    # --- search -------------------------------------------------------------------------------
+    def search(self, query: str, limit: int = 50) -> list[SearchHit]:
+        terms = re.findall(r"\w+", query, flags=re.UNICODE)
+        if not terms:
+            return []
+        # Every term as a prefix, quoted so FTS5 syntax in user input cannot break the query.
+        match = " ".join(f'"{t}"*' for t in terms)
+        rows = self._db.execute(
+            "SELECT m.conversation_id, c.title, m.id, snippet(messages_fts, 0, '[', ']', '…', 12) "
+            "FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid "
+            "JOIN conversations c ON c.id = m.conversation_id "
+            "WHERE messages_fts MATCH ? AND c.deleted_at IS NULL ORDER BY c.updated_at DESC, m.position "
+            "LIMIT ?",
+            (match, limit),
+        ).fetchall()
+        # Titles match too, so a chat named "Budget" is found even if no message says so.
+        title_rows = self._db.execute(
+            "SELECT id, title FROM conversations WHERE deleted_at IS NULL AND title LIKE ? "
+            "ORDER BY updated_at DESC LIMIT ?",
+            (f"%{query.strip()}%", limit),
+        ).fetchall()
+        hits = [SearchHit(*row) for row in rows]
+        seen = {h.conversation_id for h in hits}
+        hits += [SearchHit(cid, title, 0, title) for cid, title in title_rows if cid not in seen]
+        return hits
+
+    # --- attachments --------------------------------------------------------------------------
+    def import_file(self, source: Path) -> Path:
+        """Copy ``source`` into the attachments folder under its SHA-256; returns the stored copy."""
+        source = Path(source)
+        digest = hashlib.sha256()
+        try:
+            with source.open("rb") as handle:
+                for chunk in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(chunk)
+        except OSError as error:
+            raise StoreError(f"Could not read {source.name}: {error.strerror or error}.") from error
+        name = digest.hexdigest() + source.suffix.lower()
+        target = self.attachments_dir / name[:2] / name
+        if target.exists():
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".part")
+        try:
+            shutil.copyfile(source, partial)
+            partial.replace(target)
+        except OSError as error:
+            partial.unlink(missing_ok=True)
+            why = "the disk is full" if error.errno == 28 else (error.strerror or str(error))
+            raise StoreError(f"Could not copy {source.name} into the QwenDesk data folder: {why}.") from error
+        return target
+
+    def _relative(self, path: Path) -> str:
+        path = Path(path)
+        try:
+            return str(path.relative_to(self.attachments_dir))
+        except ValueError:
+            return str(path)
+
+    def _attachment(self, kind: str, path: str, name: str, options: str) -> StoredAttachment:
+        full = Path(path) if Path(path).is_absolute() else self.attachments_dir / path
+        extra = json.loads(options or "{}")
+        return StoredAttachment(AttachmentKind(kind), full, name, **extra)
+
+    def _remove_orphan_files(self) -> None:
+        used = {row[0] for row in self._db.execute("SELECT DISTINCT path FROM attachments")}
+        for file in self.attachments_dir.glob("*/*"):
+            if file.is_file() and str(file.relative_to(self.attachments_dir)) not in used:
+                file.unlink(missing_ok=True)
+
+
+def _options_json(att: StoredAttachment) -> str:
+    data = asdict(att)
+    for key in ("kind", "path", "name"):
+        data.pop(key)
+    return json.dumps(data)

@@ -1,0 +1,240 @@
+"""Background work: the engine on its own QThread, and small one-shot tasks on the thread pool.
+
+The GUI thread never calls MLX. ``EngineClient`` (GUI thread) sends requests to ``EngineWorker`` (engine
+thread) through queued signals and gets engine events back as signals. Cancel is a thread-safe flag.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, QRunnable, QThread, QThreadPool, Signal, Slot
+
+log = logging.getLogger(__name__)
+
+
+class EngineWorker(QObject):
+    """Owns the Engine; lives on the engine thread. Every slot runs there and may block."""
+
+    loadProgress = Signal(str, float)
+    loaded = Signal(object)  # ModelInfo
+    loadFailed = Signal(str, str)  # message, kind: "checkpoint" | "memory" | "error"
+    unloaded = Signal()
+    event = Signal(int, object)  # request id, an engine event
+    generationFailed = Signal(int, str)  # request id, one sentence (bad input raised before any event)
+
+    def __init__(self, state_dir: Path | None = None, engine_factory: Callable[[], Any] | None = None):
+        super().__init__()
+        self._state_dir = state_dir
+        self._factory = engine_factory
+        self._engine = None
+        self._token_lock = threading.Lock()
+        self._token = None
+
+    def _get_engine(self):
+        if self._engine is None:
+            if self._factory is not None:
+                self._engine = self._factory()
+            else:
+                from engine_mlx.engine import Engine
+
+                self._engine = Engine(state_dir=self._state_dir)
+        return self._engine
+
+    @Slot(str, int, bool)
+    def load(self, path: str, context_tokens: int, force: bool) -> None:
+        from engine_mlx.errors import CheckpointError, EngineError, MemoryFitError
+
+        def progress(update) -> None:
+            stage = getattr(update, "stage", str(update))
+            fraction = float(getattr(update, "fraction", 0.0))
+            self.loadProgress.emit(stage, fraction)
+
+        try:
+            info = self._get_engine().load(Path(path), context_tokens=context_tokens, force=force,
+                                           progress=progress)
+        except MemoryFitError as error:
+            self.loadFailed.emit(str(error), "memory")
+        except CheckpointError as error:
+            self.loadFailed.emit(str(error), "checkpoint")
+        except EngineError as error:
+            self.loadFailed.emit(str(error), "error")
+        except Exception as error:  # an MLX failure: keep the app alive, log the traceback
+            log.exception("loading %s failed", path)
+            self.loadFailed.emit(f"Loading {Path(path).name} failed: {error}", "error")
+        else:
+            self.loaded.emit(info)
+
+    @Slot()
+    def unload(self) -> None:
+        if self._engine is not None:
+            try:
+                self._engine.unload()
+            except Exception:
+                log.exception("unload failed")
+        self.unloaded.emit()
+
+    @Slot(int, object, object)
+    def generate(self, request_id: int, conversation, settings) -> None:
+        from engine_mlx.cancel import CancelToken
+        from engine_mlx.errors import EngineError
+        from engine_mlx.events import Finished, FinishReason
+
+        token = CancelToken()
+        with self._token_lock:
+            self._token = token
+        try:
+            for event in self._get_engine().generate(conversation, settings, cancel=token):
+                self.event.emit(request_id, event)
+        except EngineError as error:
+            self.generationFailed.emit(request_id, str(error))
+        except Exception as error:
+            log.exception("generation failed")
+            self.event.emit(request_id, Finished(FinishReason.ERROR, f"Generation failed: {error}"))
+        finally:
+            with self._token_lock:
+                self._token = None
+
+    def cancel(self) -> None:
+        """Thread-safe: called directly from the GUI thread while ``generate`` runs."""
+        with self._token_lock:
+            if self._token is not None:
+                self._token.cancel()
+
+    @Slot(str)
+    def persist(self, conversation_id: str) -> None:
+        engine = self._engine
+        if engine is not None and hasattr(engine, "persist"):
+            try:
+                engine.persist(conversation_id)
+            except Exception:
+                log.exception("persist failed")
+
+
+class EngineClient(QObject):
+    """The GUI thread's handle on the engine thread."""
+
+    _requestLoad = Signal(str, int, bool)
+    _requestUnload = Signal()
+    _requestGenerate = Signal(int, object, object)
+    _requestPersist = Signal(str)
+
+    def __init__(self, state_dir: Path | None = None, engine_factory: Callable[[], Any] | None = None,
+                 parent: QObject | None = None):
+        super().__init__(parent)
+        self.thread = QThread()
+        self.thread.setObjectName("engine")
+        self.worker = EngineWorker(state_dir, engine_factory)
+        self.worker.moveToThread(self.thread)
+        self._requestLoad.connect(self.worker.load)
+        self._requestUnload.connect(self.worker.unload)
+        self._requestGenerate.connect(self.worker.generate)
+        self._requestPersist.connect(self.worker.persist)
+        self.thread.start()
+        self._next_request = 0
+
+    def load(self, path: Path | str, context_tokens: int, force: bool = False) -> None:
+        self._requestLoad.emit(str(path), int(context_tokens), bool(force))
+
+    def unload(self) -> None:
+        self._requestUnload.emit()
+
+    def generate(self, conversation, settings) -> int:
+        self._next_request += 1
+        self._requestGenerate.emit(self._next_request, conversation, settings)
+        return self._next_request
+
+    def cancel(self) -> None:
+        self.worker.cancel()
+
+    def persist(self, conversation_id: str) -> None:
+        self._requestPersist.emit(conversation_id)
+
+    def shutdown(self, timeout_ms: int = 5000) -> None:
+        self.worker.cancel()
+        self.thread.quit()
+        self.thread.wait(timeout_ms)
+
+
+class _TaskSignals(QObject):
+    done = Signal(object)
+    failed = Signal(object)  # the exception
+    progress = Signal(int, int)
+
+
+class _Runnable(QRunnable):
+    def __init__(self, task: "Task"):
+        super().__init__()
+        self.setAutoDelete(True)
+        self._task = task
+
+    def run(self) -> None:
+        self._task._run()
+
+
+class Task(QObject):
+    """A function run on the thread pool, reporting back on the GUI thread.
+
+    ``fn(progress, cancelled)`` gets a ``progress(done, total)`` callback and a ``cancelled()`` check.
+    Keep a reference to the Task (``Task.start`` keeps one until it reports) and call ``cancel`` to stop it.
+    """
+
+    _running: set["Task"] = set()
+
+    def __init__(self, fn: Callable[[Callable[[int, int], None], Callable[[], bool]], Any],
+                 parent: QObject | None = None):
+        super().__init__(parent)
+        self.signals = _TaskSignals()
+        self.done = self.signals.done
+        self.failed = self.signals.failed
+        self.progress = self.signals.progress
+        self._fn = fn
+        self._cancel = threading.Event()
+        self.finished_flag = threading.Event()
+
+    def start(self, pool: QThreadPool | None = None) -> "Task":
+        Task._running.add(self)
+        self.done.connect(self._forget)
+        self.failed.connect(self._forget)
+        (pool or QThreadPool.globalInstance()).start(_Runnable(self))
+        return self
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def _forget(self, *_: object) -> None:
+        Task._running.discard(self)
+
+    def _run(self) -> None:
+        try:
+            result = self._fn(lambda d, t: self.signals.progress.emit(int(d), int(t)), self._cancel.is_set)
+        except BaseException as error:  # reported to the GUI thread, which decides what to show
+            if not isinstance(error, Exception):
+                raise
+            log.debug("background task failed", exc_info=True)
+            self.finished_flag.set()
+            self.signals.failed.emit(error)
+        else:
+            self.finished_flag.set()
+            self.signals.done.emit(result)
+
+
+def run_task(fn: Callable[..., Any], on_done: Callable[[Any], None] | None = None,
+             on_failed: Callable[[Exception], None] | None = None,
+             on_progress: Callable[[int, int], None] | None = None) -> Task:
+    task = Task(fn)
+    if on_done:
+        task.done.connect(on_done)
+    if on_failed:
+        task.failed.connect(on_failed)
+    if on_progress:
+        task.progress.connect(on_progress)
+    return task.start()
