@@ -1,0 +1,493 @@
+"""What a model folder holds, read without loading it; and where model folders are on this machine.
+
+``inspect_checkpoint`` reads config.json, the chat template and the safetensors headers (never
+the tensors) and raises :class:`~engine_mlx.errors.CheckpointError` with a specific reason when the
+folder cannot be used. ``discover_models`` looks in the Hugging Face cache, LM Studio's folders
+and user folders, without touching the network.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from .errors import CheckpointError
+
+SUPPORTED_MODEL_TYPES = frozenset({"qwen3_5", "qwen3_5_moe", "qwen3_5_text", "qwen3_5_moe_text"})
+PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"})
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+# A safetensors header is a small JSON table; anything claiming more than this is not a real header.
+_MAX_HEADER_BYTES = 100 * 1024 * 1024
+_THINKING_MARKERS = ("enable_thinking", "<think>")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A checkpoint as far as the app, the CLI and the memory estimate need to know it."""
+
+    path: Path
+    name: str  # folder name, or "org/name" for a Hugging Face cache snapshot
+    model_type: str
+    architecture: str
+    is_vision: bool
+    quant_bits: int | None  # None = not quantized
+    quant_group_size: int | None
+    param_count: int  # logical parameters: packed quantized weights unpacked, no scales/biases
+    weight_bytes: int  # tensor bytes, as stored
+    context_length: int | None
+    supports_thinking: bool
+    num_layers: int
+    num_full_attention_layers: int
+    full_attention_interval: int
+    num_key_value_heads: int
+    head_dim: int
+    linear_num_key_heads: int
+    linear_num_value_heads: int
+    linear_key_head_dim: int
+    linear_value_head_dim: int
+    linear_conv_kernel_dim: int
+    layer_types: tuple[str, ...] | None = None
+
+    @property
+    def num_linear_attention_layers(self) -> int:
+        return self.num_layers - self.num_full_attention_layers
+
+
+class SourceKind(str, Enum):
+    HF_CACHE = "hf_cache"
+    LMSTUDIO = "lmstudio"
+    USER = "user"
+
+
+@dataclass(frozen=True)
+class SearchRoot:
+    path: Path
+    kind: SourceKind
+
+
+@dataclass(frozen=True)
+class DiscoveredModel:
+    """A folder with a config.json; ``info`` when it is usable, else ``error`` says why not."""
+
+    path: Path
+    source: SourceKind
+    info: ModelInfo | None
+    error: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.info is not None
+
+
+# ------------------------------------------------------------------------------------- templates
+
+
+def _template_from(value: Any) -> str | None:
+    """A chat_template value: a string, or a list of {"name", "template"} (the "default" wins)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        named = {t.get("name"): t.get("template") for t in value if isinstance(t, dict)}
+        chosen = named.get("default") or next((t for t in named.values() if t), None)
+        return chosen if isinstance(chosen, str) else None
+    return None
+
+
+def _read_json(path: Path) -> Any:
+    with path.open("rb") as f:
+        return json.load(f)
+
+
+def read_chat_template(path: Path | str) -> str | None:
+    """The chat template from chat_template.jinja, chat_template.json or tokenizer_config.json."""
+    folder = Path(path)
+    jinja = folder / "chat_template.jinja"
+    if jinja.is_file():
+        try:
+            return jinja.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            pass
+    for name in ("chat_template.json", "tokenizer_config.json"):
+        file = folder / name
+        if not file.is_file():
+            continue
+        try:
+            data = _read_json(file)
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and (template := _template_from(data.get("chat_template"))):
+            return template
+    return None
+
+
+# ------------------------------------------------------------------------------------ safetensors
+
+
+@dataclass(frozen=True)
+class _Tensor:
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    nbytes: int
+
+
+def _read_safetensors_header(folder: Path, shard: Path) -> list[_Tensor]:
+    """The tensor table of one shard; CheckpointError if it is truncated or not safetensors."""
+    rel = shard.name
+    try:
+        size = shard.stat().st_size
+        with shard.open("rb") as f:
+            prefix = f.read(8)
+            if len(prefix) < 8:
+                raise CheckpointError(
+                    folder, f"weight shard {rel} is truncated ({size} bytes); download it again"
+                )
+            header_len = int.from_bytes(prefix, "little")
+            if header_len > _MAX_HEADER_BYTES or header_len > size - 8:
+                raise CheckpointError(
+                    folder,
+                    f"weight shard {rel} is truncated or not a safetensors file "
+                    f"(header of {header_len} bytes in a {size}-byte file); download it again",
+                )
+            raw = f.read(header_len)
+    except OSError as e:
+        reason = f"weight shard {rel} cannot be read ({e.strerror or e})"
+        raise CheckpointError(folder, reason) from None
+    try:
+        header = json.loads(raw)
+        if not isinstance(header, dict):
+            raise ValueError("not an object")
+        tensors = []
+        data_end = 0
+        for name, entry in header.items():
+            if name == "__metadata__":
+                continue
+            begin, end = (int(x) for x in entry["data_offsets"])
+            shape = tuple(int(d) for d in entry["shape"])
+            tensors.append(_Tensor(name, str(entry["dtype"]), shape, end - begin))
+            data_end = max(data_end, end)
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(
+            folder, f"weight shard {rel} has a damaged safetensors header ({e}); download it again"
+        ) from None
+    needed = 8 + header_len + data_end
+    if size < needed:
+        raise CheckpointError(
+            folder,
+            f"weight shard {rel} is truncated ({size} bytes, its header needs {needed}); "
+            "download it again",
+        )
+    return tensors
+
+
+def _weight_shards(folder: Path) -> list[Path]:
+    """The shards to read: those the index names (each must exist), else all *.safetensors."""
+    index = folder / SAFETENSORS_INDEX
+    if index.is_file():
+        try:
+            weight_map = _read_json(index)["weight_map"]
+            names = sorted(set(weight_map.values()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            raise CheckpointError(
+                folder, f"{SAFETENSORS_INDEX} is not a valid safetensors index; download it again"
+            ) from None
+        # is_file() follows symlinks: a HF cache link to a blob never downloaded counts as missing.
+        missing = [n for n in names if not (folder / n).is_file()]
+        if missing:
+            listed = ", ".join(missing[:3])
+            if len(missing) > 3:
+                listed += f" and {len(missing) - 3} more"
+            raise CheckpointError(
+                folder,
+                f"weight shard {listed} named in {SAFETENSORS_INDEX} is missing; "
+                "the download is incomplete",
+            )
+        return [folder / n for n in names]
+    shards = sorted(p for p in folder.glob("*.safetensors") if p.is_file())
+    if shards:
+        return shards
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
+    if pickles:
+        raise CheckpointError(
+            folder,
+            f"has only PyTorch pickle weights ({pickles[0]}); QwenDesk loads only .safetensors "
+            "weights, because pickle files can run code when loaded — use an MLX or safetensors "
+            "conversion of the model",
+        )
+    raise CheckpointError(folder, "has no .safetensors weight files")
+
+
+def _quantization(config: dict[str, Any]) -> dict[str, Any]:
+    for key in ("quantization", "quantization_config"):
+        value = config.get(key)
+        if isinstance(value, dict) and isinstance(value.get("bits"), int):
+            return value
+    return {}
+
+
+def _count_params(tensors: Iterable[_Tensor], quant: dict[str, Any]) -> int:
+    """Logical parameters: a uint32 packed weight with b bits holds 32/b values per element.
+
+    MLX's per-layer overrides (``quantization["<module path>"] = {"bits": ..}``) are honoured;
+    the quantization ``scales`` and ``biases`` are bookkeeping, not parameters.
+    """
+    default_bits = quant.get("bits")
+    total = 0
+    for t in tensors:
+        if t.name.endswith((".scales", ".biases")):
+            continue
+        count = math.prod(t.shape)
+        if t.dtype == "U32" and default_bits and t.name.endswith(".weight"):
+            override = quant.get(t.name.removesuffix(".weight"))
+            bits = default_bits
+            if isinstance(override, dict):
+                bits = override.get("bits", default_bits)
+            count = count * 32 // bits
+        total += count
+    return total
+
+
+# ----------------------------------------------------------------------------------------- config
+
+
+def _has_tokenizer(folder: Path) -> bool:
+    if (folder / "tokenizer.json").is_file():
+        return True
+    vocab_files = ("vocab.json", "tokenizer.model", "vocab.txt")
+    return (folder / "tokenizer_config.json").is_file() and any(
+        (folder / v).is_file() for v in vocab_files
+    )
+
+
+def _int(folder: Path, section: dict[str, Any], key: str, default: int | None = None) -> int:
+    value = section.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        if value is None:
+            reason = f"config.json does not give {key}; the file is incomplete"
+        else:
+            reason = f"config.json has {key} = {value!r}, which is not a whole number"
+        raise CheckpointError(folder, reason)
+    return value
+
+
+def _display_name(folder: Path) -> str:
+    """'org/name' for a HF cache snapshot (models--org--name/snapshots/<rev>), else the name."""
+    repo = folder.parent.parent.name
+    if folder.parent.name == "snapshots" and repo.startswith("models--"):
+        return repo.removeprefix("models--").replace("--", "/", 1)
+    return folder.name
+
+
+def _load_config(folder: Path) -> dict[str, Any]:
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise CheckpointError(folder, "has no config.json, so it is not a model folder")
+    try:
+        config = _read_json(config_path)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(folder, f"config.json is not valid JSON ({e})") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(folder, "config.json does not hold a JSON object")
+    return config
+
+
+def inspect_checkpoint(path: Path | str) -> ModelInfo:
+    """Everything the app needs to know about a model folder, without loading any tensor."""
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        what = "does not exist" if not folder.exists() else "is not a folder"
+        reason = f"{what}; choose the model's folder (the one with config.json)"
+        raise CheckpointError(folder, reason)
+    config = _load_config(folder)
+
+    architectures = config.get("architectures")
+    model_type = config.get("model_type")
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        shown = model_type or (architectures[0] if architectures else "unknown")
+        raise CheckpointError(
+            folder,
+            f"architecture {shown} is not a Qwen3.5-family model; "
+            "QwenDesk runs qwen3_5 / qwen3_5_moe checkpoints",
+        )
+    architecture = model_type
+    if isinstance(architectures, list) and architectures:
+        architecture = str(architectures[0])
+
+    shards = _weight_shards(folder)
+    tensors = [t for shard in shards for t in _read_safetensors_header(folder, shard)]
+    if not _has_tokenizer(folder):
+        raise CheckpointError(
+            folder,
+            "has no tokenizer (tokenizer.json, or tokenizer_config.json with vocab.json); "
+            "download the complete model",
+        )
+
+    text = config.get("text_config")
+    text = text if isinstance(text, dict) else config
+    num_layers = _int(folder, text, "num_hidden_layers")
+    interval = _int(folder, text, "full_attention_interval", 4)
+    if interval < 1:
+        raise CheckpointError(folder, f"config.json has full_attention_interval = {interval}")
+    layer_types = text.get("layer_types")
+    if isinstance(layer_types, list) and layer_types:
+        layer_types = tuple(str(t) for t in layer_types)
+        full_layers = sum(1 for t in layer_types if t == "full_attention")
+    else:
+        layer_types = None
+        # Layers interval-1, 2*interval-1, ... (0-based) are full attention, as in mlx-lm/mlx-vlm.
+        full_layers = num_layers // interval
+    head_dim = text.get("head_dim")
+    if not isinstance(head_dim, int):
+        head_dim = _int(folder, text, "hidden_size") // _int(folder, text, "num_attention_heads")
+    quant = _quantization(config)
+    context = text.get("max_position_embeddings", config.get("max_position_embeddings"))
+    template = read_chat_template(folder) or ""
+
+    return ModelInfo(
+        path=folder,
+        name=_display_name(folder),
+        model_type=model_type,
+        architecture=architecture,
+        is_vision=isinstance(config.get("vision_config"), dict),
+        quant_bits=quant.get("bits"),
+        quant_group_size=quant.get("group_size"),
+        param_count=_count_params(tensors, quant),
+        weight_bytes=sum(t.nbytes for t in tensors),
+        context_length=context if isinstance(context, int) else None,
+        supports_thinking=any(marker in template for marker in _THINKING_MARKERS),
+        num_layers=num_layers,
+        num_full_attention_layers=full_layers,
+        full_attention_interval=interval,
+        num_key_value_heads=_int(folder, text, "num_key_value_heads"),
+        head_dim=head_dim,
+        linear_num_key_heads=_int(folder, text, "linear_num_key_heads", 0),
+        linear_num_value_heads=_int(folder, text, "linear_num_value_heads", 0),
+        linear_key_head_dim=_int(folder, text, "linear_key_head_dim", 0),
+        linear_value_head_dim=_int(folder, text, "linear_value_head_dim", 0),
+        linear_conv_kernel_dim=_int(folder, text, "linear_conv_kernel_dim", 0),
+        layer_types=layer_types,
+    )
+
+
+# -------------------------------------------------------------------------------------- discovery
+
+
+def _hf_home() -> Path:
+    if hf_home := os.environ.get("HF_HOME"):
+        return Path(hf_home).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "huggingface"
+
+
+def default_search_roots() -> list[SearchRoot]:
+    """Where models usually are: the HF hub cache (found as huggingface_hub does), LM Studio."""
+    hub = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
+    hub_path = Path(hub).expanduser() if hub else _hf_home() / "hub"
+    home = Path.home()
+    return [
+        SearchRoot(hub_path, SourceKind.HF_CACHE),
+        SearchRoot(home / ".lmstudio" / "models", SourceKind.LMSTUDIO),
+        SearchRoot(home / ".cache" / "lm-studio" / "models", SourceKind.LMSTUDIO),
+    ]
+
+
+def _hf_snapshot(repo_dir: Path) -> Path | None:
+    """The snapshot refs/main points at, else the most recently written one."""
+    snapshots = repo_dir / "snapshots"
+    ref = repo_dir / "refs" / "main"
+    if ref.is_file():
+        try:
+            revision = ref.read_text(encoding="utf-8").strip()
+        except OSError:
+            revision = ""
+        if revision and (snapshots / revision).is_dir():
+            return snapshots / revision
+    try:
+        candidates = [p for p in snapshots.iterdir() if p.is_dir()]
+    except OSError:
+        return None
+    return max(candidates, key=lambda p: p.stat().st_mtime, default=None)
+
+
+def _subdirs(folder: Path) -> list[Path]:
+    try:
+        return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError:
+        return []
+
+
+def _hf_cache_candidates(root: Path) -> Iterator[Path]:
+    for repo_dir in _subdirs(root):
+        if repo_dir.name.startswith("models--"):
+            snapshot = _hf_snapshot(repo_dir)
+            if snapshot is not None and (snapshot / "config.json").is_file():
+                yield snapshot
+
+
+def _folder_candidates(root: Path, depth: int = 2) -> Iterator[Path]:
+    """``root`` if it is a model folder, else model folders up to ``depth`` levels below it."""
+    if (root / "config.json").is_file():
+        yield root
+        return
+    if root.name.startswith("models--"):  # a user pointed at one repo inside a Hugging Face cache
+        snapshot = _hf_snapshot(root)
+        if snapshot is not None and (snapshot / "config.json").is_file():
+            yield snapshot
+        return
+    if depth > 0:
+        for child in _subdirs(root):
+            yield from _folder_candidates(child, depth - 1)
+
+
+def _candidates(root: SearchRoot) -> Iterator[Path]:
+    if root.kind is SourceKind.HF_CACHE:
+        return _hf_cache_candidates(root.path)
+    return _folder_candidates(root.path)
+
+
+def discover_models(
+    extra_dirs: Iterable[Path | str] = (), roots: Iterable[SearchRoot] | None = None
+) -> list[DiscoveredModel]:
+    """Every folder with a config.json under the search roots, each inspected.
+
+    Unusable folders are listed too, with the reason, so a user can see why a model is not offered;
+    callers filter on ``.ok``. Nothing here touches the network.
+    """
+    search = list(default_search_roots() if roots is None else roots)
+    search += [SearchRoot(Path(d).expanduser(), SourceKind.USER) for d in extra_dirs]
+    found: list[DiscoveredModel] = []
+    seen: set[Path] = set()
+    for root in search:
+        if not root.path.is_dir():
+            continue
+        for folder in _candidates(root):
+            key = folder.resolve()
+            if key in seen:
+                continue
+            seen.add(key)
+            try:
+                found.append(DiscoveredModel(folder, root.kind, inspect_checkpoint(folder), None))
+            except CheckpointError as e:
+                found.append(DiscoveredModel(folder, root.kind, None, e.reason))
+            except OSError as e:
+                found.append(DiscoveredModel(folder, root.kind, None, f"cannot be read ({e})"))
+    return found
+
+
+__all__ = [
+    "SUPPORTED_MODEL_TYPES",
+    "DiscoveredModel",
+    "ModelInfo",
+    "SearchRoot",
+    "SourceKind",
+    "default_search_roots",
+    "discover_models",
+    "inspect_checkpoint",
+    "read_chat_template",
+]
