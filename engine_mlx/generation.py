@@ -1,0 +1,277 @@
+"""The generation loop: chunked prefill with progress, cancel and snapshot points, then decode.
+
+mlx-vlm's ``stream_generate`` reports no prefill progress and cannot be cancelled mid-prompt, so the
+engine runs its own loop: the prompt goes through the model in chunks (progress and a cancel check
+after each), then tokens are decoded one at a time with the next step queued before the current
+token is read (as mlx-lm does), so the device never waits on Python.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import mlx.core as mx
+from mlx_lm.sample_utils import make_sampler
+
+from engine_mlx.cancel import CancelToken
+from engine_mlx.events import (
+    AnswerDelta,
+    Event,
+    Finished,
+    FinishReason,
+    Progress,
+    Stats,
+    ThinkingDelta,
+)
+from engine_mlx.runtime import LoadedModel, PromptInputs
+from engine_mlx.settings import GenerationSettings
+from engine_mlx.thinking import ThinkingSplitter
+
+# What the engine writes to end a thinking block when the budget runs out.
+FORCED_THINKING_CLOSE = "\n</think>\n\n"
+
+
+class StreamingDecoder:
+    """Token ids in, text out, holding back bytes that do not yet form a whole character."""
+
+    def __init__(self, tokenizer: Any):
+        self._tokenizer = tokenizer
+        self._pending: list[int] = []
+
+    def add(self, token: int) -> str:
+        self._pending.append(token)
+        text = self._tokenizer.decode(self._pending, skip_special_tokens=True)
+        if text.endswith("\ufffd") and len(self._pending) < 8:
+            return ""
+        self._pending = []
+        return text
+
+    def flush(self) -> str:
+        if not self._pending:
+            return ""
+        text = self._tokenizer.decode(self._pending, skip_special_tokens=True)
+        self._pending = []
+        return text
+
+
+class PresencePenalty:
+    """Qwen-style presence penalty: subtract ``penalty`` from every token generated so far."""
+
+    def __init__(self, penalty: float, vocab_size: int):
+        self.penalty = penalty
+        self.seen = mx.zeros((vocab_size,), dtype=mx.float32)
+
+    def __call__(self, logits):
+        if self.penalty:
+            logits = logits - self.penalty * self.seen[: logits.shape[-1]]
+        return logits
+
+    def add(self, token) -> None:
+        if self.penalty:
+            self.seen[token] = 1.0
+
+
+@dataclass
+class Snapshot:
+    """A deep copy of the model cache after the first ``length`` prompt tokens."""
+
+    length: int
+    cache: list[Any]
+
+    @property
+    def nbytes(self) -> int:
+        total = 0
+        for entry in self.cache:
+            for arr in _cache_arrays(entry):
+                total += arr.nbytes
+        return total
+
+
+def _cache_arrays(entry: Any) -> list[Any]:
+    state = entry.state
+    if isinstance(state, (list, tuple)):
+        return [a for a in state if a is not None and hasattr(a, "nbytes")]
+    return [state] if state is not None else []
+
+
+def snapshot_cache(cache: list[Any], length: int) -> Snapshot:
+    """Copy a cache so later tokens don't mutate it (linear-attention state cannot be trimmed)."""
+    return Snapshot(length=length, cache=copy.deepcopy(cache))
+
+
+@dataclass
+class PrefillPlan:
+    """Where this turn's prefill starts and where to take a snapshot for the next turn."""
+
+    cache: list[Any]
+    start: int  # prompt tokens already in ``cache``
+    snapshot_at: int | None = None  # take a snapshot after this many prompt tokens
+
+
+def generate(
+    loaded: LoadedModel,
+    inputs: PromptInputs,
+    settings: GenerationSettings,
+    plan: PrefillPlan,
+    *,
+    cancel: CancelToken | None = None,
+    on_snapshot: Callable[[Snapshot], None] | None = None,
+    started_at: float | None = None,
+) -> Iterator[Event]:
+    """Yield Progress*, then ThinkingDelta/AnswerDelta*, then Stats and Finished."""
+    started_at = time.perf_counter() if started_at is None else started_at
+    cancel = cancel or CancelToken()
+    mx.reset_peak_memory()
+    total = len(inputs)
+    cache = plan.cache
+    prompt_end = total - 1  # the last prompt token goes through the first decode step
+
+    # ---------------------------------------------------------------- prefill
+    prefill_started = time.perf_counter()
+    done = plan.start
+    yield Progress(done=done, total=total)
+    while done < prompt_end:
+        end = min(done + settings.prefill_chunk, prompt_end)
+        if plan.snapshot_at is not None and done < plan.snapshot_at < end:
+            end = plan.snapshot_at  # end a chunk exactly at the snapshot point
+        loaded.run_prompt(inputs, done, end, cache)
+        mx.eval([c.state for c in cache])
+        done = end
+        if plan.snapshot_at == done and on_snapshot is not None:
+            on_snapshot(snapshot_cache(cache, done))
+        yield Progress(done=done, total=total)
+        if cancel.cancelled:
+            yield from _finish_early(inputs, plan, started_at, prefill_started, done)
+            return
+    if plan.snapshot_at == done and on_snapshot is not None and done > plan.start:
+        on_snapshot(snapshot_cache(cache, done))
+
+    # ---------------------------------------------------------------- decode
+    sampling = settings.sampling()
+    sampler = make_sampler(temp=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
+    if settings.seed is not None:
+        mx.random.seed(settings.seed)
+    penalty: PresencePenalty | None = None
+
+    def sample(logits):
+        nonlocal penalty
+        if penalty is None:
+            penalty = PresencePenalty(sampling.presence_penalty, logits.shape[-1])
+        logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+        token = sampler(penalty(logprobs))
+        penalty.add(token)
+        return token
+
+    index = prompt_end  # sequence position of the next token fed to the model
+
+    def feed(token_array):
+        nonlocal index
+        logits = loaded.step(token_array, index, inputs, cache)
+        index += 1
+        return logits
+
+    decoder = StreamingDecoder(loaded.tokenizer)
+    splitter = ThinkingSplitter(starts_in_thinking=settings.thinking)
+    close_ids = loaded.encode(FORCED_THINKING_CLOSE)
+    budget = settings.thinking_budget if settings.thinking else None
+    forced: list[int] = []  # tokens the engine writes itself (closing an over-budget thinking block)
+    first_logits = feed(mx.array(inputs.ids[prompt_end:]))
+    if budget is not None and budget <= 0:
+        forced, budget = list(close_ids), None
+        y = None
+    else:
+        y = sample(first_logits)
+        mx.async_eval(y)
+
+    first_token_at: float | None = None
+    generated = thinking_tokens = answer_tokens = 0
+    reason = FinishReason.LENGTH
+    while generated < settings.max_tokens:
+        if cancel.cancelled:
+            reason = FinishReason.CANCELLED
+            break
+        if forced:
+            token = forced.pop(0)
+            logits = feed(mx.array([token]))
+            if not forced:
+                y = sample(logits)
+                mx.async_eval(y)
+        else:
+            # Queue the next step before reading this token, so the device never waits on Python.
+            next_y = sample(feed(y))
+            mx.async_eval(next_y)
+            token = y.item()
+            y = next_y
+            if first_token_at is None:
+                first_token_at = time.perf_counter()
+            if token in loaded.eos_ids:
+                reason = FinishReason.STOP
+                break
+        if first_token_at is None:
+            first_token_at = time.perf_counter()
+        generated += 1
+        if splitter.in_thinking:
+            thinking_tokens += 1
+        else:
+            answer_tokens += 1
+        part = splitter.feed(decoder.add(token))
+        if part.thinking:
+            yield ThinkingDelta(part.thinking)
+        if part.answer:
+            yield AnswerDelta(part.answer)
+        if budget is not None and splitter.in_thinking and thinking_tokens >= budget:
+            # This token is already in the cache; the queued step after it is dropped and the
+            # closing tag follows instead, so the model goes on to answer.
+            forced, budget = list(close_ids), None
+
+    tail = splitter.feed(decoder.flush())
+    rest = splitter.flush()
+    thinking_text = tail.thinking + rest.thinking
+    answer_text = tail.answer + rest.answer
+    if thinking_text:
+        yield ThinkingDelta(thinking_text)
+    if answer_text:
+        yield AnswerDelta(answer_text)
+
+    finished_at = time.perf_counter()
+    first = first_token_at or finished_at
+    prefilled = max(0, total - plan.start)
+    prefill_s = max(first - prefill_started, 1e-9)
+    decode_s = finished_at - first
+    yield Stats(
+        prompt_tokens=total,
+        reused_tokens=plan.start,
+        prefilled_tokens=prefilled,
+        generated_tokens=generated,
+        thinking_tokens=thinking_tokens,
+        answer_tokens=answer_tokens,
+        prefill_tps=prefilled / prefill_s,
+        decode_tps=(generated - 1) / decode_s if generated > 1 and decode_s > 0 else 0.0,
+        ttft_s=first - started_at,
+        total_s=finished_at - started_at,
+        peak_memory_bytes=int(mx.get_peak_memory()),
+    )
+    yield Finished(reason)
+
+
+def _finish_early(
+    inputs: PromptInputs, plan: PrefillPlan, started_at: float, prefill_started: float, done: int
+) -> Iterator[Event]:
+    now = time.perf_counter()
+    yield Stats(
+        prompt_tokens=len(inputs),
+        reused_tokens=plan.start,
+        prefilled_tokens=done - plan.start,
+        generated_tokens=0,
+        thinking_tokens=0,
+        answer_tokens=0,
+        prefill_tps=(done - plan.start) / max(now - prefill_started, 1e-9),
+        decode_tps=0.0,
+        ttft_s=0.0,
+        total_s=now - started_at,
+        peak_memory_bytes=int(mx.get_peak_memory()),
+    )
+    yield Finished(FinishReason.CANCELLED)

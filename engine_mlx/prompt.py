@@ -1,0 +1,126 @@
+"""Render a typed conversation with the checkpoint's own chat template, and load its media.
+
+Every image, PDF page and video of the whole conversation is rendered into the prompt on every turn:
+the template places one vision block per item and the processor needs exactly one input per block
+(mlx-vlm otherwise degrades silently or raises a feature/token mismatch).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from engine_mlx import media
+from engine_mlx.conversation import (
+    Attachment,
+    Conversation,
+    ImageAttachment,
+    Message,
+    PdfAttachment,
+    Role,
+    VideoAttachment,
+)
+from engine_mlx.errors import UnsupportedInputError
+
+
+@dataclass
+class LoadedMedia:
+    """Decoded media in prompt order: images (PDF pages included) and videos."""
+
+    images: list[Any] = field(default_factory=list)  # PIL images
+    videos: list[media.SampledVideo] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class MediaLimits:
+    image_max_side: int = media.DEFAULT_MAX_SIDE
+    video_max_side: int = 768
+
+
+def template_messages(conversation: Conversation, *, text_only: bool) -> list[dict[str, Any]]:
+    """Chat-template messages: attachments become ``image``/``video`` parts before the text.
+
+    Assistant reasoning goes in ``reasoning_content`` so that the template, not the engine, decides
+    whether the model sees it (Qwen3.5's drops it from turns before the latest user message).
+    """
+    out: list[dict[str, Any]] = []
+    for message in conversation.messages:
+        if text_only:
+            if message.attachments:
+                raise UnsupportedInputError(
+                    "This model is text-only: it cannot read images, PDF pages or videos. "
+                    "Load a Qwen3.5 checkpoint that includes the vision tower."
+                )
+            entry: dict[str, Any] = {"role": message.role.value, "content": message.text}
+        else:
+            entry = {"role": message.role.value, "content": _content_parts(message)}
+        if message.role is Role.ASSISTANT and message.thinking:
+            entry["reasoning_content"] = message.thinking
+        out.append(entry)
+    return out
+
+
+def _content_parts(message: Message) -> list[dict[str, Any]]:
+    parts: list[dict[str, Any]] = []
+    for attachment in message.attachments:
+        if isinstance(attachment, VideoAttachment):
+            parts.append({"type": "video"})
+        elif isinstance(attachment, PdfAttachment):
+            pages = _pdf_page_numbers(attachment)
+            parts.extend({"type": "image"} for _ in pages)
+        else:
+            parts.append({"type": "image"})
+    parts.append({"type": "text", "text": message.text})
+    return parts
+
+
+def _pdf_page_numbers(attachment: PdfAttachment) -> range:
+    last = attachment.last_page or media.pdf_page_count(attachment.path)
+    return range(attachment.first_page, last + 1)
+
+
+def render_text(
+    conversation: Conversation,
+    apply_template: Callable[..., str],
+    *,
+    thinking: bool,
+    text_only: bool,
+) -> str:
+    """The prompt string: the checkpoint's template, generation prompt added, thinking passed explicitly.
+
+    mlx-vlm's ``apply_chat_template`` defaults ``enable_thinking`` to False, so it is always given.
+    """
+    return apply_template(
+        template_messages(conversation, text_only=text_only),
+        tokenize=False,
+        add_generation_prompt=True,
+        enable_thinking=thinking,
+    )
+
+
+def load_media(attachments: tuple[Attachment, ...], limits: MediaLimits) -> LoadedMedia:
+    """Decode every attachment in order; raises MediaError naming the file that failed."""
+    loaded = LoadedMedia()
+    for attachment in attachments:
+        if isinstance(attachment, ImageAttachment):
+            loaded.images.append(media.load_image(attachment.path, max_side=limits.image_max_side))
+        elif isinstance(attachment, PdfAttachment):
+            loaded.images.extend(
+                media.load_pdf_pages(
+                    attachment.path,
+                    first_page=attachment.first_page,
+                    last_page=attachment.last_page,
+                    max_side=limits.image_max_side,
+                )
+            )
+        elif isinstance(attachment, VideoAttachment):
+            loaded.videos.append(
+                media.sample_video(
+                    attachment.path,
+                    fps=attachment.fps,
+                    start_s=attachment.start_s,
+                    end_s=attachment.end_s,
+                    max_side=limits.video_max_side,
+                )
+            )
+    return loaded

@@ -1,0 +1,284 @@
+"""A loaded checkpoint and the model calls the generation loop needs.
+
+Vision checkpoints run through mlx-vlm's model classes, text-only ones through mlx-lm's; both are
+wrapped so the loop sees one interface: turn a prompt into :class:`PromptInputs`, run a range of
+prompt tokens into a cache, run one decode step.
+
+For vision models the engine computes positions (Qwen's 3-axis MRoPE) for the whole prompt itself
+and passes them explicitly on every call, and builds input embeddings per prefill chunk from the
+token embeddings plus the vision features of only those media whose tokens fall in the chunk. This
+keeps each call independent of mlx-vlm's hidden per-model position state, so a prefill can resume
+from any cache snapshot and media before the resume point are never re-encoded.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from engine_mlx.cancel import CancelToken
+from engine_mlx.errors import EngineError
+
+from engine_mlx.checkpoint import ModelInfo
+from engine_mlx.prompt import LoadedMedia
+
+# No network at run time and no telemetry: transformers / huggingface_hub read these on import.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import mlx.core as mx  # noqa: E402
+
+
+@dataclass
+class _MediaRows:
+    """Vision inputs of one kind (images or videos) for the whole prompt, encoded lazily per item."""
+
+    token_id: int
+    pixels: Any = None  # mx.array of patches, items concatenated
+    grid_thw: Any = None  # mx.array (n_items, 3)
+    row_starts: list[int] = field(default_factory=list)  # patch-row offset of each item
+    feature_starts: list[int] = field(default_factory=list)  # feature-row offset of each item
+    features: dict[int, Any] = field(default_factory=dict)  # item index -> encoded features
+
+    @property
+    def count(self) -> int:
+        return 0 if self.grid_thw is None else int(self.grid_thw.shape[0])
+
+
+@dataclass
+class PromptInputs:
+    """A tokenized prompt: ids, and for vision models positions and the media to encode on demand."""
+
+    ids: list[int]
+    positions: Any = None  # mx.array (3, 1, T) for vision models
+    rope_delta: int = 0  # decode position = token index + rope_delta
+    images: _MediaRows | None = None
+    videos: _MediaRows | None = None
+    _pad_cumsum: dict[int, np.ndarray] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def media_token_ranges(self) -> list[tuple[int, int]]:
+        """Token ranges [start, end) of every run of image/video pad tokens (restore points avoid them)."""
+        pad_ids = {rows.token_id for rows in (self.images, self.videos) if rows and rows.count}
+        ranges: list[tuple[int, int]] = []
+        start = None
+        for i, tok in enumerate(self.ids + [-1]):
+            if tok in pad_ids and start is None:
+                start = i
+            elif tok not in pad_ids and start is not None:
+                ranges.append((start, i))
+                start = None
+        return ranges
+
+
+class LoadedModel:
+    """A checkpoint in memory: model, processor/tokenizer, and the calls the generation loop uses."""
+
+    def __init__(self, info: ModelInfo, model: Any, processor: Any, *, is_vision: bool):
+        self.info = info
+        self.model = model
+        self.processor = processor
+        self.is_vision = is_vision
+        self.tokenizer = processor.tokenizer if is_vision else processor
+        self.eos_ids = self._eos_ids()
+
+    # ------------------------------------------------------------------ loading
+
+    @classmethod
+    def load(
+        cls,
+        info: ModelInfo,
+        *,
+        progress: Callable[[float], None] | None = None,
+        cancel: CancelToken | None = None,
+    ) -> "LoadedModel":
+        """Load lazily, then read the weights in slices so progress can be shown and cancelled."""
+        path = str(info.path)
+        if info.is_vision:
+            # mlx_vlm.load installs its own torch-free Qwen processor; never trust_remote_code.
+            from mlx_vlm import load as vlm_load
+
+            model, processor = vlm_load(path, lazy=True, trust_remote_code=False)
+        else:
+            from mlx_lm import load as lm_load
+
+            model, processor = lm_load(path, lazy=True)
+        _materialize(model, progress, cancel)
+        return cls(info, model, processor, is_vision=info.is_vision)
+
+    def _eos_ids(self) -> set[int]:
+        ids: set[int] = set()
+        config_eos = getattr(getattr(self.model, "config", None), "eos_token_id", None)
+        if config_eos is None and hasattr(self.model, "args"):
+            config_eos = getattr(self.model.args, "eos_token_id", None)
+        if isinstance(config_eos, int):
+            ids.add(config_eos)
+        elif config_eos:
+            ids.update(int(i) for i in config_eos)
+        for name in ("<|im_end|>", "<|endoftext|>"):
+            tok_id = self.tokenizer.convert_tokens_to_ids(name)
+            if isinstance(tok_id, int) and tok_id >= 0 and tok_id != getattr(self.tokenizer, "unk_token_id", None):
+                ids.add(tok_id)
+        if getattr(self.tokenizer, "eos_token_id", None) is not None:
+            ids.add(int(self.tokenizer.eos_token_id))
+        return ids
+
+    # ------------------------------------------------------------------ prompts
+
+    def apply_template(self, messages, **kwargs) -> str:
+        if self.is_vision:
+            return self.processor.apply_chat_template(messages, **kwargs)
+        return self.tokenizer.apply_chat_template(messages, **kwargs)
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def prepare(self, prompt: str, loaded: LoadedMedia) -> PromptInputs:
+        if not self.is_vision:
+            return PromptInputs(ids=self.encode(prompt))
+        kwargs: dict[str, Any] = {}
+        if loaded.images:
+            kwargs["images"] = loaded.images
+        if loaded.videos:
+            kwargs["videos"] = [np.stack(v.frames) for v in loaded.videos]
+            kwargs["fps"] = [v.source_fps for v in loaded.videos]
+            kwargs["video_metadata"] = [
+                {
+                    "frames_indices": [round(t * v.source_fps) for t in v.timestamps_s],
+                    "fps": v.source_fps,
+                }
+                for v in loaded.videos
+            ]
+        batch = self.processor(text=[prompt], padding=False, **kwargs)
+        ids_mx = batch["input_ids"]
+        config = self.model.config
+        images = self._rows(config.image_token_id, batch.get("pixel_values"), batch.get("image_grid_thw"))
+        videos = self._rows(
+            config.video_token_id, batch.get("pixel_values_videos"), batch.get("video_grid_thw")
+        )
+        positions, deltas = self.model.language_model.get_rope_index(
+            ids_mx,
+            images.grid_thw if images.count else None,
+            videos.grid_thw if videos.count else None,
+            None,
+        )
+        if positions.ndim == 2:  # text-only prompt: the three MRoPE axes coincide
+            positions = mx.broadcast_to(positions[None], (3, *positions.shape))
+        ids = [int(t) for t in np.array(ids_mx)[0]]
+        inputs = PromptInputs(
+            ids=ids,
+            positions=positions,
+            rope_delta=int(np.array(deltas).reshape(-1)[0]),
+            images=images,
+            videos=videos,
+        )
+        arr = np.asarray(ids)
+        for rows in (images, videos):
+            inputs._pad_cumsum[rows.token_id] = np.concatenate(
+                [[0], np.cumsum(arr == rows.token_id)]
+            )
+        return inputs
+
+    def _rows(self, token_id: int, pixels, grid_thw) -> _MediaRows:
+        rows = _MediaRows(token_id=token_id)
+        if grid_thw is None or pixels is None:
+            return rows
+        merge = self.model.config.vision_config.spatial_merge_size ** 2
+        sizes = [int(t * h * w) for t, h, w in np.array(grid_thw).tolist()]
+        rows.pixels, rows.grid_thw = pixels, grid_thw
+        rows.row_starts = [0, *np.cumsum(sizes).tolist()]
+        rows.feature_starts = [0, *np.cumsum([s // merge for s in sizes]).tolist()]
+        return rows
+
+    # ------------------------------------------------------------------ model calls
+
+    def make_cache(self) -> list[Any]:
+        if self.is_vision:
+            return self.model.language_model.make_cache()
+        from mlx_lm.models.cache import make_prompt_cache
+
+        return make_prompt_cache(self.model)
+
+    def run_prompt(self, inputs: PromptInputs, start: int, end: int, cache: list[Any]):
+        """Run prompt tokens [start, end) into ``cache``; returns the (lazy) logits of the last one."""
+        ids = mx.array(inputs.ids[start:end])[None]
+        if not self.is_vision:
+            return self.model(ids, cache=cache)[:, -1, :]
+        lm = self.model.language_model
+        embeds = lm.model.embed_tokens(ids)
+        for rows in (inputs.images, inputs.videos):
+            if rows is not None and rows.count:
+                embeds = self._merge_features(embeds, inputs, rows, start, end)
+        out = lm(
+            ids, inputs_embeds=embeds, cache=cache, position_ids=inputs.positions[:, :, start:end]
+        )
+        return out.logits[:, -1, :]
+
+    def step(self, token: Any, index: int, inputs: PromptInputs, cache: list[Any]):
+        """One decode step for ``token`` (mx.array, shape (1,)) at sequence position ``index``."""
+        ids = token.reshape(1, 1)
+        if not self.is_vision:
+            return self.model(ids, cache=cache)[:, -1, :]
+        pos = mx.full((3, 1, 1), index + inputs.rope_delta, dtype=mx.int32)
+        return self.model.language_model(ids, cache=cache, position_ids=pos).logits[:, -1, :]
+
+    def _merge_features(self, embeds, inputs: PromptInputs, rows: _MediaRows, start: int, end: int):
+        cumsum = inputs._pad_cumsum[rows.token_id]
+        first, last = int(cumsum[start]), int(cumsum[end])  # feature rows needed by this chunk
+        if first == last:
+            return embeds
+        pieces = []
+        for item in range(rows.count):
+            lo, hi = rows.feature_starts[item], rows.feature_starts[item + 1]
+            if hi <= first or lo >= last:
+                continue
+            feats = self._features(rows, item)
+            pieces.append(feats[max(first, lo) - lo : min(last, hi) - lo])
+        features = mx.concatenate(pieces, axis=0).astype(embeds.dtype)
+        positions = mx.array(np.nonzero(np.asarray(inputs.ids[start:end]) == rows.token_id)[0])
+        flat = embeds[0]
+        flat[positions] = features
+        return flat[None]
+
+    def _features(self, rows: _MediaRows, item: int):
+        """Vision-tower features of one image or video, encoded once per prompt and only if needed."""
+        if item not in rows.features:
+            tower = self.model.vision_tower
+            pixels = rows.pixels[rows.row_starts[item] : rows.row_starts[item + 1]]
+            pixels = pixels.astype(tower.patch_embed.proj.weight.dtype)
+            hidden, _ = tower(pixels, rows.grid_thw[item : item + 1])
+            mx.eval(hidden)
+            rows.features[item] = hidden
+        return rows.features[item]
+
+
+
+_SLICE_BYTES = 256 << 20
+
+
+def _materialize(model: Any, progress: Callable[[float], None] | None, cancel: CancelToken | None):
+    """Evaluate a lazily loaded model's parameters slice by slice, reporting the fraction read."""
+    from mlx.utils import tree_flatten
+
+    params = [v for _, v in tree_flatten(model.parameters())]
+    total = sum(p.nbytes for p in params) or 1
+    done = 0
+    batch: list[Any] = []
+    batch_bytes = 0
+    for p in params:
+        batch.append(p)
+        batch_bytes += p.nbytes
+        if batch_bytes >= _SLICE_BYTES or p is params[-1]:
+            if cancel is not None and cancel.cancelled:
+                raise EngineError("Loading was cancelled.")
+            mx.eval(batch)
+            done += batch_bytes
+            batch, batch_bytes = [], 0
+            if progress is not None:
+                progress(done / total)
