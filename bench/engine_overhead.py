@@ -1,0 +1,84 @@
+"""Engine overhead: the same tiny model, prompt and seed through raw mlx_vlm.stream_generate and through
+the engine, alternating, several rounds. Prints prefill and decode tok/s for both and their ratios.
+
+Target: engine >= 0.97 x raw on decode, >= 0.95 x raw on prefill.
+Run: .venv/bin/python bench/engine_overhead.py [--rounds 5] [--tokens 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("MLX_DISABLE_COMPILE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--tokens", type=int, default=200)
+    ap.add_argument("--chunk", type=int, default=512)
+    args = ap.parse_args()
+
+    from mlx_vlm import stream_generate
+    from PIL import Image
+
+    from engine_mlx.conversation import Conversation, ImageAttachment, Message, Role
+    from engine_mlx.engine import Engine
+    from engine_mlx.events import Stats
+    from engine_mlx.prompt import MediaLimits, load_media, render_text
+    from engine_mlx.settings import GenerationSettings
+    from engine_mlx.tiny import build_tiny_model
+
+    tmp = Path(tempfile.mkdtemp(prefix="qwendesk-bench-"))
+    model_dir = build_tiny_model(tmp / "tiny")
+    image = tmp / "img.png"
+    Image.new("RGB", (448, 336), (90, 140, 200)).save(image)
+
+    engine = Engine()
+    engine.load(model_dir)
+    loaded = engine._loaded  # the raw path uses the very same model and processor objects
+    text = " ".join(f"Paragraph {i}: the quick brown fox jumps over the lazy dog." for i in range(60))
+    convo = Conversation((Message(Role.USER, text, (ImageAttachment(image),)),))
+    settings = GenerationSettings(
+        thinking=True, max_tokens=args.tokens, temperature=0.0, presence_penalty=0.0, prefill_chunk=args.chunk
+    )
+    prompt = render_text(convo, loaded.apply_template, thinking=True, text_only=False)
+    images = load_media(convo.attachments, MediaLimits()).images
+
+    def raw():
+        last = None
+        for last in stream_generate(
+            loaded.model, loaded.processor, prompt, image=images, max_tokens=args.tokens,
+            temperature=0.0, prefill_step_size=args.chunk,
+        ):
+            pass
+        return last.prompt_tps, last.generation_tps, last.prompt_tokens
+
+    def ours():
+        stats = [e for e in engine.generate(convo, settings) if isinstance(e, Stats)][0]
+        return stats.prefill_tps, stats.decode_tps, stats.prompt_tokens
+
+    raw(), ours()  # warm-up
+    rows = {"raw": [], "engine": []}
+    for _ in range(args.rounds):
+        rows["raw"].append(raw())
+        rows["engine"].append(ours())
+    med = {k: (statistics.median(r[0] for r in v), statistics.median(r[1] for r in v)) for k, v in rows.items()}
+    print(f"prompt tokens: {rows['raw'][0][2]} (raw) / {rows['engine'][0][2]} (engine); "
+          f"{args.tokens} decoded; {args.rounds} alternating rounds, medians")
+    print(f"{'':8}{'prefill tok/s':>15}{'decode tok/s':>15}")
+    for k in ("raw", "engine"):
+        print(f"{k:8}{med[k][0]:>15.1f}{med[k][1]:>15.1f}")
+    pre, dec = med["engine"][0] / med["raw"][0], med["engine"][1] / med["raw"][1]
+    print(f"ratio   {pre:>15.3f}{dec:>15.3f}   (targets: prefill >= 0.95, decode >= 0.97)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

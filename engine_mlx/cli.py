@@ -1,0 +1,271 @@
+"""The command line: ``python -m engine_mlx tiny | models | chat``.
+
+Bad input exits non-zero with one line naming the file and what is wrong, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import uuid
+from dataclasses import asdict
+from pathlib import Path
+from typing import Iterable, TextIO
+
+from engine_mlx.conversation import (
+    Attachment,
+    Conversation,
+    ImageAttachment,
+    Message,
+    PdfAttachment,
+    Role,
+    VideoAttachment,
+)
+from engine_mlx.errors import EngineError
+from engine_mlx.events import (
+    AnswerDelta,
+    Event,
+    Finished,
+    FinishReason,
+    Progress,
+    Stats,
+    ThinkingDelta,
+    event_to_json,
+)
+from engine_mlx.settings import GenerationSettings
+
+EXIT_ERROR = 2
+DIM, RESET = "\x1b[2m", "\x1b[0m"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m engine_mlx", description="QwenDesk's MLX engine.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    tiny = sub.add_parser("tiny", help="build the tiny random-weight Qwen3.5 model in DIR")
+    tiny.add_argument("dir", type=Path)
+
+    models = sub.add_parser("models", help="list Qwen3.5 models found on this machine, with their fit")
+    models.add_argument("--dir", dest="dirs", action="append", type=Path, default=[], help="also search here")
+    models.add_argument("--context", type=int, default=32768, help="context tokens for the fit estimate")
+    models.add_argument("--json", action="store_true")
+    models.add_argument("--all", action="store_true", help="also list folders that cannot be used")
+
+    chat = sub.add_parser("chat", help="chat with a model (one answer with PROMPT, else interactive)")
+    chat.add_argument("--model", required=True, type=Path)
+    chat.add_argument("--image", action="append", type=Path, default=[])
+    chat.add_argument("--pdf", type=Path)
+    chat.add_argument("--pages", help="PDF page range, e.g. 2-5 (default: all)")
+    chat.add_argument("--video", type=Path)
+    chat.add_argument("--fps", type=float, default=2.0, help="video sampling rate (at most 8)")
+    chat.add_argument("--no-think", action="store_true", help="answer without thinking")
+    chat.add_argument("--thinking-budget", type=int)
+    chat.add_argument("--max-tokens", type=int, default=8192)
+    chat.add_argument("--temperature", type=float)
+    chat.add_argument("--seed", type=int)
+    chat.add_argument("--system", default="", help="system prompt")
+    chat.add_argument("--context", type=int, default=32768)
+    chat.add_argument("--force", action="store_true", help="load even if the model does not fit")
+    chat.add_argument("--json", action="store_true", help="one JSON event per line on stdout")
+    chat.add_argument("prompt", nargs="?")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "tiny":
+            from engine_mlx.tiny import build_tiny_model
+
+            print(build_tiny_model(args.dir))
+            return 0
+        if args.command == "models":
+            return _models(args)
+        return _chat(args)
+    except EngineError as exc:
+        return _fail(str(exc), getattr(args, "json", False))
+    except KeyboardInterrupt:
+        return 130
+    except OSError as exc:  # a full disk, a permission problem: say which file
+        return _fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "), getattr(args, "json", False))
+    except Exception as exc:  # noqa: BLE001 - one line for the user, the traceback only with -v logging
+        logging.getLogger(__name__).debug("unexpected failure", exc_info=True)
+        return _fail(f"unexpected failure: {type(exc).__name__}: {exc}", getattr(args, "json", False))
+
+
+def _fail(message: str, as_json: bool) -> int:
+    if as_json:
+        print(json.dumps({"type": "error", "reason": "error", "error": message}), flush=True)
+    print(f"error: {message}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+# ---------------------------------------------------------------------------------------- models
+
+
+def _models(args) -> int:
+    from engine_mlx.checkpoint import discover_models
+    from engine_mlx.memory import estimate_fit
+
+    rows = []
+    for found in discover_models(extra_dirs=args.dirs):
+        if found.info is None and not args.all:
+            continue
+        row = {"path": str(found.path), "source": found.source.value, "error": found.error}
+        if found.info is not None:
+            info, fit = found.info, estimate_fit(found.info, args.context)
+            row.update(
+                name=info.name,
+                vision=info.is_vision,
+                bits=info.quant_bits,
+                params=info.param_count,
+                weight_bytes=info.weight_bytes,
+                context_length=info.context_length,
+                thinking=info.supports_thinking,
+                fit=fit.verdict.value,
+                fit_summary=fit.summary(),
+                fit_advice=fit.advice,
+            )
+        rows.append(row)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("No Qwen3.5 MLX models found. Looked in the Hugging Face cache and LM Studio's models folder;")
+        print("add a folder with --dir, or build the demo model: python -m engine_mlx tiny DIR")
+        return 0
+    for row in rows:
+        if row.get("error"):
+            print(f"  {row['path']}\n      unusable: {row['error']}")
+            continue
+        kind = "vision" if row["vision"] else "text-only"
+        bits = f"{row['bits']}-bit" if row["bits"] else "unquantized"
+        print(f"  {row['name']}  ({kind}, {bits}, {row['weight_bytes'] / 2**30:.1f} GiB)")
+        print(f"      {row['path']}\n      {row['fit_summary']}")
+        if row["fit_advice"]:
+            print(f"      {row['fit_advice']}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- chat
+
+
+def _page_range(spec: str | None) -> tuple[int, int | None]:
+    if not spec:
+        return 1, None
+    try:
+        first, _, last = spec.partition("-")
+        return int(first), int(last) if last else int(first)
+    except ValueError:
+        raise EngineError(f"--pages {spec!r} is not a page range like 2-5") from None
+
+
+def _attachments(args) -> tuple[Attachment, ...]:
+    out: list[Attachment] = [ImageAttachment(p) for p in args.image]
+    if args.pdf:
+        first, last = _page_range(args.pages)
+        out.append(PdfAttachment(args.pdf, first, last))
+    if args.video:
+        out.append(VideoAttachment(args.video, fps=args.fps))
+    for attachment in out:
+        if not Path(attachment.path).is_file():
+            raise EngineError(f"{attachment.path}: no such file")
+    return tuple(out)
+
+
+def _chat(args) -> int:
+    from engine_mlx.engine import Engine
+
+    attachments = _attachments(args)
+    settings = GenerationSettings(
+        thinking=not args.no_think,
+        thinking_budget=args.thinking_budget,
+        max_tokens=args.max_tokens,
+        temperature=args.temperature,
+        seed=args.seed,
+    )
+    engine = Engine()
+    engine.load(args.model, context_tokens=args.context, force=args.force)
+    messages: tuple[Message, ...] = (Message(Role.SYSTEM, args.system),) if args.system else ()
+    convo = Conversation(messages, id=f"cli-{uuid.uuid4()}")
+    out = _Printer(sys.stdout, as_json=args.json)
+
+    prompts: Iterable[str] = [args.prompt] if args.prompt is not None else _stdin_lines(args.json)
+    status = 0
+    for text in prompts:
+        convo = convo.with_message(Message(Role.USER, text, attachments))
+        attachments = ()  # attachments go with the first turn; the conversation keeps them
+        finished = out.stream(engine.generate(convo, settings))
+        convo = convo.with_message(Message(Role.ASSISTANT, out.answer, thinking=out.thinking))
+        if finished.reason is FinishReason.ERROR:
+            print(f"error: {finished.error}", file=sys.stderr)
+            status = EXIT_ERROR
+    return status
+
+
+def _stdin_lines(quiet: bool) -> Iterable[str]:
+    interactive = sys.stdin.isatty() and not quiet
+    while True:
+        if interactive:
+            print(">>> ", end="", file=sys.stderr, flush=True)
+        line = sys.stdin.readline()
+        if not line:
+            return
+        if line.strip():
+            yield line.rstrip("\n")
+
+
+class _Printer:
+    """Writes events as JSON lines, or as text with thinking dimmed and stats at the end."""
+
+    def __init__(self, stream: TextIO, *, as_json: bool):
+        self.stream = stream
+        self.as_json = as_json
+        self.color = stream.isatty()
+        self.thinking = ""
+        self.answer = ""
+
+    def stream(self, events: Iterable[Event]) -> Finished:
+        self.thinking = self.answer = ""
+        finished = Finished(FinishReason.ERROR, "no events")
+        for event in events:
+            if isinstance(event, ThinkingDelta):
+                self.thinking += event.text
+            elif isinstance(event, AnswerDelta):
+                self.answer += event.text
+            elif isinstance(event, Finished):
+                finished = event
+            if self.as_json:
+                print(json.dumps(event_to_json(event)), file=self.stream, flush=True)
+            else:
+                self._text(event)
+        return finished
+
+    def _text(self, event: Event) -> None:
+        w = self.stream.write
+        if isinstance(event, Progress):
+            if self.color and event.total:
+                print(f"\rprompt {event.done}/{event.total}", end="", file=sys.stderr, flush=True)
+        elif isinstance(event, ThinkingDelta):
+            if not self.thinking[: -len(event.text)]:
+                w(f"{DIM}Thinking: " if self.color else "[thinking]\n")
+            w(event.text)
+        elif isinstance(event, AnswerDelta):
+            if not self.answer[: -len(event.text)]:
+                w(f"{RESET}\n\n" if self.color and self.thinking else ("\n[/thinking]\n" if self.thinking else ""))
+            w(event.text)
+        elif isinstance(event, Stats):
+            s = asdict(event)
+            line = (
+                f"{s['prompt_tokens']} prompt tokens ({s['reused_tokens']} reused, {s['prefilled_tokens']} "
+                f"prefilled at {s['prefill_tps']:.0f} tok/s) · {s['generated_tokens']} generated "
+                f"({s['thinking_tokens']} thinking) at {s['decode_tps']:.1f} tok/s · first token "
+                f"{s['ttft_s']:.2f} s · peak {s['peak_memory_bytes'] / 2**20:.0f} MiB"
+            )
+            w(f"{RESET}\n\n{DIM}{line}{RESET}\n" if self.color else f"\n\n{line}\n")
+        elif isinstance(event, Finished) and event.reason is not FinishReason.STOP:
+            w(f"[{event.reason.value}{': ' + event.error if event.error else ''}]\n")
+        self.stream.flush()

@@ -1,0 +1,176 @@
+"""The engine end to end on the tiny Qwen3.5 model, with the real MLX libraries on the CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine_mlx.cancel import CancelToken
+from engine_mlx.conversation import (
+    Conversation,
+    ImageAttachment,
+    Message,
+    PdfAttachment,
+    Role,
+    VideoAttachment,
+)
+from engine_mlx.errors import MediaError, ModelNotLoadedError, UnsupportedInputError
+from engine_mlx.events import AnswerDelta, Finished, FinishReason, Progress, Stats, ThinkingDelta
+from engine_mlx.prompt import template_messages
+from engine_mlx.settings import GenerationSettings
+
+from media_files import write_image, write_pdf, write_video
+
+GREEDY = dict(temperature=0.0, presence_penalty=0.0, max_tokens=16)
+
+
+def ask(text, *attachments, id=""):
+    return Conversation((Message(Role.USER, text, tuple(attachments)),), id=id)
+
+
+def collect(events):
+    events = list(events)
+    assert isinstance(events[-1], Finished) and isinstance(events[-2], Stats)
+    assert isinstance(events[0], Progress)
+    return events
+
+
+def texts(events, kind):
+    return "".join(e.text for e in events if isinstance(e, kind))
+
+
+def test_text_prompt_streams_events_in_order(engine):
+    events = collect(engine.generate(ask("Hello there"), GenerationSettings(max_tokens=12, seed=1)))
+    stats = events[-2]
+    assert events[-1].reason in (FinishReason.LENGTH, FinishReason.STOP)
+    assert stats.prompt_tokens == stats.prefilled_tokens > 5 and stats.reused_tokens == 0
+    assert stats.generated_tokens == stats.thinking_tokens + stats.answer_tokens
+    assert 0 < stats.generated_tokens <= 12
+    assert stats.decode_tps > 0 and stats.prefill_tps > 0 and stats.ttft_s > 0 and stats.peak_memory_bytes > 0
+    progress = [e for e in events if isinstance(e, Progress)]
+    assert progress[-1].done == stats.prompt_tokens - 1 and progress[-1].total == stats.prompt_tokens
+
+
+def test_two_images_take_vision_tokens(engine, tmp_path):
+    a = write_image(tmp_path / "a.png")
+    b = write_image(tmp_path / "b.jpg", size=(200, 400), color=(0, 120, 0))
+    plain = collect(engine.generate(ask("Compare"), GenerationSettings(**GREEDY)))[-2]
+    both = collect(
+        engine.generate(ask("Compare", ImageAttachment(a), ImageAttachment(b)), GenerationSettings(**GREEDY))
+    )
+    assert both[-1].reason is not FinishReason.ERROR
+    assert both[-2].prompt_tokens > plain.prompt_tokens + 2 * 4
+
+
+def test_pdf_page_and_video(engine, tmp_path):
+    pdf = write_pdf(tmp_path / "doc.pdf", pages=3)
+    video = write_video(tmp_path / "clip.avi", seconds=3.0)
+    one_page = collect(engine.generate(ask("Read", PdfAttachment(pdf, 2, 2)), GenerationSettings(**GREEDY)))
+    two_pages = collect(engine.generate(ask("Read", PdfAttachment(pdf, 2, 3)), GenerationSettings(**GREEDY)))
+    assert one_page[-1].reason is not FinishReason.ERROR
+    assert two_pages[-2].prompt_tokens > one_page[-2].prompt_tokens
+    clip = collect(engine.generate(ask("Summarize", VideoAttachment(video, fps=2.0)), GenerationSettings(**GREEDY)))
+    faster = collect(engine.generate(ask("Summarize", VideoAttachment(video, fps=4.0)), GenerationSettings(**GREEDY)))
+    assert clip[-1].reason is not FinishReason.ERROR
+    assert faster[-2].prompt_tokens > clip[-2].prompt_tokens  # more frames, more vision tokens
+
+
+def test_engine_matches_mlx_vlm_greedy_output(engine, tmp_path):
+    """Own prefill/decode loop (explicit MRoPE positions, per-item vision features) == mlx-vlm's."""
+    from mlx_vlm import stream_generate
+
+    from engine_mlx.prompt import MediaLimits, load_media, render_text
+
+    image = write_image(tmp_path / "x.png", size=(256, 192))
+    convo = ask("What is this?", ImageAttachment(image))
+    settings = GenerationSettings(thinking=True, prefill_chunk=16, **GREEDY)
+    events = collect(engine.generate(convo, settings))
+    ours, n = texts(events, ThinkingDelta), events[-2].generated_tokens
+    loaded = engine._loaded
+    prompt = render_text(convo, loaded.apply_template, thinking=True, text_only=False)
+    media = load_media(convo.attachments, MediaLimits())
+    ids = [r.token for r in stream_generate(loaded.model, loaded.processor, prompt, image=media.images, max_tokens=16, temperature=0.0)]
+    raw = loaded.tokenizer.decode(ids[:n], skip_special_tokens=True)
+    assert n == 16
+    assert ours.replace("\ufffd", "") == raw.replace("\ufffd", "")
+
+
+def test_thinking_on_off_and_budget(engine):
+    budget = collect(engine.generate(ask("Think"), GenerationSettings(thinking_budget=4, max_tokens=24, seed=3)))
+    stats = budget[-2]
+    assert texts(budget, ThinkingDelta) and texts(budget, AnswerDelta)
+    assert 4 <= stats.thinking_tokens <= 4 + 3  # the budget, then the engine's own "\n</think>"
+    assert stats.answer_tokens > 0
+    assert "</think>" not in texts(budget, AnswerDelta) + texts(budget, ThinkingDelta)
+
+    off = collect(engine.generate(ask("Quick"), GenerationSettings(thinking=False, max_tokens=10, seed=3)))
+    assert not texts(off, ThinkingDelta) and off[-2].thinking_tokens == 0 and texts(off, AnswerDelta)
+
+    on = collect(engine.generate(ask("Think"), GenerationSettings(max_tokens=10, **{"seed": 3})))
+    assert on[-2].thinking_tokens > 0 and texts(on, ThinkingDelta)
+
+
+def test_cancel_during_prefill_stops_within_a_chunk(engine):
+    cancel = CancelToken()
+    long_text = "word " * 300
+    events = []
+    for event in engine.generate(ask(long_text), GenerationSettings(prefill_chunk=32, max_tokens=8), cancel):
+        events.append(event)
+        if isinstance(event, Progress) and event.done > 0:
+            cancel.cancel()
+    progress = [e for e in events if isinstance(e, Progress)]
+    assert events[-1].reason is FinishReason.CANCELLED
+    assert progress[-1].done == 32  # one chunk after the cancel, not the whole prompt
+    assert events[-2].generated_tokens == 0 and events[-2].prefilled_tokens == 32
+
+
+def test_cancel_during_decode_stops_within_a_token(engine):
+    cancel = CancelToken()
+    seen = 0
+    events = []
+    for event in engine.generate(ask("Go"), GenerationSettings(thinking=False, max_tokens=200, seed=5), cancel):
+        events.append(event)
+        if isinstance(event, (AnswerDelta, ThinkingDelta)):
+            seen += 1
+            if seen == 3:
+                cancel.cancel()
+    assert events[-1].reason is FinishReason.CANCELLED
+    assert events[-2].generated_tokens <= 3 + 8  # a streaming decoder may hold a few bytes back
+
+
+def test_bad_media_raises_before_any_event(engine, tmp_path):
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    with pytest.raises(MediaError, match="empty.png"):
+        next(iter(engine.generate(ask("x", ImageAttachment(empty)))))
+    noise = tmp_path / "noise.mp4"
+    noise.write_bytes(b"\x00\x01garbage" * 100)
+    with pytest.raises(MediaError, match="noise.mp4"):
+        next(iter(engine.generate(ask("x", VideoAttachment(noise)))))
+
+
+def test_text_only_model_refuses_images_clearly():
+    convo = ask("x", ImageAttachment(Path("a.png")))
+    with pytest.raises(UnsupportedInputError, match="text-only"):
+        template_messages(convo, text_only=True)
+
+
+def test_generate_without_a_model():
+    from engine_mlx.engine import Engine
+
+    with pytest.raises(ModelNotLoadedError):
+        next(iter(Engine().generate(ask("x"))))
+
+
+def test_engine_never_imports_qt():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, engine_mlx.engine, engine_mlx.cli, engine_mlx.tiny, engine_mlx.media, engine_mlx.cache;"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('PySide6', 'PyQt5', 'PyQt6', 'shiboken6')];"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
