@@ -67,8 +67,12 @@ class Renderer:
         self._formatter = HtmlFormatter(nowrap=True, noclasses=True, style=palette.pygments_style)
         self._md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
         self._md.enable(["table", "strikethrough"])
-        self._md.add_render_rule("fence", self._render_fence_token)
-        self._md.add_render_rule("code_block", self._render_fence_token)
+        # markdown-it binds rules to its own renderer: forward to this object.
+        def fence_rule(_renderer, tokens, idx, options, env) -> str:
+            return self._render_fence_token(tokens, idx)
+
+        self._md.add_render_rule("fence", fence_rule)
+        self._md.add_render_rule("code_block", fence_rule)
         self._codes: list[str] | None = None
 
     # --- code ---------------------------------------------------------------------------------
@@ -100,7 +104,7 @@ class Renderer:
             f"</td></tr></table>"
         )
 
-    def _render_fence_token(self, renderer, tokens, idx, options, env) -> str:
+    def _render_fence_token(self, tokens, idx) -> str:
         token = tokens[idx]
         language = token.info.strip().split(" ")[0] if token.info else ""
         copy_id = None

@@ -132,9 +132,7 @@ class SearchHit:
     snippet: str
 
 
-def _migration_1(db: sqlite3.Connection) -> None:
-    db.executescript(
-        """
+MIGRATION_1 = """
         CREATE TABLE conversations (
             id TEXT PRIMARY KEY,
             title TEXT NOT NULL,
@@ -181,12 +179,10 @@ def _migration_1(db: sqlite3.Connection) -> None:
             INSERT INTO messages_fts(messages_fts, rowid, text) VALUES ('delete', old.id, old.text);
             INSERT INTO messages_fts(rowid, text) VALUES (new.id, new.text);
         END;
-        """
-    )
+"""
 
-
-# Append new migrations here; never edit a released one. user_version = len(MIGRATIONS).
-MIGRATIONS = (_migration_1,)
+# SQL scripts; append new migrations, never edit a released one. user_version = how many have run.
+MIGRATIONS: tuple[str, ...] = (MIGRATION_1,)
 
 
 def _friendly(error: sqlite3.Error, doing: str) -> StoreError:
@@ -230,14 +226,13 @@ class Store:
             raise StoreError(
                 f"The history database {self.database} was written by a newer QwenDesk; update the app."
             )
-        for number, migration in enumerate(MIGRATIONS[version:], start=version + 1):
-            self._db.execute("BEGIN IMMEDIATE")
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
             try:
-                migration(self._db)
-                self._db.execute(f"PRAGMA user_version={number}")
-                self._db.execute("COMMIT")
+                # One transaction per migration: the schema and its version change together.
+                self._db.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version={number};\nCOMMIT;")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
 
     def close(self) -> None:

@@ -1,0 +1,185 @@
+"""Attachments waiting in the composer: validated and copied into the data folder in the background."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtGui import QImage
+
+from engine_mlx.errors import MediaError
+
+from ..store import AttachmentKind, Store, StoreError, StoredAttachment
+from ..workers import run_task
+
+log = logging.getLogger(__name__)
+
+THUMB_SIDE = 160
+
+
+@dataclass(frozen=True)
+class Pending:
+    """One attachment in the composer; ``stored`` is its content-addressed copy."""
+
+    key: int
+    stored: StoredAttachment
+    thumbnail: QImage | None = None
+    width: int = 0
+    height: int = 0
+
+    @property
+    def kind(self) -> AttachmentKind:
+        return self.stored.kind
+
+
+def _thumbnail_from_array(frame) -> QImage:
+    height, width = frame.shape[:2]
+    image = QImage(frame.tobytes(), width, height, 3 * width, QImage.Format.Format_RGB888).copy()
+    return image.scaled(THUMB_SIDE, THUMB_SIDE, Qt.AspectRatioMode.KeepAspectRatio,
+                        Qt.TransformationMode.SmoothTransformation)
+
+
+def prepare(path: Path, store: Store, key: int) -> Pending:
+    """Validate, copy and thumbnail one file (runs on a pool thread; raises MediaError / StoreError)."""
+    from engine_mlx import media
+
+    path = Path(path)
+    if not path.exists():
+        raise MediaError(path, "does not exist (was it moved or deleted?)")
+    kind = AttachmentKind(media.classify(path).value)
+    thumb = None
+    width = height = 0
+    page_count = duration = None
+    if kind is AttachmentKind.IMAGE:
+        image = media.load_image(path, max_side=THUMB_SIDE)
+        width, height = image.size
+        thumb = QImage(image.convert("RGB").tobytes(), width, height, 3 * width,
+                       QImage.Format.Format_RGB888).copy()
+    elif kind is AttachmentKind.PDF:
+        page_count = media.pdf_page_count(path)
+        try:
+            page = media.load_pdf_pages(path, 1, 1, max_side=THUMB_SIDE)[0]
+            thumb = QImage(page.convert("RGB").tobytes(), page.width, page.height, 3 * page.width,
+                           QImage.Format.Format_RGB888).copy()
+        except MediaError:
+            thumb = None
+    else:
+        info = media.probe_video(path)
+        duration = info.duration_s
+        width, height = info.width, info.height
+        try:
+            first = media.sample_video(path, fps=1.0, start_s=0.0, end_s=min(0.9, duration), max_side=THUMB_SIDE)
+            if first.frames:
+                thumb = _thumbnail_from_array(first.frames[0])
+        except MediaError:
+            thumb = None
+    stored_path = store.import_file(path)
+    stored = StoredAttachment(
+        kind=kind,
+        path=stored_path,
+        name=path.name,
+        page_count=page_count,
+        last_page=min(page_count, 8) if page_count else None,
+        duration_s=duration,
+        end_s=min(duration, 30.0) if duration else None,
+    )
+    return Pending(key, stored, thumb, width, height)
+
+
+class AttachmentsController(QObject):
+    added = Signal(object)  # Pending
+    changed = Signal(object)  # Pending
+    removed = Signal(int)  # key
+    cleared = Signal()
+    errorOccurred = Signal(str)
+    busyChanged = Signal(bool)
+
+    def __init__(self, store: Store, scratch_dir: Path, parent: QObject | None = None):
+        super().__init__(parent)
+        self.store = store
+        self.scratch_dir = Path(scratch_dir)
+        self.items: list[Pending] = []
+        self.model_is_vision: bool | None = None  # None = no model loaded yet
+        self.model_name = ""
+        self._next_key = 0
+        self._in_flight = 0
+
+    @property
+    def busy(self) -> bool:
+        return self._in_flight > 0
+
+    def set_model(self, name: str, is_vision: bool | None) -> None:
+        self.model_name = name
+        self.model_is_vision = is_vision
+
+    def text_only_refusal(self) -> str:
+        return (f"{self.model_name or 'This model'} is a text-only checkpoint: it cannot see images, PDFs or "
+                "videos. Load a vision checkpoint (an mlx-vlm conversion of Qwen3.5) to attach them.")
+
+    def add_paths(self, paths: list[Path | str]) -> None:
+        if self.model_is_vision is False:
+            self.errorOccurred.emit(self.text_only_refusal())
+            return
+        for path in paths:
+            self._next_key += 1
+            key = self._next_key
+            self._in_flight += 1
+            self.busyChanged.emit(True)
+            run_task(lambda _p, _c, p=Path(path), k=key: prepare(p, self.store, k),
+                     self._on_prepared, self._on_failed)
+
+    def add_image(self, image: QImage) -> None:
+        """A pasted image: saved as PNG in a scratch folder, then attached like a file."""
+        if image.isNull():
+            self.errorOccurred.emit("The clipboard image is empty.")
+            return
+        self.scratch_dir.mkdir(parents=True, exist_ok=True)
+        handle = tempfile.NamedTemporaryFile(prefix="pasted-", suffix=".png", dir=self.scratch_dir, delete=False)
+        handle.close()
+        if not image.save(handle.name, "PNG"):
+            self.errorOccurred.emit("Could not save the pasted image (is the disk full?).")
+            return
+        self.add_paths([Path(handle.name)])
+
+    def _done_one(self) -> None:
+        self._in_flight -= 1
+        if self._in_flight == 0:
+            self.busyChanged.emit(False)
+
+    def _on_prepared(self, pending: Pending) -> None:
+        self.items.append(pending)
+        self._done_one()
+        self.added.emit(pending)
+
+    def _on_failed(self, error: Exception) -> None:
+        self._done_one()
+        if isinstance(error, (MediaError, StoreError)):
+            self.errorOccurred.emit(str(error))
+        else:
+            log.error("attachment failed", exc_info=error)
+            self.errorOccurred.emit(f"Could not attach the file: {error}")
+
+    def remove(self, key: int) -> None:
+        self.items = [p for p in self.items if p.key != key]
+        self.removed.emit(key)
+
+    def update(self, key: int, **changes) -> None:
+        """Change a page range or a video range/rate (fields of StoredAttachment)."""
+        for index, item in enumerate(self.items):
+            if item.key == key:
+                self.items[index] = replace(item, stored=replace(item.stored, **changes))
+                self.changed.emit(self.items[index])
+                return
+
+    def get(self, key: int) -> Pending | None:
+        return next((p for p in self.items if p.key == key), None)
+
+    def take(self) -> tuple[StoredAttachment, ...]:
+        """The attachments to send; the composer is emptied."""
+        out = tuple(p.stored for p in self.items)
+        self.items = []
+        self.cleared.emit()
+        return out

@@ -1,0 +1,438 @@
+"""The chat flow without widgets: conversations, sending, streaming into the store, stop/regenerate/edit."""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PySide6.QtCore import QObject, QTimer, Signal
+
+from engine_mlx.conversation import (
+    Conversation,
+    ImageAttachment,
+    Message,
+    PdfAttachment,
+    Role,
+    VideoAttachment,
+)
+from engine_mlx.events import AnswerDelta, Finished, FinishReason, Progress, Stats, ThinkingDelta
+from engine_mlx.settings import GenerationSettings
+
+from ..store import (
+    AttachmentKind,
+    ChatSettings,
+    MessageState,
+    SearchHit,
+    Store,
+    StoreError,
+    StoredAttachment,
+    StoredMessage,
+    StoredStats,
+    ThinkingMode,
+)
+
+log = logging.getLogger(__name__)
+
+SAVE_INTERVAL_MS = 500  # a streaming answer reaches the disk at least this often
+
+
+def to_engine_attachment(att: StoredAttachment):
+    if att.kind is AttachmentKind.IMAGE:
+        return ImageAttachment(att.path)
+    if att.kind is AttachmentKind.PDF:
+        return PdfAttachment(att.path, att.first_page, att.last_page)
+    return VideoAttachment(att.path, att.fps, att.start_s, att.end_s)
+
+
+def generation_settings(chat: ChatSettings) -> GenerationSettings:
+    return GenerationSettings(
+        thinking=chat.thinking is not ThinkingMode.OFF,
+        thinking_budget=chat.thinking_budget if chat.thinking is ThinkingMode.BUDGET else None,
+        max_tokens=chat.max_tokens,
+        temperature=chat.temperature,
+        top_p=chat.top_p,
+        top_k=chat.top_k,
+        presence_penalty=chat.presence_penalty,
+        seed=chat.seed,
+    )
+
+
+def build_conversation(cid: str, settings: ChatSettings, messages: list[StoredMessage]) -> Conversation:
+    """The engine's view of a stored chat: system prompt first, failed/empty answers left out."""
+    out: list[Message] = []
+    if settings.system_prompt.strip():
+        out.append(Message(Role.SYSTEM, settings.system_prompt.strip()))
+    for m in messages:
+        if m.role == "assistant":
+            if not m.text.strip() or m.state is MessageState.ERROR:
+                continue
+            out.append(Message(Role.ASSISTANT, m.text, thinking=m.thinking))
+        else:
+            out.append(Message(Role.USER, m.text, tuple(to_engine_attachment(a) for a in m.attachments)))
+    return Conversation(tuple(out), cid)
+
+
+def stored_stats(stats: Stats) -> StoredStats:
+    return StoredStats(
+        prompt_tokens=stats.prompt_tokens,
+        reused_tokens=stats.reused_tokens,
+        generated_tokens=stats.generated_tokens,
+        thinking_tokens=stats.thinking_tokens,
+        answer_tokens=stats.answer_tokens,
+        decode_tps=stats.decode_tps,
+        ttft_s=stats.ttft_s,
+        total_s=stats.total_s,
+        peak_memory_bytes=stats.peak_memory_bytes,
+    )
+
+
+def title_from(text: str) -> str:
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    line = re.sub(r"\s+", " ", line)
+    return (line[:48] + "…") if len(line) > 48 else (line or "New chat")
+
+
+@dataclass
+class _Stream:
+    request_id: int
+    conversation_id: str
+    message_id: int
+    started: float = field(default_factory=time.monotonic)
+    thinking: list[str] = field(default_factory=list)
+    answer: list[str] = field(default_factory=list)
+    thinking_started: float | None = None
+    thinking_s: float | None = None
+    dirty: bool = False
+    save_failed: bool = False
+
+    @property
+    def thinking_text(self) -> str:
+        return "".join(self.thinking)
+
+    @property
+    def answer_text(self) -> str:
+        return "".join(self.answer)
+
+
+class ChatController(QObject):
+    conversationsChanged = Signal()
+    conversationOpened = Signal(str, list)  # id ("" = none), list[StoredMessage]
+    messageAppended = Signal(object)  # StoredMessage
+    messagesRemoved = Signal(int)  # messages from this position on are gone
+    progress = Signal(int, int, int)  # message id, done, total
+    thinkingDelta = Signal(int, str)
+    answerStarted = Signal(int, float)  # message id, thinking seconds
+    answerDelta = Signal(int, str)
+    statsReady = Signal(int, object)  # message id, StoredStats
+    streamFinished = Signal(int, object, str)  # message id, MessageState, error
+    busyChanged = Signal(bool)
+    errorOccurred = Signal(str)
+    deleted = Signal(str, str)  # id, title (for the undo bar)
+
+    def __init__(self, store: Store, engine, parent: QObject | None = None):
+        super().__init__(parent)
+        self.store = store
+        self.engine = engine  # an EngineClient (or anything with generate/cancel/persist and a worker)
+        self.current_id: str | None = None
+        self.model_loaded = False
+        self._stream: _Stream | None = None
+        self._save_timer = QTimer(self)
+        self._save_timer.setInterval(SAVE_INTERVAL_MS)
+        self._save_timer.timeout.connect(self.flush)
+        engine.worker.event.connect(self._on_event)
+        engine.worker.generationFailed.connect(self._on_generation_failed)
+        interrupted = store.mark_interrupted()
+        if interrupted:
+            log.info("%d answers were interrupted by the last exit", interrupted)
+
+    # --- state --------------------------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        return self._stream is not None
+
+    @property
+    def streaming_message_id(self) -> int | None:
+        return self._stream.message_id if self._stream else None
+
+    def settings(self) -> ChatSettings:
+        return self.store.settings(self.current_id) if self.current_id else self._draft_settings()
+
+    def _draft_settings(self) -> ChatSettings:
+        text = self.store.get_pref("default_chat_settings")
+        return ChatSettings.from_json(text) if text else ChatSettings()
+
+    def set_settings(self, settings: ChatSettings) -> None:
+        try:
+            if self.current_id:
+                self.store.set_settings(self.current_id, settings)
+            else:
+                self.store.set_pref("default_chat_settings", settings.to_json())
+        except StoreError as error:
+            self.errorOccurred.emit(str(error))
+
+    # --- conversations ------------------------------------------------------------------------
+    def conversations(self):
+        return self.store.conversations()
+
+    def new_conversation(self) -> None:
+        """An empty draft: it becomes a stored conversation when the first message is sent."""
+        self.current_id = None
+        self.conversationOpened.emit("", [])
+
+    def open(self, cid: str) -> None:
+        if self.store.conversation(cid) is None:
+            self.errorOccurred.emit("That conversation no longer exists.")
+            return
+        self.current_id = cid
+        self.conversationOpened.emit(cid, self.store.messages(cid))
+
+    def rename(self, cid: str, title: str) -> None:
+        title = title.strip()
+        if not title:
+            return
+        try:
+            self.store.rename(cid, title)
+        except StoreError as error:
+            self.errorOccurred.emit(str(error))
+        self.conversationsChanged.emit()
+
+    def delete(self, cid: str) -> None:
+        summary = self.store.conversation(cid)
+        if summary is None:
+            return
+        if self._stream and self._stream.conversation_id == cid:
+            self.stop()
+        try:
+            self.store.delete(cid)
+        except StoreError as error:
+            self.errorOccurred.emit(str(error))
+            return
+        if self.current_id == cid:
+            self.new_conversation()
+        self.conversationsChanged.emit()
+        self.deleted.emit(cid, summary.title)
+
+    def undo_delete(self, cid: str) -> None:
+        try:
+            self.store.undelete(cid)
+        except StoreError as error:
+            self.errorOccurred.emit(str(error))
+            return
+        self.conversationsChanged.emit()
+        self.open(cid)
+
+    def search(self, query: str) -> list[SearchHit]:
+        return self.store.search(query) if query.strip() else []
+
+    # --- sending ------------------------------------------------------------------------------
+    def send(self, text: str, attachments: tuple[StoredAttachment, ...] = ()) -> bool:
+        text = text.strip()
+        if not text and not attachments:
+            return False
+        if self.busy:
+            self.errorOccurred.emit("Wait for the current answer to finish, or press Esc to stop it.")
+            return False
+        if not self.model_loaded:
+            self.errorOccurred.emit("Load a model first: open the model picker (the button at the top).")
+            return False
+        try:
+            if self.current_id is None:
+                settings = self._draft_settings()
+                self.current_id = self.store.create_conversation(title_from(text or attachments[0].name),
+                                                                 settings)
+                self.conversationOpened.emit(self.current_id, [])
+            message = self.store.add_message(self.current_id, "user", text, attachments=attachments)
+        except StoreError as error:
+            self.errorOccurred.emit(str(error))
+            return False
+        self.conversationsChanged.emit()
+        self.messageAppended.emit(message)
+        self._start_generation()
+        return True
+
+    def regenerate(self) -> None:
+        """Replace the last answer with a new one."""
+        if self.busy or not self.current_id:
+            return
+        messages = self.store.messages(self.current_id)
+        if not messages:
+            return
+        last = messages[-1]
+        if last.role == "assistant":
+            self._remove_from(last.position)
+        self._start_generation()
+
+    def edit_and_resend(self, message_id: int, new_text: str) -> None:
+        """Replace a user message's text; everything after it is dropped and answered again."""
+        if self.busy or not self.current_id:
+            return
+        original = self.store.message(message_id)
+        if original is None or original.role != "user":
+            return
+        new_text = new_text.strip()
+        if not new_text and not original.attachments:
+            return
+        self._remove_from(original.position)
+        try:
+            message = self.store.add_message(self.current_id, "user", new_text,
+                                             attachments=original.attachments)
+        except StoreError as error:
+            self.errorOccurred.emit(str(error))
+            return
+        self.messageAppended.emit(message)
+        self._start_generation()
+
+    def stop(self) -> None:
+        if self._stream is not None:
+            self.engine.cancel()
+
+    def _remove_from(self, position: int) -> None:
+        try:
+            self.store.delete_messages_from(self.current_id, position)
+        except StoreError as error:
+            self.errorOccurred.emit(str(error))
+            return
+        self.messagesRemoved.emit(position)
+
+    def _start_generation(self) -> None:
+        cid = self.current_id
+        settings = self.store.settings(cid)
+        history = self.store.messages(cid)
+        try:
+            placeholder = self.store.add_message(cid, "assistant", "", state=MessageState.STREAMING)
+        except StoreError as error:
+            self.errorOccurred.emit(str(error))
+            return
+        conversation = build_conversation(cid, settings, history)
+        request = self.engine.generate(conversation, generation_settings(settings))
+        self._stream = _Stream(request, cid, placeholder.id)
+        self.messageAppended.emit(placeholder)
+        self._save_timer.start()
+        self.busyChanged.emit(True)
+
+    # --- engine events ------------------------------------------------------------------------
+    def _on_event(self, request_id: int, event) -> None:
+        stream = self._stream
+        if stream is None or request_id != stream.request_id:
+            return
+        mid = stream.message_id
+        if isinstance(event, ThinkingDelta):
+            if stream.thinking_started is None:
+                stream.thinking_started = time.monotonic()
+            stream.thinking.append(event.text)
+            stream.dirty = True
+            self.thinkingDelta.emit(mid, event.text)
+        elif isinstance(event, AnswerDelta):
+            if not stream.answer:
+                if stream.thinking_started is not None:
+                    stream.thinking_s = time.monotonic() - stream.thinking_started
+                self.answerStarted.emit(mid, stream.thinking_s or 0.0)
+            stream.answer.append(event.text)
+            stream.dirty = True
+            self.answerDelta.emit(mid, event.text)
+        elif isinstance(event, Progress):
+            self.progress.emit(mid, event.done, event.total)
+        elif isinstance(event, Stats):
+            stats = stored_stats(event)
+            self._save(stream, stats=stats)
+            self.statsReady.emit(mid, stats)
+        elif isinstance(event, Finished):
+            state = {
+                FinishReason.STOP: MessageState.COMPLETE,
+                FinishReason.LENGTH: MessageState.COMPLETE,
+                FinishReason.CANCELLED: MessageState.STOPPED,
+                FinishReason.ERROR: MessageState.ERROR,
+            }[event.reason]
+            self._finish(state, event.error or "")
+
+    def _on_generation_failed(self, request_id: int, message: str) -> None:
+        if self._stream is not None and request_id == self._stream.request_id:
+            self._finish(MessageState.ERROR, message)
+
+    def _finish(self, state: MessageState, error: str) -> None:
+        stream = self._stream
+        if stream.thinking_started is not None and stream.thinking_s is None:
+            stream.thinking_s = time.monotonic() - stream.thinking_started
+        self._save(stream, state=state, error=error)
+        self._stream = None
+        self._save_timer.stop()
+        self.streamFinished.emit(stream.message_id, state, error)
+        self.busyChanged.emit(False)
+        self.conversationsChanged.emit()
+        if state is not MessageState.ERROR:
+            self.engine.persist(stream.conversation_id)
+        if error:
+            self.errorOccurred.emit(error)
+
+    def flush(self) -> None:
+        """Write the streaming answer so far (runs on a timer; a crash loses at most one interval)."""
+        if self._stream is not None and self._stream.dirty:
+            self._save(self._stream)
+
+    def _save(self, stream: _Stream, **extra) -> None:
+        try:
+            self.store.update_message(
+                stream.message_id,
+                text=stream.answer_text,
+                thinking=stream.thinking_text,
+                thinking_s=stream.thinking_s,
+                **extra,
+            )
+            if extra.get("state") is not None:
+                self.store.touch(stream.conversation_id)
+        except StoreError as error:
+            # Keep everything in memory and retry on the next tick; say so once.
+            if not stream.save_failed:
+                self.errorOccurred.emit(f"{error} The answer is kept in the window meanwhile.")
+            stream.save_failed = True
+            return
+        stream.dirty = False
+        stream.save_failed = False
+
+    # --- export -------------------------------------------------------------------------------
+    def export_markdown(self, cid: str, destination: Path, include_thinking: bool = False) -> Path:
+        """Write the chat as Markdown; attachments are copied into ``<name>_files/`` beside it."""
+        summary = self.store.conversation(cid)
+        if summary is None:
+            raise StoreError("That conversation no longer exists.")
+        destination = Path(destination)
+        files_dir = destination.with_name(destination.stem + "_files")
+        settings = self.store.settings(cid)
+        lines = [f"# {summary.title}", ""]
+        if settings.system_prompt.strip():
+            lines += ["> **System prompt:** " + settings.system_prompt.strip().replace("\n", "\n> "), ""]
+        try:
+            for m in self.store.messages(cid):
+                lines += [f"## {'You' if m.role == 'user' else 'Qwen'}", ""]
+                for att in m.attachments:
+                    files_dir.mkdir(parents=True, exist_ok=True)
+                    target = files_dir / _unique_name(files_dir, att.name)
+                    if att.path.exists():
+                        shutil.copyfile(att.path, target)
+                    rel = f"{files_dir.name}/{target.name}"
+                    lines.append(f"![{att.name}]({rel})" if att.kind is AttachmentKind.IMAGE
+                                 else f"[{att.name}]({rel})")
+                    lines.append("")
+                if include_thinking and m.thinking.strip():
+                    lines += ["<details><summary>Thinking</summary>", "", m.thinking.strip(), "",
+                              "</details>", ""]
+                lines += [m.text.strip(), ""]
+                if m.state in (MessageState.INTERRUPTED, MessageState.STOPPED):
+                    lines += [f"*({m.state.value})*", ""]
+            destination.write_text("\n".join(lines), encoding="utf-8")
+        except OSError as error:
+            why = "the disk is full" if error.errno == 28 else (error.strerror or str(error))
+            raise StoreError(f"Could not export to {destination}: {why}.") from error
+        return destination
+
+
+def _unique_name(folder: Path, name: str) -> str:
+    candidate, stem, suffix, n = name, Path(name).stem, Path(name).suffix, 1
+    while (folder / candidate).exists():
+        n += 1
+        candidate = f"{stem}-{n}{suffix}"
+    return candidate

@@ -1,0 +1,232 @@
+"""Model discovery, fit estimates, loading and the demo model, without widgets."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from PySide6.QtCore import QObject, Signal
+
+from ..paths import AppPaths
+from ..store import Store, StoreError
+from ..workers import EngineClient, run_task
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONTEXT = 32768
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    info: object  # engine_mlx.checkpoint.ModelInfo
+    fit: object | None  # engine_mlx.memory.FitEstimate
+    is_demo: bool = False
+
+    @property
+    def path(self) -> Path:
+        return Path(self.info.path)
+
+
+def fit_label(fit) -> str:
+    if fit is None:
+        return "unknown"
+    verdict = getattr(fit.verdict, "value", str(fit.verdict))
+    return {"fits": "Fits", "tight": "Tight", "does_not_fit": "Does not fit"}.get(str(verdict).lower(),
+                                                                               str(verdict))
+
+
+def human_bytes(count: int | None) -> str:
+    if not count:
+        return "–"
+    value = float(count)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if value < 1024 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit in ("B", "KB") else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TB"
+
+
+def discover(folders: list[Path], demo_dir: Path, context_tokens: int) -> list[ModelEntry]:
+    """All models found in the usual places plus the user's folders (runs on a pool thread)."""
+    from engine_mlx.checkpoint import discover_models, inspect_checkpoint
+    from engine_mlx.errors import CheckpointError
+    from engine_mlx.memory import estimate_fit
+
+    infos = {}
+    try:
+        for found in discover_models(extra_dirs=[f for f in folders if f.exists()]):
+            if found.ok:
+                infos[Path(found.info.path).resolve()] = found.info
+    except Exception:
+        log.exception("model discovery failed")
+    if (demo_dir / "config.json").exists() and demo_dir.resolve() not in infos:
+        try:
+            infos[demo_dir.resolve()] = inspect_checkpoint(demo_dir)
+        except CheckpointError:
+            log.warning("the demo model folder %s is unusable", demo_dir)
+    entries = []
+    for path, info in sorted(infos.items(), key=lambda kv: kv[1].name.lower()):
+        try:
+            fit = estimate_fit(info, context_tokens)
+        except Exception:
+            fit = None
+        entries.append(ModelEntry(info, fit, is_demo=path == demo_dir.resolve()))
+    return entries
+
+
+class ModelsController(QObject):
+    modelsChanged = Signal(list)  # list[ModelEntry]
+    scanningChanged = Signal(bool)
+    loadStarted = Signal(str)  # model name
+    loadProgress = Signal(str, float)
+    modelLoaded = Signal(object)  # ModelInfo
+    modelUnloaded = Signal()
+    loadFailed = Signal(str, str)  # message, kind
+    errorOccurred = Signal(str)
+    demoBuilding = Signal(bool)
+
+    def __init__(self, store: Store, engine: EngineClient, paths: AppPaths, parent: QObject | None = None):
+        super().__init__(parent)
+        self.store = store
+        self.engine = engine
+        self.paths = paths
+        self.entries: list[ModelEntry] = []
+        self.loaded_info = None
+        self.loading_path: Path | None = None
+        self.scanned = False
+        engine.worker.loadProgress.connect(self.loadProgress)
+        engine.worker.loaded.connect(self._on_loaded)
+        engine.worker.loadFailed.connect(self._on_load_failed)
+        engine.worker.unloaded.connect(self._on_unloaded)
+
+    # --- preferences --------------------------------------------------------------------------
+    @property
+    def context_tokens(self) -> int:
+        return int(self.store.get_pref("context_tokens", str(DEFAULT_CONTEXT)))
+
+    def set_context_tokens(self, value: int) -> None:
+        self.store.set_pref("context_tokens", str(int(value)))
+
+    def user_folders(self) -> list[Path]:
+        return [Path(p) for p in json.loads(self.store.get_pref("model_folders", "[]"))]
+
+    @property
+    def last_model(self) -> Path | None:
+        value = self.store.get_pref("last_model")
+        return Path(value) if value else None
+
+    # --- discovery ----------------------------------------------------------------------------
+    def rescan(self) -> None:
+        self.scanningChanged.emit(True)
+        folders, demo, ctx = self.user_folders(), self.paths.demo_model, self.context_tokens
+        run_task(lambda _p, _c: discover(folders, demo, ctx), self._on_scanned, self._on_scan_failed)
+
+    def _on_scanned(self, entries: list[ModelEntry]) -> None:
+        self.entries = entries
+        self.scanned = True
+        self.scanningChanged.emit(False)
+        self.modelsChanged.emit(entries)
+
+    def _on_scan_failed(self, error: Exception) -> None:
+        self.scanned = True
+        self.scanningChanged.emit(False)
+        self.errorOccurred.emit(f"Looking for models failed: {error}")
+        self.modelsChanged.emit(self.entries)
+
+    def add_folder(self, folder: Path | str) -> None:
+        """Check the folder is a usable checkpoint, remember it, and rescan."""
+        from engine_mlx.checkpoint import inspect_checkpoint
+
+        folder = Path(folder)
+
+        def check(_p, _c):
+            return inspect_checkpoint(folder)
+
+        def ok(_info) -> None:
+            folders = [str(p) for p in self.user_folders()]
+            if str(folder) not in folders:
+                folders.append(str(folder))
+                try:
+                    self.store.set_pref("model_folders", json.dumps(folders))
+                except StoreError as error:
+                    self.errorOccurred.emit(str(error))
+            self.rescan()
+
+        run_task(check, ok, lambda error: self.errorOccurred.emit(str(error)))
+
+    # --- loading ------------------------------------------------------------------------------
+    def load(self, path: Path | str, force: bool = False) -> None:
+        path = Path(path)
+        if not path.exists():
+            self.loadFailed.emit(f"The model folder {path} no longer exists (was it moved or deleted?).",
+                                 "checkpoint")
+            return
+        self.loading_path = path
+        self.loadStarted.emit(path.name)
+        self.engine.load(path, self.context_tokens, force)
+
+    def unload(self) -> None:
+        self.engine.unload()
+
+    def reload_last(self) -> bool:
+        """On start-up: load the model used last time, if any. Returns whether a load started."""
+        last = self.last_model
+        if last is None:
+            return False
+        if not last.exists():
+            self.loadFailed.emit(
+                f"The model used last time, {last}, is gone (moved or deleted). Pick another model.",
+                "checkpoint",
+            )
+            return False
+        self.load(last)
+        return True
+
+    def use_demo(self) -> None:
+        """Build the tiny random-weight model once (a few seconds, in the background) and load it."""
+        target = self.paths.demo_model
+        if (target / "config.json").exists():
+            self.load(target)
+            return
+        self.demoBuilding.emit(True)
+
+        def build(_p, _c):
+            from engine_mlx.tiny import build_tiny_model
+
+            return build_tiny_model(target)
+
+        def built(path) -> None:
+            self.demoBuilding.emit(False)
+            self.rescan()
+            self.load(Path(path) if path else target)
+
+        def failed(error: Exception) -> None:
+            self.demoBuilding.emit(False)
+            self.errorOccurred.emit(f"Could not build the demo model: {error}")
+
+        run_task(build, built, failed)
+
+    def _on_loaded(self, info) -> None:
+        self.loaded_info = info
+        self.loading_path = None
+        try:
+            self.store.set_pref("last_model", str(info.path))
+        except StoreError as error:
+            self.errorOccurred.emit(str(error))
+        self.modelLoaded.emit(info)
+
+    def _on_load_failed(self, message: str, kind: str) -> None:
+        self.loading_path = None
+        self.loadFailed.emit(message, kind)
+
+    def _on_unloaded(self) -> None:
+        self.loaded_info = None
+        self.modelUnloaded.emit()
+
+    def is_demo(self, info) -> bool:
+        try:
+            return Path(info.path).resolve() == self.paths.demo_model.resolve()
+        except OSError:
+            return False

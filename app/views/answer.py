@@ -1,0 +1,136 @@
+"""A Markdown answer that streams: finished blocks are inserted once, only the tail is replaced.
+
+Each flush (at most every ``FLUSH_MS``) costs O(new text): the QTextDocument keeps the finished blocks,
+and the cursor removes and re-inserts just the open tail block. The widget's height follows the document,
+so the transcript scrolls instead of the answer.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QSize, Qt, QTimer, QUrl, Signal
+from PySide6.QtGui import QGuiApplication, QTextBlockFormat, QTextCharFormat, QTextCursor
+from PySide6.QtWidgets import QFrame, QSizePolicy, QTextBrowser, QWidget
+
+from ..render import Palette, Renderer, StreamingMarkdown
+
+FLUSH_MS = 50
+
+
+class AnswerView(QTextBrowser):
+    codeCopied = Signal(str)
+    heightChanged = Signal()
+
+    def __init__(self, palette: Palette, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("AnswerView")
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setOpenLinks(False)
+        self.setOpenExternalLinks(False)
+        self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
+        self.viewport().setAutoFillBackground(False)
+        self.setStyleSheet("QTextBrowser { background: transparent; }")
+        self.document().setDocumentMargin(2)
+        self.anchorClicked.connect(self._on_anchor)
+        self._stream = StreamingMarkdown(Renderer(palette))
+        self._tail_pos = 0
+        self._pending: list[str] = []
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(FLUSH_MS)
+        self._timer.timeout.connect(self.flush)
+        self.document().documentLayout().documentSizeChanged.connect(self._fit_height)
+        self.setFixedHeight(8)
+
+    # --- content ------------------------------------------------------------------------------
+    @property
+    def markdown(self) -> str:
+        return self._stream.text + "".join(self._pending)
+
+    def set_markdown(self, text: str) -> None:
+        """A complete answer (from history): rendered once."""
+        self.clear()
+        self._stream = StreamingMarkdown(self._stream.renderer)
+        self._tail_pos = 0
+        self._pending.clear()
+        blocks = self._stream.feed(text) + self._stream.finish()
+        self._insert(blocks, "")
+
+    def append(self, delta: str) -> None:
+        """Streaming: queue the text; the coalescing timer renders it."""
+        self._pending.append(delta)
+        if not self._timer.isActive():
+            self._timer.start()
+
+    def finish(self) -> None:
+        """The answer is complete: render everything left as finished blocks."""
+        self._timer.stop()
+        text = "".join(self._pending)
+        self._pending.clear()
+        blocks = self._stream.feed(text) + self._stream.finish()
+        self._insert(blocks, "")
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        text = "".join(self._pending)
+        self._pending.clear()
+        blocks = self._stream.feed(text)
+        self._insert(blocks, self._stream.tail_html())
+
+    def _insert(self, blocks, tail_html: str) -> None:
+        cursor = QTextCursor(self.document())
+        cursor.beginEditBlock()
+        cursor.setPosition(self._tail_pos)
+        cursor.movePosition(QTextCursor.MoveOperation.End, QTextCursor.MoveMode.KeepAnchor)
+        cursor.removeSelectedText()
+        for block in blocks:
+            if cursor.position() > 0:
+                cursor.insertBlock(QTextBlockFormat(), QTextCharFormat())
+            cursor.insertHtml(block.html)
+        self._tail_pos = cursor.position()
+        if tail_html:
+            if cursor.position() > 0:
+                cursor.insertBlock(QTextBlockFormat(), QTextCharFormat())
+            cursor.insertHtml(tail_html)
+        cursor.endEditBlock()
+
+    # --- geometry -----------------------------------------------------------------------------
+    def _fit_height(self, *_: object) -> None:
+        height = int(self.document().size().height()) + 4
+        if height != self.height():
+            self.setFixedHeight(height)
+            self.heightChanged.emit()
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        width = self.viewport().width()
+        if width > 0 and abs(self.document().textWidth() - width) > 0.5:
+            self.document().setTextWidth(width)
+            self._fit_height()
+
+    def sizeHint(self) -> QSize:
+        return QSize(400, self.height())
+
+    def wheelEvent(self, event) -> None:
+        event.ignore()  # let the transcript scroll
+
+    # --- copy links ---------------------------------------------------------------------------
+    def _on_anchor(self, url: QUrl) -> None:
+        if url.scheme() == "copy":
+            code = self._stream.code(int(url.path() or url.toString().split(":", 1)[1]))
+            if code is not None:
+                QGuiApplication.clipboard().setText(code)
+                self.codeCopied.emit(code)
+        elif url.scheme() in ("http", "https", "mailto"):
+            from PySide6.QtGui import QDesktopServices
+
+            QDesktopServices.openUrl(url)
+
+    def code_count(self) -> int:
+        return len(self._stream.codes)
+
+    def copy_code(self, index: int) -> None:
+        self._on_anchor(QUrl(f"copy:{index}"))

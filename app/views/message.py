@@ -1,0 +1,275 @@
+"""One message in the transcript: a user bubble (text, attachments, edit) or an assistant answer."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtGui import QGuiApplication, QImageReader, QPixmap
+from PySide6.QtWidgets import (
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QPushButton,
+    QSizePolicy,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..render import Palette
+from ..store import AttachmentKind, MessageState, StoredAttachment, StoredMessage, StoredStats
+from .answer import AnswerView
+from .thinking import ThinkingBlock
+
+THUMB = 120
+
+
+def stats_line(stats: StoredStats) -> str:
+    parts = [f"{stats.generated_tokens:,} tokens"]
+    if stats.decode_tps:
+        parts.append(f"{stats.decode_tps:.1f} tok/s")
+    if stats.ttft_s:
+        parts.append(f"first token {stats.ttft_s:.2f} s")
+    if stats.prompt_tokens:
+        prompt = f"prompt {stats.prompt_tokens:,}"
+        if stats.reused_tokens:
+            prompt += f" ({stats.reused_tokens:,} reused)"
+        parts.append(prompt)
+    return " · ".join(parts)
+
+
+STATE_TEXT = {
+    MessageState.INTERRUPTED: "Interrupted — QwenDesk closed before this answer finished.",
+    MessageState.STOPPED: "Stopped.",
+}
+
+
+def _link_button(text: str, tip: str) -> QToolButton:
+    button = QToolButton()
+    button.setObjectName("LinkButton")
+    button.setText(text)
+    button.setToolTip(tip)
+    button.setAutoRaise(True)
+    button.setCursor(Qt.CursorShape.PointingHandCursor)
+    return button
+
+
+class AttachmentThumb(QLabel):
+    def __init__(self, att: StoredAttachment, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.attachment = att
+        self.setObjectName("AttachmentChip")
+        self.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.setToolTip(att.name)
+        if att.kind is AttachmentKind.IMAGE:
+            reader = QImageReader(str(att.path))
+            reader.setAutoTransform(True)
+            size = reader.size()
+            if size.isValid() and size.width() > 0:
+                reader.setScaledSize(size.scaled(QSize(THUMB * 2, THUMB), Qt.AspectRatioMode.KeepAspectRatio))
+            image = reader.read()
+            if not image.isNull():
+                self.setPixmap(QPixmap.fromImage(image))
+                return
+            self.setText(f"🖼 {att.name}\n(missing)")
+        elif att.kind is AttachmentKind.PDF:
+            pages = f"pages {att.first_page}–{att.last_page or att.page_count or '?'}"
+            self.setText(f"📄 {att.name}\n{pages}")
+        else:
+            end = att.end_s if att.end_s is not None else att.duration_s or 0
+            self.setText(f"🎞 {att.name}\n{att.start_s:.1f}–{end:.1f} s · {att.fps:g} fps")
+        self.setMargin(8)
+
+
+class MessageWidget(QFrame):
+    copyRequested = Signal(str)
+    editSubmitted = Signal(int, str)
+    regenerateRequested = Signal()
+    heightChanged = Signal()
+
+    def __init__(self, message: StoredMessage, palette: Palette, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.message = message
+        self.message_id = message.id
+        self.role = message.role
+        self._palette = palette
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Maximum)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(16, 8, 16, 8)
+        outer.setSpacing(4)
+        if message.role == "user":
+            self._build_user(outer, message)
+        else:
+            self._build_assistant(outer, message)
+
+    # --- user ---------------------------------------------------------------------------------
+    def _build_user(self, outer: QVBoxLayout, message: StoredMessage) -> None:
+        row = QHBoxLayout()
+        row.addStretch(1)
+        self.bubble = QFrame(self)
+        self.bubble.setObjectName("UserBubble")
+        self.bubble.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
+        bubble_layout = QVBoxLayout(self.bubble)
+        bubble_layout.setContentsMargins(12, 8, 12, 8)
+        if message.attachments:
+            thumbs = QHBoxLayout()
+            thumbs.setSpacing(6)
+            for att in message.attachments:
+                thumbs.addWidget(AttachmentThumb(att))
+            thumbs.addStretch(1)
+            bubble_layout.addLayout(thumbs)
+        self.text_label = QLabel(message.text)
+        self.text_label.setWordWrap(True)
+        self.text_label.setTextFormat(Qt.TextFormat.PlainText)
+        self.text_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.text_label.setVisible(bool(message.text))
+        bubble_layout.addWidget(self.text_label)
+        self.editor = QPlainTextEdit()
+        self.editor.hide()
+        self.editor.setMinimumWidth(360)
+        self.editor.setMaximumHeight(160)
+        bubble_layout.addWidget(self.editor)
+        self.edit_buttons = QWidget()
+        eb = QHBoxLayout(self.edit_buttons)
+        eb.setContentsMargins(0, 0, 0, 0)
+        eb.addStretch(1)
+        cancel = QPushButton("Cancel")
+        cancel.clicked.connect(self.cancel_edit)
+        send = QPushButton("Save && send")
+        send.setDefault(True)
+        send.clicked.connect(self._submit_edit)
+        eb.addWidget(cancel)
+        eb.addWidget(send)
+        self.edit_buttons.hide()
+        bubble_layout.addWidget(self.edit_buttons)
+        row.addWidget(self.bubble, 0)
+        outer.addLayout(row)
+        actions = QHBoxLayout()
+        actions.addStretch(1)
+        self.edit_button = _link_button("Edit", "Edit this message and send it again")
+        self.edit_button.clicked.connect(self.begin_edit)
+        copy = _link_button("Copy", "Copy this message")
+        copy.clicked.connect(lambda: self._copy(self.message.text))
+        actions.addWidget(self.edit_button)
+        actions.addWidget(copy)
+        outer.addLayout(actions)
+
+    def begin_edit(self) -> None:
+        self.editor.setPlainText(self.message.text)
+        self.text_label.hide()
+        self.editor.show()
+        self.edit_buttons.show()
+        self.editor.setFocus()
+
+    def cancel_edit(self) -> None:
+        self.editor.hide()
+        self.edit_buttons.hide()
+        self.text_label.setVisible(bool(self.message.text))
+
+    def _submit_edit(self) -> None:
+        text = self.editor.toPlainText()
+        self.cancel_edit()
+        self.editSubmitted.emit(self.message_id, text)
+
+    # --- assistant ----------------------------------------------------------------------------
+    def _build_assistant(self, outer: QVBoxLayout, message: StoredMessage) -> None:
+        role = QLabel("Qwen")
+        role.setObjectName("RoleLabel")
+        outer.addWidget(role)
+        self.thinking = ThinkingBlock(self)
+        self.thinking.hide()
+        outer.addWidget(self.thinking)
+        self.progress_label = QLabel()
+        self.progress_label.setObjectName("Muted")
+        self.progress_label.hide()
+        outer.addWidget(self.progress_label)
+        self.answer = AnswerView(self._palette, self)
+        outer.addWidget(self.answer)
+        self.state_label = QLabel()
+        self.state_label.setObjectName("StateLabel")
+        self.state_label.setWordWrap(True)
+        self.state_label.hide()
+        outer.addWidget(self.state_label)
+        footer = QHBoxLayout()
+        self.stats_label = QLabel()
+        self.stats_label.setObjectName("Stats")
+        footer.addWidget(self.stats_label)
+        footer.addStretch(1)
+        self.copy_button = _link_button("Copy", "Copy this answer as Markdown")
+        self.copy_button.clicked.connect(lambda: self._copy(self.answer.markdown))
+        self.regenerate_button = _link_button("Regenerate", "Answer this again")
+        self.regenerate_button.clicked.connect(self.regenerateRequested)
+        self.regenerate_button.hide()
+        footer.addWidget(self.copy_button)
+        footer.addWidget(self.regenerate_button)
+        outer.addLayout(footer)
+        if message.state is MessageState.STREAMING:
+            self.progress_label.setText("Reading the prompt…")
+            self.progress_label.show()
+            self.copy_button.hide()
+            return
+        if message.thinking:
+            self.thinking.set_static(message.thinking, message.thinking_s,
+                                     message.stats.thinking_tokens if message.stats else None)
+            self.thinking.show()
+        self.answer.set_markdown(message.text)
+        if message.stats:
+            self.stats_label.setText(stats_line(message.stats))
+        self._show_state(message.state, message.error)
+
+    def _show_state(self, state: MessageState, error: str) -> None:
+        text = error if state is MessageState.ERROR else STATE_TEXT.get(state, "")
+        self.state_label.setText(text)
+        self.state_label.setVisible(bool(text))
+
+    # streaming API (assistant only) ----------------------------------------------------------
+    def set_progress(self, done: int, total: int) -> None:
+        if total > 0 and done < total:
+            self.progress_label.setText(f"Reading the prompt… {100 * done // total}% ({done:,}/{total:,} tokens)")
+            self.progress_label.show()
+        else:
+            self.progress_label.hide()
+
+    def append_thinking(self, text: str) -> None:
+        self.progress_label.hide()
+        if self.thinking.isHidden():
+            self.thinking.show()
+            self.thinking.start()
+        self.thinking.append(text)
+
+    def start_answer(self, thinking_s: float) -> None:
+        self.progress_label.hide()
+        if self.thinking.live:
+            self.thinking.finish(thinking_s)
+
+    def append_answer(self, text: str) -> None:
+        self.answer.append(text)
+
+    def set_stats(self, stats: StoredStats) -> None:
+        self.stats_label.setText(stats_line(stats))
+        if not self.thinking.isHidden():
+            self.thinking.set_tokens(stats.thinking_tokens)
+
+    def finish(self, state: MessageState, error: str) -> None:
+        self.progress_label.hide()
+        if self.thinking.live:
+            self.thinking.finish()
+        self.answer.finish()
+        self.copy_button.show()
+        self._show_state(state, error)
+        self.message = StoredMessage(
+            self.message.id, self.message.conversation_id, self.message.position, "assistant",
+            self.answer.markdown, self.thinking.text(), state, self.thinking.seconds, None, error,
+        )
+
+    def set_regenerate_visible(self, visible: bool) -> None:
+        if self.role == "assistant":
+            self.regenerate_button.setVisible(visible)
+
+    # --- shared -------------------------------------------------------------------------------
+    def _copy(self, text: str) -> None:
+        QGuiApplication.clipboard().setText(text)
+        self.copyRequested.emit(text)
+
+    def answer_markdown(self) -> str:
+        return self.answer.markdown if self.role == "assistant" else self.message.text

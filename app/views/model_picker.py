@@ -1,0 +1,162 @@
+"""The model picker: discovered models with size, bits, vision/text-only and memory fit; load/unload."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QDialog,
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QMessageBox,
+    QPushButton,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..controllers.models import ModelEntry, ModelsController, fit_label, human_bytes
+
+COLUMNS = ("Model", "Size on disk", "Bits", "Input", "Memory fit")
+
+
+class ModelPicker(QDialog):
+    def __init__(self, models: ModelsController, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setWindowTitle("Models")
+        self.resize(820, 420)
+        self.models = models
+        layout = QVBoxLayout(self)
+        self.current = QLabel()
+        self.current.setWordWrap(True)
+        layout.addWidget(self.current)
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.verticalHeader().hide()
+        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.table.doubleClicked.connect(lambda _index: self.load_selected())
+        self.table.itemSelectionChanged.connect(self._show_details)
+        layout.addWidget(self.table, 1)
+        self.details = QLabel()
+        self.details.setObjectName("Muted")
+        self.details.setWordWrap(True)
+        self.details.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout.addWidget(self.details)
+        row = QHBoxLayout()
+        add = QPushButton("Add folder…")
+        add.clicked.connect(self.add_folder)
+        row.addWidget(add)
+        demo = QPushButton("Demo model (random weights)")
+        demo.setToolTip("A tiny model with random weights: its answers are gibberish, for trying the interface.")
+        demo.clicked.connect(self._use_demo)
+        row.addWidget(demo)
+        rescan = QPushButton("Rescan")
+        rescan.clicked.connect(models.rescan)
+        row.addWidget(rescan)
+        row.addStretch(1)
+        row.addWidget(QLabel("Context"))
+        self.context = QSpinBox()
+        self.context.setRange(2048, 262144)
+        self.context.setSingleStep(4096)
+        self.context.setSuffix(" tokens")
+        self.context.setValue(models.context_tokens)
+        self.context.editingFinished.connect(self._context_changed)
+        row.addWidget(self.context)
+        self.unload_button = QPushButton("Unload")
+        self.unload_button.clicked.connect(models.unload)
+        row.addWidget(self.unload_button)
+        self.load_button = QPushButton("Load")
+        self.load_button.setDefault(True)
+        self.load_button.clicked.connect(self.load_selected)
+        row.addWidget(self.load_button)
+        layout.addLayout(row)
+        models.modelsChanged.connect(self.populate)
+        models.modelLoaded.connect(lambda _info: self._update_current())
+        models.modelUnloaded.connect(self._update_current)
+        self.populate(models.entries)
+        self._update_current()
+        if not models.scanned:
+            models.rescan()
+
+    def populate(self, entries: list[ModelEntry]) -> None:
+        self.entries = list(entries)
+        self.table.setRowCount(len(entries))
+        for row, entry in enumerate(entries):
+            info = entry.info
+            name = info.name + ("  (demo, random weights)" if entry.is_demo else "")
+            bits = f"{info.quant_bits}-bit" if info.quant_bits else "16-bit"
+            kind = "Vision + text" if info.is_vision else "Text only"
+            fit = fit_label(entry.fit)
+            if entry.fit is not None:
+                fit += f" · {entry.fit.total_bytes / 2**30:.1f} of {entry.fit.budget_bytes / 2**30:.1f} GiB"
+            for col, value in enumerate((name, human_bytes(info.weight_bytes), bits, kind, fit)):
+                item = QTableWidgetItem(value)
+                item.setToolTip(str(info.path))
+                self.table.setItem(row, col, item)
+        if entries:
+            self.table.selectRow(0)
+        self.details.setText("" if entries else
+                             "No models found in the Hugging Face cache or LM Studio's folder. "
+                             "Use “Add folder…” to pick a Qwen3.5 MLX checkpoint folder.")
+
+    def selected(self) -> ModelEntry | None:
+        rows = self.table.selectionModel().selectedRows()
+        return self.entries[rows[0].row()] if rows else None
+
+    def _show_details(self) -> None:
+        entry = self.selected()
+        if entry is None:
+            return
+        text = f"{entry.info.path}\n"
+        if entry.fit is not None:
+            text += entry.fit.summary()
+            if entry.fit.advice:
+                text += "\n" + entry.fit.advice
+        if not entry.info.is_vision:
+            text += "\nThis checkpoint is text-only: it cannot read images, PDFs or videos."
+        self.details.setText(text)
+
+    def load_selected(self) -> None:
+        entry = self.selected()
+        if entry is None:
+            return
+        force = False
+        if entry.fit is not None and fit_label(entry.fit) == "Does not fit":
+            answer = QMessageBox.warning(
+                self, "Model does not fit",
+                f"{entry.fit.summary()}\n\n{entry.fit.advice}\n\nLoad anyway? The system may swap heavily.",
+                QMessageBox.StandardButton.Cancel | QMessageBox.StandardButton.Yes,
+                QMessageBox.StandardButton.Cancel)
+            if answer != QMessageBox.StandardButton.Yes:
+                return
+            force = True
+        self.models.load(entry.path, force=force)
+        self.accept()
+
+    def add_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Choose a Qwen3.5 MLX model folder", str(Path.home()))
+        if folder:
+            self.models.add_folder(Path(folder))
+
+    def _use_demo(self) -> None:
+        self.models.use_demo()
+        self.accept()
+
+    def _context_changed(self) -> None:
+        if self.context.value() != self.models.context_tokens:
+            self.models.set_context_tokens(self.context.value())
+            self.models.rescan()
+
+    def _update_current(self) -> None:
+        info = self.models.loaded_info
+        self.current.setText(f"Loaded: <b>{info.name}</b>" if info else "No model loaded.")
+        self.unload_button.setEnabled(info is not None)

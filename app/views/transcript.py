@@ -1,0 +1,164 @@
+"""The scrolling transcript: message widgets created lazily, newest at the bottom.
+
+Long histories stay fast because only the last ``PAGE`` messages get widgets when a chat opens; older
+ones are created a page at a time when the user scrolls to the top (or clicks "Show earlier messages").
+While an answer streams, the view sticks to the bottom unless the user scrolled up.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtWidgets import QFrame, QLabel, QPushButton, QScrollArea, QVBoxLayout, QWidget
+
+from ..render import Palette
+from ..store import StoredMessage
+from .message import MessageWidget
+
+PAGE = 30
+
+
+class TranscriptView(QScrollArea):
+    editSubmitted = Signal(int, str)
+    regenerateRequested = Signal()
+    copied = Signal(str)
+
+    def __init__(self, palette: Palette, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("Transcript")
+        self.setWidgetResizable(True)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.palette_ = palette
+        self.inner = QWidget()
+        self.inner.setObjectName("TranscriptInner")
+        self.column = QVBoxLayout(self.inner)
+        self.column.setContentsMargins(0, 8, 0, 16)
+        self.column.setSpacing(2)
+        self.earlier = QPushButton("Show earlier messages")
+        self.earlier.setFlat(True)
+        self.earlier.clicked.connect(self.load_earlier)
+        self.earlier.hide()
+        self.column.addWidget(self.earlier, 0, Qt.AlignmentFlag.AlignHCenter)
+        self.empty_label = QLabel("Ask anything. Drop images, PDFs or videos here to attach them.")
+        self.empty_label.setObjectName("Muted")
+        self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.column.addWidget(self.empty_label, 1)
+        self.column.addStretch(1)
+        self.setWidget(self.inner)
+        self.widgets: list[MessageWidget] = []
+        self._hidden: list[StoredMessage] = []  # older messages without widgets yet
+        self._stick = True
+        bar = self.verticalScrollBar()
+        bar.rangeChanged.connect(self._on_range)
+        bar.valueChanged.connect(self._on_scroll)
+
+    # --- content ------------------------------------------------------------------------------
+    def set_messages(self, messages: list[StoredMessage]) -> None:
+        self.clear()
+        self._hidden = list(messages[:-PAGE]) if len(messages) > PAGE else []
+        for message in messages[-PAGE:]:
+            self._add(message)
+        self.earlier.setVisible(bool(self._hidden))
+        self._update_empty()
+        self._refresh_regenerate()
+        self.scroll_to_bottom()
+
+    def clear(self) -> None:
+        for widget in self.widgets:
+            widget.setParent(None)
+            widget.deleteLater()
+        self.widgets.clear()
+        self._hidden.clear()
+        self.earlier.hide()
+        self._update_empty()
+
+    def append(self, message: StoredMessage) -> MessageWidget:
+        widget = self._add(message)
+        self._update_empty()
+        self._refresh_regenerate()
+        self._stick = True
+        self.scroll_to_bottom()
+        return widget
+
+    def remove_from(self, position: int) -> None:
+        keep = []
+        for widget in self.widgets:
+            if widget.message.position >= position:
+                widget.setParent(None)
+                widget.deleteLater()
+            else:
+                keep.append(widget)
+        self.widgets = keep
+        self._update_empty()
+        self._refresh_regenerate()
+
+    def widget_for(self, message_id: int) -> MessageWidget | None:
+        for widget in reversed(self.widgets):
+            if widget.message_id == message_id:
+                return widget
+        return None
+
+    def last_answer(self) -> MessageWidget | None:
+        return next((w for w in reversed(self.widgets) if w.role == "assistant"), None)
+
+    def load_earlier(self) -> None:
+        if not self._hidden:
+            return
+        chunk, self._hidden = self._hidden[-PAGE:], self._hidden[:-PAGE]
+        bar = self.verticalScrollBar()
+        from_bottom = bar.maximum() - bar.value()
+        insert_at = 1  # after the "earlier" button
+        for offset, message in enumerate(chunk):
+            widget = self._make(message)
+            self.column.insertWidget(insert_at + offset, widget)
+            self.widgets.insert(offset, widget)
+        self.earlier.setVisible(bool(self._hidden))
+        QTimer.singleShot(0, lambda: bar.setValue(bar.maximum() - from_bottom))
+
+    @property
+    def hidden_count(self) -> int:
+        return len(self._hidden)
+
+    def set_streaming(self, streaming: bool) -> None:
+        self._refresh_regenerate(streaming)
+
+    # --- internals ----------------------------------------------------------------------------
+    def _make(self, message: StoredMessage) -> MessageWidget:
+        widget = MessageWidget(message, self.palette_)
+        widget.editSubmitted.connect(self.editSubmitted)
+        widget.regenerateRequested.connect(self.regenerateRequested)
+        widget.copyRequested.connect(self.copied)
+        if message.role == "assistant":
+            widget.answer.codeCopied.connect(self.copied)
+        return widget
+
+    def _add(self, message: StoredMessage) -> MessageWidget:
+        widget = self._make(message)
+        # Before the empty label and the final stretch.
+        self.column.insertWidget(self.column.count() - 2, widget)
+        self.widgets.append(widget)
+        return widget
+
+    def _refresh_regenerate(self, streaming: bool = False) -> None:
+        last = self.widgets[-1] if self.widgets else None
+        for widget in self.widgets:
+            widget.set_regenerate_visible(widget is last and not streaming)
+            if widget.role == "user":
+                widget.edit_button.setEnabled(not streaming)
+
+    def _update_empty(self) -> None:
+        self.empty_label.setVisible(not self.widgets and not self._hidden)
+
+    def scroll_to_bottom(self) -> None:
+        bar = self.verticalScrollBar()
+        bar.setValue(bar.maximum())
+
+    def _on_range(self, _minimum: int, maximum: int) -> None:
+        if self._stick:
+            self.verticalScrollBar().setValue(maximum)
+
+    def _on_scroll(self, value: int) -> None:
+        bar = self.verticalScrollBar()
+        self._stick = value >= bar.maximum() - 24
+        if value == 0 and self._hidden and bar.maximum() > 0:
+            self.load_earlier()
