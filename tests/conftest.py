@@ -25,3 +25,43 @@ def engine(tiny_model_dir, tmp_path_factory):
     eng = Engine(state_dir=tmp_path_factory.mktemp("state"))
     eng.load(tiny_model_dir)
     return eng
+
+
+# --- app (Qt) helpers ---------------------------------------------------------------------------
+# PySide6 6.12 drops one reference to None on every QCoreApplication.processEvents()/QTest.qWait() call
+# (Python 3.11's None is not immortal), so pytest-qt's waitUntil, which polls with qWait, eventually
+# kills the process with "none_dealloc". App tests wait with a QEventLoop instead (see ``qt_wait``),
+# and this guard gives back any references None lost during a test (over-counting None is harmless).
+@pytest.fixture(autouse=True)
+def _none_refcount_guard():
+    import ctypes
+    import sys
+
+    before = sys.getrefcount(None)
+    yield
+    lost = before - sys.getrefcount(None)
+    for _ in range(max(0, lost) + 64):
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(None))
+
+
+@pytest.fixture
+def qt_wait(qapp):
+    """``qt_wait(condition, timeout_s)``: run the Qt event loop until ``condition()`` is true."""
+    import time
+
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    def wait(condition, timeout: float = 60.0, message: str = "") -> None:
+        if condition():
+            return
+        loop = QEventLoop()
+        deadline = time.monotonic() + timeout
+        timer = QTimer()
+        timer.setInterval(10)
+        timer.timeout.connect(lambda: (condition() or time.monotonic() > deadline) and loop.quit())
+        timer.start()
+        loop.exec()
+        timer.stop()
+        assert condition(), message or f"timed out after {timeout} s waiting for {condition}"
+
+    return wait
