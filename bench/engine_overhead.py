@@ -46,16 +46,21 @@ def main() -> int:
     text = " ".join(f"Paragraph {i}: the quick brown fox jumps over the lazy dog." for i in range(60))
     convo = Conversation((Message(Role.USER, text, (ImageAttachment(image),)),))
     settings = GenerationSettings(
-        thinking=True, max_tokens=args.tokens, temperature=0.0, presence_penalty=0.0, prefill_chunk=args.chunk
+        thinking=True, max_tokens=args.tokens, presence_penalty=0.0, prefill_chunk=args.chunk, seed=0
     )
+    sampling = settings.sampling()  # Qwen's thinking defaults: temperature 1.0, top-p 0.95, top-k 20
     prompt = render_text(convo, loaded.apply_template, thinking=True, text_only=False)
     images = load_media(convo.attachments, MediaLimits()).images
 
     def raw():
+        import mlx.core as mx
+
+        mx.random.seed(0)
         last = None
         for last in stream_generate(
             loaded.model, loaded.processor, prompt, image=images, max_tokens=args.tokens,
-            temperature=0.0, prefill_step_size=args.chunk,
+            temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k,
+            prefill_step_size=args.chunk,
         ):
             pass
         return last.prompt_tps, last.generation_tps, last.prompt_tokens

@@ -198,7 +198,7 @@ def _chat(args) -> int:
     for text in prompts:
         convo = convo.with_message(Message(Role.USER, text, attachments))
         attachments = ()  # attachments go with the first turn; the conversation keeps them
-        finished = out.stream(engine.generate(convo, settings))
+        finished = out.show(engine.generate(convo, settings))
         convo = convo.with_message(Message(Role.ASSISTANT, out.answer, thinking=out.thinking))
         if finished.reason is FinishReason.ERROR:
             print(f"error: {finished.error}", file=sys.stderr)
@@ -228,7 +228,7 @@ class _Printer:
         self.thinking = ""
         self.answer = ""
 
-    def stream(self, events: Iterable[Event]) -> Finished:
+    def show(self, events: Iterable[Event]) -> Finished:
         self.thinking = self.answer = ""
         finished = Finished(FinishReason.ERROR, "no events")
         for event in events:

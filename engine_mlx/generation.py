@@ -122,6 +122,12 @@ def generate(
     started_at: float | None = None,
 ) -> Iterator[Event]:
     """Yield Progress*, then ThinkingDelta/AnswerDelta*, then Stats and Finished."""
+    # A stream of its own lets queued decode steps run while Python prepares the next (as mlx-lm).
+    with mx.stream(mx.new_stream(mx.default_device())):
+        yield from _generate(loaded, inputs, settings, plan, cancel, on_snapshot, started_at)
+
+
+def _generate(loaded, inputs, settings, plan, cancel, on_snapshot, started_at) -> Iterator[Event]:
     started_at = time.perf_counter() if started_at is None else started_at
     cancel = cancel or CancelToken()
     mx.reset_peak_memory()

@@ -7,6 +7,7 @@ frame rate) is raised as :class:`~engine_mlx.errors.MediaError` naming the file 
 from __future__ import annotations
 
 import math
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +18,10 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import EngineError, MediaError
+
+# OpenCV and its FFmpeg backend log to stderr on a bad file; the engine reports one clear error itself.
+os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 DEFAULT_MAX_SIDE = 1344
 DEFAULT_VIDEO_MAX_SIDE = 768

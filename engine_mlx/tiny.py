@@ -10,6 +10,8 @@ counts, shapes, cache behaviour and timings are real.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from importlib import resources
 from pathlib import Path
@@ -212,7 +214,8 @@ def build_tiny_model(out_dir: Path | str, *, seed: int = 0, bits: int = 4) -> Pa
             return False
         return model_predicate(path, module) if model_predicate else True
 
-    model, config = quantize_model(model, config, 64, bits, quant_predicate=predicate)
+    with contextlib.redirect_stdout(io.StringIO()):  # mlx-vlm prints an [INFO] line
+        model, config = quantize_model(model, config, 64, bits, quant_predicate=predicate)
     save_weights(out, model)
     save_config(config, out / "config.json")
 

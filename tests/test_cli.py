@@ -1,0 +1,98 @@
+"""The command line as a user runs it: real processes, the tiny model, JSON events and error exits."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from media_files import write_image
+
+ENV = {**os.environ, "MLX_DISABLE_COMPILE": "1", "HF_HUB_OFFLINE": "1"}
+
+
+def run(*args, stdin=None, timeout=180):
+    return subprocess.run(
+        [sys.executable, "-m", "engine_mlx", *map(str, args)],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=timeout,
+    )
+
+
+def test_tiny_builds_a_loadable_checkpoint(tmp_path):
+    result = run("tiny", tmp_path / "m")
+    assert result.returncode == 0, result.stderr
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja", "preprocessor_config.json"):
+        assert (tmp_path / "m" / name).is_file()
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["model_type"] == "qwen3_5_moe" and config["quantization"]["bits"] == 4
+    assert config["text_config"]["layer_types"].count("full_attention") == 1
+
+
+def test_chat_json_events(tiny_model_dir, tmp_path):
+    image = write_image(tmp_path / "shot.png")
+    result = run(
+        "chat", "--model", tiny_model_dir, "--image", image, "--json", "--thinking-budget", "3",
+        "--max-tokens", "10", "--seed", "0", "Describe the picture",
+    )
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    types = [e["type"] for e in events]
+    assert types[0] == "progress" and types[-2:] == ["stats", "done"]
+    assert "thinking" in types and "answer" in types
+    stats = events[-2]
+    for key in ("prompt_tokens", "prefilled_tokens", "generated_tokens", "thinking_tokens",
+                "prefill_tps", "decode_tps", "ttft_s", "peak_memory_bytes"):
+        assert key in stats
+    assert stats["generated_tokens"] == 10 and stats["prompt_tokens"] > 20
+
+
+def test_chat_text_output_has_answer_and_stats(tiny_model_dir):
+    result = run("chat", "--model", tiny_model_dir, "--no-think", "--max-tokens", "6", "--seed", "1", "Hi")
+    assert result.returncode == 0, result.stderr
+    assert "[thinking]" not in result.stdout
+    assert "prompt tokens" in result.stdout and "generated" in result.stdout
+
+
+def test_models_lists_a_user_folder_with_its_fit(tiny_model_dir):
+    result = run("models", "--json", "--dir", tiny_model_dir)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    mine = [r for r in rows if r["path"] == str(tiny_model_dir)]
+    assert mine and mine[0]["vision"] is True and mine[0]["bits"] == 4 and mine[0]["fit"] == "fits"
+
+
+def one_error_line(result, *needles):
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_errors_are_one_clear_line(tiny_model_dir, tmp_path):
+    one_error_line(run("chat", "--model", tmp_path / "nowhere", "hi"), "nowhere")
+    not_a_model = tmp_path / "folder"
+    not_a_model.mkdir()
+    one_error_line(run("chat", "--model", not_a_model, "hi"), "folder", "config.json")
+    one_error_line(run("chat", "--model", tiny_model_dir, "--image", tmp_path / "missing.png", "hi"), "missing.png")
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    one_error_line(run("chat", "--model", tiny_model_dir, "--image", broken, "hi"), "broken.jpg")
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(os.urandom(4096))
+    one_error_line(run("chat", "--model", tiny_model_dir, "--video", video, "hi"), "clip.mp4")
+
+
+def test_json_error_event_on_bad_input(tiny_model_dir, tmp_path):
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    result = run("chat", "--model", tiny_model_dir, "--json", "--image", empty, "hi")
+    assert result.returncode != 0
+    last = json.loads(result.stdout.splitlines()[-1])
+    assert last["type"] == "error" and "empty.png" in last["error"]
