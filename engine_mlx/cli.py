@@ -46,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
 
     tiny = sub.add_parser("tiny", help="build the tiny random-weight Qwen3.5 model in DIR")
     tiny.add_argument("dir", type=Path)
+    tiny.add_argument("--text-only", action="store_true", help="a text-only conversion (no vision tower)")
 
     models = sub.add_parser("models", help="list Qwen3.5 models found on this machine, with their fit")
     models.add_argument("--dir", dest="dirs", action="append", type=Path, default=[], help="also search here")
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "tiny":
             from engine_mlx.tiny import build_tiny_model
 
-            print(build_tiny_model(args.dir))
+            print(build_tiny_model(args.dir, vision=not args.text_only))
             return 0
         if args.command == "models":
             return _models(args)

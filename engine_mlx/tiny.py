@@ -180,13 +180,14 @@ def _configs(vocab_size: int, token_id) -> tuple[dict, dict, dict]:
     return config, image, video
 
 
-def build_tiny_model(out_dir: Path | str, *, seed: int = 0, bits: int = 4) -> Path:
-    """Write the tiny checkpoint into ``out_dir`` (created if needed) and return its path."""
+def build_tiny_model(out_dir: Path | str, *, seed: int = 0, bits: int = 4, vision: bool = True) -> Path:
+    """Write the tiny checkpoint into ``out_dir`` (created if needed) and return its path.
+
+    ``vision=False`` writes a text-only conversion (no vision tower, no ``vision_config``), laid out
+    as mlx-lm converts one, to exercise the text-only loading path.
+    """
     import mlx.core as mx
-    from mlx.utils import tree_flatten, tree_map
-    from mlx_vlm.models import qwen3_5_moe
-    from mlx_vlm.quant_utils import quantize_model
-    from mlx_vlm.utils import save_config, save_weights, skip_multimodal_module
+    from mlx.utils import tree_map
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -194,29 +195,48 @@ def build_tiny_model(out_dir: Path | str, *, seed: int = 0, bits: int = 4) -> Pa
     tok = _build_tokenizer()
     vocab_size = tok.get_vocab_size(with_added_tokens=True)
     config, image_cfg, video_cfg = _configs(vocab_size, tok.token_to_id)
+    if not vision:
+        config = {
+            "architectures": config["architectures"],
+            "model_type": config["model_type"],
+            "text_config": config["text_config"],
+            "eos_token_id": config["eos_token_id"],
+            "tie_word_embeddings": False,
+        }
 
     mx.random.seed(seed)
-    model = qwen3_5_moe.Model(qwen3_5_moe.ModelConfig.from_dict(json.loads(json.dumps(config))))
+    if vision:
+        from mlx_vlm.models import qwen3_5_moe
+
+        model = qwen3_5_moe.Model(qwen3_5_moe.ModelConfig.from_dict(json.loads(json.dumps(config))))
+    else:
+        from mlx_lm.models import qwen3_5_moe
+
+        model = qwen3_5_moe.Model(qwen3_5_moe.ModelArgs.from_dict(json.loads(json.dumps(config))))
     # Random init gives unit-scale weights; scale them down so activations stay finite through the
     # layers and sampling sees a spread of tokens rather than one saturated logit.
-    model.update(
-        tree_map(
-            lambda p: p * 0.5 if p.ndim > 1 else p,
-            model.parameters(),
-        )
-    )
+    model.update(tree_map(lambda p: p * 0.5 if p.ndim > 1 else p, model.parameters()))
     mx.eval(model.parameters())
 
-    model_predicate = model.quant_predicate
+    with contextlib.redirect_stdout(io.StringIO()):  # the converters print an [INFO] line
+        if vision:
+            from mlx_vlm.quant_utils import quantize_model
+            from mlx_vlm.utils import save_config, save_weights, skip_multimodal_module
 
-    def predicate(path, module):
-        if skip_multimodal_module(path):
-            return False
-        return model_predicate(path, module) if model_predicate else True
+            model_predicate = model.quant_predicate
 
-    with contextlib.redirect_stdout(io.StringIO()):  # mlx-vlm prints an [INFO] line
-        model, config = quantize_model(model, config, 64, bits, quant_predicate=predicate)
-    save_weights(out, model)
+            def predicate(path, module):
+                if skip_multimodal_module(path):
+                    return False
+                return model_predicate(path, module) if model_predicate else True
+
+            model, config = quantize_model(model, config, 64, bits, quant_predicate=predicate)
+            save_weights(out, model)
+        else:
+            from mlx_lm.utils import quantize_model, save_config, save_model
+
+            model, config = quantize_model(model, config, 64, bits)
+            save_model(out, model)
     save_config(config, out / "config.json")
 
     tok.save(str(out / "tokenizer.json"))
@@ -238,8 +258,9 @@ def build_tiny_model(out_dir: Path | str, *, seed: int = 0, bits: int = 4) -> Pa
         )
     )
     (out / "chat_template.jinja").write_text(chat_template())
-    (out / "preprocessor_config.json").write_text(json.dumps(image_cfg, indent=2))
-    (out / "video_preprocessor_config.json").write_text(json.dumps(video_cfg, indent=2))
+    if vision:
+        (out / "preprocessor_config.json").write_text(json.dumps(image_cfg, indent=2))
+        (out / "video_preprocessor_config.json").write_text(json.dumps(video_cfg, indent=2))
     (out / "generation_config.json").write_text(
         json.dumps(
             {

@@ -174,3 +174,55 @@ def test_engine_never_imports_qt():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def text_engine(tmp_path_factory):
+    from engine_mlx.engine import Engine
+    from engine_mlx.tiny import build_tiny_model
+
+    eng = Engine()
+    eng.load(build_tiny_model(tmp_path_factory.mktemp("tiny-text"), vision=False))
+    return eng
+
+
+def test_text_only_checkpoint_loads_through_mlx_lm_and_answers(text_engine, tmp_path):
+    info = text_engine.model_info
+    assert info is not None and not info.is_vision
+    assert type(text_engine._loaded.model).__module__.startswith("mlx_lm.")
+    events = collect(text_engine.generate(ask("Hello"), GenerationSettings(thinking_budget=3, max_tokens=10, seed=0)))
+    assert events[-1].reason is not FinishReason.ERROR and events[-2].generated_tokens > 0
+    with pytest.raises(UnsupportedInputError, match="text-only"):
+        next(iter(text_engine.generate(ask("x", ImageAttachment(write_image(tmp_path / "a.png"))))))
+
+
+def test_refuses_a_model_that_does_not_fit_unless_forced(tiny_model_dir):
+    from engine_mlx.engine import Engine
+    from engine_mlx.errors import MemoryFitError
+
+    eng = Engine()
+    with pytest.raises(MemoryFitError, match="does not fit|GiB"):
+        eng.load(tiny_model_dir, context_tokens=400_000_000)  # ~100 GiB of KV cache
+    assert eng.model_info is None
+
+
+def test_load_reports_progress_and_unload_frees_memory(tiny_model_dir):
+    import gc
+
+    import mlx.core as mx
+
+    from engine_mlx.engine import Engine
+
+    gc.collect()
+    before = mx.get_active_memory()
+    stages = []
+    eng = Engine()
+    eng.load(tiny_model_dir, progress=stages.append)
+    fractions = [p.fraction for p in stages]
+    assert fractions[0] == 0.0 and fractions[-1] == 1.0 and fractions == sorted(fractions)
+    loaded = mx.get_active_memory()
+    assert loaded - before > 500_000  # the weights are resident
+    eng.unload()
+    gc.collect()
+    assert eng.model_info is None
+    assert mx.get_active_memory() - before < (loaded - before) / 4
