@@ -163,6 +163,7 @@ class StreamingMarkdown:
         self._fence_lines = 0
         self._fence_body = 0
         self._fence_code_origin = 0
+        self._source_len: int | None = None
 
     def feed(self, delta: str) -> list[Block]:
         """Append ``delta``; returns the blocks that became finished (render each once, in order)."""
@@ -208,6 +209,7 @@ class StreamingMarkdown:
 
     def finish(self) -> list[Block]:
         """The answer is complete: everything left becomes finished blocks."""
+        self._source_len = len(self.text)
         blocks = self.feed("\n") if not self.text.endswith("\n") and self.text else []
         if self._fence is not None:
             blocks.append(self._finish_fence(len(self.text), len(self.text), closed=False))
@@ -231,6 +233,11 @@ class StreamingMarkdown:
         out = self.renderer.markdown(tail, codes)
         self._tail_codes = codes[len(self.codes):]
         return out
+
+    @property
+    def source(self) -> str:
+        """The Markdown as given (``finish`` may add a closing newline to ``text``)."""
+        return self.text[: self._source_len] if self._source_len is not None else self.text
 
     def code(self, index: int) -> str | None:
         all_codes = self.codes + self._tail_codes

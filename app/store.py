@@ -142,7 +142,7 @@ MIGRATION_1 = """
             deleted_at REAL
         );
         CREATE TABLE messages (
-            id INTEGER PRIMARY KEY,
+            id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: views and exports key on it
             conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
             position INTEGER NOT NULL,
             role TEXT NOT NULL,

@@ -45,7 +45,7 @@ class EngineWorker(QObject):
                 self._engine = Engine(state_dir=self._state_dir)
         return self._engine
 
-    @Slot(str, int, bool)
+    @Slot(str, object, bool)
     def load(self, path: str, context_tokens: int, force: bool) -> None:
         from engine_mlx.errors import CheckpointError, EngineError, MemoryFitError
 
@@ -118,7 +118,7 @@ class EngineWorker(QObject):
 class EngineClient(QObject):
     """The GUI thread's handle on the engine thread."""
 
-    _requestLoad = Signal(str, int, bool)
+    _requestLoad = Signal(str, object, bool)
     _requestUnload = Signal()
     _requestGenerate = Signal(int, object, object)
     _requestPersist = Signal(str)

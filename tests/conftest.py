@@ -51,7 +51,7 @@ def qt_wait(qapp):
 
     from PySide6.QtCore import QEventLoop, QTimer
 
-    def wait(condition, timeout: float = 60.0, message: str = "") -> None:
+    def wait(condition, timeout: float = 60.0, message="") -> None:
         if condition():
             return
         loop = QEventLoop()
@@ -62,6 +62,7 @@ def qt_wait(qapp):
         timer.start()
         loop.exec()
         timer.stop()
+        message = message() if callable(message) else message
         assert condition(), message or f"timed out after {timeout} s waiting for {condition}"
 
     return wait

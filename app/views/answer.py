@@ -47,7 +47,7 @@ class AnswerView(QTextBrowser):
     # --- content ------------------------------------------------------------------------------
     @property
     def markdown(self) -> str:
-        return self._stream.text + "".join(self._pending)
+        return self._stream.source + "".join(self._pending)
 
     def set_markdown(self, text: str) -> None:
         """A complete answer (from history): rendered once."""
