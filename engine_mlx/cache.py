@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -23,7 +24,10 @@ from engine_mlx.generation import Snapshot, snapshot_cache
 DEFAULT_BUDGET_BYTES = 4 << 30
 DEFAULT_DISK_BUDGET_BYTES = 8 << 30
 MAX_SNAPSHOTS_PER_CONVERSATION = 8
+DEFAULT_DISK_MAX_AGE_S = 30 * 24 * 3600.0
 _FILE_SUFFIX = ".safetensors"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -68,10 +72,12 @@ class SnapshotStore:
         budget_bytes: int = DEFAULT_BUDGET_BYTES,
         disk_dir: Path | None = None,
         disk_budget_bytes: int = DEFAULT_DISK_BUDGET_BYTES,
+        disk_max_age_s: float = DEFAULT_DISK_MAX_AGE_S,
     ):
         self.budget_bytes = budget_bytes
         self.disk_dir = Path(disk_dir) if disk_dir else None
         self.disk_budget_bytes = disk_budget_bytes
+        self.disk_max_age_s = disk_max_age_s
         self._conversations: OrderedDict[str, _ConversationSnapshots] = OrderedDict()
 
     # ------------------------------------------------------------------ memory
@@ -110,24 +116,23 @@ class SnapshotStore:
             convo = _ConversationSnapshots(fingerprint)
             self._conversations[conversation_id] = convo
         key = tuple(ids[: snapshot.length])
+        _compact(snapshot.cache)
         # Snapshots that are not a prefix of the newest prompt belong to an abandoned branch
         # (an edited message); keep only the newest prompt's line of turns.
         convo.entries = [e for e in convo.entries if common_prefix(e.ids, key) == len(e.ids) and e.ids != key]
-        convo.entries.append(_Entry(key, snapshot, snapshot.nbytes))
+        convo.entries.append(_Entry(key, snapshot, held_bytes(snapshot.cache)))
         del convo.entries[:-MAX_SNAPSHOTS_PER_CONVERSATION]
         convo.saved = False
         self._conversations.move_to_end(conversation_id)
         self._evict()
 
     def _evict(self) -> None:
+        """Drop snapshots until under budget: first older turns (least recent chat first), which only
+        serve an edit of an earlier message, then whole conversations, least recently used first."""
+        for convo in list(self._conversations.values()):
+            while self.nbytes > self.budget_bytes and len(convo.entries) > 1:
+                convo.entries.pop(0)
         while self.nbytes > self.budget_bytes and self._conversations:
-            oldest_id, oldest = next(iter(self._conversations.items()))
-            if len(self._conversations) == 1 or len(oldest.entries) > 1:
-                # Within one conversation, older turns go first: the newest serves the next turn.
-                victim = self._conversations[oldest_id]
-                if len(victim.entries) > 1:
-                    victim.entries.pop(0)
-                    continue
             self._conversations.popitem(last=False)
 
     # ------------------------------------------------------------------ disk
@@ -139,8 +144,6 @@ class SnapshotStore:
 
     def save(self, conversation_id: str) -> Path | None:
         """Write the conversation's newest snapshot to disk (when it goes idle). Returns the file."""
-        from mlx_lm.models.cache import save_prompt_cache
-
         convo = self._conversations.get(conversation_id)
         if self.disk_dir is None or convo is None or not convo.entries or convo.saved:
             return None
@@ -154,45 +157,139 @@ class SnapshotStore:
             "ids": json.dumps(list(entry.ids)),
             "saved_at": str(time.time()),
         }
-        save_prompt_cache(str(tmp), entry.snapshot.cache, meta)
+        _save_cache(tmp, entry.snapshot.cache, meta)
         tmp.replace(path)
         convo.saved = True
         self._clean_disk(keep=path)
         return path
 
     def _load(self, conversation_id: str, fingerprint: str) -> _ConversationSnapshots | None:
-        from mlx_lm.models.cache import load_prompt_cache
-
         path = self._path(conversation_id)
         if not path.exists():
             return None
         try:
-            cache, meta = load_prompt_cache(str(path), return_metadata=True)
+            cache, meta = _load_cache(path)
             if meta.get("fingerprint") != fingerprint or meta.get("conversation_id") != conversation_id:
-                return None
+                return None  # another model or template (or a name clash): cold prefill, file kept
             ids = tuple(json.loads(meta["ids"]))
-        except Exception:  # a damaged or foreign file: fall back to a cold prefill
+            if not ids or any(not isinstance(i, int) for i in ids):
+                raise ValueError("bad token ids")
+        except Exception:  # noqa: BLE001 - a damaged or foreign file: fall back to a cold prefill
+            log.info("dropping unreadable state snapshot %s", path.name, exc_info=True)
             path.unlink(missing_ok=True)
             return None
         snapshot = Snapshot(length=len(ids), cache=cache)
-        convo = _ConversationSnapshots(fingerprint, [_Entry(ids, snapshot, snapshot.nbytes)], saved=True)
+        convo = _ConversationSnapshots(fingerprint, [_Entry(ids, snapshot, held_bytes(cache))], saved=True)
         self._conversations[conversation_id] = convo
         self._evict()
         return convo
 
     def _clean_disk(self, keep: Path) -> None:
-        """Drop the oldest snapshot files beyond the disk budget, and leftovers of interrupted saves."""
+        """Drop leftovers of interrupted saves, files older than the maximum age, and the oldest
+        files beyond the disk budget (never ``keep``, the file just written)."""
         assert self.disk_dir is not None
+        now = time.time()
         files = []
         for f in self.disk_dir.glob(f"*{_FILE_SUFFIX}"):
-            if ".tmp" in f.name:
+            try:
+                st = f.stat()
+            except OSError:
+                continue
+            if f != keep and (".tmp" in f.name or now - st.st_mtime > self.disk_max_age_s):
                 f.unlink(missing_ok=True)
                 continue
-            files.append((f.stat().st_mtime, f))
-        files.sort()
-        total = sum(f.stat().st_size for _, f in files)
-        for _, f in files:
-            if total <= self.disk_budget_bytes or f == keep:
+            files.append((st.st_mtime, st.st_size, f))
+        files.sort(key=lambda t: t[0])
+        total = sum(size for _, size, _ in files)
+        for _, size, f in files:
+            if total <= self.disk_budget_bytes:
+                break
+            if f == keep:
                 continue
-            total -= f.stat().st_size
+            total -= size
             f.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------- cache entries
+
+_CACHE_MODULES = ("mlx_vlm.models.cache", "mlx_lm.models.cache")
+
+
+def _compact(cache: list) -> None:
+    """Cut a snapshot's KV buffers to the tokens they hold (KVCache preallocates in steps of 256)."""
+    import mlx.core as mx
+
+    arrays = []
+    for entry in cache:
+        if type(entry).__name__ != "KVCache" or getattr(entry, "keys", None) is None:
+            continue
+        if entry.keys.shape[2] > entry.offset:
+            entry.state = (mx.contiguous(entry.keys[..., : entry.offset, :]),
+                           mx.contiguous(entry.values[..., : entry.offset, :]))
+            arrays += [entry.keys, entry.values]
+    if arrays:
+        mx.eval(arrays)
+
+
+def held_bytes(cache: list) -> int:
+    """Bytes a cache actually holds: whole KV buffers (not just the used part) and recurrent states."""
+    total = 0
+    for entry in cache:
+        if hasattr(entry, "keys") and hasattr(entry, "values"):
+            arrays = [entry.keys, entry.values]
+        else:
+            state = entry.state
+            arrays = list(state) if isinstance(state, (list, tuple)) else [state]
+        total += sum(a.nbytes for a in arrays if a is not None and hasattr(a, "nbytes"))
+    return total
+
+
+def _save_cache(path: Path, cache: list, meta: dict[str, str]) -> None:
+    """safetensors with each entry's class (mlx-vlm's own cache classes), state and meta_state.
+
+    mlx-lm's ``save_prompt_cache``/``load_prompt_cache`` would rebuild mlx-lm's classes, which are
+    not the ones mlx-vlm's models use."""
+    import mlx.core as mx
+
+    arrays: dict[str, object] = {}
+    layout = []
+    for i, entry in enumerate(cache):
+        cls = type(entry)
+        if cls.__module__ not in _CACHE_MODULES:
+            raise TypeError(f"cannot save cache entry of type {cls.__module__}.{cls.__name__}")
+        state = entry.state
+        as_tuple = isinstance(state, tuple)
+        slots = []
+        for j, arr in enumerate(state if isinstance(state, (list, tuple)) else [state]):
+            if arr is None:
+                slots.append(None)
+            else:
+                arrays[f"{i}.{j}"] = arr
+                slots.append(f"{i}.{j}")
+        layout.append(
+            {"module": cls.__module__, "class": cls.__name__, "tuple": as_tuple, "slots": slots,
+             "meta_state": entry.meta_state}
+        )
+    mx.save_safetensors(str(path), arrays, {**meta, "layout": json.dumps(layout), "format": "qwendesk-cache-1"})
+
+
+def _load_cache(path: Path) -> tuple[list, dict[str, str]]:
+    import importlib
+
+    import mlx.core as mx
+
+    arrays, meta = mx.load(str(path), return_metadata=True)
+    if meta.get("format") != "qwendesk-cache-1":
+        raise ValueError("not a QwenDesk state snapshot")
+    cache = []
+    for item in json.loads(meta["layout"]):
+        if item["module"] not in _CACHE_MODULES:
+            raise ValueError(f"unexpected cache module {item['module']}")
+        cls = getattr(importlib.import_module(item["module"]), item["class"])
+        state = [arrays[k] if k is not None else None for k in item["slots"]]
+        meta_state = item["meta_state"]
+        if isinstance(meta_state, list):
+            meta_state = tuple(meta_state)
+        cache.append(cls.from_state(tuple(state) if item["tuple"] else state, meta_state))
+    mx.eval([a for a in arrays.values()])
+    return cache, meta

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CONTEXT_TOKENS = 32768
 _PROBE = "\x1f"  # an assistant reply no real conversation contains, to find the generation tail
+_TURN_START = "<|im_start|>"  # Qwen's turn marker, a special token: no merge crosses it
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,8 @@ class Engine:
             )
 
         key = conversation.id
-        restored = self.snapshots.lookup(key, self._fingerprint, inputs.ids)
+        reuse_ids = _reuse_ids(inputs) if key else inputs.ids
+        restored = self.snapshots.lookup(key, self._fingerprint, reuse_ids)
         start = restored.length if restored else 0
         cache = restored.cache if restored else loaded.make_cache()
         snapshot_at = None
@@ -142,7 +144,7 @@ class Engine:
         plan = generation.PrefillPlan(cache=cache, start=start, snapshot_at=snapshot_at)
 
         def keep(snapshot: generation.Snapshot) -> None:
-            self.snapshots.add(key, self._fingerprint, inputs.ids, snapshot)
+            self.snapshots.add(key, self._fingerprint, reuse_ids, snapshot)
 
         try:
             yield from generation.generate(
@@ -173,35 +175,105 @@ class Engine:
     def _snapshot_point(self, conversation, settings, inputs, prompt: str) -> int | None:
         """The number of prompt tokens the next turn will share with this one.
 
-        Rendering the conversation with a placeholder assistant reply shows where the template's
-        generation prompt starts (``<think>\\n``, or an empty think block with thinking off); the
-        snapshot goes just before it, and never inside a run of image or video tokens. The next turn
-        checks the snapshot's token ids against its own prompt, so a wrong guess costs only reuse.
+        The conversation is rendered as the next turns will see it (placeholder replies and user
+        messages, one and two turns on): where that rendering stops matching this prompt is where the
+        template's generation prompt starts (``<think>\\n``, or an empty think block with thinking
+        off), or where the template rewrites an earlier turn (dropping its reasoning). The seam is
+        found by comparing token ids, not text; the earlier of the two wins, and the snapshot never
+        falls inside a run of image or video tokens. The next turn checks the snapshot's token ids
+        against its own prompt, so a wrong guess costs only reuse.
         """
         loaded = self._loaded
-        probe_convo = conversation.with_message(Message(Role.ASSISTANT, _PROBE))
-        try:
-            probe = loaded.apply_template(
-                _probe_messages(probe_convo, text_only=not loaded.is_vision),
-                tokenize=False,
-                add_generation_prompt=False,
-                enable_thinking=settings.thinking,
-            )
-        except Exception:  # noqa: BLE001 - a template that can't render the probe just loses reuse
-            return None
-        shared = 0
-        for a, b in zip(prompt, probe):
-            if a != b:
-                break
-            shared += 1
-        tail = loaded.encode(prompt[shared:]) if shared < len(prompt) else []
-        point = len(inputs) - len(tail)
-        if tail and inputs.ids[point:] != tail:
-            return None
+        text_only = not loaded.is_vision
+        probes = (
+            # the next turn: a reply, then a user message
+            (Message(Role.ASSISTANT, _PROBE, thinking=_PROBE), Message(Role.USER, _PROBE)),
+            # two turns on, for templates that rewrite an assistant turn only later; its reply
+            # starts with a letter, in case the tokenizer merges across the seam
+            (
+                Message(Role.ASSISTANT, "a" + _PROBE),
+                Message(Role.USER, _PROBE),
+                Message(Role.ASSISTANT, _PROBE, thinking=_PROBE),
+                Message(Role.USER, _PROBE),
+            ),
+        )
+        marker = loaded.encode(_TURN_START)
+        boundaries = [i for i, t in enumerate(inputs.ids) if len(marker) == 1 and t == marker[0]]
+        seams = []
+        for extra in probes:
+            probe_convo = Conversation(conversation.messages + extra, conversation.id)
+            try:
+                probe = loaded.apply_template(
+                    _probe_messages(probe_convo, text_only=text_only),
+                    tokenize=False,
+                    add_generation_prompt=True,
+                    enable_thinking=settings.thinking,
+                )
+            except Exception:  # noqa: BLE001 - a template that can't render the probe just loses reuse
+                return None
+            shared = _common_chars(prompt, probe)
+            # Compare token ids from the last turn boundary before the seam (a special token, which
+            # no merge crosses; the processor expands media placeholders, so count from there).
+            cut = prompt.rfind(_TURN_START, 0, shared)
+            k = prompt.count(_TURN_START, 0, cut) if cut > 0 else len(boundaries)
+            base = boundaries[k] if k < len(boundaries) else 0
+            if base == 0:
+                cut = 0
+            tail = loaded.encode(prompt[cut:])
+            same = _common_ids(tail, loaded.encode(probe[cut:]))
+            if inputs.ids[base : base + same] != tail[:same]:
+                same = 0  # media expanded between the boundary and the seam: resume at the boundary
+            seams.append(base + same)
+        point = min(seams)
+        point = min(point, len(inputs) - 1)  # the last prompt token goes through the first decode step
         for lo, hi in inputs.media_token_ranges():
             if lo < point < hi:
                 point = lo
         return point if point > 0 else None
+
+
+def _common_chars(a: str, b: str) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def _common_ids(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def _reuse_ids(inputs) -> list[int]:
+    """The prompt ids with each image or video marked by a digest of its pixels.
+
+    Two images of the same size give the same run of pad tokens; replacing an earlier image must
+    not resume from a state that saw the old one, so the first pad token of every item becomes a
+    negative number (no real token id) derived from its pixels.
+    """
+    import numpy as np
+
+    ids = list(inputs.ids)
+    arr = None
+    for rows in (inputs.images, inputs.videos):
+        if rows is None or not rows.count:
+            continue
+        if arr is None:
+            arr = np.asarray(inputs.ids)
+        where = np.nonzero(arr == rows.token_id)[0]
+        for item in range(rows.count):
+            first = rows.feature_starts[item]
+            if first >= len(where):
+                break
+            pixels = np.asarray(rows.pixels[rows.row_starts[item] : rows.row_starts[item + 1]])
+            h = hashlib.blake2b(pixels.tobytes(), digest_size=7)
+            h.update(np.asarray(rows.grid_thw[item]).tobytes())
+            ids[int(where[first])] = -1 - int.from_bytes(h.digest(), "big")
+    return ids
 
 
 def _probe_messages(conversation: Conversation, *, text_only: bool):
