@@ -12,6 +12,7 @@ import os
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 os.environ.setdefault("MLX_DISABLE_COMPILE", "1")
@@ -30,7 +31,7 @@ def main() -> int:
 
     from engine_mlx.conversation import Conversation, ImageAttachment, Message, Role
     from engine_mlx.engine import Engine
-    from engine_mlx.events import Stats
+    from engine_mlx.events import AnswerDelta, Stats, ThinkingDelta
     from engine_mlx.prompt import MediaLimits, load_media, render_text
     from engine_mlx.settings import GenerationSettings
     from engine_mlx.tiny import build_tiny_model
@@ -52,22 +53,34 @@ def main() -> int:
     prompt = render_text(convo, loaded.apply_template, thinking=True, text_only=False)
     images = load_media(convo.attachments, MediaLimits()).images
 
+    # Both paths are timed the same way, from the outside: prefill tok/s = prompt tokens / time to the
+    # first token; decode tok/s = (tokens - 1) / time from the first to the last token.
+    def rates(start, first, last, n_prompt, n_gen):
+        return n_prompt / (first - start), (n_gen - 1) / (last - first), n_prompt
+
     def raw():
         import mlx.core as mx
 
         mx.random.seed(0)
-        last = None
+        start = time.perf_counter()
+        stamps, last = [], None
         for last in stream_generate(
             loaded.model, loaded.processor, prompt, image=images, max_tokens=args.tokens,
             temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k,
             prefill_step_size=args.chunk,
         ):
-            pass
-        return last.prompt_tps, last.generation_tps, last.prompt_tokens
+            stamps.append(time.perf_counter())
+        return rates(start, stamps[0], stamps[-1], last.prompt_tokens, len(stamps))
 
     def ours():
-        stats = [e for e in engine.generate(convo, settings) if isinstance(e, Stats)][0]
-        return stats.prefill_tps, stats.decode_tps, stats.prompt_tokens
+        start = time.perf_counter()
+        stamps, stats = [], None
+        for event in engine.generate(convo, settings):
+            if isinstance(event, (ThinkingDelta, AnswerDelta)):
+                stamps.append(time.perf_counter())
+            elif isinstance(event, Stats):
+                stats = event
+        return rates(start, stamps[0], stamps[-1], stats.prompt_tokens, stats.generated_tokens)
 
     raw(), ours()  # warm-up
     rows = {"raw": [], "engine": []}

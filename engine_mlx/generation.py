@@ -30,6 +30,10 @@ from engine_mlx.runtime import LoadedModel, PromptInputs
 from engine_mlx.settings import GenerationSettings
 from engine_mlx.thinking import ThinkingSplitter
 
+# A stream of its own (one per thread, as mlx-vlm's) lets queued decode steps run while Python
+# prepares the next.
+_GENERATION_STREAM = mx.new_thread_local_stream(mx.default_device())
+
 # What the engine writes to end a thinking block when the budget runs out.
 FORCED_THINKING_CLOSE = "\n</think>\n\n"
 
@@ -122,8 +126,7 @@ def generate(
     started_at: float | None = None,
 ) -> Iterator[Event]:
     """Yield Progress*, then ThinkingDelta/AnswerDelta*, then Stats and Finished."""
-    # A stream of its own lets queued decode steps run while Python prepares the next (as mlx-lm).
-    with mx.stream(mx.new_stream(mx.default_device())):
+    with mx.stream(_GENERATION_STREAM):
         yield from _generate(loaded, inputs, settings, plan, cancel, on_snapshot, started_at)
 
 
