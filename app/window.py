@@ -34,6 +34,7 @@ from .controllers.chat import ChatController
 from .controllers.models import ModelsController, human_bytes
 from .paths import AppPaths
 from .store import AttachmentKind, MessageState, Store, StoreError, ThinkingMode
+from .views.answer import warm_up
 from .views.composer import Composer, local_paths
 from .views.first_run import FirstRunPage
 from .views.model_picker import ModelPicker
@@ -126,6 +127,7 @@ class MainWindow(QMainWindow):
         self.models.rescan()
         if reload_last:
             QTimer.singleShot(0, self.models.reload_last)
+        QTimer.singleShot(50, lambda: warm_up(self.colors.markdown))
 
     # --- layout -------------------------------------------------------------------------------
     def _build(self) -> None:

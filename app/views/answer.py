@@ -134,3 +134,48 @@ class AnswerView(QTextBrowser):
 
     def copy_code(self, index: int) -> None:
         self._on_anchor(QUrl(f"copy:{index}"))
+
+
+WARM_UP_MARKDOWN = """# Heading
+## Part
+### Section
+
+Some **bold**, *italic*, `code`, a [link](https://example.com) and math $x^2 + \\alpha$.
+
+$$\\sum_{i=1}^{n} i = \\frac{n(n+1)}{2}$$
+
+- item
+1. item
+
+| a | b |
+|---|---|
+| 1 | 2 |
+
+> quote
+
+```python
+def f(x):
+    return {"a": [1, 2.0, None]}
+```
+
+```javascript
+const f = (x) => x * 2;
+```
+
+```bash
+echo "$HOME" | grep -v x
+```
+"""
+
+
+def warm_up(palette: Palette) -> None:
+    """Render and paint every kind of block once, off screen.
+
+    The first heading, code block or math span otherwise pays one-time costs (Pygments lexer imports,
+    font and glyph caches) in the middle of a streaming answer, as a visible stall.
+    """
+    view = AnswerView(palette)
+    view.resize(600, 400)
+    view.set_markdown(WARM_UP_MARKDOWN)
+    view.grab()
+    view.deleteLater()
