@@ -140,7 +140,7 @@ class MainWindow(QMainWindow):
         sidebar.setMaximumWidth(360)
         side = QVBoxLayout(sidebar)
         side.setContentsMargins(8, 10, 8, 8)
-        self.new_button = QPushButton("＋ New chat")
+        self.new_button = QPushButton("New chat")
         side.addWidget(self.new_button)
         self.search = QLineEdit()
         self.search.setPlaceholderText("Search all chats")

@@ -87,15 +87,19 @@ class AnswerView(QTextBrowser):
         cursor.movePosition(QTextCursor.MoveOperation.End, QTextCursor.MoveMode.KeepAnchor)
         cursor.removeSelectedText()
         for block in blocks:
-            if cursor.position() > 0:
-                cursor.insertBlock(QTextBlockFormat(), QTextCharFormat())
-            cursor.insertHtml(block.html)
+            self._insert_fragment(cursor, block.html)
         self._tail_pos = cursor.position()
         if tail_html:
-            if cursor.position() > 0:
-                cursor.insertBlock(QTextBlockFormat(), QTextCharFormat())
-            cursor.insertHtml(tail_html)
+            self._insert_fragment(cursor, tail_html)
         cursor.endEditBlock()
+
+    @staticmethod
+    def _insert_fragment(cursor: QTextCursor, html: str) -> None:
+        # A paragraph or heading would merge into the current block: start a new one first. Lists and
+        # tables open their own blocks (an extra empty block there would show as a gap).
+        if cursor.position() > 0 and html.startswith(("<p", "<h", "<blockquote", "<hr")):
+            cursor.insertBlock(QTextBlockFormat(), QTextCharFormat())
+        cursor.insertHtml(html)
 
     # --- geometry -----------------------------------------------------------------------------
     def _fit_height(self, *_: object) -> None:

@@ -174,7 +174,7 @@ class Composer(QFrame):
         row = QHBoxLayout()
         row.setSpacing(8)
         self.attach_button = QToolButton()
-        self.attach_button.setText("＋")
+        self.attach_button.setText("+")
         self.attach_button.setToolTip("Attach images, PDFs or videos (or drop / paste them)")
         self.attach_button.clicked.connect(self.attachRequested)
         row.addWidget(self.attach_button, 0, Qt.AlignmentFlag.AlignBottom)

@@ -109,6 +109,7 @@ class MessageWidget(QFrame):
         self.bubble = QFrame(self)
         self.bubble.setObjectName("UserBubble")
         self.bubble.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
+        self.bubble.setMaximumWidth(760)
         bubble_layout = QVBoxLayout(self.bubble)
         bubble_layout.setContentsMargins(12, 8, 12, 8)
         if message.attachments:
@@ -123,6 +124,10 @@ class MessageWidget(QFrame):
         self.text_label.setTextFormat(Qt.TextFormat.PlainText)
         self.text_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.text_label.setVisible(bool(message.text))
+        # Wide enough for short messages to stay on one line, wrapping only long ones.
+        longest = max((self.text_label.fontMetrics().horizontalAdvance(line) for line in message.text.splitlines()),
+                      default=0)
+        self.text_label.setMinimumWidth(min(longest + 4, 520))
         bubble_layout.addWidget(self.text_label)
         self.editor = QPlainTextEdit()
         self.editor.hide()

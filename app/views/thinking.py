@@ -46,7 +46,7 @@ class ThinkingBlock(QWidget):
         self.body = QPlainTextEdit(self)
         self.body.setObjectName("ThinkingBody")
         self.body.setReadOnly(True)
-        self.body.setMaximumHeight(MAX_BODY_HEIGHT)
+        self.body.setFixedHeight(40)
         self.body.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
         self.body.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         self.body.hide()
@@ -115,6 +115,8 @@ class ThinkingBlock(QWidget):
         if expanded and self.body.document().isEmpty() and self._static_text:
             self.body.setPlainText(self._static_text)
         self.body.setVisible(expanded)
+        if expanded:
+            self._fit_body()
         self.header.setArrowType(Qt.ArrowType.DownArrow if expanded else Qt.ArrowType.RightArrow)
         self.toggled.emit(expanded)
 
@@ -138,5 +140,20 @@ class ThinkingBlock(QWidget):
         cursor = QTextCursor(self.body.document())
         cursor.movePosition(QTextCursor.MoveOperation.End)
         cursor.insertText(text)
+        self._fit_body()
         if at_bottom:
             bar.setValue(bar.maximum())
+
+    def _fit_body(self) -> None:
+        """As tall as the text, up to MAX_BODY_HEIGHT; then it scrolls."""
+        lines = self.body.document().documentLayout().documentSize().height()  # visual lines
+        spacing = self.body.fontMetrics().lineSpacing()
+        wanted = int(lines * spacing + 2 * self.body.document().documentMargin() + 6)
+        height = max(spacing + 12, min(MAX_BODY_HEIGHT, wanted))
+        if height != self.body.height():
+            self.body.setFixedHeight(height)
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        if self.expanded:
+            self._fit_body()
