@@ -89,6 +89,12 @@ class SnapshotStore:
     def clear(self) -> None:
         self._conversations.clear()
 
+    def forget(self, conversation_id: str) -> None:
+        """Drop a conversation's snapshots, in memory and on disk (the chat was deleted)."""
+        self._conversations.pop(conversation_id, None)
+        if self.disk_dir is not None and conversation_id:
+            self._path(conversation_id).unlink(missing_ok=True)
+
     def lookup(self, conversation_id: str, fingerprint: str, ids: list[int]) -> Restored | None:
         """The longest snapshot that is a strict prefix of ``ids``, copied so it can be extended."""
         if not conversation_id:

@@ -160,6 +160,10 @@ class Engine:
             return None
         return self.snapshots.save(conversation_id)
 
+    def forget(self, conversation_id: str) -> None:
+        """Drop a deleted conversation's saved state, in memory and on disk."""
+        self.snapshots.forget(conversation_id)
+
     def count_tokens(self, conversation: Conversation, settings: GenerationSettings) -> int:
         loaded = self._require()
         prompt = render_text(

@@ -321,6 +321,20 @@ def test_restart_restores_the_snapshot_from_disk(tiny_model_dir, tmp_path):
     assert warm.stats.reused_tokens == 0 and not path.exists()
 
 
+def test_forget_drops_a_deleted_chat_in_memory_and_on_disk(tiny_model_dir, tmp_path):
+    from engine_mlx.engine import Engine
+
+    engine = Engine(state_dir=tmp_path / "state")
+    engine.load(tiny_model_dir)
+    convo = converse(engine, "gone", ON, TEXTS[:2])
+    path = engine.persist("gone")
+    assert path is not None and path.exists()
+    engine.forget("gone")
+    assert not path.exists()
+    nxt = convo.with_message(Message(Role.USER, TEXTS[2]))
+    assert run(engine, nxt, ON).stats.reused_tokens == 0
+
+
 def test_disk_budget_and_stale_files_are_cleaned(tmp_path):
     import os
     import time
