@@ -28,6 +28,15 @@ def setup_logging(log_dir: Path) -> Path:
     return log_file
 
 
+def settle_gc() -> None:
+    """Move start-up objects (Qt wrappers, modules) out of the GC's reach, so full collections while an
+    answer streams walk only new objects and stay short."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="qwendesk", description="QwenDesk: Qwen3.5 chat, offline.")
     parser.add_argument("--data-dir", type=Path, help="keep history and attachments here")
@@ -70,5 +79,6 @@ def main(argv: list[str] | None = None) -> int:
         QMessageBox.critical(None, APP_NAME, f"{error}\n\nLog: {log_file}")
         return 1
     window.show()
+    settle_gc()
     logging.getLogger("qwendesk").info("started; data in %s", paths.data)
     return app.exec()

@@ -127,7 +127,7 @@ class MainWindow(QMainWindow):
         self.models.rescan()
         if reload_last:
             QTimer.singleShot(0, self.models.reload_last)
-        QTimer.singleShot(50, lambda: warm_up(self.colors.markdown))
+        QTimer.singleShot(50, self, lambda: warm_up(self.colors.markdown))
 
     # --- layout -------------------------------------------------------------------------------
     def _build(self) -> None:

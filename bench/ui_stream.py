@@ -26,6 +26,7 @@ from PySide6.QtCore import QEventLoop, QObject, Qt, QTimer, Signal  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from app import theme  # noqa: E402
+from app.main import settle_gc  # noqa: E402
 from app.store import MessageState, StoredMessage, StoredStats  # noqa: E402
 from app.views import answer as answer_module  # noqa: E402
 from app.views.transcript import TranscriptView  # noqa: E402
@@ -96,6 +97,7 @@ def main() -> int:
     view.set_messages(history(args.history))
     # As the app does after its window shows: pay one-time font/lexer costs, let the first paint happen.
     answer_module.warm_up(colors.markdown)
+    settle_gc()
     settle = QEventLoop()
     QTimer.singleShot(500, settle.quit)
     settle.exec()

@@ -14,6 +14,9 @@ from PySide6.QtWidgets import QFrame, QSizePolicy, QTextBrowser, QWidget
 from ..render import Palette, Renderer, StreamingMarkdown
 
 FLUSH_MS = 50
+# While streaming, the widget grows in steps of this many pixels: every height change re-lays out the
+# transcript, so growing per line of text would do that several times a second.
+GROW_STEP = 120
 
 
 class AnswerView(QTextBrowser):
@@ -37,6 +40,7 @@ class AnswerView(QTextBrowser):
         self._stream = StreamingMarkdown(Renderer(palette))
         self._tail_pos = 0
         self._pending: list[str] = []
+        self.streaming = False
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(FLUSH_MS)
@@ -61,6 +65,7 @@ class AnswerView(QTextBrowser):
     def append(self, delta: str) -> None:
         """Streaming: queue the text; the coalescing timer renders it."""
         self._pending.append(delta)
+        self.streaming = True
         if not self._timer.isActive():
             self._timer.start()
 
@@ -71,6 +76,8 @@ class AnswerView(QTextBrowser):
         self._pending.clear()
         blocks = self._stream.feed(text) + self._stream.finish()
         self._insert(blocks, "")
+        self.streaming = False
+        self._fit_height()
 
     def flush(self) -> None:
         if not self._pending:
@@ -104,6 +111,8 @@ class AnswerView(QTextBrowser):
     # --- geometry -----------------------------------------------------------------------------
     def _fit_height(self, *_: object) -> None:
         height = int(self.document().size().height()) + 4
+        if self.streaming:
+            height = -(-height // GROW_STEP) * GROW_STEP
         if height != self.height():
             self.setFixedHeight(height)
             self.heightChanged.emit()

@@ -102,11 +102,12 @@ class ModelPicker(QDialog):
                 item = QTableWidgetItem(value)
                 item.setToolTip(str(info.path))
                 self.table.setItem(row, col, item)
-        if entries:
-            self.table.selectRow(0)
         self.details.setText("" if entries else
                              "No models found in the Hugging Face cache or LM Studio's folder. "
                              "Use “Add folder…” to pick a Qwen3.5 MLX checkpoint folder.")
+        if entries:
+            self.table.selectRow(0)
+            self._show_details()
 
     def selected(self) -> ModelEntry | None:
         rows = self.table.selectionModel().selectedRows()

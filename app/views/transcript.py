@@ -113,7 +113,7 @@ class TranscriptView(QScrollArea):
             self.column.insertWidget(insert_at + offset, widget)
             self.widgets.insert(offset, widget)
         self.earlier.setVisible(bool(self._hidden))
-        QTimer.singleShot(0, lambda: bar.setValue(bar.maximum() - from_bottom))
+        QTimer.singleShot(0, self, lambda: bar.setValue(bar.maximum() - from_bottom))
 
     @property
     def hidden_count(self) -> int:
