@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from engine_mlx import platform
-from engine_mlx.cache import SnapshotStore
+from engine_mlx.cache import SnapshotStore, common_prefix
 from engine_mlx.cancel import CancelToken
 from engine_mlx.checkpoint import ModelInfo, inspect_checkpoint, read_chat_template
 from engine_mlx.conversation import Conversation, Message, Role
 from engine_mlx.errors import EngineError, ModelNotLoadedError
 from engine_mlx.events import Event, Finished, FinishReason
 from engine_mlx.memory import check_fit, estimate_fit
-from engine_mlx.prompt import MediaLimits, load_media, render_text
+from engine_mlx.prompt import MediaLimits, load_media, render_text, template_messages
 from engine_mlx.settings import GenerationSettings
 
 log = logging.getLogger(__name__)
@@ -117,13 +117,9 @@ class Engine:
         """
         from engine_mlx import generation
 
-        loaded = self._loaded
-        if loaded is None:
-            raise ModelNotLoadedError("No model is loaded; load a Qwen3.5 checkpoint first.")
         started = time.perf_counter()
-        text_only = not loaded.is_vision
-        prompt = render_text(conversation, loaded.apply_template, thinking=settings.thinking, text_only=text_only)
-        inputs = loaded.prepare(prompt, load_media(conversation.attachments, self.media_limits))
+        prompt, inputs = self._prepare(conversation, settings)
+        loaded = self._loaded
         limit = loaded.info.context_length
         if limit and len(inputs) + 1 > limit:
             raise EngineError(
@@ -165,16 +161,17 @@ class Engine:
         self.snapshots.forget(conversation_id)
 
     def count_tokens(self, conversation: Conversation, settings: GenerationSettings) -> int:
-        loaded = self._require()
+        """Prompt tokens the conversation takes (media included), e.g. for a context meter."""
+        return len(self._prepare(conversation, settings)[1])
+
+    def _prepare(self, conversation: Conversation, settings: GenerationSettings):
+        loaded = self._loaded
+        if loaded is None:
+            raise ModelNotLoadedError("No model is loaded; load a Qwen3.5 checkpoint first.")
         prompt = render_text(
             conversation, loaded.apply_template, thinking=settings.thinking, text_only=not loaded.is_vision
         )
-        return len(loaded.prepare(prompt, load_media(conversation.attachments, self.media_limits)))
-
-    def _require(self):
-        if self._loaded is None:
-            raise ModelNotLoadedError("No model is loaded; load a Qwen3.5 checkpoint first.")
-        return self._loaded
+        return prompt, loaded.prepare(prompt, load_media(conversation.attachments, self.media_limits))
 
     def _snapshot_point(self, conversation, settings, inputs, prompt: str) -> int | None:
         """The number of prompt tokens the next turn will share with this one.
@@ -208,14 +205,14 @@ class Engine:
             probe_convo = Conversation(conversation.messages + extra, conversation.id)
             try:
                 probe = loaded.apply_template(
-                    _probe_messages(probe_convo, text_only=text_only),
+                    template_messages(probe_convo, text_only=text_only),
                     tokenize=False,
                     add_generation_prompt=True,
                     enable_thinking=settings.thinking,
                 )
             except Exception:  # noqa: BLE001 - a template that can't render the probe just loses reuse
                 return None
-            shared = _common_chars(prompt, probe)
+            shared = common_prefix(prompt, probe)
             # Compare token ids from the last turn boundary before the seam (a special token, which
             # no merge crosses; the processor expands media placeholders, so count from there).
             cut = prompt.rfind(_TURN_START, 0, shared)
@@ -224,7 +221,7 @@ class Engine:
             if base == 0:
                 cut = 0
             tail = loaded.encode(prompt[cut:])
-            same = _common_ids(tail, loaded.encode(probe[cut:]))
+            same = common_prefix(tail, loaded.encode(probe[cut:]))
             if inputs.ids[base : base + same] != tail[:same]:
                 same = 0  # media expanded between the boundary and the seam: resume at the boundary
             seams.append(base + same)
@@ -234,22 +231,6 @@ class Engine:
             if lo < point < hi:
                 point = lo
         return point if point > 0 else None
-
-
-def _common_chars(a: str, b: str) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
-
-
-def _common_ids(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
 
 
 def _reuse_ids(inputs) -> list[int]:
@@ -278,12 +259,6 @@ def _reuse_ids(inputs) -> list[int]:
             h.update(np.asarray(rows.grid_thw[item]).tobytes())
             ids[int(where[first])] = -1 - int.from_bytes(h.digest(), "big")
     return ids
-
-
-def _probe_messages(conversation: Conversation, *, text_only: bool):
-    from engine_mlx.prompt import template_messages
-
-    return template_messages(conversation, text_only=text_only)
 
 
 def _fingerprint(info: ModelInfo) -> str:
