@@ -524,17 +524,23 @@ def stdout_to_stderr():
         os.close(saved)
 
 
+def report(results: dict[str, Result], device: str | None, started: float) -> dict:
+    """The JSON line: every check, the MLX device, the app version, frozen or not, total time."""
+    return {
+        "ok": bool(results) and all(r.ok for r in results.values()),
+        "checks": {name: r.as_json() for name, r in results.items()},
+        "device": device,
+        "version": app_version(),
+        "frozen": is_frozen(),
+        "total_seconds": round(time.perf_counter() - started, 3),
+    }
+
+
 def _watchdog(seconds: float, emit: Callable[[dict], None], started: float) -> threading.Timer:
+    """If the checks hang (a deadlocked GPU, a stuck decoder), still print a failing line and exit."""
+
     def expire() -> None:
-        report = {
-            "ok": False,
-            "checks": {"timeout": {"ok": False, "seconds": round(seconds, 3), "detail": f"no result after {seconds:.0f}s"}},
-            "device": None,
-            "version": app_version(),
-            "frozen": is_frozen(),
-            "total_seconds": round(time.perf_counter() - started, 3),
-        }
-        emit(report)
+        emit(report({"timeout": Result(False, seconds, f"no result after {seconds:.0f}s")}, None, started))
         os._exit(1)
 
     timer = threading.Timer(seconds, expire)
@@ -561,17 +567,24 @@ def run(argv: list[str] | None = None) -> int:
         lock = threading.Lock()
         emitted = False
 
-        def emit(report: dict) -> None:
+        def emit(line: dict) -> None:
             nonlocal emitted
             with lock:
                 if emitted:
                     return
                 emitted = True
-                real_stdout.write(json.dumps(report) + "\n")
+                real_stdout.write(json.dumps(line) + "\n")
                 real_stdout.flush()
 
         timer = _watchdog(args.timeout, emit, started)
-        workdir = Path(tempfile.mkdtemp(prefix="qwendesk-selftest-"))
+        try:
+            workdir = Path(tempfile.mkdtemp(prefix="qwendesk-selftest-"))
+        except OSError as exc:
+            timer.cancel()
+            failed = Result(False, 0.0, f"cannot make a temporary folder: {exc}")
+            emit(report({"setup": failed}, None, started))
+            real_stdout.close()
+            return 1
         ctx = Context(workdir=workdir)
         try:
             results = run_checks(ctx, args.only)
@@ -587,19 +600,10 @@ def run(argv: list[str] | None = None) -> int:
                 import shutil
 
                 shutil.rmtree(workdir, ignore_errors=True)
-        ok = bool(results) and all(r.ok for r in results.values())
-        emit(
-            {
-                "ok": ok,
-                "checks": {name: r.as_json() for name, r in results.items()},
-                "device": ctx.facts.get("device"),
-                "version": app_version(),
-                "frozen": is_frozen(),
-                "total_seconds": round(time.perf_counter() - started, 3),
-            }
-        )
+        final = report(results, ctx.facts.get("device"), started)
+        emit(final)
         real_stdout.close()
-    return 0 if ok else 1
+    return 0 if final["ok"] else 1
 
 
 if __name__ == "__main__":
