@@ -268,14 +268,20 @@ def check_mlx(ctx: Context) -> str:
 
 def _metallib_detail() -> str:
     """Where MLX will look for its Metal library: next to the libmlx it was loaded from."""
-    import mlx
+    import mlx.core
 
-    package = Path(mlx.__file__).resolve().parent
-    libs = sorted(package.glob("lib/libmlx*.dylib")) or sorted(package.glob("**/libmlx*.dylib"))
+    # mlx is a namespace package (no mlx.__file__): anchor on the compiled core, which sits in the
+    # same folder as lib/ both in site-packages and in the bundle (Contents/Frameworks/mlx on a Mac).
+    package = Path(mlx.core.__file__).parent
+    return metallib_detail(package)
+
+
+def metallib_detail(package: Path) -> str:
+    libs = sorted(package.glob("lib/libmlx*.dylib"))
     if not libs:
-        raise CheckFailed(f"no libmlx.dylib under {package}")
-    metallib = libs[0].parent / "mlx.metallib"
-    if not metallib.exists():
+        raise CheckFailed(f"no lib/libmlx.dylib in {package}")
+    metallib = libs[0].parent / "mlx.metallib"  # may be a symlink into Contents/Resources
+    if not metallib.is_file():
         raise CheckFailed(f"mlx.metallib is missing next to {libs[0]}")
     return f"mlx.metallib {metallib.stat().st_size / 1e6:.0f} MB at {metallib}"
 

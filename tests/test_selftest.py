@@ -135,3 +135,25 @@ def test_version_comes_from_pyproject_or_the_bundle(tmp_path, monkeypatch, froze
         assert selftest.app_version() == "9.8.7"
     else:
         assert selftest.app_version() == _version()
+
+
+def test_metallib_check_follows_the_app_bundle_layout(tmp_path):
+    """In QwenDesk.app, libmlx.dylib is in Contents/Frameworks/mlx/lib and mlx.metallib (a data file)
+    in Contents/Resources/mlx/lib, linked back next to libmlx, which is where MLX opens it."""
+    from app import selftest
+
+    contents = tmp_path / "QwenDesk.app" / "Contents"
+    frameworks = contents / "Frameworks" / "mlx"
+    resources = contents / "Resources" / "mlx" / "lib"
+    (frameworks / "lib").mkdir(parents=True)
+    resources.mkdir(parents=True)
+    (frameworks / "core.cpython-311-darwin.so").write_bytes(b"\xcf\xfa\xed\xfe")
+    (frameworks / "lib" / "libmlx.dylib").write_bytes(b"\xcf\xfa\xed\xfe")
+    with pytest.raises(selftest.CheckFailed, match="mlx.metallib is missing"):
+        selftest.metallib_detail(frameworks)
+    (resources / "mlx.metallib").write_bytes(b"MTLB" + bytes(2_000_000))
+    (frameworks / "lib" / "mlx.metallib").symlink_to("../../../Resources/mlx/lib/mlx.metallib")
+    assert selftest.metallib_detail(frameworks).startswith("mlx.metallib 2 MB at ")
+    (frameworks / "lib" / "libmlx.dylib").unlink()
+    with pytest.raises(selftest.CheckFailed, match="no lib/libmlx.dylib"):
+        selftest.metallib_detail(frameworks)
