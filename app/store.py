@@ -313,12 +313,12 @@ class Store:
     def undelete(self, cid: str) -> None:
         self._write("restore the conversation", "UPDATE conversations SET deleted_at=NULL WHERE id=?", (cid,))
 
-    def purge_deleted(self) -> int:
-        cursor = self._write(
-            "remove deleted conversations", "DELETE FROM conversations WHERE deleted_at IS NOT NULL"
-        )
+    def purge_deleted(self) -> list[str]:
+        """Remove conversations deleted earlier (past their undo); returns their ids."""
+        ids = [row[0] for row in self._db.execute("SELECT id FROM conversations WHERE deleted_at IS NOT NULL")]
+        self._write("remove deleted conversations", "DELETE FROM conversations WHERE deleted_at IS NOT NULL")
         self._remove_orphan_files()
-        return cursor.rowcount
+        return ids
 
     # --- messages -----------------------------------------------------------------------------
     def add_message(

@@ -110,9 +110,11 @@ class MainWindow(QMainWindow):
         self.colors = theme.current()
         self.store = Store(paths.database, paths.attachments)
         purged = self.store.purge_deleted()
-        if purged:
-            log.info("removed %d conversations deleted last time", purged)
         self.engine = EngineClient(paths.engine_state, engine_factory, self)
+        for cid in purged:
+            self.engine.forget(cid)
+        if purged:
+            log.info("removed %d conversations deleted last time", len(purged))
         self.chat = ChatController(self.store, self.engine, self)
         self.models = ModelsController(self.store, self.engine, paths, self)
         self.attachments = AttachmentsController(self.store, paths.data / "pasted", self)

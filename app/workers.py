@@ -6,6 +6,7 @@ thread) through queued signals and gets engine events back as signals. Cancel is
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 from collections.abc import Callable
@@ -54,6 +55,10 @@ class EngineWorker(QObject):
             fraction = float(getattr(update, "fraction", 0.0))
             self.loadProgress.emit(stage, fraction)
 
+        # Loading imports mlx-vlm/transformers and creates a million Python objects: a full GC pass in
+        # the middle holds the GIL for half a second and freezes the window. Collect nothing while
+        # loading, then freeze what was created (it lives as long as the process anyway).
+        gc.disable()
         try:
             info = self._get_engine().load(Path(path), context_tokens=context_tokens, force=force,
                                            progress=progress)
@@ -68,6 +73,9 @@ class EngineWorker(QObject):
             self.loadFailed.emit(f"Loading {Path(path).name} failed: {error}", "error")
         else:
             self.loaded.emit(info)
+        finally:
+            gc.freeze()
+            gc.enable()
 
     @Slot()
     def unload(self) -> None:
@@ -115,6 +123,17 @@ class EngineWorker(QObject):
                 log.exception("persist failed")
 
 
+    @Slot(str)
+    def forget(self, conversation_id: str) -> None:
+        """A deleted chat: drop its saved model state (the engine is created if needed, so it works at start)."""
+        try:
+            engine = self._get_engine()
+            if hasattr(engine, "forget"):
+                engine.forget(conversation_id)
+        except Exception:
+            log.exception("forget failed")
+
+
 class EngineClient(QObject):
     """The GUI thread's handle on the engine thread."""
 
@@ -122,6 +141,7 @@ class EngineClient(QObject):
     _requestUnload = Signal()
     _requestGenerate = Signal(int, object, object)
     _requestPersist = Signal(str)
+    _requestForget = Signal(str)
 
     def __init__(self, state_dir: Path | None = None, engine_factory: Callable[[], Any] | None = None,
                  parent: QObject | None = None):
@@ -134,6 +154,7 @@ class EngineClient(QObject):
         self._requestUnload.connect(self.worker.unload)
         self._requestGenerate.connect(self.worker.generate)
         self._requestPersist.connect(self.worker.persist)
+        self._requestForget.connect(self.worker.forget)
         self.thread.start()
         self._next_request = 0
 
@@ -153,6 +174,9 @@ class EngineClient(QObject):
 
     def persist(self, conversation_id: str) -> None:
         self._requestPersist.emit(conversation_id)
+
+    def forget(self, conversation_id: str) -> None:
+        self._requestForget.emit(conversation_id)
 
     def shutdown(self, timeout_ms: int = 5000) -> None:
         self.worker.cancel()

@@ -96,7 +96,7 @@ def main() -> int:
     view.show()
     view.set_messages(history(args.history))
     # As the app does after its window shows: pay one-time font/lexer costs, let the first paint happen.
-    answer_module.warm_up(colors.markdown)
+    answer_module.warm_up(colors.markdown, background=False)
     settle_gc()
     settle = QEventLoop()
     QTimer.singleShot(500, settle.quit)

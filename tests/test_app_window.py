@@ -247,24 +247,34 @@ def test_search_rename_delete_undo(window, qt_wait):
 def test_restart_finds_everything_and_shows_interrupted_answer(make_window, tiny_model_dir, qt_wait, tmp_path):
     window = make_window(tmp_path / "data", tiny_model_dir)
     send(window, qt_wait, "A finished exchange", thinking=ThinkingMode.OFF, max_tokens=8)
+    # "Crash" right after the first periodic save of the streaming answer: copy the database as it is
+    # on disk at that moment into a new data folder (the copy is what a killed process leaves behind).
+    crashed = tmp_path / "crashed"
+    snapshot: dict[str, str] = {}
+    real_update = window.store.update_message
+
+    def update_then_snapshot(mid, **fields):
+        real_update(mid, **fields)
+        if not snapshot and fields.get("state") is None and fields.get("text"):
+            crashed.mkdir()
+            source = sqlite3.connect(window.paths.database)
+            target = sqlite3.connect(crashed / "qwendesk.sqlite3")
+            source.backup(target)
+            source.close()
+            target.close()
+            shutil.copytree(window.paths.attachments, crashed / "attachments")
+            snapshot["text"] = fields["text"]
+
+    window.store.update_message = update_then_snapshot
     window.chat.set_settings(ChatSettings(thinking=ThinkingMode.OFF, max_tokens=4000, seed=3))
     window.composer.edit.setPlainText("A long answer that will be cut off")
     window.send(window.composer.text())
-    mid = window.chat.streaming_message_id
-    # Wait until the streaming answer has reached the disk (the controller saves every 0.5 s).
-    qt_wait(lambda: window.store.message(mid).text != "", 30)
-    # "Crash": copy the database as it is on disk right now, mid-answer, to a new data folder.
-    crashed = tmp_path / "crashed"
-    crashed.mkdir()
-    source = sqlite3.connect(window.paths.database)
-    target = sqlite3.connect(crashed / "qwendesk.sqlite3")
-    source.backup(target)
-    source.close()
-    target.close()
-    shutil.copytree(window.paths.attachments, crashed / "attachments")
-    partial = window.store.message(mid).text
+    qt_wait(lambda: bool(snapshot), 30)
+    partial = snapshot["text"]
     window.chat.stop()
     qt_wait(lambda: not window.chat.busy, 30)
+    window.store.update_message = real_update
+    stopped_state = window.store.messages(window.chat.current_id)[-1].state
     # Restart on the crashed copy: everything is there, the cut-off answer says so.
     again = make_window(crashed)
     assert again.conversation_list.count() == 1
@@ -279,7 +289,8 @@ def test_restart_finds_everything_and_shows_interrupted_answer(make_window, tiny
     window.close()
     third = make_window(tmp_path / "data")
     third.chat.open(third.chat.conversations()[0].id)
-    assert third.store.messages(third.chat.current_id)[-1].state is MessageState.STOPPED
+    assert third.store.messages(third.chat.current_id)[-1].state is stopped_state
+    assert stopped_state in (MessageState.STOPPED, MessageState.COMPLETE)  # it may have ended by itself
 
 
 def test_export_markdown_with_thinking_and_attachments(window, qt_wait, tmp_path):
@@ -353,3 +364,36 @@ def test_first_run_page_and_demo_model(make_window, qt_wait):
     assert window.pages.currentWidget() is window.transcript
     assert "random weights" in window.demo_banner.label.text()
     assert window.store.get_pref("last_model") == str(window.paths.demo_model)
+
+
+def test_gui_stays_responsive_while_loading_and_generating(make_window, tiny_model_dir, qt_wait):
+    """A 10 ms heartbeat on the GUI thread keeps beating while the engine thread loads and generates."""
+    import time
+
+    from PySide6.QtCore import QTimer
+
+    window = make_window()
+    gaps: list[float] = []
+    last = [time.perf_counter()]
+
+    def beat() -> None:
+        now = time.perf_counter()
+        gaps.append(now - last[0])
+        last[0] = now
+
+    heartbeat = QTimer()
+    heartbeat.setInterval(10)
+    heartbeat.timeout.connect(beat)
+    heartbeat.start()
+    window.models.load(tiny_model_dir)
+    qt_wait(lambda: window.models.loaded_info is not None, 120)
+    load_worst = max(gaps)
+    gaps.clear()
+    send(window, qt_wait, "Stream for a while", thinking=ThinkingMode.BUDGET, thinking_budget=16, max_tokens=160)
+    heartbeat.stop()
+    gaps.sort()
+    worst, p99 = gaps[-1], gaps[int(0.99 * (len(gaps) - 1))]
+    print(f"heartbeat gaps: load worst {load_worst * 1000:.0f} ms; generate worst {worst * 1000:.0f} ms, "
+          f"p99 {p99 * 1000:.0f} ms over {len(gaps)} beats")
+    # Loose bounds for shared CI machines; bench/ui_stream.py measures the 50 ms target on its own.
+    assert p99 < 0.1 and worst < 0.5 and load_worst < 1.0

@@ -181,12 +181,20 @@ echo "$HOME" | grep -v x
 """
 
 
-def warm_up(palette: Palette) -> None:
+def warm_up(palette: Palette, *, background: bool = True) -> None:
     """Render and paint every kind of block once, off screen.
 
     The first heading, code block or math span otherwise pays one-time costs (Pygments lexer imports,
-    font and glyph caches) in the middle of a streaming answer, as a visible stall.
+    font and glyph caches) in the middle of a streaming answer, as a visible stall. The pure-Python part
+    (imports, Markdown, highlighting) runs on the thread pool; only the painting runs on the GUI thread.
     """
+    if background:
+        from ..render import render_markdown
+        from ..workers import run_task
+
+        run_task(lambda _p, _c: render_markdown(WARM_UP_MARKDOWN, palette),
+                 lambda _result: warm_up(palette, background=False))
+        return
     view = AnswerView(palette)
     view.resize(600, 400)
     view.set_markdown(WARM_UP_MARKDOWN)
