@@ -74,6 +74,23 @@ def project_version(root: Path = ROOT) -> str:
         return str(tomllib.load(handle)["project"]["version"])
 
 
+# The binary wheels that end up in the bundle; each one's platform tag bounds the macOS it runs on.
+BINARY_DISTS = (
+    "mlx",
+    "mlx-metal",
+    "numpy",
+    "pyside6-essentials",
+    "shiboken6",
+    "opencv-python-headless",
+    "pillow",
+    "pypdfium2",
+    "tokenizers",
+    "safetensors",
+    "sentencepiece",
+    "regex",
+)
+
+
 def _wheel_macos_version(dist_name: str) -> tuple[int, int] | None:
     """The macOS version in an installed wheel's platform tag (``macosx_14_0_arm64`` -> (14, 0))."""
     try:
@@ -89,15 +106,16 @@ def _wheel_macos_version(dist_name: str) -> tuple[int, int] | None:
 
 
 def min_macos_version() -> str:
-    """LSMinimumSystemVersion: the newest macOS that any installed MLX wheel was built for.
+    """LSMinimumSystemVersion: the newest macOS that any bundled binary wheel was built for.
 
-    MLX publishes mlx-metal wheels per macOS release (14, 15, 26); pip installs the newest one the
-    build machine can run, and its mlx.metallib uses that release's Metal language, which fails to
-    load on older systems. So the bundle must not claim more than the wheel supports.
+    MLX publishes mlx/mlx-metal wheels per macOS release (14, 15, 26); pip installs the newest one
+    the build machine can run, and its mlx.metallib uses that release's Metal language, which fails
+    to load on older systems. So the bundle must not claim to run on anything older than its wheels
+    (in practice MLX's decides; numpy, Qt and the others are checked the same way).
     ``QWENDESK_MIN_MACOS`` overrides (only ever to a newer version).
     """
     floor = tuple(int(p) for p in MLX_OLDEST_MACOS.split("."))
-    versions = [floor] + [v for v in map(_wheel_macos_version, ("mlx", "mlx-metal")) if v]
+    versions = [floor] + [v for v in map(_wheel_macos_version, BINARY_DISTS) if v]
     override = os.environ.get("QWENDESK_MIN_MACOS")
     if override:
         versions.append(tuple(int(p) for p in override.split(".")[:2]))
