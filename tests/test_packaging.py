@@ -198,3 +198,149 @@ def test_linux_bundle_builds_and_passes_its_self_test(tmp_path, capsys):
     finally:
         shutil.rmtree(dist, ignore_errors=True)  # ~0.5 GB
         shutil.rmtree(work, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------- macOS path
+# The Mac steps of packaging/build (icon, signing order, metallib check, notarization, DMG) run here
+# against stand-ins for uname, codesign, hdiutil, xcrun, ... that log their arguments, and a stand-in
+# PyInstaller that lays out a .app the way PyInstaller 6 does. What the real tools do is Apple's.
+
+_FAKE_PYTHON = r'''#!{python}
+import os, plistlib, subprocess, sys
+from pathlib import Path
+
+REAL = {python!r}
+LOG = os.environ["STUB_LOG"]
+args = sys.argv[1:]
+
+def log(line):
+    with open(LOG, "a") as handle:
+        handle.write(line + "\n")
+
+if args[:1] == ["-c"] and "import PyInstaller" in args[1]:
+    sys.exit(0)
+if args[:3] == ["-m", "pip", "show"]:
+    sys.exit(1)  # opencv-python (Qt 5) is not installed
+if args[:2] == ["-m", "PyInstaller"]:
+    dist = Path(args[args.index("--distpath") + 1])
+    log("pyinstaller icns=%s identity=%s" % (os.environ.get("QWENDESK_ICNS"), os.environ.get("QWENDESK_CODESIGN_IDENTITY")))
+    icns = os.environ.get("QWENDESK_ICNS")
+    assert icns and open(icns, "rb").read(4) == b"icns", icns
+    contents = dist / "QwenDesk.app" / "Contents"
+    for sub in ("MacOS", "Frameworks/mlx/lib", "Frameworks/Python.framework/Versions/3.11", "Resources/mlx/lib"):
+        (contents / sub).mkdir(parents=True, exist_ok=True)
+    exe = contents / "MacOS" / "QwenDesk"
+    exe.write_text("#!/bin/sh\necho '{{\"ok\": true}}'\n")
+    exe.chmod(0o755)
+    (contents / "Frameworks/mlx/lib/libmlx.dylib").write_bytes(b"macho")
+    (contents / "Frameworks/Python.framework/Versions/3.11/Python").write_bytes(b"macho")
+    if not os.environ.get("STUB_NO_METALLIB"):
+        (contents / "Resources/mlx/lib/mlx.metallib").write_bytes(b"MTLB")
+        os.symlink("../../../Resources/mlx/lib/mlx.metallib", contents / "Frameworks/mlx/lib/mlx.metallib")
+    (contents / "Resources/qwendesk_build.json").write_text("{{}}")
+    (dist / "QwenDesk").mkdir(exist_ok=True)  # the COLLECT folder BUNDLE was made from
+    sys.exit(0)
+sys.exit(subprocess.call([REAL, *args]))  # qwendesk_bundle.py, make_icon.py, version query
+'''
+
+_STUBS = {
+    "uname": 'case "$1" in -m) echo arm64 ;; *) echo Darwin ;; esac',
+    "codesign": 'echo "codesign $*" >> "$STUB_LOG"',
+    "plutil": 'echo "plutil $*" >> "$STUB_LOG"',
+    "spctl": 'echo "spctl $*" >> "$STUB_LOG"',
+    "file": 'case "$2" in *.dylib|*/Python|*/MacOS/*) echo "Mach-O 64-bit dynamically linked shared library arm64" ;; *) echo data ;; esac',
+    "hdiutil": 'echo "hdiutil $*" >> "$STUB_LOG"; for last; do :; done; touch "$last"',
+    "ditto": (
+        'echo "ditto $*" >> "$STUB_LOG"; '
+        'if [ "$1" = -c ]; then touch "$5"; else cp -a "$1" "$2"; fi'
+    ),
+    "xcrun": (
+        'echo "xcrun $*" >> "$STUB_LOG"; '
+        'if [ "$1" = notarytool ]; then echo "  status: ${STUB_NOTARY_STATUS:-Accepted}"; fi'
+    ),
+}
+
+
+def _mac_build(tmp_path, *args, **env):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name, body in _STUBS.items():
+        stub = bin_dir / name
+        stub.write_text(f"#!/bin/bash\n{body}\n")
+        stub.chmod(0o755)
+    fake_python = bin_dir / "python-for-build"
+    fake_python.write_text(_FAKE_PYTHON.format(python=sys.executable))
+    fake_python.chmod(0o755)
+    log = tmp_path / "tools.log"
+    log.write_text("")
+    dist, work = tmp_path / "dist", tmp_path / "work"
+    shutil.rmtree(dist, ignore_errors=True)
+    environment = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("QWENDESK_")},
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "QWENDESK_PYTHON": str(fake_python),
+        "STUB_LOG": str(log),
+        **env,
+    }
+    proc = subprocess.run(
+        [str(BUILD), "--dist", str(dist), "--work", str(work), *args],
+        cwd=ROOT, env=environment, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )
+    return proc, log.read_text().splitlines(), dist
+
+
+@pytest.mark.skipif(sys.platform == "darwin", reason="uses stand-ins for the real macOS tools")
+def test_macos_path_ad_hoc(tmp_path):
+    proc, calls, dist = _mac_build(tmp_path, "--self-test")
+    assert proc.returncode == 0, proc.stderr
+    assert calls[0] == f"pyinstaller icns={tmp_path / 'work' / 'QwenDesk.icns'} identity=None"
+    assert "codesign --force --deep --sign - " + str(dist / "QwenDesk.app") in calls
+    assert any(c.startswith("codesign --verify --deep --strict") for c in calls)
+    assert any(c.startswith("plutil -lint") for c in calls)
+    assert not any("notarytool" in c for c in calls)
+    dmg = dist / f"QwenDesk-{_pyproject_version()}.dmg"
+    assert dmg.exists()
+    create = next(c for c in calls if c.startswith("hdiutil create"))
+    assert "-format UDZO" in create and create.endswith(str(dmg))
+    assert not (dist / "QwenDesk").exists()  # only the .app and the DMG are left
+    assert "Self-test" in proc.stderr
+
+
+@pytest.mark.skipif(sys.platform == "darwin", reason="uses stand-ins for the real macOS tools")
+def test_macos_path_developer_id_signs_inside_out_and_notarizes(tmp_path):
+    identity = "Developer ID Application: Test Person (TEAM123456)"
+    proc, calls, dist = _mac_build(tmp_path, "--sign", identity, "--notarize", "qwendesk-notary")
+    assert proc.returncode == 0, proc.stderr
+    app = dist / "QwenDesk.app"
+    assert calls[0].endswith(f"identity={identity}")  # PyInstaller signs what it collects, too
+    signing = [c for c in calls if c.startswith("codesign --force")]
+    runtime = f"codesign --force --timestamp --options runtime --sign {identity}"
+    entitled = f"{runtime} --entitlements {PACKAGING / 'entitlements.plist'}"
+    # Inside-out: libraries, then the framework, then the executable, then the app; never --deep.
+    libraries = ("Python.framework/Versions/3.11/Python", "mlx/lib/libmlx.dylib")
+    assert set(signing[:2]) == {f"{runtime} {app}/Contents/Frameworks/{p}" for p in libraries}
+    assert signing[2] == f"{runtime} {app}/Contents/Frameworks/Python.framework"
+    assert signing[3:5] == [f"{entitled} {app}/Contents/MacOS/QwenDesk", f"{entitled} {app}"]
+    assert not any("--deep" in c for c in signing[:5])
+    assert not any("mlx.metallib" in c for c in signing)  # data, sealed by the bundle signature
+    # Notarize the app and staple it, then the DMG made from it.
+    notary = [c for c in calls if c.startswith(("xcrun", "hdiutil", "codesign --force --timestamp --sign"))]
+    dmg = dist / f"QwenDesk-{_pyproject_version()}.dmg"
+    assert notary[0].startswith("xcrun notarytool submit") and notary[0].split()[3].endswith(".zip")
+    assert "--keychain-profile qwendesk-notary --wait" in notary[0]
+    assert notary[1] == f"xcrun stapler staple {app}"
+    assert notary[2].startswith("hdiutil create")
+    assert notary[3] == f"codesign --force --timestamp --sign {identity} {dmg}"
+    assert notary[4].startswith(f"xcrun notarytool submit {dmg}")
+    assert notary[5] == f"xcrun stapler staple {dmg}"
+    assert calls[-1] == f"spctl --assess --type execute -vv {app}"
+
+
+@pytest.mark.skipif(sys.platform == "darwin", reason="uses stand-ins for the real macOS tools")
+def test_macos_path_refuses_a_bundle_without_the_metallib_or_a_rejected_notarization(tmp_path):
+    proc, _calls, _dist = _mac_build(tmp_path, STUB_NO_METALLIB="1")
+    assert proc.returncode != 0 and "mlx.metallib is not next to libmlx.dylib" in proc.stderr
+    proc, _calls, _dist = _mac_build(tmp_path, "--notarize", "p")
+    assert proc.returncode != 0 and "--notarize needs --sign" in proc.stderr
+    proc, _calls, _dist = _mac_build(tmp_path, "--sign", "Developer ID Application: X (T)", "--notarize", "p", STUB_NOTARY_STATUS="Invalid")
+    assert proc.returncode != 0 and "notarization failed" in proc.stderr
