@@ -236,6 +236,8 @@ def check_mlx(ctx: Context) -> str:
         details.append(_metallib_detail())
         if not metal:
             raise CheckFailed("; ".join(details) + ": Metal is not available to MLX")
+    elif (lib := loaded_library("libmlx")) is not None:
+        details.append(f"libmlx {lib}")
 
     rng = np.random.default_rng(0)
     a = rng.standard_normal((256, 256), dtype=np.float32)
@@ -267,23 +269,52 @@ def check_mlx(ctx: Context) -> str:
 
 
 def _metallib_detail() -> str:
-    """Where MLX will look for its Metal library: next to the libmlx it was loaded from."""
+    """MLX opens ``mlx.metallib`` from the folder of the libmlx image it runs in (dladdr); check that
+    folder, for the image the process actually loaded."""
     import mlx.core
 
-    # mlx is a namespace package (no mlx.__file__): anchor on the compiled core, which sits in the
-    # same folder as lib/ both in site-packages and in the bundle (Contents/Frameworks/mlx on a Mac).
-    package = Path(mlx.core.__file__).parent
-    return metallib_detail(package)
+    loaded = loaded_library("libmlx")
+    if loaded is None:
+        # Not found through dyld: fall back to the file layout (mlx is a namespace package, so anchor
+        # on the compiled core; lib/ sits beside it in site-packages and in the bundle).
+        libs = sorted(Path(mlx.core.__file__).parent.glob("lib/libmlx*.dylib"))
+        if not libs:
+            raise CheckFailed(f"no lib/libmlx.dylib beside {mlx.core.__file__}")
+        loaded = libs[0]
+    return metallib_detail(loaded)
 
 
-def metallib_detail(package: Path) -> str:
-    libs = sorted(package.glob("lib/libmlx*.dylib"))
-    if not libs:
-        raise CheckFailed(f"no lib/libmlx.dylib in {package}")
-    metallib = libs[0].parent / "mlx.metallib"  # may be a symlink into Contents/Resources
+def metallib_detail(libmlx: Path) -> str:
+    metallib = Path(libmlx).parent / "mlx.metallib"  # in the .app, a symlink into Contents/Resources
     if not metallib.is_file():
-        raise CheckFailed(f"mlx.metallib is missing next to {libs[0]}")
-    return f"mlx.metallib {metallib.stat().st_size / 1e6:.0f} MB at {metallib}"
+        raise CheckFailed(f"mlx.metallib is missing next to {libmlx}, where MLX looks for it")
+    return f"libmlx {libmlx}; mlx.metallib {metallib.stat().st_size / 1e6:.0f} MB beside it"
+
+
+def loaded_library(prefix: str) -> Path | None:
+    """The path under which this process loaded a shared library whose file name starts with ``prefix``
+    (as dyld or the dynamic linker recorded it, which is what dladdr reports)."""
+    if sys.platform == "darwin":
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        libc._dyld_image_count.restype = ctypes.c_uint32
+        libc._dyld_get_image_name.restype = ctypes.c_char_p
+        libc._dyld_get_image_name.argtypes = [ctypes.c_uint32]
+        for index in range(libc._dyld_image_count()):
+            name = libc._dyld_get_image_name(index)
+            if name and os.path.basename(name.decode()).startswith(prefix):
+                return Path(name.decode())
+        return None
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            for line in maps:
+                path = line.split(maxsplit=5)[-1].strip() if line.count(" ") >= 5 else ""
+                if path.startswith("/") and os.path.basename(path).startswith(prefix):
+                    return Path(path)
+    except OSError:
+        pass
+    return None
 
 
 def check_media(ctx: Context) -> str:

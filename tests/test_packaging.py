@@ -234,9 +234,12 @@ if args[:2] == ["-m", "PyInstaller"]:
     exe.chmod(0o755)
     (contents / "Frameworks/mlx/lib/libmlx.dylib").write_bytes(b"macho")
     (contents / "Frameworks/Python.framework/Versions/3.11/Python").write_bytes(b"macho")
+    os.symlink("mlx/lib/libmlx.dylib", contents / "Frameworks/libmlx.dylib")  # PyInstaller's top-level link
     if not os.environ.get("STUB_NO_METALLIB"):
         (contents / "Resources/mlx/lib/mlx.metallib").write_bytes(b"MTLB")
         os.symlink("../../../Resources/mlx/lib/mlx.metallib", contents / "Frameworks/mlx/lib/mlx.metallib")
+        if not os.environ.get("STUB_NO_TOP_METALLIB"):
+            os.symlink("mlx/lib/mlx.metallib", contents / "Frameworks/mlx.metallib")
     (contents / "Resources/qwendesk_build.json").write_text("{{}}")
     (dist / "QwenDesk").mkdir(exist_ok=True)  # the COLLECT folder BUNDLE was made from
     sys.exit(0)
@@ -340,6 +343,8 @@ def test_macos_path_developer_id_signs_inside_out_and_notarizes(tmp_path):
 def test_macos_path_refuses_a_bundle_without_the_metallib_or_a_rejected_notarization(tmp_path):
     proc, _calls, _dist = _mac_build(tmp_path, STUB_NO_METALLIB="1")
     assert proc.returncode != 0 and "mlx.metallib is not next to libmlx.dylib" in proc.stderr
+    proc, _calls, _dist = _mac_build(tmp_path, STUB_NO_TOP_METALLIB="1")
+    assert proc.returncode != 0 and "Contents/Frameworks/mlx.metallib)" in proc.stderr
     proc, _calls, _dist = _mac_build(tmp_path, "--notarize", "p")
     assert proc.returncode != 0 and "--notarize needs --sign" in proc.stderr
     proc, _calls, _dist = _mac_build(tmp_path, "--sign", "Developer ID Application: X (T)", "--notarize", "p", STUB_NOTARY_STATUS="Invalid")

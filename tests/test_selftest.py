@@ -138,22 +138,35 @@ def test_version_comes_from_pyproject_or_the_bundle(tmp_path, monkeypatch, froze
 
 
 def test_metallib_check_follows_the_app_bundle_layout(tmp_path):
-    """In QwenDesk.app, libmlx.dylib is in Contents/Frameworks/mlx/lib and mlx.metallib (a data file)
-    in Contents/Resources/mlx/lib, linked back next to libmlx, which is where MLX opens it."""
+    """In QwenDesk.app, libmlx.dylib is in Contents/Frameworks/mlx/lib (with a link to it at the top of
+    Contents/Frameworks) and mlx.metallib, a data file, in Contents/Resources/mlx/lib, linked back
+    beside each libmlx. MLX opens the metallib beside whichever path the libmlx image was loaded from."""
     from app import selftest
 
     contents = tmp_path / "QwenDesk.app" / "Contents"
-    frameworks = contents / "Frameworks" / "mlx"
+    frameworks = contents / "Frameworks"
     resources = contents / "Resources" / "mlx" / "lib"
-    (frameworks / "lib").mkdir(parents=True)
+    (frameworks / "mlx" / "lib").mkdir(parents=True)
     resources.mkdir(parents=True)
-    (frameworks / "core.cpython-311-darwin.so").write_bytes(b"\xcf\xfa\xed\xfe")
-    (frameworks / "lib" / "libmlx.dylib").write_bytes(b"\xcf\xfa\xed\xfe")
-    with pytest.raises(selftest.CheckFailed, match="mlx.metallib is missing"):
-        selftest.metallib_detail(frameworks)
+    libmlx = frameworks / "mlx" / "lib" / "libmlx.dylib"
+    libmlx.write_bytes(b"\xcf\xfa\xed\xfe")
+    (frameworks / "libmlx.dylib").symlink_to("mlx/lib/libmlx.dylib")
+    with pytest.raises(selftest.CheckFailed, match="mlx.metallib is missing next to"):
+        selftest.metallib_detail(libmlx)
     (resources / "mlx.metallib").write_bytes(b"MTLB" + bytes(2_000_000))
-    (frameworks / "lib" / "mlx.metallib").symlink_to("../../../Resources/mlx/lib/mlx.metallib")
-    assert selftest.metallib_detail(frameworks).startswith("mlx.metallib 2 MB at ")
-    (frameworks / "lib" / "libmlx.dylib").unlink()
-    with pytest.raises(selftest.CheckFailed, match="no lib/libmlx.dylib"):
-        selftest.metallib_detail(frameworks)
+    (frameworks / "mlx" / "lib" / "mlx.metallib").symlink_to("../../../Resources/mlx/lib/mlx.metallib")
+    assert selftest.metallib_detail(libmlx).endswith("mlx.metallib 2 MB beside it")
+    with pytest.raises(selftest.CheckFailed):  # loaded through the top-level link: not found...
+        selftest.metallib_detail(frameworks / "libmlx.dylib")
+    (frameworks / "mlx.metallib").symlink_to("mlx/lib/mlx.metallib")  # ...unless linked there too
+    assert selftest.metallib_detail(frameworks / "libmlx.dylib").endswith("beside it")
+
+
+def test_loaded_library_finds_libmlx():
+    import mlx.core  # noqa: F401
+
+    from app import selftest
+
+    path = selftest.loaded_library("libmlx")
+    assert path is not None and path.name.startswith("libmlx") and path.exists()
+    assert selftest.loaded_library("libdefinitely-not-loaded") is None
