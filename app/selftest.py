@@ -214,11 +214,14 @@ def check_qt(ctx: Context) -> str:
     if missing:
         raise CheckFailed(f"Qt cannot read {sorted(missing)}: image-format plugins are missing")
 
-    plugins = Path(QLibraryInfo.path(QLibraryInfo.LibraryPath.PluginsPath)) / "platforms"
+    # Where Qt looks for plugins: its own prefix, plus any library paths (QT_PLUGIN_PATH, the app dir).
+    roots = [Path(QLibraryInfo.path(QLibraryInfo.LibraryPath.PluginsPath))]
+    roots += [Path(p) for p in app.libraryPaths() if Path(p) not in roots]
     native = {"darwin": "libqcocoa.dylib", "linux": "libqxcb.so"}.get(sys.platform)
-    if native and not (plugins / native).exists():
-        raise CheckFailed(f"the native Qt platform plugin {native} is not in {plugins}")
-    return f"platform {platform}, image formats {len(formats)}, plugins at {plugins}"
+    found = next((root for root in roots if native and (root / "platforms" / native).exists()), None)
+    if native and found is None:
+        raise CheckFailed(f"the native Qt platform plugin {native} is in none of {[str(r) for r in roots]}")
+    return f"platform {platform}, image formats {len(formats)}, {native or 'plugins'} in {found or roots[0]}"
 
 
 def check_mlx(ctx: Context) -> str:
