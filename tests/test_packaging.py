@@ -159,6 +159,7 @@ def test_linux_bundle_builds_and_passes_its_self_test(tmp_path, capsys):
         assert (internal / "mlx" / "lib" / "libmlx.so").is_file()
         assert (internal / "engine_mlx" / "templates" / "qwen3_5_chat_template.jinja").is_file()
         assert (internal / "resources" / "icon.png").is_file()
+        assert not (internal / "resources" / "screenshots").exists()
         # Lean: no models, no torch, no data-science stack, no Qt modules the app does not use.
         assert not [f for f in files if f.endswith((".safetensors", ".gguf", ".npz"))]
         for heavy in ("torch", "scipy", "pandas", "pyarrow", "datasets", "fsspec", "hf_xet", "mlx_audio"):
