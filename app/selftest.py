@@ -38,8 +38,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-log = logging.getLogger("qwendesk.selftest")
-
 PROMPT = "What is in this image?"
 DEFAULT_TIMEOUT_S = 900.0
 # Enough for the engine to close the thinking block itself and then write some answer.
@@ -89,21 +87,22 @@ def prepare_environment() -> None:
 
 
 def app_version() -> str:
-    """The bundle's baked-in version when frozen, else the installed or checked-out project's."""
+    """The bundle's baked-in version when frozen, else the checkout's pyproject.toml, else the
+    installed distribution's."""
     if is_frozen():
         info = Path(getattr(sys, "_MEIPASS", "")) / "qwendesk_build.json"
-        with contextlib.suppress(OSError, ValueError):
+        with contextlib.suppress(OSError, ValueError, KeyError):
             return str(json.loads(info.read_text())["version"])
+    with contextlib.suppress(Exception):
+        import tomllib
+
+        pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+        with open(pyproject, "rb") as handle:
+            return str(tomllib.load(handle)["project"]["version"])
     with contextlib.suppress(Exception):
         from importlib import metadata
 
         return metadata.version("qwendesk")
-    with contextlib.suppress(Exception):
-        import tomllib
-
-        root = Path(__file__).resolve().parent.parent
-        with open(root / "pyproject.toml", "rb") as handle:
-            return str(tomllib.load(handle)["project"]["version"])
     return "unknown"
 
 
