@@ -229,7 +229,7 @@ def check_mlx(ctx: Context) -> str:
     import mlx.core as mx
 
     device = mx.default_device()
-    ctx.facts["device"] = "gpu" if device == mx.gpu else "cpu"
+    ctx.facts["device"] = "gpu" if device.type == mx.gpu else "cpu"
     details = [f"default device {device}"]
 
     if sys.platform == "darwin":
