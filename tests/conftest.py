@@ -28,9 +28,6 @@ def engine(tiny_model_dir, tmp_path_factory):
 
 
 # --- app (Qt) helpers ---------------------------------------------------------------------------
-# PySide6 6.12 on Python 3.11 drops a reference to None/True/False on many calls (see app/qtcompat.py);
-# importing ``app`` makes them effectively immortal, as they are on Python 3.12.
-import app  # noqa: E402,F401
 
 
 @pytest.fixture
