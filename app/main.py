@@ -10,6 +10,8 @@ from pathlib import Path
 
 from .paths import APP_NAME, app_paths
 
+ICON = Path(__file__).resolve().parent.parent / "resources" / "icon.png"  # also right in the bundle
+
 
 def setup_logging(log_dir: Path) -> Path:
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -43,6 +45,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--theme", choices=("system", "light", "dark"), default="system")
     parser.add_argument("--no-reload", action="store_true", help="do not load the last model on start")
     parser.add_argument("--self-test", action="store_true", help="run the packaged self-test and exit")
+    parser.add_argument("files", nargs="*", type=Path, help="images, PDFs or videos to attach")
     return parser.parse_args(argv)
 
 
@@ -53,10 +56,11 @@ def main(argv: list[str] | None = None) -> int:
 
         return int(selftest.run() or 0)
     from PySide6.QtCore import Qt
-    from PySide6.QtGui import QGuiApplication
+    from PySide6.QtGui import QGuiApplication, QIcon
     from PySide6.QtWidgets import QApplication
 
     from . import theme
+    from .file_open import FileOpenRouter
     from .store import StoreError
     from .window import MainWindow
 
@@ -67,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     app.setApplicationName(APP_NAME)
     app.setApplicationDisplayName(APP_NAME)
     app.setOrganizationName(APP_NAME)
+    app.setWindowIcon(QIcon(str(ICON)))
+    router = FileOpenRouter(app)
+    app.installEventFilter(router)  # Dock drops and "Open With" on macOS
     scheme = theme.Scheme(args.theme)
     theme.apply(app, scheme)
     if scheme is theme.Scheme.SYSTEM and hasattr(app.styleHints(), "colorSchemeChanged"):
@@ -79,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         QMessageBox.critical(None, APP_NAME, f"{error}\n\nLog: {log_file}")
         return 1
     window.show()
+    router.set_target(window.open_files)
+    router.open_paths(args.files)
     settle_gc()
     logging.getLogger("qwendesk").info("started; data in %s", paths.data)
     return app.exec()

@@ -487,6 +487,13 @@ class MainWindow(QMainWindow):
         if pending is not None and pending.kind is AttachmentKind.VIDEO:
             self.video_pane.open(pending)
 
+    def open_files(self, paths: list[Path]) -> None:
+        """Files the system opened with QwenDesk (Dock drop, "Open With", command line): attach them."""
+        self.attachments.add_paths(paths)
+        self.show()
+        self.raise_()
+        self.activateWindow()
+
     def dragEnterEvent(self, event) -> None:
         if local_paths(event.mimeData()) or event.mimeData().hasImage():
             event.acceptProposedAction()

@@ -397,3 +397,25 @@ def test_gui_stays_responsive_while_loading_and_generating(make_window, tiny_mod
           f"p99 {p99 * 1000:.0f} ms over {len(gaps)} beats")
     # Loose bounds for shared CI machines; bench/ui_stream.py measures the 50 ms target on its own.
     assert p99 < 0.1 and worst < 0.5 and load_worst < 1.0
+
+
+def test_files_opened_by_the_system_are_attached(window, qapp, qt_wait, tmp_path):
+    """A Dock drop / "Open With" arrives as a QFileOpenEvent; before the window exists it waits."""
+    from PySide6.QtCore import QCoreApplication
+    from PySide6.QtGui import QFileOpenEvent
+
+    from app.file_open import FileOpenRouter
+
+    router = FileOpenRouter()
+    qapp.installEventFilter(router)
+    try:
+        early = write_image(tmp_path / "early.png")
+        QCoreApplication.sendEvent(qapp, QFileOpenEvent(str(early)))
+        assert window.attachments.items == []  # no target yet: kept
+        router.set_target(window.open_files)
+        late = write_pdf(tmp_path / "late.pdf", pages=2)
+        QCoreApplication.sendEvent(qapp, QFileOpenEvent(str(late)))
+        qt_wait(lambda: len(window.attachments.items) == 2, 60, lambda: window.error_banner.label.text())
+        assert sorted(p.kind.value for p in window.attachments.items) == ["image", "pdf"]
+    finally:
+        qapp.removeEventFilter(router)
