@@ -451,7 +451,8 @@ def check_generate(ctx: Context) -> str:
 def check_store(ctx: Context) -> str:
     exchange = _need(ctx, "exchange")
     image = _need(ctx, "image")
-    from app.store import AttachmentKind, MessageState, Store, StoredAttachment, StoredStats
+    from app.controllers.chat import stored_stats
+    from app.store import AttachmentKind, MessageState, Store, StoredAttachment
 
     folder = ctx.workdir / "history"
     database = folder / "qwendesk.sqlite3"
@@ -468,17 +469,7 @@ def check_store(ctx: Context) -> str:
             text=exchange["answer"],
             thinking=exchange["thinking"],
             state=MessageState.COMPLETE,
-            stats=StoredStats(
-                prompt_tokens=stats.prompt_tokens,
-                generated_tokens=stats.generated_tokens,
-                thinking_tokens=stats.thinking_tokens,
-                answer_tokens=stats.answer_tokens,
-                decode_tps=stats.decode_tps,
-                ttft_s=stats.ttft_s,
-                total_s=stats.total_s,
-            )
-            if stats is not None
-            else None,
+            stats=stored_stats(stats) if stats is not None else None,
         )
     finally:
         store.close()

@@ -494,18 +494,12 @@ class MainWindow(QMainWindow):
         self.raise_()
         self.activateWindow()
 
+    # A drop anywhere on the window is a drop on the composer.
     def dragEnterEvent(self, event) -> None:
-        if local_paths(event.mimeData()) or event.mimeData().hasImage():
-            event.acceptProposedAction()
+        self.composer.dragEnterEvent(event)
 
     def dropEvent(self, event) -> None:
-        paths = local_paths(event.mimeData())
-        if paths:
-            self.attachments.add_paths(paths)
-            event.acceptProposedAction()
-        elif event.mimeData().hasImage():
-            self.attachments.add_image(event.mimeData().imageData())
-            event.acceptProposedAction()
+        self.composer.dropEvent(event)
 
     # --- settings -----------------------------------------------------------------------------
     def _sync_thinking_combo(self) -> None:
