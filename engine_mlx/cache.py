@@ -11,6 +11,7 @@ byte budget and can be saved to disk (safetensors) to survive a restart.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -19,7 +20,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine_mlx.generation import Snapshot, snapshot_cache
+from engine_mlx.generation import Snapshot
 
 DEFAULT_BUDGET_BYTES = 4 << 30
 DEFAULT_DISK_BUDGET_BYTES = 8 << 30
@@ -112,7 +113,7 @@ class SnapshotStore:
                 best = entry
         if best is None:
             return None
-        return Restored(length=len(best.ids), cache=snapshot_cache(best.snapshot.cache, 0).cache)
+        return Restored(length=len(best.ids), cache=copy.deepcopy(best.snapshot.cache))
 
     def add(self, conversation_id: str, fingerprint: str, ids: list[int], snapshot: Snapshot) -> None:
         if not conversation_id:

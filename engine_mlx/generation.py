@@ -85,21 +85,6 @@ class Snapshot:
     length: int
     cache: list[Any]
 
-    @property
-    def nbytes(self) -> int:
-        total = 0
-        for entry in self.cache:
-            for arr in _cache_arrays(entry):
-                total += arr.nbytes
-        return total
-
-
-def _cache_arrays(entry: Any) -> list[Any]:
-    state = entry.state
-    if isinstance(state, (list, tuple)):
-        return [a for a in state if a is not None and hasattr(a, "nbytes")]
-    return [state] if state is not None else []
-
 
 def snapshot_cache(cache: list[Any], length: int) -> Snapshot:
     """Copy a cache so later tokens don't mutate it (linear-attention state cannot be trimmed)."""

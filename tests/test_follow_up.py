@@ -278,7 +278,7 @@ def test_kv_snapshot_is_compacted_and_counted_as_held(engine):
     assert kv and all(c.keys.shape[2] == c.offset == entry.snapshot.length for c in kv)
     from engine_mlx.cache import held_bytes
 
-    assert entry.nbytes == held_bytes(entry.snapshot.cache) == entry.snapshot.nbytes
+    assert entry.nbytes == held_bytes(entry.snapshot.cache) > 0
 
 
 # ---------------------------------------------------------------------- disk
