@@ -10,7 +10,7 @@ import gc
 import hashlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -126,6 +126,8 @@ class Engine:
                 f"The conversation is {len(inputs):,} tokens, more than this model's context of "
                 f"{limit:,}; start a new chat or remove attachments."
             )
+        if limit and len(inputs) + settings.max_tokens > limit:
+            settings = replace(settings, max_tokens=limit - len(inputs))  # stop at the context's end
 
         key = conversation.id
         reuse_ids = _reuse_ids(inputs) if key else inputs.ids

@@ -226,3 +226,24 @@ def test_load_reports_progress_and_unload_frees_memory(tiny_model_dir):
     gc.collect()
     assert eng.model_info is None
     assert mx.get_active_memory() - before < (loaded - before) / 4
+
+
+def test_answer_stops_at_the_end_of_the_context(tiny_model_dir):
+    """A checkpoint whose context is nearly full gets a shorter answer, and a too-long prompt a clear error."""
+    import json
+    import shutil
+
+    from engine_mlx.engine import Engine
+    from engine_mlx.errors import EngineError
+
+    small = Path(shutil.copytree(tiny_model_dir, Path(tiny_model_dir).parent / "tiny-small-context"))
+    config = json.loads((small / "config.json").read_text())
+    config["text_config"]["max_position_embeddings"] = 40
+    (small / "config.json").write_text(json.dumps(config))
+    eng = Engine()
+    eng.load(small, context_tokens=40)
+    events = collect(eng.generate(ask("Hi"), GenerationSettings(thinking=False, max_tokens=500, seed=0)))
+    stats = events[-2]
+    assert stats.prompt_tokens + stats.generated_tokens <= 40 and events[-1].reason is FinishReason.LENGTH
+    with pytest.raises(EngineError, match="context"):
+        next(iter(eng.generate(ask("word " * 60))))
