@@ -87,14 +87,16 @@ def main() -> int:
     for _ in range(args.rounds):
         rows["raw"].append(raw())
         rows["engine"].append(ours())
-    med = {k: (statistics.median(r[0] for r in v), statistics.median(r[1] for r in v)) for k, v in rows.items()}
     print(f"prompt tokens: {rows['raw'][0][2]} (raw) / {rows['engine'][0][2]} (engine); "
-          f"{args.tokens} decoded; {args.rounds} alternating rounds, medians")
-    print(f"{'':8}{'prefill tok/s':>15}{'decode tok/s':>15}")
-    for k in ("raw", "engine"):
-        print(f"{k:8}{med[k][0]:>15.1f}{med[k][1]:>15.1f}")
-    pre, dec = med["engine"][0] / med["raw"][0], med["engine"][1] / med["raw"][1]
-    print(f"ratio   {pre:>15.3f}{dec:>15.3f}   (targets: prefill >= 0.95, decode >= 0.97)")
+          f"{args.tokens} decoded; {args.rounds} alternating rounds")
+    # Medians show the typical run; bests show the intrinsic cost when the shared machine is quiet.
+    for label, pick in (("median", statistics.median), ("best", max)):
+        med = {k: (pick(r[0] for r in v), pick(r[1] for r in v)) for k, v in rows.items()}
+        print(f"\n{label:8}{'prefill tok/s':>15}{'decode tok/s':>15}")
+        for k in ("raw", "engine"):
+            print(f"{k:8}{med[k][0]:>15.1f}{med[k][1]:>15.1f}")
+        pre, dec = med["engine"][0] / med["raw"][0], med["engine"][1] / med["raw"][1]
+        print(f"ratio   {pre:>15.3f}{dec:>15.3f}   (targets: prefill >= 0.95, decode >= 0.97)")
     return 0
 
 
