@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import pytest
 
@@ -26,9 +25,7 @@ def test_transcript_creates_widgets_lazily_for_long_chats(qtbot):
     view.resize(700, 500)
     view.show()
     history = [message(i, "user" if i % 2 == 0 else "assistant") for i in range(300)]
-    started = time.perf_counter()
     view.set_messages(history)
-    assert time.perf_counter() - started < 5
     assert len(view.widgets) == PAGE and view.hidden_count == 300 - PAGE
     assert view.widgets[-1].message_id == 299
     view.load_earlier()
