@@ -13,24 +13,17 @@ from any cache snapshot and media before the resume point are never re-encoded.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 
+import mlx.core as mx
+
 from engine_mlx.cancel import CancelToken
-from engine_mlx.errors import EngineError
-
 from engine_mlx.checkpoint import ModelInfo
+from engine_mlx.errors import EngineError
 from engine_mlx.prompt import LoadedMedia
-
-# No network at run time and no telemetry: transformers / huggingface_hub read these on import.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-import mlx.core as mx  # noqa: E402
 
 
 @dataclass

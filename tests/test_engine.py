@@ -247,3 +247,18 @@ def test_answer_stops_at_the_end_of_the_context(tiny_model_dir):
     assert stats.prompt_tokens + stats.generated_tokens <= 40 and events[-1].reason is FinishReason.LENGTH
     with pytest.raises(EngineError, match="context"):
         next(iter(eng.generate(ask("word " * 60))))
+
+
+def test_engine_is_offline_by_default():
+    import subprocess
+    import sys
+
+    import os
+
+    code = (
+        "import os, engine_mlx.engine, huggingface_hub.constants as c;"
+        "print(c.HF_HUB_OFFLINE, os.environ['HF_HUB_DISABLE_TELEMETRY'])"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_HUB_", "TRANSFORMERS_"))}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert result.stdout.split() == ["True", "1"], result.stderr
