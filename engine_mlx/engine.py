@@ -22,7 +22,7 @@ from engine_mlx.conversation import Conversation, Message, Role
 from engine_mlx.errors import EngineError, ModelNotLoadedError
 from engine_mlx.events import Event, Finished, FinishReason
 from engine_mlx.memory import check_fit, estimate_fit
-from engine_mlx.prompt import MediaLimits, load_media, render_text, template_messages
+from engine_mlx.prompt import DecodedMedia, MediaLimits, load_media, render_text, template_messages
 from engine_mlx.settings import GenerationSettings
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,7 @@ class Engine:
             budget_bytes=cache_budget_bytes or DEFAULT_BUDGET_BYTES, disk_dir=state_dir
         )
         self.media_limits = media_limits
+        self.decoded_media = DecodedMedia()
         self._loaded = None  # runtime.LoadedModel
         self._fingerprint = ""
 
@@ -96,6 +97,7 @@ class Engine:
             return
         self._loaded = None
         self.snapshots.clear()
+        self.decoded_media.clear()
         gc.collect()
         import mlx.core as mx
 
@@ -173,7 +175,9 @@ class Engine:
         prompt = render_text(
             conversation, loaded.apply_template, thinking=settings.thinking, text_only=not loaded.is_vision
         )
-        return prompt, loaded.prepare(prompt, load_media(conversation.attachments, self.media_limits))
+        return prompt, loaded.prepare(
+            prompt, load_media(conversation.attachments, self.media_limits, self.decoded_media)
+        )
 
     def _snapshot_point(self, conversation, settings, inputs, prompt: str) -> int | None:
         """The number of prompt tokens the next turn will share with this one.

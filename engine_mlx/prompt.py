@@ -7,7 +7,9 @@ the template places one vision block per item and the processor needs exactly on
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from engine_mlx import media
@@ -98,29 +100,70 @@ def render_text(
     )
 
 
-def load_media(attachments: tuple[Attachment, ...], limits: MediaLimits) -> LoadedMedia:
+class DecodedMedia:
+    """Decoded attachments kept between turns, so a follow-up doesn't decode images, render PDF pages
+    or seek through a video again. Keyed by the attachment (path, pages, sampling), the limits and
+    the file's size and modification time; least recently used first out, by bytes."""
+
+    def __init__(self, budget_bytes: int = 1 << 30):
+        self.budget_bytes = budget_bytes
+        self.hits = self.misses = 0
+        self._items: OrderedDict[tuple, tuple[Any, int]] = OrderedDict()
+
+    def get(self, attachment: Attachment, limits: MediaLimits) -> Any:
+        stat = Path(attachment.path).stat() if Path(attachment.path).is_file() else None
+        key = (attachment, limits, stat and (stat.st_size, stat.st_mtime_ns))
+        if stat is not None and key in self._items:
+            self.hits += 1
+            self._items.move_to_end(key)
+            return self._items[key][0]
+        self.misses += 1
+        value = _decode(attachment, limits)  # raises MediaError naming the file
+        if stat is not None:
+            self._items[key] = (value, _nbytes(value))
+            while sum(n for _, n in self._items.values()) > self.budget_bytes and len(self._items) > 1:
+                self._items.popitem(last=False)
+        return value
+
+    def clear(self) -> None:
+        self._items.clear()
+
+
+def _nbytes(value: Any) -> int:
+    if isinstance(value, media.SampledVideo):
+        return sum(frame.nbytes for frame in value.frames)
+    return sum(img.width * img.height * len(img.getbands()) for img in value)
+
+
+def _decode(attachment: Attachment, limits: MediaLimits) -> Any:
+    """A list of images (an image, PDF pages) or a SampledVideo."""
+    if isinstance(attachment, ImageAttachment):
+        return [media.load_image(attachment.path, max_side=limits.image_max_side)]
+    if isinstance(attachment, PdfAttachment):
+        return media.load_pdf_pages(
+            attachment.path,
+            first_page=attachment.first_page,
+            last_page=attachment.last_page,
+            max_side=limits.image_max_side,
+        )
+    return media.sample_video(
+        attachment.path,
+        fps=attachment.fps,
+        start_s=attachment.start_s,
+        end_s=attachment.end_s,
+        max_side=limits.video_max_side,
+    )
+
+
+def load_media(
+    attachments: tuple[Attachment, ...], limits: MediaLimits, cache: DecodedMedia | None = None
+) -> LoadedMedia:
     """Decode every attachment in order; raises MediaError naming the file that failed."""
     loaded = LoadedMedia()
     for attachment in attachments:
-        if isinstance(attachment, ImageAttachment):
-            loaded.images.append(media.load_image(attachment.path, max_side=limits.image_max_side))
-        elif isinstance(attachment, PdfAttachment):
-            loaded.images.extend(
-                media.load_pdf_pages(
-                    attachment.path,
-                    first_page=attachment.first_page,
-                    last_page=attachment.last_page,
-                    max_side=limits.image_max_side,
-                )
-            )
-        elif isinstance(attachment, VideoAttachment):
-            loaded.videos.append(
-                media.sample_video(
-                    attachment.path,
-                    fps=attachment.fps,
-                    start_s=attachment.start_s,
-                    end_s=attachment.end_s,
-                    max_side=limits.video_max_side,
-                )
-            )
+        value = cache.get(attachment, limits) if cache is not None else _decode(attachment, limits)
+        if isinstance(value, media.SampledVideo):
+            loaded.videos.append(value)
+        else:
+            loaded.images.extend(value)
     return loaded

@@ -262,3 +262,26 @@ def test_engine_is_offline_by_default():
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_HUB_", "TRANSFORMERS_"))}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert result.stdout.split() == ["True", "1"], result.stderr
+
+
+def test_follow_up_turns_reuse_decoded_media_until_the_file_changes(tiny_model_dir, tmp_path):
+    import os
+
+    from engine_mlx.engine import Engine
+
+    eng = Engine()
+    eng.load(tiny_model_dir)
+    image = write_image(tmp_path / "shot.png")
+    video = write_video(tmp_path / "clip.avi", seconds=2.0)
+    first = Conversation((Message(Role.USER, "Look", (ImageAttachment(image), VideoAttachment(video))),), id="m")
+    settings = GenerationSettings(thinking=False, max_tokens=4, seed=0)
+    collect(eng.generate(first, settings))
+    cache = eng.decoded_media
+    assert (cache.hits, cache.misses) == (0, 2)
+    follow = first.with_message(Message(Role.ASSISTANT, "ok")).with_message(Message(Role.USER, "And?"))
+    collect(eng.generate(follow, settings))
+    assert (cache.hits, cache.misses) == (2, 2)  # neither decoded nor sampled again
+    write_image(image, color=(0, 0, 0))  # the file changed on disk: decoded afresh
+    os.utime(image, ns=(1, 1))
+    collect(eng.generate(follow, settings))
+    assert (cache.hits, cache.misses) == (3, 3)
