@@ -385,17 +385,28 @@ def test_gui_stays_responsive_while_loading_and_generating(make_window, tiny_mod
     heartbeat.setInterval(10)
     heartbeat.timeout.connect(beat)
     heartbeat.start()
-    window.models.load(tiny_model_dir)
-    qt_wait(lambda: window.models.loaded_info is not None, 120)
-    load_beats = len(gaps)
-    gaps.clear()
-    send(window, qt_wait, "Stream for a while", thinking=ThinkingMode.BUDGET, thinking_budget=16, max_tokens=160)
+
+    def beats_while(action) -> tuple[int, float]:
+        gaps.clear()
+        last[0] = started = time.perf_counter()
+        action()
+        return len(gaps), (time.perf_counter() - started) * 1000
+
+    def load() -> None:
+        window.models.load(tiny_model_dir)
+        qt_wait(lambda: window.models.loaded_info is not None, 120)
+
+    load_beats, load_ms = beats_while(load)
+    gen_beats, gen_ms = beats_while(
+        lambda: send(window, qt_wait, "Stream for a while", thinking=ThinkingMode.BUDGET, thinking_budget=16,
+                     max_tokens=160)
+    )
     heartbeat.stop()
-    # The GUI thread kept running its timers while the engine thread loaded and generated: a blocked
-    # GUI thread would beat about once per blocking call. The stall figures against the 50 ms target
-    # are bench/ui_stream.py's job, not a timed assertion here.
-    assert load_beats >= 3, f"only {load_beats} heartbeats while loading"
-    assert len(gaps) >= 10, f"only {len(gaps)} heartbeats while generating 160 tokens"
+    # The GUI thread kept running its timers for most of the time the engine thread loaded and
+    # generated; a GUI thread blocked by that work would beat about once per blocking call. The stall
+    # figures against the 50 ms target are bench/ui_stream.py's job, not a timed assertion here.
+    for what, beats, ms in (("loading", load_beats, load_ms), ("generating", gen_beats, gen_ms)):
+        assert beats >= ms / 10 / 2 - 1, f"{beats} heartbeats in {ms:.0f} ms of {what}"
 
 
 def test_files_opened_by_the_system_are_attached(window, qapp, qt_wait, tmp_path):
