@@ -402,11 +402,12 @@ def test_gui_stays_responsive_while_loading_and_generating(make_window, tiny_mod
                      max_tokens=160)
     )
     heartbeat.stop()
-    # The GUI thread kept running its timers for most of the time the engine thread loaded and
-    # generated; a GUI thread blocked by that work would beat about once per blocking call. The stall
-    # figures against the 50 ms target are bench/ui_stream.py's job, not a timed assertion here.
+    # The GUI thread kept running its timers while the engine thread loaded and generated (a quarter
+    # of the beats, leaving room for a busy CI machine); a GUI thread blocked by that work would beat
+    # about once per blocking call. The stall figures against the 50 ms target are
+    # bench/ui_stream.py's job, not a timed assertion here.
     for what, beats, ms in (("loading", load_beats, load_ms), ("generating", gen_beats, gen_ms)):
-        assert beats >= ms / 10 / 2 - 1, f"{beats} heartbeats in {ms:.0f} ms of {what}"
+        assert beats >= ms / 10 / 4 - 2, f"{beats} heartbeats in {ms:.0f} ms of {what}"
 
 
 def test_files_opened_by_the_system_are_attached(window, qapp, qt_wait, tmp_path):
