@@ -140,8 +140,6 @@ def _generate(loaded, inputs, settings, plan, cancel, on_snapshot, started_at) -
         if cancel.cancelled:
             yield from _finish_early(inputs, plan, started_at, prefill_started, done)
             return
-    if plan.snapshot_at == done and on_snapshot is not None and done > plan.start:
-        on_snapshot(snapshot_cache(cache, done))
 
     # ---------------------------------------------------------------- decode
     sampling = settings.sampling()
