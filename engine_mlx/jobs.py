@@ -55,6 +55,7 @@ class EngineThread:
         self._lock = threading.Lock()
         self._waiting: dict[int, JobKind] = {}
         self._running: JobKind | None = None
+        self._closed = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
@@ -138,9 +139,14 @@ class EngineThread:
             cancel.cancel()  # a no-op once the job ended; stops it if the consumer left early
 
     def close(self, timeout: float | None = 10.0) -> None:
+        """Finish the queued jobs (waiting up to ``timeout``), then take no more.
+
+        The thread is parked, not ended: a thread that ran MLX work can abort the process when it
+        exits (MLX 0.32 tears down its thread-local stream with a joinable std::thread), so it
+        stays until the process ends (it is a daemon thread)."""
         self._queue.put(None)
         if not self.on_thread():
-            self._thread.join(timeout)
+            self._closed.wait(timeout)
 
     # ------------------------------------------------------------------ thread
 
@@ -153,7 +159,8 @@ class EngineThread:
         while True:
             job = self._queue.get()
             if job is None:
-                return
+                self._closed.set()
+                threading.Event().wait()  # parked for good: see close()
             with self._lock:
                 self._waiting.pop(job.number, None)
                 self._running = job.kind
