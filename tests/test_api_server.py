@@ -572,3 +572,108 @@ def test_roles_map_onto_the_typed_conversation(tmp_path):
     assert chat.conversation.messages[2].thinking == "hm"
     assert (chat.settings.max_tokens, chat.settings.seed, chat.stop) == (9, 3, ("END",))
 
+
+def test_stop_sequence_split_across_chunks_is_held_back():
+    from engine_mlx.events import FinishReason
+
+    a = ReplyAssembler(stop=("END",))
+    out = a.answer("Hello E") + a.answer("N") + a.answer("D and more")
+    assert "".join(d["content"] for d in out) == "Hello " and a.stopped
+    assert a.finish_reason(FinishReason.CANCELLED) == "stop"
+    b = ReplyAssembler(stop=("END",))
+    out = b.answer("An EN") + b.answer("ding") + b.finish()
+    assert "".join(d["content"] for d in out) == "An ENding" and not b.stopped
+
+
+def test_engine_thread_runs_jobs_in_order_and_skips_cancelled_waiters():
+    from engine_mlx.cancel import CancelToken
+
+    jobs = EngineThread()
+    try:
+        started, gate, order = threading.Event(), threading.Event(), []
+        jobs.submit(lambda: (started.set(), gate.wait(10), order.append("first")))
+        assert started.wait(10)
+        skipped, kept = CancelToken(), CancelToken()
+        seen: list = []
+        jobs.submit_stream(lambda: iter(["never"]), seen.append, skipped)
+        stream = jobs.stream(lambda: iter(["a", "b"]), kept)  # queued when first read
+        skipped.cancel()
+        assert jobs.waiting == 1
+        gate.set()
+        assert list(stream) == ["a", "b"] and order == ["first"]
+        assert len(seen) == 1 and seen[0].error is None  # only its end: it never ran
+        with pytest.raises(ValueError):
+            jobs.call(lambda: int("x"))
+        assert jobs.call(lambda: threading.current_thread().name) == "engine"
+    finally:
+        jobs.close()
+
+
+# ------------------------------------------------------------------------------ app
+
+
+def test_app_switch_serves_the_loaded_model(qapp, qt_wait, tmp_path, tiny_model_dir):
+    """Settings ▸ Local API in the real window: type a port, click the switch, and a real HTTP
+    request is answered with the model the app loaded; the log and the status bar show it."""
+    import socket
+
+    from PySide6.QtCore import Qt
+    from PySide6.QtGui import QGuiApplication
+    from PySide6.QtTest import QTest
+
+    from app.paths import app_paths
+    from app.window import MainWindow
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    window = MainWindow(app_paths(tmp_path / "data"), reload_last=False)
+    window.show()
+    try:
+        window.models.load(tiny_model_dir)
+        qt_wait(lambda: window.models.loaded_info is not None, 120)
+        assert not window.status_api.isVisible()  # off by default
+
+        window.act_local_api.trigger()
+        dialog = window._local_api_dialog
+        assert dialog.isVisible() and not dialog.switch.isChecked()
+        dialog.port.setFocus()
+        dialog.port.selectAll()
+        QTest.keyClicks(dialog.port, str(port))
+        QTest.keyClick(dialog.port, Qt.Key.Key_Return)
+        QTest.mouseClick(dialog.switch, Qt.MouseButton.LeftButton)
+        assert dialog.switch.isChecked() and window.local_api.running and window.local_api.key == ""
+        assert window.status_api.isVisible() and f":{port}" in window.status_api.text()
+
+        QTest.mouseClick(dialog.copy_url, Qt.MouseButton.LeftButton)
+        url = QGuiApplication.clipboard().text()
+        assert url == f"http://127.0.0.1:{port}/v1"
+        c = openai.OpenAI(base_url=url, api_key="x", max_retries=0, timeout=60)
+        name = window.models.loaded_info.name
+        assert [m.id for m in c.models.list().data] == [name]
+        reply = c.chat.completions.create(model=name, messages=[{"role": "user", "content": "hi"}], max_tokens=3)
+        assert reply.usage.completion_tokens == 3
+        qt_wait(lambda: dialog.log.rowCount() >= 1, 30)  # chat requests (and refusals) are logged
+        row = dialog.log.rowCount() - 1
+        assert "3 out" in dialog.log.item(row, 2).text() and dialog.log.item(row, 1).text().startswith("127.0.0.1")
+        # an API request and the app's own chat at once: one model, one queue, both answered
+        from app.store import ChatSettings, MessageState, ThinkingMode
+
+        api_reply = {}
+        api = threading.Thread(target=lambda: api_reply.setdefault("r", c.chat.completions.create(
+            model=name, messages=[{"role": "user", "content": "meanwhile"}], max_tokens=30)))
+        api.start()
+        window.chat.set_settings(ChatSettings(thinking=ThinkingMode.OFF, max_tokens=16, seed=7))
+        window.composer.edit.setPlainText("And you?")
+        assert window.send(window.composer.text())
+        qt_wait(lambda: not window.chat.busy and not api.is_alive(), 120)
+        answer = window.store.messages(window.chat.current_id)[-1]
+        assert answer.state is MessageState.COMPLETE and answer.stats.generated_tokens > 0
+        assert api_reply["r"].usage.completion_tokens > 0
+
+        QTest.mouseClick(dialog.switch, Qt.MouseButton.LeftButton)
+        assert not window.local_api.running and not window.status_api.isVisible()
+        with pytest.raises(openai.APIConnectionError):
+            c.models.list()
+    finally:
+        window.close()
