@@ -71,7 +71,8 @@ class Message:
 
 @dataclass(frozen=True)
 class Conversation:
-    """Messages in order. ``id`` names the conversation for the engine's state cache ("" = no reuse key)."""
+    """Messages in order. ``id`` names the conversation for the engine's state cache ("" = no reuse
+    key; engine.ANONYMOUS = continue whichever recent conversation the prompt extends)."""
 
     messages: tuple[Message, ...] = ()
     id: str = ""

@@ -207,6 +207,22 @@ def test_four_turn_chat_prefills_only_the_new_tokens(client, model, engine, jobs
             print(f"\n  API turn {turn}: prompt {prompt}, cached {cached}, prefilled {prefilled} (new {new})", end="")
 
 
+def test_two_api_conversations_in_turn_both_resume(client, model):
+    """Two clients' chats alternating (no ids): each follow-up finds its own chat's snapshot."""
+    chats = {name: [{"role": "system", "content": f"You are {name}."}] for name in ("Ada", "Bob")}
+    usage = {}
+    for turn in range(2):
+        for name, messages in chats.items():
+            messages.append({"role": "user", "content": f"{name}, turn {turn}: say something."})
+            reply = client.chat.completions.create(model=model, messages=messages, max_tokens=6,
+                                                   extra_body={"enable_thinking": False})
+            messages.append({"role": "assistant", "content": reply.choices[0].message.content})
+            usage[name, turn] = reply.usage
+    for name in chats:
+        first, second = usage[name, 0], usage[name, 1]
+        assert second.prompt_tokens_details.cached_tokens >= first.prompt_tokens - 8, (name, first, second)
+
+
 TOOLS = [{"type": "function", "function": {
     "name": "get_weather", "description": "Weather forecast for a city",
     "parameters": {"type": "object", "properties": {
@@ -607,6 +623,16 @@ def test_engine_thread_runs_jobs_in_order_and_skips_cancelled_waiters():
         assert jobs.call(lambda: threading.current_thread().name) == "engine"
     finally:
         jobs.close()
+
+
+def test_server_never_imports_qt():
+    code = (
+        "import sys, engine_mlx.jobs, engine_mlx.server.runner, engine_mlx.server.app;"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('PySide6', 'PyQt5', 'PyQt6', 'shiboken6')];"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 # ------------------------------------------------------------------------------ app
