@@ -126,7 +126,7 @@ def _settings(body: dict[str, Any]) -> GenerationSettings:
         top_p=_number(body, "top_p", 0.0, 1.0),
         top_k=None if top_k is None or top_k < 0 else top_k,
         presence_penalty=_number(body, "presence_penalty", -2.0, 2.0),
-        seed=_number(body, "seed", -(1 << 63), (1 << 64) - 1, integer=True),
+        seed=_number(body, "seed", 0, (1 << 64) - 1, integer=True),
     )
 
 
