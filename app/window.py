@@ -31,12 +31,14 @@ from PySide6.QtWidgets import (
 from . import theme
 from .controllers.attachments import AttachmentsController, Pending
 from .controllers.chat import ChatController
+from .controllers.local_api import LocalApiController
 from .controllers.models import ModelsController, human_bytes
 from .paths import AppPaths
 from .store import AttachmentKind, MessageState, Store, StoreError, ThinkingMode
 from .views.answer import warm_up
 from .views.composer import Composer, local_paths
 from .views.first_run import FirstRunPage
+from .views.local_api import ApiStatusIndicator, LocalApiDialog
 from .views.model_picker import ModelPicker
 from .views.settings import SettingsDialog
 from .views.transcript import TranscriptView
@@ -118,6 +120,8 @@ class MainWindow(QMainWindow):
         self.chat = ChatController(self.store, self.engine, self)
         self.models = ModelsController(self.store, self.engine, paths, self)
         self.attachments = AttachmentsController(self.store, paths.data / "pasted", self)
+        self.local_api = LocalApiController(self.engine.worker.shared, self.store, self)
+        self.local_api.failed.connect(self.show_error)
         self._loading = False
         self._last_stats = None
         self._build()
@@ -129,6 +133,8 @@ class MainWindow(QMainWindow):
         self.models.rescan()
         if reload_last:
             QTimer.singleShot(0, self.models.reload_last)
+        if self.local_api.remembered_on:  # off by default; on again only if the user left it on
+            QTimer.singleShot(0, lambda: self.local_api.set_enabled(True))
         QTimer.singleShot(50, self, lambda: warm_up(self.colors.markdown))
 
     # --- layout -------------------------------------------------------------------------------
@@ -220,6 +226,8 @@ class MainWindow(QMainWindow):
             bar.addWidget(widget)
         for widget in (self.status_speed, self.status_context, self.status_memory):
             bar.addPermanentWidget(widget)
+        self.status_api = ApiStatusIndicator(self.local_api)
+        bar.addPermanentWidget(self.status_api)
 
     def _connect(self) -> None:
         c, m, a = self.chat, self.models, self.attachments
@@ -320,6 +328,7 @@ class MainWindow(QMainWindow):
         action("Unload model", [], self.models.unload, model_menu)
         action("Add model folder…", [], self._add_folder, model_menu)
         action("Use the demo model (random weights)", [], self.models.use_demo, model_menu)
+        self.act_local_api = action("Local API…", [], self.open_local_api, menus.addMenu("&Settings"))
 
     # --- conversations ------------------------------------------------------------------------
     def refresh_conversations(self) -> None:
@@ -633,7 +642,17 @@ class MainWindow(QMainWindow):
         log.info("shown to the user: %s", message)
         self.error_banner.show_message(message, action, callback)
 
+    def open_local_api(self) -> LocalApiDialog:
+        """Settings ▸ Local API (modeless, so its log stays live while you chat)."""
+        dialog = getattr(self, "_local_api_dialog", None)
+        if dialog is None:
+            dialog = self._local_api_dialog = LocalApiDialog(self.local_api, self)
+        dialog.show()
+        dialog.raise_()
+        return dialog
+
     def closeEvent(self, event: QCloseEvent) -> None:
+        self.local_api.stop()
         self.chat.stop()
         self.video_pane.cancel()
         self.engine.shutdown()

@@ -2,6 +2,8 @@
 
 The GUI thread never calls MLX. ``EngineClient`` (GUI thread) sends requests to ``EngineWorker`` (engine
 thread) through queued signals and gets engine events back as signals. Cancel is a thread-safe flag.
+The worker runs every engine call through the engine's job queue (``engine_mlx.jobs``), which the
+local API shares, so the app's chats and API requests take turns on one model.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class EngineWorker(QObject):
         self._state_dir = state_dir
         self._factory = engine_factory
         self._engine = None
+        self._jobs = None
         self._token_lock = threading.Lock()
         self._token = None
 
@@ -45,6 +48,20 @@ class EngineWorker(QObject):
 
                 self._engine = Engine(state_dir=self._state_dir)
         return self._engine
+
+    def shared(self):
+        """(engine, job queue) for the local API; thread-safe enough to call from the GUI thread."""
+        with self._token_lock:
+            if self._jobs is None:
+                from engine_mlx.jobs import EngineThread
+
+                self._jobs = EngineThread(name="engine-jobs")
+            return self._get_engine(), self._jobs
+
+    def _call(self, fn, load: bool = False):
+        from engine_mlx.jobs import JobKind
+
+        return self.shared()[1].call(fn, JobKind.LOAD if load else JobKind.OTHER)
 
     @Slot(str, object, bool)
     def load(self, path: str, context_tokens: int, force: bool) -> None:
@@ -60,8 +77,9 @@ class EngineWorker(QObject):
         # loading, then freeze what was created (it lives as long as the process anyway).
         gc.disable()
         try:
-            info = self._get_engine().load(Path(path), context_tokens=context_tokens, force=force,
-                                           progress=progress)
+            engine = self._get_engine()
+            info = self._call(lambda: engine.load(Path(path), context_tokens=context_tokens, force=force,
+                                                  progress=progress), load=True)
         except MemoryFitError as error:
             self.loadFailed.emit(str(error), "memory")
         except CheckpointError as error:
@@ -81,7 +99,7 @@ class EngineWorker(QObject):
     def unload(self) -> None:
         if self._engine is not None:
             try:
-                self._engine.unload()
+                self._call(self._engine.unload)
             except Exception:
                 log.exception("unload failed")
         self.unloaded.emit()
@@ -96,7 +114,8 @@ class EngineWorker(QObject):
         with self._token_lock:
             self._token = token
         try:
-            for event in self._get_engine().generate(conversation, settings, cancel=token):
+            engine, jobs = self.shared()
+            for event in jobs.stream(lambda: engine.generate(conversation, settings, cancel=token), token):
                 self.event.emit(request_id, event)
         except EngineError as error:
             self.generationFailed.emit(request_id, str(error))
@@ -118,7 +137,7 @@ class EngineWorker(QObject):
         engine = self._engine
         if engine is not None and hasattr(engine, "persist"):
             try:
-                engine.persist(conversation_id)
+                self._call(lambda: engine.persist(conversation_id))
             except Exception:
                 log.exception("persist failed")
 
@@ -129,7 +148,7 @@ class EngineWorker(QObject):
         try:
             engine = self._get_engine()
             if hasattr(engine, "forget"):
-                engine.forget(conversation_id)
+                self._call(lambda: engine.forget(conversation_id))
         except Exception:
             log.exception("forget failed")
 
@@ -182,6 +201,8 @@ class EngineClient(QObject):
         self.worker.cancel()
         self.thread.quit()
         self.thread.wait(timeout_ms)
+        if self.worker._jobs is not None:
+            self.worker._jobs.close(timeout_ms / 1000)
 
 
 class _TaskSignals(QObject):

@@ -1,4 +1,4 @@
-"""The command line: ``python -m engine_mlx tiny | models | chat``.
+"""The command line: ``python -m engine_mlx tiny | models | chat | serve``.
 
 Bad input exits non-zero with one line naming the file and what is wrong, never a traceback.
 """
@@ -71,6 +71,20 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--force", action="store_true", help="load even if the model does not fit")
     chat.add_argument("--json", action="store_true", help="one JSON event per line on stdout")
     chat.add_argument("prompt", nargs="?")
+
+    from engine_mlx.server.config import DEFAULT_HOST, DEFAULT_PORT
+
+    serve = sub.add_parser("serve", help="serve a model on a local OpenAI-compatible API")
+    serve.add_argument("--model", required=True, type=Path)
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}; 0 = any free port")
+    serve.add_argument("--host", default=DEFAULT_HOST,
+                       help="address to listen on (default 127.0.0.1: this Mac only); anything else "
+                            "lets other machines in and needs --api-key to be safe")
+    serve.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on every request")
+    serve.add_argument("--allow-origin", dest="origins", action="append", default=[],
+                       help="a browser origin (e.g. http://localhost:3000) allowed to call the API")
+    serve.add_argument("--context", type=int, default=32768)
+    serve.add_argument("--force", action="store_true", help="load even if the model does not fit")
     return p
 
 
@@ -85,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "models":
             return _models(args)
+        if args.command == "serve":
+            return _serve(args)
         return _chat(args)
     except EngineError as exc:
         return _fail(str(exc), getattr(args, "json", False))
@@ -270,3 +286,50 @@ class _Printer:
         elif isinstance(event, Finished) and event.reason is not FinishReason.STOP:
             w(f"[{event.reason.value}{': ' + event.error if event.error else ''}]\n")
         self.stream.flush()
+
+
+# ---------------------------------------------------------------------------------------- serve
+
+
+def _serve(args) -> int:
+    """Listen first (requests get 503 while the model loads), then load on the engine thread."""
+    from engine_mlx.engine import Engine
+    from engine_mlx.jobs import EngineThread, JobKind
+    from engine_mlx.server.config import ServerConfig
+    from engine_mlx.server.runner import ApiServer
+
+    if not Path(args.model).exists():
+        raise EngineError(f"{args.model}: no such folder")
+    config = ServerConfig(args.host, args.port, args.api_key, tuple(args.origins))
+    if config.exposed:
+        print(f"warning: listening on {args.host}: other machines can reach this API"
+              + ("" if args.api_key else " and there is no --api-key"), file=sys.stderr)
+    engine, jobs = Engine(), EngineThread()
+    server = ApiServer(engine, jobs, config)
+    try:
+        server.bind()
+    except OSError as exc:
+        raise EngineError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+    failure: list[str] = []
+
+    def load() -> None:
+        try:
+            info = engine.load(args.model, context_tokens=args.context, force=args.force)
+        except Exception as exc:  # an EngineError names the folder; anything else still ends the server
+            failure.append(str(exc) if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}")
+            server.stop()
+            return
+        print(f"Serving {info.name} at {server.base_url} (model id {info.name!r}); Ctrl-C stops.",
+              file=sys.stderr, flush=True)
+
+    print(f"Loading {args.model} ... (requests get 503 until it is ready)", file=sys.stderr, flush=True)
+    jobs.submit(load, JobKind.LOAD)
+    try:
+        server.serve()
+    except KeyboardInterrupt:  # uvicorn shut down cleanly, then passed Ctrl-C on
+        pass
+    finally:
+        jobs.close(timeout=5)
+    if failure:
+        raise EngineError(failure[0])
+    return 0

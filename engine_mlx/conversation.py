@@ -11,6 +11,7 @@ class Role(str, Enum):
     SYSTEM = "system"
     USER = "user"
     ASSISTANT = "assistant"
+    TOOL = "tool"  # a tool's result, answering the assistant's tool call
 
 
 @dataclass(frozen=True)
@@ -41,23 +42,44 @@ Attachment = ImageAttachment | PdfAttachment | VideoAttachment
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """A function the assistant called; ``arguments`` is a JSON object as text (as OpenAI carries it)."""
+
+    name: str
+    arguments: str = "{}"
+    id: str = ""
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A function the model may call: its name, description and JSON-schema parameters (JSON text)."""
+
+    name: str
+    description: str = ""
+    parameters: str = "{}"
+
+
+@dataclass(frozen=True)
 class Message:
     role: Role
     text: str
     attachments: tuple[Attachment, ...] = ()
     # The assistant's reasoning, kept for display; the chat template decides whether the model sees it.
     thinking: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()  # an assistant turn's calls
 
 
 @dataclass(frozen=True)
 class Conversation:
-    """Messages in order. ``id`` names the conversation for the engine's state cache ("" = no reuse key)."""
+    """Messages in order. ``id`` names the conversation for the engine's state cache ("" = no reuse
+    key; engine.ANONYMOUS = continue whichever recent conversation the prompt extends)."""
 
     messages: tuple[Message, ...] = ()
     id: str = ""
+    tools: tuple[Tool, ...] = ()  # functions the model may call, rendered by the chat template
 
-    def with_message(self, message: Message) -> "Conversation":
-        return Conversation(self.messages + (message,), self.id)
+    def with_message(self, message: Message) -> Conversation:
+        return Conversation(self.messages + (message,), self.id, self.tools)
 
     @property
     def attachments(self) -> tuple[Attachment, ...]:
@@ -71,5 +93,7 @@ __all__ = [
     "Message",
     "PdfAttachment",
     "Role",
+    "Tool",
+    "ToolCall",
     "VideoAttachment",
 ]

@@ -10,6 +10,8 @@ import gc
 import hashlib
 import logging
 import time
+import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator
@@ -19,10 +21,17 @@ from engine_mlx.cache import SnapshotStore, common_prefix
 from engine_mlx.cancel import CancelToken
 from engine_mlx.checkpoint import ModelInfo, inspect_checkpoint, read_chat_template
 from engine_mlx.conversation import Conversation, Message, Role
-from engine_mlx.errors import EngineError, ModelNotLoadedError
+from engine_mlx.errors import ContextOverflowError, ModelNotLoadedError
 from engine_mlx.events import Event, Finished, FinishReason
 from engine_mlx.memory import check_fit, estimate_fit
-from engine_mlx.prompt import DecodedMedia, MediaLimits, load_media, render_text, template_messages
+from engine_mlx.prompt import (
+    DecodedMedia,
+    MediaLimits,
+    load_media,
+    render_text,
+    template_messages,
+    template_tools,
+)
 from engine_mlx.settings import GenerationSettings
 
 log = logging.getLogger(__name__)
@@ -30,6 +39,10 @@ log = logging.getLogger(__name__)
 DEFAULT_CONTEXT_TOKENS = 32768
 _PROBE = "\x1f"  # an assistant reply no real conversation contains, to find the generation tail
 _TURN_START = "<|im_start|>"  # Qwen's turn marker, a special token: no merge crosses it
+# A conversation id that asks the engine to continue whichever recent conversation the prompt extends,
+# found by token ids: API clients resend the whole history and carry no id.
+ANONYMOUS = "*"
+MAX_ANONYMOUS_CONVERSATIONS = 4
 
 
 @dataclass(frozen=True)
@@ -58,6 +71,8 @@ class Engine:
         self._loaded = None  # runtime.LoadedModel
         self._fingerprint = ""
         self._previous_wired_limit: int | None = None  # to put back on unload (Metal only)
+        # ANONYMOUS conversations, most recent last: their key -> the token ids of their newest snapshot
+        self._anonymous: OrderedDict[str, tuple[int, ...]] = OrderedDict()
 
     # ------------------------------------------------------------------ models
 
@@ -106,6 +121,7 @@ class Engine:
             return
         self._loaded = None
         self.snapshots.clear()
+        self._anonymous.clear()
         self.decoded_media.clear()
         gc.collect()
         import mlx.core as mx
@@ -138,7 +154,7 @@ class Engine:
         loaded = self._loaded
         limit = loaded.info.context_length
         if limit and len(inputs) + 1 > limit:
-            raise EngineError(
+            raise ContextOverflowError(
                 f"The conversation is {len(inputs):,} tokens, more than this model's context of "
                 f"{limit:,}; start a new chat or remove attachments."
             )
@@ -147,6 +163,9 @@ class Engine:
 
         key = conversation.id
         reuse_ids = _reuse_ids(inputs) if key else inputs.ids
+        anonymous = key == ANONYMOUS
+        if anonymous:
+            key = self._anonymous_key(reuse_ids)
         restored = self.snapshots.lookup(key, self._fingerprint, reuse_ids)
         start = restored.length if restored else 0
         cache = restored.cache if restored else loaded.make_cache()
@@ -159,6 +178,8 @@ class Engine:
 
         def keep(snapshot: generation.Snapshot) -> None:
             self.snapshots.add(key, self._fingerprint, reuse_ids, snapshot)
+            if anonymous:
+                self._keep_anonymous(key, reuse_ids[: snapshot.length])
 
         try:
             yield from generation.generate(
@@ -167,6 +188,21 @@ class Engine:
         except Exception as exc:  # noqa: BLE001 - a crash mid-answer ends the stream, not the app
             log.exception("generation failed")
             yield Finished(FinishReason.ERROR, f"Generation failed: {exc}")
+
+    def _anonymous_key(self, reuse_ids: list[int]) -> str:
+        """The recent anonymous conversation whose newest snapshot this prompt extends, else a new key."""
+        best, best_len = "", 0
+        for key, held in self._anonymous.items():
+            n = len(held)
+            if best_len < n < len(reuse_ids) and tuple(reuse_ids[:n]) == held:
+                best, best_len = key, n
+        return best or f"anonymous-{uuid.uuid4().hex}"
+
+    def _keep_anonymous(self, key: str, ids: list[int]) -> None:
+        self._anonymous[key] = tuple(ids)
+        self._anonymous.move_to_end(key)
+        while len(self._anonymous) > MAX_ANONYMOUS_CONVERSATIONS:
+            self.snapshots.forget(self._anonymous.popitem(last=False)[0])
 
     def persist(self, conversation_id: str) -> Path | None:
         """Save the conversation's newest state snapshot to disk (call when it goes idle)."""
@@ -222,13 +258,14 @@ class Engine:
         boundaries = [i for i, t in enumerate(inputs.ids) if len(marker) == 1 and t == marker[0]]
         seams = []
         for extra in probes:
-            probe_convo = Conversation(conversation.messages + extra, conversation.id)
+            probe_convo = replace(conversation, messages=conversation.messages + extra)
             try:
                 probe = loaded.apply_template(
                     template_messages(probe_convo, text_only=text_only),
                     tokenize=False,
                     add_generation_prompt=True,
                     enable_thinking=settings.thinking,
+                    tools=template_tools(probe_convo),
                 )
             except Exception:  # noqa: BLE001 - a template that can't render the probe just loses reuse
                 return None

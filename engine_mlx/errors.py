@@ -43,5 +43,9 @@ class UnsupportedInputError(EngineError):
     """The loaded model cannot take this input (for example an image on a text-only checkpoint)."""
 
 
+class ContextOverflowError(EngineError):
+    """The prompt does not fit in the model's context."""
+
+
 class GenerationError(EngineError):
     """Generation failed inside MLX; the message says what happened."""

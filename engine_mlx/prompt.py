@@ -7,6 +7,7 @@ the template places one vision block per item and the processor needs exactly on
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,8 +59,26 @@ def template_messages(conversation: Conversation, *, text_only: bool) -> list[di
             entry = {"role": message.role.value, "content": _content_parts(message)}
         if message.role is Role.ASSISTANT and message.thinking:
             entry["reasoning_content"] = message.thinking
+        if message.tool_calls:
+            entry["tool_calls"] = [
+                {"type": "function", "id": c.id, "function": {"name": c.name, "arguments": json.loads(c.arguments or "{}")}}
+                for c in message.tool_calls
+            ]
         out.append(entry)
     return out
+
+
+def template_tools(conversation: Conversation) -> list[dict[str, Any]] | None:
+    """The conversation's tools as the chat template's ``tools`` (OpenAI's function-tool shape)."""
+    if not conversation.tools:
+        return None
+    return [
+        {
+            "type": "function",
+            "function": {"name": t.name, "description": t.description, "parameters": json.loads(t.parameters)},
+        }
+        for t in conversation.tools
+    ]
 
 
 def _content_parts(message: Message) -> list[dict[str, Any]]:
@@ -97,6 +116,7 @@ def render_text(
         tokenize=False,
         add_generation_prompt=True,
         enable_thinking=thinking,
+        tools=template_tools(conversation),
     )
 
 

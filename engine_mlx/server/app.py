@@ -1,0 +1,411 @@
+"""The ASGI app: ``GET /v1/models`` and ``POST /v1/chat/completions`` on Starlette.
+
+Requests run on the engine's job thread (engine_mlx.jobs), one at a time, in the same queue as the
+app's own chats. Each request's events come back to the event loop through an asyncio queue; a
+client that goes away cancels its generation, which stops at the next token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import tempfile
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from engine_mlx.cancel import CancelToken
+from engine_mlx.events import AnswerDelta, Finished, FinishReason, Stats, ThinkingDelta
+from engine_mlx.jobs import EngineThread, StreamEnd
+from engine_mlx.server.errors import ApiError, error_body, from_engine_error
+from engine_mlx.server.requests import ChatRequest, parse_body, parse_chat_request
+from engine_mlx.server.responses import ReplyAssembler, usage
+from engine_mlx.server.security import AccessPolicy
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 64 << 20  # inline images included
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One API request, for the app's log: when, who, how many tokens, how long."""
+
+    time: float  # wall clock, when it arrived
+    client: str  # address and User-Agent
+    path: str
+    status: int
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    completion_tokens: int = 0
+    duration_s: float = 0.0
+    finish_reason: str = ""
+    error: str = ""
+    # perf_counter times the engine started and ended this request's generation (0 = never ran)
+    engine_started: float = 0.0
+    engine_ended: float = 0.0
+
+
+@dataclass
+class ServerContext:
+    engine: Any  # engine_mlx.engine.Engine
+    jobs: EngineThread
+    policy: AccessPolicy
+    on_request: Callable[[RequestRecord], None] | None = None
+    media_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="qwendesk-api-")))
+    records: deque = field(default_factory=lambda: deque(maxlen=200))
+    active: set = field(default_factory=set)  # CancelTokens of requests in flight
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def model_id(self) -> str | None:
+        info = self.engine.model_info
+        return info.name if info is not None else None
+
+    def record(self, rec: RequestRecord) -> None:
+        self.records.append(rec)
+        if self.on_request is not None:
+            try:
+                self.on_request(rec)
+            except Exception:
+                log.exception("request listener failed")
+
+    def cancel_all(self) -> None:
+        with self.lock:
+            for token in list(self.active):
+                token.cancel()
+
+
+def _client(scope: Scope, headers: dict[str, str]) -> str:
+    host, port = scope.get("client") or ("?", 0)
+    agent = headers.get("user-agent", "")
+    return f"{host}:{port}" + (f" ({agent})" if agent else "")
+
+
+def _json_error(err: ApiError) -> JSONResponse:
+    headers = {"Retry-After": "5"} if err.status == 503 else None
+    return JSONResponse(err.body(), status_code=err.status, headers=headers)
+
+
+# ---------------------------------------------------------------------------------- middleware
+
+
+class GuardMiddleware:
+    """Host, Origin and key checks for every HTTP request; CORS headers for allowed origins."""
+
+    def __init__(self, app, context: ServerContext):
+        self.app = app
+        self.context = context
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        try:
+            self.context.policy.check(scope["method"], headers)
+        except ApiError as err:
+            self.context.record(RequestRecord(time.time(), _client(scope, headers), scope["path"], err.status,
+                                              error=err.message))
+            await _json_error(err)(scope, receive, send)
+            return
+        origin = headers.get("origin")
+        if origin is None:
+            await self.app(scope, receive, send)
+            return
+        cors = [(b"access-control-allow-origin", origin.encode("latin-1")), (b"vary", b"Origin")]
+        if scope["method"] == "OPTIONS":
+            await Response(status_code=204, headers={
+                "Access-Control-Allow-Origin": origin, "Vary": "Origin",
+                "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+                "Access-Control-Allow-Headers": headers.get("access-control-request-headers", "*"),
+                "Access-Control-Max-Age": "600",
+            })(scope, receive, send)
+            return
+
+        async def send_cors(message):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": list(message.get("headers", [])) + cors}
+            await send(message)
+
+        await self.app(scope, receive, send_cors)
+
+
+# ---------------------------------------------------------------------------------- routes
+
+
+async def list_models(request: Request) -> Response:
+    context: ServerContext = request.app.state.context
+    if context.jobs.loading:
+        raise ApiError(503, "A model is loading; try again in a moment.", code="model_loading")
+    model = context.model_id()
+    data = [] if model is None else [{"id": model, "object": "model", "created": 0, "owned_by": "qwendesk"}]
+    return JSONResponse({"object": "list", "data": data})
+
+
+async def chat_completions(request: Request) -> Response:
+    context: ServerContext = request.app.state.context
+    arrived, started = time.time(), time.perf_counter()
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    rec = RequestRecord(arrived, _client(request.scope, headers), request.url.path, 200)
+    try:
+        return await _chat(request, context, rec, started)
+    except ApiError as err:
+        context.record(_replace(rec, status=err.status, error=err.message,
+                                duration_s=time.perf_counter() - started))
+        raise
+
+
+def _replace(rec: RequestRecord, **changes) -> RequestRecord:
+    from dataclasses import replace
+
+    return replace(rec, **changes)
+
+
+async def _chat(request: Request, context: ServerContext, rec: RequestRecord, started: float) -> Response:
+    size = request.headers.get("content-length")
+    if size is not None and size.isdigit() and int(size) > MAX_BODY_BYTES:
+        raise ApiError(413, f"The request body is over {MAX_BODY_BYTES >> 20} MiB.", code="body_too_large")
+    body = parse_body(await request.body())
+    if context.jobs.loading:
+        raise ApiError(503, "A model is loading; try again in a moment.", code="model_loading")
+    model = context.model_id()
+    if model is None:
+        raise ApiError(503, "No model is loaded; load a model in QwenDesk first.", code="model_not_loaded")
+    chat = parse_chat_request(body, context.media_dir)
+    if chat.model != model:
+        raise ApiError(404, f"The model {chat.model!r} does not exist; this server serves {model!r}.",
+                       param="model", code="model_not_found")
+
+    run = _Run(context, chat, request.receive)
+    await run.start()
+    first = await run.next()
+    if isinstance(first, StreamEnd):
+        run.close()
+        raise from_engine_error(first.error or RuntimeError("the request was cancelled"))
+    if chat.stream:
+        return _EventStream(run, rec, started, first)
+    return await _complete(run, rec, started, first)
+
+
+class _Run:
+    """One request's generation on the engine thread, its events in an asyncio queue."""
+
+    def __init__(self, context: ServerContext, chat: ChatRequest, receive: Receive):
+        self.context = context
+        self.chat = chat
+        self.cancel = CancelToken()
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.receive = receive
+        self.engine_started = self.engine_ended = 0.0
+        self.disconnected = False
+        self._watch: asyncio.Task | None = None
+        self.id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        self.created = int(time.time())
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        engine, chat = self.context.engine, self.chat
+
+        def sink(item) -> None:
+            now = time.perf_counter()
+            if not self.engine_started:
+                self.engine_started = now
+            if isinstance(item, StreamEnd):
+                self.engine_ended = now
+            loop.call_soon_threadsafe(self.queue.put_nowait, item)
+
+        with self.context.lock:
+            self.context.active.add(self.cancel)
+        self._watch = asyncio.ensure_future(self._watch_disconnect())
+        self.context.jobs.submit_stream(
+            lambda: engine.generate(chat.conversation, chat.settings, cancel=self.cancel), sink, self.cancel
+        )
+
+    async def _watch_disconnect(self) -> None:
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                self.disconnected = True
+                self.cancel.cancel()  # the generation stops at its next token
+                return
+
+    async def next(self):
+        return await self.queue.get()
+
+    def close(self) -> None:
+        self.cancel.cancel()  # no-op when the generation already ended
+        if self._watch is not None:
+            self._watch.cancel()
+        with self.context.lock:
+            self.context.active.discard(self.cancel)
+
+    async def events(self, first) -> AsyncIterator[Any]:
+        """Engine events up to the end; a stop sequence cancels the rest (still drained)."""
+        item = first
+        while not isinstance(item, StreamEnd):
+            yield item
+            item = await self.next()
+
+    def chunk(self, delta: dict[str, Any], finish: str | None = None, **extra) -> dict[str, Any]:
+        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                "model": self.chat.model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                **extra}
+
+
+def _assembler(chat: ChatRequest) -> ReplyAssembler:
+    return ReplyAssembler(stop=chat.stop, tools=chat.tool_schemas if chat.tools_on else None)
+
+
+def _feed(assembler: ReplyAssembler, run: _Run, event) -> list[dict[str, Any]]:
+    if isinstance(event, ThinkingDelta):
+        return assembler.thinking(event.text)
+    if isinstance(event, AnswerDelta):
+        deltas = assembler.answer(event.text)
+        if assembler.stopped:
+            run.cancel.cancel()
+        return deltas
+    return []
+
+
+async def _complete(run: _Run, rec: RequestRecord, started: float, first) -> Response:
+    assembler = _assembler(run.chat)
+    stats: Stats | None = None
+    finished = Finished(FinishReason.ERROR, "no events")
+    try:
+        async for event in run.events(first):
+            _feed(assembler, run, event)
+            if isinstance(event, Stats):
+                stats = event
+            elif isinstance(event, Finished):
+                finished = event
+    finally:
+        run.close()
+    assembler.finish()
+    reason = assembler.finish_reason(finished.reason)
+    _log(run, rec, started, stats, reason if finished.reason is not FinishReason.ERROR else "error",
+         finished.error or "")
+    if finished.reason is FinishReason.ERROR:
+        return JSONResponse(error_body(500, finished.error or "Generation failed."), status_code=500)
+    return JSONResponse({
+        "id": run.id, "object": "chat.completion", "created": run.created, "model": run.chat.model,
+        "choices": [{"index": 0, "message": assembler.message(), "finish_reason": reason, "logprobs": None}],
+        "usage": usage(stats),
+    })
+
+
+def _log(run: _Run, rec: RequestRecord, started: float, stats: Stats | None, reason: str, error: str) -> None:
+    u = usage(stats)
+    run.context.record(_replace(
+        rec, status=499 if run.disconnected else rec.status, prompt_tokens=u["prompt_tokens"],
+        cached_tokens=u["prompt_tokens_details"]["cached_tokens"], completion_tokens=u["completion_tokens"],
+        duration_s=time.perf_counter() - started, finish_reason="disconnected" if run.disconnected else reason,
+        error=error, engine_started=run.engine_started, engine_ended=run.engine_ended,
+    ))
+
+
+class _EventStream:
+    """Server-sent events: one ``data:`` line per chunk, then ``data: [DONE]``. The request is
+    logged when the generation has ended, whether the client stayed or left."""
+
+    def __init__(self, run: _Run, rec: RequestRecord, started: float, first):
+        self.run, self.rec, self.started, self.first = run, rec, started, first
+        self.assembler = _assembler(run.chat)
+        self.stats: Stats | None = None
+        self.finished = Finished(FinishReason.ERROR, "no events")
+        self.ended = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
+            (b"x-accel-buffering", b"no")]})
+        try:
+            async for chunk in self._chunks():
+                if self.run.disconnected:
+                    break
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            else:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except OSError:  # the client went away mid-send
+            self.run.disconnected = True
+        finally:
+            self.run.close()  # cancels the generation if it is still going
+            while not self.ended:  # wait for the engine to stop, for the log's figures
+                self._take(await self.run.next())
+            reason = self.assembler.finish_reason(self.finished.reason)
+            _log(self.run, self.rec, self.started, self.stats,
+                 reason if self.finished.reason is not FinishReason.ERROR else "error", self.finished.error or "")
+
+    def _take(self, event) -> list[dict[str, Any]]:
+        if isinstance(event, StreamEnd):
+            self.ended = True
+            return []
+        if isinstance(event, Stats):
+            self.stats = event
+        elif isinstance(event, Finished):
+            self.finished = event
+        return _feed(self.assembler, self.run, event)
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        run, chat, assembler = self.run, self.run.chat, self.assembler
+        yield _sse(run.chunk({"role": "assistant", "content": ""}))
+        event = self.first
+        while True:
+            for delta in self._take(event):
+                yield _sse(run.chunk(delta))
+            if self.ended:
+                break
+            event = await run.next()
+        for delta in assembler.finish():
+            yield _sse(run.chunk(delta))
+        if self.finished.reason is FinishReason.ERROR:
+            yield _sse(error_body(500, self.finished.error or "Generation failed."))
+        else:
+            yield _sse(run.chunk({}, assembler.finish_reason(self.finished.reason)))
+            if chat.include_usage:
+                last = run.chunk({}, None, usage=usage(self.stats))
+                last["choices"] = []
+                yield _sse(last)
+        yield b"data: [DONE]\n\n"
+
+
+def _sse(payload: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(payload, ensure_ascii=False).encode() + b"\n\n"
+
+
+# ---------------------------------------------------------------------------------- app
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return _json_error(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return _json_error(ApiError(exc.status_code, str(exc.detail) or "Not found.",
+                                code="not_found" if exc.status_code == 404 else None))
+
+
+def build_app(context: ServerContext) -> Any:
+    app = Starlette(
+        routes=[
+            Route("/v1/models", list_models, methods=["GET"]),
+            Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        ],
+        exception_handlers={ApiError: _api_error, HTTPException: _http_error},
+    )
+    app.state.context = context
+    return GuardMiddleware(app, context)

@@ -1,0 +1,56 @@
+"""OpenAI-style errors: a status code and ``{"error": {"message", "type", "param", "code"}}``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine_mlx.errors import (
+    ContextOverflowError,
+    EngineError,
+    MediaError,
+    ModelNotLoadedError,
+    UnsupportedInputError,
+)
+
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "invalid_request_error",
+    503: "service_unavailable",
+}
+
+
+class ApiError(Exception):
+    """A request the server answers with an error status and an OpenAI-style body."""
+
+    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+        self.code = code
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.status, self.message, param=self.param, code=self.code)
+
+
+def error_body(status: int, message: str, *, param: str | None = None, code: str | None = None) -> dict[str, Any]:
+    kind = _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def from_engine_error(error: Exception) -> ApiError:
+    """The HTTP status for an error the engine raised before its first event."""
+    if isinstance(error, ApiError):
+        return error
+    if isinstance(error, ContextOverflowError):
+        return ApiError(413, str(error), param="messages", code="context_length_exceeded")
+    if isinstance(error, ModelNotLoadedError):
+        return ApiError(503, str(error), code="model_not_loaded")
+    if isinstance(error, (MediaError, UnsupportedInputError)):
+        return ApiError(400, str(error), param="messages", code="invalid_image")
+    if isinstance(error, EngineError):
+        return ApiError(400, str(error))
+    return ApiError(500, f"The engine failed: {type(error).__name__}: {error}", code="internal_error")

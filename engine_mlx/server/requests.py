@@ -1,0 +1,278 @@
+"""An OpenAI chat-completions request body, checked and turned into the engine's typed input.
+
+Every field is checked here, so a bad request gets a 400 that names the field before it reaches
+the engine. Images must come inline as base64 ``data:`` URIs: the app is offline, so a URL is
+refused and never fetched. Inline images are written once, under a name derived from their bytes,
+so a client that resends the same image every turn gives the engine the same file (its decoded
+image is cached and its pixels match the snapshot's).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine_mlx.conversation import Conversation, ImageAttachment, Message, Role, Tool, ToolCall
+from engine_mlx.engine import ANONYMOUS
+from engine_mlx.server.errors import ApiError
+from engine_mlx.settings import GenerationSettings
+
+MAX_STOP_SEQUENCES = 16
+# Image formats taken inline, by their leading bytes.
+_IMAGE_MAGIC = ((b"\x89PNG\r\n\x1a\n", "png"), (b"\xff\xd8\xff", "jpg"))
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    model: str
+    conversation: Conversation
+    settings: GenerationSettings
+    stream: bool = False
+    include_usage: bool = False
+    stop: tuple[str, ...] = ()
+    tools_on: bool = False  # parse tool calls out of the reply
+    tool_schemas: list[dict[str, Any]] = field(default_factory=list)  # OpenAI tool dicts, for typing arguments
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ApiError(400, f"The request body is not valid JSON: {exc}.", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "The request body must be a JSON object.", code="invalid_json")
+    return body
+
+
+def parse_chat_request(body: dict[str, Any], media_dir: Path) -> ChatRequest:
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise ApiError(400, "'model' is required: use an id from GET /v1/models.", param="model")
+    if body.get("n", 1) != 1:
+        raise ApiError(400, "Only n=1 is supported.", param="n")
+    tools = _tools(body.get("tools"))
+    if body.get("tool_choice") == "none":
+        tools = ()
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise ApiError(400, "'messages' must be a non-empty list.", param="messages")
+    parsed = tuple(_message(m, i, media_dir) for i, m in enumerate(messages))
+    stream = _typed(body, "stream", bool, False)
+    options = body.get("stream_options") or {}
+    if not isinstance(options, dict):
+        raise ApiError(400, "'stream_options' must be an object.", param="stream_options")
+    return ChatRequest(
+        model=model,
+        conversation=Conversation(parsed, ANONYMOUS, tools),
+        settings=_settings(body),
+        stream=stream,
+        include_usage=bool(options.get("include_usage")) and stream,
+        stop=_stop(body.get("stop")),
+        tools_on=bool(tools),
+        tool_schemas=[
+            {"type": "function", "function": {"name": t.name, "parameters": json.loads(t.parameters)}} for t in tools
+        ],
+    )
+
+
+# ---------------------------------------------------------------------------------- settings
+
+
+def _typed(body: dict[str, Any], name: str, kind: type | tuple[type, ...], default: Any, *, where: str = "") -> Any:
+    value = body.get(name, default)
+    if value is None:
+        return default
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool) and bool not in kinds:
+        value = object()  # a JSON true is not a number here
+    if not isinstance(value, kinds):
+        names = " or ".join("a number" if k in (int, float) else f"a {k.__name__}" for k in kinds)
+        raise ApiError(400, f"'{where}{name}' must be {names}.", param=where + name)
+    return value
+
+
+def _number(body: dict[str, Any], name: str, lo: float, hi: float, *, integer: bool = False, where: str = ""):
+    value = _typed(body, name, int if integer else (int, float), None, where=where)
+    if value is not None and not lo <= value <= hi:
+        raise ApiError(400, f"'{where}{name}' must be between {lo:g} and {hi:g}.", param=where + name)
+    return value
+
+
+def _settings(body: dict[str, Any]) -> GenerationSettings:
+    kwargs = body.get("chat_template_kwargs") or {}
+    if not isinstance(kwargs, dict):
+        raise ApiError(400, "'chat_template_kwargs' must be an object.", param="chat_template_kwargs")
+    thinking = _typed(body, "enable_thinking", bool, None)
+    if thinking is None:
+        thinking = _typed(kwargs, "enable_thinking", bool, True, where="chat_template_kwargs.")
+    budget = _number(body, "thinking_budget", 0, 1 << 30, integer=True)
+    if budget is None:
+        budget = _number(kwargs, "thinking_budget", 0, 1 << 30, integer=True, where="chat_template_kwargs.")
+    max_tokens = _number(body, "max_completion_tokens", 1, 1 << 30, integer=True)
+    if max_tokens is None:
+        max_tokens = _number(body, "max_tokens", 1, 1 << 30, integer=True)
+    top_k = _number(body, "top_k", -1, 1 << 20, integer=True)
+    defaults = GenerationSettings()
+    return GenerationSettings(
+        thinking=thinking,
+        thinking_budget=budget,
+        max_tokens=max_tokens or defaults.max_tokens,
+        temperature=_number(body, "temperature", 0.0, 2.0),
+        top_p=_number(body, "top_p", 0.0, 1.0),
+        top_k=None if top_k is None or top_k < 0 else top_k,
+        presence_penalty=_number(body, "presence_penalty", -2.0, 2.0),
+        seed=_number(body, "seed", 0, (1 << 64) - 1, integer=True),
+    )
+
+
+def _stop(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    stops = [value] if isinstance(value, str) else value
+    if not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops):
+        raise ApiError(400, "'stop' must be a string or a list of non-empty strings.", param="stop")
+    if len(stops) > MAX_STOP_SEQUENCES:
+        raise ApiError(400, f"'stop' takes at most {MAX_STOP_SEQUENCES} sequences.", param="stop")
+    return tuple(stops)
+
+
+# ---------------------------------------------------------------------------------- tools
+
+
+def _tools(value: Any) -> tuple[Tool, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ApiError(400, "'tools' must be a list.", param="tools")
+    out = []
+    for i, tool in enumerate(value):
+        fn = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(tool, dict) or tool.get("type", "function") != "function" or not isinstance(fn, dict):
+            raise ApiError(400, f"tools[{i}] must be {{'type': 'function', 'function': {{...}}}}.", param=f"tools[{i}]")
+        name = fn.get("name")
+        if not isinstance(name, str) or not name:
+            raise ApiError(400, f"tools[{i}].function.name is required.", param=f"tools[{i}].function.name")
+        params = fn.get("parameters", {"type": "object", "properties": {}})
+        if not isinstance(params, dict):
+            raise ApiError(400, f"tools[{i}].function.parameters must be a JSON schema object.",
+                           param=f"tools[{i}].function.parameters")
+        description = fn.get("description") or ""
+        out.append(Tool(name, str(description), json.dumps(params, ensure_ascii=False)))
+    return tuple(out)
+
+
+def _tool_calls(value: Any, where: str) -> tuple[ToolCall, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ApiError(400, f"{where}.tool_calls must be a list.", param=f"{where}.tool_calls")
+    calls = []
+    for j, call in enumerate(value):
+        here = f"{where}.tool_calls[{j}]"
+        fn = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise ApiError(400, f"{here}.function.name is required.", param=here)
+        arguments = fn.get("arguments") or "{}"
+        if isinstance(arguments, dict):
+            arguments = json.dumps(arguments, ensure_ascii=False)
+        try:
+            ok = isinstance(json.loads(arguments), dict)
+        except (TypeError, json.JSONDecodeError):
+            ok = False
+        if not ok:
+            raise ApiError(400, f"{here}.function.arguments must be a JSON object as text.", param=here)
+        calls.append(ToolCall(fn["name"], arguments, str(call.get("id") or "")))
+    return tuple(calls)
+
+
+# ---------------------------------------------------------------------------------- messages
+
+_ROLES = {"system": Role.SYSTEM, "developer": Role.SYSTEM, "user": Role.USER, "assistant": Role.ASSISTANT,
+          "tool": Role.TOOL}
+
+
+def _message(m: Any, i: int, media_dir: Path) -> Message:
+    where = f"messages[{i}]"
+    if not isinstance(m, dict):
+        raise ApiError(400, f"{where} must be an object.", param=where)
+    role = _ROLES.get(m.get("role"))
+    if role is None:
+        raise ApiError(400, f"{where}.role must be one of {', '.join(_ROLES)}.", param=f"{where}.role")
+    text, images = _content(m.get("content"), where, media_dir, images_ok=role is Role.USER)
+    thinking = ""
+    if role is Role.ASSISTANT:
+        thinking = m.get("reasoning_content") or m.get("reasoning") or ""
+        if not isinstance(thinking, str):
+            raise ApiError(400, f"{where}.reasoning_content must be a string.", param=f"{where}.reasoning_content")
+    calls = _tool_calls(m.get("tool_calls"), where) if role is Role.ASSISTANT else ()
+    return Message(role, text, tuple(ImageAttachment(p) for p in images), thinking=thinking, tool_calls=calls)
+
+
+def _content(content: Any, where: str, media_dir: Path, *, images_ok: bool) -> tuple[str, list[Path]]:
+    if content is None:
+        return "", []
+    if isinstance(content, str):
+        return content, []
+    if not isinstance(content, list):
+        raise ApiError(400, f"{where}.content must be a string or a list of parts.", param=f"{where}.content")
+    texts: list[str] = []
+    images: list[Path] = []
+    for j, part in enumerate(content):
+        here = f"{where}.content[{j}]"
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif kind == "image_url":
+            if not images_ok:
+                raise ApiError(400, f"{here}: images go in user messages only.", param=here)
+            url = part.get("image_url")
+            url = url.get("url") if isinstance(url, dict) else url
+            images.append(_inline_image(url, here, media_dir))
+        else:
+            raise ApiError(400, f"{here}: unsupported content part {kind!r} (text and image_url are).", param=here)
+    return "\n".join(texts), images
+
+
+def _inline_image(url: Any, where: str, media_dir: Path) -> Path:
+    if not isinstance(url, str) or not url:
+        raise ApiError(400, f"{where}.image_url.url is required.", param=where)
+    if not url.startswith("data:"):
+        scheme = url.split(":", 1)[0] if ":" in url else "that"
+        raise ApiError(
+            400,
+            f"{where}: QwenDesk is offline and does not fetch {scheme} URLs; send the image inline "
+            "as a base64 data: URI (data:image/png;base64,...).",
+            param=where,
+            code="remote_image_refused",
+        )
+    header, _, payload = url.partition(",")
+    if not header.endswith(";base64"):
+        raise ApiError(400, f"{where}: the data: URI must be base64-encoded.", param=where)
+    try:
+        data = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(400, f"{where}: the data: URI is not valid base64.", param=where) from None
+    suffix = _image_suffix(data)
+    if suffix is None:
+        raise ApiError(400, f"{where}: the image is not PNG, JPEG or WebP.", param=where, code="invalid_image")
+    media_dir.mkdir(parents=True, exist_ok=True)
+    path = media_dir / f"{hashlib.sha256(data).hexdigest()[:32]}.{suffix}"
+    if not path.exists():
+        tmp = path.with_suffix(".part")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    return path
+
+
+def _image_suffix(data: bytes) -> str | None:
+    for magic, suffix in _IMAGE_MAGIC:
+        if data.startswith(magic):
+            return suffix
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    return None

@@ -1,0 +1,705 @@
+"""The local OpenAI-compatible API (issue 10), driven with the official ``openai`` client and raw HTTP
+against a real server on a free 127.0.0.1 port, answering with the tiny Qwen3.5 model.
+
+The oracle for every answer is the engine itself: the same conversation run straight through
+``Engine.generate`` (greedy) must give the same reasoning, content and token counts as the API.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from media_files import write_image
+
+from engine_mlx.cache import common_prefix
+from engine_mlx.conversation import Conversation, Role
+from engine_mlx.events import AnswerDelta, Finished, Stats, ThinkingDelta
+from engine_mlx.jobs import EngineThread, JobKind
+from engine_mlx.prompt import load_media, render_text
+from engine_mlx.server.config import ServerConfig
+from engine_mlx.server.requests import parse_chat_request
+from engine_mlx.server.responses import ReplyAssembler
+from engine_mlx.server.runner import ApiServer
+from engine_mlx.server.security import AccessPolicy
+
+openai = pytest.importorskip("openai")
+
+GREEDY = {"temperature": 0.0, "presence_penalty": 0.0}
+SLACK = 16  # prefilled tokens allowed beyond the new ones
+
+
+@pytest.fixture(scope="module")
+def jobs():
+    thread = EngineThread()
+    yield thread
+    thread.close()
+
+
+@pytest.fixture(scope="module")
+def server(engine, jobs):
+    srv = ApiServer(engine, jobs, ServerConfig(port=0))
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def model(engine):
+    return engine.model_info.name
+
+
+def direct(engine, jobs, server, body: dict):
+    """The engine's own answer to the request ``body``: (thinking, answer, stats)."""
+    chat = parse_chat_request({"model": "x", **body}, server.context.media_dir)
+    convo = Conversation(chat.conversation.messages, "", chat.conversation.tools)  # cold, no reuse
+    events = jobs.call(lambda: list(engine.generate(convo, chat.settings)))
+    assert isinstance(events[-1], Finished)
+    thinking = "".join(e.text for e in events if isinstance(e, ThinkingDelta))
+    answer = "".join(e.text for e in events if isinstance(e, AnswerDelta))
+    return thinking, answer, next(e for e in events if isinstance(e, Stats))
+
+
+def prompt_ids(engine, jobs, server, body: dict) -> list[int]:
+    chat = parse_chat_request({"model": "x", **body}, server.context.media_dir)
+    loaded = engine._loaded
+
+    def ids():
+        prompt = render_text(chat.conversation, loaded.apply_template, thinking=chat.settings.thinking,
+                             text_only=not loaded.is_vision)
+        return loaded.prepare(prompt, load_media(chat.conversation.attachments, engine.media_limits)).ids
+
+    return jobs.call(ids)
+
+
+def stream_reply(client, **kwargs):
+    reasoning = content = ""
+    usage = finish = None
+    for chunk in client.chat.completions.create(stream=True, **kwargs):
+        if chunk.usage is not None:
+            usage = chunk.usage
+        for choice in chunk.choices:
+            delta = choice.delta.model_dump()
+            reasoning += delta.get("reasoning_content") or ""
+            content += delta.get("content") or ""
+            finish = choice.finish_reason or finish
+    return reasoning, content, usage, finish
+
+
+# ------------------------------------------------------------------------------ openai client
+
+
+def test_models_lists_the_loaded_model(client, model):
+    assert [m.id for m in client.models.list().data] == [model]
+
+
+@pytest.mark.parametrize("thinking", [True, False], ids=["thinking-on", "thinking-off"])
+def test_non_streaming_separates_reasoning_from_content(client, model, engine, jobs, server, thinking):
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is MLX?"}]
+    reply = client.chat.completions.create(
+        model=model, messages=messages, max_tokens=24, extra_body={"enable_thinking": thinking, **GREEDY}
+    )
+    msg = reply.choices[0].message.model_dump()
+    thought, answer, stats = direct(engine, jobs, server, {"messages": messages, "max_tokens": 24,
+                                                          "enable_thinking": thinking, **GREEDY})
+    assert (msg.get("reasoning_content") or "") == thought
+    assert msg.get("reasoning") == msg.get("reasoning_content")
+    assert msg["content"] == answer
+    if thinking:
+        assert thought and "</think>" not in msg["content"] and thought not in (msg["content"] or "x")
+    else:
+        assert not thought and answer
+    assert reply.usage.prompt_tokens == stats.prompt_tokens
+    assert reply.usage.completion_tokens == stats.generated_tokens
+    assert reply.choices[0].finish_reason == ("length" if stats.generated_tokens == 24 else "stop")
+
+
+@pytest.mark.parametrize("where", ["top-level", "chat_template_kwargs"])
+def test_streaming_matches_the_engine_with_usage(client, model, engine, jobs, server, where):
+    messages = [{"role": "user", "content": f"Tell me about the fox ({where})."}]
+    switch = ({"enable_thinking": False, "thinking_budget": 3} if where == "top-level"
+              else {"chat_template_kwargs": {"enable_thinking": True, "thinking_budget": 3}})
+    reasoning, content, usage, finish = stream_reply(
+        client, model=model, messages=messages, max_tokens=20,
+        stream_options={"include_usage": True}, extra_body={**switch, **GREEDY},
+    )
+    thought, answer, stats = direct(engine, jobs, server, {"messages": messages, "max_tokens": 20, **switch, **GREEDY})
+    assert (reasoning, content) == (thought, answer)
+    assert bool(reasoning) == (where != "top-level")
+    assert finish == ("length" if stats.generated_tokens == 20 else "stop")
+    assert usage.prompt_tokens == stats.prompt_tokens and usage.completion_tokens == stats.generated_tokens
+    assert usage.prompt_tokens_details.cached_tokens == 0  # a new conversation
+
+
+def test_an_image_as_a_data_uri(client, model, engine, jobs, server, tmp_path):
+    png = write_image(tmp_path / "red.png").read_bytes()
+    url = "data:image/png;base64," + base64.b64encode(png).decode()
+    messages = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
+                                              {"type": "text", "text": "What colour is it?"}]}]
+    reply = client.chat.completions.create(model=model, messages=messages, max_tokens=12,
+                                           extra_body={"enable_thinking": False, **GREEDY})
+    _thought, answer, stats = direct(engine, jobs, server, {"messages": messages, "max_tokens": 12,
+                                                          "enable_thinking": False, **GREEDY})
+    text_only = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "What colour is it?"}], max_tokens=1,
+        extra_body={"enable_thinking": False})
+    assert reply.choices[0].message.content == answer
+    assert reply.usage.prompt_tokens == stats.prompt_tokens > text_only.usage.prompt_tokens + 20
+
+
+def test_four_turn_chat_prefills_only_the_new_tokens(client, model, engine, jobs, server, tmp_path, capsys):
+    """Turns 2-4 resume from the previous turn's snapshot though the requests carry no id;
+    turn 2 adds an image, which stays in the history."""
+    png = write_image(tmp_path / "blue.png", color=(20, 40, 200)).read_bytes()
+    url = "data:image/png;base64," + base64.b64encode(png).decode()
+    users = [
+        "Hello there, what is MLX?",
+        [{"type": "text", "text": "And this picture?"}, {"type": "image_url", "image_url": {"url": url}}],
+        "Tell me more about the fox and the dog.",
+        "And the cat on the mat?",
+    ]
+    messages = [{"role": "system", "content": "You are terse."}]
+    previous: list[int] | None = None
+    figures = []
+    for turn, user in enumerate(users, 1):
+        messages.append({"role": "user", "content": user})
+        body = {"messages": messages, "max_tokens": 10, "thinking_budget": 3, **GREEDY}
+        if turn % 2:
+            reply = client.chat.completions.create(model=model, messages=messages, max_tokens=10,
+                                                   extra_body={"thinking_budget": 3, **GREEDY})
+            usage, msg = reply.usage, reply.choices[0].message
+            reasoning, content = msg.model_dump().get("reasoning_content") or "", msg.content
+        else:
+            reasoning, content, usage, _ = stream_reply(
+                client, model=model, messages=messages, max_tokens=10,
+                stream_options={"include_usage": True}, extra_body={"thinking_budget": 3, **GREEDY})
+        ids = prompt_ids(engine, jobs, server, body)
+        cached = usage.prompt_tokens_details.cached_tokens
+        prefilled = usage.prompt_tokens - cached
+        assert usage.prompt_tokens == len(ids)
+        if previous is None:
+            assert cached == 0
+        else:
+            new = len(ids) - common_prefix(previous, ids)
+            assert cached > 0 and prefilled <= new + SLACK, (turn, usage, new)
+            figures.append((turn, usage.prompt_tokens, cached, prefilled, new))
+        if turn == len(users):  # a resumed turn answers exactly as a cold prefill
+            assert (reasoning, content) == direct(engine, jobs, server, body)[:2]
+        previous = ids
+        messages.append({"role": "assistant", "content": content})
+    with capsys.disabled():
+        for turn, prompt, cached, prefilled, new in figures:
+            print(f"\n  API turn {turn}: prompt {prompt}, cached {cached}, prefilled {prefilled} (new {new})", end="")
+
+
+def test_two_api_conversations_in_turn_both_resume(client, model):
+    """Two clients' chats alternating (no ids): each follow-up finds its own chat's snapshot."""
+    chats = {name: [{"role": "system", "content": f"You are {name}."}] for name in ("Ada", "Bob")}
+    usage = {}
+    for turn in range(2):
+        for name, messages in chats.items():
+            messages.append({"role": "user", "content": f"{name}, turn {turn}: say something."})
+            reply = client.chat.completions.create(model=model, messages=messages, max_tokens=6,
+                                                   extra_body={"enable_thinking": False})
+            messages.append({"role": "assistant", "content": reply.choices[0].message.content})
+            usage[name, turn] = reply.usage
+    for name in chats:
+        first, second = usage[name, 0], usage[name, 1]
+        assert second.prompt_tokens_details.cached_tokens >= first.prompt_tokens - 8, (name, first, second)
+
+
+TOOLS = [{"type": "function", "function": {
+    "name": "get_weather", "description": "Weather forecast for a city",
+    "parameters": {"type": "object", "properties": {
+        "city": {"type": "string"}, "days": {"type": "integer"}, "metric": {"type": "boolean"},
+        "hours": {"type": "array", "items": {"type": "number"}}},
+        "required": ["city"]}}}]
+# What Qwen3.5 writes when it calls a tool (the format its chat template teaches), thinking first.
+MODEL_TOOL_REPLY = (
+    "The user wants the weather; I should call the tool.\n</think>\n\nLet me look that up.\n\n"
+    "<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n"
+    "<parameter=days>\n3\n</parameter>\n<parameter=metric>\ntrue\n</parameter>\n"
+    "<parameter=hours>\n[9, 12.5]\n</parameter>\n</function>\n</tool_call>"
+)
+
+
+def test_tool_call_parsed_from_model_shaped_tokens(engine, jobs):
+    """Qwen3.5's XML tool call, tokenized by the real tokenizer and decoded token by token through
+    the engine's own streaming decoder and thinking splitter, comes out whole as OpenAI tool_calls
+    typed by the schema, and never leaks into content."""
+    from engine_mlx.events import FinishReason
+    from engine_mlx.generation import StreamingDecoder
+    from engine_mlx.thinking import ThinkingSplitter
+
+    loaded = engine._loaded
+    decoder, splitter = StreamingDecoder(loaded.tokenizer), ThinkingSplitter(starts_in_thinking=True)
+    assembler = ReplyAssembler(tools=TOOLS)
+    deltas = []
+    for token in loaded.encode(MODEL_TOOL_REPLY):
+        part = splitter.feed(decoder.add(token))
+        deltas += assembler.thinking(part.thinking) + assembler.answer(part.answer)
+        assert not any("tool_call" in (d.get("content") or "") for d in deltas)
+    rest = splitter.flush()
+    deltas += assembler.thinking(rest.thinking) + assembler.answer(rest.answer) + assembler.finish()
+    assert assembler.finish_reason(FinishReason.STOP) == "tool_calls"
+    msg = assembler.message()
+    assert msg["content"] == "Let me look that up."
+    assert msg["reasoning_content"] == "The user wants the weather; I should call the tool.\n"
+    (call,) = msg["tool_calls"]
+    assert call["function"]["name"] == "get_weather" and call["id"].startswith("call_")
+    assert json.loads(call["function"]["arguments"]) == {"city": "Paris", "days": 3, "metric": True,
+                                                         "hours": [9, 12.5]}
+    tool_deltas = [d for d in deltas if "tool_calls" in d]
+    assert len(tool_deltas) == 1 and tool_deltas[0]["tool_calls"][0]["index"] == 0
+
+
+def test_tool_parser_contract_pinned():
+    """mlx-lm's qwen3_coder parser, which engine_mlx.server.tool_calls relies on."""
+    from mlx_lm.tool_parsers import qwen3_coder
+
+    out = qwen3_coder.parse_tool_call(
+        "<function=f>\n<parameter=n>\n7\n</parameter>\n<parameter=s>\n007\n</parameter>\n</function>",
+        [{"function": {"name": "f", "parameters": {"properties": {"n": {"type": "integer"},
+                                                                   "s": {"type": "string"}}}}}])
+    assert out == {"name": "f", "arguments": {"n": 7, "s": "007"}}
+
+
+def test_tool_round_trip_through_the_template(client, model, engine, jobs, server):
+    """Tools, an assistant tool call and its result go through the checkpoint's own template into the
+    prompt the model answers; the answer carries no tool-call markup in its content."""
+    messages = [
+        {"role": "user", "content": "Weather in Paris for 3 days?"},
+        {"role": "assistant", "content": "", "tool_calls": [{
+            "id": "call_1", "type": "function",
+            "function": {"name": "get_weather", "arguments": json.dumps({"city": "Paris", "days": 3})}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "Sunny, 22C"},
+    ]
+    reply = client.chat.completions.create(model=model, messages=messages, tools=TOOLS, max_tokens=12,
+                                           extra_body={"enable_thinking": False, **GREEDY})
+    chat = parse_chat_request({"model": model, "messages": messages, "tools": TOOLS}, server.context.media_dir)
+    prompt = jobs.call(lambda: render_text(chat.conversation, engine._loaded.apply_template, thinking=False,
+                                           text_only=False))
+    assert '"name": "get_weather"' in prompt and "<tools>" in prompt
+    assert "<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n" \
+           "<parameter=days>\n3\n</parameter>\n</function>\n</tool_call>" in prompt
+    assert "<|im_start|>user\n<tool_response>\nSunny, 22C\n</tool_response><|im_end|>" in prompt
+    _thought, answer, stats = direct(engine, jobs, server, {"messages": messages, "tools": TOOLS, "max_tokens": 12,
+                                                          "enable_thinking": False, **GREEDY})
+    assert reply.usage.prompt_tokens == stats.prompt_tokens == len(engine._loaded.encode(prompt))
+    assert "<tool_call>" not in (reply.choices[0].message.content or "")
+    expected = answer.split("<tool_call>")[0].rstrip() if "<tool_call>" in answer else answer
+    assert reply.choices[0].message.content == expected
+
+
+def test_streamed_tool_call_reaches_the_openai_client(jobs):
+    """The streaming tool-call path end to end over HTTP: a stand-in engine replays the token-by-token
+    text the real tokenizer gives for MODEL_TOOL_REPLY (the tiny model's random weights never write a
+    tool call), and the official client reassembles the call."""
+    from engine_mlx.events import FinishReason, Progress
+    from engine_mlx.server.tool_calls import START
+
+    class ReplayEngine:
+        model_info = type("Info", (), {"name": "replay"})()
+
+        def generate(self, conversation, settings, cancel=None):
+            assert conversation.tools and conversation.tools[0].name == "get_weather"
+            yield Progress(0, 1)
+            thinking, _, answer = MODEL_TOOL_REPLY.partition("\n</think>\n\n")
+            for piece in thinking.split(" "):
+                yield ThinkingDelta(piece + " ")
+            for i in range(0, len(answer), 3):  # the markup split at awkward places
+                yield AnswerDelta(answer[i:i + 3])
+            yield Stats(10, 0, 10, 40, 10, 30, 1.0, 1.0, 0.1, 0.2, 0)
+            yield Finished(FinishReason.STOP)
+
+    srv = ApiServer(ReplayEngine(), jobs, ServerConfig(port=0))
+    srv.start()
+    try:
+        c = openai.OpenAI(base_url=srv.base_url, api_key="x", max_retries=0)
+        calls: dict[int, dict] = {}
+        content, finish = "", None
+        for chunk in c.chat.completions.create(model="replay", messages=[{"role": "user", "content": "hi"}],
+                                               tools=TOOLS, stream=True):
+            delta = chunk.choices[0].delta
+            content += delta.content or ""
+            for tc in delta.tool_calls or []:
+                calls[tc.index] = {"name": tc.function.name, "arguments": tc.function.arguments}
+            finish = chunk.choices[0].finish_reason or finish
+        assert START not in content and content == "Let me look that up."
+        assert finish == "tool_calls"
+        assert json.loads(calls[0]["arguments"]) == {"city": "Paris", "days": 3, "metric": True, "hours": [9, 12.5]}
+        reply = c.chat.completions.create(model="replay", messages=[{"role": "user", "content": "hi"}], tools=TOOLS)
+        assert reply.choices[0].finish_reason == "tool_calls" and reply.choices[0].message.content == content
+        assert reply.choices[0].message.tool_calls[0].function.name == "get_weather"
+    finally:
+        srv.stop()
+
+
+def test_stop_sequence_ends_the_answer(client, model, engine, jobs, server):
+    messages = [{"role": "user", "content": "Count."}]
+    _, answer, _ = direct(engine, jobs, server, {"messages": messages, "max_tokens": 30,
+                                                "enable_thinking": False, **GREEDY})
+    stop = answer[8:11]
+    assert len(stop) == 3
+    reply = client.chat.completions.create(model=model, messages=messages, max_tokens=30, stop=[stop],
+                                           extra_body={"enable_thinking": False, **GREEDY})
+    assert reply.choices[0].message.content == answer[: answer.index(stop)]
+    assert reply.choices[0].finish_reason == "stop" and reply.usage.completion_tokens < 30
+
+
+def test_client_disconnect_frees_the_model(client, model, engine, jobs, server):
+    messages = [{"role": "user", "content": "Go on and on."}]
+    body = {"messages": messages, "enable_thinking": False, **GREEDY}
+    _, _, stats = direct(engine, jobs, server, {**body, "max_tokens": 300})
+    full = stats.generated_tokens  # (greedy) the answer's length when nobody leaves
+    assert full >= 100
+    before = len(server.context.records)
+    stream = client.chat.completions.create(model=model, messages=messages, max_tokens=300, stream=True,
+                                            extra_body={"enable_thinking": False, **GREEDY})
+    for got, _chunk in enumerate(stream, 1):
+        if got == 4:
+            break
+    stream.close()
+    deadline = time.monotonic() + 60
+    while len(server.context.records) == before and time.monotonic() < deadline:
+        time.sleep(0.02)
+    gone = server.context.records[before]
+    assert gone.finish_reason == "disconnected" and gone.status == 499 and gone.engine_ended
+    assert gone.completion_tokens < full - 50  # stopped soon after the client left
+    reply = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hi"}], max_tokens=3)
+    assert reply.usage.completion_tokens == 3
+    after = server.context.records[-1]
+    assert after.engine_started >= gone.engine_ended
+
+
+def test_two_clients_at_once_are_queued_and_both_served(client, model, server):
+    results: dict[int, object] = {}
+
+    def ask(i: int) -> None:
+        results[i] = client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": f"Question {i}"}], max_tokens=40)
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(2)]
+    before = len(server.context.records)
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert sorted(results) == [0, 1]
+    assert all(0 < r.usage.completion_tokens <= 40 for r in results.values())
+    a, b = sorted(list(server.context.records)[before:], key=lambda r: r.engine_started)
+    assert b.engine_started >= a.engine_ended  # one generation at a time
+
+
+# ------------------------------------------------------------------------------ raw HTTP
+
+
+def raw(server_or_port, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
+    port = server_or_port if isinstance(server_or_port, int) else server_or_port.port
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    hdrs = {"Content-Type": "application/json", **(headers or {})}
+    conn.request(method, path, body=body, headers=hdrs)
+    resp = conn.getresponse()
+    data = resp.read()
+    conn.close()
+    return resp.status, (json.loads(data) if data else None), dict(resp.getheaders())
+
+
+def assert_error(status_body, status: int, code: str | None = None):
+    got, body, _ = status_body
+    assert got == status, body
+    err = body["error"]
+    assert err["message"] and err["type"]
+    if code:
+        assert err["code"] == code
+
+
+def test_bad_json_and_bad_fields_are_400(server, model):
+    assert_error(raw(server, "POST", "/v1/chat/completions", b"{not json"), 400, "invalid_json")
+    bad = {"model": model, "messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}
+    status, body, _ = raw(server, "POST", "/v1/chat/completions", json.dumps(bad).encode())
+    assert status == 400 and body["error"]["param"] == "temperature"
+    bad = {"model": model, "messages": [{"role": "wizard", "content": "hi"}]}
+    assert_error(raw(server, "POST", "/v1/chat/completions", json.dumps(bad).encode()), 400)
+
+
+def test_remote_image_url_is_refused_and_never_fetched(server, model):
+    hits = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            hits.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{web.server_address[1]}/cat.png"
+        body = {"model": model, "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": "?"}]}]}
+        result = raw(server, "POST", "/v1/chat/completions", json.dumps(body).encode())
+        assert_error(result, 400, "remote_image_refused")
+        assert "data: URI" in result[1]["error"]["message"]
+        time.sleep(0.2)
+        assert hits == []
+    finally:
+        web.shutdown()
+        web.server_close()
+
+
+def test_foreign_host_or_origin_is_403_and_a_wrong_key_401(engine, jobs, model):
+    srv = ApiServer(engine, jobs, ServerConfig(port=0, api_key="s3cret", allow_origins=("http://localhost:3000",)))
+    srv.start()
+    try:
+        key = {"Authorization": "Bearer s3cret"}
+        assert raw(srv, "GET", "/v1/models", headers=key)[0] == 200
+        assert_error(raw(srv, "GET", "/v1/models", headers={**key, "Host": f"evil.example:{srv.port}"}),
+                     403, "forbidden_host")
+        assert_error(raw(srv, "GET", "/v1/models", headers={**key, "Origin": "https://evil.example"}),
+                     403, "forbidden_origin")
+        assert_error(raw(srv, "GET", "/v1/models", headers={"Authorization": "Bearer nope"}), 401, "invalid_api_key")
+        assert_error(raw(srv, "GET", "/v1/models"), 401)
+        status, _, headers = raw(srv, "GET", "/v1/models", headers={**key, "Origin": "http://localhost:3000"})
+        assert status == 200 and headers["access-control-allow-origin"] == "http://localhost:3000"
+        # the browser's preflight for the allowed origin, without the key
+        status, _, headers = raw(srv, "OPTIONS", "/v1/chat/completions", headers={
+            "Origin": "http://localhost:3000", "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type"})
+        assert status == 204 and "authorization" in headers["access-control-allow-headers"]
+        c = openai.OpenAI(base_url=srv.base_url, api_key="s3cret", max_retries=0)
+        assert c.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}],
+                                         max_tokens=2).usage.completion_tokens == 2
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=srv.base_url, api_key="wrong", max_retries=0).models.list()
+    finally:
+        srv.stop()
+
+
+def test_access_policy_hosts():
+    policy = AccessPolicy("127.0.0.1", 8035)
+    policy.check("GET", {"host": "localhost:8035"})
+    policy.check("GET", {"host": "[::1]:8035"})
+    for host in ("127.0.0.1:8036", "attacker.example:8035", ""):
+        with pytest.raises(Exception, match="loopback"):
+            policy.check("GET", {"host": host})
+    AccessPolicy("0.0.0.0", 8035).check("GET", {"host": "192.168.1.5:8035"})  # the user chose to expose it
+
+
+def test_unknown_model_is_404(server):
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+    assert_error(raw(server, "POST", "/v1/chat/completions", json.dumps(body).encode()), 404, "model_not_found")
+    assert_error(raw(server, "GET", "/v1/nothing-here"), 404)
+
+
+def test_while_loading_503_then_over_context_413(tiny_model_dir, tmp_path):
+    """A server whose model is still loading answers 503; once loaded, a prompt longer than the
+    context gets 413. (The load is held half-way through its real progress callback.)"""
+    from engine_mlx.engine import Engine
+
+    small = Path(shutil.copytree(tiny_model_dir, tmp_path / "tiny-small-context"))
+    config = json.loads((small / "config.json").read_text())
+    config["text_config"]["max_position_embeddings"] = 64
+    (small / "config.json").write_text(json.dumps(config))
+
+    engine, jobs = Engine(), EngineThread()
+    reading, release = threading.Event(), threading.Event()
+
+    def progress(p):
+        if p.stage == "Reading weights" and p.fraction > 0.1:
+            reading.set()
+            release.wait(60)
+
+    srv = ApiServer(engine, jobs, ServerConfig(port=0))
+    srv.start()
+    try:
+        loaded = jobs.submit(lambda: engine.load(small, context_tokens=64, progress=progress), JobKind.LOAD)
+        assert reading.wait(60)
+        body = {"model": small.name, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+        status, err, headers = raw(srv, "POST", "/v1/chat/completions", json.dumps(body).encode())
+        assert_error((status, err, headers), 503, "model_loading")
+        assert headers.get("retry-after")
+        release.set()
+        loaded.result(60)
+        assert raw(srv, "POST", "/v1/chat/completions", json.dumps(body).encode())[0] == 200
+        body["messages"][0]["content"] = "word " * 100
+        assert_error(raw(srv, "POST", "/v1/chat/completions", json.dumps(body).encode()), 413,
+                     "context_length_exceeded")
+    finally:
+        release.set()
+        srv.stop()
+        jobs.call(engine.unload)
+        jobs.close()
+
+
+# ------------------------------------------------------------------------------ CLI
+
+
+def test_cli_serve(tiny_model_dir):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "engine_mlx", "serve", "--model", str(tiny_model_dir), "--port", "0"],
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = ""
+        deadline = time.monotonic() + 120
+        while "Serving" not in line and time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            assert line or proc.poll() is None, "serve exited early"
+        assert "Serving" in line, line
+        base = line.split(" at ")[1].split(" ")[0]
+        c = openai.OpenAI(base_url=base, api_key="x", max_retries=0)
+        name = c.models.list().data[0].id
+        reply = c.chat.completions.create(model=name, messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+        assert reply.usage.completion_tokens == 2
+    finally:
+        proc.send_signal(2)  # Ctrl-C
+        code = proc.wait(30)
+    assert code == 0, proc.stderr.read()
+
+
+def test_roles_map_onto_the_typed_conversation(tmp_path):
+    chat = parse_chat_request({"model": "m", "messages": [
+        {"role": "developer", "content": "rules"}, {"role": "user", "content": [{"type": "text", "text": "q"}]},
+        {"role": "assistant", "content": None, "reasoning_content": "hm",
+         "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{\"a\": 1}"}}]},
+        {"role": "tool", "tool_call_id": "c", "content": "ok"}], "max_completion_tokens": 9, "seed": 3,
+        "stop": "END"}, tmp_path)
+    roles = [m.role for m in chat.conversation.messages]
+    assert roles == [Role.SYSTEM, Role.USER, Role.ASSISTANT, Role.TOOL]
+    assert chat.conversation.messages[2].tool_calls[0].arguments == "{\"a\": 1}"
+    assert chat.conversation.messages[2].thinking == "hm"
+    assert (chat.settings.max_tokens, chat.settings.seed, chat.stop) == (9, 3, ("END",))
+
+
+def test_stop_sequence_split_across_chunks_is_held_back():
+    from engine_mlx.events import FinishReason
+
+    a = ReplyAssembler(stop=("END",))
+    out = a.answer("Hello E") + a.answer("N") + a.answer("D and more")
+    assert "".join(d["content"] for d in out) == "Hello " and a.stopped
+    assert a.finish_reason(FinishReason.CANCELLED) == "stop"
+    b = ReplyAssembler(stop=("END",))
+    out = b.answer("An EN") + b.answer("ding") + b.finish()
+    assert "".join(d["content"] for d in out) == "An ENding" and not b.stopped
+
+
+def test_engine_thread_runs_jobs_in_order_and_skips_cancelled_waiters():
+    from engine_mlx.cancel import CancelToken
+
+    jobs = EngineThread()
+    try:
+        started, gate, order = threading.Event(), threading.Event(), []
+        jobs.submit(lambda: (started.set(), gate.wait(10), order.append("first")))
+        assert started.wait(10)
+        skipped, kept = CancelToken(), CancelToken()
+        seen: list = []
+        jobs.submit_stream(lambda: iter(["never"]), seen.append, skipped)
+        stream = jobs.stream(lambda: iter(["a", "b"]), kept)  # queued when first read
+        skipped.cancel()
+        assert jobs.waiting == 1
+        gate.set()
+        assert list(stream) == ["a", "b"] and order == ["first"]
+        assert len(seen) == 1 and seen[0].error is None  # only its end: it never ran
+        with pytest.raises(ValueError):
+            jobs.call(lambda: int("x"))
+        assert jobs.call(lambda: threading.current_thread().name) == "engine"
+    finally:
+        jobs.close()
+
+
+def test_server_never_imports_qt():
+    code = (
+        "import sys, engine_mlx.jobs, engine_mlx.server.runner, engine_mlx.server.app;"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('PySide6', 'PyQt5', 'PyQt6', 'shiboken6')];"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ------------------------------------------------------------------------------ app
+
+
+def test_app_switch_serves_the_loaded_model(qapp, qt_wait, tmp_path, tiny_model_dir):
+    """Settings ▸ Local API in the real window: type a port, click the switch, and a real HTTP
+    request is answered with the model the app loaded; the log and the status bar show it."""
+    import socket
+
+    from PySide6.QtCore import Qt
+    from PySide6.QtGui import QGuiApplication
+    from PySide6.QtTest import QTest
+
+    from app.paths import app_paths
+    from app.window import MainWindow
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    window = MainWindow(app_paths(tmp_path / "data"), reload_last=False)
+    window.show()
+    try:
+        window.models.load(tiny_model_dir)
+        qt_wait(lambda: window.models.loaded_info is not None, 120)
+        assert not window.status_api.isVisible()  # off by default
+
+        window.act_local_api.trigger()
+        dialog = window._local_api_dialog
+        assert dialog.isVisible() and not dialog.switch.isChecked()
+        dialog.port.setFocus()
+        dialog.port.selectAll()
+        QTest.keyClicks(dialog.port, str(port))
+        QTest.keyClick(dialog.port, Qt.Key.Key_Return)
+        QTest.mouseClick(dialog.switch, Qt.MouseButton.LeftButton)
+        assert dialog.switch.isChecked() and window.local_api.running and window.local_api.key == ""
+        assert window.status_api.isVisible() and f":{port}" in window.status_api.text()
+
+        QTest.mouseClick(dialog.copy_url, Qt.MouseButton.LeftButton)
+        url = QGuiApplication.clipboard().text()
+        assert url == f"http://127.0.0.1:{port}/v1"
+        c = openai.OpenAI(base_url=url, api_key="x", max_retries=0, timeout=60)
+        name = window.models.loaded_info.name
+        assert [m.id for m in c.models.list().data] == [name]
+        reply = c.chat.completions.create(model=name, messages=[{"role": "user", "content": "hi"}], max_tokens=3)
+        assert reply.usage.completion_tokens == 3
+        qt_wait(lambda: dialog.log.rowCount() >= 1, 30)  # chat requests (and refusals) are logged
+        row = dialog.log.rowCount() - 1
+        assert "3 out" in dialog.log.item(row, 2).text() and dialog.log.item(row, 1).text().startswith("127.0.0.1")
+        # an API request and the app's own chat at once: one model, one queue, both answered
+        from app.store import ChatSettings, MessageState, ThinkingMode
+
+        api_reply = {}
+        api = threading.Thread(target=lambda: api_reply.setdefault("r", c.chat.completions.create(
+            model=name, messages=[{"role": "user", "content": "meanwhile"}], max_tokens=30)))
+        api.start()
+        window.chat.set_settings(ChatSettings(thinking=ThinkingMode.OFF, max_tokens=16, seed=7))
+        window.composer.edit.setPlainText("And you?")
+        assert window.send(window.composer.text())
+        qt_wait(lambda: not window.chat.busy and not api.is_alive(), 120)
+        answer = window.store.messages(window.chat.current_id)[-1]
+        assert answer.state is MessageState.COMPLETE and answer.stats.generated_tokens > 0
+        assert api_reply["r"].usage.completion_tokens > 0
+
+        QTest.mouseClick(dialog.switch, Qt.MouseButton.LeftButton)
+        assert not window.local_api.running and not window.status_api.isVisible()
+        with pytest.raises(openai.APIConnectionError):
+            c.models.list()
+    finally:
+        window.close()
