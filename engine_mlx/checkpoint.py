@@ -430,6 +430,35 @@ def _count_params(tensors: Iterable[_Tensor], quant: dict[str, Any]) -> int:
     return total
 
 
+def _packing_problem(tables: dict[str, list[_Tensor]], quant: dict[str, Any]) -> str | None:
+    """A packed quantized weight whose shape disagrees with its scales and the config's bits.
+
+    The loaders infer a layer's bits from these shapes, so a wrong shape would otherwise surface as
+    an unsupported bit width instead of as the tensor it is.
+    """
+    default_bits, default_group = quant.get("bits"), quant.get("group_size")
+    shapes = {t.name: (t.shape, rel) for rel, table in tables.items() for t in table}
+    for name, (scales_shape, _) in shapes.items():
+        base = name.removesuffix(".scales")
+        if base == name or f"{base}.weight" not in shapes or not scales_shape:
+            continue
+        override = quant.get(base, quant.get(base.removeprefix("language_model.")))
+        settings = override if isinstance(override, dict) else {}
+        bits = settings.get("bits", default_bits)
+        group = settings.get("group_size", default_group)
+        if not isinstance(bits, int) or not isinstance(group, int) or bits <= 0:
+            continue
+        shape, rel = shapes[f"{base}.weight"]
+        expected = (*scales_shape[:-1], scales_shape[-1] * group * bits // 32)
+        if shape != expected:
+            return (
+                f"tensor {base}.weight in {rel} has shape {list(shape)}, but its scales "
+                f"{list(scales_shape)} at {bits} bits in groups of {group} need {list(expected)}; "
+                "the file is damaged or does not match config.json"
+            )
+    return None
+
+
 # ----------------------------------------------------------------------------------------- config
 
 
@@ -515,6 +544,8 @@ def inspect_checkpoint(path: Path | str, *, check_tensors: bool = True) -> Model
             "has no tokenizer (tokenizer.json, or tokenizer_config.json with vocab.json); "
             "download the complete model",
         )
+    if reason := _packing_problem(tables, _quantization(config)):
+        raise CheckpointError(folder, reason)
     if check_tensors:
         from .weight_check import check_tensors as check_against_architecture
 

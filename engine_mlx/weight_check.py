@@ -124,7 +124,14 @@ def check_tensors(folder: Path, is_vision: bool, shard_of: Mapping[str, str]) ->
         model = _lazy_model(folder, is_vision)
     except ValueError as e:
         raise CheckpointError(folder, _reason(str(e), shard_of)) from None
-    except (KeyError, TypeError, AttributeError, IndexError) as e:
+    except KeyError as e:
+        key = e.args[0] if e.args else None
+        if isinstance(key, str) and "." in key:  # a tensor name (config keys have no dots)
+            reason = _reason(f"Missing 1 parameters: \n{key}.", shard_of)
+        else:
+            reason = f"config.json does not describe a model the loader can build (missing {key!r})"
+        raise CheckpointError(folder, reason) from None
+    except (TypeError, AttributeError, IndexError) as e:
         raise CheckpointError(
             folder,
             f"config.json does not describe a model the loader can build ({type(e).__name__}: {e})",
