@@ -488,3 +488,62 @@ def test_hf_cache_link_into_another_repo_is_refused(converted, tmp_path: Path) -
         inspect_checkpoint(snapshot)
 
     assert "model.safetensors links outside the model folder" in error.value.reason
+
+
+# ----------------------------------------------------------------------------------- the app's picker
+
+
+def test_model_picker_lists_refused_folders_with_the_reason(
+    qtbot, qt_wait, damaged, converted, tmp_path, monkeypatch, request
+) -> None:
+    """The picker shows a refused folder (greyed, not loadable) and the engine's reason; Add folder…
+    on a refused folder reports the same line."""
+    from PySide6.QtCore import Qt
+    from PySide6.QtWidgets import QFileDialog, QPushButton
+
+    from app.controllers.models import ModelsController
+    from app.paths import app_paths
+    from app.store import Store
+    from app.views.model_picker import ModelPicker
+    from app.workers import EngineClient
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "no-hub"))
+    library = tmp_path / "library"
+    library.mkdir()
+    refused = damaged["model_file-text"].folder
+    (library / refused.name).symlink_to(refused, target_is_directory=True)
+    (library / "tiny-text").symlink_to(converted["text"], target_is_directory=True)
+    paths = app_paths(tmp_path / "data").ensure()
+    store = Store(paths.database, paths.attachments)
+    engine = EngineClient(paths.engine_state)
+    request.addfinalizer(lambda: (engine.shutdown(), store.close()))
+    store.set_pref("model_folders", json.dumps([str(library)]))
+    models = ModelsController(store, engine, paths)
+    started: list[str] = []
+    models.loadStarted.connect(started.append)
+
+    picker = ModelPicker(models)
+    qtbot.addWidget(picker)
+    qt_wait(lambda: picker.table.rowCount() == 2, 120)
+
+    names = [picker.table.item(r, 0).text() for r in range(2)]
+    row = names.index(refused.name)
+    assert picker.table.item(row, 4).text() == "Refused"
+    rect = picker.table.visualItemRect(picker.table.item(row, 0))
+    qtbot.mouseClick(picker.table.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+    details = picker.details.text()
+    assert details.startswith("Refused: ") and "config.json names Python code to import (model_file)" in details
+    assert not picker.load_button.isEnabled()
+    qtbot.mouseDClick(picker.table.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+    assert started == [] and not damaged["model_file-text"].marker.exists()
+
+    errors: list[str] = []
+    models.errorOccurred.connect(errors.append)
+    broken = damaged["packed_weight_dtype-text"].folder
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: str(broken))
+    add = next(b for b in picker.findChildren(QPushButton) if b.text() == "Add folder…")
+    qtbot.mouseClick(add, Qt.MouseButton.LeftButton)
+    qt_wait(lambda: errors, 120)
+    assert errors[0].startswith(str(broken)) and f"tensor {QKV}" in errors[0]
+    assert str(broken) not in store.get_pref("model_folders", "[]")
