@@ -535,6 +535,9 @@ def inspect_checkpoint(path: Path | str, *, check_tensors: bool = True) -> Model
     shards = _weight_shards(folder, containment_root(folder))
     tables = {rel: _read_safetensors_header(folder, shard, rel) for rel, shard in shards}
     tensors = [t for table in tables.values() for t in table]
+    for stray in sorted(folder.glob("*.safetensors")):  # mlx-lm loads model*.safetensors, index or not
+        if stray.name not in tables and stray.name.startswith("model"):
+            tables[stray.name] = _read_safetensors_header(folder, stray)
     index = folder / SAFETENSORS_INDEX
     if index.is_file() and (reason := _index_mismatch(_read_json(index)["weight_map"], tables)):
         raise CheckpointError(folder, reason)

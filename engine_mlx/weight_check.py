@@ -131,6 +131,8 @@ def check_tensors(folder: Path, is_vision: bool, shard_of: Mapping[str, str]) ->
         else:
             reason = f"config.json does not describe a model the loader can build (missing {key!r})"
         raise CheckpointError(folder, reason) from None
+    except (RuntimeError, OSError) as e:
+        raise CheckpointError(folder, f"the loader could not read its weights ({e})") from None
     except (TypeError, AttributeError, IndexError) as e:
         raise CheckpointError(
             folder,

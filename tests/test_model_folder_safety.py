@@ -236,7 +236,13 @@ def _unknown_dtype(folder: Path, marker: Path) -> None:
     rewrite_header(shard_holding(folder, NORM), lambda h: h[NORM].update(dtype="F8_E5M2"))
 
 
-SHARD2 = "model-00002-of-00003.safetensors"
+def _stray_shard(folder: Path, marker: Path) -> None:
+    """A leftover shard the index does not name: mlx-lm loads every model*.safetensors anyway."""
+    shard = folder / "model-leftover.safetensors"
+    save_file(load_file(str(shard_holding(folder, NORM))), str(shard), metadata={"format": "mlx"})
+    shard.write_bytes(shard.read_bytes()[:-8])
+
+
 DAMAGES = [
     Damage("model_file", _model_file_beside, ("config.json", "model_file", "never runs code")),
     Damage("model_file_subfolder", _model_file_in_subfolder, ("config.json", "model_file")),
@@ -286,6 +292,10 @@ DAMAGES = [
     ),
     Damage("offsets", _offsets_gap, (f"tensor {QKV} in model-0000", "has offsets"), sharded=True),
     Damage("truncated", _truncated, ("is truncated", "download it again"), sharded=True),
+    Damage(
+        "stray_shard", _stray_shard,
+        ("weight shard model-leftover.safetensors is truncated",), sharded=True,
+    ),
     Damage(
         "unknown_dtype", _unknown_dtype,
         (f"tensor {NORM} in model-0000", "dtype F8_E5M2, which MLX cannot load"), sharded=True,
