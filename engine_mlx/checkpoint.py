@@ -2,8 +2,10 @@
 
 ``inspect_checkpoint`` reads config.json, the chat template and the safetensors headers (never
 the tensors) and raises :class:`~engine_mlx.errors.CheckpointError` with a specific reason when the
-folder cannot be used. ``discover_models`` looks in the Hugging Face cache, LM Studio's folders
-and user folders, without touching the network.
+folder cannot be used. A model folder is untrusted input: before anything else it must name no
+Python to import and point nowhere outside itself (``check_folder_safety``), and its tensors must
+fit the architecture of its config.json (:mod:`engine_mlx.weight_check`). ``discover_models`` looks
+in the Hugging Face cache, LM Studio's folders and user folders, without touching the network.
 """
 
 from __future__ import annotations

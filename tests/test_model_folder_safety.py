@@ -236,6 +236,21 @@ def _unknown_dtype(folder: Path, marker: Path) -> None:
     rewrite_header(shard_holding(folder, NORM), lambda h: h[NORM].update(dtype="F8_E5M2"))
 
 
+def _no_vision_tower(folder: Path, marker: Path) -> None:
+    """A vision config over text-only weights: mlx-vlm would quietly drop the tower."""
+    weight_map = json.loads((folder / INDEX).read_text())["weight_map"]
+    for shard in sorted(set(weight_map.values())):
+        tensors = load_file(str(folder / shard))
+        kept = {k: v for k, v in tensors.items() if not k.startswith("vision_tower.")}
+        save_file(kept, str(folder / shard), metadata={"format": "mlx"})
+    edit_json(
+        folder / INDEX,
+        lambda i: i.update(
+            weight_map={k: v for k, v in i["weight_map"].items() if not k.startswith("vision_tower.")}
+        ),
+    )
+
+
 def _stray_shard(folder: Path, marker: Path) -> None:
     """A leftover shard the index does not name: mlx-lm loads every model*.safetensors anyway."""
     shard = folder / "model-leftover.safetensors"
@@ -288,6 +303,10 @@ DAMAGES = [
     Damage(
         "vision_shape", _vision_shape,
         (f"tensor {PATCH} in model-0000", "has shape (8, 8), but config.json needs ("),
+        sharded=True, kinds=("vision",),
+    ),
+    Damage(
+        "no_vision_tower", _no_vision_tower, ("has a vision_config but", "no vision tower"),
         sharded=True, kinds=("vision",),
     ),
     Damage("offsets", _offsets_gap, (f"tensor {QKV} in model-0000", "has offsets"), sharded=True),
