@@ -432,31 +432,34 @@ def _count_params(tensors: Iterable[_Tensor], quant: dict[str, Any]) -> int:
     return total
 
 
-def _packing_problem(tables: dict[str, list[_Tensor]], quant: dict[str, Any]) -> str | None:
-    """A packed quantized weight whose shape disagrees with its scales and the config's bits.
+_PACKED_BITS = (1, 2, 3, 4, 5, 6, 8)
+_GROUP_SIZES = (16, 32, 64, 128)
 
-    The loaders infer a layer's bits from these shapes, so a wrong shape would otherwise surface as
-    an unsupported bit width instead of as the tensor it is.
+
+def _packing_problem(tables: dict[str, list[_Tensor]]) -> str | None:
+    """A packed quantized weight whose shape cannot go with its scales at any supported packing.
+
+    mlx-lm infers a layer's bits and group size from these two shapes, so a damaged shape would
+    otherwise surface as an unsupported bit width rather than as the tensor it is. Only what holds
+    for every packing is checked (same leading dimensions, a supported bits × group size): the
+    config's bits are not required, because the loaders accept layers the config does not name.
     """
-    default_bits, default_group = quant.get("bits"), quant.get("group_size")
     shapes = {t.name: (t.shape, rel) for rel, table in tables.items() for t in table}
-    for name, (scales_shape, _) in shapes.items():
+    for name, (scales, _) in shapes.items():
         base = name.removesuffix(".scales")
-        if base == name or f"{base}.weight" not in shapes or not scales_shape:
+        if base == name or f"{base}.weight" not in shapes or not scales:
             continue
-        override = quant.get(base, quant.get(base.removeprefix("language_model.")))
-        settings = override if isinstance(override, dict) else {}
-        bits = settings.get("bits", default_bits)
-        group = settings.get("group_size", default_group)
-        if not isinstance(bits, int) or not isinstance(group, int) or bits <= 0:
-            continue
-        shape, rel = shapes[f"{base}.weight"]
-        expected = (*scales_shape[:-1], scales_shape[-1] * group * bits // 32)
-        if shape != expected:
+        weight, rel = shapes[f"{base}.weight"]
+        fits = len(weight) == len(scales) and weight[:-1] == scales[:-1] and any(
+            weight[-1] * 32 == scales[-1] * group * bits
+            for bits in _PACKED_BITS
+            for group in _GROUP_SIZES
+        )
+        if not fits:
             return (
-                f"tensor {base}.weight in {rel} has shape {list(shape)}, but its scales "
-                f"{list(scales_shape)} at {bits} bits in groups of {group} need {list(expected)}; "
-                "the file is damaged or does not match config.json"
+                f"tensor {base}.weight in {rel} has shape {list(weight)}, which cannot hold the "
+                f"packed weights its scales {list(scales)} describe; the file is damaged or does "
+                "not match config.json"
             )
     return None
 
@@ -549,7 +552,7 @@ def inspect_checkpoint(path: Path | str, *, check_tensors: bool = True) -> Model
             "has no tokenizer (tokenizer.json, or tokenizer_config.json with vocab.json); "
             "download the complete model",
         )
-    if reason := _packing_problem(tables, _quantization(config)):
+    if reason := _packing_problem(tables):
         raise CheckpointError(folder, reason)
     if check_tensors:
         from .weight_check import check_tensors as check_against_architecture

@@ -298,7 +298,7 @@ DAMAGES = [
     ),
     Damage(
         "wrong_shape", _wrong_shape,
-        (f"tensor {QKV} in model-0000", "has shape [16, 256]", "need [256, 16]"), sharded=True,
+        (f"tensor {QKV} in model-0000", "has shape [16, 256]", "its scales [256, 2]"), sharded=True,
     ),
     Damage(
         "vision_shape", _vision_shape,
