@@ -306,10 +306,10 @@ def containment_root(folder: Path) -> Path:
     cache snapshot (``models--org--name/snapshots/<rev>``, whose files link into ``../../blobs``),
     the repo's own cache folder ``models--org--name``.
     """
-    real = folder.resolve()
-    if real.parent.name == "snapshots" and real.parent.parent.name.startswith("models--"):
-        return real.parent.parent
-    return real
+    for candidate in (Path(os.path.abspath(folder)), folder.resolve()):  # as named, then as linked
+        if candidate.parent.name == "snapshots" and candidate.parent.parent.name.startswith("models--"):
+            return candidate.parent.parent.resolve()
+    return folder.resolve()
 
 
 def _inside(path: Path, root: Path) -> bool:
@@ -638,7 +638,8 @@ def _hf_snapshot(repo_dir: Path) -> Path | None:
             revision = ref.read_text(encoding="utf-8").strip()
         except OSError:
             revision = ""
-        if revision and (snapshots / revision).is_dir():
+        # A revision is a commit hash or a name, never a path out of snapshots/.
+        if revision and revision == Path(revision).name != ".." and (snapshots / revision).is_dir():
             return snapshots / revision
     try:
         candidates = [p for p in snapshots.iterdir() if p.is_dir()]

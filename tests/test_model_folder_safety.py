@@ -576,3 +576,29 @@ def test_model_picker_lists_refused_folders_with_the_reason(
     qt_wait(lambda: errors, 120)
     assert errors[0].startswith(str(broken)) and f"tensor {QKV}" in errors[0]
     assert str(broken) not in store.get_pref("model_folders", "[]")
+
+
+def test_hf_cache_snapshot_that_links_out_of_its_repo_is_refused(converted, tmp_path: Path) -> None:
+    hub = tmp_path / "hub"
+    elsewhere = shutil.copytree(converted["text"], tmp_path / "elsewhere")
+    repo = hub / "models--org--tiny"
+    (repo / "snapshots").mkdir(parents=True)
+    snapshot = repo / "snapshots" / ("1" * 40)
+    snapshot.symlink_to(elsewhere, target_is_directory=True)
+
+    with pytest.raises(CheckpointError) as error:
+        inspect_checkpoint(snapshot)
+
+    assert "links outside the model folder" in error.value.reason
+
+
+def test_hf_cache_refs_main_cannot_lead_out_of_snapshots(converted, tmp_path: Path) -> None:
+    hub = tmp_path / "hub"
+    snapshot = hf_cache_repo(converted["text"], hub, "org/tiny")
+    shutil.copytree(converted["text"], tmp_path / "elsewhere")
+    (snapshot.parent.parent / "refs" / "main").write_text("../../../elsewhere")
+    assert (snapshot.parent / "../../../elsewhere" / "config.json").is_file()
+
+    [found] = discover_models(roots=[], extra_dirs=[snapshot.parent.parent])
+
+    assert found.path == snapshot and found.ok  # the snapshot on disk, not the folder named by refs
