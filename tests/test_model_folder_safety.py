@@ -602,3 +602,26 @@ def test_hf_cache_refs_main_cannot_lead_out_of_snapshots(converted, tmp_path: Pa
     [found] = discover_models(roots=[], extra_dirs=[snapshot.parent.parent])
 
     assert found.path == snapshot and found.ok  # the snapshot on disk, not the folder named by refs
+
+
+def test_models_text_lists_refusals_and_hides_other_families_unless_all(
+    damaged, converted, tmp_path, monkeypatch, capsys
+) -> None:
+    from engine_mlx.cli import main
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "no-hub"))
+    library = tmp_path / "library"
+    library.mkdir()
+    refused = damaged["auto_map_tokenizer-text"].folder
+    (library / "refused").symlink_to(refused, target_is_directory=True)
+    llama = shutil.copytree(converted["text"], library / "llama")
+    edit_json(llama / "config.json", lambda c: c.update(model_type="llama"))
+
+    assert main(["models", "--dir", str(library)]) == 0
+    shown = capsys.readouterr().out
+    assert f"{library / 'refused'}\n      refused: tokenizer_config.json names Python code" in shown
+    assert "llama" not in shown
+
+    assert main(["models", "--all", "--dir", str(library)]) == 0
+    assert "refused: architecture llama is not a Qwen3.5-family model" in capsys.readouterr().out
