@@ -83,6 +83,8 @@ def _reason(message: str, shard_of: Mapping[str, str]) -> str:
             "the weights do not match config.json"
         )
     first_line = message.strip().splitlines()[0] if message.strip() else "no detail"
+    if "not supported" in first_line:  # e.g. "Model type qwen3_5_text not supported."
+        return f"the installed loader cannot build the model config.json describes ({first_line})"
     return f"its weights do not match config.json ({first_line})"
 
 

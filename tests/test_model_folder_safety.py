@@ -625,3 +625,15 @@ def test_models_text_lists_refusals_and_hides_other_families_unless_all(
 
     assert main(["models", "--all", "--dir", str(library)]) == 0
     assert "refused: architecture llama is not a Qwen3.5-family model" in capsys.readouterr().out
+
+
+def test_a_model_type_the_text_loader_lacks_is_named(converted, tmp_path: Path) -> None:
+    """mlx-lm has no qwen3_5_moe_text module: say so, not that the weights are wrong."""
+    folder = shutil.copytree(converted["text"], tmp_path / "m")
+    edit_json(folder / "config.json", lambda c: c.update(model_type="qwen3_5_moe_text"))
+
+    with pytest.raises(CheckpointError) as error:
+        inspect_checkpoint(folder)
+
+    assert error.value.reason.startswith("the installed loader cannot build the model")
+    assert "qwen3_5_moe_text" in error.value.reason
