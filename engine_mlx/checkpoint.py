@@ -335,13 +335,17 @@ def _code_key(value: Any, where: str = "") -> str | None:
     return None
 
 
-def _mlx_lm_modules(package: str) -> frozenset[str]:
+def _ships_module(package: str, name: Any) -> bool:
+    """Whether ``package`` (a package of the installed mlx-lm) has a module ``name``, found without
+    importing it."""
     import importlib.util
-    import pkgutil
 
-    spec = importlib.util.find_spec(package)
-    locations = spec.submodule_search_locations if spec else None
-    return frozenset(m.name for m in pkgutil.iter_modules(locations or []))
+    if not isinstance(name, str) or not name.isidentifier():
+        return False
+    try:
+        return importlib.util.find_spec(f"{package}.{name}") is not None
+    except ImportError:
+        return False
 
 
 def check_folder_safety(folder: Path) -> None:
@@ -382,7 +386,7 @@ def check_folder_safety(folder: Path) -> None:
             continue
         for key, package in _MLX_LM_MODULE_KEYS.items():
             value = data.get(key)
-            if value is not None and value not in _mlx_lm_modules(package):
+            if value is not None and not _ships_module(package, value):
                 raise CheckpointError(
                     folder,
                     f"{entry.name} names a Python module to import ({key} = {value!r}) that "
