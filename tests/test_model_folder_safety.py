@@ -637,3 +637,19 @@ def test_a_model_type_the_text_loader_lacks_is_named(converted, tmp_path: Path) 
 
     assert error.value.reason.startswith("the installed loader cannot build the model")
     assert "qwen3_5_moe_text" in error.value.reason
+
+
+def test_shard_for_follows_the_loaders_renaming() -> None:
+    """A tensor named as the loader names it is found under its stored (release) name, if unique."""
+    from engine_mlx.weight_check import shard_for
+
+    stored = {
+        "model.language_model.layers.0.mlp.gate.weight": "model-00001-of-00003.safetensors",
+        "model.language_model.layers.1.mlp.gate.weight": "model-00002-of-00003.safetensors",
+        "lm_head.weight": "model-00003-of-00003.safetensors",
+    }
+    assert shard_for("language_model.model.layers.1.mlp.gate.weight", stored) == (
+        "model-00002-of-00003.safetensors"
+    )
+    assert shard_for("lm_head.weight", stored) == "model-00003-of-00003.safetensors"
+    assert shard_for("language_model.model.layers.2.mlp.gate.weight", stored) is None  # ambiguous
