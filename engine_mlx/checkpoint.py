@@ -2,8 +2,10 @@
 
 ``inspect_checkpoint`` reads config.json, the chat template and the safetensors headers (never
 the tensors) and raises :class:`~engine_mlx.errors.CheckpointError` with a specific reason when the
-folder cannot be used. ``discover_models`` looks in the Hugging Face cache, LM Studio's folders
-and user folders, without touching the network.
+folder cannot be used. A model folder is untrusted input: before anything else it must name no
+Python to import and point nowhere outside itself (``check_folder_safety``), and its tensors must
+fit the architecture of its config.json (:mod:`engine_mlx.weight_check`). ``discover_models`` looks
+in the Hugging Face cache, LM Studio's folders and user folders, without touching the network.
 """
 
 from __future__ import annotations
@@ -17,11 +19,32 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from .errors import CheckpointError
+from .errors import CheckpointError, UnsupportedModelError
 
 SUPPORTED_MODEL_TYPES = frozenset({"qwen3_5", "qwen3_5_moe", "qwen3_5_text", "qwen3_5_moe_text"})
 PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"})
 SAFETENSORS_INDEX = "model.safetensors.index.json"
+# Config keys by which the pinned loaders import Python that a model folder names: mlx-lm and
+# mlx-vlm import config.json's ``model_file`` as the model's module; transformers imports the
+# classes in ``auto_map`` (config, tokenizer and processor configs) and ``custom_pipelines``.
+CODE_KEYS = frozenset({"model_file", "auto_map", "custom_pipelines"})
+# tokenizer_config.json keys whose value mlx-lm imports as a module of its own package.
+_MLX_LM_MODULE_KEYS = {
+    "chat_template_type": "mlx_lm.chat_templates",
+    "tool_parser_type": "mlx_lm.tool_parsers",
+}
+CODE_SUFFIXES = frozenset({".py", ".pyc", ".pyo", ".pyw"})
+# JSON files in a model folder that are data, not settings: never scanned for code keys.
+_DATA_JSON = frozenset({"tokenizer.json", "vocab.json", SAFETENSORS_INDEX})
+# mlx-vlm's MoE offload layout loads expert shards from a subfolder with strict checks off.
+_OFFLOAD_INDEX = "offload_index.json"
+# Bytes per element of each safetensors dtype MLX can load.
+DTYPE_SIZES = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E8M0": 1,
+    "U16": 2, "I16": 2, "F16": 2, "BF16": 2,
+    "U32": 4, "I32": 4, "F32": 4,
+    "U64": 8, "I64": 8, "C64": 8,
+}  # fmt: skip
 # A safetensors header is a small JSON table; anything claiming more than this is not a real header.
 _MAX_HEADER_BYTES = 100 * 1024 * 1024
 _THINKING_MARKERS = ("enable_thinking", "<think>")
@@ -79,6 +102,7 @@ class DiscoveredModel:
     source: SourceKind
     info: ModelInfo | None
     error: str | None
+    other_model: bool = False  # not a Qwen3.5-family checkpoint at all (listed only on request)
 
     @property
     def ok(self) -> bool:
@@ -137,9 +161,14 @@ class _Tensor:
     nbytes: int
 
 
-def _read_safetensors_header(folder: Path, shard: Path) -> list[_Tensor]:
-    """The tensor table of one shard; CheckpointError if it is truncated or not safetensors."""
-    rel = shard.name
+def _read_safetensors_header(folder: Path, shard: Path, rel: str | None = None) -> list[_Tensor]:
+    """The tensor table of one shard, checked against the file without reading any tensor.
+
+    Raises CheckpointError naming the shard (and the tensor) when the file is truncated, not
+    safetensors, holds a dtype MLX cannot load, or its offsets are not one contiguous buffer that
+    ends exactly where the file does.
+    """
+    rel = rel or shard.name
     try:
         size = shard.stat().st_size
         with shard.open("rb") as f:
@@ -162,20 +191,35 @@ def _read_safetensors_header(folder: Path, shard: Path) -> list[_Tensor]:
     try:
         header = json.loads(raw)
         if not isinstance(header, dict):
-            raise ValueError("not an object")
-        tensors = []
-        data_end = 0
+            raise TypeError("not an object")
+        entries = []
         for name, entry in header.items():
             if name == "__metadata__":
                 continue
             begin, end = (int(x) for x in entry["data_offsets"])
             shape = tuple(int(d) for d in entry["shape"])
-            tensors.append(_Tensor(name, str(entry["dtype"]), shape, end - begin))
-            data_end = max(data_end, end)
+            entries.append((begin, end, name, str(entry["dtype"]), shape))
     except (ValueError, KeyError, TypeError) as e:
         raise CheckpointError(
             folder, f"weight shard {rel} has a damaged safetensors header ({e}); download it again"
         ) from None
+    tensors = []
+    data_end = 0
+    for begin, end, name, dtype, shape in sorted(entries):
+        if dtype not in DTYPE_SIZES:
+            raise CheckpointError(
+                folder, f"tensor {name} in {rel} has dtype {dtype}, which MLX cannot load"
+            )
+        nbytes = math.prod(shape) * DTYPE_SIZES[dtype]
+        if begin != data_end or end - begin != nbytes or min(shape, default=0) < 0:
+            raise CheckpointError(
+                folder,
+                f"tensor {name} in {rel} has offsets {begin}–{end} where {data_end}–"
+                f"{data_end + nbytes} belong ({dtype} {list(shape)}); the file is damaged, "
+                "download it again",
+            )
+        tensors.append(_Tensor(name, dtype, shape, nbytes))
+        data_end = end
     needed = 8 + header_len + data_end
     if size < needed:
         raise CheckpointError(
@@ -183,20 +227,39 @@ def _read_safetensors_header(folder: Path, shard: Path) -> list[_Tensor]:
             f"weight shard {rel} is truncated ({size} bytes, its header needs {needed}); "
             "download it again",
         )
+    if size > needed:
+        raise CheckpointError(
+            folder,
+            f"weight shard {rel} has {size - needed} bytes after its last tensor "
+            f"({size} bytes, its header accounts for {needed}); the file is damaged, "
+            "download it again",
+        )
     return tensors
 
 
-def _weight_shards(folder: Path) -> list[Path]:
-    """The shards to read: those the index names (each must exist), else all *.safetensors."""
+def _weight_shards(folder: Path, root: Path) -> list[tuple[str, Path]]:
+    """The shards to read, as (name, path): those the index names, else all *.safetensors.
+
+    Every shard the index names must exist and resolve inside ``root`` (the model's own folder).
+    """
     index = folder / SAFETENSORS_INDEX
     if index.is_file():
         try:
             weight_map = _read_json(index)["weight_map"]
             names = sorted(set(weight_map.values()))
+            if not all(isinstance(n, str) and n for n in names):
+                raise TypeError("a shard name is not a string")
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             raise CheckpointError(
                 folder, f"{SAFETENSORS_INDEX} is not a valid safetensors index; download it again"
             ) from None
+        for name in names:
+            if not _inside(folder / name, root):
+                raise CheckpointError(
+                    folder,
+                    f"{SAFETENSORS_INDEX} names weight file {name}, which is outside the model "
+                    "folder; QwenDesk reads nothing outside a model's folder",
+                )
         # is_file() follows symlinks: a HF cache link to a blob never downloaded counts as missing.
         missing = [n for n in names if not (folder / n).is_file()]
         if missing:
@@ -208,10 +271,10 @@ def _weight_shards(folder: Path) -> list[Path]:
                 f"weight shard {listed} named in {SAFETENSORS_INDEX} is missing; "
                 "the download is incomplete",
             )
-        return [folder / n for n in names]
+        return [(n, folder / n) for n in names]
     shards = sorted(p for p in folder.glob("*.safetensors") if p.is_file())
     if shards:
-        return shards
+        return [(p.name, p) for p in shards]
     pickles = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
     if pickles:
         raise CheckpointError(
@@ -221,6 +284,126 @@ def _weight_shards(folder: Path) -> list[Path]:
             "conversion of the model",
         )
     raise CheckpointError(folder, "has no .safetensors weight files")
+
+
+def _index_mismatch(weight_map: dict[str, Any], tables: dict[str, list[_Tensor]]) -> str | None:
+    """A tensor the index places in a shard whose header does not hold it, as a reason."""
+    held = {name: {t.name for t in tensors} for name, tensors in tables.items()}
+    for tensor, shard in weight_map.items():
+        if tensor not in held.get(shard, ()):
+            return (
+                f"tensor {tensor} is missing from {shard} ({SAFETENSORS_INDEX} puts it there); "
+                "the file is damaged or from another download, download it again"
+            )
+    return None
+
+
+# -------------------------------------------------------------------------------------- safety
+
+
+def containment_root(folder: Path) -> Path:
+    """The folder nothing may be read outside of: the model folder itself or, for a Hugging Face
+    cache snapshot (``models--org--name/snapshots/<rev>``, whose files link into ``../../blobs``),
+    the repo's own cache folder ``models--org--name``.
+    """
+    for candidate in (Path(os.path.abspath(folder)), folder.resolve()):  # as named, then as linked
+        if candidate.parent.name == "snapshots" and candidate.parent.parent.name.startswith("models--"):
+            return candidate.parent.parent.resolve()
+    return folder.resolve()
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        return path.resolve().is_relative_to(root)
+    except (OSError, RuntimeError):  # a symlink loop
+        return False
+
+
+def _code_key(value: Any, where: str = "") -> str | None:
+    """The first key (as a dotted path) that names Python to import, anywhere in a JSON value."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            path = f"{where}.{key}" if where else str(key)
+            if key in CODE_KEYS and item:
+                return path
+            if found := _code_key(item, path):
+                return found
+    elif isinstance(value, list):
+        for item in value:
+            if found := _code_key(item, where):
+                return found
+    return None
+
+
+def _ships_module(package: str, name: Any) -> bool:
+    """Whether ``package`` (a package of the installed mlx-lm) has a module ``name``, found without
+    importing it."""
+    import importlib.util
+
+    if not isinstance(name, str) or not name.isidentifier():
+        return False
+    try:
+        return importlib.util.find_spec(f"{package}.{name}") is not None
+    except ImportError:
+        return False
+
+
+def check_folder_safety(folder: Path) -> None:
+    """Refuse a folder that would make a loader run its code or read files outside it.
+
+    Runs before anything in the folder is imported or loaded: every entry must resolve inside
+    :func:`containment_root`; no settings file may name Python to import (``model_file``,
+    ``auto_map``, ``custom_pipelines``, or an mlx-lm chat-template/tool-parser module the pinned
+    mlx-lm does not ship); the folder may hold no Python files (the loaders import them when a
+    config names them, and the Hub download patterns fetch them for that).
+    """
+    root = containment_root(folder)
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as e:
+        raise CheckpointError(folder, f"cannot be read ({e.strerror or e})") from None
+    for entry in entries:
+        if not _inside(entry, root):
+            raise CheckpointError(
+                folder,
+                f"{entry.name} links outside the model folder (to {os.path.realpath(entry)}); "
+                "QwenDesk reads nothing outside a model's folder",
+            )
+    for entry in entries:
+        if entry.suffix.lower() != ".json" or entry.name in _DATA_JSON or not entry.is_file():
+            continue
+        try:
+            data = _read_json(entry)
+        except (OSError, ValueError):
+            continue  # config.json is reported by _load_config; the loaders fail on the rest
+        if key := _code_key(data):
+            raise CheckpointError(
+                folder,
+                f"{entry.name} names Python code to import ({key}); QwenDesk never runs code "
+                "from a model folder, so it refuses this one",
+            )
+        if entry.name != "tokenizer_config.json" or not isinstance(data, dict):
+            continue
+        for key, package in _MLX_LM_MODULE_KEYS.items():
+            value = data.get(key)
+            if value is not None and not _ships_module(package, value):
+                raise CheckpointError(
+                    folder,
+                    f"{entry.name} names a Python module to import ({key} = {value!r}) that "
+                    "mlx-lm does not ship; QwenDesk never runs code from a model folder",
+                )
+    for entry in entries:
+        if entry.suffix.lower() in CODE_SUFFIXES:
+            raise CheckpointError(
+                folder,
+                f"holds Python code ({entry.name}); QwenDesk never runs code from a model folder, "
+                "so it refuses this one — use a conversion without custom code",
+            )
+    if (folder / _OFFLOAD_INDEX).exists():
+        raise CheckpointError(
+            folder,
+            f"is an mlx-vlm expert-offload folder ({_OFFLOAD_INDEX}), which QwenDesk does not load",
+        )
 
 
 def _quantization(config: dict[str, Any]) -> dict[str, Any]:
@@ -251,6 +434,38 @@ def _count_params(tensors: Iterable[_Tensor], quant: dict[str, Any]) -> int:
             count = count * 32 // bits
         total += count
     return total
+
+
+_PACKED_BITS = (1, 2, 3, 4, 5, 6, 8)
+_GROUP_SIZES = (16, 32, 64, 128)
+
+
+def _packing_problem(tables: dict[str, list[_Tensor]]) -> str | None:
+    """A packed quantized weight whose shape cannot go with its scales at any supported packing.
+
+    mlx-lm infers a layer's bits and group size from these two shapes, so a damaged shape would
+    otherwise surface as an unsupported bit width rather than as the tensor it is. Only what holds
+    for every packing is checked (same leading dimensions, a supported bits × group size): the
+    config's bits are not required, because the loaders accept layers the config does not name.
+    """
+    shapes = {t.name: (t.shape, rel) for rel, table in tables.items() for t in table}
+    for name, (scales, _) in shapes.items():
+        base = name.removesuffix(".scales")
+        if base == name or f"{base}.weight" not in shapes or not scales:
+            continue
+        weight, rel = shapes[f"{base}.weight"]
+        fits = len(weight) == len(scales) and weight[:-1] == scales[:-1] and any(
+            weight[-1] * 32 == scales[-1] * group * bits
+            for bits in _PACKED_BITS
+            for group in _GROUP_SIZES
+        )
+        if not fits:
+            return (
+                f"tensor {base}.weight in {rel} has shape {list(weight)}, which cannot hold the "
+                f"packed weights its scales {list(scales)} describe; the file is damaged or does "
+                "not match config.json"
+            )
+    return None
 
 
 # ----------------------------------------------------------------------------------------- config
@@ -297,20 +512,27 @@ def _load_config(folder: Path) -> dict[str, Any]:
     return config
 
 
-def inspect_checkpoint(path: Path | str) -> ModelInfo:
-    """Everything the app needs to know about a model folder, without loading any tensor."""
+def inspect_checkpoint(path: Path | str, *, check_tensors: bool = True) -> ModelInfo:
+    """Everything the app needs to know about a model folder, without loading any tensor.
+
+    Refuses (CheckpointError, one line naming the folder and the reason) a folder that names code
+    to run or links outside itself (:func:`check_folder_safety`), damaged shards, and, with
+    ``check_tensors``, tensors that do not fit the architecture config.json describes
+    (:mod:`engine_mlx.weight_check`; off only for header-only fixtures of made-up tensors).
+    """
     folder = Path(path).expanduser()
     if not folder.is_dir():
         what = "does not exist" if not folder.exists() else "is not a folder"
         reason = f"{what}; choose the model's folder (the one with config.json)"
         raise CheckpointError(folder, reason)
+    check_folder_safety(folder)
     config = _load_config(folder)
 
     architectures = config.get("architectures")
     model_type = config.get("model_type")
     if model_type not in SUPPORTED_MODEL_TYPES:
         shown = model_type or (architectures[0] if architectures else "unknown")
-        raise CheckpointError(
+        raise UnsupportedModelError(
             folder,
             f"architecture {shown} is not a Qwen3.5-family model; "
             "QwenDesk runs qwen3_5 / qwen3_5_moe checkpoints",
@@ -319,14 +541,28 @@ def inspect_checkpoint(path: Path | str) -> ModelInfo:
     if isinstance(architectures, list) and architectures:
         architecture = str(architectures[0])
 
-    shards = _weight_shards(folder)
-    tensors = [t for shard in shards for t in _read_safetensors_header(folder, shard)]
+    shards = _weight_shards(folder, containment_root(folder))
+    tables = {rel: _read_safetensors_header(folder, shard, rel) for rel, shard in shards}
+    tensors = [t for table in tables.values() for t in table]
+    for stray in sorted(folder.glob("*.safetensors")):  # mlx-lm loads model*.safetensors, index or not
+        if stray.name not in tables and stray.name.startswith("model"):
+            tables[stray.name] = _read_safetensors_header(folder, stray)
+    index = folder / SAFETENSORS_INDEX
+    if index.is_file() and (reason := _index_mismatch(_read_json(index)["weight_map"], tables)):
+        raise CheckpointError(folder, reason)
     if not _has_tokenizer(folder):
         raise CheckpointError(
             folder,
             "has no tokenizer (tokenizer.json, or tokenizer_config.json with vocab.json); "
             "download the complete model",
         )
+    if reason := _packing_problem(tables):
+        raise CheckpointError(folder, reason)
+    if check_tensors:
+        from .weight_check import check_tensors as check_against_architecture
+
+        shard_of = {t.name: rel for rel, table in tables.items() for t in table}
+        check_against_architecture(folder, isinstance(config.get("vision_config"), dict), shard_of)
 
     text = config.get("text_config")
     text = text if isinstance(text, dict) else config
@@ -406,7 +642,8 @@ def _hf_snapshot(repo_dir: Path) -> Path | None:
             revision = ref.read_text(encoding="utf-8").strip()
         except OSError:
             revision = ""
-        if revision and (snapshots / revision).is_dir():
+        # A revision is a commit hash or a name, never a path out of snapshots/.
+        if revision and revision == Path(revision).name != ".." and (snapshots / revision).is_dir():
             return snapshots / revision
     try:
         candidates = [p for p in snapshots.iterdir() if p.is_dir()]
@@ -452,7 +689,10 @@ def _candidates(root: SearchRoot) -> Iterator[Path]:
 
 
 def discover_models(
-    extra_dirs: Iterable[Path | str] = (), roots: Iterable[SearchRoot] | None = None
+    extra_dirs: Iterable[Path | str] = (),
+    roots: Iterable[SearchRoot] | None = None,
+    *,
+    check_tensors: bool = True,
 ) -> list[DiscoveredModel]:
     """Every folder with a config.json under the search roots, each inspected.
 
@@ -472,7 +712,10 @@ def discover_models(
                 continue
             seen.add(key)
             try:
-                found.append(DiscoveredModel(folder, root.kind, inspect_checkpoint(folder), None))
+                info = inspect_checkpoint(folder, check_tensors=check_tensors)
+                found.append(DiscoveredModel(folder, root.kind, info, None))
+            except UnsupportedModelError as e:
+                found.append(DiscoveredModel(folder, root.kind, None, e.reason, other_model=True))
             except CheckpointError as e:
                 found.append(DiscoveredModel(folder, root.kind, None, e.reason))
             except OSError as e:
@@ -486,6 +729,8 @@ __all__ = [
     "ModelInfo",
     "SearchRoot",
     "SourceKind",
+    "check_folder_safety",
+    "containment_root",
     "default_search_roots",
     "discover_models",
     "inspect_checkpoint",

@@ -52,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     models.add_argument("--dir", dest="dirs", action="append", type=Path, default=[], help="also search here")
     models.add_argument("--context", type=int, default=32768, help="context tokens for the fit estimate")
     models.add_argument("--json", action="store_true")
-    models.add_argument("--all", action="store_true", help="also list folders that cannot be used")
+    models.add_argument("--all", action="store_true", help="also list folders of other model families")
 
     chat = sub.add_parser("chat", help="chat with a model (one answer with PROMPT, else interactive)")
     chat.add_argument("--model", required=True, type=Path)
@@ -129,7 +129,7 @@ def _models(args) -> int:
 
     rows = []
     for found in discover_models(extra_dirs=args.dirs):
-        if found.info is None and not args.all:
+        if found.other_model and not args.all:  # refused Qwen3.5 folders are always listed
             continue
         row = {"path": str(found.path), "source": found.source.value, "error": found.error}
         if found.info is not None:
@@ -156,7 +156,7 @@ def _models(args) -> int:
         return 0
     for row in rows:
         if row.get("error"):
-            print(f"  {row['path']}\n      unusable: {row['error']}")
+            print(f"  {row['path']}\n      refused: {row['error']}")
             continue
         kind = "vision" if row["vision"] else "text-only"
         bits = f"{row['bits']}-bit" if row["bits"] else "unquantized"

@@ -22,6 +22,10 @@ class CheckpointError(EngineError):
         super().__init__(f"{self.path}: {reason}")
 
 
+class UnsupportedModelError(CheckpointError):
+    """The folder holds a model of another family than Qwen3.5."""
+
+
 class MediaError(EngineError):
     """An attachment cannot be read (corrupt, empty, unsupported, unreadable video)."""
 

@@ -22,7 +22,7 @@ import mlx.core as mx
 
 from engine_mlx.cancel import CancelToken
 from engine_mlx.checkpoint import ModelInfo
-from engine_mlx.errors import EngineError
+from engine_mlx.errors import CheckpointError, EngineError
 from engine_mlx.prompt import LoadedMedia
 
 
@@ -90,19 +90,34 @@ class LoadedModel:
         *,
         progress: Callable[[float], None] | None = None,
         cancel: CancelToken | None = None,
-    ) -> "LoadedModel":
-        """Load lazily, then read the weights in slices so progress can be shown and cancelled."""
+    ) -> LoadedModel:
+        """Load lazily, then read the weights in slices so progress can be shown and cancelled.
+
+        The folder is checked again first (the load boundary trusts no earlier check, and the folder
+        may have changed since): nothing in it is imported and nothing outside it is read, and
+        broken weights are refused with the tensor and file named, before either loader runs.
+        """
+        from engine_mlx.checkpoint import inspect_checkpoint
+
+        inspect_checkpoint(info.path)
         path = str(info.path)
-        if info.is_vision:
-            # mlx_vlm.load installs its own torch-free Qwen processor; never trust_remote_code.
-            from mlx_vlm import load as vlm_load
+        try:
+            if info.is_vision:
+                # mlx_vlm.load installs its own torch-free Qwen processor; never trust_remote_code.
+                from mlx_vlm import load as vlm_load
 
-            model, processor = vlm_load(path, lazy=True, trust_remote_code=False)
-        else:
-            from mlx_lm import load as lm_load
+                model, processor = vlm_load(path, lazy=True, trust_remote_code=False)
+            else:
+                from mlx_lm import load as lm_load
 
-            model, processor = lm_load(path, lazy=True)
-        _materialize(model, progress, cancel)
+                model, processor = lm_load(path, lazy=True, trust_remote_code=False)
+            _materialize(model, progress, cancel)
+        except EngineError:
+            raise
+        except (ValueError, RuntimeError, OSError, KeyError) as e:
+            raise CheckpointError(
+                info.path, f"could not be loaded ({type(e).__name__}: {e}); the files may be damaged"
+            ) from e
         return cls(info, model, processor, is_vision=info.is_vision)
 
     def _eos_ids(self) -> set[int]:

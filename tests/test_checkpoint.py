@@ -89,12 +89,15 @@ def make_model(
 
 
 # ------------------------------------------------------------------------------------ valid folders
+# These folders hold small made-up tensor tables, not a model's: they test what is read from the
+# config and the headers, so they skip the architecture check (check_tensors=False), which
+# tests/test_model_folder_safety.py runs on real converted folders.
 
 
 def test_vision_checkpoint(tmp_path: Path) -> None:
     folder = make_model(tmp_path / "Qwen3.5-Tiny")
 
-    info = inspect_checkpoint(folder)
+    info = inspect_checkpoint(folder, check_tensors=False)
 
     assert info.path == folder
     assert info.name == "Qwen3.5-Tiny"
@@ -122,7 +125,7 @@ def test_vision_checkpoint(tmp_path: Path) -> None:
 def test_text_only_checkpoints(tmp_path: Path, model_type: str) -> None:
     folder = make_model(tmp_path / "m", model_type=model_type, vision=False, template="{{ x }}")
 
-    info = inspect_checkpoint(folder)
+    info = inspect_checkpoint(folder, check_tensors=False)
 
     assert info.model_type == model_type
     assert info.is_vision is False  # decided by vision_config alone, not by model_type
@@ -137,7 +140,7 @@ def test_flat_text_config_and_defaults(tmp_path: Path) -> None:
     flat = {k: v for k, v in TEXT_CONFIG.items() if k not in dropped}
     write_json(folder / "config.json", {**flat, "model_type": "qwen3_5_text"})
 
-    info = inspect_checkpoint(folder)
+    info = inspect_checkpoint(folder, check_tensors=False)
 
     assert info.architecture == "qwen3_5_text"
     assert info.head_dim == 64 // 4
@@ -152,7 +155,7 @@ def test_layer_types_decide_full_attention_layers(tmp_path: Path) -> None:
     config["text_config"]["layer_types"] = types
     write_json(folder / "config.json", config)
 
-    info = inspect_checkpoint(folder)
+    info = inspect_checkpoint(folder, check_tensors=False)
 
     assert info.num_full_attention_layers == 2 and info.layer_types == tuple(types)
     assert info.num_linear_attention_layers == 6
@@ -173,7 +176,7 @@ def test_quantized_param_count(tmp_path: Path) -> None:
     quant = {"group_size": 32, "bits": 4, "model.layers.0.mlp.gate": {"group_size": 32, "bits": 8}}
     folder = make_model(tmp_path / "q4", tensors=tensors, config_extra={"quantization": quant})
 
-    info = inspect_checkpoint(folder)
+    info = inspect_checkpoint(folder, check_tensors=False)
 
     assert (info.quant_bits, info.quant_group_size) == (4, 32)
     assert info.param_count == 8 * 32 + 2 * 32 + 32
@@ -196,7 +199,7 @@ def test_sharded_checkpoint_with_index(tmp_path: Path) -> None:
         },
     )
 
-    info = inspect_checkpoint(folder)
+    info = inspect_checkpoint(folder, check_tensors=False)
 
     assert info.param_count == 106
     assert info.weight_bytes == 200 + 24
@@ -205,7 +208,7 @@ def test_sharded_checkpoint_with_index(tmp_path: Path) -> None:
 def test_chat_template_sources(tmp_path: Path) -> None:
     folder = make_model(tmp_path / "m", template=None)
     assert read_chat_template(folder) is None
-    assert inspect_checkpoint(folder).supports_thinking is False
+    assert inspect_checkpoint(folder, check_tensors=False).supports_thinking is False
 
     write_json(
         folder / "tokenizer_config.json",
@@ -217,7 +220,7 @@ def test_chat_template_sources(tmp_path: Path) -> None:
         },
     )
     assert read_chat_template(folder) == "<think>"
-    assert inspect_checkpoint(folder).supports_thinking is True
+    assert inspect_checkpoint(folder, check_tensors=False).supports_thinking is True
 
     write_json(folder / "chat_template.json", {"chat_template": "from json"})
     assert read_chat_template(folder) == "from json"
@@ -306,7 +309,7 @@ def test_no_tokenizer(tmp_path: Path) -> None:
     assert "has no tokenizer" in reason_for(folder)
 
     (folder / "vocab.json").write_text("{}")  # tokenizer_config.json + vocab is enough
-    assert inspect_checkpoint(folder).name == "m"
+    assert inspect_checkpoint(folder, check_tensors=False).name == "m"
 
 
 def test_other_architecture_is_rejected(tmp_path: Path) -> None:
@@ -346,7 +349,7 @@ def test_discovery_in_hf_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     make_hf_repo(hub, "meta-llama/Llama-3-8B", "c" * 40, model_type="llama")
     assert (current / "model.safetensors").is_symlink()
 
-    found = {m.path: m for m in discover_models()}
+    found = {m.path: m for m in discover_models(check_tensors=False)}
 
     llama_snapshot = hub / "models--meta-llama--Llama-3-8B" / "snapshots" / ("c" * 40)
     assert set(found) == {current, llama_snapshot}
@@ -366,7 +369,7 @@ def test_hf_cache_without_refs_takes_newest_snapshot(tmp_path: Path) -> None:
     (hub / "models--org--model" / "refs" / "main").unlink()
     os.utime(older, (1_000_000, 1_000_000))
 
-    found = discover_models(roots=[SearchRoot(hub, SourceKind.HF_CACHE)])
+    found = discover_models(roots=[SearchRoot(hub, SourceKind.HF_CACHE)], check_tensors=False)
 
     assert [m.path for m in found] == [newer]
 
@@ -381,7 +384,7 @@ def test_incomplete_hf_download_is_listed_with_its_error(tmp_path: Path) -> None
     (snapshot / "model.safetensors.index.json").symlink_to(Path("..", "..", "blobs", "index"))
     (snapshot / "model-00002-of-00002.safetensors").symlink_to(Path("..", "..", "blobs", "never"))
 
-    [model] = discover_models(roots=[SearchRoot(hub, SourceKind.HF_CACHE)])
+    [model] = discover_models(roots=[SearchRoot(hub, SourceKind.HF_CACHE)], check_tensors=False)
 
     assert model.info is None
     error = model.error or ""
@@ -401,7 +404,7 @@ def test_discovery_in_lmstudio_and_user_folders(
     make_model(tmp_path / "collection" / "group" / "deeper" / "too-deep")
     (tmp_path / "collection" / "notes").mkdir()
 
-    found = discover_models(extra_dirs=[direct, tmp_path / "collection"])
+    found = discover_models(extra_dirs=[direct, tmp_path / "collection"], check_tensors=False)
 
     by_path = {m.path: m for m in found}
     assert set(by_path) == {lm, lm_old, direct, nested}
@@ -414,7 +417,7 @@ def test_discovery_lists_each_folder_once(tmp_path: Path) -> None:
     folder = make_model(tmp_path / "models" / "one")
     root = SearchRoot(tmp_path / "models", SourceKind.USER)
 
-    found = discover_models(extra_dirs=[folder], roots=[root])
+    found = discover_models(extra_dirs=[folder], roots=[root], check_tensors=False)
 
     assert [m.path for m in found] == [folder]
 

@@ -201,7 +201,7 @@ def qwen35_397b(tmp_path: Path) -> ModelInfo:
             "model.experts.biases": ("BF16", [397_000, 15_625], 2),
         },
     )
-    return inspect_checkpoint(folder)
+    return inspect_checkpoint(folder, check_tensors=False)  # a header-only table of made-up tensors
 
 
 def test_397b_checkpoint_from_headers(qwen35_397b: ModelInfo) -> None:

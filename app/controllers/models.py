@@ -20,13 +20,17 @@ DEFAULT_CONTEXT = 32768
 
 @dataclass(frozen=True)
 class ModelEntry:
-    info: object  # engine_mlx.checkpoint.ModelInfo
+    """A model folder in the picker: usable (``info``), or refused (``info`` None, ``refusal`` why)."""
+
+    info: object  # engine_mlx.checkpoint.ModelInfo, None when refused
     fit: object | None  # engine_mlx.memory.FitEstimate
     is_demo: bool = False
+    refusal: str | None = None  # the engine's one-line reason the folder cannot be used
+    folder: Path | None = None  # the refused folder
 
     @property
     def path(self) -> Path:
-        return Path(self.info.path)
+        return Path(self.info.path) if self.info is not None else Path(self.folder)
 
 
 def fit_label(fit) -> str:
@@ -55,10 +59,13 @@ def discover(folders: list[Path], demo_dir: Path, context_tokens: int) -> list[M
     from engine_mlx.memory import estimate_fit
 
     infos = {}
+    refused = []  # Qwen3.5 folders the engine refuses, listed with the reason
     try:
         for found in discover_models(extra_dirs=[f for f in folders if f.exists()]):
             if found.ok:
                 infos[Path(found.info.path).resolve()] = found.info
+            elif not found.other_model:
+                refused.append(ModelEntry(None, None, refusal=found.error, folder=Path(found.path)))
     except Exception:
         log.exception("model discovery failed")
     if (demo_dir / "config.json").exists() and demo_dir.resolve() not in infos:
@@ -73,6 +80,7 @@ def discover(folders: list[Path], demo_dir: Path, context_tokens: int) -> list[M
         except Exception:
             fit = None
         entries.append(ModelEntry(info, fit, is_demo=path == demo_dir.resolve()))
+    entries += refused
     return entries
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import Qt
+from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QDialog,
@@ -91,6 +92,14 @@ class ModelPicker(QDialog):
         self.entries = list(entries)
         self.table.setRowCount(len(entries))
         for row, entry in enumerate(entries):
+            if entry.info is None:  # refused by the engine: listed, greyed, with the reason
+                for col, value in enumerate((entry.path.name, "–", "–", "–", "Refused")):
+                    item = QTableWidgetItem(value)
+                    item.setToolTip(f"{entry.path}: {entry.refusal}")
+                    item.setForeground(self.palette().brush(QPalette.ColorGroup.Disabled,
+                                                            QPalette.ColorRole.Text))
+                    self.table.setItem(row, col, item)
+                continue
             info = entry.info
             name = info.name + ("  (demo, random weights)" if entry.is_demo else "")
             bits = f"{info.quant_bits}-bit" if info.quant_bits else "16-bit"
@@ -115,7 +124,11 @@ class ModelPicker(QDialog):
 
     def _show_details(self) -> None:
         entry = self.selected()
+        self.load_button.setEnabled(entry is not None and entry.info is not None)
         if entry is None:
+            return
+        if entry.info is None:
+            self.details.setText(f"Refused: {entry.path}: {entry.refusal}")
             return
         text = f"{entry.info.path}\n"
         if entry.fit is not None:
@@ -128,7 +141,7 @@ class ModelPicker(QDialog):
 
     def load_selected(self) -> None:
         entry = self.selected()
-        if entry is None:
+        if entry is None or entry.info is None:
             return
         force = False
         if entry.fit is not None and fit_label(entry.fit) == "Does not fit":
