@@ -47,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     tiny = sub.add_parser("tiny", help="build the tiny random-weight Qwen3.5 model in DIR")
     tiny.add_argument("dir", type=Path)
     tiny.add_argument("--text-only", action="store_true", help="a text-only conversion (no vision tower)")
+    tiny.add_argument(
+        "--release", action="store_true", help="the unconverted HF-layout release (bf16, real vocabulary)"
+    )
 
     models = sub.add_parser("models", help="list Qwen3.5 models found on this machine, with their fit")
     models.add_argument("--dir", dest="dirs", action="append", type=Path, default=[], help="also search here")
@@ -78,6 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
+        if args.command == "tiny" and args.release:
+            from engine_mlx.tiny_release import build_tiny_release
+
+            print(build_tiny_release(args.dir))
+            return 0
         if args.command == "tiny":
             from engine_mlx.tiny import build_tiny_model
 
