@@ -1,4 +1,4 @@
-"""The command line: ``python -m engine_mlx tiny | models | chat``.
+"""The command line: ``python -m engine_mlx tiny | models | chat | download | add-vision``.
 
 Bad input exits non-zero with one line naming the file and what is wrong, never a traceback.
 """
@@ -74,6 +74,19 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--force", action="store_true", help="load even if the model does not fit")
     chat.add_argument("--json", action="store_true", help="one JSON event per line on stdout")
     chat.add_argument("prompt", nargs="?")
+
+    dl = sub.add_parser("download", help="download a model repo into the Hugging Face cache (resumable)")
+    dl.add_argument("repo", help="e.g. mlx-community/Qwen3.5-397B-A17B-4bit")
+    dl.add_argument("--revision", default="main")
+    dl.add_argument("--json", action="store_true", help="progress as one JSON event per line")
+
+    av = sub.add_parser("add-vision", help="add the vision tower (and MTP head) to a text-only model")
+    av.add_argument("--model", required=True, type=Path, help="the text-only model folder (left untouched)")
+    av.add_argument("--from", dest="source", help="the original release, e.g. Qwen/Qwen3.5-397B-A17B")
+    av.add_argument("--revision", default="main")
+    av.add_argument("--mtp", action="store_true", help="also the multi-token-prediction head (as ./mtp)")
+    av.add_argument("--output", type=Path, help="the new model folder (default: beside the model, -vision)")
+    av.add_argument("--json", action="store_true", help="progress as one JSON event per line")
     return p
 
 
@@ -93,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "models":
             return _models(args)
+        if args.command in ("download", "add-vision"):
+            return _hub(args)
         return _chat(args)
     except EngineError as exc:
         return _fail(str(exc), getattr(args, "json", False))
@@ -103,6 +118,14 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - one line for the user, the traceback only with -v logging
         logging.getLogger(__name__).debug("unexpected failure", exc_info=True)
         return _fail(f"unexpected failure: {type(exc).__name__}: {exc}", getattr(args, "json", False))
+
+
+def _hub(args) -> int:
+    from engine_mlx.hub import commands
+
+    if args.command == "download":
+        return commands.download(args.repo, args.revision, args.json)
+    return commands.add_vision(args.model, args.source, args.revision, args.mtp, args.output, args.json)
 
 
 def _fail(message: str, as_json: bool) -> int:
