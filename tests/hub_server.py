@@ -6,7 +6,8 @@
   ``X-Linked-Etag``/``X-Linked-Size`` for LFS files, ``Range`` answered with 206.
 
 It serves folders from disk, counts the bytes of every body it sends, and injects faults per file
-(404, 500, a truncated body, a body whose size differs from the listing, a cut after N bytes).
+(404, 500, a truncated body, a body whose size differs from the listing, a cut after N bytes,
+a slow link).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import hashlib
 import json
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -211,9 +213,14 @@ class HubServer:
                     self.send_header(k, str(v))
                 self.send_header("Content-Length", str(length))
                 self.end_headers()
+                step, delay = (
+                    (fault[1], fault[2]) if fault[:1] == ("slow",) else (len(body) or 1, 0.0)
+                )
                 try:
-                    self.wfile.write(body)
-                    self.wfile.flush()
+                    for i in range(0, len(body), step):  # a slow link: a chunk, then a pause
+                        self.wfile.write(body[i : i + step])
+                        self.wfile.flush()
+                        time.sleep(delay)
                 except OSError:
                     pass
                 if len(body) < length:

@@ -487,3 +487,114 @@ def test_offline_nothing_but_a_user_action_reaches_for_the_network(conversions, 
     assert report["action"] and all("127.0.0.1" in a and "9" in a for a in report["action"])
     assert "cannot reach" in report["error"]
     assert report["offline_after"] is True
+
+
+# ------------------------------------------------------------------------------------ app
+
+
+def test_get_models_dialog_downloads_with_progress_pause_and_resume(
+    qapp, qtbot, qt_wait, hub_env, conversions
+):
+    from PySide6.QtCore import Qt
+
+    from app.controllers.downloads import DownloadsController, TransferState
+    from app.views.downloads import DownloadsDialog
+    from engine_mlx.hub.catalog import CatalogEntry
+
+    controller = DownloadsController()
+    controller.catalog = [CatalogEntry(TEXT_REPO, "Qwen3.5 Tiny, text-only 4-bit", False, None)]
+    dialog = DownloadsDialog(controller)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    assert "Free disk space" in dialog.free.text()
+    qtbot.mouseClick(dialog.refresh_button, Qt.MouseButton.LeftButton)
+    size = hub_env.repo_bytes(TEXT_REPO)
+    qt_wait(lambda: controller.catalog[0].exact, 30)
+    assert dialog.table.item(0, 1).text() == f"{size / 1e6:.1f} MB"
+
+    hub_env.faults[f"{TEXT_REPO}/model.safetensors"] = ("slow", 256 * 1024, 0.05)
+    dialog.table.selectRow(0)
+    qtbot.mouseClick(dialog.download_button, Qt.MouseButton.LeftButton)
+    bar = dialog.table.cellWidget(0, 2)
+    qt_wait(lambda: bar.value() > 0 and controller.transfers[TEXT_REPO].done_bytes > 1_000_000, 60)
+    assert "MB/s" in dialog.table.item(0, 3).text()
+    qtbot.mouseClick(dialog.pause_button, Qt.MouseButton.LeftButton)
+    qt_wait(lambda: controller.transfers[TEXT_REPO].state is TransferState.PAUSED, 30)
+    assert "paused" in dialog.table.item(0, 3).text() and dialog.resume_button.isEnabled()
+    kept = controller.transfers[TEXT_REPO].done_bytes
+    assert 0 < kept < size
+
+    hub_env.faults.clear()
+    hub_env.log.clear()
+    qtbot.mouseClick(dialog.resume_button, Qt.MouseButton.LeftButton)
+    qt_wait(lambda: controller.transfers[TEXT_REPO].state is TransferState.DONE, 60)
+    assert bar.value() == 1000 and "Ready" in dialog.table.item(0, 3).text()
+    resumed = [s for s in hub_env.log if s.path.endswith("model.safetensors")]
+    assert resumed and resumed[0].start > 0  # resumed, not restarted
+    snapshot = controller.transfers[TEXT_REPO].result
+    assert (snapshot / "model.safetensors").read_bytes() == (
+        conversions[0] / "model.safetensors"
+    ).read_bytes()
+
+
+def test_text_only_banner_offers_add_vision_and_the_new_model_appears(
+    qapp, qtbot, qt_wait, hub_env, conversions, tmp_path
+):
+    from PySide6.QtCore import Qt
+
+    from app import theme
+    from app.controllers.downloads import TransferState
+    from app.paths import app_paths
+    from app.window import MainWindow
+
+    theme.apply(qapp, theme.Scheme.LIGHT)
+    text = tmp_path / "Qwen3.5-Tiny-text-4bit"
+    shutil.copytree(conversions[0], text, copy_function=os.link)
+    before = _snapshot(text)
+    window = MainWindow(app_paths(tmp_path / "data"), reload_last=False)
+    try:
+        window.show()
+        window.models.load(text)
+        qt_wait(
+            lambda: window.models.loaded_info is not None or window.error_banner.isVisible(), 120
+        )
+        assert window.models.loaded_info is not None, window.error_banner.label.text()
+        window.open_files([write_image(tmp_path / "a.png")])
+        qt_wait(lambda: window.error_banner.isVisible(), 10)
+        assert "text-only" in window.error_banner.label.text()
+        assert window.error_banner.action.text() == "Add vision…"
+        qtbot.mouseClick(window.error_banner.action, Qt.MouseButton.LeftButton)
+        dialog = window.add_vision_dialog
+        assert dialog.isVisible() and not dialog.add_button.isEnabled()
+        dialog.source.setText(RELEASE)
+        qtbot.mouseClick(dialog.check_button, Qt.MouseButton.LeftButton)
+        key = str(text)
+        qt_wait(
+            lambda: (
+                window.downloads.transfers[key].state in (TransferState.READY, TransferState.FAILED)
+            ),
+            60,
+        )
+        assert window.downloads.transfers[key].state is TransferState.READY, (
+            window.downloads.transfers[key].message
+        )
+        fetch = window.downloads.transfers[key].total_bytes
+        assert 0 < fetch < hub_env.repo_bytes(RELEASE) / 100
+        assert dialog.add_button.text() == f"Add vision (downloads {fetch / 1e6:.1f} MB)"
+        assert "of 0.1 GB" in dialog.status.text()
+        qtbot.mouseClick(dialog.add_button, Qt.MouseButton.LeftButton)
+        qt_wait(
+            lambda: (
+                window.downloads.transfers[key].state in (TransferState.DONE, TransferState.FAILED)
+            ),
+            120,
+        )
+        assert window.downloads.transfers[key].state is TransferState.DONE, (
+            window.downloads.transfers[key].message
+        )
+        new = tmp_path / "Qwen3.5-Tiny-text-4bit-vision"
+        assert (new / "model-vision.safetensors").is_file() and dialog.bar.value() == 1000
+        qt_wait(lambda: any(e.path == new and e.info.is_vision for e in window.models.entries), 60)
+        assert _snapshot(text) == before and not (text / "model-vision.safetensors").exists()
+    finally:
+        window.close()
