@@ -200,6 +200,8 @@ class HubServer:
                 if fault[:1] == ("wrong_size",):  # the file on the server is not the one listed
                     body = body + b"\0" * fault[1]
                     length = len(body)
+                if fault[:1] == ("corrupt",):  # same size, one byte flipped
+                    body = body[:-1] + bytes([body[-1] ^ 0xFF]) if body else body
                 if fault[:1] == ("truncate",):  # announce the full length, send less, close
                     body = body[: max(0, len(body) - fault[1])]
                 if fault[:1] == ("cut",):  # the connection drops after N bytes of this file (once)

@@ -282,6 +282,27 @@ def test_graft_faults_leave_everything_as_it_was(
     assert not out.exists() and list(tmp_path.iterdir()) == []  # no partial folder either
 
 
+def test_graft_cancelled_or_short_of_disk_leaves_nothing(
+    hub_env, conversions, tmp_path, monkeypatch
+):
+    from engine_mlx.hub import graft
+    from engine_mlx.hub.network import Cancelled, HubError
+
+    text = conversions[0]
+    before = _snapshot(text)
+    out = tmp_path / "out"
+    plan = graft.plan_graft(text, RELEASE, output=out)
+    seen = []
+    with pytest.raises(Cancelled):
+        graft.run_graft(plan, on_progress=seen.append, cancelled=lambda: len(seen) > 1)
+    assert list(tmp_path.iterdir()) == [] and _snapshot(text) == before
+    hub_env.log.clear()
+    monkeypatch.setattr(graft, "free_space", lambda _path: plan.fetch_bytes)
+    with pytest.raises(HubError, match="needs .* GB free"):
+        graft.run_graft(plan)
+    assert hub_env.log == [] and list(tmp_path.iterdir()) == []
+
+
 def test_graft_refuses_mismatched_dimensions_before_fetching(hub_env, conversions, tmp_path):
     from engine_mlx.hub.graft import plan_graft
     from engine_mlx.hub.network import HubError
@@ -389,6 +410,7 @@ def test_download_refuses_when_the_disk_is_too_small(hub_env, monkeypatch):
         (("500",), "HTTP 500"),
         (("truncate", 5000), "broke off"),
         (("wrong_size", 3), "different size"),
+        (("corrupt",), "sha256 does not match"),
     ],
 )
 def test_download_faults_say_what_failed(hub_env, fault, message):
@@ -501,8 +523,8 @@ def test_get_models_dialog_downloads_with_progress_pause_and_resume(
     from app.views.downloads import DownloadsDialog
     from engine_mlx.hub.catalog import CatalogEntry
 
-    controller = DownloadsController()
-    controller.catalog = [CatalogEntry(TEXT_REPO, "Qwen3.5 Tiny, text-only 4-bit", False, None)]
+    catalog = [CatalogEntry(TEXT_REPO, "Qwen3.5 Tiny, text-only 4-bit", False, None)]
+    controller = DownloadsController(catalog=catalog)
     dialog = DownloadsDialog(controller)
     qtbot.addWidget(dialog)
     dialog.show()
@@ -524,6 +546,17 @@ def test_get_models_dialog_downloads_with_progress_pause_and_resume(
     kept = controller.transfers[TEXT_REPO].done_bytes
     assert 0 < kept < size
 
+    # quit and start again: the paused download is found in the cache and resumes from there
+    dialog.close()
+    controller = DownloadsController(catalog=catalog)
+    dialog = DownloadsDialog(controller)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    bar = dialog.table.cellWidget(0, 2)
+    assert (
+        controller.transfers[TEXT_REPO].state is TransferState.PAUSED
+        and dialog.resume_button.isEnabled()
+    )
     hub_env.faults.clear()
     hub_env.log.clear()
     qtbot.mouseClick(dialog.resume_button, Qt.MouseButton.LeftButton)

@@ -65,16 +65,22 @@ class DownloadsController(QObject):
     modelAdded = Signal(str)  # a new model folder (a download's snapshot, a grafted folder)
     errorOccurred = Signal(str)
 
-    def __init__(self, cache_dir: Path | None = None, parent: QObject | None = None):
+    def __init__(
+        self,
+        cache_dir: Path | None = None,
+        catalog: list | None = None,
+        parent: QObject | None = None,
+    ):
         super().__init__(parent)
         from engine_mlx.hub.catalog import load_catalog
 
         self.cache_dir = cache_dir
-        self.catalog = load_catalog()
+        self.catalog = load_catalog() if catalog is None else list(catalog)
         self.transfers: dict[str, Transfer] = {}
         self._jobs: dict[str, object] = {}  # key -> Download (pause/cancel) or the graft's Task
         self._plans: dict[str, object] = {}  # model folder -> GraftPlan
         self._progressed.connect(self._apply)
+        self._find_paused()
 
     # --- state ---------------------------------------------------------------------------------
     def _set(self, transfer: Transfer) -> None:
@@ -179,17 +185,35 @@ class DownloadsController(QObject):
                 key, state=TransferState.CANCELLED, message="Cancelled.", done_bytes=0, rate_bps=0.0
             )
 
-    def _discard_partials(self, repo_id: str) -> None:
+    def _blobs(self, repo_id: str) -> Path:
         from huggingface_hub.file_download import repo_folder_name
 
         from engine_mlx.hub.download import hub_cache
 
-        blobs = (
-            (self.cache_dir or hub_cache())
-            / repo_folder_name(repo_id=repo_id, repo_type="model")
-            / "blobs"
-        )
-        for part in blobs.glob("*.incomplete"):
+        folder = repo_folder_name(repo_id=repo_id, repo_type="model")
+        return (self.cache_dir or hub_cache()) / folder / "blobs"
+
+    def _find_paused(self) -> None:
+        """Downloads interrupted in an earlier session (partial files in the cache), found offline."""
+        for entry in self.catalog:
+            blobs = self._blobs(entry.repo)
+            if blobs.is_dir() and any(blobs.glob("*.incomplete")):
+                have = sum(p.stat().st_size for p in blobs.iterdir() if p.is_file())
+                message = "Paused in an earlier session; Resume continues it."
+                self._set(
+                    Transfer(
+                        entry.repo,
+                        TransferKind.DOWNLOAD,
+                        entry.repo,
+                        TransferState.PAUSED,
+                        have,
+                        entry.size_bytes or 0,
+                        message=message,
+                    )
+                )
+
+    def _discard_partials(self, repo_id: str) -> None:
+        for part in self._blobs(repo_id).glob("*.incomplete"):
             part.unlink(missing_ok=True)
 
     # --- add vision ----------------------------------------------------------------------------

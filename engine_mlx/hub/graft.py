@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine_mlx.hub.download import DISK_MARGIN, free_space
 from engine_mlx.hub.network import Cancelled, HubError, online
 from engine_mlx.hub.remote import (
     RemoteRepo,
@@ -306,6 +307,12 @@ def run_graft(
 
     local = _read_config(plan.model_dir)
     plan.output_dir.parent.mkdir(parents=True, exist_ok=True)
+    need, free = 2 * plan.fetch_bytes + DISK_MARGIN, free_space(plan.output_dir.parent)
+    if need > free:  # the fetched tensors as released, then converted; the rest is hard links
+        raise HubError(
+            f"{plan.output_dir.parent}: the graft needs {need / 1e9:.1f} GB free, there is {free / 1e9:.1f} GB; "
+            "nothing was downloaded"
+        )
     stage = Path(
         tempfile.mkdtemp(prefix=f".{plan.output_dir.name}.partial-", dir=plan.output_dir.parent)
     )
