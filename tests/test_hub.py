@@ -631,3 +631,65 @@ def test_text_only_banner_offers_add_vision_and_the_new_model_appears(
         assert _snapshot(text) == before and not (text / "model-vision.safetensors").exists()
     finally:
         window.close()
+
+
+def test_model_picker_offers_add_vision_for_a_text_only_model(
+    qtbot, hub_env, conversions, tmp_path, request
+):
+    from PySide6.QtCore import Qt
+
+    from app.controllers.downloads import DownloadsController, TransferState
+    from app.controllers.models import ModelEntry, ModelsController, human_bytes
+    from app.paths import app_paths
+    from app.store import Store
+    from app.views.model_picker import ModelPicker
+    from app.workers import EngineClient
+    from engine_mlx.checkpoint import inspect_checkpoint
+
+    paths = app_paths(tmp_path / "data").ensure()
+    store = Store(paths.database, paths.attachments)
+    engine = EngineClient(paths.engine_state)
+    request.addfinalizer(lambda: (engine.shutdown(), store.close()))
+    models = ModelsController(store, engine, paths)
+    models.scanned = True
+    models.entries = [ModelEntry(inspect_checkpoint(d), None) for d in conversions[:2]]
+    downloads = DownloadsController(catalog=[])
+    picker = ModelPicker(models, downloads=downloads)
+    qtbot.addWidget(picker)
+    picker.show()
+    text_row = next(i for i, e in enumerate(picker.entries) if not e.info.is_vision)
+    picker.table.selectRow(1 - text_row)
+    assert not picker.vision_button.isEnabled()  # the vision conversion needs nothing
+    picker.table.selectRow(text_row)
+    assert picker.vision_button.isEnabled() and picker.vision_button.text() == "Add vision…"
+    qtbot.mouseClick(picker.vision_button, Qt.MouseButton.LeftButton)
+    dialog = picker.vision_dialog
+    assert (
+        dialog.isVisible() and dialog.source.text() == ""
+    )  # the tiny model is no published release
+    dialog.source.setText(RELEASE)
+    dialog.mtp.setChecked(True)
+    qtbot.mouseClick(dialog.check_button, Qt.MouseButton.LeftButton)
+    key = str(conversions[0])
+    qtbot.waitUntil(lambda: downloads.transfers[key].state is TransferState.READY, timeout=60_000)
+    size = downloads.known_vision_size(conversions[0])
+    assert size and dialog.add_button.isEnabled()
+    picker.table.selectRow(1 - text_row)
+    picker.table.selectRow(text_row)  # the picker now names the size it learned
+    assert picker.vision_button.text() == f"Add vision (downloads {human_bytes(size)})"
+    qtbot.mouseClick(
+        dialog.cancel_button, Qt.MouseButton.LeftButton
+    )  # planned, not wanted: nothing runs
+    assert downloads.transfers[key].state is TransferState.CANCELLED
+    # only the headers were read: no tensor data
+    assert all(s.start in (0, 8) for s in hub_env.log if s.path.endswith(".safetensors"))
+
+
+def test_release_proposed_from_the_model_card(conversions, tmp_path):
+    from engine_mlx.hub.graft import propose_release
+
+    card = tmp_path / "m"
+    shutil.copytree(conversions[0], card, copy_function=os.link)
+    (card / "README.md").unlink()
+    (card / "README.md").write_text("---\nbase_model: Qwen/Qwen3.5-397B-A17B\ntags:\n- mlx\n---\n")
+    assert propose_release(card) == "Qwen/Qwen3.5-397B-A17B"
