@@ -8,7 +8,7 @@ the user starts a download, asks for sizes, or checks/adds vision.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 
@@ -46,7 +46,6 @@ class Transfer:
     eta_s: float | None = None
     message: str = ""  # the size summary, the error, or the finished folder
     result: Path | None = None
-    extra: dict = field(default_factory=dict, compare=False)
 
     @property
     def fraction(self) -> float:

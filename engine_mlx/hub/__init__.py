@@ -7,5 +7,7 @@ Nothing here runs unless a user starts a download or a graft; :func:`network.onl
 - ``remote``: a repo's file list (sizes, LFS sha256) and safetensors headers and byte ranges;
 - ``download``: resumable, verified downloads into the Hugging Face cache layout;
 - ``graft``: the vision tower (and MTP head) of an original release onto a text-only conversion;
-- ``catalog``: the Qwen3.5 MLX repos QwenDesk offers (``catalog.json``).
+- ``convert``: fetched release tensors -> mlx-vlm's layout, with mlx-vlm's own sanitize and MTP splitter;
+- ``catalog``: the Qwen3.5 MLX repos QwenDesk offers (``catalog.json``);
+- ``commands``: the ``download`` and ``add-vision`` subcommands of ``python -m engine_mlx``.
 """

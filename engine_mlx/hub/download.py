@@ -262,7 +262,9 @@ class Download:
         os.replace(part, blob)
 
     def _link(self, plan: DownloadPlan) -> None:
-        """huggingface_hub finds each verified blob and writes the snapshot link and refs itself."""
+        """huggingface_hub finds each verified blob and writes the snapshot link itself. It is asked at
+        the planned commit (a branch that moved meanwhile must not pull in unverified files); the
+        branch's ref then names that commit, as ``hf download`` leaves it."""
         from huggingface_hub import hf_hub_download
 
         for fp in plan.files:
@@ -270,7 +272,11 @@ class Download:
                 hf_hub_download(
                     self.repo_id,
                     fp.file.name,
-                    revision=self.revision,
+                    revision=plan.repo.commit,
                     cache_dir=str(self.cache_dir),
                     endpoint=endpoint(),
                 )
+        if self.revision != plan.repo.commit:
+            ref = plan.storage / "refs" / self.revision
+            ref.parent.mkdir(parents=True, exist_ok=True)
+            ref.write_text(plan.repo.commit)
