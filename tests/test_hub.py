@@ -246,7 +246,11 @@ def test_cli_add_vision_reports_size_then_progress(hub_env, conversions, tmp_pat
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     plan = events[0]
     assert plan["type"] == "plan" and plan["fetch_bytes"] < plan["repo_bytes"]
-    assert plan["summary"].endswith("of 0.1 GB") and not plan["mtp"]
+    assert (
+        plan["summary"]
+        == f"{plan['fetch_bytes'] / 1e6:.1f} MB of {plan['repo_bytes'] / 1e6:.1f} MB"
+    )
+    assert not plan["mtp"]
     assert any(e["type"] == "progress" for e in events)
     assert events[-1] == {"type": "done", "path": str(out)}
     assert (out / "model-vision.safetensors").is_file() and not (out / "mtp").exists()
@@ -614,7 +618,9 @@ def test_text_only_banner_offers_add_vision_and_the_new_model_appears(
         fetch = window.downloads.transfers[key].total_bytes
         assert 0 < fetch < hub_env.repo_bytes(RELEASE) / 100
         assert dialog.add_button.text() == f"Add vision (downloads {fetch / 1e6:.1f} MB)"
-        assert "of 0.1 GB" in dialog.status.text()
+        assert (
+            f"of {hub_env.repo_bytes(RELEASE) / 1e6:.1f} MB from {RELEASE}" in dialog.status.text()
+        )
         qtbot.mouseClick(dialog.add_button, Qt.MouseButton.LeftButton)
         qt_wait(
             lambda: (
@@ -693,3 +699,10 @@ def test_release_proposed_from_the_model_card(conversions, tmp_path):
     (card / "README.md").unlink()
     (card / "README.md").write_text("---\nbase_model: Qwen/Qwen3.5-397B-A17B\ntags:\n- mlx\n---\n")
     assert propose_release(card) == "Qwen/Qwen3.5-397B-A17B"
+
+
+def test_size_summary_reads_like_the_issue_example():
+    from engine_mlx.hub.graft import _gb
+
+    assert f"{_gb(912_000_000)} of {_gb(807_000_000_000)}" == "0.9 GB of 807 GB"
+    assert _gb(1_006_080) == "1.0 MB" and _gb(14_024) == "14 kB" and _gb(3_400_000_000) == "3.4 GB"

@@ -91,7 +91,7 @@ class GraftPlan:
 def _gb(n: int) -> str:
     if n >= 10 * GB:
         return f"{n / GB:.0f} GB"
-    if n >= 0.1 * GB:
+    if n >= 0.5 * GB:
         return f"{n / GB:.1f} GB"
     return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.0f} kB"
 
