@@ -86,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     av.add_argument("--revision", default="main")
     av.add_argument("--mtp", action="store_true", help="also the multi-token-prediction head (as ./mtp)")
     av.add_argument("--output", type=Path, help="the new model folder (default: beside the model, -vision)")
+    av.add_argument("--in-place", action="store_true", help="graft into the model folder itself (swapped in at the end)")
     av.add_argument("--json", action="store_true", help="progress as one JSON event per line")
     return p
 
@@ -125,7 +126,9 @@ def _hub(args) -> int:
 
     if args.command == "download":
         return commands.download(args.repo, args.revision, args.json)
-    return commands.add_vision(args.model, args.source, args.revision, args.mtp, args.output, args.json)
+    return commands.add_vision(
+        args.model, args.source, args.revision, args.mtp, args.output, args.json, args.in_place
+    )
 
 
 def _fail(message: str, as_json: bool) -> int:

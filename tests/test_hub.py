@@ -706,3 +706,33 @@ def test_size_summary_reads_like_the_issue_example():
 
     assert f"{_gb(912_000_000)} of {_gb(807_000_000_000)}" == "0.9 GB of 807 GB"
     assert _gb(1_006_080) == "1.0 MB" and _gb(14_024) == "14 kB" and _gb(3_400_000_000) == "3.4 GB"
+
+
+def test_graft_in_place_swaps_the_folder_and_keeps_it_on_failure(hub_env, conversions, tmp_path):
+    from engine_mlx.cli import main
+    from engine_mlx.hub.network import HubError
+
+    model = tmp_path / "models" / "tiny-text"
+    shutil.copytree(conversions[0], model, copy_function=os.link)
+    (model / ".cache").mkdir()  # e.g. huggingface_hub's local_dir metadata: carried over
+    (model / ".cache" / "note").write_text("kept")
+    before = _snapshot(model)
+    hub_env.faults[f"{RELEASE}/model-00003-of-00003.safetensors"] = ("500",)
+    with pytest.raises(HubError, match="HTTP 500"):
+        from engine_mlx.hub.graft import plan_graft, run_graft
+
+        run_graft(plan_graft(model, RELEASE, in_place=True))
+    assert _snapshot(model) == before and sorted(p.name for p in model.parent.iterdir()) == [
+        "tiny-text"
+    ]
+    hub_env.faults.clear()
+    inode = (model / "model.safetensors").stat().st_ino
+    assert main(["add-vision", "--model", str(model), "--from", RELEASE, "--in-place"]) == 0
+    assert sorted(p.name for p in model.parent.iterdir()) == [
+        "tiny-text"
+    ]  # no sibling, no leftovers
+    assert (model / "model-vision.safetensors").is_file() and (
+        model / ".cache" / "note"
+    ).read_text() == "kept"
+    assert (model / "model.safetensors").stat().st_ino == inode  # the same weights, never copied
+    assert "vision_config" in json.loads((model / "config.json").read_text())

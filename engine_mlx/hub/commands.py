@@ -74,7 +74,13 @@ def download(repo_id: str, revision: str, as_json: bool) -> int:
 
 
 def add_vision(
-    model: Path, repo_id: str | None, revision: str, mtp: bool, output: Path | None, as_json: bool
+    model: Path,
+    repo_id: str | None,
+    revision: str,
+    mtp: bool,
+    output: Path | None,
+    as_json: bool,
+    in_place: bool = False,
 ) -> int:
     from engine_mlx.hub.graft import plan_graft, propose_release, run_graft
 
@@ -90,12 +96,12 @@ def add_vision(
             f"Taking the vision tower from {repo_id} (pass --from to choose another)",
             repo=repo_id,
         )
-    plan = plan_graft(model, repo_id, revision=revision, mtp=mtp, output=output)
+    plan = plan_graft(model, repo_id, revision=revision, mtp=mtp, output=output, in_place=in_place)
     what = "the vision tower and MTP head" if mtp else "the vision tower"
     out.event(
         "plan",
         f"Adding {what} from {repo_id}: downloads {plan.summary()} (the rest is not fetched); "
-        f"new model folder {plan.output_dir}",
+        + (f"into {plan.model_dir} itself" if in_place else f"new model folder {plan.output_dir}"),
         repo=repo_id,
         commit=plan.repo.commit,
         fetch_bytes=plan.fetch_bytes,
@@ -104,6 +110,7 @@ def add_vision(
         tensors=len(plan.tensors),
         summary=plan.summary(),
         output=str(plan.output_dir),
+        in_place=in_place,
         mtp=mtp,
     )
 

@@ -71,9 +71,8 @@ class GraftPlan:
     tensors: tuple[TensorRange, ...]  # the ranges to fetch, in file order
     header_bytes: int  # already read to make this plan (shard headers, configs, index)
     mtp: bool
-    extra_files: dict[str, str] = field(
-        default_factory=dict
-    )  # preprocessor configs, fetched in full
+    extra_files: dict[str, str] = field(default_factory=dict)  # preprocessor configs, in full
+    in_place: bool = False  # output_dir is model_dir: the grafted folder is swapped in at the end
 
     @property
     def fetch_bytes(self) -> int:
@@ -126,11 +125,18 @@ def _local_weight_map(model_dir: Path) -> dict[str, str]:
     return out
 
 
+def _in_hf_cache(model_dir: Path) -> bool:
+    model_dir = model_dir.absolute()
+    return model_dir.parent.name == "snapshots" and model_dir.parent.parent.name.startswith(
+        "models--"
+    )
+
+
 def default_output(model_dir: Path) -> Path:
     """A sibling ``<name>-vision``; for a Hugging Face cache snapshot, LM Studio's ``org/name-vision``
     (the cache belongs to huggingface_hub, and the app looks for models in both places)."""
     model_dir = model_dir.absolute()
-    if model_dir.parent.name == "snapshots" and model_dir.parent.parent.name.startswith("models--"):
+    if _in_hf_cache(model_dir):
         _, org, name = model_dir.parent.parent.name.split("--", 2)
         return Path.home() / ".lmstudio" / "models" / org / f"{name}-vision"
     return model_dir.with_name(f"{model_dir.name}-vision")
@@ -180,9 +186,13 @@ def plan_graft(
     revision: str = "main",
     mtp: bool = False,
     output: Path | str | None = None,
+    in_place: bool = False,
 ) -> GraftPlan:
     """Read what the graft needs to know (file list, configs, shard headers) and check it all,
-    before a byte of weights is fetched or anything is written."""
+    before a byte of weights is fetched or anything is written.
+
+    ``in_place`` grafts into ``model_dir`` itself: the new folder is built beside it as usual and
+    swapped in by two renames at the end (no file of the old folder is written)."""
     model_dir = Path(model_dir)
     local = _read_config(model_dir)
     if local.get("model_type") not in FAMILIES:
@@ -190,14 +200,20 @@ def plan_graft(
     local_map = _local_weight_map(model_dir)
     if "vision_config" in local and any(k.startswith("vision_tower.") for k in local_map):
         raise HubError(f"{model_dir}: the model already has a vision tower")
-    out = Path(output) if output else default_output(model_dir)
-    if out.exists():
-        raise HubError(f"{out}: already exists; remove it or choose another output folder")
+    if in_place:
+        if output is not None:
+            raise HubError("choose either an output folder or in place, not both")
+        if _in_hf_cache(model_dir):
+            raise HubError(
+                f"{model_dir}: is in the Hugging Face cache, whose files belong to huggingface_hub; "
+                "add vision into a new folder instead"
+            )
+        out = model_dir
+    else:
+        out = Path(output) if output else default_output(model_dir)
+        if out.exists():
+            raise HubError(f"{out}: already exists; remove it or choose another output folder")
     read = 0
-
-    def count(n: int) -> None:
-        nonlocal read
-        read += n
 
     with online():
         repo = repo_files(repo_id, revision)
@@ -233,7 +249,7 @@ def plan_graft(
                 extra[name] = read_text(repo, name)
                 read += repo.file(name).size
     tensors.sort(key=lambda t: (t.file, t.start))
-    return GraftPlan(model_dir, out, repo, source, tuple(tensors), read, mtp, extra)
+    return GraftPlan(model_dir, out, repo, source, tuple(tensors), read, mtp, extra, in_place)
 
 
 def _merged(tensors: tuple[TensorRange, ...]) -> list[tuple[str, int, int, list[TensorRange]]]:
@@ -267,12 +283,12 @@ def _write_raw(path: Path, items: list[tuple[TensorRange, bytes]]) -> None:
             f.write(data)
 
 
-def _link_tree(src: Path, dst: Path) -> None:
+def _link_tree(src: Path, dst: Path, hidden: bool = False) -> None:
     """Every file of ``src`` except the ones the graft rewrites: hard links (a clone or a copy only
-    where linking is impossible, e.g. across volumes)."""
+    where linking is impossible, e.g. across volumes). Hidden folders only when ``hidden``."""
     for root, dirs, files in os.walk(src):
         rel = Path(root).relative_to(src)
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        dirs[:] = [d for d in dirs if hidden or not d.startswith(".")]
         (dst / rel).mkdir(parents=True, exist_ok=True)
         for name in files:
             if rel == Path(".") and name in REWRITTEN:
@@ -334,7 +350,7 @@ def run_graft(
         _write_raw(raw_dir / "vision.safetensors", vision)
         tower = convert_vision(mx.load(str(raw_dir / "vision.safetensors")), plan.source_config)
         out = stage / "model"
-        _link_tree(plan.model_dir, out)
+        _link_tree(plan.model_dir, out, hidden=plan.in_place)
         report(GraftProgress("write", done, total))
         mx.save_safetensors(str(out / VISION_SHARD), tower, metadata={"format": "mlx"})
         _write_index(plan.model_dir, out, tower)
@@ -348,9 +364,18 @@ def run_graft(
             split_mtp(raw_dir, out / MTP_FOLDER, local.get("quantization"))
         if cancelled():
             raise Cancelled("The graft was cancelled; nothing was written.")
-        if plan.output_dir.exists():
+        if plan.in_place:
+            previous = stage / "previous"
+            os.rename(plan.model_dir, previous)
+            try:
+                os.rename(out, plan.model_dir)
+            except OSError:
+                os.rename(previous, plan.model_dir)
+                raise
+        elif plan.output_dir.exists():
             raise HubError(f"{plan.output_dir}: appeared while the graft ran; nothing was written")
-        os.rename(out, plan.output_dir)
+        else:
+            os.rename(out, plan.output_dir)
         report(GraftProgress("done", done, total))
         return plan.output_dir
     finally:
