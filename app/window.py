@@ -32,11 +32,13 @@ from . import theme
 from .controllers.attachments import AttachmentsController, Pending
 from .controllers.chat import ChatController
 from .controllers.local_api import LocalApiController
+from .controllers.downloads import DownloadsController, gb
 from .controllers.models import ModelsController, human_bytes
 from .paths import AppPaths
 from .store import AttachmentKind, MessageState, Store, StoreError, ThinkingMode
 from .views.answer import warm_up
 from .views.composer import Composer, local_paths
+from .views.downloads import AddVisionDialog, DownloadsDialog
 from .views.first_run import FirstRunPage
 from .views.local_api import ApiStatusIndicator, LocalApiDialog
 from .views.model_picker import ModelPicker
@@ -122,6 +124,8 @@ class MainWindow(QMainWindow):
         self.attachments = AttachmentsController(self.store, paths.data / "pasted", self)
         self.local_api = LocalApiController(self.engine.worker.shared, self.store, self)
         self.local_api.failed.connect(self.show_error)
+        self.downloads = DownloadsController(parent=self)
+        self.downloads.modelAdded.connect(lambda folder: self.models.add_folder(Path(folder)))
         self._loading = False
         self._last_stats = None
         self._build()
@@ -275,7 +279,7 @@ class MainWindow(QMainWindow):
         a.changed.connect(self.composer.update_chip)
         a.removed.connect(self._on_attachment_removed)
         a.cleared.connect(self.composer.clear_chips)
-        a.errorOccurred.connect(self.show_error)
+        a.errorOccurred.connect(self._attachment_error)
         a.busyChanged.connect(lambda busy: self.composer.set_status("Preparing attachment…" if busy else ""))
         self.video_pane.rangeChanged.connect(
             lambda key, s, e, fps: a.update(key, start_s=s, end_s=e, fps=fps))
@@ -325,6 +329,7 @@ class MainWindow(QMainWindow):
         action("Rename chat", ["F2"], self.rename_current, chat_menu)
         action("Delete chat", [], self.delete_current, chat_menu)
         action("Choose model…", ["Ctrl+L"], self.open_model_picker, model_menu)
+        action("Get models…", [], self.open_downloads, model_menu)
         action("Unload model", [], self.models.unload, model_menu)
         action("Add model folder…", [], self._add_folder, model_menu)
         action("Use the demo model (random weights)", [], self.models.use_demo, model_menu)
@@ -447,7 +452,7 @@ class MainWindow(QMainWindow):
             self.show_error("Wait a moment: an attachment is still being prepared.")
             return False
         if self.attachments.items and self.attachments.model_is_vision is False:
-            self.show_error(self.attachments.text_only_refusal())
+            self._attachment_error(self.attachments.text_only_refusal())
             return False
         if self.video_pane.busy:
             self.video_pane.cancel()
@@ -554,7 +559,25 @@ class MainWindow(QMainWindow):
 
     # --- models -------------------------------------------------------------------------------
     def open_model_picker(self) -> None:
-        ModelPicker(self.models, self).exec()
+        ModelPicker(self.models, self, downloads=self.downloads).exec()
+
+    def open_downloads(self) -> None:
+        self.downloads_dialog = DownloadsDialog(self.downloads, self)
+        self.downloads_dialog.show()
+
+    def open_add_vision(self, model_dir: Path) -> None:
+        self.add_vision_dialog = AddVisionDialog(self.downloads, model_dir, self)
+        self.add_vision_dialog.show()
+
+    def _attachment_error(self, message: str) -> None:
+        """The text-only refusal offers the way out: add vision to this model."""
+        info = self.models.loaded_info
+        if self.attachments.model_is_vision is False and info is not None:
+            size = self.downloads.known_vision_size(Path(info.path))
+            label = f"Add vision (downloads {gb(size)})" if size else "Add vision…"
+            self.show_error(message, label, lambda: self.open_add_vision(Path(info.path)))
+        else:
+            self.show_error(message)
 
     def _add_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Choose a Qwen3.5 MLX model folder", str(Path.home()))

@@ -1,4 +1,4 @@
-"""The command line: ``python -m engine_mlx tiny | models | chat | serve``.
+"""The command line: ``python -m engine_mlx tiny | models | chat | serve | download | add-vision``.
 
 Bad input exits non-zero with one line naming the file and what is wrong, never a traceback.
 """
@@ -47,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     tiny = sub.add_parser("tiny", help="build the tiny random-weight Qwen3.5 model in DIR")
     tiny.add_argument("dir", type=Path)
     tiny.add_argument("--text-only", action="store_true", help="a text-only conversion (no vision tower)")
+    tiny.add_argument(
+        "--release", action="store_true", help="the unconverted HF-layout release (bf16, real vocabulary)"
+    )
 
     models = sub.add_parser("models", help="list Qwen3.5 models found on this machine, with their fit")
     models.add_argument("--dir", dest="dirs", action="append", type=Path, default=[], help="also search here")
@@ -85,6 +88,19 @@ def _parser() -> argparse.ArgumentParser:
                        help="a browser origin (e.g. http://localhost:3000) allowed to call the API")
     serve.add_argument("--context", type=int, default=32768)
     serve.add_argument("--force", action="store_true", help="load even if the model does not fit")
+    dl = sub.add_parser("download", help="download a model repo into the Hugging Face cache (resumable)")
+    dl.add_argument("repo", help="e.g. mlx-community/Qwen3.5-397B-A17B-4bit")
+    dl.add_argument("--revision", default="main")
+    dl.add_argument("--json", action="store_true", help="progress as one JSON event per line")
+
+    av = sub.add_parser("add-vision", help="add the vision tower (and MTP head) to a text-only model")
+    av.add_argument("--model", required=True, type=Path, help="the text-only model folder (left untouched)")
+    av.add_argument("--from", dest="source", help="the original release, e.g. Qwen/Qwen3.5-397B-A17B")
+    av.add_argument("--revision", default="main")
+    av.add_argument("--mtp", action="store_true", help="also the multi-token-prediction head (as ./mtp)")
+    av.add_argument("--output", type=Path, help="the new model folder (default: beside the model, -vision)")
+    av.add_argument("--in-place", action="store_true", help="graft into the model folder itself (swapped in at the end)")
+    av.add_argument("--json", action="store_true", help="progress as one JSON event per line")
     return p
 
 
@@ -92,6 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
+        if args.command == "tiny" and args.release:
+            from engine_mlx.tiny_release import build_tiny_release
+
+            print(build_tiny_release(args.dir))
+            return 0
         if args.command == "tiny":
             from engine_mlx.tiny import build_tiny_model
 
@@ -101,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
             return _models(args)
         if args.command == "serve":
             return _serve(args)
+        if args.command in ("download", "add-vision"):
+            return _hub(args)
         return _chat(args)
     except EngineError as exc:
         return _fail(str(exc), getattr(args, "json", False))
@@ -111,6 +134,16 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - one line for the user, the traceback only with -v logging
         logging.getLogger(__name__).debug("unexpected failure", exc_info=True)
         return _fail(f"unexpected failure: {type(exc).__name__}: {exc}", getattr(args, "json", False))
+
+
+def _hub(args) -> int:
+    from engine_mlx.hub import commands
+
+    if args.command == "download":
+        return commands.download(args.repo, args.revision, args.json)
+    return commands.add_vision(
+        args.model, args.source, args.revision, args.mtp, args.output, args.json, args.in_place
+    )
 
 
 def _fail(message: str, as_json: bool) -> int:

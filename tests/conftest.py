@@ -60,3 +60,14 @@ def qt_wait(qapp):
         assert condition(), message or f"timed out after {timeout} s waiting for {condition}"
 
     return wait
+
+
+# --- the tiny HF-layout release and the conversions users download (tests/test_conformance.py) ---
+
+
+@pytest.fixture(scope="session")
+def tiny_release_dir(tmp_path_factory):
+    """The tiny Qwen3.5-MoE release as Qwen publishes it (HF layout, original key names, real vocabulary)."""
+    from engine_mlx.tiny_release import build_tiny_release
+
+    return build_tiny_release(tmp_path_factory.mktemp("release") / "Qwen3.5-Tiny-A1B")

@@ -28,8 +28,9 @@ COLUMNS = ("Model", "Size on disk", "Bits", "Input", "Memory fit")
 
 
 class ModelPicker(QDialog):
-    def __init__(self, models: ModelsController, parent: QWidget | None = None):
+    def __init__(self, models: ModelsController, parent: QWidget | None = None, downloads=None):
         super().__init__(parent)
+        self.downloads = downloads  # a DownloadsController: "Add vision" for text-only models
         self.setWindowTitle("Models")
         self.resize(820, 420)
         self.models = models
@@ -60,6 +61,11 @@ class ModelPicker(QDialog):
         demo.setToolTip("A tiny model with random weights: its answers are gibberish, for trying the interface.")
         demo.clicked.connect(self._use_demo)
         row.addWidget(demo)
+        self.vision_button = QPushButton("Add vision…")
+        self.vision_button.setToolTip("Fetch only the vision tower from the original release and add it.")
+        self.vision_button.clicked.connect(self._add_vision)
+        self.vision_button.setVisible(downloads is not None)
+        row.addWidget(self.vision_button)
         rescan = QPushButton("Rescan")
         rescan.clicked.connect(models.rescan)
         row.addWidget(rescan)
@@ -138,6 +144,17 @@ class ModelPicker(QDialog):
         if not entry.info.is_vision:
             text += "\nThis checkpoint is text-only: it cannot read images, PDFs or videos."
         self.details.setText(text)
+        self.vision_button.setEnabled(not entry.info.is_vision and not entry.is_demo)
+        size = self.downloads.known_vision_size(entry.path) if self.downloads is not None else None
+        self.vision_button.setText(f"Add vision (downloads {human_bytes(size)})" if size else "Add vision…")
+
+    def _add_vision(self) -> None:
+        from .downloads import AddVisionDialog
+
+        entry = self.selected()
+        if entry is not None and self.downloads is not None:
+            self.vision_dialog = AddVisionDialog(self.downloads, entry.path, self)
+            self.vision_dialog.show()
 
     def load_selected(self) -> None:
         entry = self.selected()

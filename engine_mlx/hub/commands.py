@@ -1,0 +1,128 @@
+"""``python -m engine_mlx download`` and ``add-vision``: text lines, or one JSON event per line."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from engine_mlx.errors import EngineError
+
+
+class _Out:
+    def __init__(self, as_json: bool):
+        self.as_json = as_json
+        self.tty = sys.stderr.isatty()
+        self._last = 0.0
+
+    def event(self, kind: str, text: str | None = None, **fields) -> None:
+        if self.as_json:
+            print(json.dumps({"type": kind, **fields}), flush=True)
+        elif text is not None:
+            print(text, flush=True)
+
+    def progress(self, line: str, force: bool = False, **fields) -> None:
+        now = time.monotonic()
+        if not force and now - self._last < 0.25:
+            return
+        self._last = now
+        if self.as_json:
+            print(json.dumps({"type": "progress", **fields}), flush=True)
+        elif self.tty:
+            print(f"\r{line}\x1b[K", end="", file=sys.stderr, flush=True)
+
+
+def _size(n: float) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
+
+
+def download(repo_id: str, revision: str, as_json: bool) -> int:
+    from engine_mlx.hub.download import Download, free_space
+
+    out = _Out(as_json)
+    job = Download(repo_id, revision)
+    plan = job.plan()
+    free = free_space(job.cache_dir)
+    out.event(
+        "plan",
+        f"{repo_id}@{plan.repo.commit[:10]}: {_size(plan.remaining_bytes)} to download of {_size(plan.total_bytes)} "
+        f"({_size(free)} free in {job.cache_dir})",
+        repo=repo_id,
+        commit=plan.repo.commit,
+        total_bytes=plan.total_bytes,
+        have_bytes=plan.have_bytes,
+        remaining_bytes=plan.remaining_bytes,
+        free_bytes=free,
+        cache_dir=str(job.cache_dir),
+    )
+
+    def show(p) -> None:
+        eta = f", {p.eta_s:.0f} s left" if p.eta_s else ""
+        out.progress(
+            f"{_size(p.done_bytes)} / {_size(p.total_bytes)} at {p.rate_bps / 1e6:.1f} MB/s{eta}  {p.file}",
+            force=not p.file,
+            **asdict(p),
+        )
+
+    path = job.run(plan, on_progress=show)
+    if out.tty and not as_json:
+        print(file=sys.stderr)
+    out.event("done", str(path), path=str(path))
+    return 0
+
+
+def add_vision(
+    model: Path,
+    repo_id: str | None,
+    revision: str,
+    mtp: bool,
+    output: Path | None,
+    as_json: bool,
+    in_place: bool = False,
+) -> int:
+    from engine_mlx.hub.graft import plan_graft, propose_release, run_graft
+
+    out = _Out(as_json)
+    if not repo_id:
+        repo_id = propose_release(model)
+        if not repo_id:
+            raise EngineError(
+                f"{model}: cannot tell which Qwen3.5 release it was converted from; pass --from REPO"
+            )
+        out.event(
+            "proposal",
+            f"Taking the vision tower from {repo_id} (pass --from to choose another)",
+            repo=repo_id,
+        )
+    plan = plan_graft(model, repo_id, revision=revision, mtp=mtp, output=output, in_place=in_place)
+    what = "the vision tower and MTP head" if mtp else "the vision tower"
+    out.event(
+        "plan",
+        f"Adding {what} from {repo_id}: downloads {plan.summary()} (the rest is not fetched); "
+        + (f"into {plan.model_dir} itself" if in_place else f"new model folder {plan.output_dir}"),
+        repo=repo_id,
+        commit=plan.repo.commit,
+        fetch_bytes=plan.fetch_bytes,
+        repo_bytes=plan.repo_bytes,
+        header_bytes=plan.header_bytes,
+        tensors=len(plan.tensors),
+        summary=plan.summary(),
+        output=str(plan.output_dir),
+        in_place=in_place,
+        mtp=mtp,
+    )
+
+    def show(p) -> None:
+        out.progress(
+            f"{p.stage}: {_size(p.done_bytes)} / {_size(p.total_bytes)}",
+            force=p.stage != "fetch",
+            **asdict(p),
+        )
+
+    path = run_graft(plan, on_progress=show)
+    if out.tty and not as_json:
+        print(file=sys.stderr)
+    out.event("done", str(path), path=str(path))
+    return 0

@@ -1,0 +1,412 @@
+"""Add the vision tower (and the MTP head) of an original Qwen3.5 release to a text-only conversion.
+
+``mlx_lm.convert`` drops ``model.visual.*`` and ``mtp.*`` and the ``vision_config``; everything else
+it writes is bit-identical to ``mlx_vlm.convert``'s output. So the graft reads the release's shard
+headers by range requests, fetches only the byte ranges of those tensors, converts them with mlx-vlm's
+own code (:mod:`engine_mlx.hub.convert`) and writes a new folder: the user's shards hard-linked (no
+second copy on disk), one new shard, and the updated index, config and preprocessor configs. The new
+folder appears by one rename when complete; the user's folder is never written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import struct
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine_mlx.hub.download import DISK_MARGIN, free_space
+from engine_mlx.hub.network import Cancelled, HubError, online
+from engine_mlx.hub.remote import (
+    RemoteRepo,
+    TensorRange,
+    read_json,
+    read_range,
+    read_shard_header,
+    read_text,
+    repo_files,
+    weight_files,
+)
+
+VISION_PREFIX = "model.visual."
+MTP_PREFIX = "mtp."
+VISION_SHARD = "model-vision.safetensors"
+MTP_FOLDER = (
+    "mtp"  # the drafter, as mlx_vlm.convert --mtp writes it (there beside the model as <out>-mtp)
+)
+PROCESSOR_FILES = ("preprocessor_config.json", "video_preprocessor_config.json")
+REWRITTEN = {"config.json", "model.safetensors.index.json", *PROCESSOR_FILES}
+FAMILIES = {"qwen3_5", "qwen3_5_moe"}
+# Text dimensions that must be equal for the vision tower's output to mean the same to the model.
+MATCHING_DIMS = (
+    "hidden_size",
+    "num_hidden_layers",
+    "vocab_size",
+    "num_attention_heads",
+    "num_key_value_heads",
+)
+GB = 1e9
+
+
+@dataclass(frozen=True)
+class GraftProgress:
+    """Bytes of tensor data received of the total to fetch; ``stage`` says what is happening."""
+
+    stage: str  # "fetch" | "convert" | "write" | "done"
+    done_bytes: int
+    total_bytes: int
+
+
+@dataclass(frozen=True)
+class GraftPlan:
+    model_dir: Path
+    output_dir: Path
+    repo: RemoteRepo
+    source_config: dict
+    tensors: tuple[TensorRange, ...]  # the ranges to fetch, in file order
+    header_bytes: int  # already read to make this plan (shard headers, configs, index)
+    mtp: bool
+    extra_files: dict[str, str] = field(default_factory=dict)  # preprocessor configs, in full
+    in_place: bool = False  # output_dir is model_dir: the grafted folder is swapped in at the end
+
+    @property
+    def fetch_bytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors)
+
+    @property
+    def repo_bytes(self) -> int:
+        return self.repo.total_bytes
+
+    def summary(self) -> str:
+        """E.g. ``0.9 GB of 807 GB``: what the graft downloads against the whole release."""
+        return f"{_gb(self.fetch_bytes)} of {_gb(self.repo_bytes)}"
+
+
+def _gb(n: int) -> str:
+    if n >= 10 * GB:
+        return f"{n / GB:.0f} GB"
+    if n >= 0.5 * GB:
+        return f"{n / GB:.1f} GB"
+    return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.0f} kB"
+
+
+def _read_config(model_dir: Path) -> dict:
+    path = model_dir / "config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise HubError(f"{model_dir}: no config.json; is this a model folder?") from None
+    except (OSError, ValueError) as exc:
+        raise HubError(f"{path}: cannot be read ({exc})") from None
+    if not isinstance(config, dict):
+        raise HubError(f"{path}: not a JSON object")
+    return config
+
+
+def _text(config: dict) -> dict:
+    return config.get("text_config") or config
+
+
+def _local_weight_map(model_dir: Path) -> dict[str, str]:
+    index = model_dir / "model.safetensors.index.json"
+    if index.is_file():
+        return dict(json.loads(index.read_text(encoding="utf-8")).get("weight_map", {}))
+    from safetensors import safe_open
+
+    out = {}
+    for shard in sorted(model_dir.glob("*.safetensors")):
+        with safe_open(str(shard), framework="numpy") as f:
+            out.update(dict.fromkeys(f.keys(), shard.name))
+    return out
+
+
+def _in_hf_cache(model_dir: Path) -> bool:
+    model_dir = model_dir.absolute()
+    return model_dir.parent.name == "snapshots" and model_dir.parent.parent.name.startswith(
+        "models--"
+    )
+
+
+def default_output(model_dir: Path) -> Path:
+    """A sibling ``<name>-vision``; for a Hugging Face cache snapshot, LM Studio's ``org/name-vision``
+    (the cache belongs to huggingface_hub, and the app looks for models in both places)."""
+    model_dir = model_dir.absolute()
+    if _in_hf_cache(model_dir):
+        _, org, name = model_dir.parent.parent.name.split("--", 2)
+        return Path.home() / ".lmstudio" / "models" / org / f"{name}-vision"
+    return model_dir.with_name(f"{model_dir.name}-vision")
+
+
+def check_text_dims(local: dict, source: dict, repo_id: str) -> None:
+    """Refuse a release whose text model is not the local one's (the tower would feed the wrong width)."""
+    lt, st = _text(local), _text(source)
+    if source.get("model_type") not in FAMILIES or "vision_config" not in source:
+        raise HubError(
+            f"{repo_id}: not a Qwen3.5 release with a vision tower (model_type {source.get('model_type')!r})"
+        )
+    if local.get("model_type") != source.get("model_type"):
+        raise HubError(
+            f"{repo_id} is a {source.get('model_type')} model; the local model is {local.get('model_type')}"
+        )
+    for key in MATCHING_DIMS:
+        if lt.get(key) != st.get(key):
+            raise HubError(
+                f"{repo_id} does not match the local model: {key} is {st.get(key)} there, {lt.get(key)} here"
+            )
+    out = (source.get("vision_config") or {}).get("out_hidden_size")
+    if out is not None and out != lt.get("hidden_size"):
+        raise HubError(
+            f"{repo_id}: its vision tower outputs {out} features, the model takes {lt.get('hidden_size')}"
+        )
+
+
+def propose_release(model_dir: Path) -> str | None:
+    """The original release a conversion came from: its model card's ``base_model`` (the converters write
+    it), else the catalog's release with the same architecture and sizes."""
+    from engine_mlx.hub.catalog import release_for_config
+
+    card = model_dir / "README.md"
+    if card.is_file():
+        head = card.read_text(encoding="utf-8", errors="replace")[:4000]
+        m = re.search(r"^base_model:\s*(?:\n\s*-\s*)?['\"]?([\w.-]+/[\w.-]+)", head, re.MULTILINE)
+        if m and m.group(1).startswith("Qwen/"):
+            return m.group(1)
+    return release_for_config(_read_config(model_dir))
+
+
+def plan_graft(
+    model_dir: Path | str,
+    repo_id: str,
+    *,
+    revision: str = "main",
+    mtp: bool = False,
+    output: Path | str | None = None,
+    in_place: bool = False,
+) -> GraftPlan:
+    """Read what the graft needs to know (file list, configs, shard headers) and check it all,
+    before a byte of weights is fetched or anything is written.
+
+    ``in_place`` grafts into ``model_dir`` itself: the new folder is built beside it as usual and
+    swapped in by two renames at the end (no file of the old folder is written)."""
+    model_dir = Path(model_dir)
+    local = _read_config(model_dir)
+    if local.get("model_type") not in FAMILIES:
+        raise HubError(f"{model_dir}: not a Qwen3.5 model (model_type {local.get('model_type')!r})")
+    local_map = _local_weight_map(model_dir)
+    if "vision_config" in local and any(k.startswith("vision_tower.") for k in local_map):
+        raise HubError(f"{model_dir}: the model already has a vision tower")
+    if in_place:
+        if output is not None:
+            raise HubError("choose either an output folder or in place, not both")
+        if _in_hf_cache(model_dir):
+            raise HubError(
+                f"{model_dir}: is in the Hugging Face cache, whose files belong to huggingface_hub; "
+                "add vision into a new folder instead"
+            )
+        out = model_dir
+    else:
+        out = Path(output) if output else default_output(model_dir)
+        if out.exists():
+            raise HubError(f"{out}: already exists; remove it or choose another output folder")
+    read = 0
+
+    with online():
+        repo = repo_files(repo_id, revision)
+        source = read_json(repo, "config.json")
+        read += repo.file("config.json").size
+        check_text_dims(local, source, repo_id)
+        names = {f.name for f in repo.files}
+        if "model.safetensors.index.json" in names:
+            read += repo.file("model.safetensors.index.json").size
+        weight_map = weight_files(repo)
+        wanted = [
+            k
+            for k in weight_map
+            if k.startswith(VISION_PREFIX) or (mtp and k.startswith(MTP_PREFIX))
+        ]
+        if not any(k.startswith(VISION_PREFIX) for k in wanted):
+            raise HubError(f"{repo_id}: the release has no {VISION_PREFIX}* tensors")
+        if mtp and not any(k.startswith(MTP_PREFIX) for k in wanted):
+            raise HubError(f"{repo_id}: the release has no MTP head ({MTP_PREFIX}* tensors)")
+        tensors: list[TensorRange] = []
+        for shard in sorted({weight_map[k] for k in wanted}):
+            header = read_shard_header(repo, shard)
+            read += header.header_bytes
+            for k in wanted:
+                if weight_map[k] != shard:
+                    continue
+                if k not in header.tensors:
+                    raise HubError(f"{repo_id}/{shard}: the index names {k}, which the shard lacks")
+                tensors.append(header.tensors[k])
+        extra = {}
+        for name in PROCESSOR_FILES:
+            if name in names:
+                extra[name] = read_text(repo, name)
+                read += repo.file(name).size
+    tensors.sort(key=lambda t: (t.file, t.start))
+    return GraftPlan(model_dir, out, repo, source, tuple(tensors), read, mtp, extra, in_place)
+
+
+def _merged(tensors: tuple[TensorRange, ...]) -> list[tuple[str, int, int, list[TensorRange]]]:
+    """Adjacent tensors of a shard become one request (no byte outside them is fetched)."""
+    runs: list[tuple[str, int, int, list[TensorRange]]] = []
+    for t in tensors:
+        if runs and runs[-1][0] == t.file and runs[-1][2] == t.start:
+            file, start, _, members = runs[-1]
+            runs[-1] = (file, start, t.end, members + [t])
+        else:
+            runs.append((t.file, t.start, t.end, [t]))
+    return runs
+
+
+def _write_raw(path: Path, items: list[tuple[TensorRange, bytes]]) -> None:
+    """A local safetensors file of fetched tensors exactly as the release stores them."""
+    header, offset = {}, 0
+    for t, data in items:
+        header[t.name] = {
+            "dtype": t.dtype,
+            "shape": list(t.shape),
+            "data_offsets": [offset, offset + len(data)],
+        }
+        offset += len(data)
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(blob)))
+        f.write(blob)
+        for _, data in items:
+            f.write(data)
+
+
+def _link_tree(src: Path, dst: Path, hidden: bool = False) -> None:
+    """Every file of ``src`` except the ones the graft rewrites: hard links (a clone or a copy only
+    where linking is impossible, e.g. across volumes). Hidden folders only when ``hidden``."""
+    for root, dirs, files in os.walk(src):
+        rel = Path(root).relative_to(src)
+        dirs[:] = [d for d in dirs if hidden or not d.startswith(".")]
+        (dst / rel).mkdir(parents=True, exist_ok=True)
+        for name in files:
+            if rel == Path(".") and name in REWRITTEN:
+                continue
+            s, d = Path(root) / name, dst / rel / name
+            try:
+                os.link(s.resolve(), d)
+            except OSError:
+                shutil.copy2(s, d)
+
+
+def run_graft(
+    plan: GraftPlan,
+    *,
+    on_progress: Callable[[GraftProgress], None] | None = None,
+    cancelled: Callable[[], bool] = lambda: False,
+) -> Path:
+    """Fetch, convert and write; returns the new model folder. A failure or a cancel leaves no folder."""
+    import mlx.core as mx
+
+    from engine_mlx.hub.convert import convert_vision, split_mtp
+
+    report = on_progress or (lambda _p: None)
+    total, done = plan.fetch_bytes, 0
+
+    def tick(n: int) -> None:
+        nonlocal done
+        if cancelled():
+            raise Cancelled("The graft was cancelled; nothing was written.")
+        done += n
+        report(GraftProgress("fetch", done, total))
+
+    local = _read_config(plan.model_dir)
+    plan.output_dir.parent.mkdir(parents=True, exist_ok=True)
+    need, free = 2 * plan.fetch_bytes + DISK_MARGIN, free_space(plan.output_dir.parent)
+    if need > free:  # the fetched tensors as released, then converted; the rest is hard links
+        raise HubError(
+            f"{plan.output_dir.parent}: the graft needs {need / 1e9:.1f} GB free, there is {free / 1e9:.1f} GB; "
+            "nothing was downloaded"
+        )
+    stage = Path(
+        tempfile.mkdtemp(prefix=f".{plan.output_dir.name}.partial-", dir=plan.output_dir.parent)
+    )
+    try:
+        fetched: list[tuple[TensorRange, bytes]] = []
+        report(GraftProgress("fetch", 0, total))
+        with online():
+            for file, start, end, members in _merged(plan.tensors):
+                data = read_range(
+                    plan.repo.url(file), start, end, f"{plan.repo.repo_id}/{file}", tick
+                )
+                fetched += [(t, data[t.start - start : t.end - start]) for t in members]
+        if cancelled():
+            raise Cancelled("The graft was cancelled; nothing was written.")
+        report(GraftProgress("convert", done, total))
+        raw_dir = stage / ".source"
+        raw_dir.mkdir()
+        vision = [(t, b) for t, b in fetched if t.name.startswith(VISION_PREFIX)]
+        _write_raw(raw_dir / "vision.safetensors", vision)
+        tower = convert_vision(mx.load(str(raw_dir / "vision.safetensors")), plan.source_config)
+        out = stage / "model"
+        _link_tree(plan.model_dir, out, hidden=plan.in_place)
+        report(GraftProgress("write", done, total))
+        mx.save_safetensors(str(out / VISION_SHARD), tower, metadata={"format": "mlx"})
+        _write_index(plan.model_dir, out, tower)
+        _write_json(out / "config.json", _grafted_config(local, plan.source_config))
+        for name, text in plan.extra_files.items():
+            (out / name).write_text(text, encoding="utf-8")
+        if plan.mtp:
+            mtp = [(t, b) for t, b in fetched if t.name.startswith(MTP_PREFIX)]
+            _write_raw(raw_dir / "model.safetensors", mtp)
+            _write_json(raw_dir / "config.json", plan.source_config)
+            split_mtp(raw_dir, out / MTP_FOLDER, local.get("quantization"))
+        if cancelled():
+            raise Cancelled("The graft was cancelled; nothing was written.")
+        if plan.in_place:
+            previous = stage / "previous"
+            os.rename(plan.model_dir, previous)
+            try:
+                os.rename(out, plan.model_dir)
+            except OSError:
+                os.rename(previous, plan.model_dir)
+                raise
+        elif plan.output_dir.exists():
+            raise HubError(f"{plan.output_dir}: appeared while the graft ran; nothing was written")
+        else:
+            os.rename(out, plan.output_dir)
+        report(GraftProgress("done", done, total))
+        return plan.output_dir
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=4, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _write_index(src: Path, out: Path, tower: dict) -> None:
+    weight_map = _local_weight_map(src)
+    index_path = src / "model.safetensors.index.json"
+    metadata = {}
+    if index_path.is_file():
+        metadata = dict(json.loads(index_path.read_text(encoding="utf-8")).get("metadata") or {})
+    if "total_size" in metadata:
+        metadata["total_size"] = int(metadata["total_size"]) + sum(v.nbytes for v in tower.values())
+    weight_map.update({k: VISION_SHARD for k in tower})
+    index = {"metadata": metadata, "weight_map": dict(sorted(weight_map.items()))}
+    (out / "model.safetensors.index.json").write_text(
+        json.dumps(index, indent=4) + "\n", encoding="utf-8"
+    )
+
+
+def _grafted_config(local: dict, source: dict) -> dict:
+    """The local config plus what a vision conversion keeps: ``vision_config`` and the release's
+    top-level image/video token ids (anything the text-only conversion lacks)."""
+    config = dict(local)
+    config["vision_config"] = source["vision_config"]
+    for key, value in source.items():
+        if key not in config and key not in ("auto_map", "model_file", "quantization_config"):
+            config[key] = value
+    return config

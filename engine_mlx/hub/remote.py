@@ -1,0 +1,199 @@
+"""What a Hub repo holds, read without downloading it: file sizes and LFS hashes, safetensors headers,
+and the byte ranges of single tensors.
+
+A safetensors file is an 8-byte little-endian header length, a JSON header of tensor names, dtypes,
+shapes and data offsets, then the data; the Hub serves ``Range`` requests on ``resolve`` URLs, so a
+tensor can be fetched on its own. All calls go through huggingface_hub's session (its headers, its
+offline check) and must run inside :func:`engine_mlx.hub.network.online`.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from engine_mlx.hub.network import HubError, endpoint, hub_errors
+
+MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit on the JSON header
+_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    name: str
+    size: int
+    sha256: str | None  # LFS files: the content's sha256; small git files have only a blob id
+    blob_id: str | None
+
+
+@dataclass(frozen=True)
+class RemoteRepo:
+    repo_id: str
+    revision: str  # what the user asked for (a branch, a tag or a commit)
+    commit: str  # what it resolved to: every file is read at this commit
+    files: tuple[RemoteFile, ...]
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+    def file(self, name: str) -> RemoteFile:
+        for f in self.files:
+            if f.name == name:
+                return f
+        raise HubError(f"{self.repo_id}: the repository has no {name}")
+
+    def url(self, name: str) -> str:
+        from huggingface_hub import hf_hub_url
+
+        return hf_hub_url(self.repo_id, name, revision=self.commit, endpoint=endpoint())
+
+
+@dataclass(frozen=True)
+class TensorRange:
+    """One tensor of a remote shard: ``start``/``end`` are absolute byte offsets in the file."""
+
+    file: str
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    start: int
+    end: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class ShardHeader:
+    file: str
+    header_bytes: int  # 8 + the JSON header: where the data starts
+    tensors: dict[str, TensorRange]
+
+
+def repo_files(repo_id: str, revision: str = "main") -> RemoteRepo:
+    """The repo's files with their sizes and LFS sha256, at the commit ``revision`` resolves to."""
+    from huggingface_hub import HfApi
+
+    with hub_errors(f"{repo_id}@{revision}"):
+        info = HfApi(endpoint=endpoint()).model_info(
+            repo_id, revision=revision, files_metadata=True
+        )
+    files = tuple(
+        RemoteFile(
+            name=s.rfilename,
+            size=int(s.lfs.size if s.lfs else (s.size or 0)),
+            sha256=s.lfs.sha256 if s.lfs else None,
+            blob_id=s.blob_id,
+        )
+        for s in info.siblings or ()
+    )
+    if not info.sha:
+        raise HubError(f"{repo_id}@{revision}: the server did not say which commit this is")
+    return RemoteRepo(repo_id, revision, info.sha, files)
+
+
+def read_range(
+    url: str, start: int, end: int, what: str, on_bytes: Callable[[int], None] | None = None
+) -> bytes:
+    """Bytes ``[start, end)`` of a remote file; a short or oversized answer is an error, not data."""
+    from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+
+    if end <= start:
+        return b""
+    headers = build_hf_headers()
+    headers["Range"] = f"bytes={start}-{end - 1}"
+    headers["Accept-Encoding"] = "identity"
+    chunks = []
+    got = 0
+    session = get_session()
+    with (
+        hub_errors(what),
+        session.stream("GET", url, headers=headers, follow_redirects=True, timeout=_TIMEOUT) as r,
+    ):
+        if r.status_code >= 400:
+            r.read()
+        hf_raise_for_status(r)
+        if r.status_code != 206 and not (start == 0 and r.status_code == 200):
+            raise HubError(f"{what}: the server ignored the byte range (HTTP {r.status_code})")
+        for chunk in r.iter_bytes(1 << 20):
+            chunks.append(chunk)
+            got += len(chunk)
+            if got > end - start:
+                break
+            if on_bytes:
+                on_bytes(len(chunk))
+    if got != end - start:
+        raise HubError(f"{what}: expected {end - start} bytes at offset {start}, received {got}")
+    return b"".join(chunks)
+
+
+def read_text(repo: RemoteRepo, name: str) -> str:
+    """A small file (a config, an index) in full."""
+    size = repo.file(name).size
+    return read_range(repo.url(name), 0, size, f"{repo.repo_id}/{name}").decode("utf-8")
+
+
+def read_json(repo: RemoteRepo, name: str) -> dict:
+    try:
+        return json.loads(read_text(repo, name))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise HubError(f"{repo.repo_id}/{name}: not valid JSON ({exc})") from None
+
+
+def read_shard_header(repo: RemoteRepo, name: str) -> ShardHeader:
+    """A shard's tensor table, from two range requests (the length, then the JSON)."""
+    what = f"{repo.repo_id}/{name}"
+    size = repo.file(name).size
+    url = repo.url(name)
+    (length,) = struct.unpack("<Q", read_range(url, 0, 8, what))
+    if length > MAX_HEADER_BYTES or 8 + length > size:
+        raise HubError(f"{what}: not a safetensors file (header length {length})")
+    try:
+        table = json.loads(read_range(url, 8, 8 + length, what))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise HubError(f"{what}: the safetensors header is not valid JSON") from None
+    base = 8 + length
+    tensors = {}
+    for key, entry in table.items():
+        if key == "__metadata__":
+            continue
+        try:
+            lo, hi = (int(x) for x in entry["data_offsets"])
+            t = TensorRange(
+                name,
+                key,
+                str(entry["dtype"]),
+                tuple(int(d) for d in entry["shape"]),
+                base + lo,
+                base + hi,
+            )
+        except (KeyError, TypeError, ValueError):
+            raise HubError(f"{what}: the safetensors entry for {key} is malformed") from None
+        if not (base <= t.start <= t.end <= size):
+            raise HubError(f"{what}: tensor {key} lies outside the file")
+        tensors[key] = t
+    return ShardHeader(name, base, tensors)
+
+
+def weight_files(repo: RemoteRepo) -> dict[str, str]:
+    """Tensor name -> shard, from the index (or the single ``model.safetensors``)."""
+    names = {f.name for f in repo.files}
+    if "model.safetensors.index.json" in names:
+        weight_map = read_json(repo, "model.safetensors.index.json").get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise HubError(f"{repo.repo_id}/model.safetensors.index.json: no weight_map")
+        for shard in set(weight_map.values()):
+            if shard not in names:
+                raise HubError(
+                    f"{repo.repo_id}: the index names {shard}, which the repository lacks"
+                )
+        return weight_map
+    if "model.safetensors" in names:
+        return {
+            k: "model.safetensors" for k in read_shard_header(repo, "model.safetensors").tensors
+        }
+    raise HubError(f"{repo.repo_id}: no safetensors weights (no model.safetensors or its index)")
