@@ -45,6 +45,14 @@ DTYPE_SIZES = {
     "U32": 4, "I32": 4, "F32": 4,
     "U64": 8, "I64": 8, "C64": 8,
 }  # fmt: skip
+# The floating-point safetensors dtypes the activations can have, as MLX names them.
+_ACTIVATION_DTYPES = {"F16": "float16", "BF16": "bfloat16", "F32": "float32"}
+# The vision tower's tensors (its features are cast into the text embeddings); like the
+# multi-token-prediction head ("mtp."), they do not set the language model's activation dtype.
+_NOT_LANGUAGE_MODEL = ("vision_tower.", "visual.", "model.visual.")
+# Gated-DeltaNet parameters that only enter the float32 recurrence (both libraries compute the gate
+# in float32); the converters keep A_log in float32 when they cast everything else to bfloat16.
+_RECURRENCE_ONLY = ("A_log", "dt_bias")
 # A safetensors header is a small JSON table; anything claiming more than this is not a real header.
 _MAX_HEADER_BYTES = 100 * 1024 * 1024
 _THINKING_MARKERS = ("enable_thinking", "<think>")
@@ -76,6 +84,9 @@ class ModelInfo:
     linear_value_head_dim: int
     linear_conv_kernel_dim: int
     layer_types: tuple[str, ...] | None = None
+    # What the language model computes in, so the dtype of its KV cache and conv state (see
+    # ``_activation_dtype``): "bfloat16" for the released checkpoints, "float32" for float32 ones.
+    activation_dtype: str = "bfloat16"
 
     @property
     def num_linear_attention_layers(self) -> int:
@@ -491,6 +502,33 @@ def _int(folder: Path, section: dict[str, Any], key: str, default: int | None = 
     return value
 
 
+def _activation_dtype(tensors: Iterable[_Tensor], config: dict[str, Any], text: dict[str, Any]) -> str:
+    """The dtype the language model computes in, which its KV cache and conv state take.
+
+    MLX promotes mixed operands (bfloat16 with float32, or bfloat16 with float16, gives float32), so
+    the activations have the widest dtype among the language model's unquantized floating-point
+    tensors: embeddings, norms, quantization scales. config.json's dtype is only a fallback, since
+    ``mlx_lm.convert --dtype`` casts the tensors and leaves the config as it was.
+    """
+    found = {
+        t.dtype
+        for t in tensors
+        if t.dtype in _ACTIVATION_DTYPES
+        and not t.name.startswith(_NOT_LANGUAGE_MODEL)
+        and "mtp." not in t.name
+        and not t.name.endswith(_RECURRENCE_ONLY)
+    }
+    if len(found) == 1:
+        return _ACTIVATION_DTYPES[found.pop()]
+    if found:
+        return "float32"
+    for section in (text, config):
+        for key in ("dtype", "torch_dtype"):
+            if section.get(key) in _ACTIVATION_DTYPES.values():
+                return section[key]
+    return "bfloat16"
+
+
 def _display_name(folder: Path) -> str:
     """'org/name' for a HF cache snapshot (models--org--name/snapshots/<rev>), else the name."""
     repo = folder.parent.parent.name
@@ -608,6 +646,7 @@ def inspect_checkpoint(path: Path | str, *, check_tensors: bool = True) -> Model
         linear_value_head_dim=_int(folder, text, "linear_value_head_dim", 0),
         linear_conv_kernel_dim=_int(folder, text, "linear_conv_kernel_dim", 0),
         layer_types=layer_types,
+        activation_dtype=_activation_dtype(tensors, config, text),
     )
 
 

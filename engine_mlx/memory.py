@@ -19,8 +19,10 @@ from .errors import MemoryFitError
 
 GIB = 1024**3
 MIB = 1024**2
-KV_DTYPE_BYTES = 2  # bf16/fp16 keys and values
-RECURRENT_STATE_BYTES = 4  # the gated-delta recurrent state is kept in float32
+# Keys, values and the conv window have the activations' dtype (ModelInfo.activation_dtype);
+# mlx-lm and mlx-vlm keep the gated-delta recurrent state in float32 whatever the checkpoint.
+ACTIVATION_DTYPE_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4}
+RECURRENT_STATE_BYTES = 4
 OVERHEAD_FIXED_BYTES = 3 * GIB // 2  # activations, the MLX runtime, the vision tower's buffers
 OVERHEAD_WEIGHT_PERCENT = 5
 OS_RESERVE_FRACTION = 0.15  # off Apple silicon: leave the larger of 15% of RAM ...
@@ -135,9 +137,14 @@ def machine_memory() -> MachineMemory:
 # --------------------------------------------------------------------------------------- estimate
 
 
+def activation_bytes(info: ModelInfo) -> int:
+    """Bytes per element of the activations, so of the KV cache and the conv window."""
+    return ACTIVATION_DTYPE_BYTES[info.activation_dtype]
+
+
 def kv_bytes_per_token(info: ModelInfo) -> int:
     """K and V for every full-attention layer; linear-attention layers keep no per-token cache."""
-    per_layer = info.num_key_value_heads * info.head_dim * KV_DTYPE_BYTES
+    per_layer = info.num_key_value_heads * info.head_dim * activation_bytes(info)
     return 2 * info.num_full_attention_layers * per_layer
 
 
@@ -147,7 +154,7 @@ def linear_state_bytes(info: ModelInfo) -> int:
         2 * info.linear_num_key_heads * info.linear_key_head_dim
         + info.linear_num_value_heads * info.linear_value_head_dim
     )
-    conv = max(info.linear_conv_kernel_dim - 1, 0) * conv_channels * KV_DTYPE_BYTES
+    conv = max(info.linear_conv_kernel_dim - 1, 0) * conv_channels * activation_bytes(info)
     recurrent = (
         info.linear_num_value_heads
         * info.linear_key_head_dim
@@ -260,6 +267,7 @@ __all__ = [
     "FitEstimate",
     "FitVerdict",
     "MachineMemory",
+    "activation_bytes",
     "check_fit",
     "estimate_fit",
     "kv_bytes_per_token",

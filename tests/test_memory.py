@@ -79,6 +79,13 @@ def test_small_model_numbers_by_hand() -> None:
     assert est.context_tokens == 1000
 
 
+def test_float32_checkpoints_count_float32_keys_values_and_conv_window() -> None:
+    info = replace(TINY, activation_dtype="float32")
+    # The activations' dtype doubles K, V and the conv window; the recurrent state is float32 anyway.
+    assert kv_bytes_per_token(info) == 2 * 2 * 2 * 32 * 4 == 1024
+    assert linear_state_bytes(info) == 6 * (3 * (2 * 2 * 16 + 4 * 16) * 4 + 4096)
+
+
 def test_budget_keeps_a_reserve_for_the_os() -> None:
     assert estimate_fit(TINY, 0, linux(100 * GIB)).budget_bytes == 85 * GIB  # 15% of RAM
     assert estimate_fit(TINY, 0, linux(16 * GIB)).budget_bytes == 12 * GIB  # at least 4 GiB
@@ -210,6 +217,7 @@ def test_397b_checkpoint_from_headers(qwen35_397b: ModelInfo) -> None:
     assert info.weight_bytes == 198_500_000_000 + 2 * 12_406_250_000  # ≈ 208 GiB
     assert (info.num_layers, info.num_full_attention_layers) == (60, 15)
     assert (info.quant_bits, info.is_vision) == (4, True)
+    assert info.activation_dtype == "bfloat16"  # from the bf16 quantization scales
 
 
 def test_397b_on_a_256gb_mac_needs_a_higher_wired_limit(qwen35_397b: ModelInfo) -> None:
@@ -218,9 +226,10 @@ def test_397b_on_a_256gb_mac_needs_a_higher_wired_limit(qwen35_397b: ModelInfo) 
 
     est = estimate_fit(qwen35_397b, 32768, mac(ram, default_limit))
 
+    # Its scales are bf16, so it computes in bf16: K, V and the conv window at 2 bytes.
     # KV: 2 × 15 layers × 2 heads × 256 × 2 bytes = 30,720 bytes/token.
     assert est.kv_bytes == 30_720 * 32_768
-    # 45 linear layers × (3 × (2·16·128 + 64·128) × 2 + 64 × 128 × 128 × 4).
+    # 45 linear layers × (conv 3 × (2·16·128 + 64·128) × 2 + float32 recurrent 64 × 128 × 128 × 4).
     assert est.linear_state_bytes == 45 * (73_728 + 4_194_304)
     assert est.overhead_bytes == 3 * GIB // 2 + 223_312_500_000 // 20
     assert est.total_bytes == 237_287_432_136  # ≈ 221 GiB
@@ -254,6 +263,117 @@ def test_no_sysctl_advice_once_the_limit_is_at_the_ceiling(qwen35_397b: ModelInf
     over = estimate_fit(bigger, 200_000, mac(256 * GIB, 248 * GIB))
     assert over.verdict is FitVerdict.DOES_NOT_FIT
     assert "sysctl" not in over.advice and "context of at most" in over.advice
+
+
+# ------------------------------------------------------------- the activation dtype, from the headers
+
+
+@pytest.mark.parametrize(
+    ("tensors", "config_dtype", "expected"),
+    [
+        # A bf16 release: its vision tower and the float32 A_log (mlx_lm.convert keeps it in float32)
+        # do not change what the language model computes in.
+        ({"language_model.model.embed_tokens.weight": "BF16",
+          "language_model.model.layers.0.linear_attn.A_log": "F32",
+          "language_model.model.layers.0.linear_attn.dt_bias": "F32",
+          "vision_tower.blocks.0.norm1.weight": "F32",
+          "mtp.norm.weight": "F32"}, "float32", "bfloat16"),
+        # One float32 norm promotes bf16 activations to float32 in MLX; so do fp16 with bf16.
+        ({"language_model.model.embed_tokens.scales": "BF16",
+          "language_model.model.norm.weight": "F32"}, None, "float32"),
+        ({"model.language_model.embed_tokens.weight": "F16",
+          "model.language_model.norm.weight": "BF16"}, None, "float32"),
+        # No floating-point tensor to go by (microscaling scales are U8): config.json decides.
+        ({"language_model.model.embed_tokens.scales": "U8"}, "float16", "float16"),
+        ({"language_model.model.embed_tokens.scales": "U8"}, None, "bfloat16"),
+    ],
+)
+def test_activation_dtype_from_the_language_models_float_tensors(
+    tmp_path: Path, tensors: dict[str, str], config_dtype: str | None, expected: str
+) -> None:
+    text_config = {
+        "num_hidden_layers": 4, "hidden_size": 64, "num_attention_heads": 2,
+        "num_key_value_heads": 2, "head_dim": 32,
+    }  # fmt: skip
+    if config_dtype:
+        text_config["dtype"] = config_dtype
+    config = {"model_type": "qwen3_5_moe", "text_config": text_config}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    (tmp_path / "tokenizer.json").write_text("{}")
+    sizes = {"BF16": 2, "F16": 2, "F32": 4, "U8": 1}
+    write_header_only_safetensors(
+        tmp_path / "model.safetensors",
+        {name: (dtype, [64], sizes[dtype]) for name, dtype in tensors.items()},
+    )
+    assert inspect_checkpoint(tmp_path, check_tensors=False).activation_dtype == expected
+
+
+# ------------------------------------------------ the estimate against the cache of a real load
+
+
+@pytest.fixture(scope="module")
+def tiny_text_bf16_dir(tiny_text_model_dir, tmp_path_factory) -> Path:
+    """The text-only tiny model cast to bf16 by mlx_lm.convert --dtype bfloat16 (config unchanged)."""
+    import contextlib
+    import io
+
+    from mlx_lm import convert
+
+    out = tmp_path_factory.mktemp("tiny-text-bf16") / "model"
+    with contextlib.redirect_stdout(io.StringIO()):
+        convert(str(tiny_text_model_dir), mlx_path=str(out), dtype="bfloat16")
+    return out
+
+
+@pytest.mark.parametrize(
+    ("model", "dtype"),
+    [("vision", "float32"), ("text-only", "float32"), ("text-only bf16", "bfloat16")],
+)
+def test_estimate_equals_the_cache_a_real_load_holds(model: str, dtype: str, request) -> None:
+    """KV bytes per token and the fixed linear-attention state, against the loaders' own caches.
+
+    The caches' own ``nbytes`` after 256 and 512 tokens (KV caches grow in steps of 256, so no
+    slack): the entries that grow hold keys and values, the others the conv window and the
+    recurrent state.
+    """
+    import mlx.core as mx
+
+    from engine_mlx.runtime import LoadedModel, PromptInputs
+
+    if model == "vision":
+        loaded = request.getfixturevalue("engine")._loaded
+        info = inspect_checkpoint(loaded.info.path)
+    else:
+        folder = request.getfixturevalue(
+            "tiny_text_bf16_dir" if model.endswith("bf16") else "tiny_text_model_dir"
+        )
+        info = inspect_checkpoint(folder)
+        loaded = LoadedModel.load(info)
+    assert info.activation_dtype == dtype
+
+    n1, n2 = 256, 512
+    ids = list(range(200, 200 + n2))
+    positions = None
+    if loaded.is_vision:  # text only: the three MRoPE axes coincide
+        positions = mx.broadcast_to(mx.arange(n2)[None, None], (3, 1, n2))
+    inputs = PromptInputs(ids=ids, positions=positions)
+    cache = loaded.make_cache()
+    sizes = []
+    for start, end in ((0, n1), (n1, n2)):
+        loaded.run_prompt(inputs, start, end, cache)
+        mx.eval([entry.state for entry in cache])
+        sizes.append([entry.nbytes for entry in cache])
+    grows = [b > a for a, b in zip(*sizes)]
+    kv_at_n1 = sum(a for a, g in zip(sizes[0], grows) if g)
+    kv_at_n2 = sum(b for b, g in zip(sizes[1], grows) if g)
+    fixed = [b for b, g in zip(sizes[1], grows) if not g]
+
+    assert sum(grows) == info.num_full_attention_layers
+    assert len(fixed) == info.num_linear_attention_layers
+    assert kv_at_n1 == n1 * kv_bytes_per_token(info)
+    assert kv_at_n2 == n2 * kv_bytes_per_token(info)
+    assert sum(fixed) == linear_state_bytes(info)
+    assert fixed == [a for a, g in zip(sizes[0], grows) if not g]  # it stays put
 
 
 # ------------------------------------------------------------------------------- check_fit, machine
