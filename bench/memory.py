@@ -9,7 +9,8 @@
 2. Cache size. The model's own cache is filled to two lengths (multiples of the KV allocation
    step); the entries whose ``nbytes`` grow are the KV cache (bytes per token = growth / tokens),
    the ones that stay put are the fixed linear-attention state. Both are printed next to
-   ``engine_mlx.memory``'s figures. Goal: within 10%.
+   ``engine_mlx.memory``'s figures, for both models and for the text-only one cast to bf16 (the
+   dtype of the released checkpoints). Goal: within 10%.
 
 The estimate counts keys, values and the conv window at the checkpoint's activation dtype, read from
 its safetensors headers (bfloat16 for the released checkpoints, float32 for the tiny model), and the
@@ -197,7 +198,21 @@ def main() -> int:
     for model_dir in models:
         peak_memory(model_dir, args)
         cache_growth(model_dir, args)
+    if args.skip != "text":  # the released checkpoints' dtype: the text model cast to bf16
+        cache_growth(bf16_copy(models[0], tmp / "tiny-text-bf16"), args)
     return 0
+
+
+def bf16_copy(model_dir: Path, out: Path) -> Path:
+    """``model_dir`` cast to bfloat16 by ``mlx_lm.convert --dtype bfloat16``."""
+    import contextlib
+    import io
+
+    from mlx_lm import convert
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        convert(str(model_dir), mlx_path=str(out), dtype="bfloat16")
+    return out
 
 
 if __name__ == "__main__":
