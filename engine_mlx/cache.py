@@ -164,8 +164,12 @@ class SnapshotStore:
             "ids": json.dumps(list(entry.ids)),
             "saved_at": str(time.time()),
         }
-        _save_cache(tmp, entry.snapshot.cache, meta)
-        tmp.replace(path)
+        try:
+            _save_cache(tmp, entry.snapshot.cache, meta)
+            tmp.replace(path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a full disk leaves no empty or partial snapshot behind
+            raise
         convo.saved = True
         self._clean_disk(keep=path)
         return path

@@ -108,6 +108,8 @@ class _Stream:
     thinking_s: float | None = None
     dirty: bool = False
     save_failed: bool = False
+    final: dict = field(default_factory=dict)  # state and error, once finished
+    stats: StoredStats | None = None
 
     @property
     def thinking_text(self) -> str:
@@ -140,6 +142,7 @@ class ChatController(QObject):
         self.current_id: str | None = None
         self.model_loaded = False
         self._stream: _Stream | None = None
+        self._unsaved: list[_Stream] = []  # finished answers the disk refused; retried until saved
         self._save_timer = QTimer(self)
         self._save_timer.setInterval(SAVE_INTERVAL_MS)
         self._save_timer.timeout.connect(self.flush)
@@ -153,10 +156,6 @@ class ChatController(QObject):
     @property
     def busy(self) -> bool:
         return self._stream is not None
-
-    @property
-    def streaming_message_id(self) -> int | None:
-        return self._stream.message_id if self._stream else None
 
     def settings(self) -> ChatSettings:
         return self.store.settings(self.current_id) if self.current_id else self._draft_settings()
@@ -338,7 +337,8 @@ class ChatController(QObject):
             self.progress.emit(mid, event.done, event.total)
         elif isinstance(event, Stats):
             stats = stored_stats(event)
-            self._save(stream, stats=stats)
+            stream.stats = stats
+            self._save(stream)
             self.statsReady.emit(mid, stats)
         elif isinstance(event, Finished):
             state = {
@@ -357,9 +357,13 @@ class ChatController(QObject):
         stream = self._stream
         if stream.thinking_started is not None and stream.thinking_s is None:
             stream.thinking_s = time.monotonic() - stream.thinking_started
-        self._save(stream, state=state, error=error)
+        stream.final = {"state": state, "error": error}
+        self._save(stream)
         self._stream = None
-        self._save_timer.stop()
+        if stream.dirty:
+            self._unsaved.append(stream)  # the disk refused: keep retrying on the timer and at quit
+        else:
+            self._save_timer.stop()
         self.streamFinished.emit(stream.message_id, state, error)
         self.busyChanged.emit(False)
         self.conversationsChanged.emit()
@@ -368,21 +372,37 @@ class ChatController(QObject):
         if error:
             self.errorOccurred.emit(error)
 
-    def flush(self) -> None:
-        """Write the streaming answer so far (runs on a timer; a crash loses at most one interval)."""
+    @property
+    def unsaved(self) -> bool:
+        """Some answer text or final state is only in memory (the last save failed, e.g. a full disk)."""
+        return bool(self._unsaved) or (self._stream is not None and self._stream.dirty)
+
+    def flush(self) -> bool:
+        """Write the streaming answer so far, and retry finished answers whose save failed (runs on a
+        timer; a crash loses at most one interval). Returns True when everything is on disk."""
         if self._stream is not None and self._stream.dirty:
             self._save(self._stream)
+        for stream in list(self._unsaved):
+            self._save(stream)
+            if not stream.dirty:
+                self._unsaved.remove(stream)
+                log.info("saved answer %d after an earlier failure", stream.message_id)
+        if not self._unsaved and self._stream is None:
+            self._save_timer.stop()
+        return not self.unsaved
 
-    def _save(self, stream: _Stream, **extra) -> None:
+    def _save(self, stream: _Stream) -> None:
+        stream.dirty = True
         try:
             self.store.update_message(
                 stream.message_id,
                 text=stream.answer_text,
                 thinking=stream.thinking_text,
                 thinking_s=stream.thinking_s,
-                **extra,
+                stats=stream.stats,
+                **stream.final,
             )
-            if extra.get("state") is not None:
+            if stream.final:
                 self.store.touch(stream.conversation_id)
         except StoreError as error:
             # Keep everything in memory and retry on the next tick; say so once.

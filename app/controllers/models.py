@@ -76,6 +76,22 @@ def discover(folders: list[Path], demo_dir: Path, context_tokens: int) -> list[M
     return entries
 
 
+def models_in(folder: Path) -> list[Path]:
+    """The usable model folders in ``folder`` (itself, or up to two levels below); raises ``CheckpointError``
+    saying why when there is none (runs on a pool thread)."""
+    from engine_mlx.checkpoint import SearchRoot, SourceKind, discover_models
+    from engine_mlx.errors import CheckpointError
+
+    found = discover_models(roots=[SearchRoot(folder, SourceKind.USER)])
+    usable = [Path(f.path) for f in found if f.ok]
+    if usable:
+        return usable
+    if found:
+        raise CheckpointError(found[0].path, found[0].error or "it cannot be used")
+    raise CheckpointError(folder, "no model here: neither this folder nor any folder up to two levels "
+                                  "below it has a config.json")
+
+
 class ModelsController(QObject):
     modelsChanged = Signal(list)  # list[ModelEntry]
     scanningChanged = Signal(bool)
@@ -86,6 +102,7 @@ class ModelsController(QObject):
     loadFailed = Signal(str, str)  # message, kind
     errorOccurred = Signal(str)
     demoBuilding = Signal(bool)
+    folderAdded = Signal(list)  # list[Path]: the usable models found in the added folder
 
     def __init__(self, store: Store, engine: EngineClient, paths: AppPaths, parent: QObject | None = None):
         super().__init__(parent)
@@ -135,16 +152,16 @@ class ModelsController(QObject):
         self.errorOccurred.emit(f"Looking for models failed: {error}")
         self.modelsChanged.emit(self.entries)
 
-    def add_folder(self, folder: Path | str) -> None:
-        """Check the folder is a usable checkpoint, remember it, and rescan."""
-        from engine_mlx.checkpoint import inspect_checkpoint
-
+    def add_folder(self, folder: Path | str, *, load_if_one: bool = False) -> None:
+        """Remember a folder that is, or holds, model folders (the engine's own discovery decides, as
+        ``python -m engine_mlx models --dir`` does) and rescan. ``load_if_one``: when the folder holds
+        exactly one usable model, load it too."""
         folder = Path(folder)
 
-        def check(_p, _c):
-            return inspect_checkpoint(folder)
+        def find(_p, _c):
+            return models_in(folder)
 
-        def ok(_info) -> None:
+        def found(paths: list[Path]) -> None:
             folders = [str(p) for p in self.user_folders()]
             if str(folder) not in folders:
                 folders.append(str(folder))
@@ -152,9 +169,12 @@ class ModelsController(QObject):
                     self.store.set_pref("model_folders", json.dumps(folders))
                 except StoreError as error:
                     self.errorOccurred.emit(str(error))
+            self.folderAdded.emit(paths)
             self.rescan()
+            if load_if_one and len(paths) == 1:
+                self.load(paths[0])
 
-        run_task(check, ok, lambda error: self.errorOccurred.emit(str(error)))
+        run_task(find, found, lambda error: self.errorOccurred.emit(str(error)))
 
     # --- loading ------------------------------------------------------------------------------
     def load(self, path: Path | str, force: bool = False) -> None:

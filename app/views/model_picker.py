@@ -69,6 +69,8 @@ class ModelPicker(QDialog):
         self.context.setSingleStep(4096)
         self.context.setSuffix(" tokens")
         self.context.setValue(models.context_tokens)
+        self._context_on_open = models.context_tokens  # Esc / Cancel puts it back
+        self._rejected = False
         self.context.editingFinished.connect(self._context_changed)
         row.addWidget(self.context)
         self.unload_button = QPushButton("Unload")
@@ -130,6 +132,7 @@ class ModelPicker(QDialog):
         entry = self.selected()
         if entry is None:
             return
+        self._context_changed()  # a value typed but not yet committed counts
         force = False
         if entry.fit is not None and fit_label(entry.fit) == "Does not fit":
             answer = QMessageBox.warning(
@@ -153,8 +156,18 @@ class ModelPicker(QDialog):
         self.accept()
 
     def _context_changed(self) -> None:
+        if self._rejected:
+            return
         if self.context.value() != self.models.context_tokens:
             self.models.set_context_tokens(self.context.value())
+            self.models.rescan()
+
+    def reject(self) -> None:
+        """Closing without loading (Esc, the close button) keeps the context length the dialog opened with."""
+        self._rejected = True  # hiding the dialog ends the spin box's editing: ignore that
+        super().reject()
+        if self.models.context_tokens != self._context_on_open:
+            self.models.set_context_tokens(self._context_on_open)
             self.models.rescan()
 
     def _update_current(self) -> None:
