@@ -8,22 +8,13 @@ from pathlib import Path
 from PySide6.QtCore import QSize, Qt, QTimer
 from PySide6.QtGui import QAction, QCloseEvent, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import (
-    QComboBox,
     QFileDialog,
-    QFrame,
-    QHBoxLayout,
-    QLabel,
-    QLineEdit,
-    QListWidget,
     QListWidgetItem,
     QMainWindow,
     QMenu,
     QMessageBox,
-    QProgressBar,
-    QPushButton,
     QSplitter,
     QStackedWidget,
-    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -33,71 +24,25 @@ from .controllers.attachments import AttachmentsController, Pending
 from .controllers.chat import ChatController
 from .controllers.models import ModelsController, human_bytes
 from .paths import AppPaths
-from .store import AttachmentKind, MessageState, Store, StoreError, ThinkingMode
+from .store import AttachmentKind, MessageState, Store, StoreError
 from .views.answer import warm_up
+from .views.banner import Banner
 from .views.composer import Composer, local_paths
 from .views.first_run import FirstRunPage
+from .views.header import ChatHeader
 from .views.model_picker import ModelPicker
 from .views.settings import SettingsDialog
+from .views.sidebar import ROLE_ID, Sidebar
+from .views.status_bar import StatusBar
 from .views.transcript import TranscriptView
 from .views.video_pane import VideoPane
 from .workers import EngineClient
 
 log = logging.getLogger(__name__)
 
-ROLE_ID = Qt.ItemDataRole.UserRole
 UNDO_MS = 10_000
 MEDIA_FILTER = ("Images, PDFs and videos (*.png *.jpg *.jpeg *.webp *.gif *.bmp *.tif *.tiff *.heic *.avif "
                 "*.pdf *.mp4 *.mov *.m4v *.avi *.mkv *.webm);;All files (*)")
-
-
-class Banner(QFrame):
-    """A one-line message above the transcript with optional action and a close button."""
-
-    def __init__(self, name: str, parent: QWidget | None = None):
-        super().__init__(parent)
-        self.setObjectName(name)
-        row = QHBoxLayout(self)
-        row.setContentsMargins(12, 6, 8, 6)
-        self.label = QLabel()
-        self.label.setWordWrap(True)
-        self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        row.addWidget(self.label, 1)
-        self.action = QPushButton()
-        self.action.hide()
-        row.addWidget(self.action)
-        close = QToolButton()
-        close.setText("✕")
-        close.setAutoRaise(True)
-        close.clicked.connect(self.hide)
-        row.addWidget(close)
-        self._timer = QTimer(self)
-        self._timer.setSingleShot(True)
-        self._timer.timeout.connect(self.hide)
-        self._callback = None
-        self.action.clicked.connect(self._act)
-        self.hide()
-
-    def show_message(self, text: str, action: str = "", callback=None, timeout_ms: int = 0) -> None:
-        self.label.setText(text)
-        self.action.setText(action)
-        self.action.setVisible(bool(action))
-        self._callback = callback
-        self.show()
-        if timeout_ms:
-            self._timer.start(timeout_ms)
-        else:
-            self._timer.stop()
-
-    def _act(self) -> None:
-        callback, self._callback = self._callback, None
-        self.hide()
-        if callback:
-            callback()
-
-    @property
-    def text(self) -> str:
-        return self.label.text() if self.isVisible() or not self.isHidden() else ""
 
 
 class MainWindow(QMainWindow):
@@ -135,54 +80,22 @@ class MainWindow(QMainWindow):
     def _build(self) -> None:
         splitter = QSplitter(Qt.Orientation.Horizontal)
         splitter.setChildrenCollapsible(False)
-        # Sidebar
-        sidebar = QFrame()
-        sidebar.setObjectName("Sidebar")
-        sidebar.setMinimumWidth(220)
-        sidebar.setMaximumWidth(360)
-        side = QVBoxLayout(sidebar)
-        side.setContentsMargins(8, 10, 8, 8)
-        self.new_button = QPushButton("New chat")
-        side.addWidget(self.new_button)
-        self.search = QLineEdit()
-        self.search.setPlaceholderText("Search all chats")
-        self.search.setClearButtonEnabled(True)
-        side.addWidget(self.search)
-        self.conversation_list = QListWidget()
-        self.conversation_list.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
-        self.conversation_list.setEditTriggers(QListWidget.EditTrigger.EditKeyPressed)
-        self.conversation_list.setWordWrap(True)
-        side.addWidget(self.conversation_list, 1)
-        splitter.addWidget(sidebar)
+        self.sidebar = Sidebar()
+        self.new_button = self.sidebar.new_button
+        self.search = self.sidebar.search
+        self.conversation_list = self.sidebar.conversation_list
+        splitter.addWidget(self.sidebar)
         # Main column
         main = QWidget()
         column = QVBoxLayout(main)
         column.setContentsMargins(0, 0, 0, 0)
         column.setSpacing(0)
-        header = QFrame()
-        header.setObjectName("Composer")
-        head = QHBoxLayout(header)
-        head.setContentsMargins(16, 6, 12, 6)
-        self.title_label = QLabel("New chat")
-        font = self.title_label.font()
-        font.setPointSizeF(font.pointSizeF() * 1.15)
-        font.setBold(True)
-        self.title_label.setFont(font)
-        head.addWidget(self.title_label, 1)
-        self.thinking_combo = QComboBox()
-        self.thinking_combo.addItem("Thinking on", ThinkingMode.ON)
-        self.thinking_combo.addItem("Thinking off", ThinkingMode.OFF)
-        self.thinking_combo.addItem("Thinking budget", ThinkingMode.BUDGET)
-        self.thinking_combo.setToolTip("Per chat: let the model think first, answer directly, or cap its thinking")
-        head.addWidget(self.thinking_combo)
-        self.settings_button = QToolButton()
-        self.settings_button.setText("⚙")
-        self.settings_button.setToolTip("Chat settings: system prompt, thinking, sampling (Ctrl+,)")
-        head.addWidget(self.settings_button)
-        self.model_button = QPushButton("No model")
-        self.model_button.setToolTip("Choose, load or unload a model")
-        head.addWidget(self.model_button)
-        column.addWidget(header)
+        self.header = ChatHeader()
+        self.title_label = self.header.title_label
+        self.thinking_combo = self.header.thinking_combo
+        self.settings_button = self.header.settings_button
+        self.model_button = self.header.model_button
+        column.addWidget(self.header)
         self.error_banner = Banner("ErrorBanner")
         column.addWidget(self.error_banner)
         self.info_banner = Banner("Banner")
@@ -207,19 +120,13 @@ class MainWindow(QMainWindow):
         splitter.setSizes([260, 900, 0])
         self.setCentralWidget(splitter)
         # Status bar
-        bar = self.statusBar()
-        self.status_model = QLabel("No model loaded")
-        self.status_memory = QLabel()
-        self.status_speed = QLabel()
-        self.status_context = QLabel()
-        self.load_progress = QProgressBar()
-        self.load_progress.setMaximumWidth(220)
-        self.load_progress.setRange(0, 1000)
-        self.load_progress.hide()
-        for widget in (self.status_model, self.load_progress):
-            bar.addWidget(widget)
-        for widget in (self.status_speed, self.status_context, self.status_memory):
-            bar.addPermanentWidget(widget)
+        bar = StatusBar()
+        self.setStatusBar(bar)
+        self.status_model = bar.status_model
+        self.status_memory = bar.status_memory
+        self.status_speed = bar.status_speed
+        self.status_context = bar.status_context
+        self.load_progress = bar.load_progress
 
     def _connect(self) -> None:
         c, m, a = self.chat, self.models, self.attachments
@@ -324,29 +231,10 @@ class MainWindow(QMainWindow):
     # --- conversations ------------------------------------------------------------------------
     def refresh_conversations(self) -> None:
         query = self.search.text().strip()
-        self.conversation_list.blockSignals(True)
-        self.conversation_list.clear()
         if query:
-            for hit in self.chat.search(query):
-                snippet = hit.snippet.replace("\n", " ")
-                item = QListWidgetItem(f"{hit.title}\n{snippet}")
-                item.setData(ROLE_ID, hit.conversation_id)
-                item.setToolTip(snippet)
-                self.conversation_list.addItem(item)
-            if self.conversation_list.count() == 0:
-                item = QListWidgetItem("No matches")
-                item.setFlags(Qt.ItemFlag.NoItemFlags)
-                self.conversation_list.addItem(item)
+            self.sidebar.show_hits(self.chat.search(query))
         else:
-            for summary in self.chat.conversations():
-                item = QListWidgetItem(summary.title)
-                item.setData(ROLE_ID, summary.id)
-                item.setFlags(item.flags() | Qt.ItemFlag.ItemIsEditable)
-                self.conversation_list.addItem(item)
-                if summary.id == self.chat.current_id:
-                    item.setSelected(True)
-                    self.conversation_list.setCurrentItem(item)
-        self.conversation_list.blockSignals(False)
+            self.sidebar.show_conversations(self.chat.conversations(), self.chat.current_id)
 
     def _open_item(self, item: QListWidgetItem) -> None:
         cid = item.data(ROLE_ID)
