@@ -20,11 +20,11 @@ from PySide6.QtWidgets import (
 )
 
 from . import theme
-from .controllers.attachments import AttachmentsController, Pending
+from .controllers.attachments import AttachmentsController, Pending, media_filter
 from .controllers.chat import ChatController
 from .controllers.models import ModelsController, human_bytes
 from .paths import AppPaths
-from .store import AttachmentKind, MessageState, Store, StoreError
+from .store import AttachmentKind, MessageState, Store, StoreError, ThinkingMode
 from .views.answer import warm_up
 from .views.banner import Banner
 from .views.composer import Composer, local_paths
@@ -41,12 +41,10 @@ from .workers import EngineClient
 log = logging.getLogger(__name__)
 
 UNDO_MS = 10_000
-MEDIA_FILTER = ("Images, PDFs and videos (*.png *.jpg *.jpeg *.webp *.gif *.bmp *.tif *.tiff *.heic *.avif "
-                "*.pdf *.mp4 *.mov *.m4v *.avi *.mkv *.webm);;All files (*)")
 
 
 class MainWindow(QMainWindow):
-    def __init__(self, paths: AppPaths, *, engine_factory=None, reload_last: bool = True):
+    def __init__(self, paths: AppPaths, *, reload_last: bool = True):
         super().__init__()
         self.paths = paths.ensure()
         self.setWindowTitle("QwenDesk")
@@ -55,7 +53,7 @@ class MainWindow(QMainWindow):
         self.colors = theme.current()
         self.store = Store(paths.database, paths.attachments)
         purged = self.store.purge_deleted()
-        self.engine = EngineClient(paths.engine_state, engine_factory, self)
+        self.engine = EngineClient(paths.engine_state, self)
         for cid in purged:
             self.engine.forget(cid)
         if purged:
@@ -64,6 +62,7 @@ class MainWindow(QMainWindow):
         self.models = ModelsController(self.store, self.engine, paths, self)
         self.attachments = AttachmentsController(self.store, paths.data / "pasted", self)
         self._loading = False
+        self._closed = False
         self._last_stats = None
         self._build()
         self._connect()
@@ -322,16 +321,11 @@ class MainWindow(QMainWindow):
 
     # --- sending ------------------------------------------------------------------------------
     def send(self, text: str) -> bool:
-        if self.attachments.busy:
-            self.show_error("Wait a moment: an attachment is still being prepared.")
-            return False
-        if self.attachments.items and self.attachments.model_is_vision is False:
-            self.show_error(self.attachments.text_only_refusal())
-            return False
         if self.video_pane.busy:
             self.video_pane.cancel()
         attachments = tuple(p.stored for p in self.attachments.items)
-        if self.chat.send(text, attachments):
+        if self.chat.send(text, attachments, preparing=self.attachments.busy,
+                          model_is_vision=self.attachments.model_is_vision):
             self.attachments.take()
             self.composer.clear_text()
             self.video_pane.hide()
@@ -348,7 +342,7 @@ class MainWindow(QMainWindow):
     # --- attachments --------------------------------------------------------------------------
     def pick_files(self) -> None:
         files, _ = QFileDialog.getOpenFileNames(self, "Attach images, PDFs or videos", str(Path.home()),
-                                                MEDIA_FILTER)
+                                                media_filter())
         if files:
             self.attachments.add_paths([Path(f) for f in files])
 
@@ -397,12 +391,11 @@ class MainWindow(QMainWindow):
     def _thinking_changed(self, index: int) -> None:
         from dataclasses import replace
 
-        mode = self.thinking_combo.itemData(index)
+        mode = ThinkingMode(self.thinking_combo.itemData(index))  # Qt gives the str enum back as a str
         self.chat.set_settings(replace(self.chat.settings(), thinking=mode))
 
     def open_settings(self) -> None:
-        dialog = SettingsDialog(self.chat.settings(), self,
-                                title="Chat settings" if self.chat.current_id else "Settings for new chats")
+        dialog = SettingsDialog(self.chat.settings(), self, for_new_chats=not self.chat.current_id)
         if dialog.exec():
             self.chat.set_settings(dialog.value())
             self._sync_thinking_combo()
@@ -438,8 +431,7 @@ class MainWindow(QMainWindow):
     def _add_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Choose a Qwen3.5 MLX model folder", str(Path.home()))
         if folder:
-            self.models.add_folder(Path(folder))
-            self.models.load(Path(folder))
+            self.models.add_folder(Path(folder), load_if_one=True)
 
     def _on_load_started(self, name: str) -> None:
         self._loading = True
@@ -522,6 +514,9 @@ class MainWindow(QMainWindow):
         self.error_banner.show_message(message, action, callback)
 
     def closeEvent(self, event: QCloseEvent) -> None:
+        if self._closed:
+            super().closeEvent(event)
+            return
         self.chat.stop()
         self.video_pane.cancel()
         self.engine.shutdown()
@@ -530,8 +525,16 @@ class MainWindow(QMainWindow):
 
         QCoreApplication.sendPostedEvents()
         QCoreApplication.processEvents()
-        self.chat.flush()
+        while not self.chat.flush():  # e.g. the disk is still full: never drop an answer silently
+            answer = QMessageBox.warning(
+                self, "QwenDesk", "An answer is not saved yet: the history database cannot be written "
+                "(is the disk full?). Free some space and press Retry, or quit without it.",
+                QMessageBox.StandardButton.Retry | QMessageBox.StandardButton.Discard,
+                QMessageBox.StandardButton.Retry)
+            if answer != QMessageBox.StandardButton.Retry:
+                break
         self.store.close()
+        self._closed = True
         super().closeEvent(event)
 
     def sizeHint(self) -> QSize:

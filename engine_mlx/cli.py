@@ -34,10 +34,11 @@ from engine_mlx.events import (
     ThinkingDelta,
     event_to_json,
 )
-from engine_mlx.settings import GenerationSettings
+from engine_mlx.settings import DEFAULT_CONTEXT_TOKENS, GenerationSettings
 
 EXIT_ERROR = 2
 DIM, RESET = "\x1b[2m", "\x1b[0m"
+CLEAR_LINE = "\x1b[2K"  # erase the whole line (the cursor stays)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -50,7 +51,8 @@ def _parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="list Qwen3.5 models found on this machine, with their fit")
     models.add_argument("--dir", dest="dirs", action="append", type=Path, default=[], help="also search here")
-    models.add_argument("--context", type=int, default=32768, help="context tokens for the fit estimate")
+    models.add_argument("--context", type=int, default=DEFAULT_CONTEXT_TOKENS,
+                        help="context tokens for the fit estimate")
     models.add_argument("--json", action="store_true")
     models.add_argument("--all", action="store_true", help="also list folders that cannot be used")
 
@@ -67,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--temperature", type=float)
     chat.add_argument("--seed", type=int)
     chat.add_argument("--system", default="", help="system prompt")
-    chat.add_argument("--context", type=int, default=32768)
+    chat.add_argument("--context", type=int, default=DEFAULT_CONTEXT_TOKENS)
     chat.add_argument("--force", action="store_true", help="load even if the model does not fit")
     chat.add_argument("--json", action="store_true", help="one JSON event per line on stdout")
     chat.add_argument("prompt", nargs="?")
@@ -228,6 +230,7 @@ class _Printer:
         self.color = stream.isatty()
         self.thinking = ""
         self.answer = ""
+        self.progress_shown = False
 
     def show(self, events: Iterable[Event]) -> Finished:
         self.thinking = self.answer = ""
@@ -249,8 +252,13 @@ class _Printer:
         w = self.stream.write
         if isinstance(event, Progress):
             if self.color and event.total:
-                print(f"\rprompt {event.done}/{event.total}", end="", file=sys.stderr, flush=True)
-        elif isinstance(event, ThinkingDelta):
+                print(f"\r{CLEAR_LINE}prompt {event.done}/{event.total}", end="", file=sys.stderr, flush=True)
+                self.progress_shown = True
+            return
+        if self.progress_shown:  # the prompt is read: take the progress text off the line
+            print(f"\r{CLEAR_LINE}", end="", file=sys.stderr, flush=True)
+            self.progress_shown = False
+        if isinstance(event, ThinkingDelta):
             if not self.thinking[: -len(event.text)]:
                 w(f"{DIM}Thinking: " if self.color else "[thinking]\n")
             w(event.text)

@@ -23,11 +23,10 @@ from engine_mlx.errors import EngineError, ModelNotLoadedError
 from engine_mlx.events import Event, Finished, FinishReason
 from engine_mlx.memory import check_fit, estimate_fit
 from engine_mlx.prompt import DecodedMedia, MediaLimits, load_media, render_text, template_messages
-from engine_mlx.settings import GenerationSettings
+from engine_mlx.settings import DEFAULT_CONTEXT_TOKENS, GenerationSettings
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CONTEXT_TOKENS = 32768
 _PROBE = "\x1f"  # an assistant reply no real conversation contains, to find the generation tail
 _TURN_START = "<|im_start|>"  # Qwen's turn marker, a special token: no merge crosses it
 
@@ -163,10 +162,6 @@ class Engine:
     def forget(self, conversation_id: str) -> None:
         """Drop a deleted conversation's saved state, in memory and on disk."""
         self.snapshots.forget(conversation_id)
-
-    def count_tokens(self, conversation: Conversation, settings: GenerationSettings) -> int:
-        """Prompt tokens the conversation takes (media included), e.g. for a context meter."""
-        return len(self._prepare(conversation, settings)[1])
 
     def _prepare(self, conversation: Conversation, settings: GenerationSettings):
         loaded = self._loaded

@@ -89,6 +89,19 @@ def prepare(path: Path, store: Store, key: int) -> Pending:
     return Pending(key, stored, thumb, width, height)
 
 
+def media_filter() -> str:
+    """The file dialog's filter: exactly the suffixes the engine reads (its lists are the one home)."""
+    from engine_mlx.media import IMAGE_SUFFIXES, PDF_SUFFIXES, VIDEO_SUFFIXES
+
+    patterns = " ".join(f"*{s}" for s in sorted(IMAGE_SUFFIXES | PDF_SUFFIXES | VIDEO_SUFFIXES))
+    return f"Images, PDFs and videos ({patterns});;All files (*)"
+
+
+def text_only_refusal(model_name: str = "") -> str:
+    return (f"{model_name or 'This model'} is a text-only checkpoint: it cannot see images, PDFs or "
+            "videos. Load a vision checkpoint (an mlx-vlm conversion of Qwen3.5) to attach them.")
+
+
 class AttachmentsController(QObject):
     added = Signal(object)  # Pending
     changed = Signal(object)  # Pending
@@ -116,8 +129,7 @@ class AttachmentsController(QObject):
         self.model_is_vision = is_vision
 
     def text_only_refusal(self) -> str:
-        return (f"{self.model_name or 'This model'} is a text-only checkpoint: it cannot see images, PDFs or "
-                "videos. Load a vision checkpoint (an mlx-vlm conversion of Qwen3.5) to attach them.")
+        return text_only_refusal(self.model_name)
 
     def add_paths(self, paths: list[Path | str]) -> None:
         if self.model_is_vision is False:

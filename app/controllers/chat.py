@@ -22,6 +22,7 @@ from engine_mlx.conversation import (
 from engine_mlx.events import AnswerDelta, Finished, FinishReason, Progress, Stats, ThinkingDelta
 from engine_mlx.settings import GenerationSettings
 
+from .attachments import text_only_refusal
 from ..store import (
     AttachmentKind,
     ChatSettings,
@@ -38,6 +39,9 @@ from ..store import (
 log = logging.getLogger(__name__)
 
 SAVE_INTERVAL_MS = 500  # a streaming answer reaches the disk at least this often
+# Longer messages are refused before anything is stored or rendered: 1 MB of text would freeze the
+# window for seconds and still not fit the context. About 64k tokens at ~4 characters a token.
+MAX_MESSAGE_CHARS = 256_000
 
 
 def to_engine_attachment(att: StoredAttachment):
@@ -123,14 +127,14 @@ class _Stream:
 class ChatController(QObject):
     conversationsChanged = Signal()
     conversationOpened = Signal(str, list)  # id ("" = none), list[StoredMessage]
-    messageAppended = Signal(object)  # StoredMessage
+    messageAppended = Signal(StoredMessage)
     messagesRemoved = Signal(int)  # messages from this position on are gone
     progress = Signal(int, int, int)  # message id, done, total
     thinkingDelta = Signal(int, str)
     answerStarted = Signal(int, float)  # message id, thinking seconds
     answerDelta = Signal(int, str)
-    statsReady = Signal(int, object)  # message id, StoredStats
-    streamFinished = Signal(int, object, str)  # message id, MessageState, error
+    statsReady = Signal(int, StoredStats)  # message id, stats
+    streamFinished = Signal(int, MessageState, str)  # message id, state, error
     busyChanged = Signal(bool)
     errorOccurred = Signal(str)
     deleted = Signal(str, str)  # id, title (for the undo bar)
@@ -228,15 +232,33 @@ class ChatController(QObject):
         return self.store.search(query) if query.strip() else []
 
     # --- sending ------------------------------------------------------------------------------
-    def send(self, text: str, attachments: tuple[StoredAttachment, ...] = ()) -> bool:
+    def refusal(self, text: str, attachments: tuple[StoredAttachment, ...] = (), *, preparing: bool = False,
+                model_is_vision: bool | None = None) -> str:
+        """Why this message cannot be sent now, in one sentence; "" when it can. Cheap: it never reads or
+        tokenizes anything, so a huge paste is refused at once."""
+        if self.busy:
+            return "Wait for the current answer to finish, or press Esc to stop it."
+        if preparing:
+            return "Wait a moment: an attachment is still being prepared."
+        if not self.model_loaded:
+            return "Load a model first: open the model picker (the button at the top)."
+        if attachments and model_is_vision is False:
+            return text_only_refusal()
+        if len(text) > MAX_MESSAGE_CHARS:
+            return (f"This message is {len(text):,} characters long; one message can hold at most "
+                    f"{MAX_MESSAGE_CHARS:,} (about {MAX_MESSAGE_CHARS // 4:,} tokens). Shorten it or split it "
+                    "across several messages; your text stays in the box.")
+        return ""
+
+    def send(self, text: str, attachments: tuple[StoredAttachment, ...] = (), *, preparing: bool = False,
+             model_is_vision: bool | None = None) -> bool:
+        """Store the user's message and start the answer; False (and ``errorOccurred``) when refused."""
         text = text.strip()
         if not text and not attachments:
             return False
-        if self.busy:
-            self.errorOccurred.emit("Wait for the current answer to finish, or press Esc to stop it.")
-            return False
-        if not self.model_loaded:
-            self.errorOccurred.emit("Load a model first: open the model picker (the button at the top).")
+        refusal = self.refusal(text, attachments, preparing=preparing, model_is_vision=model_is_vision)
+        if refusal:
+            self.errorOccurred.emit(refusal)
             return False
         try:
             if self.current_id is None:

@@ -9,13 +9,15 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 
+from engine_mlx.checkpoint import ModelInfo
+from engine_mlx.settings import DEFAULT_CONTEXT_TOKENS
+
 from ..paths import AppPaths
 from ..store import Store, StoreError
 from ..workers import EngineClient, run_task
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CONTEXT = 32768
 
 
 @dataclass(frozen=True)
@@ -94,15 +96,13 @@ def models_in(folder: Path) -> list[Path]:
 
 class ModelsController(QObject):
     modelsChanged = Signal(list)  # list[ModelEntry]
-    scanningChanged = Signal(bool)
     loadStarted = Signal(str)  # model name
     loadProgress = Signal(str, float)
-    modelLoaded = Signal(object)  # ModelInfo
+    modelLoaded = Signal(ModelInfo)
     modelUnloaded = Signal()
     loadFailed = Signal(str, str)  # message, kind
     errorOccurred = Signal(str)
     demoBuilding = Signal(bool)
-    folderAdded = Signal(list)  # list[Path]: the usable models found in the added folder
 
     def __init__(self, store: Store, engine: EngineClient, paths: AppPaths, parent: QObject | None = None):
         super().__init__(parent)
@@ -121,7 +121,7 @@ class ModelsController(QObject):
     # --- preferences --------------------------------------------------------------------------
     @property
     def context_tokens(self) -> int:
-        return int(self.store.get_pref("context_tokens", str(DEFAULT_CONTEXT)))
+        return int(self.store.get_pref("context_tokens", str(DEFAULT_CONTEXT_TOKENS)))
 
     def set_context_tokens(self, value: int) -> None:
         self.store.set_pref("context_tokens", str(int(value)))
@@ -136,19 +136,16 @@ class ModelsController(QObject):
 
     # --- discovery ----------------------------------------------------------------------------
     def rescan(self) -> None:
-        self.scanningChanged.emit(True)
         folders, demo, ctx = self.user_folders(), self.paths.demo_model, self.context_tokens
         run_task(lambda _p, _c: discover(folders, demo, ctx), self._on_scanned, self._on_scan_failed)
 
     def _on_scanned(self, entries: list[ModelEntry]) -> None:
         self.entries = entries
         self.scanned = True
-        self.scanningChanged.emit(False)
         self.modelsChanged.emit(entries)
 
     def _on_scan_failed(self, error: Exception) -> None:
         self.scanned = True
-        self.scanningChanged.emit(False)
         self.errorOccurred.emit(f"Looking for models failed: {error}")
         self.modelsChanged.emit(self.entries)
 
@@ -169,7 +166,6 @@ class ModelsController(QObject):
                     self.store.set_pref("model_folders", json.dumps(folders))
                 except StoreError as error:
                     self.errorOccurred.emit(str(error))
-            self.folderAdded.emit(paths)
             self.rescan()
             if load_if_one and len(paths) == 1:
                 self.load(paths[0])
