@@ -501,29 +501,7 @@ class Store:
 
     # --- search -------------------------------------------------------------------------------
     def search(self, query: str, limit: int = 50) -> list[SearchHit]:
-        terms = re.findall(r"\w+", query, flags=re.UNICODE)
-        if not terms:
-            return []
-        # Every term as a prefix, quoted so FTS5 syntax in user input cannot break the query.
-        match = " ".join(f'"{t}"*' for t in terms)
-        rows = self._db.execute(
-            "SELECT m.conversation_id, c.title, m.id, snippet(messages_fts, 0, '[', ']', '…', 12) "
-            "FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid "
-            "JOIN conversations c ON c.id = m.conversation_id "
-            "WHERE messages_fts MATCH ? AND c.deleted_at IS NULL ORDER BY c.updated_at DESC, m.position "
-            "LIMIT ?",
-            (match, limit),
-        ).fetchall()
-        # Titles match too, so a chat named "Budget" is found even if no message says so.
-        title_rows = self._db.execute(
-            "SELECT id, title FROM conversations WHERE deleted_at IS NULL AND title LIKE ? ESCAPE '\\' "
-            "ORDER BY updated_at DESC LIMIT ?",
-            (f"%{_like_literal(query.strip())}%", limit),
-        ).fetchall()
-        hits = [SearchHit(*row) for row in rows]
-        seen = {h.conversation_id for h in hits}
-        hits += [SearchHit(cid, title, 0, title) for cid, title in title_rows if cid not in seen]
-        return hits
+        return _search(self._db, query, limit)
 
     # --- attachments --------------------------------------------------------------------------
     def import_file(self, source: Path) -> Path:
@@ -568,6 +546,42 @@ class Store:
         for file in self.attachments_dir.glob("*/*"):
             if file.is_file() and str(file.relative_to(self.attachments_dir)) not in used:
                 file.unlink(missing_ok=True)
+
+
+def _search(db: sqlite3.Connection, query: str, limit: int) -> list[SearchHit]:
+    terms = re.findall(r"\w+", query, flags=re.UNICODE)
+    if not terms:
+        return []
+    # Every term as a prefix, quoted so FTS5 syntax in user input cannot break the query.
+    match = " ".join(f'"{t}"*' for t in terms)
+    rows = db.execute(
+        "SELECT m.conversation_id, c.title, m.id, snippet(messages_fts, 0, '[', ']', '…', 12) "
+        "FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid "
+        "JOIN conversations c ON c.id = m.conversation_id "
+        "WHERE messages_fts MATCH ? AND c.deleted_at IS NULL ORDER BY c.updated_at DESC, m.position "
+        "LIMIT ?",
+        (match, limit),
+    ).fetchall()
+    # Titles match too, so a chat named "Budget" is found even if no message says so.
+    title_rows = db.execute(
+        "SELECT id, title FROM conversations WHERE deleted_at IS NULL AND title LIKE ? ESCAPE '\\' "
+        "ORDER BY updated_at DESC LIMIT ?",
+        (f"%{_like_literal(query.strip())}%", limit),
+    ).fetchall()
+    hits = [SearchHit(*row) for row in rows]
+    seen = {h.conversation_id for h in hits}
+    hits += [SearchHit(cid, title, 0, title) for cid, title in title_rows if cid not in seen]
+    return hits
+
+
+def search_database(database: Path, query: str, limit: int = 50) -> list[SearchHit]:
+    """``Store.search`` on a connection of its own, read-only: safe on a pool thread while the GUI thread
+    writes (WAL lets readers and the writer run side by side)."""
+    db = sqlite3.connect(f"{Path(database).resolve().as_uri()}?mode=ro", uri=True, timeout=5.0)
+    try:
+        return _search(db, query, limit)
+    finally:
+        db.close()
 
 
 def _like_literal(text: str) -> str:

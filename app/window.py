@@ -144,6 +144,7 @@ class MainWindow(QMainWindow):
         self.model_button.clicked.connect(self.open_model_picker)
         # chat
         c.conversationsChanged.connect(self.refresh_conversations)
+        c.searchFinished.connect(self._on_search_finished)
         c.conversationOpened.connect(self._on_opened)
         c.messageAppended.connect(self._on_message)
         c.messagesRemoved.connect(self.transcript.remove_from)
@@ -231,9 +232,13 @@ class MainWindow(QMainWindow):
     def refresh_conversations(self) -> None:
         query = self.search.text().strip()
         if query:
-            self.sidebar.show_hits(self.chat.search(query))
+            self.chat.search(query)  # off the GUI thread; the hits arrive in _on_search_finished
         else:
             self.sidebar.show_conversations(self.chat.conversations(), self.chat.current_id)
+
+    def _on_search_finished(self, query: str, hits: list) -> None:
+        if query and query == self.search.text().strip():
+            self.sidebar.show_hits(hits)
 
     def _open_item(self, item: QListWidgetItem) -> None:
         cid = item.data(ROLE_ID)

@@ -34,7 +34,9 @@ from ..store import (
     StoredMessage,
     StoredStats,
     ThinkingMode,
+    search_database,
 )
+from ..workers import run_task
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +140,7 @@ class ChatController(QObject):
     busyChanged = Signal(bool)
     errorOccurred = Signal(str)
     deleted = Signal(str, str)  # id, title (for the undo bar)
+    searchFinished = Signal(str, list)  # query, list[SearchHit]
 
     def __init__(self, store: Store, engine, parent: QObject | None = None):
         super().__init__(parent)
@@ -146,6 +149,7 @@ class ChatController(QObject):
         self.current_id: str | None = None
         self.model_loaded = False
         self._stream: _Stream | None = None
+        self._search_serial = 0
         self._unsaved: list[_Stream] = []  # finished answers the disk refused; retried until saved
         self._save_timer = QTimer(self)
         self._save_timer.setInterval(SAVE_INTERVAL_MS)
@@ -228,8 +232,26 @@ class ChatController(QObject):
         self.conversationsChanged.emit()
         self.open(cid)
 
-    def search(self, query: str) -> list[SearchHit]:
-        return self.store.search(query) if query.strip() else []
+    def search(self, query: str) -> None:
+        """Search all chats on a pool thread (a one-letter query over 100k messages takes half a second);
+        ``searchFinished`` brings the hits of the newest query only."""
+        query = query.strip()
+        self._search_serial += 1
+        serial, database = self._search_serial, self.store.database
+        if not query:
+            self.searchFinished.emit(query, [])
+            return
+
+        def done(hits: list[SearchHit]) -> None:
+            if serial == self._search_serial:
+                self.searchFinished.emit(query, hits)
+
+        def failed(error: Exception) -> None:
+            log.warning("search for %r failed: %s", query, error)
+            if serial == self._search_serial:
+                self.searchFinished.emit(query, [])
+
+        run_task(lambda _p, _c: search_database(database, query), done, failed)
 
     # --- sending ------------------------------------------------------------------------------
     def refusal(self, text: str, attachments: tuple[StoredAttachment, ...] = (), *, preparing: bool = False,
