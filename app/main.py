@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import logging.handlers
+import os
 import signal
 import sys
 from pathlib import Path
@@ -133,10 +134,15 @@ def quit_on_interrupt(app, window) -> None:
     from PySide6.QtCore import QTimer
 
     def interrupted(_signum, _frame) -> None:
+        from PySide6.QtWidgets import QDialog
+
         log.info("interrupted from the terminal: quitting")
+        for widget in app.topLevelWidgets():  # an open dialog answers "no": Cancel, Close, Quit
+            if isinstance(widget, QDialog) and widget.isVisible():
+                widget.reject()
         if window is not None:
             window.close()
-        app.quit()
+        app.exit(0)
 
     signal.signal(signal.SIGINT, interrupted)
     signal.signal(signal.SIGTERM, interrupted)
@@ -219,7 +225,7 @@ def _run_window(app, args, paths: AppPaths, instance, log_file: Path, scheme) ->
     router.open_paths(args.files)
     instance.filesReceived.connect(window.open_files)
     settle_gc()
-    log.info("started; data in %s", paths.data)
+    log.info("pid %d started; data in %s", os.getpid(), paths.data)
     code = app.exec()
     window.close()  # no-op when already closed; covers app.quit() from elsewhere
     Task.stop_all()

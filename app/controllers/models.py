@@ -180,6 +180,7 @@ class ModelsController(QObject):
                                  "checkpoint")
             return
         self.loading_path = path
+        log.info("loading %s (context %d tokens)", path, self.context_tokens)
         self.loadStarted.emit(path.name)
         self.engine.load(path, self.context_tokens, force)
 
