@@ -35,6 +35,7 @@ from engine_mlx.events import (
     event_to_json,
 )
 from engine_mlx.settings import DEFAULT_CONTEXT_TOKENS, GenerationSettings
+from engine_mlx.sizes import human_bytes
 
 EXIT_ERROR = 2
 DIM, RESET = "\x1b[2m", "\x1b[0m"
@@ -146,7 +147,7 @@ def _models(args) -> int:
             continue
         kind = "vision" if row["vision"] else "text-only"
         bits = f"{row['bits']}-bit" if row["bits"] else "unquantized"
-        print(f"  {row['name']}  ({kind}, {bits}, {row['weight_bytes'] / 2**30:.1f} GiB)")
+        print(f"  {row['name']}  ({kind}, {bits}, {human_bytes(row['weight_bytes'])})")
         print(f"      {row['path']}\n      {row['fit_summary']}")
         if row["fit_advice"]:
             print(f"      {row['fit_advice']}")

@@ -339,7 +339,7 @@ def _open_video(path: Path):  # -> cv2.VideoCapture, opened
     cap = cv2.VideoCapture(str(path), backend)
     if not cap.isOpened():
         cap.release()
-        raise MediaError(path, "is not a video OpenCV can decode (unknown format or damaged file)")
+        raise MediaError(path, "cannot be read as a video: its format is not supported, or the file is damaged")
     return cap
 
 

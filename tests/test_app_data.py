@@ -150,3 +150,17 @@ def test_cli_progress_is_cleared_before_the_answer(monkeypatch):
     line = text.rsplit("\r", 1)[-1]  # what the terminal's line shows after the last carriage return
     assert text.index("prompt 21/21") < text.index(f"\r{CLEAR_LINE}\x1b[2mThinking: ")
     assert "prompt" not in line
+
+
+def test_sizes_always_carry_a_unit_and_small_models_are_not_zero(tiny_model_dir):
+    from engine_mlx.checkpoint import inspect_checkpoint
+    from engine_mlx.memory import estimate_fit
+    from engine_mlx.sizes import human_bytes
+
+    assert [human_bytes(n) for n in (0, 1, 512, 1536, 1_600_000, 5 * 2**30)] == [
+        "0 bytes", "1 byte", "512 bytes", "1.5 KiB", "1.5 MiB", "5.0 GiB"]
+    info = inspect_checkpoint(tiny_model_dir)
+    shown = human_bytes(info.weight_bytes)
+    assert not shown.startswith("0.0") and shown.split()[1] in ("KiB", "MiB")
+    summary = estimate_fit(info, 4096).summary()
+    assert f"weights {shown}," in summary and " 0.0 " not in summary

@@ -11,6 +11,7 @@ from PySide6.QtCore import QObject, Signal
 
 from engine_mlx.checkpoint import ModelInfo
 from engine_mlx.settings import DEFAULT_CONTEXT_TOKENS
+from engine_mlx.sizes import human_bytes
 
 from ..paths import AppPaths
 from ..store import Store, StoreError
@@ -37,17 +38,6 @@ def fit_label(fit) -> str:
     verdict = getattr(fit.verdict, "value", str(fit.verdict))
     return {"fits": "Fits", "tight": "Tight", "does_not_fit": "Does not fit"}.get(str(verdict).lower(),
                                                                                str(verdict))
-
-
-def human_bytes(count: int | None) -> str:
-    if not count:
-        return "–"
-    value = float(count)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if value < 1024 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit in ("B", "KB") else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TB"
 
 
 def discover(folders: list[Path], demo_dir: Path, context_tokens: int) -> list[ModelEntry]:

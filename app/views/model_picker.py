@@ -99,7 +99,7 @@ class ModelPicker(QDialog):
             kind = "Vision + text" if info.is_vision else "Text only"
             fit = fit_label(entry.fit)
             if entry.fit is not None:
-                fit += f" · {entry.fit.total_bytes / 2**30:.1f} of {entry.fit.budget_bytes / 2**30:.1f} GiB"
+                fit += f" · {human_bytes(entry.fit.total_bytes)} of {human_bytes(entry.fit.budget_bytes)}"
             for col, value in enumerate((name, human_bytes(info.weight_bytes), bits, kind, fit)):
                 item = QTableWidgetItem(value)
                 item.setToolTip(str(info.path))
