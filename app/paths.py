@@ -42,12 +42,12 @@ class AppPaths:
             platformdirs.user_log_dir(APP_NAME, appauthor=False)
         )
 
-    def ensure(self) -> "AppPaths":
+    def ensure(self) -> AppPaths:
         for folder in (self.data, self.attachments, self.engine_state, self.logs):
             folder.mkdir(parents=True, exist_ok=True)
         return self
 
-    def check(self) -> "AppPaths":
+    def check(self) -> AppPaths:
         """Create the folders and prove the data folder is writable; ``DataFolderError`` says what to do."""
         import tempfile
 

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from .paths import app_paths
-from .store import ChatSettings, MessageState, Store, StoredAttachment, AttachmentKind, StoredStats
+from .store import AttachmentKind, ChatSettings, MessageState, Store, StoredAttachment, StoredStats
 
 ROOT = Path(__file__).resolve().parents[1]
 

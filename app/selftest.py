@@ -34,9 +34,9 @@ import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 PROMPT = "What is in this image?"
 DEFAULT_TIMEOUT_S = 900.0
@@ -224,9 +224,8 @@ def check_qt(ctx: Context) -> str:
 
 
 def check_mlx(ctx: Context) -> str:
-    import numpy as np
-
     import mlx.core as mx
+    import numpy as np
 
     device = mx.default_device()
     ctx.facts["device"] = "gpu" if device.type == mx.gpu else "cpu"

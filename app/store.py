@@ -84,7 +84,7 @@ class ChatSettings:
         return json.dumps(data)
 
     @classmethod
-    def from_json(cls, text: str | None) -> "ChatSettings":
+    def from_json(cls, text: str | None) -> ChatSettings:
         if not text:
             return cls()
         data = json.loads(text)

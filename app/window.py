@@ -19,10 +19,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine_mlx.sizes import human_bytes
+
 from . import theme
 from .controllers.attachments import AttachmentsController, Pending, media_filter
 from .controllers.chat import ChatController
-from .controllers.models import ModelsController, human_bytes
+from .controllers.models import ModelsController
 from .paths import AppPaths
 from .store import AttachmentKind, MessageState, Store, StoreError, ThinkingMode
 from .views.answer import warm_up
@@ -167,7 +169,7 @@ class MainWindow(QMainWindow):
         self.composer.imagePasted.connect(a.add_image)
         self.composer.filesDropped.connect(a.add_paths)
         self.composer.removeAttachment.connect(a.remove)
-        self.composer.pagesChanged.connect(lambda key, f, l: a.update(key, first_page=f, last_page=l))
+        self.composer.pagesChanged.connect(lambda key, first, last: a.update(key, first_page=first, last_page=last))
         self.composer.attachmentClicked.connect(self._attachment_clicked)
         # attachments
         a.added.connect(self._on_attachment)

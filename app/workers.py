@@ -196,7 +196,7 @@ class _TaskSignals(QObject):
 
 
 class _Runnable(QRunnable):
-    def __init__(self, task: "Task"):
+    def __init__(self, task: Task):
         super().__init__()
         self.setAutoDelete(True)
         self._task = task
@@ -212,7 +212,7 @@ class Task(QObject):
     Keep a reference to the Task (``Task.start`` keeps one until it reports) and call ``cancel`` to stop it.
     """
 
-    _running: set["Task"] = set()
+    _running: set[Task] = set()
 
     def __init__(self, fn: Callable[[Callable[[int, int], None], Callable[[], bool]], Any],
                  parent: QObject | None = None):
@@ -224,7 +224,7 @@ class Task(QObject):
         self._fn = fn
         self._cancel = threading.Event()
 
-    def start(self, pool: QThreadPool | None = None) -> "Task":
+    def start(self, pool: QThreadPool | None = None) -> Task:
         Task._running.add(self)
         self.done.connect(self._forget)
         self.failed.connect(self._forget)

@@ -56,11 +56,39 @@ class _Engine:
         self.worker = Worker()
 
 
+def through_controller(chat, query: str) -> tuple[float, float, float, list]:
+    """ChatController.search as the sidebar calls it: (ms the call blocks, worst stall ms, ms to hits, hits)."""
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    got: list = []
+    loop = QEventLoop()
+    chat.searchFinished.connect(lambda _q, hits: (got.extend(hits), loop.quit()))
+    last = [time.perf_counter()]
+    worst = [0.0]
+
+    def beat() -> None:
+        now = time.perf_counter()
+        worst[0] = max(worst[0], now - last[0])
+        last[0] = now
+
+    timer = QTimer()
+    timer.timeout.connect(beat)
+    timer.start(5)
+    t0 = time.perf_counter()
+    chat.search(query)
+    call_ms = (time.perf_counter() - t0) * 1000
+    last[0] = time.perf_counter()
+    loop.exec()
+    total_ms = (time.perf_counter() - t0) * 1000
+    timer.stop()
+    chat.searchFinished.disconnect()
+    return call_ms, worst[0] * 1000, total_ms, got
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--messages", type=int, default=100_000)
     args = ap.parse_args()
-    from PySide6.QtCore import QEventLoop, QTimer
     from PySide6.QtWidgets import QApplication
 
     from app.controllers.chat import ChatController
@@ -77,31 +105,10 @@ def main() -> int:
         t0 = time.perf_counter()
         hits = store.search(query)
         sync_ms = (time.perf_counter() - t0) * 1000
-        got: list = []
-        loop = QEventLoop()
-        chat.searchFinished.connect(lambda _q, h: (got.append(h), loop.quit()))
-        last = [time.perf_counter()]
-        worst = [0.0]
-
-        def beat() -> None:
-            now = time.perf_counter()
-            worst[0] = max(worst[0], now - last[0])
-            last[0] = now
-
-        timer = QTimer()
-        timer.timeout.connect(beat)
-        timer.start(5)
-        t0 = time.perf_counter()
-        chat.search(query)
-        call_ms = (time.perf_counter() - t0) * 1000
-        last[0] = time.perf_counter()
-        loop.exec()
-        total_ms = (time.perf_counter() - t0) * 1000
-        timer.stop()
-        chat.searchFinished.disconnect()
+        call_ms, worst_ms, total_ms, got = through_controller(chat, query)
         print(f"{query!r:14} on the GUI thread before: {sync_ms:6.1f} ms ({len(hits)} hits) | now: call "
-              f"{call_ms:5.2f} ms, worst stall {worst[0] * 1000:5.1f} ms, hits after {total_ms:6.1f} ms "
-              f"({len(got[0])} hits)")
+              f"{call_ms:5.2f} ms, worst stall {worst_ms:5.1f} ms, hits after {total_ms:6.1f} ms "
+              f"({len(got)} hits)")
     store.close()
     app.processEvents()
     return 0

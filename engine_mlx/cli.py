@@ -10,9 +10,10 @@ import json
 import logging
 import sys
 import uuid
+from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Iterable, TextIO
+from typing import TextIO
 
 from engine_mlx.conversation import (
     Attachment,

@@ -56,7 +56,7 @@ class Conversation:
     messages: tuple[Message, ...] = ()
     id: str = ""
 
-    def with_message(self, message: Message) -> "Conversation":
+    def with_message(self, message: Message) -> Conversation:
         return Conversation(self.messages + (message,), self.id)
 
     @property

@@ -10,9 +10,9 @@ import gc
 import hashlib
 import logging
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterator
 
 from engine_mlx import platform
 from engine_mlx.cache import SnapshotStore, common_prefix

@@ -8,9 +8,10 @@ the template places one vision block per item and the processor needs exactly on
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from engine_mlx import media
 from engine_mlx.conversation import (

@@ -13,12 +13,12 @@ from any cache snapshot and media before the resume point are never re-encoded.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
-
-import numpy as np
+from typing import Any
 
 import mlx.core as mx
+import numpy as np
 
 from engine_mlx.cancel import CancelToken
 from engine_mlx.checkpoint import ModelInfo
@@ -90,7 +90,7 @@ class LoadedModel:
         *,
         progress: Callable[[float], None] | None = None,
         cancel: CancelToken | None = None,
-    ) -> "LoadedModel":
+    ) -> LoadedModel:
         """Load lazily, then read the weights in slices so progress can be shown and cancelled."""
         path = str(info.path)
         if info.is_vision:

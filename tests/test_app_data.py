@@ -164,3 +164,38 @@ def test_sizes_always_carry_a_unit_and_small_models_are_not_zero(tiny_model_dir)
     assert not shown.startswith("0.0") and shown.split()[1] in ("KiB", "MiB")
     summary = estimate_fit(info, 4096).summary()
     assert f"weights {shown}," in summary and " 0.0 " not in summary
+
+
+def _check_qt_libs(tmp_path, sonames: list[str]):
+    """scripts/check-qt-libs with a library cache that holds only ``sonames``."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    fake = tmp_path / "bin"
+    fake.mkdir(exist_ok=True)
+    ldconfig = fake / "ldconfig"
+    listing = "".join(f"\\t{s} (libc6,x86-64) => /usr/lib/{s}\\n" for s in sonames)
+    ldconfig.write_text(f"#!/bin/sh\nprintf '{len(sonames)} libs found in cache\\n{listing}'\n")
+    ldconfig.chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}", "QT_QPA_PLATFORM": "xcb"}
+    return subprocess.run(["bash", str(root / "scripts" / "check-qt-libs")], env=env, capture_output=True,
+                          text=True, check=False)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the check runs on Linux only")
+def test_run_script_names_missing_qt_libraries_and_the_apt_line(tmp_path):
+    from pathlib import Path
+
+    table = Path(__file__).resolve().parent.parent / "scripts" / "qt-linux-libraries"
+    rows = [line.split() for line in table.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    present = [library for package, library in rows if package not in ("libxcb-cursor0", "libxkbcommon-x11-0")]
+    result = _check_qt_libs(tmp_path, present)
+    assert result.returncode == 1
+    assert "libxcb-cursor.so.0 libxkbcommon-x11.so.0" in result.stderr
+    assert "sudo apt-get install -y libxcb-cursor0 libxkbcommon-x11-0\n" in result.stderr
+    everything = _check_qt_libs(tmp_path, [library for _package, library in rows])
+    assert everything.returncode == 0 and everything.stderr == ""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert all(package in readme for package, _library in rows)

@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from test_app_data import corrupt_a_page
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import sqlite3
 import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
+from media_files import write_image, write_pdf, write_video
 from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QColor, QDragEnterEvent, QDropEvent, QGuiApplication, QImage
 
@@ -14,7 +15,6 @@ from app import theme
 from app.paths import app_paths
 from app.store import ChatSettings, MessageState, StoreError, ThinkingMode
 from app.window import MainWindow
-from media_files import write_image, write_pdf, write_video
 
 FAST = dict(max_tokens=32, seed=7)
 

@@ -12,7 +12,7 @@ from PySide6.QtGui import QImage
 
 from engine_mlx.errors import MediaError
 
-from ..store import AttachmentKind, Store, StoreError, StoredAttachment
+from ..store import AttachmentKind, Store, StoredAttachment, StoreError
 from ..workers import run_task
 
 log = logging.getLogger(__name__)

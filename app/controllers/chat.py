@@ -22,21 +22,21 @@ from engine_mlx.conversation import (
 from engine_mlx.events import AnswerDelta, Finished, FinishReason, Progress, Stats, ThinkingDelta
 from engine_mlx.settings import GenerationSettings
 
-from .attachments import text_only_refusal
 from ..store import (
     AttachmentKind,
     ChatSettings,
     MessageState,
     SearchHit,
     Store,
-    StoreError,
     StoredAttachment,
     StoredMessage,
     StoredStats,
+    StoreError,
     ThinkingMode,
     search_database,
 )
 from ..workers import run_task
+from .attachments import text_only_refusal
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,6 @@ from PySide6.QtCore import QObject, Signal
 
 from engine_mlx.checkpoint import ModelInfo
 from engine_mlx.settings import DEFAULT_CONTEXT_TOKENS
-from engine_mlx.sizes import human_bytes
 
 from ..paths import AppPaths
 from ..store import Store, StoreError

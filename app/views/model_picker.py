@@ -21,7 +21,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..controllers.models import ModelEntry, ModelsController, fit_label, human_bytes
+from engine_mlx.sizes import human_bytes
+
+from ..controllers.models import ModelEntry, ModelsController, fit_label
 
 COLUMNS = ("Model", "Size on disk", "Bits", "Input", "Memory fit")
 
