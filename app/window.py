@@ -41,6 +41,7 @@ from .workers import EngineClient
 log = logging.getLogger(__name__)
 
 UNDO_MS = 10_000
+MAX_ANSWER_TOKENS = 262_144  # the settings dialog's ceiling
 MEDIA_FILTER = ("Images, PDFs and videos (*.png *.jpg *.jpeg *.webp *.gif *.bmp *.tif *.tiff *.heic *.avif "
                 "*.pdf *.mp4 *.mov *.m4v *.avi *.mkv *.webm);;All files (*)")
 
@@ -64,7 +65,6 @@ class MainWindow(QMainWindow):
         self.models = ModelsController(self.store, self.engine, paths, self)
         self.attachments = AttachmentsController(self.store, paths.data / "pasted", self)
         self._loading = False
-        self._last_stats = None
         self._build()
         self._connect()
         self._build_actions()
@@ -120,7 +120,7 @@ class MainWindow(QMainWindow):
         splitter.setSizes([260, 900, 0])
         self.setCentralWidget(splitter)
         # Status bar
-        bar = StatusBar()
+        self.status_bar = bar = StatusBar()
         self.setStatusBar(bar)
         self.status_model = bar.status_model
         self.status_memory = bar.status_memory
@@ -159,6 +159,7 @@ class MainWindow(QMainWindow):
         c.deleted.connect(self._on_deleted)
         self.transcript.editSubmitted.connect(c.edit_and_resend)
         self.transcript.regenerateRequested.connect(c.regenerate)
+        self.transcript.continueRequested.connect(self.continue_thinking)
         self.transcript.copied.connect(lambda _t: self.statusBar().showMessage("Copied", 1500))
         # composer
         self.composer.sendRequested.connect(self.send)
@@ -285,6 +286,12 @@ class MainWindow(QMainWindow):
         self.title_label.setText(summary.title if summary else "New chat")
         self.transcript.set_messages(messages)
         self.transcript.set_streaming(self.chat.busy)
+        # The status bar shows this chat's figures, never the previous chat's.
+        latest = next((m.stats for m in reversed(messages) if m.stats is not None), None)
+        if latest is not None:
+            self.status_bar.show_stats(latest, self.models.context_tokens)
+        else:
+            self.status_bar.clear_stats()
         self._sync_thinking_combo()
         self._update_page()
         if not self.search.text():
@@ -304,11 +311,10 @@ class MainWindow(QMainWindow):
             fn(widget)
 
     def _on_stats(self, message_id: int, stats) -> None:
+        if self.transcript.widget_for(message_id) is None:
+            return  # an answer in a chat that is not on screen
         self._with(message_id, lambda w: w.set_stats(stats))
-        self._last_stats = stats
-        self.status_speed.setText(f"{stats.decode_tps:.1f} tok/s")
-        used = stats.prompt_tokens + stats.generated_tokens
-        self.status_context.setText(f"Context {used:,} / {self.models.context_tokens:,}")
+        self.status_bar.show_stats(stats, self.models.context_tokens)
         self._update_memory(stats.peak_memory_bytes)
 
     def _on_finished(self, message_id: int, state, error: str) -> None:
@@ -338,6 +344,16 @@ class MainWindow(QMainWindow):
             self.error_banner.hide()
             return True
         return False
+
+    def continue_thinking(self, reached: int) -> None:
+        """The last answer ran out of tokens while thinking: answer again with twice the limit."""
+        from dataclasses import replace
+
+        settings = self.chat.settings()
+        limit = min(MAX_ANSWER_TOKENS, 2 * max(settings.max_tokens, reached))
+        self.chat.set_settings(replace(settings, max_tokens=limit))
+        self.chat.regenerate()
+        self.statusBar().showMessage(f"Answering again with a limit of {limit:,} tokens", 4000)
 
     def copy_last_answer(self) -> None:
         widget = self.transcript.last_answer()

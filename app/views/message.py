@@ -81,10 +81,16 @@ class AttachmentThumb(QLabel):
         self.setMargin(8)
 
 
+def limit_note(tokens: int | None) -> str:
+    limit = f"the {tokens:,}-token limit" if tokens else "its token limit"
+    return f"The model was still thinking when it reached {limit}: there is no answer yet."
+
+
 class MessageWidget(QFrame):
     copyRequested = Signal(str)
     editSubmitted = Signal(int, str)
     regenerateRequested = Signal()
+    continueRequested = Signal(int)  # the token limit this answer reached (0 = unknown)
     heightChanged = Signal()
 
     def __init__(self, message: StoredMessage, palette: Palette, parent: QWidget | None = None):
@@ -195,6 +201,21 @@ class MessageWidget(QFrame):
         self.state_label.setWordWrap(True)
         self.state_label.hide()
         outer.addWidget(self.state_label)
+        # A reply cut off inside its thinking: say so, and offer to answer again with a higher limit.
+        self.limit_row = QWidget()
+        limit_layout = QHBoxLayout(self.limit_row)
+        limit_layout.setContentsMargins(0, 0, 0, 0)
+        self.limit_label = QLabel()
+        self.limit_label.setObjectName("LimitNote")
+        self.limit_label.setWordWrap(True)
+        limit_layout.addWidget(self.limit_label, 1)
+        self.continue_button = QPushButton("Continue")
+        self.continue_button.setToolTip("Answer again with twice the token limit")
+        self.continue_button.clicked.connect(lambda: self.continueRequested.emit(self._limit_tokens()))
+        limit_layout.addWidget(self.continue_button)
+        self.limit_row.hide()
+        outer.addWidget(self.limit_row)
+        self._stats: StoredStats | None = message.stats
         footer = QHBoxLayout()
         self.stats_label = QLabel()
         self.stats_label.setObjectName("Stats")
@@ -226,6 +247,14 @@ class MessageWidget(QFrame):
         text = error if state is MessageState.ERROR else STATE_TEXT.get(state, "")
         self.state_label.setText(text)
         self.state_label.setVisible(bool(text))
+        cut_off = (state is MessageState.COMPLETE and not self.answer.markdown.strip()
+                   and bool(self.thinking.text().strip()))
+        if cut_off:
+            self.limit_label.setText(limit_note(self._limit_tokens()))
+        self.limit_row.setVisible(cut_off)
+
+    def _limit_tokens(self) -> int:
+        return self._stats.generated_tokens if self._stats else 0
 
     # streaming API (assistant only) ----------------------------------------------------------
     def set_progress(self, done: int, total: int) -> None:
@@ -251,6 +280,7 @@ class MessageWidget(QFrame):
         self.answer.append(text)
 
     def set_stats(self, stats: StoredStats) -> None:
+        self._stats = stats
         self.stats_label.setText(stats_line(stats))
         if not self.thinking.isHidden():
             self.thinking.set_tokens(stats.thinking_tokens)

@@ -20,6 +20,7 @@ PAGE = 30
 class TranscriptView(QScrollArea):
     editSubmitted = Signal(int, str)
     regenerateRequested = Signal()
+    continueRequested = Signal(int)  # the token limit the last answer reached while thinking
     copied = Signal(str)
 
     def __init__(self, palette: Palette, parent: QWidget | None = None):
@@ -127,6 +128,7 @@ class TranscriptView(QScrollArea):
         widget = MessageWidget(message, self.palette_)
         widget.editSubmitted.connect(self.editSubmitted)
         widget.regenerateRequested.connect(self.regenerateRequested)
+        widget.continueRequested.connect(self.continueRequested)
         widget.copyRequested.connect(self.copied)
         if message.role == "assistant":
             widget.answer.codeCopied.connect(self.copied)
