@@ -41,6 +41,7 @@ class AttachmentKind(str, Enum):
     IMAGE = "image"
     PDF = "pdf"
     VIDEO = "video"
+    TEXT = "text"
 
 
 @dataclass(frozen=True)

@@ -42,8 +42,21 @@ log = logging.getLogger(__name__)
 
 UNDO_MS = 10_000
 MAX_ANSWER_TOKENS = 262_144  # the settings dialog's ceiling
-MEDIA_FILTER = ("Images, PDFs and videos (*.png *.jpg *.jpeg *.webp *.gif *.bmp *.tif *.tiff *.heic *.avif "
-                "*.pdf *.mp4 *.mov *.m4v *.avi *.mkv *.webm);;All files (*)")
+
+
+def attach_filter() -> str:
+    """The file dialog's filter: exactly the suffixes the engine accepts (one list, in engine_mlx.media)."""
+    from engine_mlx import media
+
+    def patterns(suffixes) -> str:
+        return " ".join(f"*{s}" for s in sorted(suffixes))
+
+    return ";;".join([
+        f"Everything QwenDesk can attach ({patterns(media.ATTACHABLE_SUFFIXES)})",
+        f"Images, PDFs and videos ({patterns(media.IMAGE_SUFFIXES | media.PDF_SUFFIXES | media.VIDEO_SUFFIXES)})",
+        f"Text and code files ({patterns(media.TEXT_SUFFIXES)})",
+    ])
+
 
 
 class MainWindow(QMainWindow):
@@ -331,7 +344,7 @@ class MainWindow(QMainWindow):
         if self.attachments.busy:
             self.show_error("Wait a moment: an attachment is still being prepared.")
             return False
-        if self.attachments.items and self.attachments.model_is_vision is False:
+        if self.attachments.has_media and self.attachments.model_is_vision is False:
             self.show_error(self.attachments.text_only_refusal())
             return False
         if self.video_pane.busy:
@@ -363,8 +376,8 @@ class MainWindow(QMainWindow):
 
     # --- attachments --------------------------------------------------------------------------
     def pick_files(self) -> None:
-        files, _ = QFileDialog.getOpenFileNames(self, "Attach images, PDFs or videos", str(Path.home()),
-                                                MEDIA_FILTER)
+        files, _ = QFileDialog.getOpenFileNames(self, "Attach images, PDFs, videos or text files",
+                                                str(Path.home()), attach_filter())
         if files:
             self.attachments.add_paths([Path(f) for f in files])
 

@@ -17,6 +17,7 @@ from engine_mlx.conversation import (
     Message,
     PdfAttachment,
     Role,
+    TextAttachment,
     VideoAttachment,
 )
 from engine_mlx.events import AnswerDelta, Finished, FinishReason, Progress, Stats, ThinkingDelta
@@ -45,6 +46,8 @@ def to_engine_attachment(att: StoredAttachment):
         return ImageAttachment(att.path)
     if att.kind is AttachmentKind.PDF:
         return PdfAttachment(att.path, att.first_page, att.last_page)
+    if att.kind is AttachmentKind.TEXT:
+        return TextAttachment(att.path, att.name)
     return VideoAttachment(att.path, att.fps, att.start_s, att.end_s)
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import shiboken6
 from PySide6.QtCore import QSize, Qt, Signal
-from PySide6.QtGui import QGuiApplication, QImageReader, QPixmap
+from PySide6.QtGui import QGuiApplication, QImage, QImageReader, QPixmap
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
@@ -54,14 +55,52 @@ def _link_button(text: str, tip: str) -> QToolButton:
     return button
 
 
-class AttachmentThumb(QLabel):
+PDF_THUMB_PAGES = 4  # page thumbnails shown per sent PDF; "+N" says how many more were sent
+
+
+def _qimage(image) -> QImage:
+    rgb = image.convert("RGB")
+    return QImage(rgb.tobytes(), rgb.width, rgb.height, 3 * rgb.width, QImage.Format.Format_RGB888).copy()
+
+
+def _render_pages(path, first: int, last: int) -> list[QImage]:
+    from engine_mlx import media
+
+    return [_qimage(page) for page in media.load_pdf_pages(path, first, last, max_side=THUMB)]
+
+
+def _render_frame(path, start_s: float) -> list[QImage]:
+    from engine_mlx import media
+
+    video = media.sample_video(path, fps=1.0, start_s=start_s, end_s=start_s + 0.9, max_side=THUMB)
+    return [QImage(f.tobytes(), f.shape[1], f.shape[0], 3 * f.shape[1], QImage.Format.Format_RGB888).copy()
+            for f in video.frames[:1]]
+
+
+class AttachmentThumb(QFrame):
+    """A sent attachment: an image, a PDF's first pages, a video's first frame (rendered off the GUI
+    thread), or a text file's name and size."""
+
     def __init__(self, att: StoredAttachment, parent: QWidget | None = None):
         super().__init__(parent)
         self.attachment = att
         self.setObjectName("AttachmentChip")
-        self.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.setToolTip(att.name)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.setSpacing(2)
+        self.images = QHBoxLayout()
+        self.images.setSpacing(4)
+        layout.addLayout(self.images)
+        self.caption = QLabel()
+        self.caption.setObjectName("Muted")
+        self.caption.setWordWrap(True)
+        self.caption.setMaximumWidth(THUMB * 2)
+        layout.addWidget(self.caption)
+        self.pictures: list[QLabel] = []  # the image, the PDF's pages or the video's frame
+        self._task = None
         if att.kind is AttachmentKind.IMAGE:
+            self.caption.hide()
             reader = QImageReader(str(att.path))
             reader.setAutoTransform(True)
             size = reader.size()
@@ -69,16 +108,49 @@ class AttachmentThumb(QLabel):
                 reader.setScaledSize(size.scaled(QSize(THUMB * 2, THUMB), Qt.AspectRatioMode.KeepAspectRatio))
             image = reader.read()
             if not image.isNull():
-                self.setPixmap(QPixmap.fromImage(image))
-                return
-            self.setText(f"🖼 {att.name}\n(missing)")
+                self.pictures.append(self._add_image(image))
+            else:
+                self.caption.setText(f"{att.name}\n(missing)")
+                self.caption.show()
         elif att.kind is AttachmentKind.PDF:
-            pages = f"pages {att.first_page}–{att.last_page or att.page_count or '?'}"
-            self.setText(f"📄 {att.name}\n{pages}")
-        else:
+            last = att.last_page or att.page_count or att.first_page
+            shown_last = min(last, att.first_page + PDF_THUMB_PAGES - 1)
+            more = last - shown_last
+            pages = f"page {att.first_page}" if last == att.first_page else f"pages {att.first_page}–{last}"
+            self.caption.setText(f"{att.name} · {pages}" + (f" (+{more} more)" if more > 0 else ""))
+            self._start(lambda _p, _c: _render_pages(att.path, att.first_page, shown_last))
+        elif att.kind is AttachmentKind.VIDEO:
             end = att.end_s if att.end_s is not None else att.duration_s or 0
-            self.setText(f"🎞 {att.name}\n{att.start_s:.1f}–{end:.1f} s · {att.fps:g} fps")
-        self.setMargin(8)
+            self.caption.setText(f"{att.name} · {att.start_s:.1f}–{end:.1f} s · {att.fps:g} fps")
+            self._start(lambda _p, _c: _render_frame(att.path, att.start_s))
+        else:
+            try:
+                size = f"{max(1, round(att.path.stat().st_size / 1024)):,} KB"
+            except OSError:
+                size = "missing"
+            self.caption.setText(f"Text · {att.name}\n{size}")
+            self.setContentsMargins(4, 4, 4, 4)
+
+    def _start(self, fn) -> None:
+        from ..workers import run_task
+
+        self._task = run_task(fn, self._show_images, self._show_failure)
+
+    def _show_images(self, images: list[QImage]) -> None:
+        if not shiboken6.isValid(self):
+            return
+        for image in images:
+            self.pictures.append(self._add_image(image))
+
+    def _show_failure(self, error: Exception) -> None:
+        if shiboken6.isValid(self):
+            self.caption.setText(f"{self.caption.text()}\n(cannot be shown: {error})")
+
+    def _add_image(self, image: QImage) -> QLabel:
+        label = QLabel()
+        label.setPixmap(QPixmap.fromImage(image))
+        self.images.addWidget(label)
+        return label
 
 
 def limit_note(tokens: int | None) -> str:
