@@ -76,8 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     app.installEventFilter(router)  # Dock drops and "Open With" on macOS
     scheme = theme.Scheme(args.theme)
     theme.apply(app, scheme)
-    if scheme is theme.Scheme.SYSTEM and hasattr(app.styleHints(), "colorSchemeChanged"):
-        app.styleHints().colorSchemeChanged.connect(lambda _s: theme.apply(app, theme.Scheme.SYSTEM))
+    # The window follows later system changes while View ▸ Theme is "System", and applies a remembered choice.
     try:
         window = MainWindow(paths, reload_last=not args.no_reload)
     except StoreError as error:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import shiboken6
-from PySide6.QtCore import QSize, Qt, Signal
-from PySide6.QtGui import QGuiApplication, QImage, QImageReader, QPixmap
+from PySide6.QtCore import QPoint, QSize, Qt, Signal
+from PySide6.QtGui import QColor, QGuiApplication, QImage, QImageReader, QPixmap
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
@@ -12,6 +12,7 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QPushButton,
     QSizePolicy,
+    QTextEdit,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -23,6 +24,7 @@ from .answer import AnswerView
 from .thinking import ThinkingBlock
 
 THUMB = 120
+MATCH_COLOR = "#ffe58a"  # a search match, in both themes
 
 
 def stats_line(stats: StoredStats) -> str:
@@ -372,6 +374,41 @@ class MessageWidget(QFrame):
     def set_regenerate_visible(self, visible: bool) -> None:
         if self.role == "assistant":
             self.regenerate_button.setVisible(visible)
+
+    # --- search -------------------------------------------------------------------------------
+    def mark(self, term: str) -> bool:
+        """Select (user) or highlight (answer) the first occurrence of ``term``; False if not found."""
+        self._match_y = 0
+        if not term:
+            return False
+        if self.role == "user":
+            index = self.text_label.text().lower().find(term.lower())
+            if index < 0:
+                return False
+            self.text_label.setSelection(index, len(term))
+            self._match_y = self.text_label.y()
+            return True
+        cursor = self.answer.document().find(term)
+        if cursor.isNull():
+            return False
+        selection = QTextEdit.ExtraSelection()
+        selection.cursor = cursor
+        selection.format.setBackground(QColor(MATCH_COLOR))
+        selection.format.setForeground(QColor("#1d2228"))
+        self.answer.setExtraSelections([selection])
+        self._match_y = self.answer.y() + self.answer.cursorRect(cursor).top()
+        return True
+
+    @property
+    def marked_text(self) -> str:
+        """The marked match, as shown ("" if none)."""
+        if self.role == "user":
+            return self.text_label.selectedText()
+        selections = self.answer.extraSelections()
+        return selections[0].cursor.selectedText() if selections else ""
+
+    def match_point(self) -> QPoint:
+        return QPoint(0, getattr(self, "_match_y", 0))
 
     # --- shared -------------------------------------------------------------------------------
     def _copy(self, text: str) -> None:
