@@ -194,13 +194,12 @@ def main(argv: list[str] | None = None) -> int:
         tell(f"{error} Quit it (or wait until it has closed), then start QwenDesk again.")
         return 1
     try:
-        return _run_window(app, args, paths, instance, log_file, scheme)
+        return _run_window(app, args, paths, instance, log_file)
     finally:
         instance.release()
 
 
-def _run_window(app, args, paths: AppPaths, instance, log_file: Path, scheme) -> int:
-    from . import theme
+def _run_window(app, args, paths: AppPaths, instance, log_file: Path) -> int:
     from .file_open import FileOpenRouter
     from .store import StoreError
     from .workers import Task
@@ -211,8 +210,7 @@ def _run_window(app, args, paths: AppPaths, instance, log_file: Path, scheme) ->
 
     router = FileOpenRouter(app)
     app.installEventFilter(router)  # Dock drops and "Open With" on macOS
-    if scheme is theme.Scheme.SYSTEM and hasattr(app.styleHints(), "colorSchemeChanged"):
-        app.styleHints().colorSchemeChanged.connect(lambda _s: theme.apply(app, theme.Scheme.SYSTEM))
+    # The window follows later system changes while View ▸ Theme is "System", and applies a remembered choice.
     try:
         window = MainWindow(paths, reload_last=not args.no_reload)
     except StoreError as error:

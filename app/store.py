@@ -57,6 +57,7 @@ class AttachmentKind(str, Enum):
     IMAGE = "image"
     PDF = "pdf"
     VIDEO = "video"
+    TEXT = "text"
 
 
 @dataclass(frozen=True)

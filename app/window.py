@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from PySide6.QtCore import QSize, Qt, QTimer
-from PySide6.QtGui import QAction, QCloseEvent, QGuiApplication, QKeySequence
+from PySide6.QtCore import QSettings, QSize, Qt, QTimer
+from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import (
+    QApplication,
     QFileDialog,
     QListWidgetItem,
     QMainWindow,
@@ -22,19 +23,21 @@ from PySide6.QtWidgets import (
 from engine_mlx.sizes import human_bytes
 
 from . import theme
-from .controllers.attachments import AttachmentsController, Pending, media_filter
+from .controllers.attachments import AttachmentsController, Pending
 from .controllers.chat import ChatController
 from .controllers.models import ModelsController
 from .paths import AppPaths
 from .store import AttachmentKind, MessageState, Store, StoreError, ThinkingMode
+from .views.about import about_box
 from .views.answer import warm_up
 from .views.banner import Banner
 from .views.composer import Composer, local_paths
+from .views.drop_zone import DropZone
 from .views.first_run import FirstRunPage
 from .views.header import ChatHeader
 from .views.model_picker import ModelPicker
 from .views.settings import SettingsDialog
-from .views.sidebar import ROLE_ID, Sidebar
+from .views.sidebar import ROLE_ID, ROLE_MATCH, ROLE_MESSAGE, Sidebar
 from .views.status_bar import StatusBar
 from .views.transcript import TranscriptView
 from .views.video_pane import VideoPane
@@ -43,6 +46,22 @@ from .workers import EngineClient
 log = logging.getLogger(__name__)
 
 UNDO_MS = 10_000
+MAX_ANSWER_TOKENS = 262_144  # the settings dialog's ceiling
+
+
+def attach_filter() -> str:
+    """The file dialog's filter: exactly the suffixes the engine accepts (one list, in engine_mlx.media)."""
+    from engine_mlx import media
+
+    def patterns(suffixes) -> str:
+        return " ".join(f"*{s}" for s in sorted(suffixes))
+
+    return ";;".join([
+        f"Everything QwenDesk can attach ({patterns(media.ATTACHABLE_SUFFIXES)})",
+        f"Images, PDFs and videos ({patterns(media.IMAGE_SUFFIXES | media.PDF_SUFFIXES | media.VIDEO_SUFFIXES)})",
+        f"Text and code files ({patterns(media.TEXT_SUFFIXES)})",
+    ])
+
 
 
 class MainWindow(QMainWindow):
@@ -52,6 +71,11 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("QwenDesk")
         self.resize(1200, 800)
         self.setAcceptDrops(True)
+        # Window geometry, splitter sizes, sidebar and theme: in the data folder, beside the database.
+        self.ui_settings = QSettings(str(self.paths.data / "ui.ini"), QSettings.Format.IniFormat)
+        self.theme_choice = self._stored_theme()
+        if self.theme_choice is not theme.Scheme.SYSTEM:
+            theme.apply(QGuiApplication.instance(), self.theme_choice)
         self.colors = theme.current()
         self.store = Store(paths.database, paths.attachments)
         purged = self.store.purge_deleted()
@@ -65,10 +89,10 @@ class MainWindow(QMainWindow):
         self.attachments = AttachmentsController(self.store, paths.data / "pasted", self)
         self._loading = False
         self._closed = False
-        self._last_stats = None
         self._build()
         self._connect()
         self._build_actions()
+        self._restore_layout()
         self.refresh_conversations()
         self.chat.new_conversation()
         self._update_page()
@@ -79,7 +103,7 @@ class MainWindow(QMainWindow):
 
     # --- layout -------------------------------------------------------------------------------
     def _build(self) -> None:
-        splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.splitter = splitter = QSplitter(Qt.Orientation.Horizontal)
         splitter.setChildrenCollapsible(False)
         self.sidebar = Sidebar()
         self.new_button = self.sidebar.new_button
@@ -97,12 +121,10 @@ class MainWindow(QMainWindow):
         self.settings_button = self.header.settings_button
         self.model_button = self.header.model_button
         column.addWidget(self.header)
-        self.error_banner = Banner("ErrorBanner")
-        column.addWidget(self.error_banner)
-        self.info_banner = Banner("Banner")
-        column.addWidget(self.info_banner)
-        self.demo_banner = Banner("Banner")
-        column.addWidget(self.demo_banner)
+        # One message area: errors, undo and the demo notice replace each other (the newest wins).
+        self.banner = Banner()
+        self.error_banner = self.info_banner = self.demo_banner = self.banner
+        column.addWidget(self.banner)
         self.pages = QStackedWidget()
         self.first_run = FirstRunPage()
         self.transcript = TranscriptView(self.colors.markdown)
@@ -120,8 +142,9 @@ class MainWindow(QMainWindow):
         splitter.setStretchFactor(2, 0)
         splitter.setSizes([260, 900, 0])
         self.setCentralWidget(splitter)
+        self.drop_zone = DropZone(self)
         # Status bar
-        bar = StatusBar()
+        self.status_bar = bar = StatusBar()
         self.setStatusBar(bar)
         self.status_model = bar.status_model
         self.status_memory = bar.status_memory
@@ -159,8 +182,12 @@ class MainWindow(QMainWindow):
         c.busyChanged.connect(self._on_busy)
         c.errorOccurred.connect(self.show_error)
         c.deleted.connect(self._on_deleted)
+        hints = QGuiApplication.styleHints()
+        if hasattr(hints, "colorSchemeChanged"):
+            hints.colorSchemeChanged.connect(self._system_scheme_changed)
         self.transcript.editSubmitted.connect(c.edit_and_resend)
         self.transcript.regenerateRequested.connect(c.regenerate)
+        self.transcript.continueRequested.connect(self.continue_thinking)
         self.transcript.copied.connect(lambda _t: self.statusBar().showMessage("Copied", 1500))
         # composer
         self.composer.sendRequested.connect(self.send)
@@ -208,8 +235,10 @@ class MainWindow(QMainWindow):
         menus = self.menuBar()
         file_menu = menus.addMenu("&File")
         edit_menu = menus.addMenu("&Edit")
+        view_menu = menus.addMenu("&View")
         chat_menu = menus.addMenu("&Chat")
         model_menu = menus.addMenu("&Model")
+        help_menu = menus.addMenu("&Help")
         self.act_new = action("New chat", [QKeySequence.StandardKey.New], self.new_chat, file_menu)
         self.act_attach = action("Attach files…", ["Ctrl+O"], self.pick_files, file_menu)
         self.act_export = action("Export chat as Markdown…", ["Ctrl+Shift+E"], self.export_dialog, file_menu)
@@ -229,6 +258,21 @@ class MainWindow(QMainWindow):
         action("Unload model", [], self.models.unload, model_menu)
         action("Add model folder…", [], self._add_folder, model_menu)
         action("Use the demo model (random weights)", [], self.models.use_demo, model_menu)
+        self.act_sidebar = action("Show sidebar", ["Ctrl+B"], self.set_sidebar_visible, view_menu)
+        self.act_sidebar.setCheckable(True)
+        self.act_sidebar.setChecked(not self.sidebar.isHidden())
+        theme_menu = view_menu.addMenu("Theme")
+        group = QActionGroup(self)
+        self.theme_actions: dict[theme.Scheme, QAction] = {}
+        for scheme, label in ((theme.Scheme.SYSTEM, "System"), (theme.Scheme.LIGHT, "Light"),
+                              (theme.Scheme.DARK, "Dark")):
+            act = action(label, [], lambda _checked=False, s=scheme: self.set_theme(s), theme_menu)
+            act.setCheckable(True)
+            act.setChecked(scheme is self.theme_choice)
+            group.addAction(act)
+            self.theme_actions[scheme] = act
+        self.act_about = action("About QwenDesk", [], self.show_about, help_menu)
+        self.act_about.setMenuRole(QAction.MenuRole.AboutRole)
 
     # --- conversations ------------------------------------------------------------------------
     def refresh_conversations(self) -> None:
@@ -243,9 +287,12 @@ class MainWindow(QMainWindow):
             self.sidebar.show_hits(hits)
 
     def _open_item(self, item: QListWidgetItem) -> None:
-        cid = item.data(ROLE_ID)
+        cid, message_id, match = item.data(ROLE_ID), item.data(ROLE_MESSAGE), item.data(ROLE_MATCH)
         if cid and cid != self.chat.current_id:
-            self.chat.open(cid)
+            self.chat.open(cid)  # (this refreshes the list: the item is gone)
+        if cid and message_id and cid == self.chat.current_id:
+            # A search hit: scroll to the message and mark the match.
+            self.transcript.reveal(int(message_id), match or self.search.text().strip())
 
     def _item_renamed(self, item: QListWidgetItem) -> None:
         cid = item.data(ROLE_ID)
@@ -283,6 +330,7 @@ class MainWindow(QMainWindow):
         self.composer.edit.setFocus()
 
     def focus_search(self) -> None:
+        self.set_sidebar_visible(True)
         self.search.setFocus()
         self.search.selectAll()
 
@@ -291,6 +339,12 @@ class MainWindow(QMainWindow):
         self.title_label.setText(summary.title if summary else "New chat")
         self.transcript.set_messages(messages)
         self.transcript.set_streaming(self.chat.busy)
+        # The status bar shows this chat's figures, never the previous chat's.
+        latest = next((m.stats for m in reversed(messages) if m.stats is not None), None)
+        if latest is not None:
+            self.status_bar.show_stats(latest, self.models.context_tokens)
+        else:
+            self.status_bar.clear_stats()
         self._sync_thinking_combo()
         self._update_page()
         if not self.search.text():
@@ -310,11 +364,10 @@ class MainWindow(QMainWindow):
             fn(widget)
 
     def _on_stats(self, message_id: int, stats) -> None:
+        if self.transcript.widget_for(message_id) is None:
+            return  # an answer in a chat that is not on screen
         self._with(message_id, lambda w: w.set_stats(stats))
-        self._last_stats = stats
-        self.status_speed.setText(f"{stats.decode_tps:.1f} tok/s")
-        used = stats.prompt_tokens + stats.generated_tokens
-        self.status_context.setText(f"Context {used:,} / {self.models.context_tokens:,}")
+        self.status_bar.show_stats(stats, self.models.context_tokens)
         self._update_memory(stats.peak_memory_bytes)
 
     def _on_finished(self, message_id: int, state, error: str) -> None:
@@ -336,9 +389,19 @@ class MainWindow(QMainWindow):
             self.attachments.take()
             self.composer.clear_text()
             self.video_pane.hide()
-            self.error_banner.hide()
+            self.banner.dismiss(errors_only=True)
             return True
         return False
+
+    def continue_thinking(self, reached: int) -> None:
+        """The last answer ran out of tokens while thinking: answer again with twice the limit."""
+        from dataclasses import replace
+
+        settings = self.chat.settings()
+        limit = min(MAX_ANSWER_TOKENS, 2 * max(settings.max_tokens, reached))
+        self.chat.set_settings(replace(settings, max_tokens=limit))
+        self.chat.regenerate()
+        self.statusBar().showMessage(f"Answering again with a limit of {limit:,} tokens", 4000)
 
     def copy_last_answer(self) -> None:
         widget = self.transcript.last_answer()
@@ -348,8 +411,8 @@ class MainWindow(QMainWindow):
 
     # --- attachments --------------------------------------------------------------------------
     def pick_files(self) -> None:
-        files, _ = QFileDialog.getOpenFileNames(self, "Attach images, PDFs or videos", str(Path.home()),
-                                                media_filter())
+        files, _ = QFileDialog.getOpenFileNames(self, "Attach images, PDFs, videos or text files",
+                                                str(Path.home()), attach_filter())
         if files:
             self.attachments.add_paths([Path(f) for f in files])
 
@@ -383,12 +446,76 @@ class MainWindow(QMainWindow):
         self.raise_()
         self.activateWindow()
 
-    # A drop anywhere on the window is a drop on the composer.
+    # A drop anywhere on the window is a drop on the composer; the drop zone lights up meanwhile.
     def dragEnterEvent(self, event) -> None:
         self.composer.dragEnterEvent(event)
+        if event.isAccepted():
+            self.drop_zone.cover(self.centralWidget())
+
+    def dragLeaveEvent(self, event) -> None:
+        self.drop_zone.hide()
+        super().dragLeaveEvent(event)
 
     def dropEvent(self, event) -> None:
+        self.drop_zone.hide()
         self.composer.dropEvent(event)
+
+    # --- view ---------------------------------------------------------------------------------
+    def set_sidebar_visible(self, visible: bool) -> None:
+        focus = QApplication.focusWidget()
+        self.sidebar.setVisible(visible)
+        self.act_sidebar.setChecked(visible)
+        if not visible and focus is not None and self.sidebar.isAncestorOf(focus):
+            self.composer.edit.setFocus()
+
+    def _stored_theme(self) -> theme.Scheme:
+        try:
+            return theme.Scheme(str(self.ui_settings.value("theme", theme.Scheme.SYSTEM.value)))
+        except ValueError:
+            return theme.Scheme.SYSTEM
+
+    def set_theme(self, scheme: theme.Scheme) -> None:
+        """Apply now (every view follows) and remember it for the next start."""
+        self.theme_choice = scheme
+        self.ui_settings.setValue("theme", scheme.value)
+        self.theme_actions[scheme].setChecked(True)
+        self._apply_colors(theme.apply(QGuiApplication.instance(), scheme))
+
+    def _system_scheme_changed(self, _scheme) -> None:
+        if self.theme_choice is theme.Scheme.SYSTEM:
+            self._apply_colors(theme.apply(QGuiApplication.instance(), theme.Scheme.SYSTEM))
+
+    def _apply_colors(self, colors: theme.Colors) -> None:
+        if colors == self.colors:
+            return
+        self.colors = colors
+        self.transcript.set_palette(colors.markdown)
+        if self.chat.current_id and not self.chat.busy:
+            self.chat.open(self.chat.current_id)  # re-render the answers (code colours) in the new theme
+
+    def show_about(self) -> None:
+        self.about = about_box(self.paths, self)
+        self.about.open()
+
+    def _restore_layout(self) -> None:
+        s = self.ui_settings
+        geometry = s.value("window/geometry")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        sizes = s.value("window/splitter")
+        if isinstance(sizes, list) and len(sizes) == 3:
+            try:
+                self.splitter.setSizes([int(x) for x in sizes])
+            except (TypeError, ValueError):
+                pass
+        self.set_sidebar_visible(str(s.value("window/sidebar", "true")).lower() != "false")
+
+    def _save_layout(self) -> None:
+        s = self.ui_settings
+        s.setValue("window/geometry", self.saveGeometry())
+        s.setValue("window/splitter", [str(x) for x in self.splitter.sizes()])
+        s.setValue("window/sidebar", "true" if not self.sidebar.isHidden() else "false")
+        s.sync()
 
     # --- settings -----------------------------------------------------------------------------
     def _sync_thinking_combo(self) -> None:
@@ -465,11 +592,11 @@ class MainWindow(QMainWindow):
         self.first_run.status.setText("")
         self._update_memory(0)
         if self.models.is_demo(info):
-            self.demo_banner.show_message("Demo model: random weights. Its answers are gibberish; use it to try "
-                                          "the interface, then choose a real Qwen3.5 model.",
-                                          "Choose model…", self.open_model_picker)
+            self.banner.show_message("Demo model: random weights. Its answers are gibberish; use it to try "
+                                     "the interface, then choose a real Qwen3.5 model.",
+                                     "Choose model…", self.open_model_picker, sticky=True)
         else:
-            self.demo_banner.hide()
+            self.banner.clear_sticky()
         self._update_page()
 
     def _on_unloaded(self) -> None:
@@ -478,7 +605,7 @@ class MainWindow(QMainWindow):
         self.status_model.setText("No model loaded")
         self.model_button.setText("No model")
         self.status_memory.setText("")
-        self.demo_banner.hide()
+        self.banner.clear_sticky()
         self._update_page()
 
     def _on_load_failed(self, message: str, kind: str) -> None:
@@ -518,12 +645,13 @@ class MainWindow(QMainWindow):
     # --- feedback -----------------------------------------------------------------------------
     def show_error(self, message: str, action: str = "", callback=None) -> None:
         log.info("shown to the user: %s", message)
-        self.error_banner.show_message(message, action, callback)
+        self.banner.show_error(message, action, callback)
 
     def closeEvent(self, event: QCloseEvent) -> None:
         if self._closed:
             super().closeEvent(event)
             return
+        self._save_layout()
         self.chat.stop()
         self.video_pane.cancel()
         self.engine.shutdown()

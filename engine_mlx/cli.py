@@ -22,6 +22,7 @@ from engine_mlx.conversation import (
     Message,
     PdfAttachment,
     Role,
+    TextAttachment,
     VideoAttachment,
 )
 from engine_mlx.errors import EngineError
@@ -64,6 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--pdf", type=Path)
     chat.add_argument("--pages", help="PDF page range, e.g. 2-5 (default: all)")
     chat.add_argument("--video", type=Path)
+    chat.add_argument("--file", action="append", type=Path, default=[],
+                      help="a text or code file, given to the model as a fenced block (repeatable)")
     chat.add_argument("--fps", type=float, default=2.0, help="video sampling rate (at most 8)")
     chat.add_argument("--no-think", action="store_true", help="answer without thinking")
     chat.add_argument("--thinking-budget", type=int)
@@ -175,6 +178,7 @@ def _attachments(args) -> tuple[Attachment, ...]:
         out.append(PdfAttachment(args.pdf, first, last))
     if args.video:
         out.append(VideoAttachment(args.video, fps=args.fps))
+    out.extend(TextAttachment(p) for p in args.file)
     for attachment in out:
         if not Path(attachment.path).is_file():
             raise EngineError(f"{attachment.path}: no such file")

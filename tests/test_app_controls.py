@@ -72,11 +72,12 @@ def with_modal(action, timeout_s: float = 10.0) -> list:
 
     def poll() -> None:
         dialog = QApplication.activeModalWidget()
-        if dialog is None:
+        if dialog is None or not dialog.isVisible():
             if time.monotonic() < deadline:
                 QTimer.singleShot(20, poll)
             return
         try:
+            QTest.qWaitForWindowExposed(dialog)
             action(dialog)
         except Exception as error:  # reported by the test after exec returns
             errors.append(error)
@@ -201,6 +202,7 @@ def test_escape_in_the_model_picker_keeps_the_context_length(window, qt_wait):
     def edit_then_escape(dialog) -> None:
         assert isinstance(dialog, ModelPicker)
         spin = dialog.context
+        dialog.activateWindow()  # as the window manager does for a new dialog
         spin.setFocus()
         spin.selectAll()
         QTest.keyClicks(spin, "8192")

@@ -27,8 +27,9 @@ class Pending:
     key: int
     stored: StoredAttachment
     thumbnail: QImage | None = None
-    width: int = 0
+    width: int = 0  # an image's or video's own size (not the thumbnail's)
     height: int = 0
+    lines: int = 0  # a text file's
 
     @property
     def kind(self) -> AttachmentKind:
@@ -51,12 +52,16 @@ def prepare(path: Path, store: Store, key: int) -> Pending:
         raise MediaError(path, "does not exist (was it moved or deleted?)")
     kind = AttachmentKind(media.classify(path).value)
     thumb = None
-    width = height = 0
+    width = height = lines = 0
     page_count = duration = None
-    if kind is AttachmentKind.IMAGE:
+    if kind is AttachmentKind.TEXT:
+        from engine_mlx.text_files import load_text
+
+        lines = len(load_text(path).splitlines())
+    elif kind is AttachmentKind.IMAGE:
         image = media.load_image(path, max_side=THUMB_SIDE)
-        width, height = image.size
-        thumb = QImage(image.convert("RGB").tobytes(), width, height, 3 * width,
+        width, height = original_size(path)
+        thumb = QImage(image.convert("RGB").tobytes(), image.width, image.height, 3 * image.width,
                        QImage.Format.Format_RGB888).copy()
     elif kind is AttachmentKind.PDF:
         page_count = media.pdf_page_count(path)
@@ -86,15 +91,18 @@ def prepare(path: Path, store: Store, key: int) -> Pending:
         duration_s=duration,
         end_s=min(duration, 30.0) if duration else None,
     )
-    return Pending(key, stored, thumb, width, height)
+    return Pending(key, stored, thumb, width, height, lines)
 
 
-def media_filter() -> str:
-    """The file dialog's filter: exactly the suffixes the engine reads (its lists are the one home)."""
-    from engine_mlx.media import IMAGE_SUFFIXES, PDF_SUFFIXES, VIDEO_SUFFIXES
+def original_size(path: Path) -> tuple[int, int]:
+    """An image's width and height as shown (EXIF rotation applied), read from its header only."""
+    from PIL import Image
 
-    patterns = " ".join(f"*{s}" for s in sorted(IMAGE_SUFFIXES | PDF_SUFFIXES | VIDEO_SUFFIXES))
-    return f"Images, PDFs and videos ({patterns});;All files (*)"
+    with Image.open(path) as img:
+        width, height = img.size
+        if img.getexif().get(0x0112) in (5, 6, 7, 8):  # rotated a quarter turn
+            width, height = height, width
+    return width, height
 
 
 def text_only_refusal(model_name: str = "") -> str:
@@ -131,10 +139,14 @@ class AttachmentsController(QObject):
     def text_only_refusal(self) -> str:
         return text_only_refusal(self.model_name)
 
+    @property
+    def has_media(self) -> bool:
+        """Attachments only a vision model can read (text files go to any model)."""
+        return any(p.kind is not AttachmentKind.TEXT for p in self.items)
+
     def add_paths(self, paths: list[Path | str]) -> None:
         if self.model_is_vision is False:
-            self.errorOccurred.emit(self.text_only_refusal())
-            return
+            paths = self._text_files_only(paths)
         for path in paths:
             self._next_key += 1
             key = self._next_key
@@ -142,6 +154,14 @@ class AttachmentsController(QObject):
             self.busyChanged.emit(True)
             run_task(lambda _p, _c, p=Path(path), k=key: prepare(p, self.store, k),
                      self._on_prepared, self._on_failed)
+
+    def _text_files_only(self, paths: list[Path | str]) -> list[Path | str]:
+        from engine_mlx.media import TEXT_SUFFIXES
+
+        text = [p for p in paths if Path(p).suffix.lower() in TEXT_SUFFIXES]
+        if len(text) < len(paths):
+            self.errorOccurred.emit(self.text_only_refusal())
+        return text
 
     def add_image(self, image: QImage) -> None:
         """A pasted image: saved as PNG in a scratch folder, then attached like a file."""

@@ -17,6 +17,7 @@ from engine_mlx.conversation import (
     Message,
     PdfAttachment,
     Role,
+    TextAttachment,
     VideoAttachment,
 )
 from engine_mlx.events import AnswerDelta, Finished, FinishReason, Progress, Stats, ThinkingDelta
@@ -51,6 +52,8 @@ def to_engine_attachment(att: StoredAttachment):
         return ImageAttachment(att.path)
     if att.kind is AttachmentKind.PDF:
         return PdfAttachment(att.path, att.first_page, att.last_page)
+    if att.kind is AttachmentKind.TEXT:
+        return TextAttachment(att.path, att.name)
     return VideoAttachment(att.path, att.fps, att.start_s, att.end_s)
 
 
@@ -264,7 +267,7 @@ class ChatController(QObject):
             return "Wait a moment: an attachment is still being prepared."
         if not self.model_loaded:
             return "Load a model first: open the model picker (the button at the top)."
-        if attachments and model_is_vision is False:
+        if model_is_vision is False and any(a.kind is not AttachmentKind.TEXT for a in attachments):
             return text_only_refusal()
         if len(text) > MAX_MESSAGE_CHARS:
             return (f"This message is {len(text):,} characters long; one message can hold at most "

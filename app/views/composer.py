@@ -61,6 +61,11 @@ class ComposerEdit(QPlainTextEdit):
         return QSize(400, 72)
 
 
+# Plain words, not emoji: the fonts of a fresh Linux desktop often lack them (a missing-glyph box).
+KIND_LABEL = {AttachmentKind.IMAGE: "Image", AttachmentKind.PDF: "PDF", AttachmentKind.VIDEO: "Video",
+              AttachmentKind.TEXT: "Text"}
+
+
 class AttachmentChip(QFrame):
     removeRequested = Signal(int)
     pagesChanged = Signal(int, int, int)  # key, first, last
@@ -115,13 +120,15 @@ class AttachmentChip(QFrame):
             self.thumb.setPixmap(QPixmap.fromImage(pending.thumbnail).scaled(
                 64, 64, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation))
         else:
-            self.thumb.setText({"image": "🖼", "pdf": "📄", "video": "🎞"}[att.kind.value])
+            self.thumb.setText(KIND_LABEL[att.kind])
         name = att.name if len(att.name) <= 22 else att.name[:20] + "…"
         if att.kind is AttachmentKind.PDF:
             detail = f"{att.page_count} page{'s' if att.page_count != 1 else ''}"
         elif att.kind is AttachmentKind.VIDEO:
             end = att.end_s if att.end_s is not None else att.duration_s or 0
             detail = f"{att.start_s:.0f}–{end:.0f} s · {att.fps:g} fps"
+        elif att.kind is AttachmentKind.TEXT:
+            detail = f"{pending.lines:,} line{'s' if pending.lines != 1 else ''}"
         else:
             detail = f"{pending.width}×{pending.height}" if pending.width else ""
         self.caption.setText(f"{name}\n{detail}" if detail else name)

@@ -20,3 +20,13 @@ class StatusBar(QStatusBar):
             self.addWidget(widget)
         for widget in (self.status_speed, self.status_context, self.status_memory):
             self.addPermanentWidget(widget)
+
+    def show_stats(self, stats, context_tokens: int) -> None:
+        """Speed and context use of the chat's latest answer (a StoredStats)."""
+        self.status_speed.setText(f"{stats.decode_tps:.1f} tok/s" if stats.decode_tps else "")
+        used = stats.prompt_tokens + stats.generated_tokens
+        self.status_context.setText(f"Context {used:,} / {context_tokens:,}")
+
+    def clear_stats(self) -> None:
+        self.status_speed.setText("")
+        self.status_context.setText("")
