@@ -249,3 +249,90 @@ def test_a_full_disk_while_streaming_loses_no_answer(qapp, qt_wait, tiny_model_d
     answer = again.messages(cid)[-1]
     again.close()
     assert answer.state is MessageState.COMPLETE and answer.text and answer.stats is not None
+
+
+# --- the damaged-database dialog, operated ------------------------------------------------------------
+
+
+def _history_with_backup(tmp_path):
+    from app import recovery
+    from app.paths import app_paths
+    from app.store import Store
+
+    paths = app_paths(tmp_path / "data").check()
+    store = Store(paths.database, paths.attachments)
+    store.add_message(store.create_conversation("in the backup"), "user", "hello")
+    recovery.backup_if_due(store, paths)
+    for n in range(40):
+        store.add_message(store.create_conversation(f"later {n}"), "user", "words " * 300)
+    store.close()
+    corrupt_a_page(paths.database)
+    return paths, digest(paths.database)
+
+
+@pytest.mark.parametrize("choice", ["Open the backup copy", "Start a fresh history"])
+def test_the_damaged_database_dialog_restores_a_backup_or_starts_fresh(qapp, tmp_path, choice):
+    from PySide6.QtWidgets import QMessageBox
+    from test_app_controls import with_modal
+
+    from app.main import open_history
+    from app.store import Store
+
+    paths, damaged = _history_with_backup(tmp_path)
+    shown: dict = {}
+
+    def choose(box) -> None:
+        assert isinstance(box, QMessageBox)
+        shown["text"] = f"{box.text()} {box.informativeText()}"
+        next(b for b in box.buttons() if b.text() == choice).click()
+
+    errors = with_modal(choose)
+    assert open_history(paths) is True
+    assert not errors, errors
+    assert "is damaged" in shown["text"] and "keeps the damaged file" in shown["text"]
+    kept = list(paths.data.glob("qwendesk.sqlite3.damaged-*"))
+    assert [digest(k) for k in kept if not k.name.endswith(("-wal", "-shm"))] == [damaged]
+    store = Store(paths.database, paths.attachments, check=True)
+    titles = [c.title for c in store.conversations()]
+    store.close()
+    assert titles == (["in the backup"] if choice.startswith("Open") else [])
+
+
+def test_quitting_from_the_damaged_database_dialog_changes_nothing(qapp, tmp_path):
+    from test_app_controls import with_modal
+
+    from app.main import open_history
+
+    paths, damaged = _history_with_backup(tmp_path)
+    errors = with_modal(lambda box: next(b for b in box.buttons() if b.text() == "Quit").click())
+    assert open_history(paths) is False
+    assert not errors, errors
+    assert digest(paths.database) == damaged
+    assert not list(paths.data.glob("*.damaged-*"))
+
+
+def test_a_locked_database_asks_to_retry_and_then_opens(qapp, tmp_path):
+    from PySide6.QtWidgets import QMessageBox
+    from test_app_controls import with_modal
+
+    from app.main import open_history
+    from app.paths import app_paths
+    from app.store import Store
+
+    paths = app_paths(tmp_path / "data").check()
+    Store(paths.database, paths.attachments).close()
+    holder = sqlite3.connect(paths.database, isolation_level=None)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    shown: list[str] = []
+
+    def release_and_retry(box) -> None:
+        shown.append(box.text())
+        holder.execute("COMMIT")
+        holder.close()  # the other program lets go
+        box.button(QMessageBox.StandardButton.Retry).click()
+
+    errors = with_modal(release_and_retry, 30)
+    assert open_history(paths) is True
+    assert not errors, errors
+    assert len(shown) == 1 and "locked by another program" in shown[0]
