@@ -25,7 +25,7 @@ from .controllers.attachments import AttachmentsController, Pending
 from .controllers.chat import ChatController
 from .controllers.models import ModelsController, human_bytes
 from .paths import AppPaths
-from .store import AttachmentKind, MessageState, Store, StoreError
+from .store import AttachmentKind, MessageState, Store, StoreError, ThinkingMode
 from .views.about import about_box
 from .views.answer import warm_up
 from .views.banner import Banner
@@ -287,11 +287,11 @@ class MainWindow(QMainWindow):
             self.transcript.reveal(int(message_id), match or self.search.text().strip())
 
     def _item_renamed(self, item: QListWidgetItem) -> None:
-        cid = item.data(ROLE_ID)
-        if cid:
-            self.chat.rename(cid, item.text())
+        cid, title = item.data(ROLE_ID), item.text().strip()
+        if cid and title:
+            self.chat.rename(cid, title)  # (this refreshes the list: the item is gone)
             if cid == self.chat.current_id:
-                self.title_label.setText(item.text())
+                self.title_label.setText(title)
 
     def _conversation_menu(self, pos) -> None:
         item = self.conversation_list.itemAt(pos)
@@ -522,7 +522,7 @@ class MainWindow(QMainWindow):
     def _thinking_changed(self, index: int) -> None:
         from dataclasses import replace
 
-        mode = self.thinking_combo.itemData(index)
+        mode = ThinkingMode(self.thinking_combo.itemData(index))  # itemData gives back a plain str
         self.chat.set_settings(replace(self.chat.settings(), thinking=mode))
 
     def open_settings(self) -> None:
