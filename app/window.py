@@ -329,6 +329,7 @@ class MainWindow(QMainWindow):
     def _on_opened(self, cid: str, messages: list) -> None:
         summary = self.store.conversation(cid) if cid else None
         self.title_label.setText(summary.title if summary else "New chat")
+        self.transcript.token_limit = self.chat.settings().max_tokens
         self.transcript.set_messages(messages)
         self.transcript.set_streaming(self.chat.busy)
         # The status bar shows this chat's figures, never the previous chat's.
@@ -344,6 +345,7 @@ class MainWindow(QMainWindow):
 
     def _on_message(self, message) -> None:
         if message.conversation_id == self.chat.current_id:
+            self.transcript.token_limit = self.chat.settings().max_tokens
             self.transcript.append(message)
             self.transcript.set_streaming(self.chat.busy or message.state is MessageState.STREAMING)
         summary = self.store.conversation(message.conversation_id)
