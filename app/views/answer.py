@@ -34,7 +34,8 @@ class AnswerView(QTextBrowser):
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
         self.viewport().setAutoFillBackground(False)
-        self.setStyleSheet("QTextBrowser { background: transparent; }")
+        # Transparent through the application's style sheet (theme.py): a style sheet per widget costs
+        # a parse and a polish for every answer created.
         self.document().setDocumentMargin(2)
         self.anchorClicked.connect(self._on_anchor)
         self._stream = StreamingMarkdown(Renderer(palette))
