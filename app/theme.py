@@ -104,6 +104,7 @@ def style_sheet(c: Colors) -> str:
     QToolButton#LinkButton:hover {{ color: {c.accent}; }}
     #DropZone {{ border: 3px dashed {c.accent}; border-radius: 12px; color: {c.accent};
                  background: {'rgba(123,147,255,0.16)' if c.dark else 'rgba(79,107,237,0.10)'}; }}
+    QTextBrowser#AnswerView {{ background: transparent; border: none; }}
     #LimitNote {{ color: {c.muted}; font-style: italic; }}
     """
 

@@ -295,11 +295,11 @@ class MainWindow(QMainWindow):
             self.transcript.reveal(int(message_id), match or self.search.text().strip())
 
     def _item_renamed(self, item: QListWidgetItem) -> None:
-        cid = item.data(ROLE_ID)
-        if cid:
-            self.chat.rename(cid, item.text())
+        cid, title = item.data(ROLE_ID), item.text().strip()
+        if cid and title:
+            self.chat.rename(cid, title)  # (this refreshes the list: the item is gone)
             if cid == self.chat.current_id:
-                self.title_label.setText(item.text())
+                self.title_label.setText(title)
 
     def _conversation_menu(self, pos) -> None:
         item = self.conversation_list.itemAt(pos)
@@ -337,6 +337,7 @@ class MainWindow(QMainWindow):
     def _on_opened(self, cid: str, messages: list) -> None:
         summary = self.store.conversation(cid) if cid else None
         self.title_label.setText(summary.title if summary else "New chat")
+        self.transcript.token_limit = self.chat.settings().max_tokens
         self.transcript.set_messages(messages)
         self.transcript.set_streaming(self.chat.busy)
         # The status bar shows this chat's figures, never the previous chat's.
@@ -352,6 +353,7 @@ class MainWindow(QMainWindow):
 
     def _on_message(self, message) -> None:
         if message.conversation_id == self.chat.current_id:
+            self.transcript.token_limit = self.chat.settings().max_tokens
             self.transcript.append(message)
             self.transcript.set_streaming(self.chat.busy or message.state is MessageState.STREAMING)
         summary = self.store.conversation(message.conversation_id)
@@ -525,7 +527,7 @@ class MainWindow(QMainWindow):
     def _thinking_changed(self, index: int) -> None:
         from dataclasses import replace
 
-        mode = ThinkingMode(self.thinking_combo.itemData(index))  # Qt gives the str enum back as a str
+        mode = ThinkingMode(self.thinking_combo.itemData(index))  # itemData gives back a plain str
         self.chat.set_settings(replace(self.chat.settings(), thinking=mode))
 
     def open_settings(self) -> None:

@@ -163,10 +163,6 @@ class Engine:
         """Drop a deleted conversation's saved state, in memory and on disk."""
         self.snapshots.forget(conversation_id)
 
-    def count_tokens(self, conversation: Conversation, settings: GenerationSettings) -> int:
-        """Prompt tokens the conversation takes (media included), e.g. for a context meter."""
-        return len(self._prepare(conversation, settings)[1])
-
     def _prepare(self, conversation: Conversation, settings: GenerationSettings):
         loaded = self._loaded
         if loaded is None:

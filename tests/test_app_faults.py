@@ -273,7 +273,7 @@ def _history_with_backup(tmp_path):
 @pytest.mark.parametrize("choice", ["Open the backup copy", "Start a fresh history"])
 def test_the_damaged_database_dialog_restores_a_backup_or_starts_fresh(qapp, tmp_path, choice):
     from PySide6.QtWidgets import QMessageBox
-    from test_app_controls import with_modal
+    from test_app_operated import with_modal
 
     from app.main import open_history
     from app.store import Store
@@ -299,7 +299,7 @@ def test_the_damaged_database_dialog_restores_a_backup_or_starts_fresh(qapp, tmp
 
 
 def test_quitting_from_the_damaged_database_dialog_changes_nothing(qapp, tmp_path):
-    from test_app_controls import with_modal
+    from test_app_operated import with_modal
 
     from app.main import open_history
 
@@ -313,7 +313,7 @@ def test_quitting_from_the_damaged_database_dialog_changes_nothing(qapp, tmp_pat
 
 def test_a_locked_database_asks_to_retry_and_then_opens(qapp, tmp_path):
     from PySide6.QtWidgets import QMessageBox
-    from test_app_controls import with_modal
+    from test_app_operated import with_modal
 
     from app.main import open_history
     from app.paths import app_paths

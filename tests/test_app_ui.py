@@ -41,6 +41,25 @@ def test_reply_cut_off_while_thinking_says_so_and_continue_raises_the_limit(wind
     assert "still thinking" in window.transcript.widget_for(messages[-1].id).limit_label.text()
 
 
+def test_a_reply_that_ended_inside_its_thinking_below_the_limit_is_not_blamed_on_the_limit(qtbot):
+    from app import theme
+    from app.store import StoredMessage, StoredStats
+    from app.views.message import MessageWidget
+
+    def widget(generated: int) -> MessageWidget:
+        message = StoredMessage(1, "c", 1, "assistant", "", "hmm, let me", MessageState.COMPLETE, 1.0,
+                                StoredStats(generated_tokens=generated))
+        w = MessageWidget(message, theme.LIGHT.markdown, token_limit=100)
+        qtbot.addWidget(w)
+        return w
+
+    ended = widget(40)
+    assert "ended its turn while still thinking" in ended.limit_label.text()
+    assert ended.continue_button.isHidden() and ended.answer.isHidden()
+    limited = widget(100)
+    assert "reached the 100-token limit" in limited.limit_label.text() and not limited.continue_button.isHidden()
+
+
 def test_a_complete_answer_has_no_limit_note(window, qt_wait):
     send(window, qt_wait, "Hi", thinking=ThinkingMode.OFF, max_tokens=6)
     answer = stored(window)[-1]

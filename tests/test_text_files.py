@@ -65,17 +65,20 @@ def test_text_attachment_enters_the_prompt_as_a_fenced_block(tmp_path):
     assert len(loaded.images) == 1 and not loaded.videos
 
 
-def test_engine_counts_the_file_in_the_prompt(engine, tmp_path):
+def test_engine_reads_the_file_into_the_prompt(engine, tmp_path):
+    from engine_mlx.events import Stats
     from engine_mlx.settings import GenerationSettings
 
     notes = tmp_path / "notes.txt"
     notes.write_text("remember the milk, the eggs and the bread\n" * 20)
-    plain = Conversation((Message(Role.USER, "Summarise"),))
-    with_file = Conversation((Message(Role.USER, "Summarise", (TextAttachment(notes),)),))
-    settings = GenerationSettings(thinking=False, max_tokens=4)
-    assert engine.count_tokens(with_file, settings) > engine.count_tokens(plain, settings) + 100
-    events = list(engine.generate(with_file, settings))
-    assert events[-1].reason.value in ("stop", "length")
+    settings = GenerationSettings(thinking=False, max_tokens=1)
+
+    def prompt_tokens(conversation) -> int:
+        return next(e for e in engine.generate(conversation, settings) if isinstance(e, Stats)).prompt_tokens
+
+    plain = prompt_tokens(Conversation((Message(Role.USER, "Summarise"),)))
+    with_file = prompt_tokens(Conversation((Message(Role.USER, "Summarise", (TextAttachment(notes),)),)))
+    assert with_file > plain + 100
 
 
 def test_cli_names_a_missing_file(tmp_path, capsys):

@@ -160,15 +160,19 @@ def limit_note(tokens: int | None) -> str:
     return f"The model was still thinking when it reached {limit}: there is no answer yet."
 
 
+ENDED_IN_THINKING = "The model ended its turn while still thinking: there is no answer. Try Regenerate."
+
+
 class MessageWidget(QFrame):
     copyRequested = Signal(str)
     editSubmitted = Signal(int, str)
     regenerateRequested = Signal()
     continueRequested = Signal(int)  # the token limit this answer reached (0 = unknown)
-    heightChanged = Signal()
 
-    def __init__(self, message: StoredMessage, palette: Palette, parent: QWidget | None = None):
+    def __init__(self, message: StoredMessage, palette: Palette, parent: QWidget | None = None,
+                 token_limit: int = 0):
         super().__init__(parent)
+        self.token_limit = token_limit  # the chat's max answer tokens (0 = unknown)
         self.message = message
         self.message_id = message.id
         self.role = message.role
@@ -323,9 +327,13 @@ class MessageWidget(QFrame):
         self.state_label.setVisible(bool(text))
         cut_off = (state is MessageState.COMPLETE and not self.answer.markdown.strip()
                    and bool(self.thinking.text().strip()))
+        # Only the token limit can be raised; a model that ended its turn inside its thinking is said so.
+        at_limit = cut_off and (not self.token_limit or self._limit_tokens() >= self.token_limit)
         if cut_off:
-            self.limit_label.setText(limit_note(self._limit_tokens()))
+            self.limit_label.setText(limit_note(self._limit_tokens()) if at_limit else ENDED_IN_THINKING)
+        self.continue_button.setVisible(at_limit)
         self.limit_row.setVisible(cut_off)
+        self.answer.setVisible(not cut_off)  # no blank gap under "Thought for …"
 
     def _limit_tokens(self) -> int:
         return self._stats.generated_tokens if self._stats else 0

@@ -39,6 +39,7 @@ class TranscriptView(QScrollArea):
         self.setFrameShape(QFrame.Shape.NoFrame)
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.palette_ = palette
+        self.token_limit = 0  # the chat's max answer tokens, to tell a cut-off reply from a finished one
         self.inner = QWidget()
         self.inner.setObjectName("TranscriptInner")
         centre = QHBoxLayout(self.inner)
@@ -167,7 +168,7 @@ class TranscriptView(QScrollArea):
 
     # --- internals ----------------------------------------------------------------------------
     def _make(self, message: StoredMessage) -> MessageWidget:
-        widget = MessageWidget(message, self.palette_)
+        widget = MessageWidget(message, self.palette_, token_limit=self.token_limit)
         widget.editSubmitted.connect(self.editSubmitted)
         widget.regenerateRequested.connect(self.regenerateRequested)
         widget.continueRequested.connect(self.continueRequested)
