@@ -214,7 +214,7 @@ def _friendly(error: sqlite3.Error, doing: str) -> StoreError:
     elif "readonly" in text or "read-only" in text:
         why = "the data folder is read-only"
     elif "locked" in text or "busy" in text:
-        why = "another QwenDesk window is using the history database"
+        why = "another program holds the history database locked; close it and try again"
     else:
         why = str(error)
     return StoreError(f"Could not {doing}: {why}.")
