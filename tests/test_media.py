@@ -433,7 +433,7 @@ def test_random_bytes_named_mp4(tmp_path: Path) -> None:
     with pytest.raises(MediaError, match="cannot be read as a video") as info:
         sample_video(path)
     assert str(path) in str(info.value)
-    with pytest.raises(MediaError, match="not a video"):
+    with pytest.raises(MediaError, match="cannot be read as a video"):
         probe_video(path)
 
 
