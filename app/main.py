@@ -204,12 +204,25 @@ def _run_window(app, args, paths: AppPaths, instance, log_file: Path) -> int:
     from .store import StoreError
     from .workers import Task
 
+    # Files opened before the window exists (Dock drops, "Open With", the command line, later launches
+    # while a start-up dialog is open) wait in the router and are attached once the window is there.
+    router = FileOpenRouter(app)
+    app.installEventFilter(router)
+    router.open_paths(args.files)
+    shown: list = []  # the window, once built
+
+    def handed_over(files: list) -> None:
+        router.open_paths(files)
+        for window in shown:  # a launch without files still brings the window to the front
+            window.show()
+            window.raise_()
+            window.activateWindow()
+
+    instance.filesReceived.connect(handed_over)
     if not open_history(paths):
         return 1
     from .window import MainWindow
 
-    router = FileOpenRouter(app)
-    app.installEventFilter(router)  # Dock drops and "Open With" on macOS
     # The window follows later system changes while View ▸ Theme is "System", and applies a remembered choice.
     try:
         window = MainWindow(paths, reload_last=not args.no_reload)
@@ -219,9 +232,8 @@ def _run_window(app, args, paths: AppPaths, instance, log_file: Path) -> int:
         return 1
     quit_on_interrupt(app, window)
     window.show()
+    shown.append(window)
     router.set_target(window.open_files)
-    router.open_paths(args.files)
-    instance.filesReceived.connect(window.open_files)
     settle_gc()
     log.info("pid %d started; data in %s", os.getpid(), paths.data)
     code = app.exec()
