@@ -218,7 +218,7 @@ def fill(folder: Path) -> Path:
     return filler
 
 
-def test_a_full_disk_while_streaming_loses_no_answer(qapp, qt_wait, tiny_model_dir, mount_tmpfs):
+def test_a_full_disk_while_streaming_loses_no_answer(qapp, qt_wait, tiny_model_dir, mount_tmpfs, caplog):
     from app import theme
     from app.paths import app_paths
     from app.store import ChatSettings, MessageState, Store, ThinkingMode
@@ -239,6 +239,9 @@ def test_a_full_disk_while_streaming_loses_no_answer(qapp, qt_wait, tiny_model_d
     qt_wait(lambda: window.chat.unsaved, 10, "the final save failing on the full disk")
     assert "disk is full" in window.error_banner.label.text()
     assert window.transcript.widgets[-1].answer.markdown  # the answer is on screen meanwhile
+    # The engine's state snapshot for the follow-up cannot be written either; it must leave no file.
+    qt_wait(lambda: "persist failed" in caplog.text, 30, "the engine's snapshot save failing")
+    assert not list((data / "engine-state").glob("*.tmp*"))
     filler.unlink()  # space frees up: the timer saves it without being asked
     qt_wait(lambda: not window.chat.unsaved, 10, "the retried save")
     cid = window.chat.current_id
