@@ -328,3 +328,19 @@ def test_search_hit_opens_the_chat_scrolled_to_the_marked_match(make_window, qt_
         return 0 <= top < view.height()
 
     qt_wait(on_screen, 5)
+
+
+def test_dragged_text_lands_in_the_composer_through_the_window(make_window):
+    from PySide6.QtCore import QMimeData, QPoint, QPointF
+    from PySide6.QtGui import QDragEnterEvent, QDropEvent
+
+    window = make_window()
+    assert not window.composer.acceptDrops() and not window.composer.edit.viewport().acceptDrops()
+    mime = QMimeData()
+    mime.setText("quoted from elsewhere")
+    args = (Qt.DropAction.CopyAction, mime, Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier)
+    enter = QDragEnterEvent(QPoint(300, 300), *args)
+    window.dragEnterEvent(enter)
+    assert enter.isAccepted() and window.drop_zone.isVisible()
+    window.dropEvent(QDropEvent(QPointF(300, 300), *args))
+    assert window.composer.text() == "quoted from elsewhere" and not window.drop_zone.isVisible()

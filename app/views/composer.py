@@ -157,7 +157,8 @@ class Composer(QFrame):
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.setObjectName("Composer")
-        self.setAcceptDrops(True)
+        # The window takes every drop (and lights its drop zone); it hands them to dropEvent here.
+        self.setAcceptDrops(False)
         self.busy = False
         layout = QVBoxLayout(self)
         layout.setContentsMargins(16, 8, 16, 10)
@@ -193,6 +194,8 @@ class Composer(QFrame):
         self.edit.submit.connect(self._submit)
         self.edit.imagePasted.connect(self.imagePasted)
         self.edit.filesPasted.connect(self.filesDropped)
+        self.edit.setAcceptDrops(False)
+        self.edit.viewport().setAcceptDrops(False)
         row.addWidget(self.edit, 1)
         self.send_button = QPushButton("Send")
         self.send_button.setDefault(True)
@@ -258,7 +261,8 @@ class Composer(QFrame):
 
     # --- drops --------------------------------------------------------------------------------
     def dragEnterEvent(self, event) -> None:
-        if local_paths(event.mimeData()) or event.mimeData().hasImage():
+        mime = event.mimeData()
+        if local_paths(mime) or mime.hasImage() or mime.hasText():
             event.acceptProposedAction()
 
     def dropEvent(self, event) -> None:
@@ -268,4 +272,8 @@ class Composer(QFrame):
             event.acceptProposedAction()
         elif event.mimeData().hasImage():
             self.imagePasted.emit(QImage(event.mimeData().imageData()))
+            event.acceptProposedAction()
+        elif event.mimeData().hasText():  # dragged text goes into the message
+            self.edit.insertPlainText(event.mimeData().text())
+            self.edit.setFocus()
             event.acceptProposedAction()
