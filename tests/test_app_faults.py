@@ -28,6 +28,19 @@ def env_for(data: Path) -> dict:
     return env
 
 
+_launched: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_process_outlives_its_test():
+    yield
+    while _launched:
+        proc = _launched.pop()
+        if proc.poll() is None:  # a failed test left it waiting in a dialog
+            proc.kill()
+            proc.wait(30)
+
+
 class App:
     """``python -m app`` as a user starts it, on one data folder."""
 
@@ -38,6 +51,7 @@ class App:
         command = [sys.executable, "-m", "app", *([] if reload else ["--no-reload"]), *args]
         self.proc = subprocess.Popen(command, cwd=cwd, env=env_for(data), stdout=subprocess.DEVNULL,
                                      stderr=self._err)
+        _launched.append(self.proc)
 
     @property
     def stderr(self) -> str:
