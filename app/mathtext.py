@@ -149,7 +149,7 @@ class _Parser:
             return f"<i>{self._argument()}</i>"
         if name == "mathbb":
             raw = self._raw_argument()
-            return "".join(BLACKBOARD.get(ch, ch) for ch in raw)
+            return "".join(BLACKBOARD.get(ch) or html.escape(ch) for ch in raw)
         if name in ("hat", "bar", "vec", "tilde", "dot", "overline"):
             mark = {"hat": "\u0302", "bar": "\u0304", "vec": "\u20d7", "tilde": "\u0303", "dot": "\u0307",
                     "overline": "\u0305"}[name]

@@ -29,6 +29,10 @@ class AppPaths:
         return self.data / "engine-state"
 
     @property
+    def backups(self) -> Path:
+        return self.data / "backups"
+
+    @property
     def demo_model(self) -> Path:
         return self.data / "demo-model"
 
@@ -38,10 +42,37 @@ class AppPaths:
             platformdirs.user_log_dir(APP_NAME, appauthor=False)
         )
 
-    def ensure(self) -> "AppPaths":
+    def ensure(self) -> AppPaths:
         for folder in (self.data, self.attachments, self.engine_state, self.logs):
             folder.mkdir(parents=True, exist_ok=True)
         return self
+
+    def check(self) -> AppPaths:
+        """Create the folders and prove the data folder is writable; ``DataFolderError`` says what to do."""
+        import tempfile
+
+        try:
+            self.ensure()
+            with tempfile.TemporaryFile(dir=self.data):
+                pass
+        except OSError as error:
+            raise DataFolderError(self.data, error) from error
+        return self
+
+
+class DataFolderError(Exception):
+    """The data folder cannot be created or written."""
+
+    def __init__(self, folder: Path, error: OSError):
+        self.folder = folder
+        why = {13: "permission denied", 30: "it is on a read-only disk", 28: "the disk is full"}.get(
+            error.errno or 0, error.strerror or str(error))
+        where = f"{error.filename}" if error.filename and Path(error.filename) != folder else ""
+        super().__init__(
+            f"QwenDesk cannot write to its data folder {folder}{f' ({where})' if where else ''}: {why}. "
+            f"Your chats there are untouched. Make the folder writable (or free some space), or start "
+            f"QwenDesk with another folder (--data-dir or {ENV_DATA_DIR}), then start it again."
+        )
 
 
 def app_paths(data_dir: Path | str | None = None) -> AppPaths:

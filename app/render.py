@@ -73,6 +73,7 @@ class Renderer:
 
         self._md.add_render_rule("fence", fence_rule)
         self._md.add_render_rule("code_block", fence_rule)
+        self._md.add_render_rule("image", _image_rule)
         self._codes: list[str] | None = None
 
     # --- code ---------------------------------------------------------------------------------
@@ -140,6 +141,15 @@ class Renderer:
             out = re.sub(r"<p>QDMATH(\d+)X</p>", lambda m: maths[int(m.group(1))], out)
             out = re.sub(r"QDMATH(\d+)X", lambda m: maths[int(m.group(1))], out)
         return out
+
+
+def _image_rule(_renderer, tokens, idx, _options, _env) -> str:
+    """Model output never shows images: a path or URL in ``![alt](src)`` could reveal any local file (or
+    fetch one). The alt text and the address are shown as plain text instead."""
+    token = tokens[idx]
+    alt = "".join(child.content for child in token.children or ()) or "image"
+    src = str(token.attrGet("src") or "")
+    return f"[{html.escape(alt)}: {html.escape(src)}]" if src else f"[{html.escape(alt)}]"
 
 
 class StreamingMarkdown:

@@ -34,9 +34,9 @@ import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 PROMPT = "What is in this image?"
 DEFAULT_TIMEOUT_S = 900.0
@@ -77,9 +77,9 @@ def is_frozen() -> bool:
 
 def prepare_environment() -> None:
     """Before any heavy import: offline Hugging Face, no telemetry, and a Qt that needs no display."""
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["TRANSFORMERS_OFFLINE"] = "1"
-    os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+    from engine_mlx import OFFLINE_ENV
+
+    os.environ.update(OFFLINE_ENV)  # forced, not defaulted: the self-test proves the app works offline
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # The self-test never shows a window, so it never needs the display server; a caller that wants
     # to test the native platform plugin can still set QT_QPA_PLATFORM itself.
@@ -224,9 +224,8 @@ def check_qt(ctx: Context) -> str:
 
 
 def check_mlx(ctx: Context) -> str:
-    import numpy as np
-
     import mlx.core as mx
+    import numpy as np
 
     device = mx.default_device()
     ctx.facts["device"] = "gpu" if device.type == mx.gpu else "cpu"

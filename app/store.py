@@ -23,6 +23,22 @@ class StoreError(Exception):
     """Saving or reading history failed; the message says why in one sentence."""
 
 
+class DatabaseDamaged(StoreError):
+    """The history database file is not a readable SQLite database (a damaged page, a truncated file)."""
+
+    def __init__(self, database: Path, detail: str):
+        self.database = Path(database)
+        super().__init__(f"The history database {self.database} is damaged ({detail}).")
+
+
+class DatabaseLocked(StoreError):
+    """Another program holds the history database locked."""
+
+    def __init__(self, database: Path):
+        self.database = Path(database)
+        super().__init__(f"The history database {self.database} is locked by another program.")
+
+
 class MessageState(str, Enum):
     COMPLETE = "complete"
     STREAMING = "streaming"  # being written right now; left in this state only by a crash
@@ -41,6 +57,7 @@ class AttachmentKind(str, Enum):
     IMAGE = "image"
     PDF = "pdf"
     VIDEO = "video"
+    TEXT = "text"
 
 
 @dataclass(frozen=True)
@@ -57,13 +74,18 @@ class ChatSettings:
     presence_penalty: float | None = None
     seed: int | None = None
 
+    def __post_init__(self) -> None:
+        # Qt hands a str enum back as a plain str (QComboBox.itemData, QSettings): take it back as the enum,
+        # so a wrong value fails here, where it is made, and not later when the settings are saved.
+        object.__setattr__(self, "thinking", ThinkingMode(self.thinking))
+
     def to_json(self) -> str:
         data = asdict(self)
         data["thinking"] = self.thinking.value
         return json.dumps(data)
 
     @classmethod
-    def from_json(cls, text: str | None) -> "ChatSettings":
+    def from_json(cls, text: str | None) -> ChatSettings:
         if not text:
             return cls()
         data = json.loads(text)
@@ -192,7 +214,7 @@ def _friendly(error: sqlite3.Error, doing: str) -> StoreError:
     elif "readonly" in text or "read-only" in text:
         why = "the data folder is read-only"
     elif "locked" in text or "busy" in text:
-        why = "another QwenDesk window is using the history database"
+        why = "another program holds the history database locked; close it and try again"
     else:
         why = str(error)
     return StoreError(f"Could not {doing}: {why}.")
@@ -201,19 +223,40 @@ def _friendly(error: sqlite3.Error, doing: str) -> StoreError:
 class Store:
     """One SQLite file plus an attachments folder. Use from one thread (the GUI thread)."""
 
-    def __init__(self, database: Path, attachments_dir: Path):
+    def __init__(self, database: Path, attachments_dir: Path, *, check: bool = False,
+                 lock_timeout_s: float = 5.0):
         self.database = Path(database)
         self.attachments_dir = Path(attachments_dir)
         self.database.parent.mkdir(parents=True, exist_ok=True)
         self.attachments_dir.mkdir(parents=True, exist_ok=True)
+        self._db = None
         try:
-            self._db = sqlite3.connect(self.database, isolation_level=None, timeout=5.0)
+            self._db = sqlite3.connect(self.database, isolation_level=None, timeout=lock_timeout_s)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
+            if check:
+                self._check()
             self._migrate()
         except sqlite3.Error as error:
+            if self._db is not None:
+                self._db.close()
+            text = str(error).lower()
+            if "locked" in text or "busy" in text:
+                raise DatabaseLocked(self.database) from error
+            if isinstance(error, sqlite3.DatabaseError) and ("malformed" in text or "not a database" in text
+                                                               or "corrupt" in text):
+                raise DatabaseDamaged(self.database, str(error)) from error
             raise _friendly(error, f"open the history database {self.database}") from error
+        except StoreError:
+            self._db.close()
+            raise
+
+    def _check(self) -> None:
+        """Read every page once (``quick_check``): damage is found now, not halfway through a chat."""
+        rows = [row[0] for row in self._db.execute("PRAGMA quick_check(3)")]
+        if rows != ["ok"]:
+            raise DatabaseDamaged(self.database, "; ".join(str(r) for r in rows))
 
     # --- schema -------------------------------------------------------------------------------
     @property
@@ -237,6 +280,23 @@ class Store:
 
     def close(self) -> None:
         self._db.close()
+
+    def backup(self, target: Path) -> Path:
+        """A consistent copy of the database (SQLite's online backup), written beside and then renamed."""
+        target = Path(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".part")
+        try:
+            copy = sqlite3.connect(partial)
+            try:
+                self._db.backup(copy)
+            finally:
+                copy.close()
+            partial.replace(target)
+        except (sqlite3.Error, OSError) as error:
+            partial.unlink(missing_ok=True)
+            raise StoreError(f"Could not write a backup of the history to {target}: {error}.") from error
+        return target
 
     def _write(self, doing: str, sql: str, params: Iterable = ()) -> sqlite3.Cursor:
         try:
@@ -442,29 +502,7 @@ class Store:
 
     # --- search -------------------------------------------------------------------------------
     def search(self, query: str, limit: int = 50) -> list[SearchHit]:
-        terms = re.findall(r"\w+", query, flags=re.UNICODE)
-        if not terms:
-            return []
-        # Every term as a prefix, quoted so FTS5 syntax in user input cannot break the query.
-        match = " ".join(f'"{t}"*' for t in terms)
-        rows = self._db.execute(
-            "SELECT m.conversation_id, c.title, m.id, snippet(messages_fts, 0, '[', ']', '…', 12) "
-            "FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid "
-            "JOIN conversations c ON c.id = m.conversation_id "
-            "WHERE messages_fts MATCH ? AND c.deleted_at IS NULL ORDER BY c.updated_at DESC, m.position "
-            "LIMIT ?",
-            (match, limit),
-        ).fetchall()
-        # Titles match too, so a chat named "Budget" is found even if no message says so.
-        title_rows = self._db.execute(
-            "SELECT id, title FROM conversations WHERE deleted_at IS NULL AND title LIKE ? "
-            "ORDER BY updated_at DESC LIMIT ?",
-            (f"%{query.strip()}%", limit),
-        ).fetchall()
-        hits = [SearchHit(*row) for row in rows]
-        seen = {h.conversation_id for h in hits}
-        hits += [SearchHit(cid, title, 0, title) for cid, title in title_rows if cid not in seen]
-        return hits
+        return _search(self._db, query, limit)
 
     # --- attachments --------------------------------------------------------------------------
     def import_file(self, source: Path) -> Path:
@@ -509,6 +547,47 @@ class Store:
         for file in self.attachments_dir.glob("*/*"):
             if file.is_file() and str(file.relative_to(self.attachments_dir)) not in used:
                 file.unlink(missing_ok=True)
+
+
+def _search(db: sqlite3.Connection, query: str, limit: int) -> list[SearchHit]:
+    terms = re.findall(r"\w+", query, flags=re.UNICODE)
+    if not terms:
+        return []
+    # Every term as a prefix, quoted so FTS5 syntax in user input cannot break the query.
+    match = " ".join(f'"{t}"*' for t in terms)
+    rows = db.execute(
+        "SELECT m.conversation_id, c.title, m.id, snippet(messages_fts, 0, '[', ']', '…', 12) "
+        "FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid "
+        "JOIN conversations c ON c.id = m.conversation_id "
+        "WHERE messages_fts MATCH ? AND c.deleted_at IS NULL ORDER BY c.updated_at DESC, m.position "
+        "LIMIT ?",
+        (match, limit),
+    ).fetchall()
+    # Titles match too, so a chat named "Budget" is found even if no message says so.
+    title_rows = db.execute(
+        "SELECT id, title FROM conversations WHERE deleted_at IS NULL AND title LIKE ? ESCAPE '\\' "
+        "ORDER BY updated_at DESC LIMIT ?",
+        (f"%{_like_literal(query.strip())}%", limit),
+    ).fetchall()
+    hits = [SearchHit(*row) for row in rows]
+    seen = {h.conversation_id for h in hits}
+    hits += [SearchHit(cid, title, 0, title) for cid, title in title_rows if cid not in seen]
+    return hits
+
+
+def search_database(database: Path, query: str, limit: int = 50) -> list[SearchHit]:
+    """``Store.search`` on a connection of its own, read-only: safe on a pool thread while the GUI thread
+    writes (WAL lets readers and the writer run side by side)."""
+    db = sqlite3.connect(f"{Path(database).resolve().as_uri()}?mode=ro", uri=True, timeout=5.0)
+    try:
+        return _search(db, query, limit)
+    finally:
+        db.close()
+
+
+def _like_literal(text: str) -> str:
+    """``text`` as a LIKE pattern that matches only itself (``%`` and ``_`` are wildcards otherwise)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _options_json(att: StoredAttachment) -> str:

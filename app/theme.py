@@ -102,6 +102,10 @@ def style_sheet(c: Colors) -> str:
     #VideoPane {{ border-left: 1px solid {c.border}; background: {c.window}; }}
     QToolButton#LinkButton {{ border: none; color: {c.muted}; padding: 2px 4px; }}
     QToolButton#LinkButton:hover {{ color: {c.accent}; }}
+    #DropZone {{ border: 3px dashed {c.accent}; border-radius: 12px; color: {c.accent};
+                 background: {'rgba(123,147,255,0.16)' if c.dark else 'rgba(79,107,237,0.10)'}; }}
+    QTextBrowser#AnswerView {{ background: transparent; border: none; }}
+    #LimitNote {{ color: {c.muted}; font-style: italic; }}
     """
 
 
@@ -109,6 +113,10 @@ def apply(app: QApplication, scheme: Scheme = Scheme.SYSTEM) -> Colors:
     """Set the palette and style sheet; SYSTEM follows the platform (and its later changes)."""
     app.setStyle("Fusion") if app.style().name().lower() not in ("macos", "windowsvista", "windows11") else None
     if scheme is Scheme.SYSTEM:
+        hints = app.styleHints()
+        if hasattr(hints, "unsetColorScheme"):
+            hints.unsetColorScheme()  # forget an explicit Light/Dark chosen earlier
+        app.setPalette(app.style().standardPalette())
         c = colors(app)
     else:
         c = DARK if scheme is Scheme.DARK else LIGHT

@@ -5,116 +5,85 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from PySide6.QtCore import QSize, Qt, QTimer
-from PySide6.QtGui import QAction, QCloseEvent, QGuiApplication, QKeySequence
+from PySide6.QtCore import QSettings, QSize, Qt, QTimer
+from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import (
-    QComboBox,
+    QApplication,
     QFileDialog,
-    QFrame,
-    QHBoxLayout,
-    QLabel,
-    QLineEdit,
-    QListWidget,
     QListWidgetItem,
     QMainWindow,
     QMenu,
     QMessageBox,
-    QProgressBar,
-    QPushButton,
     QSplitter,
     QStackedWidget,
-    QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
+from engine_mlx.sizes import human_bytes
+
 from . import theme
 from .controllers.attachments import AttachmentsController, Pending
 from .controllers.chat import ChatController
-from .controllers.local_api import LocalApiController
 from .controllers.downloads import DownloadsController, gb
-from .controllers.models import ModelsController, human_bytes
+from .controllers.local_api import LocalApiController
+from .controllers.models import ModelsController
 from .paths import AppPaths
 from .store import AttachmentKind, MessageState, Store, StoreError, ThinkingMode
+from .views.about import about_box
 from .views.answer import warm_up
+from .views.banner import Banner
 from .views.composer import Composer, local_paths
 from .views.downloads import AddVisionDialog, DownloadsDialog
+from .views.drop_zone import DropZone
 from .views.first_run import FirstRunPage
+from .views.header import ChatHeader
 from .views.local_api import ApiStatusIndicator, LocalApiDialog
 from .views.model_picker import ModelPicker
 from .views.settings import SettingsDialog
+from .views.sidebar import ROLE_ID, ROLE_MATCH, ROLE_MESSAGE, Sidebar
+from .views.status_bar import StatusBar
 from .views.transcript import TranscriptView
 from .views.video_pane import VideoPane
 from .workers import EngineClient
 
 log = logging.getLogger(__name__)
 
-ROLE_ID = Qt.ItemDataRole.UserRole
 UNDO_MS = 10_000
-MEDIA_FILTER = ("Images, PDFs and videos (*.png *.jpg *.jpeg *.webp *.gif *.bmp *.tif *.tiff *.heic *.avif "
-                "*.pdf *.mp4 *.mov *.m4v *.avi *.mkv *.webm);;All files (*)")
+MAX_ANSWER_TOKENS = 262_144  # the settings dialog's ceiling
 
 
-class Banner(QFrame):
-    """A one-line message above the transcript with optional action and a close button."""
+def attach_filter() -> str:
+    """The file dialog's filter: exactly the suffixes the engine accepts (one list, in engine_mlx.media)."""
+    from engine_mlx import media
 
-    def __init__(self, name: str, parent: QWidget | None = None):
-        super().__init__(parent)
-        self.setObjectName(name)
-        row = QHBoxLayout(self)
-        row.setContentsMargins(12, 6, 8, 6)
-        self.label = QLabel()
-        self.label.setWordWrap(True)
-        self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        row.addWidget(self.label, 1)
-        self.action = QPushButton()
-        self.action.hide()
-        row.addWidget(self.action)
-        close = QToolButton()
-        close.setText("✕")
-        close.setAutoRaise(True)
-        close.clicked.connect(self.hide)
-        row.addWidget(close)
-        self._timer = QTimer(self)
-        self._timer.setSingleShot(True)
-        self._timer.timeout.connect(self.hide)
-        self._callback = None
-        self.action.clicked.connect(self._act)
-        self.hide()
+    def patterns(suffixes) -> str:
+        return " ".join(f"*{s}" for s in sorted(suffixes))
 
-    def show_message(self, text: str, action: str = "", callback=None, timeout_ms: int = 0) -> None:
-        self.label.setText(text)
-        self.action.setText(action)
-        self.action.setVisible(bool(action))
-        self._callback = callback
-        self.show()
-        if timeout_ms:
-            self._timer.start(timeout_ms)
-        else:
-            self._timer.stop()
+    return ";;".join([
+        f"Everything QwenDesk can attach ({patterns(media.ATTACHABLE_SUFFIXES)})",
+        f"Images, PDFs and videos ({patterns(media.IMAGE_SUFFIXES | media.PDF_SUFFIXES | media.VIDEO_SUFFIXES)})",
+        f"Text and code files ({patterns(media.TEXT_SUFFIXES)})",
+    ])
 
-    def _act(self) -> None:
-        callback, self._callback = self._callback, None
-        self.hide()
-        if callback:
-            callback()
-
-    @property
-    def text(self) -> str:
-        return self.label.text() if self.isVisible() or not self.isHidden() else ""
 
 
 class MainWindow(QMainWindow):
-    def __init__(self, paths: AppPaths, *, engine_factory=None, reload_last: bool = True):
+    def __init__(self, paths: AppPaths, *, reload_last: bool = True):
         super().__init__()
         self.paths = paths.ensure()
         self.setWindowTitle("QwenDesk")
         self.resize(1200, 800)
         self.setAcceptDrops(True)
+        # Window geometry, splitter sizes, sidebar and theme: in the data folder, beside the database.
+        self.ui_settings = QSettings(str(self.paths.data / "ui.ini"), QSettings.Format.IniFormat)
+        self.theme_choice = self._stored_theme()
+        if self.theme_choice is not theme.Scheme.SYSTEM:
+            theme.apply(QGuiApplication.instance(), self.theme_choice)
         self.colors = theme.current()
         self.store = Store(paths.database, paths.attachments)
         purged = self.store.purge_deleted()
-        self.engine = EngineClient(paths.engine_state, engine_factory, self)
+        self.engine = EngineClient(paths.engine_state, self)
         for cid in purged:
             self.engine.forget(cid)
         if purged:
@@ -127,10 +96,11 @@ class MainWindow(QMainWindow):
         self.downloads = DownloadsController(parent=self)
         self.downloads.modelAdded.connect(lambda folder: self.models.add_folder(Path(folder)))
         self._loading = False
-        self._last_stats = None
+        self._closed = False
         self._build()
         self._connect()
         self._build_actions()
+        self._restore_layout()
         self.refresh_conversations()
         self.chat.new_conversation()
         self._update_page()
@@ -143,62 +113,28 @@ class MainWindow(QMainWindow):
 
     # --- layout -------------------------------------------------------------------------------
     def _build(self) -> None:
-        splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.splitter = splitter = QSplitter(Qt.Orientation.Horizontal)
         splitter.setChildrenCollapsible(False)
-        # Sidebar
-        sidebar = QFrame()
-        sidebar.setObjectName("Sidebar")
-        sidebar.setMinimumWidth(220)
-        sidebar.setMaximumWidth(360)
-        side = QVBoxLayout(sidebar)
-        side.setContentsMargins(8, 10, 8, 8)
-        self.new_button = QPushButton("New chat")
-        side.addWidget(self.new_button)
-        self.search = QLineEdit()
-        self.search.setPlaceholderText("Search all chats")
-        self.search.setClearButtonEnabled(True)
-        side.addWidget(self.search)
-        self.conversation_list = QListWidget()
-        self.conversation_list.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
-        self.conversation_list.setEditTriggers(QListWidget.EditTrigger.EditKeyPressed)
-        self.conversation_list.setWordWrap(True)
-        side.addWidget(self.conversation_list, 1)
-        splitter.addWidget(sidebar)
+        self.sidebar = Sidebar()
+        self.new_button = self.sidebar.new_button
+        self.search = self.sidebar.search
+        self.conversation_list = self.sidebar.conversation_list
+        splitter.addWidget(self.sidebar)
         # Main column
         main = QWidget()
         column = QVBoxLayout(main)
         column.setContentsMargins(0, 0, 0, 0)
         column.setSpacing(0)
-        header = QFrame()
-        header.setObjectName("Composer")
-        head = QHBoxLayout(header)
-        head.setContentsMargins(16, 6, 12, 6)
-        self.title_label = QLabel("New chat")
-        font = self.title_label.font()
-        font.setPointSizeF(font.pointSizeF() * 1.15)
-        font.setBold(True)
-        self.title_label.setFont(font)
-        head.addWidget(self.title_label, 1)
-        self.thinking_combo = QComboBox()
-        self.thinking_combo.addItem("Thinking on", ThinkingMode.ON)
-        self.thinking_combo.addItem("Thinking off", ThinkingMode.OFF)
-        self.thinking_combo.addItem("Thinking budget", ThinkingMode.BUDGET)
-        self.thinking_combo.setToolTip("Per chat: let the model think first, answer directly, or cap its thinking")
-        head.addWidget(self.thinking_combo)
-        self.settings_button = QToolButton()
-        self.settings_button.setText("⚙")
-        self.settings_button.setToolTip("Chat settings: system prompt, thinking, sampling (Ctrl+,)")
-        head.addWidget(self.settings_button)
-        self.model_button = QPushButton("No model")
-        self.model_button.setToolTip("Choose, load or unload a model")
-        head.addWidget(self.model_button)
-        column.addWidget(header)
-        self.error_banner = Banner("ErrorBanner")
-        column.addWidget(self.error_banner)
-        self.info_banner = Banner("Banner")
-        column.addWidget(self.info_banner)
-        self.demo_banner = Banner("Banner")
-        column.addWidget(self.demo_banner)
+        self.header = ChatHeader()
+        self.title_label = self.header.title_label
+        self.thinking_combo = self.header.thinking_combo
+        self.settings_button = self.header.settings_button
+        self.model_button = self.header.model_button
+        column.addWidget(self.header)
+        # One message area: errors, undo and the demo notice replace each other (the newest wins).
+        self.banner = Banner()
+        self.error_banner = self.info_banner = self.demo_banner = self.banner
+        column.addWidget(self.banner)
         self.pages = QStackedWidget()
         self.first_run = FirstRunPage()
         self.transcript = TranscriptView(self.colors.markdown)
@@ -216,20 +152,15 @@ class MainWindow(QMainWindow):
         splitter.setStretchFactor(2, 0)
         splitter.setSizes([260, 900, 0])
         self.setCentralWidget(splitter)
+        self.drop_zone = DropZone(self)
         # Status bar
-        bar = self.statusBar()
-        self.status_model = QLabel("No model loaded")
-        self.status_memory = QLabel()
-        self.status_speed = QLabel()
-        self.status_context = QLabel()
-        self.load_progress = QProgressBar()
-        self.load_progress.setMaximumWidth(220)
-        self.load_progress.setRange(0, 1000)
-        self.load_progress.hide()
-        for widget in (self.status_model, self.load_progress):
-            bar.addWidget(widget)
-        for widget in (self.status_speed, self.status_context, self.status_memory):
-            bar.addPermanentWidget(widget)
+        self.status_bar = bar = StatusBar()
+        self.setStatusBar(bar)
+        self.status_model = bar.status_model
+        self.status_memory = bar.status_memory
+        self.status_speed = bar.status_speed
+        self.status_context = bar.status_context
+        self.load_progress = bar.load_progress
         self.status_api = ApiStatusIndicator(self.local_api)
         bar.addPermanentWidget(self.status_api)
 
@@ -250,6 +181,7 @@ class MainWindow(QMainWindow):
         self.model_button.clicked.connect(self.open_model_picker)
         # chat
         c.conversationsChanged.connect(self.refresh_conversations)
+        c.searchFinished.connect(self._on_search_finished)
         c.conversationOpened.connect(self._on_opened)
         c.messageAppended.connect(self._on_message)
         c.messagesRemoved.connect(self.transcript.remove_from)
@@ -261,9 +193,14 @@ class MainWindow(QMainWindow):
         c.streamFinished.connect(self._on_finished)
         c.busyChanged.connect(self._on_busy)
         c.errorOccurred.connect(self.show_error)
+        c.mediaRefused.connect(self._attachment_error)
         c.deleted.connect(self._on_deleted)
+        hints = QGuiApplication.styleHints()
+        if hasattr(hints, "colorSchemeChanged"):
+            hints.colorSchemeChanged.connect(self._system_scheme_changed)
         self.transcript.editSubmitted.connect(c.edit_and_resend)
         self.transcript.regenerateRequested.connect(c.regenerate)
+        self.transcript.continueRequested.connect(self.continue_thinking)
         self.transcript.copied.connect(lambda _t: self.statusBar().showMessage("Copied", 1500))
         # composer
         self.composer.sendRequested.connect(self.send)
@@ -272,7 +209,7 @@ class MainWindow(QMainWindow):
         self.composer.imagePasted.connect(a.add_image)
         self.composer.filesDropped.connect(a.add_paths)
         self.composer.removeAttachment.connect(a.remove)
-        self.composer.pagesChanged.connect(lambda key, f, l: a.update(key, first_page=f, last_page=l))
+        self.composer.pagesChanged.connect(lambda key, first, last: a.update(key, first_page=first, last_page=last))
         self.composer.attachmentClicked.connect(self._attachment_clicked)
         # attachments
         a.added.connect(self._on_attachment)
@@ -311,8 +248,11 @@ class MainWindow(QMainWindow):
         menus = self.menuBar()
         file_menu = menus.addMenu("&File")
         edit_menu = menus.addMenu("&Edit")
+        view_menu = menus.addMenu("&View")
         chat_menu = menus.addMenu("&Chat")
         model_menu = menus.addMenu("&Model")
+        settings_menu = menus.addMenu("&Settings")
+        help_menu = menus.addMenu("&Help")
         self.act_new = action("New chat", [QKeySequence.StandardKey.New], self.new_chat, file_menu)
         self.act_attach = action("Attach files…", ["Ctrl+O"], self.pick_files, file_menu)
         self.act_export = action("Export chat as Markdown…", ["Ctrl+Shift+E"], self.export_dialog, file_menu)
@@ -333,46 +273,49 @@ class MainWindow(QMainWindow):
         action("Unload model", [], self.models.unload, model_menu)
         action("Add model folder…", [], self._add_folder, model_menu)
         action("Use the demo model (random weights)", [], self.models.use_demo, model_menu)
-        self.act_local_api = action("Local API…", [], self.open_local_api, menus.addMenu("&Settings"))
+        self.act_local_api = action("Local API…", [], self.open_local_api, settings_menu)
+        self.act_sidebar = action("Show sidebar", ["Ctrl+B"], self.set_sidebar_visible, view_menu)
+        self.act_sidebar.setCheckable(True)
+        self.act_sidebar.setChecked(not self.sidebar.isHidden())
+        theme_menu = view_menu.addMenu("Theme")
+        group = QActionGroup(self)
+        self.theme_actions: dict[theme.Scheme, QAction] = {}
+        for scheme, label in ((theme.Scheme.SYSTEM, "System"), (theme.Scheme.LIGHT, "Light"),
+                              (theme.Scheme.DARK, "Dark")):
+            act = action(label, [], lambda _checked=False, s=scheme: self.set_theme(s), theme_menu)
+            act.setCheckable(True)
+            act.setChecked(scheme is self.theme_choice)
+            group.addAction(act)
+            self.theme_actions[scheme] = act
+        self.act_about = action("About QwenDesk", [], self.show_about, help_menu)
+        self.act_about.setMenuRole(QAction.MenuRole.AboutRole)
 
     # --- conversations ------------------------------------------------------------------------
     def refresh_conversations(self) -> None:
         query = self.search.text().strip()
-        self.conversation_list.blockSignals(True)
-        self.conversation_list.clear()
         if query:
-            for hit in self.chat.search(query):
-                snippet = hit.snippet.replace("\n", " ")
-                item = QListWidgetItem(f"{hit.title}\n{snippet}")
-                item.setData(ROLE_ID, hit.conversation_id)
-                item.setToolTip(snippet)
-                self.conversation_list.addItem(item)
-            if self.conversation_list.count() == 0:
-                item = QListWidgetItem("No matches")
-                item.setFlags(Qt.ItemFlag.NoItemFlags)
-                self.conversation_list.addItem(item)
+            self.chat.search(query)  # off the GUI thread; the hits arrive in _on_search_finished
         else:
-            for summary in self.chat.conversations():
-                item = QListWidgetItem(summary.title)
-                item.setData(ROLE_ID, summary.id)
-                item.setFlags(item.flags() | Qt.ItemFlag.ItemIsEditable)
-                self.conversation_list.addItem(item)
-                if summary.id == self.chat.current_id:
-                    item.setSelected(True)
-                    self.conversation_list.setCurrentItem(item)
-        self.conversation_list.blockSignals(False)
+            self.sidebar.show_conversations(self.chat.conversations(), self.chat.current_id)
+
+    def _on_search_finished(self, query: str, hits: list) -> None:
+        if query and query == self.search.text().strip():
+            self.sidebar.show_hits(hits)
 
     def _open_item(self, item: QListWidgetItem) -> None:
-        cid = item.data(ROLE_ID)
+        cid, message_id, match = item.data(ROLE_ID), item.data(ROLE_MESSAGE), item.data(ROLE_MATCH)
         if cid and cid != self.chat.current_id:
-            self.chat.open(cid)
+            self.chat.open(cid)  # (this refreshes the list: the item is gone)
+        if cid and message_id and cid == self.chat.current_id:
+            # A search hit: scroll to the message and mark the match.
+            self.transcript.reveal(int(message_id), match or self.search.text().strip())
 
     def _item_renamed(self, item: QListWidgetItem) -> None:
-        cid = item.data(ROLE_ID)
-        if cid:
-            self.chat.rename(cid, item.text())
+        cid, title = item.data(ROLE_ID), item.text().strip()
+        if cid and title:
+            self.chat.rename(cid, title)  # (this refreshes the list: the item is gone)
             if cid == self.chat.current_id:
-                self.title_label.setText(item.text())
+                self.title_label.setText(title)
 
     def _conversation_menu(self, pos) -> None:
         item = self.conversation_list.itemAt(pos)
@@ -403,14 +346,22 @@ class MainWindow(QMainWindow):
         self.composer.edit.setFocus()
 
     def focus_search(self) -> None:
+        self.set_sidebar_visible(True)
         self.search.setFocus()
         self.search.selectAll()
 
     def _on_opened(self, cid: str, messages: list) -> None:
         summary = self.store.conversation(cid) if cid else None
         self.title_label.setText(summary.title if summary else "New chat")
+        self.transcript.token_limit = self.chat.settings().max_tokens
         self.transcript.set_messages(messages)
         self.transcript.set_streaming(self.chat.busy)
+        # The status bar shows this chat's figures, never the previous chat's.
+        latest = next((m.stats for m in reversed(messages) if m.stats is not None), None)
+        if latest is not None:
+            self.status_bar.show_stats(latest, self.models.context_tokens)
+        else:
+            self.status_bar.clear_stats()
         self._sync_thinking_combo()
         self._update_page()
         if not self.search.text():
@@ -418,6 +369,7 @@ class MainWindow(QMainWindow):
 
     def _on_message(self, message) -> None:
         if message.conversation_id == self.chat.current_id:
+            self.transcript.token_limit = self.chat.settings().max_tokens
             self.transcript.append(message)
             self.transcript.set_streaming(self.chat.busy or message.state is MessageState.STREAMING)
         summary = self.store.conversation(message.conversation_id)
@@ -430,11 +382,10 @@ class MainWindow(QMainWindow):
             fn(widget)
 
     def _on_stats(self, message_id: int, stats) -> None:
+        if self.transcript.widget_for(message_id) is None:
+            return  # an answer in a chat that is not on screen
         self._with(message_id, lambda w: w.set_stats(stats))
-        self._last_stats = stats
-        self.status_speed.setText(f"{stats.decode_tps:.1f} tok/s")
-        used = stats.prompt_tokens + stats.generated_tokens
-        self.status_context.setText(f"Context {used:,} / {self.models.context_tokens:,}")
+        self.status_bar.show_stats(stats, self.models.context_tokens)
         self._update_memory(stats.peak_memory_bytes)
 
     def _on_finished(self, message_id: int, state, error: str) -> None:
@@ -448,22 +399,27 @@ class MainWindow(QMainWindow):
 
     # --- sending ------------------------------------------------------------------------------
     def send(self, text: str) -> bool:
-        if self.attachments.busy:
-            self.show_error("Wait a moment: an attachment is still being prepared.")
-            return False
-        if self.attachments.items and self.attachments.model_is_vision is False:
-            self._attachment_error(self.attachments.text_only_refusal())
-            return False
         if self.video_pane.busy:
             self.video_pane.cancel()
         attachments = tuple(p.stored for p in self.attachments.items)
-        if self.chat.send(text, attachments):
+        if self.chat.send(text, attachments, preparing=self.attachments.busy,
+                          model_is_vision=self.attachments.model_is_vision):
             self.attachments.take()
             self.composer.clear_text()
             self.video_pane.hide()
-            self.error_banner.hide()
+            self.banner.dismiss(errors_only=True)
             return True
         return False
+
+    def continue_thinking(self, reached: int) -> None:
+        """The last answer ran out of tokens while thinking: answer again with twice the limit."""
+        from dataclasses import replace
+
+        settings = self.chat.settings()
+        limit = min(MAX_ANSWER_TOKENS, 2 * max(settings.max_tokens, reached))
+        self.chat.set_settings(replace(settings, max_tokens=limit))
+        self.chat.regenerate()
+        self.statusBar().showMessage(f"Answering again with a limit of {limit:,} tokens", 4000)
 
     def copy_last_answer(self) -> None:
         widget = self.transcript.last_answer()
@@ -473,8 +429,8 @@ class MainWindow(QMainWindow):
 
     # --- attachments --------------------------------------------------------------------------
     def pick_files(self) -> None:
-        files, _ = QFileDialog.getOpenFileNames(self, "Attach images, PDFs or videos", str(Path.home()),
-                                                MEDIA_FILTER)
+        files, _ = QFileDialog.getOpenFileNames(self, "Attach images, PDFs, videos or text files",
+                                                str(Path.home()), attach_filter())
         if files:
             self.attachments.add_paths([Path(f) for f in files])
 
@@ -508,12 +464,76 @@ class MainWindow(QMainWindow):
         self.raise_()
         self.activateWindow()
 
-    # A drop anywhere on the window is a drop on the composer.
+    # A drop anywhere on the window is a drop on the composer; the drop zone lights up meanwhile.
     def dragEnterEvent(self, event) -> None:
         self.composer.dragEnterEvent(event)
+        if event.isAccepted():
+            self.drop_zone.cover(self.centralWidget())
+
+    def dragLeaveEvent(self, event) -> None:
+        self.drop_zone.hide()
+        super().dragLeaveEvent(event)
 
     def dropEvent(self, event) -> None:
+        self.drop_zone.hide()
         self.composer.dropEvent(event)
+
+    # --- view ---------------------------------------------------------------------------------
+    def set_sidebar_visible(self, visible: bool) -> None:
+        focus = QApplication.focusWidget()
+        self.sidebar.setVisible(visible)
+        self.act_sidebar.setChecked(visible)
+        if not visible and focus is not None and self.sidebar.isAncestorOf(focus):
+            self.composer.edit.setFocus()
+
+    def _stored_theme(self) -> theme.Scheme:
+        try:
+            return theme.Scheme(str(self.ui_settings.value("theme", theme.Scheme.SYSTEM.value)))
+        except ValueError:
+            return theme.Scheme.SYSTEM
+
+    def set_theme(self, scheme: theme.Scheme) -> None:
+        """Apply now (every view follows) and remember it for the next start."""
+        self.theme_choice = scheme
+        self.ui_settings.setValue("theme", scheme.value)
+        self.theme_actions[scheme].setChecked(True)
+        self._apply_colors(theme.apply(QGuiApplication.instance(), scheme))
+
+    def _system_scheme_changed(self, _scheme) -> None:
+        if self.theme_choice is theme.Scheme.SYSTEM:
+            self._apply_colors(theme.apply(QGuiApplication.instance(), theme.Scheme.SYSTEM))
+
+    def _apply_colors(self, colors: theme.Colors) -> None:
+        if colors == self.colors:
+            return
+        self.colors = colors
+        self.transcript.set_palette(colors.markdown)
+        if self.chat.current_id and not self.chat.busy:
+            self.chat.open(self.chat.current_id)  # re-render the answers (code colours) in the new theme
+
+    def show_about(self) -> None:
+        self.about = about_box(self.paths, self)
+        self.about.open()
+
+    def _restore_layout(self) -> None:
+        s = self.ui_settings
+        geometry = s.value("window/geometry")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        sizes = s.value("window/splitter")
+        if isinstance(sizes, list) and len(sizes) == 3:
+            try:
+                self.splitter.setSizes([int(x) for x in sizes])
+            except (TypeError, ValueError):
+                pass
+        self.set_sidebar_visible(str(s.value("window/sidebar", "true")).lower() != "false")
+
+    def _save_layout(self) -> None:
+        s = self.ui_settings
+        s.setValue("window/geometry", self.saveGeometry())
+        s.setValue("window/splitter", [str(x) for x in self.splitter.sizes()])
+        s.setValue("window/sidebar", "true" if not self.sidebar.isHidden() else "false")
+        s.sync()
 
     # --- settings -----------------------------------------------------------------------------
     def _sync_thinking_combo(self) -> None:
@@ -523,12 +543,11 @@ class MainWindow(QMainWindow):
     def _thinking_changed(self, index: int) -> None:
         from dataclasses import replace
 
-        mode = self.thinking_combo.itemData(index)
+        mode = ThinkingMode(self.thinking_combo.itemData(index))  # itemData gives back a plain str
         self.chat.set_settings(replace(self.chat.settings(), thinking=mode))
 
     def open_settings(self) -> None:
-        dialog = SettingsDialog(self.chat.settings(), self,
-                                title="Chat settings" if self.chat.current_id else "Settings for new chats")
+        dialog = SettingsDialog(self.chat.settings(), self, for_new_chats=not self.chat.current_id)
         if dialog.exec():
             self.chat.set_settings(dialog.value())
             self._sync_thinking_combo()
@@ -582,8 +601,7 @@ class MainWindow(QMainWindow):
     def _add_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Choose a Qwen3.5 MLX model folder", str(Path.home()))
         if folder:
-            self.models.add_folder(Path(folder))
-            self.models.load(Path(folder))
+            self.models.add_folder(Path(folder), load_if_one=True)
 
     def _on_load_started(self, name: str) -> None:
         self._loading = True
@@ -610,11 +628,11 @@ class MainWindow(QMainWindow):
         self.first_run.status.setText("")
         self._update_memory(0)
         if self.models.is_demo(info):
-            self.demo_banner.show_message("Demo model: random weights. Its answers are gibberish; use it to try "
-                                          "the interface, then choose a real Qwen3.5 model.",
-                                          "Choose model…", self.open_model_picker)
+            self.banner.show_message("Demo model: random weights. Its answers are gibberish; use it to try "
+                                     "the interface, then choose a real Qwen3.5 model.",
+                                     "Choose model…", self.open_model_picker, sticky=True)
         else:
-            self.demo_banner.hide()
+            self.banner.clear_sticky()
         self._update_page()
 
     def _on_unloaded(self) -> None:
@@ -623,7 +641,7 @@ class MainWindow(QMainWindow):
         self.status_model.setText("No model loaded")
         self.model_button.setText("No model")
         self.status_memory.setText("")
-        self.demo_banner.hide()
+        self.banner.clear_sticky()
         self._update_page()
 
     def _on_load_failed(self, message: str, kind: str) -> None:
@@ -663,7 +681,7 @@ class MainWindow(QMainWindow):
     # --- feedback -----------------------------------------------------------------------------
     def show_error(self, message: str, action: str = "", callback=None) -> None:
         log.info("shown to the user: %s", message)
-        self.error_banner.show_message(message, action, callback)
+        self.banner.show_error(message, action, callback)
 
     def open_local_api(self) -> LocalApiDialog:
         """Settings ▸ Local API (modeless, so its log stays live while you chat)."""
@@ -675,6 +693,10 @@ class MainWindow(QMainWindow):
         return dialog
 
     def closeEvent(self, event: QCloseEvent) -> None:
+        if self._closed:
+            super().closeEvent(event)
+            return
+        self._save_layout()
         self.local_api.stop()
         self.chat.stop()
         self.video_pane.cancel()
@@ -684,8 +706,16 @@ class MainWindow(QMainWindow):
 
         QCoreApplication.sendPostedEvents()
         QCoreApplication.processEvents()
-        self.chat.flush()
+        while not self.chat.flush():  # e.g. the disk is still full: never drop an answer silently
+            answer = QMessageBox.warning(
+                self, "QwenDesk", "An answer is not saved yet: the history database cannot be written "
+                "(is the disk full?). Free some space and press Retry, or quit without it.",
+                QMessageBox.StandardButton.Retry | QMessageBox.StandardButton.Discard,
+                QMessageBox.StandardButton.Retry)
+            if answer != QMessageBox.StandardButton.Retry:
+                break
         self.store.close()
+        self._closed = True
         super().closeEvent(event)
 
     def sizeHint(self) -> QSize:

@@ -17,6 +17,10 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QRunnable, QThread, QThreadPool, Signal, Slot
 
+from engine_mlx.checkpoint import ModelInfo
+from engine_mlx.conversation import Conversation
+from engine_mlx.settings import GenerationSettings
+
 log = logging.getLogger(__name__)
 
 
@@ -24,16 +28,17 @@ class EngineWorker(QObject):
     """Owns the Engine; lives on the engine thread. Every slot runs there and may block."""
 
     loadProgress = Signal(str, float)
-    loaded = Signal(object)  # ModelInfo
+    loaded = Signal(ModelInfo)
     loadFailed = Signal(str, str)  # message, kind: "checkpoint" | "memory" | "error"
     unloaded = Signal()
-    event = Signal(int, object)  # request id, an engine event
+    # request id, an engine event: one of engine_mlx.events' union (ThinkingDelta, AnswerDelta, Progress,
+    # Stats, Finished), so its Qt type can only be "a Python object"
+    event = Signal(int, object)
     generationFailed = Signal(int, str)  # request id, one sentence (bad input raised before any event)
 
-    def __init__(self, state_dir: Path | None = None, engine_factory: Callable[[], Any] | None = None):
+    def __init__(self, state_dir: Path | None = None):
         super().__init__()
         self._state_dir = state_dir
-        self._factory = engine_factory
         self._engine = None
         self._jobs = None
         self._token_lock = threading.Lock()
@@ -41,12 +46,9 @@ class EngineWorker(QObject):
 
     def _get_engine(self):
         if self._engine is None:
-            if self._factory is not None:
-                self._engine = self._factory()
-            else:
-                from engine_mlx.engine import Engine
+            from engine_mlx.engine import Engine
 
-                self._engine = Engine(state_dir=self._state_dir)
+            self._engine = Engine(state_dir=self._state_dir)
         return self._engine
 
     def shared(self):
@@ -63,7 +65,7 @@ class EngineWorker(QObject):
 
         return self.shared()[1].call(fn, JobKind.LOAD if load else JobKind.OTHER)
 
-    @Slot(str, object, bool)
+    @Slot(str, object, bool)  # context tokens as a Python int: Qt's int is 32-bit
     def load(self, path: str, context_tokens: int, force: bool) -> None:
         from engine_mlx.errors import CheckpointError, EngineError, MemoryFitError
 
@@ -104,8 +106,8 @@ class EngineWorker(QObject):
                 log.exception("unload failed")
         self.unloaded.emit()
 
-    @Slot(int, object, object)
-    def generate(self, request_id: int, conversation, settings) -> None:
+    @Slot(int, Conversation, GenerationSettings)
+    def generate(self, request_id: int, conversation: Conversation, settings: GenerationSettings) -> None:
         from engine_mlx.cancel import CancelToken
         from engine_mlx.errors import EngineError
         from engine_mlx.events import Finished, FinishReason
@@ -135,20 +137,18 @@ class EngineWorker(QObject):
     @Slot(str)
     def persist(self, conversation_id: str) -> None:
         engine = self._engine
-        if engine is not None and hasattr(engine, "persist"):
+        if engine is not None:
             try:
                 self._call(lambda: engine.persist(conversation_id))
             except Exception:
                 log.exception("persist failed")
-
 
     @Slot(str)
     def forget(self, conversation_id: str) -> None:
         """A deleted chat: drop its saved model state (the engine is created if needed, so it works at start)."""
         try:
             engine = self._get_engine()
-            if hasattr(engine, "forget"):
-                self._call(lambda: engine.forget(conversation_id))
+            self._call(lambda: engine.forget(conversation_id))
         except Exception:
             log.exception("forget failed")
 
@@ -156,18 +156,17 @@ class EngineWorker(QObject):
 class EngineClient(QObject):
     """The GUI thread's handle on the engine thread."""
 
-    _requestLoad = Signal(str, object, bool)
+    _requestLoad = Signal(str, object, bool)  # path, context tokens (a Python int), force
     _requestUnload = Signal()
-    _requestGenerate = Signal(int, object, object)
+    _requestGenerate = Signal(int, Conversation, GenerationSettings)
     _requestPersist = Signal(str)
     _requestForget = Signal(str)
 
-    def __init__(self, state_dir: Path | None = None, engine_factory: Callable[[], Any] | None = None,
-                 parent: QObject | None = None):
+    def __init__(self, state_dir: Path | None = None, parent: QObject | None = None):
         super().__init__(parent)
         self.thread = QThread()
         self.thread.setObjectName("engine")
-        self.worker = EngineWorker(state_dir, engine_factory)
+        self.worker = EngineWorker(state_dir)
         self.worker.moveToThread(self.thread)
         self._requestLoad.connect(self.worker.load)
         self._requestUnload.connect(self.worker.unload)
@@ -183,7 +182,7 @@ class EngineClient(QObject):
     def unload(self) -> None:
         self._requestUnload.emit()
 
-    def generate(self, conversation, settings) -> int:
+    def generate(self, conversation: Conversation, settings: GenerationSettings) -> int:
         self._next_request += 1
         self._requestGenerate.emit(self._next_request, conversation, settings)
         return self._next_request
@@ -197,22 +196,29 @@ class EngineClient(QObject):
     def forget(self, conversation_id: str) -> None:
         self._requestForget.emit(conversation_id)
 
-    def shutdown(self, timeout_ms: int = 5000) -> None:
+    def shutdown(self) -> None:
+        """Stop the engine thread and join it. Never gives up: a thread destroyed while running aborts the
+        process ("QThread: Destroyed while thread is still running"). A generation stops at the next token;
+        a model load cannot be interrupted, so quitting waits for it."""
+        if not self.thread.isRunning():
+            return
         self.worker.cancel()
         self.thread.quit()
-        self.thread.wait(timeout_ms)
+        while not self.thread.wait(2000):
+            log.info("waiting for the engine thread to finish its current step before quitting")
+            self.worker.cancel()
         if self.worker._jobs is not None:
-            self.worker._jobs.close(timeout_ms / 1000)
+            self.worker._jobs.close()
 
 
 class _TaskSignals(QObject):
-    done = Signal(object)
-    failed = Signal(object)  # the exception
+    done = Signal(object)  # whatever the task's function returned
+    failed = Signal(Exception)
     progress = Signal(int, int)
 
 
 class _Runnable(QRunnable):
-    def __init__(self, task: "Task"):
+    def __init__(self, task: Task):
         super().__init__()
         self.setAutoDelete(True)
         self._task = task
@@ -228,7 +234,7 @@ class Task(QObject):
     Keep a reference to the Task (``Task.start`` keeps one until it reports) and call ``cancel`` to stop it.
     """
 
-    _running: set["Task"] = set()
+    _running: set[Task] = set()
 
     def __init__(self, fn: Callable[[Callable[[int, int], None], Callable[[], bool]], Any],
                  parent: QObject | None = None):
@@ -239,9 +245,8 @@ class Task(QObject):
         self.progress = self.signals.progress
         self._fn = fn
         self._cancel = threading.Event()
-        self.finished_flag = threading.Event()
 
-    def start(self, pool: QThreadPool | None = None) -> "Task":
+    def start(self, pool: QThreadPool | None = None) -> Task:
         Task._running.add(self)
         self.done.connect(self._forget)
         self.failed.connect(self._forget)
@@ -258,6 +263,13 @@ class Task(QObject):
     def _forget(self, *_: object) -> None:
         Task._running.discard(self)
 
+    @classmethod
+    def stop_all(cls, pool: QThreadPool | None = None) -> None:
+        """At exit: ask every running task to stop and wait for the pool, so no thread outlives the app."""
+        for task in list(cls._running):
+            task.cancel()
+        (pool or QThreadPool.globalInstance()).waitForDone()
+
     def _run(self) -> None:
         try:
             result = self._fn(lambda d, t: self.signals.progress.emit(int(d), int(t)), self._cancel.is_set)
@@ -265,10 +277,8 @@ class Task(QObject):
             if not isinstance(error, Exception):
                 raise
             log.debug("background task failed", exc_info=True)
-            self.finished_flag.set()
             self.signals.failed.emit(error)
         else:
-            self.finished_flag.set()
             self.signals.done.emit(result)
 
 

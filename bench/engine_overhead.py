@@ -64,7 +64,7 @@ def main() -> int:
         mx.random.seed(0)
         start = time.perf_counter()
         stamps, last = [], None
-        for last in stream_generate(
+        for last in stream_generate(  # noqa: B007 - the last response carries the stats
             loaded.model, loaded.processor, prompt, image=images, max_tokens=args.tokens,
             temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k,
             prefill_step_size=args.chunk,

@@ -7,6 +7,8 @@ processor file a local checkpoint lacks).
 
 import os
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# The one home of the offline environment (the app's self-test and the bundle's launcher apply it too).
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+for _name, _value in OFFLINE_ENV.items():
+    os.environ.setdefault(_name, _value)

@@ -187,8 +187,12 @@ class SnapshotStore:
         self.disk_dir.mkdir(parents=True, exist_ok=True)
         path = self._path(key)
         tmp = path.with_suffix(".tmp" + _FILE_SUFFIX)
-        _write_snapshot(tmp, entry, {"conversation_id": key, "fingerprint": convo.fingerprint})
-        tmp.replace(path)
+        try:
+            _write_snapshot(tmp, entry, {"conversation_id": key, "fingerprint": convo.fingerprint})
+            tmp.replace(path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a full disk leaves no empty or partial snapshot behind
+            raise
         convo.saved = True
         self._clean_disk(keep=path)
         return path

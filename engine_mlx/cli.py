@@ -10,9 +10,10 @@ import json
 import logging
 import sys
 import uuid
+from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Iterable, TextIO
+from typing import TextIO
 
 from engine_mlx.conversation import (
     Attachment,
@@ -21,6 +22,7 @@ from engine_mlx.conversation import (
     Message,
     PdfAttachment,
     Role,
+    TextAttachment,
     VideoAttachment,
 )
 from engine_mlx.errors import EngineError
@@ -34,10 +36,12 @@ from engine_mlx.events import (
     ThinkingDelta,
     event_to_json,
 )
-from engine_mlx.settings import GenerationSettings
+from engine_mlx.settings import DEFAULT_CONTEXT_TOKENS, GenerationSettings
+from engine_mlx.sizes import human_bytes
 
 EXIT_ERROR = 2
 DIM, RESET = "\x1b[2m", "\x1b[0m"
+CLEAR_LINE = "\x1b[2K"  # erase the whole line (the cursor stays)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,7 +57,8 @@ def _parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="list Qwen3.5 models found on this machine, with their fit")
     models.add_argument("--dir", dest="dirs", action="append", type=Path, default=[], help="also search here")
-    models.add_argument("--context", type=int, default=32768, help="context tokens for the fit estimate")
+    models.add_argument("--context", type=int, default=DEFAULT_CONTEXT_TOKENS,
+                        help="context tokens for the fit estimate")
     models.add_argument("--json", action="store_true")
     models.add_argument("--all", action="store_true", help="also list folders of other model families")
 
@@ -63,6 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--pdf", type=Path)
     chat.add_argument("--pages", help="PDF page range, e.g. 2-5 (default: all)")
     chat.add_argument("--video", type=Path)
+    chat.add_argument("--file", action="append", type=Path, default=[],
+                      help="a text or code file, given to the model as a fenced block (repeatable)")
     chat.add_argument("--fps", type=float, default=2.0, help="video sampling rate (at most 8)")
     chat.add_argument("--no-think", action="store_true", help="answer without thinking")
     chat.add_argument("--thinking-budget", type=int)
@@ -70,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--temperature", type=float)
     chat.add_argument("--seed", type=int)
     chat.add_argument("--system", default="", help="system prompt")
-    chat.add_argument("--context", type=int, default=32768)
+    chat.add_argument("--context", type=int, default=DEFAULT_CONTEXT_TOKENS)
     chat.add_argument("--force", action="store_true", help="load even if the model does not fit")
     chat.add_argument("--json", action="store_true", help="one JSON event per line on stdout")
     chat.add_argument("prompt", nargs="?")
@@ -193,7 +200,7 @@ def _models(args) -> int:
             continue
         kind = "vision" if row["vision"] else "text-only"
         bits = f"{row['bits']}-bit" if row["bits"] else "unquantized"
-        print(f"  {row['name']}  ({kind}, {bits}, {row['weight_bytes'] / 2**30:.1f} GiB)")
+        print(f"  {row['name']}  ({kind}, {bits}, {human_bytes(row['weight_bytes'])})")
         print(f"      {row['path']}\n      {row['fit_summary']}")
         if row["fit_advice"]:
             print(f"      {row['fit_advice']}")
@@ -220,6 +227,7 @@ def _attachments(args) -> tuple[Attachment, ...]:
         out.append(PdfAttachment(args.pdf, first, last))
     if args.video:
         out.append(VideoAttachment(args.video, fps=args.fps))
+    out.extend(TextAttachment(p) for p in args.file)
     for attachment in out:
         if not Path(attachment.path).is_file():
             raise EngineError(f"{attachment.path}: no such file")
@@ -277,6 +285,7 @@ class _Printer:
         self.color = stream.isatty()
         self.thinking = ""
         self.answer = ""
+        self.progress_shown = False
 
     def show(self, events: Iterable[Event]) -> Finished:
         self.thinking = self.answer = ""
@@ -298,8 +307,13 @@ class _Printer:
         w = self.stream.write
         if isinstance(event, Progress):
             if self.color and event.total:
-                print(f"\rprompt {event.done}/{event.total}", end="", file=sys.stderr, flush=True)
-        elif isinstance(event, ThinkingDelta):
+                print(f"\r{CLEAR_LINE}prompt {event.done}/{event.total}", end="", file=sys.stderr, flush=True)
+                self.progress_shown = True
+            return
+        if self.progress_shown:  # the prompt is read: take the progress text off the line
+            print(f"\r{CLEAR_LINE}", end="", file=sys.stderr, flush=True)
+            self.progress_shown = False
+        if isinstance(event, ThinkingDelta):
             if not self.thinking[: -len(event.text)]:
                 w(f"{DIM}Thinking: " if self.color else "[thinking]\n")
             w(event.text)

@@ -38,7 +38,19 @@ class VideoAttachment:
     end_s: float | None = None
 
 
-Attachment = ImageAttachment | PdfAttachment | VideoAttachment
+@dataclass(frozen=True)
+class TextAttachment:
+    """A text or code file: it enters the prompt as a fenced block headed by its name."""
+
+    path: Path
+    name: str = ""  # shown to the model; the path's name when empty
+
+    @property
+    def display_name(self) -> str:
+        return self.name or Path(self.path).name
+
+
+Attachment = ImageAttachment | PdfAttachment | VideoAttachment | TextAttachment
 
 
 @dataclass(frozen=True)
@@ -93,6 +105,7 @@ __all__ = [
     "Message",
     "PdfAttachment",
     "Role",
+    "TextAttachment",
     "Tool",
     "ToolCall",
     "VideoAttachment",

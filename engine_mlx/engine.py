@@ -12,9 +12,9 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterator
 
 from engine_mlx import platform
 from engine_mlx.cache import SnapshotStore, common_prefix
@@ -32,11 +32,10 @@ from engine_mlx.prompt import (
     template_messages,
     template_tools,
 )
-from engine_mlx.settings import GenerationSettings
+from engine_mlx.settings import DEFAULT_CONTEXT_TOKENS, GenerationSettings
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CONTEXT_TOKENS = 32768
 _PROBE = "\x1f"  # an assistant reply no real conversation contains, to find the generation tail
 _TURN_START = "<|im_start|>"  # Qwen's turn marker, a special token: no merge crosses it
 # A conversation id that asks the engine to continue whichever recent conversation the prompt extends,
@@ -213,10 +212,6 @@ class Engine:
     def forget(self, conversation_id: str) -> None:
         """Drop a deleted conversation's saved state, in memory and on disk."""
         self.snapshots.forget(conversation_id)
-
-    def count_tokens(self, conversation: Conversation, settings: GenerationSettings) -> int:
-        """Prompt tokens the conversation takes (media included), e.g. for a context meter."""
-        return len(self._prepare(conversation, settings)[1])
 
     def _prepare(self, conversation: Conversation, settings: GenerationSettings):
         loaded = self._loaded

@@ -9,8 +9,9 @@ token is read (as mlx-lm does), so the device never waits on Python.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import mlx.core as mx
 from mlx_lm.sample_utils import make_sampler

@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import EngineError, MediaError
+from .text_files import TEXT_SUFFIXES
 
 # OpenCV and its FFmpeg backend log to stderr on a bad file; the engine reports one clear error itself.
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
@@ -39,6 +40,8 @@ IMAGE_SUFFIXES = frozenset(
 )
 PDF_SUFFIXES = frozenset({".pdf"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm"})
+# Everything a user can attach: the app's file dialog offers exactly these.
+ATTACHABLE_SUFFIXES = IMAGE_SUFFIXES | PDF_SUFFIXES | VIDEO_SUFFIXES | TEXT_SUFFIXES
 
 _WHITE = (255, 255, 255)
 
@@ -50,6 +53,7 @@ class AttachmentKind(str, Enum):
     IMAGE = "image"
     PDF = "pdf"
     VIDEO = "video"
+    TEXT = "text"
 
 
 class SamplingCancelled(EngineError):
@@ -60,7 +64,7 @@ def classify(path: Path | str) -> AttachmentKind:
     """The kind of attachment, from the file's extension; MediaError if it cannot be attached."""
     path = Path(path)
     if path.is_dir():
-        raise MediaError(path, "is a folder; attach an image, a PDF or a video file")
+        raise MediaError(path, "is a folder; attach an image, a PDF, a video or a text file")
     suffix = path.suffix.lower()
     if suffix in IMAGE_SUFFIXES:
         return AttachmentKind.IMAGE
@@ -68,11 +72,13 @@ def classify(path: Path | str) -> AttachmentKind:
         return AttachmentKind.PDF
     if suffix in VIDEO_SUFFIXES:
         return AttachmentKind.VIDEO
+    if suffix in TEXT_SUFFIXES:
+        return AttachmentKind.TEXT
     kind = f"'{suffix}' files are" if suffix else "files without an extension are"
     raise MediaError(
         path,
         f"{kind} not supported; attach an image ({_list(IMAGE_SUFFIXES)}), "
-        f"a PDF or a video ({_list(VIDEO_SUFFIXES)})",
+        f"a PDF, a video ({_list(VIDEO_SUFFIXES)}) or a text or code file (.txt, .md, .py, …)",
     )
 
 
@@ -339,7 +345,7 @@ def _open_video(path: Path):  # -> cv2.VideoCapture, opened
     cap = cv2.VideoCapture(str(path), backend)
     if not cap.isOpened():
         cap.release()
-        raise MediaError(path, "is not a video OpenCV can decode (unknown format or damaged file)")
+        raise MediaError(path, "cannot be read as a video: its format is not supported, or the file is damaged")
     return cap
 
 
@@ -486,6 +492,7 @@ def sample_video(
 
 
 __all__ = [
+    "ATTACHABLE_SUFFIXES",
     "DEFAULT_MAX_SIDE",
     "DEFAULT_VIDEO_FPS",
     "DEFAULT_VIDEO_MAX_SIDE",
@@ -495,6 +502,7 @@ __all__ = [
     "MAX_VIDEO_FPS",
     "MAX_VIDEO_SECONDS",
     "PDF_SUFFIXES",
+    "TEXT_SUFFIXES",
     "VIDEO_SUFFIXES",
     "AttachmentKind",
     "SampledVideo",

@@ -16,6 +16,7 @@ from enum import Enum
 from . import platform
 from .checkpoint import ModelInfo
 from .errors import MemoryFitError
+from .sizes import human_bytes
 
 GIB = 1024**3
 MIB = 1024**2
@@ -68,10 +69,10 @@ class FitEstimate:
             FitVerdict.DOES_NOT_FIT: "does not fit",
         }[self.verdict]
         return (
-            f"{label}: needs {_gib(self.total_bytes)} GiB (weights {_gib(self.weights_bytes)}, "
-            f"KV cache {_gib(self.kv_bytes)} for {self.context_tokens:,} tokens, "
-            f"linear-attention state {_gib(self.linear_state_bytes)}, "
-            f"overhead {_gib(self.overhead_bytes)}) of {_gib(self.budget_bytes)} GiB "
+            f"{label}: needs {human_bytes(self.total_bytes)} (weights {human_bytes(self.weights_bytes)}, "
+            f"KV cache {human_bytes(self.kv_bytes)} for {self.context_tokens:,} tokens, "
+            f"linear-attention state {human_bytes(self.linear_state_bytes)}, "
+            f"overhead {human_bytes(self.overhead_bytes)}) of {human_bytes(self.budget_bytes)} "
             f"{self.budget_source}"
         )
 

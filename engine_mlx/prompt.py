@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from engine_mlx import media
 from engine_mlx.conversation import (
@@ -21,9 +22,11 @@ from engine_mlx.conversation import (
     Message,
     PdfAttachment,
     Role,
+    TextAttachment,
     VideoAttachment,
 )
 from engine_mlx.errors import UnsupportedInputError
+from engine_mlx.text_files import fenced_block, load_text
 
 
 @dataclass
@@ -49,12 +52,12 @@ def template_messages(conversation: Conversation, *, text_only: bool) -> list[di
     out: list[dict[str, Any]] = []
     for message in conversation.messages:
         if text_only:
-            if message.attachments:
+            if any(not isinstance(a, TextAttachment) for a in message.attachments):
                 raise UnsupportedInputError(
                     "This model is text-only: it cannot read images, PDF pages or videos. "
                     "Load a Qwen3.5 checkpoint that includes the vision tower."
                 )
-            entry: dict[str, Any] = {"role": message.role.value, "content": message.text}
+            entry: dict[str, Any] = {"role": message.role.value, "content": message_text(message)}
         else:
             entry = {"role": message.role.value, "content": _content_parts(message)}
         if message.role is Role.ASSISTANT and message.thinking:
@@ -81,9 +84,18 @@ def template_tools(conversation: Conversation) -> list[dict[str, Any]] | None:
     ]
 
 
+def message_text(message: Message) -> str:
+    """The message's text, after a fenced block per attached text file (read now, capped in size)."""
+    blocks = [fenced_block(a.display_name, load_text(a.path))
+              for a in message.attachments if isinstance(a, TextAttachment)]
+    return "\n\n".join([*blocks, message.text]) if blocks else message.text
+
+
 def _content_parts(message: Message) -> list[dict[str, Any]]:
     parts: list[dict[str, Any]] = []
     for attachment in message.attachments:
+        if isinstance(attachment, TextAttachment):
+            continue
         if isinstance(attachment, VideoAttachment):
             parts.append({"type": "video"})
         elif isinstance(attachment, PdfAttachment):
@@ -91,7 +103,7 @@ def _content_parts(message: Message) -> list[dict[str, Any]]:
             parts.extend({"type": "image"} for _ in pages)
         else:
             parts.append({"type": "image"})
-    parts.append({"type": "text", "text": message.text})
+    parts.append({"type": "text", "text": message_text(message)})
     return parts
 
 
@@ -181,6 +193,8 @@ def load_media(
     """Decode every attachment in order; raises MediaError naming the file that failed."""
     loaded = LoadedMedia()
     for attachment in attachments:
+        if isinstance(attachment, TextAttachment):
+            continue  # part of the prompt's text
         value = cache.get(attachment, limits) if cache is not None else _decode(attachment, limits)
         if isinstance(value, media.SampledVideo):
             loaded.videos.append(value)

@@ -13,12 +13,12 @@ from any cache snapshot and media before the resume point are never re-encoded.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
-
-import numpy as np
+from typing import Any
 
 import mlx.core as mx
+import numpy as np
 
 from engine_mlx.cancel import CancelToken
 from engine_mlx.checkpoint import ModelInfo

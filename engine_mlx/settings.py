@@ -13,6 +13,9 @@ class Sampling:
     presence_penalty: float
 
 
+# The context length the app and the command line load a model with unless told otherwise.
+DEFAULT_CONTEXT_TOKENS = 32768
+
 # Qwen3.5 model card recommendations.
 THINKING_SAMPLING = Sampling(temperature=1.0, top_p=0.95, top_k=20, presence_penalty=1.5)
 NON_THINKING_SAMPLING = Sampling(temperature=0.7, top_p=0.8, top_k=20, presence_penalty=1.5)

@@ -66,7 +66,7 @@ def draw(size: int = SIZE) -> Image.Image:
     dd = ImageDraw.Draw(dots)
     r = round(s * 0.042)
     cy = (by0 + by1) // 2
-    for i, cx in enumerate((0.38, 0.5, 0.62)):
+    for cx in (0.38, 0.5, 0.62):
         x = round(s * cx)
         dd.ellipse((x - r, cy - r, x + r, cy + r), fill=255)
     body = ImageChops.subtract(bubble, dots)

@@ -13,8 +13,8 @@ from app.store import (
     ChatSettings,
     MessageState,
     Store,
-    StoreError,
     StoredAttachment,
+    StoreError,
     ThinkingMode,
 )
 

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-
 import pytest
 
 from app import theme
-from app.controllers.models import ModelEntry, fit_label, human_bytes
+from app.controllers.models import ModelEntry, fit_label
 from app.render import LIGHT
 from app.store import ChatSettings, MessageState, StoredMessage, ThinkingMode
 from app.views.answer import AnswerView
 from app.views.settings import SettingsDialog
 from app.views.thinking import ThinkingBlock
 from app.views.transcript import PAGE, TranscriptView
+from engine_mlx.sizes import human_bytes
 
 
 def message(i: int, role: str = "user", text: str = "", **kw) -> StoredMessage:
@@ -110,14 +110,13 @@ def test_settings_dialog_round_trip(qtbot):
 
 
 def test_model_picker_lists_the_tiny_model(qtbot, tiny_model_dir, tmp_path, request):
-    from engine_mlx.checkpoint import inspect_checkpoint
-    from engine_mlx.memory import estimate_fit
-
     from app.controllers.models import ModelsController
     from app.paths import app_paths
     from app.store import Store
     from app.views.model_picker import ModelPicker
     from app.workers import EngineClient
+    from engine_mlx.checkpoint import inspect_checkpoint
+    from engine_mlx.memory import estimate_fit
 
     paths = app_paths(tmp_path).ensure()
     store = Store(paths.database, paths.attachments)

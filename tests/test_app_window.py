@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import sqlite3
 import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
+from media_files import write_image, write_pdf, write_video
 from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QColor, QDragEnterEvent, QDropEvent, QGuiApplication, QImage
 
@@ -14,7 +15,6 @@ from app import theme
 from app.paths import app_paths
 from app.store import ChatSettings, MessageState, StoreError, ThinkingMode
 from app.window import MainWindow
-from media_files import write_image, write_pdf, write_video
 
 FAST = dict(max_tokens=32, seed=7)
 
@@ -180,7 +180,7 @@ def test_drop_image_pdf_video_then_send(window, qt_wait, tmp_path):
     from app.views.message import AttachmentThumb
 
     thumbs = window.transcript.widgets[0].findChildren(AttachmentThumb)
-    assert len(thumbs) == 3 and thumbs[0].pixmap() is not None and not thumbs[0].pixmap().isNull()
+    assert len(thumbs) == 3 and thumbs[0].pictures and not thumbs[0].pictures[0].pixmap().isNull()
 
 
 def test_paste_image(window, qt_wait):
@@ -205,7 +205,8 @@ def test_text_only_model_refuses_attachments(window, qt_wait, tmp_path):
 @pytest.mark.parametrize(
     "name, content, expected",
     [
-        ("notes.txt", b"hello", "not supported"),
+        ("notes.zip", b"PK hello", "not supported"),
+        ("blob.txt", b"\x00\x01 binary", "is a binary file"),
         ("broken.png", b"\x89PNG\r\n\x1a\nthis is not an image", "broken.png"),
         ("broken.mp4", b"\x00\x00\x00\x18ftypmp42 not a video", "broken.mp4"),
     ],

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from media_files import write_image, write_pdf, write_video
 
 from engine_mlx.cancel import CancelToken
 from engine_mlx.conversation import (
@@ -19,8 +20,6 @@ from engine_mlx.errors import MediaError, ModelNotLoadedError, UnsupportedInputE
 from engine_mlx.events import AnswerDelta, Finished, FinishReason, Progress, Stats, ThinkingDelta
 from engine_mlx.prompt import template_messages
 from engine_mlx.settings import GenerationSettings
-
-from media_files import write_image, write_pdf, write_video
 
 GREEDY = dict(temperature=0.0, presence_penalty=0.0, max_tokens=16)
 
@@ -263,10 +262,9 @@ def test_answer_stops_at_the_end_of_the_context(tiny_model_dir):
 
 
 def test_engine_is_offline_by_default():
+    import os
     import subprocess
     import sys
-
-    import os
 
     code = (
         "import os, engine_mlx.engine, huggingface_hub.constants as c;"

@@ -393,7 +393,7 @@ def test_check_fit() -> None:
 def test_summary_is_one_line_with_gib_numbers() -> None:
     line = estimate_fit(TINY, 4096, linux(64 * GIB)).summary()
     assert "\n" not in line
-    assert line.startswith("fits: needs 3.6 GiB (weights 2.0, KV cache 0.0 for 4,096 tokens")
+    assert line.startswith("fits: needs 3.6 GiB (weights 2.0 GiB, KV cache 2.0 MiB for 4,096 tokens")
     assert line.endswith("of 54.4 GiB usable RAM")
 
 

@@ -12,7 +12,7 @@ from PySide6.QtGui import QImage
 
 from engine_mlx.errors import MediaError
 
-from ..store import AttachmentKind, Store, StoreError, StoredAttachment
+from ..store import AttachmentKind, Store, StoredAttachment, StoreError
 from ..workers import run_task
 
 log = logging.getLogger(__name__)
@@ -27,8 +27,9 @@ class Pending:
     key: int
     stored: StoredAttachment
     thumbnail: QImage | None = None
-    width: int = 0
+    width: int = 0  # an image's or video's own size (not the thumbnail's)
     height: int = 0
+    lines: int = 0  # a text file's
 
     @property
     def kind(self) -> AttachmentKind:
@@ -51,12 +52,16 @@ def prepare(path: Path, store: Store, key: int) -> Pending:
         raise MediaError(path, "does not exist (was it moved or deleted?)")
     kind = AttachmentKind(media.classify(path).value)
     thumb = None
-    width = height = 0
+    width = height = lines = 0
     page_count = duration = None
-    if kind is AttachmentKind.IMAGE:
+    if kind is AttachmentKind.TEXT:
+        from engine_mlx.text_files import load_text
+
+        lines = len(load_text(path).splitlines())
+    elif kind is AttachmentKind.IMAGE:
         image = media.load_image(path, max_side=THUMB_SIDE)
-        width, height = image.size
-        thumb = QImage(image.convert("RGB").tobytes(), width, height, 3 * width,
+        width, height = original_size(path)
+        thumb = QImage(image.convert("RGB").tobytes(), image.width, image.height, 3 * image.width,
                        QImage.Format.Format_RGB888).copy()
     elif kind is AttachmentKind.PDF:
         page_count = media.pdf_page_count(path)
@@ -86,7 +91,23 @@ def prepare(path: Path, store: Store, key: int) -> Pending:
         duration_s=duration,
         end_s=min(duration, 30.0) if duration else None,
     )
-    return Pending(key, stored, thumb, width, height)
+    return Pending(key, stored, thumb, width, height, lines)
+
+
+def original_size(path: Path) -> tuple[int, int]:
+    """An image's width and height as shown (EXIF rotation applied), read from its header only."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        width, height = img.size
+        if img.getexif().get(0x0112) in (5, 6, 7, 8):  # rotated a quarter turn
+            width, height = height, width
+    return width, height
+
+
+def text_only_refusal(model_name: str = "") -> str:
+    return (f"{model_name or 'This model'} is a text-only checkpoint: it cannot see images, PDFs or "
+            "videos. Load a vision checkpoint (an mlx-vlm conversion of Qwen3.5) to attach them.")
 
 
 class AttachmentsController(QObject):
@@ -116,13 +137,16 @@ class AttachmentsController(QObject):
         self.model_is_vision = is_vision
 
     def text_only_refusal(self) -> str:
-        return (f"{self.model_name or 'This model'} is a text-only checkpoint: it cannot see images, PDFs or "
-                "videos. Load a vision checkpoint (an mlx-vlm conversion of Qwen3.5) to attach them.")
+        return text_only_refusal(self.model_name)
+
+    @property
+    def has_media(self) -> bool:
+        """Attachments only a vision model can read (text files go to any model)."""
+        return any(p.kind is not AttachmentKind.TEXT for p in self.items)
 
     def add_paths(self, paths: list[Path | str]) -> None:
         if self.model_is_vision is False:
-            self.errorOccurred.emit(self.text_only_refusal())
-            return
+            paths = self._text_files_only(paths)
         for path in paths:
             self._next_key += 1
             key = self._next_key
@@ -130,6 +154,14 @@ class AttachmentsController(QObject):
             self.busyChanged.emit(True)
             run_task(lambda _p, _c, p=Path(path), k=key: prepare(p, self.store, k),
                      self._on_prepared, self._on_failed)
+
+    def _text_files_only(self, paths: list[Path | str]) -> list[Path | str]:
+        from engine_mlx.media import TEXT_SUFFIXES
+
+        text = [p for p in paths if Path(p).suffix.lower() in TEXT_SUFFIXES]
+        if len(text) < len(paths):
+            self.errorOccurred.emit(self.text_only_refusal())
+        return text
 
     def add_image(self, image: QImage) -> None:
         """A pasted image: saved as PNG in a scratch folder, then attached like a file."""

@@ -17,6 +17,7 @@ from engine_mlx.conversation import (
     Message,
     PdfAttachment,
     Role,
+    TextAttachment,
     VideoAttachment,
 )
 from engine_mlx.events import AnswerDelta, Finished, FinishReason, Progress, Stats, ThinkingDelta
@@ -28,16 +29,22 @@ from ..store import (
     MessageState,
     SearchHit,
     Store,
-    StoreError,
     StoredAttachment,
     StoredMessage,
     StoredStats,
+    StoreError,
     ThinkingMode,
+    search_database,
 )
+from ..workers import run_task
+from .attachments import text_only_refusal
 
 log = logging.getLogger(__name__)
 
 SAVE_INTERVAL_MS = 500  # a streaming answer reaches the disk at least this often
+# Longer messages are refused before anything is stored or rendered: 1 MB of text would freeze the
+# window for seconds and still not fit the context. About 64k tokens at ~4 characters a token.
+MAX_MESSAGE_CHARS = 256_000
 
 
 def to_engine_attachment(att: StoredAttachment):
@@ -45,6 +52,8 @@ def to_engine_attachment(att: StoredAttachment):
         return ImageAttachment(att.path)
     if att.kind is AttachmentKind.PDF:
         return PdfAttachment(att.path, att.first_page, att.last_page)
+    if att.kind is AttachmentKind.TEXT:
+        return TextAttachment(att.path, att.name)
     return VideoAttachment(att.path, att.fps, att.start_s, att.end_s)
 
 
@@ -108,6 +117,8 @@ class _Stream:
     thinking_s: float | None = None
     dirty: bool = False
     save_failed: bool = False
+    final: dict = field(default_factory=dict)  # state and error, once finished
+    stats: StoredStats | None = None
 
     @property
     def thinking_text(self) -> str:
@@ -121,17 +132,19 @@ class _Stream:
 class ChatController(QObject):
     conversationsChanged = Signal()
     conversationOpened = Signal(str, list)  # id ("" = none), list[StoredMessage]
-    messageAppended = Signal(object)  # StoredMessage
+    messageAppended = Signal(StoredMessage)
     messagesRemoved = Signal(int)  # messages from this position on are gone
     progress = Signal(int, int, int)  # message id, done, total
     thinkingDelta = Signal(int, str)
     answerStarted = Signal(int, float)  # message id, thinking seconds
     answerDelta = Signal(int, str)
-    statsReady = Signal(int, object)  # message id, StoredStats
-    streamFinished = Signal(int, object, str)  # message id, MessageState, error
+    statsReady = Signal(int, StoredStats)  # message id, stats
+    streamFinished = Signal(int, MessageState, str)  # message id, state, error
     busyChanged = Signal(bool)
     errorOccurred = Signal(str)
+    mediaRefused = Signal(str)  # images, PDFs or video for a text-only model (the window offers Add vision)
     deleted = Signal(str, str)  # id, title (for the undo bar)
+    searchFinished = Signal(str, list)  # query, list[SearchHit]
 
     def __init__(self, store: Store, engine, parent: QObject | None = None):
         super().__init__(parent)
@@ -140,6 +153,8 @@ class ChatController(QObject):
         self.current_id: str | None = None
         self.model_loaded = False
         self._stream: _Stream | None = None
+        self._search_serial = 0
+        self._unsaved: list[_Stream] = []  # finished answers the disk refused; retried until saved
         self._save_timer = QTimer(self)
         self._save_timer.setInterval(SAVE_INTERVAL_MS)
         self._save_timer.timeout.connect(self.flush)
@@ -153,10 +168,6 @@ class ChatController(QObject):
     @property
     def busy(self) -> bool:
         return self._stream is not None
-
-    @property
-    def streaming_message_id(self) -> int | None:
-        return self._stream.message_id if self._stream else None
 
     def settings(self) -> ChatSettings:
         return self.store.settings(self.current_id) if self.current_id else self._draft_settings()
@@ -225,19 +236,56 @@ class ChatController(QObject):
         self.conversationsChanged.emit()
         self.open(cid)
 
-    def search(self, query: str) -> list[SearchHit]:
-        return self.store.search(query) if query.strip() else []
+    def search(self, query: str) -> None:
+        """Search all chats on a pool thread (a one-letter query over 100k messages takes half a second);
+        ``searchFinished`` brings the hits of the newest query only."""
+        query = query.strip()
+        self._search_serial += 1
+        serial, database = self._search_serial, self.store.database
+        if not query:
+            self.searchFinished.emit(query, [])
+            return
+
+        def done(hits: list[SearchHit]) -> None:
+            if serial == self._search_serial:
+                self.searchFinished.emit(query, hits)
+
+        def failed(error: Exception) -> None:
+            log.warning("search for %r failed: %s", query, error)
+            if serial == self._search_serial:
+                self.searchFinished.emit(query, [])
+
+        run_task(lambda _p, _c: search_database(database, query), done, failed)
 
     # --- sending ------------------------------------------------------------------------------
-    def send(self, text: str, attachments: tuple[StoredAttachment, ...] = ()) -> bool:
+    def refusal(self, text: str, attachments: tuple[StoredAttachment, ...] = (), *, preparing: bool = False,
+                model_is_vision: bool | None = None) -> str:
+        """Why this message cannot be sent now, in one sentence; "" when it can. Cheap: it never reads or
+        tokenizes anything, so a huge paste is refused at once."""
+        if self.busy:
+            return "Wait for the current answer to finish, or press Esc to stop it."
+        if preparing:
+            return "Wait a moment: an attachment is still being prepared."
+        if not self.model_loaded:
+            return "Load a model first: open the model picker (the button at the top)."
+        if model_is_vision is False and any(a.kind is not AttachmentKind.TEXT for a in attachments):
+            return text_only_refusal()
+        if len(text) > MAX_MESSAGE_CHARS:
+            return (f"This message is {len(text):,} characters long; one message can hold at most "
+                    f"{MAX_MESSAGE_CHARS:,} (about {MAX_MESSAGE_CHARS // 4:,} tokens). Shorten it or split it "
+                    "across several messages; your text stays in the box.")
+        return ""
+
+    def send(self, text: str, attachments: tuple[StoredAttachment, ...] = (), *, preparing: bool = False,
+             model_is_vision: bool | None = None) -> bool:
+        """Store the user's message and start the answer; False (and ``errorOccurred``) when refused."""
         text = text.strip()
         if not text and not attachments:
             return False
-        if self.busy:
-            self.errorOccurred.emit("Wait for the current answer to finish, or press Esc to stop it.")
-            return False
-        if not self.model_loaded:
-            self.errorOccurred.emit("Load a model first: open the model picker (the button at the top).")
+        refusal = self.refusal(text, attachments, preparing=preparing, model_is_vision=model_is_vision)
+        if refusal:
+            # media for a text-only model: the window offers to add vision to it
+            (self.mediaRefused if refusal == text_only_refusal() else self.errorOccurred).emit(refusal)
             return False
         try:
             if self.current_id is None:
@@ -338,7 +386,8 @@ class ChatController(QObject):
             self.progress.emit(mid, event.done, event.total)
         elif isinstance(event, Stats):
             stats = stored_stats(event)
-            self._save(stream, stats=stats)
+            stream.stats = stats
+            self._save(stream)
             self.statsReady.emit(mid, stats)
         elif isinstance(event, Finished):
             state = {
@@ -357,9 +406,13 @@ class ChatController(QObject):
         stream = self._stream
         if stream.thinking_started is not None and stream.thinking_s is None:
             stream.thinking_s = time.monotonic() - stream.thinking_started
-        self._save(stream, state=state, error=error)
+        stream.final = {"state": state, "error": error}
+        self._save(stream)
         self._stream = None
-        self._save_timer.stop()
+        if stream.dirty:
+            self._unsaved.append(stream)  # the disk refused: keep retrying on the timer and at quit
+        else:
+            self._save_timer.stop()
         self.streamFinished.emit(stream.message_id, state, error)
         self.busyChanged.emit(False)
         self.conversationsChanged.emit()
@@ -368,21 +421,37 @@ class ChatController(QObject):
         if error:
             self.errorOccurred.emit(error)
 
-    def flush(self) -> None:
-        """Write the streaming answer so far (runs on a timer; a crash loses at most one interval)."""
+    @property
+    def unsaved(self) -> bool:
+        """Some answer text or final state is only in memory (the last save failed, e.g. a full disk)."""
+        return bool(self._unsaved) or (self._stream is not None and self._stream.dirty)
+
+    def flush(self) -> bool:
+        """Write the streaming answer so far, and retry finished answers whose save failed (runs on a
+        timer; a crash loses at most one interval). Returns True when everything is on disk."""
         if self._stream is not None and self._stream.dirty:
             self._save(self._stream)
+        for stream in list(self._unsaved):
+            self._save(stream)
+            if not stream.dirty:
+                self._unsaved.remove(stream)
+                log.info("saved answer %d after an earlier failure", stream.message_id)
+        if not self._unsaved and self._stream is None:
+            self._save_timer.stop()
+        return not self.unsaved
 
-    def _save(self, stream: _Stream, **extra) -> None:
+    def _save(self, stream: _Stream) -> None:
+        stream.dirty = True
         try:
             self.store.update_message(
                 stream.message_id,
                 text=stream.answer_text,
                 thinking=stream.thinking_text,
                 thinking_s=stream.thinking_s,
-                **extra,
+                stats=stream.stats,
+                **stream.final,
             )
-            if extra.get("state") is not None:
+            if stream.final:
                 self.store.touch(stream.conversation_id)
         except StoreError as error:
             # Keep everything in memory and retry on the next tick; say so once.

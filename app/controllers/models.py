@@ -9,13 +9,15 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 
+from engine_mlx.checkpoint import ModelInfo
+from engine_mlx.settings import DEFAULT_CONTEXT_TOKENS
+
 from ..paths import AppPaths
 from ..store import Store, StoreError
 from ..workers import EngineClient, run_task
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CONTEXT = 32768
 
 
 @dataclass(frozen=True)
@@ -39,17 +41,6 @@ def fit_label(fit) -> str:
     verdict = getattr(fit.verdict, "value", str(fit.verdict))
     return {"fits": "Fits", "tight": "Tight", "does_not_fit": "Does not fit"}.get(str(verdict).lower(),
                                                                                str(verdict))
-
-
-def human_bytes(count: int | None) -> str:
-    if not count:
-        return "–"
-    value = float(count)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if value < 1024 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit in ("B", "KB") else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TB"
 
 
 def discover(folders: list[Path], demo_dir: Path, context_tokens: int) -> list[ModelEntry]:
@@ -84,12 +75,27 @@ def discover(folders: list[Path], demo_dir: Path, context_tokens: int) -> list[M
     return entries
 
 
+def models_in(folder: Path) -> list[Path]:
+    """The usable model folders in ``folder`` (itself, or up to two levels below); raises ``CheckpointError``
+    saying why when there is none (runs on a pool thread)."""
+    from engine_mlx.checkpoint import SearchRoot, SourceKind, discover_models
+    from engine_mlx.errors import CheckpointError
+
+    found = discover_models(roots=[SearchRoot(folder, SourceKind.USER)])
+    usable = [Path(f.path) for f in found if f.ok]
+    if usable:
+        return usable
+    if found:
+        raise CheckpointError(found[0].path, found[0].error or "it cannot be used")
+    raise CheckpointError(folder, "no model here: neither this folder nor any folder up to two levels "
+                                  "below it has a config.json")
+
+
 class ModelsController(QObject):
     modelsChanged = Signal(list)  # list[ModelEntry]
-    scanningChanged = Signal(bool)
     loadStarted = Signal(str)  # model name
     loadProgress = Signal(str, float)
-    modelLoaded = Signal(object)  # ModelInfo
+    modelLoaded = Signal(ModelInfo)
     modelUnloaded = Signal()
     loadFailed = Signal(str, str)  # message, kind
     errorOccurred = Signal(str)
@@ -112,7 +118,7 @@ class ModelsController(QObject):
     # --- preferences --------------------------------------------------------------------------
     @property
     def context_tokens(self) -> int:
-        return int(self.store.get_pref("context_tokens", str(DEFAULT_CONTEXT)))
+        return int(self.store.get_pref("context_tokens", str(DEFAULT_CONTEXT_TOKENS)))
 
     def set_context_tokens(self, value: int) -> None:
         self.store.set_pref("context_tokens", str(int(value)))
@@ -127,32 +133,29 @@ class ModelsController(QObject):
 
     # --- discovery ----------------------------------------------------------------------------
     def rescan(self) -> None:
-        self.scanningChanged.emit(True)
         folders, demo, ctx = self.user_folders(), self.paths.demo_model, self.context_tokens
         run_task(lambda _p, _c: discover(folders, demo, ctx), self._on_scanned, self._on_scan_failed)
 
     def _on_scanned(self, entries: list[ModelEntry]) -> None:
         self.entries = entries
         self.scanned = True
-        self.scanningChanged.emit(False)
         self.modelsChanged.emit(entries)
 
     def _on_scan_failed(self, error: Exception) -> None:
         self.scanned = True
-        self.scanningChanged.emit(False)
         self.errorOccurred.emit(f"Looking for models failed: {error}")
         self.modelsChanged.emit(self.entries)
 
-    def add_folder(self, folder: Path | str) -> None:
-        """Check the folder is a usable checkpoint, remember it, and rescan."""
-        from engine_mlx.checkpoint import inspect_checkpoint
-
+    def add_folder(self, folder: Path | str, *, load_if_one: bool = False) -> None:
+        """Remember a folder that is, or holds, model folders (the engine's own discovery decides, as
+        ``python -m engine_mlx models --dir`` does) and rescan. ``load_if_one``: when the folder holds
+        exactly one usable model, load it too."""
         folder = Path(folder)
 
-        def check(_p, _c):
-            return inspect_checkpoint(folder)
+        def find(_p, _c):
+            return models_in(folder)
 
-        def ok(_info) -> None:
+        def found(paths: list[Path]) -> None:
             folders = [str(p) for p in self.user_folders()]
             if str(folder) not in folders:
                 folders.append(str(folder))
@@ -161,8 +164,10 @@ class ModelsController(QObject):
                 except StoreError as error:
                     self.errorOccurred.emit(str(error))
             self.rescan()
+            if load_if_one and len(paths) == 1:
+                self.load(paths[0])
 
-        run_task(check, ok, lambda error: self.errorOccurred.emit(str(error)))
+        run_task(find, found, lambda error: self.errorOccurred.emit(str(error)))
 
     # --- loading ------------------------------------------------------------------------------
     def load(self, path: Path | str, force: bool = False) -> None:
@@ -172,6 +177,7 @@ class ModelsController(QObject):
                                  "checkpoint")
             return
         self.loading_path = path
+        log.info("loading %s (context %d tokens)", path, self.context_tokens)
         self.loadStarted.emit(path.name)
         self.engine.load(path, self.context_tokens, force)
 

@@ -21,7 +21,6 @@ GROW_STEP = 120
 
 class AnswerView(QTextBrowser):
     codeCopied = Signal(str)
-    heightChanged = Signal()
 
     def __init__(self, palette: Palette, parent: QWidget | None = None):
         super().__init__(parent)
@@ -34,7 +33,8 @@ class AnswerView(QTextBrowser):
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
         self.viewport().setAutoFillBackground(False)
-        self.setStyleSheet("QTextBrowser { background: transparent; }")
+        # Transparent through the application's style sheet (theme.py): a style sheet per widget costs
+        # a parse and a polish for every answer created.
         self.document().setDocumentMargin(2)
         self.anchorClicked.connect(self._on_anchor)
         self._stream = StreamingMarkdown(Renderer(palette))
@@ -115,7 +115,6 @@ class AnswerView(QTextBrowser):
             height = -(-height // GROW_STEP) * GROW_STEP
         if height != self.height():
             self.setFixedHeight(height)
-            self.heightChanged.emit()
 
     def resizeEvent(self, event) -> None:
         super().resizeEvent(event)

@@ -61,6 +61,11 @@ class ComposerEdit(QPlainTextEdit):
         return QSize(400, 72)
 
 
+# Plain words, not emoji: the fonts of a fresh Linux desktop often lack them (a missing-glyph box).
+KIND_LABEL = {AttachmentKind.IMAGE: "Image", AttachmentKind.PDF: "PDF", AttachmentKind.VIDEO: "Video",
+              AttachmentKind.TEXT: "Text"}
+
+
 class AttachmentChip(QFrame):
     removeRequested = Signal(int)
     pagesChanged = Signal(int, int, int)  # key, first, last
@@ -115,13 +120,15 @@ class AttachmentChip(QFrame):
             self.thumb.setPixmap(QPixmap.fromImage(pending.thumbnail).scaled(
                 64, 64, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation))
         else:
-            self.thumb.setText({"image": "🖼", "pdf": "📄", "video": "🎞"}[att.kind.value])
+            self.thumb.setText(KIND_LABEL[att.kind])
         name = att.name if len(att.name) <= 22 else att.name[:20] + "…"
         if att.kind is AttachmentKind.PDF:
             detail = f"{att.page_count} page{'s' if att.page_count != 1 else ''}"
         elif att.kind is AttachmentKind.VIDEO:
             end = att.end_s if att.end_s is not None else att.duration_s or 0
             detail = f"{att.start_s:.0f}–{end:.0f} s · {att.fps:g} fps"
+        elif att.kind is AttachmentKind.TEXT:
+            detail = f"{pending.lines:,} line{'s' if pending.lines != 1 else ''}"
         else:
             detail = f"{pending.width}×{pending.height}" if pending.width else ""
         self.caption.setText(f"{name}\n{detail}" if detail else name)
@@ -150,7 +157,8 @@ class Composer(QFrame):
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.setObjectName("Composer")
-        self.setAcceptDrops(True)
+        # The window takes every drop (and lights its drop zone); it hands them to dropEvent here.
+        self.setAcceptDrops(False)
         self.busy = False
         layout = QVBoxLayout(self)
         layout.setContentsMargins(16, 8, 16, 10)
@@ -186,6 +194,8 @@ class Composer(QFrame):
         self.edit.submit.connect(self._submit)
         self.edit.imagePasted.connect(self.imagePasted)
         self.edit.filesPasted.connect(self.filesDropped)
+        self.edit.setAcceptDrops(False)
+        self.edit.viewport().setAcceptDrops(False)
         row.addWidget(self.edit, 1)
         self.send_button = QPushButton("Send")
         self.send_button.setDefault(True)
@@ -251,7 +261,8 @@ class Composer(QFrame):
 
     # --- drops --------------------------------------------------------------------------------
     def dragEnterEvent(self, event) -> None:
-        if local_paths(event.mimeData()) or event.mimeData().hasImage():
+        mime = event.mimeData()
+        if local_paths(mime) or mime.hasImage() or mime.hasText():
             event.acceptProposedAction()
 
     def dropEvent(self, event) -> None:
@@ -261,4 +272,8 @@ class Composer(QFrame):
             event.acceptProposedAction()
         elif event.mimeData().hasImage():
             self.imagePasted.emit(QImage(event.mimeData().imageData()))
+            event.acceptProposedAction()
+        elif event.mimeData().hasText():  # dragged text goes into the message
+            self.edit.insertPlainText(event.mimeData().text())
+            self.edit.setFocus()
             event.acceptProposedAction()

@@ -41,10 +41,14 @@ class FirstRunPage(QFrame):
         self.folder_button.clicked.connect(self.addFolder)
         self.demo_button = QPushButton("Try the demo model (random weights)")
         self.demo_button.clicked.connect(self.useDemo)
-        for button in (self.choose_button, self.folder_button, self.demo_button):
+        for button in (self.choose_button, self.folder_button):
             buttons.addWidget(button)
         buttons.addStretch(1)
         column.addLayout(buttons)
+        demo = QHBoxLayout()  # its own row, so the page (and the window) can be narrow
+        demo.addWidget(self.demo_button)
+        demo.addStretch(1)
+        column.addLayout(demo)
         self.status = QLabel()
         self.status.setObjectName("Muted")
         column.addWidget(self.status)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import QSize, Qt, Signal
-from PySide6.QtGui import QGuiApplication, QImageReader, QPixmap
+import shiboken6
+from PySide6.QtCore import QPoint, QSize, Qt, Signal
+from PySide6.QtGui import QColor, QGuiApplication, QImage, QImageReader, QPixmap
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
@@ -11,6 +12,7 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QPushButton,
     QSizePolicy,
+    QTextEdit,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -22,6 +24,7 @@ from .answer import AnswerView
 from .thinking import ThinkingBlock
 
 THUMB = 120
+MATCH_COLOR = "#ffe58a"  # a search match, in both themes
 
 
 def stats_line(stats: StoredStats) -> str:
@@ -54,14 +57,52 @@ def _link_button(text: str, tip: str) -> QToolButton:
     return button
 
 
-class AttachmentThumb(QLabel):
+PDF_THUMB_PAGES = 4  # page thumbnails shown per sent PDF; "+N" says how many more were sent
+
+
+def _qimage(image) -> QImage:
+    rgb = image.convert("RGB")
+    return QImage(rgb.tobytes(), rgb.width, rgb.height, 3 * rgb.width, QImage.Format.Format_RGB888).copy()
+
+
+def _render_pages(path, first: int, last: int) -> list[QImage]:
+    from engine_mlx import media
+
+    return [_qimage(page) for page in media.load_pdf_pages(path, first, last, max_side=THUMB)]
+
+
+def _render_frame(path, start_s: float) -> list[QImage]:
+    from engine_mlx import media
+
+    video = media.sample_video(path, fps=1.0, start_s=start_s, end_s=start_s + 0.9, max_side=THUMB)
+    return [QImage(f.tobytes(), f.shape[1], f.shape[0], 3 * f.shape[1], QImage.Format.Format_RGB888).copy()
+            for f in video.frames[:1]]
+
+
+class AttachmentThumb(QFrame):
+    """A sent attachment: an image, a PDF's first pages, a video's first frame (rendered off the GUI
+    thread), or a text file's name and size."""
+
     def __init__(self, att: StoredAttachment, parent: QWidget | None = None):
         super().__init__(parent)
         self.attachment = att
         self.setObjectName("AttachmentChip")
-        self.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.setToolTip(att.name)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.setSpacing(2)
+        self.images = QHBoxLayout()
+        self.images.setSpacing(4)
+        layout.addLayout(self.images)
+        self.caption = QLabel()
+        self.caption.setObjectName("Muted")
+        self.caption.setWordWrap(True)
+        self.caption.setMaximumWidth(THUMB * 2)
+        layout.addWidget(self.caption)
+        self.pictures: list[QLabel] = []  # the image, the PDF's pages or the video's frame
+        self._task = None
         if att.kind is AttachmentKind.IMAGE:
+            self.caption.hide()
             reader = QImageReader(str(att.path))
             reader.setAutoTransform(True)
             size = reader.size()
@@ -69,26 +110,69 @@ class AttachmentThumb(QLabel):
                 reader.setScaledSize(size.scaled(QSize(THUMB * 2, THUMB), Qt.AspectRatioMode.KeepAspectRatio))
             image = reader.read()
             if not image.isNull():
-                self.setPixmap(QPixmap.fromImage(image))
-                return
-            self.setText(f"🖼 {att.name}\n(missing)")
+                self.pictures.append(self._add_image(image))
+            else:
+                self.caption.setText(f"{att.name}\n(missing)")
+                self.caption.show()
         elif att.kind is AttachmentKind.PDF:
-            pages = f"pages {att.first_page}–{att.last_page or att.page_count or '?'}"
-            self.setText(f"📄 {att.name}\n{pages}")
-        else:
+            last = att.last_page or att.page_count or att.first_page
+            shown_last = min(last, att.first_page + PDF_THUMB_PAGES - 1)
+            more = last - shown_last
+            pages = f"page {att.first_page}" if last == att.first_page else f"pages {att.first_page}–{last}"
+            self.caption.setText(f"{att.name} · {pages}" + (f" (+{more} more)" if more > 0 else ""))
+            self._start(lambda _p, _c: _render_pages(att.path, att.first_page, shown_last))
+        elif att.kind is AttachmentKind.VIDEO:
             end = att.end_s if att.end_s is not None else att.duration_s or 0
-            self.setText(f"🎞 {att.name}\n{att.start_s:.1f}–{end:.1f} s · {att.fps:g} fps")
-        self.setMargin(8)
+            self.caption.setText(f"{att.name} · {att.start_s:.1f}–{end:.1f} s · {att.fps:g} fps")
+            self._start(lambda _p, _c: _render_frame(att.path, att.start_s))
+        else:
+            try:
+                size = f"{max(1, round(att.path.stat().st_size / 1024)):,} KB"
+            except OSError:
+                size = "missing"
+            self.caption.setText(f"Text · {att.name}\n{size}")
+            self.setContentsMargins(4, 4, 4, 4)
+
+    def _start(self, fn) -> None:
+        from ..workers import run_task
+
+        self._task = run_task(fn, self._show_images, self._show_failure)
+
+    def _show_images(self, images: list[QImage]) -> None:
+        if not shiboken6.isValid(self):
+            return
+        for image in images:
+            self.pictures.append(self._add_image(image))
+
+    def _show_failure(self, error: Exception) -> None:
+        if shiboken6.isValid(self):
+            self.caption.setText(f"{self.caption.text()}\n(cannot be shown: {error})")
+
+    def _add_image(self, image: QImage) -> QLabel:
+        label = QLabel()
+        label.setPixmap(QPixmap.fromImage(image))
+        self.images.addWidget(label)
+        return label
+
+
+def limit_note(tokens: int | None) -> str:
+    limit = f"the {tokens:,}-token limit" if tokens else "its token limit"
+    return f"The model was still thinking when it reached {limit}: there is no answer yet."
+
+
+ENDED_IN_THINKING = "The model ended its turn while still thinking: there is no answer. Try Regenerate."
 
 
 class MessageWidget(QFrame):
     copyRequested = Signal(str)
     editSubmitted = Signal(int, str)
     regenerateRequested = Signal()
-    heightChanged = Signal()
+    continueRequested = Signal(int)  # the token limit this answer reached (0 = unknown)
 
-    def __init__(self, message: StoredMessage, palette: Palette, parent: QWidget | None = None):
+    def __init__(self, message: StoredMessage, palette: Palette, parent: QWidget | None = None,
+                 token_limit: int = 0):
         super().__init__(parent)
+        self.token_limit = token_limit  # the chat's max answer tokens (0 = unknown)
         self.message = message
         self.message_id = message.id
         self.role = message.role
@@ -195,6 +279,21 @@ class MessageWidget(QFrame):
         self.state_label.setWordWrap(True)
         self.state_label.hide()
         outer.addWidget(self.state_label)
+        # A reply cut off inside its thinking: say so, and offer to answer again with a higher limit.
+        self.limit_row = QWidget()
+        limit_layout = QHBoxLayout(self.limit_row)
+        limit_layout.setContentsMargins(0, 0, 0, 0)
+        self.limit_label = QLabel()
+        self.limit_label.setObjectName("LimitNote")
+        self.limit_label.setWordWrap(True)
+        limit_layout.addWidget(self.limit_label, 1)
+        self.continue_button = QPushButton("Continue")
+        self.continue_button.setToolTip("Answer again with twice the token limit")
+        self.continue_button.clicked.connect(lambda: self.continueRequested.emit(self._limit_tokens()))
+        limit_layout.addWidget(self.continue_button)
+        self.limit_row.hide()
+        outer.addWidget(self.limit_row)
+        self._stats: StoredStats | None = message.stats
         footer = QHBoxLayout()
         self.stats_label = QLabel()
         self.stats_label.setObjectName("Stats")
@@ -226,6 +325,18 @@ class MessageWidget(QFrame):
         text = error if state is MessageState.ERROR else STATE_TEXT.get(state, "")
         self.state_label.setText(text)
         self.state_label.setVisible(bool(text))
+        cut_off = (state is MessageState.COMPLETE and not self.answer.markdown.strip()
+                   and bool(self.thinking.text().strip()))
+        # Only the token limit can be raised; a model that ended its turn inside its thinking is said so.
+        at_limit = cut_off and (not self.token_limit or self._limit_tokens() >= self.token_limit)
+        if cut_off:
+            self.limit_label.setText(limit_note(self._limit_tokens()) if at_limit else ENDED_IN_THINKING)
+        self.continue_button.setVisible(at_limit)
+        self.limit_row.setVisible(cut_off)
+        self.answer.setVisible(not cut_off)  # no blank gap under "Thought for …"
+
+    def _limit_tokens(self) -> int:
+        return self._stats.generated_tokens if self._stats else 0
 
     # streaming API (assistant only) ----------------------------------------------------------
     def set_progress(self, done: int, total: int) -> None:
@@ -251,6 +362,7 @@ class MessageWidget(QFrame):
         self.answer.append(text)
 
     def set_stats(self, stats: StoredStats) -> None:
+        self._stats = stats
         self.stats_label.setText(stats_line(stats))
         if not self.thinking.isHidden():
             self.thinking.set_tokens(stats.thinking_tokens)
@@ -270,6 +382,41 @@ class MessageWidget(QFrame):
     def set_regenerate_visible(self, visible: bool) -> None:
         if self.role == "assistant":
             self.regenerate_button.setVisible(visible)
+
+    # --- search -------------------------------------------------------------------------------
+    def mark(self, term: str) -> bool:
+        """Select (user) or highlight (answer) the first occurrence of ``term``; False if not found."""
+        self._match_y = 0
+        if not term:
+            return False
+        if self.role == "user":
+            index = self.text_label.text().lower().find(term.lower())
+            if index < 0:
+                return False
+            self.text_label.setSelection(index, len(term))
+            self._match_y = self.text_label.y()
+            return True
+        cursor = self.answer.document().find(term)
+        if cursor.isNull():
+            return False
+        selection = QTextEdit.ExtraSelection()
+        selection.cursor = cursor
+        selection.format.setBackground(QColor(MATCH_COLOR))
+        selection.format.setForeground(QColor("#1d2228"))
+        self.answer.setExtraSelections([selection])
+        self._match_y = self.answer.y() + self.answer.cursorRect(cursor).top()
+        return True
+
+    @property
+    def marked_text(self) -> str:
+        """The marked match, as shown ("" if none)."""
+        if self.role == "user":
+            return self.text_label.selectedText()
+        selections = self.answer.extraSelections()
+        return selections[0].cursor.selectedText() if selections else ""
+
+    def match_point(self) -> QPoint:
+        return QPoint(0, getattr(self, "_match_y", 0))
 
     # --- shared -------------------------------------------------------------------------------
     def _copy(self, text: str) -> None:

@@ -22,7 +22,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..controllers.models import ModelEntry, ModelsController, fit_label, human_bytes
+from engine_mlx.sizes import human_bytes
+
+from ..controllers.models import ModelEntry, ModelsController, fit_label
 
 COLUMNS = ("Model", "Size on disk", "Bits", "Input", "Memory fit")
 
@@ -76,6 +78,8 @@ class ModelPicker(QDialog):
         self.context.setSingleStep(4096)
         self.context.setSuffix(" tokens")
         self.context.setValue(models.context_tokens)
+        self._context_on_open = models.context_tokens  # Esc / Cancel puts it back
+        self._rejected = False
         self.context.editingFinished.connect(self._context_changed)
         row.addWidget(self.context)
         self.unload_button = QPushButton("Unload")
@@ -112,7 +116,7 @@ class ModelPicker(QDialog):
             kind = "Vision + text" if info.is_vision else "Text only"
             fit = fit_label(entry.fit)
             if entry.fit is not None:
-                fit += f" · {entry.fit.total_bytes / 2**30:.1f} of {entry.fit.budget_bytes / 2**30:.1f} GiB"
+                fit += f" · {human_bytes(entry.fit.total_bytes)} of {human_bytes(entry.fit.budget_bytes)}"
             for col, value in enumerate((name, human_bytes(info.weight_bytes), bits, kind, fit)):
                 item = QTableWidgetItem(value)
                 item.setToolTip(str(info.path))
@@ -160,6 +164,7 @@ class ModelPicker(QDialog):
         entry = self.selected()
         if entry is None or entry.info is None:
             return
+        self._context_changed()  # a value typed but not yet committed counts
         force = False
         if entry.fit is not None and fit_label(entry.fit) == "Does not fit":
             answer = QMessageBox.warning(
@@ -183,8 +188,18 @@ class ModelPicker(QDialog):
         self.accept()
 
     def _context_changed(self) -> None:
+        if self._rejected:
+            return
         if self.context.value() != self.models.context_tokens:
             self.models.set_context_tokens(self.context.value())
+            self.models.rescan()
+
+    def reject(self) -> None:
+        """Closing without loading (Esc, the close button) keeps the context length the dialog opened with."""
+        self._rejected = True  # hiding the dialog ends the spin box's editing: ignore that
+        super().reject()
+        if self.models.context_tokens != self._context_on_open:
+            self.models.set_context_tokens(self._context_on_open)
             self.models.rescan()
 
     def _update_current(self) -> None:

@@ -42,12 +42,14 @@ def _set(box, value) -> None:
 
 
 class SettingsDialog(QDialog):
-    def __init__(self, settings: ChatSettings, parent: QWidget | None = None, *, title: str = "Chat settings"):
+    def __init__(self, settings: ChatSettings, parent: QWidget | None = None, *, for_new_chats: bool = False):
         super().__init__(parent)
-        self.setWindowTitle(title)
+        self.setWindowTitle("Settings for new chats" if for_new_chats else "Chat settings")
         self.resize(520, 520)
         layout = QVBoxLayout(self)
-        layout.addWidget(QLabel("System prompt (for this chat)"))
+        self.system_label = QLabel("System prompt (for new chats)" if for_new_chats
+                                   else "System prompt (for this chat)")
+        layout.addWidget(self.system_label)
         self.system = QPlainTextEdit(settings.system_prompt)
         self.system.setPlaceholderText("e.g. You are a concise assistant. Answer in English.")
         self.system.setMaximumHeight(110)

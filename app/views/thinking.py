@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QTextCursor
 from PySide6.QtWidgets import QPlainTextEdit, QSizePolicy, QToolButton, QVBoxLayout, QWidget
 
@@ -26,7 +26,6 @@ def thought_label(seconds: float | None, tokens: int | None) -> str:
 class ThinkingBlock(QWidget):
     """Live: "Thinking… 3.2 s" with an auto-scrolling, height-capped trace. Done: a collapsed summary."""
 
-    toggled = Signal(bool)
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -118,7 +117,6 @@ class ThinkingBlock(QWidget):
         if expanded:
             self._fit_body()
         self.header.setArrowType(Qt.ArrowType.DownArrow if expanded else Qt.ArrowType.RightArrow)
-        self.toggled.emit(expanded)
 
     def _update_header(self) -> None:
         if self.live:

@@ -8,18 +8,28 @@ While an answer streams, the view sticks to the bottom unless the user scrolled 
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtWidgets import QFrame, QLabel, QPushButton, QScrollArea, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QScrollArea,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ..render import Palette
 from ..store import StoredMessage
 from .message import MessageWidget
 
 PAGE = 30
+READING_WIDTH = 900  # the message column's widest; wider windows centre it
 
 
 class TranscriptView(QScrollArea):
     editSubmitted = Signal(int, str)
     regenerateRequested = Signal()
+    continueRequested = Signal(int)  # the token limit the last answer reached while thinking
     copied = Signal(str)
 
     def __init__(self, palette: Palette, parent: QWidget | None = None):
@@ -29,9 +39,18 @@ class TranscriptView(QScrollArea):
         self.setFrameShape(QFrame.Shape.NoFrame)
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.palette_ = palette
+        self.token_limit = 0  # the chat's max answer tokens, to tell a cut-off reply from a finished one
         self.inner = QWidget()
         self.inner.setObjectName("TranscriptInner")
-        self.column = QVBoxLayout(self.inner)
+        centre = QHBoxLayout(self.inner)
+        centre.setContentsMargins(0, 0, 0, 0)
+        self.page = QWidget()  # the reading column
+        self.page.setObjectName("TranscriptInner")
+        self.page.setMaximumWidth(READING_WIDTH)
+        centre.addStretch(1)
+        centre.addWidget(self.page, 1000)  # the stretches only take what the column cannot
+        centre.addStretch(1)
+        self.column = QVBoxLayout(self.page)
         self.column.setContentsMargins(0, 8, 0, 16)
         self.column.setSpacing(2)
         self.earlier = QPushButton("Show earlier messages")
@@ -92,6 +111,31 @@ class TranscriptView(QScrollArea):
         self._update_empty()
         self._refresh_regenerate()
 
+    def set_palette(self, palette: Palette) -> None:
+        """Colours for answers rendered from now on (the window re-opens the chat to re-render it)."""
+        self.palette_ = palette
+
+    def reveal(self, message_id: int, query: str) -> MessageWidget | None:
+        """Scroll to a message (creating earlier pages as needed) and mark ``query`` in it."""
+        widget = self.widget_for(message_id)
+        while widget is None and self._hidden:
+            self.load_earlier()
+            widget = self.widget_for(message_id)
+        if widget is None:
+            return None
+        widget.mark(query)
+        self._stick = False
+        # After the layout has settled (a new page changes every position).
+        QTimer.singleShot(0, self, lambda: self._scroll_to(widget))
+        return widget
+
+    def _scroll_to(self, widget: MessageWidget) -> None:
+        self.inner.layout().activate()
+        self._stick = False
+        y = widget.mapTo(self.inner, widget.match_point()).y()
+        bar = self.verticalScrollBar()
+        bar.setValue(max(0, min(bar.maximum(), y - self.viewport().height() // 3)))
+
     def widget_for(self, message_id: int) -> MessageWidget | None:
         for widget in reversed(self.widgets):
             if widget.message_id == message_id:
@@ -124,9 +168,10 @@ class TranscriptView(QScrollArea):
 
     # --- internals ----------------------------------------------------------------------------
     def _make(self, message: StoredMessage) -> MessageWidget:
-        widget = MessageWidget(message, self.palette_)
+        widget = MessageWidget(message, self.palette_, token_limit=self.token_limit)
         widget.editSubmitted.connect(self.editSubmitted)
         widget.regenerateRequested.connect(self.regenerateRequested)
+        widget.continueRequested.connect(self.continueRequested)
         widget.copyRequested.connect(self.copied)
         if message.role == "assistant":
             widget.answer.codeCopied.connect(self.copied)

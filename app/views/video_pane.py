@@ -54,8 +54,6 @@ def sample(path: Path, fps: float, start_s: float, end_s: float, progress, cance
 
 class VideoPane(QFrame):
     rangeChanged = Signal(int, float, float, float)  # key, start, end, fps
-    closed = Signal()
-    sampled = Signal(int)  # number of frames
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -163,7 +161,6 @@ class VideoPane(QFrame):
     def _close(self) -> None:
         self.cancel()
         self.hide()
-        self.closed.emit()
 
     def _changed(self) -> None:
         start, end = self.start.value(), self.end.value()
@@ -215,7 +212,6 @@ class VideoPane(QFrame):
             self.strip.addItem(item)
         if frames:
             self._set_preview(frames[0][0])
-        self.sampled.emit(len(frames))
 
     def _on_failed(self, task: Task, error: Exception) -> None:
         if task is not self._task:
