@@ -567,8 +567,11 @@ def test_cli_serve(tiny_model_dir):
         base = line.split(" at ")[1].split(" ")[0]
         c = openai.OpenAI(base_url=base, api_key="x", max_retries=0)
         name = c.models.list().data[0].id
-        reply = c.chat.completions.create(model=name, messages=[{"role": "user", "content": "hi"}], max_tokens=2)
-        assert reply.usage.completion_tokens == 2
+        reply = c.chat.completions.create(model=name, messages=[{"role": "user", "content": "hi"}], max_tokens=2,
+                                          seed=0)
+        # random weights may end the reply early: an end-of-turn token is not counted
+        assert (reply.choices[0].finish_reason, reply.usage.completion_tokens) in {("stop", 0), ("stop", 1), ("length", 2)}
+        assert reply.usage.prompt_tokens > 0
     finally:
         proc.send_signal(2)  # Ctrl-C
         code = proc.wait(30)

@@ -645,12 +645,13 @@ def test_model_picker_offers_add_vision_for_a_text_only_model(
     from PySide6.QtCore import Qt
 
     from app.controllers.downloads import DownloadsController, TransferState
-    from app.controllers.models import ModelEntry, ModelsController, human_bytes
+    from app.controllers.models import ModelEntry, ModelsController
     from app.paths import app_paths
     from app.store import Store
     from app.views.model_picker import ModelPicker
     from app.workers import EngineClient
     from engine_mlx.checkpoint import inspect_checkpoint
+    from engine_mlx.sizes import human_bytes
 
     paths = app_paths(tmp_path / "data").ensure()
     store = Store(paths.database, paths.attachments)
