@@ -11,7 +11,6 @@ byte budget and can be saved to disk (safetensors) to survive a restart.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import logging
@@ -20,6 +19,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine_mlx import cache_protocol
 from engine_mlx.generation import Snapshot
 
 DEFAULT_BUDGET_BYTES = 4 << 30
@@ -27,6 +27,8 @@ DEFAULT_DISK_BUDGET_BYTES = 8 << 30
 MAX_SNAPSHOTS_PER_CONVERSATION = 8
 DEFAULT_DISK_MAX_AGE_S = 30 * 24 * 3600.0
 _FILE_SUFFIX = ".safetensors"
+FILE_FORMAT = "qwendesk-state"
+FILE_VERSION = 2  # 2: checksum over tensors and token ids, cache rebuilt through each class's protocol
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,12 @@ class _Entry:
     ids: tuple[int, ...]  # the prompt tokens the snapshot holds (len == snapshot.length)
     snapshot: Snapshot
     nbytes: int
+    trimmable: bool
+
+    @classmethod
+    def of(cls, ids: tuple[int, ...], snapshot: Snapshot) -> _Entry:
+        cache = snapshot.cache
+        return cls(ids, snapshot, cache_protocol.cache_nbytes(cache), cache_protocol.can_trim(cache))
 
 
 @dataclass
@@ -59,7 +67,7 @@ def common_prefix(a: tuple[int, ...] | list[int], b: tuple[int, ...] | list[int]
 
 @dataclass(frozen=True)
 class Restored:
-    """A cache to resume from: a fresh deep copy holding the first ``length`` prompt tokens."""
+    """A cache to resume from: a fresh copy holding the first ``length`` prompt tokens."""
 
     length: int
     cache: list
@@ -90,47 +98,60 @@ class SnapshotStore:
     def clear(self) -> None:
         self._conversations.clear()
 
-    def forget(self, conversation_id: str) -> None:
+    def forget(self, key: str) -> None:
         """Drop a conversation's snapshots, in memory and on disk (the chat was deleted)."""
-        self._conversations.pop(conversation_id, None)
-        if self.disk_dir is not None and conversation_id:
-            self._path(conversation_id).unlink(missing_ok=True)
+        self._conversations.pop(key, None)
+        if self.disk_dir is not None and key:
+            self._path(key).unlink(missing_ok=True)
 
-    def lookup(self, conversation_id: str, fingerprint: str, ids: list[int]) -> Restored | None:
-        """The longest snapshot that is a strict prefix of ``ids``, copied so it can be extended."""
-        if not conversation_id:
+    def lookup(self, key: str, fingerprint: str, ids: list[int]) -> Restored | None:
+        """The snapshot sharing the longest prefix with ``ids``, as a fresh copy to extend.
+
+        ``key`` is a conversation id (any stable name works; "" never matches). A snapshot is used
+        when its tokens are a prefix of ``ids`` that leaves at least one token to decode; a longer
+        one only when its cache can be trimmed (a copy is trimmed, the stored one is kept), which
+        caches with recurrent state, like Qwen3.5's, never can."""
+        if not key:
             return None
-        convo = self._conversations.get(conversation_id)
+        convo = self._conversations.get(key)
         if convo is None and self.disk_dir is not None:
-            convo = self._load(conversation_id, fingerprint)
+            convo = self._load(key, fingerprint)
         if convo is None or convo.fingerprint != fingerprint:
             return None
-        self._conversations.move_to_end(conversation_id)
+        self._conversations.move_to_end(key)
         best: _Entry | None = None
+        best_len = 0
         for entry in convo.entries:
-            n = len(entry.ids)
-            if n < len(ids) and (best is None or n > len(best.ids)) and common_prefix(entry.ids, ids) == n:
-                best = entry
+            usable = min(common_prefix(entry.ids, ids), len(ids) - 1)
+            if usable <= best_len or (usable < len(entry.ids) and not entry.trimmable):
+                continue
+            best, best_len = entry, usable
         if best is None:
             return None
-        return Restored(length=len(best.ids), cache=copy.deepcopy(best.snapshot.cache))
+        cache = best.snapshot.cache
+        if best_len < len(best.ids):
+            return Restored(best_len, cache_protocol.trimmed_copy(cache, len(best.ids) - best_len))
+        return Restored(best_len, cache_protocol.copy_cache(cache))
 
-    def add(self, conversation_id: str, fingerprint: str, ids: list[int], snapshot: Snapshot) -> None:
-        if not conversation_id:
+    def add(self, key: str, fingerprint: str, ids: list[int], snapshot: Snapshot) -> None:
+        """Keep ``snapshot`` (a copy the caller no longer changes) of the first tokens of ``ids``."""
+        if not key:
             return
-        convo = self._conversations.get(conversation_id)
+        if not cache_protocol.holds_tokens(snapshot.cache, snapshot.length):
+            log.warning("not keeping a state snapshot whose cache does not hold %d tokens", snapshot.length)
+            return
+        convo = self._conversations.get(key)
         if convo is None or convo.fingerprint != fingerprint:
             convo = _ConversationSnapshots(fingerprint)
-            self._conversations[conversation_id] = convo
-        key = tuple(ids[: snapshot.length])
-        _compact(snapshot.cache)
+            self._conversations[key] = convo
+        prefix = tuple(ids[: snapshot.length])
         # Snapshots that are not a prefix of the newest prompt belong to an abandoned branch
         # (an edited message); keep only the newest prompt's line of turns.
-        convo.entries = [e for e in convo.entries if common_prefix(e.ids, key) == len(e.ids) and e.ids != key]
-        convo.entries.append(_Entry(key, snapshot, held_bytes(snapshot.cache)))
+        convo.entries = [e for e in convo.entries if common_prefix(e.ids, prefix) == len(e.ids) and e.ids != prefix]
+        convo.entries.append(_Entry.of(prefix, snapshot))
         del convo.entries[:-MAX_SNAPSHOTS_PER_CONVERSATION]
         convo.saved = False
-        self._conversations.move_to_end(conversation_id)
+        self._conversations.move_to_end(key)
         self._evict()
 
     def _evict(self) -> None:
@@ -144,50 +165,41 @@ class SnapshotStore:
 
     # ------------------------------------------------------------------ disk
 
-    def _path(self, conversation_id: str) -> Path:
+    def _path(self, key: str) -> Path:
         assert self.disk_dir is not None
-        digest = hashlib.sha256(conversation_id.encode()).hexdigest()[:32]
+        digest = hashlib.sha256(key.encode()).hexdigest()[:32]
         return self.disk_dir / f"{digest}{_FILE_SUFFIX}"
 
-    def save(self, conversation_id: str) -> Path | None:
-        """Write the conversation's newest snapshot to disk (when it goes idle). Returns the file."""
-        convo = self._conversations.get(conversation_id)
+    def save(self, key: str) -> Path | None:
+        """Write the newest snapshot under ``key`` to disk (when it goes idle). Returns the file."""
+        convo = self._conversations.get(key)
         if self.disk_dir is None or convo is None or not convo.entries or convo.saved:
             return None
         entry = convo.entries[-1]
         self.disk_dir.mkdir(parents=True, exist_ok=True)
-        path = self._path(conversation_id)
+        path = self._path(key)
         tmp = path.with_suffix(".tmp" + _FILE_SUFFIX)
-        meta = {
-            "conversation_id": conversation_id,
-            "fingerprint": convo.fingerprint,
-            "ids": json.dumps(list(entry.ids)),
-            "saved_at": str(time.time()),
-        }
-        _save_cache(tmp, entry.snapshot.cache, meta)
+        _write_snapshot(tmp, entry, {"conversation_id": key, "fingerprint": convo.fingerprint})
         tmp.replace(path)
         convo.saved = True
         self._clean_disk(keep=path)
         return path
 
-    def _load(self, conversation_id: str, fingerprint: str) -> _ConversationSnapshots | None:
-        path = self._path(conversation_id)
+    def _load(self, key: str, fingerprint: str) -> _ConversationSnapshots | None:
+        path = self._path(key)
         if not path.exists():
             return None
         try:
-            cache, meta = _load_cache(path)
-            if meta.get("fingerprint") != fingerprint or meta.get("conversation_id") != conversation_id:
+            meta = _read_metadata(path)
+            if meta.get("fingerprint") != fingerprint or meta.get("conversation_id") != key:
                 return None  # another model or template (or a name clash): cold prefill, file kept
-            ids = tuple(json.loads(meta["ids"]))
-            if not ids or any(not isinstance(i, int) for i in ids):
-                raise ValueError("bad token ids")
-        except Exception:  # noqa: BLE001 - a damaged or foreign file: fall back to a cold prefill
-            log.info("dropping unreadable state snapshot %s", path.name, exc_info=True)
+            entry = _read_snapshot(path)
+        except Exception:
+            log.info("dropping unusable state snapshot %s", path.name, exc_info=True)
             path.unlink(missing_ok=True)
             return None
-        snapshot = Snapshot(length=len(ids), cache=cache)
-        convo = _ConversationSnapshots(fingerprint, [_Entry(ids, snapshot, held_bytes(cache))], saved=True)
-        self._conversations[conversation_id] = convo
+        convo = _ConversationSnapshots(fingerprint, [entry], saved=True)
+        self._conversations[key] = convo
         self._evict()
         return convo
 
@@ -217,86 +229,56 @@ class SnapshotStore:
             f.unlink(missing_ok=True)
 
 
-# ---------------------------------------------------------------------- cache entries
-
-_CACHE_MODULES = ("mlx_vlm.models.cache", "mlx_lm.models.cache")
+# ---------------------------------------------------------------------- the file format
 
 
-def _compact(cache: list) -> None:
-    """Cut a snapshot's KV buffers to the tokens they hold (KVCache preallocates in steps of 256)."""
+def _write_snapshot(path: Path, entry: _Entry, meta: dict[str, str]) -> None:
+    """safetensors: the cache's arrays, and in the metadata the format and version, the token ids,
+    the cache layout (each entry's class and state structure) and a checksum over all of them."""
     import mlx.core as mx
 
-    arrays = []
-    for entry in cache:
-        if type(entry).__name__ != "KVCache" or getattr(entry, "keys", None) is None:
-            continue
-        if entry.keys.shape[2] > entry.offset:
-            entry.state = (mx.contiguous(entry.keys[..., : entry.offset, :]),
-                           mx.contiguous(entry.values[..., : entry.offset, :]))
-            arrays += [entry.keys, entry.values]
-    if arrays:
-        mx.eval(arrays)
+    layout, arrays = cache_protocol.encode_cache(entry.snapshot.cache)
+    ids = json.dumps(list(entry.ids))
+    layout_json = json.dumps(layout)
+    header = {
+        **meta,
+        "format": FILE_FORMAT,
+        "version": str(FILE_VERSION),
+        "ids": ids,
+        "layout": layout_json,
+        "saved_at": str(time.time()),
+        "checksum": cache_protocol.checksum(arrays, ids, layout_json),
+    }
+    mx.save_safetensors(str(path), arrays, header)
 
 
-def held_bytes(cache: list) -> int:
-    """Bytes a cache actually holds: whole KV buffers (not just the used part) and recurrent states."""
-    total = 0
-    for entry in cache:
-        if hasattr(entry, "keys") and hasattr(entry, "values"):
-            arrays = [entry.keys, entry.values]
-        else:
-            state = entry.state
-            arrays = list(state) if isinstance(state, (list, tuple)) else [state]
-        total += sum(a.nbytes for a in arrays if a is not None and hasattr(a, "nbytes"))
-    return total
+def _read_metadata(path: Path) -> dict[str, str]:
+    """The safetensors header's metadata, without reading the tensors."""
+    with open(path, "rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        if not 0 < size <= 64 << 20:
+            raise ValueError("not a safetensors file")
+        header = json.loads(f.read(size))
+    meta = header.get("__metadata__") or {}
+    if not isinstance(meta, dict):
+        raise TypeError("bad safetensors metadata")
+    return meta
 
 
-def _save_cache(path: Path, cache: list, meta: dict[str, str]) -> None:
-    """safetensors with each entry's class (mlx-vlm's own cache classes), state and meta_state.
-
-    mlx-lm's ``save_prompt_cache``/``load_prompt_cache`` would rebuild mlx-lm's classes, which are
-    not the ones mlx-vlm's models use."""
-    import mlx.core as mx
-
-    arrays: dict[str, object] = {}
-    layout = []
-    for i, entry in enumerate(cache):
-        cls = type(entry)
-        if cls.__module__ not in _CACHE_MODULES:
-            raise TypeError(f"cannot save cache entry of type {cls.__module__}.{cls.__name__}")
-        state = entry.state
-        as_tuple = isinstance(state, tuple)
-        slots = []
-        for j, arr in enumerate(state if isinstance(state, (list, tuple)) else [state]):
-            if arr is None:
-                slots.append(None)
-            else:
-                arrays[f"{i}.{j}"] = arr
-                slots.append(f"{i}.{j}")
-        layout.append(
-            {"module": cls.__module__, "class": cls.__name__, "tuple": as_tuple, "slots": slots,
-             "meta_state": entry.meta_state}
-        )
-    mx.save_safetensors(str(path), arrays, {**meta, "layout": json.dumps(layout), "format": "qwendesk-cache-1"})
-
-
-def _load_cache(path: Path) -> tuple[list, dict[str, str]]:
-    import importlib
-
+def _read_snapshot(path: Path) -> _Entry:
+    """Read and verify a snapshot file; ValueError if it is not one, not this version, damaged, or
+    its token ids do not match the cache's length."""
     import mlx.core as mx
 
     arrays, meta = mx.load(str(path), return_metadata=True)
-    if meta.get("format") != "qwendesk-cache-1":
-        raise ValueError("not a QwenDesk state snapshot")
-    cache = []
-    for item in json.loads(meta["layout"]):
-        if item["module"] not in _CACHE_MODULES:
-            raise ValueError(f"unexpected cache module {item['module']}")
-        cls = getattr(importlib.import_module(item["module"]), item["class"])
-        state = [arrays[k] if k is not None else None for k in item["slots"]]
-        meta_state = item["meta_state"]
-        if isinstance(meta_state, list):
-            meta_state = tuple(meta_state)
-        cache.append(cls.from_state(tuple(state) if item["tuple"] else state, meta_state))
-    mx.eval([a for a in arrays.values()])
-    return cache, meta
+    if meta.get("format") != FILE_FORMAT or meta.get("version") != str(FILE_VERSION):
+        raise ValueError(f"not a version {FILE_VERSION} state snapshot")
+    if cache_protocol.checksum(arrays, meta["ids"], meta["layout"]) != meta.get("checksum"):
+        raise ValueError("checksum mismatch")
+    ids = tuple(json.loads(meta["ids"]))
+    if not ids or any(type(i) is not int for i in ids):
+        raise ValueError("bad token ids")
+    cache = cache_protocol.decode_cache(json.loads(meta["layout"]), arrays)
+    if not cache_protocol.holds_tokens(cache, len(ids)):
+        raise ValueError(f"the cache does not hold the file's {len(ids)} tokens")
+    return _Entry.of(ids, Snapshot(length=len(ids), cache=cache))

@@ -57,6 +57,7 @@ class Engine:
         self.decoded_media = DecodedMedia()
         self._loaded = None  # runtime.LoadedModel
         self._fingerprint = ""
+        self._previous_wired_limit: int | None = None  # to put back on unload (Metal only)
 
     # ------------------------------------------------------------------ models
 
@@ -80,12 +81,19 @@ class Engine:
         fit = estimate_fit(info, context_tokens)
         check_fit(fit, force)
         self.unload()
-        if platform.metal_available():
-            platform.set_wired_limit(fit.budget_bytes)
+        self._previous_wired_limit = platform.set_wired_limit(fit.budget_bytes)
         report(LoadProgress("Reading weights", 0.02))
         from engine_mlx.runtime import LoadedModel
 
-        loaded = LoadedModel.load(info, progress=lambda f: report(LoadProgress("Reading weights", 0.02 + 0.96 * f)), cancel=cancel)
+        try:
+            loaded = LoadedModel.load(
+                info,
+                progress=lambda f: report(LoadProgress("Reading weights", 0.02 + 0.96 * f)),
+                cancel=cancel,
+            )
+        except BaseException:
+            self._restore_wired_limit()
+            raise
         self._loaded = loaded
         self._fingerprint = _fingerprint(info)
         report(LoadProgress("Ready", 1.0))
@@ -93,6 +101,7 @@ class Engine:
         return info
 
     def unload(self) -> None:
+        """Free the model, its snapshots in memory and MLX's buffer cache; restore the wired limit."""
         if self._loaded is None:
             return
         self._loaded = None
@@ -102,6 +111,11 @@ class Engine:
         import mlx.core as mx
 
         mx.clear_cache()
+        self._restore_wired_limit()
+
+    def _restore_wired_limit(self) -> None:
+        previous, self._previous_wired_limit = self._previous_wired_limit, None
+        platform.restore_wired_limit(previous)
 
     # ------------------------------------------------------------------ generation
 

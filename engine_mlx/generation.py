@@ -8,7 +8,6 @@ token is read (as mlx-lm does), so the device never waits on Python.
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
@@ -16,6 +15,7 @@ from typing import Any, Callable, Iterator
 import mlx.core as mx
 from mlx_lm.sample_utils import make_sampler
 
+from engine_mlx import cache_protocol
 from engine_mlx.cancel import CancelToken
 from engine_mlx.events import (
     AnswerDelta,
@@ -80,15 +80,16 @@ class PresencePenalty:
 
 @dataclass
 class Snapshot:
-    """A deep copy of the model cache after the first ``length`` prompt tokens."""
+    """A copy of the model cache after the first ``length`` prompt tokens."""
 
     length: int
     cache: list[Any]
 
 
 def snapshot_cache(cache: list[Any], length: int) -> Snapshot:
-    """Copy a cache so later tokens don't mutate it (linear-attention state cannot be trimmed)."""
-    return Snapshot(length=length, cache=copy.deepcopy(cache))
+    """Copy a cache so later tokens don't change it (linear-attention state cannot be trimmed back,
+    so the snapshot is taken when the prefill reaches ``length``)."""
+    return Snapshot(length=length, cache=cache_protocol.copy_cache(cache))
 
 
 @dataclass
@@ -136,6 +137,7 @@ def _generate(loaded, inputs, settings, plan, cancel, on_snapshot, started_at) -
         done = end
         if plan.snapshot_at == done and on_snapshot is not None:
             on_snapshot(snapshot_cache(cache, done))
+        mx.clear_cache()  # hand the chunk's freed buffers back, as mlx-lm's generate_step does
         yield Progress(done=done, total=total)
         if cancel.cancelled:
             yield from _finish_early(inputs, plan, started_at, prefill_started, done)

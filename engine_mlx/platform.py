@@ -74,22 +74,36 @@ def iogpu_wired_limit_bytes() -> int | None:
     return mb * 1024 * 1024 if mb else None
 
 
-def set_wired_limit(limit_bytes: int) -> bool:
+def set_wired_limit(limit_bytes: int) -> int | None:
     """Ask MLX to keep up to ``limit_bytes`` of memory wired (resident) for the GPU.
 
-    Returns True when the limit was set; False when Metal is not available or MLX refused it (for
-    example a value above the system's wired limit).
+    Returns the limit that was in force before (``mx.set_wired_limit`` returns it), to hand back
+    to :func:`restore_wired_limit` on unload; None when Metal is not available or MLX refused the
+    value (for example one above the system's wired limit), and nothing changed.
     """
     if limit_bytes < 0 or not metal_available():
-        return False
+        return None
     try:
         import mlx.core as mx
 
-        mx.set_wired_limit(int(limit_bytes))
-        return True
+        return int(mx.set_wired_limit(int(limit_bytes)))
     except Exception:
         log.warning("MLX refused a wired limit of %d bytes", limit_bytes, exc_info=True)
-        return False
+        return None
+
+
+def restore_wired_limit(previous_bytes: int | None) -> None:
+    """Put back the wired limit :func:`set_wired_limit` replaced (as mlx-lm's ``wired_limit``
+    context manager does once generation is over), after the GPU's queued work has finished."""
+    if previous_bytes is None or not metal_available():
+        return
+    try:
+        import mlx.core as mx
+
+        mx.synchronize()
+        mx.set_wired_limit(int(previous_bytes))
+    except Exception:
+        log.warning("could not restore the wired limit to %d bytes", previous_bytes, exc_info=True)
 
 
 __all__ = [
@@ -99,6 +113,7 @@ __all__ = [
     "metal_available",
     "metal_device_info",
     "recommended_working_set_bytes",
+    "restore_wired_limit",
     "set_wired_limit",
     "sysctl_int",
 ]

@@ -1,9 +1,12 @@
 # Shared by scripts/run and scripts/test: make .venv if it is missing or stale, then install the project.
-# Stale means pyproject.toml changed since the last install, or the venv's Python is gone.
+# Stale means pyproject.toml or constraints.txt changed since the last install, or the venv's Python is gone.
+# Every pip call runs with constraints.txt (PIP_CONSTRAINT also reaches pip's build environments), so a
+# fresh machine gets exactly the tested set of packages, transitive ones included.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 STAMP="$VENV/.qwendesk-installed"
+CONSTRAINTS="$ROOT/constraints.txt"
 
 find_python() {
     for candidate in "${PYTHON:-}" python3.13 python3.12 python3.11 python3; do
@@ -23,7 +26,8 @@ ensure_env() {
         rm -rf "$VENV"
         "$(find_python)" -m venv "$VENV"
     fi
-    if [ ! -f "$STAMP" ] || [ "$ROOT/pyproject.toml" -nt "$STAMP" ]; then
+    if [ ! -f "$STAMP" ] || [ "$ROOT/pyproject.toml" -nt "$STAMP" ] || [ "$CONSTRAINTS" -nt "$STAMP" ]; then
+        export PIP_CONSTRAINT="$CONSTRAINTS"
         "$VENV/bin/python" -m pip install --quiet --upgrade pip
         "$VENV/bin/python" -m pip install --quiet -e "$ROOT[test]"
         # mlx-vlm depends on opencv-python, whose Linux wheel ships Qt5 and points Qt's plugin path
@@ -32,6 +36,7 @@ ensure_env() {
             "$VENV/bin/python" -m pip uninstall --quiet -y opencv-python
             "$VENV/bin/python" -m pip install --quiet --force-reinstall --no-deps opencv-python-headless
         fi
+        unset PIP_CONSTRAINT
         touch "$STAMP"
     fi
 }

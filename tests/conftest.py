@@ -19,6 +19,14 @@ def tiny_model_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_text_model_dir(tmp_path_factory):
+    """The tiny model as a text-only conversion (loaded through mlx-lm, no vision tower)."""
+    from engine_mlx.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-text"), vision=False)
+
+
+@pytest.fixture(scope="session")
 def engine(tiny_model_dir, tmp_path_factory):
     from engine_mlx.engine import Engine
 

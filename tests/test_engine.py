@@ -177,12 +177,11 @@ def test_engine_never_imports_qt():
 
 
 @pytest.fixture(scope="module")
-def text_engine(tmp_path_factory):
+def text_engine(tiny_text_model_dir):
     from engine_mlx.engine import Engine
-    from engine_mlx.tiny import build_tiny_model
 
     eng = Engine()
-    eng.load(build_tiny_model(tmp_path_factory.mktemp("tiny-text"), vision=False))
+    eng.load(tiny_text_model_dir)
     return eng
 
 

@@ -100,6 +100,42 @@ def test_follow_up_turns_equal_cold_prefill(engine, settings):
     assert len(convo.messages) == 2 * len(TEXTS)
 
 
+@pytest.fixture(scope="module")
+def text_engine(tiny_text_model_dir, tmp_path_factory):
+    """A text-only conversion (mlx-lm's model and cache classes), with a state folder."""
+    from engine_mlx.engine import Engine
+
+    eng = Engine(state_dir=tmp_path_factory.mktemp("text-state"))
+    eng.load(tiny_text_model_dir)
+    return eng
+
+
+@pytest.mark.parametrize("settings", [ON, OFF], ids=["thinking-on", "thinking-off"])
+def test_text_only_follow_up_turns_equal_cold_prefill(text_engine, settings):
+    assert not text_engine.model_info.is_vision
+    convo = converse(text_engine, f"text-{settings.thinking}", settings, TEXTS)
+    assert len(convo.messages) == 2 * len(TEXTS)
+
+
+def test_text_only_restart_restores_the_snapshot_from_disk(tiny_text_model_dir, tmp_path):
+    from engine_mlx.engine import Engine
+
+    first = Engine(state_dir=tmp_path / "state")
+    first.load(tiny_text_model_dir)
+    convo = converse(first, "text-saved", ON, TEXTS[:2])
+    path = first.persist("text-saved")
+    assert path is not None and path.exists()
+    previous = prompt_ids(first, Conversation(convo.messages[:-1]), ON)
+    first.unload()
+
+    second = _reopen(tiny_text_model_dir, tmp_path / "state")
+    nxt = convo.with_message(Message(Role.USER, TEXTS[2]))
+    warm = same_as_cold(second, nxt, ON, previous_ids=previous)
+    # The restored state came from the file and goes on serving the conversation.
+    again = nxt.with_message(warm.reply()).with_message(Message(Role.USER, "One more."))
+    same_as_cold(second, again, ON, previous_ids=prompt_ids(second, nxt, ON))
+
+
 def test_thinking_budget_answers_so_history_has_an_answer(engine):
     turn = run(engine, Conversation((Message(Role.USER, "Hi"),)), ON)
     assert turn.thinking and turn.answer and turn.stats.thinking_tokens >= 4
@@ -271,14 +307,16 @@ def test_store_lookup_never_hands_out_its_own_copy():
 
 
 def test_kv_snapshot_is_compacted_and_counted_as_held(engine):
+    from engine_mlx.cache_protocol import cache_nbytes
+
     convo = Conversation((Message(Role.USER, TEXTS[0]),), id="bytes")
     run(engine, convo, OFF)
     entry = engine.snapshots._conversations["bytes"].entries[-1]
-    kv = [c for c in entry.snapshot.cache if type(c).__name__ == "KVCache"]
-    assert kv and all(c.keys.shape[2] == c.offset == entry.snapshot.length for c in kv)
-    from engine_mlx.cache import held_bytes
-
-    assert entry.nbytes == held_bytes(entry.snapshot.cache) > 0
+    kv = [c for c in entry.snapshot.cache if c.size()]  # the attention layers
+    assert kv and all(c.size() == entry.snapshot.length for c in kv)
+    # mlx-vlm's KV state is cut to the tokens held: the snapshot keeps no preallocated tail.
+    assert all(c.nbytes == sum(a.nbytes for a in c.state) for c in kv)
+    assert entry.nbytes == cache_nbytes(entry.snapshot.cache) > 0
 
 
 # ---------------------------------------------------------------------- disk
@@ -367,10 +405,13 @@ def test_disk_budget_and_stale_files_are_cleaned(tmp_path):
 # ---------------------------------------------------------------------- command line
 
 
-def test_cli_interactive_json_reports_reuse(engine, tiny_model_dir):
+@pytest.mark.parametrize("model", ["vision", "text-only"])
+def test_cli_interactive_json_reports_reuse(model, request):
+    engine = request.getfixturevalue("engine" if model == "vision" else "text_engine")
+    model_dir = engine.model_info.path
     lines = ["hello", "more words here", "and a third line of text"]
     result = subprocess.run(
-        [sys.executable, "-m", "engine_mlx", "chat", "--model", str(tiny_model_dir), "--json",
+        [sys.executable, "-m", "engine_mlx", "chat", "--model", str(model_dir), "--json",
          "--max-tokens", "8", "--thinking-budget", "3", "--temperature", "0"],
         input="".join(line + "\n" for line in lines),
         capture_output=True, text=True, timeout=120,
@@ -398,3 +439,14 @@ def test_cli_interactive_json_reports_reuse(engine, tiny_model_dir):
             previous = ids
             convo = convo.with_message(Message(Role.ASSISTANT, turn["answer"], thinking=turn["thinking"]))
             turn = {"thinking": "", "answer": ""}
+
+
+def test_cli_one_shot_chat_on_a_text_only_model(tiny_text_model_dir):
+    result = subprocess.run(
+        [sys.executable, "-m", "engine_mlx", "chat", "--model", str(tiny_text_model_dir),
+         "--max-tokens", "6", "--thinking-budget", "2", "Hello"],
+        check=False, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "MLX_DISABLE_COMPILE": "1"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "error" not in result.stderr.lower() and "prompt tokens" in result.stdout

@@ -292,4 +292,5 @@ def test_platform_is_inert_off_mac() -> None:
     assert platform.metal_available() is False
     assert platform.metal_device_info() == {}
     assert platform.sysctl_int("iogpu.wired_limit_mb") is None
-    assert platform.set_wired_limit(GIB) is False
+    assert platform.set_wired_limit(GIB) is None
+    platform.restore_wired_limit(GIB)  # nothing to restore, and no error
