@@ -53,10 +53,25 @@ class ModelInfo:
     linear_value_head_dim: int
     linear_conv_kernel_dim: int
     layer_types: tuple[str, ...] | None = None
+    quant_mode: str | None = None  # "affine", "mxfp4", "nvfp4", "mxfp8"
+    quant_bits_range: tuple[int, int] | None = None  # fewest and most bits over quantized layers
+    weight_dtype: str | None = None  # the floating dtype of most weight bytes: "bfloat16", "float32"...
 
     @property
     def num_linear_attention_layers(self) -> int:
         return self.num_layers - self.num_full_attention_layers
+
+    @property
+    def precision(self) -> str:
+        """How the weights are stored, for people: "4-bit", "mixed 4–8 bit", "MXFP4", "bfloat16"."""
+        if not self.quant_bits:
+            return self.weight_dtype or "16-bit"
+        low, high = self.quant_bits_range or (self.quant_bits, self.quant_bits)
+        bits = f"{low}-bit" if low == high else f"mixed {low}–{high} bit"
+        mode = self.quant_mode or "affine"
+        if mode == "affine":
+            return bits
+        return mode.upper() if low == high else f"{mode.upper()}, {bits}"
 
 
 class SourceKind(str, Enum):
@@ -231,6 +246,26 @@ def _quantization(config: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
+def _bits_range(quant: dict[str, Any]) -> tuple[int, int] | None:
+    """The default bits and every per-layer override's (mlx-lm/mlx-vlm write one per special layer)."""
+    if not isinstance(quant.get("bits"), int):
+        return None
+    bits = [quant["bits"]]
+    bits += [v["bits"] for v in quant.values() if isinstance(v, dict) and isinstance(v.get("bits"), int)]
+    return min(bits), max(bits)
+
+
+_DTYPE_NAMES = {"BF16": "bfloat16", "F16": "float16", "F32": "float32"}
+
+
+def _weight_dtype(tensors: Iterable[_Tensor]) -> str | None:
+    by_dtype: dict[str, int] = {}
+    for t in tensors:
+        if t.dtype in _DTYPE_NAMES and not t.name.endswith((".scales", ".biases")):
+            by_dtype[t.dtype] = by_dtype.get(t.dtype, 0) + t.nbytes
+    return _DTYPE_NAMES[max(by_dtype, key=by_dtype.__getitem__)] if by_dtype else None
+
+
 def _count_params(tensors: Iterable[_Tensor], quant: dict[str, Any]) -> int:
     """Logical parameters: a uint32 packed weight with b bits holds 32/b values per element.
 
@@ -372,6 +407,9 @@ def inspect_checkpoint(path: Path | str) -> ModelInfo:
         linear_value_head_dim=_int(folder, text, "linear_value_head_dim", 0),
         linear_conv_kernel_dim=_int(folder, text, "linear_conv_kernel_dim", 0),
         layer_types=layer_types,
+        quant_mode=quant.get("mode", "affine") if quant else None,
+        quant_bits_range=_bits_range(quant),
+        weight_dtype=_weight_dtype(tensors),
     )
 
 

@@ -130,6 +130,7 @@ def _models(args) -> int:
                 name=info.name,
                 vision=info.is_vision,
                 bits=info.quant_bits,
+                precision=info.precision,
                 params=info.param_count,
                 weight_bytes=info.weight_bytes,
                 context_length=info.context_length,
