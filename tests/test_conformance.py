@@ -332,6 +332,12 @@ def test_conversation_persist_restore_cancel(built: Built, tmp_path: Path) -> No
     engine = Engine(state_dir=state)
     engine.load(built.folder, context_tokens=4096)
     TIMES[f"load {v.name}"] = time.perf_counter() - started
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+
+    if mx.default_device() == mx.cpu:  # MLX's CPU backend runs unquantized experts only in float32
+        dtypes = {p.dtype for _, p in tree_flatten(engine._loaded.model.parameters())}
+        assert not dtypes & {mx.bfloat16, mx.float16}, dtypes
 
     attachments = (
         (ImageAttachment(write_image(tmp_path / "shot.png", size=(96, 64))),) if v.vision else ()
