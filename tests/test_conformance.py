@@ -81,6 +81,13 @@ def test_release_tokenizer_is_the_real_qwen3_5_vocabulary(tiny_release_dir: Path
     reference = get_tokenizer("qwen3.5-27b")
     text = "Hello, world! Ünïcödé 中文 \n\n  def f(x):\n\treturn x**2  12345 <think>\n</think>"
     assert tok.encode(text, add_special_tokens=False) == reference.encode(text)
+    for text in (
+        "नमस्ते दुनिया",
+        "สวัสดีครับ",
+        "e\u0301te\u0301",
+        "مرحبا بالعالم",
+    ):  # marks: Qwen3.5's \p{M} split
+        assert tok.encode(text, add_special_tokens=False) == reference.encode(text), text
     ids = tok.encode("<|im_start|>user<think>hi</think><|im_end|>", add_special_tokens=False)
     assert tok.decode(ids, skip_special_tokens=True) == "user<think>hi</think>"
 
