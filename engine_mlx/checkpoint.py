@@ -56,6 +56,8 @@ class ModelInfo:
     quant_mode: str | None = None  # "affine", "mxfp4", "nvfp4", "mxfp8"
     quant_bits_range: tuple[int, int] | None = None  # fewest and most bits over quantized layers
     weight_dtype: str | None = None  # the floating dtype of most weight bytes: "bfloat16", "float32"...
+    # In a quantized checkpoint, the dtype of language-model linear layers left unquantized (if any).
+    unquantized_linear_dtype: str | None = None
 
     @property
     def num_linear_attention_layers(self) -> int:
@@ -69,9 +71,11 @@ class ModelInfo:
         low, high = self.quant_bits_range or (self.quant_bits, self.quant_bits)
         bits = f"{low}-bit" if low == high else f"mixed {low}–{high} bit"
         mode = self.quant_mode or "affine"
-        if mode == "affine":
-            return bits
-        return mode.upper() if low == high else f"{mode.upper()}, {bits}"
+        if mode != "affine":
+            bits = mode.upper() if low == high else f"{mode.upper()}, {bits}"
+        if self.unquantized_linear_dtype:  # e.g. router gates kept in bfloat16
+            bits += f" + {self.unquantized_linear_dtype}"
+        return bits
 
 
 class SourceKind(str, Enum):
@@ -266,6 +270,26 @@ def _weight_dtype(tensors: Iterable[_Tensor]) -> str | None:
     return _DTYPE_NAMES[max(by_dtype, key=by_dtype.__getitem__)] if by_dtype else None
 
 
+_UNQUANTIZED_PREFIXES = ("vision_tower.", "model.visual.", "visual.", "mtp.")  # never quantized
+
+
+def _unquantized_linear_dtype(tensors: list[_Tensor], quant: dict[str, Any]) -> str | None:
+    """The dtype of 2-D language-model weights that have no quantization scales, in a quantized checkpoint."""
+    if not quant:
+        return None
+    names = {t.name for t in tensors}
+    for t in tensors:
+        if (
+            t.dtype in _DTYPE_NAMES
+            and len(t.shape) == 2
+            and t.name.endswith(".weight")
+            and not t.name.startswith(_UNQUANTIZED_PREFIXES)
+            and t.name.removesuffix(".weight") + ".scales" not in names
+        ):
+            return _DTYPE_NAMES[t.dtype]
+    return None
+
+
 def _count_params(tensors: Iterable[_Tensor], quant: dict[str, Any]) -> int:
     """Logical parameters: a uint32 packed weight with b bits holds 32/b values per element.
 
@@ -410,6 +434,7 @@ def inspect_checkpoint(path: Path | str) -> ModelInfo:
         quant_mode=quant.get("mode", "affine") if quant else None,
         quant_bits_range=_bits_range(quant),
         weight_dtype=_weight_dtype(tensors),
+        unquantized_linear_dtype=_unquantized_linear_dtype(tensors, quant),
     )
 
 

@@ -28,12 +28,12 @@ import math
 import os
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-VOCAB_SIZE = (
-    248320  # the embedding rows of the release: the tokenizer's 248,077 padded to a multiple of 256
-)
+# The embedding rows of the release: the tokenizer's 248,077 padded to a multiple of 256.
+VOCAB_SIZE = 248320
 FIRST_ADDED_ID = 248044
 SHARDS = 3
 # Half engine_mlx.tiny's: the 248k-row embedding and LM head dominate the cost of every token.
@@ -386,13 +386,14 @@ def convert_release(
     q_mode: str | None = None,
     q_bits: int | None = None,
     q_group_size: int | None = None,
-    recipe: str | None = None,
+    recipe: str | Callable | None = None,
     shard_bytes: int | None = None,
 ) -> Path:
     """Convert a release with the real converter users run: ``mlx_vlm.convert`` or (text-only) ``mlx_lm.convert``.
 
     ``dtype`` None keeps the release's (bfloat16); ``q_mode`` None leaves the weights unquantized;
-    ``recipe`` is an mlx-lm/mlx-vlm mixed-precision recipe (``mixed_4_6``...). ``shard_bytes`` makes the
+    ``recipe`` is an mlx-lm/mlx-vlm mixed-precision recipe (``mixed_4_6``...) or a quantization
+    predicate ``(path, module) -> bool | {"bits": .., "group_size": ..}`` as community builds use. ``shard_bytes`` makes the
     converter split its output at that many bytes instead of 5 GB, so a tiny model gets a real index.
     """
     import contextlib

@@ -154,6 +154,17 @@ class Variant:
 
 
 AFFINE4 = {"q_mode": "affine", "q_bits": 4, "q_group_size": 64}
+
+
+def community_mix(path: str, module) -> bool | dict:
+    """Per-layer bits as community 397B builds choose them: 4-bit experts, 5-bit shared expert,
+    6-bit attention, embeddings and head, router gates left in bfloat16."""
+    if path.endswith(("mlp.gate", "shared_expert_gate")):
+        return False
+    bits = 4 if "switch_mlp" in path else 5 if "shared_expert" in path else 6
+    return {"group_size": 64, "bits": bits}
+
+
 VARIANTS = [
     Variant("text-bf16", False, {}, "bfloat16"),  # as released, unquantized
     Variant("vision-bf16", True, {}, "bfloat16"),
@@ -184,6 +195,12 @@ VARIANTS = [
     ),
     Variant("vision-mxfp8", True, {"q_mode": "mxfp8", "q_bits": 8, "q_group_size": 32}, "MXFP8"),
     Variant("text-mixed_4_6", False, {"recipe": "mixed_4_6", "q_group_size": 64}, "mixed 4–6 bit"),
+    Variant(
+        "text-mixed-bf16-gates",
+        False,
+        {"recipe": community_mix, "q_group_size": 64},
+        "mixed 4–6 bit + bfloat16",
+    ),
     Variant("vision-pruned-4bit", True, AFFINE4, "mixed 4–8 bit", keep_experts=3),
 ]
 
@@ -435,3 +452,4 @@ def test_precision_label_names_every_bit_width() -> None:
         replace(four, quant_mode="mxfp4", quant_bits_range=(4, 8)).precision
         == "MXFP4, mixed 4–8 bit"
     )
+    assert replace(four, unquantized_linear_dtype="bfloat16").precision == "4-bit + bfloat16"
