@@ -7,6 +7,11 @@ prompt's ``<think>`` opener). A new prompt resumes from the longest snapshot who
 prefix of it: a follow-up resumes from the previous turn, an edited or regenerated message from the
 last turn before the change. Snapshots are kept for the most recently used conversations under a
 byte budget and can be saved to disk (safetensors) to survive a restart.
+
+Copies, sizes, trimming and the saved layout go through each cache class's own protocol
+(``cache_protocol``). A saved file carries a format version, a checksum over its tensors, token ids
+and layout, and the token ids must match the length the attention caches hold: a file that fails
+any check is deleted and the turn is prefilled cold.
 """
 
 from __future__ import annotations
@@ -74,7 +79,10 @@ class Restored:
 
 
 class SnapshotStore:
-    """LRU (by bytes) of per-conversation snapshots, with optional disk persistence."""
+    """LRU (by bytes) of snapshots under a key (a conversation id), with optional disk persistence.
+
+    Each key holds one line of turns under one fingerprint (model + template); a key is any stable
+    string, "" meaning "keep nothing"."""
 
     def __init__(
         self,

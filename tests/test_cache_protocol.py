@@ -180,7 +180,12 @@ def test_store_trims_a_copy_of_a_trimmable_cache_and_keeps_the_original():
     assert got.length == 5 and all(c.size() == 5 for c in got.cache)
     assert store.lookup("k", "fp", list(range(8)) + [7]).length == 8
     assert store.lookup("k", "fp", list(range(8))).length == 7  # one token is left to decode
-    assert all(c.size() == 8 for c in store._conversations["k"].entries[0].snapshot.cache)
+    stored = store._conversations["k"].entries[0].snapshot.cache
+    kept = [_snapshot_of(c) for c in stored]
+    resumed = store.lookup("k", "fp", list(range(9)))
+    for entry in resumed.cache:
+        _kv(entry, 2, seed=5)  # generation writes into the restored cache's buffers, in place
+    assert [_snapshot_of(c) for c in stored] == kept and all(c.size() == 8 for c in stored)
 
 
 def test_store_refuses_a_snapshot_whose_cache_does_not_hold_its_tokens():

@@ -125,6 +125,20 @@ def test_cancel_during_prefill_stops_within_a_chunk(engine):
     assert events[-2].generated_tokens == 0 and events[-2].prefilled_tokens == 32
 
 
+@pytest.mark.parametrize("model", ["vision", "text-only"])
+def test_prefill_hands_freed_buffers_back_after_every_chunk(model, request):
+    """As mlx-lm's generate_step: MLX's buffer cache is emptied after each prefill chunk."""
+    import mlx.core as mx
+
+    eng = request.getfixturevalue("engine" if model == "vision" else "text_engine")
+    held = []
+    settings = GenerationSettings(prefill_chunk=32, max_tokens=2, thinking=False, seed=0)
+    for event in eng.generate(ask("word " * 200, id=f"buffers-{model}"), settings):
+        if isinstance(event, Progress) and event.done > 0:
+            held.append(mx.get_cache_memory())  # read while the generator waits after the chunk
+    assert len(held) >= 5 and held == [0] * len(held)
+
+
 def test_cancel_during_decode_stops_within_a_token(engine):
     cancel = CancelToken()
     seen = 0

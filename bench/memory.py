@@ -1,0 +1,220 @@
+"""Memory: the engine's peak against raw mlx-lm / mlx-vlm generation, and the cache against the estimate.
+
+1. Peak memory. The same ~8 k-token prompt (the engine's own rendering of one long user message)
+   goes through raw ``mlx_lm.stream_generate`` (text-only conversion) or ``mlx_vlm.stream_generate``
+   (vision checkpoint) and through ``Engine.generate``, with the same prefill step size and greedy
+   decoding. Each run starts with MLX's buffer cache emptied and its peak counter reset; the peak
+   includes the weights. The engine runs twice: without a conversation id (nothing kept) and with
+   one (it also keeps a snapshot of the state for the next turn). Goal: engine / raw <= 1.05.
+2. Cache size. The model's own cache is filled to two lengths (multiples of the KV allocation
+   step); the entries whose ``nbytes`` grow are the KV cache (bytes per token = growth / tokens),
+   the ones that stay put are the fixed linear-attention state. Both are printed next to
+   ``engine_mlx.memory``'s figures. Goal: within 10%.
+
+The fit estimate assumes bf16 keys and values, as in the released checkpoints; the tiny model runs
+in float32 (the CPU backend needs float32 for unquantized MoE weights), so the figures are also
+compared with the estimate scaled to the dtype the cache really holds.
+
+Run: MLX_DISABLE_COMPILE=1 .venv/bin/python bench/memory.py [--tokens 8192] [--chunk 512]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("MLX_DISABLE_COMPILE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+TEXT = (
+    "the quick brown fox jumps over the lazy dog while a cat sits on a mat and reads the document "
+    "about tables charts and videos then QwenDesk runs Qwen locally with MLX on Apple Silicon"
+)
+WORDS = TEXT.split()
+MIB = 1024 * 1024
+
+
+def filler(n_words: int) -> str:
+    return " ".join(WORDS[(i * 7) % len(WORDS)] for i in range(n_words))
+
+
+def fresh_peak() -> None:
+    import mlx.core as mx
+
+    gc.collect()
+    mx.synchronize()
+    mx.clear_cache()
+    mx.reset_peak_memory()
+
+
+def long_conversation(engine, settings, tokens: int, cid: str = ""):
+    """One user message whose prompt is about ``tokens`` tokens long."""
+    from engine_mlx.conversation import Conversation, Message, Role
+
+    words = tokens
+    for _ in range(6):
+        convo = Conversation((Message(Role.USER, filler(words)),), id=cid)
+        n = engine.count_tokens(convo, settings)
+        if abs(n - tokens) <= 8:
+            break
+        words = max(1, round(words * tokens / n))
+    return convo
+
+
+def raw_peak(loaded, prompt: str, ids: list[int], args) -> tuple[int, list[int]]:
+    """Peak bytes and greedy tokens of the library's own generation on the same prompt."""
+    import mlx.core as mx
+
+    fresh_peak()
+    out: list[int] = []
+    if loaded.is_vision:
+        from mlx_vlm import stream_generate
+
+        for r in stream_generate(loaded.model, loaded.processor, prompt, max_tokens=args.max_tokens,
+                                 prefill_step_size=args.chunk, temperature=0.0):
+            out.append(int(r.token))
+    else:
+        from mlx_lm import stream_generate
+        from mlx_lm.sample_utils import make_sampler
+
+        for r in stream_generate(loaded.model, loaded.tokenizer, mx.array(ids), max_tokens=args.max_tokens,
+                                 prefill_step_size=args.chunk, sampler=make_sampler(temp=0.0)):
+            out.append(int(r.token))
+    return int(mx.get_peak_memory()), out
+
+
+def engine_peak(engine, convo, settings) -> tuple[int, int]:
+    import mlx.core as mx
+
+    from engine_mlx.events import Finished, Stats
+
+    fresh_peak()
+    events = list(engine.generate(convo, settings))
+    assert isinstance(events[-1], Finished) and not events[-1].error, events[-1]
+    stats = next(e for e in events if isinstance(e, Stats))
+    return max(int(mx.get_peak_memory()), stats.peak_memory_bytes), stats.generated_tokens
+
+
+def peak_memory(model_dir: Path, args) -> None:
+    from engine_mlx.engine import Engine
+    from engine_mlx.settings import GenerationSettings
+
+    engine = Engine(state_dir=Path(tempfile.mkdtemp(prefix="qwendesk-mem-state-")))
+    engine.load(model_dir, context_tokens=args.tokens + 1024)
+    loaded = engine._loaded
+    kind = "vision (mlx-vlm)" if loaded.is_vision else "text-only (mlx-lm)"
+    settings = GenerationSettings(thinking=False, temperature=0.0, presence_penalty=0.0,
+                                  max_tokens=args.max_tokens, prefill_chunk=args.chunk)
+    convo = long_conversation(engine, settings, args.tokens)
+    prompt, inputs = engine._prepare(convo, settings)
+    ids = inputs.ids
+
+    raw, _ = raw_peak(loaded, prompt, ids, args)
+    cold, _ = engine_peak(engine, convo, settings)
+    from engine_mlx.conversation import Conversation
+
+    kept, _ = engine_peak(engine, Conversation(convo.messages, id="bench-memory"), settings)
+    print(f"\n{kind}: {len(ids):,}-token prompt, prefill step {args.chunk}, up to {args.max_tokens} new tokens")
+    print(f"  raw library generation   peak {raw / MIB:8.1f} MiB")
+    print(f"  engine, no conversation  peak {cold / MIB:8.1f} MiB   ratio {cold / raw:.3f}  (goal <= 1.05)")
+    print(f"  engine, with snapshot    peak {kept / MIB:8.1f} MiB   ratio {kept / raw:.3f}")
+    engine.unload()
+
+
+def cache_growth(model_dir: Path, args) -> None:
+    import mlx.core as mx
+
+    from engine_mlx.engine import Engine
+    from engine_mlx.memory import kv_bytes_per_token, linear_state_bytes
+    from engine_mlx.runtime import PromptInputs
+
+    engine = Engine()
+    engine.load(model_dir)
+    loaded, info = engine._loaded, engine.model_info
+    n1, n2 = 1024, 2048
+    ids = [int(t) for t in (mx.random.randint(0, 1000, (n2,)) + 200).tolist()]
+    if loaded.is_vision:  # positions for the whole run (the three MRoPE axes coincide for text)
+        pos = mx.broadcast_to(mx.arange(n2)[None, None], (3, 1, n2))
+        inputs = PromptInputs(ids=ids, positions=pos)
+    else:
+        inputs = PromptInputs(ids=ids)
+    cache = loaded.make_cache()
+    sizes = {}
+    done = 0
+    for target in (n1, n2):
+        while done < target:
+            end = min(done + args.chunk, target)
+            loaded.run_prompt(inputs, done, end, cache)
+            mx.eval([c.state for c in cache])
+            done = end
+        sizes[target] = [int(c.nbytes) for c in cache]
+    growing = [i for i, (a, b) in enumerate(zip(sizes[n1], sizes[n2])) if b > a]
+    fixed = [i for i in range(len(cache)) if i not in growing]
+    per_token = sum(sizes[n2][i] - sizes[n1][i] for i in growing) / (n2 - n1)
+    state = sum(sizes[n2][i] for i in fixed)
+    kv_item = _itemsize(cache, growing)
+    est_kv, est_state = kv_bytes_per_token(info), linear_state_bytes(info)
+    scale = kv_item / 2  # the estimate counts 2-byte (bf16) keys and values
+    conv_bf16, recurrent = _state_split(info)
+    est_state_scaled = conv_bf16 * scale + recurrent
+    kind = "vision (mlx-vlm)" if loaded.is_vision else "text-only (mlx-lm)"
+    print(f"\n{kind} cache, measured from growth between {n1} and {n2} tokens"
+          f" ({len(growing)} KV entries, {len(fixed)} fixed; KV dtype {kv_item} bytes):")
+    print(f"  KV bytes per token      measured {per_token:10.1f}   estimate {est_kv:10d}"
+          f"   ratio {per_token / est_kv:.3f}   at the cache's dtype {est_kv * scale:10.1f}"
+          f"   ratio {per_token / (est_kv * scale):.3f}")
+    print(f"  linear-attention state  measured {state:10d}   estimate {est_state:10d}"
+          f"   ratio {state / est_state:.3f}   at the cache's dtype {est_state_scaled:10.1f}"
+          f"   ratio {state / est_state_scaled:.3f}")
+    engine.unload()
+
+
+def _itemsize(cache, growing) -> int:
+    import mlx.core as mx
+
+    for i in growing:
+        for a in cache[i].state:
+            if isinstance(a, mx.array) and a.ndim == 4:
+                return a.dtype.size
+    return 2
+
+
+def _state_split(info) -> tuple[int, int]:
+    """engine_mlx.memory's linear state split into the conv part (counted at 2 bytes) and the rest."""
+    from engine_mlx.memory import KV_DTYPE_BYTES, linear_state_bytes
+
+    conv_channels = (2 * info.linear_num_key_heads * info.linear_key_head_dim
+                     + info.linear_num_value_heads * info.linear_value_head_dim)
+    conv = info.num_linear_attention_layers * max(info.linear_conv_kernel_dim - 1, 0) * conv_channels * KV_DTYPE_BYTES
+    return conv, linear_state_bytes(info) - conv
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tokens", type=int, default=8192, help="prompt length for the peak comparison")
+    ap.add_argument("--chunk", type=int, default=512, help="prefill step size (both sides)")
+    ap.add_argument("--max-tokens", type=int, default=8)
+    ap.add_argument("--skip", choices=["vision", "text"], help="leave one model kind out")
+    args = ap.parse_args()
+
+    from engine_mlx.tiny import build_tiny_model
+
+    tmp = Path(tempfile.mkdtemp(prefix="qwendesk-memory-"))
+    models = []
+    if args.skip != "text":
+        models.append(build_tiny_model(tmp / "tiny-text", vision=False))
+    if args.skip != "vision":
+        models.append(build_tiny_model(tmp / "tiny"))
+    for model_dir in models:
+        peak_memory(model_dir, args)
+        cache_growth(model_dir, args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
