@@ -238,8 +238,8 @@ def _to_release_layout(params: dict, norm_suffixes: tuple[str, ...]) -> dict:
     return out
 
 
-def _random_weights(config: dict, seed: int) -> dict:
-    """Release-named random weights: the model and its MTP head, built with mlx-vlm's own classes."""
+def mlx_parameters(config: dict, seed: int) -> tuple[dict, dict]:
+    """The random weights in mlx-vlm's own names and layouts: the model's and its MTP head's."""
     import mlx.core as mx
     from mlx.utils import tree_flatten, tree_map
     from mlx_vlm.models import qwen3_5_moe
@@ -257,6 +257,14 @@ def _random_weights(config: dict, seed: int) -> dict:
 
     main = dict(tree_flatten(tree_map(scaled, model.parameters())))
     head = dict(tree_flatten(tree_map(scaled, mtp.parameters())))
+    return main, head
+
+
+def _random_weights(config: dict, seed: int) -> dict:
+    """Release-named bfloat16 random weights: the model and its MTP head."""
+    import mlx.core as mx
+
+    main, head = mlx_parameters(config, seed)
     weights = {_to_release_key(k): v for k, v in _to_release_layout(main, _NORM_SUFFIXES).items()}
     weights.update({f"mtp.{k}": v for k, v in _to_release_layout(head, _MTP_NORM_SUFFIXES).items()})
     weights = {

