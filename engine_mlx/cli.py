@@ -152,8 +152,7 @@ def _models(args) -> int:
             print(f"  {row['path']}\n      unusable: {row['error']}")
             continue
         kind = "vision" if row["vision"] else "text-only"
-        bits = f"{row['bits']}-bit" if row["bits"] else "unquantized"
-        print(f"  {row['name']}  ({kind}, {bits}, {row['weight_bytes'] / 2**30:.1f} GiB)")
+        print(f"  {row['name']}  ({kind}, {row['precision']}, {row['weight_bytes'] / 2**30:.1f} GiB)")
         print(f"      {row['path']}\n      {row['fit_summary']}")
         if row["fit_advice"]:
             print(f"      {row['fit_advice']}")

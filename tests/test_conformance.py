@@ -333,6 +333,22 @@ def test_discovered_in_its_layout(built: Built) -> None:
     assert found[0].info.precision == built.variant.precision
 
 
+def test_models_command_lists_it(built: Built, tmp_path: Path, monkeypatch, capsys) -> None:
+    from engine_mlx.cli import main
+
+    monkeypatch.setenv("HOME", str(tmp_path))  # no other models from this machine's default folders
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
+    assert main(["models", "--json", "--dir", str(built.root.path)]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["path"], r["precision"], r["vision"]) for r in rows] == [
+        (str(built.folder), built.variant.precision, built.variant.vision)
+    ]
+    assert main(["models", "--dir", str(built.root.path)]) == 0
+    assert f", {built.variant.precision}, " in capsys.readouterr().out
+
+
 # -------------------------------------------------------------------------- the user's session
 
 GREEDY = {"temperature": 0.0, "presence_penalty": 0.0, "prefill_chunk": 64}
