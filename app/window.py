@@ -622,7 +622,7 @@ class MainWindow(QMainWindow):
         self.chat.model_loaded = True
         self.attachments.set_model(info.name, info.is_vision)
         kind = "vision" if info.is_vision else "text-only"
-        bits = f"{info.quant_bits}-bit" if info.quant_bits else "16-bit"
+        bits = info.precision
         self.status_model.setText(f"{info.name} · {bits} · {kind}")
         self.model_button.setText(info.name)
         self.first_run.status.setText("")

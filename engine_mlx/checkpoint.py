@@ -87,10 +87,29 @@ class ModelInfo:
     # What the language model computes in, so the dtype of its KV cache and conv state (see
     # ``_activation_dtype``): "bfloat16" for the released checkpoints, "float32" for float32 ones.
     activation_dtype: str = "bfloat16"
+    quant_mode: str | None = None  # "affine", "mxfp4", "nvfp4", "mxfp8"
+    quant_bits_range: tuple[int, int] | None = None  # fewest and most bits over quantized layers
+    weight_dtype: str | None = None  # the floating dtype of most weight bytes: "bfloat16", "float32"...
+    # In a quantized checkpoint, the dtype of language-model linear layers left unquantized (if any).
+    unquantized_linear_dtype: str | None = None
 
     @property
     def num_linear_attention_layers(self) -> int:
         return self.num_layers - self.num_full_attention_layers
+
+    @property
+    def precision(self) -> str:
+        """How the weights are stored, for people: "4-bit", "mixed 4–8 bit", "MXFP4", "bfloat16"."""
+        if not self.quant_bits:
+            return self.weight_dtype or "16-bit"
+        low, high = self.quant_bits_range or (self.quant_bits, self.quant_bits)
+        bits = f"{low}-bit" if low == high else f"mixed {low}–{high} bit"
+        mode = self.quant_mode or "affine"
+        if mode != "affine":
+            bits = mode.upper() if low == high else f"{mode.upper()}, {bits}"
+        if self.unquantized_linear_dtype:  # e.g. router gates kept in bfloat16
+            bits += f" + {self.unquantized_linear_dtype}"
+        return bits
 
 
 class SourceKind(str, Enum):
@@ -425,6 +444,46 @@ def _quantization(config: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
+def _bits_range(quant: dict[str, Any]) -> tuple[int, int] | None:
+    """The default bits and every per-layer override's (mlx-lm/mlx-vlm write one per special layer)."""
+    if not isinstance(quant.get("bits"), int):
+        return None
+    bits = [quant["bits"]]
+    bits += [v["bits"] for v in quant.values() if isinstance(v, dict) and isinstance(v.get("bits"), int)]
+    return min(bits), max(bits)
+
+
+_DTYPE_NAMES = {"BF16": "bfloat16", "F16": "float16", "F32": "float32"}
+
+
+def _weight_dtype(tensors: Iterable[_Tensor]) -> str | None:
+    by_dtype: dict[str, int] = {}
+    for t in tensors:
+        if t.dtype in _DTYPE_NAMES and not t.name.endswith((".scales", ".biases")):
+            by_dtype[t.dtype] = by_dtype.get(t.dtype, 0) + t.nbytes
+    return _DTYPE_NAMES[max(by_dtype, key=by_dtype.__getitem__)] if by_dtype else None
+
+
+_UNQUANTIZED_PREFIXES = ("vision_tower.", "model.visual.", "visual.", "mtp.")  # never quantized
+
+
+def _unquantized_linear_dtype(tensors: list[_Tensor], quant: dict[str, Any]) -> str | None:
+    """The dtype of 2-D language-model weights that have no quantization scales, in a quantized checkpoint."""
+    if not quant:
+        return None
+    names = {t.name for t in tensors}
+    for t in tensors:
+        if (
+            t.dtype in _DTYPE_NAMES
+            and len(t.shape) == 2
+            and t.name.endswith(".weight")
+            and not t.name.startswith(_UNQUANTIZED_PREFIXES)
+            and t.name.removesuffix(".weight") + ".scales" not in names
+        ):
+            return _DTYPE_NAMES[t.dtype]
+    return None
+
+
 def _count_params(tensors: Iterable[_Tensor], quant: dict[str, Any]) -> int:
     """Logical parameters: a uint32 packed weight with b bits holds 32/b values per element.
 
@@ -647,6 +706,10 @@ def inspect_checkpoint(path: Path | str, *, check_tensors: bool = True) -> Model
         linear_conv_kernel_dim=_int(folder, text, "linear_conv_kernel_dim", 0),
         layer_types=layer_types,
         activation_dtype=_activation_dtype(tensors, config, text),
+        quant_mode=quant.get("mode", "affine") if quant else None,
+        quant_bits_range=_bits_range(quant),
+        weight_dtype=_weight_dtype(tensors),
+        unquantized_linear_dtype=_unquantized_linear_dtype(tensors, quant),
     )
 
 

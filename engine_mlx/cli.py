@@ -178,6 +178,7 @@ def _models(args) -> int:
                 name=info.name,
                 vision=info.is_vision,
                 bits=info.quant_bits,
+                precision=info.precision,
                 params=info.param_count,
                 weight_bytes=info.weight_bytes,
                 context_length=info.context_length,
@@ -199,8 +200,7 @@ def _models(args) -> int:
             print(f"  {row['path']}\n      refused: {row['error']}")
             continue
         kind = "vision" if row["vision"] else "text-only"
-        bits = f"{row['bits']}-bit" if row["bits"] else "unquantized"
-        print(f"  {row['name']}  ({kind}, {bits}, {human_bytes(row['weight_bytes'])})")
+        print(f"  {row['name']}  ({kind}, {row['precision']}, {human_bytes(row['weight_bytes'])})")
         print(f"      {row['path']}\n      {row['fit_summary']}")
         if row["fit_advice"]:
             print(f"      {row['fit_advice']}")

@@ -111,6 +111,8 @@ class LoadedModel:
                 from mlx_lm import load as lm_load
 
                 model, processor = lm_load(path, lazy=True, trust_remote_code=False)
+            if mx.default_device() == mx.cpu:
+                _float32_on_cpu(model)
             _materialize(model, progress, cancel)
         except EngineError:
             raise
@@ -268,6 +270,24 @@ class LoadedModel:
 
 
 _SLICE_BYTES = 256 << 20
+
+
+def _float32_on_cpu(model: Any) -> None:
+    """Cast a lazily loaded model's bfloat16/float16 parameters to float32, on MLX's CPU backend only.
+
+    Checkpoints as released (and their MLX conversions) hold bfloat16 weights and quantization
+    scales. MLX's CPU backend cannot run unquantized MoE experts in anything but float32
+    (``GatherMM``), and its bfloat16 matmuls are several times slower than float32 ones. Metal
+    runs bfloat16 natively, so Macs keep the checkpoint's dtype.
+    """
+    from mlx.utils import tree_map
+
+    def cast(p):
+        if isinstance(p, mx.array) and p.dtype in (mx.bfloat16, mx.float16):
+            return p.astype(mx.float32)
+        return p
+
+    model.update(tree_map(cast, model.parameters()))
 
 
 def _materialize(model: Any, progress: Callable[[float], None] | None, cancel: CancelToken | None):

@@ -15,7 +15,8 @@ quantizations, mixed bits, pruned experts, ...) with the real tools from one fol
   ``tokenizer.json`` the way transformers' ``TikTokenConverter`` does it;
 * the chat template, ``preprocessor_config.json`` and ``video_preprocessor_config.json``.
 
-The dimensions are those of :mod:`engine_mlx.tiny`; only the vocabulary is real-sized.
+The dimensions are those of :mod:`engine_mlx.tiny` with a smaller hidden size; only the vocabulary
+is real-sized.
 """
 
 from __future__ import annotations
@@ -27,14 +28,16 @@ import math
 import os
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-VOCAB_SIZE = (
-    248320  # the embedding rows of the release: the tokenizer's 248,077 padded to a multiple of 256
-)
+# The embedding rows of the release: the tokenizer's 248,077 padded to a multiple of 256.
+VOCAB_SIZE = 248320
 FIRST_ADDED_ID = 248044
 SHARDS = 3
+# Half engine_mlx.tiny's: the 248k-row embedding and LM head dominate the cost of every token.
+HIDDEN_SIZE = 64
 
 # Added tokens that are not "special" in Qwen's tokenizer: they survive skip_special_tokens decoding.
 _NOT_SPECIAL = re.compile(r"^<[^|].*>$|^<\|(fim_\w+|repo_name|file_sep)\|>$")
@@ -138,6 +141,7 @@ def release_configs(*, num_experts: int | None = None) -> tuple[dict, dict, dict
     text = config["text_config"]
     text.update(
         {
+            "hidden_size": HIDDEN_SIZE,
             "dtype": "bfloat16",
             "hidden_act": "silu",
             "attn_output_gate": True,
@@ -156,6 +160,7 @@ def release_configs(*, num_experts: int | None = None) -> tuple[dict, dict, dict
     config.pop("eos_token_id", None)
     config["transformers_version"] = "4.57.0.dev0"
     config["vision_config"]["initializer_range"] = 0.02
+    config["vision_config"]["out_hidden_size"] = HIDDEN_SIZE
     return config, image, video
 
 
@@ -233,8 +238,8 @@ def _to_release_layout(params: dict, norm_suffixes: tuple[str, ...]) -> dict:
     return out
 
 
-def _random_weights(config: dict, seed: int) -> dict:
-    """Release-named random weights: the model and its MTP head, built with mlx-vlm's own classes."""
+def mlx_parameters(config: dict, seed: int) -> tuple[dict, dict]:
+    """The random weights in mlx-vlm's own names and layouts: the model's and its MTP head's."""
     import mlx.core as mx
     from mlx.utils import tree_flatten, tree_map
     from mlx_vlm.models import qwen3_5_moe
@@ -252,6 +257,14 @@ def _random_weights(config: dict, seed: int) -> dict:
 
     main = dict(tree_flatten(tree_map(scaled, model.parameters())))
     head = dict(tree_flatten(tree_map(scaled, mtp.parameters())))
+    return main, head
+
+
+def _random_weights(config: dict, seed: int) -> dict:
+    """Release-named bfloat16 random weights: the model and its MTP head."""
+    import mlx.core as mx
+
+    main, head = mlx_parameters(config, seed)
     weights = {_to_release_key(k): v for k, v in _to_release_layout(main, _NORM_SUFFIXES).items()}
     weights.update({f"mtp.{k}": v for k, v in _to_release_layout(head, _MTP_NORM_SUFFIXES).items()})
     weights = {
@@ -350,3 +363,110 @@ def prune_experts(release_dir: Path | str, out_dir: Path | str, keep: int) -> Pa
             shutil.copy2(item, out / item.name)
     _write_json(out / "config.json", config)
     return out
+
+
+# --- conversions and layouts, made the way users get them -----------------------------------------
+
+
+def _shards_by_bytes(max_bytes: int):
+    """The converters' ``make_shards`` with a byte limit instead of whole gigabytes."""
+
+    def make_shards(weights: dict, max_file_size_gb: int = 5) -> list:
+        shards: list[dict] = []
+        size = 0
+        for key, value in weights.items():
+            if not shards or size + value.nbytes > max_bytes:
+                shards.append({})
+                size = 0
+            shards[-1][key] = value
+            size += value.nbytes
+        return shards
+
+    return make_shards
+
+
+def convert_release(
+    release_dir: Path | str,
+    out_dir: Path | str,
+    *,
+    vision: bool,
+    dtype: str | None = None,
+    q_mode: str | None = None,
+    q_bits: int | None = None,
+    q_group_size: int | None = None,
+    recipe: str | Callable | None = None,
+    shard_bytes: int | None = None,
+) -> Path:
+    """Convert a release with the real converter users run: ``mlx_vlm.convert`` or (text-only) ``mlx_lm.convert``.
+
+    ``dtype`` None keeps the release's (bfloat16); ``q_mode`` None leaves the weights unquantized;
+    ``recipe`` is an mlx-lm/mlx-vlm mixed-precision recipe (``mixed_4_6``...) or a quantization
+    predicate ``(path, module) -> bool | {"bits": .., "group_size": ..}`` as community builds use. ``shard_bytes`` makes the
+    converter split its output at that many bytes instead of 5 GB, so a tiny model gets a real index.
+    """
+    import contextlib
+    import io
+    from unittest import mock
+
+    out = Path(out_dir)
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if q_mode is not None or recipe is not None:
+        kwargs.update(quantize=True, q_mode=q_mode or "affine", quant_predicate=recipe)
+        if q_bits is not None:
+            kwargs["q_bits"] = q_bits
+        if q_group_size is not None:
+            kwargs["q_group_size"] = q_group_size
+    if vision:
+        import mlx_vlm.utils as lib
+        from mlx_vlm.convert import convert
+
+        kwargs["trust_remote_code"] = False
+    else:
+        import mlx_lm.utils as lib
+        from mlx_lm.convert import convert
+    patch = (
+        mock.patch.object(lib, "make_shards", _shards_by_bytes(shard_bytes))
+        if shard_bytes
+        else contextlib.nullcontext()
+    )
+    with patch, contextlib.redirect_stdout(io.StringIO()):  # the converters print [INFO] lines
+        convert(str(release_dir), str(out), **kwargs)
+    return out
+
+
+def place_in_hf_cache(
+    folder: Path | str, hub_dir: Path | str, repo_id: str, revision: str | None = None
+) -> Path:
+    """Lay ``folder``'s files out as ``huggingface_hub`` downloads them; returns the snapshot folder.
+
+    ``hub_dir/models--org--name/`` gets ``blobs/<sha256>`` for every file, ``snapshots/<revision>/``
+    with relative symlinks into ``../../blobs`` and ``refs/main`` naming the revision.
+    """
+    src = Path(folder)
+    repo = Path(hub_dir) / ("models--" + repo_id.replace("/", "--"))
+    revision = revision or hashlib.sha1(repo_id.encode()).hexdigest()
+    blobs, snapshot = repo / "blobs", repo / "snapshots" / revision
+    blobs.mkdir(parents=True, exist_ok=True)
+    snapshot.mkdir(parents=True, exist_ok=True)
+    for item in sorted(src.rglob("*")):
+        if not item.is_file():
+            continue
+        digest = hashlib.sha256(item.read_bytes()).hexdigest()
+        blob = blobs / digest
+        if not blob.exists():
+            shutil.copy2(item, blob)
+        link = snapshot / item.relative_to(src)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(revision)
+    return snapshot
+
+
+def place_in_lmstudio(
+    folder: Path | str, models_dir: Path | str, publisher: str, name: str
+) -> Path:
+    """Copy ``folder`` to LM Studio's ``models/<publisher>/<name>/`` layout; returns the model folder."""
+    target = Path(models_dir) / publisher / name
+    shutil.copytree(folder, target)
+    return target

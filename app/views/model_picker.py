@@ -112,7 +112,7 @@ class ModelPicker(QDialog):
                 continue
             info = entry.info
             name = info.name + ("  (demo, random weights)" if entry.is_demo else "")
-            bits = f"{info.quant_bits}-bit" if info.quant_bits else "16-bit"
+            bits = info.precision
             kind = "Vision + text" if info.is_vision else "Text only"
             fit = fit_label(entry.fit)
             if entry.fit is not None:
