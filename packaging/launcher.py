@@ -1,27 +1,14 @@
 """Entry point of the frozen QwenDesk executable (PyInstaller's script; see qwendesk.spec).
 
-``QwenDesk --self-test`` runs the self-test directly (the one thing the bundle must do without the
-GUI); anything else starts the app exactly as ``python -m app`` does.
+It starts the app exactly as ``python -m app`` does: ``app.main`` is the one place that dispatches
+``--self-test``, and ``engine_mlx`` is the one home of the offline environment (the runtime hook
+imports it too, before any other bundled module runs).
 """
 
-import os
 import sys
 
-
-def main() -> int:
-    # Never reach for the network at run time; models are local folders. (Also set by the runtime hook;
-    # repeated here so running this file unfrozen behaves the same.)
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
-    if "--self-test" in sys.argv[1:]:
-        from app.selftest import run
-
-        return run(sys.argv[1:])
-    import runpy
-
-    runpy.run_module("app", run_name="__main__", alter_sys=True)
-    return 0
-
+import engine_mlx  # noqa: F401 - the offline environment, before anything imports huggingface_hub
+from app.main import main
 
 if __name__ == "__main__":
     sys.exit(main())
