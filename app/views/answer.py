@@ -23,7 +23,9 @@ class AnswerView(QTextBrowser):
     codeCopied = Signal(str)
     heightChanged = Signal()
 
-    def __init__(self, palette: Palette, parent: QWidget | None = None):
+    def __init__(self, palette: Palette, parent: QWidget | None = None, renderer: Renderer | None = None):
+        """``renderer``: one shared by a transcript's answers (building one costs a Markdown parser and a
+        highlighter style, ~10 ms); each answer gets its own otherwise."""
         super().__init__(parent)
         self.setObjectName("AnswerView")
         self.setFrameShape(QFrame.Shape.NoFrame)
@@ -38,7 +40,7 @@ class AnswerView(QTextBrowser):
         # a parse and a polish for every answer created.
         self.document().setDocumentMargin(2)
         self.anchorClicked.connect(self._on_anchor)
-        self._stream = StreamingMarkdown(Renderer(palette))
+        self._stream = StreamingMarkdown(renderer if renderer is not None else Renderer(palette))
         self._tail_pos = 0
         self._pending: list[str] = []
         self.streaming = False
