@@ -61,7 +61,6 @@ def attach_filter() -> str:
     ])
 
 
-
 class MainWindow(QMainWindow):
     def __init__(self, paths: AppPaths, *, engine_factory=None, reload_last: bool = True):
         super().__init__()
@@ -192,7 +191,7 @@ class MainWindow(QMainWindow):
         self.composer.imagePasted.connect(a.add_image)
         self.composer.filesDropped.connect(a.add_paths)
         self.composer.removeAttachment.connect(a.remove)
-        self.composer.pagesChanged.connect(lambda key, f, l: a.update(key, first_page=f, last_page=l))
+        self.composer.pagesChanged.connect(lambda key, first, last: a.update(key, first_page=first, last_page=last))
         self.composer.attachmentClicked.connect(self._attachment_clicked)
         # attachments
         a.added.connect(self._on_attachment)
