@@ -67,7 +67,6 @@ def attach_filter() -> str:
     ])
 
 
-
 class MainWindow(QMainWindow):
     def __init__(self, paths: AppPaths, *, reload_last: bool = True):
         super().__init__()

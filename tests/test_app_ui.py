@@ -344,3 +344,19 @@ def test_dragged_text_lands_in_the_composer_through_the_window(make_window):
     assert enter.isAccepted() and window.drop_zone.isVisible()
     window.dropEvent(QDropEvent(QPointF(300, 300), *args))
     assert window.composer.text() == "quoted from elsewhere" and not window.drop_zone.isVisible()
+
+
+def test_a_long_answer_flushes_less_often(qtbot):
+    """Qt's layout per flush grows a little with the document; the flush interval grows with it."""
+    from app import theme
+    from app.views.answer import FLUSH_MS, MAX_FLUSH_MS, SLOW_FLUSH_CHARS, AnswerView
+
+    view = AnswerView(theme.LIGHT.markdown)
+    qtbot.addWidget(view)
+    view.append("word ")
+    assert view._timer.interval() == FLUSH_MS
+    qtbot.waitSignal(view._timer.timeout, timeout=1000).wait()
+    view.append("x" * SLOW_FLUSH_CHARS)
+    qtbot.waitSignal(view._timer.timeout, timeout=1000).wait()
+    view.append("more")
+    assert view._timer.interval() == MAX_FLUSH_MS

@@ -14,6 +14,15 @@ from PySide6.QtWidgets import QFrame, QSizePolicy, QTextBrowser, QWidget
 from ..render import Palette, Renderer, StreamingMarkdown
 
 FLUSH_MS = 50
+# Qt's rich-text layout (run at the end of each flush) costs a little more the longer the document: the
+# flush interval grows with it, up to MAX_FLUSH_MS at SLOW_FLUSH_CHARS, so the GUI thread's work per
+# token stays flat through a very long answer (text still appears at least ~10 times a second).
+MAX_FLUSH_MS = 90
+SLOW_FLUSH_CHARS = 80_000
+
+
+def flush_interval(chars: int) -> int:
+    return FLUSH_MS + (MAX_FLUSH_MS - FLUSH_MS) * min(chars, SLOW_FLUSH_CHARS) // SLOW_FLUSH_CHARS
 # While streaming, the widget grows in steps of this many pixels: every height change re-lays out the
 # transcript, so growing per line of text would do that several times a second.
 GROW_STEP = 120
@@ -22,7 +31,9 @@ GROW_STEP = 120
 class AnswerView(QTextBrowser):
     codeCopied = Signal(str)
 
-    def __init__(self, palette: Palette, parent: QWidget | None = None):
+    def __init__(self, palette: Palette, parent: QWidget | None = None, renderer: Renderer | None = None):
+        """``renderer``: one shared by a transcript's answers (building one costs a Markdown parser and a
+        highlighter style, ~10 ms); each answer gets its own otherwise."""
         super().__init__(parent)
         self.setObjectName("AnswerView")
         self.setFrameShape(QFrame.Shape.NoFrame)
@@ -36,8 +47,10 @@ class AnswerView(QTextBrowser):
         # Transparent through the application's style sheet (theme.py): a style sheet per widget costs
         # a parse and a polish for every answer created.
         self.document().setDocumentMargin(2)
+        # Read-only and rewritten at its tail on every flush: an undo history would only grow.
+        self.document().setUndoRedoEnabled(False)
         self.anchorClicked.connect(self._on_anchor)
-        self._stream = StreamingMarkdown(Renderer(palette))
+        self._stream = StreamingMarkdown(renderer if renderer is not None else Renderer(palette))
         self._tail_pos = 0
         self._pending: list[str] = []
         self.streaming = False
@@ -67,7 +80,7 @@ class AnswerView(QTextBrowser):
         self._pending.append(delta)
         self.streaming = True
         if not self._timer.isActive():
-            self._timer.start()
+            self._timer.start(flush_interval(len(self._stream.text)))
 
     def finish(self) -> None:
         """The answer is complete: render everything left as finished blocks."""

@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..render import Palette
+from ..render import Palette, Renderer
 from ..store import AttachmentKind, MessageState, StoredAttachment, StoredMessage, StoredStats
 from .answer import AnswerView
 from .thinking import ThinkingBlock
@@ -170,13 +170,14 @@ class MessageWidget(QFrame):
     continueRequested = Signal(int)  # the token limit this answer reached (0 = unknown)
 
     def __init__(self, message: StoredMessage, palette: Palette, parent: QWidget | None = None,
-                 token_limit: int = 0):
+                 token_limit: int = 0, renderer: Renderer | None = None):
         super().__init__(parent)
         self.token_limit = token_limit  # the chat's max answer tokens (0 = unknown)
         self.message = message
         self.message_id = message.id
         self.role = message.role
         self._palette = palette
+        self._renderer = renderer
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Maximum)
         outer = QVBoxLayout(self)
         outer.setContentsMargins(16, 8, 16, 8)
@@ -213,24 +214,10 @@ class MessageWidget(QFrame):
                       default=0)
         self.text_label.setMinimumWidth(min(longest + 4, 520))
         bubble_layout.addWidget(self.text_label)
-        self.editor = QPlainTextEdit()
-        self.editor.hide()
-        self.editor.setMinimumWidth(360)
-        self.editor.setMaximumHeight(160)
-        bubble_layout.addWidget(self.editor)
-        self.edit_buttons = QWidget()
-        eb = QHBoxLayout(self.edit_buttons)
-        eb.setContentsMargins(0, 0, 0, 0)
-        eb.addStretch(1)
-        cancel = QPushButton("Cancel")
-        cancel.clicked.connect(self.cancel_edit)
-        send = QPushButton("Save && send")
-        send.setDefault(True)
-        send.clicked.connect(self._submit_edit)
-        eb.addWidget(cancel)
-        eb.addWidget(send)
-        self.edit_buttons.hide()
-        bubble_layout.addWidget(self.edit_buttons)
+        self._bubble_layout = bubble_layout
+        # The editor and its buttons are made on the first Edit: a long chat opens without hundreds of them.
+        self.editor: QPlainTextEdit | None = None
+        self.edit_buttons: QWidget | None = None
         row.addWidget(self.bubble, 0)
         outer.addLayout(row)
         actions = QHBoxLayout()
@@ -243,7 +230,27 @@ class MessageWidget(QFrame):
         actions.addWidget(copy)
         outer.addLayout(actions)
 
+    def _make_editor(self) -> None:
+        self.editor = QPlainTextEdit()
+        self.editor.setMinimumWidth(360)
+        self.editor.setMaximumHeight(160)
+        self._bubble_layout.addWidget(self.editor)
+        self.edit_buttons = QWidget()
+        eb = QHBoxLayout(self.edit_buttons)
+        eb.setContentsMargins(0, 0, 0, 0)
+        eb.addStretch(1)
+        cancel = QPushButton("Cancel")
+        cancel.clicked.connect(self.cancel_edit)
+        send = QPushButton("Save && send")
+        send.setDefault(True)
+        send.clicked.connect(self._submit_edit)
+        eb.addWidget(cancel)
+        eb.addWidget(send)
+        self._bubble_layout.addWidget(self.edit_buttons)
+
     def begin_edit(self) -> None:
+        if self.editor is None:
+            self._make_editor()
         self.editor.setPlainText(self.message.text)
         self.text_label.hide()
         self.editor.show()
@@ -251,8 +258,9 @@ class MessageWidget(QFrame):
         self.editor.setFocus()
 
     def cancel_edit(self) -> None:
-        self.editor.hide()
-        self.edit_buttons.hide()
+        if self.editor is not None:
+            self.editor.hide()
+            self.edit_buttons.hide()
         self.text_label.setVisible(bool(self.message.text))
 
     def _submit_edit(self) -> None:
@@ -272,7 +280,7 @@ class MessageWidget(QFrame):
         self.progress_label.setObjectName("Muted")
         self.progress_label.hide()
         outer.addWidget(self.progress_label)
-        self.answer = AnswerView(self._palette, self)
+        self.answer = AnswerView(self._palette, self, self._renderer)
         outer.addWidget(self.answer)
         self.state_label = QLabel()
         self.state_label.setObjectName("StateLabel")

@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..render import Palette
+from ..render import Palette, Renderer
 from ..store import StoredMessage
 from .message import MessageWidget
 
@@ -39,6 +39,7 @@ class TranscriptView(QScrollArea):
         self.setFrameShape(QFrame.Shape.NoFrame)
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.palette_ = palette
+        self._renderer = Renderer(palette)  # shared by every answer in the transcript (GUI thread only)
         self.token_limit = 0  # the chat's max answer tokens, to tell a cut-off reply from a finished one
         self.inner = QWidget()
         self.inner.setObjectName("TranscriptInner")
@@ -114,6 +115,7 @@ class TranscriptView(QScrollArea):
     def set_palette(self, palette: Palette) -> None:
         """Colours for answers rendered from now on (the window re-opens the chat to re-render it)."""
         self.palette_ = palette
+        self._renderer = Renderer(palette)
 
     def reveal(self, message_id: int, query: str) -> MessageWidget | None:
         """Scroll to a message (creating earlier pages as needed) and mark ``query`` in it."""
@@ -168,7 +170,7 @@ class TranscriptView(QScrollArea):
 
     # --- internals ----------------------------------------------------------------------------
     def _make(self, message: StoredMessage) -> MessageWidget:
-        widget = MessageWidget(message, self.palette_, token_limit=self.token_limit)
+        widget = MessageWidget(message, self.palette_, token_limit=self.token_limit, renderer=self._renderer)
         widget.editSubmitted.connect(self.editSubmitted)
         widget.regenerateRequested.connect(self.regenerateRequested)
         widget.continueRequested.connect(self.continueRequested)
