@@ -47,6 +47,10 @@ def test_the_loaders_own_detokenizers_are_used(engines):
         loaded = engines[name]._loaded
         first, second = loaded.detokenizer.new_detokenizer(), loaded.detokenizer.new_detokenizer()
         assert type(first) is LmBPE and first is not second
+        for i in loaded.encode("one 你好 two"):
+            first.add_token(i)
+        third = loaded.detokenizer.new_detokenizer()  # replies never share streaming state
+        assert first.text and third.text == second.text == "" and third.tokens == second.tokens == []
 
 
 def test_characters_split_across_tokens_stream_whole(loaded):
