@@ -39,29 +39,6 @@ _GENERATION_STREAM = mx.new_thread_local_stream(mx.default_device())
 FORCED_THINKING_CLOSE = "\n</think>\n\n"
 
 
-class StreamingDecoder:
-    """Token ids in, text out, holding back bytes that do not yet form a whole character."""
-
-    def __init__(self, tokenizer: Any):
-        self._tokenizer = tokenizer
-        self._pending: list[int] = []
-
-    def add(self, token: int) -> str:
-        self._pending.append(token)
-        text = self._tokenizer.decode(self._pending, skip_special_tokens=True)
-        if text.endswith("\ufffd") and len(self._pending) < 8:
-            return ""
-        self._pending = []
-        return text
-
-    def flush(self) -> str:
-        if not self._pending:
-            return ""
-        text = self._tokenizer.decode(self._pending, skip_special_tokens=True)
-        self._pending = []
-        return text
-
-
 class PresencePenalty:
     """Qwen-style presence penalty: subtract ``penalty`` from every token generated so far."""
 
@@ -168,7 +145,7 @@ def _generate(loaded, inputs, settings, plan, cancel, on_snapshot, started_at) -
         index += 1
         return logits
 
-    decoder = StreamingDecoder(loaded.tokenizer)
+    text = loaded.text_stream()
     splitter = ThinkingSplitter(starts_in_thinking=settings.thinking)
     close_ids = loaded.encode(FORCED_THINKING_CLOSE)
     budget = settings.thinking_budget if settings.thinking else None
@@ -212,7 +189,7 @@ def _generate(loaded, inputs, settings, plan, cancel, on_snapshot, started_at) -
             thinking_tokens += 1
         else:
             answer_tokens += 1
-        part = splitter.feed(decoder.add(token))
+        part = splitter.feed(text.add(token))
         if part.thinking:
             yield ThinkingDelta(part.thinking)
         if part.answer:
@@ -222,7 +199,7 @@ def _generate(loaded, inputs, settings, plan, cancel, on_snapshot, started_at) -
             # closing tag follows instead, so the model goes on to answer.
             forced, budget = list(close_ids), None
 
-    tail = splitter.feed(decoder.flush())
+    tail = splitter.feed(text.finalize())  # stop, length and cancel all end here
     rest = splitter.flush()
     thinking_text = tail.thinking + rest.thinking
     answer_text = tail.answer + rest.answer

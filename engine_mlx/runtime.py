@@ -22,6 +22,7 @@ import numpy as np
 
 from engine_mlx.cancel import CancelToken
 from engine_mlx.checkpoint import ModelInfo
+from engine_mlx.detokenize import Detokenizer, TextStream
 from engine_mlx.errors import CheckpointError, EngineError
 from engine_mlx.prompt import LoadedMedia
 
@@ -80,6 +81,10 @@ class LoadedModel:
         self.is_vision = is_vision
         self.tokenizer = processor.tokenizer if is_vision else processor
         self.eos_ids = self._eos_ids()
+        try:
+            self.detokenizer = Detokenizer.of(processor, self.tokenizer, is_vision=is_vision)
+        except ValueError as e:
+            raise CheckpointError(info.path, f"could not be loaded ({e})") from e
 
     # ------------------------------------------------------------------ loading
 
@@ -145,6 +150,10 @@ class LoadedModel:
         if self.is_vision:
             return self.processor.apply_chat_template(messages, **kwargs)
         return self.tokenizer.apply_chat_template(messages, **kwargs)
+
+    def text_stream(self) -> TextStream:
+        """A fresh streaming detokenizer for one reply."""
+        return self.detokenizer.stream()
 
     def encode(self, text: str) -> list[int]:
         return list(self.tokenizer.encode(text, add_special_tokens=False))

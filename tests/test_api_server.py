@@ -240,20 +240,21 @@ MODEL_TOOL_REPLY = (
 
 def test_tool_call_parsed_from_model_shaped_tokens(engine, jobs):
     """Qwen3.5's XML tool call, tokenized by the real tokenizer and decoded token by token through
-    the engine's own streaming decoder and thinking splitter, comes out whole as OpenAI tool_calls
+    the engine's own streaming detokenizer and thinking splitter, comes out whole as OpenAI tool_calls
     typed by the schema, and never leaks into content."""
     from engine_mlx.events import FinishReason
-    from engine_mlx.generation import StreamingDecoder
     from engine_mlx.thinking import ThinkingSplitter
 
     loaded = engine._loaded
-    decoder, splitter = StreamingDecoder(loaded.tokenizer), ThinkingSplitter(starts_in_thinking=True)
+    text, splitter = loaded.text_stream(), ThinkingSplitter(starts_in_thinking=True)
     assembler = ReplyAssembler(tools=TOOLS)
     deltas = []
     for token in loaded.encode(MODEL_TOOL_REPLY):
-        part = splitter.feed(decoder.add(token))
+        part = splitter.feed(text.add(token))
         deltas += assembler.thinking(part.thinking) + assembler.answer(part.answer)
         assert not any("tool_call" in (d.get("content") or "") for d in deltas)
+    tail = splitter.feed(text.finalize())
+    deltas += assembler.thinking(tail.thinking) + assembler.answer(tail.answer)
     rest = splitter.flush()
     deltas += assembler.thinking(rest.thinking) + assembler.answer(rest.answer) + assembler.finish()
     assert assembler.finish_reason(FinishReason.STOP) == "tool_calls"

@@ -91,6 +91,7 @@ def test_engine_matches_mlx_vlm_greedy_output(engine, tmp_path):
     media = load_media(convo.attachments, MediaLimits())
     ids = [r.token for r in stream_generate(loaded.model, loaded.processor, prompt, image=media.images, max_tokens=16, temperature=0.0)]
     raw = loaded.tokenizer.decode(ids[:n], skip_special_tokens=True)
+    raw = raw.removeprefix(" ")  # the streaming detokenizer (mlx-lm's) trims the reply's first space
     assert n == 16
     assert ours.replace("\ufffd", "") == raw.replace("\ufffd", "")
 

@@ -1,0 +1,106 @@
+"""Token ids to streamed text, through the tokenizer's own streaming detokenizer.
+
+Both loaders pick one from ``tokenizer.json``'s decoder (BPE, SPM or the naive fallback): mlx-lm's
+``TokenizerWrapper.detokenizer`` hands out a fresh, reset copy of its pick, and mlx-vlm's
+``load_processor`` sets ``processor.detokenizer``. Both paths stream through mlx-lm's classes (see
+:meth:`Detokenizer.of`), token by token; multi-byte characters split across tokens come out whole;
+``finalize()`` flushes what is still held back.
+
+This module is the one place that relies on that contract (``add_token``, ``last_segment``,
+``finalize``), pinned by tests/test_streaming_text.py. Two things are done here on top:
+
+* special tokens (``<|im_end|>``, ``<|vision_pad|>``...) are dropped before the detokenizer sees
+  them, as ``tokenizer.decode(..., skip_special_tokens=True)`` does: the libraries' BPE detokenizers
+  would spell them out. Added tokens that are not special (``<think>``, ``</think>``, ``<tool_call>``)
+  stay text, and the stream is flushed right after one, so the thinking splitter sees a tag as soon
+  as the model writes it.
+* ids the tokenizer has no token for (a padded embedding) are dropped, as ``decode`` drops them.
+
+Known difference from ``decode``: mlx-lm's BPE detokenizer drops one leading space at the very start
+of a stream (as ``mlx_lm.generate`` prints it).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+
+class TextStream:
+    """One reply's token ids in, text deltas out."""
+
+    def __init__(self, detokenizer: Any, vocab_size: int, skip_ids: frozenset[int], flush_ids: frozenset[int]):
+        self._detokenizer = detokenizer
+        self._vocab_size = vocab_size
+        self._skip_ids = skip_ids
+        self._flush_ids = flush_ids
+
+    def add(self, token: int) -> str:
+        """The text that ``token`` completes (often "" while a character or word is unfinished)."""
+        if token in self._skip_ids or not 0 <= token < self._vocab_size:
+            return ""
+        self._detokenizer.add_token(token)
+        if token in self._flush_ids:
+            self._detokenizer.finalize()
+        return self._detokenizer.last_segment
+
+    def finalize(self) -> str:
+        """End of the reply (stop, length, cancel): the text still held back."""
+        self._detokenizer.finalize()
+        return self._detokenizer.last_segment
+
+
+@dataclass(frozen=True)
+class Detokenizer:
+    """A loaded model's streaming detokenizer: built once at load, a fresh :class:`TextStream` per reply."""
+
+    new_detokenizer: Callable[[], Any]
+    vocab_size: int  # ids past it (a padded embedding) have no token
+    skip_ids: frozenset[int]
+    flush_ids: frozenset[int]
+
+    @classmethod
+    def of(cls, processor: Any, tokenizer: Any, *, is_vision: bool) -> Detokenizer:
+        """mlx-lm's ``TokenizerWrapper.detokenizer`` for text-only checkpoints. For vision ones, mlx-lm's
+        detokenizer of the kind mlx-vlm's loader chose (``processor.detokenizer``): mlx-vlm's own BPE
+        detokenizer holds text until a token starting with a space, so CJK text, which has none,
+        would not stream at all."""
+        if is_vision:
+            # Built here rather than through a TokenizerWrapper, whose other inferences cost ~1 s
+            # on the 248k vocabulary; a fresh stream is a reset copy, as the wrapper makes it.
+            template = _mlx_lm_kind(getattr(processor, "detokenizer", None))(tokenizer)
+
+            def new() -> Any:
+                detokenizer = copy.copy(template)
+                detokenizer.reset()
+                return detokenizer
+        else:
+            def new() -> Any:
+                return processor.detokenizer  # mlx-lm's TokenizerWrapper: a fresh, reset copy
+        added = getattr(tokenizer, "added_tokens_decoder", {})
+        return cls(
+            new_detokenizer=new,
+            vocab_size=len(tokenizer),
+            skip_ids=frozenset(i for i, t in added.items() if t.special),
+            flush_ids=frozenset(i for i, t in added.items() if not t.special),
+        )
+
+    def stream(self) -> TextStream:
+        return TextStream(self.new_detokenizer(), self.vocab_size, self.skip_ids, self.flush_ids)
+
+
+def _mlx_lm_kind(chosen: Any) -> Callable[[Any], Any]:
+    """mlx-lm's streaming detokenizer class of the same kind as mlx-vlm's ``chosen`` one."""
+    from mlx_lm import tokenizer_utils as lm
+    from mlx_vlm import tokenizer_utils as vlm
+
+    if isinstance(chosen, vlm.BPEStreamingDetokenizer):
+        return lm.BPEStreamingDetokenizer
+    if isinstance(chosen, vlm.SPMStreamingDetokenizer):
+        return partial(lm.SPMStreamingDetokenizer, trim_space=chosen.trim_space)
+    if isinstance(chosen, vlm.NaiveStreamingDetokenizer):
+        return lm.NaiveStreamingDetokenizer
+    raise ValueError("mlx-vlm built no streaming detokenizer for this tokenizer")
