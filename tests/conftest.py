@@ -62,6 +62,39 @@ def qt_wait(qapp):
     return wait
 
 
+@pytest.fixture
+def make_window(qapp, qt_wait, tmp_path):
+    """``make_window(data_dir=None, model=None)``: a shown MainWindow on a data folder, with the model
+    loaded if one is given; closed at the end of the test."""
+    from app import theme
+    from app.paths import app_paths
+    from app.window import MainWindow
+
+    theme.apply(qapp, theme.Scheme.LIGHT)
+    windows = []
+
+    def make(data_dir=None, model=None):
+        window = MainWindow(app_paths(data_dir or tmp_path / "data"), reload_last=False)
+        window.resize(1100, 760)
+        window.show()
+        windows.append(window)
+        if model is not None:
+            window.models.load(model)
+            qt_wait(lambda: window.models.loaded_info is not None or window.error_banner.isVisible(), 120)
+            assert window.models.loaded_info is not None, window.error_banner.label.text()
+        return window
+
+    yield make
+    for window in windows:
+        window.close()
+
+
+@pytest.fixture
+def window(make_window, tiny_model_dir):
+    """The main window with the tiny vision model loaded."""
+    return make_window(model=tiny_model_dir)
+
+
 # --- the tiny HF-layout release and the conversions users download (tests/test_conformance.py) ---
 
 

@@ -15,7 +15,7 @@ from PySide6.QtWidgets import QApplication, QMenu
 
 from app.store import MessageState, ThinkingMode
 
-make_window, window, engine_requests = base.make_window, base.window, ui.engine_requests
+engine_requests = ui.engine_requests
 FAST = {"max_tokens": 8, "seed": 3}
 
 

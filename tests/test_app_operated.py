@@ -9,45 +9,16 @@ import shutil
 import time
 from pathlib import Path
 
-import pytest
 from PySide6.QtCore import QMimeData, Qt, QTimer
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication, QDialogButtonBox, QMessageBox, QPushButton
 
-from app import theme
 from app.controllers.chat import MAX_MESSAGE_CHARS
-from app.paths import app_paths
 from app.store import MessageState, Store, ThinkingMode
 from app.views.model_picker import ModelPicker
 from app.views.settings import SettingsDialog
 from app.window import MainWindow
-
-
-@pytest.fixture
-def make_window(qapp, qt_wait, tmp_path):
-    theme.apply(qapp, theme.Scheme.LIGHT)
-    windows: list[MainWindow] = []
-
-    def make(model: Path | None = None, data: Path | None = None) -> MainWindow:
-        window = MainWindow(app_paths(data or tmp_path / "data"), reload_last=False)
-        window.resize(1000, 700)
-        window.show()
-        windows.append(window)
-        if model is not None:
-            window.models.load(model)
-            qt_wait(lambda: window.models.loaded_info is not None or window.error_banner.isVisible(), 120)
-            assert window.models.loaded_info is not None, window.error_banner.label.text()
-        return window
-
-    yield make
-    for window in windows:
-        window.close()
-
-
-@pytest.fixture
-def window(make_window, tiny_model_dir):
-    return make_window(tiny_model_dir)
 
 
 def engine_requests(window: MainWindow) -> list:

@@ -9,7 +9,6 @@ from PySide6.QtCore import Qt
 
 from app.store import MessageState, ThinkingMode
 
-make_window, window = base.make_window, base.window  # the fixtures
 send, stored = base.send, base.stored
 
 

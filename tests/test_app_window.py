@@ -11,38 +11,10 @@ from media_files import write_image, write_pdf, write_video
 from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QColor, QDragEnterEvent, QDropEvent, QGuiApplication, QImage
 
-from app import theme
-from app.paths import app_paths
 from app.store import ChatSettings, MessageState, StoreError, ThinkingMode
 from app.window import MainWindow
 
 FAST = dict(max_tokens=32, seed=7)
-
-
-@pytest.fixture
-def make_window(qapp, qt_wait, tmp_path):
-    theme.apply(qapp, theme.Scheme.LIGHT)
-    windows: list[MainWindow] = []
-
-    def make(data_dir: Path | None = None, model: Path | None = None) -> MainWindow:
-        window = MainWindow(app_paths(data_dir or tmp_path / "data"), reload_last=False)
-        window.resize(1100, 760)
-        window.show()
-        windows.append(window)
-        if model is not None:
-            window.models.load(model)
-            qt_wait(lambda: window.models.loaded_info is not None or window.error_banner.isVisible(), 120)
-            assert window.models.loaded_info is not None, window.error_banner.label.text()
-        return window
-
-    yield make
-    for window in windows:
-        window.close()
-
-
-@pytest.fixture
-def window(make_window, tiny_model_dir):
-    return make_window(model=tiny_model_dir)
 
 
 def send(window: MainWindow, qt_wait, text: str, **settings) -> None:
