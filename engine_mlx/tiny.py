@@ -51,7 +51,21 @@ QwenDesk runs Qwen3.5 locally with MLX on Apple Silicon. 0123456789 + - * / = ( 
 """
 _BPE_VOCAB = 512  # learned merges on top of the 256 byte tokens (a vocab of a few hundred)
 
-DEFAULT_PIXELS = 448 * 448  # the tiny vision tower's image budget (real checkpoints allow far more)
+DEFAULT_PIXELS = 448 * 448
+
+# tokenizer_config.json as Qwen's Qwen2Tokenizer settings have it (the release adds its vision tokens).
+TOKENIZER_CONFIG = {
+    "tokenizer_class": "Qwen2Tokenizer",
+    "model_max_length": 262144,
+    "bos_token": None,
+    "eos_token": "<|im_end|>",
+    "pad_token": "<|endoftext|>",
+    "unk_token": None,
+    "clean_up_tokenization_spaces": False,
+    "split_special_tokens": False,
+    "add_prefix_space": False,
+    "errors": "replace",
+}  # the tiny vision tower's image budget (real checkpoints allow far more)
 
 
 def _build_tokenizer():
@@ -240,23 +254,7 @@ def build_tiny_model(out_dir: Path | str, *, seed: int = 0, bits: int = 4, visio
     save_config(config, out / "config.json")
 
     tok.save(str(out / "tokenizer.json"))
-    (out / "tokenizer_config.json").write_text(
-        json.dumps(
-            {
-                "tokenizer_class": "Qwen2Tokenizer",
-                "model_max_length": 262144,
-                "bos_token": None,
-                "eos_token": "<|im_end|>",
-                "pad_token": "<|endoftext|>",
-                "unk_token": None,
-                "clean_up_tokenization_spaces": False,
-                "split_special_tokens": False,
-                "add_prefix_space": False,
-                "errors": "replace",
-            },
-            indent=2,
-        )
-    )
+    (out / "tokenizer_config.json").write_text(json.dumps(TOKENIZER_CONFIG, indent=2))
     (out / "chat_template.jinja").write_text(chat_template())
     if vision:
         (out / "preprocessor_config.json").write_text(json.dumps(image_cfg, indent=2))

@@ -179,17 +179,10 @@ def _generation_config() -> dict[str, Any]:
 
 
 def _tokenizer_config() -> dict[str, Any]:
+    from engine_mlx.tiny import TOKENIZER_CONFIG
+
     return {
-        "tokenizer_class": "Qwen2Tokenizer",
-        "model_max_length": 262144,
-        "bos_token": None,
-        "eos_token": "<|im_end|>",
-        "pad_token": "<|endoftext|>",
-        "unk_token": None,
-        "clean_up_tokenization_spaces": False,
-        "split_special_tokens": False,
-        "add_prefix_space": False,
-        "errors": "replace",
+        **TOKENIZER_CONFIG,
         "extra_special_tokens": {
             "image_token": "<|image_pad|>",
             "video_token": "<|video_pad|>",
