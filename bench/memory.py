@@ -131,7 +131,7 @@ def cache_growth(model_dir: Path, args) -> None:
     import mlx.core as mx
 
     from engine_mlx.engine import Engine
-    from engine_mlx.memory import kv_bytes_per_token, linear_state_bytes
+    from engine_mlx.memory import kv_bytes_per_token, linear_state_bytes, machine_memory
     from engine_mlx.runtime import PromptInputs
 
     engine = Engine()
@@ -158,11 +158,13 @@ def cache_growth(model_dir: Path, args) -> None:
     fixed = [i for i in range(len(cache)) if i not in growing]
     per_token = sum(sizes[n2][i] - sizes[n1][i] for i in growing) / (n2 - n1)
     state = sum(sizes[n2][i] for i in fixed)
-    est_kv, est_state = kv_bytes_per_token(info), linear_state_bytes(info)
+    here = machine_memory()  # on MLX's CPU backend a bf16 checkpoint computes in float32
+    est_kv, est_state = kv_bytes_per_token(info, here), linear_state_bytes(info, here)
     kind = "vision (mlx-vlm)" if loaded.is_vision else "text-only (mlx-lm)"
     print(f"\n{kind} cache, measured from growth between {n1} and {n2} tokens"
           f" ({len(growing)} KV entries, {len(fixed)} fixed; keys/values in {_kv_dtype(cache, growing)},"
-          f" estimate at the checkpoint's {info.activation_dtype}):")
+          f" estimate at the checkpoint's {info.activation_dtype}"
+          f"{', float32 on the CPU backend' if here.cpu_backend else ''}):")
     print(f"  KV bytes per token      measured {per_token:10.1f}   estimate {est_kv:10d}"
           f"   ratio {per_token / est_kv:.3f}   (goal 0.9-1.1)")
     print(f"  linear-attention state  measured {state:10d}   estimate {est_state:10d}"

@@ -45,6 +45,8 @@ class MachineMemory:
     available_bytes: int
     wired_limit_bytes: int | None  # the GPU working-set limit on Apple silicon; None elsewhere
     is_apple_silicon: bool
+    # MLX runs on its CPU backend (no Metal): bfloat16/float16 checkpoints compute in float32 there
+    cpu_backend: bool = False
 
 
 @dataclass(frozen=True)
@@ -132,30 +134,35 @@ def machine_memory() -> MachineMemory:
         available_bytes=_available_ram(total),
         wired_limit_bytes=wired,
         is_apple_silicon=apple,
+        cpu_backend=platform.cpu_backend(),
     )
 
 
 # --------------------------------------------------------------------------------------- estimate
 
 
-def activation_bytes(info: ModelInfo) -> int:
-    """Bytes per element of the activations, so of the KV cache and the conv window."""
-    return ACTIVATION_DTYPE_BYTES[info.activation_dtype]
+def activation_bytes(info: ModelInfo, machine: MachineMemory | None = None) -> int:
+    """Bytes per element of the activations, so of the KV cache and the conv window: the checkpoint's
+    dtype, or float32 on a ``machine`` whose MLX runs on the CPU backend (the runtime casts there)."""
+    dtype = info.activation_dtype
+    if machine is not None and machine.cpu_backend and dtype in ("bfloat16", "float16"):
+        dtype = "float32"
+    return ACTIVATION_DTYPE_BYTES[dtype]
 
 
-def kv_bytes_per_token(info: ModelInfo) -> int:
+def kv_bytes_per_token(info: ModelInfo, machine: MachineMemory | None = None) -> int:
     """K and V for every full-attention layer; linear-attention layers keep no per-token cache."""
-    per_layer = info.num_key_value_heads * info.head_dim * activation_bytes(info)
+    per_layer = info.num_key_value_heads * info.head_dim * activation_bytes(info, machine)
     return 2 * info.num_full_attention_layers * per_layer
 
 
-def linear_state_bytes(info: ModelInfo) -> int:
+def linear_state_bytes(info: ModelInfo, machine: MachineMemory | None = None) -> int:
     """Fixed state of the gated-delta (linear attention) layers: conv window + recurrent state."""
     conv_channels = (
         2 * info.linear_num_key_heads * info.linear_key_head_dim
         + info.linear_num_value_heads * info.linear_value_head_dim
     )
-    conv = max(info.linear_conv_kernel_dim - 1, 0) * conv_channels * activation_bytes(info)
+    conv = max(info.linear_conv_kernel_dim - 1, 0) * conv_channels * activation_bytes(info, machine)
     recurrent = (
         info.linear_num_value_heads
         * info.linear_key_head_dim
@@ -228,9 +235,9 @@ def estimate_fit(
         raise ValueError(f"context_tokens must not be negative, got {context_tokens}")
     machine = machine_memory() if machine is None else machine
     weights = info.weight_bytes
-    per_token = kv_bytes_per_token(info)
+    per_token = kv_bytes_per_token(info, machine)
     kv = per_token * context_tokens
-    state = linear_state_bytes(info)
+    state = linear_state_bytes(info, machine)
     overhead = OVERHEAD_FIXED_BYTES + weights * OVERHEAD_WEIGHT_PERCENT // 100
     total = weights + kv + state + overhead
     budget, source = _budget(machine)

@@ -34,6 +34,14 @@ def metal_available() -> bool:
         return False
 
 
+def cpu_backend() -> bool:
+    """True when MLX computes on its CPU backend (no Metal): the runtime then casts bfloat16/float16
+    weights to float32 at load, so activations and caches are float32 too."""
+    import mlx.core as mx
+
+    return mx.default_device() == mx.cpu
+
+
 def metal_device_info() -> dict[str, Any]:
     """MLX's device info (``memory_size``, ``max_recommended_working_set_size``); {} off Metal."""
     if not metal_available():

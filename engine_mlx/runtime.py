@@ -20,6 +20,7 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
+from engine_mlx import platform
 from engine_mlx.cancel import CancelToken
 from engine_mlx.checkpoint import ModelInfo
 from engine_mlx.detokenize import Detokenizer, TextStream
@@ -116,7 +117,7 @@ class LoadedModel:
                 from mlx_lm import load as lm_load
 
                 model, processor = lm_load(path, lazy=True, trust_remote_code=False)
-            if mx.default_device() == mx.cpu:
+            if platform.cpu_backend():
                 _float32_on_cpu(model)
             _materialize(model, progress, cancel)
         except EngineError:

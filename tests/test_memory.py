@@ -60,6 +60,15 @@ def mac(total: int, wired: int | None) -> MachineMemory:
     return MachineMemory(total, total, wired, is_apple_silicon=True)
 
 
+def test_cpu_backend_computes_bf16_checkpoints_in_float32() -> None:
+    """The runtime casts bf16 weights to float32 on MLX's CPU backend, so the cache doubles there."""
+    cpu = MachineMemory(64 * GIB, 64 * GIB, None, is_apple_silicon=False, cpu_backend=True)
+    assert TINY.activation_dtype == "bfloat16"
+    assert kv_bytes_per_token(TINY, cpu) == 2 * kv_bytes_per_token(TINY, linux(64 * GIB)) == 1024
+    assert estimate_fit(TINY, 1000, cpu).kv_bytes == 1_024_000
+    assert linear_state_bytes(TINY, cpu) == 6 * (2 * 768 + 4096)
+
+
 def test_small_model_numbers_by_hand() -> None:
     # KV: K and V × 2 full-attention layers × 2 heads × 32 dims × 2 bytes = 512 bytes per token.
     assert kv_bytes_per_token(TINY) == 512
@@ -370,9 +379,12 @@ def test_estimate_equals_the_cache_a_real_load_holds(model: str, dtype: str, req
 
     assert sum(grows) == info.num_full_attention_layers
     assert len(fixed) == info.num_linear_attention_layers
-    assert kv_at_n1 == n1 * kv_bytes_per_token(info)
-    assert kv_at_n2 == n2 * kv_bytes_per_token(info)
-    assert sum(fixed) == linear_state_bytes(info)
+    here = machine_memory()  # on the CPU backend a bf16 checkpoint computes in float32
+    assert kv_at_n1 == n1 * kv_bytes_per_token(info, here)
+    assert kv_at_n2 == n2 * kv_bytes_per_token(info, here)
+    assert sum(fixed) == linear_state_bytes(info, here)
+    estimate = estimate_fit(info, n2, here)
+    assert (estimate.kv_bytes, estimate.linear_state_bytes) == (kv_at_n2, sum(fixed))
     assert fixed == [a for a, g in zip(sizes[0], grows) if not g]  # it stays put
 
 
