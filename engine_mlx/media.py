@@ -86,8 +86,9 @@ def _list(suffixes: frozenset[str]) -> str:
     return ", ".join(sorted(suffixes))
 
 
-def _check_file(path: Path) -> None:
-    """Missing, not a regular file, unreadable or empty: the errors every loader shares."""
+def check_file(path: Path) -> int:
+    """The file's size; MediaError if it is missing, not a regular file, unreadable or empty (the
+    errors every loader shares: images, PDFs, videos and text files)."""
     try:
         size = path.stat().st_size
     except FileNotFoundError:
@@ -98,6 +99,7 @@ def _check_file(path: Path) -> None:
         raise MediaError(path, "is not a file")
     if size == 0:
         raise MediaError(path, "is empty (0 bytes)")
+    return size
 
 
 # ------------------------------------------------------------------------------------------ images
@@ -161,7 +163,7 @@ def load_image(
     if max_side < 1:
         raise ValueError(f"max_side must be at least 1, got {max_side}")
     path = Path(path)
-    _check_file(path)
+    check_file(path)
     try:
         img = Image.open(path)
     except UnidentifiedImageError:
@@ -212,7 +214,7 @@ def _open_pdf(path: Path):  # -> pypdfium2.PdfDocument (imported lazily: it load
     import pypdfium2 as pdfium
     import pypdfium2.raw as pdfium_c
 
-    _check_file(path)
+    check_file(path)
     try:
         return pdfium.PdfDocument(path)
     except FileNotFoundError:
@@ -339,7 +341,7 @@ class SampledVideo:
 def _open_video(path: Path):  # -> cv2.VideoCapture, opened
     import cv2
 
-    _check_file(path)
+    check_file(path)
     # FFmpeg explicitly: CAP_ANY may pick the image-sequence backend, which reads '%' as a pattern.
     backend = cv2.CAP_FFMPEG if cv2.videoio_registry.hasBackend(cv2.CAP_FFMPEG) else cv2.CAP_ANY
     cap = cv2.VideoCapture(str(path), backend)

@@ -25,14 +25,11 @@ TEXT_SUFFIXES = frozenset({
 
 
 def load_text(path: Path | str, max_bytes: int = MAX_TEXT_BYTES) -> str:
-    """The file's text; MediaError if it is missing, too large, or not UTF-8 text."""
+    """The file's text; MediaError if it is missing, empty, too large, or not UTF-8 text."""
+    from .media import check_file  # media imports this module's suffix list
+
     path = Path(path)
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise MediaError(path, "does not exist; it may have been moved or deleted") from None
-    except OSError as e:
-        raise MediaError(path, f"cannot be read ({e.strerror or e})") from None
+    size = check_file(path)
     if size > max_bytes:
         raise MediaError(path, f"is {size / 1024:,.0f} KB; text files can be at most {max_bytes // 1024:,} KB")
     try:
