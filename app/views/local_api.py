@@ -13,18 +13,17 @@ from PySide6.QtWidgets import (
     QDialogButtonBox,
     QFormLayout,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QLineEdit,
     QPushButton,
     QSpinBox,
-    QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
 from app.controllers.local_api import LocalApiController
+from app.views.tables import row_table
 
 LOG_COLUMNS = ("Time", "Client", "Tokens", "Duration", "Result")
 
@@ -66,11 +65,7 @@ class LocalApiDialog(QDialog):
             button.setAutoDefault(False)  # Return in the port field must not press them
         self.status = QLabel()
         self.status.setWordWrap(True)
-        self.log = QTableWidget(0, len(LOG_COLUMNS))
-        self.log.setHorizontalHeaderLabels(LOG_COLUMNS)
-        self.log.verticalHeader().hide()
-        self.log.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
-        self.log.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        self.log = row_table(LOG_COLUMNS, stretch=(1,), selectable=False)
 
         form = QFormLayout()
         form.addRow(self.switch)

@@ -7,16 +7,13 @@ from pathlib import Path
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QDialog,
     QFileDialog,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QMessageBox,
     QPushButton,
     QSpinBox,
-    QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
     QWidget,
@@ -25,6 +22,7 @@ from PySide6.QtWidgets import (
 from engine_mlx.sizes import human_bytes
 
 from ..controllers.models import ModelEntry, ModelsController, fit_label
+from .tables import row_table
 
 COLUMNS = ("Model", "Size on disk", "Bits", "Input", "Memory fit")
 
@@ -40,13 +38,7 @@ class ModelPicker(QDialog):
         self.current = QLabel()
         self.current.setWordWrap(True)
         layout.addWidget(self.current)
-        self.table = QTableWidget(0, len(COLUMNS))
-        self.table.setHorizontalHeaderLabels(COLUMNS)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.verticalHeader().hide()
-        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.table = row_table(COLUMNS)
         self.table.doubleClicked.connect(lambda _index: self.load_selected())
         self.table.itemSelectionChanged.connect(self._show_details)
         layout.addWidget(self.table, 1)
