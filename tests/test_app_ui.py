@@ -359,3 +359,19 @@ def test_a_long_answer_flushes_less_often(qtbot):
     qtbot.waitSignal(view._timer.timeout, timeout=1000).wait()
     view.append("more")
     assert view._timer.interval() == MAX_FLUSH_MS
+
+
+def test_send_with_media_to_a_text_only_model_offers_add_vision(window, qt_wait, qtbot, tmp_path,
+                                                                 tiny_text_model_dir):
+    """An image attached under a vision model, then a text-only model loaded: Send is refused by the chat
+    controller, nothing is stored, and the banner offers the way out (add vision to this model)."""
+    base.drop(window.composer, [base.write_image(tmp_path / "photo.png")])
+    qt_wait(lambda: len(window.attachments.items) == 1, 30)
+    window.models.load(tiny_text_model_dir)
+    qt_wait(lambda: window.models.loaded_info is not None and not window.models.loaded_info.is_vision, 120)
+    qtbot.keyClicks(window.composer.edit, "What is in this photo?")
+    qtbot.mouseClick(window.composer.send_button, Qt.MouseButton.LeftButton)
+    assert window.error_banner.isVisible() and "text-only" in window.error_banner.label.text()
+    assert window.error_banner.action.text().startswith("Add vision")
+    assert window.chat.current_id is None  # no chat was created, no message stored
+    assert len(window.attachments.items) == 1  # the attachment stays for a vision model
