@@ -341,47 +341,34 @@ def test_first_run_page_and_demo_model(make_window, qt_wait):
 
 
 def test_gui_stays_responsive_while_loading_and_generating(make_window, tiny_model_dir, qt_wait):
-    """A 10 ms heartbeat on the GUI thread keeps beating while the engine thread loads and generates."""
-    import time
+    """The GUI thread keeps running its event loop while the engine thread loads and generates.
 
+    No timing is asserted (stall figures against the 50 ms target are bench/ui_stream.py's job): a
+    load or a generation done on the GUI thread, or one that blocks it until the end, would show no
+    heartbeat while the load is pending and none between the first and the last streamed delta.
+    """
     from PySide6.QtCore import QTimer
 
     window = make_window()
-    gaps: list[float] = []
-    last = [time.perf_counter()]
-
-    def beat() -> None:
-        now = time.perf_counter()
-        gaps.append(now - last[0])
-        last[0] = now
-
+    events: list[str] = []
     heartbeat = QTimer()
-    heartbeat.setInterval(10)
-    heartbeat.timeout.connect(beat)
+    heartbeat.setInterval(1)
+    heartbeat.timeout.connect(lambda: events.append("beat-loading" if window.models.loaded_info is None else "beat"))
+    window.chat.answerDelta.connect(lambda _mid, _text: events.append("delta"))
     heartbeat.start()
 
-    def beats_while(action) -> tuple[int, float]:
-        gaps.clear()
-        last[0] = started = time.perf_counter()
-        action()
-        return len(gaps), (time.perf_counter() - started) * 1000
+    window.models.load(tiny_model_dir)
+    assert window.models.loaded_info is None and window.models.loading_path is not None  # not loaded on this thread
+    qt_wait(lambda: window.models.loaded_info is not None, 120)
+    assert "beat-loading" in events, "the GUI thread ran no event loop pass while the model loaded"
 
-    def load() -> None:
-        window.models.load(tiny_model_dir)
-        qt_wait(lambda: window.models.loaded_info is not None, 120)
-
-    load_beats, load_ms = beats_while(load)
-    gen_beats, gen_ms = beats_while(
-        lambda: send(window, qt_wait, "Stream for a while", thinking=ThinkingMode.BUDGET, thinking_budget=16,
-                     max_tokens=160)
-    )
+    events.clear()
+    send(window, qt_wait, "Stream for a while", thinking=ThinkingMode.BUDGET, thinking_budget=16, max_tokens=160)
     heartbeat.stop()
-    # The GUI thread kept running its timers while the engine thread loaded and generated (a quarter
-    # of the beats, leaving room for a busy CI machine); a GUI thread blocked by that work would beat
-    # about once per blocking call. The stall figures against the 50 ms target are
-    # bench/ui_stream.py's job, not a timed assertion here.
-    for what, beats, ms in (("loading", load_beats, load_ms), ("generating", gen_beats, gen_ms)):
-        assert beats >= ms / 10 / 4 - 2, f"{beats} heartbeats in {ms:.0f} ms of {what}"
+    deltas = [i for i, event in enumerate(events) if event == "delta"]
+    assert len(deltas) > 1, events
+    between = events[deltas[0]:deltas[-1]]
+    assert between.count("beat") >= 1, "the streamed deltas arrived in one burst: the GUI thread was blocked"
 
 
 def test_files_opened_by_the_system_are_attached(window, qapp, qt_wait, tmp_path):
