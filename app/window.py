@@ -90,6 +90,7 @@ class MainWindow(QMainWindow):
         self.chat = ChatController(self.store, self.engine, self)
         self.models = ModelsController(self.store, self.engine, paths, self)
         self.attachments = AttachmentsController(self.store, paths.data / "pasted", self)
+        self.attachments.remove_leftover_scratch()
         self.local_api = LocalApiController(self.engine.worker.shared, self.store, self)
         self.local_api.failed.connect(self.show_error)
         self.downloads = DownloadsController(parent=self)

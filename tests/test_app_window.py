@@ -10,6 +10,7 @@ import pytest
 from media_files import write_image, write_pdf, write_video
 from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QColor, QDragEnterEvent, QDropEvent, QGuiApplication, QImage
+from PySide6.QtTest import QTest
 
 from app.store import ChatSettings, MessageState, StoreError, ThinkingMode
 from app.window import MainWindow
@@ -155,16 +156,25 @@ def test_drop_image_pdf_video_then_send(window, qt_wait, tmp_path):
     assert len(thumbs) == 3 and thumbs[0].pictures and not thumbs[0].pictures[0].pixmap().isNull()
 
 
-def test_paste_image(window, qt_wait):
+def test_paste_image(make_window, tiny_model_dir, qt_wait, tmp_path):
+    leftover = tmp_path / "data" / "pasted" / "pasted-crash.png"  # a crash left it before the copy
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes(b"\x89PNG")
+    window = make_window(model=tiny_model_dir)
+    assert not leftover.exists()
     image = QImage(64, 48, QImage.Format.Format_RGB32)
     image.fill(QColor("orange"))
     mime = QMimeData()
     mime.setImageData(image)
-    assert window.composer.edit.canInsertFromMimeData(mime)
-    window.composer.edit.insertFromMimeData(mime)
+    QGuiApplication.clipboard().setMimeData(mime)
+    window.composer.edit.setFocus()
+    QTest.keySequence(window.composer.edit, "Ctrl+V")  # as the user pastes
     qt_wait(lambda: len(window.attachments.items) == 1, 30)
     pending = window.attachments.items[0]
     assert pending.kind.value == "image" and (pending.width, pending.height) == (64, 48)
+    assert pending.stored.path.is_file() and window.store.attachments_dir in pending.stored.path.parents
+    scratch = window.paths.data / "pasted"
+    assert not any(scratch.iterdir()), "the pasted image's scratch file was left behind"
 
 
 def test_text_only_model_refuses_attachments(window, qt_wait, tmp_path):

@@ -132,6 +132,11 @@ class AttachmentsController(QObject):
     def busy(self) -> bool:
         return self._in_flight > 0
 
+    def remove_leftover_scratch(self) -> None:
+        """At start-up (lock holder only): pasted images a crash left before they were copied in."""
+        for file in self.scratch_dir.glob("pasted-*.png"):
+            file.unlink(missing_ok=True)
+
     def set_model(self, name: str, is_vision: bool | None) -> None:
         self.model_name = name
         self.model_is_vision = is_vision
@@ -144,7 +149,8 @@ class AttachmentsController(QObject):
         """Attachments only a vision model can read (text files go to any model)."""
         return any(p.kind is not AttachmentKind.TEXT for p in self.items)
 
-    def add_paths(self, paths: list[Path | str]) -> None:
+    def add_paths(self, paths: list[Path | str], *, scratch: bool = False) -> None:
+        """Attach files; ``scratch`` files (pasted images) are deleted once the data folder holds a copy."""
         if self.model_is_vision is False:
             paths = self._text_files_only(paths)
         for path in paths:
@@ -152,8 +158,15 @@ class AttachmentsController(QObject):
             key = self._next_key
             self._in_flight += 1
             self.busyChanged.emit(True)
-            run_task(lambda _p, _c, p=Path(path), k=key: prepare(p, self.store, k),
+            run_task(lambda _p, _c, p=Path(path), k=key: self._prepare(p, k, scratch),
                      self._on_prepared, self._on_failed)
+
+    def _prepare(self, path: Path, key: int, scratch: bool) -> Pending:
+        try:
+            return prepare(path, self.store, key)
+        finally:
+            if scratch:
+                path.unlink(missing_ok=True)
 
     def _text_files_only(self, paths: list[Path | str]) -> list[Path | str]:
         from engine_mlx.media import TEXT_SUFFIXES
@@ -172,9 +185,10 @@ class AttachmentsController(QObject):
         handle = tempfile.NamedTemporaryFile(prefix="pasted-", suffix=".png", dir=self.scratch_dir, delete=False)
         handle.close()
         if not image.save(handle.name, "PNG"):
+            Path(handle.name).unlink(missing_ok=True)
             self.errorOccurred.emit("Could not save the pasted image (is the disk full?).")
             return
-        self.add_paths([Path(handle.name)])
+        self.add_paths([Path(handle.name)], scratch=True)
 
     def _done_one(self) -> None:
         self._in_flight -= 1
