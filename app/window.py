@@ -50,7 +50,6 @@ from .workers import EngineClient
 log = logging.getLogger(__name__)
 
 UNDO_MS = 10_000
-MAX_ANSWER_TOKENS = 262_144  # the settings dialog's ceiling
 
 
 def attach_filter() -> str:
@@ -200,7 +199,7 @@ class MainWindow(QMainWindow):
             hints.colorSchemeChanged.connect(self._system_scheme_changed)
         self.transcript.editSubmitted.connect(c.edit_and_resend)
         self.transcript.regenerateRequested.connect(c.regenerate)
-        self.transcript.continueRequested.connect(self.continue_thinking)
+        self.transcript.continueRequested.connect(self.continue_answer)
         self.transcript.copied.connect(lambda _t: self.statusBar().showMessage("Copied", 1500))
         # composer
         self.composer.sendRequested.connect(self.send)
@@ -411,15 +410,9 @@ class MainWindow(QMainWindow):
             return True
         return False
 
-    def continue_thinking(self, reached: int) -> None:
-        """The last answer ran out of tokens while thinking: answer again with twice the limit."""
-        from dataclasses import replace
-
-        settings = self.chat.settings()
-        limit = min(MAX_ANSWER_TOKENS, 2 * max(settings.max_tokens, reached))
-        self.chat.set_settings(replace(settings, max_tokens=limit))
-        self.chat.regenerate()
-        self.statusBar().showMessage(f"Answering again with a limit of {limit:,} tokens", 4000)
+    def continue_answer(self, _reached: int) -> None:
+        """The last answer was cut short: the model carries it on, for up to the chat's token limit more."""
+        self.chat.continue_answer()
 
     def copy_last_answer(self) -> None:
         widget = self.transcript.last_answer()

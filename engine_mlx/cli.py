@@ -11,7 +11,7 @@ import logging
 import sys
 import uuid
 from collections.abc import Iterable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TextIO
 
@@ -42,6 +42,7 @@ from engine_mlx.sizes import human_bytes
 EXIT_ERROR = 2
 DIM, RESET = "\x1b[2m", "\x1b[0m"
 CLEAR_LINE = "\x1b[2K"  # erase the whole line (the cursor stays)
+CONTINUE_COMMAND = "/continue"  # interactive chat: carry on the last answer
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -62,7 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     models.add_argument("--json", action="store_true")
     models.add_argument("--all", action="store_true", help="also list folders of other model families")
 
-    chat = sub.add_parser("chat", help="chat with a model (one answer with PROMPT, else interactive)")
+    chat = sub.add_parser(
+        "chat", help="chat with a model (one answer with PROMPT, else interactive: a line reading "
+                     f"{CONTINUE_COMMAND} carries on the last answer where the token limit cut it)")
     chat.add_argument("--model", required=True, type=Path)
     chat.add_argument("--image", action="append", type=Path, default=[])
     chat.add_argument("--pdf", type=Path)
@@ -254,10 +257,20 @@ def _chat(args) -> int:
     prompts: Iterable[str] = [args.prompt] if args.prompt is not None else _stdin_lines(args.json)
     status = 0
     for text in prompts:
-        convo = convo.with_message(Message(Role.USER, text, attachments))
-        attachments = ()  # attachments go with the first turn; the conversation keeps them
-        finished = out.show(engine.generate(convo, settings))
-        convo = convo.with_message(Message(Role.ASSISTANT, out.answer, thinking=out.thinking))
+        if text.strip() == CONTINUE_COMMAND:
+            if not convo.messages or convo.messages[-1].role is not Role.ASSISTANT:
+                print(f"error: {CONTINUE_COMMAND} carries on an answer; there is none yet", file=sys.stderr)
+                status = EXIT_ERROR
+                continue
+            last = convo.messages[-1]
+            finished = out.show(engine.generate(replace(convo, continue_last=True), settings))
+            grown = Message(Role.ASSISTANT, last.text + out.answer, thinking=last.thinking + out.thinking)
+            convo = replace(convo, messages=convo.messages[:-1] + (grown,))
+        else:
+            convo = convo.with_message(Message(Role.USER, text, attachments))
+            attachments = ()  # attachments go with the first turn; the conversation keeps them
+            finished = out.show(engine.generate(convo, settings))
+            convo = convo.with_message(Message(Role.ASSISTANT, out.answer, thinking=out.thinking))
         if finished.reason is FinishReason.ERROR:
             print(f"error: {finished.error}", file=sys.stderr)
             status = EXIT_ERROR

@@ -89,9 +89,21 @@ class Conversation:
     messages: tuple[Message, ...] = ()
     id: str = ""
     tools: tuple[Tool, ...] = ()  # functions the model may call, rendered by the chat template
+    # The last message is an assistant turn cut short (by the token limit or Stop): the model carries
+    # on from its end, its thinking included, instead of starting a new turn.
+    continue_last: bool = False
 
     def with_message(self, message: Message) -> Conversation:
         return Conversation(self.messages + (message,), self.id, self.tools)
+
+    @property
+    def unfinished(self) -> Message | None:
+        """The assistant turn to carry on, if ``continue_last``."""
+        if not self.continue_last:
+            return None
+        if not self.messages or self.messages[-1].role is not Role.ASSISTANT:
+            raise ValueError("continue_last needs an assistant message last")
+        return self.messages[-1]
 
     @property
     def attachments(self) -> tuple[Attachment, ...]:

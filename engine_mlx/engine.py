@@ -21,12 +21,14 @@ from engine_mlx.cache import SnapshotStore, common_prefix
 from engine_mlx.cancel import CancelToken
 from engine_mlx.checkpoint import ModelInfo, inspect_checkpoint, read_chat_template
 from engine_mlx.conversation import Conversation, Message, Role
-from engine_mlx.errors import ContextOverflowError, ModelNotLoadedError
+from engine_mlx.errors import ContextOverflowError, ModelNotLoadedError, UnsupportedInputError
 from engine_mlx.events import Event, Finished, FinishReason
 from engine_mlx.memory import check_fit, estimate_fit
 from engine_mlx.prompt import (
     DecodedMedia,
     MediaLimits,
+    before_unfinished,
+    continues_in_thinking,
     load_media,
     render_text,
     template_messages,
@@ -149,7 +151,11 @@ class Engine:
         from engine_mlx import generation
 
         started = time.perf_counter()
-        prompt, inputs = self._prepare(conversation, settings)
+        try:
+            template_thinking, resumes_in_thinking = continues_in_thinking(conversation, settings.thinking)
+        except ValueError as exc:
+            raise UnsupportedInputError(f"Cannot continue: {exc}.") from None
+        prompt, inputs = self._prepare(conversation, template_thinking)
         loaded = self._loaded
         limit = loaded.info.context_length
         if limit and len(inputs) + 1 > limit:
@@ -159,6 +165,7 @@ class Engine:
             )
         if limit and len(inputs) + settings.max_tokens > limit:
             settings = replace(settings, max_tokens=limit - len(inputs))  # stop at the context's end
+        settings = replace(settings, thinking=resumes_in_thinking)
 
         key = conversation.id
         reuse_ids = _reuse_ids(inputs) if key else inputs.ids
@@ -170,7 +177,8 @@ class Engine:
         cache = restored.cache if restored else loaded.make_cache()
         snapshot_at = None
         if key:
-            point = self._snapshot_point(conversation, settings, inputs, prompt)
+            point = self._snapshot_point(before_unfinished(conversation) if conversation.continue_last
+                                         else conversation, template_thinking, inputs, prompt)
             if point is not None and point > start:
                 snapshot_at = point
         plan = generation.PrefillPlan(cache=cache, start=start, snapshot_at=snapshot_at)
@@ -213,18 +221,16 @@ class Engine:
         """Drop a deleted conversation's saved state, in memory and on disk."""
         self.snapshots.forget(conversation_id)
 
-    def _prepare(self, conversation: Conversation, settings: GenerationSettings):
+    def _prepare(self, conversation: Conversation, thinking: bool):
         loaded = self._loaded
         if loaded is None:
             raise ModelNotLoadedError("No model is loaded; load a Qwen3.5 checkpoint first.")
-        prompt = render_text(
-            conversation, loaded.apply_template, thinking=settings.thinking, text_only=not loaded.is_vision
-        )
+        prompt = render_text(conversation, loaded.apply_template, thinking=thinking, text_only=not loaded.is_vision)
         return prompt, loaded.prepare(
             prompt, load_media(conversation.attachments, self.media_limits, self.decoded_media)
         )
 
-    def _snapshot_point(self, conversation, settings, inputs, prompt: str) -> int | None:
+    def _snapshot_point(self, conversation, thinking: bool, inputs, prompt: str) -> int | None:
         """The number of prompt tokens the next turn will share with this one.
 
         The conversation is rendered as the next turns will see it (placeholder replies and user
@@ -259,7 +265,7 @@ class Engine:
                     template_messages(probe_convo, text_only=text_only),
                     tokenize=False,
                     add_generation_prompt=True,
-                    enable_thinking=settings.thinking,
+                    enable_thinking=thinking,
                     tools=template_tools(probe_convo),
                 )
             except Exception:  # noqa: BLE001 - a template that can't render the probe just loses reuse

@@ -122,14 +122,46 @@ def render_text(
     """The prompt string: the checkpoint's template, generation prompt added, thinking passed explicitly.
 
     mlx-vlm's ``apply_chat_template`` defaults ``enable_thinking`` to False, so it is always given.
+    A conversation that continues its last turn renders the turns before it and then that turn's
+    text, as the model wrote it after the generation prompt.
     """
-    return apply_template(
+    unfinished = conversation.unfinished
+    if unfinished is not None:
+        conversation = before_unfinished(conversation)
+    prompt = apply_template(
         template_messages(conversation, text_only=text_only),
         tokenize=False,
         add_generation_prompt=True,
         enable_thinking=thinking,
         tools=template_tools(conversation),
     )
+    return prompt + (written_so_far(unfinished, thinking) if unfinished is not None else "")
+
+
+def before_unfinished(conversation: Conversation) -> Conversation:
+    """The conversation without the turn it continues."""
+    return Conversation(conversation.messages[:-1], conversation.id, conversation.tools)
+
+
+def written_so_far(unfinished: Message, thinking: bool) -> str:
+    """What the model had written of ``unfinished`` after the generation prompt (which, with thinking
+    on, already opens ``<think>\n``; with it off, holds an empty think block)."""
+    if not thinking:
+        return unfinished.text
+    if not unfinished.text:
+        return unfinished.thinking
+    return f"{unfinished.thinking}\n</think>\n\n{unfinished.text}"
+
+
+def continues_in_thinking(conversation: Conversation, thinking: bool) -> tuple[bool, bool]:
+    """``(template_thinking, resumes_in_thinking)`` for a generation with ``thinking`` asked for: a
+    continued turn that already thought is rendered with thinking on, and resumes inside its thinking
+    until it has answer text."""
+    unfinished = conversation.unfinished
+    if unfinished is None:
+        return thinking, thinking
+    template_thinking = thinking or bool(unfinished.thinking)
+    return template_thinking, template_thinking and not unfinished.text
 
 
 class DecodedMedia:

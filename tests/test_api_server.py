@@ -17,13 +17,14 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from media_files import write_image
 
 from engine_mlx.cache import common_prefix
-from engine_mlx.conversation import Conversation, Role
+from engine_mlx.conversation import Role
 from engine_mlx.events import AnswerDelta, Finished, Stats, ThinkingDelta
 from engine_mlx.jobs import EngineThread, JobKind
 from engine_mlx.prompt import load_media, render_text
@@ -67,7 +68,7 @@ def model(engine):
 def direct(engine, jobs, server, body: dict):
     """The engine's own answer to the request ``body``: (thinking, answer, stats)."""
     chat = parse_chat_request({"model": "x", **body}, server.context.media_dir)
-    convo = Conversation(chat.conversation.messages, "", chat.conversation.tools)  # cold, no reuse
+    convo = replace(chat.conversation, id="")  # cold, no reuse
     events = jobs.call(lambda: list(engine.generate(convo, chat.settings)))
     assert isinstance(events[-1], Finished)
     thinking = "".join(e.text for e in events if isinstance(e, ThinkingDelta))
@@ -577,6 +578,29 @@ def test_cli_serve(tiny_model_dir):
         proc.send_signal(2)  # Ctrl-C
         code = proc.wait(30)
     assert code == 0, proc.stderr.read()
+
+
+def test_continue_final_message_carries_on_the_assistant_turn(client, model, engine, jobs, server):
+    """vLLM's ``continue_final_message``: the reply continues the last assistant message (its
+    reasoning too), equal to the engine's own continuation, resuming the cached prompt."""
+    question = [{"role": "user", "content": "Write a long story about a fox."}]
+    first = client.chat.completions.create(model=model, messages=question, max_tokens=6, extra_body=GREEDY)
+    said = first.choices[0].message.model_dump()
+    assert first.choices[0].finish_reason == "length" and said["reasoning_content"] and not said["content"]
+    body = {"messages": question + [{"role": "assistant", "content": "",
+                                      "reasoning_content": said["reasoning_content"]}],
+            "max_tokens": 8, "continue_final_message": True}
+    reasoning, content, usage, _finish = stream_reply(
+        client, model=model, messages=body["messages"], stream_options={"include_usage": True},
+        max_tokens=8, extra_body={"continue_final_message": True, **GREEDY},
+    )
+    thought, answer, stats = direct(engine, jobs, server, {**body, **GREEDY})
+    assert (reasoning, content) == (thought, answer) and usage.completion_tokens == stats.generated_tokens
+    assert usage.prompt_tokens == stats.prompt_tokens > first.usage.prompt_tokens  # the turn so far is in it
+    assert usage.prompt_tokens_details.cached_tokens > 0  # the question's prefill was reused
+    with pytest.raises(openai.BadRequestError, match="continue_final_message"):
+        client.chat.completions.create(model=model, messages=question, max_tokens=4,
+                                       extra_body={"continue_final_message": True})
 
 
 def test_roles_map_onto_the_typed_conversation(tmp_path):

@@ -3,6 +3,8 @@ the settings the engine received, the rows in the database, the text on screen."
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import test_app_window as base
 from PySide6.QtCore import Qt
@@ -20,8 +22,8 @@ def engine_requests(window):
     return got
 
 
-def test_reply_cut_off_while_thinking_says_so_and_continue_raises_the_limit(window, qt_wait, qtbot,
-                                                                             engine_requests):
+def test_reply_cut_off_while_thinking_says_so_and_continue_carries_it_on(window, qt_wait, qtbot,
+                                                                          engine_requests):
     send(window, qt_wait, "Think hard", thinking=ThinkingMode.ON, max_tokens=6)
     answer = stored(window)[-1]
     assert answer.state is MessageState.COMPLETE and answer.thinking and not answer.text  # cut off in thinking
@@ -30,14 +32,47 @@ def test_reply_cut_off_while_thinking_says_so_and_continue_raises_the_limit(wind
     assert "still thinking when it reached the 6-token limit" in widget.limit_label.text()
     qtbot.mouseClick(widget.continue_button, Qt.MouseButton.LeftButton)
     qt_wait(lambda: not window.chat.busy, 120)
-    assert engine_requests[-1][1].max_tokens == 12  # the engine got the higher limit
-    assert window.store.settings(window.chat.current_id).max_tokens == 12  # and the chat keeps it
+    conversation, settings = engine_requests[-1]
+    assert conversation.continue_last and conversation.messages[-1].thinking == answer.thinking
+    assert settings.max_tokens == 6  # six more tokens, the chat's limit unchanged
     messages = stored(window)
-    assert len(messages) == 2 and messages[-1].id != answer.id  # answered again, not appended
+    assert len(messages) == 2 and messages[-1].id == answer.id  # the same answer grew
+    grown = messages[-1]
+    assert grown.thinking.startswith(answer.thinking) and len(grown.thinking + grown.text) > len(answer.thinking)
+    assert grown.stats.reused_tokens > 0  # the question's prefill was reused
+    shown = window.transcript.widget_for(answer.id)
+    assert shown.thinking.text() == grown.thinking and shown.answer.markdown == grown.text
     # A reopened chat says the same about a stored cut-off reply.
-    window.store.update_message(messages[-1].id, text="")
+    window.store.update_message(grown.id, text="")
     window.chat.open(window.chat.current_id)
-    assert "still thinking" in window.transcript.widget_for(messages[-1].id).limit_label.text()
+    assert "still thinking" in window.transcript.widget_for(grown.id).limit_label.text()
+
+
+def test_an_answer_cut_at_the_limit_or_stopped_offers_continue(window, qt_wait, qtbot, engine_requests):
+    send(window, qt_wait, "Tell a long story", thinking=ThinkingMode.OFF, max_tokens=6)
+    answer = stored(window)[-1]
+    assert answer.text and answer.stats.generated_tokens == 6
+    widget = window.transcript.widget_for(answer.id)
+    assert not widget.continue_link.isHidden() and widget.limit_row.isHidden()
+    qtbot.mouseClick(widget.continue_link, Qt.MouseButton.LeftButton)
+    assert window.chat.busy  # streaming into the same answer, which offers no Continue meanwhile
+    assert window.transcript.widget_for(answer.id).continue_link.isHidden()
+    qt_wait(lambda: not window.chat.busy, 120)
+    assert engine_requests[-1][0].continue_last and engine_requests[-1][0].messages[-1].text == answer.text
+    grown = stored(window)[-1]
+    assert grown.id == answer.id and grown.text.startswith(answer.text) and len(grown.text) > len(answer.text)
+    assert window.transcript.widget_for(answer.id).answer.markdown == grown.text
+    # A Stopped answer offers it too; a complete one that ended by itself does not.
+    window.store.update_message(grown.id, state=MessageState.STOPPED)
+    window.chat.open(window.chat.current_id)
+    assert not window.transcript.widget_for(grown.id).continue_link.isHidden()
+    window.store.update_message(grown.id, text="", thinking="stopped while thinking")
+    window.chat.open(window.chat.current_id)
+    assert not window.transcript.widget_for(grown.id).continue_link.isHidden()
+    window.store.update_message(grown.id, text=grown.text, state=MessageState.COMPLETE,
+                                stats=replace(grown.stats, generated_tokens=3))
+    window.chat.open(window.chat.current_id)
+    assert window.transcript.widget_for(grown.id).continue_link.isHidden()
 
 
 def test_a_reply_that_ended_inside_its_thinking_below_the_limit_is_not_blamed_on_the_limit(qtbot):

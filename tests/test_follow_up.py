@@ -11,7 +11,7 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 from media_files import write_image, write_video
@@ -63,7 +63,7 @@ def same_as_cold(engine, convo: Conversation, settings: GenerationSettings, *, p
     """Run ``convo`` with reuse and cold; assert identical output and (with ``previous_ids``) that
     only the tokens after the shared prefix, plus a small slack, were prefilled."""
     warm = run(engine, convo, settings)
-    cold = run(engine, Conversation(convo.messages, id=""), settings)
+    cold = run(engine, replace(convo, id=""), settings)
     assert cold.stats.reused_tokens == 0
     assert warm.stream == cold.stream
     assert warm.stats.generated_tokens == cold.stats.generated_tokens > 0
@@ -244,6 +244,32 @@ def test_edited_and_regenerated_messages_reuse_everything_before_the_change(engi
     # And the original branch's later snapshots are gone; the edited branch goes on reusing.
     nxt = edited.with_message(warm.reply()).with_message(Message(Role.USER, "Thanks."))
     same_as_cold(engine, nxt, ON, previous_ids=ids)
+
+
+@pytest.mark.parametrize("settings", [ON, OFF], ids=["thinking", "no-thinking"])
+def test_a_cut_short_turn_is_continued_from_its_end(engine, settings):
+    """Continue: the model carries on the same turn (inside its thinking if it was still thinking),
+    equal to a cold prefill of that prompt, prefilling only what the turn had written so far."""
+    settings = replace(settings, thinking_budget=None, max_tokens=6)
+    user = Message(Role.USER, TEXTS[0])
+    first = run(engine, Conversation((user,), id="cut"), settings)
+    assert first.stats.generated_tokens == 6  # cut by the limit
+    if settings.thinking:
+        assert first.thinking and not first.answer  # still thinking
+    cut = Conversation((user, first.reply()), id="cut", continue_last=True)
+    prompt = render_text(cut, engine._loaded.apply_template, thinking=settings.thinking, text_only=False)
+    assert prompt.endswith(first.thinking if settings.thinking else first.answer)
+    assert prompt.count("<|im_start|>assistant") == 1  # the same turn, not a new one
+    more = same_as_cold(engine, cut, settings, previous_ids=prompt_ids(engine, Conversation((user,)), settings))
+    assert more.stream[0][0] == ("ThinkingDelta" if settings.thinking else "AnswerDelta")
+    assert all("<think>" not in text for _kind, text in more.stream)
+
+
+def test_continue_needs_an_assistant_turn_last(engine):
+    from engine_mlx.errors import UnsupportedInputError
+
+    with pytest.raises(UnsupportedInputError, match="assistant message last"):
+        list(engine.generate(Conversation((Message(Role.USER, "Hi"),), continue_last=True), OFF))
 
 
 def test_switching_between_two_conversations_stays_instant(engine):
@@ -438,6 +464,25 @@ def test_cli_interactive_json_reports_reuse(model, request):
             previous = ids
             convo = convo.with_message(Message(Role.ASSISTANT, turn["answer"], thinking=turn["thinking"]))
             turn = {"thinking": "", "answer": ""}
+
+
+def test_cli_continue_carries_on_the_last_answer(engine):
+    """``/continue`` in an interactive chat: the same turn goes on, reusing the prompt before it."""
+    result = subprocess.run(
+        [sys.executable, "-m", "engine_mlx", "chat", "--model", str(engine.model_info.path), "--json",
+         "--max-tokens", "6", "--temperature", "0"],
+        input="/continue\nTell a long story\n/continue\n", capture_output=True, text=True, timeout=120,
+        env={**os.environ, "MLX_DISABLE_COMPILE": "1"},
+    )
+    assert result.returncode == 2 and "there is none yet" in result.stderr  # nothing to continue at first
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    stats = [e for e in events if e["type"] == "stats"]
+    assert len(stats) == 2 and stats[0]["generated_tokens"] == 6
+    first_thinking = "".join(e["text"] for e in events[: events.index(stats[0])] if e["type"] == "thinking")
+    user = Message(Role.USER, "Tell a long story")
+    cut = Conversation((user, Message(Role.ASSISTANT, "", thinking=first_thinking)), continue_last=True)
+    assert stats[1]["prompt_tokens"] == len(prompt_ids(engine, cut, GenerationSettings(thinking=True)))
+    assert stats[1]["reused_tokens"] >= stats[0]["prompt_tokens"] - SLACK
 
 
 def test_cli_one_shot_chat_on_a_text_only_model(tiny_text_model_dir):

@@ -6,7 +6,7 @@ import logging
 import re
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from PySide6.QtCore import QObject, QTimer, Signal
@@ -313,6 +313,43 @@ class ChatController(QObject):
         if last.role == "assistant":
             self._remove_from(last.position)
         self._start_generation()
+
+    def continue_answer(self) -> None:
+        """Carry on the last answer from where the token limit (or Stop) cut it: the same message
+        grows, its thinking included; the model's state before that answer is reused."""
+        if self.busy or not self.current_id:
+            return
+        cid = self.current_id
+        messages = self.store.messages(cid)
+        if not messages or messages[-1].role != "assistant":
+            return
+        last = messages[-1]
+        if last.state not in (MessageState.COMPLETE, MessageState.STOPPED, MessageState.INTERRUPTED):
+            return
+        if not (last.text or last.thinking):
+            self.regenerate()
+            return
+        try:
+            self.store.update_message(last.id, state=MessageState.STREAMING, error="")
+        except StoreError as error:
+            self.errorOccurred.emit(str(error))
+            return
+        settings = self.store.settings(cid)
+        conversation = replace(
+            build_conversation(cid, settings, messages[:-1]).with_message(
+                Message(Role.ASSISTANT, last.text, thinking=last.thinking)),
+            continue_last=True,
+        )
+        request = self.engine.generate(conversation, generation_settings(settings))
+        stream = _Stream(request, cid, last.id, thinking=[last.thinking] if last.thinking else [],
+                         answer=[last.text] if last.text else [], thinking_s=last.thinking_s if last.text else None)
+        if last.thinking and not last.text:  # still thinking: its clock runs on from where it stopped
+            stream.thinking_started = time.monotonic() - (last.thinking_s or 0.0)
+        self._stream = stream
+        self.messagesRemoved.emit(last.position)
+        self.messageAppended.emit(replace(last, state=MessageState.STREAMING, error="", stats=None))
+        self._save_timer.start()
+        self.busyChanged.emit(True)
 
     def edit_and_resend(self, message_id: int, new_text: str) -> None:
         """Replace a user message's text; everything after it is dropped and answered again."""

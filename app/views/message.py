@@ -296,7 +296,7 @@ class MessageWidget(QFrame):
         self.limit_label.setWordWrap(True)
         limit_layout.addWidget(self.limit_label, 1)
         self.continue_button = QPushButton("Continue")
-        self.continue_button.setToolTip("Answer again with twice the token limit")
+        self.continue_button.setToolTip("Carry on thinking from where it stopped")
         self.continue_button.clicked.connect(lambda: self.continueRequested.emit(self._limit_tokens()))
         limit_layout.addWidget(self.continue_button)
         self.limit_row.hide()
@@ -312,13 +312,27 @@ class MessageWidget(QFrame):
         self.regenerate_button = _link_button("Regenerate", "Answer this again")
         self.regenerate_button.clicked.connect(self.regenerateRequested)
         self.regenerate_button.hide()
+        # An answer cut short (Stop, the token limit, a closed app): carry it on from its end.
+        self.continue_link = _link_button("Continue", "Carry on this answer from where it stopped")
+        self.continue_link.clicked.connect(lambda: self.continueRequested.emit(self._limit_tokens()))
+        self.continue_link.hide()
         footer.addWidget(self.copy_button)
+        footer.addWidget(self.continue_link)
         footer.addWidget(self.regenerate_button)
         outer.addLayout(footer)
         if message.state is MessageState.STREAMING:
             self.progress_label.setText("Reading the prompt…")
             self.progress_label.show()
             self.copy_button.hide()
+            # A continued answer (or one still streaming when its chat is reopened): what it has so far.
+            if message.thinking and not message.text:
+                self.thinking.start(already_s=message.thinking_s or 0.0)
+                self.thinking.append(message.thinking)
+            elif message.thinking:
+                self.thinking.set_static(message.thinking, message.thinking_s, None)
+                self.thinking.show()
+            if message.text:
+                self.answer.append(message.text)
             return
         if message.thinking:
             self.thinking.set_static(message.thinking, message.thinking_s,
@@ -388,8 +402,20 @@ class MessageWidget(QFrame):
         )
 
     def set_regenerate_visible(self, visible: bool) -> None:
+        """Shown on the last answer while nothing streams: Regenerate, and Continue if it was cut short."""
         if self.role == "assistant":
             self.regenerate_button.setVisible(visible)
+            self.continue_link.setVisible(visible and self._continuable())
+
+    def _continuable(self) -> bool:
+        """Stopped or interrupted with something written, or an answer the token limit cut (one cut
+        inside its thinking has the limit row's Continue instead)."""
+        state = self.message.state
+        has_answer = bool(self.answer.markdown.strip())
+        if state in (MessageState.STOPPED, MessageState.INTERRUPTED):
+            return has_answer or bool(self.thinking.text().strip())
+        at_limit = bool(self.token_limit) and self._limit_tokens() >= self.token_limit
+        return state is MessageState.COMPLETE and at_limit and has_answer
 
     # --- search -------------------------------------------------------------------------------
     def mark(self, term: str) -> bool:

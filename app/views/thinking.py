@@ -59,9 +59,10 @@ class ThinkingBlock(QWidget):
         self._timer.timeout.connect(self._tick)
 
     # --- states -------------------------------------------------------------------------------
-    def start(self) -> None:
+    def start(self, already_s: float = 0.0) -> None:
+        """Go live; ``already_s`` is the thinking time of an answer being continued."""
         self.live = True
-        self._started = time.monotonic()
+        self._started = time.monotonic() - already_s
         self.body.show()
         self.header.setArrowType(Qt.ArrowType.DownArrow)
         self.header.setText("Thinking… 0.0 s")

@@ -62,13 +62,18 @@ def parse_chat_request(body: dict[str, Any], media_dir: Path) -> ChatRequest:
     if not isinstance(messages, list) or not messages:
         raise ApiError(400, "'messages' must be a non-empty list.", param="messages")
     parsed = tuple(_message(m, i, media_dir) for i, m in enumerate(messages))
+    # vLLM's name for carrying on the last (assistant) message instead of answering it
+    continue_last = _typed(body, "continue_final_message", bool, False)
+    if continue_last and parsed[-1].role is not Role.ASSISTANT:
+        raise ApiError(400, "'continue_final_message' needs an assistant message last.",
+                       param="continue_final_message")
     stream = _typed(body, "stream", bool, False)
     options = body.get("stream_options") or {}
     if not isinstance(options, dict):
         raise ApiError(400, "'stream_options' must be an object.", param="stream_options")
     return ChatRequest(
         model=model,
-        conversation=Conversation(parsed, ANONYMOUS, tools),
+        conversation=Conversation(parsed, ANONYMOUS, tools, continue_last=continue_last),
         settings=_settings(body),
         stream=stream,
         include_usage=bool(options.get("include_usage")) and stream,
