@@ -20,6 +20,7 @@ Goals: the worst stall under 50 ms in every run; the last 1k-token bucket at mos
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import statistics
 import sys
@@ -121,13 +122,24 @@ def one_run(app, args, run: int) -> dict:
     window.show()
     cid = seed_chat(window.store, args.history)
     window.refresh_conversations()
-    window.chat.open(cid)
-    # As the app does after its window shows: pay one-time font/lexer costs, let the first paint happen.
+    # As the app does after its window shows: pay one-time font/lexer costs, freeze start-up objects.
     answer_module.warm_up(window.colors.markdown, background=False)
     settle_gc()
+    window.chat.open(cid)  # then the user opens the long chat (its widgets are new objects for the GC)
     settle = QEventLoop()
     QTimer.singleShot(500, settle.quit)
     settle.exec()
+
+    collections: list[tuple[int, float]] = []  # (generation, ms) of every GC pass while streaming
+    gc_started = [0.0]
+
+    def on_gc(phase: str, info: dict) -> None:
+        if phase == "start":
+            gc_started[0] = time.perf_counter()
+        else:
+            collections.append((info["generation"], (time.perf_counter() - gc_started[0]) * 1000))
+
+    gc.callbacks.append(on_gc)
 
     received = [0]
     window.chat.answerDelta.connect(lambda _mid, _text: received.__setitem__(0, received[0] + 1))
@@ -168,6 +180,7 @@ def one_run(app, args, run: int) -> dict:
     window.composer.send_button.click()  # as the user sends
     done.exec()
     heartbeat.stop()
+    gc.callbacks.remove(on_gc)
     elapsed = time.perf_counter() - t_start
     answer_module.AnswerView.flush = original_flush
 
@@ -182,6 +195,7 @@ def one_run(app, args, run: int) -> dict:
         "p99": stalls[int(0.99 * (len(stalls) - 1))] if stalls else 0.0,
         "median": statistics.median(stalls) if stalls else 0.0,
         "buckets": buckets, "big": big,
+        "full_gc": [ms for generation, ms in collections if generation == 2],
     }
 
 
@@ -212,6 +226,9 @@ def main() -> int:
               f"(goal < {STALL_GOAL_MS:.0f} ms)")
         print(f"  render time per 1k tokens (median of 3 buckets): first {first:.1f} ms, last {last:.1f} ms, ×{growth:.2f} "
               f"(goal ≤ ×{GROWTH_GOAL}); all: {', '.join(f'{x:.0f}' for x in b)}")
+        full = r["full_gc"]
+        print(f"  full GC passes while streaming: {len(full)}"
+              + (f", longest {max(full):.1f} ms, median {statistics.median(full):.1f} ms" if full else ""))
         if args.verbose and r["big"]:
             print("  stalls over 30 ms (s, answer tokens, ms):",
                   ", ".join(f"({t:.1f}, {n}, {g:.0f})" for t, n, g in r["big"]))
