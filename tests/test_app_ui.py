@@ -9,7 +9,7 @@ import pytest
 import test_app_window as base
 from PySide6.QtCore import Qt
 
-from app.store import MessageState, ThinkingMode
+from app.store import ChatSettings, MessageState, ThinkingMode
 
 send, stored = base.send, base.stored
 
@@ -105,6 +105,24 @@ def click_row(qtbot, window, text: str) -> None:
     lst = window.conversation_list
     item = next(lst.item(i) for i in range(lst.count()) if lst.item(i).text().startswith(text))
     qtbot.mouseClick(lst.viewport(), Qt.MouseButton.LeftButton, pos=lst.visualItemRect(item).center())
+
+
+def test_a_chat_reopened_while_it_streams_shows_its_answer_so_far(window, qt_wait, qtbot):
+    send(window, qt_wait, "Alpha question", thinking=ThinkingMode.OFF)
+    qtbot.mouseClick(window.new_button, Qt.MouseButton.LeftButton)
+    window.chat.set_settings(ChatSettings(thinking=ThinkingMode.OFF, max_tokens=4000, seed=1))
+    window.composer.edit.setPlainText("Beta: write a long story")
+    qtbot.mouseClick(window.composer.send_button, Qt.MouseButton.LeftButton)
+    qt_wait(lambda: window.chat._stream is not None and len(window.chat._stream.answer) > 3, 60)
+    click_row(qtbot, window, "Alpha")
+    click_row(qtbot, window, "Beta")
+    streaming = stored(window)[-1]
+    widget = window.transcript.widget_for(streaming.id)
+    assert widget.answer.markdown.startswith(streaming.text) and len(streaming.text) > 0  # what it had
+    window.act_stop.trigger()
+    qt_wait(lambda: not window.chat.busy, 60)
+    answer = stored(window)[-1]
+    assert window.transcript.widget_for(answer.id).answer.markdown == answer.text  # and the rest, no gap
 
 
 def test_status_bar_shows_the_open_chats_figures(window, qt_wait, qtbot):

@@ -198,6 +198,8 @@ class ChatController(QObject):
         if self.store.conversation(cid) is None:
             self.errorOccurred.emit("That conversation no longer exists.")
             return
+        if self._stream is not None and self._stream.conversation_id == cid and self._stream.dirty:
+            self._save(self._stream)  # its answer so far is shown from the database
         self.current_id = cid
         self.conversationOpened.emit(cid, self.store.messages(cid))
 
