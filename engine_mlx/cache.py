@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class _Entry:
-    ids: tuple[int, ...]  # the prompt tokens the snapshot holds (len == snapshot.length)
+    ids: tuple[int, ...]  # the tokens the snapshot holds (len == snapshot.length)
     snapshot: Snapshot
     nbytes: int
     trimmable: bool
@@ -48,7 +48,8 @@ class _Entry:
     @classmethod
     def of(cls, ids: tuple[int, ...], snapshot: Snapshot) -> _Entry:
         cache = snapshot.cache
-        return cls(ids, snapshot, cache_protocol.cache_nbytes(cache), cache_protocol.can_trim(cache))
+        nbytes = cache_protocol.cache_nbytes(cache) + (snapshot.logits.nbytes if snapshot.logits is not None else 0)
+        return cls(ids, snapshot, nbytes, cache_protocol.can_trim(cache))
 
 
 @dataclass
@@ -76,6 +77,7 @@ class Restored:
 
     length: int
     cache: list
+    logits: object = None  # the next token's logits when ``length`` is the whole prompt
 
 
 class SnapshotStore:
@@ -130,6 +132,9 @@ class SnapshotStore:
         best: _Entry | None = None
         best_len = 0
         for entry in convo.entries:
+            if entry.snapshot.logits is not None and entry.ids == tuple(ids):
+                # the end of a turn cut short, carried on: the whole prompt, and where to decode from
+                return Restored(len(ids), cache_protocol.copy_cache(entry.snapshot.cache), entry.snapshot.logits)
             usable = min(common_prefix(entry.ids, ids), len(ids) - 1)
             if usable <= best_len or (usable < len(entry.ids) and not entry.trimmable):
                 continue
@@ -154,8 +159,10 @@ class SnapshotStore:
             self._conversations[key] = convo
         prefix = tuple(ids[: snapshot.length])
         # Snapshots that are not a prefix of the newest prompt belong to an abandoned branch
-        # (an edited message); keep only the newest prompt's line of turns.
-        convo.entries = [e for e in convo.entries if common_prefix(e.ids, prefix) == len(e.ids) and e.ids != prefix]
+        # (an edited message); keep only the newest prompt's line of turns. The end of a turn cut
+        # short serves only the Continue of that very turn: a newer snapshot supersedes it.
+        convo.entries = [e for e in convo.entries if common_prefix(e.ids, prefix) == len(e.ids)
+                         and e.ids != prefix and e.snapshot.logits is None]
         convo.entries.append(_Entry.of(prefix, snapshot))
         del convo.entries[:-MAX_SNAPSHOTS_PER_CONVERSATION]
         convo.saved = False
@@ -181,9 +188,12 @@ class SnapshotStore:
     def save(self, key: str) -> Path | None:
         """Write the newest snapshot under ``key`` to disk (when it goes idle). Returns the file."""
         convo = self._conversations.get(key)
-        if self.disk_dir is None or convo is None or not convo.entries or convo.saved:
+        if self.disk_dir is None or convo is None or convo.saved:
             return None
-        entry = convo.entries[-1]
+        # The end of a turn cut short stays in memory: the next turn resumes from its prompt's snapshot.
+        entry = next((e for e in reversed(convo.entries) if e.snapshot.logits is None), None)
+        if entry is None:
+            return None
         self.disk_dir.mkdir(parents=True, exist_ok=True)
         path = self._path(key)
         tmp = path.with_suffix(".tmp" + _FILE_SUFFIX)

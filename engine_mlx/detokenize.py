@@ -17,7 +17,8 @@ This module is the one place that relies on that contract (``add_token``, ``last
 * ids the tokenizer has no token for (a padded embedding) are dropped, as ``decode`` drops them.
 
 Known difference from ``decode``: mlx-lm's BPE detokenizer drops one leading space at the very start
-of a stream (as ``mlx_lm.generate`` prints it).
+of a stream (as ``mlx_lm.generate`` prints it); a reply that is carried on is primed with the tokens
+before it (:meth:`TextStream.prime`), so its first space stays.
 """
 
 from __future__ import annotations
@@ -46,6 +47,14 @@ class TextStream:
         if token in self._flush_ids:
             self._detokenizer.finalize()
         return self._detokenizer.last_segment
+
+    def prime(self, tokens: list[int]) -> None:
+        """Start in the middle of a reply (one carried on), after ``tokens``, whose text is already
+        out: it is decoded and dropped, so a leading space of what follows is kept, not taken for
+        the start of a stream."""
+        for token in tokens:
+            self.add(token)
+        self.finalize()
 
     def finalize(self) -> str:
         """End of the reply (stop, length, cancel): the text still held back."""

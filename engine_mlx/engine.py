@@ -20,9 +20,10 @@ from engine_mlx import platform
 from engine_mlx.cache import SnapshotStore, common_prefix
 from engine_mlx.cancel import CancelToken
 from engine_mlx.checkpoint import ModelInfo, inspect_checkpoint, read_chat_template
+from engine_mlx.continuation import CutTurn, CutTurns
 from engine_mlx.conversation import Conversation, Message, Role
 from engine_mlx.errors import ContextOverflowError, ModelNotLoadedError, UnsupportedInputError
-from engine_mlx.events import Event, Finished, FinishReason
+from engine_mlx.events import AnswerDelta, Event, Finished, FinishReason, ThinkingDelta
 from engine_mlx.memory import check_fit, estimate_fit
 from engine_mlx.prompt import (
     DecodedMedia,
@@ -33,6 +34,7 @@ from engine_mlx.prompt import (
     render_text,
     template_messages,
     template_tools,
+    written_so_far,
 )
 from engine_mlx.settings import DEFAULT_CONTEXT_TOKENS, GenerationSettings
 
@@ -74,6 +76,7 @@ class Engine:
         self._previous_wired_limit: int | None = None  # to put back on unload (Metal only)
         # ANONYMOUS conversations, most recent last: their key -> the token ids of their newest snapshot
         self._anonymous: OrderedDict[str, tuple[int, ...]] = OrderedDict()
+        self._cut_turns = CutTurns()
 
     # ------------------------------------------------------------------ models
 
@@ -123,6 +126,7 @@ class Engine:
         self._loaded = None
         self.snapshots.clear()
         self._anonymous.clear()
+        self._cut_turns.clear()
         self.decoded_media.clear()
         gc.collect()
         import mlx.core as mx
@@ -155,7 +159,12 @@ class Engine:
             template_thinking, resumes_in_thinking = continues_in_thinking(conversation, settings.thinking)
         except ValueError as exc:
             raise UnsupportedInputError(f"Cannot continue: {exc}.") from None
-        prompt, inputs = self._prepare(conversation, template_thinking)
+        exact = self._exact_continuation(conversation, template_thinking) if conversation.continue_last else None
+        if exact is not None:
+            prompt, inputs, turn_start, earlier = exact
+        else:
+            prompt, inputs = self._prepare(conversation, template_thinking)
+            turn_start, earlier = len(inputs), CutTurn((), (), "", "", template_thinking)
         loaded = self._loaded
         limit = loaded.info.context_length
         if limit and len(inputs) + 1 > limit:
@@ -181,20 +190,53 @@ class Engine:
                                          else conversation, template_thinking, inputs, prompt)
             if point is not None and point > start:
                 snapshot_at = point
-        plan = generation.PrefillPlan(cache=cache, start=start, snapshot_at=snapshot_at)
+        plan = generation.PrefillPlan(cache=cache, start=start, snapshot_at=snapshot_at,
+                                      logits=restored.logits if restored else None, keep_end=bool(key),
+                                      continues_reply=conversation.continue_last)
+        streamed: dict[type, list[str]] = {ThinkingDelta: [], AnswerDelta: []}
 
         def keep(snapshot: generation.Snapshot) -> None:
-            self.snapshots.add(key, self._fingerprint, reuse_ids, snapshot)
-            if anonymous:
-                self._keep_anonymous(key, reuse_ids[: snapshot.length])
+            if not snapshot.generated:
+                self.snapshots.add(key, self._fingerprint, reuse_ids, snapshot)
+                if anonymous:
+                    self._keep_anonymous(key, reuse_ids[: snapshot.length])
+                return
+            # The end of a turn cut short: kept with the tokens it wrote, and remembered with its text.
+            self.snapshots.add(key, self._fingerprint, [*reuse_ids, *snapshot.generated], snapshot)
+            self._cut_turns.remember(key, CutTurn(
+                prompt_ids=tuple(reuse_ids[:turn_start]),
+                generated=tuple(reuse_ids[turn_start:]) + snapshot.generated,
+                thinking=earlier.thinking + "".join(streamed[ThinkingDelta]),
+                answer=earlier.answer + "".join(streamed[AnswerDelta]),
+                template_thinking=template_thinking,
+            ))
 
         try:
-            yield from generation.generate(
+            for event in generation.generate(
                 loaded, inputs, settings, plan, cancel=cancel, on_snapshot=keep, started_at=started
-            )
+            ):
+                if type(event) in streamed:
+                    streamed[type(event)].append(event.text)
+                yield event
         except Exception as exc:  # noqa: BLE001 - a crash mid-answer ends the stream, not the app
             log.exception("generation failed")
             yield Finished(FinishReason.ERROR, f"Generation failed: {exc}")
+
+    def _exact_continuation(self, conversation: Conversation, template_thinking: bool):
+        """For a turn the engine cut short itself and that reads exactly as streamed: the prompt, the
+        inputs made of that turn's prompt and its very tokens, where the turn starts in them, and the
+        remembered turn; else None (the turn's text is then re-encoded)."""
+        unfinished = conversation.unfinished
+        candidates = self._cut_turns.matching_text(unfinished.thinking, unfinished.text, template_thinking)
+        if not candidates:
+            return None
+        base_prompt, base = self._prepare(before_unfinished(conversation), template_thinking)
+        base_ids = tuple(_reuse_ids(base))
+        for turn in candidates:
+            if turn.prompt_ids == base_ids and not set(turn.generated) & base.media_token_ids():
+                prompt = base_prompt + written_so_far(unfinished, template_thinking)
+                return prompt, base.extended(list(turn.generated)), len(base), turn
+        return None
 
     def _anonymous_key(self, reuse_ids: list[int]) -> str:
         """The recent anonymous conversation whose newest snapshot this prompt extends, else a new key."""
@@ -220,6 +262,7 @@ class Engine:
     def forget(self, conversation_id: str) -> None:
         """Drop a deleted conversation's saved state, in memory and on disk."""
         self.snapshots.forget(conversation_id)
+        self._cut_turns.forget(conversation_id)
 
     def _prepare(self, conversation: Conversation, thinking: bool):
         loaded = self._loaded

@@ -35,6 +35,8 @@ from engine_mlx.thinking import ThinkingSplitter
 # prepares the next.
 _GENERATION_STREAM = mx.new_thread_local_stream(mx.default_device())
 
+# Tokens of a carried-on reply the text stream is primed with (enough to end any held-back character).
+PRIME_TOKENS = 8
 # What the engine writes to end a thinking block when the budget runs out.
 FORCED_THINKING_CLOSE = "\n</think>\n\n"
 
@@ -58,10 +60,13 @@ class PresencePenalty:
 
 @dataclass
 class Snapshot:
-    """A copy of the model cache after the first ``length`` prompt tokens."""
+    """A copy of the model cache after the first ``length`` tokens: prompt tokens, or (the end of a
+    turn cut short) the prompt and then ``generated``, with the ``logits`` for the token after them."""
 
     length: int
     cache: list[Any]
+    generated: tuple[int, ...] = ()
+    logits: Any = None
 
 
 def snapshot_cache(cache: list[Any], length: int) -> Snapshot:
@@ -77,6 +82,14 @@ class PrefillPlan:
     cache: list[Any]
     start: int  # prompt tokens already in ``cache``
     snapshot_at: int | None = None  # take a snapshot after this many prompt tokens
+    # The next-token logits when ``cache`` already holds the whole prompt (a turn carried on from
+    # where it was cut): decoding starts from them, nothing is prefilled.
+    logits: Any = None
+    # Cut short by the token limit or a cancel: snapshot the cache with everything generated, so
+    # carrying the turn on needs no prefill.
+    keep_end: bool = False
+    # The prompt ends inside the reply (a turn carried on): its text goes on from the last tokens.
+    continues_reply: bool = False
 
 
 def generate(
@@ -138,19 +151,25 @@ def _generate(loaded, inputs, settings, plan, cancel, on_snapshot, started_at) -
         return token
 
     index = prompt_end  # sequence position of the next token fed to the model
+    last_logits = plan.logits
 
     def feed(token_array):
-        nonlocal index
-        logits = loaded.step(token_array, index, inputs, cache)
+        nonlocal index, last_logits
+        last_logits = loaded.step(token_array, index, inputs, cache)
         index += 1
-        return logits
+        return last_logits
 
     text = loaded.text_stream()
+    if plan.continues_reply:
+        text.prime(inputs.ids[-PRIME_TOKENS:])
     splitter = ThinkingSplitter(starts_in_thinking=settings.thinking)
     close_ids = loaded.encode(FORCED_THINKING_CLOSE)
     budget = settings.thinking_budget if settings.thinking else None
     forced: list[int] = []  # tokens the engine writes itself (closing an over-budget thinking block)
-    first_logits = feed(mx.array(inputs.ids[prompt_end:]))
+    if plan.logits is not None and plan.start == total:
+        first_logits, index = plan.logits, total
+    else:
+        first_logits = feed(mx.array(inputs.ids[prompt_end:]))
     if budget is not None and budget <= 0:
         forced, budget = list(close_ids), None
         y = None
@@ -160,6 +179,7 @@ def _generate(loaded, inputs, settings, plan, cancel, on_snapshot, started_at) -
 
     first_token_at: float | None = None
     generated = thinking_tokens = answer_tokens = 0
+    generated_ids: list[int] = []
     reason = FinishReason.LENGTH
     while generated < settings.max_tokens:
         if cancel.cancelled:
@@ -185,6 +205,7 @@ def _generate(loaded, inputs, settings, plan, cancel, on_snapshot, started_at) -
         if first_token_at is None:
             first_token_at = time.perf_counter()
         generated += 1
+        generated_ids.append(token)
         if splitter.in_thinking:
             thinking_tokens += 1
         else:
@@ -207,6 +228,9 @@ def _generate(loaded, inputs, settings, plan, cancel, on_snapshot, started_at) -
         yield ThinkingDelta(thinking_text)
     if answer_text:
         yield AnswerDelta(answer_text)
+    cut_short = reason is not FinishReason.STOP and not forced  # not halfway through a forced close
+    if plan.keep_end and cut_short and on_snapshot is not None and index == total + len(generated_ids) > total:
+        on_snapshot(Snapshot(index, cache_protocol.copy_cache(cache), tuple(generated_ids), last_logits))
 
     finished_at = time.perf_counter()
     first = first_token_at or finished_at

@@ -58,9 +58,27 @@ class PromptInputs:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def extended(self, more: list[int]) -> PromptInputs:
+        """These inputs followed by text tokens ``more`` (a turn's own generated tokens), placed as
+        decoding placed them: at position index + rope_delta on every MRoPE axis."""
+        ids = self.ids + list(more)
+        positions = self.positions
+        if positions is not None and more:
+            n = len(self.ids)
+            tail = mx.arange(n, n + len(more)).astype(positions.dtype) + self.rope_delta
+            positions = mx.concatenate([positions, mx.broadcast_to(tail[None, None], (3, 1, len(more)))], axis=2)
+        out = PromptInputs(ids, positions, self.rope_delta, self.images, self.videos)
+        arr = np.asarray(ids)
+        for token_id in self._pad_cumsum:
+            out._pad_cumsum[token_id] = np.concatenate([[0], np.cumsum(arr == token_id)])
+        return out
+
+    def media_token_ids(self) -> set[int]:
+        return {rows.token_id for rows in (self.images, self.videos) if rows and rows.count}
+
     def media_token_ranges(self) -> list[tuple[int, int]]:
         """Token ranges [start, end) of every run of image/video pad tokens (restore points avoid them)."""
-        pad_ids = {rows.token_id for rows in (self.images, self.videos) if rows and rows.count}
+        pad_ids = self.media_token_ids()
         ranges: list[tuple[int, int]] = []
         start = None
         for i, tok in enumerate(self.ids + [-1]):

@@ -39,7 +39,7 @@ def test_reply_cut_off_while_thinking_says_so_and_continue_carries_it_on(window,
     assert len(messages) == 2 and messages[-1].id == answer.id  # the same answer grew
     grown = messages[-1]
     assert grown.thinking.startswith(answer.thinking) and len(grown.thinking + grown.text) > len(answer.thinking)
-    assert grown.stats.reused_tokens > 0  # the question's prefill was reused
+    assert grown.stats.reused_tokens == grown.stats.prompt_tokens  # resumed at the answer's end: no prefill
     shown = window.transcript.widget_for(answer.id)
     assert shown.thinking.text() == grown.thinking and shown.answer.markdown == grown.text
     # A reopened chat says the same about a stored cut-off reply.

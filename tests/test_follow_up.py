@@ -17,6 +17,7 @@ import pytest
 from media_files import write_image, write_video
 
 from engine_mlx.cache import SnapshotStore, common_prefix
+from engine_mlx.cancel import CancelToken
 from engine_mlx.conversation import Conversation, ImageAttachment, Message, Role, VideoAttachment
 from engine_mlx.events import AnswerDelta, Finished, FinishReason, Stats, ThinkingDelta
 from engine_mlx.prompt import load_media, render_text
@@ -246,22 +247,67 @@ def test_edited_and_regenerated_messages_reuse_everything_before_the_change(engi
     same_as_cold(engine, nxt, ON, previous_ids=ids)
 
 
+def _cut(engine, convo: Conversation, settings: GenerationSettings, how: str) -> Turn:
+    """A turn cut short by the token limit, or by Stop (a cancel) after as many tokens."""
+    if how == "limit":
+        return run(engine, convo, settings)
+    cancel, events = CancelToken(), []
+    for event in engine.generate(convo, replace(settings, max_tokens=4 * settings.max_tokens), cancel):
+        events.append(event)
+        if sum(isinstance(e, (ThinkingDelta, AnswerDelta)) for e in events) == settings.max_tokens:
+            cancel.cancel()
+    assert events[-1].reason is FinishReason.CANCELLED
+    stream = [(type(e).__name__, e.text) for e in events if isinstance(e, (ThinkingDelta, AnswerDelta))]
+    return Turn(events[-2], "".join(t for k, t in stream if k == "ThinkingDelta"),
+                "".join(t for k, t in stream if k == "AnswerDelta"), stream)
+
+
+@pytest.mark.parametrize("how", ["limit", "stop"])
 @pytest.mark.parametrize("settings", [ON, OFF], ids=["thinking", "no-thinking"])
-def test_a_cut_short_turn_is_continued_from_its_end(engine, settings):
-    """Continue: the model carries on the same turn (inside its thinking if it was still thinking),
-    equal to a cold prefill of that prompt, prefilling only what the turn had written so far."""
+def test_a_cut_short_turn_carries_on_exactly_where_it_stopped(engine, settings, how):
+    """Continue resumes from the very tokens the turn wrote, from the state at its end: twice carried
+    on, the turn equals one that was never cut, token for token, and nothing is prefilled again."""
     settings = replace(settings, thinking_budget=None, max_tokens=6)
-    user = Message(Role.USER, TEXTS[0])
-    first = run(engine, Conversation((user,), id="cut"), settings)
-    assert first.stats.generated_tokens == 6  # cut by the limit
+    user = Message(Role.USER, TEXTS[0] + f" ({how})")
+    name = f"{how}-{settings.thinking}"  # conversation ids of this case's own
+    whole = run(engine, Conversation((user,)), replace(settings, max_tokens=40))
+    first = _cut(engine, Conversation((user,), id=f"cut-{name}"), settings, how)
+    assert first.stats.generated_tokens >= 6
     if settings.thinking:
         assert first.thinking and not first.answer  # still thinking
-    cut = Conversation((user, first.reply()), id="cut", continue_last=True)
+    turn, written = first, first.stats.prompt_tokens + first.stats.generated_tokens
+    for _ in range(2):
+        cut = Conversation((user, turn.reply()), id=f"cut-{name}", continue_last=True)
+        more = run(engine, cut, settings)
+        assert (more.stats.prompt_tokens, more.stats.reused_tokens) == (written, written)
+        assert more.stats.prefilled_tokens == 0
+        written += more.stats.generated_tokens
+        turn = Turn(more.stats, turn.thinking + more.thinking, turn.answer + more.answer, turn.stream + more.stream)
+    # Without the end-of-turn state (another chat, a restart), the same tokens are prefilled instead.
+    elsewhere = run(engine, Conversation((user, turn.reply()), id=f"other-{name}", continue_last=True), settings)
+    assert (elsewhere.stats.reused_tokens, elsewhere.stats.prompt_tokens) == (0, written)
+    assert whole.stats.generated_tokens > written - first.stats.prompt_tokens + 6
+    thinking, answer = turn.thinking + elsewhere.thinking, turn.answer + elsewhere.answer
+    if answer:  # the uncut turn's first tokens
+        assert thinking == whole.thinking and whole.answer.startswith(answer)
+    else:
+        assert len(thinking) > len(first.thinking) and whole.thinking.startswith(thinking)
+
+
+@pytest.mark.parametrize("settings", [ON, OFF], ids=["thinking", "no-thinking"])
+def test_an_edited_cut_turn_is_continued_from_its_text(engine, settings):
+    """A turn whose text was changed (or one the engine never saw) is re-encoded: the prompt is the
+    turn so far, equal to a cold prefill, prefilling only the turn's text."""
+    settings = replace(settings, thinking_budget=None, max_tokens=6)
+    user = Message(Role.USER, TEXTS[1])
+    first = run(engine, Conversation((user,), id="edited"), settings)
+    edited = Message(Role.ASSISTANT, first.answer + " edited" if first.answer else "",
+                     thinking=first.thinking + " edited" if first.thinking else "")
+    cut = Conversation((user, edited), id="edited", continue_last=True)
     prompt = render_text(cut, engine._loaded.apply_template, thinking=settings.thinking, text_only=False)
-    assert prompt.endswith(first.thinking if settings.thinking else first.answer)
-    assert prompt.count("<|im_start|>assistant") == 1  # the same turn, not a new one
+    assert prompt.endswith(" edited") and prompt.count("<|im_start|>assistant") == 1  # the same turn
     more = same_as_cold(engine, cut, settings, previous_ids=prompt_ids(engine, Conversation((user,)), settings))
-    assert more.stream[0][0] == ("ThinkingDelta" if settings.thinking else "AnswerDelta")
+    assert more.stats.prefilled_tokens > 0
     assert all("<think>" not in text for _kind, text in more.stream)
 
 
@@ -293,6 +339,26 @@ def _fake_snapshot(length: int, nbytes: int):
     entry = ArraysCache(1)
     entry[0] = mx.zeros((nbytes // 4,), dtype=mx.float32)
     return Snapshot(length=length, cache=[entry])
+
+
+def test_store_end_of_turn_snapshot_serves_only_its_whole_prompt_and_stays_in_memory(tmp_path):
+    import mlx.core as mx
+
+    store = SnapshotStore(disk_dir=tmp_path)
+    store.add("a", "fp", [1, 2, 3, 4], _fake_snapshot(2, 1000))  # the turn's prompt, before its tail
+    end = replace(_fake_snapshot(6, 1000), generated=(5, 6), logits=mx.ones((1, 8)))
+    store.add("a", "fp", [1, 2, 3, 4, 5, 6], end)
+    whole = store.lookup("a", "fp", [1, 2, 3, 4, 5, 6])
+    assert whole.length == 6 and whole.logits is end.logits  # carried on: nothing to prefill
+    longer = store.lookup("a", "fp", [1, 2, 3, 4, 5, 6, 7])  # it extends the turn: resume at its end
+    assert longer.length == 6 and longer.logits is None
+    assert store.lookup("a", "fp", [1, 2, 3, 4, 5, 9]).length == 2
+    store.add("a", "fp", [1, 2, 3, 4, 5, 6, 7, 8], replace(_fake_snapshot(8, 1000), generated=(7, 8),
+                                                           logits=mx.ones((1, 8))))  # carried on, cut again
+    assert store.lookup("a", "fp", [1, 2, 3, 4, 5, 6]).logits is None  # the older end is superseded
+    path = store.save("a")  # the next turn resumes from the prompt's snapshot: that one is saved
+    restored = SnapshotStore(disk_dir=tmp_path).lookup("a", "fp", [1, 2, 3, 4, 5, 6])
+    assert path is not None and restored.length == 2 and restored.logits is None
 
 
 def test_store_evicts_least_recently_used_by_bytes():
@@ -335,13 +401,17 @@ def test_kv_snapshot_is_compacted_and_counted_as_held(engine):
     from engine_mlx.cache_protocol import cache_nbytes
 
     convo = Conversation((Message(Role.USER, TEXTS[0]),), id="bytes")
-    run(engine, convo, OFF)
-    entry = engine.snapshots._conversations["bytes"].entries[-1]
-    kv = [c for c in entry.snapshot.cache if c.size()]  # the attention layers
-    assert kv and all(c.size() == entry.snapshot.length for c in kv)
-    # mlx-vlm's KV state is cut to the tokens held: the snapshot keeps no preallocated tail.
-    assert all(c.nbytes == sum(a.nbytes for a in c.state) for c in kv)
-    assert entry.nbytes == cache_nbytes(entry.snapshot.cache) > 0
+    assert run(engine, convo, OFF).stats.generated_tokens == OFF.max_tokens  # cut: an end-of-turn snapshot too
+    entries = engine.snapshots._conversations["bytes"].entries
+    assert [bool(e.snapshot.generated) for e in entries] == [False, True]
+    for entry in entries:
+        kv = [c for c in entry.snapshot.cache if c.size()]  # the attention layers
+        assert kv and all(c.size() == entry.snapshot.length for c in kv)
+        # mlx-vlm's KV state is cut to the tokens held: the snapshot keeps no preallocated tail.
+        assert all(c.nbytes == sum(a.nbytes for a in c.state) for c in kv)
+    seam, end = entries
+    assert seam.nbytes == cache_nbytes(seam.snapshot.cache) > 0
+    assert end.nbytes == cache_nbytes(end.snapshot.cache) + end.snapshot.logits.nbytes  # its logits count
 
 
 # ---------------------------------------------------------------------- disk
