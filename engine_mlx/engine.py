@@ -162,6 +162,8 @@ class Engine:
         exact = self._exact_continuation(conversation, template_thinking) if conversation.continue_last else None
         if exact is not None:
             prompt, inputs, turn_start, earlier = exact
+            if resumes_in_thinking and self._loaded.think_close_id in earlier.generated:
+                resumes_in_thinking = False  # cut right after closing its thinking, before any answer text
         else:
             prompt, inputs = self._prepare(conversation, template_thinking)
             turn_start, earlier = len(inputs), CutTurn((), (), "", "", template_thinking)

@@ -170,6 +170,12 @@ class LoadedModel:
             return self.processor.apply_chat_template(messages, **kwargs)
         return self.tokenizer.apply_chat_template(messages, **kwargs)
 
+    @property
+    def think_close_id(self) -> int | None:
+        """The ``</think>`` token's id (one added token in Qwen3.5's vocabulary)."""
+        ids = self.encode("</think>")
+        return ids[0] if len(ids) == 1 else None
+
     def text_stream(self) -> TextStream:
         """A fresh streaming detokenizer for one reply."""
         return self.detokenizer.stream()

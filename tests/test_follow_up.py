@@ -294,6 +294,18 @@ def test_a_cut_short_turn_carries_on_exactly_where_it_stopped(engine, settings, 
         assert len(thinking) > len(first.thinking) and whole.thinking.startswith(thinking)
 
 
+def test_a_turn_cut_right_after_its_thinking_closed_carries_on_as_answer(engine):
+    from engine_mlx.generation import FORCED_THINKING_CLOSE
+
+    user = Message(Role.USER, TEXTS[2])
+    closing = len(engine._loaded.encode(FORCED_THINKING_CLOSE))
+    settings = replace(ON, thinking_budget=3, max_tokens=3 + closing)  # the limit falls right after the close
+    first = run(engine, Conversation((user,), id="closed"), settings)
+    assert first.thinking and not first.answer.strip() and first.stats.generated_tokens == 3 + closing
+    more = run(engine, Conversation((user, first.reply()), id="closed", continue_last=True), replace(ON, max_tokens=4))
+    assert more.stats.prefilled_tokens == 0 and more.stream and {k for k, _ in more.stream} == {"AnswerDelta"}
+
+
 @pytest.mark.parametrize("settings", [ON, OFF], ids=["thinking", "no-thinking"])
 def test_an_edited_cut_turn_is_continued_from_its_text(engine, settings):
     """A turn whose text was changed (or one the engine never saw) is re-encoded: the prompt is the
