@@ -226,6 +226,7 @@ class MainWindow(QMainWindow):
         m.modelUnloaded.connect(self._on_unloaded)
         m.loadFailed.connect(self._on_load_failed)
         m.errorOccurred.connect(self.show_error)
+        m.severalFound.connect(self._several_models_found)
         m.modelsChanged.connect(lambda _e: self._update_page())
         m.demoBuilding.connect(self._on_demo_building)
         self.first_run.chooseModel.connect(self.open_model_picker)
@@ -590,6 +591,10 @@ class MainWindow(QMainWindow):
             self.show_error(message, label, lambda: self.open_add_vision(Path(info.path)))
         else:
             self.show_error(message)
+
+    def _several_models_found(self, count: int) -> None:
+        self.statusBar().showMessage(f"That folder holds {count} models: choose one", 5000)
+        self.open_model_picker()
 
     def _add_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Choose a Qwen3.5 MLX model folder", str(Path.home()))

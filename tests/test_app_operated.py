@@ -232,6 +232,31 @@ def test_model_menu_add_folder_loads_the_one_model_inside(make_window, qt_wait, 
     assert window.store.get_pref("last_model") == str(shelf / "Qwen3.5-tiny")
 
 
+def test_model_menu_add_folder_with_several_models_opens_the_picker(make_window, qt_wait, tiny_model_dir,
+                                                                    tmp_path, monkeypatch):
+    window = make_window()
+    shelf = tmp_path / "shelf"
+    for name in ("Qwen3.5-tiny-a", "Qwen3.5-tiny-b"):
+        shutil.copytree(tiny_model_dir, shelf / name)
+    from PySide6.QtWidgets import QFileDialog
+
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", staticmethod(lambda *a, **k: str(shelf)))
+    seen: dict = {}
+
+    def look(dialog) -> None:
+        seen["rows"] = [dialog.table.item(r, 0).toolTip() for r in range(dialog.table.rowCount())]
+        dialog.reject()
+
+    errors = with_modal(look, 60)
+    model_menu = next(a.menu() for a in window.menuBar().actions() if a.text() == "&Model")
+    next(a for a in model_menu.actions() if a.text() == "Add model folder…").trigger()
+    qt_wait(lambda: "rows" in seen or bool(errors), 60)
+    assert not errors, errors
+    assert {Path(row).name for row in seen["rows"]} >= {"Qwen3.5-tiny-a", "Qwen3.5-tiny-b"}
+    assert window.models.loaded_info is None and window.models.loading_path is None  # the user chooses
+    assert json.loads(window.store.get_pref("model_folders")) == [str(shelf)]
+
+
 def test_add_folder_with_no_model_says_why(make_window, qt_wait, tmp_path, monkeypatch):
     window = make_window()
     empty = tmp_path / "nothing-here"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
@@ -100,6 +102,7 @@ class ModelsController(QObject):
     loadFailed = Signal(str, str)  # message, kind
     errorOccurred = Signal(str)
     demoBuilding = Signal(bool)
+    severalFound = Signal(int)  # an added folder holds this many usable models: the user picks one
 
     def __init__(self, store: Store, engine: EngineClient, paths: AppPaths, parent: QObject | None = None):
         super().__init__(parent)
@@ -132,14 +135,18 @@ class ModelsController(QObject):
         return Path(value) if value else None
 
     # --- discovery ----------------------------------------------------------------------------
-    def rescan(self) -> None:
+    def rescan(self, then: Callable[[], None] | None = None) -> None:
+        """Look for models again (on a pool thread); ``then`` runs once the list is updated."""
         folders, demo, ctx = self.user_folders(), self.paths.demo_model, self.context_tokens
-        run_task(lambda _p, _c: discover(folders, demo, ctx), self._on_scanned, self._on_scan_failed)
+        run_task(lambda _p, _c: discover(folders, demo, ctx), partial(self._on_scanned, then=then),
+                 self._on_scan_failed)
 
-    def _on_scanned(self, entries: list[ModelEntry]) -> None:
+    def _on_scanned(self, entries: list[ModelEntry], then: Callable[[], None] | None = None) -> None:
         self.entries = entries
         self.scanned = True
         self.modelsChanged.emit(entries)
+        if then is not None:
+            then()
 
     def _on_scan_failed(self, error: Exception) -> None:
         self.scanned = True
@@ -149,7 +156,7 @@ class ModelsController(QObject):
     def add_folder(self, folder: Path | str, *, load_if_one: bool = False) -> None:
         """Remember a folder that is, or holds, model folders (the engine's own discovery decides, as
         ``python -m engine_mlx models --dir`` does) and rescan. ``load_if_one``: when the folder holds
-        exactly one usable model, load it too."""
+        exactly one usable model, load it too; when it holds several, say so (``severalFound``)."""
         folder = Path(folder)
 
         def find(_p, _c):
@@ -163,9 +170,13 @@ class ModelsController(QObject):
                     self.store.set_pref("model_folders", json.dumps(folders))
                 except StoreError as error:
                     self.errorOccurred.emit(str(error))
-            self.rescan()
             if load_if_one and len(paths) == 1:
+                self.rescan()
                 self.load(paths[0])
+            elif load_if_one:
+                self.rescan(then=lambda: self.severalFound.emit(len(paths)))  # the picker lists them
+            else:
+                self.rescan()
 
         run_task(find, found, lambda error: self.errorOccurred.emit(str(error)))
 
