@@ -199,7 +199,7 @@ class MainWindow(QMainWindow):
             hints.colorSchemeChanged.connect(self._system_scheme_changed)
         self.transcript.editSubmitted.connect(c.edit_and_resend)
         self.transcript.regenerateRequested.connect(c.regenerate)
-        self.transcript.continueRequested.connect(self.continue_answer)
+        self.transcript.continueRequested.connect(c.continue_answer)
         self.transcript.copied.connect(lambda _t: self.statusBar().showMessage("Copied", 1500))
         # composer
         self.composer.sendRequested.connect(self.send)
@@ -410,10 +410,6 @@ class MainWindow(QMainWindow):
             self.banner.dismiss(errors_only=True)
             return True
         return False
-
-    def continue_answer(self, _reached: int) -> None:
-        """The last answer was cut short: the model carries it on, for up to the chat's token limit more."""
-        self.chat.continue_answer()
 
     def copy_last_answer(self) -> None:
         widget = self.transcript.last_answer()

@@ -167,7 +167,7 @@ class MessageWidget(QFrame):
     copyRequested = Signal(str)
     editSubmitted = Signal(int, str)
     regenerateRequested = Signal()
-    continueRequested = Signal(int)  # the token limit this answer reached (0 = unknown)
+    continueRequested = Signal()  # carry this (last) answer on from where it was cut
 
     def __init__(self, message: StoredMessage, palette: Palette, parent: QWidget | None = None,
                  token_limit: int = 0, renderer: Renderer | None = None):
@@ -297,7 +297,7 @@ class MessageWidget(QFrame):
         limit_layout.addWidget(self.limit_label, 1)
         self.continue_button = QPushButton("Continue")
         self.continue_button.setToolTip("Carry on thinking from where it stopped")
-        self.continue_button.clicked.connect(lambda: self.continueRequested.emit(self._limit_tokens()))
+        self.continue_button.clicked.connect(self.continueRequested)
         limit_layout.addWidget(self.continue_button)
         self.limit_row.hide()
         outer.addWidget(self.limit_row)
@@ -314,7 +314,7 @@ class MessageWidget(QFrame):
         self.regenerate_button.hide()
         # An answer cut short (Stop, the token limit, a closed app): carry it on from its end.
         self.continue_link = _link_button("Continue", "Carry on this answer from where it stopped")
-        self.continue_link.clicked.connect(lambda: self.continueRequested.emit(self._limit_tokens()))
+        self.continue_link.clicked.connect(self.continueRequested)
         self.continue_link.hide()
         footer.addWidget(self.copy_button)
         footer.addWidget(self.continue_link)

@@ -29,7 +29,7 @@ READING_WIDTH = 900  # the message column's widest; wider windows centre it
 class TranscriptView(QScrollArea):
     editSubmitted = Signal(int, str)
     regenerateRequested = Signal()
-    continueRequested = Signal(int)  # the token limit the last answer reached while thinking
+    continueRequested = Signal()  # the last answer, cut short, is to be carried on
     copied = Signal(str)
 
     def __init__(self, palette: Palette, parent: QWidget | None = None):
