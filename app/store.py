@@ -555,12 +555,17 @@ def _search(db: sqlite3.Connection, query: str, limit: int) -> list[SearchHit]:
         return []
     # Every term as a prefix, quoted so FTS5 syntax in user input cannot break the query.
     match = " ".join(f'"{t}"*' for t in terms)
+    # The newest hits first, and snippets only for those: made for every match before the sort,
+    # snippets took most of a search over a long history (bench/search_stall.py).
     rows = db.execute(
-        "SELECT m.conversation_id, c.title, m.id, snippet(messages_fts, 0, '[', ']', '…', 12) "
+        "WITH top AS (SELECT m.id AS id, c.updated_at AS updated, m.position AS position "
         "FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid "
         "JOIN conversations c ON c.id = m.conversation_id "
-        "WHERE messages_fts MATCH ? AND c.deleted_at IS NULL ORDER BY c.updated_at DESC, m.position "
-        "LIMIT ?",
+        "WHERE messages_fts MATCH ?1 AND c.deleted_at IS NULL ORDER BY c.updated_at DESC, m.position LIMIT ?2) "
+        "SELECT m.conversation_id, c.title, m.id, snippet(messages_fts, 0, '[', ']', '…', 12) "
+        "FROM messages_fts JOIN top ON top.id = messages_fts.rowid JOIN messages m ON m.id = top.id "
+        "JOIN conversations c ON c.id = m.conversation_id "
+        "WHERE messages_fts MATCH ?1 ORDER BY top.updated DESC, top.position",
         (match, limit),
     ).fetchall()
     # Titles match too, so a chat named "Budget" is found even if no message says so.

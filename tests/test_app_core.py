@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 
 import pytest
 
@@ -16,6 +17,7 @@ from app.store import (
     StoredAttachment,
     StoreError,
     ThinkingMode,
+    search_database,
 )
 
 
@@ -75,6 +77,22 @@ def test_search_finds_words_and_prefixes_not_deleted(store):
     assert store.search("artichoke") == []
     store.undelete(a)
     assert len(store.search("artichoke")) == 1
+
+
+def test_search_hits_come_newest_chat_first_in_message_order_with_marked_snippets(store):
+    chats = []
+    for i in range(3):
+        cid = store.create_conversation(f"Chat {i}")
+        for j in range(3):
+            store.add_message(cid, "user", f"turn {j} of chat {i} mentions the quokka once")
+        chats.append(cid)
+        time.sleep(0.01)  # distinct updated_at
+    hits = store.search("quokka")
+    order = [(h.conversation_id, h.message_id) for h in hits]
+    expected = [(cid, m.id) for cid in reversed(chats) for m in store.messages(cid)]
+    assert order == expected
+    assert all("[quokka]" in h.snippet for h in hits)
+    assert [(h.conversation_id, h.message_id) for h in search_database(store.database, "quokka", limit=4)] == expected[:4]
 
 
 def test_updated_text_is_reindexed(store):
