@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -795,12 +795,17 @@ def discover_models(
     roots: Iterable[SearchRoot] | None = None,
     *,
     check_tensors: bool = True,
+    inspect: Callable[[Path], ModelInfo] | None = None,
 ) -> list[DiscoveredModel]:
-    """Every folder with a config.json under the search roots, each inspected.
+    """Every folder with a config.json under the search roots, each inspected (by ``inspect``, e.g.
+    an :class:`engine_mlx.inspections.InspectionCache`'s, else :func:`inspect_checkpoint`).
 
     Unusable folders are listed too, with the reason, so a user can see why a model is not offered;
     callers filter on ``.ok``. Nothing here touches the network.
     """
+    if inspect is None:
+        def inspect(folder: Path) -> ModelInfo:
+            return inspect_checkpoint(folder, check_tensors=check_tensors)
     search = list(default_search_roots() if roots is None else roots)
     search += [SearchRoot(Path(d).expanduser(), SourceKind.USER) for d in extra_dirs]
     found: list[DiscoveredModel] = []
@@ -814,7 +819,7 @@ def discover_models(
                 continue
             seen.add(key)
             try:
-                info = inspect_checkpoint(folder, check_tensors=check_tensors)
+                info = inspect(folder)
                 found.append(DiscoveredModel(folder, root.kind, info, None))
             except UnsupportedModelError as e:
                 found.append(DiscoveredModel(folder, root.kind, None, e.reason, other_model=True))

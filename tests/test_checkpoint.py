@@ -438,3 +438,33 @@ def test_default_search_roots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     ]
     monkeypatch.delenv("HF_HOME")
     assert default_search_roots()[0].path == tmp_path / ".cache" / "huggingface" / "hub"
+
+
+def test_inspection_cache_reuses_a_folder_until_one_of_its_files_changes(tiny_model_dir, tmp_path):
+    """The picker's rescans (every context-length change) inspect a folder again only when it changed."""
+    import shutil
+
+    from engine_mlx.inspections import InspectionCache
+
+    shelf = tmp_path / "shelf"
+    model = shutil.copytree(tiny_model_dir, shelf / "Qwen3.5-tiny")
+    cache = InspectionCache()
+
+    def scan():
+        return discover_models(roots=[SearchRoot(shelf, SourceKind.USER)], inspect=cache.inspect)
+
+    first = scan()
+    assert [f.ok for f in first] == [True] and (cache.hits, cache.misses) == (0, 1)
+    again = scan()
+    assert again[0].info == first[0].info and (cache.hits, cache.misses) == (1, 1)
+    # A shard rewritten in place (same name): inspected again, and its damage is found.
+    shard = next(model.glob("*.safetensors"))
+    shard.write_bytes(shard.read_bytes()[:-10])
+    broken = scan()
+    assert not broken[0].ok and "safetensors" in broken[0].error and cache.misses == 2
+    assert scan()[0].error == broken[0].error and cache.hits == 2  # the refusal is remembered too
+    shutil.copy(tiny_model_dir / shard.name, shard)
+    os.utime(shard, ns=(time.time_ns(), time.time_ns() + 10**9))
+    assert scan()[0].ok and cache.misses == 3
+    (model / "extra.py").write_text("print('hi')\n")  # a file added: inspected again, and refused
+    assert ".py" in scan()[0].error and cache.misses == 4

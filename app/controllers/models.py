@@ -12,6 +12,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, Signal
 
 from engine_mlx.checkpoint import ModelInfo
+from engine_mlx.inspections import InspectionCache
 from engine_mlx.settings import DEFAULT_CONTEXT_TOKENS
 
 from ..paths import AppPaths
@@ -45,16 +46,18 @@ def fit_label(fit) -> str:
                                                                                str(verdict))
 
 
-def discover(folders: list[Path], demo_dir: Path, context_tokens: int) -> list[ModelEntry]:
-    """All models found in the usual places plus the user's folders (runs on a pool thread)."""
-    from engine_mlx.checkpoint import discover_models, inspect_checkpoint
+def discover(folders: list[Path], demo_dir: Path, context_tokens: int,
+             inspections: InspectionCache) -> list[ModelEntry]:
+    """All models found in the usual places plus the user's folders (runs on a pool thread); folders
+    unchanged since an earlier scan are not inspected again."""
+    from engine_mlx.checkpoint import discover_models
     from engine_mlx.errors import CheckpointError
     from engine_mlx.memory import estimate_fit
 
     infos = {}
     refused = []  # Qwen3.5 folders the engine refuses, listed with the reason
     try:
-        for found in discover_models(extra_dirs=[f for f in folders if f.exists()]):
+        for found in discover_models(extra_dirs=[f for f in folders if f.exists()], inspect=inspections.inspect):
             if found.ok:
                 infos[Path(found.info.path).resolve()] = found.info
             elif not found.other_model:
@@ -63,7 +66,7 @@ def discover(folders: list[Path], demo_dir: Path, context_tokens: int) -> list[M
         log.exception("model discovery failed")
     if (demo_dir / "config.json").exists() and demo_dir.resolve() not in infos:
         try:
-            infos[demo_dir.resolve()] = inspect_checkpoint(demo_dir)
+            infos[demo_dir.resolve()] = inspections.inspect(demo_dir)
         except CheckpointError:
             log.warning("the demo model folder %s is unusable", demo_dir)
     entries = []
@@ -112,6 +115,7 @@ class ModelsController(QObject):
         self.entries: list[ModelEntry] = []
         self.loaded_info = None
         self.loading_path: Path | None = None
+        self.inspections = InspectionCache()  # a rescan (e.g. a new context length) re-checks only changed folders
         self.scanned = False
         engine.worker.loadProgress.connect(self.loadProgress)
         engine.worker.loaded.connect(self._on_loaded)
@@ -138,7 +142,7 @@ class ModelsController(QObject):
     def rescan(self, then: Callable[[], None] | None = None) -> None:
         """Look for models again (on a pool thread); ``then`` runs once the list is updated."""
         folders, demo, ctx = self.user_folders(), self.paths.demo_model, self.context_tokens
-        run_task(lambda _p, _c: discover(folders, demo, ctx), partial(self._on_scanned, then=then),
+        run_task(lambda _p, _c: discover(folders, demo, ctx, self.inspections), partial(self._on_scanned, then=then),
                  self._on_scan_failed)
 
     def _on_scanned(self, entries: list[ModelEntry], then: Callable[[], None] | None = None) -> None:
