@@ -360,6 +360,25 @@ def test_drop_zone_lights_up_while_dragging(make_window, qt_wait, tmp_path):
     qt_wait(lambda: len(window.attachments.items) == 1, 30)
 
 
+def test_a_file_dropped_on_the_search_field_is_attached(make_window, qt_wait, tmp_path):
+    """Through the window's own drag routing (its QWindow finds the widget under the drop point), as a
+    Finder drag delivers it: file URLs with their text form."""
+    from PySide6.QtCore import QCoreApplication, QMimeData, QPointF, QUrl
+    from PySide6.QtGui import QDragEnterEvent, QDragMoveEvent, QDropEvent
+
+    window = make_window()
+    url = QUrl.fromLocalFile(str(base.write_image(tmp_path / "photo.png")))
+    mime = QMimeData()
+    mime.setUrls([url])
+    mime.setText(url.toString())
+    at = window.search.mapTo(window, window.search.rect().center())
+    args = (Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    for event in (QDragEnterEvent(at, *args), QDragMoveEvent(at, *args), QDropEvent(QPointF(at), *args)):
+        QCoreApplication.sendEvent(window.windowHandle(), event)
+    qt_wait(lambda: len(window.attachments.items) == 1, 30)
+    assert window.search.text() == ""  # not a search for the file's path
+
+
 def test_search_hit_opens_the_chat_scrolled_to_the_marked_match(make_window, qt_wait, qtbot):
     window = make_window()
     texts = [f"Filler message number {i} about nothing in particular." for i in range(90)]

@@ -48,6 +48,7 @@ class Sidebar(QFrame):
         self.search = QLineEdit()
         self.search.setPlaceholderText("Search all chats")
         self.search.setClearButtonEnabled(True)
+        self.search.setAcceptDrops(False)  # a file dropped here is an attachment (the window's), not a query
         side.addWidget(self.search)
         self.conversation_list = QListWidget()
         self.conversation_list.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
