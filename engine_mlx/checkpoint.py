@@ -92,6 +92,9 @@ class ModelInfo:
     weight_dtype: str | None = None  # the floating dtype of most weight bytes: "bfloat16", "float32"...
     # In a quantized checkpoint, the dtype of language-model linear layers left unquantized (if any).
     unquantized_linear_dtype: str | None = None
+    # Bytes of bfloat16/float16 tensors (weights, quantization scales and biases): MLX's CPU backend
+    # holds them as float32, twice as many (runtime._float32_on_cpu).
+    half_float_bytes: int = 0
 
     @property
     def num_linear_attention_layers(self) -> int:
@@ -692,6 +695,7 @@ def inspect_checkpoint(path: Path | str, *, check_tensors: bool = True) -> Model
         quant_group_size=quant.get("group_size"),
         param_count=_count_params(tensors, quant),
         weight_bytes=sum(t.nbytes for t in tensors),
+        half_float_bytes=sum(t.nbytes for t in tensors if t.dtype in ("BF16", "F16")),
         context_length=context if isinstance(context, int) else None,
         supports_thinking=any(marker in template for marker in _THINKING_MARKERS),
         num_layers=num_layers,

@@ -150,6 +150,12 @@ def activation_bytes(info: ModelInfo, machine: MachineMemory | None = None) -> i
     return ACTIVATION_DTYPE_BYTES[dtype]
 
 
+def weight_bytes(info: ModelInfo, machine: MachineMemory | None = None) -> int:
+    """The weights in memory: as stored, but half floats as float32 on a CPU-backend ``machine``."""
+    cast = info.half_float_bytes if machine is not None and machine.cpu_backend else 0
+    return info.weight_bytes + cast
+
+
 def kv_bytes_per_token(info: ModelInfo, machine: MachineMemory | None = None) -> int:
     """K and V for every full-attention layer; linear-attention layers keep no per-token cache."""
     per_layer = info.num_key_value_heads * info.head_dim * activation_bytes(info, machine)
@@ -234,7 +240,7 @@ def estimate_fit(
     if context_tokens < 0:
         raise ValueError(f"context_tokens must not be negative, got {context_tokens}")
     machine = machine_memory() if machine is None else machine
-    weights = info.weight_bytes
+    weights = weight_bytes(info, machine)
     per_token = kv_bytes_per_token(info, machine)
     kv = per_token * context_tokens
     state = linear_state_bytes(info, machine)

@@ -385,6 +385,10 @@ def test_estimate_equals_the_cache_a_real_load_holds(model: str, dtype: str, req
     assert sum(fixed) == linear_state_bytes(info, here)
     estimate = estimate_fit(info, n2, here)
     assert (estimate.kv_bytes, estimate.linear_state_bytes) == (kv_at_n2, sum(fixed))
+    from mlx.utils import tree_flatten
+
+    held = sum(p.nbytes for _, p in tree_flatten(loaded.model.parameters()))
+    assert estimate.weights_bytes == held  # bf16 weights and scales doubled where the CPU backend casts
     assert fixed == [a for a, g in zip(sizes[0], grows) if not g]  # it stays put
 
 
