@@ -230,6 +230,7 @@ def _generate(loaded, inputs, settings, plan, cancel, on_snapshot, started_at) -
         yield AnswerDelta(answer_text)
     cut_short = reason is not FinishReason.STOP and not forced  # not halfway through a forced close
     if plan.keep_end and cut_short and on_snapshot is not None and index == total + len(generated_ids) > total:
+        mx.eval(last_logits)  # computed, not a graph that holds on to the live cache
         on_snapshot(Snapshot(index, cache_protocol.copy_cache(cache), tuple(generated_ids), last_logits))
 
     finished_at = time.perf_counter()
