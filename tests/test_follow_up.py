@@ -117,14 +117,25 @@ def test_text_only_follow_up_turns_equal_cold_prefill(text_engine, settings):
     assert len(convo.messages) == 2 * len(TEXTS)
 
 
-def test_text_only_restart_restores_the_snapshot_from_disk(tiny_text_model_dir, tmp_path):
+def _reopen(tiny_model_dir, state_dir):
     from engine_mlx.engine import Engine
 
-    first = Engine(state_dir=tmp_path / "state")
-    first.load(tiny_text_model_dir)
-    convo = converse(first, "text-saved", ON, TEXTS[:2])
-    path = first.persist("text-saved")
+    fresh = Engine(state_dir=state_dir)
+    fresh.load(tiny_model_dir)
+    return fresh
+
+
+def _saved_chat(engine, cid: str):
+    """A two-turn chat whose state is persisted: (conversation, the snapshot file)."""
+    convo = converse(engine, cid, ON, TEXTS[:2])
+    path = engine.persist(cid)
     assert path is not None and path.exists()
+    return convo, path
+
+
+def test_text_only_restart_restores_the_snapshot_from_disk(tiny_text_model_dir, tmp_path):
+    first = _reopen(tiny_text_model_dir, tmp_path / "state")
+    convo, _path = _saved_chat(first, "text-saved")
     previous = prompt_ids(first, Conversation(convo.messages[:-1]), ON)
     first.unload()
 
@@ -429,22 +440,10 @@ def test_kv_snapshot_is_compacted_and_counted_as_held(engine):
 # ---------------------------------------------------------------------- disk
 
 
-def _reopen(tiny_model_dir, state_dir):
-    from engine_mlx.engine import Engine
-
-    fresh = Engine(state_dir=state_dir)
-    fresh.load(tiny_model_dir)
-    return fresh
-
-
 def test_restart_restores_the_snapshot_from_disk(tiny_model_dir, tmp_path):
-    from engine_mlx.engine import Engine
-
-    first = Engine(state_dir=tmp_path / "state")
-    first.load(tiny_model_dir)
-    convo = converse(first, "saved", ON, TEXTS[:2])
-    path = first.persist("saved")
-    assert path is not None and path.exists() and path.suffix == ".safetensors"
+    first = _reopen(tiny_model_dir, tmp_path / "state")
+    convo, path = _saved_chat(first, "saved")
+    assert path.suffix == ".safetensors"
     assert first.persist("saved") is None  # nothing new to write
     previous = prompt_ids(first, Conversation(convo.messages[:-1]), ON)
     first.unload()
@@ -467,13 +466,8 @@ def test_restart_restores_the_snapshot_from_disk(tiny_model_dir, tmp_path):
 
 
 def test_forget_drops_a_deleted_chat_in_memory_and_on_disk(tiny_model_dir, tmp_path):
-    from engine_mlx.engine import Engine
-
-    engine = Engine(state_dir=tmp_path / "state")
-    engine.load(tiny_model_dir)
-    convo = converse(engine, "gone", ON, TEXTS[:2])
-    path = engine.persist("gone")
-    assert path is not None and path.exists()
+    engine = _reopen(tiny_model_dir, tmp_path / "state")
+    convo, path = _saved_chat(engine, "gone")
     engine.forget("gone")
     assert not path.exists()
     nxt = convo.with_message(Message(Role.USER, TEXTS[2]))
