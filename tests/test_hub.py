@@ -606,15 +606,14 @@ def test_text_only_banner_offers_add_vision_and_the_new_model_appears(
         dialog.source.setText(RELEASE)
         qtbot.mouseClick(dialog.check_button, Qt.MouseButton.LeftButton)
         key = str(text)
-        qt_wait(
-            lambda: (
-                window.downloads.transfers[key].state in (TransferState.READY, TransferState.FAILED)
-            ),
-            60,
-        )
-        assert window.downloads.transfers[key].state is TransferState.READY, (
-            window.downloads.transfers[key].message
-        )
+
+        def settles_in(state: TransferState, timeout_s: float) -> None:
+            """Wait until the graft reaches ``state`` (or fails, which the assertion then reports)."""
+            transfer = lambda: window.downloads.transfers[key]  # noqa: E731
+            qt_wait(lambda: transfer().state in (state, TransferState.FAILED), timeout_s)
+            assert transfer().state is state, transfer().message
+
+        settles_in(TransferState.READY, 60)
         fetch = window.downloads.transfers[key].total_bytes
         assert 0 < fetch < hub_env.repo_bytes(RELEASE) / 100
         assert dialog.add_button.text() == f"Add vision (downloads {fetch / 1e6:.1f} MB)"
@@ -622,15 +621,7 @@ def test_text_only_banner_offers_add_vision_and_the_new_model_appears(
             f"of {hub_env.repo_bytes(RELEASE) / 1e6:.1f} MB from {RELEASE}" in dialog.status.text()
         )
         qtbot.mouseClick(dialog.add_button, Qt.MouseButton.LeftButton)
-        qt_wait(
-            lambda: (
-                window.downloads.transfers[key].state in (TransferState.DONE, TransferState.FAILED)
-            ),
-            120,
-        )
-        assert window.downloads.transfers[key].state is TransferState.DONE, (
-            window.downloads.transfers[key].message
-        )
+        settles_in(TransferState.DONE, 120)
         new = tmp_path / "Qwen3.5-Tiny-text-4bit-vision"
         assert (new / "model-vision.safetensors").is_file() and dialog.bar.value() == 1000
         qt_wait(lambda: any(e.path == new and e.info.is_vision for e in window.models.entries), 60)
