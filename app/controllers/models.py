@@ -80,13 +80,13 @@ def discover(folders: list[Path], demo_dir: Path, context_tokens: int,
     return entries
 
 
-def models_in(folder: Path) -> list[Path]:
+def models_in(folder: Path, inspections: InspectionCache) -> list[Path]:
     """The usable model folders in ``folder`` (itself, or up to two levels below); raises ``CheckpointError``
-    saying why when there is none (runs on a pool thread)."""
+    saying why when there is none (runs on a pool thread). The inspections are kept for the rescan after."""
     from engine_mlx.checkpoint import SearchRoot, SourceKind, discover_models
     from engine_mlx.errors import CheckpointError
 
-    found = discover_models(roots=[SearchRoot(folder, SourceKind.USER)])
+    found = discover_models(roots=[SearchRoot(folder, SourceKind.USER)], inspect=inspections.inspect)
     usable = [Path(f.path) for f in found if f.ok]
     if usable:
         return usable
@@ -164,7 +164,7 @@ class ModelsController(QObject):
         folder = Path(folder)
 
         def find(_p, _c):
-            return models_in(folder)
+            return models_in(folder, self.inspections)
 
         def found(paths: list[Path]) -> None:
             folders = [str(p) for p in self.user_folders()]
