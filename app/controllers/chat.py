@@ -347,11 +347,8 @@ class ChatController(QObject):
                          answer=[last.text] if last.text else [], thinking_s=last.thinking_s if last.text else None)
         if last.thinking and not last.text:  # still thinking: its clock runs on from where it stopped
             stream.thinking_started = time.monotonic() - (last.thinking_s or 0.0)
-        self._stream = stream
         self.messagesRemoved.emit(last.position)
-        self.messageAppended.emit(replace(last, state=MessageState.STREAMING, error="", stats=None))
-        self._save_timer.start()
-        self.busyChanged.emit(True)
+        self._begin(stream, replace(last, state=MessageState.STREAMING, error="", stats=None))
 
     def edit_and_resend(self, message_id: int, new_text: str) -> None:
         """Replace a user message's text; everything after it is dropped and answered again."""
@@ -396,8 +393,12 @@ class ChatController(QObject):
             return
         conversation = build_conversation(cid, settings, history)
         request = self.engine.generate(conversation, generation_settings(settings))
-        self._stream = _Stream(request, cid, placeholder.id)
-        self.messageAppended.emit(placeholder)
+        self._begin(_Stream(request, cid, placeholder.id), placeholder)
+
+    def _begin(self, stream: _Stream, message: StoredMessage) -> None:
+        """``stream`` answers into ``message`` (shown streaming): saved on the timer until it finishes."""
+        self._stream = stream
+        self.messageAppended.emit(message)
         self._save_timer.start()
         self.busyChanged.emit(True)
 
