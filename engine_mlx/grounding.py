@@ -19,6 +19,8 @@ from enum import Enum
 from typing import Any
 
 SCALE = 1000  # Qwen's relative coordinates run 0..1000 on both axes
+# "Locate…" on an attached image: the user types the thing to find where the braces are.
+LOCATE_PROMPT = "Locate every {} in this image. Answer as JSON with bbox_2d and label."
 
 # One colour per label, in order of first appearance (RGB); distinct on light and dark images.
 PALETTE: tuple[tuple[int, int, int], ...] = (
