@@ -1,4 +1,4 @@
-"""The command line: ``python -m engine_mlx tiny | models | chat | serve | download | add-vision``.
+"""The command line: ``python -m engine_mlx tiny | models | chat | serve | download | add-vision | boxes``.
 
 Bad input exits non-zero with one line naming the file and what is wrong, never a traceback.
 """
@@ -111,6 +111,14 @@ def _parser() -> argparse.ArgumentParser:
     av.add_argument("--output", type=Path, help="the new model folder (default: beside the model, -vision)")
     av.add_argument("--in-place", action="store_true", help="graft into the model folder itself (swapped in at the end)")
     av.add_argument("--json", action="store_true", help="progress as one JSON event per line")
+
+    boxes = sub.add_parser("boxes", help="the boxes and points an answer names on an image, in pixels")
+    boxes.add_argument("--image", required=True, type=Path, help="the image the answer is about")
+    answer = boxes.add_mutually_exclusive_group(required=True)
+    answer.add_argument("--answer", help="the answer's text")
+    answer.add_argument("--answer-file", type=Path, help="a file holding the answer's text")
+    boxes.add_argument("--draw", type=Path, help="write a copy of the image with the shapes drawn (PNG)")
+    boxes.add_argument("--json", action="store_true", help="a JSON list of {label, kind, pixels, relative}")
     return p
 
 
@@ -134,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
             return _serve(args)
         if args.command in ("download", "add-vision"):
             return _hub(args)
+        if args.command == "boxes":
+            return _boxes(args)
         return _chat(args)
     except EngineError as exc:
         return _fail(str(exc), getattr(args, "json", False))
@@ -210,6 +220,70 @@ def _models(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------- boxes
+
+
+def _boxes(args) -> int:
+    from engine_mlx import grounding
+    from engine_mlx.media import load_image
+
+    if args.answer_file is not None:
+        try:
+            text = args.answer_file.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise EngineError(f"{args.answer_file}: is not UTF-8 text") from None
+    else:
+        text = args.answer
+    width, height = grounding.image_size(args.image)
+    shapes = grounding.parse_grounding(text)
+    if args.draw is not None:
+        image = load_image(args.image, max_side=max(width, height))
+        grounding.draw(image, shapes).save(args.draw, format="PNG")
+    if args.json:
+        print(json.dumps([shape.to_json(width, height) for shape in shapes]))
+        return 0
+    if not shapes:
+        print("The answer names no boxes or points.")
+    for shape in shapes:
+        coords = ",".join(map(str, shape.pixels(width, height)))
+        print(f"{shape.kind.value:5}  {coords:24}  {shape.label}")
+    return 0
+
+
+def _boxes_events(convo: Conversation, answer: str) -> list[dict]:
+    """``chat --json``'s ``boxes`` events: the grounding of ``answer`` per image of the conversation
+    (images and PDF pages, numbered as Qwen numbers them), for the images it falls on."""
+    from engine_mlx import grounding
+    from engine_mlx.media import load_pdf_pages
+
+    shapes = grounding.parse_grounding(answer)
+    if not shapes:
+        return []
+    images: list[tuple[str, int | None, tuple[int, int]]] = []  # (path, page, size)
+    for message in convo.messages:
+        for attachment in message.attachments:
+            if isinstance(attachment, ImageAttachment):
+                images.append((str(attachment.path), None, grounding.image_size(attachment.path)))
+            elif isinstance(attachment, PdfAttachment):
+                pages = load_pdf_pages(attachment.path, attachment.first_page, attachment.last_page)
+                first = attachment.first_page
+                images.extend((str(attachment.path), first + i, p.size) for i, p in enumerate(pages))
+    if not images:
+        return []
+    turn = next((m.text for m in reversed(convo.messages) if m.role is Role.USER), "")
+    by_image: dict[int, list] = {}
+    for shape in shapes:
+        # by default the newest image: the last of the user message replied to, or of the chat
+        number = grounding.choose_image(shape, default=len(images), count=len(images), turn_text=turn)
+        by_image.setdefault(number, []).append(shape)
+    events = []
+    for number, on_image in sorted(by_image.items()):
+        path, page, (width, height) = images[number - 1]
+        events.append({"type": "boxes", "image": number, "path": path, "page": page, "width": width,
+                       "height": height, "boxes": [s.to_json(width, height) for s in on_image]})
+    return events
+
+
 # ---------------------------------------------------------------------------------------- chat
 
 
@@ -271,6 +345,9 @@ def _chat(args) -> int:
             attachments = ()  # attachments go with the first turn; the conversation keeps them
             finished = out.show(engine.generate(convo, settings))
             convo = convo.with_message(Message(Role.ASSISTANT, out.answer, thinking=out.thinking))
+        if args.json and finished.reason is not FinishReason.ERROR:
+            for event in _boxes_events(convo, convo.messages[-1].text):
+                print(json.dumps(event), flush=True)
         if finished.reason is FinishReason.ERROR:
             print(f"error: {finished.error}", file=sys.stderr)
             status = EXIT_ERROR

@@ -70,6 +70,7 @@ class AttachmentChip(QFrame):
     removeRequested = Signal(int)
     pagesChanged = Signal(int, int, int)  # key, first, last
     clicked = Signal(int)
+    locateRequested = Signal(int)
 
     def __init__(self, pending: Pending, parent: QWidget | None = None):
         super().__init__(parent)
@@ -91,6 +92,7 @@ class AttachmentChip(QFrame):
         remove.clicked.connect(lambda: self.removeRequested.emit(self.key))
         top.addWidget(remove, 0, Qt.AlignmentFlag.AlignTop)
         layout.addLayout(top)
+
         self.caption = QLabel()
         self.caption.setObjectName("Muted")
         self.caption.setMaximumWidth(160)
@@ -112,6 +114,14 @@ class AttachmentChip(QFrame):
             pages.addWidget(QLabel("–"))
             pages.addWidget(self.last)
             layout.addLayout(pages)
+        self.locate_button = None
+        if pending.kind is AttachmentKind.IMAGE:
+            self.locate_button = QToolButton()
+            self.locate_button.setText("Locate…")
+            self.locate_button.setToolTip("Ask where something is in this image: the answer's boxes are drawn on it")
+            self.locate_button.setAutoRaise(True)
+            self.locate_button.clicked.connect(lambda: self.locateRequested.emit(self.key))
+            layout.addWidget(self.locate_button)
         self.update_from(pending)
 
     def update_from(self, pending: Pending) -> None:
@@ -211,6 +221,17 @@ class Composer(QFrame):
     def clear_text(self) -> None:
         self.edit.clear()
 
+    def start_locate(self, _key: int = 0) -> None:
+        """Fill the message box with a grounding prompt, the cursor where the thing to find goes."""
+        from engine_mlx.grounding import LOCATE_PROMPT
+
+        before, after = LOCATE_PROMPT.split("{}")
+        self.edit.setPlainText(before + after)
+        cursor = self.edit.textCursor()
+        cursor.setPosition(len(before))
+        self.edit.setTextCursor(cursor)
+        self.edit.setFocus()
+
     def set_busy(self, busy: bool) -> None:
         self.busy = busy
         self.send_button.setText("Stop" if busy else "Send")
@@ -236,6 +257,7 @@ class Composer(QFrame):
         chip.removeRequested.connect(self.removeAttachment)
         chip.pagesChanged.connect(self.pagesChanged)
         chip.clicked.connect(self.attachmentClicked)
+        chip.locateRequested.connect(self.start_locate)
         self.chips.insertWidget(self.chips.count() - 1, chip)
         self._chips[pending.key] = chip
         self.chips_area.show()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import shiboken6
 from PySide6.QtCore import QPoint, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QGuiApplication, QImage, QImageReader, QPixmap
@@ -21,6 +23,7 @@ from PySide6.QtWidgets import (
 from ..render import Palette, Renderer
 from ..store import AttachmentKind, MessageState, StoredAttachment, StoredMessage, StoredStats
 from .answer import AnswerView
+from .grounding import GroundingImage, GroundingPanel, group_by_image
 from .thinking import ThinkingBlock
 
 THUMB = 120
@@ -168,6 +171,7 @@ class MessageWidget(QFrame):
     editSubmitted = Signal(int, str)
     regenerateRequested = Signal()
     continueRequested = Signal()  # carry this (last) answer on from where it was cut
+    scrollRequested = Signal(QWidget)  # bring this child into view (a grounding chip's image)
 
     def __init__(self, message: StoredMessage, palette: Palette, parent: QWidget | None = None,
                  token_limit: int = 0, renderer: Renderer | None = None):
@@ -176,6 +180,8 @@ class MessageWidget(QFrame):
         self.message = message
         self.message_id = message.id
         self.role = message.role
+        # () -> (the chat's images before this answer, the user's turn text), set by the transcript
+        self.grounding_context: Callable[[], tuple[list[GroundingImage], str]] | None = None
         self._palette = palette
         self._renderer = renderer
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Maximum)
@@ -282,6 +288,11 @@ class MessageWidget(QFrame):
         outer.addWidget(self.progress_label)
         self.answer = AnswerView(self._palette, self, self._renderer)
         outer.addWidget(self.answer)
+        # Boxes and points the answer names, drawn on the image; the transcript says which images
+        # the chat has before this answer (``grounding_context``).
+        self.grounding = GroundingPanel(self)
+        self.grounding.copied.connect(self.copyRequested)
+        outer.addWidget(self.grounding)
         self.state_label = QLabel()
         self.state_label.setObjectName("StateLabel")
         self.state_label.setWordWrap(True)
@@ -382,6 +393,20 @@ class MessageWidget(QFrame):
 
     def append_answer(self, text: str) -> None:
         self.answer.append(text)
+        if "}" in text or "</parameter>" in text:  # an object closed: a box may be complete
+            self.refresh_grounding()
+
+    def refresh_grounding(self) -> None:
+        """Draw what the answer points at on the chat's images (nothing if it names no boxes)."""
+        if self.role != "assistant" or self.grounding_context is None:
+            return
+        from engine_mlx.grounding import parse_grounding
+
+        shapes = parse_grounding(self.answer.markdown)
+        if not shapes and self.grounding.isHidden():
+            return
+        images, turn_text = self.grounding_context()
+        self.grounding.set_groups(group_by_image(shapes, images, turn_text), self.scrollRequested.emit)
 
     def set_stats(self, stats: StoredStats) -> None:
         self._stats = stats
@@ -396,6 +421,7 @@ class MessageWidget(QFrame):
         self.answer.finish()
         self.copy_button.show()
         self._show_state(state, error)
+        self.refresh_grounding()
         self.message = StoredMessage(
             self.message.id, self.message.conversation_id, self.message.position, "assistant",
             self.answer.markdown, self.thinking.text(), state, self.thinking.seconds, None, error,

@@ -19,7 +19,8 @@ from PySide6.QtWidgets import (
 )
 
 from ..render import Palette, Renderer
-from ..store import StoredMessage
+from ..store import MessageState, StoredMessage
+from .grounding import GroundingImage, chat_images
 from .message import MessageWidget
 
 PAGE = 30
@@ -177,7 +178,18 @@ class TranscriptView(QScrollArea):
         widget.copyRequested.connect(self.copied)
         if message.role == "assistant":
             widget.answer.codeCopied.connect(self.copied)
+            widget.scrollRequested.connect(lambda child: self.ensureWidgetVisible(child, 0, 40))
+            widget.grounding_context = lambda: self._grounding_context(widget)
+            if message.state is not MessageState.STREAMING:
+                widget.refresh_grounding()
         return widget
+
+    def _grounding_context(self, widget: MessageWidget) -> tuple[list[GroundingImage], str]:
+        """The chat's images before ``widget``'s answer, and the text of the user turn it replies to."""
+        earlier = [m for m in [*self._hidden, *(w.message for w in self.widgets)]
+                   if m.position < widget.message.position]
+        turn = next((m.text for m in reversed(earlier) if m.role == "user"), "")
+        return chat_images(earlier), turn
 
     def _add(self, message: StoredMessage) -> MessageWidget:
         widget = self._make(message)

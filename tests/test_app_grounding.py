@@ -1,0 +1,126 @@
+"""Grounding in the app: an answer's boxes drawn on the chat's image, hover, click-to-copy, toggle,
+the larger view and "Save annotated image…", and "Locate…" on an attached image."""
+
+from __future__ import annotations
+
+from PIL import Image
+from PySide6.QtCore import QPoint, Qt
+from PySide6.QtGui import QGuiApplication
+from PySide6.QtTest import QTest
+from PySide6.QtWidgets import QFileDialog, QToolTip
+
+from app.paths import app_paths
+from app.store import AttachmentKind, Store, StoredAttachment
+from engine_mlx.grounding import PALETTE
+
+ANSWER = (
+    "Found them.\n```json\n"
+    '[{"bbox_2d": [100, 200, 500, 600], "label": "Save"}, {"bbox_2d": [600, 100, 900, 300], "label": "Quit"},'
+    ' {"point_2d": [800, 800], "label": "logo"}]\n```'
+)
+W, H = 400, 300  # the image as the user sees it (upright)
+GREY = (90, 90, 90)
+
+
+def _chat_with_grounding(data, tmp_path, answer=ANSWER):
+    source = tmp_path / "screen.png"
+    Image.new("RGB", (W, H), GREY).save(source)
+    paths = app_paths(data).ensure()
+    store = Store(paths.database, paths.attachments)
+    cid = store.create_conversation("Where is Save?")
+    image = StoredAttachment(AttachmentKind.IMAGE, store.import_file(source), "screen.png")
+    store.add_message(cid, "user", "Where is the Save button?", attachments=(image,))
+    store.add_message(cid, "assistant", answer)
+    store.close()
+    return cid
+
+
+def _open_first_chat(window, qt_wait):
+    listing = window.conversation_list
+    qt_wait(lambda: listing.count() > 0)
+    rect = listing.visualItemRect(listing.item(0))
+    QTest.mouseClick(listing.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+    qt_wait(lambda: any(w.role == "assistant" for w in window.transcript.widgets))
+    return next(w for w in window.transcript.widgets if w.role == "assistant")
+
+
+def _rgb(image, x, y):
+    c = image.pixelColor(x, y)
+    return c.red(), c.green(), c.blue()
+
+
+def test_answer_boxes_are_drawn_on_the_image_hovered_copied_and_toggled(make_window, qt_wait, tmp_path):
+    _chat_with_grounding(tmp_path / "data", tmp_path)
+    window = make_window(tmp_path / "data")
+    answer = _open_first_chat(window, qt_wait)
+    panel = answer.grounding
+    qt_wait(lambda: panel.isVisible())
+    assert [chip.text() for chip in panel.chips] == ["2 boxes and 1 point on image 1"]
+    view = panel.view
+    assert (view.image.width(), view.image.height()) == (W, H) and view.scale == 1.0
+    shot = view.grab().toImage()
+    save, quit_ = PALETTE[0], PALETTE[1]
+    # the Save box: x 40..200, y 60..180 in pixels; its right and bottom edges away from the label
+    assert _rgb(shot, 200, 120) == save and _rgb(shot, 120, 180) == save
+    assert _rgb(shot, 360, 60) == quit_  # the Quit box's right edge, x = 0.9 * 400
+    assert _rgb(shot, 120, 120) == GREY  # inside a box stays as it was
+    assert _rgb(shot, 320, 240) == PALETTE[2]  # the logo's crosshair centre
+
+    QTest.mouseMove(view, QPoint(200, 120))
+    qt_wait(lambda: QToolTip.isVisible() and "Save" in QToolTip.text())
+    assert "40,60,200,180" in QToolTip.text()
+    QTest.mouseClick(view, Qt.MouseButton.LeftButton, pos=QPoint(200, 120))
+    assert QGuiApplication.clipboard().text() == "40,60,200,180"
+    QTest.mouseClick(view, Qt.MouseButton.LeftButton, pos=QPoint(320, 240))
+    assert QGuiApplication.clipboard().text() == "320,240"
+
+    panel.toggle.click()  # Show boxes: off
+    hidden = view.grab().toImage()
+    assert _rgb(hidden, 200, 120) == GREY and _rgb(hidden, 320, 240) == GREY
+    QGuiApplication.clipboard().setText("unchanged")
+    QTest.mouseClick(view, Qt.MouseButton.LeftButton, pos=QPoint(200, 120))
+    assert QGuiApplication.clipboard().text() == "unchanged"  # hidden overlays copy nothing
+    panel.toggle.click()
+    assert _rgb(view.grab().toImage(), 200, 120) == save
+
+
+def test_larger_view_zooms_and_saves_the_annotated_image(make_window, qt_wait, tmp_path, monkeypatch):
+    _chat_with_grounding(tmp_path / "data", tmp_path)
+    window = make_window(tmp_path / "data")
+    panel = _open_first_chat(window, qt_wait).grounding
+    qt_wait(lambda: panel.isVisible())
+    panel.open_button.click()
+    zoom = panel.zoom
+    qt_wait(lambda: zoom.isVisible())
+    zoom.zoom_in.click()
+    assert zoom.view.scale == 1.5 and zoom.view.width() == round(W * 1.5)
+    assert _rgb(zoom.view.grab().toImage(), 300, 180) == PALETTE[0]  # (200, 120) at 150 %
+    out = tmp_path / "annotated.png"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(out), "PNG image (*.png)"))
+    zoom.save_button.click()
+    saved = Image.open(out).convert("RGB")
+    assert saved.size == (W, H)
+    assert saved.getpixel((200, 120)) == PALETTE[0] and saved.getpixel((120, 120)) == GREY
+    assert saved.getpixel((320, 240)) == PALETTE[2]
+    zoom.close()
+
+
+def test_an_answer_without_grounding_or_without_images_shows_no_panel(make_window, qt_wait, tmp_path):
+    _chat_with_grounding(tmp_path / "data", tmp_path, answer="The Save button is at the top right.")
+    window = make_window(tmp_path / "data")
+    answer = _open_first_chat(window, qt_wait)
+    assert answer.grounding.isHidden() and not answer.grounding.chips
+
+
+def test_locate_on_an_image_chip_fills_the_composer(make_window, qt_wait, tmp_path):
+    window = make_window()
+    source = tmp_path / "shot.png"
+    Image.new("RGB", (64, 48), GREY).save(source)
+    window.attachments.add_paths([source])
+    qt_wait(lambda: window.composer.chip_count() == 1)
+    chip = next(iter(window.composer._chips.values()))
+    assert chip.locate_button is not None
+    chip.locate_button.click()
+    assert window.composer.text() == "Locate every  in this image. Answer as JSON with bbox_2d and label."
+    QTest.keyClicks(window.composer.edit, "Save button")
+    assert window.composer.text().startswith("Locate every Save button in this image.")
