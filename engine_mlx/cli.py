@@ -1,4 +1,4 @@
-"""The command line: ``python -m engine_mlx tiny | models | chat | serve | download | add-vision``.
+"""The command line: ``python -m engine_mlx tiny | models | chat | serve | download | add-vision | mcp``.
 
 Bad input exits non-zero with one line naming the file and what is wrong, never a traceback.
 """
@@ -111,6 +111,20 @@ def _parser() -> argparse.ArgumentParser:
     av.add_argument("--output", type=Path, help="the new model folder (default: beside the model, -vision)")
     av.add_argument("--in-place", action="store_true", help="graft into the model folder itself (swapped in at the end)")
     av.add_argument("--json", action="store_true", help="progress as one JSON event per line")
+
+    mcp = sub.add_parser("mcp", help="MCP tool servers: list their tools, call one")
+    mcp_sub = mcp.add_subparsers(dest="mcp_command", required=True)
+    for name, text in (("list", "each enabled server's tools"), ("call", "run one tool and print its result")):
+        cmd = mcp_sub.add_parser(name, help=text)
+        cmd.add_argument("--config", type=Path, help="an mcp.json (default: the one in QwenDesk's data folder)")
+        cmd.add_argument("--files", dest="files_roots", action="append", type=Path, default=[],
+                         help="also offer the built-in Files tool, reading only this folder (repeatable)")
+        cmd.add_argument("--json", action="store_true")
+        if name == "call":
+            cmd.add_argument("server")
+            cmd.add_argument("tool")
+            cmd.add_argument("--args", default="{}", help="the tool's arguments as a JSON object")
+            cmd.add_argument("--timeout", type=float, help="seconds (default: the server's, else 60)")
     return p
 
 
@@ -134,6 +148,10 @@ def main(argv: list[str] | None = None) -> int:
             return _serve(args)
         if args.command in ("download", "add-vision"):
             return _hub(args)
+        if args.command == "mcp":
+            from engine_mlx.tools.commands import mcp_command
+
+            return mcp_command(args)
         return _chat(args)
     except EngineError as exc:
         return _fail(str(exc), getattr(args, "json", False))
