@@ -8,8 +8,7 @@ from pathlib import Path
 
 import platformdirs
 
-APP_NAME = "QwenDesk"
-ENV_DATA_DIR = "QWENDESK_DATA_DIR"
+from engine_mlx.data_dir import APP_NAME, ENV_DATA_DIR, default_data_dir
 
 
 @dataclass(frozen=True)
@@ -77,6 +76,4 @@ class DataFolderError(Exception):
 
 def app_paths(data_dir: Path | str | None = None) -> AppPaths:
     """The data folder: an explicit argument, else $QWENDESK_DATA_DIR, else the platform's user data dir."""
-    if data_dir is None:
-        data_dir = os.environ.get(ENV_DATA_DIR) or platformdirs.user_data_dir(APP_NAME, appauthor=False)
-    return AppPaths(Path(data_dir).expanduser())
+    return AppPaths(default_data_dir() if data_dir is None else Path(data_dir).expanduser())

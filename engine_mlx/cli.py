@@ -1,4 +1,4 @@
-"""The command line: ``python -m engine_mlx tiny | models | chat | serve | download | add-vision | boxes``.
+"""The command line: ``python -m engine_mlx tiny | models | chat | serve | download | add-vision | boxes | mcp``.
 
 Bad input exits non-zero with one line naming the file and what is wrong, never a traceback.
 """
@@ -119,6 +119,20 @@ def _parser() -> argparse.ArgumentParser:
     answer.add_argument("--answer-file", type=Path, help="a file holding the answer's text")
     boxes.add_argument("--draw", type=Path, help="write a copy of the image with the shapes drawn (PNG)")
     boxes.add_argument("--json", action="store_true", help="a JSON list of {label, kind, pixels, relative}")
+
+    mcp = sub.add_parser("mcp", help="MCP tool servers: list their tools, call one")
+    mcp_sub = mcp.add_subparsers(dest="mcp_command", required=True)
+    for name, text in (("list", "each enabled server's tools"), ("call", "run one tool and print its result")):
+        cmd = mcp_sub.add_parser(name, help=text)
+        cmd.add_argument("--config", type=Path, help="an mcp.json (default: the one in QwenDesk's data folder)")
+        cmd.add_argument("--files", dest="files_roots", action="append", type=Path, default=[],
+                         help="also offer the built-in Files tool, reading only this folder (repeatable)")
+        cmd.add_argument("--json", action="store_true")
+        if name == "call":
+            cmd.add_argument("server")
+            cmd.add_argument("tool")
+            cmd.add_argument("--args", default="{}", help="the tool's arguments as a JSON object")
+            cmd.add_argument("--timeout", type=float, help="seconds (default: the server's, else 60)")
     return p
 
 
@@ -144,6 +158,10 @@ def main(argv: list[str] | None = None) -> int:
             return _hub(args)
         if args.command == "boxes":
             return _boxes(args)
+        if args.command == "mcp":
+            from engine_mlx.tools.commands import mcp_command
+
+            return mcp_command(args)
         return _chat(args)
     except EngineError as exc:
         return _fail(str(exc), getattr(args, "json", False))
