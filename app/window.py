@@ -28,6 +28,7 @@ from .controllers.chat import ChatController
 from .controllers.downloads import DownloadsController, gb
 from .controllers.local_api import LocalApiController
 from .controllers.models import ModelsController
+from .meter_wiring import install_context_meter
 from .paths import AppPaths
 from .store import AttachmentKind, MessageState, Store, StoreError, ThinkingMode
 from .views.about import about_box
@@ -99,6 +100,7 @@ class MainWindow(QMainWindow):
         self._build()
         self._connect()
         self._build_actions()
+        self.context_meter = install_context_meter(self)
         self._restore_layout()
         self.refresh_conversations()
         self.chat.new_conversation()
