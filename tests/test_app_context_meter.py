@@ -113,6 +113,7 @@ def test_near_the_limit_it_warns_and_dropping_the_oldest_turns_leaves_them_out_o
     assert "1 oldest turn is no longer sent" in window.banner.label.text()
     after = exact(window, qt_wait)
     assert after.used < reading.used and not after.overflow and not view.warning.isVisible()
+    assert view.label.text() == f"{after.used:,} / 420 tokens · oldest turns not sent"
     qtbot.keyClick(edit, Qt.Key.Key_Return)
     qt_wait(lambda: not window.chat.busy, 120)
     sent = [m.text for m in requests[-1].messages]

@@ -35,6 +35,7 @@ class MeterReading:
     exact: bool  # the engine's count (False: an estimate)
     answer_room: int  # tokens a send should leave free for the answer
     droppable: bool  # the prompt holds earlier turns that could be dropped or summarized
+    trimmed: bool = False  # the chat's oldest turns were dropped from the prompt (they stay in its history)
 
     @property
     def fraction(self) -> float:
@@ -67,6 +68,7 @@ class ContextMeterController(QObject):
         self.text = ""
         self.reading = MeterReading(0, 0, False, 0, False)
         self._history: list[StoredMessage] = []
+        self._trimmed = False
         self._history_tokens = 0
         self._version = 0  # bumped whenever the history or the attachments change
         self._exact: _Exact | None = None
@@ -95,6 +97,7 @@ class ContextMeterController(QObject):
         """The chat was opened, an answer finished, turns were dropped: read the sent history again."""
         cid = self.chat.current_id
         self._history = self.chat.sent_messages(cid) if cid else []
+        self._trimmed = bool(cid) and self.chat.store.context_from(cid) > 0
         settings = self.chat.settings()
         self._history_tokens = (estimate.text_tokens(settings.system_prompt)
                                 + sum(estimate.message_tokens(m) for m in self._history))
@@ -122,7 +125,7 @@ class ContextMeterController(QObject):
         else:
             used, is_exact = self._estimated_total(), False
         room = min(self.chat.settings().max_tokens, self.limit // ANSWER_ROOM_FRACTION)
-        self.reading = MeterReading(max(0, used), self.limit, is_exact, room, bool(self._history))
+        self.reading = MeterReading(max(0, used), self.limit, is_exact, room, bool(self._history), self._trimmed)
         self.readingChanged.emit(self.reading)
 
     def _count(self) -> None:

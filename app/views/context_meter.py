@@ -70,7 +70,8 @@ class ContextMeter(QWidget):
         self.bar.setRange(0, reading.limit)
         self.bar.setValue(min(reading.used, reading.limit))
         approx = "" if reading.exact else "~"
-        self.label.setText(f"{approx}{reading.used:,} / {reading.limit:,} tokens")
+        trimmed = " · oldest turns not sent" if reading.trimmed else ""
+        self.label.setText(f"{approx}{reading.used:,} / {reading.limit:,} tokens{trimmed}")
         self.label.setToolTip("The prompt the next send makes (this chat and your message) of the context the "
                               "model was loaded with" + ("" if reading.exact else "; an estimate until the "
                                                           "model's tokenizer has counted it"))
