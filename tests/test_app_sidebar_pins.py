@@ -166,6 +166,16 @@ def test_ctrl_and_shift_click_select_several_chats_deleted_with_one_confirmation
     qtbot.mouseClick(window.banner.action, Qt.MouseButton.LeftButton)
     assert rows(window.paths.database, "SELECT COUNT(*) FROM conversations WHERE deleted_at IS NULL") == [(4,)]
     assert titles(window) == ["Bilbies", "Numbats", "Quolls", "Wombats"]
+    # The Delete key in the list does the same for the selection.
+    click(qtbot, window, "Numbats")
+    click(qtbot, window, "Wombats", Qt.KeyboardModifier.ControlModifier)
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow, timeout=5000)  # shortcuts need the active window
+    window.conversation_list.setFocus()
+    qtbot.keyClick(window.conversation_list, Qt.Key.Key_Delete)
+    assert len(confirmations) == 2
+    assert rows(window.paths.database, "SELECT title FROM conversations WHERE deleted_at IS NOT NULL "
+                "ORDER BY title") == [("Numbats",), ("Wombats",)]
 
 
 def test_several_chats_export_as_one_markdown_file_each(make_window, qt_wait, qtbot, tmp_path, monkeypatch,
