@@ -62,7 +62,8 @@ class ChatListActions(QObject):
 
     def opens_on_click(self, item: QListWidgetItem) -> bool:
         """A plain click opens the chat; a Ctrl/Shift-click that selects several (or deselects) does not."""
-        return self.list.selectedItems() == [item]
+        selected = self.list.selectedItems()
+        return len(selected) <= 1 and (not selected or selected[0] is item)
 
     # --- the menu -------------------------------------------------------------------------------
     def fill_menu(self, menu: QMenu, item: QListWidgetItem) -> QMenu:
