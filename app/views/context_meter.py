@@ -79,8 +79,12 @@ class ContextMeter(QWidget):
         self.warning.setVisible(reading.overflow)
         if reading.overflow:
             left, context = reading.limit - reading.used, f"the {reading.limit:,}-token context"
-            what = (f"This send would take {reading.used:,} tokens, more than {context}" if left <= 0 else
-                    f"This send would leave only {left:,} tokens of {context} for the answer")
+            if left < 0:
+                what = f"This send would take {reading.used:,} tokens, more than {context}"
+            elif left == 0:
+                what = f"This send would fill {context}, with no room for the answer"
+            else:
+                what = f"This send would leave only {left:,} tokens of {context} for the answer"
             fix = ("start a new chat with a summary, or drop the oldest turns." if reading.droppable else
                    "shorten your message or remove attachments.")
             self.warning_label.setText(f"{what}: {fix}")
