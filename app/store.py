@@ -374,7 +374,8 @@ class Store:
         ids = list(cids)
         if pinned:
             sql = "UPDATE conversations SET pinned_at=COALESCE(pinned_at, ?) WHERE id=?"
-            params = [(time.time() + i * 1e-6, cid) for i, cid in enumerate(ids)]
+            now = time.time()
+            params = [(now - i * 1e-3, cid) for i, cid in enumerate(ids)]  # the first stays on top
         else:
             sql, params = "UPDATE conversations SET pinned_at=NULL WHERE id=?", [(cid,) for cid in ids]
         try:

@@ -195,3 +195,18 @@ def test_several_chats_export_as_one_markdown_file_each(make_window, qt_wait, qt
     assert "Quolls are marsupials." in (tmp_path / "out" / "Quolls.md").read_text(encoding="utf-8")
     assert [t for t, _ in confirmations] == ["Export"]  # the thinking question, once for all
     assert "Exported 3 chats" in window.statusBar().currentMessage()
+
+
+def test_several_selected_chats_pin_together_in_their_order_and_unpin_together(make_window, qtbot):
+    window = make_window()
+    seed(window, ["Wombats", "Quolls", "Numbats", "Bilbies"])
+    click(qtbot, window, "Quolls")
+    click(qtbot, window, "Wombats", Qt.KeyboardModifier.ControlModifier)
+    choose_from_menu(window, "Wombats", "Pin 2 chats")
+    assert titles(window) == ["Quolls", "Wombats", "Bilbies", "Numbats"]  # on top, in the order they had
+    assert rows(window.paths.database, "SELECT title FROM conversations WHERE pinned_at IS NOT NULL "
+                "ORDER BY title") == [("Quolls",), ("Wombats",)]
+    assert window.chat_list_actions.selected_ids() == [window.store.conversations()[i].id for i in (0, 1)]
+    choose_from_menu(window, "Quolls", "Unpin 2 chats")
+    assert rows(window.paths.database, "SELECT COUNT(*) FROM conversations WHERE pinned_at IS NOT NULL") == [(0,)]
+    assert titles(window) == ["Bilbies", "Numbats", "Quolls", "Wombats"]
