@@ -163,3 +163,18 @@ def test_extract_summary_keeps_the_newest_turns_within_its_size(limit):
     left_out = 6 - len([ln for ln in lines if ln.startswith("- You:")])
     assert (f"({left_out} earlier turn" in text) == (left_out > 0)
     assert all(len(ln) <= 310 for ln in lines[1:])  # each message clipped (questions 200, answers 300)
+
+
+def test_regenerate_after_every_turn_was_dropped_still_sends_the_question(make_window, tiny_model_dir, qt_wait,
+                                                                         qtbot):
+    window = loaded(make_window, tiny_model_dir, qt_wait, 4096)
+    requests = engine_requests(window)
+    cid = long_chat(window, qt_wait, qtbot, turns=2)
+    last = window.store.messages(cid)[-1]
+    window.store.set_context_from(cid, last.id + 1)  # what dropping every turn leaves
+    window.context_meter.history_changed()
+    assert not window.context_meter.reading.droppable
+    window.act_regenerate.trigger()
+    qt_wait(lambda: not window.chat.busy, 120)
+    assert [m.text for m in requests[-1].messages] == [window.store.messages(cid)[-2].text]
+    assert requests[-1].messages[0].text.startswith("Question 1")

@@ -419,7 +419,8 @@ class ChatController(QObject):
     def _start_generation(self) -> None:
         cid = self.current_id
         settings = self.store.settings(cid)
-        history = self.sent_messages(cid)
+        # Every turn dropped from the prompt, then Regenerate: the question being answered is still sent.
+        history = self.sent_messages(cid) or self.store.messages(cid)[-1:]
         try:
             placeholder = self.store.add_message(cid, "assistant", "", state=MessageState.STREAMING)
         except StoreError as error:
