@@ -25,9 +25,10 @@ def install_context_meter(window) -> ContextMeterController:
                    window.attachments.cleared):
         signal.connect(meter.attachments_changed)
     chat = window.chat
-    for signal in (chat.conversationOpened, chat.messageAppended, chat.streamFinished, chat.messagesRemoved,
-                   window.thinking_combo.activated):
+    for signal in (chat.conversationOpened, chat.streamFinished, chat.messagesRemoved, window.thinking_combo.activated):
         signal.connect(meter.history_changed)
+    # A sent message joins the history at once (the empty answer placeholder adds nothing to count).
+    chat.messageAppended.connect(lambda message: message.role == "user" and meter.history_changed())
     models = window.models
     # The context the model was loaded with (the setting may change later; it applies at the next load).
     models.modelLoaded.connect(lambda info: meter.set_limit(
