@@ -14,6 +14,7 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Iterable
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -144,6 +145,7 @@ class ConversationSummary:
     title: str
     updated_at: float
     created_at: float
+    pinned: bool = False  # kept at the top of the sidebar
 
 
 @dataclass(frozen=True)
@@ -203,8 +205,18 @@ MIGRATION_1 = """
         END;
 """
 
+# Pinned chats (the sidebar keeps them on top, newest pin first), and the id of the first message a chat
+# still sends to the model: the context meter's "drop the oldest turns" keeps them in the history but
+# leaves them out of the prompt (ids, not positions: an edit re-adds messages at earlier positions).
+MIGRATION_PINS_AND_CONTEXT = """
+        ALTER TABLE conversations ADD COLUMN pinned_at REAL;
+        ALTER TABLE conversations ADD COLUMN context_from_id INTEGER NOT NULL DEFAULT 0;
+"""
+
 # SQL scripts; append new migrations, never edit a released one. user_version = how many have run.
-MIGRATIONS: tuple[str, ...] = (MIGRATION_1,)
+MIGRATIONS: tuple[str, ...] = (MIGRATION_1, MIGRATION_PINS_AND_CONTEXT)
+
+_SUMMARY_COLUMNS = "id, title, updated_at, created_at, pinned_at IS NOT NULL"
 
 
 def _friendly(error: sqlite3.Error, doing: str) -> StoreError:
@@ -298,6 +310,17 @@ class Store:
             raise StoreError(f"Could not write a backup of the history to {target}: {error}.") from error
         return target
 
+    @contextmanager
+    def _transaction(self):
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
     def _write(self, doing: str, sql: str, params: Iterable = ()) -> sqlite3.Cursor:
         try:
             return self._db.execute(sql, tuple(params))
@@ -332,18 +355,43 @@ class Store:
         return cid
 
     def conversations(self) -> list[ConversationSummary]:
+        """Pinned chats first (the newest pin on top), then the others, the most recently used first."""
         rows = self._db.execute(
-            "SELECT id, title, updated_at, created_at FROM conversations "
-            "WHERE deleted_at IS NULL ORDER BY updated_at DESC"
+            f"SELECT {_SUMMARY_COLUMNS} FROM conversations WHERE deleted_at IS NULL "
+            "ORDER BY pinned_at IS NULL, pinned_at DESC, updated_at DESC"
         ).fetchall()
-        return [ConversationSummary(*row) for row in rows]
+        return [_summary(row) for row in rows]
 
     def conversation(self, cid: str) -> ConversationSummary | None:
         row = self._db.execute(
-            "SELECT id, title, updated_at, created_at FROM conversations WHERE id=? AND deleted_at IS NULL",
+            f"SELECT {_SUMMARY_COLUMNS} FROM conversations WHERE id=? AND deleted_at IS NULL",
             (cid,),
         ).fetchone()
-        return ConversationSummary(*row) if row else None
+        return _summary(row) if row else None
+
+    def set_pinned(self, cids: Iterable[str], pinned: bool) -> None:
+        """Pin (or unpin) these chats; pinning an already pinned chat keeps its place."""
+        ids = list(cids)
+        if pinned:
+            sql = "UPDATE conversations SET pinned_at=COALESCE(pinned_at, ?) WHERE id=?"
+            now = time.time()
+            params = [(now - i * 1e-3, cid) for i, cid in enumerate(ids)]  # the first stays on top
+        else:
+            sql, params = "UPDATE conversations SET pinned_at=NULL WHERE id=?", [(cid,) for cid in ids]
+        try:
+            with self._transaction():
+                self._db.executemany(sql, params)
+        except sqlite3.Error as error:
+            raise _friendly(error, "pin the conversation" if pinned else "unpin the conversation") from error
+
+    def context_from(self, cid: str) -> int:
+        """The id of the first message the model is still sent (0: all of them)."""
+        row = self._db.execute("SELECT context_from_id FROM conversations WHERE id=?", (cid,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def set_context_from(self, cid: str, message_id: int) -> None:
+        self._write("drop the oldest turns from the prompt",
+                    "UPDATE conversations SET context_from_id=? WHERE id=?", (int(message_id), cid))
 
     def rename(self, cid: str, title: str) -> None:
         self._write("rename the conversation", "UPDATE conversations SET title=? WHERE id=?", (title, cid))
@@ -588,6 +636,11 @@ def search_database(database: Path, query: str, limit: int = 50) -> list[SearchH
         return _search(db, query, limit)
     finally:
         db.close()
+
+
+def _summary(row: tuple) -> ConversationSummary:
+    cid, title, updated, created, pinned = row
+    return ConversationSummary(cid, title, updated, created, bool(pinned))
 
 
 def _like_literal(text: str) -> str:

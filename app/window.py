@@ -23,11 +23,13 @@ from PySide6.QtWidgets import (
 from engine_mlx.sizes import human_bytes
 
 from . import theme
+from .chat_list_actions import ChatListActions
 from .controllers.attachments import AttachmentsController, Pending
 from .controllers.chat import ChatController
 from .controllers.downloads import DownloadsController, gb
 from .controllers.local_api import LocalApiController
 from .controllers.models import ModelsController
+from .meter_wiring import install_context_meter
 from .paths import AppPaths
 from .store import AttachmentKind, MessageState, Store, StoreError, ThinkingMode
 from .views.about import about_box
@@ -99,6 +101,8 @@ class MainWindow(QMainWindow):
         self._build()
         self._connect()
         self._build_actions()
+        self.context_meter = install_context_meter(self)
+        self.chat_list_actions = ChatListActions(self)
         self._restore_layout()
         self.refresh_conversations()
         self.chat.new_conversation()
@@ -304,6 +308,8 @@ class MainWindow(QMainWindow):
 
     def _open_item(self, item: QListWidgetItem) -> None:
         cid, message_id, match = item.data(ROLE_ID), item.data(ROLE_MESSAGE), item.data(ROLE_MATCH)
+        if not self.chat_list_actions.opens_on_click(item):
+            return  # a Ctrl/Shift-click selecting several chats
         if cid and cid != self.chat.current_id:
             self.chat.open(cid)  # (this refreshes the list: the item is gone)
         if cid and message_id and cid == self.chat.current_id:
@@ -321,12 +327,7 @@ class MainWindow(QMainWindow):
         item = self.conversation_list.itemAt(pos)
         if item is None or not item.data(ROLE_ID):
             return
-        cid = item.data(ROLE_ID)
-        menu = QMenu(self)
-        menu.addAction("Rename", lambda: self.conversation_list.editItem(item))
-        menu.addAction("Export as Markdown…", lambda: self.export_dialog(cid))
-        menu.addSeparator()
-        menu.addAction("Delete", lambda: self.chat.delete(cid))
+        menu = self.chat_list_actions.fill_menu(QMenu(self), item)  # rename, pin, export, delete
         menu.exec(self.conversation_list.mapToGlobal(pos))
 
     def rename_current(self) -> None:

@@ -35,6 +35,7 @@ class EngineWorker(QObject):
     # Stats, Finished), so its Qt type can only be "a Python object"
     event = Signal(int, object)
     generationFailed = Signal(int, str)  # request id, one sentence (bad input raised before any event)
+    tokensCounted = Signal(int, object)  # request id, prompt tokens (a Python int) or None (no model, bad input)
 
     def __init__(self, state_dir: Path | None = None):
         super().__init__()
@@ -43,6 +44,7 @@ class EngineWorker(QObject):
         self._jobs = None
         self._token_lock = threading.Lock()
         self._token = None
+        self.latest_count = 0  # the newest token-count request (set from the GUI thread: one int store)
 
     def _get_engine(self):
         if self._engine is None:
@@ -128,6 +130,20 @@ class EngineWorker(QObject):
             with self._token_lock:
                 self._token = None
 
+    @Slot(int, Conversation, GenerationSettings)
+    def count_tokens(self, request_id: int, conversation: Conversation, settings: GenerationSettings) -> None:
+        """The prompt tokens of ``conversation`` (the context meter's exact figure). Requests that a newer
+        one replaced while they waited (e.g. behind a generation) are skipped."""
+        if request_id != self.latest_count or self._engine is None or self._engine.model_info is None:
+            return
+        engine = self._engine
+        try:
+            tokens = self._call(lambda: engine.count_tokens(conversation, settings))
+        except Exception as error:  # bad input is refused, with its reason, when it is sent
+            log.debug("counting tokens failed: %s", error)
+            tokens = None
+        self.tokensCounted.emit(request_id, tokens)
+
     def cancel(self) -> None:
         """Thread-safe: called directly from the GUI thread while ``generate`` runs."""
         with self._token_lock:
@@ -161,6 +177,7 @@ class EngineClient(QObject):
     _requestGenerate = Signal(int, Conversation, GenerationSettings)
     _requestPersist = Signal(str)
     _requestForget = Signal(str)
+    _requestCount = Signal(int, Conversation, GenerationSettings)
 
     def __init__(self, state_dir: Path | None = None, parent: QObject | None = None):
         super().__init__(parent)
@@ -173,6 +190,7 @@ class EngineClient(QObject):
         self._requestGenerate.connect(self.worker.generate)
         self._requestPersist.connect(self.worker.persist)
         self._requestForget.connect(self.worker.forget)
+        self._requestCount.connect(self.worker.count_tokens)
         self.thread.start()
         self._next_request = 0
 
@@ -189,6 +207,14 @@ class EngineClient(QObject):
 
     def cancel(self) -> None:
         self.worker.cancel()
+
+    def count_tokens(self, conversation: Conversation, settings: GenerationSettings) -> int:
+        """Ask for the prompt tokens of ``conversation`` on the engine thread; the answer arrives in
+        ``worker.tokensCounted`` with the returned request id (only the newest request is answered)."""
+        self._next_request += 1
+        self.worker.latest_count = self._next_request
+        self._requestCount.emit(self._next_request, conversation, settings)
+        return self._next_request
 
     def persist(self, conversation_id: str) -> None:
         self._requestPersist.emit(conversation_id)

@@ -224,6 +224,18 @@ class Engine:
             log.exception("generation failed")
             yield Finished(FinishReason.ERROR, f"Generation failed: {exc}")
 
+    def count_tokens(self, conversation: Conversation, settings: GenerationSettings = GenerationSettings()) -> int:
+        """How many prompt tokens ``generate(conversation, settings)`` would start from, media included.
+
+        Renders and tokenizes as ``generate`` does (decoded media are cached for the turn that follows),
+        but runs nothing through the model. Raises the EngineError ``generate`` would raise for bad input.
+        """
+        try:
+            template_thinking, _ = continues_in_thinking(conversation, settings.thinking)
+        except ValueError as exc:
+            raise UnsupportedInputError(f"Cannot continue: {exc}.") from None
+        return len(self._prepare(conversation, template_thinking)[1])
+
     def _exact_continuation(self, conversation: Conversation, template_thinking: bool):
         """For a turn the engine cut short itself and that reads exactly as streamed: the prompt, the
         inputs made of that turn's prompt and its very tokens, where the turn starts in them, and the

@@ -144,6 +144,7 @@ class ChatController(QObject):
     errorOccurred = Signal(str)
     mediaRefused = Signal(str)  # images, PDFs or video for a text-only model (the window offers Add vision)
     deleted = Signal(str, str)  # id, title (for the undo bar)
+    deletedMany = Signal(list)  # ids of chats deleted together (for one undo)
     searchFinished = Signal(str, list)  # query, list[SearchHit]
 
     def __init__(self, store: Store, engine, parent: QObject | None = None):
@@ -229,6 +230,34 @@ class ChatController(QObject):
         self.conversationsChanged.emit()
         self.deleted.emit(cid, summary.title)
 
+    def delete_many(self, cids: list[str]) -> None:
+        """Hide several chats at once: one ``deletedMany`` (one undo brings them all back)."""
+        summaries = [s for s in (self.store.conversation(cid) for cid in cids) if s is not None]
+        if not summaries:
+            return
+        if self._stream and self._stream.conversation_id in {s.id for s in summaries}:
+            self.stop()
+        deleted: list[str] = []
+        try:
+            for summary in summaries:
+                self.store.delete(summary.id)
+                deleted.append(summary.id)
+        except StoreError as error:
+            self.errorOccurred.emit(str(error))
+        if self.current_id in deleted:
+            self.new_conversation()
+        self.conversationsChanged.emit()
+        if deleted:
+            self.deletedMany.emit(deleted)
+
+    def undo_delete_many(self, cids: list[str]) -> None:
+        try:
+            for cid in cids:
+                self.store.undelete(cid)
+        except StoreError as error:
+            self.errorOccurred.emit(str(error))
+        self.conversationsChanged.emit()
+
     def undo_delete(self, cid: str) -> None:
         try:
             self.store.undelete(cid)
@@ -258,6 +287,11 @@ class ChatController(QObject):
                 self.searchFinished.emit(query, [])
 
         run_task(lambda _p, _c: search_database(database, query), done, failed)
+
+    def sent_messages(self, cid: str) -> list[StoredMessage]:
+        """The chat's messages the model is sent: the oldest turns dropped from its prompt are left out."""
+        first = self.store.context_from(cid)
+        return [m for m in self.store.messages(cid) if m.id >= first]
 
     # --- sending ------------------------------------------------------------------------------
     def refusal(self, text: str, attachments: tuple[StoredAttachment, ...] = (), *, preparing: bool = False,
@@ -322,7 +356,7 @@ class ChatController(QObject):
         if self.busy or not self.current_id:
             return
         cid = self.current_id
-        messages = self.store.messages(cid)
+        messages = self.sent_messages(cid)
         if not messages or messages[-1].role != "assistant":
             return
         last = messages[-1]
@@ -385,7 +419,8 @@ class ChatController(QObject):
     def _start_generation(self) -> None:
         cid = self.current_id
         settings = self.store.settings(cid)
-        history = self.store.messages(cid)
+        # Every turn dropped from the prompt, then Regenerate: the question being answered is still sent.
+        history = self.sent_messages(cid) or self.store.messages(cid)[-1:]
         try:
             placeholder = self.store.add_message(cid, "assistant", "", state=MessageState.STREAMING)
         except StoreError as error:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from PySide6.QtCore import QSize, Qt
+from PySide6.QtCore import QItemSelectionModel, QPointF, QSize, Qt
+from PySide6.QtGui import QColor, QIcon, QPainter, QPalette, QPixmap
 from PySide6.QtWidgets import (
     QFrame,
     QLineEdit,
@@ -19,12 +20,29 @@ from PySide6.QtWidgets import (
 ROLE_ID = Qt.ItemDataRole.UserRole
 ROLE_MESSAGE = Qt.ItemDataRole.UserRole + 1  # a search hit's message id
 ROLE_MATCH = Qt.ItemDataRole.UserRole + 2  # the text that matched, as the message has it
+ROLE_PINNED = Qt.ItemDataRole.UserRole + 3  # a pinned chat (kept at the top)
 
 
 def matched_text(snippet: str) -> str:
     """The first match the search marked in its snippet ("…the [quokka] is…" → "quokka")."""
     match = re.search(r"\[([^\[\]]+)\]", snippet)
     return match.group(1) if match else ""
+
+
+def pin_icon(color: QColor) -> QIcon:
+    """A small push-pin (drawn: the emoji is missing from the fonts of many Linux desktops)."""
+    pixmap = QPixmap(16, 16)
+    pixmap.fill(Qt.GlobalColor.transparent)
+    painter = QPainter(pixmap)
+    painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+    painter.setPen(Qt.PenStyle.NoPen)
+    painter.setBrush(color)
+    painter.drawEllipse(QPointF(8, 5), 4, 4)
+    painter.drawRect(5, 8, 6, 2)
+    painter.setPen(color)
+    painter.drawLine(8, 10, 8, 15)
+    painter.end()
+    return QIcon(pixmap)
 
 
 class _ElidingDelegate(QStyledItemDelegate):
@@ -59,6 +77,7 @@ class Sidebar(QFrame):
         self.conversation_list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.conversation_list.setItemDelegate(_ElidingDelegate(self.conversation_list))
         side.addWidget(self.conversation_list, 1)
+        self._pin_icon: QIcon | None = None
 
     def show_hits(self, hits) -> None:
         """Search results: title and snippet per hit, or a disabled "No matches" row."""
@@ -80,16 +99,32 @@ class Sidebar(QFrame):
         lst.blockSignals(False)
 
     def show_conversations(self, summaries, current_id: str | None) -> None:
+        """The chats, pinned ones first (bold, with a pin). A multi-selection survives the refresh;
+        otherwise the open chat is the one selected."""
         lst = self.conversation_list
+        selected = lst.selectedItems()
+        keep = {item.data(ROLE_ID) for item in selected} if len(selected) > 1 else set()
         lst.blockSignals(True)
         lst.clear()
         for summary in summaries:
             item = QListWidgetItem(summary.title)
             item.setData(ROLE_ID, summary.id)
-            item.setToolTip(summary.title)
+            item.setData(ROLE_PINNED, summary.pinned)
+            item.setToolTip(f"{summary.title} (pinned)" if summary.pinned else summary.title)
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsEditable)
+            if summary.pinned:
+                font = item.font()
+                font.setBold(True)
+                item.setFont(font)
+                item.setIcon(self.pin_icon())
             lst.addItem(item)
             if summary.id == current_id:
-                item.setSelected(True)
-                lst.setCurrentItem(item)
+                lst.setCurrentItem(item, QItemSelectionModel.SelectionFlag.NoUpdate if keep
+                                   else QItemSelectionModel.SelectionFlag.ClearAndSelect)
+            item.setSelected(summary.id in keep or (not keep and summary.id == current_id))
         lst.blockSignals(False)
+
+    def pin_icon(self) -> QIcon:
+        if self._pin_icon is None:
+            self._pin_icon = pin_icon(self.palette().color(QPalette.ColorRole.Text))
+        return self._pin_icon
