@@ -9,6 +9,9 @@ and passes them explicitly on every call, and builds input embeddings per prefil
 token embeddings plus the vision features of only those media whose tokens fall in the chunk. This
 keeps each call independent of mlx-vlm's hidden per-model position state, so a prefill can resume
 from any cache snapshot and media before the resume point are never re-encoded.
+
+Every mlx-vlm and mlx-lm member used here is named, with the release it was read from, in
+tests/test_upstream_contract.py.
 """
 
 from __future__ import annotations

@@ -42,15 +42,33 @@ VIOLATIONS = [
     ("engine_mlx/sizes.py", "import PySide6", "The engine never imports Qt or the app"),
     ("engine_mlx/settings.py", "import app.paths", "The engine never imports Qt or the app"),
     # Indirect: the engine imports the generation loop.
-    ("engine_mlx/cache.py", "from engine_mlx import engine", "The snapshot store never imports the generation loop"),
-    ("engine_mlx/checkpoint.py", "import httpx2", "Only engine_mlx.hub talks to the Hugging Face Hub and the network"),
-    ("app/store.py", "import huggingface_hub", "Only engine_mlx.hub talks to the Hugging Face Hub and the network"),
+    (
+        "engine_mlx/cache.py",
+        "from engine_mlx import engine",
+        "The snapshot store never imports the generation loop",
+    ),
+    (
+        "engine_mlx/checkpoint.py",
+        "import httpx2",
+        "Only engine_mlx.hub talks to the Hugging Face Hub and the network",
+    ),
+    (
+        "app/store.py",
+        "import huggingface_hub",
+        "Only engine_mlx.hub talks to the Hugging Face Hub and the network",
+    ),
     ("app/window.py", "import uvicorn", "Only engine_mlx.server serves HTTP"),
-    ("engine_mlx/cli.py", "from starlette.routing import Route", "Only engine_mlx.server serves HTTP"),
+    (
+        "engine_mlx/cli.py",
+        "from starlette.routing import Route",
+        "Only engine_mlx.server serves HTTP",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("path", "line", "contract"), VIOLATIONS, ids=[v[0] + ": " + v[1] for v in VIOLATIONS])
+@pytest.mark.parametrize(
+    ("path", "line", "contract"), VIOLATIONS, ids=[v[0] + ": " + v[1] for v in VIOLATIONS]
+)
 def test_each_contract_fails_on_a_violation(tmp_path, path, line, contract):
     assert contract in _contract_names()
     ignore = shutil.ignore_patterns("__pycache__")
@@ -80,8 +98,16 @@ def test_no_engine_module_pulls_in_qt_at_run_time():
         "print(' '.join(names)); print(bad)\n"
         "sys.exit(1 if bad else 0)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stdout + result.stderr
-    files = {".".join(p.relative_to(ROOT).with_suffix("").parts) for p in (ROOT / "engine_mlx").rglob("*.py")}
-    modules = {name.removesuffix(".__init__") for name in files} - {"engine_mlx", "engine_mlx.__main__"}
+    files = {
+        ".".join(p.relative_to(ROOT).with_suffix("").parts)
+        for p in (ROOT / "engine_mlx").rglob("*.py")
+    }
+    modules = {name.removesuffix(".__init__") for name in files} - {
+        "engine_mlx",
+        "engine_mlx.__main__",
+    }
     assert set(result.stdout.split("\n")[0].split()) == modules
