@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine_mlx import cache_protocol
-from engine_mlx.generation import Snapshot
+from engine_mlx.model_state import Snapshot
 
 DEFAULT_BUDGET_BYTES = 4 << 30
 DEFAULT_DISK_BUDGET_BYTES = 8 << 30

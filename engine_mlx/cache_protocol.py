@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+from collections.abc import Callable
 from typing import Any
 
 import mlx.core as mx
@@ -121,7 +122,7 @@ def checksum(arrays: dict[str, Any], *parts: str) -> str:
         mx.eval(a)
         h.update(json.dumps([name, str(a.dtype), list(a.shape)]).encode())
         if a.size:
-            h.update(memoryview(a))
+            h.update(memoryview(a))  # type: ignore[arg-type]  # an mx.array is a buffer; its stubs omit it
     for part in parts:
         h.update(b"\x00" + part.encode())
     return h.hexdigest()
@@ -138,7 +139,7 @@ def _meta_state(entry: Any) -> Any:
     return entry.meta_state if _has_meta_state(type(entry)) else None
 
 
-def _rebuild(cls: type, state: Any, meta_state: Any) -> Any:
+def _rebuild(cls: type[Any], state: Any, meta_state: Any) -> Any:
     if _has_meta_state(cls):
         return cls.from_state(state, meta_state)
     return cls.from_state(state)
@@ -161,7 +162,7 @@ def _arrays(value: Any) -> list[Any]:
     return []
 
 
-def _map_arrays(value: Any, fn) -> Any:
+def _map_arrays(value: Any, fn: Callable[[mx.array], Any]) -> Any:
     if isinstance(value, mx.array):
         return fn(value)
     if isinstance(value, (list, tuple)):

@@ -623,8 +623,7 @@ def inspect_checkpoint(path: Path | str, *, check_tensors: bool = True) -> Model
     folder = Path(path).expanduser()
     if not folder.is_dir():
         what = "does not exist" if not folder.exists() else "is not a folder"
-        reason = f"{what}; choose the model's folder (the one with config.json)"
-        raise CheckpointError(folder, reason)
+        raise CheckpointError(folder, f"{what}; choose the model's folder (the one with config.json)")
     check_folder_safety(folder)
     config = _load_config(folder)
 

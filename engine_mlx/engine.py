@@ -25,6 +25,7 @@ from engine_mlx.conversation import Conversation, Message, Role
 from engine_mlx.errors import ContextOverflowError, ModelNotLoadedError, UnsupportedInputError
 from engine_mlx.events import AnswerDelta, Event, Finished, FinishReason, ThinkingDelta
 from engine_mlx.memory import check_fit, estimate_fit
+from engine_mlx.model_state import PrefillPlan, Snapshot
 from engine_mlx.prompt import (
     DecodedMedia,
     MediaLimits,
@@ -192,12 +193,12 @@ class Engine:
                                          else conversation, template_thinking, inputs, prompt)
             if point is not None and point > start:
                 snapshot_at = point
-        plan = generation.PrefillPlan(cache=cache, start=start, snapshot_at=snapshot_at,
-                                      logits=restored.logits if restored else None, keep_end=bool(key),
-                                      continues_reply=conversation.continue_last)
+        plan = PrefillPlan(cache=cache, start=start, snapshot_at=snapshot_at,
+                           logits=restored.logits if restored else None, keep_end=bool(key),
+                           continues_reply=conversation.continue_last)
         streamed: dict[type, list[str]] = {ThinkingDelta: [], AnswerDelta: []}
 
-        def keep(snapshot: generation.Snapshot) -> None:
+        def keep(snapshot: Snapshot) -> None:
             if not snapshot.generated:
                 self.snapshots.add(key, self._fingerprint, reuse_ids, snapshot)
                 if anonymous:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import mlx.core as mx
@@ -27,6 +26,7 @@ from engine_mlx.events import (
     Stats,
     ThinkingDelta,
 )
+from engine_mlx.model_state import PrefillPlan, Snapshot
 from engine_mlx.runtime import LoadedModel, PromptInputs
 from engine_mlx.settings import GenerationSettings
 from engine_mlx.thinking import ThinkingSplitter
@@ -58,38 +58,10 @@ class PresencePenalty:
             self.seen[token] = 1.0
 
 
-@dataclass
-class Snapshot:
-    """A copy of the model cache after the first ``length`` tokens: prompt tokens, or (the end of a
-    turn cut short) the prompt and then ``generated``, with the ``logits`` for the token after them."""
-
-    length: int
-    cache: list[Any]
-    generated: tuple[int, ...] = ()
-    logits: Any = None
-
-
 def snapshot_cache(cache: list[Any], length: int) -> Snapshot:
     """Copy a cache so later tokens don't change it (linear-attention state cannot be trimmed back,
     so the snapshot is taken when the prefill reaches ``length``)."""
     return Snapshot(length=length, cache=cache_protocol.copy_cache(cache))
-
-
-@dataclass
-class PrefillPlan:
-    """Where this turn's prefill starts and where to take a snapshot for the next turn."""
-
-    cache: list[Any]
-    start: int  # prompt tokens already in ``cache``
-    snapshot_at: int | None = None  # take a snapshot after this many prompt tokens
-    # The next-token logits when ``cache`` already holds the whole prompt (a turn carried on from
-    # where it was cut): decoding starts from them, nothing is prefilled.
-    logits: Any = None
-    # Cut short by the token limit or a cancel: snapshot the cache with everything generated, so
-    # carrying the turn on needs no prefill.
-    keep_end: bool = False
-    # The prompt ends inside the reply (a turn carried on): its text goes on from the last tokens.
-    continues_reply: bool = False
 
 
 def generate(

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from engine_mlx.cancel import CancelToken
 
@@ -155,12 +155,17 @@ class EngineThread:
             self._waiting[job.number] = job.kind
         self._queue.put(job)
 
+    def _park(self) -> NoReturn:
+        """Stop taking jobs and wait for good: see close()."""
+        self._closed.set()
+        while True:
+            threading.Event().wait()
+
     def _loop(self) -> None:
         while True:
             job = self._queue.get()
             if job is None:
-                self._closed.set()
-                threading.Event().wait()  # parked for good: see close()
+                self._park()
             with self._lock:
                 self._waiting.pop(job.number, None)
                 self._running = job.kind

@@ -210,13 +210,15 @@ def _decode(attachment: Attachment, limits: MediaLimits) -> Any:
             last_page=attachment.last_page,
             max_side=limits.image_max_side,
         )
-    return media.sample_video(
-        attachment.path,
-        fps=attachment.fps,
-        start_s=attachment.start_s,
-        end_s=attachment.end_s,
-        max_side=limits.video_max_side,
-    )
+    if isinstance(attachment, VideoAttachment):
+        return media.sample_video(
+            attachment.path,
+            fps=attachment.fps,
+            start_s=attachment.start_s,
+            end_s=attachment.end_s,
+            max_side=limits.video_max_side,
+        )
+    raise TypeError(f"{attachment.path} is a text attachment: it goes into the prompt, not the media")
 
 
 def load_media(

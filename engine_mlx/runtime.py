@@ -9,13 +9,16 @@ and passes them explicitly on every call, and builds input embeddings per prefil
 token embeddings plus the vision features of only those media whose tokens fall in the chunk. This
 keeps each call independent of mlx-vlm's hidden per-model position state, so a prefill can resume
 from any cache snapshot and media before the resume point are never re-encoded.
+
+Every mlx-vlm and mlx-lm member used here is named, with the release it was read from, in
+tests/test_upstream_contract.py.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import mlx.core as mx
 import numpy as np
@@ -125,6 +128,7 @@ class LoadedModel:
 
         inspect_checkpoint(info.path)
         path = str(info.path)
+        processor: Any  # mlx-vlm's processor, or mlx-lm's tokenizer wrapper
         try:
             if info.is_vision:
                 # mlx_vlm.load installs its own torch-free Qwen processor; never trust_remote_code.
@@ -134,7 +138,7 @@ class LoadedModel:
             else:
                 from mlx_lm import load as lm_load
 
-                model, processor = lm_load(path, lazy=True, trust_remote_code=False)
+                model, processor = lm_load(path, lazy=True, trust_remote_code=False)[:2]
             if platform.cpu_backend():
                 _float32_on_cpu(model)
             _materialize(model, progress, cancel)
@@ -165,7 +169,7 @@ class LoadedModel:
 
     # ------------------------------------------------------------------ prompts
 
-    def apply_template(self, messages, **kwargs) -> str:
+    def apply_template(self, messages: list[dict[str, Any]], **kwargs: Any) -> str:
         if self.is_vision:
             return self.processor.apply_chat_template(messages, **kwargs)
         return self.tokenizer.apply_chat_template(messages, **kwargs)
@@ -229,7 +233,7 @@ class LoadedModel:
             )
         return inputs
 
-    def _rows(self, token_id: int, pixels, grid_thw) -> _MediaRows:
+    def _rows(self, token_id: int, pixels: Any, grid_thw: Any) -> _MediaRows:
         rows = _MediaRows(token_id=token_id)
         if grid_thw is None or pixels is None:
             return rows
@@ -249,7 +253,7 @@ class LoadedModel:
 
         return make_prompt_cache(self.model)
 
-    def run_prompt(self, inputs: PromptInputs, start: int, end: int, cache: list[Any]):
+    def run_prompt(self, inputs: PromptInputs, start: int, end: int, cache: list[Any]) -> mx.array:
         """Run prompt tokens [start, end) into ``cache``; returns the (lazy) logits of the last one."""
         ids = mx.array(inputs.ids[start:end])[None]
         if not self.is_vision:
@@ -264,7 +268,7 @@ class LoadedModel:
         )
         return out.logits[:, -1, :]
 
-    def step(self, token: Any, index: int, inputs: PromptInputs, cache: list[Any]):
+    def step(self, token: mx.array, index: int, inputs: PromptInputs, cache: list[Any]) -> mx.array:
         """One decode step for ``token`` (mx.array, shape (1,)) at sequence position ``index``."""
         ids = token.reshape(1, 1)
         if not self.is_vision:
@@ -272,7 +276,9 @@ class LoadedModel:
         pos = mx.full((3, 1, 1), index + inputs.rope_delta, dtype=mx.int32)
         return self.model.language_model(ids, cache=cache, position_ids=pos).logits[:, -1, :]
 
-    def _merge_features(self, embeds, inputs: PromptInputs, rows: _MediaRows, start: int, end: int):
+    def _merge_features(
+        self, embeds: mx.array, inputs: PromptInputs, rows: _MediaRows, start: int, end: int
+    ) -> mx.array:
         cumsum = inputs._pad_cumsum[rows.token_id]
         first, last = int(cumsum[start]), int(cumsum[end])  # feature rows needed by this chunk
         if first == last:
@@ -290,7 +296,7 @@ class LoadedModel:
         flat[positions] = features
         return flat[None]
 
-    def _features(self, rows: _MediaRows, item: int):
+    def _features(self, rows: _MediaRows, item: int) -> mx.array:
         """Vision-tower features of one image or video, encoded once per prompt and only if needed."""
         if item not in rows.features:
             tower = self.model.vision_tower
@@ -316,19 +322,19 @@ def _float32_on_cpu(model: Any) -> None:
     """
     from mlx.utils import tree_map
 
-    def cast(p):
+    def to_float32(p: Any) -> Any:
         if isinstance(p, mx.array) and p.dtype in (mx.bfloat16, mx.float16):
             return p.astype(mx.float32)
         return p
 
-    model.update(tree_map(cast, model.parameters()))
+    model.update(tree_map(to_float32, model.parameters()))
 
 
-def _materialize(model: Any, progress: Callable[[float], None] | None, cancel: CancelToken | None):
+def _materialize(model: Any, progress: Callable[[float], None] | None, cancel: CancelToken | None) -> None:
     """Evaluate a lazily loaded model's parameters slice by slice, reporting the fraction read."""
     from mlx.utils import tree_flatten
 
-    params = [v for _, v in tree_flatten(model.parameters())]
+    params = [v for _, v in cast("list[tuple[str, Any]]", tree_flatten(model.parameters()))]
     total = sum(p.nbytes for p in params) or 1
     done = 0
     batch: list[Any] = []

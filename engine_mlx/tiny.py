@@ -13,8 +13,13 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 # Qwen's special tokens, in Qwen3.5's order; the vision ids in config.json point into this list.
 SPECIAL_TOKENS = (
@@ -68,7 +73,7 @@ TOKENIZER_CONFIG = {
 }  # the tiny vision tower's image budget (real checkpoints allow far more)
 
 
-def _build_tokenizer():
+def _build_tokenizer() -> Tokenizer:
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE(unk_token=None, fuse_unk=False, byte_fallback=False))
@@ -99,7 +104,7 @@ def chat_template() -> str:
     ).read_text()
 
 
-def _configs(vocab_size: int, token_id) -> tuple[dict, dict, dict]:
+def _configs(vocab_size: int, token_id: Callable[[str], int | None]) -> tuple[dict, dict, dict]:
     """config.json, preprocessor_config.json and video_preprocessor_config.json contents."""
     num_layers = 4
     text_config = {
@@ -219,14 +224,15 @@ def build_tiny_model(out_dir: Path | str, *, seed: int = 0, bits: int = 4, visio
         }
 
     mx.random.seed(seed)
+    model: Any
     if vision:
-        from mlx_vlm.models import qwen3_5_moe
+        from mlx_vlm.models import qwen3_5_moe as vlm_qwen3_5_moe
 
-        model = qwen3_5_moe.Model(qwen3_5_moe.ModelConfig.from_dict(json.loads(json.dumps(config))))
+        model = vlm_qwen3_5_moe.Model(vlm_qwen3_5_moe.ModelConfig.from_dict(json.loads(json.dumps(config))))
     else:
-        from mlx_lm.models import qwen3_5_moe
+        from mlx_lm.models import qwen3_5_moe as lm_qwen3_5_moe
 
-        model = qwen3_5_moe.Model(qwen3_5_moe.ModelArgs.from_dict(json.loads(json.dumps(config))))
+        model = lm_qwen3_5_moe.Model(lm_qwen3_5_moe.ModelArgs.from_dict(json.loads(json.dumps(config))))
     # Random init gives unit-scale weights; scale them down so activations stay finite through the
     # layers and sampling sees a spread of tokens rather than one saturated logit.
     model.update(tree_map(lambda p: p * 0.5 if p.ndim > 1 else p, model.parameters()))
@@ -234,22 +240,23 @@ def build_tiny_model(out_dir: Path | str, *, seed: int = 0, bits: int = 4, visio
 
     with contextlib.redirect_stdout(io.StringIO()):  # the converters print an [INFO] line
         if vision:
-            from mlx_vlm.quant_utils import quantize_model
+            from mlx_vlm.quant_utils import quantize_model as vlm_quantize_model
             from mlx_vlm.utils import save_config, save_weights, skip_multimodal_module
 
             model_predicate = model.quant_predicate
 
-            def predicate(path, module):
+            def predicate(path: str, module: Any) -> bool | dict[str, Any]:
                 if skip_multimodal_module(path):
                     return False
                 return model_predicate(path, module) if model_predicate else True
 
-            model, config = quantize_model(model, config, 64, bits, quant_predicate=predicate)
+            model, config = vlm_quantize_model(model, config, 64, bits, quant_predicate=predicate)
             save_weights(out, model)
         else:
-            from mlx_lm.utils import quantize_model, save_config, save_model
+            from mlx_lm.utils import quantize_model as lm_quantize_model
+            from mlx_lm.utils import save_config, save_model
 
-            model, config = quantize_model(model, config, 64, bits)
+            model, config = lm_quantize_model(model, config, 64, bits)
             save_model(out, model)
     save_config(config, out / "config.json")
 

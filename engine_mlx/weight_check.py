@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from .errors import CheckpointError
 
@@ -103,7 +103,7 @@ def _dtype_problem(model: Any) -> tuple[str, str, str] | None:
     from mlx.utils import tree_flatten
 
     quantized = _quantized_modules(model)
-    for name, value in tree_flatten(model.parameters()):
+    for name, value in cast("list[tuple[str, Any]]", tree_flatten(model.parameters())):
         module, _, leaf = name.rpartition(".")
         mode = quantized.get(module)
         if mode is not None and leaf == "weight":

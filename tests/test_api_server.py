@@ -653,16 +653,6 @@ def test_engine_thread_runs_jobs_in_order_and_skips_cancelled_waiters():
         jobs.close()
 
 
-def test_server_never_imports_qt():
-    code = (
-        "import sys, engine_mlx.jobs, engine_mlx.server.runner, engine_mlx.server.app;"
-        "bad = [m for m in sys.modules if m.split('.')[0] in ('PySide6', 'PyQt5', 'PyQt6', 'shiboken6')];"
-        "print(bad); sys.exit(1 if bad else 0)"
-    )
-    result = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
 # ------------------------------------------------------------------------------ app
 
 

@@ -177,19 +177,6 @@ def test_generate_without_a_model():
         next(iter(Engine().generate(ask("x"))))
 
 
-def test_engine_never_imports_qt():
-    import subprocess
-    import sys
-
-    code = (
-        "import sys, engine_mlx.engine, engine_mlx.cli, engine_mlx.tiny, engine_mlx.media, engine_mlx.cache;"
-        "bad = [m for m in sys.modules if m.split('.')[0] in ('PySide6', 'PyQt5', 'PyQt6', 'shiboken6')];"
-        "print(bad); sys.exit(1 if bad else 0)"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
 @pytest.fixture(scope="module")
 def text_engine(tiny_text_model_dir):
     from engine_mlx.engine import Engine

@@ -384,7 +384,7 @@ def _fake_snapshot(length: int, nbytes: int):
     import mlx.core as mx
     from mlx_vlm.models.cache import ArraysCache
 
-    from engine_mlx.generation import Snapshot
+    from engine_mlx.model_state import Snapshot
 
     entry = ArraysCache(1)
     entry[0] = mx.zeros((nbytes // 4,), dtype=mx.float32)

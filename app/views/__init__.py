@@ -1,0 +1,1 @@
+"""The window's widgets: header, sidebar, transcript, composer, banners and dialogs."""

@@ -1,0 +1,345 @@
+"""Every mlx-vlm and mlx-lm member the engine relies on, by name, pinned to the version it was read from.
+
+``engine_mlx/runtime.py`` drives mlx-vlm's model and processor internals directly (explicit MRoPE
+positions, per-item vision features), and ``cache_protocol.py``, ``detokenize.py``,
+``generation.py`` and ``weight_check.py`` use a few more members of both libraries. Each row below
+names one member, the engine code that uses it and the upstream release it was read from (the wheels
+carry no commit id, so the pinned version is the reference); the tests check that it exists with the
+parameters the engine passes, at that version. A library upgrade that breaks one fails here by name.
+The greedy oracles check the behaviour: the engine's tokens for a prompt with a video equal
+``mlx_vlm.stream_generate``'s (tests/test_engine.py has the image one).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import inspect
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from media_files import write_image, write_video
+
+from engine_mlx.conversation import Conversation, Message, Role, VideoAttachment
+from engine_mlx.events import Finished, Stats, ThinkingDelta
+from engine_mlx.settings import GenerationSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+# The releases every row was read from: pyproject.toml pins exactly these (checked below).
+MLX_VLM = "mlx-vlm 0.7.10"
+MLX_LM = "mlx-lm 0.32.2"
+
+
+@dataclass(frozen=True)
+class Member:
+    """``module:attribute.path``; the parameters the engine passes by name (``**`` = it passes some
+    through ``**kwargs``); a text the member's source must hold (what it does with such a keyword)."""
+
+    path: str
+    used_by: str
+    upstream: str
+    params: tuple[str, ...] = ()
+    source_has: str = ""
+
+
+VLM_QWEN = "mlx_vlm.models.qwen3_5_moe"
+MEMBERS = [
+    # ---- runtime.py, vision checkpoints (mlx-vlm)
+    Member(
+        "mlx_vlm:load",
+        "LoadedModel.load: load(path, lazy=True, trust_remote_code=False)",
+        MLX_VLM,
+        ("path_or_hf_repo", "lazy", "**"),
+    ),
+    # With any keyword, the image processor's config is read without trust_remote_code=True.
+    Member(
+        "mlx_vlm.utils:load_image_processor",
+        "LoadedModel.load (through load)",
+        MLX_VLM,
+        ("model_path", "**"),
+        "if not kwargs:",
+    ),
+    Member(
+        f"{VLM_QWEN}.language:LanguageModel.get_rope_index",
+        "LoadedModel.prepare: MRoPE positions",
+        MLX_VLM,
+        ("input_ids", "image_grid_thw", "video_grid_thw", "attention_mask"),
+    ),
+    Member(
+        f"{VLM_QWEN}.language:LanguageModel.__call__",
+        "LoadedModel.run_prompt/step: explicit positions",
+        MLX_VLM,
+        ("inputs", "inputs_embeds", "cache", "**"),
+        'kwargs.pop("position_ids", None)',
+    ),
+    Member(f"{VLM_QWEN}.language:LanguageModel.make_cache", "LoadedModel.make_cache", MLX_VLM),
+    Member(
+        f"{VLM_QWEN}.vision:VisionModel.__call__",
+        "LoadedModel._features: tower(pixels, grid_thw)",
+        MLX_VLM,
+        ("hidden_states", "grid_thw"),
+    ),
+    Member(
+        f"{VLM_QWEN}.config:ModelConfig",
+        "LoadedModel.prepare/_eos_ids: config fields",
+        MLX_VLM,
+        ("image_token_id", "video_token_id", "vision_config", "eos_token_id"),
+    ),
+    Member(
+        f"{VLM_QWEN}.config:VisionConfig",
+        "LoadedModel._rows: spatial_merge_size",
+        MLX_VLM,
+        ("spatial_merge_size",),
+    ),
+    Member(
+        "mlx_vlm.models.qwen3_vl.processing_qwen3_vl:Qwen3VLProcessor.__call__",
+        "LoadedModel.prepare: processor(text=, images=, videos=, fps=, video_metadata=, padding=)",
+        MLX_VLM,
+        ("text", "images", "videos", "fps", "video_metadata", "**"),
+    ),
+    Member(
+        "mlx_vlm.models.qwen3_vl.processing_qwen3_vl:Qwen3VLProcessor.apply_chat_template",
+        "LoadedModel.apply_template",
+        MLX_VLM,
+    ),
+    # ---- runtime.py, text-only checkpoints (mlx-lm)
+    Member(
+        "mlx_lm:load",
+        "LoadedModel.load: load(path, lazy=True, trust_remote_code=False)",
+        MLX_LM,
+        ("path_or_hf_repo", "lazy", "trust_remote_code"),
+    ),
+    Member("mlx_lm.models.cache:make_prompt_cache", "LoadedModel.make_cache", MLX_LM, ("model",)),
+    Member(
+        "mlx_lm.models.qwen3_5_moe:Model.__call__",
+        "LoadedModel.run_prompt/step: model(ids, cache=)",
+        MLX_LM,
+        ("inputs", "cache"),
+    ),
+    # ---- cache_protocol.py: where cache classes live, and how an entry is rebuilt
+    Member(
+        "mlx_vlm.models.cache:KVCache.from_state",
+        "cache_protocol._rebuild: from_state(state, meta_state)",
+        MLX_VLM,
+        ("state", "meta_state"),
+    ),
+    Member(
+        "mlx_vlm.models.cache:ArraysCache.from_state",
+        "cache_protocol._rebuild",
+        MLX_VLM,
+        ("state", "meta_state"),
+    ),
+    Member(
+        "mlx_vlm.models.cache:KVCache.meta_state",
+        "cache_protocol: scalars saved beside the arrays",
+        MLX_VLM,
+    ),
+    Member("mlx_vlm.models.cache:KVCache.trim", "cache_protocol.trim_cache", MLX_VLM, ("n",)),
+    Member(
+        "mlx_lm.models.cache:KVCache.from_state",
+        "cache_protocol._rebuild: from_state(state)",
+        MLX_LM,
+        ("state",),
+    ),
+    Member(
+        "mlx_lm.models.cache:ArraysCache.from_state", "cache_protocol._rebuild", MLX_LM, ("state",)
+    ),
+    Member("mlx_lm.models.cache:KVCache.trim", "cache_protocol.trim_cache", MLX_LM, ("n",)),
+    # ---- generation.py, detokenize.py, weight_check.py
+    Member(
+        "mlx_lm.sample_utils:make_sampler",
+        "generation: make_sampler(temp=, top_p=, top_k=)",
+        MLX_LM,
+        ("temp", "top_p", "top_k"),
+    ),
+    Member("mlx_vlm.tokenizer_utils:BPEStreamingDetokenizer", "detokenize._mlx_lm_kind", MLX_VLM),
+    Member(
+        "mlx_vlm.tokenizer_utils:SPMStreamingDetokenizer",
+        "detokenize._mlx_lm_kind: .trim_space",
+        MLX_VLM,
+        ("tokenizer", "trim_space"),
+    ),
+    Member("mlx_vlm.tokenizer_utils:NaiveStreamingDetokenizer", "detokenize._mlx_lm_kind", MLX_VLM),
+    Member(
+        "mlx_lm.tokenizer_utils:BPEStreamingDetokenizer",
+        "detokenize: the vision stream",
+        MLX_LM,
+        ("tokenizer",),
+    ),
+    Member(
+        "mlx_lm.tokenizer_utils:SPMStreamingDetokenizer",
+        "detokenize: the vision stream",
+        MLX_LM,
+        ("tokenizer", "trim_space"),
+    ),
+    Member(
+        "mlx_lm.tokenizer_utils:NaiveStreamingDetokenizer",
+        "detokenize: the vision stream",
+        MLX_LM,
+        ("tokenizer",),
+    ),
+    Member(
+        "mlx_lm.tokenizer_utils:TokenizerWrapper.detokenizer",
+        "detokenize: the text-only stream",
+        MLX_LM,
+    ),
+    Member(
+        "mlx_vlm.utils:load_model",
+        "weight_check: load_model(folder, lazy=True)",
+        MLX_VLM,
+        ("model_path", "lazy"),
+    ),
+    Member(
+        "mlx_lm.utils:load_model",
+        "weight_check: load_model(folder, lazy=True, strict=True)",
+        MLX_LM,
+        ("model_path", "lazy", "strict"),
+    ),
+]
+
+
+def _resolve(path: str) -> Any:
+    module, _, attributes = path.partition(":")
+    value: Any = importlib.import_module(module)
+    for name in attributes.split("."):
+        value = inspect.getattr_static(value, name)
+    return value.__func__ if isinstance(value, classmethod | staticmethod) else value
+
+
+def test_the_named_releases_are_the_pinned_and_installed_ones():
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    for release in (MLX_VLM, MLX_LM):
+        name, version = release.split()
+        assert f"{name}=={version}" in deps, (
+            f"pyproject.toml pins another {name}: re-read every {name} row"
+        )
+        assert importlib.metadata.version(name) == version
+
+
+@pytest.mark.parametrize("member", MEMBERS, ids=[m.path for m in MEMBERS])
+def test_each_member_the_engine_uses_exists_with_its_parameters(member: Member):
+    value = _resolve(member.path)
+    if isinstance(value, property):
+        assert not member.params
+        return
+    assert callable(value), f"{member.path} ({member.upstream}) is not callable"
+    params = inspect.signature(value).parameters
+    for name in member.params:
+        if name == "**":
+            assert any(p.kind is p.VAR_KEYWORD for p in params.values()), (
+                f"{member.path} takes no **kwargs"
+            )
+        else:
+            assert name in params, f"{member.path} ({member.upstream}) has no parameter {name!r}"
+    if member.source_has:
+        assert member.source_has in inspect.getsource(value), (
+            f"{member.path}: {member.source_has!r}"
+        )
+
+
+def test_the_loaded_vision_model_has_what_runtime_reads(engine, tmp_path):
+    """The attributes runtime.py reads on the objects mlx-vlm's loader returns for Qwen3.5, and the
+    keys of the processor's output for an image and for a video."""
+    from mlx_vlm.models.qwen3_5_moe.language import LanguageModel
+    from mlx_vlm.models.qwen3_vl.processing_qwen3_vl import Qwen3VLProcessor
+    from PIL import Image
+
+    loaded = engine._loaded
+    model = loaded.model
+    assert isinstance(model.language_model, LanguageModel) and isinstance(
+        loaded.processor, Qwen3VLProcessor
+    )
+    assert callable(model.language_model.model.embed_tokens)
+    assert model.vision_tower.patch_embed.proj.weight.dtype is not None
+    assert loaded.processor.tokenizer is loaded.tokenizer
+    frames = np.zeros((4, 64, 64, 3), np.uint8)
+    batch = loaded.processor(
+        text=[
+            "<|vision_start|><|image_pad|><|vision_end|><|vision_start|><|video_pad|><|vision_end|>"
+        ],
+        images=[Image.open(write_image(tmp_path / "a.png", size=(64, 64)))],
+        videos=[frames],
+        fps=[2.0],
+        video_metadata=[{"frames_indices": [0, 1, 2, 3], "fps": 2.0}],
+        padding=False,
+    )
+    for key in (
+        "input_ids",
+        "pixel_values",
+        "image_grid_thw",
+        "pixel_values_videos",
+        "video_grid_thw",
+    ):
+        assert key in batch, key
+
+
+def test_the_loaded_text_model_has_what_runtime_reads(tiny_text_model_dir):
+    from mlx_lm.models.qwen3_5_moe import Model
+    from mlx_lm.tokenizer_utils import TokenizerWrapper
+
+    from engine_mlx.engine import Engine
+
+    eng = Engine()
+    eng.load(tiny_text_model_dir)
+    loaded = eng._loaded
+    assert isinstance(loaded.model, Model) and isinstance(loaded.processor, TokenizerWrapper)
+    # runtime reads model.args.eos_token_id where a model has it (this one does not): the stop ids
+    # then come from the tokenizer.
+    assert loaded.model.args is not None
+    assert loaded.tokenizer.convert_tokens_to_ids("<|im_end|>") in loaded.eos_ids
+
+
+def test_engine_matches_mlx_vlm_greedy_output_with_a_video(engine, tmp_path):
+    """Own prefill/decode loop (explicit MRoPE positions, per-item vision features) == mlx-vlm's
+    ``stream_generate`` for a prompt with a real video, given the same sampled frames."""
+    from mlx_vlm import stream_generate
+
+    from engine_mlx.prompt import MediaLimits, load_media, render_text
+
+    video = write_video(tmp_path / "clip.avi", seconds=2.0)
+    convo = Conversation(
+        (Message(Role.USER, "Describe the clip.", (VideoAttachment(video, fps=2.0),)),)
+    )
+    settings = GenerationSettings(
+        thinking=True, prefill_chunk=16, temperature=0.0, presence_penalty=0.0, max_tokens=16
+    )
+    events = list(engine.generate(convo, settings))
+    assert isinstance(events[-1], Finished) and isinstance(events[-2], Stats)
+    ours, stats = "".join(e.text for e in events if isinstance(e, ThinkingDelta)), events[-2]
+
+    loaded = engine._loaded
+    prompt = render_text(convo, loaded.apply_template, thinking=True, text_only=False)
+    clip = load_media(convo.attachments, MediaLimits()).videos[0]
+    # mlx-vlm spreads its own frames evenly over the file; the engine samples at the asked rate, so
+    # both get the engine's frames, described as the engine describes them to the processor.
+    metadata = {
+        "frames_indices": [round(t * clip.source_fps) for t in clip.timestamps_s],
+        "fps": clip.source_fps,
+        "total_num_frames": round(clip.duration_s * clip.source_fps),
+    }
+    results = list(
+        stream_generate(
+            loaded.model,
+            loaded.processor,
+            prompt,
+            video=[np.stack(clip.frames)],
+            fps=[clip.source_fps],
+            video_metadata=[metadata],
+            max_tokens=16,
+            temperature=0.0,
+        )
+    )
+    ids = [r.token for r in results]
+    raw = loaded.tokenizer.decode(ids[: stats.generated_tokens], skip_special_tokens=True)
+    raw = raw.removeprefix(
+        " "
+    )  # the streaming detokenizer (mlx-lm's) trims the reply's first space
+    assert (
+        stats.prompt_tokens == results[-1].prompt_tokens > 60
+    )  # the video's tokens, as mlx-vlm counts them
+    assert stats.generated_tokens == 16
+    assert ours.replace("\ufffd", "") == raw.replace("\ufffd", "")
