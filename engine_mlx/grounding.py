@@ -16,7 +16,11 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 
 SCALE = 1000  # Qwen's relative coordinates run 0..1000 on both axes
 # "Locate…" on an attached image: the user types the thing to find where the braces are.
@@ -112,10 +116,8 @@ def choose_image(shape: Shape, *, default: int, count: int, turn_text: str = "")
     return default
 
 
-def image_size(path) -> tuple[int, int]:
+def image_size(path: str | Path) -> tuple[int, int]:
     """An image file's (width, height) as the user sees it: EXIF orientation applied, nothing decoded."""
-    from pathlib import Path
-
     from PIL import Image, UnidentifiedImageError
 
     from engine_mlx.errors import MediaError
@@ -141,7 +143,7 @@ def label_colours(shapes: Sequence[Shape]) -> dict[str, tuple[int, int, int]]:
     return colours
 
 
-def draw(image, shapes: Sequence[Shape]):  # PIL.Image.Image -> PIL.Image.Image
+def draw(image: PILImage, shapes: Sequence[Shape]) -> PILImage:
     """A copy of ``image`` (RGB, as the user sees it) with the shapes drawn: labelled boxes, points as
     crosshairs, one colour per label."""
     from PIL import ImageDraw

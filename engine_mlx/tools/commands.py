@@ -10,7 +10,7 @@ import sys
 from engine_mlx.data_dir import MCP_CONFIG, default_data_dir
 from engine_mlx.errors import EngineError
 from engine_mlx.tools.config import ToolConfigError, load_config
-from engine_mlx.tools.host import ServerState, ToolHost
+from engine_mlx.tools.host import ServerState, ServerStatus, ToolHost
 
 
 def mcp_command(args: argparse.Namespace) -> int:
@@ -30,7 +30,7 @@ def mcp_command(args: argparse.Namespace) -> int:
         host.close()
 
 
-def _list(host: ToolHost, failed, as_json: bool) -> int:
+def _list(host: ToolHost, failed: list[ServerStatus], as_json: bool) -> int:
     tools = host.tools()
     if as_json:
         print(json.dumps([t.to_json() for t in tools], indent=2))

@@ -16,19 +16,20 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, TypeVar
 
 from engine_mlx.cancel import CancelToken
 from engine_mlx.errors import EngineError
 from engine_mlx.tools.config import BUILTIN_FILES, ServerConfig
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 MAX_RESULT_CHARS = 100_000  # a tool result the model reads; more is cut, and the cut is said
 CANCEL_GRACE_S = 5.0  # a cancelled call still running after this restarts its server
@@ -182,7 +183,7 @@ class ToolHost:
 
     # ------------------------------------------------------------------------------ the host's thread
 
-    def _run(self, coro, timeout: float):
+    def _run(self, coro: Coroutine[Any, Any, _T], timeout: float) -> _T:
         if self._closed and not self._thread.is_alive():
             raise ToolError("The tool host is closed.")
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
@@ -251,7 +252,7 @@ class ToolHost:
                 await asyncio.wait_for(conn.wake.wait(), delay)
         conn.state = ServerState.STOPPED
 
-    def _client(self, conn: _Connection):
+    def _client(self, conn: _Connection) -> Any:  # mcp.Client
         from mcp import Client, StdioServerParameters
         from mcp.client.stdio import stdio_client
 
@@ -273,7 +274,7 @@ class ToolHost:
             return Client(streamable_http_client(config.url, http_client=http))
         return Client(config.url)
 
-    async def _list_tools(self, config: ServerConfig, client, cache_mode: str = "use") -> list[ToolSpec]:
+    async def _list_tools(self, config: ServerConfig, client: Any, cache_mode: str = "use") -> list[ToolSpec]:
         out: list[ToolSpec] = []
         cursor = None
         for _ in range(100):  # a paginator that never ends cannot hang the start
@@ -314,7 +315,7 @@ class ToolHost:
             raise ToolError(f"{name} ▸ {tool} failed: {_describe(exc)}") from None
         return self._convert(result)
 
-    def _convert(self, result) -> ToolResult:
+    def _convert(self, result: Any) -> ToolResult:  # mcp_types.CallToolResult
         texts: list[str] = []
         images: list[ToolImage] = []
         for block in result.content:
@@ -365,7 +366,7 @@ class ToolHost:
             return None
         return self.log_dir / f"mcp-{config.name}.stderr.log"
 
-    def _stderr_file(self, config: ServerConfig):
+    def _stderr_file(self, config: ServerConfig) -> IO[str]:
         """The file a stdio server's stderr goes to (closed when its process ends)."""
         import os
 
