@@ -344,6 +344,8 @@ class ToolHost:
         return ToolResult(text, tuple(images), bool(result.is_error), truncated)
 
     def _restart(self, conn: _Connection) -> None:
+        """Reconnect (a new process for a stdio server); calls made meanwhile wait for it."""
+        conn.client, conn.state = None, ServerState.STARTING
         conn.wake.set()
 
     def _cancel_call(self, conn: _Connection, future: Future) -> None:
