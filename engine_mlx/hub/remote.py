@@ -14,6 +14,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from engine_mlx.hf_cache import is_commit, is_git_oid, is_relative_path, is_sha256
 from engine_mlx.hub.network import HubError, endpoint, hub_errors
 
 MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit on the JSON header
@@ -75,25 +76,61 @@ class ShardHeader:
 
 
 def repo_files(repo_id: str, revision: str = "main") -> RemoteRepo:
-    """The repo's files with their sizes and LFS sha256, at the commit ``revision`` resolves to."""
-    from huggingface_hub import HfApi
+    """The repo's files with their sizes and LFS sha256, at the commit ``revision`` resolves to.
 
-    with hub_errors(f"{repo_id}@{revision}"):
-        info = HfApi(endpoint=endpoint()).model_info(
-            repo_id, revision=revision, files_metadata=True
-        )
-    files = tuple(
-        RemoteFile(
-            name=s.rfilename,
-            size=int(s.lfs.size if s.lfs else (s.size or 0)),
-            sha256=s.lfs.sha256 if s.lfs else None,
-            blob_id=s.blob_id,
-        )
-        for s in info.siblings or ()
-    )
+    Every name in the listing becomes part of a path in the cache, so each is checked first: a commit
+    and hashes of the right shape, file paths relative and inside the repo, sizes whole numbers."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        with hub_errors(f"{repo_id}@{revision}"):
+            info = HfApi(endpoint=endpoint()).model_info(
+                repo_id, revision=revision, files_metadata=True
+            )
+    except HFValidationError:
+        raise HubError(f"{repo_id!r} is not a repository id; write it as org/name") from None
+    except (KeyError, TypeError, AttributeError):  # fields missing or of the wrong kind
+        raise HubError(
+            f"{repo_id}: the server at {endpoint()} sent a malformed file list; check HF_ENDPOINT"
+        ) from None
     if not info.sha:
         raise HubError(f"{repo_id}@{revision}: the server did not say which commit this is")
+    if not is_commit(info.sha):
+        raise _unsafe(repo_id, "commit", info.sha)
+    files = tuple(_remote_file(repo_id, s) for s in info.siblings or ())
+    names = [f.name for f in files]
+    if len(set(names)) != len(names):
+        twice = next(n for n in names if names.count(n) > 1)
+        raise _unsafe(repo_id, "file name (listed twice)", twice)
     return RemoteRepo(repo_id, revision, info.sha, files)
+
+
+def _unsafe(repo_id: str, what: str, value: object) -> HubError:
+    return HubError(
+        f"{repo_id}: the server at {endpoint()} lists an invalid {what} {str(value)[:200]!r}; "
+        "nothing was written (check HF_ENDPOINT)"
+    )
+
+
+def _size(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _remote_file(repo_id: str, s) -> RemoteFile:
+    """One listing entry, checked: see :mod:`engine_mlx.hf_cache` for the shapes."""
+    name = s.rfilename
+    if not is_relative_path(name):
+        raise _unsafe(repo_id, "file name", name)
+    sha256 = s.lfs.sha256 if s.lfs else None
+    if s.lfs and not is_sha256(sha256):
+        raise _unsafe(repo_id, f"sha256 for {name}", sha256)
+    if s.blob_id is not None and not is_git_oid(s.blob_id):
+        raise _unsafe(repo_id, f"blob id for {name}", s.blob_id)
+    size = _size(s.lfs.size if s.lfs else (s.size or 0))
+    if size is None:
+        raise _unsafe(repo_id, f"size for {name}", s.lfs.size if s.lfs else s.size)
+    return RemoteFile(name=name, size=size, sha256=sha256, blob_id=s.blob_id)
 
 
 def read_range(
