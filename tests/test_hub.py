@@ -304,9 +304,108 @@ def test_graft_cancelled_or_short_of_disk_leaves_nothing(
     assert list(tmp_path.iterdir()) == [] and _snapshot(text) == before
     hub_env.log.clear()
     monkeypatch.setattr(graft, "free_space", lambda _path: plan.fetch_bytes)
-    with pytest.raises(HubError, match="needs .* GB free"):
+    with pytest.raises(
+        HubError, match="needs .* plus 256 MiB kept free for the system, but there is"
+    ):
         graft.run_graft(plan)
     assert hub_env.log == [] and list(tmp_path.iterdir()) == []
+
+
+def test_graft_never_writes_the_original_that_has_every_name_the_graft_writes(
+    hub_env, conversions, tmp_path
+):
+    """The staging folder holds hard links to the user's files: a new file written at one of their
+    names would overwrite the user's bytes. The new shard takes a free name, every other name the graft
+    writes replaces the link (a new inode), and an existing ``mtp/`` refuses an MTP graft."""
+    import mlx.core as mx
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from engine_mlx.hub.graft import plan_graft, run_graft
+    from engine_mlx.hub.network import HubError
+
+    text = tmp_path / "text"
+    shutil.copytree(conversions[0], text)  # copies: the session's conversion is never at risk
+    for name in ("model-vision.safetensors", "model-vision-2.safetensors"):
+        save_file({"user.kept": np.arange(8, dtype=np.float32)}, str(text / name))
+    (text / "mtp").mkdir()
+    (text / "mtp" / "config.json").write_text('{"mine": true}')
+    (text / "mtp" / "model.safetensors").write_bytes(os.urandom(4096))
+    for name in ("preprocessor_config.json", "video_preprocessor_config.json"):
+        (text / name).write_text('{"mine": true}')
+    assert {"config.json", "model.safetensors.index.json"} <= {p.name for p in text.iterdir()}
+    before, inodes = _fingerprint(text), _snapshot(text)
+    out = tmp_path / "out"
+
+    plan = plan_graft(text, RELEASE, output=out)
+    assert plan.vision_shard == "model-vision-3.safetensors"
+    run_graft(plan)
+    assert _fingerprint(text) == before and _snapshot(text) == inodes
+    # the user's files are carried over as they are; the graft's own files sit beside them
+    for name in ("model-vision.safetensors", "model-vision-2.safetensors", "mtp/model.safetensors"):
+        assert (out / name).stat().st_ino == (text / name).stat().st_ino
+    index = json.loads((out / "model.safetensors.index.json").read_text())["weight_map"]
+    tower = {k for k, v in index.items() if v == plan.vision_shard}
+    assert tower == {k for k in _tensors(conversions[1]) if k.startswith("vision_tower.")}
+    assert set(mx.load(str(out / plan.vision_shard))) == tower
+    assert json.loads((out / "config.json").read_text())["vision_config"]
+    assert json.loads((out / "preprocessor_config.json").read_text()) != {"mine": True}
+
+    served = len(hub_env.log)
+    with pytest.raises(HubError, match="mtp: already exists, and the MTP head would go there"):
+        plan_graft(text, RELEASE, mtp=True, output=tmp_path / "out-mtp")
+    assert len(hub_env.log) == served and not (tmp_path / "out-mtp").exists()
+    assert _fingerprint(text) == before
+
+
+def test_graft_removes_what_a_killed_graft_left_but_not_a_running_ones(
+    hub_env, conversions, tmp_path
+):
+    import fcntl
+    import time
+
+    from engine_mlx.hub.graft import plan_graft, run_graft
+
+    text = tmp_path / "m"
+    shutil.copytree(conversions[0], text, copy_function=os.link)
+    killed = tmp_path / ".m-vision.partial-killed"  # its lock file is there, nobody holds it
+    (killed / "model").mkdir(parents=True)
+    (killed / ".lock").touch()
+    (killed / "model" / "model-vision.safetensors").write_bytes(os.urandom(10_000))
+    running = tmp_path / ".m-vision.partial-running"
+    running.mkdir()
+    held = os.open(running / ".lock", os.O_WRONLY | os.O_CREAT)
+    fcntl.flock(held, fcntl.LOCK_EX)  # as the graft that made it holds it
+    starting = tmp_path / ".m-vision.partial-starting"  # made a moment ago, not locked yet
+    starting.mkdir()
+    stale = tmp_path / ".m-vision.partial-stale"  # killed before it took its lock
+    stale.mkdir()
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    other = tmp_path / ".other.partial-x"  # another output's
+    other.mkdir()
+    try:
+        run_graft(plan_graft(text, RELEASE, output=tmp_path / "m-vision"))
+    finally:
+        os.close(held)
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted(["m", "m-vision", running.name, starting.name, other.name])
+
+
+def test_in_place_graft_killed_between_its_renames_gets_the_folder_back(
+    hub_env, conversions, tmp_path
+):
+    from engine_mlx.hub.graft import plan_graft
+
+    model = tmp_path / "models" / "tiny"
+    shutil.copytree(conversions[0], model, copy_function=os.link)
+    before = _fingerprint(model)
+    stage = model.parent / ".tiny.partial-killed"
+    stage.mkdir()
+    (stage / ".lock").touch()
+    os.rename(model, stage / "previous")  # the first rename done, then the process died
+    plan = plan_graft(model, RELEASE, in_place=True)
+    assert plan.model_dir == model and _fingerprint(model) == before
+    assert [p.name for p in model.parent.iterdir()] == ["tiny"]
 
 
 def test_graft_refuses_mismatched_dimensions_before_fetching(hub_env, conversions, tmp_path):
@@ -444,7 +543,7 @@ def test_download_faults_say_what_failed(hub_env, fault, message):
 HOSTILE = "evil/tiny"
 
 
-def _fingerprint(root: Path, skip: Path) -> dict[str, tuple]:
+def _fingerprint(root: Path, skip: Path | None = None) -> dict[str, tuple]:
     """Every file's bytes (hashed), every link's target and every folder under ``root``, not following
     links, except what lies in ``skip`` (the repo's own cache folder, where a download may write)."""
     out = {}
