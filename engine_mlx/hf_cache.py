@@ -48,12 +48,41 @@ def repo_folder(repo_id: str, cache: Path | None = None) -> Path:
     return (cache if cache is not None else cache_root()) / repo_folder_name(repo_id)
 
 
+def is_repo_folder(path: Path) -> bool:
+    """A repo's folder in the cache (``models--org--name``), by its name."""
+    return path.name.startswith(REPO_PREFIX)
+
+
+def snapshot_repo_folder(folder: Path) -> Path | None:
+    """``models--org--name`` when ``folder`` is one of its snapshots (``…/snapshots/<rev>``), else None."""
+    if folder.parent.name == "snapshots" and is_repo_folder(folder.parent.parent):
+        return folder.parent.parent
+    return None
+
+
 def snapshot_repo_id(folder: Path) -> str | None:
     """``org/name`` when ``folder`` is a cache snapshot (``models--org--name/snapshots/<rev>``)."""
-    repo = folder.parent.parent.name
-    if folder.parent.name == "snapshots" and repo.startswith(REPO_PREFIX):
-        return repo.removeprefix(REPO_PREFIX).replace("--", "/", 1)
-    return None
+    repo = snapshot_repo_folder(folder)
+    return repo.name.removeprefix(REPO_PREFIX).replace("--", "/", 1) if repo else None
+
+
+def current_snapshot(repo_dir: Path) -> Path | None:
+    """The snapshot ``refs/main`` points at, else the most recently written one."""
+    snapshots = repo_dir / "snapshots"
+    ref = repo_dir / "refs" / "main"
+    if ref.is_file():
+        try:
+            revision = ref.read_text(encoding="utf-8").strip()
+        except OSError:
+            revision = ""
+        # A revision is a commit hash or a name, never a path out of snapshots/.
+        if revision and revision == Path(revision).name != ".." and (snapshots / revision).is_dir():
+            return snapshots / revision
+    try:
+        candidates = [p for p in snapshots.iterdir() if p.is_dir()]
+    except OSError:
+        return None
+    return max(candidates, key=lambda p: p.stat().st_mtime, default=None)
 
 
 def is_sha256(name: object) -> bool:

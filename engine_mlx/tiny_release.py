@@ -32,6 +32,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from engine_mlx.hf_cache import repo_folder
+
 # The embedding rows of the release: the tokenizer's 248,077 padded to a multiple of 256.
 VOCAB_SIZE = 248320
 FIRST_ADDED_ID = 248044
@@ -444,7 +446,7 @@ def place_in_hf_cache(
     with relative symlinks into ``../../blobs`` and ``refs/main`` naming the revision.
     """
     src = Path(folder)
-    repo = Path(hub_dir) / ("models--" + repo_id.replace("/", "--"))
+    repo = repo_folder(repo_id, Path(hub_dir))
     revision = revision or hashlib.sha1(repo_id.encode()).hexdigest()
     blobs, snapshot = repo / "blobs", repo / "snapshots" / revision
     blobs.mkdir(parents=True, exist_ok=True)

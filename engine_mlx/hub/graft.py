@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine_mlx.hf_cache import lmstudio_roots, snapshot_repo_id
 from engine_mlx.hub.download import DISK_MARGIN, free_space
 from engine_mlx.hub.network import Cancelled, HubError, online
 from engine_mlx.hub.remote import (
@@ -148,19 +149,16 @@ def _local_weight_map(model_dir: Path) -> dict[str, str]:
 
 
 def _in_hf_cache(model_dir: Path) -> bool:
-    model_dir = model_dir.absolute()
-    return model_dir.parent.name == "snapshots" and model_dir.parent.parent.name.startswith(
-        "models--"
-    )
+    return snapshot_repo_id(model_dir.absolute()) is not None
 
 
 def default_output(model_dir: Path) -> Path:
     """A sibling ``<name>-vision``; for a Hugging Face cache snapshot, LM Studio's ``org/name-vision``
     (the cache belongs to huggingface_hub, and the app looks for models in both places)."""
     model_dir = model_dir.absolute()
-    if _in_hf_cache(model_dir):
-        _, org, name = model_dir.parent.parent.name.split("--", 2)
-        return Path.home() / ".lmstudio" / "models" / org / f"{name}-vision"
+    if repo_id := snapshot_repo_id(model_dir):
+        org, _, name = repo_id.rpartition("/")
+        return lmstudio_roots()[0] / org / f"{name}-vision"
     return model_dir.with_name(f"{model_dir.name}-vision")
 
 
