@@ -21,6 +21,7 @@ from typing import Any
 
 from . import hf_cache
 from .errors import CheckpointError, UnsupportedModelError
+from .safetensors_header import MAX_HEADER_BYTES, HeaderError, header_length, parse_header
 
 SUPPORTED_MODEL_TYPES = frozenset({"qwen3_5", "qwen3_5_moe", "qwen3_5_text", "qwen3_5_moe_text"})
 PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"})
@@ -55,7 +56,6 @@ _NOT_LANGUAGE_MODEL = ("vision_tower.", "visual.", "model.visual.")
 # in float32); the converters keep A_log in float32 when they cast everything else to bfloat16.
 _RECURRENCE_ONLY = ("A_log", "dt_bias")
 # A safetensors header is a small JSON table; anything claiming more than this is not a real header.
-_MAX_HEADER_BYTES = 100 * 1024 * 1024
 _THINKING_MARKERS = ("enable_thinking", "<think>")
 
 
@@ -211,8 +211,8 @@ def _read_safetensors_header(folder: Path, shard: Path, rel: str | None = None) 
                 raise CheckpointError(
                     folder, f"weight shard {rel} is truncated ({size} bytes); download it again"
                 )
-            header_len = int.from_bytes(prefix, "little")
-            if header_len > _MAX_HEADER_BYTES or header_len > size - 8:
+            header_len = header_length(prefix)
+            if header_len > MAX_HEADER_BYTES or header_len > size - 8:
                 raise CheckpointError(
                     folder,
                     f"weight shard {rel} is truncated or not a safetensors file "
@@ -223,20 +223,12 @@ def _read_safetensors_header(folder: Path, shard: Path, rel: str | None = None) 
         reason = f"weight shard {rel} cannot be read ({e.strerror or e})"
         raise CheckpointError(folder, reason) from None
     try:
-        header = json.loads(raw)
-        if not isinstance(header, dict):
-            raise TypeError("not an object")
-        entries = []
-        for name, entry in header.items():
-            if name == "__metadata__":
-                continue
-            begin, end = (int(x) for x in entry["data_offsets"])
-            shape = tuple(int(d) for d in entry["shape"])
-            entries.append((begin, end, name, str(entry["dtype"]), shape))
-    except (ValueError, KeyError, TypeError) as e:
+        header = parse_header(raw)
+    except HeaderError as e:
         raise CheckpointError(
             folder, f"weight shard {rel} has a damaged safetensors header ({e}); download it again"
         ) from None
+    entries = [(t.begin, t.end, t.name, t.dtype, t.shape) for t in header.tensors]
     tensors = []
     data_end = 0
     for begin, end, name, dtype, shape in sorted(entries):

@@ -23,7 +23,6 @@ import json
 import os
 import re
 import shutil
-import struct
 import tempfile
 import time
 from collections.abc import Callable
@@ -43,6 +42,7 @@ from engine_mlx.hub.remote import (
     repo_files,
     weight_files,
 )
+from engine_mlx.safetensors_header import encode_header
 from engine_mlx.sizes import human_bytes
 
 VISION_PREFIX = "model.visual."
@@ -301,19 +301,8 @@ def _merged(tensors: tuple[TensorRange, ...]) -> list[tuple[str, int, int, list[
 
 def _write_raw(path: Path, items: list[tuple[TensorRange, bytes]]) -> None:
     """A local safetensors file of fetched tensors exactly as the release stores them."""
-    header, offset = {}, 0
-    for t, data in items:
-        header[t.name] = {
-            "dtype": t.dtype,
-            "shape": list(t.shape),
-            "data_offsets": [offset, offset + len(data)],
-        }
-        offset += len(data)
-    blob = json.dumps(header, separators=(",", ":")).encode()
-    blob += b" " * (-len(blob) % 8)
     with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(blob)))
-        f.write(blob)
+        f.write(encode_header([(t.name, t.dtype, t.shape, len(data)) for t, data in items]))
         for _, data in items:
             f.write(data)
 

@@ -10,14 +10,13 @@ offline check) and must run inside :func:`engine_mlx.hub.network.online`.
 from __future__ import annotations
 
 import json
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from engine_mlx.hf_cache import is_commit, is_git_oid, is_relative_path, is_sha256
 from engine_mlx.hub.network import HubError, endpoint, hub_errors
+from engine_mlx.safetensors_header import MAX_HEADER_BYTES, HeaderError, header_length, parse_header
 
-MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit on the JSON header
 _TIMEOUT = 30.0
 
 
@@ -186,33 +185,22 @@ def read_shard_header(repo: RemoteRepo, name: str) -> ShardHeader:
     what = f"{repo.repo_id}/{name}"
     size = repo.file(name).size
     url = repo.url(name)
-    (length,) = struct.unpack("<Q", read_range(url, 0, 8, what))
-    if length > MAX_HEADER_BYTES or 8 + length > size:
-        raise HubError(f"{what}: not a safetensors file (header length {length})")
     try:
-        table = json.loads(read_range(url, 8, 8 + length, what))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise HubError(f"{what}: the safetensors header is not valid JSON") from None
-    base = 8 + length
+        length = header_length(read_range(url, 0, 8, what))
+        if length > MAX_HEADER_BYTES or 8 + length > size:
+            raise HeaderError(f"header length {length}")
+        header = parse_header(read_range(url, 8, 8 + length, what))
+    except HeaderError as exc:
+        raise HubError(f"{what}: not a safetensors file ({exc})") from None
+    base = header.data_start
     tensors = {}
-    for key, entry in table.items():
-        if key == "__metadata__":
-            continue
-        try:
-            lo, hi = (int(x) for x in entry["data_offsets"])
-            t = TensorRange(
-                name,
-                key,
-                str(entry["dtype"]),
-                tuple(int(d) for d in entry["shape"]),
-                base + lo,
-                base + hi,
-            )
-        except (KeyError, TypeError, ValueError):
-            raise HubError(f"{what}: the safetensors entry for {key} is malformed") from None
+    for entry in header.tensors:
+        t = TensorRange(
+            name, entry.name, entry.dtype, entry.shape, base + entry.begin, base + entry.end
+        )
         if not (base <= t.start <= t.end <= size):
-            raise HubError(f"{what}: tensor {key} lies outside the file")
-        tensors[key] = t
+            raise HubError(f"{what}: tensor {entry.name} lies outside the file")
+        tensors[entry.name] = t
     return ShardHeader(name, base, tensors)
 
 
