@@ -14,6 +14,8 @@ import re
 from pathlib import Path
 
 REPO_PREFIX = "models--"
+BLOBS, SNAPSHOTS, REFS = "blobs", "snapshots", "refs"  # the folders of a repo's cache folder
+INCOMPLETE = ".incomplete"  # a blob being downloaded: blobs/<etag>.incomplete
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _GIT_OID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # a git object id: sha1, or sha256 repositories
 _COMMIT = re.compile(r"[0-9a-f]{40}")
@@ -55,7 +57,7 @@ def is_repo_folder(path: Path) -> bool:
 
 def snapshot_repo_folder(folder: Path) -> Path | None:
     """``models--org--name`` when ``folder`` is one of its snapshots (``…/snapshots/<rev>``), else None."""
-    if folder.parent.name == "snapshots" and is_repo_folder(folder.parent.parent):
+    if folder.parent.name == SNAPSHOTS and is_repo_folder(folder.parent.parent):
         return folder.parent.parent
     return None
 
@@ -68,8 +70,8 @@ def snapshot_repo_id(folder: Path) -> str | None:
 
 def current_snapshot(repo_dir: Path) -> Path | None:
     """The snapshot ``refs/main`` points at, else the most recently written one."""
-    snapshots = repo_dir / "snapshots"
-    ref = repo_dir / "refs" / "main"
+    snapshots = repo_dir / SNAPSHOTS
+    ref = repo_dir / REFS / "main"
     if ref.is_file():
         try:
             revision = ref.read_text(encoding="utf-8").strip()

@@ -26,7 +26,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine_mlx.hf_cache import cache_root, is_relative_path, repo_folder
+from engine_mlx.hf_cache import (
+    BLOBS,
+    INCOMPLETE,
+    REFS,
+    SNAPSHOTS,
+    cache_root,
+    is_relative_path,
+    repo_folder,
+)
 from engine_mlx.hub.network import Cancelled, HubError, hub_errors, online
 from engine_mlx.hub.remote import RemoteFile, RemoteRepo, repo_files
 from engine_mlx.sizes import human_bytes
@@ -66,8 +74,8 @@ def _storage(cache_dir: Path, repo_id: str, create: bool) -> Path:
     if create:
         cache_dir.mkdir(parents=True, exist_ok=True)
         _folder(cache_dir, storage.name)
-        _folder(storage, "blobs")
-    for path in (storage, storage / "blobs", storage / "snapshots", storage / "refs"):
+        _folder(storage, BLOBS)
+    for path in (storage, storage / BLOBS, storage / SNAPSHOTS, storage / REFS):
         if path.is_symlink():
             raise HubError(
                 f"{path}: is a link, and a download writes only inside {storage}; "
@@ -86,7 +94,7 @@ def _regular_size(path: Path) -> int | None:
 
 
 def _existing_blobs(repo_id: str, cache_dir: Path | None) -> Path:
-    return _storage(Path(cache_dir) if cache_dir else cache_root(), repo_id, create=False) / "blobs"
+    return _storage(Path(cache_dir) if cache_dir else cache_root(), repo_id, create=False) / BLOBS
 
 
 def paused_bytes(repo_id: str, cache_dir: Path | None = None) -> int | None:
@@ -97,7 +105,7 @@ def paused_bytes(repo_id: str, cache_dir: Path | None = None) -> int | None:
         names = os.listdir(blobs)
     except (HubError, OSError):
         return None
-    if not any(n.endswith(".incomplete") for n in names):
+    if not any(n.endswith(INCOMPLETE) for n in names):
         return None
     return sum(_regular_size(blobs / n) or 0 for n in names)
 
@@ -108,7 +116,7 @@ def discard_partials(repo_id: str, cache_dir: Path | None = None) -> None:
         blobs = _existing_blobs(repo_id, cache_dir)
     except HubError:
         return
-    for part in blobs.glob("*.incomplete"):
+    for part in blobs.glob("*" + INCOMPLETE):
         part.unlink(missing_ok=True)
 
 
@@ -154,7 +162,7 @@ class DownloadPlan:
 
     @property
     def snapshot(self) -> Path:
-        return self.storage / "snapshots" / self.repo.commit
+        return self.storage / SNAPSHOTS / self.repo.commit
 
 
 class _Rate:
@@ -202,7 +210,7 @@ class Download:
         return self._plan(repo)
 
     def _plan(self, repo: RemoteRepo) -> DownloadPlan:
-        blobs = _storage(self.cache_dir, repo.repo_id, create=False) / "blobs"
+        blobs = _storage(self.cache_dir, repo.repo_id, create=False) / BLOBS
         files = []
         for f in repo.files:
             etag = f.sha256 or f.blob_id  # both checked by repo_files: one path part in blobs/
@@ -210,7 +218,7 @@ class Download:
                 raise HubError(
                     f"{repo.repo_id}/{f.name}: the server lists no hash for it; it cannot be verified"
                 )
-            blob, part = blobs / etag, _regular_size(blobs / f"{etag}.incomplete")
+            blob, part = blobs / etag, _regular_size(blobs / (etag + INCOMPLETE))
             if blob.is_file() and blob.stat().st_size == f.size:
                 files.append(FilePlan(f, etag, f.size, complete=True))
             elif part is not None:
@@ -239,7 +247,7 @@ class Download:
         report = on_progress or (lambda _p: None)
         rate = _Rate()
         done = plan.have_bytes
-        blobs = _storage(self.cache_dir, plan.repo.repo_id, create=True) / "blobs"
+        blobs = _storage(self.cache_dir, plan.repo.repo_id, create=True) / BLOBS
         with online():
             for fp in plan.files:
                 if fp.complete:
@@ -270,7 +278,7 @@ class Download:
         from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 
         f = fp.file
-        part, blob = blobs / f"{fp.etag}.incomplete", blobs / fp.etag
+        part, blob = blobs / (fp.etag + INCOMPLETE), blobs / fp.etag
         what = f"{repo.repo_id}/{f.name}"
 
         def new_digest():
@@ -343,10 +351,10 @@ class Download:
         links to its verified blob at the planned commit (a branch that moved meanwhile must not pull
         in unverified files); the branch's ref then names that commit, as ``hf download`` leaves it."""
         storage = _storage(self.cache_dir, plan.repo.repo_id, create=True)
-        blobs = storage / "blobs"
+        blobs = storage / BLOBS
         for fp in plan.files:
             *folders, name = fp.file.name.split("/")
-            folder = _folder(storage, "snapshots", plan.repo.commit, *folders)
+            folder = _folder(storage, SNAPSHOTS, plan.repo.commit, *folders)
             link, target = folder / name, os.path.relpath(blobs / fp.etag, folder)
             try:
                 if link.is_symlink() and os.readlink(link) == target:
@@ -360,7 +368,7 @@ class Download:
                 ) from None
         if self.revision != plan.repo.commit:
             *folders, name = self.revision.split("/")
-            _replace_text(_folder(storage, "refs", *folders) / name, plan.repo.commit)
+            _replace_text(_folder(storage, REFS, *folders) / name, plan.repo.commit)
 
 
 def _open_partial(part: Path) -> int:
