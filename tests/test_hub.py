@@ -408,6 +408,32 @@ def test_in_place_graft_killed_between_its_renames_gets_the_folder_back(
     assert [p.name for p in model.parent.iterdir()] == ["tiny"]
 
 
+@pytest.mark.parametrize(
+    "config, index, message",
+    [
+        ("[1, 2]", None, "config.json: not a JSON object"),
+        (None, '{"weight_map": {"model.visual.x": ["a"]}}', "no weight_map of tensor names"),
+        (None, '{"weight_map": [1]}', "no weight_map of tensor names"),
+    ],
+)
+def test_graft_refuses_a_hostile_release_before_writing(
+    hub_env, conversions, tiny_release_dir, tmp_path, config, index, message
+):
+    from engine_mlx.hub.graft import plan_graft
+    from engine_mlx.hub.network import HubError
+
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "config.json").write_text(config or (tiny_release_dir / "config.json").read_text())
+    if index:
+        (served / "model.safetensors.index.json").write_text(index)
+    hub_env.add_repo("evil/release", served)
+    text, before = conversions[0], _fingerprint(conversions[0])
+    with pytest.raises(HubError, match=message):
+        plan_graft(text, "evil/release", output=tmp_path / "out")
+    assert _fingerprint(text) == before and not (tmp_path / "out").exists()
+
+
 def test_graft_refuses_mismatched_dimensions_before_fetching(hub_env, conversions, tmp_path):
     from engine_mlx.hub.graft import plan_graft
     from engine_mlx.hub.network import HubError

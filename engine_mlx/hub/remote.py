@@ -174,10 +174,14 @@ def read_text(repo: RemoteRepo, name: str) -> str:
 
 
 def read_json(repo: RemoteRepo, name: str) -> dict:
+    """A small JSON file that must hold an object (a config, an index)."""
     try:
-        return json.loads(read_text(repo, name))
+        data = json.loads(read_text(repo, name))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise HubError(f"{repo.repo_id}/{name}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise HubError(f"{repo.repo_id}/{name}: not a JSON object")
+    return data
 
 
 def read_shard_header(repo: RemoteRepo, name: str) -> ShardHeader:
@@ -209,8 +213,12 @@ def weight_files(repo: RemoteRepo) -> dict[str, str]:
     names = {f.name for f in repo.files}
     if "model.safetensors.index.json" in names:
         weight_map = read_json(repo, "model.safetensors.index.json").get("weight_map")
-        if not isinstance(weight_map, dict):
-            raise HubError(f"{repo.repo_id}/model.safetensors.index.json: no weight_map")
+        if not isinstance(weight_map, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()
+        ):
+            raise HubError(
+                f"{repo.repo_id}/model.safetensors.index.json: no weight_map of tensor names to files"
+            )
         for shard in set(weight_map.values()):
             if shard not in names:
                 raise HubError(
