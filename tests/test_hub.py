@@ -756,6 +756,14 @@ def test_download_that_runs_out_of_room_names_the_file_and_keeps_it(hostile):
     ).read_bytes()
 
 
+def test_a_complete_download_needs_no_free_space(hostile, monkeypatch):
+    from engine_mlx.hub import download
+
+    snapshot = download.Download(HOSTILE).run()
+    monkeypatch.setattr(download, "free_space", lambda path: 0)
+    assert download.Download(HOSTILE).run() == snapshot  # linked again, nothing to fetch
+
+
 def test_cli_download_json(hub_env, capsys):
     from engine_mlx.cli import main
 

@@ -204,7 +204,9 @@ class Download:
 
     def plan(self) -> DownloadPlan:
         if not is_relative_path(self.revision):
-            raise HubError(f"{self.revision!r} is not a branch, tag or commit name")
+            raise HubError(
+                f"{self.revision!r} is not a branch, tag or commit name; pass one like main"
+            )
         with online():
             repo = repo_files(self.repo_id, self.revision)
         return self._plan(repo)
@@ -229,7 +231,7 @@ class Download:
 
     def check_space(self, plan: DownloadPlan) -> None:
         need, free = plan.remaining_bytes, free_space(self.cache_dir)
-        if need + DISK_MARGIN > free:
+        if need and need + DISK_MARGIN > free:  # nothing to fetch needs no room
             raise HubError(
                 f"{self.repo_id} needs {human_bytes(need)} more plus {human_bytes(DISK_MARGIN)} kept free "
                 f"for the system, but {self.cache_dir} has {human_bytes(free)} free; free "
