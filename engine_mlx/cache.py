@@ -26,6 +26,7 @@ from pathlib import Path
 
 from engine_mlx import cache_protocol
 from engine_mlx.model_state import Snapshot
+from engine_mlx.safetensors_header import read_header
 
 DEFAULT_BUDGET_BYTES = 4 << 30
 DEFAULT_DISK_BUDGET_BYTES = 8 << 30
@@ -276,12 +277,7 @@ def _write_snapshot(path: Path, entry: _Entry, meta: dict[str, str]) -> None:
 
 def _read_metadata(path: Path) -> dict[str, str]:
     """The safetensors header's metadata, without reading the tensors."""
-    with open(path, "rb") as f:
-        size = int.from_bytes(f.read(8), "little")
-        if not 0 < size <= 64 << 20:
-            raise ValueError("not a safetensors file")
-        header = json.loads(f.read(size))
-    meta = header.get("__metadata__") or {}
+    meta = read_header(path, limit=64 << 20).metadata
     if not isinstance(meta, dict):
         raise TypeError("bad safetensors metadata")
     return meta

@@ -19,7 +19,9 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from . import hf_cache
 from .errors import CheckpointError, UnsupportedModelError
+from .safetensors_header import MAX_HEADER_BYTES, HeaderError, header_length, parse_header
 
 SUPPORTED_MODEL_TYPES = frozenset({"qwen3_5", "qwen3_5_moe", "qwen3_5_text", "qwen3_5_moe_text"})
 PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"})
@@ -54,7 +56,6 @@ _NOT_LANGUAGE_MODEL = ("vision_tower.", "visual.", "model.visual.")
 # in float32); the converters keep A_log in float32 when they cast everything else to bfloat16.
 _RECURRENCE_ONLY = ("A_log", "dt_bias")
 # A safetensors header is a small JSON table; anything claiming more than this is not a real header.
-_MAX_HEADER_BYTES = 100 * 1024 * 1024
 _THINKING_MARKERS = ("enable_thinking", "<think>")
 
 
@@ -210,8 +211,8 @@ def _read_safetensors_header(folder: Path, shard: Path, rel: str | None = None) 
                 raise CheckpointError(
                     folder, f"weight shard {rel} is truncated ({size} bytes); download it again"
                 )
-            header_len = int.from_bytes(prefix, "little")
-            if header_len > _MAX_HEADER_BYTES or header_len > size - 8:
+            header_len = header_length(prefix)
+            if header_len > MAX_HEADER_BYTES or header_len > size - 8:
                 raise CheckpointError(
                     folder,
                     f"weight shard {rel} is truncated or not a safetensors file "
@@ -222,20 +223,12 @@ def _read_safetensors_header(folder: Path, shard: Path, rel: str | None = None) 
         reason = f"weight shard {rel} cannot be read ({e.strerror or e})"
         raise CheckpointError(folder, reason) from None
     try:
-        header = json.loads(raw)
-        if not isinstance(header, dict):
-            raise TypeError("not an object")
-        entries = []
-        for name, entry in header.items():
-            if name == "__metadata__":
-                continue
-            begin, end = (int(x) for x in entry["data_offsets"])
-            shape = tuple(int(d) for d in entry["shape"])
-            entries.append((begin, end, name, str(entry["dtype"]), shape))
-    except (ValueError, KeyError, TypeError) as e:
+        header = parse_header(raw)
+    except HeaderError as e:
         raise CheckpointError(
             folder, f"weight shard {rel} has a damaged safetensors header ({e}); download it again"
         ) from None
+    entries = [(t.begin, t.end, t.name, t.dtype, t.shape) for t in header.tensors]
     tensors = []
     data_end = 0
     for begin, end, name, dtype, shape in sorted(entries):
@@ -340,8 +333,8 @@ def containment_root(folder: Path) -> Path:
     the repo's own cache folder ``models--org--name``.
     """
     for candidate in (Path(os.path.abspath(folder)), folder.resolve()):  # as named, then as linked
-        if candidate.parent.name == "snapshots" and candidate.parent.parent.name.startswith("models--"):
-            return candidate.parent.parent.resolve()
+        if (repo := hf_cache.snapshot_repo_folder(candidate)) is not None:
+            return repo.resolve()
     return folder.resolve()
 
 
@@ -593,10 +586,7 @@ def _activation_dtype(tensors: Iterable[_Tensor], config: dict[str, Any], text: 
 
 def _display_name(folder: Path) -> str:
     """'org/name' for a HF cache snapshot (models--org--name/snapshots/<rev>), else the name."""
-    repo = folder.parent.parent.name
-    if folder.parent.name == "snapshots" and repo.startswith("models--"):
-        return repo.removeprefix("models--").replace("--", "/", 1)
-    return folder.name
+    return hf_cache.snapshot_repo_id(folder) or folder.name
 
 
 def _load_config(folder: Path) -> dict[str, Any]:
@@ -719,42 +709,12 @@ def inspect_checkpoint(path: Path | str, *, check_tensors: bool = True) -> Model
 # -------------------------------------------------------------------------------------- discovery
 
 
-def _hf_home() -> Path:
-    if hf_home := os.environ.get("HF_HOME"):
-        return Path(hf_home).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "huggingface"
-
-
 def default_search_roots() -> list[SearchRoot]:
     """Where models usually are: the HF hub cache (found as huggingface_hub does), LM Studio."""
-    hub = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
-    hub_path = Path(hub).expanduser() if hub else _hf_home() / "hub"
-    home = Path.home()
     return [
-        SearchRoot(hub_path, SourceKind.HF_CACHE),
-        SearchRoot(home / ".lmstudio" / "models", SourceKind.LMSTUDIO),
-        SearchRoot(home / ".cache" / "lm-studio" / "models", SourceKind.LMSTUDIO),
+        SearchRoot(hf_cache.cache_root(), SourceKind.HF_CACHE),
+        *(SearchRoot(root, SourceKind.LMSTUDIO) for root in hf_cache.lmstudio_roots()),
     ]
-
-
-def _hf_snapshot(repo_dir: Path) -> Path | None:
-    """The snapshot refs/main points at, else the most recently written one."""
-    snapshots = repo_dir / "snapshots"
-    ref = repo_dir / "refs" / "main"
-    if ref.is_file():
-        try:
-            revision = ref.read_text(encoding="utf-8").strip()
-        except OSError:
-            revision = ""
-        # A revision is a commit hash or a name, never a path out of snapshots/.
-        if revision and revision == Path(revision).name != ".." and (snapshots / revision).is_dir():
-            return snapshots / revision
-    try:
-        candidates = [p for p in snapshots.iterdir() if p.is_dir()]
-    except OSError:
-        return None
-    return max(candidates, key=lambda p: p.stat().st_mtime, default=None)
 
 
 def _subdirs(folder: Path) -> list[Path]:
@@ -766,8 +726,8 @@ def _subdirs(folder: Path) -> list[Path]:
 
 def _hf_cache_candidates(root: Path) -> Iterator[Path]:
     for repo_dir in _subdirs(root):
-        if repo_dir.name.startswith("models--"):
-            snapshot = _hf_snapshot(repo_dir)
+        if hf_cache.is_repo_folder(repo_dir):
+            snapshot = hf_cache.current_snapshot(repo_dir)
             if snapshot is not None and (snapshot / "config.json").is_file():
                 yield snapshot
 
@@ -777,8 +737,8 @@ def _folder_candidates(root: Path, depth: int = 2) -> Iterator[Path]:
     if (root / "config.json").is_file():
         yield root
         return
-    if root.name.startswith("models--"):  # a user pointed at one repo inside a Hugging Face cache
-        snapshot = _hf_snapshot(root)
+    if hf_cache.is_repo_folder(root):  # a user pointed at one repo inside a Hugging Face cache
+        snapshot = hf_cache.current_snapshot(root)
         if snapshot is not None and (snapshot / "config.json").is_file():
             yield snapshot
         return

@@ -32,6 +32,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from engine_mlx.hf_cache import BLOBS, REFS, SNAPSHOTS, repo_folder
+
 # The embedding rows of the release: the tokenizer's 248,077 padded to a multiple of 256.
 VOCAB_SIZE = 248320
 FIRST_ADDED_ID = 248044
@@ -444,9 +446,9 @@ def place_in_hf_cache(
     with relative symlinks into ``../../blobs`` and ``refs/main`` naming the revision.
     """
     src = Path(folder)
-    repo = Path(hub_dir) / ("models--" + repo_id.replace("/", "--"))
+    repo = repo_folder(repo_id, Path(hub_dir))
     revision = revision or hashlib.sha1(repo_id.encode()).hexdigest()
-    blobs, snapshot = repo / "blobs", repo / "snapshots" / revision
+    blobs, snapshot = repo / BLOBS, repo / SNAPSHOTS / revision
     blobs.mkdir(parents=True, exist_ok=True)
     snapshot.mkdir(parents=True, exist_ok=True)
     for item in sorted(src.rglob("*")):
@@ -459,8 +461,8 @@ def place_in_hf_cache(
         link = snapshot / item.relative_to(src)
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(os.path.relpath(blob, link.parent))
-    (repo / "refs").mkdir(exist_ok=True)
-    (repo / "refs" / "main").write_text(revision)
+    (repo / REFS).mkdir(exist_ok=True)
+    (repo / REFS / "main").write_text(revision)
     return snapshot
 
 

@@ -7,7 +7,8 @@
 
 It serves folders from disk, counts the bytes of every body it sends, and injects faults per file
 (404, 500, a truncated body, a body whose size differs from the listing, a cut after N bytes,
-a slow link).
+a slow link). As a hostile Hub it also lies in its listing: ``overrides`` replace a file's listed
+name, size, blob id or sha256, or a repo's commit, with whatever a test asks for.
 """
 
 from __future__ import annotations
@@ -43,27 +44,44 @@ class HubServer:
     faults: dict[str, tuple] = field(
         default_factory=dict
     )  # "<repo>/<file>" -> ("404",) | ("cut", n) ...
+    # "<repo>/<file>" -> listed fields to lie about ("rfilename", "size", "blobId", "sha256");
+    # "<repo>" -> {"sha": ...}, the commit the listing names
+    overrides: dict[str, dict] = field(default_factory=dict)
     api_calls: int = 0
 
     def __post_init__(self) -> None:
         self._meta: dict[str, dict[str, dict]] = {}
+        self._fixed = set(self.repos)
         for repo, folder in self.repos.items():
-            files = {}
-            for p in sorted(folder.rglob("*")):
-                if p.is_file():
-                    data = p.read_bytes()
-                    lfs = p.suffix == ".safetensors"
-                    files[p.relative_to(folder).as_posix()] = {
-                        "size": len(data),
-                        "blob_id": _git_blob_id(data),
-                        "sha256": hashlib.sha256(data).hexdigest() if lfs else None,
-                    }
-            self._meta[repo] = files
+            self._meta[repo] = self._scan(folder)
         self.lock = threading.Lock()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
+
+    @staticmethod
+    def _scan(folder: Path) -> dict[str, dict]:
+        files = {}
+        for p in sorted(folder.rglob("*")):
+            if p.is_file():
+                data = p.read_bytes()
+                lfs = p.suffix == ".safetensors"
+                files[p.relative_to(folder).as_posix()] = {
+                    "size": len(data),
+                    "blob_id": _git_blob_id(data),
+                    "sha256": hashlib.sha256(data).hexdigest() if lfs else None,
+                }
+        return files
+
+    def add_repo(self, repo: str, folder: Path) -> None:
+        """Serve ``folder`` as ``repo`` until the next :meth:`reset`."""
+        with self.lock:
+            self.repos[repo] = folder
+            self._meta[repo] = self._scan(folder)
+
+    def sha256(self, repo: str, name: str) -> str:
+        return self._meta[repo][name]["sha256"]
 
     @property
     def url(self) -> str:
@@ -82,7 +100,10 @@ class HubServer:
         with self.lock:
             self.log.clear()
             self.faults.clear()
+            self.overrides.clear()
             self.api_calls = 0
+            for repo in set(self.repos) - self._fixed:
+                del self.repos[repo], self._meta[repo]
 
     def repo_bytes(self, repo: str) -> int:
         return sum(m["size"] for m in self._meta[repo].values())
@@ -138,21 +159,19 @@ class HubServer:
                     )
                 siblings = []
                 for name, m in server._meta[repo].items():
-                    s = {"rfilename": name}
+                    lie = server.overrides.get(f"{repo}/{name}", {})
+                    size, sha256 = lie.get("size", m["size"]), lie.get("sha256", m["sha256"])
+                    s = {"rfilename": lie.get("rfilename", name)}
                     if blobs:
-                        s.update(size=m["size"], blobId=m["blob_id"])
-                        if m["sha256"]:
-                            s["lfs"] = {
-                                "size": m["size"],
-                                "sha256": m["sha256"],
-                                "pointerSize": 134,
-                            }
+                        s.update(size=size, blobId=lie.get("blobId", m["blob_id"]))
+                        if sha256:
+                            s["lfs"] = {"size": size, "sha256": sha256, "pointerSize": 134}
                     siblings.append(s)
                 body = json.dumps(
                     {
                         "id": repo,
                         "modelId": repo,
-                        "sha": COMMIT,
+                        "sha": server.overrides.get(repo, {}).get("sha", COMMIT),
                         "siblings": siblings,
                         "private": False,
                         "tags": [],

@@ -4,6 +4,7 @@ huggingface_hub, real HTTP, the real converters and the tiny HF-layout release."
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -11,6 +12,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from hub_server import HubServer
@@ -302,9 +304,134 @@ def test_graft_cancelled_or_short_of_disk_leaves_nothing(
     assert list(tmp_path.iterdir()) == [] and _snapshot(text) == before
     hub_env.log.clear()
     monkeypatch.setattr(graft, "free_space", lambda _path: plan.fetch_bytes)
-    with pytest.raises(HubError, match="needs .* GB free"):
+    with pytest.raises(
+        HubError, match="needs .* plus 256 MiB kept free for the system, but there is"
+    ):
         graft.run_graft(plan)
     assert hub_env.log == [] and list(tmp_path.iterdir()) == []
+
+
+def test_graft_never_writes_the_original_that_has_every_name_the_graft_writes(
+    hub_env, conversions, tmp_path
+):
+    """The staging folder holds hard links to the user's files: a new file written at one of their
+    names would overwrite the user's bytes. The new shard takes a free name, every other name the graft
+    writes replaces the link (a new inode), and an existing ``mtp/`` refuses an MTP graft."""
+    import mlx.core as mx
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from engine_mlx.hub.graft import plan_graft, run_graft
+    from engine_mlx.hub.network import HubError
+
+    text = tmp_path / "text"
+    shutil.copytree(conversions[0], text)  # copies: the session's conversion is never at risk
+    for name in ("model-vision.safetensors", "model-vision-2.safetensors"):
+        save_file({"user.kept": np.arange(8, dtype=np.float32)}, str(text / name))
+    (text / "mtp").mkdir()
+    (text / "mtp" / "config.json").write_text('{"mine": true}')
+    (text / "mtp" / "model.safetensors").write_bytes(os.urandom(4096))
+    for name in ("preprocessor_config.json", "video_preprocessor_config.json"):
+        (text / name).write_text('{"mine": true}')
+    assert {"config.json", "model.safetensors.index.json"} <= {p.name for p in text.iterdir()}
+    before, inodes = _fingerprint(text), _snapshot(text)
+    out = tmp_path / "out"
+
+    plan = plan_graft(text, RELEASE, output=out)
+    assert plan.vision_shard == "model-vision-3.safetensors"
+    run_graft(plan)
+    assert _fingerprint(text) == before and _snapshot(text) == inodes
+    # the user's files are carried over as they are; the graft's own files sit beside them
+    for name in ("model-vision.safetensors", "model-vision-2.safetensors", "mtp/model.safetensors"):
+        assert (out / name).stat().st_ino == (text / name).stat().st_ino
+    index = json.loads((out / "model.safetensors.index.json").read_text())["weight_map"]
+    tower = {k for k, v in index.items() if v == plan.vision_shard}
+    assert tower == {k for k in _tensors(conversions[1]) if k.startswith("vision_tower.")}
+    assert set(mx.load(str(out / plan.vision_shard))) == tower
+    assert json.loads((out / "config.json").read_text())["vision_config"]
+    assert json.loads((out / "preprocessor_config.json").read_text()) != {"mine": True}
+
+    served = len(hub_env.log)
+    with pytest.raises(HubError, match="mtp: already exists, and the MTP head would go there"):
+        plan_graft(text, RELEASE, mtp=True, output=tmp_path / "out-mtp")
+    assert len(hub_env.log) == served and not (tmp_path / "out-mtp").exists()
+    assert _fingerprint(text) == before
+
+
+def test_graft_removes_what_a_killed_graft_left_but_not_a_running_ones(
+    hub_env, conversions, tmp_path
+):
+    import fcntl
+    import time
+
+    from engine_mlx.hub.graft import plan_graft, run_graft
+
+    text = tmp_path / "m"
+    shutil.copytree(conversions[0], text, copy_function=os.link)
+    killed = tmp_path / ".m-vision.partial-killed"  # its lock file is there, nobody holds it
+    (killed / "model").mkdir(parents=True)
+    (killed / ".lock").touch()
+    (killed / "model" / "model-vision.safetensors").write_bytes(os.urandom(10_000))
+    running = tmp_path / ".m-vision.partial-running"
+    running.mkdir()
+    held = os.open(running / ".lock", os.O_WRONLY | os.O_CREAT)
+    fcntl.flock(held, fcntl.LOCK_EX)  # as the graft that made it holds it
+    starting = tmp_path / ".m-vision.partial-starting"  # made a moment ago, not locked yet
+    starting.mkdir()
+    stale = tmp_path / ".m-vision.partial-stale"  # killed before it took its lock
+    stale.mkdir()
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    other = tmp_path / ".other.partial-x"  # another output's
+    other.mkdir()
+    try:
+        run_graft(plan_graft(text, RELEASE, output=tmp_path / "m-vision"))
+    finally:
+        os.close(held)
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted(["m", "m-vision", running.name, starting.name, other.name])
+
+
+def test_in_place_graft_killed_between_its_renames_gets_the_folder_back(
+    hub_env, conversions, tmp_path
+):
+    from engine_mlx.hub.graft import plan_graft
+
+    model = tmp_path / "models" / "tiny"
+    shutil.copytree(conversions[0], model, copy_function=os.link)
+    before = _fingerprint(model)
+    stage = model.parent / ".tiny.partial-killed"
+    stage.mkdir()
+    (stage / ".lock").touch()
+    os.rename(model, stage / "previous")  # the first rename done, then the process died
+    plan = plan_graft(model, RELEASE, in_place=True)
+    assert plan.model_dir == model and _fingerprint(model) == before
+    assert [p.name for p in model.parent.iterdir()] == ["tiny"]
+
+
+@pytest.mark.parametrize(
+    "config, index, message",
+    [
+        ("[1, 2]", None, "config.json: not a JSON object"),
+        (None, '{"weight_map": {"model.visual.x": ["a"]}}', "no weight_map of tensor names"),
+        (None, '{"weight_map": [1]}', "no weight_map of tensor names"),
+    ],
+)
+def test_graft_refuses_a_hostile_release_before_writing(
+    hub_env, conversions, tiny_release_dir, tmp_path, config, index, message
+):
+    from engine_mlx.hub.graft import plan_graft
+    from engine_mlx.hub.network import HubError
+
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "config.json").write_text(config or (tiny_release_dir / "config.json").read_text())
+    if index:
+        (served / "model.safetensors.index.json").write_text(index)
+    hub_env.add_repo("evil/release", served)
+    text, before = conversions[0], _fingerprint(conversions[0])
+    with pytest.raises(HubError, match=message):
+        plan_graft(text, "evil/release", output=tmp_path / "out")
+    assert _fingerprint(text) == before and not (tmp_path / "out").exists()
 
 
 def test_graft_refuses_mismatched_dimensions_before_fetching(hub_env, conversions, tmp_path):
@@ -398,10 +525,17 @@ def test_download_pause_keeps_and_cancel_deletes_the_partial_file(hub_env):
 def test_download_refuses_when_the_disk_is_too_small(hub_env, monkeypatch):
     from engine_mlx.hub import download
     from engine_mlx.hub.network import HubError
+    from engine_mlx.sizes import human_bytes
 
     monkeypatch.setattr(download, "free_space", lambda path: 10_000_000)
-    with pytest.raises(HubError, match=r"needs .* GB more but .* has 0.0 GB free"):
+    with pytest.raises(HubError) as exc:
         download.Download(TEXT_REPO).run()
+    need = hub_env.repo_bytes(TEXT_REPO)
+    assert (  # the margin is named, so "needs 49 MiB, has 9.5 MiB" cannot read as a contradiction
+        f"needs {human_bytes(need)} more plus 256 MiB kept free for the system, "
+        f"but {os.environ['HF_HUB_CACHE']} has 9.5 MiB free; "
+        f"free {human_bytes(need + 256 * 2**20 - 10_000_000)} and try again"
+    ) in str(exc.value)
     assert not any(
         s.path.startswith(TEXT_REPO + "/") for s in hub_env.log
     )  # not a byte of any file
@@ -428,6 +562,206 @@ def test_download_faults_say_what_failed(hub_env, fault, message):
     assert "model.safetensors" in str(exc.value)
     snapshots = job.plan().snapshot if fault != ("404",) else None
     assert snapshots is None or not (snapshots / "model.safetensors").exists()
+
+
+# ------------------------------------------------------------------------------------ hostile Hub
+
+HOSTILE = "evil/tiny"
+
+
+def _fingerprint(root: Path, skip: Path | None = None) -> dict[str, tuple]:
+    """Every file's bytes (hashed), every link's target and every folder under ``root``, not following
+    links, except what lies in ``skip`` (the repo's own cache folder, where a download may write)."""
+    out = {}
+    for folder, dirs, files in os.walk(root):
+        here = Path(folder)
+        dirs[:] = [d for d in dirs if here / d != skip]
+        for name in dirs + files:
+            path = here / name
+            if path == skip:
+                continue
+            key = str(path.relative_to(root))
+            if path.is_symlink():
+                out[key] = ("link", os.readlink(path))
+            elif path.is_dir():
+                out[key] = ("folder",)
+            else:
+                out[key] = ("file", hashlib.sha256(path.read_bytes()).hexdigest())
+    return out
+
+
+@pytest.fixture
+def hostile(hub, monkeypatch, tmp_path):
+    """A user's home holding the Hugging Face cache and some files of theirs, a repo on the local Hub
+    (a config, a nested file, 2 MiB of weights) and the fingerprint of everything outside its cache
+    folder, taken before the test acts."""
+    hub.reset()
+    home = tmp_path / "home"
+    (home / "docs").mkdir(parents=True)
+    (home / "elsewhere").mkdir()
+    (home / "cache").mkdir()  # the Hugging Face cache, as after any earlier download
+    (home / "notes.txt").write_bytes(b"my notes\n" * 100)
+    (home / "notes.txt.incomplete").write_bytes(b"a draft\n" * 500)
+    (home / "docs" / "thesis.txt").write_bytes(os.urandom(5000))
+    served = tmp_path / "served"
+    (served / "sub").mkdir(parents=True)
+    (served / "config.json").write_text('{"model_type": "qwen3_5"}')
+    (served / "sub" / "extra.json").write_text("{}")
+    (served / "weights.safetensors").write_bytes(os.urandom(2 * 2**20))
+    hub.add_repo(HOSTILE, served)
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.setenv("HF_HUB_CACHE", str(home / "cache"))
+    storage = home / "cache" / "models--evil--tiny"
+    env = SimpleNamespace(hub=hub, home=home, served=served, storage=storage, root=tmp_path)
+    env.untouched = lambda: _fingerprint(tmp_path, storage)
+    return env
+
+
+def test_download_of_nested_files_links_inside_the_repo_folder(hostile):
+    from engine_mlx.hub.download import Download
+
+    before = hostile.untouched()
+    snapshot = Download(HOSTILE).run()
+    for name in ("config.json", "sub/extra.json", "weights.safetensors"):
+        link = snapshot / name
+        assert link.is_symlink() and link.read_bytes() == (hostile.served / name).read_bytes()
+        assert link.resolve().parent == (hostile.storage / "blobs").resolve()
+    assert hostile.untouched() == before
+
+
+@pytest.mark.parametrize(
+    "file, lie, named",
+    [  # the issue's three: a relative escape with a cut, an absolute path, a user file deleted
+        ("weights.safetensors", {"sha256": "../../../escape-sha"}, "sha256"),
+        ("weights.safetensors", {"sha256": "{home}/abs-target"}, "sha256"),
+        ("weights.safetensors", {"sha256": "../../../notes.txt", "size": 10}, "sha256"),
+        ("weights.safetensors", {"sha256": "AB" * 32}, "sha256"),  # uppercase: not the blob name
+        ("weights.safetensors", {"sha256": "ab" * 31}, "sha256"),
+        ("config.json", {"blobId": "../../../escape-blob"}, "blob id"),
+        ("config.json", {"rfilename": "{home}/abs.json"}, "file name"),
+        ("config.json", {"rfilename": "../../../../escape.json"}, "file name"),
+        ("config.json", {"rfilename": "sub//x.json"}, "file name"),
+        ("config.json", {"rfilename": "sub\\..\\..\\x.json"}, "file name"),
+        ("config.json", {"rfilename": "x\u0000.json"}, "file name"),
+        ("config.json", {"size": -1}, "size"),
+        ("", {"sha": "../../../escape"}, "commit"),
+    ],
+)
+def test_download_refuses_unsafe_names_in_the_listing(hostile, file, lie, named):
+    """Every name the server lists is checked before anything is written or deleted: not a byte
+    outside the repo's cache folder changes, and no file is fetched."""
+    from engine_mlx.hub.download import Download
+    from engine_mlx.hub.network import HubError
+
+    lie = {k: v.format(home=hostile.home) if isinstance(v, str) else v for k, v in lie.items()}
+    hostile.hub.overrides[f"{HOSTILE}/{file}" if file else HOSTILE] = lie
+    hostile.hub.faults[f"{HOSTILE}/weights.safetensors"] = ("cut", 2**20)
+    before = hostile.untouched()
+    with pytest.raises(HubError, match=f"lists an invalid {named}") as exc:
+        Download(HOSTILE).run()
+    assert HOSTILE in str(exc.value) and "nothing was written" in str(exc.value)
+    assert hostile.untouched() == before
+    assert hostile.hub.bytes_served() == 0 and not hostile.storage.exists()
+
+
+@pytest.mark.parametrize(
+    "planted",
+    [
+        "blobs/{sha}.incomplete",  # a link named as the partial file, to the user's notes
+        "hardlink blobs/{sha}.incomplete",  # the same as a hard link: the notes' own inode
+        "",  # the repo folder itself
+        "blobs",
+        "snapshots",
+        "refs",
+        "snapshots/{commit}",
+        "snapshots/{commit}/sub",  # a folder on the way to a nested file
+    ],
+)
+def test_download_never_writes_through_a_planted_link(hostile, planted):
+    from hub_server import COMMIT
+
+    from engine_mlx.hub.download import Download
+    from engine_mlx.hub.network import HubError
+
+    sha = hostile.hub.sha256(HOSTILE, "weights.safetensors")
+    hard = planted.startswith("hardlink ")
+    rel = planted.removeprefix("hardlink ").format(sha=sha, commit=COMMIT)
+    path = hostile.storage / rel if rel else hostile.storage
+    path.parent.mkdir(parents=True, exist_ok=True)
+    target = hostile.home / ("notes.txt" if rel.endswith(".incomplete") else "elsewhere")
+    if hard:
+        os.link(target, path)
+    else:
+        path.symlink_to(target)
+    before = hostile.untouched()
+    notes = (hostile.home / "notes.txt").read_bytes()
+    with pytest.raises(HubError, match=r"is a link|of its own") as exc:
+        Download(HOSTILE).run()
+    assert str(path) in str(exc.value) and "remove it" in str(exc.value)
+    assert hostile.untouched() == before and (hostile.home / "notes.txt").read_bytes() == notes
+    assert os.listdir(hostile.home / "elsewhere") == []
+
+
+def test_app_cancel_deletes_partials_only_inside_the_repo_folder(qapp, hostile):
+    """A linked ``blobs/`` holding ``*.incomplete`` files is no paused download, and Cancel leaves
+    what it points at alone."""
+    from app.controllers.downloads import DownloadsController
+    from engine_mlx.hub.catalog import CatalogEntry
+
+    hostile.storage.mkdir(parents=True)
+    (hostile.storage / "blobs").symlink_to(hostile.home)  # holds notes.txt.incomplete
+    before = hostile.untouched()
+    controller = DownloadsController(catalog=[CatalogEntry(HOSTILE, "tiny", False, None)])
+    assert HOSTILE not in controller.transfers
+    controller.cancel(HOSTILE)
+    assert hostile.untouched() == before
+
+
+_FULL_DISK = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[1]), int(sys.argv[1])))
+from engine_mlx.cli import main
+sys.exit(main(["download", sys.argv[2]]))
+"""
+
+
+def test_download_that_runs_out_of_room_names_the_file_and_keeps_it(hostile):
+    """A write that fails for room (here a file size limit, as a FAT32 disk has) says which file,
+    the free space and the margin, and keeps what arrived so the download resumes."""
+    from engine_mlx.hub.download import Download
+
+    limit = 2**20 + 12345
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    run = subprocess.run(
+        [sys.executable, "-c", _FULL_DISK, str(limit), HOSTILE],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    sha = hostile.hub.sha256(HOSTILE, "weights.safetensors")
+    part = hostile.storage / "blobs" / f"{sha}.incomplete"
+    assert run.returncode != 0
+    (line,) = run.stderr.strip().splitlines()
+    assert line.startswith(
+        f"error: {HOSTILE}/weights.safetensors: cannot write {part} (File too large);"
+    )
+    assert "downloads keep 256 MiB free" in line and "received so far are kept" in line
+    assert part.stat().st_size == limit
+    snapshot = Download(HOSTILE).run()  # resumes from the kept bytes
+    assert (snapshot / "weights.safetensors").read_bytes() == (
+        hostile.served / "weights.safetensors"
+    ).read_bytes()
+
+
+def test_a_complete_download_needs_no_free_space(hostile, monkeypatch):
+    from engine_mlx.hub import download
+
+    snapshot = download.Download(HOSTILE).run()
+    monkeypatch.setattr(download, "free_space", lambda path: 0)
+    assert download.Download(HOSTILE).run() == snapshot  # linked again, nothing to fetch
 
 
 def test_cli_download_json(hub_env, capsys):

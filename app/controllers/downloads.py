@@ -91,9 +91,10 @@ class DownloadsController(QObject):
             self._set(replace(self.transfers[key], **changes))
 
     def free_space(self) -> tuple[int, Path]:
-        from engine_mlx.hub.download import free_space, hub_cache
+        from engine_mlx.hf_cache import cache_root
+        from engine_mlx.hub.download import free_space
 
-        folder = self.cache_dir or hub_cache()
+        folder = self.cache_dir or cache_root()
         return free_space(folder), folder
 
     # --- catalog -------------------------------------------------------------------------------
@@ -178,26 +179,21 @@ class DownloadsController(QObject):
             TransferState.FAILED,
         ):
             if transfer.kind is TransferKind.DOWNLOAD:
-                self._discard_partials(key)
+                from engine_mlx.hub.download import discard_partials
+
+                discard_partials(key, self.cache_dir)
             self._plans.pop(key, None)
             self._update(
                 key, state=TransferState.CANCELLED, message="Cancelled.", done_bytes=0, rate_bps=0.0
             )
 
-    def _blobs(self, repo_id: str) -> Path:
-        from huggingface_hub.file_download import repo_folder_name
-
-        from engine_mlx.hub.download import hub_cache
-
-        folder = repo_folder_name(repo_id=repo_id, repo_type="model")
-        return (self.cache_dir or hub_cache()) / folder / "blobs"
-
     def _find_paused(self) -> None:
         """Downloads interrupted in an earlier session (partial files in the cache), found offline."""
+        from engine_mlx.hub.download import paused_bytes
+
         for entry in self.catalog:
-            blobs = self._blobs(entry.repo)
-            if blobs.is_dir() and any(blobs.glob("*.incomplete")):
-                have = sum(p.stat().st_size for p in blobs.iterdir() if p.is_file())
+            have = paused_bytes(entry.repo, self.cache_dir)
+            if have is not None:
                 message = "Paused in an earlier session; Resume continues it."
                 self._set(
                     Transfer(
@@ -210,10 +206,6 @@ class DownloadsController(QObject):
                         message=message,
                     )
                 )
-
-    def _discard_partials(self, repo_id: str) -> None:
-        for part in self._blobs(repo_id).glob("*.incomplete"):
-            part.unlink(missing_ok=True)
 
     # --- add vision ----------------------------------------------------------------------------
     def proposed_release(self, model_dir: Path) -> str:

@@ -6,20 +6,30 @@ headers by range requests, fetches only the byte ranges of those tensors, conver
 own code (:mod:`engine_mlx.hub.convert`) and writes a new folder: the user's shards hard-linked (no
 second copy on disk), one new shard, and the updated index, config and preprocessor configs. The new
 folder appears by one rename when complete; the user's folder is never written.
+
+A hard link is the user's file under a second name, so nothing in the staging folder is ever opened
+for writing: every new file is written in a fresh folder and renamed over its place (a rename replaces
+the name, not the linked file's bytes). The new shard takes a name the user's folder does not have, and
+an MTP head is refused where the folder already has ``mtp``. A graft that was killed leaves a
+``.<name>.partial-*`` folder; the next graft of that output removes it (one that is still running holds
+a lock on it and is left alone).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
 import shutil
-import struct
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine_mlx.hf_cache import lmstudio_roots, snapshot_repo_id
 from engine_mlx.hub.download import DISK_MARGIN, free_space
 from engine_mlx.hub.network import Cancelled, HubError, online
 from engine_mlx.hub.remote import (
@@ -32,6 +42,8 @@ from engine_mlx.hub.remote import (
     repo_files,
     weight_files,
 )
+from engine_mlx.safetensors_header import encode_header
+from engine_mlx.sizes import human_bytes
 
 VISION_PREFIX = "model.visual."
 MTP_PREFIX = "mtp."
@@ -40,7 +52,6 @@ MTP_FOLDER = (
     "mtp"  # the drafter, as mlx_vlm.convert --mtp writes it (there beside the model as <out>-mtp)
 )
 PROCESSOR_FILES = ("preprocessor_config.json", "video_preprocessor_config.json")
-REWRITTEN = {"config.json", "model.safetensors.index.json", *PROCESSOR_FILES}
 FAMILIES = {"qwen3_5", "qwen3_5_moe"}
 # Text dimensions that must be equal for the vision tower's output to mean the same to the model.
 MATCHING_DIMS = (
@@ -73,6 +84,18 @@ class GraftPlan:
     mtp: bool
     extra_files: dict[str, str] = field(default_factory=dict)  # preprocessor configs, in full
     in_place: bool = False  # output_dir is model_dir: the grafted folder is swapped in at the end
+    vision_shard: str = VISION_SHARD  # a name the user's folder does not have
+
+    @property
+    def written(self) -> frozenset[str]:
+        """The top-level names the graft writes (the user's files of these names are not carried over)."""
+        names = {
+            "config.json",
+            "model.safetensors.index.json",
+            self.vision_shard,
+            *self.extra_files,
+        }
+        return frozenset(names | ({MTP_FOLDER} if self.mtp else set()))
 
     @property
     def fetch_bytes(self) -> int:
@@ -126,19 +149,16 @@ def _local_weight_map(model_dir: Path) -> dict[str, str]:
 
 
 def _in_hf_cache(model_dir: Path) -> bool:
-    model_dir = model_dir.absolute()
-    return model_dir.parent.name == "snapshots" and model_dir.parent.parent.name.startswith(
-        "models--"
-    )
+    return snapshot_repo_id(model_dir.absolute()) is not None
 
 
 def default_output(model_dir: Path) -> Path:
     """A sibling ``<name>-vision``; for a Hugging Face cache snapshot, LM Studio's ``org/name-vision``
     (the cache belongs to huggingface_hub, and the app looks for models in both places)."""
     model_dir = model_dir.absolute()
-    if _in_hf_cache(model_dir):
-        _, org, name = model_dir.parent.parent.name.split("--", 2)
-        return Path.home() / ".lmstudio" / "models" / org / f"{name}-vision"
+    if repo_id := snapshot_repo_id(model_dir):
+        org, _, name = repo_id.rpartition("/")
+        return lmstudio_roots()[0] / org / f"{name}-vision"
     return model_dir.with_name(f"{model_dir.name}-vision")
 
 
@@ -194,6 +214,8 @@ def plan_graft(
     ``in_place`` grafts into ``model_dir`` itself: the new folder is built beside it as usual and
     swapped in by two renames at the end (no file of the old folder is written)."""
     model_dir = Path(model_dir)
+    if in_place:
+        _remove_leftovers(model_dir)  # may bring back the folder an in-place graft was swapping
     local = _read_config(model_dir)
     if local.get("model_type") not in FAMILIES:
         raise HubError(f"{model_dir}: not a Qwen3.5 model (model_type {local.get('model_type')!r})")
@@ -213,6 +235,17 @@ def plan_graft(
         out = Path(output) if output else default_output(model_dir)
         if out.exists():
             raise HubError(f"{out}: already exists; remove it or choose another output folder")
+    have = {p.name.casefold() for p in model_dir.iterdir()}  # casefold: APFS ignores case
+    if mtp and MTP_FOLDER in have:
+        raise HubError(
+            f"{model_dir / MTP_FOLDER}: already exists, and the MTP head would go there; "
+            "add vision without the MTP head, or move that folder out first"
+        )
+    vision_shard = next(
+        name
+        for name in (VISION_SHARD, *(f"model-vision-{i}.safetensors" for i in range(2, 1000)))
+        if name.casefold() not in have
+    )
     read = 0
 
     with online():
@@ -249,7 +282,9 @@ def plan_graft(
                 extra[name] = read_text(repo, name)
                 read += repo.file(name).size
     tensors.sort(key=lambda t: (t.file, t.start))
-    return GraftPlan(model_dir, out, repo, source, tuple(tensors), read, mtp, extra, in_place)
+    return GraftPlan(
+        model_dir, out, repo, source, tuple(tensors), read, mtp, extra, in_place, vision_shard
+    )
 
 
 def _merged(tensors: tuple[TensorRange, ...]) -> list[tuple[str, int, int, list[TensorRange]]]:
@@ -266,32 +301,27 @@ def _merged(tensors: tuple[TensorRange, ...]) -> list[tuple[str, int, int, list[
 
 def _write_raw(path: Path, items: list[tuple[TensorRange, bytes]]) -> None:
     """A local safetensors file of fetched tensors exactly as the release stores them."""
-    header, offset = {}, 0
-    for t, data in items:
-        header[t.name] = {
-            "dtype": t.dtype,
-            "shape": list(t.shape),
-            "data_offsets": [offset, offset + len(data)],
-        }
-        offset += len(data)
-    blob = json.dumps(header, separators=(",", ":")).encode()
-    blob += b" " * (-len(blob) % 8)
     with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(blob)))
-        f.write(blob)
+        f.write(encode_header([(t.name, t.dtype, t.shape, len(data)) for t, data in items]))
         for _, data in items:
             f.write(data)
 
 
-def _link_tree(src: Path, dst: Path, hidden: bool = False) -> None:
-    """Every file of ``src`` except the ones the graft rewrites: hard links (a clone or a copy only
-    where linking is impossible, e.g. across volumes). Hidden folders only when ``hidden``."""
+def _link_tree(src: Path, dst: Path, skip: frozenset[str], hidden: bool = False) -> None:
+    """Every file of ``src`` except the top-level names in ``skip`` (the ones the graft writes): hard
+    links (a copy only where linking is impossible, e.g. across volumes). Hidden folders only when
+    ``hidden``."""
+    skip = frozenset(n.casefold() for n in skip)
     for root, dirs, files in os.walk(src):
         rel = Path(root).relative_to(src)
-        dirs[:] = [d for d in dirs if hidden or not d.startswith(".")]
+        dirs[:] = [
+            d
+            for d in dirs
+            if (hidden or not d.startswith(".")) and not (rel == Path(".") and d.casefold() in skip)
+        ]
         (dst / rel).mkdir(parents=True, exist_ok=True)
         for name in files:
-            if rel == Path(".") and name in REWRITTEN:
+            if rel == Path(".") and name.casefold() in skip:
                 continue
             s, d = Path(root) / name, dst / rel / name
             try:
@@ -323,15 +353,17 @@ def run_graft(
 
     local = _read_config(plan.model_dir)
     plan.output_dir.parent.mkdir(parents=True, exist_ok=True)
-    need, free = 2 * plan.fetch_bytes + DISK_MARGIN, free_space(plan.output_dir.parent)
-    if need > free:  # the fetched tensors as released, then converted; the rest is hard links
+    _remove_leftovers(plan.output_dir)
+    need, free = 2 * plan.fetch_bytes, free_space(plan.output_dir.parent)
+    if (
+        need + DISK_MARGIN > free
+    ):  # the fetched tensors as released, then converted; the rest is links
         raise HubError(
-            f"{plan.output_dir.parent}: the graft needs {need / 1e9:.1f} GB free, there is {free / 1e9:.1f} GB; "
-            "nothing was downloaded"
+            f"{plan.output_dir.parent}: the graft needs {human_bytes(need)} plus {human_bytes(DISK_MARGIN)} "
+            f"kept free for the system, but there is {human_bytes(free)} free; free "
+            f"{human_bytes(need + DISK_MARGIN - free)} and try again (nothing was downloaded)"
         )
-    stage = Path(
-        tempfile.mkdtemp(prefix=f".{plan.output_dir.name}.partial-", dir=plan.output_dir.parent)
-    )
+    stage, lock = _new_stage(plan.output_dir)
     try:
         fetched: list[tuple[TensorRange, bytes]] = []
         report(GraftProgress("fetch", 0, total))
@@ -349,19 +381,23 @@ def run_graft(
         vision = [(t, b) for t, b in fetched if t.name.startswith(VISION_PREFIX)]
         _write_raw(raw_dir / "vision.safetensors", vision)
         tower = convert_vision(mx.load(str(raw_dir / "vision.safetensors")), plan.source_config)
-        out = stage / "model"
-        _link_tree(plan.model_dir, out, hidden=plan.in_place)
         report(GraftProgress("write", done, total))
-        mx.save_safetensors(str(out / VISION_SHARD), tower, metadata={"format": "mlx"})
-        _write_index(plan.model_dir, out, tower)
-        _write_json(out / "config.json", _grafted_config(local, plan.source_config))
+        new = stage / ".new"  # every file the graft writes, made here: no link points into it
+        new.mkdir()
+        mx.save_safetensors(str(new / plan.vision_shard), tower, metadata={"format": "mlx"})
+        _write_index(plan.model_dir, new, tower, plan.vision_shard)
+        _write_json(new / "config.json", _grafted_config(local, plan.source_config))
         for name, text in plan.extra_files.items():
-            (out / name).write_text(text, encoding="utf-8")
+            (new / name).write_text(text, encoding="utf-8")
         if plan.mtp:
             mtp = [(t, b) for t, b in fetched if t.name.startswith(MTP_PREFIX)]
             _write_raw(raw_dir / "model.safetensors", mtp)
             _write_json(raw_dir / "config.json", plan.source_config)
-            split_mtp(raw_dir, out / MTP_FOLDER, local.get("quantization"))
+            split_mtp(raw_dir, new / MTP_FOLDER, local.get("quantization"))
+        out = stage / "model"
+        _link_tree(plan.model_dir, out, plan.written, hidden=plan.in_place)
+        for entry in sorted(os.listdir(new)):  # a rename replaces a name, not a linked file
+            os.replace(new / entry, out / entry)
         if cancelled():
             raise Cancelled("The graft was cancelled; nothing was written.")
         if plan.in_place:
@@ -380,13 +416,60 @@ def run_graft(
         return plan.output_dir
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+        os.close(lock)
+
+
+_LOCK = ".lock"
+
+
+def _new_stage(output_dir: Path) -> tuple[Path, int]:
+    """A fresh ``.<name>.partial-*`` folder beside ``output_dir``, locked while this graft runs;
+    :func:`_remove_leftovers` removes it if this process dies."""
+    stage = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.partial-", dir=output_dir.parent))
+    lock = os.open(stage / _LOCK, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    return stage, lock
+
+
+def _remove_leftovers(output_dir: Path) -> None:
+    """Delete the staging folders of grafts into ``output_dir`` that were killed (their lock is free).
+
+    An in-place graft killed between its two renames left the user's folder in ``previous``: it is
+    moved back first."""
+    prefix = f".{output_dir.name}.partial-"
+    try:
+        entries = [e for e in output_dir.parent.iterdir() if e.name.startswith(prefix)]
+    except OSError:
+        return
+    for stage in entries:
+        if stage.is_symlink() or not stage.is_dir():
+            continue
+        try:
+            lock = os.open(stage / _LOCK, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:  # no lock yet: a graft starting this instant, or one killed at its start
+            with contextlib.suppress(OSError):
+                if time.time() - stage.stat().st_mtime > 60:
+                    shutil.rmtree(stage, ignore_errors=True)
+            continue
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(lock)
+            continue  # a graft that is running
+        try:
+            previous = stage / "previous"
+            if previous.is_dir() and not previous.is_symlink() and not output_dir.exists():
+                os.rename(previous, output_dir)
+            shutil.rmtree(stage, ignore_errors=True)
+        finally:
+            os.close(lock)
 
 
 def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=4, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def _write_index(src: Path, out: Path, tower: dict) -> None:
+def _write_index(src: Path, out: Path, tower: dict, shard: str) -> None:
     weight_map = _local_weight_map(src)
     index_path = src / "model.safetensors.index.json"
     metadata = {}
@@ -394,7 +477,7 @@ def _write_index(src: Path, out: Path, tower: dict) -> None:
         metadata = dict(json.loads(index_path.read_text(encoding="utf-8")).get("metadata") or {})
     if "total_size" in metadata:
         metadata["total_size"] = int(metadata["total_size"]) + sum(v.nbytes for v in tower.values())
-    weight_map.update({k: VISION_SHARD for k in tower})
+    weight_map.update(dict.fromkeys(tower, shard))
     index = {"metadata": metadata, "weight_map": dict(sorted(weight_map.items()))}
     (out / "model.safetensors.index.json").write_text(
         json.dumps(index, indent=4) + "\n", encoding="utf-8"

@@ -10,13 +10,13 @@ offline check) and must run inside :func:`engine_mlx.hub.network.online`.
 from __future__ import annotations
 
 import json
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from engine_mlx.hf_cache import is_commit, is_git_oid, is_relative_path, is_sha256
 from engine_mlx.hub.network import HubError, endpoint, hub_errors
+from engine_mlx.safetensors_header import MAX_HEADER_BYTES, HeaderError, header_length, parse_header
 
-MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit on the JSON header
 _TIMEOUT = 30.0
 
 
@@ -75,25 +75,61 @@ class ShardHeader:
 
 
 def repo_files(repo_id: str, revision: str = "main") -> RemoteRepo:
-    """The repo's files with their sizes and LFS sha256, at the commit ``revision`` resolves to."""
-    from huggingface_hub import HfApi
+    """The repo's files with their sizes and LFS sha256, at the commit ``revision`` resolves to.
 
-    with hub_errors(f"{repo_id}@{revision}"):
-        info = HfApi(endpoint=endpoint()).model_info(
-            repo_id, revision=revision, files_metadata=True
-        )
-    files = tuple(
-        RemoteFile(
-            name=s.rfilename,
-            size=int(s.lfs.size if s.lfs else (s.size or 0)),
-            sha256=s.lfs.sha256 if s.lfs else None,
-            blob_id=s.blob_id,
-        )
-        for s in info.siblings or ()
-    )
+    Every name in the listing becomes part of a path in the cache, so each is checked first: a commit
+    and hashes of the right shape, file paths relative and inside the repo, sizes whole numbers."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        with hub_errors(f"{repo_id}@{revision}"):
+            info = HfApi(endpoint=endpoint()).model_info(
+                repo_id, revision=revision, files_metadata=True
+            )
+    except HFValidationError:
+        raise HubError(f"{repo_id!r} is not a repository id; write it as org/name") from None
+    except (KeyError, TypeError, AttributeError):  # fields missing or of the wrong kind
+        raise HubError(
+            f"{repo_id}: the server at {endpoint()} sent a malformed file list; check HF_ENDPOINT"
+        ) from None
     if not info.sha:
         raise HubError(f"{repo_id}@{revision}: the server did not say which commit this is")
+    if not is_commit(info.sha):
+        raise _unsafe(repo_id, "commit", info.sha)
+    files = tuple(_remote_file(repo_id, s) for s in info.siblings or ())
+    names = [f.name for f in files]
+    if len(set(names)) != len(names):
+        twice = next(n for n in names if names.count(n) > 1)
+        raise _unsafe(repo_id, "file name (listed twice)", twice)
     return RemoteRepo(repo_id, revision, info.sha, files)
+
+
+def _unsafe(repo_id: str, what: str, value: object) -> HubError:
+    return HubError(
+        f"{repo_id}: the server at {endpoint()} lists an invalid {what} {str(value)[:200]!r}; "
+        "nothing was written (check HF_ENDPOINT)"
+    )
+
+
+def _size(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _remote_file(repo_id: str, s) -> RemoteFile:
+    """One listing entry, checked: see :mod:`engine_mlx.hf_cache` for the shapes."""
+    name = s.rfilename
+    if not is_relative_path(name):
+        raise _unsafe(repo_id, "file name", name)
+    sha256 = s.lfs.sha256 if s.lfs else None
+    if s.lfs and not is_sha256(sha256):
+        raise _unsafe(repo_id, f"sha256 for {name}", sha256)
+    if s.blob_id is not None and not is_git_oid(s.blob_id):
+        raise _unsafe(repo_id, f"blob id for {name}", s.blob_id)
+    size = _size(s.lfs.size if s.lfs else (s.size or 0))
+    if size is None:
+        raise _unsafe(repo_id, f"size for {name}", s.lfs.size if s.lfs else s.size)
+    return RemoteFile(name=name, size=size, sha256=sha256, blob_id=s.blob_id)
 
 
 def read_range(
@@ -138,10 +174,14 @@ def read_text(repo: RemoteRepo, name: str) -> str:
 
 
 def read_json(repo: RemoteRepo, name: str) -> dict:
+    """A small JSON file that must hold an object (a config, an index)."""
     try:
-        return json.loads(read_text(repo, name))
+        data = json.loads(read_text(repo, name))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise HubError(f"{repo.repo_id}/{name}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise HubError(f"{repo.repo_id}/{name}: not a JSON object")
+    return data
 
 
 def read_shard_header(repo: RemoteRepo, name: str) -> ShardHeader:
@@ -149,33 +189,22 @@ def read_shard_header(repo: RemoteRepo, name: str) -> ShardHeader:
     what = f"{repo.repo_id}/{name}"
     size = repo.file(name).size
     url = repo.url(name)
-    (length,) = struct.unpack("<Q", read_range(url, 0, 8, what))
-    if length > MAX_HEADER_BYTES or 8 + length > size:
-        raise HubError(f"{what}: not a safetensors file (header length {length})")
     try:
-        table = json.loads(read_range(url, 8, 8 + length, what))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise HubError(f"{what}: the safetensors header is not valid JSON") from None
-    base = 8 + length
+        length = header_length(read_range(url, 0, 8, what))
+        if length > MAX_HEADER_BYTES or 8 + length > size:
+            raise HeaderError(f"header length {length}")
+        header = parse_header(read_range(url, 8, 8 + length, what))
+    except HeaderError as exc:
+        raise HubError(f"{what}: not a safetensors file ({exc})") from None
+    base = header.data_start
     tensors = {}
-    for key, entry in table.items():
-        if key == "__metadata__":
-            continue
-        try:
-            lo, hi = (int(x) for x in entry["data_offsets"])
-            t = TensorRange(
-                name,
-                key,
-                str(entry["dtype"]),
-                tuple(int(d) for d in entry["shape"]),
-                base + lo,
-                base + hi,
-            )
-        except (KeyError, TypeError, ValueError):
-            raise HubError(f"{what}: the safetensors entry for {key} is malformed") from None
+    for entry in header.tensors:
+        t = TensorRange(
+            name, entry.name, entry.dtype, entry.shape, base + entry.begin, base + entry.end
+        )
         if not (base <= t.start <= t.end <= size):
-            raise HubError(f"{what}: tensor {key} lies outside the file")
-        tensors[key] = t
+            raise HubError(f"{what}: tensor {entry.name} lies outside the file")
+        tensors[entry.name] = t
     return ShardHeader(name, base, tensors)
 
 
@@ -184,8 +213,12 @@ def weight_files(repo: RemoteRepo) -> dict[str, str]:
     names = {f.name for f in repo.files}
     if "model.safetensors.index.json" in names:
         weight_map = read_json(repo, "model.safetensors.index.json").get("weight_map")
-        if not isinstance(weight_map, dict):
-            raise HubError(f"{repo.repo_id}/model.safetensors.index.json: no weight_map")
+        if not isinstance(weight_map, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()
+        ):
+            raise HubError(
+                f"{repo.repo_id}/model.safetensors.index.json: no weight_map of tensor names to files"
+            )
         for shard in set(weight_map.values()):
             if shard not in names:
                 raise HubError(
