@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from engine_mlx.hf_cache import is_commit, is_git_oid, is_relative_path, is_sha256
 from engine_mlx.hub.network import HubError, endpoint, hub_errors
@@ -116,7 +117,7 @@ def _size(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
-def _remote_file(repo_id: str, s) -> RemoteFile:
+def _remote_file(repo_id: str, s: Any) -> RemoteFile:  # huggingface_hub.hf_api.RepoSibling
     """One listing entry, checked: see :mod:`engine_mlx.hf_cache` for the shapes."""
     name = s.rfilename
     if not is_relative_path(name):
