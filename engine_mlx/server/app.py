@@ -215,7 +215,7 @@ async def _read_body(request: Request) -> bytearray:
 
 
 async def _chat(request: Request, context: ServerContext, rec: RequestRecord, started: float) -> Response:
-    body = parse_body(await _read_body(request))
+    body = await asyncio.to_thread(parse_body, await _read_body(request))  # seconds for a body of millions
     if context.jobs.loading:
         raise ApiError(503, "A model is loading; try again in a moment.", code="model_loading")
     model = context.model_id()
@@ -417,6 +417,8 @@ class _EventStream:
         if isinstance(event, StreamEnd):
             self.ended = True
             self.end_error = event.error
+            if event.error is not None:
+                self.finished = Finished(FinishReason.ERROR, from_engine_error(event.error).message)
             return []
         if isinstance(event, Stats):
             self.stats = event
