@@ -1078,3 +1078,29 @@ def test_reasoning_effort_and_the_servers_thinking_default(engine, jobs, model):
         assert chat.settings.thinking_budget == 5
     finally:
         srv.stop()
+
+
+def test_a_stream_refused_after_it_started_ends_with_an_error_event(engine, jobs, model):
+    """A stream that started while waiting its turn, then refused by the engine (an image it cannot
+    decode), ends with an OpenAI error event, and the refused image is deleted."""
+    srv = ApiServer(engine, jobs, ServerConfig(port=0, keepalive_s=0.05))
+    srv.start()
+    started, gate = threading.Event(), threading.Event()
+    junk = "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"junk" * 10).decode()
+    try:
+        jobs.submit(lambda: (started.set(), gate.wait(120)))
+        assert started.wait(60)
+        conn, resp = _open_stream(srv, {"model": model, "max_tokens": 3, "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": junk}}, {"type": "text", "text": "?"}]}]})
+        lines = _sse_lines(resp)
+        assert next(lines).startswith("data: ")
+        assert len(os.listdir(srv.context.media.folder)) == 1  # in use while the request waits
+        gate.set()
+        rest = [line for line in lines if line.startswith("data: ")]
+        conn.close()
+        assert rest[-1] == "data: [DONE]"
+        assert json.loads(rest[-2][6:])["error"]["code"] == "invalid_image"
+        assert os.listdir(srv.context.media.folder) == []
+    finally:
+        gate.set()
+        srv.stop()

@@ -308,6 +308,11 @@ class _Run:
             self._watch = None
         with self.context.lock:
             self.context.active.discard(self.cancel)
+        self.release_images()
+
+    def release_images(self) -> None:
+        """Once the engine has ended (until then they are in use): keep the images, or delete the
+        new ones if the engine refused the request."""
         if self.engine_ended:
             self.images.refuse() if self.refused else self.images.done()
 
@@ -416,6 +421,7 @@ class _EventStream:
     def _take(self, event) -> list[dict[str, Any]]:
         if isinstance(event, StreamEnd):
             self.ended = True
+            self.run.release_images()  # before the last chunks go out
             self.end_error = event.error
             if event.error is not None:
                 self.finished = Finished(FinishReason.ERROR, from_engine_error(event.error).message)
