@@ -1104,3 +1104,16 @@ def test_a_stream_refused_after_it_started_ends_with_an_error_event(engine, jobs
     finally:
         gate.set()
         srv.stop()
+
+
+def test_serve_thinking_option():
+    from engine_mlx.cli import _thinking_default
+    from engine_mlx.errors import EngineError
+    from engine_mlx.server.config import ThinkingDefault
+
+    assert _thinking_default(["on"]) == ThinkingDefault(on=True)
+    assert _thinking_default(["off"]) == ThinkingDefault(on=False)
+    assert _thinking_default(["budget", "512"]) == ThinkingDefault(on=True, budget=512)
+    for bad in (["maybe"], ["budget"], ["budget", "lots"], ["on", "off"]):
+        with pytest.raises(EngineError, match="'on', 'off' or 'budget N'"):
+            _thinking_default(bad)

@@ -230,6 +230,9 @@ async def _chat(request: Request, context: ServerContext, rec: RequestRecord, st
     except (ApiError, EngineError) as exc:
         images.refuse()
         raise from_engine_error(exc) from None
+    except BaseException:
+        images.refuse()
+        raise
 
     run = _Run(context, chat, request.receive, images)
     await run.start()
