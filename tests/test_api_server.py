@@ -1117,3 +1117,22 @@ def test_serve_thinking_option():
     for bad in (["maybe"], ["budget"], ["budget", "lots"], ["on", "off"]):
         with pytest.raises(EngineError, match="'on', 'off' or 'budget N'"):
             _thinking_default(bad)
+
+
+def test_the_engine_refuses_a_prompt_too_long_before_tokenizing_it(engine, jobs, monkeypatch):
+    """Engine.generate (the app's path too) checks the text's floor first: the tokenizer never runs."""
+    from engine_mlx.conversation import Conversation, Message
+    from engine_mlx.errors import ContextOverflowError
+    from engine_mlx.settings import GenerationSettings
+
+    prepared = []
+    real_prepare = engine._loaded.prepare
+    monkeypatch.setattr(engine._loaded, "prepare", lambda *a: prepared.append(a) or real_prepare(*a))
+    text = "y" * (engine._loaded.max_token_bytes * 100)  # at least 100 tokens
+    convo = Conversation((Message(Role.USER, text),), "")
+    with pytest.raises(ContextOverflowError) as caught:
+        jobs.call(lambda: next(engine.generate(convo, GenerationSettings(context_limit=100))))
+    assert (caught.value.at_least, caught.value.limit, caught.value.tokens) == (True, 100, 100)
+    assert prepared == []
+    events = jobs.call(lambda: list(engine.generate(convo, GenerationSettings(context_limit=None, max_tokens=1))))
+    assert isinstance(events[-1], Finished) and prepared  # the model's own context takes it

@@ -171,7 +171,9 @@ async def get_model(request: Request) -> Response:
     if context.jobs.loading:
         raise ApiError(503, "A model is loading; try again in a moment.", code="model_loading")
     model, asked = context.model_id(), request.path_params["model_id"]
-    if model is None or asked != model:
+    if model is None:
+        raise ApiError(503, "No model is loaded; load a model in QwenDesk first.", code="model_not_loaded")
+    if asked != model:
         raise model_not_found(asked, model)
     return JSONResponse(_model_object(model))
 
