@@ -863,6 +863,10 @@ MALFORMED = {
     "tool_choice: required without tools": (
         '{"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "tool_choice": "required"}',
         "tool_choice", None),
+    "10,001 messages": ('{"model": MODEL, "messages": [' + ", ".join(['{"role": "user", "content": "hi"}'] * 10_001)
+                        + "]}", "messages", None),
+    "513 tools": ('{"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "tools": ['
+                  + ", ".join(['{"type": "function", "function": {"name": "f"}}'] * 513) + "]}", "tools", None),
     "reasoning_effort: extreme": ('{"model": MODEL, "messages": [{"role": "user", "content": "hi"}], '
                                   '"reasoning_effort": "extreme"}', "reasoning_effort", None),
 }
