@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from media_files import write_image
+from raw_http import send_chunked_until_answered
 
 from engine_mlx.cache import common_prefix
 from engine_mlx.conversation import Role
@@ -756,46 +757,12 @@ def test_app_switch_serves_the_loaded_model(qapp, qt_wait, tmp_path, tiny_model_
 # ------------------------------------------------------------------------------ hardening (issue 14)
 
 
-def _send_chunked_until_answered(port: int, limit: int) -> tuple[int, bytes]:
-    """POST a chunked body of up to ``limit`` bytes, 1 MiB a chunk, stopping as soon as the server
-    answers (or closes); returns (body bytes sent, the raw response)."""
-    import select
-    import socket
-
-    sock = socket.create_connection(("127.0.0.1", port), timeout=60)
-    try:
-        sock.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-                     "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".encode())
-        piece = b'{"model": "x", "messages": [' + b" " * ((1 << 20) - 28)
-        chunk = b"%x\r\n" % len(piece) + piece + b"\r\n"
-        sent, pending = 0, memoryview(chunk)
-        while sent < limit:
-            readable, writable, _ = select.select([sock], [sock], [], 30)
-            if readable or not writable:
-                break
-            try:
-                pending = pending[sock.send(pending):]
-            except OSError:  # the server closed its side
-                break
-            if not pending:
-                sent, pending = sent + len(piece), memoryview(chunk)
-        response = b""
-        while b"\r\n\r\n" not in response or not response.rstrip().endswith(b"}"):
-            data = sock.recv(1 << 16)
-            if not data:
-                break
-            response += data
-        return sent, response
-    finally:
-        sock.close()
-
-
 def test_a_chunked_body_over_the_cap_is_refused_before_it_is_all_sent(server):
     """The 64 MiB cap holds without a Content-Length: the body is read piece by piece and the 413
     comes back while the client is still sending (the server never holds the rest)."""
     from engine_mlx.server.app import MAX_BODY_BYTES
 
-    sent, response = _send_chunked_until_answered(server.port, 4 * MAX_BODY_BYTES)
+    sent, response = send_chunked_until_answered(server.port, 4 * MAX_BODY_BYTES)
     head, _, body = response.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 413"), head
     assert json.loads(body)["error"]["code"] == "body_too_large"
