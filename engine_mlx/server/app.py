@@ -228,7 +228,8 @@ async def _chat(request: Request, context: ServerContext, rec: RequestRecord, st
         chat = parse_chat_request(body, images, context.config)
         if chat.model != model:
             raise model_not_found(chat.model, model)
-        context.engine.check_prompt_size(chat.conversation, chat.settings)  # before it is queued
+        # before it is queued; off the event loop (normalizing megabytes of text takes a moment)
+        await asyncio.to_thread(context.engine.check_prompt_size, chat.conversation, chat.settings)
     except (ApiError, EngineError) as exc:
         images.refuse()
         raise from_engine_error(exc) from None
