@@ -820,6 +820,14 @@ MALFORMED = {
     "tool parameters 500 deep": ('{"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "tools": '
                                  '[{"type": "function", "function": {"name": "f", "parameters": '
                                  + _nested(500) + "}}]}", "tools[0].function.parameters", "too_deep"),
+    "tool-call arguments 100k deep": (
+        '{"model": MODEL, "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "tool_calls": '
+        '[{"id": "c", "type": "function", "function": {"name": "f", "arguments": "' + "[" * 100_000 + "]" * 100_000
+        + '"}}]}]}', "messages[1].tool_calls[0].function.arguments", "too_deep"),
+    "a 5000-digit integer in tool-call arguments": (
+        '{"model": MODEL, "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "tool_calls": '
+        '[{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{\\"n\\": ' + "7" * 5000
+        + '}"}}]}]}', "messages[1].tool_calls[0].function.arguments.n", "invalid_number"),
     "n: true": ('{"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "n": true}', "n", None),
     "n: 2": ('{"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "n": 2}', "n", None),
     "tool_choice: sometimes": ('{"model": MODEL, "messages": [{"role": "user", "content": "hi"}], '

@@ -73,23 +73,32 @@ def _parse_constant(text: str) -> _BadNumber:
 
 
 _LONG_DIGITS = re.compile(rb"[0-9]{%d}" % (MAX_INT_DIGITS + 1))
+_LONG_DIGITS_TEXT = re.compile(f"[0-9]{{{MAX_INT_DIGITS + 1}}}")
 
 
 def parse_body(raw: bytes | bytearray) -> dict[str, Any]:
-    # Integers go through _parse_int (a call each: slow on a body of millions) only when the body
-    # has a run of digits long enough to be one too long.
-    hooks: dict[str, Any] = {"parse_int": _parse_int} if _LONG_DIGITS.search(raw) else {}
-    try:
-        body = json.loads(raw, parse_constant=_parse_constant, **hooks)
-    except RecursionError:
-        raise ApiError(400, f"The request body nests JSON deeper than {MAX_JSON_DEPTH} levels.",
-                       code="invalid_json") from None
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
-        raise ApiError(400, f"The request body is not valid JSON: {exc}.", code="invalid_json") from None
+    body = _load_json(raw, None)
     if not isinstance(body, dict):
         raise ApiError(400, "The request body must be a JSON object.", code="invalid_json")
-    _check_tree(body)
     return body
+
+
+def _load_json(raw: bytes | bytearray | str, where: str | None) -> Any:
+    """JSON text within the body's limits; ``where`` names it in errors (None: the body itself)."""
+    what = f"'{where}'" if where else "The request body"
+    # Integers go through _parse_int (a call each: slow on a body of millions) only when the text
+    # has a run of digits long enough to be one too long.
+    long_digits = (_LONG_DIGITS_TEXT if isinstance(raw, str) else _LONG_DIGITS).search(raw)
+    hooks: dict[str, Any] = {"parse_int": _parse_int} if long_digits else {}
+    try:
+        value = json.loads(raw, parse_constant=_parse_constant, **hooks)
+    except RecursionError:
+        raise ApiError(400, f"{what} nests JSON deeper than {MAX_JSON_DEPTH} levels.", param=where,
+                       code="too_deep" if where else "invalid_json") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise ApiError(400, f"{what} is not valid JSON: {exc}.", param=where, code="invalid_json") from None
+    _check_tree(value, (where,) if where else ())
+    return value
 
 
 def _field(path: tuple[str | int, ...]) -> str:
@@ -125,10 +134,17 @@ def _bad_value(value: Any) -> str | None:
     return None
 
 
-def _check_tree(body: dict[str, Any]) -> None:
-    """Depth, numbers and strings of the whole body; a 400 names the field. Depth-first with one
-    iterator per open container, so a list of millions of items costs no more memory than its depth."""
-    stack: list[tuple[Any, tuple[str | int, ...]]] = [(iter(body.items()), ())]
+def _check_tree(root: Any, at: tuple[str | int, ...]) -> None:
+    """Depth, numbers and strings of a whole JSON value found ``at``; a 400 names the field.
+    Depth-first with one iterator per open container, so a list of millions of items costs no more
+    memory than its depth."""
+    if not isinstance(root, (dict, list)):
+        reason = _bad_value(root)
+        if reason:
+            raise ApiError(400, f"'{_field(at)}' {reason}.", param=_field(at) or None, code="invalid_json")
+        return
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(iter(root.items() if isinstance(root, dict)
+                                                           else enumerate(root)), at)]
     while stack:
         items, path = stack[-1]
         for key, value in items:
@@ -331,10 +347,7 @@ def _tool_calls(value: Any, where: str) -> tuple[ToolCall, ...]:
         arguments = fn.get("arguments") or "{}"
         if isinstance(arguments, dict):
             arguments = json.dumps(arguments, ensure_ascii=False)
-        try:
-            ok = isinstance(json.loads(arguments), dict)
-        except (TypeError, json.JSONDecodeError):
-            ok = False
+        ok = isinstance(arguments, str) and isinstance(_load_json(arguments, f"{here}.function.arguments"), dict)
         if not ok:
             raise ApiError(400, f"{here}.function.arguments must be a JSON object as text.", param=here)
         calls.append(ToolCall(fn["name"], arguments, str(call.get("id") or "")))
