@@ -828,6 +828,8 @@ MALFORMED = {
         '{"model": MODEL, "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "tool_calls": '
         '[{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{\\"n\\": ' + "7" * 5000
         + '}"}}]}]}', "messages[1].tool_calls[0].function.arguments.n", "invalid_number"),
+    "a stop sequence of 1,001 characters": ('{"model": MODEL, "messages": [{"role": "user", "content": "hi"}], '
+                                            '"stop": ["' + "s" * 1001 + '"]}', "stop", None),
     "n: true": ('{"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "n": true}', "n", None),
     "n: 2": ('{"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "n": 2}', "n", None),
     "tool_choice: sometimes": ('{"model": MODEL, "messages": [{"role": "user", "content": "hi"}], '

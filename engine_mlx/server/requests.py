@@ -25,6 +25,7 @@ from engine_mlx.server.media import ImageBatch
 from engine_mlx.settings import GenerationSettings
 
 MAX_STOP_SEQUENCES = 16
+MAX_STOP_CHARS = 1000  # each is matched against the reply's tail at every step
 MAX_JSON_DEPTH = 64  # objects and lists inside one another, the body itself included
 MAX_INT_DIGITS = 32  # a 64-bit seed has 20
 MAX_MESSAGES = 10_000
@@ -303,6 +304,8 @@ def _stop(value: Any) -> tuple[str, ...]:
         raise ApiError(400, "'stop' must be a string or a list of non-empty strings.", param="stop")
     if len(stops) > MAX_STOP_SEQUENCES:
         raise ApiError(400, f"'stop' takes at most {MAX_STOP_SEQUENCES} sequences.", param="stop")
+    if max(map(len, stops)) > MAX_STOP_CHARS:
+        raise ApiError(400, f"Each 'stop' sequence has at most {MAX_STOP_CHARS:,} characters.", param="stop")
     return tuple(stops)
 
 
