@@ -85,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--json", action="store_true", help="one JSON event per line on stdout")
     chat.add_argument("prompt", nargs="?")
 
-    from engine_mlx.server.config import DEFAULT_HOST, DEFAULT_PORT
+    from engine_mlx.server.config import DEFAULT_HOST, DEFAULT_KEEPALIVE_S, DEFAULT_PORT
 
     serve = sub.add_parser("serve", help="serve a model on a local OpenAI-compatible API")
     serve.add_argument("--model", required=True, type=Path)
@@ -96,7 +96,16 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on every request")
     serve.add_argument("--allow-origin", dest="origins", action="append", default=[],
                        help="a browser origin (e.g. http://localhost:3000) allowed to call the API")
-    serve.add_argument("--context", type=int, default=32768)
+    serve.add_argument("--context", type=int, default=DEFAULT_CONTEXT_TOKENS,
+                       help=f"context tokens (prompt + reply) a request may use (default {DEFAULT_CONTEXT_TOKENS}); "
+                            "a longer prompt gets 400 context_length_exceeded")
+    serve.add_argument("--thinking", nargs="+", default=["on"], metavar="on|off|budget N",
+                       help="thinking for requests that do not say: on (default), off, or budget N "
+                            "(on, closed after N thinking tokens)")
+    serve.add_argument("--reasoning-alias", action="store_true",
+                       help="also send the reasoning as 'reasoning' beside 'reasoning_content'")
+    serve.add_argument("--keepalive", type=float, default=DEFAULT_KEEPALIVE_S, metavar="SECONDS",
+                       help=f"stream an SSE comment after this long without a byte (default {DEFAULT_KEEPALIVE_S:g})")
     serve.add_argument("--force", action="store_true", help="load even if the model does not fit")
     dl = sub.add_parser("download", help="download a model repo into the Hugging Face cache (resumable)")
     dl.add_argument("repo", help="e.g. mlx-community/Qwen3.5-397B-A17B-4bit")
@@ -446,6 +455,16 @@ class _Printer:
 # ---------------------------------------------------------------------------------------- serve
 
 
+def _thinking_default(words: list[str]):
+    from engine_mlx.server.config import ThinkingDefault
+
+    if words in (["on"], ["off"]):
+        return ThinkingDefault(on=words == ["on"])
+    if len(words) == 2 and words[0] == "budget" and words[1].isdigit():
+        return ThinkingDefault(on=True, budget=int(words[1]))
+    raise EngineError(f"--thinking {' '.join(words)!r} is not 'on', 'off' or 'budget N' (N thinking tokens)")
+
+
 def _serve(args) -> int:
     """Listen first (requests get 503 while the model loads), then load on the engine thread."""
     from engine_mlx.engine import Engine
@@ -455,7 +474,11 @@ def _serve(args) -> int:
 
     if not Path(args.model).exists():
         raise EngineError(f"{args.model}: no such folder")
-    config = ServerConfig(args.host, args.port, args.api_key, tuple(args.origins))
+    if args.context < 1 or args.keepalive <= 0:
+        raise EngineError("--context and --keepalive must be positive")
+    config = ServerConfig(args.host, args.port, args.api_key, tuple(args.origins), context_tokens=args.context,
+                          thinking=_thinking_default(args.thinking), reasoning_alias=args.reasoning_alias,
+                          keepalive_s=args.keepalive)
     if config.exposed:
         print(f"warning: listening on {args.host}: other machines can reach this API"
               + ("" if args.api_key else " and there is no --api-key"), file=sys.stderr)

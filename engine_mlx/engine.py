@@ -37,6 +37,7 @@ from engine_mlx.prompt import (
     template_tools,
     written_so_far,
 )
+from engine_mlx.prompt_size import min_prompt_tokens
 from engine_mlx.settings import DEFAULT_CONTEXT_TOKENS, GenerationSettings
 
 log = logging.getLogger(__name__)
@@ -156,6 +157,7 @@ class Engine:
         from engine_mlx import generation
 
         started = time.perf_counter()
+        self.check_prompt_size(conversation, settings)
         try:
             template_thinking, resumes_in_thinking = continues_in_thinking(conversation, settings.thinking)
         except ValueError as exc:
@@ -169,12 +171,9 @@ class Engine:
             prompt, inputs = self._prepare(conversation, template_thinking)
             turn_start, earlier = len(inputs), CutTurn((), (), "", "", template_thinking)
         loaded = self._loaded
-        limit = loaded.info.context_length
+        limit = self.context_limit(settings)
         if limit and len(inputs) + 1 > limit:
-            raise ContextOverflowError(
-                f"The conversation is {len(inputs):,} tokens, more than this model's context of "
-                f"{limit:,}; start a new chat or remove attachments."
-            )
+            raise ContextOverflowError(len(inputs), limit)
         if limit and len(inputs) + settings.max_tokens > limit:
             settings = replace(settings, max_tokens=limit - len(inputs))  # stop at the context's end
         settings = replace(settings, thinking=resumes_in_thinking)
@@ -236,6 +235,23 @@ class Engine:
         except ValueError as exc:
             raise UnsupportedInputError(f"Cannot continue: {exc}.") from None
         return len(self._prepare(conversation, template_thinking)[1])
+
+    def context_limit(self, settings: GenerationSettings) -> int:
+        """Prompt + reply tokens a generation may use (0 = unknown): the model's context, or less
+        if ``settings.context_limit`` asks."""
+        loaded = self._loaded
+        limits = [n for n in (loaded.info.context_length if loaded else 0, settings.context_limit) if n]
+        return min(limits, default=0)
+
+    def check_prompt_size(self, conversation: Conversation, settings: GenerationSettings) -> None:
+        """Refuse (ContextOverflowError) a conversation whose text alone cannot fit the context,
+        without tokenizing it: cheap enough for any thread, before the request is queued."""
+        loaded, limit = self._loaded, self.context_limit(settings)
+        if not limit or loaded is None:
+            return
+        floor = min_prompt_tokens(conversation, loaded.max_token_bytes)
+        if floor + 1 > limit:
+            raise ContextOverflowError(floor, limit, at_least=True)
 
     def _exact_continuation(self, conversation: Conversation, template_thinking: bool):
         """For a turn the engine cut short itself and that reads exactly as streamed: the prompt, the

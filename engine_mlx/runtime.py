@@ -29,6 +29,7 @@ from engine_mlx.checkpoint import ModelInfo
 from engine_mlx.detokenize import Detokenizer, TextStream
 from engine_mlx.errors import CheckpointError, EngineError
 from engine_mlx.prompt import LoadedMedia
+from engine_mlx.prompt_size import max_token_bytes
 
 
 @dataclass
@@ -103,6 +104,7 @@ class LoadedModel:
         self.is_vision = is_vision
         self.tokenizer = processor.tokenizer if is_vision else processor
         self.eos_ids = self._eos_ids()
+        self.max_token_bytes = max_token_bytes(self.tokenizer)  # for prompt_size's floor
         try:
             self.detokenizer = Detokenizer.of(processor, self.tokenizer, is_vision=is_vision)
         except ValueError as e:

@@ -34,6 +34,7 @@ class GenerationSettings:
     presence_penalty: float | None = None
     seed: int | None = None
     prefill_chunk: int = 512  # prompt tokens per prefill step: the granularity of progress and cancel
+    context_limit: int | None = None  # prompt + reply tokens allowed; None = the model's own context
 
     def sampling(self) -> Sampling:
         base = THINKING_SAMPLING if self.thinking else NON_THINKING_SAMPLING

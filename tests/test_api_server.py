@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from media_files import write_image
+from raw_http import send_chunked_until_answered
 
 from engine_mlx.cache import common_prefix
 from engine_mlx.conversation import Role
@@ -29,6 +30,7 @@ from engine_mlx.events import AnswerDelta, Finished, Stats, ThinkingDelta
 from engine_mlx.jobs import EngineThread, JobKind
 from engine_mlx.prompt import load_media, render_text
 from engine_mlx.server.config import ServerConfig
+from engine_mlx.server.media import InlineImages
 from engine_mlx.server.requests import parse_chat_request
 from engine_mlx.server.responses import ReplyAssembler
 from engine_mlx.server.runner import ApiServer
@@ -65,9 +67,17 @@ def model(engine):
     return engine.model_info.name
 
 
+def parse(server, body: dict):
+    """``body`` as the server reads it (its images kept in the server's folder)."""
+    images = server.context.media.batch()
+    chat = parse_chat_request({"model": "x", **body}, images, server.context.config)
+    images.done()
+    return chat
+
+
 def direct(engine, jobs, server, body: dict):
     """The engine's own answer to the request ``body``: (thinking, answer, stats)."""
-    chat = parse_chat_request({"model": "x", **body}, server.context.media_dir)
+    chat = parse(server, body)
     convo = replace(chat.conversation, id="")  # cold, no reuse
     events = jobs.call(lambda: list(engine.generate(convo, chat.settings)))
     assert isinstance(events[-1], Finished)
@@ -77,7 +87,7 @@ def direct(engine, jobs, server, body: dict):
 
 
 def prompt_ids(engine, jobs, server, body: dict) -> list[int]:
-    chat = parse_chat_request({"model": "x", **body}, server.context.media_dir)
+    chat = parse(server, body)
     loaded = engine._loaded
 
     def ids():
@@ -119,7 +129,7 @@ def test_non_streaming_separates_reasoning_from_content(client, model, engine, j
     thought, answer, stats = direct(engine, jobs, server, {"messages": messages, "max_tokens": 24,
                                                           "enable_thinking": thinking, **GREEDY})
     assert (msg.get("reasoning_content") or "") == thought
-    assert msg.get("reasoning") == msg.get("reasoning_content")
+    assert "reasoning" not in msg  # reasoning_content only, unless serve --reasoning-alias
     assert msg["content"] == answer
     if thinking:
         assert thought and "</think>" not in msg["content"] and thought not in (msg["content"] or "x")
@@ -293,7 +303,7 @@ def test_tool_round_trip_through_the_template(client, model, engine, jobs, serve
     ]
     reply = client.chat.completions.create(model=model, messages=messages, tools=TOOLS, max_tokens=12,
                                            extra_body={"enable_thinking": False, **GREEDY})
-    chat = parse_chat_request({"model": model, "messages": messages, "tools": TOOLS}, server.context.media_dir)
+    chat = parse(server, {"messages": messages, "tools": TOOLS})
     prompt = jobs.call(lambda: render_text(chat.conversation, engine._loaded.apply_template, thinking=False,
                                            text_only=False))
     assert '"name": "get_weather"' in prompt and "<tools>" in prompt
@@ -317,6 +327,9 @@ def test_streamed_tool_call_reaches_the_openai_client(jobs):
 
     class ReplayEngine:
         model_info = type("Info", (), {"name": "replay"})()
+
+        def check_prompt_size(self, conversation, settings):
+            pass  # a few words: they fit
 
         def generate(self, conversation, settings, cancel=None):
             assert conversation.tools and conversation.tools[0].name == "get_weather"
@@ -512,9 +525,9 @@ def test_unknown_model_is_404(server):
     assert_error(raw(server, "GET", "/v1/nothing-here"), 404)
 
 
-def test_while_loading_503_then_over_context_413(tiny_model_dir, tmp_path):
+def test_while_loading_503_then_over_context_400(tiny_model_dir, tmp_path):
     """A server whose model is still loading answers 503; once loaded, a prompt longer than the
-    context gets 413. (The load is held half-way through its real progress callback.)"""
+    context gets OpenAI's 400. (The load is held half-way through its real progress callback.)"""
     from engine_mlx.engine import Engine
 
     small = Path(shutil.copytree(tiny_model_dir, tmp_path / "tiny-small-context"))
@@ -543,8 +556,9 @@ def test_while_loading_503_then_over_context_413(tiny_model_dir, tmp_path):
         loaded.result(60)
         assert raw(srv, "POST", "/v1/chat/completions", json.dumps(body).encode())[0] == 200
         body["messages"][0]["content"] = "word " * 100
-        assert_error(raw(srv, "POST", "/v1/chat/completions", json.dumps(body).encode()), 413,
-                     "context_length_exceeded")
+        result = raw(srv, "POST", "/v1/chat/completions", json.dumps(body).encode())
+        assert_error(result, 400, "context_length_exceeded")
+        assert result[1]["error"]["message"].startswith("This model's maximum context length is 64 tokens.")
     finally:
         release.set()
         srv.stop()
@@ -556,8 +570,10 @@ def test_while_loading_503_then_over_context_413(tiny_model_dir, tmp_path):
 
 
 def test_cli_serve(tiny_model_dir):
+    """serve with --context (the prompt's cap) and --thinking off (the default for requests that do not say)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen([sys.executable, "-m", "engine_mlx", "serve", "--model", str(tiny_model_dir), "--port", "0"],
+    proc = subprocess.Popen([sys.executable, "-m", "engine_mlx", "serve", "--model", str(tiny_model_dir), "--port", "0",
+                             "--context", "200", "--thinking", "off"],
                             stderr=subprocess.PIPE, text=True, env=env)
     try:
         line = ""
@@ -574,6 +590,11 @@ def test_cli_serve(tiny_model_dir):
         # random weights may end the reply early: an end-of-turn token is not counted
         assert (reply.choices[0].finish_reason, reply.usage.completion_tokens) in {("stop", 0), ("stop", 1), ("length", 2)}
         assert reply.usage.prompt_tokens > 0
+        thinks = c.chat.completions.create(model=name, messages=[{"role": "user", "content": "hi"}], max_tokens=4)
+        assert not thinks.choices[0].message.model_dump().get("reasoning_content")  # --thinking off
+        with pytest.raises(openai.BadRequestError, match="maximum context length is 200 tokens") as caught:
+            c.chat.completions.create(model=name, messages=[{"role": "user", "content": "word " * 250}], max_tokens=2)
+        assert caught.value.code == "context_length_exceeded"
     finally:
         proc.send_signal(2)  # Ctrl-C
         code = proc.wait(30)
@@ -609,7 +630,7 @@ def test_roles_map_onto_the_typed_conversation(tmp_path):
         {"role": "assistant", "content": None, "reasoning_content": "hm",
          "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{\"a\": 1}"}}]},
         {"role": "tool", "tool_call_id": "c", "content": "ok"}], "max_completion_tokens": 9, "seed": 3,
-        "stop": "END"}, tmp_path)
+        "stop": "END"}, InlineImages(tmp_path, 1 << 20).batch())
     roles = [m.role for m in chat.conversation.messages]
     assert roles == [Role.SYSTEM, Role.USER, Role.ASSISTANT, Role.TOOL]
     assert chat.conversation.messages[2].tool_calls[0].arguments == "{\"a\": 1}"
@@ -721,3 +742,387 @@ def test_app_switch_serves_the_loaded_model(qapp, qt_wait, tmp_path, tiny_model_
             c.models.list()
     finally:
         window.close()
+
+
+# ------------------------------------------------------------------------------ hardening (issue 14)
+
+
+def test_a_chunked_body_over_the_cap_is_refused_before_it_is_all_sent(server):
+    """The 64 MiB cap holds without a Content-Length: the body is read piece by piece and the 413
+    comes back while the client is still sending (the server never holds the rest)."""
+    from engine_mlx.server.app import MAX_BODY_BYTES
+
+    sent, response = send_chunked_until_answered(server.port, 4 * MAX_BODY_BYTES)
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413"), head
+    assert json.loads(body)["error"]["code"] == "body_too_large"
+    assert sent < 2 * MAX_BODY_BYTES, sent  # answered long before the 256 MiB were sent
+
+
+def test_context_overflow_is_openais_400_and_a_huge_prompt_never_reaches_the_engine(engine, jobs, model):
+    """``context_tokens`` (serve --context) caps the prompt: over it, OpenAI's 400 in OpenAI's words,
+    which openai-python raises as BadRequestError with the code. (litellm raises ContextWindowExceededError
+    on the lower-cased "this model's maximum context length is" in the message; litellm itself is not a
+    test dependency: its botocore needs python-dateutil < 3, constraints.txt pins 4.0.0.) A prompt whose
+    text alone cannot fit is refused while the engine thread is busy: never queued, never tokenized."""
+    import re
+
+    srv = ApiServer(engine, jobs, ServerConfig(port=0, context_tokens=100))
+    srv.start()
+    started, gate = threading.Event(), threading.Event()
+    try:
+        c = openai.OpenAI(base_url=srv.base_url, api_key="x", max_retries=0, timeout=60)
+        fits = c.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=500,
+                                         extra_body={"enable_thinking": False})
+        assert fits.usage.prompt_tokens + fits.usage.completion_tokens <= 100  # the reply stops at the cap
+        words = [{"role": "user", "content": "word " * 120}]  # fits the model, not the cap
+        with pytest.raises(openai.BadRequestError) as caught:
+            c.chat.completions.create(model=model, messages=words, max_tokens=2)
+        assert caught.value.code == "context_length_exceeded" and caught.value.param == "messages"
+        assert re.fullmatch(r"This model's maximum context length is 100 tokens\. However, your messages resulted "
+                            r"in \d{3} tokens\. Please reduce the length of the messages\.", caught.value.body["message"])
+
+        jobs.submit(lambda: (started.set(), gate.wait(120)))
+        assert started.wait(60)
+        huge = [{"role": "user", "content": "x" * (10 << 20)}]
+        with pytest.raises(openai.BadRequestError, match=r"resulted in at least \d+ tokens") as caught:
+            c.chat.completions.create(model=model, messages=huge, max_tokens=2)
+        assert caught.value.code == "context_length_exceeded"
+        assert jobs.waiting == 0 and not gate.is_set()  # answered with the engine thread still held
+    finally:
+        gate.set()
+        srv.stop()
+
+
+def _nested(depth: int) -> str:
+    return '{"a": ' * depth + "1" + "}" * depth
+
+
+MALFORMED = {
+    # name: (the body's text with MODEL for the model id, the field named, the error code)
+    "5000-digit integer": ('{"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "seed": '
+                           + "9" * 5000 + "}", "seed", "invalid_number"),
+    "NaN": ('{"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "temperature": NaN}',
+            "temperature", "invalid_number"),
+    "100k-deep JSON": ('{"model": MODEL, "x": ' + "[" * 100_000 + "]" * 100_000 + "}", None, "invalid_json"),
+    "lone surrogate": ('{"model": MODEL, "messages": [{"role": "user", "content": "hi \\ud800 there"}]}',
+                       "messages[0].content", "invalid_string"),
+    "tool parameters 500 deep": ('{"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "tools": '
+                                 '[{"type": "function", "function": {"name": "f", "parameters": '
+                                 + _nested(500) + "}}]}", "tools[0].function.parameters", "too_deep"),
+    "tool-call arguments 100k deep": (
+        '{"model": MODEL, "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "tool_calls": '
+        '[{"id": "c", "type": "function", "function": {"name": "f", "arguments": "' + "[" * 100_000 + "]" * 100_000
+        + '"}}]}]}', "messages[1].tool_calls[0].function.arguments", "too_deep"),
+    "a 5000-digit integer in tool-call arguments": (
+        '{"model": MODEL, "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "tool_calls": '
+        '[{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{\\"n\\": ' + "7" * 5000
+        + '}"}}]}]}', "messages[1].tool_calls[0].function.arguments.n", "invalid_number"),
+    "a stop sequence of 1,001 characters": ('{"model": MODEL, "messages": [{"role": "user", "content": "hi"}], '
+                                            '"stop": ["' + "s" * 1001 + '"]}', "stop", None),
+    "n: true": ('{"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "n": true}', "n", None),
+    "n: 2": ('{"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "n": 2}', "n", None),
+    "tool_choice: sometimes": ('{"model": MODEL, "messages": [{"role": "user", "content": "hi"}], '
+                               '"tool_choice": "sometimes"}', "tool_choice", None),
+    "tool_choice: an undeclared function": (
+        '{"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "tools": TOOLS, '
+        '"tool_choice": {"type": "function", "function": {"name": "launch"}}}', "tool_choice", None),
+    "tool_choice: required without tools": (
+        '{"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "tool_choice": "required"}',
+        "tool_choice", None),
+    "10,001 messages": ('{"model": MODEL, "messages": [' + ", ".join(['{"role": "user", "content": "hi"}'] * 10_001)
+                        + "]}", "messages", None),
+    "513 tools": ('{"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "tools": ['
+                  + ", ".join(['{"type": "function", "function": {"name": "f"}}'] * 513) + "]}", "tools", None),
+    "reasoning_effort: extreme": ('{"model": MODEL, "messages": [{"role": "user", "content": "hi"}], '
+                                  '"reasoning_effort": "extreme"}', "reasoning_effort", None),
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+def test_malformed_input_is_a_400_naming_the_field(server, model, case):
+    text, param, code = MALFORMED[case]
+    text = text.replace("MODEL", json.dumps(model)).replace("TOOLS", json.dumps(TOOLS))
+    status, body, headers = raw(server, "POST", "/v1/chat/completions", text.encode())
+    assert status == 400 and headers["content-type"] == "application/json", (status, body)
+    assert body["error"]["param"] == param and body["error"]["type"] == "invalid_request_error"
+    if code:
+        assert body["error"]["code"] == code
+    assert (param or "JSON") in body["error"]["message"]
+
+
+@pytest.mark.parametrize("choice", ["none", "auto", "required", {"type": "function",
+                                                                "function": {"name": "get_weather"}}],
+                         ids=["none", "auto", "required", "named"])
+def test_valid_tool_choices_are_taken(client, model, choice):
+    reply = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Weather?"}],
+                                           tools=TOOLS, tool_choice=choice, max_tokens=1)
+    assert reply.choices[0].finish_reason in ("length", "stop", "tool_calls")
+
+
+def test_model_by_id(client, model):
+    assert client.models.retrieve(model).id == model
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.models.retrieve("gpt-4o")
+    assert caught.value.code == "model_not_found" and caught.value.body["type"] == "invalid_request_error"
+
+
+def test_refused_images_are_deleted_at_once_and_the_folder_is_capped(engine, jobs, model, tmp_path):
+    pngs = [write_image(tmp_path / f"{i}.png", color=(40 * i, 20, 200)).read_bytes() for i in range(5)]
+    cap = 2 * max(map(len, pngs)) + 100  # room for two
+    srv = ApiServer(engine, jobs, ServerConfig(port=0, media_cap_bytes=cap))
+    srv.start()
+    folder = srv.context.media.folder
+
+    def ask(*parts):
+        content = [*parts, {"type": "text", "text": "What is it?"}]
+        body = {"model": model, "messages": [{"role": "user", "content": content}], "max_tokens": 1}
+        return raw(srv, "POST", "/v1/chat/completions", json.dumps(body).encode())
+
+    def image(data: bytes):
+        return {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(data).decode()}}
+
+    try:
+        # a PNG signature over junk: the engine cannot decode it
+        assert_error(ask(image(b"\x89PNG\r\n\x1a\n" + b"junk" * 10)), 400, "invalid_image")
+        assert os.listdir(folder) == []
+        # a good image, then a part the server refuses: the image written for it goes too
+        assert_error(ask(image(pngs[0]), {"type": "image_url", "image_url": {"url": "https://x.example/a.png"}}),
+                     400, "remote_image_refused")
+        assert os.listdir(folder) == []
+        for i, png in enumerate(pngs):
+            assert ask(image(png))[0] == 200
+            on_disk = {p.name: p.stat().st_size for p in folder.iterdir()}
+            assert sum(on_disk.values()) <= cap and len(on_disk) == min(i + 1, 2)
+            assert any(size == len(png) for size in on_disk.values())  # the newest is kept for the next turn
+    finally:
+        srv.stop()
+
+
+def test_error_answers_carry_cors_headers_for_allowed_origins(engine, jobs, model):
+    allowed = "http://localhost:3000"
+    srv = ApiServer(engine, jobs, ServerConfig(port=0, api_key="k", allow_origins=(allowed,)))
+    srv.start()
+    key = {"Authorization": "Bearer k", "Origin": allowed}
+    try:
+        answers = {
+            401: raw(srv, "GET", "/v1/models", headers={"Origin": allowed}),
+            400: raw(srv, "POST", "/v1/chat/completions", b"{oops", headers=key),
+            404: raw(srv, "GET", "/v1/models/nope", headers=key),
+            413: raw(srv, "POST", "/v1/chat/completions", b"{}", headers={**key, "Content-Length": str(1 << 30)}),
+        }
+        for status, (got, body, headers) in answers.items():
+            assert got == status and body["error"]["message"], (status, got, body)
+            assert headers.get("access-control-allow-origin") == allowed, (status, headers)
+        got, _, headers = raw(srv, "GET", "/v1/models", headers={"Origin": "https://evil.example"})
+        assert got == 403 and "access-control-allow-origin" not in headers
+    finally:
+        srv.stop()
+
+
+def _sse_lines(resp):
+    """The lines of a raw SSE response, as they arrive."""
+    while True:
+        line = resp.readline()
+        if not line:
+            return
+        yield line.decode().rstrip("\r\n")
+
+
+def _open_stream(srv, body: dict):
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
+    conn.request("POST", "/v1/chat/completions", json.dumps({**body, "stream": True}).encode(),
+                 {"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    assert resp.status == 200 and resp.getheader("content-type").startswith("text/event-stream")
+    return conn, resp
+
+
+def test_a_stream_sends_keepalive_comments_while_its_request_waits(engine, jobs, model):
+    """While the engine is busy (another generation, a long prefill), the stream is open and sends
+    ``: keep-alive`` every keepalive_s; then the answer comes as usual."""
+    srv = ApiServer(engine, jobs, ServerConfig(port=0, keepalive_s=0.05))
+    srv.start()
+    started, gate = threading.Event(), threading.Event()
+    try:
+        jobs.submit(lambda: (started.set(), gate.wait(120)))
+        assert started.wait(60)
+        conn, resp = _open_stream(srv, {"model": model, "messages": [{"role": "user", "content": "hi"}],
+                                        "max_tokens": 3})
+        lines = _sse_lines(resp)
+        seen = []
+        while seen.count(": keep-alive") < 2:
+            seen.append(next(lines))
+        assert not gate.is_set() and seen[0].startswith("data: ")  # the role chunk first
+        gate.set()
+        rest = list(lines)
+        conn.close()
+        data = [json.loads(line[6:]) for line in seen + rest if line.startswith("data: {")]
+        assert rest[-2:] == ["data: [DONE]", ""] and data[-1]["choices"][0]["finish_reason"] in ("length", "stop")
+    finally:
+        gate.set()
+        srv.stop()
+
+
+def test_keepalive_while_a_tool_call_is_written_and_reasoning_content_only(jobs):
+    """A tool call is held back until it is whole; while it is being written, keep-alive comments go
+    out. Reasoning goes as ``reasoning_content`` alone; ``reasoning_alias`` adds ``reasoning``."""
+    from engine_mlx.events import FinishReason, Progress
+
+    halfway = threading.Event()
+    go_on = threading.Event()
+
+    class SlowToolEngine:
+        model_info = type("Info", (), {"name": "slow"})()
+
+        def check_prompt_size(self, conversation, settings):
+            pass  # a few words: they fit
+
+        def generate(self, conversation, settings, cancel=None):
+            yield Progress(0, 1)
+            thinking, _, answer = MODEL_TOOL_REPLY.partition("\n</think>\n\n")
+            yield ThinkingDelta(thinking)
+            cut = answer.index("<parameter=days>")
+            yield AnswerDelta(answer[:cut])
+            halfway.set()
+            go_on.wait(60)
+            yield AnswerDelta(answer[cut:])
+            yield Stats(10, 0, 10, 40, 10, 30, 1.0, 1.0, 0.1, 0.2, 0)
+            yield Finished(FinishReason.STOP)
+
+    for alias in (False, True):
+        halfway.clear()
+        go_on.clear()
+        srv = ApiServer(SlowToolEngine(), jobs, ServerConfig(port=0, keepalive_s=0.05, reasoning_alias=alias))
+        srv.start()
+        try:
+            conn, resp = _open_stream(srv, {"model": "slow", "messages": [{"role": "user", "content": "hi"}],
+                                            "tools": TOOLS})
+            lines, seen = _sse_lines(resp), []
+            while not (halfway.is_set() and seen[-1:] == [": keep-alive"]):
+                seen.append(next(lines))
+            go_on.set()
+            seen += list(lines)
+            conn.close()
+            deltas = [json.loads(line[6:])["choices"][0]["delta"] for line in seen if line.startswith("data: {")]
+            thought = [d for d in deltas if "reasoning_content" in d]
+            assert thought and all(("reasoning" in d) == alias for d in thought)
+            assert any(d.get("reasoning") == d["reasoning_content"] for d in thought) == alias
+            calls = [d["tool_calls"] for d in deltas if d.get("tool_calls")]
+            assert len(calls) == 1 and calls[0][0]["function"]["name"] == "get_weather"
+        finally:
+            go_on.set()
+            srv.stop()
+
+
+def test_reasoning_effort_and_the_servers_thinking_default(engine, jobs, model):
+    """reasoning_effort: none turns thinking off, the others set the documented budgets; a request
+    that says nothing takes the server's default (serve --thinking), which the request can override."""
+    from engine_mlx.server.config import ThinkingDefault
+    from engine_mlx.server.requests import EFFORT_BUDGETS
+
+    srv = ApiServer(engine, jobs, ServerConfig(port=0, thinking=ThinkingDefault(on=False)))
+    srv.start()
+    try:
+        c = openai.OpenAI(base_url=srv.base_url, api_key="x", max_retries=0, timeout=60)
+        ask = [{"role": "user", "content": "Think about foxes."}]
+
+        def reasoning(**kw):
+            msg = c.chat.completions.create(model=model, messages=ask, max_tokens=6, **kw).choices[0].message
+            return msg.model_dump().get("reasoning_content") or ""
+
+        assert reasoning() == ""  # the server's default: off
+        assert reasoning(extra_body={"enable_thinking": True}) != ""
+        assert reasoning(reasoning_effort="low") != ""
+        assert reasoning(reasoning_effort="none") == ""
+        assert reasoning(extra_body={"chat_template_kwargs": {"enable_thinking": True}}) != ""
+        settings = {effort: parse(srv, {"messages": ask, "reasoning_effort": effort}).settings
+                    for effort in ("none", *EFFORT_BUDGETS)}
+        assert not settings["none"].thinking
+        assert [settings[e].thinking_budget for e in EFFORT_BUDGETS] == [256, 1024, 4096, None]
+        assert all(settings[e].thinking for e in EFFORT_BUDGETS)
+        budget = ServerConfig(thinking=ThinkingDefault(on=True, budget=77))
+        images = srv.context.media.batch()
+        chat = parse_chat_request({"model": model, "messages": ask}, images, budget)
+        assert (chat.settings.thinking, chat.settings.thinking_budget) == (True, 77)
+        chat = parse_chat_request({"model": model, "messages": ask, "thinking_budget": 5}, images, budget)
+        assert chat.settings.thinking_budget == 5
+    finally:
+        srv.stop()
+
+
+def test_a_stream_refused_after_it_started_ends_with_an_error_event(engine, jobs, model):
+    """A stream that started while waiting its turn, then refused by the engine (an image it cannot
+    decode), ends with an OpenAI error event, and the refused image is deleted."""
+    srv = ApiServer(engine, jobs, ServerConfig(port=0, keepalive_s=0.05))
+    srv.start()
+    started, gate = threading.Event(), threading.Event()
+    junk = "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"junk" * 10).decode()
+    try:
+        jobs.submit(lambda: (started.set(), gate.wait(120)))
+        assert started.wait(60)
+        conn, resp = _open_stream(srv, {"model": model, "max_tokens": 3, "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": junk}}, {"type": "text", "text": "?"}]}]})
+        lines = _sse_lines(resp)
+        assert next(lines).startswith("data: ")
+        assert len(os.listdir(srv.context.media.folder)) == 1  # in use while the request waits
+        gate.set()
+        rest = [line for line in lines if line.startswith("data: ")]
+        conn.close()
+        assert rest[-1] == "data: [DONE]"
+        assert json.loads(rest[-2][6:])["error"]["code"] == "invalid_image"
+        assert os.listdir(srv.context.media.folder) == []
+    finally:
+        gate.set()
+        srv.stop()
+
+
+def test_serve_thinking_option():
+    from engine_mlx.cli import _thinking_default
+    from engine_mlx.errors import EngineError
+    from engine_mlx.server.config import ThinkingDefault
+
+    assert _thinking_default(["on"]) == ThinkingDefault(on=True)
+    assert _thinking_default(["off"]) == ThinkingDefault(on=False)
+    assert _thinking_default(["budget", "512"]) == ThinkingDefault(on=True, budget=512)
+    for bad in (["maybe"], ["budget"], ["budget", "lots"], ["on", "off"]):
+        with pytest.raises(EngineError, match="'on', 'off' or 'budget N'"):
+            _thinking_default(bad)
+
+
+def test_the_engine_refuses_a_prompt_too_long_before_tokenizing_it(engine, jobs, monkeypatch):
+    """Engine.generate (the app's path too) checks the text's floor first: the tokenizer never runs."""
+    from engine_mlx.conversation import Conversation, Message
+    from engine_mlx.errors import ContextOverflowError
+    from engine_mlx.settings import GenerationSettings
+
+    prepared = []
+    real_prepare = engine._loaded.prepare
+    monkeypatch.setattr(engine._loaded, "prepare", lambda *a: prepared.append(a) or real_prepare(*a))
+    text = "y" * (engine._loaded.max_token_bytes * 100)  # at least 100 tokens
+    convo = Conversation((Message(Role.USER, text),), "")
+    with pytest.raises(ContextOverflowError) as caught:
+        jobs.call(lambda: next(engine.generate(convo, GenerationSettings(context_limit=100))))
+    assert (caught.value.at_least, caught.value.limit, caught.value.tokens) == (True, 100, 100)
+    assert prepared == []
+    events = jobs.call(lambda: list(engine.generate(convo, GenerationSettings(context_limit=None, max_tokens=1))))
+    assert isinstance(events[-1], Finished) and prepared  # the model's own context takes it
+
+
+def test_the_token_floor_holds_for_the_real_qwen_vocabulary():
+    """prompt_size's floor with Qwen3.5's own tokenizer: its longest token is 128 bytes (a run of
+    spaces), and no text takes fewer tokens than its bytes / 128, the worst cases included."""
+    import math
+
+    import tokenizers
+
+    from engine_mlx.prompt_size import max_token_bytes, text_bytes
+    from engine_mlx.tiny_release import tokenizer_json
+
+    qwen = tokenizers.Tokenizer.from_str(tokenizer_json())
+    longest = max_token_bytes(type("Fast", (), {"backend_tokenizer": qwen})())
+    assert longest == 128
+    texts = ["a" + " " * 100_000 + "a", "-" * 50_000, "//" + "-" * 38 + "\n" * 5, "é" * 10_000, "e\u0301" * 10_000,
+             "漢字かな交じり文" * 2_000, "All work and no play makes Jack a dull boy. " * 2_000, "=" * 4096]
+    for text in texts:
+        assert len(qwen.encode(text, add_special_tokens=False).ids) >= math.ceil(text_bytes(text) / longest), text[:20]

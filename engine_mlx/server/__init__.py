@@ -2,5 +2,6 @@
 
 ``config`` (ServerConfig, defaults), ``runner`` (ApiServer on uvicorn), ``app`` (routes, streaming,
 request log), ``requests`` (a request body into the engine's typed input), ``responses`` and
-``tool_calls`` (engine events into OpenAI messages), ``security`` (Host, Origin, key), ``errors``.
+``tool_calls`` (engine events into OpenAI messages), ``media`` (inline images on disk, capped),
+``security`` (Host, Origin, key), ``errors``.
 """

@@ -1,8 +1,11 @@
-"""The ASGI app: ``GET /v1/models`` and ``POST /v1/chat/completions`` on Starlette.
+"""The ASGI app: ``GET /v1/models[/{id}]`` and ``POST /v1/chat/completions`` on Starlette.
 
 Requests run on the engine's job thread (engine_mlx.jobs), one at a time, in the same queue as the
 app's own chats. Each request's events come back to the event loop through an asyncio queue; a
-client that goes away cancels its generation, which stops at the next token.
+client that goes away cancels its generation, which stops at the next token. The body is read in
+pieces and refused at the cap; a prompt whose text alone cannot fit the context is refused before
+it is queued or tokenized. A stream that has sent nothing for ``keepalive_s`` (waiting in the queue,
+a long prefill, a tool call being written) sends an SSE comment, so clients do not time out.
 """
 
 from __future__ import annotations
@@ -28,9 +31,12 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from engine_mlx.cancel import CancelToken
+from engine_mlx.errors import EngineError
 from engine_mlx.events import AnswerDelta, Finished, FinishReason, Stats, ThinkingDelta
 from engine_mlx.jobs import EngineThread, StreamEnd
-from engine_mlx.server.errors import ApiError, error_body, from_engine_error
+from engine_mlx.server.config import ServerConfig
+from engine_mlx.server.errors import ApiError, error_body, from_engine_error, model_not_found
+from engine_mlx.server.media import ImageBatch, InlineImages
 from engine_mlx.server.requests import ChatRequest, parse_body, parse_chat_request
 from engine_mlx.server.responses import ReplyAssembler, usage
 from engine_mlx.server.security import AccessPolicy
@@ -38,6 +44,7 @@ from engine_mlx.server.security import AccessPolicy
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 << 20  # inline images included
+KEEPALIVE = b": keep-alive\n\n"
 
 
 @dataclass(frozen=True)
@@ -65,10 +72,14 @@ class ServerContext:
     jobs: EngineThread
     policy: AccessPolicy
     on_request: Callable[[RequestRecord], None] | None = None
-    media_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="qwendesk-api-")))
+    config: ServerConfig = field(default_factory=ServerConfig)
     records: deque = field(default_factory=lambda: deque(maxlen=200))
     active: set = field(default_factory=set)  # CancelTokens of requests in flight
     lock: threading.Lock = field(default_factory=threading.Lock)
+    media: InlineImages = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.media = InlineImages(Path(tempfile.mkdtemp(prefix="qwendesk-api-")), self.config.media_cap_bytes)
 
     def model_id(self) -> str | None:
         info = self.engine.model_info
@@ -114,18 +125,25 @@ class GuardMiddleware:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        origin = headers.get("origin")
+        allowed = origin is not None and self.context.policy.origin_allowed(origin)
+        cors = [(b"access-control-allow-origin", origin.encode("latin-1")), (b"vary", b"Origin")] if allowed else []
+
+        async def send_cors(message):  # on every answer to an allowed origin, errors too
+            if message["type"] == "http.response.start" and cors:
+                message = {**message, "headers": list(message.get("headers", [])) + cors}
+            await send(message)
+
         try:
             self.context.policy.check(scope["method"], headers)
         except ApiError as err:
             self.context.record(RequestRecord(time.time(), _client(scope, headers), scope["path"], err.status,
                                               error=err.message))
-            await _json_error(err)(scope, receive, send)
+            await _json_error(err)(scope, receive, send_cors)
             return
-        origin = headers.get("origin")
         if origin is None:
             await self.app(scope, receive, send)
             return
-        cors = [(b"access-control-allow-origin", origin.encode("latin-1")), (b"vary", b"Origin")]
         if scope["method"] == "OPTIONS":
             await Response(status_code=204, headers={
                 "Access-Control-Allow-Origin": origin, "Vary": "Origin",
@@ -134,12 +152,6 @@ class GuardMiddleware:
                 "Access-Control-Max-Age": "600",
             })(scope, receive, send)
             return
-
-        async def send_cors(message):
-            if message["type"] == "http.response.start":
-                message = {**message, "headers": list(message.get("headers", [])) + cors}
-            await send(message)
-
         await self.app(scope, receive, send_cors)
 
 
@@ -151,8 +163,23 @@ async def list_models(request: Request) -> Response:
     if context.jobs.loading:
         raise ApiError(503, "A model is loading; try again in a moment.", code="model_loading")
     model = context.model_id()
-    data = [] if model is None else [{"id": model, "object": "model", "created": 0, "owned_by": "qwendesk"}]
-    return JSONResponse({"object": "list", "data": data})
+    return JSONResponse({"object": "list", "data": [] if model is None else [_model_object(model)]})
+
+
+async def get_model(request: Request) -> Response:
+    context: ServerContext = request.app.state.context
+    if context.jobs.loading:
+        raise ApiError(503, "A model is loading; try again in a moment.", code="model_loading")
+    model, asked = context.model_id(), request.path_params["model_id"]
+    if model is None:
+        raise ApiError(503, "No model is loaded; load a model in QwenDesk first.", code="model_not_loaded")
+    if asked != model:
+        raise model_not_found(asked, model)
+    return JSONResponse(_model_object(model))
+
+
+def _model_object(model: str) -> dict[str, Any]:
+    return {"id": model, "object": "model", "created": 0, "owned_by": "qwendesk"}
 
 
 async def chat_completions(request: Request) -> Response:
@@ -174,24 +201,46 @@ def _replace(rec: RequestRecord, **changes) -> RequestRecord:
     return replace(rec, **changes)
 
 
-async def _chat(request: Request, context: ServerContext, rec: RequestRecord, started: float) -> Response:
+async def _read_body(request: Request) -> bytearray:
+    """The body, read piece by piece: refused at MAX_BODY_BYTES, chunked or not, without reading on."""
+    too_large = ApiError(413, f"The request body is over {MAX_BODY_BYTES >> 20} MiB; send smaller images "
+                              "or fewer of them.", code="body_too_large")
     size = request.headers.get("content-length")
     if size is not None and size.isdigit() and int(size) > MAX_BODY_BYTES:
-        raise ApiError(413, f"The request body is over {MAX_BODY_BYTES >> 20} MiB.", code="body_too_large")
-    body = parse_body(await request.body())
+        raise too_large
+    body = bytearray()
+    async for piece in request.stream():
+        if len(body) + len(piece) > MAX_BODY_BYTES:
+            raise too_large
+        body += piece
+    return body
+
+
+async def _chat(request: Request, context: ServerContext, rec: RequestRecord, started: float) -> Response:
+    body = await asyncio.to_thread(parse_body, await _read_body(request))  # seconds for a body of millions
     if context.jobs.loading:
         raise ApiError(503, "A model is loading; try again in a moment.", code="model_loading")
     model = context.model_id()
     if model is None:
         raise ApiError(503, "No model is loaded; load a model in QwenDesk first.", code="model_not_loaded")
-    chat = parse_chat_request(body, context.media_dir)
-    if chat.model != model:
-        raise ApiError(404, f"The model {chat.model!r} does not exist; this server serves {model!r}.",
-                       param="model", code="model_not_found")
+    images = context.media.batch()
+    try:
+        chat = parse_chat_request(body, images, context.config)
+        if chat.model != model:
+            raise model_not_found(chat.model, model)
+        # before it is queued; off the event loop (normalizing megabytes of text takes a moment)
+        await asyncio.to_thread(context.engine.check_prompt_size, chat.conversation, chat.settings)
+    except (ApiError, EngineError) as exc:
+        images.refuse()
+        raise from_engine_error(exc) from None
+    except BaseException:
+        images.refuse()
+        raise
 
-    run = _Run(context, chat, request.receive)
+    run = _Run(context, chat, request.receive, images)
     await run.start()
-    first = await run.next()
+    # A stream starts once the engine answers or keepalive_s passes (errors after that go in the stream).
+    first = await run.next(context.config.keepalive_s if chat.stream else None)
     if isinstance(first, StreamEnd):
         run.close()
         raise from_engine_error(first.error or RuntimeError("the request was cancelled"))
@@ -203,9 +252,11 @@ async def _chat(request: Request, context: ServerContext, rec: RequestRecord, st
 class _Run:
     """One request's generation on the engine thread, its events in an asyncio queue."""
 
-    def __init__(self, context: ServerContext, chat: ChatRequest, receive: Receive):
+    def __init__(self, context: ServerContext, chat: ChatRequest, receive: Receive, images: ImageBatch):
         self.context = context
         self.chat = chat
+        self.images = images
+        self.refused = False  # the engine raised before its first event: the request's new images go
         self.cancel = CancelToken()
         self.queue: asyncio.Queue = asyncio.Queue()
         self.receive = receive
@@ -221,10 +272,11 @@ class _Run:
 
         def sink(item) -> None:
             now = time.perf_counter()
-            if not self.engine_started:
-                self.engine_started = now
             if isinstance(item, StreamEnd):
                 self.engine_ended = now
+                self.refused = item.error is not None and not self.engine_started
+            if not self.engine_started:
+                self.engine_started = now
             loop.call_soon_threadsafe(self.queue.put_nowait, item)
 
         with self.context.lock:
@@ -242,15 +294,33 @@ class _Run:
                 self.cancel.cancel()  # the generation stops at its next token
                 return
 
-    async def next(self):
-        return await self.queue.get()
+    async def next(self, timeout: float | None = None):
+        """The next event, or None when ``timeout`` seconds pass first."""
+        if timeout is None:
+            return await self.queue.get()
+        if timeout <= 0:
+            return None
+        try:
+            return await asyncio.wait_for(self.queue.get(), timeout)
+        except TimeoutError:
+            return None
 
     def close(self) -> None:
+        """Cancel the generation if it still runs; the images are kept, or deleted if refused (once
+        the engine has ended: until then they are in use)."""
         self.cancel.cancel()  # no-op when the generation already ended
         if self._watch is not None:
             self._watch.cancel()
+            self._watch = None
         with self.context.lock:
             self.context.active.discard(self.cancel)
+        self.release_images()
+
+    def release_images(self) -> None:
+        """Once the engine has ended (until then they are in use): keep the images, or delete the
+        new ones if the engine refused the request."""
+        if self.engine_ended:
+            self.images.refuse() if self.refused else self.images.done()
 
     async def events(self, first) -> AsyncIterator[Any]:
         """Engine events up to the end; a stop sequence cancels the rest (still drained)."""
@@ -265,8 +335,10 @@ class _Run:
                 **extra}
 
 
-def _assembler(chat: ChatRequest) -> ReplyAssembler:
-    return ReplyAssembler(stop=chat.stop, tools=chat.tool_schemas if chat.tools_on else None)
+def _assembler(run: _Run) -> ReplyAssembler:
+    chat = run.chat
+    return ReplyAssembler(stop=chat.stop, tools=chat.tool_schemas if chat.tools_on else None,
+                          reasoning_alias=run.context.config.reasoning_alias)
 
 
 def _feed(assembler: ReplyAssembler, run: _Run, event) -> list[dict[str, Any]]:
@@ -281,7 +353,7 @@ def _feed(assembler: ReplyAssembler, run: _Run, event) -> list[dict[str, Any]]:
 
 
 async def _complete(run: _Run, rec: RequestRecord, started: float, first) -> Response:
-    assembler = _assembler(run.chat)
+    assembler = _assembler(run)
     stats: Stats | None = None
     finished = Finished(FinishReason.ERROR, "no events")
     try:
@@ -321,11 +393,13 @@ class _EventStream:
     logged when the generation has ended, whether the client stayed or left."""
 
     def __init__(self, run: _Run, rec: RequestRecord, started: float, first):
-        self.run, self.rec, self.started, self.first = run, rec, started, first
-        self.assembler = _assembler(run.chat)
+        self.run, self.rec, self.started, self.first = run, rec, started, first  # first: None = not yet
+        self.assembler = _assembler(run)
         self.stats: Stats | None = None
         self.finished = Finished(FinishReason.ERROR, "no events")
         self.ended = False
+        self.end_error: BaseException | None = None  # what the engine raised before its first event
+        self.sent_at = time.monotonic()  # when the last bytes went out
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": [
@@ -336,6 +410,7 @@ class _EventStream:
                 if self.run.disconnected:
                     break
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                self.sent_at = time.monotonic()
             else:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         except OSError:  # the client went away mid-send
@@ -344,6 +419,7 @@ class _EventStream:
             self.run.close()  # cancels the generation if it is still going
             while not self.ended:  # wait for the engine to stop, for the log's figures
                 self._take(await self.run.next())
+            self.run.close()  # now the engine has ended: release (or delete) the images
             reason = self.assembler.finish_reason(self.finished.reason)
             _log(self.run, self.rec, self.started, self.stats,
                  reason if self.finished.reason is not FinishReason.ERROR else "error", self.finished.error or "")
@@ -351,6 +427,10 @@ class _EventStream:
     def _take(self, event) -> list[dict[str, Any]]:
         if isinstance(event, StreamEnd):
             self.ended = True
+            self.run.release_images()  # before the last chunks go out
+            self.end_error = event.error
+            if event.error is not None:
+                self.finished = Finished(FinishReason.ERROR, from_engine_error(event.error).message)
             return []
         if isinstance(event, Stats):
             self.stats = event
@@ -363,11 +443,18 @@ class _EventStream:
         yield _sse(run.chunk({"role": "assistant", "content": ""}))
         event = self.first
         while True:
-            for delta in self._take(event):
-                yield _sse(run.chunk(delta))
+            if event is None:  # nothing to send for keepalive_s
+                yield KEEPALIVE
+            else:
+                for delta in self._take(event):
+                    yield _sse(run.chunk(delta))
             if self.ended:
                 break
-            event = await run.next()
+            event = await run.next(self.sent_at + run.context.config.keepalive_s - time.monotonic())
+        if self.end_error is not None:  # refused before its first event, once the stream had started
+            yield _sse(from_engine_error(self.end_error).body())
+            yield b"data: [DONE]\n\n"
+            return
         for delta in assembler.finish():
             yield _sse(run.chunk(delta))
         if self.finished.reason is FinishReason.ERROR:
@@ -403,6 +490,7 @@ def build_app(context: ServerContext) -> Any:
     app = Starlette(
         routes=[
             Route("/v1/models", list_models, methods=["GET"]),
+            Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         ],
         exception_handlers={ApiError: _api_error, HTTPException: _http_error},

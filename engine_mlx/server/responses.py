@@ -1,5 +1,6 @@
-"""Engine events in, OpenAI chat-completion deltas out: reasoning apart from content, stop
-sequences, and tool calls held back from content and handed over whole at the end."""
+"""Engine events in, OpenAI chat-completion deltas out: reasoning apart from content (as
+``reasoning_content``; also as ``reasoning`` only when the server is told to, for clients that read
+that name), stop sequences, and tool calls held back from content and handed over whole at the end."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ class ReplyAssembler:
 
     stop: tuple[str, ...] = ()
     tools: list[dict[str, Any]] | None = None  # None: no tool calls are parsed
+    reasoning_alias: bool = False  # also name the reasoning ``reasoning`` (serve --reasoning-alias)
     content: str = ""
     reasoning: str = ""
     tool_calls: list[ParsedCall] = field(default_factory=list)
@@ -39,7 +41,7 @@ class ReplyAssembler:
         if self.stopped or not text:
             return []
         self.reasoning += text
-        return [{"reasoning_content": text, "reasoning": text}]
+        return [self._reasoning(text)]
 
     def answer(self, text: str) -> list[dict[str, Any]]:
         if self.stopped:
@@ -88,10 +90,13 @@ class ReplyAssembler:
     def message(self) -> dict[str, Any]:
         msg: dict[str, Any] = {"role": "assistant", "content": self.content or (None if self.tool_calls else "")}
         if self.reasoning:
-            msg["reasoning_content"] = msg["reasoning"] = self.reasoning
+            msg.update(self._reasoning(self.reasoning))
         if self.tool_calls:
             msg["tool_calls"] = [c.to_openai() for c in self.tool_calls]
         return msg
+
+    def _reasoning(self, text: str) -> dict[str, str]:
+        return {"reasoning_content": text, "reasoning": text} if self.reasoning_alias else {"reasoning_content": text}
 
     def _emit(self, text: str) -> list[dict[str, Any]]:
         if not text:

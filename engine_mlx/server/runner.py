@@ -62,7 +62,7 @@ class ApiServer:
         self.context = ServerContext(
             self._engine, self._jobs,
             AccessPolicy(self.config.host, self.port, self.config.api_key or None, self.config.allow_origins),
-            on_request=self._on_request,
+            on_request=self._on_request, config=self.config,
         )
         uv = uvicorn.Config(build_app(self.context), log_level="warning", timeout_graceful_shutdown=3,
                             access_log=False, lifespan="off")
@@ -105,5 +105,5 @@ class ApiServer:
             self._socket.close()
             self._socket = None
         if self.context is not None:
-            shutil.rmtree(self.context.media_dir, ignore_errors=True)
+            shutil.rmtree(self.context.media.folder, ignore_errors=True)
         self._server = None
