@@ -91,8 +91,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--model", required=True, type=Path)
     serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}; 0 = any free port")
     serve.add_argument("--host", default=DEFAULT_HOST,
-                       help="address to listen on (default 127.0.0.1: this Mac only); anything else "
-                            "lets other machines in and needs --api-key to be safe")
+                       help="address to listen on (default 127.0.0.1: this computer only); anything else "
+                            "lets other machines in and needs --api-key")
+    serve.add_argument("--allow-host", dest="allow_hosts", action="append", default=[], metavar="NAME",
+                       help="a name clients reach this server by beyond loopback, e.g. studio.local (repeatable)")
+    serve.add_argument("--tls-cert", type=Path, help="serve HTTPS with this certificate (PEM); needs --tls-key")
+    serve.add_argument("--tls-key", type=Path, help="the certificate's private key (PEM)")
     serve.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on every request")
     serve.add_argument("--allow-origin", dest="origins", action="append", default=[],
                        help="a browser origin (e.g. http://localhost:3000) allowed to call the API")
@@ -476,12 +480,22 @@ def _serve(args) -> int:
         raise EngineError(f"{args.model}: no such folder")
     if args.context < 1 or args.keepalive <= 0:
         raise EngineError("--context and --keepalive must be positive")
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise EngineError("--tls-cert and --tls-key go together: give both (PEM files)")
+    for pem in (args.tls_cert, args.tls_key):
+        if pem is not None and not pem.is_file():
+            raise EngineError(f"{pem}: no such file")
     config = ServerConfig(args.host, args.port, args.api_key, tuple(args.origins), context_tokens=args.context,
                           thinking=_thinking_default(args.thinking), reasoning_alias=args.reasoning_alias,
-                          keepalive_s=args.keepalive)
+                          keepalive_s=args.keepalive, allow_hosts=tuple(args.allow_hosts),
+                          tls_cert=args.tls_cert, tls_key=args.tls_key)
     if config.exposed:
-        print(f"warning: listening on {args.host}: other machines can reach this API"
-              + ("" if args.api_key else " and there is no --api-key"), file=sys.stderr)
+        if not args.api_key:
+            raise EngineError(f"listening on {args.host} lets other machines in: set --api-key KEY too "
+                              "(clients send it as 'Authorization: Bearer KEY')")
+        print(f"warning: listening on {args.host}: other machines can reach this API with the key"
+              + ("" if config.tls_cert else " over plain HTTP (add --tls-cert/--tls-key for HTTPS)"),
+              file=sys.stderr)
     engine, jobs = Engine(), EngineThread()
     server = ApiServer(engine, jobs, config)
     try:

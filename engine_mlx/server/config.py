@@ -4,6 +4,7 @@ CLI reads the defaults)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from engine_mlx.server.security import is_loopback
 
@@ -32,6 +33,13 @@ class ServerConfig:
     reasoning_alias: bool = False  # also send reasoning as ``reasoning`` (beside ``reasoning_content``)
     keepalive_s: float = DEFAULT_KEEPALIVE_S
     media_cap_bytes: int = DEFAULT_MEDIA_CAP_BYTES
+    allow_hosts: tuple[str, ...] = ()  # Host names clients may use beyond loopback (e.g. studio.local)
+    tls_cert: Path | None = None  # serve HTTPS with the user's own certificate and key (PEM)
+    tls_key: Path | None = None
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert else "http"
 
     @property
     def exposed(self) -> bool:

@@ -41,7 +41,7 @@ class ApiServer:
     @property
     def base_url(self) -> str:
         host = self.config.host if ":" not in self.config.host else f"[{self.config.host}]"
-        return f"http://{host}:{self.port}/v1"
+        return f"{self.config.scheme}://{host}:{self.port}/v1"
 
     @property
     def running(self) -> bool:
@@ -61,11 +61,14 @@ class ApiServer:
         self._socket = sock
         self.context = ServerContext(
             self._engine, self._jobs,
-            AccessPolicy(self.config.host, self.port, self.config.api_key or None, self.config.allow_origins),
+            AccessPolicy(self.config.host, self.port, self.config.api_key or None, self.config.allow_origins,
+                         self.config.allow_hosts),
             on_request=self._on_request, config=self.config,
         )
+        tls = {"ssl_certfile": str(self.config.tls_cert), "ssl_keyfile": str(self.config.tls_key)} \
+            if self.config.tls_cert else {}
         uv = uvicorn.Config(build_app(self.context), log_level="warning", timeout_graceful_shutdown=3,
-                            access_log=False, lifespan="off")
+                            access_log=False, lifespan="off", **tls)
         self._server = uvicorn.Server(uv)
 
     def serve(self) -> None:

@@ -31,14 +31,19 @@ class AccessPolicy:
     port: int
     api_key: str | None = None
     allow_origins: tuple[str, ...] = ()  # browser origins allowed to call, e.g. "http://localhost:3000"
+    allow_hosts: tuple[str, ...] = ()  # names other machines reach this server by (serve --allow-host)
 
     def allowed_hosts(self) -> set[str] | None:
-        """``Host`` values accepted; None = any (the user chose to listen beyond loopback)."""
+        """``Host`` values accepted: the loopback names, the names the user allowed and the address
+        listened on; None = any (listening on every interface with no names given: the key guards)."""
+        names = set(LOOPBACK_NAMES) | {h.lower() for h in self.allow_hosts}
         if not is_loopback(self.host):
-            return None
-        names = set(LOOPBACK_NAMES)
+            if self.host in ("0.0.0.0", "::") and not self.allow_hosts:
+                return None
+            if self.host not in ("0.0.0.0", "::"):
+                names.add(self.host if ":" not in self.host else f"[{self.host}]")
         hosts = {f"{name}:{self.port}" for name in names}
-        if self.port == 80:
+        if self.port in (80, 443):
             hosts |= names
         return hosts
 
@@ -52,8 +57,9 @@ class AccessPolicy:
         if hosts is not None and host not in hosts:
             raise ApiError(
                 403,
-                f"Host {host or '(none)'!r} is not this server's loopback address; "
-                f"use http://127.0.0.1:{self.port}.",
+                f"Host {host or '(none)'!r} is not a name this server answers to; use "
+                f"127.0.0.1:{self.port}" + (f" or one of {', '.join(self.allow_hosts)}" if self.allow_hosts else "")
+                + " (serve --allow-host NAME adds a name).",
                 code="forbidden_host",
             )
         origin = headers.get("origin")
