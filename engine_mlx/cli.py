@@ -214,16 +214,28 @@ def _models(args) -> int:
 
 
 def _page_range(spec: str | None) -> tuple[int, int | None]:
+    """``--pages``: ``2-5``, ``3`` (one page), ``3-`` (page 3 to the end) or ``-5`` (pages 1 to 5);
+    (first, last), last None for the end."""
     if not spec:
         return 1, None
+    first, dash, last = spec.strip().partition("-")
     try:
-        first, _, last = spec.partition("-")
-        return int(first), int(last) if last else int(first)
+        return (int(first) if first else 1), (int(last) if last else None if dash else int(first))
     except ValueError:
-        raise EngineError(f"--pages {spec!r} is not a page range like 2-5") from None
+        raise EngineError(f"--pages {spec!r} is not a page range like 2-5, 3 or 3-") from None
 
 
 def _attachments(args) -> tuple[Attachment, ...]:
+    """The attachments, each checked as the app checks a dropped file: a refused type (.heic), a
+    folder, a pipe, a device or a symlink loop is named as what it is before the model loads."""
+    from engine_mlx.media import ATTACHABLE_SUFFIXES, AttachmentKind, check_file, classify
+
+    options = {  # each kind: its option, the attachment it makes, and the kind's name in a sentence
+        AttachmentKind.IMAGE: ("--image", ImageAttachment, "an image"),
+        AttachmentKind.PDF: ("--pdf", PdfAttachment, "a PDF"),
+        AttachmentKind.VIDEO: ("--video", VideoAttachment, "a video"),
+        AttachmentKind.TEXT: ("--file", TextAttachment, "a text file"),
+    }
     out: list[Attachment] = [ImageAttachment(p) for p in args.image]
     if args.pdf:
         first, last = _page_range(args.pages)
@@ -232,8 +244,13 @@ def _attachments(args) -> tuple[Attachment, ...]:
         out.append(VideoAttachment(args.video, fps=args.fps))
     out.extend(TextAttachment(p) for p in args.file)
     for attachment in out:
-        if not Path(attachment.path).is_file():
-            raise EngineError(f"{attachment.path}: no such file")
+        path = Path(attachment.path)
+        check_file(path)
+        if isinstance(attachment, TextAttachment) and path.suffix.lower() not in ATTACHABLE_SUFFIXES:
+            continue  # any UTF-8 file may go in as text (a Makefile); load_text checks its bytes
+        option, expected, name = options[classify(path)]
+        if not isinstance(attachment, expected):
+            raise EngineError(f"{path}: is {name}; pass it with {option}")
     return tuple(out)
 
 
