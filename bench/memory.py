@@ -53,14 +53,22 @@ def fresh_peak() -> None:
     mx.reset_peak_memory()
 
 
-def long_conversation(engine, settings, tokens: int, cid: str = ""):
+def prompt_inputs(loaded, convo, settings):
+    """The prompt and token inputs the engine renders for a text-only ``convo``."""
+    from engine_mlx.prompt import LoadedMedia, render_text
+
+    prompt = render_text(convo, loaded.apply_template, thinking=settings.thinking, text_only=not loaded.is_vision)
+    return prompt, loaded.prepare(prompt, LoadedMedia())
+
+
+def long_conversation(loaded, settings, tokens: int):
     """One user message whose prompt is about ``tokens`` tokens long."""
     from engine_mlx.conversation import Conversation, Message, Role
 
     words = tokens
     for _ in range(6):
-        convo = Conversation((Message(Role.USER, filler(words)),), id=cid)
-        n = engine.count_tokens(convo, settings)
+        convo = Conversation((Message(Role.USER, filler(words)),))
+        n = len(prompt_inputs(loaded, convo, settings)[1].ids)
         if abs(n - tokens) <= 8:
             break
         words = max(1, round(words * tokens / n))
@@ -111,8 +119,8 @@ def peak_memory(model_dir: Path, args) -> None:
     kind = "vision (mlx-vlm)" if loaded.is_vision else "text-only (mlx-lm)"
     settings = GenerationSettings(thinking=False, temperature=0.0, presence_penalty=0.0,
                                   max_tokens=args.max_tokens, prefill_chunk=args.chunk)
-    convo = long_conversation(engine, settings, args.tokens)
-    prompt, inputs = engine._prepare(convo, settings)
+    convo = long_conversation(loaded, settings, args.tokens)
+    prompt, inputs = prompt_inputs(loaded, convo, settings)
     ids = inputs.ids
 
     raw, _ = raw_peak(loaded, prompt, ids, args)
