@@ -36,7 +36,8 @@ from engine_mlx.events import (
     ThinkingDelta,
     event_to_json,
 )
-from engine_mlx.settings import DEFAULT_CONTEXT_TOKENS, GenerationSettings
+from engine_mlx.media import DEFAULT_VIDEO_FPS, MAX_VIDEO_FPS
+from engine_mlx.settings import DEFAULT_CONTEXT_TOKENS, DEFAULT_MAX_TOKENS, GenerationSettings
 from engine_mlx.sizes import human_bytes
 
 EXIT_ERROR = 2
@@ -73,10 +74,11 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--video", type=Path)
     chat.add_argument("--file", action="append", type=Path, default=[],
                       help="a text or code file, given to the model as a fenced block (repeatable)")
-    chat.add_argument("--fps", type=float, default=2.0, help="video sampling rate (at most 8)")
+    chat.add_argument("--fps", type=float, default=DEFAULT_VIDEO_FPS,
+                      help=f"video sampling rate (default {DEFAULT_VIDEO_FPS:g}, at most {MAX_VIDEO_FPS:g})")
     chat.add_argument("--no-think", action="store_true", help="answer without thinking")
     chat.add_argument("--thinking-budget", type=int)
-    chat.add_argument("--max-tokens", type=int, default=8192)
+    chat.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS)
     chat.add_argument("--temperature", type=float)
     chat.add_argument("--seed", type=int)
     chat.add_argument("--system", default="", help="system prompt")
@@ -96,7 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on every request")
     serve.add_argument("--allow-origin", dest="origins", action="append", default=[],
                        help="a browser origin (e.g. http://localhost:3000) allowed to call the API")
-    serve.add_argument("--context", type=int, default=32768)
+    serve.add_argument("--context", type=int, default=DEFAULT_CONTEXT_TOKENS)
     serve.add_argument("--force", action="store_true", help="load even if the model does not fit")
     dl = sub.add_parser("download", help="download a model repo into the Hugging Face cache (resumable)")
     dl.add_argument("repo", help="e.g. mlx-community/Qwen3.5-397B-A17B-4bit")
@@ -357,7 +359,7 @@ class _Printer:
                 f"{s['prompt_tokens']} prompt tokens ({s['reused_tokens']} reused, {s['prefilled_tokens']} "
                 f"prefilled at {s['prefill_tps']:.0f} tok/s) · {s['generated_tokens']} generated "
                 f"({s['thinking_tokens']} thinking) at {s['decode_tps']:.1f} tok/s · first token "
-                f"{s['ttft_s']:.2f} s · peak {s['peak_memory_bytes'] / 2**20:.0f} MiB"
+                f"{s['ttft_s']:.2f} s · peak {human_bytes(s['peak_memory_bytes'])}"
             )
             w(f"{RESET}\n\n{DIM}{line}{RESET}\n" if self.color else f"\n\n{line}\n")
         elif isinstance(event, Finished) and event.reason is not FinishReason.STOP:

@@ -18,6 +18,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine_mlx.sizes import human_bytes
+
 from ..render import Palette, Renderer
 from ..store import AttachmentKind, MessageState, StoredAttachment, StoredMessage, StoredStats
 from . import long_text
@@ -128,7 +130,7 @@ class AttachmentThumb(QFrame):
             self._start(lambda _p, _c: _render_frame(att.path, att.start_s))
         else:
             try:
-                size = f"{max(1, round(att.path.stat().st_size / 1024)):,} KB"
+                size = human_bytes(att.path.stat().st_size)
             except OSError:
                 size = "missing"
             self.caption.setText(f"Text · {att.name}\n{size}")

@@ -32,6 +32,7 @@ from engine_mlx.hub.remote import (
     repo_files,
     weight_files,
 )
+from engine_mlx.sizes import human_bytes
 
 VISION_PREFIX = "model.visual."
 MTP_PREFIX = "mtp."
@@ -50,7 +51,6 @@ MATCHING_DIMS = (
     "num_attention_heads",
     "num_key_value_heads",
 )
-GB = 1e9
 
 
 @dataclass(frozen=True)
@@ -83,16 +83,8 @@ class GraftPlan:
         return self.repo.total_bytes
 
     def summary(self) -> str:
-        """E.g. ``0.9 GB of 807 GB``: what the graft downloads against the whole release."""
-        return f"{_gb(self.fetch_bytes)} of {_gb(self.repo_bytes)}"
-
-
-def _gb(n: int) -> str:
-    if n >= 10 * GB:
-        return f"{n / GB:.0f} GB"
-    if n >= 0.5 * GB:
-        return f"{n / GB:.1f} GB"
-    return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.0f} kB"
+        """E.g. ``869 MiB of 752 GiB``: what the graft downloads against the whole release."""
+        return f"{human_bytes(self.fetch_bytes)} of {human_bytes(self.repo_bytes)}"
 
 
 def _read_config(model_dir: Path) -> dict:
@@ -326,7 +318,7 @@ def run_graft(
     need, free = 2 * plan.fetch_bytes + DISK_MARGIN, free_space(plan.output_dir.parent)
     if need > free:  # the fetched tensors as released, then converted; the rest is hard links
         raise HubError(
-            f"{plan.output_dir.parent}: the graft needs {need / 1e9:.1f} GB free, there is {free / 1e9:.1f} GB; "
+            f"{plan.output_dir.parent}: the graft needs {human_bytes(need)} free, there is {human_bytes(free)}; "
             "nothing was downloaded"
         )
     stage = Path(
