@@ -289,7 +289,9 @@ def metallib_detail(libmlx: Path) -> str:
     metallib = Path(libmlx).parent / "mlx.metallib"  # in the .app, a symlink into Contents/Resources
     if not metallib.is_file():
         raise CheckFailed(f"mlx.metallib is missing next to {libmlx}, where MLX looks for it")
-    return f"libmlx {libmlx}; mlx.metallib {metallib.stat().st_size / 1e6:.0f} MB beside it"
+    from engine_mlx.sizes import human_bytes
+
+    return f"libmlx {libmlx}; mlx.metallib {human_bytes(metallib.stat().st_size)} beside it"
 
 
 def loaded_library(prefix: str) -> Path | None:
@@ -372,7 +374,9 @@ def check_tiny_model(ctx: Context) -> str:
     path = build_tiny_model(ctx.workdir / "tiny-model")
     size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
     ctx.facts["model"] = path
-    return f"{path.name}: {size / 1e6:.1f} MB"
+    from engine_mlx.sizes import human_bytes
+
+    return f"{path.name}: {human_bytes(size)}"
 
 
 def check_load(ctx: Context) -> str:

@@ -26,7 +26,7 @@ from . import theme
 from .chat_list_actions import ChatListActions
 from .controllers.attachments import AttachmentsController, Pending
 from .controllers.chat import ChatController
-from .controllers.downloads import DownloadsController, gb
+from .controllers.downloads import DownloadsController
 from .controllers.local_api import LocalApiController
 from .controllers.models import ModelsController
 from .meter_wiring import install_context_meter
@@ -584,7 +584,7 @@ class MainWindow(QMainWindow):
         info = self.models.loaded_info
         if self.attachments.model_is_vision is False and info is not None:
             size = self.downloads.known_vision_size(Path(info.path))
-            label = f"Add vision (downloads {gb(size)})" if size else "Add vision…"
+            label = f"Add vision (downloads {human_bytes(size)})" if size else "Add vision…"
             self.show_error(message, label, lambda: self.open_add_vision(Path(info.path)))
         else:
             self.show_error(message)

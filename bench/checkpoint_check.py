@@ -8,7 +8,7 @@ takes no disk) with the real tensor table of mlx-vlm's qwen3_5_moe model, then t
 
 Goal: about a second per 397B folder, once: the picker rescans when the context changes, and then
 ``InspectionCache`` answers an unchanged folder from its directory listing (also timed here).
-Run: .venv/bin/python bench/checkpoint_check.py [--rounds 3]
+Run: .venv/bin/python bench/checkpoint_check.py [--rounds 3] [--quick]
 """
 
 from __future__ import annotations
@@ -110,7 +110,10 @@ def _write_header_only_shards(folder: Path, table) -> int:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="small sizes, one round: CI checks it runs (figures not meaningful)")
     args = ap.parse_args()
+    if args.quick:
+        args.rounds = 1
 
     from engine_mlx.tiny import build_tiny_model
 

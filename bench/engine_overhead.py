@@ -2,7 +2,7 @@
 the engine, alternating, several rounds. Prints prefill and decode tok/s for both and their ratios.
 
 Target: engine >= 0.97 x raw on decode, >= 0.95 x raw on prefill.
-Run: .venv/bin/python bench/engine_overhead.py [--rounds 5] [--tokens 200]
+Run: .venv/bin/python bench/engine_overhead.py [--rounds 5] [--tokens 200] [--quick]
 """
 
 from __future__ import annotations
@@ -24,7 +24,11 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--tokens", type=int, default=200)
     ap.add_argument("--chunk", type=int, default=512)
+    ap.add_argument("--quick", action="store_true", help="small sizes, one round: CI checks it runs (figures not meaningful)")
     args = ap.parse_args()
+    paragraphs = 60
+    if args.quick:
+        args.rounds, args.tokens, paragraphs = 1, 16, 10
 
     from mlx_vlm import stream_generate
     from PIL import Image
@@ -44,7 +48,7 @@ def main() -> int:
     engine = Engine()
     engine.load(model_dir)
     loaded = engine._loaded  # the raw path uses the very same model and processor objects
-    text = " ".join(f"Paragraph {i}: the quick brown fox jumps over the lazy dog." for i in range(60))
+    text = " ".join(f"Paragraph {i}: the quick brown fox jumps over the lazy dog." for i in range(paragraphs))
     convo = Conversation((Message(Role.USER, text, (ImageAttachment(image),)),))
     settings = GenerationSettings(
         thinking=True, max_tokens=args.tokens, presence_penalty=0.0, prefill_chunk=args.chunk, seed=0

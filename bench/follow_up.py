@@ -8,7 +8,7 @@ snapshot) and with an empty id (cold prefill), in alternating order; the answers
 Targets: tokens prefilled <= new tokens + 16 on every turn after the first; TTFT with reuse
 <= 0.2 x cold at the last turn. "New tokens" are the prompt tokens after the longest token-id prefix
 shared with the previous turn's prompt (the template may rewrite the end of the history).
-Run: MLX_DISABLE_COMPILE=1 .venv/bin/python bench/follow_up.py [--chunk 512]
+Run: MLX_DISABLE_COMPILE=1 .venv/bin/python bench/follow_up.py [--chunk 512] [--quick]
 """
 
 from __future__ import annotations
@@ -37,7 +37,10 @@ def main() -> int:
     ap.add_argument("--chunk", type=int, default=512, help="prefill chunk (tokens)")
     ap.add_argument("--max-tokens", type=int, default=8)
     ap.add_argument("--model", type=Path, help="a model folder (default: build the tiny model)")
+    ap.add_argument("--quick", action="store_true",
+                    help="a tenth of the text: CI checks it runs and reuses (the TTFT target is not judged)")
     args = ap.parse_args()
+    scale = 10 if args.quick else 1
 
     from PIL import Image
 
@@ -62,11 +65,11 @@ def main() -> int:
         presence_penalty=0.0, prefill_chunk=args.chunk,
     )
     script = [
-        Message(Role.USER, "Read this report and summarize it.\n" + filler(1100, 1)),
-        Message(Role.USER, "Here is the second part of the report.\n" + filler(800, 2)),
+        Message(Role.USER, "Read this report and summarize it.\n" + filler(1100 // scale, 1)),
+        Message(Role.USER, "Here is the second part of the report.\n" + filler(800 // scale, 2)),
         Message(Role.USER, "This chart belongs to it. What does it show?", (ImageAttachment(image),)),
-        Message(Role.USER, "And the appendix:\n" + filler(700, 3)),
-        Message(Role.USER, "One more note: " + filler(120, 4)),
+        Message(Role.USER, "And the appendix:\n" + filler(700 // scale, 3)),
+        Message(Role.USER, "One more note: " + filler(120 // scale, 4)),
         Message(Role.USER, "Which section matters most?"),
         Message(Role.USER, "Thanks. Give me a one-line title."),
     ]
@@ -119,7 +122,7 @@ def main() -> int:
     print(f"prefilled <= new + 16 after turn 1: {'met' if prefill_ok else 'NOT met'}")
     print(f"last-turn TTFT reuse/cold = {rows[-1][7]:.3f} (target <= 0.2): {'met' if ttft_ok else 'NOT met'}")
     print(f"reuse output == cold output on every turn: {'yes' if same_ok else 'NO'}")
-    return 0 if prefill_ok and ttft_ok and same_ok else 1
+    return 0 if prefill_ok and (ttft_ok or args.quick) and same_ok else 1
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ The estimate counts keys, values and the conv window at the checkpoint's activat
 its safetensors headers (bfloat16 for the released checkpoints, float32 for the tiny model), and the
 recurrent state at float32, as both libraries keep it.
 
-Run: MLX_DISABLE_COMPILE=1 .venv/bin/python bench/memory.py [--tokens 8192] [--chunk 512]
+Run: MLX_DISABLE_COMPILE=1 .venv/bin/python bench/memory.py [--tokens 8192] [--chunk 512] [--quick]
 """
 
 from __future__ import annotations
@@ -53,14 +53,22 @@ def fresh_peak() -> None:
     mx.reset_peak_memory()
 
 
-def long_conversation(engine, settings, tokens: int, cid: str = ""):
+def prompt_inputs(loaded, convo, settings):
+    """The prompt and token inputs the engine renders for a text-only ``convo``."""
+    from engine_mlx.prompt import LoadedMedia, render_text
+
+    prompt = render_text(convo, loaded.apply_template, thinking=settings.thinking, text_only=not loaded.is_vision)
+    return prompt, loaded.prepare(prompt, LoadedMedia())
+
+
+def long_conversation(loaded, settings, tokens: int):
     """One user message whose prompt is about ``tokens`` tokens long."""
     from engine_mlx.conversation import Conversation, Message, Role
 
     words = tokens
     for _ in range(6):
-        convo = Conversation((Message(Role.USER, filler(words)),), id=cid)
-        n = engine.count_tokens(convo, settings)
+        convo = Conversation((Message(Role.USER, filler(words)),))
+        n = len(prompt_inputs(loaded, convo, settings)[1].ids)
         if abs(n - tokens) <= 8:
             break
         words = max(1, round(words * tokens / n))
@@ -111,8 +119,8 @@ def peak_memory(model_dir: Path, args) -> None:
     kind = "vision (mlx-vlm)" if loaded.is_vision else "text-only (mlx-lm)"
     settings = GenerationSettings(thinking=False, temperature=0.0, presence_penalty=0.0,
                                   max_tokens=args.max_tokens, prefill_chunk=args.chunk)
-    convo = long_conversation(engine, settings, args.tokens)
-    prompt, inputs = engine._prepare(convo, settings)
+    convo = long_conversation(loaded, settings, args.tokens)
+    prompt, inputs = prompt_inputs(loaded, convo, settings)
     ids = inputs.ids
 
     raw, _ = raw_peak(loaded, prompt, ids, args)
@@ -137,7 +145,7 @@ def cache_growth(model_dir: Path, args) -> None:
     engine = Engine()
     engine.load(model_dir)
     loaded, info = engine._loaded, engine.model_info
-    n1, n2 = 1024, 2048
+    n1, n2 = args.growth, 2 * args.growth
     ids = [int(t) for t in (mx.random.randint(0, 1000, (n2,)) + 200).tolist()]
     if loaded.is_vision:  # positions for the whole run (the three MRoPE axes coincide for text)
         pos = mx.broadcast_to(mx.arange(n2)[None, None], (3, 1, n2))
@@ -187,7 +195,12 @@ def main() -> int:
     ap.add_argument("--chunk", type=int, default=512, help="prefill step size (both sides)")
     ap.add_argument("--max-tokens", type=int, default=8)
     ap.add_argument("--skip", choices=["vision", "text"], help="leave one model kind out")
+    ap.add_argument("--growth", type=int, default=1024,
+                    help="the cache is measured at this many tokens and twice as many (a multiple of 256)")
+    ap.add_argument("--quick", action="store_true", help="small sizes: CI checks it runs (figures not meaningful)")
     args = ap.parse_args()
+    if args.quick:
+        args.tokens, args.growth = 1024, 256
 
     from engine_mlx.tiny import build_tiny_model
 

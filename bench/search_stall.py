@@ -4,7 +4,7 @@ Builds a history of N messages (real SQLite file, FTS5), then for each query pri
   - the time ``Store.search`` takes (what the GUI thread used to spend per keystroke), and
   - through ``ChatController.search`` (run on a pool thread): the time the call blocks the GUI thread,
     the worst event-loop stall while the hits come in (a 5 ms heartbeat), and the time to the hits.
-Run: .venv/bin/python bench/search_stall.py [--messages 100000]
+Run: .venv/bin/python bench/search_stall.py [--messages 100000] [--quick]
 """
 
 from __future__ import annotations
@@ -88,7 +88,10 @@ def through_controller(chat, query: str) -> tuple[float, float, float, list]:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--messages", type=int, default=100_000)
+    ap.add_argument("--quick", action="store_true", help="small sizes: CI checks it runs (figures not meaningful)")
     args = ap.parse_args()
+    if args.quick:
+        args.messages = 2_000
     from PySide6.QtWidgets import QApplication
 
     from app.controllers.chat import ChatController

@@ -13,6 +13,7 @@ rendering cost grows with the answer's length.
 
     QT_QPA_PLATFORM=offscreen .venv/bin/python bench/ui_stream.py             # 20k tokens at 200 tok/s, 5 runs
     QT_QPA_PLATFORM=offscreen .venv/bin/python bench/ui_stream.py --tokens 4000 --rate 400 --runs 1
+    QT_QPA_PLATFORM=offscreen .venv/bin/python bench/ui_stream.py --quick   # CI: it runs; goals not judged
 
 Goals: the worst stall under 50 ms in every run; the last 1k-token bucket at most 1.15 × the first.
 """
@@ -206,7 +207,11 @@ def main() -> int:
     parser.add_argument("--history", type=int, default=300, help="messages already in the chat")
     parser.add_argument("--runs", type=int, default=5, help="consecutive runs; every one must meet the goals")
     parser.add_argument("--verbose", action="store_true", help="list every stall over 30 ms")
+    parser.add_argument("--quick", action="store_true",
+                        help="3k tokens fast into a short chat, once: CI checks it runs (the goals are not judged)")
     args = parser.parse_args()
+    if args.quick:
+        args.tokens, args.rate, args.history, args.runs = 3_000, 2_000.0, 20, 1
 
     app = QApplication.instance() or QApplication([])
     theme.apply(app, theme.Scheme.LIGHT)
@@ -233,8 +238,9 @@ def main() -> int:
             print("  stalls over 30 ms (s, answer tokens, ms):",
                   ", ".join(f"({t:.1f}, {n}, {g:.0f})" for t, n, g in r["big"]))
         print(f"  {'PASS' if passed else 'FAIL'}")
-    print("PASS" if ok else "FAIL", f"({args.runs} consecutive runs)")
-    return 0 if ok else 1
+    print("PASS" if ok else "FAIL", f"({args.runs} consecutive runs)"
+          + (" - not judged with --quick: too short and too fast to mean anything" if args.quick else ""))
+    return 0 if ok or args.quick else 1
 
 
 if __name__ == "__main__":

@@ -36,7 +36,8 @@ from engine_mlx.events import (
     ThinkingDelta,
     event_to_json,
 )
-from engine_mlx.settings import DEFAULT_CONTEXT_TOKENS, GenerationSettings
+from engine_mlx.media import DEFAULT_VIDEO_FPS, MAX_VIDEO_FPS
+from engine_mlx.settings import DEFAULT_CONTEXT_TOKENS, DEFAULT_MAX_TOKENS, GenerationSettings
 from engine_mlx.sizes import human_bytes
 
 EXIT_ERROR = 2
@@ -73,10 +74,11 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--video", type=Path)
     chat.add_argument("--file", action="append", type=Path, default=[],
                       help="a text or code file, given to the model as a fenced block (repeatable)")
-    chat.add_argument("--fps", type=float, default=2.0, help="video sampling rate (at most 8)")
+    chat.add_argument("--fps", type=float, default=DEFAULT_VIDEO_FPS,
+                      help=f"video sampling rate (default {DEFAULT_VIDEO_FPS:g}, at most {MAX_VIDEO_FPS:g})")
     chat.add_argument("--no-think", action="store_true", help="answer without thinking")
     chat.add_argument("--thinking-budget", type=int)
-    chat.add_argument("--max-tokens", type=int, default=8192)
+    chat.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS)
     chat.add_argument("--temperature", type=float)
     chat.add_argument("--seed", type=int)
     chat.add_argument("--system", default="", help="system prompt")
@@ -319,16 +321,28 @@ def _boxes_events(convo: Conversation, answer: str) -> list[dict]:
 
 
 def _page_range(spec: str | None) -> tuple[int, int | None]:
+    """``--pages``: ``2-5``, ``3`` (one page), ``3-`` (page 3 to the end) or ``-5`` (pages 1 to 5);
+    (first, last), last None for the end."""
     if not spec:
         return 1, None
+    first, dash, last = spec.strip().partition("-")
     try:
-        first, _, last = spec.partition("-")
-        return int(first), int(last) if last else int(first)
+        return (int(first) if first else 1), (int(last) if last else None if dash else int(first))
     except ValueError:
-        raise EngineError(f"--pages {spec!r} is not a page range like 2-5") from None
+        raise EngineError(f"--pages {spec!r} is not a page range like 2-5, 3 or 3-") from None
 
 
 def _attachments(args) -> tuple[Attachment, ...]:
+    """The attachments, each checked as the app checks a dropped file: a refused type (.heic), a
+    folder, a pipe, a device or a symlink loop is named as what it is before the model loads."""
+    from engine_mlx.media import ATTACHABLE_SUFFIXES, AttachmentKind, check_file, classify
+
+    options = {  # each kind: its option, the attachment it makes, and the kind's name in a sentence
+        AttachmentKind.IMAGE: ("--image", ImageAttachment, "an image"),
+        AttachmentKind.PDF: ("--pdf", PdfAttachment, "a PDF"),
+        AttachmentKind.VIDEO: ("--video", VideoAttachment, "a video"),
+        AttachmentKind.TEXT: ("--file", TextAttachment, "a text file"),
+    }
     out: list[Attachment] = [ImageAttachment(p) for p in args.image]
     if args.pdf:
         first, last = _page_range(args.pages)
@@ -337,8 +351,13 @@ def _attachments(args) -> tuple[Attachment, ...]:
         out.append(VideoAttachment(args.video, fps=args.fps))
     out.extend(TextAttachment(p) for p in args.file)
     for attachment in out:
-        if not Path(attachment.path).is_file():
-            raise EngineError(f"{attachment.path}: no such file")
+        path = Path(attachment.path)
+        check_file(path)
+        if isinstance(attachment, TextAttachment) and path.suffix.lower() not in ATTACHABLE_SUFFIXES:
+            continue  # any UTF-8 file may go in as text (a Makefile); load_text checks its bytes
+        option, expected, name = options[classify(path)]
+        if not isinstance(attachment, expected):
+            raise EngineError(f"{path}: is {name}; pass it with {option}")
     return tuple(out)
 
 
@@ -448,7 +467,7 @@ class _Printer:
                 f"{s['prompt_tokens']} prompt tokens ({s['reused_tokens']} reused, {s['prefilled_tokens']} "
                 f"prefilled at {s['prefill_tps']:.0f} tok/s) · {s['generated_tokens']} generated "
                 f"({s['thinking_tokens']} thinking) at {s['decode_tps']:.1f} tok/s · first token "
-                f"{s['ttft_s']:.2f} s · peak {s['peak_memory_bytes'] / 2**20:.0f} MiB"
+                f"{s['ttft_s']:.2f} s · peak {human_bytes(s['peak_memory_bytes'])}"
             )
             w(f"{RESET}\n\n{DIM}{line}{RESET}\n" if self.color else f"\n\n{line}\n")
         elif isinstance(event, Finished) and event.reason is not FinishReason.STOP:

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
+from .media import DEFAULT_VIDEO_FPS
+
 
 class Role(str, Enum):
     SYSTEM = "system"
@@ -33,7 +35,7 @@ class VideoAttachment:
     """Frames sampled at ``fps`` between ``start_s`` and ``end_s`` (None = the end, clipped to the limit)."""
 
     path: Path
-    fps: float = 2.0
+    fps: float = DEFAULT_VIDEO_FPS
     start_s: float = 0.0
     end_s: float | None = None
 

@@ -6,8 +6,10 @@ frame rate) is raised as :class:`~engine_mlx.errors.MediaError` naming the file 
 
 from __future__ import annotations
 
+import errno
 import math
 import os
+import stat
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -63,8 +65,7 @@ class SamplingCancelled(EngineError):
 def classify(path: Path | str) -> AttachmentKind:
     """The kind of attachment, from the file's extension; MediaError if it cannot be attached."""
     path = Path(path)
-    if path.is_dir():
-        raise MediaError(path, "is a folder; attach an image, a PDF, a video or a text file")
+    _refuse_non_files(path)
     suffix = path.suffix.lower()
     if suffix in IMAGE_SUFFIXES:
         return AttachmentKind.IMAGE
@@ -86,20 +87,48 @@ def _list(suffixes: frozenset[str]) -> str:
     return ", ".join(sorted(suffixes))
 
 
+# What a path that is not a regular file is, by the file type ``stat`` reports, and what to do.
+_NOT_FILES = (
+    (stat.S_ISDIR, "is a folder, not a file; attach an image, a PDF, a video or a text file"),
+    (stat.S_ISFIFO, "is a named pipe (FIFO), not a file; save what it delivers to a file and attach that"),
+    (stat.S_ISCHR, "is a device, not a file; attach a regular file"),
+    (stat.S_ISBLK, "is a device, not a file; attach a regular file"),
+    (stat.S_ISSOCK, "is a socket, not a file; attach a regular file"),
+)
+
+
+def _refuse_non_files(path: Path) -> os.stat_result | None:
+    """The path's stat (None if it does not exist); MediaError naming what it is if it exists but is
+    not a regular file: a folder, a named pipe, a device, a socket or a symbolic link loop."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise MediaError(path, "is a symbolic link to a file that does not exist; attach the file itself") \
+                from None
+        return None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise MediaError(path, "is a symbolic link that loops back on itself; attach the file itself") \
+                from None
+        raise MediaError(path, f"cannot be read ({e.strerror or e})") from None
+    for is_kind, reason in _NOT_FILES:
+        if is_kind(info.st_mode):
+            raise MediaError(path, reason)
+    if not stat.S_ISREG(info.st_mode):
+        raise MediaError(path, "is not a regular file; attach a regular file")
+    return info
+
+
 def check_file(path: Path) -> int:
     """The file's size; MediaError if it is missing, not a regular file, unreadable or empty (the
     errors every loader shares: images, PDFs, videos and text files)."""
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise MediaError(path, "does not exist; it may have been moved or deleted") from None
-    except OSError as e:
-        raise MediaError(path, f"cannot be read ({e.strerror or e})") from None
-    if not path.is_file():
-        raise MediaError(path, "is not a file")
-    if size == 0:
+    info = _refuse_non_files(path)
+    if info is None:
+        raise MediaError(path, "does not exist; it may have been moved or deleted")
+    if info.st_size == 0:
         raise MediaError(path, "is empty (0 bytes)")
-    return size
+    return info.st_size
 
 
 # ------------------------------------------------------------------------------------------ images
@@ -211,16 +240,20 @@ def load_image(
 
 
 def _open_pdf(path: Path):  # -> pypdfium2.PdfDocument (imported lazily: it loads a native library)
+    """The open document; MediaError naming why it cannot be opened.
+
+    PDFium sets its last-error code only when a load fails and never clears it, and pypdfium2 reads
+    that code also for a document that loaded but has no pages: after an encrypted PDF, a 0-page one
+    would be called password-protected. So the document is loaded here, and the code is read only
+    when this very load failed.
+    """
     import pypdfium2 as pdfium
     import pypdfium2.raw as pdfium_c
 
     check_file(path)
-    try:
-        return pdfium.PdfDocument(path)
-    except FileNotFoundError:
-        raise MediaError(path, "does not exist; it may have been moved or deleted") from None
-    except pdfium.PdfiumError as e:
-        code = getattr(e, "err_code", None)
+    raw = pdfium_c.FPDF_LoadDocument(os.fsencode(path.resolve()) + b"\0", None)
+    if not raw:
+        code = pdfium_c.FPDF_GetLastError()  # set by the load that just failed
         if code == pdfium_c.FPDF_ERR_PASSWORD:
             reason = "is password-protected; save a copy without a password and attach that"
         elif code == pdfium_c.FPDF_ERR_SECURITY:
@@ -228,12 +261,16 @@ def _open_pdf(path: Path):  # -> pypdfium2.PdfDocument (imported lazily: it load
                 "is encrypted with a security scheme PDFium does not support; "
                 "save an unprotected copy"
             )
-        elif code == pdfium_c.FPDF_ERR_SUCCESS:
-            # pypdfium2 reports a document without pages as a load failure with no PDFium error.
-            reason = "has no pages"
+        elif code == pdfium_c.FPDF_ERR_FILE:
+            reason = "cannot be opened; check that it exists and that you may read it"
         else:
             reason = "is not a valid PDF or is damaged and cannot be opened"
-        raise MediaError(path, reason) from None
+        raise MediaError(path, reason)
+    pdf = pdfium.PdfDocument(raw)
+    if len(pdf) < 1:
+        pdf.close()
+        raise MediaError(path, "has no pages")
+    return pdf
 
 
 def pdf_page_count(path: Path | str) -> int:

@@ -79,10 +79,6 @@ class FitEstimate:
         )
 
 
-def _gib(n: int) -> str:
-    return f"{n / GIB:.1f}"
-
-
 # ------------------------------------------------------------------------------------- the machine
 
 
@@ -200,9 +196,9 @@ def _wired_limit_advice(total: int, budget: int, machine: MachineMemory) -> str 
     if limit_mib * MIB <= budget:
         return None  # the limit is already as high as is safe
     return (
-        f"Raise the GPU memory limit from {_gib(budget)} GiB: run "
+        f"Raise the GPU memory limit from {human_bytes(budget)}: run "
         f"`sudo sysctl iogpu.wired_limit_mb={limit_mib}` in Terminal "
-        f"(leaves at least {MACOS_RESERVE_BYTES // GIB} GiB for macOS; "
+        f"(leaves at least {human_bytes(MACOS_RESERVE_BYTES)} for macOS; "
         "the setting resets when the Mac restarts)."
     )
 
@@ -221,11 +217,11 @@ def _advice(
         return raise_limit
     if verdict is FitVerdict.TIGHT:
         return (
-            f"Only {_gib(budget - total)} GiB would be left; close memory-hungry apps, "
+            f"Only {human_bytes(budget - total)} would be left; close memory-hungry apps, "
             "or use a shorter context."
         )
     missing = total - budget
-    advice = f"About {_gib(missing)} GiB is missing: use a smaller model or quantization"
+    advice = f"About {human_bytes(missing)} is missing: use a smaller model or quantization"
     if kv_per_token:
         max_context = context - math.ceil(missing / kv_per_token)
         if max_context > 0:

@@ -15,6 +15,8 @@ class Sampling:
 
 # The context length the app and the command line load a model with unless told otherwise.
 DEFAULT_CONTEXT_TOKENS = 32768
+# The longest answer (thinking included) unless told otherwise.
+DEFAULT_MAX_TOKENS = 8192
 
 # Qwen3.5 model card recommendations.
 THINKING_SAMPLING = Sampling(temperature=1.0, top_p=0.95, top_k=20, presence_penalty=1.5)
@@ -27,7 +29,7 @@ class GenerationSettings:
 
     thinking: bool = True
     thinking_budget: int | None = None  # close the thinking block after this many thinking tokens
-    max_tokens: int = 8192
+    max_tokens: int = DEFAULT_MAX_TOKENS
     temperature: float | None = None
     top_p: float | None = None
     top_k: int | None = None

@@ -16,3 +16,8 @@ def human_bytes(count: int | float) -> str:
         if abs(value) < 1024 or unit == _UNITS[-1]:
             return f"{value:.0f} {unit}" if abs(value) >= 100 else f"{value:.1f} {unit}"
     raise AssertionError("unreachable")
+
+
+def human_rate(bytes_per_second: float) -> str:
+    """``1.6 MiB/s``: a transfer rate in the units of ``human_bytes``."""
+    return f"{human_bytes(bytes_per_second)}/s"

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from .errors import MediaError
+from .sizes import human_bytes
 
 # About 40k tokens of code: larger files would crowd out the conversation.
 MAX_TEXT_BYTES = 160 * 1024
@@ -31,7 +32,7 @@ def load_text(path: Path | str, max_bytes: int = MAX_TEXT_BYTES) -> str:
     path = Path(path)
     size = check_file(path)
     if size > max_bytes:
-        raise MediaError(path, f"is {size / 1024:,.0f} KB; text files can be at most {max_bytes // 1024:,} KB")
+        raise MediaError(path, f"is {human_bytes(size)}; text files can be at most {human_bytes(max_bytes)}")
     try:
         data = path.read_bytes()
     except OSError as e:

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from media_files import write_image
+from media_files import write_image, write_pdf
 
 ENV = {**os.environ, "MLX_DISABLE_COMPILE": "1", "HF_HUB_OFFLINE": "1"}
 
@@ -96,3 +96,40 @@ def test_json_error_event_on_bad_input(tiny_model_dir, tmp_path):
     assert result.returncode != 0
     last = json.loads(result.stdout.splitlines()[-1])
     assert last["type"] == "error" and "empty.png" in last["error"]
+
+
+def test_attachments_that_are_not_files_are_named(tiny_model_dir, tmp_path):
+    """Checked before the model loads, as the app checks a dropped file."""
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    fifo = tmp_path / "feed.mp4"
+    os.mkfifo(fifo)
+    loop = tmp_path / "loop.txt"
+    loop.symlink_to(loop)
+    cases = [("--image", folder, "is a folder"), ("--video", fifo, "is a named pipe"),
+             ("--file", loop, "loops back on itself"), ("--pdf", "/dev/null", "is a device")]
+    for option, path, reason in cases:
+        one_error_line(run("chat", "--model", tiny_model_dir, option, path, "hi", timeout=60), str(path), reason)
+
+
+def test_heic_and_a_file_under_the_wrong_option_are_refused(tiny_model_dir, tmp_path):
+    heic = tmp_path / "IMG_0001.HEIC"
+    heic.write_bytes(b"\0\0\0\x18ftypheic" + bytes(64))
+    one_error_line(run("chat", "--model", tiny_model_dir, "--image", heic, "hi", timeout=60),
+                   "IMG_0001.HEIC", "'.heic' files are not supported")
+    pdf = write_pdf(tmp_path / "paper.pdf")
+    one_error_line(run("chat", "--model", tiny_model_dir, "--image", pdf, "hi", timeout=60),
+                   "paper.pdf", "is a PDF; pass it with --pdf")
+
+
+def test_pages_from_a_page_to_the_end(tiny_model_dir, tmp_path):
+    pdf = write_pdf(tmp_path / "four.pdf", pages=4)
+
+    def prompt_tokens(pages):
+        result = run("chat", "--model", tiny_model_dir, "--pdf", pdf, "--pages", pages, "--json", "--no-think",
+                     "--max-tokens", "1", "--seed", "0", "Summarize")
+        assert result.returncode == 0, result.stderr
+        return next(e for e in map(json.loads, result.stdout.splitlines()) if e["type"] == "stats")["prompt_tokens"]
+
+    assert prompt_tokens("3-") == prompt_tokens("3-4") > prompt_tokens("3")
+    one_error_line(run("chat", "--model", tiny_model_dir, "--pdf", pdf, "--pages", "two", "hi"), "--pages", "3-")

@@ -308,6 +308,21 @@ def test_password_protected_pdf(tmp_path: Path) -> None:
         load_pdf_pages(path)
 
 
+def test_pdf_without_pages_after_an_encrypted_one(tmp_path: Path) -> None:
+    # PDFium keeps the last load failure's code: the 0-page PDF must not inherit "password-protected".
+    locked, empty = tmp_path / "locked.pdf", tmp_path / "empty.pdf"
+    locked.write_bytes(_encrypted_pdf())
+    pdf = pdfium.PdfDocument.new()
+    pdf.save(empty)
+    pdf.close()
+    with pytest.raises(MediaError, match="password-protected"):
+        pdf_page_count(locked)
+    with pytest.raises(MediaError, match="has no pages"):
+        pdf_page_count(empty)
+    with pytest.raises(MediaError, match="has no pages"):
+        load_pdf_pages(empty)
+
+
 def test_missing_pdf(tmp_path: Path) -> None:
     with pytest.raises(MediaError, match="does not exist"):
         pdf_page_count(tmp_path / "gone.pdf")
@@ -479,3 +494,23 @@ def test_classify_rejects_unknown_types(tmp_path: Path) -> None:
         classify(tmp_path / "letter.docx")
     with pytest.raises(MediaError, match="is a folder"):
         classify(tmp_path)
+
+
+def test_non_files_are_named_as_what_they_are(tmp_path: Path) -> None:
+    import os
+
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    loop = tmp_path / "loop.png"
+    loop.symlink_to(loop)
+    dangling = tmp_path / "gone.png"
+    dangling.symlink_to(tmp_path / "nowhere.png")
+    folder = tmp_path / "album.png"
+    folder.mkdir()
+    cases = [(fifo, "is a named pipe"), (loop, "symbolic link that loops"), (folder, "is a folder"),
+             (dangling, "symbolic link to a file that does not exist"), (Path("/dev/null"), "is a device")]
+    for path, reason in cases:
+        for check in (classify, load_image):  # the app classifies first; every loader checks too
+            with pytest.raises(MediaError, match=reason) as info:
+                check(path)
+            assert info.value.path == path

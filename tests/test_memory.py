@@ -23,6 +23,7 @@ from engine_mlx.memory import (
     linear_state_bytes,
     machine_memory,
 )
+from engine_mlx.sizes import human_bytes
 
 GIB = 1024**3
 MIB = 1024**2
@@ -130,7 +131,7 @@ def test_advice_when_memory_is_missing_off_mac() -> None:
 
     assert est.verdict is FitVerdict.DOES_NOT_FIT
     missing = est.total_bytes - est.budget_bytes
-    assert est.advice.startswith(f"About {missing / GIB:.1f} GiB is missing")
+    assert est.advice.startswith(f"About {human_bytes(missing)} is missing")
     assert "quantization" in est.advice
     assert "sysctl" not in est.advice
 

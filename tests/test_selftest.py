@@ -155,7 +155,7 @@ def test_metallib_check_follows_the_app_bundle_layout(tmp_path):
         selftest.metallib_detail(libmlx)
     (resources / "mlx.metallib").write_bytes(b"MTLB" + bytes(2_000_000))
     (frameworks / "mlx" / "lib" / "mlx.metallib").symlink_to("../../../Resources/mlx/lib/mlx.metallib")
-    assert selftest.metallib_detail(libmlx).endswith("mlx.metallib 2 MB beside it")
+    assert selftest.metallib_detail(libmlx).endswith("mlx.metallib 1.9 MiB beside it")
     with pytest.raises(selftest.CheckFailed):  # loaded through the top-level link: not found...
         selftest.metallib_detail(frameworks / "libmlx.dylib")
     (frameworks / "mlx.metallib").symlink_to("mlx/lib/mlx.metallib")  # ...unless linked there too

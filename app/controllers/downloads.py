@@ -52,12 +52,6 @@ class Transfer:
         return self.done_bytes / self.total_bytes if self.total_bytes else 0.0
 
 
-def gb(n: float | None) -> str:
-    if n is None:
-        return "?"
-    return f"{n / 1e9:.1f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
-
-
 class DownloadsController(QObject):
     catalogChanged = Signal(list)  # list[engine_mlx.hub.catalog.CatalogEntry]
     transferChanged = Signal(object)  # Transfer

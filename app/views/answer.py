@@ -53,6 +53,7 @@ class AnswerView(QTextBrowser):
         self._stream = StreamingMarkdown(renderer if renderer is not None else Renderer(palette))
         self._tail_pos = 0
         self._pending: list[str] = []
+        self._rest = ""  # an elided answer's text not shown yet (see set_markdown)
         self.streaming = False
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
@@ -64,19 +65,37 @@ class AnswerView(QTextBrowser):
     # --- content ------------------------------------------------------------------------------
     @property
     def markdown(self) -> str:
-        return self._stream.source + "".join(self._pending)
+        return self._stream.source + "".join(self._pending) + self._rest
 
-    def set_markdown(self, text: str) -> None:
-        """A complete answer (from history): rendered once."""
+    def set_markdown(self, text: str, shown: str | None = None) -> None:
+        """A complete answer (from history): rendered once. ``shown``, a start of ``text``, elides it:
+        only that part is rendered, as a stream shows it, until ``show_all`` (long_text.py says why)."""
         self.clear()
         self._stream = StreamingMarkdown(self._stream.renderer)
         self._tail_pos = 0
         self._pending.clear()
+        if shown is not None and len(shown) < len(text):
+            self._rest = text[len(shown):]
+            self._insert(self._stream.feed(shown), self._stream.tail_html())
+            return
+        self._rest = ""
         blocks = self._stream.feed(text) + self._stream.finish()
         self._insert(blocks, "")
 
+    @property
+    def shown_chars(self) -> int:
+        """How much of the answer is rendered (all of it unless elided)."""
+        return len(self.markdown) - len(self._rest)
+
+    def show_all(self) -> None:
+        """Render the rest of an elided answer."""
+        if self._rest:
+            rest, self._rest = self._rest, ""
+            self._insert(self._stream.feed(rest) + self._stream.finish(), "")
+
     def append(self, delta: str) -> None:
         """Streaming: queue the text; the coalescing timer renders it."""
+        self.show_all()  # an elided answer carried on: its whole text first
         self._pending.append(delta)
         self.streaming = True
         if not self._timer.isActive():

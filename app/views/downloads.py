@@ -19,7 +19,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..controllers.downloads import DownloadsController, Transfer, TransferState, gb
+from engine_mlx.sizes import human_bytes, human_rate
+
+from ..controllers.downloads import DownloadsController, Transfer, TransferState
 from .tables import row_table
 
 COLUMNS = ("Model", "Size", "Progress", "Status")
@@ -34,7 +36,7 @@ def status_text(t: Transfer | None) -> str:
             if t.eta_s and t.eta_s >= 60
             else (f", {t.eta_s:.0f} s left" if t.eta_s else "")
         )
-        return f"{gb(t.done_bytes)} of {gb(t.total_bytes)} at {t.rate_bps / 1e6:.1f} MB/s{eta}"
+        return f"{human_bytes(t.done_bytes)} of {human_bytes(t.total_bytes)} at {human_rate(t.rate_bps)}{eta}"
     if t.state in (
         TransferState.FAILED,
         TransferState.PAUSED,
@@ -98,7 +100,7 @@ class DownloadsDialog(QDialog):
             entry, transfer = entries.get(key), self.downloads.transfers.get(key)
             title = entry.title if entry else (transfer.title if transfer else key)
             size = entry.size_bytes if entry else (transfer.total_bytes if transfer else None)
-            size_text = gb(size) if size else "?"
+            size_text = human_bytes(size) if size else "?"
             if entry and not entry.exact:
                 size_text = f"≈ {size_text}"
             name = QTableWidgetItem(f"{title}\n{key}" if entry else title)
@@ -174,7 +176,7 @@ class DownloadsDialog(QDialog):
 
     def _update_free(self) -> None:
         free, folder = self.downloads.free_space()
-        self.free.setText(f"Free disk space: {gb(free)} on the volume of {folder}")
+        self.free.setText(f"Free disk space: {human_bytes(free)} on the volume of {folder}")
 
 
 class AddVisionDialog(QDialog):
@@ -250,11 +252,11 @@ class AddVisionDialog(QDialog):
             self.status.setText(
                 t.message
                 if state is not TransferState.RUNNING
-                else f"{t.message or 'fetch'}: {gb(t.done_bytes)} of {gb(t.total_bytes)}"
+                else f"{t.message or 'fetch'}: {human_bytes(t.done_bytes)} of {human_bytes(t.total_bytes)}"
             )
             self.bar.setValue(int(1000 * t.fraction))
         self.add_button.setText(
-            f"Add vision (downloads {gb(t.total_bytes)})"
+            f"Add vision (downloads {human_bytes(t.total_bytes)})"
             if state is TransferState.READY
             else "Add vision"
         )

@@ -20,8 +20,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine_mlx.sizes import human_bytes
+
 from ..render import Palette, Renderer
 from ..store import AttachmentKind, MessageState, StoredAttachment, StoredMessage, StoredStats
+from . import long_text
 from .answer import AnswerView
 from .grounding import GroundingImage, GroundingPanel, group_by_image
 from .thinking import ThinkingBlock
@@ -130,7 +133,7 @@ class AttachmentThumb(QFrame):
             self._start(lambda _p, _c: _render_frame(att.path, att.start_s))
         else:
             try:
-                size = f"{max(1, round(att.path.stat().st_size / 1024)):,} KB"
+                size = human_bytes(att.path.stat().st_size)
             except OSError:
                 size = "missing"
             self.caption.setText(f"Text · {att.name}\n{size}")
@@ -185,6 +188,9 @@ class MessageWidget(QFrame):
         self._palette = palette
         self._renderer = renderer
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Maximum)
+        # Made only under a text too long to show whole (long_text.py): the note and its "Show all".
+        self.show_all_row: QWidget | None = None
+        self.show_all_button: QToolButton | None = None
         outer = QVBoxLayout(self)
         outer.setContentsMargins(16, 8, 16, 8)
         outer.setSpacing(4)
@@ -210,17 +216,20 @@ class MessageWidget(QFrame):
                 thumbs.addWidget(AttachmentThumb(att))
             thumbs.addStretch(1)
             bubble_layout.addLayout(thumbs)
-        self.text_label = QLabel(message.text)
+        shown = long_text.elide(message.text, long_text.USER_SHOWN_CHARS)
+        self.text_label = QLabel(shown)
         self.text_label.setWordWrap(True)
         self.text_label.setTextFormat(Qt.TextFormat.PlainText)
         self.text_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.text_label.setVisible(bool(message.text))
         # Wide enough for short messages to stay on one line, wrapping only long ones.
-        longest = max((self.text_label.fontMetrics().horizontalAdvance(line) for line in message.text.splitlines()),
+        longest = max((self.text_label.fontMetrics().horizontalAdvance(line) for line in shown.splitlines()),
                       default=0)
         self.text_label.setMinimumWidth(min(longest + 4, 520))
         bubble_layout.addWidget(self.text_label)
         self._bubble_layout = bubble_layout
+        self.full_text: QPlainTextEdit | None = None  # the whole of an elided message, after "Show all"
+        self._add_show_all(bubble_layout, len(shown), len(message.text))
         # The editor and its buttons are made on the first Edit: a long chat opens without hundreds of them.
         self.editor: QPlainTextEdit | None = None
         self.edit_buttons: QWidget | None = None
@@ -258,7 +267,7 @@ class MessageWidget(QFrame):
         if self.editor is None:
             self._make_editor()
         self.editor.setPlainText(self.message.text)
-        self.text_label.hide()
+        self._user_text_view().hide()
         self.editor.show()
         self.edit_buttons.show()
         self.editor.setFocus()
@@ -267,7 +276,7 @@ class MessageWidget(QFrame):
         if self.editor is not None:
             self.editor.hide()
             self.edit_buttons.hide()
-        self.text_label.setVisible(bool(self.message.text))
+        self._user_text_view().setVisible(bool(self.message.text))
 
     def _submit_edit(self) -> None:
         text = self.editor.toPlainText()
@@ -349,7 +358,9 @@ class MessageWidget(QFrame):
             self.thinking.set_static(message.thinking, message.thinking_s,
                                      message.stats.thinking_tokens if message.stats else None)
             self.thinking.show()
-        self.answer.set_markdown(message.text)
+        shown = long_text.elide(message.text, long_text.ANSWER_SHOWN_CHARS)
+        self.answer.set_markdown(message.text, shown)
+        self._add_show_all(outer, len(shown), len(message.text), at=outer.indexOf(self.answer) + 1)
         if message.stats:
             self.stats_label.setText(stats_line(message.stats))
         self._show_state(message.state, message.error)
@@ -443,6 +454,38 @@ class MessageWidget(QFrame):
         at_limit = bool(self.token_limit) and self._limit_tokens() >= self.token_limit
         return state is MessageState.COMPLETE and at_limit and has_answer
 
+    # --- long messages ------------------------------------------------------------------------
+    def _add_show_all(self, layout: QVBoxLayout, shown: int, total: int, at: int = -1) -> None:
+        """Under an elided text: how much of it is shown, and "Show all"."""
+        if shown >= total:
+            return
+        self.show_all_row = QWidget()
+        row = QHBoxLayout(self.show_all_row)
+        row.setContentsMargins(0, 0, 0, 0)
+        note = QLabel(long_text.shown_note(shown, total))
+        note.setObjectName("Muted")
+        row.addWidget(note)
+        self.show_all_button = _link_button("Show all", "Show the whole text (long texts take a moment)")
+        self.show_all_button.clicked.connect(self.show_all)
+        row.addWidget(self.show_all_button)
+        row.addStretch(1)
+        layout.insertWidget(at, self.show_all_row)
+
+    def show_all(self) -> None:
+        """The whole of an elided message: a user's in a scrolling plain-text box, an answer rendered."""
+        if self.show_all_row is None or self.show_all_row.isHidden():
+            return
+        if self.role == "user":
+            self.full_text = long_text.full_text_view(self.message.text)
+            self._bubble_layout.insertWidget(self._bubble_layout.indexOf(self.text_label), self.full_text)
+            self.text_label.hide()
+        else:
+            self.answer.show_all()
+        self.show_all_row.hide()
+
+    def _user_text_view(self) -> QWidget:
+        return self.full_text if self.full_text is not None else self.text_label
+
     # --- search -------------------------------------------------------------------------------
     def mark(self, term: str) -> bool:
         """Select (user) or highlight (answer) the first occurrence of ``term``; False if not found."""
@@ -450,13 +493,23 @@ class MessageWidget(QFrame):
         if not term:
             return False
         if self.role == "user":
-            index = self.text_label.text().lower().find(term.lower())
+            index = self.message.text.lower().find(term.lower())
             if index < 0:
                 return False
+            if index + len(term) > len(self.text_label.text()):
+                self.show_all()  # the match is past the elided part
+            if self.full_text is not None:
+                self.full_text.setTextCursor(self.full_text.document().find(term))
+                self.full_text.ensureCursorVisible()
+                self._match_y = self.full_text.y() + self.full_text.cursorRect().top()
+                return True
             self.text_label.setSelection(index, len(term))
             self._match_y = self.text_label.y()
             return True
         cursor = self.answer.document().find(term)
+        if cursor.isNull() and term.lower() in self.answer.markdown.lower()[self.answer.shown_chars:]:
+            self.show_all()  # the match is past the elided part
+            cursor = self.answer.document().find(term)
         if cursor.isNull():
             return False
         selection = QTextEdit.ExtraSelection()
@@ -471,7 +524,8 @@ class MessageWidget(QFrame):
     def marked_text(self) -> str:
         """The marked match, as shown ("" if none)."""
         if self.role == "user":
-            return self.text_label.selectedText()
+            return (self.full_text.textCursor().selectedText() if self.full_text is not None
+                    else self.text_label.selectedText())
         selections = self.answer.extraSelections()
         return selections[0].cursor.selectedText() if selections else ""
 

@@ -9,6 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from engine_mlx.errors import EngineError
+from engine_mlx.sizes import human_bytes, human_rate
 
 
 class _Out:
@@ -34,10 +35,6 @@ class _Out:
             print(f"\r{line}\x1b[K", end="", file=sys.stderr, flush=True)
 
 
-def _size(n: float) -> str:
-    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
-
-
 def download(repo_id: str, revision: str, as_json: bool) -> int:
     from engine_mlx.hub.download import Download, free_space
 
@@ -47,8 +44,8 @@ def download(repo_id: str, revision: str, as_json: bool) -> int:
     free = free_space(job.cache_dir)
     out.event(
         "plan",
-        f"{repo_id}@{plan.repo.commit[:10]}: {_size(plan.remaining_bytes)} to download of {_size(plan.total_bytes)} "
-        f"({_size(free)} free in {job.cache_dir})",
+        f"{repo_id}@{plan.repo.commit[:10]}: {human_bytes(plan.remaining_bytes)} to download of {human_bytes(plan.total_bytes)} "
+        f"({human_bytes(free)} free in {job.cache_dir})",
         repo=repo_id,
         commit=plan.repo.commit,
         total_bytes=plan.total_bytes,
@@ -61,7 +58,7 @@ def download(repo_id: str, revision: str, as_json: bool) -> int:
     def show(p) -> None:
         eta = f", {p.eta_s:.0f} s left" if p.eta_s else ""
         out.progress(
-            f"{_size(p.done_bytes)} / {_size(p.total_bytes)} at {p.rate_bps / 1e6:.1f} MB/s{eta}  {p.file}",
+            f"{human_bytes(p.done_bytes)} / {human_bytes(p.total_bytes)} at {human_rate(p.rate_bps)}{eta}  {p.file}",
             force=not p.file,
             **asdict(p),
         )
@@ -116,7 +113,7 @@ def add_vision(
 
     def show(p) -> None:
         out.progress(
-            f"{p.stage}: {_size(p.done_bytes)} / {_size(p.total_bytes)}",
+            f"{p.stage}: {human_bytes(p.done_bytes)} / {human_bytes(p.total_bytes)}",
             force=p.stage != "fetch",
             **asdict(p),
         )

@@ -61,7 +61,6 @@ MATCHING_DIMS = (
     "num_attention_heads",
     "num_key_value_heads",
 )
-GB = 1e9
 
 
 @dataclass(frozen=True)
@@ -106,16 +105,8 @@ class GraftPlan:
         return self.repo.total_bytes
 
     def summary(self) -> str:
-        """E.g. ``0.9 GB of 807 GB``: what the graft downloads against the whole release."""
-        return f"{_gb(self.fetch_bytes)} of {_gb(self.repo_bytes)}"
-
-
-def _gb(n: int) -> str:
-    if n >= 10 * GB:
-        return f"{n / GB:.0f} GB"
-    if n >= 0.5 * GB:
-        return f"{n / GB:.1f} GB"
-    return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.0f} kB"
+        """E.g. ``869 MiB of 752 GiB``: what the graft downloads against the whole release."""
+        return f"{human_bytes(self.fetch_bytes)} of {human_bytes(self.repo_bytes)}"
 
 
 def _read_config(model_dir: Path) -> dict:
