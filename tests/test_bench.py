@@ -22,6 +22,12 @@ NUMBER = r"([\d,]+(?:\.\d+)?)"
 
 # Each script: (a line it prints, its figures as groups; how many such lines). Every figure must parse.
 FIGURES: dict[str, list[tuple[str, int]]] = {
+    "api_limits.py": [
+        (rf"^{NUMBER} MB prompt \({NUMBER} tokens, context {NUMBER}\): tokenizing {NUMBER} s; the API's 400 "
+         rf"context_length_exceeded in {NUMBER} s \({NUMBER} x\)$", 1),
+        (rf"^chunked body: 413 after {NUMBER} MiB sent of {NUMBER}; server memory grew {NUMBER} MiB "
+         rf"\({NUMBER} x the bytes sent\)$", 1),
+    ],
     "checkpoint_check.py": [
         (rf"^397B 4-bit .*: {NUMBER} tensors in {NUMBER} shards, {NUMBER} GiB", 1),
         (rf"^safety \+ shard headers \(median of 1\):\s+{NUMBER} s$", 1),
