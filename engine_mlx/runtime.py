@@ -26,6 +26,7 @@ from engine_mlx.checkpoint import ModelInfo
 from engine_mlx.detokenize import Detokenizer, TextStream
 from engine_mlx.errors import CheckpointError, EngineError
 from engine_mlx.prompt import LoadedMedia
+from engine_mlx.runtime_imports import ensure_runtime_imported
 
 
 @dataclass
@@ -123,6 +124,7 @@ class LoadedModel:
         """
         from engine_mlx.checkpoint import inspect_checkpoint
 
+        ensure_runtime_imported()  # before the check: it imports them too
         inspect_checkpoint(info.path)
         path = str(info.path)
         try:
