@@ -369,8 +369,8 @@ def test_every_control_of_the_main_window_has_an_accessible_name(window, qt_wait
     assert not unnamed, "\n".join(unnamed)
 
 
-@pytest.mark.parametrize("opener", ["settings", "picker", "downloads", "local_api"])
-def test_every_control_of_the_main_dialogs_has_an_accessible_name(window, qtbot, opener):
+@pytest.mark.parametrize("opener", ["settings", "picker", "downloads", "add_vision", "local_api"])
+def test_every_control_of_the_main_dialogs_has_an_accessible_name(window, qtbot, opener, tiny_text_model_dir):
     from app.views.model_picker import ModelPicker
     from app.views.settings import SettingsDialog
 
@@ -381,6 +381,9 @@ def test_every_control_of_the_main_dialogs_has_an_accessible_name(window, qtbot,
     elif opener == "downloads":
         window.open_downloads()
         dialog = window.downloads_dialog
+    elif opener == "add_vision":
+        window.open_add_vision(tiny_text_model_dir)
+        dialog = window.add_vision_dialog
     else:
         dialog = window.open_local_api()
     qtbot.addWidget(dialog)
