@@ -119,11 +119,15 @@ class Menus:
         widget = focused_text_field()
         if edit_enabled(widget, slot):
             getattr(widget, slot)()
+        elif widget is None and slot == "copy" and self.window.transcript.focused_message() is not None:
+            self.copy_message()  # Ctrl+C on a focused message copies it
 
     def _sync_edit_actions(self) -> None:
         widget = focused_text_field()
         for slot, act in self.edit_actions.items():
             act.setEnabled(edit_enabled(widget, slot))
+        if widget is None and self.window.transcript.focused_message() is not None:
+            self.edit_actions["copy"].setEnabled(True)
 
     # --- the focused message ----------------------------------------------------------------------
     def _message(self, role: str) -> MessageWidget | None:

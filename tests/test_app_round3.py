@@ -259,6 +259,8 @@ def test_message_shortcuts_are_in_the_menus_and_act_on_the_focused_message(windo
     assert QGuiApplication.clipboard().text() == messages[1].text
     first_question = transcript.widget_for(messages[0].id)
     transcript.focus_message(first_question)
+    QTest.keyClick(first_question, Qt.Key.Key_C, Qt.KeyboardModifier.ControlModifier)  # Edit ▸ Copy
+    assert QGuiApplication.clipboard().text() == messages[0].text
     QTest.keyClick(first_question, Qt.Key.Key_E, Qt.KeyboardModifier.ControlModifier)
     assert first_question.editor is not None and QApplication.focusWidget() is first_question.editor
     first_question.cancel_edit()
