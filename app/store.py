@@ -599,23 +599,9 @@ class Store:
 
 def _search(db: sqlite3.Connection, query: str, limit: int) -> list[SearchHit]:
     terms = re.findall(r"\w+", query, flags=re.UNICODE)
-    if not terms:
-        return []
-    # Every term as a prefix, quoted so FTS5 syntax in user input cannot break the query.
-    match = " ".join(f'"{t}"*' for t in terms)
-    # The newest hits first, and snippets only for those: made for every match before the sort,
-    # snippets took most of a search over a long history (bench/search_stall.py).
-    rows = db.execute(
-        "WITH top AS (SELECT m.id AS id, c.updated_at AS updated, m.position AS position "
-        "FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid "
-        "JOIN conversations c ON c.id = m.conversation_id "
-        "WHERE messages_fts MATCH ?1 AND c.deleted_at IS NULL ORDER BY c.updated_at DESC, m.position LIMIT ?2) "
-        "SELECT m.conversation_id, c.title, m.id, snippet(messages_fts, 0, '[', ']', '…', 12) "
-        "FROM messages_fts JOIN top ON top.id = messages_fts.rowid JOIN messages m ON m.id = top.id "
-        "JOIN conversations c ON c.id = m.conversation_id "
-        "WHERE messages_fts MATCH ?1 ORDER BY top.updated DESC, top.position",
-        (match, limit),
-    ).fetchall()
+    # Every term as a prefix, quoted so FTS5 syntax in user input cannot break the query. A query of
+    # punctuation only ("%", "->") has no words for FTS5: the messages are scanned for it literally.
+    rows = _fts_rows(db, " ".join(f'"{t}"*' for t in terms), limit) if terms else _literal_rows(db, query, limit)
     # Titles match too, so a chat named "Budget" is found even if no message says so.
     title_rows = db.execute(
         "SELECT id, title FROM conversations WHERE deleted_at IS NULL AND title LIKE ? ESCAPE '\\' "
@@ -626,6 +612,43 @@ def _search(db: sqlite3.Connection, query: str, limit: int) -> list[SearchHit]:
     seen = {h.conversation_id for h in hits}
     hits += [SearchHit(cid, title, 0, title) for cid, title in title_rows if cid not in seen]
     return hits
+
+
+def _fts_rows(db: sqlite3.Connection, match: str, limit: int) -> list[tuple]:
+    # The newest hits first, and snippets only for those: made for every match before the sort,
+    # snippets took most of a search over a long history (bench/search_stall.py).
+    return db.execute(
+        "WITH top AS (SELECT m.id AS id, c.updated_at AS updated, m.position AS position "
+        "FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid "
+        "JOIN conversations c ON c.id = m.conversation_id "
+        "WHERE messages_fts MATCH ?1 AND c.deleted_at IS NULL ORDER BY c.updated_at DESC, m.position LIMIT ?2) "
+        "SELECT m.conversation_id, c.title, m.id, snippet(messages_fts, 0, '[', ']', '…', 12) "
+        "FROM messages_fts JOIN top ON top.id = messages_fts.rowid JOIN messages m ON m.id = top.id "
+        "JOIN conversations c ON c.id = m.conversation_id "
+        "WHERE messages_fts MATCH ?1 ORDER BY top.updated DESC, top.position",
+        (match, limit),
+    ).fetchall()
+
+
+def _literal_rows(db: sqlite3.Connection, query: str, limit: int) -> list[tuple]:
+    """Messages holding ``query`` as written, newest chats first, with a snippet marked as FTS5 marks one."""
+    needle = query.strip()
+    rows = db.execute(
+        "SELECT m.conversation_id, c.title, m.id, m.text FROM messages m "
+        "JOIN conversations c ON c.id = m.conversation_id "
+        "WHERE c.deleted_at IS NULL AND m.text LIKE ? ESCAPE '\\' ORDER BY c.updated_at DESC, m.position LIMIT ?",
+        (f"%{_like_literal(needle)}%", limit),
+    ).fetchall()
+    out = []
+    for cid, title, mid, text in rows:
+        at = text.lower().find(needle.lower())
+        if at < 0:  # LIKE folds ASCII case only; str.lower folds more: never mark a wrong place
+            continue
+        start, end = max(0, at - 40), at + len(needle) + 40
+        snippet = (("…" if start else "") + text[start:at] + f"[{text[at:at + len(needle)]}]"
+                   + text[at + len(needle):end] + ("…" if end < len(text) else ""))
+        out.append((cid, title, mid, snippet))
+    return out
 
 
 def search_database(database: Path, query: str, limit: int = 50) -> list[SearchHit]:

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, QSize, Qt, QTimer
-from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QGuiApplication, QKeySequence
+from PySide6.QtGui import QCloseEvent, QGuiApplication
 from PySide6.QtWidgets import (
     QApplication,
     QFileDialog,
@@ -29,13 +29,14 @@ from .controllers.chat import ChatController
 from .controllers.downloads import DownloadsController
 from .controllers.local_api import LocalApiController
 from .controllers.models import ModelsController
+from .menus import Menus
 from .meter_wiring import install_context_meter
 from .paths import AppPaths
 from .store import AttachmentKind, MessageState, Store, StoreError, ThinkingMode
 from .views.about import about_box
 from .views.answer import warm_up
 from .views.banner import Banner
-from .views.composer import Composer, local_paths
+from .views.composer import Composer
 from .views.downloads import AddVisionDialog, DownloadsDialog
 from .views.drop_zone import DropZone
 from .views.first_run import FirstRunPage
@@ -179,6 +180,7 @@ class MainWindow(QMainWindow):
         self.conversation_list.itemActivated.connect(self._open_item)
         self.conversation_list.itemChanged.connect(self._item_renamed)
         self.conversation_list.customContextMenuRequested.connect(self._conversation_menu)
+        self.sidebar.renameRequested.connect(self.rename_current)
         self.thinking_combo.activated.connect(self._thinking_changed)
         self.settings_button.clicked.connect(self.open_settings)
         self.model_button.clicked.connect(self.open_model_picker)
@@ -238,61 +240,12 @@ class MainWindow(QMainWindow):
         self.first_run.useDemo.connect(m.use_demo)
 
     def _build_actions(self) -> None:
-        def action(text: str, shortcuts, slot, menu: QMenu | None = None) -> QAction:
-            act = QAction(text, self)
-            if shortcuts:
-                act.setShortcuts([QKeySequence(s) for s in shortcuts])
-            act.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
-            act.triggered.connect(slot)
-            self.addAction(act)
-            if menu is not None:
-                menu.addAction(act)
-            return act
-
-        menus = self.menuBar()
-        file_menu = menus.addMenu("&File")
-        edit_menu = menus.addMenu("&Edit")
-        view_menu = menus.addMenu("&View")
-        chat_menu = menus.addMenu("&Chat")
-        model_menu = menus.addMenu("&Model")
-        settings_menu = menus.addMenu("&Settings")
-        help_menu = menus.addMenu("&Help")
-        self.act_new = action("New chat", [QKeySequence.StandardKey.New], self.new_chat, file_menu)
-        self.act_attach = action("Attach files…", ["Ctrl+O"], self.pick_files, file_menu)
-        self.act_export = action("Export chat as Markdown…", ["Ctrl+Shift+E"], self.export_dialog, file_menu)
-        file_menu.addSeparator()
-        action("Quit", [QKeySequence.StandardKey.Quit], self.close, file_menu)
-        self.act_find = action("Search chats", [QKeySequence.StandardKey.Find], self.focus_search, edit_menu)
-        self.act_copy_last = action("Copy last answer", ["Ctrl+Shift+C"], self.copy_last_answer, edit_menu)
-        action("Paste", [], self._paste, None)
-        self.act_stop = action("Stop generating", ["Esc"], self.chat.stop, chat_menu)
-        self.act_regenerate = action("Regenerate answer", ["Ctrl+R"], self.chat.regenerate, chat_menu)
-        self.act_settings = action("Chat settings…", [QKeySequence.StandardKey.Preferences, "Ctrl+,"],
-                                   self.open_settings, chat_menu)
-        chat_menu.addSeparator()
-        action("Rename chat", ["F2"], self.rename_current, chat_menu)
-        action("Delete chat", [], self.delete_current, chat_menu)
-        action("Choose model…", ["Ctrl+L"], self.open_model_picker, model_menu)
-        action("Get models…", [], self.open_downloads, model_menu)
-        action("Unload model", [], self.models.unload, model_menu)
-        action("Add model folder…", [], self._add_folder, model_menu)
-        action("Use the demo model (random weights)", [], self.models.use_demo, model_menu)
-        self.act_local_api = action("Local API…", [], self.open_local_api, settings_menu)
-        self.act_sidebar = action("Show sidebar", ["Ctrl+B"], self.set_sidebar_visible, view_menu)
-        self.act_sidebar.setCheckable(True)
-        self.act_sidebar.setChecked(not self.sidebar.isHidden())
-        theme_menu = view_menu.addMenu("Theme")
-        group = QActionGroup(self)
-        self.theme_actions: dict[theme.Scheme, QAction] = {}
-        for scheme, label in ((theme.Scheme.SYSTEM, "System"), (theme.Scheme.LIGHT, "Light"),
-                              (theme.Scheme.DARK, "Dark")):
-            act = action(label, [], lambda _checked=False, s=scheme: self.set_theme(s), theme_menu)
-            act.setCheckable(True)
-            act.setChecked(scheme is self.theme_choice)
-            group.addAction(act)
-            self.theme_actions[scheme] = act
-        self.act_about = action("About QwenDesk", [], self.show_about, help_menu)
-        self.act_about.setMenuRole(QAction.MenuRole.AboutRole)
+        self.menus = m = Menus(self)  # app/menus.py: the menu bar, its shortcuts, the Edit and message actions
+        self.act_new, self.act_attach, self.act_export, self.act_find = m.new, m.attach, m.export, m.find
+        self.act_copy_last, self.act_stop, self.act_regenerate, self.act_settings = \
+            m.copy_last, m.stop, m.regenerate, m.settings
+        self.act_local_api, self.act_sidebar, self.theme_actions, self.act_about = \
+            m.local_api, m.sidebar, m.themes, m.about
 
     # --- conversations ------------------------------------------------------------------------
     def refresh_conversations(self) -> None:
@@ -325,14 +278,21 @@ class MainWindow(QMainWindow):
 
     def _conversation_menu(self, pos) -> None:
         item = self.conversation_list.itemAt(pos)
-        if item is None or not item.data(ROLE_ID):
-            return
-        menu = self.chat_list_actions.fill_menu(QMenu(self), item)  # rename, pin, export, delete
-        menu.exec(self.conversation_list.mapToGlobal(pos))
+        if item is not None and item.data(ROLE_ID):
+            self.conversation_menu(item).exec(self.conversation_list.mapToGlobal(pos))
+
+    def conversation_menu(self, item: QListWidgetItem) -> QMenu:
+        """The right-click menu of a sidebar row (a chat, a search hit in one, or a selection of chats):
+        rename (editable rows only), pin, export, delete."""
+        return self.chat_list_actions.fill_menu(QMenu(self), item)
 
     def rename_current(self) -> None:
+        if self.search.text():
+            self.search.clear()  # search hits are messages: the chat is renamed in the list of chats
+            self._search_timer.stop()
+            self.refresh_conversations()
         item = self.conversation_list.currentItem()
-        if item is not None and item.data(ROLE_ID):
+        if item is not None and item.data(ROLE_ID) and item.flags() & Qt.ItemFlag.ItemIsEditable:
             self.conversation_list.editItem(item)
 
     def delete_current(self) -> None:
@@ -424,13 +384,6 @@ class MainWindow(QMainWindow):
                                                 str(Path.home()), attach_filter())
         if files:
             self.attachments.add_paths([Path(f) for f in files])
-
-    def _paste(self) -> None:
-        mime = QGuiApplication.clipboard().mimeData()
-        if mime is not None and (mime.hasImage() or local_paths(mime)):
-            self.composer.edit.insertFromMimeData(mime)
-        else:
-            self.composer.edit.paste()
 
     def _on_attachment(self, pending: Pending) -> None:
         self.composer.add_chip(pending)

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from engine_mlx.runtime_imports import ensure_runtime_imported
+
 
 class TextStream:
     """One reply's token ids in, text deltas out."""
@@ -103,6 +105,7 @@ class Detokenizer:
 
 def _mlx_lm_kind(chosen: Any) -> Callable[[Any], Any]:
     """mlx-lm's streaming detokenizer class of the same kind as mlx-vlm's ``chosen`` one."""
+    ensure_runtime_imported()
     from mlx_lm import tokenizer_utils as lm
     from mlx_vlm import tokenizer_utils as vlm
 

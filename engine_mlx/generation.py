@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import mlx.core as mx
-from mlx_lm.sample_utils import make_sampler
 
 from engine_mlx import cache_protocol
 from engine_mlx.cancel import CancelToken
@@ -28,6 +27,7 @@ from engine_mlx.events import (
 )
 from engine_mlx.model_state import PrefillPlan, Snapshot
 from engine_mlx.runtime import LoadedModel, PromptInputs
+from engine_mlx.runtime_imports import ensure_runtime_imported
 from engine_mlx.settings import GenerationSettings
 from engine_mlx.thinking import ThinkingSplitter
 
@@ -108,6 +108,9 @@ def _generate(loaded, inputs, settings, plan, cancel, on_snapshot, started_at) -
 
     # ---------------------------------------------------------------- decode
     sampling = settings.sampling()
+    ensure_runtime_imported()
+    from mlx_lm.sample_utils import make_sampler
+
     sampler = make_sampler(temp=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
     if settings.seed is not None:
         mx.random.seed(settings.seed)

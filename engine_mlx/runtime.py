@@ -30,6 +30,7 @@ from engine_mlx.detokenize import Detokenizer, TextStream
 from engine_mlx.errors import CheckpointError, EngineError
 from engine_mlx.prompt import LoadedMedia
 from engine_mlx.prompt_size import max_token_bytes
+from engine_mlx.runtime_imports import ensure_runtime_imported
 
 
 @dataclass
@@ -128,6 +129,7 @@ class LoadedModel:
         """
         from engine_mlx.checkpoint import inspect_checkpoint
 
+        ensure_runtime_imported()  # before the check: it imports them too
         inspect_checkpoint(info.path)
         path = str(info.path)
         processor: Any  # mlx-vlm's processor, or mlx-lm's tokenizer wrapper

@@ -208,6 +208,9 @@ def build_tiny_model(out_dir: Path | str, *, seed: int = 0, bits: int = 4, visio
     import mlx.core as mx
     from mlx.utils import tree_map
 
+    from .runtime_imports import ensure_runtime_imported
+
+    ensure_runtime_imported()  # the app builds the demo model on a pool thread
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 

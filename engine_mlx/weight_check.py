@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from .errors import CheckpointError
+from .runtime_imports import ensure_runtime_imported
 
 # mlx.nn.Module.load_weights(strict=True) messages.
 _EXTRA = re.compile(r"Received (\d+) parameters not in model: \n(.*)\.\Z", re.DOTALL)
@@ -29,6 +30,7 @@ _SHAPE = re.compile(r"Expected shape \((.*)\) but received shape \((.*)\) for pa
 
 
 def _lazy_model(folder: Path, is_vision: bool) -> Any:
+    ensure_runtime_imported()
     if is_vision:
         from mlx_vlm.utils import load_model
 

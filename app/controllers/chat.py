@@ -350,9 +350,11 @@ class ChatController(QObject):
             self._remove_from(last.position)
         self._start_generation()
 
-    def continue_answer(self) -> None:
-        """Carry on the last answer from where the token limit (or Stop) cut it: the same message
-        grows, its thinking included; the model's state before that answer is reused."""
+    def continue_answer(self, message_id: int | None = None) -> None:
+        """Carry on an answer from where the token limit (or Stop) cut it: the same message grows, its
+        thinking included; the model's state before that answer is reused. ``message_id`` is the answer
+        the user chose (None: the last one); only the last answer of its chat can be carried on, since
+        the turns after an earlier one were written without it."""
         if self.busy or not self.current_id:
             return
         cid = self.current_id
@@ -360,6 +362,11 @@ class ChatController(QObject):
         if not messages or messages[-1].role != "assistant":
             return
         last = messages[-1]
+        if message_id is not None and message_id != last.id:
+            self.errorOccurred.emit("Only the last answer of a chat can be continued: the messages after "
+                                    "this one were written without the rest of it. Regenerate the last "
+                                    "answer instead, or copy this one into a new message.")
+            return
         if last.state not in (MessageState.COMPLETE, MessageState.STOPPED, MessageState.INTERRUPTED):
             return
         if not (last.text or last.thinking):

@@ -148,6 +148,7 @@ class ModelsController(QObject):
     def _on_scanned(self, entries: list[ModelEntry], then: Callable[[], None] | None = None) -> None:
         self.entries = entries
         self.scanned = True
+        log.info("found %d model folders", len(entries))
         self.modelsChanged.emit(entries)
         if then is not None:
             then()
@@ -240,6 +241,7 @@ class ModelsController(QObject):
     def _on_loaded(self, info) -> None:
         self.loaded_info = info
         self.loading_path = None
+        log.info("loaded %s", info.path)
         try:
             self.store.set_pref("last_model", str(info.path))
         except StoreError as error:
@@ -247,6 +249,7 @@ class ModelsController(QObject):
         self.modelLoaded.emit(info)
 
     def _on_load_failed(self, message: str, kind: str) -> None:
+        log.warning("loading failed (%s): %s", kind, message)
         self.loading_path = None
         self.loadFailed.emit(message, kind)
 

@@ -33,11 +33,13 @@ class Banner(QFrame):
         self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         row.addWidget(self.label, 1)
         self.action = QPushButton()
+        self.action.setAccessibleName("Act on the message")  # named after its text when shown
         self.action.hide()
         row.addWidget(self.action)
         self.close_button = QToolButton()
         self.close_button.setText("✕")
         self.close_button.setToolTip("Dismiss")
+        self.close_button.setAccessibleName("Dismiss the message")
         self.close_button.setAutoRaise(True)
         self.close_button.clicked.connect(self._closed)
         row.addWidget(self.close_button)
@@ -93,6 +95,7 @@ class Banner(QFrame):
         self._current = message
         self.label.setText(message.text)
         self.action.setText(message.action)
+        self.action.setAccessibleName(message.action.replace("&&", "&"))
         self.action.setVisible(bool(message.action))
         name = "ErrorBanner" if message.error else "Banner"
         if self.objectName() != name:

@@ -61,14 +61,21 @@ class DownloadsDialog(QDialog):
         intro.setWordWrap(True)
         layout.addWidget(intro)
         self.table = row_table(COLUMNS, stretch=(0, 3))
+        self.table.setAccessibleName("Models to download")
         self.table.itemSelectionChanged.connect(self._sync_buttons)
         layout.addWidget(self.table, 1)
         self.free = QLabel()
         self.free.setObjectName("Muted")
         layout.addWidget(self.free)
+        # What "Check sizes online" found out, an error above all (it was only in a row's tooltip).
+        self.notice = QLabel()
+        self.notice.setObjectName("StateLabel")
+        self.notice.setWordWrap(True)
+        self.notice.hide()
+        layout.addWidget(self.notice)
         row = QHBoxLayout()
         self.refresh_button = QPushButton("Check sizes online")
-        self.refresh_button.clicked.connect(downloads.refresh_catalog)
+        self.refresh_button.clicked.connect(self.check_sizes)
         row.addWidget(self.refresh_button)
         row.addStretch(1)
         self.download_button = QPushButton("Download")
@@ -82,9 +89,31 @@ class DownloadsDialog(QDialog):
         for b in (self.download_button, self.pause_button, self.resume_button, self.cancel_button):
             row.addWidget(b)
         layout.addLayout(row)
-        downloads.catalogChanged.connect(lambda _e: self.populate())
+        downloads.catalogChanged.connect(self._sizes_checked)
+        downloads.errorOccurred.connect(self._sizes_failed)
         downloads.transferChanged.connect(self._transfer_changed)
         self.populate()
+
+    def check_sizes(self) -> None:
+        self.refresh_button.setEnabled(False)
+        self.notice.setText("Checking the sizes on Hugging Face…")
+        self.notice.show()
+        self.downloads.refresh_catalog()
+
+    def _sizes_checked(self, entries: list) -> None:
+        self.populate()
+        self.refresh_button.setEnabled(True)
+        errors = [e.error for e in entries if e.error]
+        if errors:
+            self._sizes_failed(errors[0])
+        else:
+            self.notice.hide()
+
+    def _sizes_failed(self, error: str) -> None:
+        self.refresh_button.setEnabled(True)
+        self.notice.setText(f"Could not check the sizes online: {error.rstrip('.')}. The sizes marked ≈ are "
+                            "estimates; check the internet connection and press “Check sizes online” again.")
+        self.notice.show()
 
     def keys(self) -> list[str]:
         keys = [e.repo for e in self.downloads.catalog]
@@ -109,6 +138,7 @@ class DownloadsDialog(QDialog):
             self.table.setItem(row, 0, name)
             self.table.setItem(row, 1, QTableWidgetItem(size_text))
             bar = QProgressBar()
+            bar.setAccessibleName(f"Download of {title}")
             bar.setRange(0, 1000)
             self.table.setCellWidget(row, 2, bar)
             self.table.setItem(row, 3, QTableWidgetItem())
@@ -198,8 +228,10 @@ class AddVisionDialog(QDialog):
         about.setWordWrap(True)
         layout.addWidget(about)
         row = QHBoxLayout()
-        row.addWidget(QLabel("Original release"))
+        release_label = QLabel("Original release")
+        row.addWidget(release_label)
         self.source = QLineEdit(downloads.proposed_release(self.model_dir))
+        release_label.setBuddy(self.source)
         self.source.setPlaceholderText("Qwen/Qwen3.5-397B-A17B")
         row.addWidget(self.source, 1)
         self.mtp = QCheckBox("Also the MTP head")
@@ -214,6 +246,7 @@ class AddVisionDialog(QDialog):
         self.status.setWordWrap(True)
         layout.addWidget(self.status)
         self.bar = QProgressBar()
+        self.bar.setAccessibleName("Adding vision")
         self.bar.setRange(0, 1000)
         layout.addWidget(self.bar)
         buttons = QHBoxLayout()

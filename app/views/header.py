@@ -6,13 +6,13 @@ from PySide6.QtWidgets import (
     QComboBox,
     QFrame,
     QHBoxLayout,
-    QLabel,
     QPushButton,
     QToolButton,
     QWidget,
 )
 
 from ..store import ThinkingMode
+from .elided_label import ElidedLabel
 
 
 class ChatHeader(QFrame):
@@ -21,7 +21,7 @@ class ChatHeader(QFrame):
         self.setObjectName("Composer")
         head = QHBoxLayout(self)
         head.setContentsMargins(16, 6, 12, 6)
-        self.title_label = QLabel("New chat")
+        self.title_label = ElidedLabel("New chat")  # a 100-character title must not widen the window
         font = self.title_label.font()
         font.setPointSizeF(font.pointSizeF() * 1.15)
         font.setBold(True)
@@ -31,12 +31,15 @@ class ChatHeader(QFrame):
         self.thinking_combo.addItem("Thinking on", ThinkingMode.ON)
         self.thinking_combo.addItem("Thinking off", ThinkingMode.OFF)
         self.thinking_combo.addItem("Thinking budget", ThinkingMode.BUDGET)
+        self.thinking_combo.setAccessibleName("Thinking")
         self.thinking_combo.setToolTip("Per chat: let the model think first, answer directly, or cap its thinking")
         head.addWidget(self.thinking_combo)
         self.settings_button = QToolButton()
         self.settings_button.setText("⚙")
+        self.settings_button.setAccessibleName("Chat settings")
         self.settings_button.setToolTip("Chat settings: system prompt, thinking, sampling (Ctrl+,)")
         head.addWidget(self.settings_button)
         self.model_button = QPushButton("No model")
         self.model_button.setToolTip("Choose, load or unload a model")
+        self.model_button.setAccessibleName("Model")  # its text is the model's name
         head.addWidget(self.model_button)

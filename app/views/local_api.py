@@ -56,6 +56,7 @@ class LocalApiDialog(QDialog):
         self.port.setRange(1024, 65535)
         self.port.setValue(controller.port)
         self.key = QLineEdit(controller.key)
+        self.key.setAccessibleName("API key")
         self.key.setPlaceholderText("none: any app on this Mac may call")
         self.new_key = QPushButton("New key")
         self.url = QLabel()
@@ -66,6 +67,7 @@ class LocalApiDialog(QDialog):
         self.status = QLabel()
         self.status.setWordWrap(True)
         self.log = row_table(LOG_COLUMNS, stretch=(1,), selectable=False)
+        self.log.setAccessibleName("Requests")
 
         form = QFormLayout()
         form.addRow(self.switch)

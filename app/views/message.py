@@ -60,6 +60,8 @@ def _link_button(text: str, tip: str) -> QToolButton:
     button.setToolTip(tip)
     button.setAutoRaise(True)
     button.setCursor(Qt.CursorShape.PointingHandCursor)
+    button.setAccessibleName(text)
+    button.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # the Chat menu's shortcuts act on the focused message
     return button
 
 
@@ -173,7 +175,7 @@ class MessageWidget(QFrame):
     copyRequested = Signal(str)
     editSubmitted = Signal(int, str)
     regenerateRequested = Signal()
-    continueRequested = Signal()  # carry this (last) answer on from where it was cut
+    continueRequested = Signal(int)  # message id: carry this (last) answer on from where it was cut
     scrollRequested = Signal(QWidget)  # bring this child into view (a grounding chip's image)
 
     def __init__(self, message: StoredMessage, palette: Palette, parent: QWidget | None = None,
@@ -191,6 +193,10 @@ class MessageWidget(QFrame):
         # Made only under a text too long to show whole (long_text.py): the note and its "Show all".
         self.show_all_row: QWidget | None = None
         self.show_all_button: QToolButton | None = None
+        # Focusable (arrow keys in the transcript), drawn with a focus frame (theme.py), read by name.
+        self.setObjectName("Message")
+        self.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
+        self.setAccessibleName("Your message" if message.role == "user" else "Qwen's answer")
         outer = QVBoxLayout(self)
         outer.setContentsMargins(16, 8, 16, 8)
         outer.setSpacing(4)
@@ -247,6 +253,7 @@ class MessageWidget(QFrame):
 
     def _make_editor(self) -> None:
         self.editor = QPlainTextEdit()
+        self.editor.setAccessibleName("Edit your message")
         self.editor.setMinimumWidth(360)
         self.editor.setMaximumHeight(160)
         self._bubble_layout.addWidget(self.editor)
@@ -255,8 +262,10 @@ class MessageWidget(QFrame):
         eb.setContentsMargins(0, 0, 0, 0)
         eb.addStretch(1)
         cancel = QPushButton("Cancel")
+        cancel.setAccessibleName("Cancel the edit")
         cancel.clicked.connect(self.cancel_edit)
         send = QPushButton("Save && send")
+        send.setAccessibleName("Save and send")
         send.setDefault(True)
         send.clicked.connect(self._submit_edit)
         eb.addWidget(cancel)
@@ -296,6 +305,8 @@ class MessageWidget(QFrame):
         self.progress_label.hide()
         outer.addWidget(self.progress_label)
         self.answer = AnswerView(self._palette, self, self._renderer)
+        self.answer.setFocusPolicy(Qt.FocusPolicy.ClickFocus)  # selectable by mouse; Tab skips it
+        self.answer.setAccessibleName("Answer text")
         outer.addWidget(self.answer)
         # Boxes and points the answer names, drawn on the image; the transcript says which images
         # the chat has before this answer (``grounding_context``).
@@ -317,9 +328,11 @@ class MessageWidget(QFrame):
         limit_layout.addWidget(self.limit_label, 1)
         self.continue_button = QPushButton("Continue")
         self.continue_button.setToolTip("Carry on thinking from where it stopped")
-        self.continue_button.clicked.connect(self.continueRequested)
+        self.continue_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.continue_button.clicked.connect(lambda: self.continueRequested.emit(self.message_id))
         limit_layout.addWidget(self.continue_button)
         self.limit_row.hide()
+        self._cut_in_thinking = False
         outer.addWidget(self.limit_row)
         self._stats: StoredStats | None = message.stats
         footer = QHBoxLayout()
@@ -334,7 +347,7 @@ class MessageWidget(QFrame):
         self.regenerate_button.hide()
         # An answer cut short (Stop, the token limit, a closed app): carry it on from its end.
         self.continue_link = _link_button("Continue", "Carry on this answer from where it stopped")
-        self.continue_link.clicked.connect(self.continueRequested)
+        self.continue_link.clicked.connect(lambda: self.continueRequested.emit(self.message_id))
         self.continue_link.hide()
         footer.addWidget(self.copy_button)
         footer.addWidget(self.continue_link)
@@ -375,6 +388,7 @@ class MessageWidget(QFrame):
         at_limit = cut_off and (not self.token_limit or self._limit_tokens() >= self.token_limit)
         if cut_off:
             self.limit_label.setText(limit_note(self._limit_tokens()) if at_limit else ENDED_IN_THINKING)
+        self._cut_in_thinking = at_limit  # the limit row's Continue: offered on the last answer only
         self.continue_button.setVisible(at_limit)
         self.limit_row.setVisible(cut_off)
         self.answer.setVisible(not cut_off)  # no blank gap under "Thought for …"
@@ -443,6 +457,7 @@ class MessageWidget(QFrame):
         if self.role == "assistant":
             self.regenerate_button.setVisible(visible)
             self.continue_link.setVisible(visible and self._continuable())
+            self.continue_button.setVisible(visible and self._cut_in_thinking)
 
     def _continuable(self) -> bool:
         """Stopped or interrupted with something written, or an answer the token limit cut (one cut

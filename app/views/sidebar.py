@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from PySide6.QtCore import QItemSelectionModel, QPointF, QSize, Qt
+from PySide6.QtCore import QEvent, QItemSelectionModel, QPointF, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QIcon, QPainter, QPalette, QPixmap
 from PySide6.QtWidgets import (
     QFrame,
@@ -13,6 +13,7 @@ from PySide6.QtWidgets import (
     QListWidgetItem,
     QPushButton,
     QStyledItemDelegate,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -54,6 +55,8 @@ class _ElidingDelegate(QStyledItemDelegate):
 
 
 class Sidebar(QFrame):
+    renameRequested = Signal()  # F2 where the list has no title to edit
+
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.setObjectName("Sidebar")
@@ -62,11 +65,15 @@ class Sidebar(QFrame):
         side = QVBoxLayout(self)
         side.setContentsMargins(8, 10, 8, 8)
         self.new_button = QPushButton("New chat")
+        self.new_button.setAccessibleName("New chat")
         side.addWidget(self.new_button)
         self.search = QLineEdit()
         self.search.setPlaceholderText("Search all chats")
         self.search.setClearButtonEnabled(True)
         self.search.setAcceptDrops(False)  # a file dropped here is an attachment (the window's), not a query
+        self.search.setAccessibleName("Search all chats")
+        for button in self.search.findChildren(QToolButton):  # the clear button setClearButtonEnabled adds
+            button.setAccessibleName("Clear the search")
         side.addWidget(self.search)
         self.conversation_list = QListWidget()
         self.conversation_list.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
@@ -76,8 +83,29 @@ class Sidebar(QFrame):
         self.conversation_list.setTextElideMode(Qt.TextElideMode.ElideRight)
         self.conversation_list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.conversation_list.setItemDelegate(_ElidingDelegate(self.conversation_list))
+        self.conversation_list.setAccessibleName("Chats")
         side.addWidget(self.conversation_list, 1)
         self._pin_icon: QIcon | None = None
+        self.search.installEventFilter(self)  # Esc clears it (before the window's Esc = Stop)
+        self.conversation_list.installEventFilter(self)  # F2 on a search hit: renameRequested
+
+    def eventFilter(self, watched, event) -> bool:
+        """Esc in a search field with text clears it; the window's Esc (Stop) does not take the key.
+        F2 on a row that cannot be edited (a search hit is a message) asks the window to rename the chat."""
+        if watched is self.conversation_list and event.type() == QEvent.Type.KeyPress and \
+                event.key() == Qt.Key.Key_F2:
+            item = self.conversation_list.currentItem()
+            if item is None or not item.flags() & Qt.ItemFlag.ItemIsEditable:
+                self.renameRequested.emit()
+                return True
+        is_esc = event.type() in (QEvent.Type.ShortcutOverride, QEvent.Type.KeyPress) and \
+            event.key() == Qt.Key.Key_Escape
+        if watched is self.search and is_esc and self.search.text():
+            if event.type() == QEvent.Type.KeyPress:
+                self.search.clear()
+            event.accept()
+            return True
+        return super().eventFilter(watched, event)
 
     def show_hits(self, hits) -> None:
         """Search results: title and snippet per hit, or a disabled "No matches" row."""

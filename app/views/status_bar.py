@@ -14,6 +14,7 @@ class StatusBar(QStatusBar):
         self.status_context = QLabel()
         self.load_progress = QProgressBar()
         self.load_progress.setMaximumWidth(220)
+        self.load_progress.setAccessibleName("Loading the model")
         self.load_progress.setRange(0, 1000)
         self.load_progress.hide()
         for widget in (self.status_model, self.load_progress):

@@ -3,12 +3,17 @@
 Long histories stay fast because only the last ``PAGE`` messages get widgets when a chat opens; older
 ones are created a page at a time when the user scrolls to the top (or clicks "Show earlier messages").
 While an answer streams, the view sticks to the bottom unless the user scrolled up.
+
+Keyboard: Tab enters the transcript at the message focused last (the newest at first), so it never jumps
+to the top; Up/Down/Home/End move between messages; Tab and Shift+Tab leave it. The buttons inside a
+message take no focus (the Chat menu's shortcuts act on the focused message), so Space never clicks one.
 """
 
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
+    QApplication,
     QFrame,
     QHBoxLayout,
     QLabel,
@@ -30,7 +35,7 @@ READING_WIDTH = 900  # the message column's widest; wider windows centre it
 class TranscriptView(QScrollArea):
     editSubmitted = Signal(int, str)
     regenerateRequested = Signal()
-    continueRequested = Signal()  # the last answer, cut short, is to be carried on
+    continueRequested = Signal(int)  # message id: this answer (the last, cut short) is to be carried on
     copied = Signal(str)
 
     def __init__(self, palette: Palette, parent: QWidget | None = None):
@@ -39,6 +44,9 @@ class TranscriptView(QScrollArea):
         self.setWidgetResizable(True)
         self.setFrameShape(QFrame.Shape.NoFrame)
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)  # in the Tab chain: it hands focus to a message
+        self.setAccessibleName("Conversation")
+        self._current: MessageWidget | None = None  # the message Tab comes back to
         self.palette_ = palette
         self._renderer = Renderer(palette)  # shared by every answer in the transcript (GUI thread only)
         self.token_limit = 0  # the chat's max answer tokens, to tell a cut-off reply from a finished one
@@ -57,6 +65,7 @@ class TranscriptView(QScrollArea):
         self.column.setSpacing(2)
         self.earlier = QPushButton("Show earlier messages")
         self.earlier.setFlat(True)
+        self.earlier.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # Up on the first message loads them too
         self.earlier.clicked.connect(self.load_earlier)
         self.earlier.hide()
         self.column.addWidget(self.earlier, 0, Qt.AlignmentFlag.AlignHCenter)
@@ -168,6 +177,56 @@ class TranscriptView(QScrollArea):
 
     def set_streaming(self, streaming: bool) -> None:
         self._refresh_regenerate(streaming)
+
+    # --- keyboard -----------------------------------------------------------------------------
+    def focused_message(self) -> MessageWidget | None:
+        """The message holding the keyboard focus (itself or a child of it), if any."""
+        widget = QApplication.focusWidget()
+        while widget is not None and not isinstance(widget, MessageWidget):
+            widget = widget.parentWidget()
+        return widget if widget in self.widgets else None
+
+    def focus_message(self, widget: MessageWidget) -> None:
+        self._current = widget
+        self._stick = widget is self.widgets[-1]
+        widget.setFocus(Qt.FocusReason.OtherFocusReason)
+        self.ensureWidgetVisible(widget, 0, 0)
+
+    def focusInEvent(self, event) -> None:
+        super().focusInEvent(event)
+        if event.reason() in (Qt.FocusReason.TabFocusReason, Qt.FocusReason.BacktabFocusReason) and self.widgets:
+            self.focus_message(self._current if self._current in self.widgets else self.widgets[-1])
+
+    def keyPressEvent(self, event) -> None:
+        current = self.focused_message()
+        keys = {Qt.Key.Key_Up: -1, Qt.Key.Key_Down: 1, Qt.Key.Key_Home: -10**9, Qt.Key.Key_End: 10**9}
+        if current is None or event.key() not in keys or event.modifiers() & ~Qt.KeyboardModifier.KeypadModifier:
+            super().keyPressEvent(event)
+            return
+        index = self.widgets.index(current) + keys[event.key()]
+        if index < 0 and self._hidden:  # above the first message shown: the next page up
+            before = len(self.widgets)
+            self.load_earlier() if keys[event.key()] == -1 else self._load_all()
+            index += len(self.widgets) - before
+        self.focus_message(self.widgets[max(0, min(len(self.widgets) - 1, index))])
+
+    def _load_all(self) -> None:
+        while self._hidden:
+            self.load_earlier()
+
+    def focusNextPrevChild(self, next: bool) -> bool:
+        """Tab / Shift+Tab from a message leave the transcript (to the composer / the header), instead of
+        walking the buttons of every message (and scrolling to the first)."""
+        if self.focused_message() is None and QApplication.focusWidget() is not self:
+            return super().focusNextPrevChild(next)
+        widget = self.nextInFocusChain() if next else self.previousInFocusChain()
+        while widget is not None and widget is not self:
+            if (not self.isAncestorOf(widget) and widget.isVisible() and widget.isEnabled()
+                    and widget.focusPolicy() & Qt.FocusPolicy.TabFocus):
+                widget.setFocus(Qt.FocusReason.TabFocusReason if next else Qt.FocusReason.BacktabFocusReason)
+                return True
+            widget = widget.nextInFocusChain() if next else widget.previousInFocusChain()
+        return False
 
     # --- internals ----------------------------------------------------------------------------
     def _make(self, message: StoredMessage) -> MessageWidget:

@@ -18,8 +18,11 @@ from types import SimpleNamespace
 
 import mlx.core as mx
 
+from engine_mlx.runtime_imports import ensure_runtime_imported
+
 
 def _arch(config: dict):
+    ensure_runtime_imported()
     from mlx_vlm.utils import get_model_and_args, update_module_configs
 
     arch, _ = get_model_and_args(
@@ -35,6 +38,7 @@ def _arch(config: dict):
 
 def conversion_dtype(config: dict):
     """The dtype mlx_vlm.convert casts to: the release's ``torch_dtype`` (or its text config's ``dtype``)."""
+    ensure_runtime_imported()
     from mlx_vlm.utils import MODEL_CONVERSION_DTYPES
 
     dtype = config.get("torch_dtype") or (config.get("text_config") or {}).get("dtype")
@@ -63,6 +67,7 @@ def split_mtp(source_dir: Path, out_dir: Path, quantization: dict | None) -> Pat
     ``mtp.*`` tensors and its config (mlx-vlm's own splitter; quantized like the base model)."""
     import json
 
+    ensure_runtime_imported()
     from mlx_vlm.speculative.drafters.mtp_split import get_mtp_splitter
 
     config = json.loads((source_dir / "config.json").read_text())

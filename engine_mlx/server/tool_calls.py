@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from mlx_lm.tool_parsers import qwen3_coder
+from engine_mlx.runtime_imports import ensure_runtime_imported
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,9 @@ class ParsedCall:
 
 def parse_tool_calls(text: str, tools: list[dict[str, Any]] | None) -> list[ParsedCall]:
     """Every well-formed call in ``text`` (which starts at the first ``<tool_call>``), in order."""
+    ensure_runtime_imported()
+    from mlx_lm.tool_parsers import qwen3_coder
+
     calls = []
     for block in _BLOCK.findall(text):
         body = block.strip()
