@@ -24,6 +24,7 @@ from engine_mlx.continuation import CutTurn, CutTurns
 from engine_mlx.conversation import Conversation, Message, Role
 from engine_mlx.errors import ContextOverflowError, ModelNotLoadedError, UnsupportedInputError
 from engine_mlx.events import AnswerDelta, Event, Finished, FinishReason, ThinkingDelta
+from engine_mlx.forcing import forced_tokens
 from engine_mlx.memory import check_fit, estimate_fit
 from engine_mlx.prompt import (
     DecodedMedia,
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 
 _PROBE = "\x1f"  # an assistant reply no real conversation contains, to find the generation tail
 _TURN_START = "<|im_start|>"  # Qwen's turn marker, a special token: no merge crosses it
+_TURN_END = "<|im_end|>"  # and the token that ends a turn
 # A conversation id that asks the engine to continue whichever recent conversation the prompt extends,
 # found by token ids: API clients resend the whole history and carry no id.
 ANONYMOUS = "*"
@@ -215,7 +217,8 @@ class Engine:
 
         try:
             for event in generation.generate(
-                loaded, inputs, settings, plan, cancel=cancel, on_snapshot=keep, started_at=started
+                loaded, inputs, settings, plan, cancel=cancel, on_snapshot=keep, started_at=started,
+                processors=self._processors(settings),
             ):
                 if type(event) in streamed:
                     streamed[type(event)].append(event.text)
@@ -223,6 +226,16 @@ class Engine:
         except Exception as exc:  # noqa: BLE001 - a crash mid-answer ends the stream, not the app
             log.exception("generation failed")
             yield Finished(FinishReason.ERROR, f"Generation failed: {exc}")
+
+    def _processors(self, settings: GenerationSettings) -> list:
+        """The logits processors ``settings`` ask for beyond sampling (forced text)."""
+        loaded = self._loaded
+        processors = []
+        if settings.forced is not None:
+            end = loaded.encode(_TURN_END)
+            processors.append(forced_tokens(settings.forced, loaded.encode, end[0], loaded.think_close_id,
+                                            settings.thinking))
+        return processors
 
     def _exact_continuation(self, conversation: Conversation, template_thinking: bool):
         """For a turn the engine cut short itself and that reads exactly as streamed: the prompt, the

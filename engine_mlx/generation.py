@@ -9,12 +9,12 @@ token is read (as mlx-lm does), so the device never waits on Python.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import mlx.core as mx
-from mlx_lm.sample_utils import make_sampler
+from mlx_lm.sample_utils import make_presence_penalty, make_sampler
 
 from engine_mlx import cache_protocol
 from engine_mlx.cancel import CancelToken
@@ -26,6 +26,8 @@ from engine_mlx.events import (
     Progress,
     Stats,
     ThinkingDelta,
+    TokenLogprob,
+    TopLogprob,
 )
 from engine_mlx.runtime import LoadedModel, PromptInputs
 from engine_mlx.settings import GenerationSettings
@@ -41,21 +43,18 @@ PRIME_TOKENS = 8
 FORCED_THINKING_CLOSE = "\n</think>\n\n"
 
 
-class PresencePenalty:
-    """Qwen-style presence penalty: subtract ``penalty`` from every token generated so far."""
+# A logits processor, in mlx-lm's shape: (the tokens generated this turn so far, the next token's
+# log-probabilities, shape (1, vocab)) -> the log-probabilities to sample from. A processor may
+# change its input in place, as mlx-lm's do. Forced text, a grammar and the presence penalty are
+# processors; they run in list order.
+LogitsProcessor = Callable[[mx.array, mx.array], mx.array]
 
-    def __init__(self, penalty: float, vocab_size: int):
-        self.penalty = penalty
-        self.seen = mx.zeros((vocab_size,), dtype=mx.float32)
 
-    def __call__(self, logits):
-        if self.penalty:
-            logits = logits - self.penalty * self.seen[: logits.shape[-1]]
-        return logits
-
-    def add(self, token) -> None:
-        if self.penalty:
-            self.seen[token] = 1.0
+def presence_penalty(penalty: float, max_tokens: int) -> LogitsProcessor:
+    """Qwen's presence penalty (as vLLM applies it): subtract ``penalty`` from every token already in
+    this reply. mlx-lm's own processor does exactly that for the tokens it is given; it is given
+    only the reply's tokens (not the prompt's) and a window as long as the reply can be."""
+    return make_presence_penalty(penalty, context_size=max(1, max_tokens))
 
 
 @dataclass
@@ -101,13 +100,16 @@ def generate(
     cancel: CancelToken | None = None,
     on_snapshot: Callable[[Snapshot], None] | None = None,
     started_at: float | None = None,
+    processors: Sequence[LogitsProcessor] = (),
 ) -> Iterator[Event]:
-    """Yield Progress*, then ThinkingDelta/AnswerDelta*, then Stats and Finished."""
+    """Yield Progress*, then ThinkingDelta/AnswerDelta* (and TokenLogprob* when asked), then Stats
+    and Finished. ``processors`` change each sampled token's log-probabilities, in order, after the
+    presence penalty of ``settings``."""
     with mx.stream(_GENERATION_STREAM):
-        yield from _generate(loaded, inputs, settings, plan, cancel, on_snapshot, started_at)
+        yield from _generate(loaded, inputs, settings, plan, cancel, on_snapshot, started_at, processors)
 
 
-def _generate(loaded, inputs, settings, plan, cancel, on_snapshot, started_at) -> Iterator[Event]:
+def _generate(loaded, inputs, settings, plan, cancel, on_snapshot, started_at, extra) -> Iterator[Event]:
     started_at = time.perf_counter() if started_at is None else started_at
     cancel = cancel or CancelToken()
     mx.reset_peak_memory()
@@ -139,16 +141,34 @@ def _generate(loaded, inputs, settings, plan, cancel, on_snapshot, started_at) -
     sampler = make_sampler(temp=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
     if settings.seed is not None:
         mx.random.seed(settings.seed)
-    penalty: PresencePenalty | None = None
+    processors: list[LogitsProcessor] = []
+    if sampling.presence_penalty:
+        processors.append(presence_penalty(sampling.presence_penalty, settings.max_tokens))
+    processors += extra
+    reply = mx.zeros((0,), dtype=mx.int32)  # this reply's tokens so far, for the processors
+    top_n = settings.logprobs
 
     def sample(logits):
-        nonlocal penalty
-        if penalty is None:
-            penalty = PresencePenalty(sampling.presence_penalty, logits.shape[-1])
+        """The next token (lazy) and, when log-probabilities are asked for, its measures (lazy)."""
         logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
-        token = sampler(penalty(logprobs))
-        penalty.add(token)
-        return token
+        scored = logprobs
+        if processors:
+            scored = mx.stop_gradient(logprobs)  # a processor may write into it; keep the model's
+            for processor in processors:
+                scored = processor(reply, scored)
+        token = sampler(scored)
+        return token, (None if top_n is None else measure(token, logprobs))
+
+    def measure(token, logprobs):
+        """(the token's log-probability, the top ids, their log-probabilities, all of them)."""
+        chosen = mx.take_along_axis(logprobs, token.reshape(1, 1), axis=-1).reshape(-1)
+        top_ids = mx.argpartition(-logprobs, kth=top_n - 1, axis=-1)[0, :top_n] if top_n else chosen[:0]
+        return chosen, top_ids, logprobs[0, top_ids], logprobs
+
+    def extend(token_array) -> None:
+        nonlocal reply
+        if processors:
+            reply = mx.concatenate([reply, token_array.reshape(-1).astype(mx.int32)])
 
     index = prompt_end  # sequence position of the next token fed to the model
     last_logits = plan.logits
@@ -170,12 +190,16 @@ def _generate(loaded, inputs, settings, plan, cancel, on_snapshot, started_at) -
         first_logits, index = plan.logits, total
     else:
         first_logits = feed(mx.array(inputs.ids[prompt_end:]))
+    # The log-probabilities for the next position, kept for a forced token's measure.
+    next_logprobs = None
     if budget is not None and budget <= 0:
         forced, budget = list(close_ids), None
-        y = None
+        y = measured = None
+        if top_n is not None:
+            next_logprobs = first_logits - mx.logsumexp(first_logits, axis=-1, keepdims=True)
     else:
-        y = sample(first_logits)
-        mx.async_eval(y)
+        y, measured = sample(first_logits)
+        mx.async_eval(y, *(measured or ()))
 
     first_token_at: float | None = None
     generated = thinking_tokens = answer_tokens = 0
@@ -187,16 +211,27 @@ def _generate(loaded, inputs, settings, plan, cancel, on_snapshot, started_at) -
             break
         if forced:
             token = forced.pop(0)
-            logits = feed(mx.array([token]))
+            token_array = mx.array([token])
+            if top_n is not None:
+                if next_logprobs is None and measured is not None:
+                    next_logprobs = measured[3]  # the dropped step's
+                token_measure = measure(token_array, next_logprobs)
+            extend(token_array)
+            logits = feed(token_array)
+            if top_n is not None:
+                next_logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
             if not forced:
-                y = sample(logits)
-                mx.async_eval(y)
+                y, measured = sample(logits)
+                mx.async_eval(y, *(measured or ()))
+                next_logprobs = None
         else:
             # Queue the next step before reading this token, so the device never waits on Python.
-            next_y = sample(feed(y))
-            mx.async_eval(next_y)
+            extend(y)
+            next_y, next_measured = sample(feed(y))
+            mx.async_eval(next_y, *(next_measured or ()))
             token = y.item()
-            y = next_y
+            token_measure = measured
+            y, measured = next_y, next_measured
             if first_token_at is None:
                 first_token_at = time.perf_counter()
             if token in loaded.eos_ids:
@@ -206,7 +241,8 @@ def _generate(loaded, inputs, settings, plan, cancel, on_snapshot, started_at) -
             first_token_at = time.perf_counter()
         generated += 1
         generated_ids.append(token)
-        if splitter.in_thinking:
+        in_thinking = splitter.in_thinking
+        if in_thinking:
             thinking_tokens += 1
         else:
             answer_tokens += 1
@@ -215,10 +251,13 @@ def _generate(loaded, inputs, settings, plan, cancel, on_snapshot, started_at) -
             yield ThinkingDelta(part.thinking)
         if part.answer:
             yield AnswerDelta(part.answer)
+        if top_n is not None:
+            yield _token_logprob(loaded, token, token_measure, in_thinking)
         if budget is not None and splitter.in_thinking and thinking_tokens >= budget:
             # This token is already in the cache; the queued step after it is dropped and the
             # closing tag follows instead, so the model goes on to answer.
             forced, budget = list(close_ids), None
+            next_logprobs = None  # the dropped step's, in ``measured``
 
     tail = splitter.feed(text.finalize())  # stop, length and cancel all end here
     rest = splitter.flush()
@@ -272,3 +311,18 @@ def _finish_early(
         peak_memory_bytes=int(mx.get_peak_memory()),
     )
     yield Finished(FinishReason.CANCELLED)
+
+
+def _token_logprob(loaded: LoadedModel, token: int, measured, thinking: bool) -> TokenLogprob:
+    from engine_mlx.detokenize import token_bytes
+
+    chosen, top_ids, top_values, _ = measured
+
+    def entry(token_id: int) -> tuple[str, tuple[int, ...]]:
+        raw = token_bytes(loaded.tokenizer, token_id)
+        return raw.decode("utf-8", errors="replace"), tuple(raw)
+
+    pairs = sorted(zip(top_ids.tolist(), top_values.tolist(), strict=True), key=lambda p: -p[1])
+    top = tuple(TopLogprob(i, *entry(i), logprob=v) for i, v in pairs)
+    text, raw = entry(token)
+    return TokenLogprob(token, text, raw, float(chosen.item()), top, thinking)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from engine_mlx.forcing import ForcedText
+
 
 @dataclass(frozen=True)
 class Sampling:
@@ -34,6 +36,10 @@ class GenerationSettings:
     presence_penalty: float | None = None
     seed: int | None = None
     prefill_chunk: int = 512  # prompt tokens per prefill step: the granularity of progress and cancel
+    forced: ForcedText | None = None  # text the model is made to write (tests, a forced tool call)
+    # Log-probabilities of each generated token (events.TokenLogprob), with this many alternatives;
+    # None computes none.
+    logprobs: int | None = None
 
     def sampling(self) -> Sampling:
         base = THINKING_SAMPLING if self.thinking else NON_THINKING_SAMPLING

@@ -297,3 +297,56 @@ def test_follow_up_turns_reuse_decoded_media_until_the_file_changes(tiny_model_d
     os.utime(image, ns=(1, 1))
     collect(eng.generate(follow, settings))
     assert (cache.hits, cache.misses) == (3, 3)
+
+
+FORCED = "Hello, world! Ünïcödé 你好 ✓ <tool_call>\n<function=f>"
+
+
+def test_forced_text_comes_out_exactly_through_the_detokenizer(engine):
+    """The forced-tokens processor: the real tokenizer's tokens of a text, forced through the sampler,
+    stream back as that very text (multi-byte characters split across tokens included), then the
+    turn ends; with sampling on too, since every other token is masked."""
+    from engine_mlx.forcing import ForcedText
+
+    for sampled in (dict(temperature=0.0), dict(seed=4)):
+        settings = GenerationSettings(thinking=False, max_tokens=64, forced=ForcedText(FORCED), **sampled)
+        events = collect(engine.generate(ask("Say it"), settings))
+        assert texts(events, AnswerDelta) == FORCED
+        assert events[-1].reason is FinishReason.STOP
+        assert events[-2].generated_tokens == len(engine._loaded.encode(FORCED))
+
+
+def test_forced_text_goes_through_the_thinking_splitter(engine):
+    from engine_mlx.forcing import ForcedText
+
+    forced = ForcedText("Let me see.\n</think>\n\nThe answer is 42.")
+    events = collect(engine.generate(ask("Think"), GenerationSettings(max_tokens=64, forced=forced, **{"seed": 1})))
+    assert (texts(events, ThinkingDelta), texts(events, AnswerDelta)) == ("Let me see.\n", "The answer is 42.")
+    # Without end_turn the model goes on after the text.
+    more = ForcedText("Once upon", end_turn=False)
+    events = collect(engine.generate(ask("Go"), GenerationSettings(thinking=False, forced=more, **GREEDY)))
+    assert texts(events, AnswerDelta).startswith("Once upon") and events[-2].generated_tokens == 16
+    assert len(texts(events, AnswerDelta)) > len("Once upon")
+
+
+def test_forced_text_after_thinking_starts_once_the_budget_closes_it(engine):
+    from engine_mlx.forcing import ForcedText
+
+    forced = ForcedText("\n\n<tool_call>\n<function=lookup>\n", end_turn=False, after_thinking=True)
+    settings = GenerationSettings(thinking_budget=5, forced=forced, **{**GREEDY, "max_tokens": 40})
+    events = collect(engine.generate(ask("Call it"), settings))
+    assert texts(events, AnswerDelta).startswith("<tool_call>\n<function=lookup>\n")
+    assert 5 <= events[-2].thinking_tokens <= 5 + 3
+
+
+def test_presence_penalty_is_mlx_lms_processor_over_the_whole_reply():
+    """Qwen's (vLLM's) presence penalty: every token already in the reply loses the penalty once,
+    however often it came and however long ago (mlx-lm's processor with a window as long as the reply)."""
+    import mlx.core as mx
+
+    from engine_mlx.generation import presence_penalty
+
+    penalty = presence_penalty(1.5, max_tokens=100)
+    reply = mx.array([3, 3] + [5] * 40, dtype=mx.int32)
+    out = penalty(reply, mx.zeros((1, 8)))
+    assert out.tolist() == [[0.0, 0.0, 0.0, -1.5, 0.0, -1.5, 0.0, 0.0]]
