@@ -11,7 +11,6 @@ import hashlib
 import logging
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -47,7 +46,7 @@ _TURN_END = "<|im_end|>"  # and the token that ends a turn
 # A conversation id that asks the engine to continue whichever recent conversation the prompt extends,
 # found by token ids: API clients resend the whole history and carry no id.
 ANONYMOUS = "*"
-MAX_ANONYMOUS_CONVERSATIONS = 4
+_ANONYMOUS_PREFIX = "anonymous-"
 
 
 @dataclass(frozen=True)
@@ -76,8 +75,6 @@ class Engine:
         self._loaded = None  # runtime.LoadedModel
         self._fingerprint = ""
         self._previous_wired_limit: int | None = None  # to put back on unload (Metal only)
-        # ANONYMOUS conversations, most recent last: their key -> the token ids of their newest snapshot
-        self._anonymous: OrderedDict[str, tuple[int, ...]] = OrderedDict()
         self._cut_turns = CutTurns()
 
     # ------------------------------------------------------------------ models
@@ -127,7 +124,6 @@ class Engine:
             return
         self._loaded = None
         self.snapshots.clear()
-        self._anonymous.clear()
         self._cut_turns.clear()
         self.decoded_media.clear()
         gc.collect()
@@ -182,18 +178,18 @@ class Engine:
 
         key = conversation.id
         reuse_ids = _reuse_ids(inputs) if key else inputs.ids
+        source = key  # the conversation the turn resumes from
         anonymous = key == ANONYMOUS
         if anonymous:
-            key = self._anonymous_key(reuse_ids)
-        restored = self.snapshots.lookup(key, self._fingerprint, reuse_ids)
+            source, key = self._anonymous_keys(reuse_ids)
+        restored = self.snapshots.lookup(source, self._fingerprint, reuse_ids)
         start = restored.length if restored else 0
         cache = restored.cache if restored else loaded.make_cache()
-        snapshot_at = None
+        snapshot_at: tuple[int, ...] = ()
         if key:
-            point = self._snapshot_point(before_unfinished(conversation) if conversation.continue_last
-                                         else conversation, template_thinking, inputs, prompt)
-            if point is not None and point > start:
-                snapshot_at = point
+            points = self._snapshot_points(before_unfinished(conversation) if conversation.continue_last
+                                           else conversation, template_thinking, inputs, prompt)
+            snapshot_at = tuple(p for p in points if p > start)
         plan = generation.PrefillPlan(cache=cache, start=start, snapshot_at=snapshot_at,
                                       logits=restored.logits if restored else None, keep_end=bool(key),
                                       continues_reply=conversation.continue_last)
@@ -202,8 +198,6 @@ class Engine:
         def keep(snapshot: generation.Snapshot) -> None:
             if not snapshot.generated:
                 self.snapshots.add(key, self._fingerprint, reuse_ids, snapshot)
-                if anonymous:
-                    self._keep_anonymous(key, reuse_ids[: snapshot.length])
                 return
             # The end of a turn cut short: kept with the tokens it wrote, and remembered with its text.
             self.snapshots.add(key, self._fingerprint, [*reuse_ids, *snapshot.generated], snapshot)
@@ -253,20 +247,18 @@ class Engine:
                 return prompt, base.extended(list(turn.generated)), len(base), turn
         return None
 
-    def _anonymous_key(self, reuse_ids: list[int]) -> str:
-        """The recent anonymous conversation whose newest snapshot this prompt extends, else a new key."""
-        best, best_len = "", 0
-        for key, held in self._anonymous.items():
-            n = len(held)
-            if best_len < n < len(reuse_ids) and tuple(reuse_ids[:n]) == held:
-                best, best_len = key, n
-        return best or f"anonymous-{uuid.uuid4().hex}"
-
-    def _keep_anonymous(self, key: str, ids: list[int]) -> None:
-        self._anonymous[key] = tuple(ids)
-        self._anonymous.move_to_end(key)
-        while len(self._anonymous) > MAX_ANONYMOUS_CONVERSATIONS:
-            self.snapshots.forget(self._anonymous.popitem(last=False)[0])
+    def _anonymous_keys(self, reuse_ids: list[int]) -> tuple[str, str]:
+        """For an ANONYMOUS prompt: the recent anonymous conversation to resume from (any of its
+        snapshots: an edited or repeated last message resumes from the one before it) and the key
+        to keep this turn's snapshots under: the same conversation when the prompt goes on from its
+        newest snapshot, else a new one, so a branch (or another client sharing a system prompt)
+        never drops the line it branched from. How many are kept is the snapshot budget's business."""
+        anonymous = [k for k in self.snapshots.keys() if k.startswith(_ANONYMOUS_PREFIX)]
+        match = self.snapshots.best_match(anonymous, self._fingerprint, reuse_ids)
+        new = f"{_ANONYMOUS_PREFIX}{uuid.uuid4().hex}"
+        if match is None:
+            return "", new
+        return match.key, match.key if match.extends_newest else new
 
     def persist(self, conversation_id: str) -> Path | None:
         """Save the conversation's newest state snapshot to disk (call when it goes idle)."""
@@ -288,8 +280,10 @@ class Engine:
             prompt, load_media(conversation.attachments, self.media_limits, self.decoded_media)
         )
 
-    def _snapshot_point(self, conversation, thinking: bool, inputs, prompt: str) -> int | None:
-        """The number of prompt tokens the next turn will share with this one.
+    def _snapshot_points(self, conversation, thinking: bool, inputs, prompt: str) -> tuple[int, ...]:
+        """Where to take this turn's snapshots: the end of the conversation's last message (the next
+        turn, or a repeated last message, resumes there) and its start (an edited last message
+        resumes there), each no later than the number of prompt tokens the next turn will share.
 
         The conversation is rendered as the next turns will see it (placeholder replies and user
         messages, one and two turns on): where that rendering stops matching this prompt is where the
@@ -327,7 +321,7 @@ class Engine:
                     tools=template_tools(probe_convo),
                 )
             except Exception:  # noqa: BLE001 - a template that can't render the probe just loses reuse
-                return None
+                return ()
             shared = common_prefix(prompt, probe)
             # Compare token ids from the last turn boundary before the seam (a special token, which
             # no merge crosses; the processor expands media placeholders, so count from there).
@@ -341,12 +335,19 @@ class Engine:
             if inputs.ids[base : base + same] != tail[:same]:
                 same = 0  # media expanded between the boundary and the seam: resume at the boundary
             seams.append(base + same)
-        point = min(seams)
-        point = min(point, len(inputs) - 1)  # the last prompt token goes through the first decode step
-        for lo, hi in inputs.media_token_ranges():
-            if lo < point < hi:
-                point = lo
-        return point if point > 0 else None
+        seam = min(seams)
+        # The generation prompt (or the carried-on reply's turn) starts at the last turn marker, the
+        # last message at the one before.
+        wanted = boundaries[-2:] if boundaries else [seam]
+        points = set()
+        for point in wanted:
+            point = min(point, seam, len(inputs) - 1)  # the last prompt token goes through the first decode step
+            for lo, hi in inputs.media_token_ranges():
+                if lo < point < hi:
+                    point = lo
+            if point > 0:
+                points.add(point)
+        return tuple(sorted(points))
 
 
 def _reuse_ids(inputs) -> list[int]:

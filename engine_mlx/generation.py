@@ -80,7 +80,7 @@ class PrefillPlan:
 
     cache: list[Any]
     start: int  # prompt tokens already in ``cache``
-    snapshot_at: int | None = None  # take a snapshot after this many prompt tokens
+    snapshot_at: tuple[int, ...] = ()  # take a snapshot after each of these numbers of prompt tokens
     # The next-token logits when ``cache`` already holds the whole prompt (a turn carried on from
     # where it was cut): decoding starts from them, nothing is prefilled.
     logits: Any = None
@@ -123,12 +123,13 @@ def _generate(loaded, inputs, settings, plan, cancel, on_snapshot, started_at, e
     yield Progress(done=done, total=total)
     while done < prompt_end:
         end = min(done + settings.prefill_chunk, prompt_end)
-        if plan.snapshot_at is not None and done < plan.snapshot_at < end:
-            end = plan.snapshot_at  # end a chunk exactly at the snapshot point
+        for point in plan.snapshot_at:
+            if done < point < end:
+                end = point  # end a chunk exactly at a snapshot point
         loaded.run_prompt(inputs, done, end, cache)
         mx.eval([c.state for c in cache])
         done = end
-        if plan.snapshot_at == done and on_snapshot is not None:
+        if done in plan.snapshot_at and on_snapshot is not None:
             on_snapshot(snapshot_cache(cache, done))
         mx.clear_cache()  # hand the chunk's freed buffers back, as mlx-lm's generate_step does
         yield Progress(done=done, total=total)

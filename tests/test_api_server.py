@@ -208,20 +208,47 @@ def test_four_turn_chat_prefills_only_the_new_tokens(client, model, engine, jobs
             print(f"\n  API turn {turn}: prompt {prompt}, cached {cached}, prefilled {prefilled} (new {new})", end="")
 
 
-def test_two_api_conversations_in_turn_both_resume(client, model):
-    """Two clients' chats alternating (no ids): each follow-up finds its own chat's snapshot."""
-    chats = {name: [{"role": "system", "content": f"You are {name}."}] for name in ("Ada", "Bob")}
-    usage = {}
+def _turn_starts(engine, jobs, server, body) -> list[int]:
+    marker = jobs.call(lambda: engine._loaded.encode("<|im_start|>"))[0]
+    return [i for i, t in enumerate(prompt_ids(engine, jobs, server, body)) if t == marker]
+
+
+@pytest.mark.parametrize("chats", [2, 6])
+def test_api_conversations_in_turn_all_resume(client, model, engine, jobs, server, chats):
+    """Clients' chats alternating (no ids): each follow-up finds its own chat's snapshot, with more
+    chats than the old fixed limit of 4 (the snapshot budget, not a count, decides)."""
+    histories = {n: [{"role": "system", "content": f"You are agent {n} of {chats}."}] for n in range(chats)}
+    cached, starts = {}, {}
     for turn in range(2):
-        for name, messages in chats.items():
-            messages.append({"role": "user", "content": f"{name}, turn {turn}: say something."})
+        for n, messages in histories.items():
+            messages.append({"role": "user", "content": f"Agent {n}, turn {turn}: say something."})
             reply = client.chat.completions.create(model=model, messages=messages, max_tokens=6,
                                                    extra_body={"enable_thinking": False})
+            starts[n, turn] = _turn_starts(engine, jobs, server, {"messages": messages, "enable_thinking": False})
             messages.append({"role": "assistant", "content": reply.choices[0].message.content})
-            usage[name, turn] = reply.usage
-    for name in chats:
-        first, second = usage[name, 0], usage[name, 1]
-        assert second.prompt_tokens_details.cached_tokens >= first.prompt_tokens - 8, (name, first, second)
+            cached[n, turn] = reply.usage.prompt_tokens_details.cached_tokens
+    for n in histories:
+        # everything before the first turn's generation prompt
+        assert cached[n, 1] >= starts[n, 0][-1], (n, cached, starts)
+
+
+def test_edited_and_repeated_last_user_message_reuse_everything_before_it(client, model, engine, jobs, server):
+    """An API client that edits its last message, or sends a second user message in a row, resumes
+    right before (after) it, and answers exactly as a cold prefill."""
+    settings = {"max_tokens": 6, "thinking_budget": 2, **GREEDY}
+    base = [{"role": "system", "content": "You edit."}, {"role": "user", "content": "First question here."}]
+    first = client.chat.completions.create(model=model, messages=base, extra_body=settings)
+    history = base + [{"role": "assistant", "content": first.choices[0].message.content}]
+    client.chat.completions.create(model=model, messages=history + [{"role": "user", "content": "A second one."}],
+                                   extra_body=settings)
+    for last in ({"role": "user", "content": "No, a different second one."},  # edited
+                 {"role": "user", "content": "And a third, right after."}):  # two user messages in a row
+        messages = (history if last["content"].startswith("No") else base) + [last]
+        body = {"messages": messages, **settings}
+        reply = client.chat.completions.create(model=model, messages=messages, extra_body=settings)
+        assert reply.usage.prompt_tokens_details.cached_tokens == _turn_starts(engine, jobs, server, body)[-2]
+        msg = reply.choices[0].message
+        assert (msg.model_dump().get("reasoning_content") or "", msg.content) == direct(engine, jobs, server, body)[:2]
 
 
 TOOLS = [{"type": "function", "function": {
