@@ -44,7 +44,8 @@ class TopLogprob:
 @dataclass(frozen=True)
 class TokenLogprob:
     """A generated token's log-probability under the model (before any sampling or processor), with
-    the most likely alternatives; yielded after the token's text, only when settings ask for it."""
+    the most likely alternatives; yielded before the text the token completes (often in a later
+    delta: a character or a tag may span tokens), only when settings ask for it."""
 
     token_id: int
     token: str

@@ -247,13 +247,13 @@ def _generate(loaded, inputs, settings, plan, cancel, on_snapshot, started_at, e
             thinking_tokens += 1
         else:
             answer_tokens += 1
+        if top_n is not None:
+            yield _token_logprob(loaded, token, token_measure, in_thinking)
         part = splitter.feed(text.add(token))
         if part.thinking:
             yield ThinkingDelta(part.thinking)
         if part.answer:
             yield AnswerDelta(part.answer)
-        if top_n is not None:
-            yield _token_logprob(loaded, token, token_measure, in_thinking)
         if budget is not None and splitter.in_thinking and thinking_tokens >= budget:
             # This token is already in the cache; the queued step after it is dropped and the
             # closing tag follows instead, so the model goes on to answer.

@@ -251,6 +251,45 @@ def test_edited_and_repeated_last_user_message_reuse_everything_before_it(client
         assert (msg.model_dump().get("reasoning_content") or "", msg.content) == direct(engine, jobs, server, body)[:2]
 
 
+def test_logprobs_and_top_logprobs_stream_and_not(client, model, engine, jobs, server):
+    """OpenAI's logprobs: each content token's log-probability under the model and its top
+    alternatives, the same streamed or not, equal to the engine's own TokenLogprob events; greedy
+    picks the most likely token each time."""
+    from engine_mlx.events import TokenLogprob
+
+    messages = [{"role": "user", "content": "Count to five."}]
+    extra = {"enable_thinking": False, **GREEDY}
+    reply = client.chat.completions.create(model=model, messages=messages, max_tokens=8, logprobs=True,
+                                           top_logprobs=3, extra_body=extra)
+    entries = reply.choices[0].logprobs.content
+    chat = parse_chat_request({"model": model, "messages": messages, "max_tokens": 8, "logprobs": True,
+                               "top_logprobs": 3, **extra}, server.context.media_dir)
+    events = jobs.call(lambda: list(engine.generate(replace(chat.conversation, id=""), chat.settings)))
+    expected = [e for e in events if isinstance(e, TokenLogprob)]
+    assert len(expected) == 8 and not any(e.thinking for e in expected)
+    content = reply.choices[0].message.content
+    # (the API's turn may resume from a snapshot: the figures agree to float rounding)
+    assert [(e.token, e.bytes) for e in entries] == [(e.token, list(e.bytes)) for e in expected]
+    assert [e.logprob for e in entries] == pytest.approx([e.logprob for e in expected], abs=1e-4)
+    for entry in entries:
+        top = entry.top_logprobs
+        assert len(top) == 3 and top[0].logprob >= top[1].logprob >= top[2].logprob
+        assert (entry.token, entry.logprob) == (top[0].token, top[0].logprob) and entry.logprob <= 0
+    streamed = []
+    for chunk in client.chat.completions.create(model=model, messages=messages, max_tokens=8, logprobs=True,
+                                                top_logprobs=3, stream=True, extra_body=extra):
+        for choice in chunk.choices:
+            if choice.logprobs is not None:
+                streamed += choice.logprobs.content or []
+    assert [e.token for e in streamed] == [e.token for e in entries]
+    assert [e.logprob for e in streamed] == pytest.approx([e.logprob for e in entries], abs=1e-4)
+    plain = client.chat.completions.create(model=model, messages=messages, max_tokens=8, extra_body=extra)
+    assert plain.choices[0].logprobs is None and plain.choices[0].message.content == content
+    bad = {"model": model, "messages": messages, "top_logprobs": 2}
+    status, body, _ = raw(server, "POST", "/v1/chat/completions", json.dumps(bad).encode())
+    assert status == 400 and body["error"]["param"] == "top_logprobs"
+
+
 TOOLS = [{"type": "function", "function": {
     "name": "get_weather", "description": "Weather forecast for a city",
     "parameters": {"type": "object", "properties": {

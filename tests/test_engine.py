@@ -18,6 +18,7 @@ from engine_mlx.conversation import (
 )
 from engine_mlx.errors import MediaError, ModelNotLoadedError, UnsupportedInputError
 from engine_mlx.events import AnswerDelta, Finished, FinishReason, Progress, Stats, ThinkingDelta
+from engine_mlx.generation import FORCED_THINKING_CLOSE
 from engine_mlx.prompt import template_messages
 from engine_mlx.settings import GenerationSettings
 
@@ -350,3 +351,27 @@ def test_presence_penalty_is_mlx_lms_processor_over_the_whole_reply():
     reply = mx.array([3, 3] + [5] * 40, dtype=mx.int32)
     out = penalty(reply, mx.zeros((1, 8)))
     assert out.tolist() == [[0.0, 0.0, 0.0, -1.5, 0.0, -1.5, 0.0, 0.0]]
+
+
+def test_token_logprobs_only_when_asked_and_for_every_token(engine):
+    """One TokenLogprob per generated token (sampled, and the close a thinking budget forces), before
+    its text; none unless asked."""
+    import math
+
+    from engine_mlx.events import TokenLogprob
+
+    plain = collect(engine.generate(ask("Think"), GenerationSettings(thinking_budget=3, **GREEDY)))
+    assert not any(isinstance(e, TokenLogprob) for e in plain)
+    settings = GenerationSettings(thinking_budget=3, logprobs=2, **GREEDY)
+    events = collect(engine.generate(ask("Think"), settings))
+    marks = [e for e in events if isinstance(e, TokenLogprob)]
+    stats = events[-2]
+    assert len(marks) == stats.generated_tokens and sum(m.thinking for m in marks) == stats.thinking_tokens
+    assert [texts(events, k) for k in (ThinkingDelta, AnswerDelta)] == [texts(plain, k) for k in (ThinkingDelta, AnswerDelta)]
+    forced = set(engine._loaded.encode(FORCED_THINKING_CLOSE))
+    assert engine._loaded.think_close_id in {m.token_id for m in marks}  # the forced close is measured too
+    for m in marks:
+        assert math.isfinite(m.logprob) and m.logprob <= 0 and len(m.top) == 2
+        assert m.top[0].logprob >= m.top[1].logprob
+        if m.token_id not in forced:
+            assert m.top[0].token_id == m.token_id  # greedy: the most likely token

@@ -28,7 +28,14 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from engine_mlx.cancel import CancelToken
-from engine_mlx.events import AnswerDelta, Finished, FinishReason, Stats, ThinkingDelta
+from engine_mlx.events import (
+    AnswerDelta,
+    Finished,
+    FinishReason,
+    Stats,
+    ThinkingDelta,
+    TokenLogprob,
+)
 from engine_mlx.jobs import EngineThread, StreamEnd
 from engine_mlx.server.errors import ApiError, error_body, from_engine_error
 from engine_mlx.server.requests import ChatRequest, parse_body, parse_chat_request
@@ -260,13 +267,18 @@ class _Run:
             item = await self.next()
 
     def chunk(self, delta: dict[str, Any], finish: str | None = None, **extra) -> dict[str, Any]:
+        choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
+        if "logprobs" in delta:  # the assembler's content log-probabilities go beside the delta
+            delta = dict(delta)
+            choice = {"index": 0, "delta": delta, "logprobs": {"content": delta.pop("logprobs")},
+                      "finish_reason": finish}
         return {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                "model": self.chat.model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-                **extra}
+                "model": self.chat.model, "choices": [choice], **extra}
 
 
 def _assembler(chat: ChatRequest) -> ReplyAssembler:
-    return ReplyAssembler(stop=chat.stop, tools=chat.tool_schemas if chat.tools_on else None)
+    return ReplyAssembler(stop=chat.stop, tools=chat.tool_schemas if chat.tools_on else None,
+                          logprobs=[] if chat.settings.logprobs is not None else None)
 
 
 def _feed(assembler: ReplyAssembler, run: _Run, event) -> list[dict[str, Any]]:
@@ -277,6 +289,8 @@ def _feed(assembler: ReplyAssembler, run: _Run, event) -> list[dict[str, Any]]:
         if assembler.stopped:
             run.cancel.cancel()
         return deltas
+    if isinstance(event, TokenLogprob):
+        assembler.token_logprob(event)
     return []
 
 
@@ -301,7 +315,8 @@ async def _complete(run: _Run, rec: RequestRecord, started: float, first) -> Res
         return JSONResponse(error_body(500, finished.error or "Generation failed."), status_code=500)
     return JSONResponse({
         "id": run.id, "object": "chat.completion", "created": run.created, "model": run.chat.model,
-        "choices": [{"index": 0, "message": assembler.message(), "finish_reason": reason, "logprobs": None}],
+        "choices": [{"index": 0, "message": assembler.message(), "finish_reason": reason,
+                     "logprobs": None if assembler.logprobs is None else {"content": assembler.logprobs}}],
         "usage": usage(stats),
     })
 

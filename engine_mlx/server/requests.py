@@ -23,6 +23,7 @@ from engine_mlx.server.errors import ApiError
 from engine_mlx.settings import GenerationSettings
 
 MAX_STOP_SEQUENCES = 16
+MAX_TOP_LOGPROBS = 20  # OpenAI's limit
 # Image formats taken inline, by their leading bytes.
 _IMAGE_MAGIC = ((b"\x89PNG\r\n\x1a\n", "png"), (b"\xff\xd8\xff", "jpg"))
 
@@ -122,6 +123,10 @@ def _settings(body: dict[str, Any]) -> GenerationSettings:
     if max_tokens is None:
         max_tokens = _number(body, "max_tokens", 1, 1 << 30, integer=True)
     top_k = _number(body, "top_k", -1, 1 << 20, integer=True)
+    logprobs = _typed(body, "logprobs", bool, False)
+    top_logprobs = _number(body, "top_logprobs", 0, MAX_TOP_LOGPROBS, integer=True)
+    if top_logprobs is not None and not logprobs:
+        raise ApiError(400, "'top_logprobs' needs 'logprobs': true.", param="top_logprobs")
     defaults = GenerationSettings()
     return GenerationSettings(
         thinking=thinking,
@@ -132,6 +137,7 @@ def _settings(body: dict[str, Any]) -> GenerationSettings:
         top_k=None if top_k is None or top_k < 0 else top_k,
         presence_penalty=_number(body, "presence_penalty", -2.0, 2.0),
         seed=_number(body, "seed", 0, (1 << 64) - 1, integer=True),
+        logprobs=(top_logprobs or 0) if logprobs else None,
     )
 
 
