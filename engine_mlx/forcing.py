@@ -19,7 +19,8 @@ class ForcedText:
 
     With ``after_thinking`` the text starts once the thinking block has closed (the model's own
     ``</think>`` or the one the thinking budget writes), and the tokens of the close that follow
-    ``</think>`` count as the text's start when they match it."""
+    ``</think>`` count as the text's start when they match it; in a turn without thinking it starts
+    at once, without its leading blank lines (the template's, already in the prompt)."""
 
     text: str
     end_turn: bool = True
@@ -62,6 +63,9 @@ def forced_tokens(forced: ForcedText, encode, end_id: int, think_close_id: int |
     """The processor for ``forced``: its text's token ids (``encode``, the real tokenizer) and, to end
     the turn, ``end_id``; started after ``think_close_id`` when it waits for a thinking block that
     this turn opens."""
-    ids = encode(forced.text) + ([end_id] if forced.end_turn else [])
     trigger = think_close_id if forced.after_thinking and thinking else None
+    text = forced.text
+    if forced.after_thinking and trigger is None:
+        text = text.lstrip("\n")  # no thinking this turn: the prompt already ends with the blank line
+    ids = encode(text) + ([end_id] if forced.end_turn else [])
     return ForcedTokens(ids, trigger)

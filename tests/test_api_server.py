@@ -336,6 +336,43 @@ def test_tool_call_parsed_from_model_shaped_tokens(engine, jobs):
     assert len(tool_deltas) == 1 and tool_deltas[0]["tool_calls"][0]["index"] == 0
 
 
+OTHER_TOOL = {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("choice", ["named", "required"])
+def test_tool_choice_forces_a_call_after_the_thinking(client, model, choice, stream):
+    """tool_choice 'required' or a named function: the engine writes the call's opening once the
+    thinking closes (here the budget closes it), so even the random model's reply is a call."""
+    tools = TOOLS + [OTHER_TOOL] if choice == "named" else TOOLS
+    tool_choice = {"type": "function", "function": {"name": "get_weather"}} if choice == "named" else "required"
+    for extra in ({"thinking_budget": 3}, {"enable_thinking": False}):
+        kwargs = dict(model=model, messages=[{"role": "user", "content": "Weather in Paris?"}], tools=tools,
+                      tool_choice=tool_choice, max_tokens=80, extra_body={**extra, **GREEDY})
+        if stream:
+            names, finish = [], None
+            for chunk in client.chat.completions.create(stream=True, **kwargs):
+                for c in chunk.choices:
+                    names += [tc.function.name for tc in c.delta.tool_calls or []]
+                    finish = c.finish_reason or finish
+        else:
+            reply = client.chat.completions.create(**kwargs).choices[0]
+            names, finish = [tc.function.name for tc in reply.message.tool_calls or []], reply.finish_reason
+            assert json.loads(reply.message.tool_calls[0].function.arguments) is not None
+        assert names[:1] == ["get_weather"] and finish == "tool_calls", (extra, names)
+
+
+def test_invalid_tool_choice_is_400(server, model):
+    base = {"model": model, "messages": [{"role": "user", "content": "hi"}], "tools": TOOLS}
+    for choice in ("sometimes", {"type": "function", "function": {"name": "nope"}}, {"type": "function"}):
+        status, body, _ = raw(server, "POST", "/v1/chat/completions",
+                              json.dumps({**base, "tool_choice": choice}).encode())
+        assert status == 400 and body["error"]["param"] == "tool_choice", (choice, body)
+    status, body, _ = raw(server, "POST", "/v1/chat/completions", json.dumps(
+        {**base, "tools": [], "tool_choice": "required"}).encode())
+    assert status == 400 and body["error"]["param"] == "tool_choice"
+
+
 def test_tool_parser_contract_pinned():
     """mlx-lm's qwen3_coder parser, which engine_mlx.server.tool_calls relies on."""
     from mlx_lm.tool_parsers import qwen3_coder

@@ -278,7 +278,8 @@ class _Run:
 
 def _assembler(chat: ChatRequest) -> ReplyAssembler:
     return ReplyAssembler(stop=chat.stop, tools=chat.tool_schemas if chat.tools_on else None,
-                          logprobs=[] if chat.settings.logprobs is not None else None)
+                          logprobs=[] if chat.settings.logprobs is not None else None,
+                          forced_call=chat.forced_call)
 
 
 def _feed(assembler: ReplyAssembler, run: _Run, event) -> list[dict[str, Any]]:

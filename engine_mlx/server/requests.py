@@ -13,13 +13,15 @@ import base64
 import binascii
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from engine_mlx.conversation import Conversation, ImageAttachment, Message, Role, Tool, ToolCall
 from engine_mlx.engine import ANONYMOUS
+from engine_mlx.forcing import ForcedText
 from engine_mlx.server.errors import ApiError
+from engine_mlx.server.tool_calls import opening
 from engine_mlx.settings import GenerationSettings
 
 MAX_STOP_SEQUENCES = 16
@@ -39,6 +41,11 @@ class ChatRequest:
     tools_on: bool = False  # parse tool calls out of the reply
     tool_schemas: list[dict[str, Any]] = field(default_factory=list)  # OpenAI tool dicts, for typing arguments
 
+    @property
+    def forced_call(self) -> bool:
+        """tool_choice asks for a call: the engine writes its opening after the thinking."""
+        return self.settings.forced is not None
+
 
 def parse_body(raw: bytes) -> dict[str, Any]:
     try:
@@ -57,6 +64,7 @@ def parse_chat_request(body: dict[str, Any], media_dir: Path) -> ChatRequest:
     if body.get("n", 1) != 1:
         raise ApiError(400, "Only n=1 is supported.", param="n")
     tools = _tools(body.get("tools"))
+    forced_name = _tool_choice(body.get("tool_choice"), tools)
     if body.get("tool_choice") == "none":
         tools = ()
     messages = body.get("messages")
@@ -75,7 +83,8 @@ def parse_chat_request(body: dict[str, Any], media_dir: Path) -> ChatRequest:
     return ChatRequest(
         model=model,
         conversation=Conversation(parsed, ANONYMOUS, tools, continue_last=continue_last),
-        settings=_settings(body),
+        settings=_settings(body) if forced_name is None else replace(
+            _settings(body), forced=ForcedText("\n\n" + opening(forced_name), end_turn=False, after_thinking=True)),
         stream=stream,
         include_usage=bool(options.get("include_usage")) and stream,
         stop=_stop(body.get("stop")),
@@ -175,6 +184,25 @@ def _tools(value: Any) -> tuple[Tool, ...]:
         description = fn.get("description") or ""
         out.append(Tool(name, str(description), json.dumps(params, ensure_ascii=False)))
     return tuple(out)
+
+
+def _tool_choice(value: Any, tools: tuple[Tool, ...]) -> str | None:
+    """The call ``tool_choice`` forces: a function's name, "" for any of the tools ("required"), or
+    None (the model chooses: "auto", "none", or no tools)."""
+    if value is None or value in ("auto", "none"):
+        return None
+    if value == "required":
+        if not tools:
+            raise ApiError(400, "'tool_choice': 'required' needs 'tools'.", param="tool_choice")
+        return tools[0].name if len(tools) == 1 else ""
+    fn = value.get("function") if isinstance(value, dict) else None
+    name = fn.get("name") if isinstance(fn, dict) else None
+    if not isinstance(value, dict) or value.get("type") != "function" or not isinstance(name, str):
+        raise ApiError(400, "'tool_choice' must be 'none', 'auto', 'required' or "
+                       "{'type': 'function', 'function': {'name': ...}}.", param="tool_choice")
+    if name not in {t.name for t in tools}:
+        raise ApiError(400, f"'tool_choice' names {name!r}, which is not in 'tools'.", param="tool_choice")
+    return name
 
 
 def _tool_calls(value: Any, where: str) -> tuple[ToolCall, ...]:

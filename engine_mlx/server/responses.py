@@ -33,6 +33,7 @@ class ReplyAssembler:
     tool_calls: list[ParsedCall] = field(default_factory=list)
     stopped: bool = False  # a stop sequence was met: the caller cancels the generation
     logprobs: list[dict[str, Any]] | None = None  # the content's token log-probabilities, when asked
+    forced_call: bool = False  # the engine forces a call's opening (tool_choice): always a call
     _pending: str = ""
     _tool_text: str | None = None
     _pending_logprobs: list[dict[str, Any]] = field(default_factory=list)
@@ -76,7 +77,7 @@ class ReplyAssembler:
         """End of the reply: pending text, then the tool calls (whole) if the model made any."""
         deltas = []
         if self._tool_text is not None:
-            self.tool_calls = parse_tool_calls(self._tool_text, self.tools)
+            self.tool_calls = parse_tool_calls(self._tool_text, self.tools, forced=self.forced_call)
             if self.tool_calls:
                 deltas.append({"tool_calls": [c.to_openai(i) for i, c in enumerate(self.tool_calls)]})
             else:  # not a call after all: it is what the model said
