@@ -76,6 +76,7 @@ class Engine:
         self._fingerprint = ""
         self._previous_wired_limit: int | None = None  # to put back on unload (Metal only)
         self._cut_turns = CutTurns()
+        self._llg_tokenizer = None  # llguidance's view of the loaded tokenizer, built on first use
 
     # ------------------------------------------------------------------ models
 
@@ -125,6 +126,7 @@ class Engine:
         self._loaded = None
         self.snapshots.clear()
         self._cut_turns.clear()
+        self._llg_tokenizer = None
         self.decoded_media.clear()
         gc.collect()
         import mlx.core as mx
@@ -222,13 +224,20 @@ class Engine:
             yield Finished(FinishReason.ERROR, f"Generation failed: {exc}")
 
     def _processors(self, settings: GenerationSettings) -> list:
-        """The logits processors ``settings`` ask for beyond sampling (forced text)."""
+        """The logits processors ``settings`` ask for beyond sampling: forced text, a JSON grammar."""
         loaded = self._loaded
         processors = []
+        end = loaded.encode(_TURN_END)[0]
         if settings.forced is not None:
-            end = loaded.encode(_TURN_END)
-            processors.append(forced_tokens(settings.forced, loaded.encode, end[0], loaded.think_close_id,
+            processors.append(forced_tokens(settings.forced, loaded.encode, end, loaded.think_close_id,
                                             settings.thinking))
+        if settings.response_format is not None:
+            from engine_mlx.grammar import GrammarProcessor, llg_tokenizer
+
+            if self._llg_tokenizer is None:
+                self._llg_tokenizer = llg_tokenizer(loaded.tokenizer, end)
+            trigger = loaded.think_close_id if settings.thinking else None
+            processors.append(GrammarProcessor(settings.response_format, self._llg_tokenizer, trigger))
         return processors
 
     def _exact_continuation(self, conversation: Conversation, template_thinking: bool):

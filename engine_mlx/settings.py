@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from engine_mlx.forcing import ForcedText
+from engine_mlx.grammar import JsonFormat
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class GenerationSettings:
     seed: int | None = None
     prefill_chunk: int = 512  # prompt tokens per prefill step: the granularity of progress and cancel
     forced: ForcedText | None = None  # text the model is made to write (tests, a forced tool call)
+    response_format: JsonFormat | None = None  # the answer (after any thinking) is JSON, constrained
     # Log-probabilities of each generated token (events.TokenLogprob), with this many alternatives;
     # None computes none.
     logprobs: int | None = None

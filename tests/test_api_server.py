@@ -373,6 +373,59 @@ def test_invalid_tool_choice_is_400(server, model):
     assert status == 400 and body["error"]["param"] == "tool_choice"
 
 
+SCHEMA = {"type": "object", "additionalProperties": False, "required": ["ok", "n", "colour"],
+          "properties": {"ok": {"type": "boolean"}, "n": {"type": "integer", "minimum": 0, "maximum": 99},
+                         "colour": {"enum": ["red", "green"]}}}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_response_format_constrains_the_answer_to_json(client, model, stream):
+    """json_object and json_schema (strict) through llguidance: the random model's answer parses as
+    JSON and matches the schema, after its thinking (closed by the budget) or without any."""
+    schema = {"type": "json_schema", "json_schema": {"name": "answer", "schema": SCHEMA, "strict": True}}
+    # Any object: the random model writes long strings; on this prompt (greedy) it closes its object
+    # within 80 tokens, thinking or not.
+    cases = [(fmt, extra) for fmt in ({"type": "json_object"}, schema)
+             for extra in ({"thinking_budget": 3}, {"enable_thinking": False})]
+    for response_format, extra in cases:
+        kwargs = dict(model=model, messages=[{"role": "user", "content": "Return JSON."}], max_tokens=600,
+                      response_format=response_format, extra_body={**extra, **GREEDY})
+        if stream:
+            content, finish = "", None
+            for chunk in client.chat.completions.create(stream=True, **kwargs):
+                for c in chunk.choices:
+                    content += c.delta.content or ""
+                    finish = c.finish_reason or finish
+        else:
+            reply = client.chat.completions.create(**kwargs).choices[0]
+            content, finish = reply.message.content, reply.finish_reason
+        value = json.loads(content)
+        assert finish == "stop" and isinstance(value, dict), (response_format, extra, content)
+        if response_format["type"] == "json_schema":
+            assert set(value) == {"ok", "n", "colour"} and isinstance(value["ok"], bool)
+            assert type(value["n"]) is int and 0 <= value["n"] <= 99 and value["colour"] in ("red", "green")
+
+
+def test_response_format_errors(server, model):
+    base = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+    bad_schema = {"type": "object", "properties": {"a": {"type": "wizard"}}}
+    cases = [({"type": "yaml"}, "response_format.type"),
+             ({"type": "json_schema", "json_schema": {"name": "x", "schema": bad_schema, "strict": True}},
+              "response_format.json_schema.schema"),
+             ({"type": "json_schema", "json_schema": {"name": "x", "schema": "{}"}},
+              "response_format.json_schema.schema")]
+    for response_format, param in cases:
+        status, body, _ = raw(server, "POST", "/v1/chat/completions",
+                              json.dumps({**base, "response_format": response_format}).encode())
+        assert status == 400 and body["error"]["param"] == param, (response_format, body)
+    # Not strict: still an object, though the schema cannot be enforced.
+    loose = {"type": "json_schema", "json_schema": {"name": "x", "schema": bad_schema}}
+    status, body, _ = raw(server, "POST", "/v1/chat/completions", json.dumps(
+        {**base, "messages": [{"role": "user", "content": "Return JSON."}], "response_format": loose,
+         "max_tokens": 600, "enable_thinking": False, **GREEDY}).encode())
+    assert status == 200 and isinstance(json.loads(body["choices"][0]["message"]["content"]), dict)
+
+
 def test_tool_parser_contract_pinned():
     """mlx-lm's qwen3_coder parser, which engine_mlx.server.tool_calls relies on."""
     from mlx_lm.tool_parsers import qwen3_coder

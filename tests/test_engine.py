@@ -375,3 +375,20 @@ def test_token_logprobs_only_when_asked_and_for_every_token(engine):
         assert m.top[0].logprob >= m.top[1].logprob
         if m.token_id not in forced:
             assert m.top[0].token_id == m.token_id  # greedy: the most likely token
+
+
+def test_json_schema_constrains_the_answer_on_both_checkpoints(engine, text_engine):
+    """The grammar processor on the vision checkpoint's tokenizer and on mlx-lm's wrapped one (the
+    text-only checkpoint); the thinking stays free and the answer after it is the schema's JSON."""
+    import json
+
+    from engine_mlx.grammar import JsonFormat
+
+    schema = {"type": "object", "required": ["pick"], "additionalProperties": False,
+              "properties": {"pick": {"enum": ["left", "right"]}}}
+    settings = GenerationSettings(thinking_budget=3, response_format=JsonFormat(json.dumps(schema)),
+                                  **{**GREEDY, "max_tokens": 60})
+    for eng in (engine, text_engine):
+        events = collect(eng.generate(ask("Choose"), settings))
+        assert json.loads(texts(events, AnswerDelta))["pick"] in ("left", "right")
+        assert texts(events, ThinkingDelta) and events[-1].reason is FinishReason.STOP

@@ -13,13 +13,14 @@ import base64
 import binascii
 import hashlib
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from engine_mlx.conversation import Conversation, ImageAttachment, Message, Role, Tool, ToolCall
 from engine_mlx.engine import ANONYMOUS
 from engine_mlx.forcing import ForcedText
+from engine_mlx.grammar import JsonFormat, schema_error
 from engine_mlx.server.errors import ApiError
 from engine_mlx.server.tool_calls import opening
 from engine_mlx.settings import GenerationSettings
@@ -83,8 +84,7 @@ def parse_chat_request(body: dict[str, Any], media_dir: Path) -> ChatRequest:
     return ChatRequest(
         model=model,
         conversation=Conversation(parsed, ANONYMOUS, tools, continue_last=continue_last),
-        settings=_settings(body) if forced_name is None else replace(
-            _settings(body), forced=ForcedText("\n\n" + opening(forced_name), end_turn=False, after_thinking=True)),
+        settings=_settings(body, forced_name),
         stream=stream,
         include_usage=bool(options.get("include_usage")) and stream,
         stop=_stop(body.get("stop")),
@@ -118,7 +118,7 @@ def _number(body: dict[str, Any], name: str, lo: float, hi: float, *, integer: b
     return value
 
 
-def _settings(body: dict[str, Any]) -> GenerationSettings:
+def _settings(body: dict[str, Any], forced_name: str | None = None) -> GenerationSettings:
     kwargs = body.get("chat_template_kwargs") or {}
     if not isinstance(kwargs, dict):
         raise ApiError(400, "'chat_template_kwargs' must be an object.", param="chat_template_kwargs")
@@ -147,7 +147,37 @@ def _settings(body: dict[str, Any]) -> GenerationSettings:
         presence_penalty=_number(body, "presence_penalty", -2.0, 2.0),
         seed=_number(body, "seed", 0, (1 << 64) - 1, integer=True),
         logprobs=(top_logprobs or 0) if logprobs else None,
+        forced=None if forced_name is None else ForcedText("\n\n" + opening(forced_name), end_turn=False,
+                                                           after_thinking=True),
+        # a forced call is not JSON: the call wins, as in OpenAI's API
+        response_format=_response_format(body.get("response_format")) if forced_name is None else None,
     )
+
+
+def _response_format(value: Any) -> JsonFormat | None:
+    """OpenAI's response_format: text, any JSON object, or a JSON schema. A schema the grammar engine
+    cannot enforce is a 400 with ``strict``; without it the answer is still constrained to an object."""
+    if value is None:
+        return None
+    kind = value.get("type") if isinstance(value, dict) else None
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return JsonFormat()
+    if kind != "json_schema":
+        raise ApiError(400, "'response_format.type' must be 'text', 'json_object' or 'json_schema'.",
+                       param="response_format.type")
+    spec = value.get("json_schema")
+    schema = spec.get("schema", {}) if isinstance(spec, dict) else None
+    if not isinstance(schema, dict):
+        raise ApiError(400, "'response_format.json_schema.schema' must be a JSON schema object.",
+                       param="response_format.json_schema.schema")
+    strict = _typed(spec, "strict", bool, False, where="response_format.json_schema.")
+    error = schema_error(schema)
+    if error and strict:
+        raise ApiError(400, f"'response_format.json_schema.schema' cannot be enforced: {error}; "
+                       "fix the schema or send strict: false.", param="response_format.json_schema.schema")
+    return JsonFormat() if error else JsonFormat(json.dumps(schema))
 
 
 def _stop(value: Any) -> tuple[str, ...]:
