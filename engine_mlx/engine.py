@@ -47,6 +47,10 @@ _TURN_END = "<|im_end|>"  # and the token that ends a turn
 # found by token ids: API clients resend the whole history and carry no id.
 ANONYMOUS = "*"
 _ANONYMOUS_PREFIX = "anonymous-"
+# A raw completion's snapshots: at the last multiple of this many tokens, and this many tokens before
+# the prompt's end.
+_COMPLETION_SNAPSHOT_STEP = 256
+_COMPLETION_TAIL = 8
 
 
 @dataclass(frozen=True)
@@ -168,15 +172,8 @@ class Engine:
             prompt, inputs = self._prepare(conversation, template_thinking)
             turn_start, earlier = len(inputs), CutTurn((), (), "", "", template_thinking)
         loaded = self._loaded
-        limit = loaded.info.context_length
-        if limit and len(inputs) + 1 > limit:
-            raise ContextOverflowError(
-                f"The conversation is {len(inputs):,} tokens, more than this model's context of "
-                f"{limit:,}; start a new chat or remove attachments."
-            )
-        if limit and len(inputs) + settings.max_tokens > limit:
-            settings = replace(settings, max_tokens=limit - len(inputs))  # stop at the context's end
-        settings = replace(settings, thinking=resumes_in_thinking)
+        settings = replace(self._fit(inputs, settings, "The conversation", "start a new chat or remove attachments"),
+                           thinking=resumes_in_thinking)
 
         key = conversation.id
         reuse_ids = _reuse_ids(inputs) if key else inputs.ids
@@ -222,6 +219,61 @@ class Engine:
         except Exception as exc:  # noqa: BLE001 - a crash mid-answer ends the stream, not the app
             log.exception("generation failed")
             yield Finished(FinishReason.ERROR, f"Generation failed: {exc}")
+
+    def complete(
+        self,
+        prompt: str,
+        settings: GenerationSettings = GenerationSettings(thinking=False),
+        cancel: CancelToken | None = None,
+    ) -> Iterator[Event]:
+        """Stream the continuation of a raw ``prompt`` (no chat template), for editors' autocomplete
+        (``/v1/completions``): AnswerDelta text exactly as the model writes it, no thinking split, a
+        leading space kept. Like an API chat it resumes from any recent anonymous snapshot the prompt
+        extends, and keeps snapshots a little before its end, where the next keystroke's prompt
+        still agrees (the last tokens may merge with what is typed next)."""
+        from engine_mlx import generation
+        from engine_mlx.prompt import LoadedMedia
+
+        started = time.perf_counter()
+        loaded = self._loaded
+        if loaded is None:
+            raise ModelNotLoadedError("No model is loaded; load a Qwen3.5 checkpoint first.")
+        inputs = loaded.prepare(prompt, LoadedMedia())
+        if not inputs.ids:
+            raise UnsupportedInputError("The prompt is empty; send some text to complete.")
+        settings = replace(self._fit(inputs, settings, "The prompt", "send a shorter prompt"),
+                           thinking=False, thinking_budget=None)
+        source, key = self._anonymous_keys(inputs.ids)
+        restored = self.snapshots.lookup(source, self._fingerprint, inputs.ids)
+        start = restored.length if restored else 0
+        n = len(inputs)
+        points = {(n - 1) // _COMPLETION_SNAPSHOT_STEP * _COMPLETION_SNAPSHOT_STEP, n - _COMPLETION_TAIL}
+        plan = generation.PrefillPlan(
+            cache=restored.cache if restored else loaded.make_cache(), start=start,
+            snapshot_at=tuple(sorted(p for p in points if start < p < n)),
+            logits=restored.logits if restored else None, keep_end=True, continues_reply=True)
+
+        def keep(snapshot: generation.Snapshot) -> None:
+            self.snapshots.add(key, self._fingerprint, [*inputs.ids, *snapshot.generated], snapshot)
+
+        try:
+            yield from generation.generate(loaded, inputs, settings, plan, cancel=cancel, on_snapshot=keep,
+                                           started_at=started, processors=self._processors(settings),
+                                           split_thinking=False)
+        except Exception as exc:  # noqa: BLE001 - a crash mid-answer ends the stream, not the app
+            log.exception("completion failed")
+            yield Finished(FinishReason.ERROR, f"Generation failed: {exc}")
+
+    def _fit(self, inputs, settings: GenerationSettings, what: str, remedy: str) -> GenerationSettings:
+        """Refuse a prompt the context cannot hold; stop the answer at the context's end."""
+        limit = self._loaded.info.context_length
+        if limit and len(inputs) + 1 > limit:
+            raise ContextOverflowError(
+                f"{what} is {len(inputs):,} tokens, more than this model's context of {limit:,}; {remedy}."
+            )
+        if limit and len(inputs) + settings.max_tokens > limit:
+            settings = replace(settings, max_tokens=limit - len(inputs))
+        return settings
 
     def _processors(self, settings: GenerationSettings) -> list:
         """The logits processors ``settings`` ask for beyond sampling: forced text, a JSON grammar."""

@@ -31,7 +31,7 @@ from engine_mlx.events import (
 )
 from engine_mlx.runtime import LoadedModel, PromptInputs
 from engine_mlx.settings import GenerationSettings
-from engine_mlx.thinking import ThinkingSplitter
+from engine_mlx.thinking import Split, ThinkingSplitter
 
 # A stream of its own (one per thread, as mlx-vlm's) lets queued decode steps run while Python
 # prepares the next.
@@ -101,15 +101,18 @@ def generate(
     on_snapshot: Callable[[Snapshot], None] | None = None,
     started_at: float | None = None,
     processors: Sequence[LogitsProcessor] = (),
+    split_thinking: bool = True,
 ) -> Iterator[Event]:
     """Yield Progress*, then ThinkingDelta/AnswerDelta* (and TokenLogprob* when asked), then Stats
     and Finished. ``processors`` change each sampled token's log-probabilities, in order, after the
-    presence penalty of ``settings``."""
+    presence penalty of ``settings``. Without ``split_thinking`` (a raw completion) all text is
+    AnswerDelta, verbatim."""
     with mx.stream(_GENERATION_STREAM):
-        yield from _generate(loaded, inputs, settings, plan, cancel, on_snapshot, started_at, processors)
+        yield from _generate(loaded, inputs, settings, plan, cancel, on_snapshot, started_at, processors,
+                             split_thinking)
 
 
-def _generate(loaded, inputs, settings, plan, cancel, on_snapshot, started_at, extra) -> Iterator[Event]:
+def _generate(loaded, inputs, settings, plan, cancel, on_snapshot, started_at, extra, split) -> Iterator[Event]:
     started_at = time.perf_counter() if started_at is None else started_at
     cancel = cancel or CancelToken()
     mx.reset_peak_memory()
@@ -183,7 +186,7 @@ def _generate(loaded, inputs, settings, plan, cancel, on_snapshot, started_at, e
     text = loaded.text_stream()
     if plan.continues_reply:
         text.prime(inputs.ids[-PRIME_TOKENS:])
-    splitter = ThinkingSplitter(starts_in_thinking=settings.thinking)
+    splitter = ThinkingSplitter(starts_in_thinking=settings.thinking) if split else _Verbatim()
     close_ids = loaded.encode(FORCED_THINKING_CLOSE)
     budget = settings.thinking_budget if settings.thinking else None
     forced: list[int] = []  # tokens the engine writes itself (closing an over-budget thinking block)
@@ -292,6 +295,18 @@ def _generate(loaded, inputs, settings, plan, cancel, on_snapshot, started_at, e
         peak_memory_bytes=int(mx.get_peak_memory()),
     )
     yield Finished(reason)
+
+
+class _Verbatim:
+    """The thinking splitter's interface for raw text: all of it is answer, as written."""
+
+    in_thinking = False
+
+    def feed(self, chunk: str) -> Split:
+        return Split(answer=chunk)
+
+    def flush(self) -> Split:
+        return Split()
 
 
 def _finish_early(

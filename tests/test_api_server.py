@@ -887,3 +887,39 @@ def test_app_switch_serves_the_loaded_model(qapp, qt_wait, tmp_path, tiny_model_
             c.models.list()
     finally:
         window.close()
+
+
+def test_completions_for_autocomplete_stream_and_not(client, model, engine, jobs, server):
+    """/v1/completions: the raw prompt's continuation equals Engine.complete's, streamed or not, stop
+    sequences applied; a longer prompt (the next keystrokes) reuses the snapshot before its end."""
+    prompt = "def add(a, b):\n    \"\"\"Add two numbers.\"\"\"\n    return"
+    settings = {"temperature": 0.0, "presence_penalty": 0.0}
+
+    def expected(p, n=16):
+        from engine_mlx.settings import GenerationSettings
+
+        events = jobs.call(lambda: list(engine.complete(p, GenerationSettings(thinking=False, max_tokens=n, **settings))))
+        return "".join(e.text for e in events if isinstance(e, AnswerDelta))
+
+    reply = client.completions.create(model=model, prompt=prompt, extra_body=settings)
+    text = reply.choices[0].text
+    assert reply.object == "text_completion" and text == expected(prompt) and reply.usage.completion_tokens == 16
+    assert reply.choices[0].finish_reason == "length"
+    streamed, finish, usage = "", None, None
+    longer = prompt + " a + b\n\n\ndef sub(a, b):\n    return"
+    for chunk in client.completions.create(model=model, prompt=longer, stream=True,
+                                           stream_options={"include_usage": True}, extra_body=settings):
+        for choice in chunk.choices:
+            streamed += choice.text
+            finish = choice.finish_reason or finish
+        usage = chunk.usage or usage
+    assert streamed == expected(longer) and finish == "length"
+    assert usage.prompt_tokens_details.cached_tokens >= len(jobs.call(lambda: engine._loaded.encode(prompt))) - 8
+    stop = text.strip()[:2]
+    if stop:
+        cut = client.completions.create(model=model, prompt=prompt, stop=[stop], extra_body=settings)
+        assert cut.choices[0].text == text[: text.index(stop)] and cut.choices[0].finish_reason == "stop"
+    for bad, param in (({"prompt": ""}, "prompt"), ({"prompt": "x", "suffix": "y"}, "suffix"),
+                       ({"prompt": "x", "echo": True}, "echo"), ({"prompt": ["a", "b"]}, "prompt")):
+        status, body, _ = raw(server, "POST", "/v1/completions", json.dumps({"model": model, **bad}).encode())
+        assert status == 400 and body["error"]["param"] == param, (bad, body)

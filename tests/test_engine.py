@@ -392,3 +392,22 @@ def test_json_schema_constrains_the_answer_on_both_checkpoints(engine, text_engi
         events = collect(eng.generate(ask("Choose"), settings))
         assert json.loads(texts(events, AnswerDelta))["pick"] in ("left", "right")
         assert texts(events, ThinkingDelta) and events[-1].reason is FinishReason.STOP
+
+
+def test_raw_completion_matches_mlx_vlm_and_resumes_as_the_prompt_grows(engine):
+    """Engine.complete: a raw prompt, no template, the text verbatim (no thinking split, the leading
+    space kept), greedy equal to mlx-vlm's own generation; a longer prompt resumes from a snapshot a
+    little before the previous prompt's end and still equals mlx-vlm's output."""
+    from mlx_vlm import stream_generate
+
+    loaded = engine._loaded
+    first = "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n    if n < 2:\n"
+    for prompt in (first, first + "        return n\n    return"):
+        events = collect(engine.complete(prompt, GenerationSettings(thinking=False, **GREEDY)))
+        assert not texts(events, ThinkingDelta)
+        ids = [r.token for r in stream_generate(loaded.model, loaded.processor, prompt, max_tokens=16,
+                                                temperature=0.0)]
+        n = events[-2].generated_tokens
+        assert texts(events, AnswerDelta) == loaded.tokenizer.decode(ids[:n], skip_special_tokens=True)
+        assert n == 16 or ids[n] in loaded.eos_ids
+    assert events[-2].reused_tokens >= len(loaded.encode(first)) - 8

@@ -181,7 +181,8 @@ def _replace(rec: RequestRecord, **changes) -> RequestRecord:
     return replace(rec, **changes)
 
 
-async def _chat(request: Request, context: ServerContext, rec: RequestRecord, started: float) -> Response:
+async def admit(request: Request, context: ServerContext) -> tuple[dict[str, Any], str]:
+    """A POST's JSON body and the model that serves it, or the ApiError that refuses it."""
     size = request.headers.get("content-length")
     if size is not None and size.isdigit() and int(size) > MAX_BODY_BYTES:
         raise ApiError(413, f"The request body is over {MAX_BODY_BYTES >> 20} MiB.", code="body_too_large")
@@ -191,10 +192,19 @@ async def _chat(request: Request, context: ServerContext, rec: RequestRecord, st
     model = context.model_id()
     if model is None:
         raise ApiError(503, "No model is loaded; load a model in QwenDesk first.", code="model_not_loaded")
-    chat = parse_chat_request(body, context.media_dir)
-    if chat.model != model:
-        raise ApiError(404, f"The model {chat.model!r} does not exist; this server serves {model!r}.",
+    return body, model
+
+
+def check_model(asked: str, model: str) -> None:
+    if asked != model:
+        raise ApiError(404, f"The model {asked!r} does not exist; this server serves {model!r}.",
                        param="model", code="model_not_found")
+
+
+async def _chat(request: Request, context: ServerContext, rec: RequestRecord, started: float) -> Response:
+    body, model = await admit(request, context)
+    chat = parse_chat_request(body, context.media_dir)
+    check_model(chat.model, model)
 
     run = _Run(context, chat, request.receive)
     await run.start()
@@ -210,21 +220,24 @@ async def _chat(request: Request, context: ServerContext, rec: RequestRecord, st
 class _Run:
     """One request's generation on the engine thread, its events in an asyncio queue."""
 
-    def __init__(self, context: ServerContext, chat: ChatRequest, receive: Receive):
+    def __init__(self, context: ServerContext, chat: ChatRequest, receive: Receive,
+                 generate: Callable[[CancelToken], Any] | None = None, prefix: str = "chatcmpl"):
         self.context = context
         self.chat = chat
+        # what runs on the engine thread: the chat's next turn unless told (a raw completion)
+        self._generate = generate or (lambda cancel: context.engine.generate(chat.conversation, chat.settings,
+                                                                             cancel=cancel))
         self.cancel = CancelToken()
         self.queue: asyncio.Queue = asyncio.Queue()
         self.receive = receive
         self.engine_started = self.engine_ended = 0.0
         self.disconnected = False
         self._watch: asyncio.Task | None = None
-        self.id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        self.id = f"{prefix}-{uuid.uuid4().hex[:24]}"
         self.created = int(time.time())
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        engine, chat = self.context.engine, self.chat
 
         def sink(item) -> None:
             now = time.perf_counter()
@@ -237,9 +250,7 @@ class _Run:
         with self.context.lock:
             self.context.active.add(self.cancel)
         self._watch = asyncio.ensure_future(self._watch_disconnect())
-        self.context.jobs.submit_stream(
-            lambda: engine.generate(chat.conversation, chat.settings, cancel=self.cancel), sink, self.cancel
-        )
+        self.context.jobs.submit_stream(lambda: self._generate(self.cancel), sink, self.cancel)
 
     async def _watch_disconnect(self) -> None:
         while True:
@@ -336,9 +347,10 @@ class _EventStream:
     """Server-sent events: one ``data:`` line per chunk, then ``data: [DONE]``. The request is
     logged when the generation has ended, whether the client stayed or left."""
 
-    def __init__(self, run: _Run, rec: RequestRecord, started: float, first):
+    def __init__(self, run: _Run, rec: RequestRecord, started: float, first,
+                 assembler: ReplyAssembler | None = None):
         self.run, self.rec, self.started, self.first = run, rec, started, first
-        self.assembler = _assembler(run.chat)
+        self.assembler = assembler or _assembler(run.chat)
         self.stats: Stats | None = None
         self.finished = Finished(FinishReason.ERROR, "no events")
         self.ended = False
@@ -416,10 +428,13 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 def build_app(context: ServerContext) -> Any:
+    from engine_mlx.server.completions import completions
+
     app = Starlette(
         routes=[
             Route("/v1/models", list_models, methods=["GET"]),
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route("/v1/completions", completions, methods=["POST"]),
         ],
         exception_handlers={ApiError: _api_error, HTTPException: _http_error},
     )
