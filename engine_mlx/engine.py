@@ -16,15 +16,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from engine_mlx import platform
-from engine_mlx.cache import SnapshotStore, common_prefix
 from engine_mlx.cancel import CancelToken
 from engine_mlx.checkpoint import ModelInfo, inspect_checkpoint, read_chat_template
 from engine_mlx.continuation import CutTurn, CutTurns
-from engine_mlx.conversation import Conversation, Message, Role
+from engine_mlx.conversation import ANONYMOUS, Conversation, Message, Role
 from engine_mlx.errors import ContextOverflowError, ModelNotLoadedError, UnsupportedInputError
 from engine_mlx.events import AnswerDelta, Event, Finished, FinishReason, ThinkingDelta
 from engine_mlx.forcing import forced_tokens
 from engine_mlx.memory import check_fit, estimate_fit
+from engine_mlx.plan import PrefillPlan, TurnPlan
 from engine_mlx.prompt import (
     DecodedMedia,
     MediaLimits,
@@ -37,15 +37,13 @@ from engine_mlx.prompt import (
     written_so_far,
 )
 from engine_mlx.settings import DEFAULT_CONTEXT_TOKENS, GenerationSettings
+from engine_mlx.snapshots import Snapshot, SnapshotStore, common_prefix
 
 log = logging.getLogger(__name__)
 
 _PROBE = "\x1f"  # an assistant reply no real conversation contains, to find the generation tail
 _TURN_START = "<|im_start|>"  # Qwen's turn marker, a special token: no merge crosses it
 _TURN_END = "<|im_end|>"  # and the token that ends a turn
-# A conversation id that asks the engine to continue whichever recent conversation the prompt extends,
-# found by token ids: API clients resend the whole history and carry no id.
-ANONYMOUS = "*"
 _ANONYMOUS_PREFIX = "anonymous-"
 # A raw completion's snapshots: at the last multiple of this many tokens, and this many tokens before
 # the prompt's end.
@@ -69,7 +67,7 @@ class Engine:
         cache_budget_bytes: int | None = None,
         media_limits: MediaLimits = MediaLimits(),
     ):
-        from engine_mlx.cache import DEFAULT_BUDGET_BYTES
+        from engine_mlx.snapshots import DEFAULT_BUDGET_BYTES
 
         self.snapshots = SnapshotStore(
             budget_bytes=cache_budget_bytes or DEFAULT_BUDGET_BYTES, disk_dir=state_dir
@@ -156,9 +154,11 @@ class Engine:
         context) raises an EngineError before the first event; a failure inside MLX afterwards ends
         the stream with ``Finished(ERROR, message)``.
         """
-        from engine_mlx import generation
-
         started = time.perf_counter()
+        yield from self._run_turn(self._plan_turn(conversation, settings), cancel, started)
+
+    def _plan_turn(self, conversation: Conversation, settings: GenerationSettings) -> TurnPlan:
+        """Decide the turn: its prompt and inputs, where it resumes from, where to take snapshots."""
         try:
             template_thinking, resumes_in_thinking = continues_in_thinking(conversation, settings.thinking)
         except ValueError as exc:
@@ -171,47 +171,50 @@ class Engine:
         else:
             prompt, inputs = self._prepare(conversation, template_thinking)
             turn_start, earlier = len(inputs), CutTurn((), (), "", "", template_thinking)
-        loaded = self._loaded
         settings = replace(self._fit(inputs, settings, "The conversation", "start a new chat or remove attachments"),
                            thinking=resumes_in_thinking)
-
         key = conversation.id
-        reuse_ids = _reuse_ids(inputs) if key else inputs.ids
+        reuse_ids = inputs.reuse_ids() if key else inputs.ids
         source = key  # the conversation the turn resumes from
-        anonymous = key == ANONYMOUS
-        if anonymous:
+        if key == ANONYMOUS:
             source, key = self._anonymous_keys(reuse_ids)
         restored = self.snapshots.lookup(source, self._fingerprint, reuse_ids)
         start = restored.length if restored else 0
-        cache = restored.cache if restored else loaded.make_cache()
         snapshot_at: tuple[int, ...] = ()
         if key:
             points = self._snapshot_points(before_unfinished(conversation) if conversation.continue_last
                                            else conversation, template_thinking, inputs, prompt)
             snapshot_at = tuple(p for p in points if p > start)
-        plan = generation.PrefillPlan(cache=cache, start=start, snapshot_at=snapshot_at,
-                                      logits=restored.logits if restored else None, keep_end=bool(key),
-                                      continues_reply=conversation.continue_last)
+        return TurnPlan(prompt=prompt, inputs=inputs, settings=settings, turn_start=turn_start,
+                        reuse_ids=tuple(reuse_ids), key=key, restored=restored, snapshot_at=snapshot_at,
+                        earlier=earlier, template_thinking=template_thinking,
+                        continues_reply=conversation.continue_last)
+
+    def _run_turn(self, plan: TurnPlan, cancel: CancelToken | None, started: float) -> Iterator[Event]:
+        """Run a planned turn: stream its events, keep its snapshots (and a cut turn's text)."""
+        from engine_mlx import generation
+
+        loaded, key, reuse_ids = self._loaded, plan.key, list(plan.reuse_ids)
         streamed: dict[type, list[str]] = {ThinkingDelta: [], AnswerDelta: []}
 
-        def keep(snapshot: generation.Snapshot) -> None:
+        def keep(snapshot: Snapshot) -> None:
             if not snapshot.generated:
                 self.snapshots.add(key, self._fingerprint, reuse_ids, snapshot)
                 return
             # The end of a turn cut short: kept with the tokens it wrote, and remembered with its text.
             self.snapshots.add(key, self._fingerprint, [*reuse_ids, *snapshot.generated], snapshot)
             self._cut_turns.remember(key, CutTurn(
-                prompt_ids=tuple(reuse_ids[:turn_start]),
-                generated=tuple(reuse_ids[turn_start:]) + snapshot.generated,
-                thinking=earlier.thinking + "".join(streamed[ThinkingDelta]),
-                answer=earlier.answer + "".join(streamed[AnswerDelta]),
-                template_thinking=template_thinking,
+                prompt_ids=tuple(reuse_ids[: plan.turn_start]),
+                generated=tuple(reuse_ids[plan.turn_start :]) + snapshot.generated,
+                thinking=plan.earlier.thinking + "".join(streamed[ThinkingDelta]),
+                answer=plan.earlier.answer + "".join(streamed[AnswerDelta]),
+                template_thinking=plan.template_thinking,
             ))
 
         try:
             for event in generation.generate(
-                loaded, inputs, settings, plan, cancel=cancel, on_snapshot=keep, started_at=started,
-                processors=self._processors(settings),
+                loaded, plan.inputs, plan.settings, plan.prefill(loaded.make_cache), cancel=cancel,
+                on_snapshot=keep, started_at=started, processors=self._processors(plan.settings),
             ):
                 if type(event) in streamed:
                     streamed[type(event)].append(event.text)
@@ -248,12 +251,12 @@ class Engine:
         start = restored.length if restored else 0
         n = len(inputs)
         points = {(n - 1) // _COMPLETION_SNAPSHOT_STEP * _COMPLETION_SNAPSHOT_STEP, n - _COMPLETION_TAIL}
-        plan = generation.PrefillPlan(
+        plan = PrefillPlan(
             cache=restored.cache if restored else loaded.make_cache(), start=start,
             snapshot_at=tuple(sorted(p for p in points if start < p < n)),
             logits=restored.logits if restored else None, keep_end=True, continues_reply=True)
 
-        def keep(snapshot: generation.Snapshot) -> None:
+        def keep(snapshot: Snapshot) -> None:
             self.snapshots.add(key, self._fingerprint, [*inputs.ids, *snapshot.generated], snapshot)
 
         try:
@@ -301,7 +304,7 @@ class Engine:
         if not candidates:
             return None
         base_prompt, base = self._prepare(before_unfinished(conversation), template_thinking)
-        base_ids = tuple(_reuse_ids(base))
+        base_ids = tuple(base.reuse_ids())
         for turn in candidates:
             if turn.prompt_ids == base_ids and not set(turn.generated) & base.media_token_ids():
                 prompt = base_prompt + written_so_far(unfinished, template_thinking)
@@ -409,34 +412,6 @@ class Engine:
             if point > 0:
                 points.add(point)
         return tuple(sorted(points))
-
-
-def _reuse_ids(inputs) -> list[int]:
-    """The prompt ids with each image or video marked by a digest of its pixels.
-
-    Two images of the same size give the same run of pad tokens; replacing an earlier image must
-    not resume from a state that saw the old one, so the first pad token of every item becomes a
-    negative number (no real token id) derived from its pixels.
-    """
-    import numpy as np
-
-    ids = list(inputs.ids)
-    arr = None
-    for rows in (inputs.images, inputs.videos):
-        if rows is None or not rows.count:
-            continue
-        if arr is None:
-            arr = np.asarray(inputs.ids)
-        where = np.nonzero(arr == rows.token_id)[0]
-        for item in range(rows.count):
-            first = rows.feature_starts[item]
-            if first >= len(where):
-                break
-            pixels = np.asarray(rows.pixels[rows.row_starts[item] : rows.row_starts[item + 1]])
-            h = hashlib.blake2b(pixels.tobytes(), digest_size=7)
-            h.update(np.asarray(rows.grid_thw[item]).tobytes())
-            ids[int(where[first])] = -1 - int.from_bytes(h.digest(), "big")
-    return ids
 
 
 def _fingerprint(info: ModelInfo) -> str:

@@ -9,7 +9,7 @@ token is read (as mlx-lm does), so the device never waits on Python.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,8 +29,10 @@ from engine_mlx.events import (
     TokenLogprob,
     TopLogprob,
 )
+from engine_mlx.plan import PrefillPlan
 from engine_mlx.runtime import LoadedModel, PromptInputs
 from engine_mlx.settings import GenerationSettings
+from engine_mlx.snapshots import Snapshot, snapshot_cache
 from engine_mlx.thinking import Split, ThinkingSplitter
 
 # A stream of its own (one per thread, as mlx-vlm's) lets queued decode steps run while Python
@@ -57,40 +59,6 @@ def presence_penalty(penalty: float, max_tokens: int) -> LogitsProcessor:
     return make_presence_penalty(penalty, context_size=max(1, max_tokens))
 
 
-@dataclass
-class Snapshot:
-    """A copy of the model cache after the first ``length`` tokens: prompt tokens, or (the end of a
-    turn cut short) the prompt and then ``generated``, with the ``logits`` for the token after them."""
-
-    length: int
-    cache: list[Any]
-    generated: tuple[int, ...] = ()
-    logits: Any = None
-
-
-def snapshot_cache(cache: list[Any], length: int) -> Snapshot:
-    """Copy a cache so later tokens don't change it (linear-attention state cannot be trimmed back,
-    so the snapshot is taken when the prefill reaches ``length``)."""
-    return Snapshot(length=length, cache=cache_protocol.copy_cache(cache))
-
-
-@dataclass
-class PrefillPlan:
-    """Where this turn's prefill starts and where to take a snapshot for the next turn."""
-
-    cache: list[Any]
-    start: int  # prompt tokens already in ``cache``
-    snapshot_at: tuple[int, ...] = ()  # take a snapshot after each of these numbers of prompt tokens
-    # The next-token logits when ``cache`` already holds the whole prompt (a turn carried on from
-    # where it was cut): decoding starts from them, nothing is prefilled.
-    logits: Any = None
-    # Cut short by the token limit or a cancel: snapshot the cache with everything generated, so
-    # carrying the turn on needs no prefill.
-    keep_end: bool = False
-    # The prompt ends inside the reply (a turn carried on): its text goes on from the last tokens.
-    continues_reply: bool = False
-
-
 def generate(
     loaded: LoadedModel,
     inputs: PromptInputs,
@@ -112,16 +80,43 @@ def generate(
                              split_thinking)
 
 
-def _generate(loaded, inputs, settings, plan, cancel, on_snapshot, started_at, extra, split) -> Iterator[Event]:
+def _generate(
+    loaded: LoadedModel,
+    inputs: PromptInputs,
+    settings: GenerationSettings,
+    plan: PrefillPlan,
+    cancel: CancelToken | None,
+    on_snapshot: Callable[[Snapshot], None] | None,
+    started_at: float | None,
+    processors: Sequence[LogitsProcessor],
+    split: bool,
+) -> Iterator[Event]:
     started_at = time.perf_counter() if started_at is None else started_at
     cancel = cancel or CancelToken()
     mx.reset_peak_memory()
+    prefill_started = time.perf_counter()
+    done, stopped = yield from _prefill(loaded, inputs, settings, plan, cancel, on_snapshot)
+    if stopped:
+        yield from _finish_early(inputs, plan, started_at, prefill_started, done)
+        return
+    decoded = yield from _decode(loaded, inputs, settings, plan, cancel, processors, split)
+    yield from _finish(inputs, plan, decoded, on_snapshot, started_at, prefill_started)
+
+
+def _prefill(
+    loaded: LoadedModel,
+    inputs: PromptInputs,
+    settings: GenerationSettings,
+    plan: PrefillPlan,
+    cancel: CancelToken,
+    on_snapshot: Callable[[Snapshot], None] | None,
+) -> Generator[Event, None, tuple[int, bool]]:
+    """Run the prompt but its last token through the model in chunks (Progress after each, a
+    snapshot at each of the plan's points); returns how many prompt tokens are in the cache, and
+    whether a cancel stopped it after a chunk."""
     total = len(inputs)
     cache = plan.cache
     prompt_end = total - 1  # the last prompt token goes through the first decode step
-
-    # ---------------------------------------------------------------- prefill
-    prefill_started = time.perf_counter()
     done = plan.start
     yield Progress(done=done, total=total)
     while done < prompt_end:
@@ -137,10 +132,37 @@ def _generate(loaded, inputs, settings, plan, cancel, on_snapshot, started_at, e
         mx.clear_cache()  # hand the chunk's freed buffers back, as mlx-lm's generate_step does
         yield Progress(done=done, total=total)
         if cancel.cancelled:
-            yield from _finish_early(inputs, plan, started_at, prefill_started, done)
-            return
+            return done, True
+    return done, False
 
-    # ---------------------------------------------------------------- decode
+
+@dataclass(frozen=True)
+class Decoded:
+    """How a decode ended, for the turn's end snapshot and stats."""
+
+    reason: FinishReason
+    generated_ids: tuple[int, ...]  # every token written, forced ones included
+    thinking_tokens: int
+    answer_tokens: int
+    first_token_at: float | None
+    index: int  # sequence positions now in the cache
+    last_logits: Any  # the logits for the token after ``index``
+    closing: bool  # stopped halfway through a close the engine was writing
+
+
+def _decode(
+    loaded: LoadedModel,
+    inputs: PromptInputs,
+    settings: GenerationSettings,
+    plan: PrefillPlan,
+    cancel: CancelToken,
+    extra: Sequence[LogitsProcessor],
+    split: bool,
+) -> Generator[Event, None, Decoded]:
+    """Sample, feed and stream tokens until the end of the turn, the token limit or a cancel."""
+    total = len(inputs)
+    cache = plan.cache
+    prompt_end = total - 1
     sampling = settings.sampling()
     sampler = make_sampler(temp=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
     if settings.seed is not None:
@@ -271,13 +293,29 @@ def _generate(loaded, inputs, settings, plan, cancel, on_snapshot, started_at, e
         yield ThinkingDelta(thinking_text)
     if answer_text:
         yield AnswerDelta(answer_text)
-    cut_short = reason is not FinishReason.STOP and not forced  # not halfway through a forced close
-    if plan.keep_end and cut_short and on_snapshot is not None and index == total + len(generated_ids) > total:
-        mx.eval(last_logits)  # computed, not a graph that holds on to the live cache
-        on_snapshot(Snapshot(index, cache_protocol.copy_cache(cache), tuple(generated_ids), last_logits))
+    return Decoded(reason, tuple(generated_ids), thinking_tokens, answer_tokens, first_token_at, index,
+                   last_logits, bool(forced))
+
+
+def _finish(
+    inputs: PromptInputs,
+    plan: PrefillPlan,
+    decoded: Decoded,
+    on_snapshot: Callable[[Snapshot], None] | None,
+    started_at: float,
+    prefill_started: float,
+) -> Iterator[Event]:
+    """The end snapshot of a turn cut short (so carrying it on needs no prefill), Stats, Finished."""
+    total = len(inputs)
+    generated = len(decoded.generated_ids)
+    cut_short = decoded.reason is not FinishReason.STOP and not decoded.closing
+    if plan.keep_end and cut_short and on_snapshot is not None and decoded.index == total + generated > total:
+        mx.eval(decoded.last_logits)  # computed, not a graph that holds on to the live cache
+        on_snapshot(Snapshot(decoded.index, cache_protocol.copy_cache(plan.cache), decoded.generated_ids,
+                             decoded.last_logits))
 
     finished_at = time.perf_counter()
-    first = first_token_at or finished_at
+    first = decoded.first_token_at or finished_at
     prefilled = max(0, total - plan.start)
     prefill_s = max(first - prefill_started, 1e-9)
     decode_s = finished_at - first
@@ -286,15 +324,15 @@ def _generate(loaded, inputs, settings, plan, cancel, on_snapshot, started_at, e
         reused_tokens=plan.start,
         prefilled_tokens=prefilled,
         generated_tokens=generated,
-        thinking_tokens=thinking_tokens,
-        answer_tokens=answer_tokens,
+        thinking_tokens=decoded.thinking_tokens,
+        answer_tokens=decoded.answer_tokens,
         prefill_tps=prefilled / prefill_s,
         decode_tps=(generated - 1) / decode_s if generated > 1 and decode_s > 0 else 0.0,
         ttft_s=first - started_at,
         total_s=finished_at - started_at,
         peak_memory_bytes=int(mx.get_peak_memory()),
     )
-    yield Finished(reason)
+    yield Finished(decoded.reason)
 
 
 class _Verbatim:

@@ -23,7 +23,6 @@ from pathlib import Path
 import pytest
 from media_files import write_image
 
-from engine_mlx.cache import common_prefix
 from engine_mlx.conversation import Role
 from engine_mlx.events import AnswerDelta, Finished, Stats, ThinkingDelta
 from engine_mlx.jobs import EngineThread, JobKind
@@ -33,6 +32,7 @@ from engine_mlx.server.requests import parse_chat_request
 from engine_mlx.server.responses import ReplyAssembler
 from engine_mlx.server.runner import ApiServer
 from engine_mlx.server.security import AccessPolicy
+from engine_mlx.snapshots import common_prefix
 
 openai = pytest.importorskip("openai")
 

@@ -183,7 +183,7 @@ def test_engine_never_imports_qt():
     import sys
 
     code = (
-        "import sys, engine_mlx.engine, engine_mlx.cli, engine_mlx.tiny, engine_mlx.media, engine_mlx.cache;"
+        "import sys, engine_mlx.engine, engine_mlx.cli, engine_mlx.tiny, engine_mlx.media, engine_mlx.snapshots;"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('PySide6', 'PyQt5', 'PyQt6', 'shiboken6')];"
         "print(bad); sys.exit(1 if bad else 0)"
     )

@@ -16,12 +16,12 @@ from dataclasses import dataclass, replace
 import pytest
 from media_files import write_image, write_video
 
-from engine_mlx.cache import SnapshotStore, common_prefix
 from engine_mlx.cancel import CancelToken
 from engine_mlx.conversation import Conversation, ImageAttachment, Message, Role, VideoAttachment
 from engine_mlx.events import AnswerDelta, Finished, FinishReason, Stats, ThinkingDelta
 from engine_mlx.prompt import load_media, render_text
 from engine_mlx.settings import GenerationSettings
+from engine_mlx.snapshots import SnapshotStore, common_prefix
 
 # A small prefill chunk so that snapshots land in the middle of a prefill, between chunks.
 ON = GenerationSettings(thinking=True, thinking_budget=4, temperature=0.0, presence_penalty=0.0,

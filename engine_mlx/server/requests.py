@@ -17,8 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine_mlx.conversation import Conversation, ImageAttachment, Message, Role, Tool, ToolCall
-from engine_mlx.engine import ANONYMOUS
+from engine_mlx.conversation import (
+    ANONYMOUS,
+    Conversation,
+    ImageAttachment,
+    Message,
+    Role,
+    Tool,
+    ToolCall,
+)
 from engine_mlx.forcing import ForcedText
 from engine_mlx.grammar import JsonFormat, schema_error
 from engine_mlx.server.errors import ApiError

@@ -23,9 +23,9 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from engine_mlx import cache_protocol
-from engine_mlx.generation import Snapshot
 
 DEFAULT_BUDGET_BYTES = 4 << 30
 DEFAULT_DISK_BUDGET_BYTES = 8 << 30
@@ -36,6 +36,23 @@ FILE_FORMAT = "qwendesk-state"
 FILE_VERSION = 2  # 2: checksum over tensors and token ids, cache rebuilt through each class's protocol
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Snapshot:
+    """A copy of the model cache after the first ``length`` tokens: prompt tokens, or (the end of a
+    turn cut short) the prompt and then ``generated``, with the ``logits`` for the token after them."""
+
+    length: int
+    cache: list[Any]
+    generated: tuple[int, ...] = ()
+    logits: Any = None
+
+
+def snapshot_cache(cache: list[Any], length: int) -> Snapshot:
+    """Copy a cache so later tokens don't change it (linear-attention state cannot be trimmed back,
+    so the snapshot is taken when the prefill reaches ``length``)."""
+    return Snapshot(length=length, cache=cache_protocol.copy_cache(cache))
 
 
 @dataclass
