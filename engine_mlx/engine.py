@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 _PROBE = "\x1f"  # an assistant reply no real conversation contains, to find the generation tail
 _TURN_START = "<|im_start|>"  # Qwen's turn marker, a special token: no merge crosses it
 _TURN_END = "<|im_end|>"  # and the token that ends a turn
+_TOOL_CALL = "<tool_call>"  # an added token: the start of a call
 _ANONYMOUS_PREFIX = "anonymous-"
 # A raw completion's snapshots: at the last multiple of this many tokens, and this many tokens before
 # the prompt's end.
@@ -279,20 +280,28 @@ class Engine:
         return settings
 
     def _processors(self, settings: GenerationSettings) -> list:
-        """The logits processors ``settings`` ask for beyond sampling: forced text, a JSON grammar."""
+        """The logits processors ``settings`` ask for beyond sampling: forced text, grammars (JSON, the
+        opening of a call)."""
         loaded = self._loaded
         processors = []
         end = loaded.encode(_TURN_END)[0]
         if settings.forced is not None:
             processors.append(forced_tokens(settings.forced, loaded.encode, end, loaded.think_close_id,
                                             settings.thinking))
+        grammars = []
         if settings.response_format is not None:
+            from engine_mlx.grammar import json_lark
+
+            grammars.append((json_lark(settings.response_format), False))
+        if settings.tool_call is not None:
+            grammars.append((settings.tool_call.lark(loaded.encode(_TOOL_CALL)[0]), True))
+        for lark, then_free in grammars:
             from engine_mlx.grammar import GrammarProcessor, llg_tokenizer
 
             if self._llg_tokenizer is None:
                 self._llg_tokenizer = llg_tokenizer(loaded.tokenizer, end)
             trigger = loaded.think_close_id if settings.thinking else None
-            processors.append(GrammarProcessor(settings.response_format, self._llg_tokenizer, trigger))
+            processors.append(GrammarProcessor(lark, self._llg_tokenizer, trigger, then_free=then_free))
         return processors
 
     def _exact_continuation(self, conversation: Conversation, template_thinking: bool):

@@ -30,11 +30,24 @@ class JsonFormat:
     schema: str = ANY_OBJECT
 
 
+@dataclass(frozen=True)
+class ToolCallStart:
+    """Make the answer open a call of one of ``names`` (Qwen3.5's XML format), then let it go on
+    freely: the model writes the arguments and closes the call."""
+
+    names: tuple[str, ...]
+
+    def lark(self, call_id: int) -> str:
+        # <tool_call> is an added token, which llguidance matches by id only.
+        names = " | ".join(json.dumps(n) for n in self.names)
+        return f'start: /\\n*/ <[{call_id}]> "\\n<function=" ({names}) ">\\n"'
+
+
 # Compact JSON, as mlx-vlm asks for it: no free whitespace for a model to loop in.
 _COMPACT = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 
 
-def _lark(fmt: JsonFormat) -> str:
+def json_lark(fmt: JsonFormat) -> str:
     schema = json.loads(fmt.schema)
     if isinstance(schema, dict):
         schema = {**schema, "x-guidance": {**_COMPACT, **schema.get("x-guidance", {})}}
@@ -46,7 +59,7 @@ def schema_error(schema: Any) -> str:
     import llguidance
 
     try:
-        grammar = llguidance.grammar_from("lark", _lark(JsonFormat(json.dumps(schema))))
+        grammar = llguidance.grammar_from("lark", json_lark(JsonFormat(json.dumps(schema))))
     except (TypeError, ValueError) as exc:
         return str(exc)
     return llguidance.LLMatcher.validate_grammar(grammar)
@@ -66,19 +79,22 @@ def llg_tokenizer(tokenizer: Any, end_id: int) -> Any:
 class GrammarProcessor:
     """mlx-lm logits-processor shape. Before ``trigger`` (the ``</think>`` id, when the turn thinks)
     it leaves the logits alone; then every token of the reply goes to the matcher and only the
-    tokens it allows stay. Reading the tokens waits for each step: only constrained requests pay."""
+    tokens it allows stay. When the grammar is complete it allows only the end of the turn, or with
+    ``then_free`` it lets the model go on unconstrained. Reading the tokens waits for each step:
+    only constrained requests pay."""
 
-    def __init__(self, fmt: JsonFormat, tokenizer: Any, trigger: int | None):
+    def __init__(self, lark: str, tokenizer: Any, trigger: int | None, *, then_free: bool = False):
         import llguidance
         import llguidance.numpy
 
-        self._matcher = llguidance.LLMatcher(tokenizer, llguidance.grammar_from("lark", _lark(fmt)))
+        self._matcher = llguidance.LLMatcher(tokenizer, llguidance.grammar_from("lark", lark))
+        self._then_free = then_free
         self._bitmask = llguidance.numpy.allocate_token_bitmask(1, tokenizer.vocab_size)
         self._vocab = tokenizer.vocab_size
         self.trigger = trigger
         self._seen = 0
         self._started = trigger is None
-        self._failed = False
+        self._off = False  # nothing (more) to constrain
 
     def __call__(self, tokens: Any, logits: Any) -> Any:
         import llguidance.numpy
@@ -93,12 +109,15 @@ class GrammarProcessor:
                 return logits
             self._started = True
             new = new[new.index(self.trigger) + 1 :]
-        if self._failed or self._matcher.is_stopped():  # done: the turn's end token was allowed, and taken
+        if self._off or self._matcher.is_stopped():  # the turn's end was the only choice, and taken
             return logits
         if new and not self._matcher.consume_tokens(new):
             # A token the grammar did not allow (one the engine forced): stop constraining.
             log.warning("structured output stopped: %s", self._matcher.get_error())
-            self._failed = True
+            self._off = True
+            return logits
+        if self._then_free and self._matcher.is_accepting():
+            self._off = True  # the constrained part is written: the model goes on freely
             return logits
         llguidance.numpy.fill_next_token_bitmask(self._matcher, self._bitmask, 0)
         bits = np.unpackbits(self._bitmask.view(np.uint8), bitorder="little")[: self._vocab].astype(bool)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from engine_mlx.forcing import ForcedText
-from engine_mlx.grammar import JsonFormat
+from engine_mlx.grammar import JsonFormat, ToolCallStart
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,7 @@ class GenerationSettings:
     prefill_chunk: int = 512  # prompt tokens per prefill step: the granularity of progress and cancel
     forced: ForcedText | None = None  # text the model is made to write (tests, a forced tool call)
     response_format: JsonFormat | None = None  # the answer (after any thinking) is JSON, constrained
+    tool_call: ToolCallStart | None = None  # the answer (after any thinking) opens a call of one of these
     # Log-probabilities of each generated token (events.TokenLogprob), with this many alternatives;
     # None computes none.
     logprobs: int | None = None

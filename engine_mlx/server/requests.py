@@ -27,7 +27,7 @@ from engine_mlx.conversation import (
     ToolCall,
 )
 from engine_mlx.forcing import ForcedText
-from engine_mlx.grammar import JsonFormat, schema_error
+from engine_mlx.grammar import JsonFormat, ToolCallStart, schema_error
 from engine_mlx.server.errors import ApiError
 from engine_mlx.server.tool_calls import opening
 from engine_mlx.settings import GenerationSettings
@@ -51,8 +51,8 @@ class ChatRequest:
 
     @property
     def forced_call(self) -> bool:
-        """tool_choice asks for a call: the engine writes its opening after the thinking."""
-        return self.settings.forced is not None
+        """tool_choice asks for a call: the engine writes (or constrains) its opening after the thinking."""
+        return self.settings.forced is not None or self.settings.tool_call is not None
 
 
 def parse_body(raw: bytes) -> dict[str, Any]:
@@ -91,7 +91,7 @@ def parse_chat_request(body: dict[str, Any], media_dir: Path) -> ChatRequest:
     return ChatRequest(
         model=model,
         conversation=Conversation(parsed, ANONYMOUS, tools, continue_last=continue_last),
-        settings=_settings(body, forced_name),
+        settings=_settings(body, forced_name, tools),
         stream=stream,
         include_usage=bool(options.get("include_usage")) and stream,
         stop=_stop(body.get("stop")),
@@ -125,7 +125,7 @@ def _number(body: dict[str, Any], name: str, lo: float, hi: float, *, integer: b
     return value
 
 
-def _settings(body: dict[str, Any], forced_name: str | None = None) -> GenerationSettings:
+def _settings(body: dict[str, Any], forced_name: str | None = None, tools: tuple[Tool, ...] = ()) -> GenerationSettings:
     kwargs = body.get("chat_template_kwargs") or {}
     if not isinstance(kwargs, dict):
         raise ApiError(400, "'chat_template_kwargs' must be an object.", param="chat_template_kwargs")
@@ -154,8 +154,9 @@ def _settings(body: dict[str, Any], forced_name: str | None = None) -> Generatio
         presence_penalty=_number(body, "presence_penalty", -2.0, 2.0),
         seed=_number(body, "seed", 0, (1 << 64) - 1, integer=True),
         logprobs=(top_logprobs or 0) if logprobs else None,
-        forced=None if forced_name is None else ForcedText("\n\n" + opening(forced_name), end_turn=False,
-                                                           after_thinking=True),
+        forced=ForcedText("\n\n" + opening(forced_name), end_turn=False, after_thinking=True)
+        if forced_name else None,
+        tool_call=ToolCallStart(tuple(t.name for t in tools)) if forced_name == "" else None,
         # a forced call is not JSON: the call wins, as in OpenAI's API
         response_format=_response_format(body.get("response_format")) if forced_name is None else None,
     )

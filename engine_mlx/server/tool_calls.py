@@ -38,10 +38,9 @@ class ParsedCall:
         return out
 
 
-def opening(name: str = "") -> str:
-    """The start of a call the engine forces (``tool_choice``): the call, and the function's name
-    when one is named (the model writes it otherwise)."""
-    return f"{START}\n<function={name}>\n" if name else f"{START}\n<function="
+def opening(name: str) -> str:
+    """The start of a call of ``name``, as the engine forces it (``tool_choice``)."""
+    return f"{START}\n<function={name}>\n"
 
 
 def parse_tool_calls(text: str, tools: list[dict[str, Any]] | None, *, forced: bool = False) -> list[ParsedCall]:
