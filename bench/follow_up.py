@@ -44,12 +44,12 @@ def main() -> int:
 
     from PIL import Image
 
-    from engine_mlx.cache import common_prefix
     from engine_mlx.conversation import Conversation, ImageAttachment, Message, Role
     from engine_mlx.engine import Engine
     from engine_mlx.events import AnswerDelta, Stats, ThinkingDelta
     from engine_mlx.prompt import load_media, render_text
     from engine_mlx.settings import GenerationSettings
+    from engine_mlx.snapshots import common_prefix
     from engine_mlx.tiny import build_tiny_model
 
     tmp = Path(tempfile.mkdtemp(prefix="qwendesk-follow-up-"))

@@ -83,10 +83,15 @@ class Message:
     tool_calls: tuple[ToolCall, ...] = ()  # an assistant turn's calls
 
 
+# A conversation id that asks the engine to continue whichever recent conversation the prompt extends,
+# found by token ids: API clients resend the whole history and carry no id.
+ANONYMOUS = "*"
+
+
 @dataclass(frozen=True)
 class Conversation:
     """Messages in order. ``id`` names the conversation for the engine's state cache ("" = no reuse
-    key; engine.ANONYMOUS = continue whichever recent conversation the prompt extends)."""
+    key; ANONYMOUS = continue whichever recent conversation the prompt extends)."""
 
     messages: tuple[Message, ...] = ()
     id: str = ""

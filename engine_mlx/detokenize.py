@@ -116,3 +116,17 @@ def _mlx_lm_kind(chosen: Any) -> Callable[[Any], Any]:
     if isinstance(chosen, vlm.NaiveStreamingDetokenizer):
         return lm.NaiveStreamingDetokenizer
     raise ValueError("mlx-vlm built no streaming detokenizer for this tokenizer")
+
+
+def token_bytes(tokenizer: Any, token_id: int) -> bytes:
+    """A token's own bytes: a byte-level BPE token may hold part of a multi-byte character, which
+    ``decode`` would turn into U+FFFD. Other tokenizers' pieces are taken as UTF-8 text."""
+    from mlx_lm.tokenizer_utils import _byte_decoder  # the GPT-2 byte table, mlx-lm's one copy
+
+    piece = tokenizer.convert_ids_to_tokens(int(token_id))
+    if not isinstance(piece, str):
+        return b""
+    table = _byte_decoder()
+    if all(c in table for c in piece):
+        return bytes(table[c] for c in piece)
+    return piece.encode("utf-8")

@@ -11,21 +11,20 @@ import hashlib
 import logging
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from engine_mlx import platform
-from engine_mlx.cache import SnapshotStore, common_prefix
 from engine_mlx.cancel import CancelToken
 from engine_mlx.checkpoint import ModelInfo, inspect_checkpoint, read_chat_template
 from engine_mlx.continuation import CutTurn, CutTurns
-from engine_mlx.conversation import Conversation, Message, Role
+from engine_mlx.conversation import ANONYMOUS, Conversation, Message, Role
 from engine_mlx.errors import ContextOverflowError, ModelNotLoadedError, UnsupportedInputError
 from engine_mlx.events import AnswerDelta, Event, Finished, FinishReason, ThinkingDelta
+from engine_mlx.forcing import forced_tokens
 from engine_mlx.memory import check_fit, estimate_fit
-from engine_mlx.model_state import PrefillPlan, Snapshot
+from engine_mlx.plan import PrefillPlan, TurnPlan
 from engine_mlx.prompt import (
     DecodedMedia,
     MediaLimits,
@@ -39,15 +38,19 @@ from engine_mlx.prompt import (
 )
 from engine_mlx.prompt_size import min_prompt_tokens
 from engine_mlx.settings import DEFAULT_CONTEXT_TOKENS, GenerationSettings
+from engine_mlx.snapshots import Snapshot, SnapshotStore, common_prefix
 
 log = logging.getLogger(__name__)
 
 _PROBE = "\x1f"  # an assistant reply no real conversation contains, to find the generation tail
 _TURN_START = "<|im_start|>"  # Qwen's turn marker, a special token: no merge crosses it
-# A conversation id that asks the engine to continue whichever recent conversation the prompt extends,
-# found by token ids: API clients resend the whole history and carry no id.
-ANONYMOUS = "*"
-MAX_ANONYMOUS_CONVERSATIONS = 4
+_TURN_END = "<|im_end|>"  # and the token that ends a turn
+_TOOL_CALL = "<tool_call>"  # an added token: the start of a call
+_ANONYMOUS_PREFIX = "anonymous-"
+# A raw completion's snapshots: at the last multiple of this many tokens, and this many tokens before
+# the prompt's end.
+_COMPLETION_SNAPSHOT_STEP = 256
+_COMPLETION_TAIL = 8
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,7 @@ class Engine:
         cache_budget_bytes: int | None = None,
         media_limits: MediaLimits = MediaLimits(),
     ):
-        from engine_mlx.cache import DEFAULT_BUDGET_BYTES
+        from engine_mlx.snapshots import DEFAULT_BUDGET_BYTES
 
         self.snapshots = SnapshotStore(
             budget_bytes=cache_budget_bytes or DEFAULT_BUDGET_BYTES, disk_dir=state_dir
@@ -76,9 +79,8 @@ class Engine:
         self._loaded = None  # runtime.LoadedModel
         self._fingerprint = ""
         self._previous_wired_limit: int | None = None  # to put back on unload (Metal only)
-        # ANONYMOUS conversations, most recent last: their key -> the token ids of their newest snapshot
-        self._anonymous: OrderedDict[str, tuple[int, ...]] = OrderedDict()
         self._cut_turns = CutTurns()
+        self._llg_tokenizer = None  # llguidance's view of the loaded tokenizer, built on first use
 
     # ------------------------------------------------------------------ models
 
@@ -127,8 +129,8 @@ class Engine:
             return
         self._loaded = None
         self.snapshots.clear()
-        self._anonymous.clear()
         self._cut_turns.clear()
+        self._llg_tokenizer = None
         self.decoded_media.clear()
         gc.collect()
         import mlx.core as mx
@@ -154,10 +156,12 @@ class Engine:
         context) raises an EngineError before the first event; a failure inside MLX afterwards ends
         the stream with ``Finished(ERROR, message)``.
         """
-        from engine_mlx import generation
-
         started = time.perf_counter()
         self.check_prompt_size(conversation, settings)
+        yield from self._run_turn(self._plan_turn(conversation, settings), cancel, started)
+
+    def _plan_turn(self, conversation: Conversation, settings: GenerationSettings) -> TurnPlan:
+        """Decide the turn: its prompt and inputs, where it resumes from, where to take snapshots."""
         try:
             template_thinking, resumes_in_thinking = continues_in_thinking(conversation, settings.thinking)
         except ValueError as exc:
@@ -170,52 +174,50 @@ class Engine:
         else:
             prompt, inputs = self._prepare(conversation, template_thinking)
             turn_start, earlier = len(inputs), CutTurn((), (), "", "", template_thinking)
-        loaded = self._loaded
-        limit = self.context_limit(settings)
-        if limit and len(inputs) + 1 > limit:
-            raise ContextOverflowError(len(inputs), limit)
-        if limit and len(inputs) + settings.max_tokens > limit:
-            settings = replace(settings, max_tokens=limit - len(inputs))  # stop at the context's end
-        settings = replace(settings, thinking=resumes_in_thinking)
-
+        settings = replace(self._fit(inputs, settings, "The conversation", "start a new chat or remove attachments"),
+                           thinking=resumes_in_thinking)
         key = conversation.id
-        reuse_ids = _reuse_ids(inputs) if key else inputs.ids
-        anonymous = key == ANONYMOUS
-        if anonymous:
-            key = self._anonymous_key(reuse_ids)
-        restored = self.snapshots.lookup(key, self._fingerprint, reuse_ids)
+        reuse_ids = inputs.reuse_ids() if key else inputs.ids
+        source = key  # the conversation the turn resumes from
+        if key == ANONYMOUS:
+            source, key = self._anonymous_keys(reuse_ids)
+        restored = self.snapshots.lookup(source, self._fingerprint, reuse_ids)
         start = restored.length if restored else 0
-        cache = restored.cache if restored else loaded.make_cache()
-        snapshot_at = None
+        snapshot_at: tuple[int, ...] = ()
         if key:
-            point = self._snapshot_point(before_unfinished(conversation) if conversation.continue_last
-                                         else conversation, template_thinking, inputs, prompt)
-            if point is not None and point > start:
-                snapshot_at = point
-        plan = PrefillPlan(cache=cache, start=start, snapshot_at=snapshot_at,
-                           logits=restored.logits if restored else None, keep_end=bool(key),
-                           continues_reply=conversation.continue_last)
+            points = self._snapshot_points(before_unfinished(conversation) if conversation.continue_last
+                                           else conversation, template_thinking, inputs, prompt)
+            snapshot_at = tuple(p for p in points if p > start)
+        return TurnPlan(prompt=prompt, inputs=inputs, settings=settings, turn_start=turn_start,
+                        reuse_ids=tuple(reuse_ids), key=key, restored=restored, snapshot_at=snapshot_at,
+                        earlier=earlier, template_thinking=template_thinking,
+                        continues_reply=conversation.continue_last)
+
+    def _run_turn(self, plan: TurnPlan, cancel: CancelToken | None, started: float) -> Iterator[Event]:
+        """Run a planned turn: stream its events, keep its snapshots (and a cut turn's text)."""
+        from engine_mlx import generation
+
+        loaded, key, reuse_ids = self._loaded, plan.key, list(plan.reuse_ids)
         streamed: dict[type, list[str]] = {ThinkingDelta: [], AnswerDelta: []}
 
         def keep(snapshot: Snapshot) -> None:
             if not snapshot.generated:
                 self.snapshots.add(key, self._fingerprint, reuse_ids, snapshot)
-                if anonymous:
-                    self._keep_anonymous(key, reuse_ids[: snapshot.length])
                 return
             # The end of a turn cut short: kept with the tokens it wrote, and remembered with its text.
             self.snapshots.add(key, self._fingerprint, [*reuse_ids, *snapshot.generated], snapshot)
             self._cut_turns.remember(key, CutTurn(
-                prompt_ids=tuple(reuse_ids[:turn_start]),
-                generated=tuple(reuse_ids[turn_start:]) + snapshot.generated,
-                thinking=earlier.thinking + "".join(streamed[ThinkingDelta]),
-                answer=earlier.answer + "".join(streamed[AnswerDelta]),
-                template_thinking=template_thinking,
+                prompt_ids=tuple(reuse_ids[: plan.turn_start]),
+                generated=tuple(reuse_ids[plan.turn_start :]) + snapshot.generated,
+                thinking=plan.earlier.thinking + "".join(streamed[ThinkingDelta]),
+                answer=plan.earlier.answer + "".join(streamed[AnswerDelta]),
+                template_thinking=plan.template_thinking,
             ))
 
         try:
             for event in generation.generate(
-                loaded, inputs, settings, plan, cancel=cancel, on_snapshot=keep, started_at=started
+                loaded, plan.inputs, plan.settings, plan.prefill(loaded.make_cache), cancel=cancel,
+                on_snapshot=keep, started_at=started, processors=self._processors(plan.settings),
             ):
                 if type(event) in streamed:
                     streamed[type(event)].append(event.text)
@@ -253,6 +255,84 @@ class Engine:
         if floor + 1 > limit:
             raise ContextOverflowError(floor, limit, at_least=True)
 
+    def complete(
+        self,
+        prompt: str,
+        settings: GenerationSettings = GenerationSettings(thinking=False),
+        cancel: CancelToken | None = None,
+    ) -> Iterator[Event]:
+        """Stream the continuation of a raw ``prompt`` (no chat template), for editors' autocomplete
+        (``/v1/completions``): AnswerDelta text exactly as the model writes it, no thinking split, a
+        leading space kept. Like an API chat it resumes from any recent anonymous snapshot the prompt
+        extends, and keeps snapshots a little before its end, where the next keystroke's prompt
+        still agrees (the last tokens may merge with what is typed next)."""
+        from engine_mlx import generation
+        from engine_mlx.prompt import LoadedMedia
+
+        started = time.perf_counter()
+        loaded = self._loaded
+        if loaded is None:
+            raise ModelNotLoadedError("No model is loaded; load a Qwen3.5 checkpoint first.")
+        inputs = loaded.prepare(prompt, LoadedMedia())
+        if not inputs.ids:
+            raise UnsupportedInputError("The prompt is empty; send some text to complete.")
+        settings = replace(self._fit(inputs, settings, "The prompt", "send a shorter prompt"),
+                           thinking=False, thinking_budget=None)
+        source, key = self._anonymous_keys(inputs.ids)
+        restored = self.snapshots.lookup(source, self._fingerprint, inputs.ids)
+        start = restored.length if restored else 0
+        n = len(inputs)
+        points = {(n - 1) // _COMPLETION_SNAPSHOT_STEP * _COMPLETION_SNAPSHOT_STEP, n - _COMPLETION_TAIL}
+        plan = PrefillPlan(
+            cache=restored.cache if restored else loaded.make_cache(), start=start,
+            snapshot_at=tuple(sorted(p for p in points if start < p < n)),
+            logits=restored.logits if restored else None, keep_end=True, continues_reply=True)
+
+        def keep(snapshot: Snapshot) -> None:
+            self.snapshots.add(key, self._fingerprint, [*inputs.ids, *snapshot.generated], snapshot)
+
+        try:
+            yield from generation.generate(loaded, inputs, settings, plan, cancel=cancel, on_snapshot=keep,
+                                           started_at=started, processors=self._processors(settings),
+                                           split_thinking=False)
+        except Exception as exc:  # noqa: BLE001 - a crash mid-answer ends the stream, not the app
+            log.exception("completion failed")
+            yield Finished(FinishReason.ERROR, f"Generation failed: {exc}")
+
+    def _fit(self, inputs, settings: GenerationSettings, what: str, remedy: str) -> GenerationSettings:
+        """Refuse a prompt the context cannot hold; stop the answer at the context's end."""
+        limit = self.context_limit(settings)
+        if limit and len(inputs) + 1 > limit:
+            raise ContextOverflowError(len(inputs), limit, what=what, remedy=remedy)
+        if limit and len(inputs) + settings.max_tokens > limit:
+            settings = replace(settings, max_tokens=limit - len(inputs))
+        return settings
+
+    def _processors(self, settings: GenerationSettings) -> list:
+        """The logits processors ``settings`` ask for beyond sampling: forced text, grammars (JSON, the
+        opening of a call)."""
+        loaded = self._loaded
+        processors = []
+        end = loaded.encode(_TURN_END)[0]
+        if settings.forced is not None:
+            processors.append(forced_tokens(settings.forced, loaded.encode, end, loaded.think_close_id,
+                                            settings.thinking))
+        grammars = []
+        if settings.response_format is not None:
+            from engine_mlx.grammar import json_lark
+
+            grammars.append((json_lark(settings.response_format), False))
+        if settings.tool_call is not None:
+            grammars.append((settings.tool_call.lark(loaded.encode(_TOOL_CALL)[0]), True))
+        for lark, then_free in grammars:
+            from engine_mlx.grammar import GrammarProcessor, llg_tokenizer
+
+            if self._llg_tokenizer is None:
+                self._llg_tokenizer = llg_tokenizer(loaded.tokenizer, end)
+            trigger = loaded.think_close_id if settings.thinking else None
+            processors.append(GrammarProcessor(lark, self._llg_tokenizer, trigger, then_free=then_free))
+        return processors
+
     def _exact_continuation(self, conversation: Conversation, template_thinking: bool):
         """For a turn the engine cut short itself and that reads exactly as streamed: the prompt, the
         inputs made of that turn's prompt and its very tokens, where the turn starts in them, and the
@@ -262,27 +342,25 @@ class Engine:
         if not candidates:
             return None
         base_prompt, base = self._prepare(before_unfinished(conversation), template_thinking)
-        base_ids = tuple(_reuse_ids(base))
+        base_ids = tuple(base.reuse_ids())
         for turn in candidates:
             if turn.prompt_ids == base_ids and not set(turn.generated) & base.media_token_ids():
                 prompt = base_prompt + written_so_far(unfinished, template_thinking)
                 return prompt, base.extended(list(turn.generated)), len(base), turn
         return None
 
-    def _anonymous_key(self, reuse_ids: list[int]) -> str:
-        """The recent anonymous conversation whose newest snapshot this prompt extends, else a new key."""
-        best, best_len = "", 0
-        for key, held in self._anonymous.items():
-            n = len(held)
-            if best_len < n < len(reuse_ids) and tuple(reuse_ids[:n]) == held:
-                best, best_len = key, n
-        return best or f"anonymous-{uuid.uuid4().hex}"
-
-    def _keep_anonymous(self, key: str, ids: list[int]) -> None:
-        self._anonymous[key] = tuple(ids)
-        self._anonymous.move_to_end(key)
-        while len(self._anonymous) > MAX_ANONYMOUS_CONVERSATIONS:
-            self.snapshots.forget(self._anonymous.popitem(last=False)[0])
+    def _anonymous_keys(self, reuse_ids: list[int]) -> tuple[str, str]:
+        """For an ANONYMOUS prompt: the recent anonymous conversation to resume from (any of its
+        snapshots: an edited or repeated last message resumes from the one before it) and the key
+        to keep this turn's snapshots under: the same conversation when the prompt goes on from its
+        newest snapshot, else a new one, so a branch (or another client sharing a system prompt)
+        never drops the line it branched from. How many are kept is the snapshot budget's business."""
+        anonymous = [k for k in self.snapshots.keys() if k.startswith(_ANONYMOUS_PREFIX)]
+        match = self.snapshots.best_match(anonymous, self._fingerprint, reuse_ids)
+        new = f"{_ANONYMOUS_PREFIX}{uuid.uuid4().hex}"
+        if match is None:
+            return "", new
+        return match.key, match.key if match.extends_newest else new
 
     def persist(self, conversation_id: str) -> Path | None:
         """Save the conversation's newest state snapshot to disk (call when it goes idle)."""
@@ -304,8 +382,10 @@ class Engine:
             prompt, load_media(conversation.attachments, self.media_limits, self.decoded_media)
         )
 
-    def _snapshot_point(self, conversation, thinking: bool, inputs, prompt: str) -> int | None:
-        """The number of prompt tokens the next turn will share with this one.
+    def _snapshot_points(self, conversation, thinking: bool, inputs, prompt: str) -> tuple[int, ...]:
+        """Where to take this turn's snapshots: the end of the conversation's last message (the next
+        turn, or a repeated last message, resumes there) and its start (an edited last message
+        resumes there), each no later than the number of prompt tokens the next turn will share.
 
         The conversation is rendered as the next turns will see it (placeholder replies and user
         messages, one and two turns on): where that rendering stops matching this prompt is where the
@@ -343,7 +423,7 @@ class Engine:
                     tools=template_tools(probe_convo),
                 )
             except Exception:  # noqa: BLE001 - a template that can't render the probe just loses reuse
-                return None
+                return ()
             shared = common_prefix(prompt, probe)
             # Compare token ids from the last turn boundary before the seam (a special token, which
             # no merge crosses; the processor expands media placeholders, so count from there).
@@ -357,40 +437,19 @@ class Engine:
             if inputs.ids[base : base + same] != tail[:same]:
                 same = 0  # media expanded between the boundary and the seam: resume at the boundary
             seams.append(base + same)
-        point = min(seams)
-        point = min(point, len(inputs) - 1)  # the last prompt token goes through the first decode step
-        for lo, hi in inputs.media_token_ranges():
-            if lo < point < hi:
-                point = lo
-        return point if point > 0 else None
-
-
-def _reuse_ids(inputs) -> list[int]:
-    """The prompt ids with each image or video marked by a digest of its pixels.
-
-    Two images of the same size give the same run of pad tokens; replacing an earlier image must
-    not resume from a state that saw the old one, so the first pad token of every item becomes a
-    negative number (no real token id) derived from its pixels.
-    """
-    import numpy as np
-
-    ids = list(inputs.ids)
-    arr = None
-    for rows in (inputs.images, inputs.videos):
-        if rows is None or not rows.count:
-            continue
-        if arr is None:
-            arr = np.asarray(inputs.ids)
-        where = np.nonzero(arr == rows.token_id)[0]
-        for item in range(rows.count):
-            first = rows.feature_starts[item]
-            if first >= len(where):
-                break
-            pixels = np.asarray(rows.pixels[rows.row_starts[item] : rows.row_starts[item + 1]])
-            h = hashlib.blake2b(pixels.tobytes(), digest_size=7)
-            h.update(np.asarray(rows.grid_thw[item]).tobytes())
-            ids[int(where[first])] = -1 - int.from_bytes(h.digest(), "big")
-    return ids
+        seam = min(seams)
+        # The generation prompt (or the carried-on reply's turn) starts at the last turn marker, the
+        # last message at the one before.
+        wanted = boundaries[-2:] if boundaries else [seam]
+        points = set()
+        for point in wanted:
+            point = min(point, seam, len(inputs) - 1)  # the last prompt token goes through the first decode step
+            for lo, hi in inputs.media_token_ranges():
+                if lo < point < hi:
+                    point = lo
+            if point > 0:
+                points.add(point)
+        return tuple(sorted(points))
 
 
 def _fingerprint(info: ModelInfo) -> str:

@@ -1,4 +1,4 @@
-"""Typed events a generation yields, in order: Progress* then (ThinkingDelta | AnswerDelta)* then Stats, Finished."""
+"""Typed events a generation yields, in order: Progress*, (ThinkingDelta | AnswerDelta | TokenLogprob)*, Stats, Finished."""
 
 from __future__ import annotations
 
@@ -34,6 +34,28 @@ class AnswerDelta:
 
 
 @dataclass(frozen=True)
+class TopLogprob:
+    token_id: int
+    token: str  # the token's text (a multi-byte character's part decodes to U+FFFD: see ``bytes``)
+    bytes: tuple[int, ...]
+    logprob: float
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A generated token's log-probability under the model (before any sampling or processor), with
+    the most likely alternatives; yielded before the text the token completes (often in a later
+    delta: a character or a tag may span tokens), only when settings ask for it."""
+
+    token_id: int
+    token: str
+    bytes: tuple[int, ...]
+    logprob: float
+    top: tuple[TopLogprob, ...]
+    thinking: bool  # the token belongs to the thinking block
+
+
+@dataclass(frozen=True)
 class Stats:
     prompt_tokens: int
     reused_tokens: int  # prompt tokens restored from a cache snapshot
@@ -54,9 +76,10 @@ class Finished:
     error: str | None = None
 
 
-Event = Progress | ThinkingDelta | AnswerDelta | Stats | Finished
+Event = Progress | ThinkingDelta | AnswerDelta | TokenLogprob | Stats | Finished
 
-_TYPES = {Progress: "progress", ThinkingDelta: "thinking", AnswerDelta: "answer", Stats: "stats"}
+_TYPES = {Progress: "progress", ThinkingDelta: "thinking", AnswerDelta: "answer", TokenLogprob: "logprob",
+          Stats: "stats"}
 
 
 def event_to_json(event: Event) -> dict[str, Any]:

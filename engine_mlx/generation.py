@@ -9,7 +9,8 @@ token is read (as mlx-lm does), so the device never waits on Python.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import mlx.core as mx
@@ -24,12 +25,15 @@ from engine_mlx.events import (
     Progress,
     Stats,
     ThinkingDelta,
+    TokenLogprob,
+    TopLogprob,
 )
-from engine_mlx.model_state import PrefillPlan, Snapshot
+from engine_mlx.plan import PrefillPlan
 from engine_mlx.runtime import LoadedModel, PromptInputs
 from engine_mlx.runtime_imports import ensure_runtime_imported
 from engine_mlx.settings import GenerationSettings
-from engine_mlx.thinking import ThinkingSplitter
+from engine_mlx.snapshots import Snapshot, snapshot_cache
+from engine_mlx.thinking import Split, ThinkingSplitter
 
 # A stream of its own (one per thread, as mlx-vlm's) lets queued decode steps run while Python
 # prepares the next.
@@ -41,27 +45,21 @@ PRIME_TOKENS = 8
 FORCED_THINKING_CLOSE = "\n</think>\n\n"
 
 
-class PresencePenalty:
-    """Qwen-style presence penalty: subtract ``penalty`` from every token generated so far."""
-
-    def __init__(self, penalty: float, vocab_size: int):
-        self.penalty = penalty
-        self.seen = mx.zeros((vocab_size,), dtype=mx.float32)
-
-    def __call__(self, logits):
-        if self.penalty:
-            logits = logits - self.penalty * self.seen[: logits.shape[-1]]
-        return logits
-
-    def add(self, token) -> None:
-        if self.penalty:
-            self.seen[token] = 1.0
+# A logits processor, in mlx-lm's shape: (the tokens generated this turn so far, the next token's
+# log-probabilities, shape (1, vocab)) -> the log-probabilities to sample from. A processor may
+# change its input in place, as mlx-lm's do. Forced text, a grammar and the presence penalty are
+# processors; they run in list order.
+LogitsProcessor = Callable[[mx.array, mx.array], mx.array]
 
 
-def snapshot_cache(cache: list[Any], length: int) -> Snapshot:
-    """Copy a cache so later tokens don't change it (linear-attention state cannot be trimmed back,
-    so the snapshot is taken when the prefill reaches ``length``)."""
-    return Snapshot(length=length, cache=cache_protocol.copy_cache(cache))
+def presence_penalty(penalty: float, max_tokens: int) -> LogitsProcessor:
+    """Qwen's presence penalty (as vLLM applies it): subtract ``penalty`` from every token already in
+    this reply. mlx-lm's own processor does exactly that for the tokens it is given; it is given
+    only the reply's tokens (not the prompt's) and a window as long as the reply can be."""
+    ensure_runtime_imported()
+    from mlx_lm.sample_utils import make_presence_penalty
+
+    return make_presence_penalty(penalty, context_size=max(1, max_tokens))
 
 
 def generate(
@@ -73,40 +71,101 @@ def generate(
     cancel: CancelToken | None = None,
     on_snapshot: Callable[[Snapshot], None] | None = None,
     started_at: float | None = None,
+    processors: Sequence[LogitsProcessor] = (),
+    split_thinking: bool = True,
 ) -> Iterator[Event]:
-    """Yield Progress*, then ThinkingDelta/AnswerDelta*, then Stats and Finished."""
+    """Yield Progress*, then ThinkingDelta/AnswerDelta* (and TokenLogprob* when asked), then Stats
+    and Finished. ``processors`` change each sampled token's log-probabilities, in order, after the
+    presence penalty of ``settings``. Without ``split_thinking`` (a raw completion) all text is
+    AnswerDelta, verbatim."""
     with mx.stream(_GENERATION_STREAM):
-        yield from _generate(loaded, inputs, settings, plan, cancel, on_snapshot, started_at)
+        yield from _generate(loaded, inputs, settings, plan, cancel, on_snapshot, started_at, processors,
+                             split_thinking)
 
 
-def _generate(loaded, inputs, settings, plan, cancel, on_snapshot, started_at) -> Iterator[Event]:
+def _generate(
+    loaded: LoadedModel,
+    inputs: PromptInputs,
+    settings: GenerationSettings,
+    plan: PrefillPlan,
+    cancel: CancelToken | None,
+    on_snapshot: Callable[[Snapshot], None] | None,
+    started_at: float | None,
+    processors: Sequence[LogitsProcessor],
+    split: bool,
+) -> Iterator[Event]:
     started_at = time.perf_counter() if started_at is None else started_at
     cancel = cancel or CancelToken()
     mx.reset_peak_memory()
+    prefill_started = time.perf_counter()
+    done, stopped = yield from _prefill(loaded, inputs, settings, plan, cancel, on_snapshot)
+    if stopped:
+        yield from _finish_early(inputs, plan, started_at, prefill_started, done)
+        return
+    decoded = yield from _decode(loaded, inputs, settings, plan, cancel, processors, split)
+    yield from _finish(inputs, plan, decoded, on_snapshot, started_at, prefill_started)
+
+
+def _prefill(
+    loaded: LoadedModel,
+    inputs: PromptInputs,
+    settings: GenerationSettings,
+    plan: PrefillPlan,
+    cancel: CancelToken,
+    on_snapshot: Callable[[Snapshot], None] | None,
+) -> Generator[Event, None, tuple[int, bool]]:
+    """Run the prompt but its last token through the model in chunks (Progress after each, a
+    snapshot at each of the plan's points); returns how many prompt tokens are in the cache, and
+    whether a cancel stopped it after a chunk."""
     total = len(inputs)
     cache = plan.cache
     prompt_end = total - 1  # the last prompt token goes through the first decode step
-
-    # ---------------------------------------------------------------- prefill
-    prefill_started = time.perf_counter()
     done = plan.start
     yield Progress(done=done, total=total)
     while done < prompt_end:
         end = min(done + settings.prefill_chunk, prompt_end)
-        if plan.snapshot_at is not None and done < plan.snapshot_at < end:
-            end = plan.snapshot_at  # end a chunk exactly at the snapshot point
+        for point in plan.snapshot_at:
+            if done < point < end:
+                end = point  # end a chunk exactly at a snapshot point
         loaded.run_prompt(inputs, done, end, cache)
         mx.eval([c.state for c in cache])
         done = end
-        if plan.snapshot_at == done and on_snapshot is not None:
+        if done in plan.snapshot_at and on_snapshot is not None:
             on_snapshot(snapshot_cache(cache, done))
         mx.clear_cache()  # hand the chunk's freed buffers back, as mlx-lm's generate_step does
         yield Progress(done=done, total=total)
         if cancel.cancelled:
-            yield from _finish_early(inputs, plan, started_at, prefill_started, done)
-            return
+            return done, True
+    return done, False
 
-    # ---------------------------------------------------------------- decode
+
+@dataclass(frozen=True)
+class Decoded:
+    """How a decode ended, for the turn's end snapshot and stats."""
+
+    reason: FinishReason
+    generated_ids: tuple[int, ...]  # every token written, forced ones included
+    thinking_tokens: int
+    answer_tokens: int
+    first_token_at: float | None
+    index: int  # sequence positions now in the cache
+    last_logits: Any  # the logits for the token after ``index``
+    closing: bool  # stopped halfway through a close the engine was writing
+
+
+def _decode(
+    loaded: LoadedModel,
+    inputs: PromptInputs,
+    settings: GenerationSettings,
+    plan: PrefillPlan,
+    cancel: CancelToken,
+    extra: Sequence[LogitsProcessor],
+    split: bool,
+) -> Generator[Event, None, Decoded]:
+    """Sample, feed and stream tokens until the end of the turn, the token limit or a cancel."""
+    total = len(inputs)
+    cache = plan.cache
+    prompt_end = total - 1
     sampling = settings.sampling()
     ensure_runtime_imported()
     from mlx_lm.sample_utils import make_sampler
@@ -114,16 +173,34 @@ def _generate(loaded, inputs, settings, plan, cancel, on_snapshot, started_at) -
     sampler = make_sampler(temp=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
     if settings.seed is not None:
         mx.random.seed(settings.seed)
-    penalty: PresencePenalty | None = None
+    processors: list[LogitsProcessor] = []
+    if sampling.presence_penalty:
+        processors.append(presence_penalty(sampling.presence_penalty, settings.max_tokens))
+    processors += extra
+    reply = mx.zeros((0,), dtype=mx.int32)  # this reply's tokens so far, for the processors
+    top_n = settings.logprobs
 
     def sample(logits):
-        nonlocal penalty
-        if penalty is None:
-            penalty = PresencePenalty(sampling.presence_penalty, logits.shape[-1])
+        """The next token (lazy) and, when log-probabilities are asked for, its measures (lazy)."""
         logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
-        token = sampler(penalty(logprobs))
-        penalty.add(token)
-        return token
+        scored = logprobs
+        if processors:
+            scored = mx.stop_gradient(logprobs)  # a processor may write into it; keep the model's
+            for processor in processors:
+                scored = processor(reply, scored)
+        token = sampler(scored)
+        return token, (None if top_n is None else measure(token, logprobs))
+
+    def measure(token, logprobs):
+        """(the token's log-probability, the top ids, their log-probabilities, all of them)."""
+        chosen = mx.take_along_axis(logprobs, token.reshape(1, 1), axis=-1).reshape(-1)
+        top_ids = mx.argpartition(-logprobs, kth=top_n - 1, axis=-1)[0, :top_n] if top_n else chosen[:0]
+        return chosen, top_ids, logprobs[0, top_ids], logprobs
+
+    def extend(token_array) -> None:
+        nonlocal reply
+        if processors:
+            reply = mx.concatenate([reply, token_array.reshape(-1).astype(mx.int32)])
 
     index = prompt_end  # sequence position of the next token fed to the model
     last_logits = plan.logits
@@ -137,7 +214,7 @@ def _generate(loaded, inputs, settings, plan, cancel, on_snapshot, started_at) -
     text = loaded.text_stream()
     if plan.continues_reply:
         text.prime(inputs.ids[-PRIME_TOKENS:])
-    splitter = ThinkingSplitter(starts_in_thinking=settings.thinking)
+    splitter = ThinkingSplitter(starts_in_thinking=settings.thinking) if split else _Verbatim()
     close_ids = loaded.encode(FORCED_THINKING_CLOSE)
     budget = settings.thinking_budget if settings.thinking else None
     forced: list[int] = []  # tokens the engine writes itself (closing an over-budget thinking block)
@@ -145,12 +222,16 @@ def _generate(loaded, inputs, settings, plan, cancel, on_snapshot, started_at) -
         first_logits, index = plan.logits, total
     else:
         first_logits = feed(mx.array(inputs.ids[prompt_end:]))
+    # The log-probabilities for the next position, kept for a forced token's measure.
+    next_logprobs = None
     if budget is not None and budget <= 0:
         forced, budget = list(close_ids), None
-        y = None
+        y = measured = None
+        if top_n is not None:
+            next_logprobs = first_logits - mx.logsumexp(first_logits, axis=-1, keepdims=True)
     else:
-        y = sample(first_logits)
-        mx.async_eval(y)
+        y, measured = sample(first_logits)
+        mx.async_eval(y, *(measured or ()))
 
     first_token_at: float | None = None
     generated = thinking_tokens = answer_tokens = 0
@@ -162,16 +243,27 @@ def _generate(loaded, inputs, settings, plan, cancel, on_snapshot, started_at) -
             break
         if forced:
             token = forced.pop(0)
-            logits = feed(mx.array([token]))
+            token_array = mx.array([token])
+            if top_n is not None:
+                if next_logprobs is None and measured is not None:
+                    next_logprobs = measured[3]  # the dropped step's
+                token_measure = measure(token_array, next_logprobs)
+            extend(token_array)
+            logits = feed(token_array)
+            if top_n is not None:
+                next_logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
             if not forced:
-                y = sample(logits)
-                mx.async_eval(y)
+                y, measured = sample(logits)
+                mx.async_eval(y, *(measured or ()))
+                next_logprobs = None
         else:
             # Queue the next step before reading this token, so the device never waits on Python.
-            next_y = sample(feed(y))
-            mx.async_eval(next_y)
+            extend(y)
+            next_y, next_measured = sample(feed(y))
+            mx.async_eval(next_y, *(next_measured or ()))
             token = y.item()
-            y = next_y
+            token_measure = measured
+            y, measured = next_y, next_measured
             if first_token_at is None:
                 first_token_at = time.perf_counter()
             if token in loaded.eos_ids:
@@ -181,10 +273,13 @@ def _generate(loaded, inputs, settings, plan, cancel, on_snapshot, started_at) -
             first_token_at = time.perf_counter()
         generated += 1
         generated_ids.append(token)
-        if splitter.in_thinking:
+        in_thinking = splitter.in_thinking
+        if in_thinking:
             thinking_tokens += 1
         else:
             answer_tokens += 1
+        if top_n is not None:
+            yield _token_logprob(loaded, token, token_measure, in_thinking)
         part = splitter.feed(text.add(token))
         if part.thinking:
             yield ThinkingDelta(part.thinking)
@@ -194,6 +289,7 @@ def _generate(loaded, inputs, settings, plan, cancel, on_snapshot, started_at) -
             # This token is already in the cache; the queued step after it is dropped and the
             # closing tag follows instead, so the model goes on to answer.
             forced, budget = list(close_ids), None
+            next_logprobs = None  # the dropped step's, in ``measured``
 
     tail = splitter.feed(text.finalize())  # stop, length and cancel all end here
     rest = splitter.flush()
@@ -203,13 +299,29 @@ def _generate(loaded, inputs, settings, plan, cancel, on_snapshot, started_at) -
         yield ThinkingDelta(thinking_text)
     if answer_text:
         yield AnswerDelta(answer_text)
-    cut_short = reason is not FinishReason.STOP and not forced  # not halfway through a forced close
-    if plan.keep_end and cut_short and on_snapshot is not None and index == total + len(generated_ids) > total:
-        mx.eval(last_logits)  # computed, not a graph that holds on to the live cache
-        on_snapshot(Snapshot(index, cache_protocol.copy_cache(cache), tuple(generated_ids), last_logits))
+    return Decoded(reason, tuple(generated_ids), thinking_tokens, answer_tokens, first_token_at, index,
+                   last_logits, bool(forced))
+
+
+def _finish(
+    inputs: PromptInputs,
+    plan: PrefillPlan,
+    decoded: Decoded,
+    on_snapshot: Callable[[Snapshot], None] | None,
+    started_at: float,
+    prefill_started: float,
+) -> Iterator[Event]:
+    """The end snapshot of a turn cut short (so carrying it on needs no prefill), Stats, Finished."""
+    total = len(inputs)
+    generated = len(decoded.generated_ids)
+    cut_short = decoded.reason is not FinishReason.STOP and not decoded.closing
+    if plan.keep_end and cut_short and on_snapshot is not None and decoded.index == total + generated > total:
+        mx.eval(decoded.last_logits)  # computed, not a graph that holds on to the live cache
+        on_snapshot(Snapshot(decoded.index, cache_protocol.copy_cache(plan.cache), decoded.generated_ids,
+                             decoded.last_logits))
 
     finished_at = time.perf_counter()
-    first = first_token_at or finished_at
+    first = decoded.first_token_at or finished_at
     prefilled = max(0, total - plan.start)
     prefill_s = max(first - prefill_started, 1e-9)
     decode_s = finished_at - first
@@ -218,15 +330,27 @@ def _generate(loaded, inputs, settings, plan, cancel, on_snapshot, started_at) -
         reused_tokens=plan.start,
         prefilled_tokens=prefilled,
         generated_tokens=generated,
-        thinking_tokens=thinking_tokens,
-        answer_tokens=answer_tokens,
+        thinking_tokens=decoded.thinking_tokens,
+        answer_tokens=decoded.answer_tokens,
         prefill_tps=prefilled / prefill_s,
         decode_tps=(generated - 1) / decode_s if generated > 1 and decode_s > 0 else 0.0,
         ttft_s=first - started_at,
         total_s=finished_at - started_at,
         peak_memory_bytes=int(mx.get_peak_memory()),
     )
-    yield Finished(reason)
+    yield Finished(decoded.reason)
+
+
+class _Verbatim:
+    """The thinking splitter's interface for raw text: all of it is answer, as written."""
+
+    in_thinking = False
+
+    def feed(self, chunk: str) -> Split:
+        return Split(answer=chunk)
+
+    def flush(self) -> Split:
+        return Split()
 
 
 def _finish_early(
@@ -247,3 +371,18 @@ def _finish_early(
         peak_memory_bytes=int(mx.get_peak_memory()),
     )
     yield Finished(FinishReason.CANCELLED)
+
+
+def _token_logprob(loaded: LoadedModel, token: int, measured, thinking: bool) -> TokenLogprob:
+    from engine_mlx.detokenize import token_bytes
+
+    chosen, top_ids, top_values, _ = measured
+
+    def entry(token_id: int) -> tuple[str, tuple[int, ...]]:
+        raw = token_bytes(loaded.tokenizer, token_id)
+        return raw.decode("utf-8", errors="replace"), tuple(raw)
+
+    pairs = sorted(zip(top_ids.tolist(), top_values.tolist(), strict=True), key=lambda p: -p[1])
+    top = tuple(TopLogprob(i, *entry(i), logprob=v) for i, v in pairs)
+    text, raw = entry(token)
+    return TokenLogprob(token, text, raw, float(chosen.item()), top, thinking)

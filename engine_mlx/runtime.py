@@ -16,6 +16,7 @@ tests/test_upstream_contract.py.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -77,6 +78,31 @@ class PromptInputs:
         for token_id in self._pad_cumsum:
             out._pad_cumsum[token_id] = np.concatenate([[0], np.cumsum(arr == token_id)])
         return out
+
+    def reuse_ids(self) -> list[int]:
+        """The ids with each image or video marked by a digest of its pixels: what snapshots key on.
+
+        Two images of the same size give the same run of pad tokens; replacing an earlier image must
+        not resume from a state that saw the old one, so the first pad token of every item becomes a
+        negative number (no real token id) derived from its pixels.
+        """
+        ids = list(self.ids)
+        arr = None
+        for rows in (self.images, self.videos):
+            if rows is None or not rows.count:
+                continue
+            if arr is None:
+                arr = np.asarray(self.ids)
+            where = np.nonzero(arr == rows.token_id)[0]
+            for item in range(rows.count):
+                first = rows.feature_starts[item]
+                if first >= len(where):
+                    break
+                pixels = np.asarray(rows.pixels[rows.row_starts[item] : rows.row_starts[item + 1]])
+                h = hashlib.blake2b(pixels.tobytes(), digest_size=7)
+                h.update(np.asarray(rows.grid_thw[item]).tobytes())
+                ids[int(where[first])] = -1 - int.from_bytes(h.digest(), "big")
+        return ids
 
     def media_token_ids(self) -> set[int]:
         return {rows.token_id for rows in (self.images, self.videos) if rows and rows.count}

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from engine_mlx.forcing import ForcedText
+from engine_mlx.grammar import JsonFormat, ToolCallStart
+
 
 @dataclass(frozen=True)
 class Sampling:
@@ -37,6 +40,12 @@ class GenerationSettings:
     seed: int | None = None
     prefill_chunk: int = 512  # prompt tokens per prefill step: the granularity of progress and cancel
     context_limit: int | None = None  # prompt + reply tokens allowed; None = the model's own context
+    forced: ForcedText | None = None  # text the model is made to write (tests, a forced tool call)
+    response_format: JsonFormat | None = None  # the answer (after any thinking) is JSON, constrained
+    tool_call: ToolCallStart | None = None  # the answer (after any thinking) opens a call of one of these
+    # Log-probabilities of each generated token (events.TokenLogprob), with this many alternatives;
+    # None computes none.
+    logprobs: int | None = None
 
     def sampling(self) -> Sampling:
         base = THINKING_SAMPLING if self.thinking else NON_THINKING_SAMPLING

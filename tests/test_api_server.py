@@ -24,7 +24,6 @@ import pytest
 from media_files import write_image
 from raw_http import send_chunked_until_answered
 
-from engine_mlx.cache import common_prefix
 from engine_mlx.conversation import Role
 from engine_mlx.events import AnswerDelta, Finished, Stats, ThinkingDelta
 from engine_mlx.jobs import EngineThread, JobKind
@@ -35,6 +34,7 @@ from engine_mlx.server.requests import parse_chat_request
 from engine_mlx.server.responses import ReplyAssembler
 from engine_mlx.server.runner import ApiServer
 from engine_mlx.server.security import AccessPolicy
+from engine_mlx.snapshots import common_prefix
 
 openai = pytest.importorskip("openai")
 
@@ -218,20 +218,86 @@ def test_four_turn_chat_prefills_only_the_new_tokens(client, model, engine, jobs
             print(f"\n  API turn {turn}: prompt {prompt}, cached {cached}, prefilled {prefilled} (new {new})", end="")
 
 
-def test_two_api_conversations_in_turn_both_resume(client, model):
-    """Two clients' chats alternating (no ids): each follow-up finds its own chat's snapshot."""
-    chats = {name: [{"role": "system", "content": f"You are {name}."}] for name in ("Ada", "Bob")}
-    usage = {}
+def _turn_starts(engine, jobs, server, body) -> list[int]:
+    marker = jobs.call(lambda: engine._loaded.encode("<|im_start|>"))[0]
+    return [i for i, t in enumerate(prompt_ids(engine, jobs, server, body)) if t == marker]
+
+
+@pytest.mark.parametrize("chats", [2, 6])
+def test_api_conversations_in_turn_all_resume(client, model, engine, jobs, server, chats):
+    """Clients' chats alternating (no ids): each follow-up finds its own chat's snapshot, with more
+    chats than the old fixed limit of 4 (the snapshot budget, not a count, decides)."""
+    histories = {n: [{"role": "system", "content": f"You are agent {n} of {chats}."}] for n in range(chats)}
+    cached, starts = {}, {}
     for turn in range(2):
-        for name, messages in chats.items():
-            messages.append({"role": "user", "content": f"{name}, turn {turn}: say something."})
+        for n, messages in histories.items():
+            messages.append({"role": "user", "content": f"Agent {n}, turn {turn}: say something."})
             reply = client.chat.completions.create(model=model, messages=messages, max_tokens=6,
                                                    extra_body={"enable_thinking": False})
+            starts[n, turn] = _turn_starts(engine, jobs, server, {"messages": messages, "enable_thinking": False})
             messages.append({"role": "assistant", "content": reply.choices[0].message.content})
-            usage[name, turn] = reply.usage
-    for name in chats:
-        first, second = usage[name, 0], usage[name, 1]
-        assert second.prompt_tokens_details.cached_tokens >= first.prompt_tokens - 8, (name, first, second)
+            cached[n, turn] = reply.usage.prompt_tokens_details.cached_tokens
+    for n in histories:
+        # everything before the first turn's generation prompt
+        assert cached[n, 1] >= starts[n, 0][-1], (n, cached, starts)
+
+
+def test_edited_and_repeated_last_user_message_reuse_everything_before_it(client, model, engine, jobs, server):
+    """An API client that edits its last message, or sends a second user message in a row, resumes
+    right before (after) it, and answers exactly as a cold prefill."""
+    settings = {"max_tokens": 6, "thinking_budget": 2, **GREEDY}
+    base = [{"role": "system", "content": "You edit."}, {"role": "user", "content": "First question here."}]
+    first = client.chat.completions.create(model=model, messages=base, extra_body=settings)
+    history = base + [{"role": "assistant", "content": first.choices[0].message.content}]
+    client.chat.completions.create(model=model, messages=history + [{"role": "user", "content": "A second one."}],
+                                   extra_body=settings)
+    for last in ({"role": "user", "content": "No, a different second one."},  # edited
+                 {"role": "user", "content": "And a third, right after."}):  # two user messages in a row
+        messages = (history if last["content"].startswith("No") else base) + [last]
+        body = {"messages": messages, **settings}
+        reply = client.chat.completions.create(model=model, messages=messages, extra_body=settings)
+        assert reply.usage.prompt_tokens_details.cached_tokens == _turn_starts(engine, jobs, server, body)[-2]
+        msg = reply.choices[0].message
+        assert (msg.model_dump().get("reasoning_content") or "", msg.content) == direct(engine, jobs, server, body)[:2]
+
+
+def test_logprobs_and_top_logprobs_stream_and_not(client, model, engine, jobs, server):
+    """OpenAI's logprobs: each content token's log-probability under the model and its top
+    alternatives, the same streamed or not, equal to the engine's own TokenLogprob events; greedy
+    picks the most likely token each time."""
+    from engine_mlx.events import TokenLogprob
+
+    messages = [{"role": "user", "content": "Count to five."}]
+    extra = {"enable_thinking": False, **GREEDY}
+    reply = client.chat.completions.create(model=model, messages=messages, max_tokens=8, logprobs=True,
+                                           top_logprobs=3, extra_body=extra)
+    entries = reply.choices[0].logprobs.content
+    chat = parse_chat_request({"model": model, "messages": messages, "max_tokens": 8, "logprobs": True,
+                               "top_logprobs": 3, **extra}, server.context.media_dir)
+    events = jobs.call(lambda: list(engine.generate(replace(chat.conversation, id=""), chat.settings)))
+    expected = [e for e in events if isinstance(e, TokenLogprob)]
+    assert len(expected) == 8 and not any(e.thinking for e in expected)
+    content = reply.choices[0].message.content
+    # (the API's turn may resume from a snapshot: the figures agree to float rounding)
+    assert [(e.token, e.bytes) for e in entries] == [(e.token, list(e.bytes)) for e in expected]
+    assert [e.logprob for e in entries] == pytest.approx([e.logprob for e in expected], abs=1e-4)
+    for entry in entries:
+        top = entry.top_logprobs
+        assert len(top) == 3 and top[0].logprob >= top[1].logprob >= top[2].logprob
+        assert (entry.token, entry.logprob) == (top[0].token, top[0].logprob) and entry.logprob <= 0
+    streamed = []
+    for chunk in client.chat.completions.create(model=model, messages=messages, max_tokens=8, logprobs=True,
+                                                top_logprobs=3, stream=True, extra_body=extra):
+        for choice in chunk.choices:
+            if choice.logprobs is not None:
+                streamed += choice.logprobs.content or []
+    assert [e.token for e in streamed] == [e.token for e in entries]
+    assert [e.logprob for e in streamed] == pytest.approx([e.logprob for e in entries], abs=1e-4)
+    plain = client.chat.completions.create(model=model, messages=messages, max_tokens=8, extra_body=extra)
+    assert plain.choices[0].logprobs is None and plain.choices[0].message.content == content
+    bad = {"model": model, "messages": messages, "top_logprobs": 2}
+    status, body, _ = raw(server, "POST", "/v1/chat/completions", json.dumps(bad).encode())
+    assert status == 400 and body["error"]["param"] == "top_logprobs"
 
 
 TOOLS = [{"type": "function", "function": {
@@ -278,6 +344,98 @@ def test_tool_call_parsed_from_model_shaped_tokens(engine, jobs):
                                                          "hours": [9, 12.5]}
     tool_deltas = [d for d in deltas if "tool_calls" in d]
     assert len(tool_deltas) == 1 and tool_deltas[0]["tool_calls"][0]["index"] == 0
+
+
+OTHER_TOOL = {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("choice", ["named", "required", "required-of-two"])
+def test_tool_choice_forces_a_call_after_the_thinking(client, model, choice, stream):
+    """tool_choice 'required' or a named function: the engine writes the call's opening once the
+    thinking closes (here the budget closes it), so even the random model's reply is a call; with
+    several tools and 'required', a grammar lets the model pick only one of their names."""
+    tools = TOOLS if choice == "required" else TOOLS + [OTHER_TOOL]
+    tool_choice = {"type": "function", "function": {"name": "get_weather"}} if choice == "named" else "required"
+    allowed = ["get_weather", "get_time"] if choice == "required-of-two" else ["get_weather"]
+    for extra in ({"thinking_budget": 3}, {"enable_thinking": False}):
+        kwargs = dict(model=model, messages=[{"role": "user", "content": "Weather in Paris?"}], tools=tools,
+                      tool_choice=tool_choice, max_tokens=80, extra_body={**extra, **GREEDY})
+        if stream:
+            names, finish = [], None
+            for chunk in client.chat.completions.create(stream=True, **kwargs):
+                for c in chunk.choices:
+                    names += [tc.function.name for tc in c.delta.tool_calls or []]
+                    finish = c.finish_reason or finish
+        else:
+            reply = client.chat.completions.create(**kwargs).choices[0]
+            names, finish = [tc.function.name for tc in reply.message.tool_calls or []], reply.finish_reason
+            assert json.loads(reply.message.tool_calls[0].function.arguments) is not None
+        assert len(names) >= 1 and names[0] in allowed and finish == "tool_calls", (extra, names)
+
+
+def test_invalid_tool_choice_is_400(server, model):
+    base = {"model": model, "messages": [{"role": "user", "content": "hi"}], "tools": TOOLS}
+    for choice in ("sometimes", {"type": "function", "function": {"name": "nope"}}, {"type": "function"}):
+        status, body, _ = raw(server, "POST", "/v1/chat/completions",
+                              json.dumps({**base, "tool_choice": choice}).encode())
+        assert status == 400 and body["error"]["param"] == "tool_choice", (choice, body)
+    status, body, _ = raw(server, "POST", "/v1/chat/completions", json.dumps(
+        {**base, "tools": [], "tool_choice": "required"}).encode())
+    assert status == 400 and body["error"]["param"] == "tool_choice"
+
+
+SCHEMA = {"type": "object", "additionalProperties": False, "required": ["ok", "n", "colour"],
+          "properties": {"ok": {"type": "boolean"}, "n": {"type": "integer", "minimum": 0, "maximum": 99},
+                         "colour": {"enum": ["red", "green"]}}}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_response_format_constrains_the_answer_to_json(client, model, stream):
+    """json_object and json_schema (strict) through llguidance: the random model's answer parses as
+    JSON and matches the schema, after its thinking (closed by the budget) or without any."""
+    schema = {"type": "json_schema", "json_schema": {"name": "answer", "schema": SCHEMA, "strict": True}}
+    # Any object: the random model writes long strings; on this prompt (greedy) it closes its object
+    # within 80 tokens, thinking or not.
+    cases = [(fmt, extra) for fmt in ({"type": "json_object"}, schema)
+             for extra in ({"thinking_budget": 3}, {"enable_thinking": False})]
+    for response_format, extra in cases:
+        kwargs = dict(model=model, messages=[{"role": "user", "content": "Return JSON."}], max_tokens=600,
+                      response_format=response_format, extra_body={**extra, **GREEDY})
+        if stream:
+            content, finish = "", None
+            for chunk in client.chat.completions.create(stream=True, **kwargs):
+                for c in chunk.choices:
+                    content += c.delta.content or ""
+                    finish = c.finish_reason or finish
+        else:
+            reply = client.chat.completions.create(**kwargs).choices[0]
+            content, finish = reply.message.content, reply.finish_reason
+        value = json.loads(content)
+        assert finish == "stop" and isinstance(value, dict), (response_format, extra, content)
+        if response_format["type"] == "json_schema":
+            assert set(value) == {"ok", "n", "colour"} and isinstance(value["ok"], bool)
+            assert type(value["n"]) is int and 0 <= value["n"] <= 99 and value["colour"] in ("red", "green")
+
+
+def test_response_format_errors(server, model):
+    base = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+    bad_schema = {"type": "object", "properties": {"a": {"type": "wizard"}}}
+    cases = [({"type": "yaml"}, "response_format.type"),
+             ({"type": "json_schema", "json_schema": {"name": "x", "schema": bad_schema, "strict": True}},
+              "response_format.json_schema.schema"),
+             ({"type": "json_schema", "json_schema": {"name": "x", "schema": "{}"}},
+              "response_format.json_schema.schema")]
+    for response_format, param in cases:
+        status, body, _ = raw(server, "POST", "/v1/chat/completions",
+                              json.dumps({**base, "response_format": response_format}).encode())
+        assert status == 400 and body["error"]["param"] == param, (response_format, body)
+    # Not strict: still an object, though the schema cannot be enforced.
+    loose = {"type": "json_schema", "json_schema": {"name": "x", "schema": bad_schema}}
+    status, body, _ = raw(server, "POST", "/v1/chat/completions", json.dumps(
+        {**base, "messages": [{"role": "user", "content": "Return JSON."}], "response_format": loose,
+         "max_tokens": 600, "enable_thinking": False, **GREEDY}).encode())
+    assert status == 200 and isinstance(json.loads(body["choices"][0]["message"]["content"]), dict)
 
 
 def test_tool_parser_contract_pinned():
@@ -1126,3 +1284,39 @@ def test_the_token_floor_holds_for_the_real_qwen_vocabulary():
              "漢字かな交じり文" * 2_000, "All work and no play makes Jack a dull boy. " * 2_000, "=" * 4096]
     for text in texts:
         assert len(qwen.encode(text, add_special_tokens=False).ids) >= math.ceil(text_bytes(text) / longest), text[:20]
+
+
+def test_completions_for_autocomplete_stream_and_not(client, model, engine, jobs, server):
+    """/v1/completions: the raw prompt's continuation equals Engine.complete's, streamed or not, stop
+    sequences applied; a longer prompt (the next keystrokes) reuses the snapshot before its end."""
+    prompt = "def add(a, b):\n    \"\"\"Add two numbers.\"\"\"\n    return"
+    settings = {"temperature": 0.0, "presence_penalty": 0.0}
+
+    def expected(p, n=16):
+        from engine_mlx.settings import GenerationSettings
+
+        events = jobs.call(lambda: list(engine.complete(p, GenerationSettings(thinking=False, max_tokens=n, **settings))))
+        return "".join(e.text for e in events if isinstance(e, AnswerDelta))
+
+    reply = client.completions.create(model=model, prompt=prompt, extra_body=settings)
+    text = reply.choices[0].text
+    assert reply.object == "text_completion" and text == expected(prompt) and reply.usage.completion_tokens == 16
+    assert reply.choices[0].finish_reason == "length"
+    streamed, finish, usage = "", None, None
+    longer = prompt + " a + b\n\n\ndef sub(a, b):\n    return"
+    for chunk in client.completions.create(model=model, prompt=longer, stream=True,
+                                           stream_options={"include_usage": True}, extra_body=settings):
+        for choice in chunk.choices:
+            streamed += choice.text
+            finish = choice.finish_reason or finish
+        usage = chunk.usage or usage
+    assert streamed == expected(longer) and finish == "length"
+    assert usage.prompt_tokens_details.cached_tokens >= len(jobs.call(lambda: engine._loaded.encode(prompt))) - 8
+    stop = text.strip()[:2]
+    if stop:
+        cut = client.completions.create(model=model, prompt=prompt, stop=[stop], extra_body=settings)
+        assert cut.choices[0].text == text[: text.index(stop)] and cut.choices[0].finish_reason == "stop"
+    for bad, param in (({"prompt": ""}, "prompt"), ({"prompt": "x", "suffix": "y"}, "suffix"),
+                       ({"prompt": "x", "echo": True}, "echo"), ({"prompt": ["a", "b"]}, "prompt")):
+        status, body, _ = raw(server, "POST", "/v1/completions", json.dumps({"model": model, **bad}).encode())
+        assert status == 400 and body["error"]["param"] == param, (bad, body)

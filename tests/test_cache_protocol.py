@@ -170,8 +170,7 @@ def test_a_state_from_outside_the_two_libraries_is_refused(tmp_path):
 
 def test_store_trims_a_copy_of_a_trimmable_cache_and_keeps_the_original():
     """Attention-only caches (not Qwen3.5's) resume from a longer snapshot by trimming a copy."""
-    from engine_mlx.cache import SnapshotStore
-    from engine_mlx.model_state import Snapshot
+    from engine_mlx.snapshots import Snapshot, SnapshotStore
 
     store = SnapshotStore()
     cache = [_kv(lm_cache.KVCache(), 8), _kv(lm_cache.KVCache(), 8)]
@@ -189,8 +188,7 @@ def test_store_trims_a_copy_of_a_trimmable_cache_and_keeps_the_original():
 
 
 def test_store_refuses_a_snapshot_whose_cache_does_not_hold_its_tokens():
-    from engine_mlx.cache import SnapshotStore
-    from engine_mlx.model_state import Snapshot
+    from engine_mlx.snapshots import Snapshot, SnapshotStore
 
     store = SnapshotStore()
     store.add("k", "fp", list(range(8)), Snapshot(6, [_kv(lm_cache.KVCache(), 8)]))

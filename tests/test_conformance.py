@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 from media_files import write_image
 
-from engine_mlx.cache import common_prefix
 from engine_mlx.cancel import CancelToken
 from engine_mlx.checkpoint import SearchRoot, SourceKind, discover_models, inspect_checkpoint
 from engine_mlx.conversation import Conversation, ImageAttachment, Message, Role
@@ -24,6 +23,7 @@ from engine_mlx.events import AnswerDelta, Finished, FinishReason, Stats, Thinki
 from engine_mlx.memory import FitVerdict, estimate_fit, machine_memory
 from engine_mlx.prompt import load_media, render_text
 from engine_mlx.settings import GenerationSettings
+from engine_mlx.snapshots import common_prefix
 
 
 def _weight_names(folder: Path) -> set[str]:

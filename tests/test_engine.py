@@ -18,6 +18,7 @@ from engine_mlx.conversation import (
 )
 from engine_mlx.errors import MediaError, ModelNotLoadedError, UnsupportedInputError
 from engine_mlx.events import AnswerDelta, Finished, FinishReason, Progress, Stats, ThinkingDelta
+from engine_mlx.generation import FORCED_THINKING_CLOSE
 from engine_mlx.prompt import template_messages
 from engine_mlx.settings import GenerationSettings
 
@@ -284,3 +285,116 @@ def test_follow_up_turns_reuse_decoded_media_until_the_file_changes(tiny_model_d
     os.utime(image, ns=(1, 1))
     collect(eng.generate(follow, settings))
     assert (cache.hits, cache.misses) == (3, 3)
+
+
+FORCED = "Hello, world! Ünïcödé 你好 ✓ <tool_call>\n<function=f>"
+
+
+def test_forced_text_comes_out_exactly_through_the_detokenizer(engine):
+    """The forced-tokens processor: the real tokenizer's tokens of a text, forced through the sampler,
+    stream back as that very text (multi-byte characters split across tokens included), then the
+    turn ends; with sampling on too, since every other token is masked."""
+    from engine_mlx.forcing import ForcedText
+
+    for sampled in (dict(temperature=0.0), dict(seed=4)):
+        settings = GenerationSettings(thinking=False, max_tokens=64, forced=ForcedText(FORCED), **sampled)
+        events = collect(engine.generate(ask("Say it"), settings))
+        assert texts(events, AnswerDelta) == FORCED
+        assert events[-1].reason is FinishReason.STOP
+        assert events[-2].generated_tokens == len(engine._loaded.encode(FORCED))
+
+
+def test_forced_text_goes_through_the_thinking_splitter(engine):
+    from engine_mlx.forcing import ForcedText
+
+    forced = ForcedText("Let me see.\n</think>\n\nThe answer is 42.")
+    events = collect(engine.generate(ask("Think"), GenerationSettings(max_tokens=64, forced=forced, **{"seed": 1})))
+    assert (texts(events, ThinkingDelta), texts(events, AnswerDelta)) == ("Let me see.\n", "The answer is 42.")
+    # Without end_turn the model goes on after the text.
+    more = ForcedText("Once upon", end_turn=False)
+    events = collect(engine.generate(ask("Go"), GenerationSettings(thinking=False, forced=more, **GREEDY)))
+    assert texts(events, AnswerDelta).startswith("Once upon") and events[-2].generated_tokens == 16
+    assert len(texts(events, AnswerDelta)) > len("Once upon")
+
+
+def test_forced_text_after_thinking_starts_once_the_budget_closes_it(engine):
+    from engine_mlx.forcing import ForcedText
+
+    forced = ForcedText("\n\n<tool_call>\n<function=lookup>\n", end_turn=False, after_thinking=True)
+    settings = GenerationSettings(thinking_budget=5, forced=forced, **{**GREEDY, "max_tokens": 40})
+    events = collect(engine.generate(ask("Call it"), settings))
+    assert texts(events, AnswerDelta).startswith("<tool_call>\n<function=lookup>\n")
+    assert 5 <= events[-2].thinking_tokens <= 5 + 3
+
+
+def test_presence_penalty_is_mlx_lms_processor_over_the_whole_reply():
+    """Qwen's (vLLM's) presence penalty: every token already in the reply loses the penalty once,
+    however often it came and however long ago (mlx-lm's processor with a window as long as the reply)."""
+    import mlx.core as mx
+
+    from engine_mlx.generation import presence_penalty
+
+    penalty = presence_penalty(1.5, max_tokens=100)
+    reply = mx.array([3, 3] + [5] * 40, dtype=mx.int32)
+    out = penalty(reply, mx.zeros((1, 8)))
+    assert out.tolist() == [[0.0, 0.0, 0.0, -1.5, 0.0, -1.5, 0.0, 0.0]]
+
+
+def test_token_logprobs_only_when_asked_and_for_every_token(engine):
+    """One TokenLogprob per generated token (sampled, and the close a thinking budget forces), before
+    its text; none unless asked."""
+    import math
+
+    from engine_mlx.events import TokenLogprob
+
+    plain = collect(engine.generate(ask("Think"), GenerationSettings(thinking_budget=3, **GREEDY)))
+    assert not any(isinstance(e, TokenLogprob) for e in plain)
+    settings = GenerationSettings(thinking_budget=3, logprobs=2, **GREEDY)
+    events = collect(engine.generate(ask("Think"), settings))
+    marks = [e for e in events if isinstance(e, TokenLogprob)]
+    stats = events[-2]
+    assert len(marks) == stats.generated_tokens and sum(m.thinking for m in marks) == stats.thinking_tokens
+    assert [texts(events, k) for k in (ThinkingDelta, AnswerDelta)] == [texts(plain, k) for k in (ThinkingDelta, AnswerDelta)]
+    forced = set(engine._loaded.encode(FORCED_THINKING_CLOSE))
+    assert engine._loaded.think_close_id in {m.token_id for m in marks}  # the forced close is measured too
+    for m in marks:
+        assert math.isfinite(m.logprob) and m.logprob <= 0 and len(m.top) == 2
+        assert m.top[0].logprob >= m.top[1].logprob
+        if m.token_id not in forced:
+            assert m.top[0].token_id == m.token_id  # greedy: the most likely token
+
+
+def test_json_schema_constrains_the_answer_on_both_checkpoints(engine, text_engine):
+    """The grammar processor on the vision checkpoint's tokenizer and on mlx-lm's wrapped one (the
+    text-only checkpoint); the thinking stays free and the answer after it is the schema's JSON."""
+    import json
+
+    from engine_mlx.grammar import JsonFormat
+
+    schema = {"type": "object", "required": ["pick"], "additionalProperties": False,
+              "properties": {"pick": {"enum": ["left", "right"]}}}
+    settings = GenerationSettings(thinking_budget=3, response_format=JsonFormat(json.dumps(schema)),
+                                  **{**GREEDY, "max_tokens": 60})
+    for eng in (engine, text_engine):
+        events = collect(eng.generate(ask("Choose"), settings))
+        assert json.loads(texts(events, AnswerDelta))["pick"] in ("left", "right")
+        assert texts(events, ThinkingDelta) and events[-1].reason is FinishReason.STOP
+
+
+def test_raw_completion_matches_mlx_vlm_and_resumes_as_the_prompt_grows(engine):
+    """Engine.complete: a raw prompt, no template, the text verbatim (no thinking split, the leading
+    space kept), greedy equal to mlx-vlm's own generation; a longer prompt resumes from a snapshot a
+    little before the previous prompt's end and still equals mlx-vlm's output."""
+    from mlx_vlm import stream_generate
+
+    loaded = engine._loaded
+    first = "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n    if n < 2:\n"
+    for prompt in (first, first + "        return n\n    return"):
+        events = collect(engine.complete(prompt, GenerationSettings(thinking=False, **GREEDY)))
+        assert not texts(events, ThinkingDelta)
+        ids = [r.token for r in stream_generate(loaded.model, loaded.processor, prompt, max_tokens=16,
+                                                temperature=0.0)]
+        n = events[-2].generated_tokens
+        assert texts(events, AnswerDelta) == loaded.tokenizer.decode(ids[:n], skip_special_tokens=True)
+        assert n == 16 or ids[n] in loaded.eos_ids
+    assert events[-2].reused_tokens >= len(loaded.encode(first)) - 8

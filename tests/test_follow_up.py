@@ -16,12 +16,12 @@ from dataclasses import dataclass, replace
 import pytest
 from media_files import write_image, write_video
 
-from engine_mlx.cache import SnapshotStore, common_prefix
 from engine_mlx.cancel import CancelToken
 from engine_mlx.conversation import Conversation, ImageAttachment, Message, Role, VideoAttachment
 from engine_mlx.events import AnswerDelta, Finished, FinishReason, Stats, ThinkingDelta
 from engine_mlx.prompt import load_media, render_text
 from engine_mlx.settings import GenerationSettings
+from engine_mlx.snapshots import SnapshotStore, common_prefix
 
 # A small prefill chunk so that snapshots land in the middle of a prefill, between chunks.
 ON = GenerationSettings(thinking=True, thinking_budget=4, temperature=0.0, presence_penalty=0.0,
@@ -258,6 +258,30 @@ def test_edited_and_regenerated_messages_reuse_everything_before_the_change(engi
     same_as_cold(engine, nxt, ON, previous_ids=ids)
 
 
+def _turn_starts(engine, convo: Conversation, settings: GenerationSettings) -> list[int]:
+    marker = engine._loaded.encode("<|im_start|>")[0]
+    return [i for i, t in enumerate(prompt_ids(engine, convo, settings)) if t == marker]
+
+
+@pytest.mark.parametrize("settings", [ON, OFF], ids=["thinking-on", "thinking-off"])
+def test_an_edited_or_repeated_last_message_reuses_everything_before_it(engine, settings):
+    """Every turn keeps a snapshot at the start and at the end of its last message, so an edited last
+    message resumes right before it, and a second user message in a row right after the first."""
+    convo = converse(engine, f"last-{settings.thinking}", settings, TEXTS[:2])
+    edited = Conversation(convo.messages[:2] + (Message(Role.USER, "Something else entirely."),), id=convo.id)
+    warm = same_as_cold(engine, edited, settings)
+    assert warm.stats.reused_tokens == _turn_starts(engine, edited, settings)[-2]  # all before the message
+    # The same edit again (a retry) resumes from the end of the message: only the generation prompt.
+    again = same_as_cold(engine, edited, settings)
+    assert again.stats.reused_tokens == _turn_starts(engine, edited, settings)[-1]
+
+    row = Conversation((Message(Role.USER, TEXTS[0]),), id=f"row-{settings.thinking}")
+    run(engine, row, settings)
+    twice = row.with_message(Message(Role.USER, "And once more, in other words."))
+    warm = same_as_cold(engine, twice, settings)
+    assert warm.stats.reused_tokens == _turn_starts(engine, twice, settings)[-2]  # all of the first message
+
+
 def _cut(engine, convo: Conversation, settings: GenerationSettings, how: str) -> Turn:
     """A turn cut short by the token limit, or by Stop (a cancel) after as many tokens."""
     if how == "limit":
@@ -384,7 +408,7 @@ def _fake_snapshot(length: int, nbytes: int):
     import mlx.core as mx
     from mlx_vlm.models.cache import ArraysCache
 
-    from engine_mlx.model_state import Snapshot
+    from engine_mlx.snapshots import Snapshot
 
     entry = ArraysCache(1)
     entry[0] = mx.zeros((nbytes // 4,), dtype=mx.float32)

@@ -32,7 +32,14 @@ from starlette.types import Receive, Scope, Send
 
 from engine_mlx.cancel import CancelToken
 from engine_mlx.errors import EngineError
-from engine_mlx.events import AnswerDelta, Finished, FinishReason, Stats, ThinkingDelta
+from engine_mlx.events import (
+    AnswerDelta,
+    Finished,
+    FinishReason,
+    Stats,
+    ThinkingDelta,
+    TokenLogprob,
+)
 from engine_mlx.jobs import EngineThread, StreamEnd
 from engine_mlx.server.config import ServerConfig
 from engine_mlx.server.errors import ApiError, error_body, from_engine_error, model_not_found
@@ -216,18 +223,28 @@ async def _read_body(request: Request) -> bytearray:
     return body
 
 
-async def _chat(request: Request, context: ServerContext, rec: RequestRecord, started: float) -> Response:
+async def admit(request: Request, context: ServerContext) -> tuple[dict[str, Any], str]:
+    """A POST's JSON body and the model that serves it, or the ApiError that refuses it."""
     body = await asyncio.to_thread(parse_body, await _read_body(request))  # seconds for a body of millions
     if context.jobs.loading:
         raise ApiError(503, "A model is loading; try again in a moment.", code="model_loading")
     model = context.model_id()
     if model is None:
         raise ApiError(503, "No model is loaded; load a model in QwenDesk first.", code="model_not_loaded")
+    return body, model
+
+
+def check_model(asked: str, model: str) -> None:
+    if asked != model:
+        raise model_not_found(asked, model)
+
+
+async def _chat(request: Request, context: ServerContext, rec: RequestRecord, started: float) -> Response:
+    body, model = await admit(request, context)
     images = context.media.batch()
     try:
         chat = parse_chat_request(body, images, context.config)
-        if chat.model != model:
-            raise model_not_found(chat.model, model)
+        check_model(chat.model, model)
         # before it is queued; off the event loop (normalizing megabytes of text takes a moment)
         await asyncio.to_thread(context.engine.check_prompt_size, chat.conversation, chat.settings)
     except (ApiError, EngineError) as exc:
@@ -252,23 +269,27 @@ async def _chat(request: Request, context: ServerContext, rec: RequestRecord, st
 class _Run:
     """One request's generation on the engine thread, its events in an asyncio queue."""
 
-    def __init__(self, context: ServerContext, chat: ChatRequest, receive: Receive, images: ImageBatch):
+    def __init__(self, context: ServerContext, chat: ChatRequest, receive: Receive,
+                 images: ImageBatch | None = None, generate: Callable[[CancelToken], Any] | None = None,
+                 prefix: str = "chatcmpl"):
         self.context = context
         self.chat = chat
-        self.images = images
+        self.images = images  # a chat's inline images (None for a raw completion)
         self.refused = False  # the engine raised before its first event: the request's new images go
+        # what runs on the engine thread: the chat's next turn unless told (a raw completion)
+        self._generate = generate or (lambda cancel: context.engine.generate(chat.conversation, chat.settings,
+                                                                             cancel=cancel))
         self.cancel = CancelToken()
         self.queue: asyncio.Queue = asyncio.Queue()
         self.receive = receive
         self.engine_started = self.engine_ended = 0.0
         self.disconnected = False
         self._watch: asyncio.Task | None = None
-        self.id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        self.id = f"{prefix}-{uuid.uuid4().hex[:24]}"
         self.created = int(time.time())
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        engine, chat = self.context.engine, self.chat
 
         def sink(item) -> None:
             now = time.perf_counter()
@@ -282,9 +303,7 @@ class _Run:
         with self.context.lock:
             self.context.active.add(self.cancel)
         self._watch = asyncio.ensure_future(self._watch_disconnect())
-        self.context.jobs.submit_stream(
-            lambda: engine.generate(chat.conversation, chat.settings, cancel=self.cancel), sink, self.cancel
-        )
+        self.context.jobs.submit_stream(lambda: self._generate(self.cancel), sink, self.cancel)
 
     async def _watch_disconnect(self) -> None:
         while True:
@@ -319,7 +338,7 @@ class _Run:
     def release_images(self) -> None:
         """Once the engine has ended (until then they are in use): keep the images, or delete the
         new ones if the engine refused the request."""
-        if self.engine_ended:
+        if self.engine_ended and self.images is not None:
             self.images.refuse() if self.refused else self.images.done()
 
     async def events(self, first) -> AsyncIterator[Any]:
@@ -330,15 +349,21 @@ class _Run:
             item = await self.next()
 
     def chunk(self, delta: dict[str, Any], finish: str | None = None, **extra) -> dict[str, Any]:
+        choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
+        if "logprobs" in delta:  # the assembler's content log-probabilities go beside the delta
+            delta = dict(delta)
+            choice = {"index": 0, "delta": delta, "logprobs": {"content": delta.pop("logprobs")},
+                      "finish_reason": finish}
         return {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                "model": self.chat.model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-                **extra}
+                "model": self.chat.model, "choices": [choice], **extra}
 
 
 def _assembler(run: _Run) -> ReplyAssembler:
     chat = run.chat
     return ReplyAssembler(stop=chat.stop, tools=chat.tool_schemas if chat.tools_on else None,
-                          reasoning_alias=run.context.config.reasoning_alias)
+                          reasoning_alias=run.context.config.reasoning_alias,
+                          logprobs=[] if chat.settings.logprobs is not None else None,
+                          forced_call=chat.forced_call)
 
 
 def _feed(assembler: ReplyAssembler, run: _Run, event) -> list[dict[str, Any]]:
@@ -349,6 +374,8 @@ def _feed(assembler: ReplyAssembler, run: _Run, event) -> list[dict[str, Any]]:
         if assembler.stopped:
             run.cancel.cancel()
         return deltas
+    if isinstance(event, TokenLogprob):
+        assembler.token_logprob(event)
     return []
 
 
@@ -373,7 +400,8 @@ async def _complete(run: _Run, rec: RequestRecord, started: float, first) -> Res
         return JSONResponse(error_body(500, finished.error or "Generation failed."), status_code=500)
     return JSONResponse({
         "id": run.id, "object": "chat.completion", "created": run.created, "model": run.chat.model,
-        "choices": [{"index": 0, "message": assembler.message(), "finish_reason": reason, "logprobs": None}],
+        "choices": [{"index": 0, "message": assembler.message(), "finish_reason": reason,
+                     "logprobs": None if assembler.logprobs is None else {"content": assembler.logprobs}}],
         "usage": usage(stats),
     })
 
@@ -392,9 +420,10 @@ class _EventStream:
     """Server-sent events: one ``data:`` line per chunk, then ``data: [DONE]``. The request is
     logged when the generation has ended, whether the client stayed or left."""
 
-    def __init__(self, run: _Run, rec: RequestRecord, started: float, first):
+    def __init__(self, run: _Run, rec: RequestRecord, started: float, first,
+                 assembler: ReplyAssembler | None = None):
         self.run, self.rec, self.started, self.first = run, rec, started, first  # first: None = not yet
-        self.assembler = _assembler(run)
+        self.assembler = assembler or _assembler(run)
         self.stats: Stats | None = None
         self.finished = Finished(FinishReason.ERROR, "no events")
         self.ended = False
@@ -487,11 +516,14 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 def build_app(context: ServerContext) -> Any:
+    from engine_mlx.server.completions import completions
+
     app = Starlette(
         routes=[
             Route("/v1/models", list_models, methods=["GET"]),
             Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route("/v1/completions", completions, methods=["POST"]),
         ],
         exception_handlers={ApiError: _api_error, HTTPException: _http_error},
     )

@@ -17,14 +17,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine_mlx.conversation import Conversation, ImageAttachment, Message, Role, Tool, ToolCall
-from engine_mlx.engine import ANONYMOUS
+from engine_mlx.conversation import (
+    ANONYMOUS,
+    Conversation,
+    ImageAttachment,
+    Message,
+    Role,
+    Tool,
+    ToolCall,
+)
+from engine_mlx.forcing import ForcedText
+from engine_mlx.grammar import JsonFormat, ToolCallStart, schema_error
 from engine_mlx.server.config import ServerConfig
 from engine_mlx.server.errors import ApiError
 from engine_mlx.server.media import ImageBatch
+from engine_mlx.server.tool_calls import opening
 from engine_mlx.settings import GenerationSettings
 
 MAX_STOP_SEQUENCES = 16
+MAX_TOP_LOGPROBS = 20  # OpenAI's limit
 MAX_STOP_CHARS = 1000  # each is matched against the reply's tail at every step
 MAX_JSON_DEPTH = 64  # objects and lists inside one another, the body itself included
 MAX_INT_DIGITS = 32  # a 64-bit seed has 20
@@ -50,6 +61,11 @@ class ChatRequest:
     tool_schemas: list[dict[str, Any]] = field(default_factory=list)  # OpenAI tool dicts, for typing arguments
     tool_choice: str = "auto"  # "auto", "none" (tools left out) or "required"
     forced_tool: str | None = None  # the declared tool a named tool_choice asks for
+
+    @property
+    def forced_call(self) -> bool:
+        """tool_choice asks for a call: the engine writes (or constrains) its opening after the thinking."""
+        return self.settings.forced is not None or self.settings.tool_call is not None
 
 
 # ---------------------------------------------------------------------------------- the body
@@ -182,6 +198,7 @@ def parse_chat_request(body: dict[str, Any], images: ImageBatch, config: ServerC
         raise ApiError(400, "Only n=1 is supported.", param="n")
     tools = _tools(body.get("tools"))
     choice, forced = _tool_choice(body.get("tool_choice"), tools)
+    forced_name = _forced_name(choice, forced, tools)
     if choice == "none":
         tools = ()
     messages = body.get("messages")
@@ -203,7 +220,7 @@ def parse_chat_request(body: dict[str, Any], images: ImageBatch, config: ServerC
     return ChatRequest(
         model=model,
         conversation=Conversation(parsed, ANONYMOUS, tools, continue_last=continue_last),
-        settings=_settings(body, config),
+        settings=_settings(body, config, forced_name, tools),
         stream=stream,
         include_usage=bool(options.get("include_usage")) and stream,
         stop=_stop(body.get("stop")),
@@ -259,7 +276,8 @@ def _number(body: dict[str, Any], name: str, lo: float, hi: float, *, integer: b
     return value
 
 
-def _settings(body: dict[str, Any], config: ServerConfig) -> GenerationSettings:
+def _settings(body: dict[str, Any], config: ServerConfig, forced_name: str | None = None,
+              tools: tuple[Tool, ...] = ()) -> GenerationSettings:
     kwargs = body.get("chat_template_kwargs") or {}
     if not isinstance(kwargs, dict):
         raise ApiError(400, "'chat_template_kwargs' must be an object.", param="chat_template_kwargs")
@@ -282,6 +300,10 @@ def _settings(body: dict[str, Any], config: ServerConfig) -> GenerationSettings:
     if max_tokens is None:
         max_tokens = _number(body, "max_tokens", 1, 1 << 30, integer=True)
     top_k = _number(body, "top_k", -1, 1 << 20, integer=True)
+    logprobs = _typed(body, "logprobs", bool, False)
+    top_logprobs = _number(body, "top_logprobs", 0, MAX_TOP_LOGPROBS, integer=True)
+    if top_logprobs is not None and not logprobs:
+        raise ApiError(400, "'top_logprobs' needs 'logprobs': true.", param="top_logprobs")
     defaults = GenerationSettings()
     return GenerationSettings(
         thinking=thinking,
@@ -293,7 +315,39 @@ def _settings(body: dict[str, Any], config: ServerConfig) -> GenerationSettings:
         presence_penalty=_number(body, "presence_penalty", -2.0, 2.0),
         seed=_number(body, "seed", 0, (1 << 64) - 1, integer=True),
         context_limit=config.context_tokens,
+        logprobs=(top_logprobs or 0) if logprobs else None,
+        forced=ForcedText("\n\n" + opening(forced_name), end_turn=False, after_thinking=True)
+        if forced_name else None,
+        tool_call=ToolCallStart(tuple(t.name for t in tools)) if forced_name == "" else None,
+        # a forced call is not JSON: the call wins, as in OpenAI's API
+        response_format=_response_format(body.get("response_format")) if forced_name is None else None,
     )
+
+
+def _response_format(value: Any) -> JsonFormat | None:
+    """OpenAI's response_format: text, any JSON object, or a JSON schema. A schema the grammar engine
+    cannot enforce is a 400 with ``strict``; without it the answer is still constrained to an object."""
+    if value is None:
+        return None
+    kind = value.get("type") if isinstance(value, dict) else None
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return JsonFormat()
+    if kind != "json_schema":
+        raise ApiError(400, "'response_format.type' must be 'text', 'json_object' or 'json_schema'.",
+                       param="response_format.type")
+    spec = value.get("json_schema")
+    schema = spec.get("schema", {}) if isinstance(spec, dict) else None
+    if not isinstance(schema, dict):
+        raise ApiError(400, "'response_format.json_schema.schema' must be a JSON schema object.",
+                       param="response_format.json_schema.schema")
+    strict = _typed(spec, "strict", bool, False, where="response_format.json_schema.")
+    error = schema_error(schema)
+    if error and strict:
+        raise ApiError(400, f"'response_format.json_schema.schema' cannot be enforced: {error}; "
+                       "fix the schema or send strict: false.", param="response_format.json_schema.schema")
+    return JsonFormat() if error else JsonFormat(json.dumps(schema))
 
 
 def _stop(value: Any) -> tuple[str, ...]:
@@ -334,6 +388,16 @@ def _tools(value: Any) -> tuple[Tool, ...]:
         description = fn.get("description") or ""
         out.append(Tool(name, str(description), json.dumps(params, ensure_ascii=False)))
     return tuple(out)
+
+
+def _forced_name(choice: str, named: str | None, tools: tuple[Tool, ...]) -> str | None:
+    """The call the engine forces: a function's name, "" for any of the tools ("required" with several),
+    or None (the model chooses: "auto", "none")."""
+    if choice != "required":
+        return None
+    if named is not None:
+        return named
+    return tools[0].name if len(tools) == 1 else ""
 
 
 def _tool_calls(value: Any, where: str) -> tuple[ToolCall, ...]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine_mlx.events import FinishReason, Stats
+from engine_mlx.events import FinishReason, Stats, TokenLogprob
 from engine_mlx.server.tool_calls import START as TOOL_START
 from engine_mlx.server.tool_calls import ParsedCall, parse_tool_calls
 
@@ -34,8 +34,17 @@ class ReplyAssembler:
     reasoning: str = ""
     tool_calls: list[ParsedCall] = field(default_factory=list)
     stopped: bool = False  # a stop sequence was met: the caller cancels the generation
+    logprobs: list[dict[str, Any]] | None = None  # the content's token log-probabilities, when asked
+    forced_call: bool = False  # the engine forces a call's opening (tool_choice): always a call
     _pending: str = ""
     _tool_text: str | None = None
+    _pending_logprobs: list[dict[str, Any]] = field(default_factory=list)
+
+    def token_logprob(self, event: TokenLogprob) -> None:
+        """An answer token's log-probabilities: sent with the content its text ends up in (dropped
+        with text held back for a stop sequence or a tool call)."""
+        if self.logprobs is not None and not event.thinking and not self.stopped and self._tool_text is None:
+            self._pending_logprobs.append(logprob_entry(event))
 
     def thinking(self, text: str) -> list[dict[str, Any]]:
         if self.stopped or not text:
@@ -70,7 +79,7 @@ class ReplyAssembler:
         """End of the reply: pending text, then the tool calls (whole) if the model made any."""
         deltas = []
         if self._tool_text is not None:
-            self.tool_calls = parse_tool_calls(self._tool_text, self.tools)
+            self.tool_calls = parse_tool_calls(self._tool_text, self.tools, forced=self.forced_call)
             if self.tool_calls:
                 deltas.append({"tool_calls": [c.to_openai(i) for i, c in enumerate(self.tool_calls)]})
             else:  # not a call after all: it is what the model said
@@ -102,7 +111,18 @@ class ReplyAssembler:
         if not text:
             return []
         self.content += text
-        return [{"content": text}]
+        delta: dict[str, Any] = {"content": text}
+        if self.logprobs is not None:
+            # not a delta field: the server moves it to the choice (OpenAI's place for it)
+            delta["logprobs"], self._pending_logprobs = self._pending_logprobs, []
+            self.logprobs += delta["logprobs"]
+        return [delta]
+
+
+def logprob_entry(event: TokenLogprob) -> dict[str, Any]:
+    """OpenAI's shape of one token's log-probabilities."""
+    return {"token": event.token, "logprob": event.logprob, "bytes": list(event.bytes),
+            "top_logprobs": [{"token": t.token, "logprob": t.logprob, "bytes": list(t.bytes)} for t in event.top]}
 
 
 def usage(stats: Stats | None) -> dict[str, Any]:

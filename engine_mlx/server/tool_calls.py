@@ -38,15 +38,28 @@ class ParsedCall:
         return out
 
 
-def parse_tool_calls(text: str, tools: list[dict[str, Any]] | None) -> list[ParsedCall]:
-    """Every well-formed call in ``text`` (which starts at the first ``<tool_call>``), in order."""
+def opening(name: str) -> str:
+    """The start of a call of ``name``, as the engine forces it (``tool_choice``)."""
+    return f"{START}\n<function={name}>\n"
+
+
+def parse_tool_calls(text: str, tools: list[dict[str, Any]] | None, *, forced: bool = False) -> list[ParsedCall]:
+    """Every well-formed call in ``text`` (which starts at the first ``<tool_call>``), in order.
+
+    With ``forced`` (the engine wrote the call's opening) a first call the model left unfinished (cut
+    by the token limit) is closed after its last complete parameter, as the client asked for a call."""
     ensure_runtime_imported()
     from mlx_lm.tool_parsers import qwen3_coder
 
     calls = []
-    for block in _BLOCK.findall(text):
+    for i, block in enumerate(_BLOCK.findall(text)):
         body = block.strip()
         end = body.rfind("</function>")
+        if forced and i == 0 and end < 0 and body.startswith("<function=") and ">" in body:
+            last = body.rfind("</parameter>")
+            body = body[: last + len("</parameter>")] if last >= 0 else body[: body.index(">") + 1]
+            body += "\n</function>"
+            end = body.rfind("</function>")
         if not body.startswith("<function=") or end < 0:
             log.warning("ignoring a malformed tool call: %r", body[:200])
             continue

@@ -23,9 +23,9 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from engine_mlx import cache_protocol
-from engine_mlx.model_state import Snapshot
 from engine_mlx.safetensors_header import read_header
 
 DEFAULT_BUDGET_BYTES = 4 << 30
@@ -37,6 +37,23 @@ FILE_FORMAT = "qwendesk-state"
 FILE_VERSION = 2  # 2: checksum over tensors and token ids, cache rebuilt through each class's protocol
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Snapshot:
+    """A copy of the model cache after the first ``length`` tokens: prompt tokens, or (the end of a
+    turn cut short) the prompt and then ``generated``, with the ``logits`` for the token after them."""
+
+    length: int
+    cache: list[Any]
+    generated: tuple[int, ...] = ()
+    logits: Any = None
+
+
+def snapshot_cache(cache: list[Any], length: int) -> Snapshot:
+    """Copy a cache so later tokens don't change it (linear-attention state cannot be trimmed back,
+    so the snapshot is taken when the prefill reaches ``length``)."""
+    return Snapshot(length=length, cache=cache_protocol.copy_cache(cache))
 
 
 @dataclass
@@ -79,6 +96,43 @@ class Restored:
     length: int
     cache: list
     logits: object = None  # the next token's logits when ``length`` is the whole prompt
+
+
+@dataclass(frozen=True)
+class Match:
+    """A conversation a prompt can resume from: ``length`` tokens, and whether the prompt goes on from
+    the conversation's newest snapshot (a follow-up) rather than branching off an older one."""
+
+    key: str
+    length: int
+    extends_newest: bool
+
+
+def _extends(ids: tuple[int, ...], prefix: tuple[int, ...]) -> bool:
+    return len(prefix) < len(ids) and ids[: len(prefix)] == prefix
+
+
+def _best_entry(convo: _ConversationSnapshots, ids: tuple[int, ...]) -> tuple[_Entry | None, int]:
+    """The snapshot sharing the longest usable prefix with ``ids``, and how many tokens it serves.
+
+    A snapshot is used when its tokens are a prefix of ``ids`` that leaves at least one token to
+    decode; a longer one only when its cache can be trimmed, which caches with recurrent state, like
+    Qwen3.5's, never can. The end of a turn cut short serves all of its own tokens (with the logits
+    to decode from)."""
+    best: _Entry | None = None
+    best_len = 0
+    for entry in convo.entries:
+        if entry.snapshot.logits is not None and entry.ids == ids:
+            return entry, len(ids)
+        if _extends(ids, entry.ids):
+            usable = len(entry.ids)
+        elif entry.trimmable:
+            usable = min(common_prefix(entry.ids, ids), len(ids) - 1)
+        else:
+            continue
+        if usable > best_len:
+            best, best_len = entry, usable
+    return best, best_len
 
 
 class SnapshotStore:
@@ -130,22 +184,36 @@ class SnapshotStore:
         if convo is None or convo.fingerprint != fingerprint:
             return None
         self._conversations.move_to_end(key)
-        best: _Entry | None = None
-        best_len = 0
-        for entry in convo.entries:
-            if entry.snapshot.logits is not None and entry.ids == tuple(ids):
-                # the end of a turn cut short, carried on: the whole prompt, and where to decode from
-                return Restored(len(ids), cache_protocol.copy_cache(entry.snapshot.cache), entry.snapshot.logits)
-            usable = min(common_prefix(entry.ids, ids), len(ids) - 1)
-            if usable <= best_len or (usable < len(entry.ids) and not entry.trimmable):
-                continue
-            best, best_len = entry, usable
+        ids_t = tuple(ids)
+        best, best_len = _best_entry(convo, ids_t)
         if best is None:
             return None
         cache = best.snapshot.cache
+        if best.snapshot.logits is not None and best_len == len(ids_t):
+            return Restored(len(ids_t), cache_protocol.copy_cache(cache), best.snapshot.logits)
         if best_len < len(best.ids):
             return Restored(best_len, cache_protocol.trimmed_copy(cache, len(best.ids) - best_len))
         return Restored(best_len, cache_protocol.copy_cache(cache))
+
+    def keys(self) -> list[str]:
+        """The keys held in memory, least recently used first."""
+        return list(self._conversations)
+
+    def best_match(self, keys: list[str], fingerprint: str, ids: list[int]) -> Match | None:
+        """Of the in-memory conversations ``keys``, the one holding the snapshot ``lookup`` would
+        resume ``ids`` from with the most tokens (any of its snapshots, not only the newest)."""
+        ids_t = tuple(ids)
+        found: Match | None = None
+        for key in keys:
+            convo = self._conversations.get(key)
+            if convo is None or convo.fingerprint != fingerprint:
+                continue
+            entry, usable = _best_entry(convo, ids_t)
+            if entry is None or (found is not None and usable <= found.length):
+                continue
+            newest = convo.entries[-1]
+            found = Match(key, usable, _extends(ids_t, newest.ids) or newest.ids == ids_t)
+        return found
 
     def add(self, key: str, fingerprint: str, ids: list[int], snapshot: Snapshot) -> None:
         """Keep ``snapshot`` (a copy the caller no longer changes) of the first tokens of ``ids``."""
