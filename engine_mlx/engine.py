@@ -191,7 +191,7 @@ class Engine:
         return TurnPlan(prompt=prompt, inputs=inputs, settings=settings, turn_start=turn_start,
                         reuse_ids=tuple(reuse_ids), key=key, restored=restored, snapshot_at=snapshot_at,
                         earlier=earlier, template_thinking=template_thinking,
-                        continues_reply=conversation.continue_last)
+                        continues_reply=conversation.continue_last, keep_reply=bool(conversation.tools))
 
     def _run_turn(self, plan: TurnPlan, cancel: CancelToken | None, started: float) -> Iterator[Event]:
         """Run a planned turn: stream its events, keep its snapshots (and a cut turn's text)."""
@@ -201,8 +201,8 @@ class Engine:
         streamed: dict[type, list[str]] = {ThinkingDelta: [], AnswerDelta: []}
 
         def keep(snapshot: Snapshot) -> None:
-            if not snapshot.generated:
-                self.snapshots.add(key, self._fingerprint, reuse_ids, snapshot)
+            if not snapshot.generated or snapshot.finished:  # a prompt point, or a finished reply's end
+                self.snapshots.add(key, self._fingerprint, [*reuse_ids, *snapshot.generated], snapshot)
                 return
             # The end of a turn cut short: kept with the tokens it wrote, and remembered with its text.
             self.snapshots.add(key, self._fingerprint, [*reuse_ids, *snapshot.generated], snapshot)

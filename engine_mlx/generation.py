@@ -151,6 +151,7 @@ class Decoded:
     index: int  # sequence positions now in the cache
     last_logits: Any  # the logits for the token after ``index``
     closing: bool  # stopped halfway through a close the engine was writing
+    end_token: int | None = None  # the end-of-turn token that stopped it (fed to the cache, not written)
 
 
 def _decode(
@@ -236,7 +237,7 @@ def _decode(
     first_token_at: float | None = None
     generated = thinking_tokens = answer_tokens = 0
     generated_ids: list[int] = []
-    reason = FinishReason.LENGTH
+    reason, end_token = FinishReason.LENGTH, None
     while generated < settings.max_tokens:
         if cancel.cancelled:
             reason = FinishReason.CANCELLED
@@ -267,7 +268,7 @@ def _decode(
             if first_token_at is None:
                 first_token_at = time.perf_counter()
             if token in loaded.eos_ids:
-                reason = FinishReason.STOP
+                reason, end_token = FinishReason.STOP, token
                 break
         if first_token_at is None:
             first_token_at = time.perf_counter()
@@ -300,7 +301,7 @@ def _decode(
     if answer_text:
         yield AnswerDelta(answer_text)
     return Decoded(reason, tuple(generated_ids), thinking_tokens, answer_tokens, first_token_at, index,
-                   last_logits, bool(forced))
+                   last_logits, bool(forced), end_token)
 
 
 def _finish(
@@ -311,7 +312,8 @@ def _finish(
     started_at: float,
     prefill_started: float,
 ) -> Iterator[Event]:
-    """The end snapshot of a turn cut short (so carrying it on needs no prefill), Stats, Finished."""
+    """The end snapshot of a turn cut short (so carrying it on needs no prefill) or of a finished reply
+    the plan keeps (a tool step), Stats, Finished."""
     total = len(inputs)
     generated = len(decoded.generated_ids)
     cut_short = decoded.reason is not FinishReason.STOP and not decoded.closing
@@ -319,6 +321,12 @@ def _finish(
         mx.eval(decoded.last_logits)  # computed, not a graph that holds on to the live cache
         on_snapshot(Snapshot(decoded.index, cache_protocol.copy_cache(plan.cache), decoded.generated_ids,
                              decoded.last_logits))
+    elif plan.keep_reply and decoded.end_token is not None and on_snapshot is not None \
+            and decoded.index == total + generated + 1:
+        # the reply and its end-of-turn token, as the next prompt renders them
+        mx.eval(decoded.last_logits)
+        on_snapshot(Snapshot(decoded.index, cache_protocol.copy_cache(plan.cache),
+                             (*decoded.generated_ids, decoded.end_token), finished=True))
 
     finished_at = time.perf_counter()
     first = decoded.first_token_at or finished_at

@@ -29,6 +29,10 @@ class PrefillPlan:
     # Cut short by the token limit or a cancel: snapshot the cache with everything generated, so
     # carrying the turn on needs no prefill.
     keep_end: bool = False
+    # Finished normally: snapshot the end too (the reply's tokens included). A turn with tools keeps
+    # it, so the tool loop's next step, whose prompt is this one plus the reply and the tool results,
+    # prefills only the results.
+    keep_reply: bool = False
     # The prompt ends inside the reply (a turn carried on): its text goes on from the last tokens.
     continues_reply: bool = False
 
@@ -48,6 +52,7 @@ class TurnPlan:
     earlier: CutTurn  # the cut turn it carries on (empty when it is a new turn)
     template_thinking: bool  # the thinking mode the template rendered the prompt with
     continues_reply: bool  # the prompt ends inside the reply (Continue)
+    keep_reply: bool = False  # also snapshot the end of a finished reply (a turn with tools)
 
     def prefill(self, make_cache: Callable[[], list[Any]]) -> PrefillPlan:
         """The generation loop's part: ``make_cache`` gives a fresh cache when nothing is restored."""
@@ -58,5 +63,6 @@ class TurnPlan:
             snapshot_at=self.snapshot_at,
             logits=restored.logits if restored else None,
             keep_end=bool(self.key),
+            keep_reply=bool(self.key) and self.keep_reply,
             continues_reply=self.continues_reply,
         )

@@ -48,6 +48,7 @@ class Snapshot:
     cache: list[Any]
     generated: tuple[int, ...] = ()
     logits: Any = None
+    finished: bool = False  # the end of a reply that ended by itself (not a turn cut short)
 
 
 def snapshot_cache(cache: list[Any], length: int) -> Snapshot:

@@ -439,7 +439,7 @@ def test_response_format_errors(server, model):
 
 
 def test_tool_parser_contract_pinned():
-    """mlx-lm's qwen3_coder parser, which engine_mlx.server.tool_calls relies on."""
+    """mlx-lm's qwen3_coder parser, which engine_mlx.tool_calls relies on."""
     from mlx_lm.tool_parsers import qwen3_coder
 
     out = qwen3_coder.parse_tool_call(
@@ -481,7 +481,7 @@ def test_streamed_tool_call_reaches_the_openai_client(jobs):
     text the real tokenizer gives for MODEL_TOOL_REPLY (the tiny model's random weights never write a
     tool call), and the official client reassembles the call."""
     from engine_mlx.events import FinishReason, Progress
-    from engine_mlx.server.tool_calls import START
+    from engine_mlx.tool_calls import START
 
     class ReplayEngine:
         model_info = type("Info", (), {"name": "replay"})()

@@ -31,7 +31,7 @@ RACE = textwrap.dedent("""
         inspect_checkpoint(text)  # ... and a text-only one through mlx-lm
 
     def parse_tool_call():
-        from engine_mlx.server.tool_calls import parse_tool_calls
+        from engine_mlx.tool_calls import parse_tool_calls
         parse_tool_calls("<tool_call>\\n<function=f>\\n</function>\\n</tool_call>", None)
 
     def generation_module():

@@ -31,8 +31,8 @@ from engine_mlx.grammar import JsonFormat, ToolCallStart, schema_error
 from engine_mlx.server.config import ServerConfig
 from engine_mlx.server.errors import ApiError
 from engine_mlx.server.media import ImageBatch
-from engine_mlx.server.tool_calls import opening
 from engine_mlx.settings import GenerationSettings
+from engine_mlx.tool_calls import opening
 
 MAX_STOP_SEQUENCES = 16
 MAX_TOP_LOGPROBS = 20  # OpenAI's limit

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine_mlx.events import FinishReason, Stats, TokenLogprob
-from engine_mlx.server.tool_calls import START as TOOL_START
-from engine_mlx.server.tool_calls import ParsedCall, parse_tool_calls
+from engine_mlx.tool_calls import START as TOOL_START
+from engine_mlx.tool_calls import ParsedCall, parse_tool_calls
 
 
 def _held_suffix(text: str, markers: tuple[str, ...]) -> int:

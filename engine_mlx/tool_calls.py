@@ -1,4 +1,4 @@
-"""Qwen3.5's XML tool calls, out of the reply text and into OpenAI ``tool_calls``.
+"""Qwen3.5's XML tool calls, out of the reply text: for the API's OpenAI ``tool_calls`` and the app's tool loop.
 
 The model writes ``<tool_call>\\n<function=NAME>\\n<parameter=P>\\nvalue\\n</parameter>\\n</function>\\n</tool_call>``
 (the Qwen3-Coder format its chat template teaches). mlx-lm's ``qwen3_coder`` parser reads one call
