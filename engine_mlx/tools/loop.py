@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
@@ -164,7 +164,7 @@ class ToolLoop:
                     return
 
     def _one_call(self, step: int, call_id: str, name: str, arguments_text: str, specs: dict[str, ToolSpec],
-                  cancel: CancelToken | None) -> Iterator[LoopEvent]:
+                  cancel: CancelToken | None) -> Generator[LoopEvent, None, ToolCallFinished]:
         """Decide and run one call; yields its events and returns its ToolCallFinished."""
         spec = specs.get(name)
         try:
