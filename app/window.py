@@ -184,6 +184,7 @@ class MainWindow(QMainWindow):
         c.conversationOpened.connect(self._on_opened)
         c.messageAppended.connect(self._on_message)
         c.messagesRemoved.connect(self.transcript.remove_from)
+        c.versionShown.connect(self.transcript.replace_from)
         c.progress.connect(lambda mid, d, t: self._with(mid, lambda w: w.set_progress(d, t)))
         c.thinkingDelta.connect(lambda mid, text: self._with(mid, lambda w: w.append_thinking(text)))
         c.answerStarted.connect(lambda mid, s: self._with(mid, lambda w: w.start_answer(s)))
@@ -200,6 +201,7 @@ class MainWindow(QMainWindow):
         self.transcript.editSubmitted.connect(c.edit_and_resend)
         self.transcript.regenerateRequested.connect(c.regenerate)
         self.transcript.continueRequested.connect(c.continue_answer)
+        self.transcript.versionRequested.connect(c.show_version)
         self.transcript.copied.connect(lambda _t: self.statusBar().showMessage("Copied", 1500))
         # composer
         self.composer.sendRequested.connect(self.send)

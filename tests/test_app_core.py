@@ -29,12 +29,12 @@ def store(tmp_path):
 
 
 def test_schema_is_versioned_and_wal(store, tmp_path):
-    assert store.schema_version == 1
+    assert store.schema_version == 2
     mode = store._db.execute("PRAGMA journal_mode").fetchone()[0]
     assert mode.lower() == "wal"
     store.close()
     again = Store(tmp_path / "db.sqlite3", tmp_path / "attachments")  # re-open: no migration re-run
-    assert again.schema_version == 1
+    assert again.schema_version == 2
     again.close()
 
 

@@ -134,6 +134,7 @@ class ChatController(QObject):
     conversationOpened = Signal(str, list)  # id ("" = none), list[StoredMessage]
     messageAppended = Signal(StoredMessage)
     messagesRemoved = Signal(int)  # messages from this position on are gone
+    versionShown = Signal(int, list)  # from this position on, these messages (another version) are shown
     progress = Signal(int, int, int)  # message id, done, total
     thinkingDelta = Signal(int, str)
     answerStarted = Signal(int, float)  # message id, thinking seconds
@@ -305,16 +306,14 @@ class ChatController(QObject):
         return True
 
     def regenerate(self) -> None:
-        """Replace the last answer with a new one."""
+        """Answer the last message again; the earlier answer stays as a version (``< 1/2 >``)."""
         if self.busy or not self.current_id:
             return
         messages = self.store.messages(self.current_id)
         if not messages:
             return
         last = messages[-1]
-        if last.role == "assistant":
-            self._remove_from(last.position)
-        self._start_generation()
+        self._start_generation(replacing=last if last.role == "assistant" else None)
 
     def continue_answer(self) -> None:
         """Carry on the last answer from where the token limit (or Stop) cut it: the same message
@@ -351,7 +350,8 @@ class ChatController(QObject):
         self._begin(stream, replace(last, state=MessageState.STREAMING, error="", stats=None))
 
     def edit_and_resend(self, message_id: int, new_text: str) -> None:
-        """Replace a user message's text; everything after it is dropped and answered again."""
+        """Send a user message again with new text, as a new version: the original, and the answer and
+        follow-ups it had, stay reachable with ``show_version``."""
         if self.busy or not self.current_id:
             return
         original = self.store.message(message_id)
@@ -360,34 +360,55 @@ class ChatController(QObject):
         new_text = new_text.strip()
         if not new_text and not original.attachments:
             return
-        self._remove_from(original.position)
         try:
-            message = self.store.add_message(self.current_id, "user", new_text,
-                                             attachments=original.attachments)
+            message = self.store.add_version(original.id, new_text, attachments=original.attachments)
         except StoreError as error:
             self.errorOccurred.emit(str(error))
             return
+        self.messagesRemoved.emit(original.position)
         self.messageAppended.emit(message)
         self._start_generation()
+
+    def show_version(self, message_id: int, step: int) -> None:
+        """Show the version ``step`` away (-1 older, +1 newer) of a message, with what followed it."""
+        if self.busy or not self.current_id:
+            return
+        versions = self.store.versions(message_id)
+        if message_id not in versions:
+            return
+        index = versions.index(message_id) + step
+        if not 0 <= index < len(versions):
+            return
+        try:
+            position = self.store.choose_version(versions[index])
+        except StoreError as error:
+            self.errorOccurred.emit(str(error))
+            return
+        shown = [m for m in self.store.messages(self.current_id) if m.position >= position]
+        self.versionShown.emit(position, shown)
 
     def stop(self) -> None:
         if self._stream is not None:
             self.engine.cancel()
 
-    def _remove_from(self, position: int) -> None:
-        try:
-            self.store.delete_messages_from(self.current_id, position)
-        except StoreError as error:
-            self.errorOccurred.emit(str(error))
-            return
-        self.messagesRemoved.emit(position)
-
-    def _start_generation(self) -> None:
+    def _start_generation(self, replacing: StoredMessage | None = None) -> None:
+        """Answer the chat's last message; a new version of the answer ``replacing`` when given."""
         cid = self.current_id
         settings = self.store.settings(cid)
         history = self.store.messages(cid)
         try:
-            placeholder = self.store.add_message(cid, "assistant", "", state=MessageState.STREAMING)
+            if replacing is not None and not (replacing.text.strip() or replacing.thinking.strip()):
+                # an empty answer (a failure) is not worth keeping as a version
+                self.store.delete_messages_from(cid, replacing.position)
+                self.messagesRemoved.emit(replacing.position)
+                history = [m for m in history if m.position < replacing.position]
+                replacing = None
+            if replacing is None:
+                placeholder = self.store.add_message(cid, "assistant", "", state=MessageState.STREAMING)
+            else:
+                history = [m for m in history if m.position < replacing.position]
+                placeholder = self.store.add_version(replacing.id, "", state=MessageState.STREAMING)
+                self.messagesRemoved.emit(replacing.position)
         except StoreError as error:
             self.errorOccurred.emit(str(error))
             return

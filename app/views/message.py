@@ -22,6 +22,7 @@ from ..render import Palette, Renderer
 from ..store import AttachmentKind, MessageState, StoredAttachment, StoredMessage, StoredStats
 from .answer import AnswerView
 from .thinking import ThinkingBlock
+from .versions import VersionSwitch
 
 THUMB = 120
 MATCH_COLOR = "#ffe58a"  # a search match, in both themes
@@ -168,6 +169,7 @@ class MessageWidget(QFrame):
     editSubmitted = Signal(int, str)
     regenerateRequested = Signal()
     continueRequested = Signal()  # carry this (last) answer on from where it was cut
+    versionRequested = Signal(int, int)  # message id, step: show another version of this message
 
     def __init__(self, message: StoredMessage, palette: Palette, parent: QWidget | None = None,
                  token_limit: int = 0, renderer: Renderer | None = None):
@@ -179,6 +181,9 @@ class MessageWidget(QFrame):
         self._palette = palette
         self._renderer = renderer
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Maximum)
+        self.versions = VersionSwitch(message.version, message.version_count,
+                                      "message" if message.role == "user" else "answer")
+        self.versions.stepRequested.connect(lambda step: self.versionRequested.emit(self.message_id, step))
         outer = QVBoxLayout(self)
         outer.setContentsMargins(16, 8, 16, 8)
         outer.setSpacing(4)
@@ -222,6 +227,7 @@ class MessageWidget(QFrame):
         outer.addLayout(row)
         actions = QHBoxLayout()
         actions.addStretch(1)
+        actions.addWidget(self.versions)
         self.edit_button = _link_button("Edit", "Edit this message and send it again")
         self.edit_button.clicked.connect(self.begin_edit)
         copy = _link_button("Copy", "Copy this message")
@@ -305,6 +311,7 @@ class MessageWidget(QFrame):
         footer = QHBoxLayout()
         self.stats_label = QLabel()
         self.stats_label.setObjectName("Stats")
+        footer.addWidget(self.versions)
         footer.addWidget(self.stats_label)
         footer.addStretch(1)
         self.copy_button = _link_button("Copy", "Copy this answer as Markdown")
