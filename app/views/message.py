@@ -18,6 +18,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine_mlx.sizes import human_bytes
+
 from ..render import Palette, Renderer
 from ..store import AttachmentKind, MessageState, StoredAttachment, StoredMessage, StoredStats
 from .answer import AnswerView
@@ -82,13 +84,17 @@ def _render_frame(path, start_s: float) -> list[QImage]:
 
 class AttachmentThumb(QFrame):
     """A sent attachment: an image, a PDF's first pages, a video's first frame (rendered off the GUI
-    thread), or a text file's name and size."""
+    thread), or a text file's name and size. A click (or Enter) opens what was sent."""
 
     def __init__(self, att: StoredAttachment, parent: QWidget | None = None):
         super().__init__(parent)
         self.attachment = att
+        self.viewer = None  # the window showing what was sent, once opened
         self.setObjectName("AttachmentChip")
-        self.setToolTip(att.name)
+        self.setToolTip(f"{att.name} · click to open what was sent")
+        self.setAccessibleName(f"Open {att.name}")
+        self.setCursor(Qt.CursorShape.PointingHandCursor)
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.setSpacing(2)
@@ -128,11 +134,27 @@ class AttachmentThumb(QFrame):
             self._start(lambda _p, _c: _render_frame(att.path, att.start_s))
         else:
             try:
-                size = f"{max(1, round(att.path.stat().st_size / 1024)):,} KB"
+                size = human_bytes(att.path.stat().st_size)
             except OSError:
                 size = "missing"
             self.caption.setText(f"Text · {att.name}\n{size}")
             self.setContentsMargins(4, 4, 4, 4)
+
+    def open(self) -> None:
+        from .attachment_viewer import open_attachment
+
+        self.viewer = open_attachment(self.attachment, self.window())
+
+    def mouseReleaseEvent(self, event) -> None:
+        if event.button() == Qt.MouseButton.LeftButton and self.rect().contains(event.position().toPoint()):
+            self.open()
+        super().mouseReleaseEvent(event)
+
+    def keyPressEvent(self, event) -> None:
+        if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter, Qt.Key.Key_Space):
+            self.open()
+            return
+        super().keyPressEvent(event)
 
     def _start(self, fn) -> None:
         from ..workers import run_task
