@@ -120,6 +120,9 @@ class StoredStats:
     ttft_s: float = 0.0
     total_s: float = 0.0
     peak_memory_bytes: int = 0
+    # Tokens of the last run alone: after a Continue the figures above cover the whole answer, while the
+    # token limit applies to each run (0: written before Continue existed, i.e. generated_tokens).
+    run_tokens: int = 0
 
 
 @dataclass(frozen=True)

@@ -96,6 +96,26 @@ def stored_stats(stats: Stats) -> StoredStats:
         ttft_s=stats.ttft_s,
         total_s=stats.total_s,
         peak_memory_bytes=stats.peak_memory_bytes,
+        run_tokens=stats.generated_tokens,
+    )
+
+
+def continued_stats(before: StoredStats, after: StoredStats) -> StoredStats:
+    """The whole answer's figures after a Continue: tokens and time summed over both runs, the rate over
+    both, the prompt and first-token time of the first; ``run_tokens`` stays the last run's (the limit's)."""
+    generated = before.generated_tokens + after.generated_tokens
+    decode_s = sum(s.generated_tokens / s.decode_tps for s in (before, after) if s.decode_tps)
+    return StoredStats(
+        prompt_tokens=before.prompt_tokens,
+        reused_tokens=before.reused_tokens,
+        generated_tokens=generated,
+        thinking_tokens=before.thinking_tokens + after.thinking_tokens,
+        answer_tokens=before.answer_tokens + after.answer_tokens,
+        decode_tps=generated / decode_s if decode_s else 0.0,
+        ttft_s=before.ttft_s,
+        total_s=before.total_s + after.total_s,
+        peak_memory_bytes=max(before.peak_memory_bytes, after.peak_memory_bytes),
+        run_tokens=after.run_tokens,
     )
 
 
@@ -119,6 +139,7 @@ class _Stream:
     save_failed: bool = False
     final: dict = field(default_factory=dict)  # state and error, once finished
     stats: StoredStats | None = None
+    before: StoredStats | None = None  # a continued answer's figures so far
 
     @property
     def thinking_text(self) -> str:
@@ -343,7 +364,8 @@ class ChatController(QObject):
         )
         request = self.engine.generate(conversation, generation_settings(settings))
         stream = _Stream(request, cid, last.id, thinking=[last.thinking] if last.thinking else [],
-                         answer=[last.text] if last.text else [], thinking_s=last.thinking_s if last.text else None)
+                         answer=[last.text] if last.text else [], thinking_s=last.thinking_s if last.text else None,
+                         before=last.stats)
         if last.thinking and not last.text:  # still thinking: its clock runs on from where it stopped
             stream.thinking_started = time.monotonic() - (last.thinking_s or 0.0)
         self.messagesRemoved.emit(last.position)
@@ -447,6 +469,8 @@ class ChatController(QObject):
             self.progress.emit(mid, event.done, event.total)
         elif isinstance(event, Stats):
             stats = stored_stats(event)
+            if stream.before is not None:
+                stats = continued_stats(stream.before, stats)
             stream.stats = stats
             self._save(stream)
             self.statsReady.emit(mid, stats)

@@ -183,6 +183,13 @@ def limit_note(tokens: int | None) -> str:
     return f"The model was still thinking when it reached {limit}: there is no answer yet."
 
 
+def cut_note(tokens: int, thought: bool) -> str:
+    """An answer the token limit cut after its thinking (the limit counts thinking and answer together)."""
+    counts = "its thinking and answer together" if thought else "the answer"
+    return (f"Cut off at the {tokens:,}-token limit, which counts {counts}. "
+            "Continue carries it on, or raise Max tokens per reply in Chat settings.")
+
+
 ENDED_IN_THINKING = "The model ended its turn while still thinking: there is no answer. Try Regenerate."
 
 
@@ -374,6 +381,8 @@ class MessageWidget(QFrame):
 
     def _show_state(self, state: MessageState, error: str) -> None:
         text = error if state is MessageState.ERROR else STATE_TEXT.get(state, "")
+        if state is MessageState.COMPLETE and self._cut_at_limit():
+            text = cut_note(self._limit_tokens(), bool(self.thinking.text().strip()))
         self.state_label.setText(text)
         self.state_label.setVisible(bool(text))
         cut_off = (state is MessageState.COMPLETE and not self.answer.markdown.strip()
@@ -387,7 +396,13 @@ class MessageWidget(QFrame):
         self.answer.setVisible(not cut_off)  # no blank gap under "Thought for …"
 
     def _limit_tokens(self) -> int:
-        return self._stats.generated_tokens if self._stats else 0
+        """The tokens of the last run, which the limit applies to."""
+        return (self._stats.run_tokens or self._stats.generated_tokens) if self._stats else 0
+
+    def _cut_at_limit(self) -> bool:
+        """An answer (not only thinking) that the token limit cut."""
+        return (bool(self.token_limit) and self._limit_tokens() >= self.token_limit
+                and bool(self.answer.markdown.strip()))
 
     # streaming API (assistant only) ----------------------------------------------------------
     def set_progress(self, done: int, total: int) -> None:
@@ -413,7 +428,7 @@ class MessageWidget(QFrame):
         self.answer.append(text)
 
     def set_stats(self, stats: StoredStats) -> None:
-        self._stats = stats
+        self._stats = stats  # (before finish(): its note needs the run's tokens)
         self.stats_label.setText(stats_line(stats))
         if not self.thinking.isHidden():
             self.thinking.set_tokens(stats.thinking_tokens)
@@ -443,8 +458,7 @@ class MessageWidget(QFrame):
         has_answer = bool(self.answer.markdown.strip())
         if state in (MessageState.STOPPED, MessageState.INTERRUPTED):
             return has_answer or bool(self.thinking.text().strip())
-        at_limit = bool(self.token_limit) and self._limit_tokens() >= self.token_limit
-        return state is MessageState.COMPLETE and at_limit and has_answer
+        return state is MessageState.COMPLETE and has_answer and self._cut_at_limit()
 
     # --- search -------------------------------------------------------------------------------
     def mark(self, term: str) -> bool:
