@@ -73,7 +73,7 @@ def test_an_answer_cut_at_the_limit_or_stopped_offers_continue(window, qt_wait, 
     window.chat.open(window.chat.current_id)
     assert not window.transcript.widget_for(grown.id).continue_link.isHidden()
     window.store.update_message(grown.id, text=grown.text, state=MessageState.COMPLETE,
-                                stats=replace(grown.stats, generated_tokens=3))
+                                stats=replace(grown.stats, generated_tokens=3, run_tokens=3))
     window.chat.open(window.chat.current_id)
     assert window.transcript.widget_for(grown.id).continue_link.isHidden()
 
