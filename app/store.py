@@ -581,6 +581,12 @@ class Store:
         found = self._select("m.id=?", (mid,))
         return found[0] if found else None
 
+    def has_media(self, cid: str) -> bool:
+        """Whether the chat as shown holds an image, PDF or video (which only a vision model reads)."""
+        return self._db.execute(
+            "SELECT 1 FROM attachments a JOIN messages m ON m.id = a.message_id WHERE m.conversation_id=? "
+            "AND m.shown=1 AND a.kind != ? LIMIT 1", (cid, AttachmentKind.TEXT.value)).fetchone() is not None
+
     def delete_messages_from(self, cid: str, position: int) -> None:
         """Remove the shown message at ``position`` and everything after it (with their versions)."""
         self._write(

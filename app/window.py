@@ -101,7 +101,7 @@ class MainWindow(QMainWindow):
         self._build_actions()
         self._restore_layout()
         self.refresh_conversations()
-        self.chat.new_conversation()
+        self.chat.reopen_last()
         self._update_page()
         self.models.rescan()
         if reload_last:
@@ -232,6 +232,7 @@ class MainWindow(QMainWindow):
         m.modelsChanged.connect(lambda _e: self._update_page())
         m.demoBuilding.connect(self._on_demo_building)
         self.first_run.chooseModel.connect(self.open_model_picker)
+        self.first_run.getModels.connect(self.open_downloads)
         self.first_run.addFolder.connect(self._add_folder)
         self.first_run.useDemo.connect(m.use_demo)
 
@@ -415,9 +416,12 @@ class MainWindow(QMainWindow):
 
     def copy_last_answer(self) -> None:
         widget = self.transcript.last_answer()
-        if widget is not None:
-            QGuiApplication.clipboard().setText(widget.answer_markdown())
+        text = widget.answer_markdown() if widget is not None else ""
+        if text.strip():
+            QGuiApplication.clipboard().setText(text)
             self.statusBar().showMessage("Copied the last answer", 1500)
+        else:
+            self.statusBar().showMessage("There is no answer to copy in this chat yet.", 3000)
 
     # --- attachments --------------------------------------------------------------------------
     def pick_files(self) -> None:
@@ -622,6 +626,7 @@ class MainWindow(QMainWindow):
         self.status_model.setText(f"{info.name} · {bits} · {kind}")
         self.model_button.setText(info.name)
         self.first_run.status.setText("")
+        self.status_bar.clear_stats()  # the previous model's speed and context are not this one's
         self._update_memory(0)
         if self.models.is_demo(info):
             self.banner.show_message("Demo model: random weights. Its answers are gibberish; use it to try "
@@ -637,6 +642,7 @@ class MainWindow(QMainWindow):
         self.status_model.setText("No model loaded")
         self.model_button.setText("No model")
         self.status_memory.setText("")
+        self.status_bar.clear_stats()
         self.banner.clear_sticky()
         self._update_page()
 
@@ -719,5 +725,5 @@ class MainWindow(QMainWindow):
 
 
 def _safe_filename(title: str) -> str:
-    cleaned = "".join(ch if ch.isalnum() or ch in " -_." else "_" for ch in title).strip()
-    return cleaned[:60] or "chat"
+    cleaned = "".join(ch if ch.isalnum() or ch in " -_." else "_" for ch in title)
+    return cleaned[:60].strip(" ._") or "chat"  # "Hi." + ".md" must not read "Hi..md"

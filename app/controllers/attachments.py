@@ -117,6 +117,12 @@ def text_only_refusal(model_name: str = "") -> str:
             "videos. Load a vision checkpoint (an mlx-vlm conversion of Qwen3.5) to attach them.")
 
 
+def earlier_media_refusal(model_name: str = "") -> str:
+    return (f"This chat has images, PDFs or videos in earlier messages, and {model_name or 'this model'} is "
+            "text-only: it cannot read them. Add vision to the model, or start a new chat to go on without "
+            "them; your message stays in the box.")
+
+
 class AttachmentsController(QObject):
     added = Signal(object)  # Pending
     changed = Signal(object)  # Pending

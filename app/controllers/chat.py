@@ -23,6 +23,7 @@ from engine_mlx.conversation import (
 from engine_mlx.events import AnswerDelta, Finished, FinishReason, Progress, Stats, ThinkingDelta
 from engine_mlx.settings import GenerationSettings
 
+from ..sent_ranges import sent_range
 from ..store import (
     AttachmentKind,
     ChatSettings,
@@ -37,10 +38,11 @@ from ..store import (
     search_database,
 )
 from ..workers import run_task
-from .attachments import text_only_refusal
+from .attachments import earlier_media_refusal, text_only_refusal
 
 log = logging.getLogger(__name__)
 
+LAST_CHAT_PREF = "last_chat"  # the chat on screen, reopened at the next start
 SAVE_INTERVAL_MS = 500  # a streaming answer reaches the disk at least this often
 # Longer messages are refused before anything is stored or rendered: 1 MB of text would freeze the
 # window for seconds and still not fit the context. About 64k tokens at ~4 characters a token.
@@ -214,7 +216,22 @@ class ChatController(QObject):
     def new_conversation(self) -> None:
         """An empty draft: it becomes a stored conversation when the first message is sent."""
         self.current_id = None
+        self._remember_shown()
         self.conversationOpened.emit("", [])
+
+    def reopen_last(self) -> None:
+        """At start-up: the chat that was on screen at the last quit (a new draft if there was none)."""
+        cid = self.store.get_pref(LAST_CHAT_PREF)
+        if cid and self.store.conversation(cid) is not None:
+            self.open(cid)
+        else:
+            self.new_conversation()
+
+    def _remember_shown(self) -> None:
+        try:
+            self.store.set_pref(LAST_CHAT_PREF, self.current_id)
+        except StoreError as error:  # not worth more than a log line: only the next start-up misses it
+            log.warning("could not remember the open chat: %s", error)
 
     def open(self, cid: str) -> None:
         if self.store.conversation(cid) is None:
@@ -223,6 +240,7 @@ class ChatController(QObject):
         if self._stream is not None and self._stream.conversation_id == cid and self._stream.dirty:
             self._save(self._stream)  # its answer so far is shown from the database
         self.current_id = cid
+        self._remember_shown()
         self.conversationOpened.emit(cid, self.store.messages(cid))
 
     def rename(self, cid: str, title: str) -> None:
@@ -294,6 +312,8 @@ class ChatController(QObject):
             return "Load a model first: open the model picker (the button at the top)."
         if model_is_vision is False and any(a.kind is not AttachmentKind.TEXT for a in attachments):
             return text_only_refusal()
+        if model_is_vision is False and self.current_id and self.store.has_media(self.current_id):
+            return earlier_media_refusal()
         if len(text) > MAX_MESSAGE_CHARS:
             return (f"This message is {len(text):,} characters long; one message can hold at most "
                     f"{MAX_MESSAGE_CHARS:,} (about {MAX_MESSAGE_CHARS // 4:,} tokens). Shorten it or split it "
@@ -309,13 +329,15 @@ class ChatController(QObject):
         refusal = self.refusal(text, attachments, preparing=preparing, model_is_vision=model_is_vision)
         if refusal:
             # media for a text-only model: the window offers to add vision to it
-            (self.mediaRefused if refusal == text_only_refusal() else self.errorOccurred).emit(refusal)
+            media = refusal in (text_only_refusal(), earlier_media_refusal())
+            (self.mediaRefused if media else self.errorOccurred).emit(refusal)
             return False
         try:
             if self.current_id is None:
                 settings = self._draft_settings()
                 self.current_id = self.store.create_conversation(title_from(text or attachments[0].name),
                                                                  settings)
+                self._remember_shown()
                 self.conversationOpened.emit(self.current_id, [])
             message = self.store.add_message(self.current_id, "user", text, attachments=attachments)
         except StoreError as error:
@@ -568,8 +590,9 @@ class ChatController(QObject):
                     if att.path.exists():
                         shutil.copyfile(att.path, target)
                     rel = f"{files_dir.name}/{target.name}"
+                    part = sent_range(att)  # the pages or the time range that was sent, not the whole file
                     lines.append(f"![{att.name}]({rel})" if att.kind is AttachmentKind.IMAGE
-                                 else f"[{att.name}]({rel})")
+                                 else f"[{att.name}]({rel})" + (f" ({part})" if part else ""))
                     lines.append("")
                 if include_thinking and m.thinking.strip():
                     lines += ["<details><summary>Thinking</summary>", "", m.thinking.strip(), "",

@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ..sent_ranges import sent_pages, sent_range
 from ..store import AttachmentKind, StoredAttachment
 from ..workers import run_task
 
@@ -35,11 +36,6 @@ def _qimage(rgb) -> QImage:
         return QImage(rgb.tobytes(), rgb.width, rgb.height, 3 * rgb.width, QImage.Format.Format_RGB888).copy()
     height, width = rgb.shape[:2]
     return QImage(rgb.tobytes(), width, height, 3 * width, QImage.Format.Format_RGB888).copy()
-
-
-def sent_pages(att: StoredAttachment) -> tuple[int, int]:
-    """The PDF pages that went to the model."""
-    return att.first_page, att.last_page or att.page_count or att.first_page
 
 
 def render_pages(att: StoredAttachment) -> list[tuple[str, QImage]]:
@@ -60,17 +56,12 @@ def render_frames(att: StoredAttachment) -> list[tuple[str, QImage]]:
 
 def describe(att: StoredAttachment) -> str:
     """One line saying what the model was given."""
-    if att.kind is AttachmentKind.PDF:
-        first, last = sent_pages(att)
-        pages = f"page {first}" if first == last else f"pages {first}–{last}"
-        of = f" of {att.page_count}" if att.page_count else ""
-        return f"Sent {pages}{of}."
-    if att.kind is AttachmentKind.VIDEO:
-        end = att.end_s if att.end_s is not None else att.duration_s or 0.0
-        return f"Sent the frames from {att.start_s:.1f} s to {end:.1f} s at {att.fps:g} frames a second."
     if att.kind is AttachmentKind.TEXT:
         return "Sent as text."
-    return "Sent as an image. Zoom with the buttons, Ctrl+wheel, or Ctrl+plus and Ctrl+minus."
+    if att.kind is AttachmentKind.IMAGE:
+        return "Sent as an image. Zoom with the buttons, Ctrl+wheel, or Ctrl+plus and Ctrl+minus."
+    what = "the frames from " if att.kind is AttachmentKind.VIDEO else ""
+    return f"Sent {what}{sent_range(att)}."
 
 
 class AttachmentViewer(QDialog):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from PySide6.QtCore import QSize, Qt
+from PySide6.QtCore import QEvent, QSize, Qt
 from PySide6.QtWidgets import (
     QFrame,
     QLineEdit,
@@ -58,7 +58,16 @@ class Sidebar(QFrame):
         self.conversation_list.setTextElideMode(Qt.TextElideMode.ElideRight)
         self.conversation_list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.conversation_list.setItemDelegate(_ElidingDelegate(self.conversation_list))
+        # A right-click opens the row's menu without selecting the row: the highlighted chat stays the one
+        # the main pane shows.
+        self.conversation_list.viewport().installEventFilter(self)
         side.addWidget(self.conversation_list, 1)
+
+    def eventFilter(self, watched, event) -> bool:
+        if (event.type() in (QEvent.Type.MouseButtonPress, QEvent.Type.MouseButtonDblClick)
+                and event.button() == Qt.MouseButton.RightButton):
+            return True  # (the context-menu event still comes)
+        return super().eventFilter(watched, event)
 
     def show_hits(self, hits) -> None:
         """Search results: title and snippet per hit, or a disabled "No matches" row."""
