@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import test_app_window as base
@@ -20,6 +21,7 @@ from app.views.downloads import AddVisionDialog
 from app.views.local_api import LOG_COLUMNS, this_machine
 from app.views.model_picker import ModelPicker
 from app.views.sidebar import ROLE_ID
+from engine_mlx.server.app import RequestRecord
 
 send, stored = base.send, base.stored
 
@@ -90,10 +92,16 @@ def test_the_local_api_dialog_names_this_machine_and_fits_its_columns_in_the_dar
         dialog = window.open_local_api()
         QTest.qWaitForWindowExposed(dialog)
         assert this_machine() in dialog.switch.text()
-        header = dialog.log.horizontalHeader()
-        metrics = header.fontMetrics()
+        window.local_api._on_record(RequestRecord(
+            time.time(), "127.0.0.1 curl/8.5", "/v1/chat/completions", 200, prompt_tokens=12_345,
+            cached_tokens=12_000, completion_tokens=678, duration_s=12.34, finish_reason="stop"))
+        QApplication.processEvents()
+        log, header = dialog.log, dialog.log.horizontalHeader()
+        assert log.rowCount() == 1
         for column, label in enumerate(LOG_COLUMNS):
-            assert header.sectionSize(column) >= metrics.horizontalAdvance(label), label
+            cell = log.item(0, column).text()
+            needed = max(header.fontMetrics().horizontalAdvance(label), log.fontMetrics().horizontalAdvance(cell))
+            assert header.sectionSize(column) >= needed, (label, cell)  # shown whole, not "…"
         dialog.close()
     finally:
         window.set_theme(theme.Scheme.LIGHT)
