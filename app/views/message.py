@@ -381,8 +381,14 @@ class MessageWidget(QFrame):
 
     def _show_state(self, state: MessageState, error: str) -> None:
         text = error if state is MessageState.ERROR else STATE_TEXT.get(state, "")
-        if state is MessageState.COMPLETE and self._cut_at_limit():
+        cut = state is MessageState.COMPLETE and self._cut_at_limit()
+        if cut:
             text = cut_note(self._limit_tokens(), bool(self.thinking.text().strip()))
+        name = "LimitNote" if cut else "StateLabel"  # a note, not an error: the muted style
+        if self.state_label.objectName() != name:
+            self.state_label.setObjectName(name)
+            self.state_label.style().unpolish(self.state_label)
+            self.state_label.style().polish(self.state_label)
         self.state_label.setText(text)
         self.state_label.setVisible(bool(text))
         cut_off = (state is MessageState.COMPLETE and not self.answer.markdown.strip()
