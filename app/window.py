@@ -620,6 +620,7 @@ class MainWindow(QMainWindow):
         self._loading = False
         self.load_progress.hide()
         self.chat.model_loaded = True
+        self.chat.model_is_vision = info.is_vision
         self.attachments.set_model(info.name, info.is_vision)
         kind = "vision" if info.is_vision else "text-only"
         bits = info.precision
@@ -638,6 +639,7 @@ class MainWindow(QMainWindow):
 
     def _on_unloaded(self) -> None:
         self.chat.model_loaded = False
+        self.chat.model_is_vision = None
         self.attachments.set_model("", None)
         self.status_model.setText("No model loaded")
         self.model_button.setText("No model")

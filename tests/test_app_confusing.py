@@ -47,6 +47,13 @@ def test_a_text_only_model_refusing_a_follow_up_for_earlier_images_says_so(make_
     assert banner.isVisible() and "earlier messages" in banner.label.text() and "text-only" in banner.label.text()
     assert banner.action.text().startswith("Add vision")
     assert len(store.messages(cid)) == 2 and window.composer.text() == "And its colour?"  # nothing lost
+    # Regenerate and Edit say the same instead of sending the chat to fail.
+    banner.dismiss()
+    answer = store.messages(cid)[-1]
+    QApplication.processEvents()
+    QTest.mouseClick(window.transcript.widget_for(answer.id).regenerate_button, Qt.MouseButton.LeftButton)
+    assert banner.isVisible() and "earlier messages" in banner.label.text()
+    assert not window.chat.busy and store.versions(answer.id) == [answer.id]
     # A chat without media goes through on the same model.
     QTest.mouseClick(window.new_button, Qt.MouseButton.LeftButton)
     send(window, qt_wait, "Plain text", thinking=ThinkingMode.OFF, max_tokens=4)

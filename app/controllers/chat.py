@@ -176,6 +176,7 @@ class ChatController(QObject):
         self.engine = engine  # an EngineClient (or anything with generate/cancel/persist and a worker)
         self.current_id: str | None = None
         self.model_loaded = False
+        self.model_is_vision: bool | None = None  # None: no model loaded
         self._stream: _Stream | None = None
         self._search_serial = 0
         self._unsaved: list[_Stream] = []  # finished answers the disk refused; retried until saved
@@ -313,7 +314,7 @@ class ChatController(QObject):
         if model_is_vision is False and any(a.kind is not AttachmentKind.TEXT for a in attachments):
             return text_only_refusal()
         if model_is_vision is False and self.current_id and self.store.has_media(self.current_id):
-            return earlier_media_refusal()
+            return earlier_media_refusal()  # (as _refused_for_earlier_media, for Regenerate and Edit)
         if len(text) > MAX_MESSAGE_CHARS:
             return (f"This message is {len(text):,} characters long; one message can hold at most "
                     f"{MAX_MESSAGE_CHARS:,} (about {MAX_MESSAGE_CHARS // 4:,} tokens). Shorten it or split it "
@@ -354,6 +355,8 @@ class ChatController(QObject):
             return
         messages = self.store.messages(self.current_id)
         if not messages:
+            return
+        if self._refused_for_earlier_media():
             return
         last = messages[-1]
         self._start_generation(replacing=last if last.role == "assistant" else None)
@@ -404,6 +407,8 @@ class ChatController(QObject):
         new_text = new_text.strip()
         if not new_text and not original.attachments:
             return
+        if self._refused_for_earlier_media():
+            return
         try:
             message = self.store.add_version(original.id, new_text, attachments=original.attachments)
         except StoreError as error:
@@ -412,6 +417,14 @@ class ChatController(QObject):
         self.messagesRemoved.emit(original.position)
         self.messageAppended.emit(message)
         self._start_generation()
+
+    def _refused_for_earlier_media(self) -> bool:
+        """A text-only model cannot answer a chat holding images, PDFs or video: say so (the window offers
+        Add vision) instead of sending it to fail."""
+        if self.model_is_vision is False and self.store.has_media(self.current_id):
+            self.mediaRefused.emit(earlier_media_refusal())
+            return True
+        return False
 
     def show_version(self, message_id: int, step: int) -> None:
         """Show the version ``step`` away (-1 older, +1 newer) of a message, with what followed it."""
