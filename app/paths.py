@@ -8,7 +8,7 @@ from pathlib import Path
 
 import platformdirs
 
-from engine_mlx.data_dir import APP_NAME, ENV_DATA_DIR, default_data_dir
+from engine_mlx.data_dir import APP_NAME, DATABASE, DEMO_MODEL, ENV_DATA_DIR, default_data_dir
 
 
 @dataclass(frozen=True)
@@ -17,7 +17,7 @@ class AppPaths:
 
     @property
     def database(self) -> Path:
-        return self.data / "qwendesk.sqlite3"
+        return self.data / DATABASE
 
     @property
     def attachments(self) -> Path:
@@ -33,7 +33,7 @@ class AppPaths:
 
     @property
     def demo_model(self) -> Path:
-        return self.data / "demo-model"
+        return self.data / DEMO_MODEL
 
     @property
     def logs(self) -> Path:

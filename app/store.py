@@ -121,6 +121,9 @@ class StoredStats:
     ttft_s: float = 0.0
     total_s: float = 0.0
     peak_memory_bytes: int = 0
+    # Tokens of the last run alone: after a Continue the figures above cover the whole answer, while the
+    # token limit applies to each run (0: written before Continue existed, i.e. generated_tokens).
+    run_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,8 @@ class StoredMessage:
     error: str = ""
     attachments: tuple[StoredAttachment, ...] = ()
     created_at: float = field(default_factory=time.time)
+    version: int = 1  # which of the message's versions this is (regenerated answers, edited messages)
+    version_count: int = 1
 
 
 @dataclass(frozen=True)
@@ -213,8 +218,22 @@ MIGRATION_PINS_AND_CONTEXT = """
         ALTER TABLE conversations ADD COLUMN context_from_id INTEGER NOT NULL DEFAULT 0;
 """
 
+# Versions: a regenerated answer or an edited message is a new sibling (same parent, same position), and
+# the earlier ones stay. ``chosen`` marks the sibling shown under its parent; ``shown`` marks the path on
+# screen (and sent to the model), so reading a chat stays one indexed query.
+MIGRATION_VERSIONS = """
+        ALTER TABLE messages ADD COLUMN parent_id INTEGER REFERENCES messages(id) ON DELETE CASCADE;
+        ALTER TABLE messages ADD COLUMN chosen INTEGER NOT NULL DEFAULT 1;
+        ALTER TABLE messages ADD COLUMN shown INTEGER NOT NULL DEFAULT 1;
+        UPDATE messages SET parent_id = (
+            SELECT p.id FROM messages p WHERE p.conversation_id = messages.conversation_id
+            AND p.position < messages.position ORDER BY p.position DESC LIMIT 1
+        );
+        CREATE INDEX messages_by_parent ON messages(parent_id);
+"""
+
 # SQL scripts; append new migrations, never edit a released one. user_version = how many have run.
-MIGRATIONS: tuple[str, ...] = (MIGRATION_1, MIGRATION_PINS_AND_CONTEXT)
+MIGRATIONS: tuple[str, ...] = (MIGRATION_1, MIGRATION_PINS_AND_CONTEXT, MIGRATION_VERSIONS)
 
 _SUMMARY_COLUMNS = "id, title, updated_at, created_at, pinned_at IS NOT NULL"
 
@@ -439,16 +458,46 @@ class Store:
         state: MessageState = MessageState.COMPLETE,
         attachments: tuple[StoredAttachment, ...] = (),
     ) -> StoredMessage:
+        """Append a message after the last one shown (the version on screen is the one continued)."""
+        return self._insert("save the message", cid, None, role, text, thinking, state, attachments)
+
+    def add_version(
+        self,
+        of: int,
+        text: str,
+        *,
+        thinking: str = "",
+        state: MessageState = MessageState.COMPLETE,
+        attachments: tuple[StoredAttachment, ...] = (),
+    ) -> StoredMessage:
+        """A new version of message ``of`` (a regenerated answer, an edited message), shown in its place:
+        ``of`` and the messages after it stay, reachable with ``choose_version``."""
+        row = self._db.execute("SELECT conversation_id, role FROM messages WHERE id=?", (of,)).fetchone()
+        if row is None:
+            raise StoreError("That message no longer exists.")
+        return self._insert("save the new version", row[0], of, row[1], text, thinking, state, attachments)
+
+    def _insert(self, doing: str, cid: str, sibling_of: int | None, role: str, text: str, thinking: str,
+                state: MessageState, attachments: tuple[StoredAttachment, ...]) -> StoredMessage:
         now = time.time()
         try:
             self._db.execute("BEGIN IMMEDIATE")
-            position = self._db.execute(
-                "SELECT COALESCE(MAX(position), -1) + 1 FROM messages WHERE conversation_id=?", (cid,)
-            ).fetchone()[0]
+            if sibling_of is None:  # after the last message shown
+                row = self._db.execute(
+                    "SELECT id, position + 1 FROM messages WHERE conversation_id=? AND shown=1 "
+                    "ORDER BY position DESC LIMIT 1", (cid,)).fetchone()
+                parent, position = row if row else (None, 0)
+            else:  # beside it, hiding it and what follows it
+                parent, position = self._db.execute(
+                    "SELECT parent_id, position FROM messages WHERE id=?", (sibling_of,)).fetchone()
+                self._db.execute("UPDATE messages SET shown=0 WHERE conversation_id=? AND position>=?",
+                                 (cid, position))
+            self._db.execute("UPDATE messages SET chosen=0 WHERE conversation_id=? AND position=? AND parent_id IS ?",
+                             (cid, position, parent))
             cursor = self._db.execute(
-                "INSERT INTO messages(conversation_id, position, role, text, thinking, state, created_at) "
-                "VALUES(?,?,?,?,?,?,?)",
-                (cid, position, role, text, thinking, state.value, now),
+                "INSERT INTO messages(conversation_id, position, role, text, thinking, state, created_at, "
+                "parent_id, chosen, shown) VALUES(?,?,?,?,?,?,?,?,1,1)",
+                (cid, position, role, text, thinking, state.value, now, parent),
             )
             mid = int(cursor.lastrowid)
             for ordinal, att in enumerate(attachments):
@@ -458,12 +507,52 @@ class Store:
                     (mid, ordinal, att.kind.value, self._relative(att.path), att.name, _options_json(att)),
                 )
             self._db.execute("UPDATE conversations SET updated_at=? WHERE id=?", (now, cid))
+            count = self._db.execute(
+                "SELECT COUNT(*) FROM messages WHERE conversation_id=? AND position=? AND parent_id IS ?",
+                (cid, position, parent)).fetchone()[0]
             self._db.execute("COMMIT")
         except sqlite3.Error as error:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
-            raise _friendly(error, "save the message") from error
-        return StoredMessage(mid, cid, position, role, text, thinking, state, attachments=attachments, created_at=now)
+            raise _friendly(error, doing) from error
+        return StoredMessage(mid, cid, position, role, text, thinking, state, attachments=attachments,
+                             created_at=now, version=count, version_count=count)
+
+    def versions(self, mid: int) -> list[int]:
+        """The ids of message ``mid``'s versions, oldest first (``mid`` among them)."""
+        return [row[0] for row in self._db.execute(
+            "SELECT s.id FROM messages m JOIN messages s ON s.conversation_id = m.conversation_id "
+            "AND s.position = m.position AND s.parent_id IS m.parent_id WHERE m.id=? ORDER BY s.id", (mid,))]
+
+    def choose_version(self, mid: int) -> int:
+        """Show version ``mid`` in its chat, with the messages that followed it (each at the version last
+        shown); returns its position (the messages from there on changed)."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            row = self._db.execute("SELECT conversation_id, position, parent_id FROM messages WHERE id=?",
+                                   (mid,)).fetchone()
+            if row is None:
+                raise StoreError("That message no longer exists.")
+            cid, position, parent = row
+            self._db.execute("UPDATE messages SET chosen=(id=?) WHERE conversation_id=? AND position=? "
+                             "AND parent_id IS ?", (mid, cid, position, parent))
+            self._db.execute("UPDATE messages SET shown=0 WHERE conversation_id=? AND position>=?",
+                             (cid, position))
+            current = mid
+            while current is not None:
+                self._db.execute("UPDATE messages SET shown=1 WHERE id=?", (current,))
+                row = self._db.execute("SELECT id FROM messages WHERE parent_id=? ORDER BY chosen DESC, id DESC "
+                                       "LIMIT 1", (current,)).fetchone()
+                current = row[0] if row else None
+            self._db.execute("COMMIT")
+        except sqlite3.Error as error:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise _friendly(error, "show that version") from error
+        except StoreError:
+            self._db.execute("ROLLBACK")
+            raise
+        return position
 
     def update_message(
         self,
@@ -493,20 +582,26 @@ class Store:
         self._write("save the answer", f"UPDATE messages SET {', '.join(columns)} WHERE id=?", (*values, mid))
 
     def messages(self, cid: str) -> list[StoredMessage]:
+        """The chat as shown: each message at the version on screen."""
+        return self._select("m.conversation_id=? AND m.shown=1", (cid,))
+
+    def _select(self, where: str, params: tuple) -> list[StoredMessage]:
         rows = self._db.execute(
-            "SELECT id, conversation_id, position, role, text, thinking, state, thinking_s, stats, error, "
-            "created_at FROM messages WHERE conversation_id=? ORDER BY position",
-            (cid,),
+            "SELECT m.id, m.conversation_id, m.position, m.role, m.text, m.thinking, m.state, m.thinking_s, "
+            f"m.stats, m.error, m.created_at FROM messages m WHERE {where} ORDER BY m.position",
+            params,
         ).fetchall()
+        versions = self._versions_of({row[1] for row in rows})
         attachments: dict[int, list[StoredAttachment]] = {}
         for mid, kind, path, name, options in self._db.execute(
             "SELECT a.message_id, a.kind, a.path, a.name, a.options FROM attachments a "
-            "JOIN messages m ON m.id = a.message_id WHERE m.conversation_id=? ORDER BY a.message_id, a.ordinal",
-            (cid,),
+            f"JOIN messages m ON m.id = a.message_id WHERE {where} ORDER BY a.message_id, a.ordinal",
+            params,
         ):
             attachments.setdefault(mid, []).append(self._attachment(kind, path, name, options))
         result = []
         for mid, conv, pos, role, text, thinking, state, thinking_s, stats, error, created in rows:
+            version, count = versions.get(mid, (1, 1))
             result.append(
                 StoredMessage(
                     mid,
@@ -521,21 +616,40 @@ class Store:
                     error,
                     tuple(attachments.get(mid, ())),
                     created,
+                    version,
+                    count,
                 )
             )
         return result
 
+    def _versions_of(self, conversations: set[str]) -> dict[int, tuple[int, int]]:
+        """(version, count) of every message that has several versions, in one pass over each chat
+        (a per-row count tripled the time to open a long chat)."""
+        out: dict[int, tuple[int, int]] = {}
+        for cid in conversations:
+            for (ids,) in self._db.execute(
+                    "SELECT group_concat(id) FROM messages WHERE conversation_id=? GROUP BY parent_id, position "
+                    "HAVING COUNT(*) > 1", (cid,)):
+                siblings = sorted(int(i) for i in ids.split(","))
+                out.update({mid: (n, len(siblings)) for n, mid in enumerate(siblings, start=1)})
+        return out
+
     def message(self, mid: int) -> StoredMessage | None:
-        row = self._db.execute("SELECT conversation_id FROM messages WHERE id=?", (mid,)).fetchone()
-        if not row:
-            return None
-        return next((m for m in self.messages(row[0]) if m.id == mid), None)
+        """Any message, shown or an earlier version."""
+        found = self._select("m.id=?", (mid,))
+        return found[0] if found else None
+
+    def has_media(self, cid: str) -> bool:
+        """Whether the chat as shown holds an image, PDF or video (which only a vision model reads)."""
+        return self._db.execute(
+            "SELECT 1 FROM attachments a JOIN messages m ON m.id = a.message_id WHERE m.conversation_id=? "
+            "AND m.shown=1 AND a.kind != ? LIMIT 1", (cid, AttachmentKind.TEXT.value)).fetchone() is not None
 
     def delete_messages_from(self, cid: str, position: int) -> None:
-        """Remove the message at ``position`` and everything after it (edit-and-resend, regenerate)."""
+        """Remove the shown message at ``position`` and everything after it (with their versions)."""
         self._write(
             "replace the later messages",
-            "DELETE FROM messages WHERE conversation_id=? AND position>=?",
+            "DELETE FROM messages WHERE conversation_id=? AND position>=? AND shown=1",
             (cid, position),
         )
 
@@ -621,7 +735,8 @@ def _fts_rows(db: sqlite3.Connection, match: str, limit: int) -> list[tuple]:
         "WITH top AS (SELECT m.id AS id, c.updated_at AS updated, m.position AS position "
         "FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid "
         "JOIN conversations c ON c.id = m.conversation_id "
-        "WHERE messages_fts MATCH ?1 AND c.deleted_at IS NULL ORDER BY c.updated_at DESC, m.position LIMIT ?2) "
+        "WHERE messages_fts MATCH ?1 AND m.shown = 1 AND c.deleted_at IS NULL "
+        "ORDER BY c.updated_at DESC, m.position LIMIT ?2) "
         "SELECT m.conversation_id, c.title, m.id, snippet(messages_fts, 0, '[', ']', '…', 12) "
         "FROM messages_fts JOIN top ON top.id = messages_fts.rowid JOIN messages m ON m.id = top.id "
         "JOIN conversations c ON c.id = m.conversation_id "
@@ -636,7 +751,8 @@ def _literal_rows(db: sqlite3.Connection, query: str, limit: int) -> list[tuple]
     rows = db.execute(
         "SELECT m.conversation_id, c.title, m.id, m.text FROM messages m "
         "JOIN conversations c ON c.id = m.conversation_id "
-        "WHERE c.deleted_at IS NULL AND m.text LIKE ? ESCAPE '\\' ORDER BY c.updated_at DESC, m.position LIMIT ?",
+        "WHERE c.deleted_at IS NULL AND m.shown = 1 AND m.text LIKE ? ESCAPE '\\' "
+        "ORDER BY c.updated_at DESC, m.position LIMIT ?",
         (f"%{_like_literal(needle)}%", limit),
     ).fetchall()
     out = []

@@ -106,7 +106,7 @@ class MainWindow(QMainWindow):
         self.chat_list_actions = ChatListActions(self)
         self._restore_layout()
         self.refresh_conversations()
-        self.chat.new_conversation()
+        self.chat.reopen_last()
         self._update_page()
         self.models.rescan()
         if reload_last:
@@ -190,6 +190,7 @@ class MainWindow(QMainWindow):
         c.conversationOpened.connect(self._on_opened)
         c.messageAppended.connect(self._on_message)
         c.messagesRemoved.connect(self.transcript.remove_from)
+        c.versionShown.connect(self.transcript.replace_from)
         c.progress.connect(lambda mid, d, t: self._with(mid, lambda w: w.set_progress(d, t)))
         c.thinkingDelta.connect(lambda mid, text: self._with(mid, lambda w: w.append_thinking(text)))
         c.answerStarted.connect(lambda mid, s: self._with(mid, lambda w: w.start_answer(s)))
@@ -206,6 +207,7 @@ class MainWindow(QMainWindow):
         self.transcript.editSubmitted.connect(c.edit_and_resend)
         self.transcript.regenerateRequested.connect(c.regenerate)
         self.transcript.continueRequested.connect(c.continue_answer)
+        self.transcript.versionRequested.connect(c.show_version)
         self.transcript.copied.connect(lambda _t: self.statusBar().showMessage("Copied", 1500))
         # composer
         self.composer.sendRequested.connect(self.send)
@@ -236,6 +238,7 @@ class MainWindow(QMainWindow):
         m.modelsChanged.connect(lambda _e: self._update_page())
         m.demoBuilding.connect(self._on_demo_building)
         self.first_run.chooseModel.connect(self.open_model_picker)
+        self.first_run.getModels.connect(self.open_downloads)
         self.first_run.addFolder.connect(self._add_folder)
         self.first_run.useDemo.connect(m.use_demo)
 
@@ -374,9 +377,12 @@ class MainWindow(QMainWindow):
 
     def copy_last_answer(self) -> None:
         widget = self.transcript.last_answer()
-        if widget is not None:
-            QGuiApplication.clipboard().setText(widget.answer_markdown())
+        text = widget.answer_markdown() if widget is not None else ""
+        if text.strip():
+            QGuiApplication.clipboard().setText(text)
             self.statusBar().showMessage("Copied the last answer", 1500)
+        else:
+            self.statusBar().showMessage("There is no answer to copy in this chat yet.", 3000)
 
     # --- attachments --------------------------------------------------------------------------
     def pick_files(self) -> None:
@@ -568,12 +574,14 @@ class MainWindow(QMainWindow):
         self._loading = False
         self.load_progress.hide()
         self.chat.model_loaded = True
+        self.chat.model_is_vision = info.is_vision
         self.attachments.set_model(info.name, info.is_vision)
         kind = "vision" if info.is_vision else "text-only"
         bits = info.precision
         self.status_model.setText(f"{info.name} · {bits} · {kind}")
         self.model_button.setText(info.name)
         self.first_run.status.setText("")
+        self.status_bar.clear_stats()  # the previous model's speed and context are not this one's
         self._update_memory(0)
         if self.models.is_demo(info):
             self.banner.show_message("Demo model: random weights. Its answers are gibberish; use it to try "
@@ -585,10 +593,12 @@ class MainWindow(QMainWindow):
 
     def _on_unloaded(self) -> None:
         self.chat.model_loaded = False
+        self.chat.model_is_vision = None
         self.attachments.set_model("", None)
         self.status_model.setText("No model loaded")
         self.model_button.setText("No model")
         self.status_memory.setText("")
+        self.status_bar.clear_stats()
         self.banner.clear_sticky()
         self._update_page()
 
@@ -671,5 +681,5 @@ class MainWindow(QMainWindow):
 
 
 def _safe_filename(title: str) -> str:
-    cleaned = "".join(ch if ch.isalnum() or ch in " -_." else "_" for ch in title).strip()
-    return cleaned[:60] or "chat"
+    cleaned = "".join(ch if ch.isalnum() or ch in " -_." else "_" for ch in title)
+    return cleaned[:60].strip(" ._") or "chat"  # "Hi." + ".md" must not read "Hi..md"

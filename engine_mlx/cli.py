@@ -44,6 +44,13 @@ EXIT_ERROR = 2
 DIM, RESET = "\x1b[2m", "\x1b[0m"
 CLEAR_LINE = "\x1b[2K"  # erase the whole line (the cursor stays)
 CONTINUE_COMMAND = "/continue"  # interactive chat: carry on the last answer
+HELP_COMMAND = "/help"
+INTERACTIVE_HELP = (
+    "Type a message and press Enter to send it.\n"
+    f"  {CONTINUE_COMMAND}  carry on the last answer where the token limit cut it\n"
+    f"  {HELP_COMMAND}      this help\n"
+    "  Ctrl+D (Ctrl+Z then Enter on Windows) or Ctrl+C ends the chat."
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -214,7 +221,7 @@ def _models(args) -> int:
     from engine_mlx.memory import estimate_fit
 
     rows = []
-    for found in discover_models(extra_dirs=args.dirs):
+    for found in discover_models(extra_dirs=[*args.dirs, *_app_folders()]):
         if found.other_model and not args.all:  # refused Qwen3.5 folders are always listed
             continue
         row = {"path": str(found.path), "source": found.source.value, "error": found.error}
@@ -317,6 +324,13 @@ def _boxes_events(convo: Conversation, answer: str) -> list[dict]:
     return events
 
 
+def _app_folders() -> list[Path]:
+    """The QwenDesk app's demo model and added folders."""
+    from engine_mlx.app_folders import app_model_folders
+
+    return app_model_folders()
+
+
 # ---------------------------------------------------------------------------------------- chat
 
 
@@ -381,6 +395,9 @@ def _chat(args) -> int:
     prompts: Iterable[str] = [args.prompt] if args.prompt is not None else _stdin_lines(args.json)
     status = 0
     for text in prompts:
+        if text.strip() == HELP_COMMAND:  # answered here: never sent to the model
+            print(INTERACTIVE_HELP, file=sys.stderr)
+            continue
         if text.strip() == CONTINUE_COMMAND:
             if not convo.messages or convo.messages[-1].role is not Role.ASSISTANT:
                 print(f"error: {CONTINUE_COMMAND} carries on an answer; there is none yet", file=sys.stderr)
@@ -406,6 +423,8 @@ def _chat(args) -> int:
 
 def _stdin_lines(quiet: bool) -> Iterable[str]:
     interactive = sys.stdin.isatty() and not quiet
+    if interactive:
+        print(f"Type a message, or {HELP_COMMAND} for the commands.", file=sys.stderr)
     while True:
         if interactive:
             print(">>> ", end="", file=sys.stderr, flush=True)

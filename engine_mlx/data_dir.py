@@ -8,6 +8,8 @@ from pathlib import Path
 
 APP_NAME = "QwenDesk"
 ENV_DATA_DIR = "QWENDESK_DATA_DIR"
+DATABASE = "qwendesk.sqlite3"  # the app's chats and preferences
+DEMO_MODEL = "demo-model"  # the tiny demo model, once the user asked for it
 MCP_CONFIG = "mcp.json"  # the MCP servers, in the data folder
 MCP_CONSENT = "mcp-consent.json"  # Allow / Ask / Block, beside it
 

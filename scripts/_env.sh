@@ -7,6 +7,9 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 STAMP="$VENV/.qwendesk-installed"
 CONSTRAINTS="$ROOT/constraints.txt"
+# setuptools announces every editable install with a boxed "Editable installation." warning; it says
+# nothing a QwenDesk user can act on, so the install below filters it out.
+QUIET_EDITABLE="ignore:Editable installation"
 
 find_python() {
     for candidate in "${PYTHON:-}" python3.13 python3.12 python3.11 python3; do
@@ -29,7 +32,7 @@ ensure_env() {
     if [ ! -f "$STAMP" ] || [ "$ROOT/pyproject.toml" -nt "$STAMP" ] || [ "$CONSTRAINTS" -nt "$STAMP" ]; then
         export PIP_CONSTRAINT="$CONSTRAINTS"
         "$VENV/bin/python" -m pip install --quiet --upgrade pip
-        "$VENV/bin/python" -m pip install --quiet -e "$ROOT[test]"
+        PYTHONWARNINGS="$QUIET_EDITABLE" "$VENV/bin/python" -m pip install --quiet -e "$ROOT[test]"
         # mlx-vlm depends on opencv-python, whose Linux wheel ships Qt5 and points Qt's plugin path
         # at it on import. The headless wheel is the same cv2 without Qt: keep only that one.
         if "$VENV/bin/python" -m pip show --quiet opencv-python >/dev/null 2>&1; then

@@ -170,8 +170,10 @@ def test_menus_new_copy_regenerate(fast, qt_wait, qtbot):
     assert QGuiApplication.clipboard().text() == first_answer[1]
     ui.menu_action(window, "Chat", "Regenerate answer").trigger()
     qt_wait(lambda: not window.chat.busy, 120)
-    answers = rows(window, "SELECT id FROM messages WHERE role='assistant'")
+    answers = rows(window, "SELECT id FROM messages WHERE role='assistant' AND shown=1")
     assert len(answers) == 1 and answers[0][0] != first_answer[0]
+    # the first answer is kept as the earlier version (< 1/2 >)
+    assert len(rows(window, "SELECT id FROM messages WHERE role='assistant'")) == 2
     ui.menu_action(window, "File", "New chat").trigger()
     assert window.chat.current_id is None and window.transcript.widgets == []
 

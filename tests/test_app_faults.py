@@ -222,11 +222,11 @@ def fill(folder: Path) -> Path:
     """Write a file until the file system is full; returns it."""
     filler = folder / "filler.bin"
     chunk = b"\0" * (64 * 1024)
-    with open(filler, "wb") as handle:
+    # Unbuffered: a write the full disk cut short leaves nothing for close() to flush (and fail on again).
+    with open(filler, "wb", buffering=0) as handle:
         try:
             while True:
                 handle.write(chunk)
-                handle.flush()
         except OSError as error:
             assert error.errno == 28, error
     return filler

@@ -10,6 +10,7 @@ import test_app_window as base
 from PySide6.QtCore import Qt
 
 from app.store import ChatSettings, MessageState, ThinkingMode
+from engine_mlx.events import Stats
 
 send, stored = base.send, base.stored
 
@@ -30,6 +31,8 @@ def test_reply_cut_off_while_thinking_says_so_and_continue_carries_it_on(window,
     widget = window.transcript.widget_for(answer.id)
     assert not widget.limit_row.isHidden()
     assert "still thinking when it reached the 6-token limit" in widget.limit_label.text()
+    runs = []  # the engine's own figures for the continued run
+    window.engine.worker.event.connect(lambda _rid, event: isinstance(event, Stats) and runs.append(event))
     qtbot.mouseClick(widget.continue_button, Qt.MouseButton.LeftButton)
     qt_wait(lambda: not window.chat.busy, 120)
     conversation, settings = engine_requests[-1]
@@ -39,7 +42,7 @@ def test_reply_cut_off_while_thinking_says_so_and_continue_carries_it_on(window,
     assert len(messages) == 2 and messages[-1].id == answer.id  # the same answer grew
     grown = messages[-1]
     assert grown.thinking.startswith(answer.thinking) and len(grown.thinking + grown.text) > len(answer.thinking)
-    assert grown.stats.reused_tokens == grown.stats.prompt_tokens  # resumed at the answer's end: no prefill
+    assert runs[-1].reused_tokens == runs[-1].prompt_tokens  # resumed at the answer's end: no prefill
     shown = window.transcript.widget_for(answer.id)
     assert shown.thinking.text() == grown.thinking and shown.answer.markdown == grown.text
     # A reopened chat says the same about a stored cut-off reply.
@@ -70,7 +73,7 @@ def test_an_answer_cut_at_the_limit_or_stopped_offers_continue(window, qt_wait, 
     window.chat.open(window.chat.current_id)
     assert not window.transcript.widget_for(grown.id).continue_link.isHidden()
     window.store.update_message(grown.id, text=grown.text, state=MessageState.COMPLETE,
-                                stats=replace(grown.stats, generated_tokens=3))
+                                stats=replace(grown.stats, generated_tokens=3, run_tokens=3))
     window.chat.open(window.chat.current_id)
     assert window.transcript.widget_for(grown.id).continue_link.isHidden()
 

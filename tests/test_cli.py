@@ -133,3 +133,32 @@ def test_pages_from_a_page_to_the_end(tiny_model_dir, tmp_path):
 
     assert prompt_tokens("3-") == prompt_tokens("3-4") > prompt_tokens("3")
     one_error_line(run("chat", "--model", tiny_model_dir, "--pdf", pdf, "--pages", "two", "hi"), "--pages", "3-")
+
+
+def test_models_lists_the_apps_demo_model_and_added_folders(tiny_model_dir, tmp_path):
+    import shutil
+
+    from app.paths import app_paths
+    from app.store import Store
+    from engine_mlx.app_folders import FOLDERS_PREF
+
+    paths = app_paths(tmp_path / "data").ensure()
+    shutil.copytree(tiny_model_dir, paths.demo_model)
+    added = tmp_path / "shelf" / "Qwen3.5-added"
+    shutil.copytree(tiny_model_dir, added)
+    store = Store(paths.database, paths.attachments)
+    store.set_pref(FOLDERS_PREF, json.dumps([str(added.parent)]))
+    store.close()
+    result = subprocess.run([sys.executable, "-m", "engine_mlx", "models", "--json"], capture_output=True,
+                            text=True, env={**ENV, "QWENDESK_DATA_DIR": str(paths.data)}, timeout=180)
+    assert result.returncode == 0, result.stderr
+    listed = {r["path"] for r in json.loads(result.stdout) if r.get("name")}
+    assert {str(paths.demo_model), str(added)} <= listed
+
+
+def test_help_in_the_interactive_chat_is_answered_locally(tiny_model_dir):
+    result = run("chat", "--model", tiny_model_dir, "--no-think", "--max-tokens", "4", "--seed", "1",
+                 stdin="/help\n")
+    assert result.returncode == 0, result.stderr
+    assert "/continue" in result.stderr and "/help" in result.stderr
+    assert "prompt tokens" not in result.stdout  # nothing was generated

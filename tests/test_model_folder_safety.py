@@ -558,7 +558,7 @@ def test_model_picker_lists_refused_folders_with_the_reason(
 
     names = [picker.table.item(r, 0).text() for r in range(2)]
     row = names.index(refused.name)
-    assert picker.table.item(row, 4).text() == "Refused"
+    assert picker.table.item(row, 4).text().startswith("Refused: ")  # with the reason, in view
     rect = picker.table.visualItemRect(picker.table.item(row, 0))
     qtbot.mouseClick(picker.table.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
     details = picker.details.text()
@@ -575,7 +575,12 @@ def test_model_picker_lists_refused_folders_with_the_reason(
     qtbot.mouseClick(add, Qt.MouseButton.LeftButton)
     qt_wait(lambda: errors, 120)
     assert errors[0].startswith(str(broken)) and f"tensor {QKV}" in errors[0]
-    assert str(broken) not in store.get_pref("model_folders", "[]")
+    # Remembered, so the picker lists it with the reason (as the README says), and never loads it.
+    assert str(broken) in json.loads(store.get_pref("model_folders", "[]"))
+    qt_wait(lambda: any(picker.table.item(r, 0).text() == broken.name for r in range(picker.table.rowCount())), 120)
+    row = next(r for r in range(picker.table.rowCount()) if picker.table.item(r, 0).text() == broken.name)
+    assert f"tensor {QKV}" in picker.table.item(row, 4).text()
+    assert started == []
 
 
 def test_hf_cache_snapshot_that_links_out_of_its_repo_is_refused(converted, tmp_path: Path) -> None:

@@ -36,6 +36,18 @@ class Pending:
         return self.stored.kind
 
 
+def pdf_thumbnail(path: Path, page: int) -> QImage | None:
+    """The chip's picture of a PDF: the first page that will be sent (None if it cannot be rendered)."""
+    from engine_mlx import media
+
+    try:
+        image = media.load_pdf_pages(path, page, page, max_side=THUMB_SIDE)[0]
+    except MediaError:
+        return None
+    return QImage(image.convert("RGB").tobytes(), image.width, image.height, 3 * image.width,
+                  QImage.Format.Format_RGB888).copy()
+
+
 def _thumbnail_from_array(frame) -> QImage:
     height, width = frame.shape[:2]
     image = QImage(frame.tobytes(), width, height, 3 * width, QImage.Format.Format_RGB888).copy()
@@ -65,12 +77,7 @@ def prepare(path: Path, store: Store, key: int) -> Pending:
                        QImage.Format.Format_RGB888).copy()
     elif kind is AttachmentKind.PDF:
         page_count = media.pdf_page_count(path)
-        try:
-            page = media.load_pdf_pages(path, 1, 1, max_side=THUMB_SIDE)[0]
-            thumb = QImage(page.convert("RGB").tobytes(), page.width, page.height, 3 * page.width,
-                           QImage.Format.Format_RGB888).copy()
-        except MediaError:
-            thumb = None
+        thumb = pdf_thumbnail(path, 1)
     else:
         info = media.probe_video(path)
         duration = info.duration_s
@@ -108,6 +115,12 @@ def original_size(path: Path) -> tuple[int, int]:
 def text_only_refusal(model_name: str = "") -> str:
     return (f"{model_name or 'This model'} is a text-only checkpoint: it cannot see images, PDFs or "
             "videos. Load a vision checkpoint (an mlx-vlm conversion of Qwen3.5) to attach them.")
+
+
+def earlier_media_refusal(model_name: str = "") -> str:
+    return (f"This chat has images, PDFs or videos in earlier messages, and {model_name or 'this model'} is "
+            "text-only: it cannot read them. Add vision to the model, or start a new chat to go on without "
+            "them; your message stays in the box.")
 
 
 class AttachmentsController(QObject):
@@ -219,7 +232,19 @@ class AttachmentsController(QObject):
             if item.key == key:
                 self.items[index] = replace(item, stored=replace(item.stored, **changes))
                 self.changed.emit(self.items[index])
+                if item.kind is AttachmentKind.PDF and item.stored.first_page != self.items[index].stored.first_page:
+                    self._rethumb(key, self.items[index].stored)
                 return
+
+    def _rethumb(self, key: int, stored: StoredAttachment) -> None:
+        """The chip follows the page range: its picture becomes the range's first page."""
+        def done(image: QImage | None) -> None:
+            current = self.get(key)
+            if current is not None and current.stored.first_page == stored.first_page and image is not None:
+                self.items[self.items.index(current)] = replace(current, thumbnail=image)
+                self.changed.emit(self.get(key))
+
+        run_task(lambda _p, _c: pdf_thumbnail(stored.path, stored.first_page), done)
 
     def get(self, key: int) -> Pending | None:
         return next((p for p in self.items if p.key == key), None)

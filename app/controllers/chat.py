@@ -23,6 +23,7 @@ from engine_mlx.conversation import (
 from engine_mlx.events import AnswerDelta, Finished, FinishReason, Progress, Stats, ThinkingDelta
 from engine_mlx.settings import GenerationSettings
 
+from ..sent_ranges import sent_range
 from ..store import (
     AttachmentKind,
     ChatSettings,
@@ -37,10 +38,11 @@ from ..store import (
     search_database,
 )
 from ..workers import run_task
-from .attachments import text_only_refusal
+from .attachments import earlier_media_refusal, text_only_refusal
 
 log = logging.getLogger(__name__)
 
+LAST_CHAT_PREF = "last_chat"  # the chat on screen, reopened at the next start
 SAVE_INTERVAL_MS = 500  # a streaming answer reaches the disk at least this often
 # Longer messages are refused before anything is stored or rendered: 1 MB of text would freeze the
 # window for seconds and still not fit the context. About 64k tokens at ~4 characters a token.
@@ -96,6 +98,26 @@ def stored_stats(stats: Stats) -> StoredStats:
         ttft_s=stats.ttft_s,
         total_s=stats.total_s,
         peak_memory_bytes=stats.peak_memory_bytes,
+        run_tokens=stats.generated_tokens,
+    )
+
+
+def continued_stats(before: StoredStats, after: StoredStats) -> StoredStats:
+    """The whole answer's figures after a Continue: tokens and time summed over both runs, the rate over
+    both, the prompt and first-token time of the first; ``run_tokens`` stays the last run's (the limit's)."""
+    generated = before.generated_tokens + after.generated_tokens
+    decode_s = sum(s.generated_tokens / s.decode_tps for s in (before, after) if s.decode_tps)
+    return StoredStats(
+        prompt_tokens=before.prompt_tokens,
+        reused_tokens=before.reused_tokens,
+        generated_tokens=generated,
+        thinking_tokens=before.thinking_tokens + after.thinking_tokens,
+        answer_tokens=before.answer_tokens + after.answer_tokens,
+        decode_tps=generated / decode_s if decode_s else 0.0,
+        ttft_s=before.ttft_s,
+        total_s=before.total_s + after.total_s,
+        peak_memory_bytes=max(before.peak_memory_bytes, after.peak_memory_bytes),
+        run_tokens=after.run_tokens,
     )
 
 
@@ -119,6 +141,7 @@ class _Stream:
     save_failed: bool = False
     final: dict = field(default_factory=dict)  # state and error, once finished
     stats: StoredStats | None = None
+    before: StoredStats | None = None  # a continued answer's figures so far
 
     @property
     def thinking_text(self) -> str:
@@ -134,6 +157,7 @@ class ChatController(QObject):
     conversationOpened = Signal(str, list)  # id ("" = none), list[StoredMessage]
     messageAppended = Signal(StoredMessage)
     messagesRemoved = Signal(int)  # messages from this position on are gone
+    versionShown = Signal(int, list)  # from this position on, these messages (another version) are shown
     progress = Signal(int, int, int)  # message id, done, total
     thinkingDelta = Signal(int, str)
     answerStarted = Signal(int, float)  # message id, thinking seconds
@@ -153,6 +177,7 @@ class ChatController(QObject):
         self.engine = engine  # an EngineClient (or anything with generate/cancel/persist and a worker)
         self.current_id: str | None = None
         self.model_loaded = False
+        self.model_is_vision: bool | None = None  # None: no model loaded
         self._stream: _Stream | None = None
         self._search_serial = 0
         self._unsaved: list[_Stream] = []  # finished answers the disk refused; retried until saved
@@ -193,7 +218,22 @@ class ChatController(QObject):
     def new_conversation(self) -> None:
         """An empty draft: it becomes a stored conversation when the first message is sent."""
         self.current_id = None
+        self._remember_shown()
         self.conversationOpened.emit("", [])
+
+    def reopen_last(self) -> None:
+        """At start-up: the chat that was on screen at the last quit (a new draft if there was none)."""
+        cid = self.store.get_pref(LAST_CHAT_PREF)
+        if cid and self.store.conversation(cid) is not None:
+            self.open(cid)
+        else:
+            self.new_conversation()
+
+    def _remember_shown(self) -> None:
+        try:
+            self.store.set_pref(LAST_CHAT_PREF, self.current_id)
+        except StoreError as error:  # not worth more than a log line: only the next start-up misses it
+            log.warning("could not remember the open chat: %s", error)
 
     def open(self, cid: str) -> None:
         if self.store.conversation(cid) is None:
@@ -202,6 +242,7 @@ class ChatController(QObject):
         if self._stream is not None and self._stream.conversation_id == cid and self._stream.dirty:
             self._save(self._stream)  # its answer so far is shown from the database
         self.current_id = cid
+        self._remember_shown()
         self.conversationOpened.emit(cid, self.store.messages(cid))
 
     def rename(self, cid: str, title: str) -> None:
@@ -306,6 +347,8 @@ class ChatController(QObject):
             return "Load a model first: open the model picker (the button at the top)."
         if model_is_vision is False and any(a.kind is not AttachmentKind.TEXT for a in attachments):
             return text_only_refusal()
+        if model_is_vision is False and self.current_id and self.store.has_media(self.current_id):
+            return earlier_media_refusal()  # (as _refused_for_earlier_media, for Regenerate and Edit)
         if len(text) > MAX_MESSAGE_CHARS:
             return (f"This message is {len(text):,} characters long; one message can hold at most "
                     f"{MAX_MESSAGE_CHARS:,} (about {MAX_MESSAGE_CHARS // 4:,} tokens). Shorten it or split it "
@@ -321,13 +364,15 @@ class ChatController(QObject):
         refusal = self.refusal(text, attachments, preparing=preparing, model_is_vision=model_is_vision)
         if refusal:
             # media for a text-only model: the window offers to add vision to it
-            (self.mediaRefused if refusal == text_only_refusal() else self.errorOccurred).emit(refusal)
+            media = refusal in (text_only_refusal(), earlier_media_refusal())
+            (self.mediaRefused if media else self.errorOccurred).emit(refusal)
             return False
         try:
             if self.current_id is None:
                 settings = self._draft_settings()
                 self.current_id = self.store.create_conversation(title_from(text or attachments[0].name),
                                                                  settings)
+                self._remember_shown()
                 self.conversationOpened.emit(self.current_id, [])
             message = self.store.add_message(self.current_id, "user", text, attachments=attachments)
         except StoreError as error:
@@ -339,16 +384,16 @@ class ChatController(QObject):
         return True
 
     def regenerate(self) -> None:
-        """Replace the last answer with a new one."""
+        """Answer the last message again; the earlier answer stays as a version (``< 1/2 >``)."""
         if self.busy or not self.current_id:
             return
         messages = self.store.messages(self.current_id)
         if not messages:
             return
+        if self._refused_for_earlier_media():
+            return
         last = messages[-1]
-        if last.role == "assistant":
-            self._remove_from(last.position)
-        self._start_generation()
+        self._start_generation(replacing=last if last.role == "assistant" else None)
 
     def continue_answer(self, message_id: int | None = None) -> None:
         """Carry on an answer from where the token limit (or Stop) cut it: the same message grows, its
@@ -385,14 +430,16 @@ class ChatController(QObject):
         )
         request = self.engine.generate(conversation, generation_settings(settings))
         stream = _Stream(request, cid, last.id, thinking=[last.thinking] if last.thinking else [],
-                         answer=[last.text] if last.text else [], thinking_s=last.thinking_s if last.text else None)
+                         answer=[last.text] if last.text else [], thinking_s=last.thinking_s if last.text else None,
+                         before=last.stats)
         if last.thinking and not last.text:  # still thinking: its clock runs on from where it stopped
             stream.thinking_started = time.monotonic() - (last.thinking_s or 0.0)
         self.messagesRemoved.emit(last.position)
         self._begin(stream, replace(last, state=MessageState.STREAMING, error="", stats=None))
 
     def edit_and_resend(self, message_id: int, new_text: str) -> None:
-        """Replace a user message's text; everything after it is dropped and answered again."""
+        """Send a user message again with new text, as a new version: the original, and the answer and
+        follow-ups it had, stay reachable with ``show_version``."""
         if self.busy or not self.current_id:
             return
         original = self.store.message(message_id)
@@ -401,35 +448,66 @@ class ChatController(QObject):
         new_text = new_text.strip()
         if not new_text and not original.attachments:
             return
-        self._remove_from(original.position)
+        if self._refused_for_earlier_media():
+            return
         try:
-            message = self.store.add_message(self.current_id, "user", new_text,
-                                             attachments=original.attachments)
+            message = self.store.add_version(original.id, new_text, attachments=original.attachments)
         except StoreError as error:
             self.errorOccurred.emit(str(error))
             return
+        self.messagesRemoved.emit(original.position)
         self.messageAppended.emit(message)
         self._start_generation()
+
+    def _refused_for_earlier_media(self) -> bool:
+        """A text-only model cannot answer a chat holding images, PDFs or video: say so (the window offers
+        Add vision) instead of sending it to fail."""
+        if self.model_is_vision is False and self.store.has_media(self.current_id):
+            self.mediaRefused.emit(earlier_media_refusal())
+            return True
+        return False
+
+    def show_version(self, message_id: int, step: int) -> None:
+        """Show the version ``step`` away (-1 older, +1 newer) of a message, with what followed it."""
+        if self.busy or not self.current_id:
+            return
+        versions = self.store.versions(message_id)
+        if message_id not in versions:
+            return
+        index = versions.index(message_id) + step
+        if not 0 <= index < len(versions):
+            return
+        try:
+            position = self.store.choose_version(versions[index])
+        except StoreError as error:
+            self.errorOccurred.emit(str(error))
+            return
+        shown = [m for m in self.store.messages(self.current_id) if m.position >= position]
+        self.versionShown.emit(position, shown)
 
     def stop(self) -> None:
         if self._stream is not None:
             self.engine.cancel()
 
-    def _remove_from(self, position: int) -> None:
-        try:
-            self.store.delete_messages_from(self.current_id, position)
-        except StoreError as error:
-            self.errorOccurred.emit(str(error))
-            return
-        self.messagesRemoved.emit(position)
-
-    def _start_generation(self) -> None:
+    def _start_generation(self, replacing: StoredMessage | None = None) -> None:
+        """Answer the chat's last message; a new version of the answer ``replacing`` when given."""
         cid = self.current_id
         settings = self.store.settings(cid)
         # Every turn dropped from the prompt, then Regenerate: the question being answered is still sent.
         history = self.sent_messages(cid) or self.store.messages(cid)[-1:]
         try:
-            placeholder = self.store.add_message(cid, "assistant", "", state=MessageState.STREAMING)
+            if replacing is not None and not (replacing.text.strip() or replacing.thinking.strip()):
+                # an empty answer (a failure) is not worth keeping as a version
+                self.store.delete_messages_from(cid, replacing.position)
+                self.messagesRemoved.emit(replacing.position)
+                history = [m for m in history if m.position < replacing.position]
+                replacing = None
+            if replacing is None:
+                placeholder = self.store.add_message(cid, "assistant", "", state=MessageState.STREAMING)
+            else:
+                history = [m for m in history if m.position < replacing.position]
+                placeholder = self.store.add_version(replacing.id, "", state=MessageState.STREAMING)
+                self.messagesRemoved.emit(replacing.position)
         except StoreError as error:
             self.errorOccurred.emit(str(error))
             return
@@ -468,6 +546,8 @@ class ChatController(QObject):
             self.progress.emit(mid, event.done, event.total)
         elif isinstance(event, Stats):
             stats = stored_stats(event)
+            if stream.before is not None:
+                stats = continued_stats(stream.before, stats)
             stream.stats = stats
             self._save(stream)
             self.statsReady.emit(mid, stats)
@@ -565,8 +645,9 @@ class ChatController(QObject):
                     if att.path.exists():
                         shutil.copyfile(att.path, target)
                     rel = f"{files_dir.name}/{target.name}"
+                    part = sent_range(att)  # the pages or the time range that was sent, not the whole file
                     lines.append(f"![{att.name}]({rel})" if att.kind is AttachmentKind.IMAGE
-                                 else f"[{att.name}]({rel})")
+                                 else f"[{att.name}]({rel})" + (f" ({part})" if part else ""))
                     lines.append("")
                 if include_thinking and m.thinking.strip():
                     lines += ["<details><summary>Thinking</summary>", "", m.thinking.strip(), "",

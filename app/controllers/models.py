@@ -11,7 +11,9 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 
+from engine_mlx.app_folders import FOLDERS_PREF, parse_folders
 from engine_mlx.checkpoint import ModelInfo
+from engine_mlx.errors import CheckpointError
 from engine_mlx.inspections import InspectionCache
 from engine_mlx.settings import DEFAULT_CONTEXT_TOKENS
 
@@ -50,7 +52,7 @@ def discover(folders: list[Path], demo_dir: Path, context_tokens: int,
              inspections: InspectionCache) -> list[ModelEntry]:
     """All models found in the usual places plus the user's folders (runs on a pool thread); folders
     unchanged since an earlier scan are not inspected again."""
-    from engine_mlx.checkpoint import discover_models
+    from engine_mlx.checkpoint import SourceKind, discover_models
     from engine_mlx.errors import CheckpointError
     from engine_mlx.memory import estimate_fit
 
@@ -60,7 +62,7 @@ def discover(folders: list[Path], demo_dir: Path, context_tokens: int,
         for found in discover_models(extra_dirs=[f for f in folders if f.exists()], inspect=inspections.inspect):
             if found.ok:
                 infos[Path(found.info.path).resolve()] = found.info
-            elif not found.other_model:
+            elif not found.other_model or found.source is SourceKind.USER:  # (a folder the user added)
                 refused.append(ModelEntry(None, None, refusal=found.error, folder=Path(found.path)))
     except Exception:
         log.exception("model discovery failed")
@@ -80,6 +82,11 @@ def discover(folders: list[Path], demo_dir: Path, context_tokens: int,
     return entries
 
 
+class RefusedFolder(CheckpointError):
+    """An added folder holds model folders, all refused: it is remembered so the picker lists them with
+    the reason."""
+
+
 def models_in(folder: Path, inspections: InspectionCache) -> list[Path]:
     """The usable model folders in ``folder`` (itself, or up to two levels below); raises ``CheckpointError``
     saying why when there is none (runs on a pool thread). The inspections are kept for the rescan after."""
@@ -91,7 +98,7 @@ def models_in(folder: Path, inspections: InspectionCache) -> list[Path]:
     if usable:
         return usable
     if found:
-        raise CheckpointError(found[0].path, found[0].error or "it cannot be used")
+        raise RefusedFolder(found[0].path, found[0].error or "it cannot be used")
     raise CheckpointError(folder, "no model here: neither this folder nor any folder up to two levels "
                                   "below it has a config.json")
 
@@ -131,7 +138,7 @@ class ModelsController(QObject):
         self.store.set_pref("context_tokens", str(int(value)))
 
     def user_folders(self) -> list[Path]:
-        return [Path(p) for p in json.loads(self.store.get_pref("model_folders", "[]"))]
+        return parse_folders(self.store.get_pref(FOLDERS_PREF))
 
     @property
     def last_model(self) -> Path | None:
@@ -172,10 +179,12 @@ class ModelsController(QObject):
             if str(folder) not in folders:
                 folders.append(str(folder))
                 try:
-                    self.store.set_pref("model_folders", json.dumps(folders))
+                    self.store.set_pref(FOLDERS_PREF, json.dumps(folders))
                 except StoreError as error:
                     self.errorOccurred.emit(str(error))
-            if load_if_one and len(paths) == 1:
+            if not paths:  # all refused: listed, with the reason
+                self.rescan()
+            elif load_if_one and len(paths) == 1:
                 self.rescan()
                 self.load(paths[0])
             elif load_if_one:
@@ -183,7 +192,14 @@ class ModelsController(QObject):
             else:
                 self.rescan()
 
-        run_task(find, found, lambda error: self.errorOccurred.emit(str(error)))
+        def failed(error: Exception) -> None:
+            if isinstance(error, RefusedFolder):
+                found([])
+                self.errorOccurred.emit(f"{error} The model picker lists it with the reason.")
+            else:
+                self.errorOccurred.emit(str(error))
+
+        run_task(find, found, failed)
 
     # --- loading ------------------------------------------------------------------------------
     def load(self, path: Path | str, force: bool = False) -> None:

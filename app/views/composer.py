@@ -137,6 +137,9 @@ class AttachmentChip(QFrame):
         name = att.name if len(att.name) <= 22 else att.name[:20] + "…"
         if att.kind is AttachmentKind.PDF:
             detail = f"{att.page_count} page{'s' if att.page_count != 1 else ''}"
+            last = att.last_page or att.page_count
+            if att.page_count and (att.first_page, last) != (1, att.page_count):
+                detail = f"p. {att.first_page}–{last} of {att.page_count}"
         elif att.kind is AttachmentKind.VIDEO:
             end = att.end_s if att.end_s is not None else att.duration_s or 0
             detail = f"{att.start_s:.0f}–{end:.0f} s · {att.fps:g} fps"

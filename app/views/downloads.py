@@ -209,6 +209,10 @@ class DownloadsDialog(QDialog):
         self.free.setText(f"Free disk space: {human_bytes(free)} on the volume of {folder}")
 
 
+# Reads as an example, not as a value: an empty field must not look filled in.
+PLACEHOLDER_RELEASE = "e.g. Qwen/Qwen3.5-397B-A17B (the release this model was converted from)"
+
+
 class AddVisionDialog(QDialog):
     """Pick the original release (proposed from the model's card and config), see what it costs, add it."""
 
@@ -232,7 +236,8 @@ class AddVisionDialog(QDialog):
         row.addWidget(release_label)
         self.source = QLineEdit(downloads.proposed_release(self.model_dir))
         release_label.setBuddy(self.source)
-        self.source.setPlaceholderText("Qwen/Qwen3.5-397B-A17B")
+        self.source.setPlaceholderText(PLACEHOLDER_RELEASE)
+        self.source.setAccessibleName("Original release (a Hugging Face repository)")
         row.addWidget(self.source, 1)
         self.mtp = QCheckBox("Also the MTP head")
         self.mtp.setToolTip(

@@ -8,9 +8,9 @@ from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QVBoxLay
 TEXT = """
 <h2>Welcome to QwenDesk</h2>
 <p>QwenDesk runs Qwen3.5 entirely on this computer through MLX. Nothing you type or attach leaves it.</p>
-<p><b>Get a model.</b> Download a Qwen3.5 MLX checkpoint once, for example with
-<code>huggingface-cli download mlx-community/&lt;Qwen3.5 model&gt;</code> or through LM Studio; QwenDesk finds
-models in the Hugging Face cache and in LM Studio's folder, or use <i>Add folder…</i> for any other place.</p>
+<p><b>Get a model.</b> <i>Get models…</i> downloads a Qwen3.5 MLX checkpoint from Hugging Face once (it
+says the size first and resumes if interrupted). QwenDesk also finds models already in the Hugging Face
+cache and in LM Studio's folder; use <i>Add folder…</i> for any other place.</p>
 <p><b>Images, PDFs and videos need a vision checkpoint</b> (an <i>mlx-vlm</i> conversion). The common
 4-bit <i>mlx-lm</i> conversions are <b>text-only</b>: they chat well but cannot see attachments.</p>
 <p><b>Just trying the interface?</b> The demo model is tiny and built in a few seconds. It has
@@ -20,6 +20,7 @@ models in the Hugging Face cache and in LM Studio's folder, or use <i>Add folder
 
 class FirstRunPage(QFrame):
     chooseModel = Signal()
+    getModels = Signal()
     addFolder = Signal()
     useDemo = Signal()
 
@@ -37,11 +38,13 @@ class FirstRunPage(QFrame):
         buttons = QHBoxLayout()
         self.choose_button = QPushButton("Choose a model…")
         self.choose_button.clicked.connect(self.chooseModel)
+        self.get_button = QPushButton("Get models…")
+        self.get_button.clicked.connect(self.getModels)
         self.folder_button = QPushButton("Add folder…")
         self.folder_button.clicked.connect(self.addFolder)
         self.demo_button = QPushButton("Try the demo model (random weights)")
         self.demo_button.clicked.connect(self.useDemo)
-        for button in (self.choose_button, self.folder_button):
+        for button in (self.get_button, self.choose_button, self.folder_button):
             buttons.addWidget(button)
         buttons.addStretch(1)
         column.addLayout(buttons)

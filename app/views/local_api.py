@@ -3,6 +3,7 @@ status-bar indicator shown while the API runs."""
 
 from __future__ import annotations
 
+import sys
 import time
 
 from PySide6.QtCore import Qt
@@ -28,6 +29,11 @@ from app.views.tables import row_table
 LOG_COLUMNS = ("Time", "Client", "Tokens", "Duration", "Result")
 
 
+def this_machine(platform: str = sys.platform) -> str:
+    """How the dialog names the computer the server runs on."""
+    return "this Mac" if platform == "darwin" else "this computer"
+
+
 def _tokens(record) -> str:
     if not record.prompt_tokens and not record.completion_tokens:
         return "—"
@@ -50,14 +56,14 @@ class LocalApiDialog(QDialog):
         self.controller = controller
         self.resize(760, 480)
 
-        self.switch = QCheckBox("Serve the loaded model to apps on this Mac (OpenAI-compatible)")
+        self.switch = QCheckBox(f"Serve the loaded model to apps on {this_machine()} (OpenAI-compatible)")
         self.switch.setObjectName("apiSwitch")
         self.port = QSpinBox()
         self.port.setRange(1024, 65535)
         self.port.setValue(controller.port)
         self.key = QLineEdit(controller.key)
         self.key.setAccessibleName("API key")
-        self.key.setPlaceholderText("none: any app on this Mac may call")
+        self.key.setPlaceholderText(f"none: any app on {this_machine()} may call")
         self.new_key = QPushButton("New key")
         self.url = QLabel()
         self.url.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -66,7 +72,7 @@ class LocalApiDialog(QDialog):
             button.setAutoDefault(False)  # Return in the port field must not press them
         self.status = QLabel()
         self.status.setWordWrap(True)
-        self.log = row_table(LOG_COLUMNS, stretch=(1,), selectable=False)
+        self.log = row_table(LOG_COLUMNS, stretch=(1, 4), selectable=False)
         self.log.setAccessibleName("Requests")
 
         form = QFormLayout()

@@ -28,6 +28,7 @@ from . import long_text
 from .answer import AnswerView
 from .grounding import GroundingImage, GroundingPanel, group_by_image
 from .thinking import ThinkingBlock
+from .versions import VersionSwitch
 
 THUMB = 120
 MATCH_COLOR = "#ffe58a"  # a search match, in both themes
@@ -89,13 +90,17 @@ def _render_frame(path, start_s: float) -> list[QImage]:
 
 class AttachmentThumb(QFrame):
     """A sent attachment: an image, a PDF's first pages, a video's first frame (rendered off the GUI
-    thread), or a text file's name and size."""
+    thread), or a text file's name and size. A click (or Enter) opens what was sent."""
 
     def __init__(self, att: StoredAttachment, parent: QWidget | None = None):
         super().__init__(parent)
         self.attachment = att
+        self.viewer = None  # the window showing what was sent, once opened
         self.setObjectName("AttachmentChip")
-        self.setToolTip(att.name)
+        self.setToolTip(f"{att.name} · click to open what was sent")
+        self.setAccessibleName(f"Open {att.name}")
+        self.setCursor(Qt.CursorShape.PointingHandCursor)
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.setSpacing(2)
@@ -141,6 +146,22 @@ class AttachmentThumb(QFrame):
             self.caption.setText(f"Text · {att.name}\n{size}")
             self.setContentsMargins(4, 4, 4, 4)
 
+    def open(self) -> None:
+        from .attachment_viewer import open_attachment
+
+        self.viewer = open_attachment(self.attachment, self.window())
+
+    def mouseReleaseEvent(self, event) -> None:
+        if event.button() == Qt.MouseButton.LeftButton and self.rect().contains(event.position().toPoint()):
+            self.open()
+        super().mouseReleaseEvent(event)
+
+    def keyPressEvent(self, event) -> None:
+        if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter, Qt.Key.Key_Space):
+            self.open()
+            return
+        super().keyPressEvent(event)
+
     def _start(self, fn) -> None:
         from ..workers import run_task
 
@@ -168,6 +189,13 @@ def limit_note(tokens: int | None) -> str:
     return f"The model was still thinking when it reached {limit}: there is no answer yet."
 
 
+def cut_note(tokens: int, thought: bool) -> str:
+    """An answer the token limit cut after its thinking (the limit counts thinking and answer together)."""
+    counts = "its thinking and answer together" if thought else "the answer"
+    return (f"Cut off at the {tokens:,}-token limit, which counts {counts}. "
+            "Continue carries it on, or raise Max tokens per reply in Chat settings.")
+
+
 ENDED_IN_THINKING = "The model ended its turn while still thinking: there is no answer. Try Regenerate."
 
 
@@ -177,6 +205,7 @@ class MessageWidget(QFrame):
     regenerateRequested = Signal()
     continueRequested = Signal(int)  # message id: carry this (last) answer on from where it was cut
     scrollRequested = Signal(QWidget)  # bring this child into view (a grounding chip's image)
+    versionRequested = Signal(int, int)  # message id, step: show another version of this message
 
     def __init__(self, message: StoredMessage, palette: Palette, parent: QWidget | None = None,
                  token_limit: int = 0, renderer: Renderer | None = None):
@@ -197,6 +226,9 @@ class MessageWidget(QFrame):
         self.setObjectName("Message")
         self.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
         self.setAccessibleName("Your message" if message.role == "user" else "Qwen's answer")
+        self.versions = VersionSwitch(message.version, message.version_count,
+                                      "message" if message.role == "user" else "answer")
+        self.versions.stepRequested.connect(lambda step: self.versionRequested.emit(self.message_id, step))
         outer = QVBoxLayout(self)
         outer.setContentsMargins(16, 8, 16, 8)
         outer.setSpacing(4)
@@ -243,6 +275,7 @@ class MessageWidget(QFrame):
         outer.addLayout(row)
         actions = QHBoxLayout()
         actions.addStretch(1)
+        actions.addWidget(self.versions)
         self.edit_button = _link_button("Edit", "Edit this message and send it again")
         self.edit_button.clicked.connect(self.begin_edit)
         copy = _link_button("Copy", "Copy this message")
@@ -338,6 +371,7 @@ class MessageWidget(QFrame):
         footer = QHBoxLayout()
         self.stats_label = QLabel()
         self.stats_label.setObjectName("Stats")
+        footer.addWidget(self.versions)
         footer.addWidget(self.stats_label)
         footer.addStretch(1)
         self.copy_button = _link_button("Copy", "Copy this answer as Markdown")
@@ -380,6 +414,14 @@ class MessageWidget(QFrame):
 
     def _show_state(self, state: MessageState, error: str) -> None:
         text = error if state is MessageState.ERROR else STATE_TEXT.get(state, "")
+        cut = state is MessageState.COMPLETE and self._cut_at_limit()
+        if cut:
+            text = cut_note(self._limit_tokens(), bool(self.thinking.text().strip()))
+        name = "LimitNote" if cut else "StateLabel"  # a note, not an error: the muted style
+        if self.state_label.objectName() != name:
+            self.state_label.setObjectName(name)
+            self.state_label.style().unpolish(self.state_label)
+            self.state_label.style().polish(self.state_label)
         self.state_label.setText(text)
         self.state_label.setVisible(bool(text))
         cut_off = (state is MessageState.COMPLETE and not self.answer.markdown.strip()
@@ -394,7 +436,13 @@ class MessageWidget(QFrame):
         self.answer.setVisible(not cut_off)  # no blank gap under "Thought for …"
 
     def _limit_tokens(self) -> int:
-        return self._stats.generated_tokens if self._stats else 0
+        """The tokens of the last run, which the limit applies to."""
+        return (self._stats.run_tokens or self._stats.generated_tokens) if self._stats else 0
+
+    def _cut_at_limit(self) -> bool:
+        """An answer (not only thinking) that the token limit cut."""
+        return (bool(self.token_limit) and self._limit_tokens() >= self.token_limit
+                and bool(self.answer.markdown.strip()))
 
     # streaming API (assistant only) ----------------------------------------------------------
     def set_progress(self, done: int, total: int) -> None:
@@ -434,7 +482,7 @@ class MessageWidget(QFrame):
         self.grounding.set_groups(group_by_image(shapes, images, turn_text), self.scrollRequested.emit)
 
     def set_stats(self, stats: StoredStats) -> None:
-        self._stats = stats
+        self._stats = stats  # (before finish(): its note needs the run's tokens)
         self.stats_label.setText(stats_line(stats))
         if not self.thinking.isHidden():
             self.thinking.set_tokens(stats.thinking_tokens)
@@ -466,8 +514,7 @@ class MessageWidget(QFrame):
         has_answer = bool(self.answer.markdown.strip())
         if state in (MessageState.STOPPED, MessageState.INTERRUPTED):
             return has_answer or bool(self.thinking.text().strip())
-        at_limit = bool(self.token_limit) and self._limit_tokens() >= self.token_limit
-        return state is MessageState.COMPLETE and at_limit and has_answer
+        return state is MessageState.COMPLETE and has_answer and self._cut_at_limit()
 
     # --- long messages ------------------------------------------------------------------------
     def _add_show_all(self, layout: QVBoxLayout, shown: int, total: int, at: int = -1) -> None:

@@ -38,7 +38,7 @@ class ModelPicker(QDialog):
         self.current = QLabel()
         self.current.setWordWrap(True)
         layout.addWidget(self.current)
-        self.table = row_table(COLUMNS)
+        self.table = row_table(COLUMNS, stretch=(0, 4))  # a refusal's reason shows in the last
         self.table.setAccessibleName("Models")
         self.table.doubleClicked.connect(lambda _index: self.load_selected())
         self.table.itemSelectionChanged.connect(self._show_details)
@@ -100,7 +100,7 @@ class ModelPicker(QDialog):
         self.table.setRowCount(len(entries))
         for row, entry in enumerate(entries):
             if entry.info is None:  # refused by the engine: listed, greyed, with the reason
-                for col, value in enumerate((entry.path.name, "–", "–", "–", "Refused")):
+                for col, value in enumerate((entry.path.name, "–", "–", "–", f"Refused: {entry.refusal}")):
                     item = QTableWidgetItem(value)
                     item.setToolTip(f"{entry.path}: {entry.refusal}")
                     item.setForeground(self.palette().brush(QPalette.ColorGroup.Disabled,

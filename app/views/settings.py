@@ -79,7 +79,10 @@ class SettingsDialog(QDialog):
         self.max_tokens = QSpinBox()
         self.max_tokens.setRange(1, 262144)
         self.max_tokens.setValue(settings.max_tokens)
-        form.addRow("Max answer tokens", self.max_tokens)
+        self.max_tokens.setSuffix(" tokens")
+        self.max_tokens.setToolTip("The most tokens one reply may generate, its thinking and its answer "
+                                   "together. A reply cut at this limit offers Continue.")
+        form.addRow("Max tokens per reply\n(thinking + answer)", self.max_tokens)
         self.temperature = _optional_float(0.0, 2.0, 0.05)
         self.top_p = _optional_float(0.0, 1.0, 0.05)
         self.top_k = QSpinBox()

@@ -84,6 +84,9 @@ class Sidebar(QFrame):
         self.conversation_list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.conversation_list.setItemDelegate(_ElidingDelegate(self.conversation_list))
         self.conversation_list.setAccessibleName("Chats")
+        # A right-click opens the row's menu without selecting the row: the highlighted chat stays the one
+        # the main pane shows.
+        self.conversation_list.viewport().installEventFilter(self)
         side.addWidget(self.conversation_list, 1)
         self._pin_icon: QIcon | None = None
         self.search.installEventFilter(self)  # Esc clears it (before the window's Esc = Stop)
@@ -91,7 +94,8 @@ class Sidebar(QFrame):
 
     def eventFilter(self, watched, event) -> bool:
         """Esc in a search field with text clears it; the window's Esc (Stop) does not take the key.
-        F2 on a row that cannot be edited (a search hit is a message) asks the window to rename the chat."""
+        F2 on a row that cannot be edited (a search hit is a message) asks the window to rename the chat.
+        A right-click on the list does not select its row: the highlighted chat stays the one shown."""
         if watched is self.conversation_list and event.type() == QEvent.Type.KeyPress and \
                 event.key() == Qt.Key.Key_F2:
             item = self.conversation_list.currentItem()
@@ -105,6 +109,10 @@ class Sidebar(QFrame):
                 self.search.clear()
             event.accept()
             return True
+        if watched is self.conversation_list.viewport() and \
+                event.type() in (QEvent.Type.MouseButtonPress, QEvent.Type.MouseButtonDblClick) and \
+                event.button() == Qt.MouseButton.RightButton:
+            return True  # a right-click selects nothing (the context-menu event still comes)
         return super().eventFilter(watched, event)
 
     def show_hits(self, hits) -> None:

@@ -36,6 +36,7 @@ class TranscriptView(QScrollArea):
     editSubmitted = Signal(int, str)
     regenerateRequested = Signal()
     continueRequested = Signal(int)  # message id: this answer (the last, cut short) is to be carried on
+    versionRequested = Signal(int, int)  # message id, step (-1 older, +1 newer)
     copied = Signal(str)
 
     def __init__(self, palette: Palette, parent: QWidget | None = None):
@@ -119,6 +120,16 @@ class TranscriptView(QScrollArea):
             else:
                 keep.append(widget)
         self.widgets = keep
+        self._update_empty()
+        self._refresh_regenerate()
+
+    def replace_from(self, position: int, messages: list[StoredMessage]) -> None:
+        """Another version is shown from ``position`` on: its messages replace those there, the view
+        staying where the user is reading."""
+        self._stick = False
+        self.remove_from(position)
+        for message in messages:
+            self._add(message)
         self._update_empty()
         self._refresh_regenerate()
 
@@ -234,6 +245,7 @@ class TranscriptView(QScrollArea):
         widget.editSubmitted.connect(self.editSubmitted)
         widget.regenerateRequested.connect(self.regenerateRequested)
         widget.continueRequested.connect(self.continueRequested)
+        widget.versionRequested.connect(self.versionRequested)
         widget.copyRequested.connect(self.copied)
         if message.role == "assistant":
             widget.answer.codeCopied.connect(self.copied)
@@ -261,6 +273,7 @@ class TranscriptView(QScrollArea):
         last = self.widgets[-1] if self.widgets else None
         for widget in self.widgets:
             widget.set_regenerate_visible(widget is last and not streaming)
+            widget.versions.set_enabled(not streaming)
             if widget.role == "user":
                 widget.edit_button.setEnabled(not streaming)
 
