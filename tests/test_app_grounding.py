@@ -124,3 +124,35 @@ def test_locate_on_an_image_chip_fills_the_composer(make_window, qt_wait, tmp_pa
     assert window.composer.text() == "Locate every  in this image. Answer as JSON with bbox_2d and label."
     QTest.keyClicks(window.composer.edit, "Save button")
     assert window.composer.text().startswith("Locate every Save button in this image.")
+
+
+def test_a_forced_grounding_answer_streams_from_the_engine_onto_the_image(window, qt_wait, tmp_path, monkeypatch):
+    """The whole path with the demo model: an image attached in the composer, a question sent, and the
+    answer (forced token by token through the real engine, tokenizer and detokenizer: the random model
+    cannot choose it) drawn on the image as it streams."""
+    from dataclasses import replace
+
+    from engine_mlx.engine import Engine
+    from engine_mlx.forcing import ForcedText
+
+    answer = '```json\n[{"bbox_2d": [100, 200, 500, 600], "label": "Save"}]\n```'
+    generate = Engine.generate
+
+    def forced_generate(self, conversation, settings, cancel=None):
+        return generate(self, conversation, replace(settings, thinking=False, forced=ForcedText(answer)), cancel)
+
+    monkeypatch.setattr(Engine, "generate", forced_generate)
+    source = tmp_path / "screen.png"
+    Image.new("RGB", (W, H), GREY).save(source)
+    window.attachments.add_paths([source])
+    qt_wait(lambda: window.composer.chip_count() == 1)
+    window.composer.edit.setPlainText("Where is the Save button?")
+    QTest.mouseClick(window.composer.send_button, Qt.MouseButton.LeftButton)
+    qt_wait(lambda: not window.chat.busy, 120)
+    reply = [w for w in window.transcript.widgets if w.role == "assistant"][-1]
+    assert reply.answer_markdown().strip() == answer
+    panel = reply.grounding
+    qt_wait(lambda: panel.isVisible())
+    assert [chip.text() for chip in panel.chips] == ["1 box on image 1"]
+    shot = panel.view.grab().toImage()
+    assert _rgb(shot, 200, 120) == PALETTE[0] and _rgb(shot, 120, 120) == GREY

@@ -204,3 +204,23 @@ def test_chat_boxes_events_map_to_images_and_pdf_pages(tmp_path):
     assert on_page["boxes"][0]["pixels"] == [0, 0, round(w / 2), round(h / 2)]
     assert _boxes_events(convo, "no grounding") == []
     assert _boxes_events(Conversation((Message(Role.USER, "hi"),)), answer) == []
+
+
+def test_a_forced_answer_from_the_engine_gives_the_boxes_events(engine, tmp_path):
+    """Through the real engine, tokenizer and detokenizer (the reply forced: the random model cannot
+    choose it), the answer's boxes come out as ``chat --json``'s boxes events for the attached image."""
+    from engine_mlx.cli import _boxes_events
+    from engine_mlx.conversation import Conversation, ImageAttachment, Message, Role
+    from engine_mlx.events import AnswerDelta
+    from engine_mlx.forcing import ForcedText
+    from engine_mlx.settings import GenerationSettings
+
+    image = _exif_jpeg(tmp_path / "shot.jpg", 6, size=(300, 200))  # shown upright as 200 x 300
+    convo = Conversation((Message(Role.USER, "Where is the logo?", (ImageAttachment(image),)),))
+    forced = '[{"point_2d": [250, 750], "label": "logo"}]'
+    settings = GenerationSettings(thinking=False, max_tokens=100, forced=ForcedText(forced))
+    answer = "".join(e.text for e in engine.generate(convo, settings) if isinstance(e, AnswerDelta))
+    assert answer == forced
+    (event,) = _boxes_events(convo, answer)
+    assert (event["image"], event["width"], event["height"]) == (1, 200, 300)
+    assert event["boxes"] == [{"label": "logo", "kind": "point", "pixels": [50, 225], "relative": [250, 750]}]
