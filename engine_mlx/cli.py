@@ -92,6 +92,12 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--context", type=int, default=DEFAULT_CONTEXT_TOKENS)
     chat.add_argument("--force", action="store_true", help="load even if the model does not fit")
     chat.add_argument("--json", action="store_true", help="one JSON event per line on stdout")
+    chat.add_argument("--mcp-config", type=Path, help="tools: the MCP servers of this mcp.json")
+    chat.add_argument("--files", dest="files_roots", action="append", type=Path, default=[],
+                      help="tools: the built-in Files tool, reading only this folder (repeatable)")
+    chat.add_argument("--allow-tools", metavar="all|NAME,...",
+                      help="tools run without asking (SERVER, TOOL or SERVER/TOOL); a scripted chat "
+                           "denies the rest, an interactive one asks")
     chat.add_argument("prompt", nargs="?")
 
     from engine_mlx.server.config import DEFAULT_HOST, DEFAULT_KEEPALIVE_S, DEFAULT_PORT
@@ -393,6 +399,20 @@ def _chat(args) -> int:
     out = _Printer(sys.stdout, as_json=args.json)
 
     prompts: Iterable[str] = [args.prompt] if args.prompt is not None else _stdin_lines(args.json)
+    loop, host = None, None
+    if args.mcp_config is not None or args.files_roots:
+        from engine_mlx.tools.commands import chat_tool_loop
+
+        loop, host = chat_tool_loop(args, engine)
+    try:
+        return _chat_turns(args, engine, convo, settings, attachments, prompts, out, loop)
+    finally:
+        if host is not None:
+            host.close()
+
+
+def _chat_turns(args, engine, convo: Conversation, settings: GenerationSettings, attachments, prompts,
+                out: _Printer, loop) -> int:
     status = 0
     for text in prompts:
         if text.strip() == HELP_COMMAND:  # answered here: never sent to the model
@@ -410,7 +430,11 @@ def _chat(args) -> int:
         else:
             convo = convo.with_message(Message(Role.USER, text, attachments))
             attachments = ()  # attachments go with the first turn; the conversation keeps them
-            finished = out.show(engine.generate(convo, settings))
+            if loop is None:
+                finished = out.show(engine.generate(convo, settings))
+            else:  # the tool steps join the conversation; the answer is the last step's
+                finished = out.show(loop.run(convo, settings))
+                convo = replace(loop.conversation, tools=convo.tools)
             convo = convo.with_message(Message(Role.ASSISTANT, out.answer, thinking=out.thinking))
         if args.json and finished.reason is not FinishReason.ERROR:
             for event in _boxes_events(convo, convo.messages[-1].text):
@@ -449,7 +473,17 @@ class _Printer:
     def show(self, events: Iterable[Event]) -> Finished:
         self.thinking = self.answer = ""
         finished = Finished(FinishReason.ERROR, "no events")
+        from engine_mlx.tools.loop import TOOL_EVENTS, ToolCallFinished, tool_event_json
+
         for event in events:
+            if isinstance(event, TOOL_EVENTS):  # the tool loop's: the answer starts again after a result
+                if isinstance(event, ToolCallFinished):
+                    self.thinking = self.answer = ""
+                if self.as_json:
+                    print(json.dumps(tool_event_json(event)), file=self.stream, flush=True)
+                else:
+                    self._tool_text(event)
+                continue
             if isinstance(event, ThinkingDelta):
                 self.thinking += event.text
             elif isinstance(event, AnswerDelta):
@@ -461,6 +495,16 @@ class _Printer:
             else:
                 self._text(event)
         return finished
+
+    def _tool_text(self, event) -> None:
+        from engine_mlx.tools.loop import StepLimitReached, ToolCallFinished
+
+        if isinstance(event, ToolCallFinished):
+            first = event.result.strip().splitlines()[0][:200] if event.result.strip() else ""
+            self.stream.write(f"\n[tool {event.server} ▸ {event.tool}: {event.outcome.value}] {first}\n")
+        elif isinstance(event, StepLimitReached):
+            self.stream.write(f"\n[tools: stopped after {event.steps} steps]\n")
+        self.stream.flush()
 
     def _text(self, event: Event) -> None:
         w = self.stream.write

@@ -205,3 +205,40 @@ def test_reasoning_between_calls_is_kept_as_the_template_keeps_it(engine, files_
         Message(Role.ASSISTANT, "Done."), Message(Role.USER, "thanks")))
     after = render_text(later, loaded.apply_template, thinking=True, text_only=False)
     assert step.thinking.strip() not in after  # a later user turn: the template drops it
+
+
+def test_allow_tools_names_servers_tools_or_all():
+    from engine_mlx.tools.commands import allowed_consent
+
+    table = allowed_consent("files, time/get_current_time, search")
+    assert table.decide("files", "anything") is Consent.ALLOW
+    assert table.decide("time", "get_current_time") is Consent.ALLOW
+    assert table.decide("time", "convert_time") is Consent.ASK
+    assert table.decide("other", "search") is Consent.ALLOW  # a bare name may be a tool's
+    assert allowed_consent("all").decide("x", "y") is Consent.ALLOW
+    assert allowed_consent(None).decide("x", "y") is Consent.ASK
+
+
+def test_chat_with_files_offers_the_tool_to_the_model(tiny_model_dir, tmp_path):
+    import json
+    import os
+    import subprocess
+
+    (tmp_path / "shared").mkdir()
+
+    def chat(*extra: str) -> list[dict]:
+        done = subprocess.run([sys.executable, "-m", "engine_mlx", "chat", "--model", str(tiny_model_dir), "--json",
+                               "--no-think", "--max-tokens", "4", "--seed", "1", *extra, "hello"],
+                              capture_output=True, text=True, timeout=300, cwd=ROOT,
+                              env={**os.environ, "PYTHONPATH": str(ROOT), "MLX_DISABLE_COMPILE": "1",
+                                   "QWENDESK_DATA_DIR": str(tmp_path / "data")})
+        assert done.returncode == 0, done.stderr
+        return [json.loads(line) for line in done.stdout.splitlines()]
+
+    def prompt_tokens(events):
+        return next(e for e in events if e["type"] == "stats")["prompt_tokens"]
+
+    plain = chat()
+    with_tools = chat("--files", str(tmp_path / "shared"))
+    assert prompt_tokens(with_tools) > prompt_tokens(plain)  # the template rendered the Files tool
+    assert with_tools[-1]["type"] == "done"

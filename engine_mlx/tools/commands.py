@@ -10,7 +10,16 @@ import sys
 from engine_mlx.data_dir import MCP_CONFIG, default_data_dir
 from engine_mlx.errors import EngineError
 from engine_mlx.tools.config import ToolConfigError, load_config
+from engine_mlx.tools.consent import Consent, ConsentTable
 from engine_mlx.tools.host import ServerState, ServerStatus, ToolHost
+from engine_mlx.tools.loop import (
+    Approval,
+    Approver,
+    ConsentAnswer,
+    ToolCallProposed,
+    ToolLoop,
+    deny_all,
+)
 
 
 def mcp_command(args: argparse.Namespace) -> int:
@@ -62,3 +71,47 @@ def _call(host: ToolHost, args: argparse.Namespace) -> int:
         for image in result.images:
             print(f"[image: {image.mime_type}, {len(image.data):,} bytes]")
     return 1 if result.is_error else 0
+
+
+def allowed_consent(allow: str | None) -> ConsentTable:
+    """``chat --allow-tools``: "all", or a comma-separated list of SERVER, TOOL or SERVER/TOOL names,
+    allowed without asking. Everything else asks (interactive) or is denied (a scripted run)."""
+    table = ConsentTable()
+    for name in (n.strip() for n in (allow or "").split(",")):
+        if not name:
+            continue
+        if name == "all":
+            return ConsentTable(servers={"*": Consent.ALLOW})
+        server, _, tool = name.partition("/")
+        if tool:
+            table = table.with_tool(server, tool, Consent.ALLOW)
+        else:  # a server's name or a tool's
+            table = table.with_server(name, Consent.ALLOW).with_tool("*", name, Consent.ALLOW)
+    return table
+
+
+def ask_on_terminal(proposed: ToolCallProposed, _cancel: object) -> ConsentAnswer:
+    print(f"\nThe model wants to run {proposed.server} ▸ {proposed.tool} with\n"
+          f"{json.dumps(proposed.arguments, indent=2, ensure_ascii=False)}\nRun it? [y]es / [a]lways / [N]o: ",
+          end="", file=sys.stderr, flush=True)
+    reply = sys.stdin.readline().strip().lower()
+    if reply in ("a", "always"):
+        return ConsentAnswer(Approval.ALWAYS)
+    return ConsentAnswer(Approval.RUN_ONCE if reply in ("y", "yes") else Approval.DENY)
+
+
+def chat_tool_loop(args: argparse.Namespace, engine: object) -> tuple[ToolLoop, ToolHost]:
+    """``chat --mcp-config FILE [--files DIR] [--allow-tools ...]``: the tool loop for a scripted or
+    interactive chat. Without --allow-tools a scripted run denies every call; an interactive one asks."""
+    servers = load_config(args.mcp_config) if args.mcp_config else ()
+    if args.mcp_config is not None and not args.mcp_config.is_file():
+        raise ToolConfigError(f"{args.mcp_config}: no such file")
+    host = ToolHost(default_data_dir() / "logs", files_roots=args.files_roots)
+    host.configure(servers, builtin_files=bool(args.files_roots))
+    host.wait_ready(60)
+    for status in host.status():
+        if status.state is not ServerState.READY:
+            print(f"warning: the tool server {status.name!r} did not start: {status.error}", file=sys.stderr)
+    interactive = sys.stdin.isatty() and not args.json and args.prompt is None
+    approve: Approver = ask_on_terminal if interactive else deny_all
+    return ToolLoop(engine, host, consent=allowed_consent(args.allow_tools), approve=approve), host

@@ -25,8 +25,10 @@ class ConsentTable:
     tools: dict[str, Consent] = field(default_factory=dict)  # "server/tool" -> consent
 
     def decide(self, server: str, tool: str) -> Consent:
-        """The tool's own choice, else its server's, else Ask."""
-        return self.tools.get(f"{server}/{tool}") or self.servers.get(server) or Consent.ASK
+        """The tool's own choice (on this server, else on any: "*/tool"), else its server's, else every
+        server's ("*"), else Ask."""
+        return (self.tools.get(f"{server}/{tool}") or self.tools.get(f"*/{tool}") or self.servers.get(server)
+                or self.servers.get("*") or Consent.ASK)
 
     def with_tool(self, server: str, tool: str, consent: Consent) -> ConsentTable:
         return replace(self, tools={**self.tools, f"{server}/{tool}": consent})

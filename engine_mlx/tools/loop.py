@@ -72,6 +72,20 @@ class StepLimitReached:
 
 
 LoopEvent = Event | ToolCallProposed | ToolCallFinished | StepLimitReached
+TOOL_EVENTS = (ToolCallProposed, ToolCallFinished, StepLimitReached)
+
+
+def tool_event_json(event: ToolCallProposed | ToolCallFinished | StepLimitReached) -> dict[str, Any]:
+    """The CLI's ``--json`` line for a tool event (images as their type and size only)."""
+    if isinstance(event, StepLimitReached):
+        return {"type": "tool_limit", "steps": event.steps}
+    if isinstance(event, ToolCallProposed):
+        return {"type": "tool_call", "step": event.step, "id": event.call_id, "server": event.server,
+                "tool": event.tool, "arguments": event.arguments}
+    return {"type": "tool_result", "step": event.step, "id": event.call_id, "server": event.server,
+            "tool": event.tool, "arguments": event.arguments, "outcome": event.outcome.value,
+            "result": event.result, "truncated": event.truncated, "duration_s": round(event.duration_s, 3),
+            "images": [{"mime_type": i.mime_type, "bytes": len(i.data)} for i in event.images]}
 
 
 class Approval(str, Enum):
