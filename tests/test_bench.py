@@ -56,10 +56,23 @@ FIGURES: dict[str, list[tuple[str, int]]] = {
         (rf"^\s+KV bytes per token\s+measured\s+{NUMBER}\s+estimate\s+{NUMBER}\s+ratio {NUMBER}", 3),
         (rf"^\s+linear-attention state\s+measured\s+{NUMBER}\s+estimate\s+{NUMBER}\s+ratio {NUMBER}", 3),
     ],
+    "presence_penalty.py": [
+        (rf"^presence penalty per decode step, vocabulary {NUMBER}, ", 1),
+        (rf"^\s+reply\s+{NUMBER} tokens: mlx-lm processor\s+{NUMBER} us, seen vector\s+{NUMBER} us "
+         rf"\(ratio {NUMBER}x\)$", 2),
+    ],
     "search_stall.py": [
         (rf"^history: {NUMBER} messages in {NUMBER} s$", 1),
         (rf"before:\s+{NUMBER} ms \({NUMBER} hits\) \| now: call\s+{NUMBER} ms, worst stall\s+{NUMBER} ms, "
          rf"hits after\s+{NUMBER} ms \({NUMBER} hits\)$", 5),
+    ],
+    "tools.py": [
+        (rf"^tiny model, history of {NUMBER} words, {NUMBER} runs each, medians$", 1),
+        (rf"^plain turn \(answer only\)\s+{NUMBER} ms$", 1),
+        (rf"^tool turn \(call, result, answer\)\s+{NUMBER} ms\s+ratio {NUMBER}$", 1),
+        (rf"^\s+the MCP call \(Files, in-process\)\s+{NUMBER} ms$", 1),
+        (rf"^\s+the step after the result\s+{NUMBER} ms$", 1),
+        (rf"^second step prefilled {NUMBER} tokens for a result of {NUMBER} tokens \(\+{NUMBER}: ", 1),
     ],
     "ui_stream.py": [
         (rf"^run 1: {NUMBER} answer tokens at {NUMBER} tok/s into a chat of {NUMBER} messages", 1),
