@@ -298,14 +298,15 @@ def _boxes(args) -> int:
 
 def _boxes_events(convo: Conversation, answer: str) -> list[dict]:
     """``chat --json``'s ``boxes`` events: the grounding of ``answer`` per image of the conversation
-    (images and PDF pages, numbered as Qwen numbers them), for the images it falls on."""
+    (images and PDF pages, numbered as Qwen numbers them) or per video frame, for those it falls on."""
     from engine_mlx import grounding
-    from engine_mlx.media import load_pdf_pages
+    from engine_mlx.media import load_pdf_pages, probe_video
 
     shapes = grounding.parse_grounding(answer)
     if not shapes:
         return []
     images: list[tuple[str, int | None, tuple[int, int]]] = []  # (path, page, size)
+    videos: list[VideoAttachment] = []
     for message in convo.messages:
         for attachment in message.attachments:
             if isinstance(attachment, ImageAttachment):
@@ -314,19 +315,31 @@ def _boxes_events(convo: Conversation, answer: str) -> list[dict]:
                 pages = load_pdf_pages(attachment.path, attachment.first_page, attachment.last_page)
                 first = attachment.first_page
                 images.extend((str(attachment.path), first + i, p.size) for i, p in enumerate(pages))
-    if not images:
-        return []
+            elif isinstance(attachment, VideoAttachment):
+                videos.append(attachment)
     turn = next((m.text for m in reversed(convo.messages) if m.role is Role.USER), "")
-    by_image: dict[int, list] = {}
+    on_images: dict[int, list] = {}
+    on_frames: dict[tuple[int, float], list] = {}
     for shape in shapes:
-        # by default the newest image: the last of the user message replied to, or of the chat
-        number = grounding.choose_image(shape, default=len(images), count=len(images), turn_text=turn)
-        by_image.setdefault(number, []).append(shape)
+        video = grounding.choose_video(shape, videos=len(videos), images=len(images))
+        if video is not None:
+            moment = shape.time_s if shape.time_s is not None else videos[video - 1].start_s
+            on_frames.setdefault((video, moment), []).append(shape)
+        elif images:
+            # by default the newest image: the last of the user message replied to, or of the chat
+            number = grounding.choose_image(shape, default=len(images), count=len(images), turn_text=turn)
+            on_images.setdefault(number, []).append(shape)
     events = []
-    for number, on_image in sorted(by_image.items()):
+    for number, on_image in sorted(on_images.items()):
         path, page, (width, height) = images[number - 1]
         events.append({"type": "boxes", "image": number, "path": path, "page": page, "width": width,
                        "height": height, "boxes": [s.to_json(width, height) for s in on_image]})
+    for (number, moment), on_frame in sorted(on_frames.items()):
+        attachment = videos[number - 1]
+        info = probe_video(attachment.path)  # the frame as displayed (rotation applied)
+        events.append({"type": "boxes", "video": number, "path": str(attachment.path), "time_s": moment,
+                       "width": info.width, "height": info.height,
+                       "boxes": [s.to_json(info.width, info.height) for s in on_frame]})
     return events
 
 

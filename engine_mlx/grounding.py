@@ -58,12 +58,15 @@ class ShapeKind(str, Enum):
 @dataclass(frozen=True)
 class Shape:
     """One box (x1, y1, x2, y2) or point (x, y) in relative coordinates: clamped to 0..1000, corners in
-    order. ``image`` is the 1-based image number the answer gave explicitly (``"image": n``), if any."""
+    order. ``image`` is the 1-based image number the answer gave explicitly (``"image": n``), if any;
+    ``video`` and ``time_s`` place it on a video's frame."""
 
     kind: ShapeKind
     relative: tuple[float, ...]
     label: str = ""
     image: int | None = None
+    video: int | None = None  # an explicit 1-based video number (``"video": n``)
+    time_s: float | None = None  # for a video: the moment, in seconds (``"time"``/``"timestamp"``)
 
     def pixels(self, width: int, height: int) -> tuple[int, ...]:
         """The shape in pixels of a ``width`` × ``height`` image: ``round(v / 1000 × W)`` for x and
@@ -134,6 +137,17 @@ def image_size(path: str | Path) -> tuple[int, int]:
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
+def choose_video(shape: Shape, *, videos: int, images: int) -> int | None:
+    """The 1-based video a shape belongs to, or None for an image: its explicit ``video`` field; else,
+    when the chat has videos, a shape with a moment (``time``) or one in a chat without images goes on
+    the newest video."""
+    if not videos or shape.image is not None:
+        return None
+    if shape.video is not None:
+        return shape.video if 1 <= shape.video <= videos else None
+    return videos if shape.time_s is not None or not images else None
+
+
 def label_colours(shapes: Sequence[Shape]) -> dict[str, tuple[int, int, int]]:
     """One palette colour per distinct label, in order of first appearance."""
     colours: dict[str, tuple[int, int, int]] = {}
@@ -176,18 +190,25 @@ def draw(image: PILImage, shapes: Sequence[Shape]) -> PILImage:
 # ------------------------------------------------------------------------------------------ parsing
 
 
-def _walk(value: Any, image: int | None, depth: int) -> Iterator[Shape]:
+def _walk(value: Any, image: int | None, depth: int, video: int | None = None,
+          time_s: float | None = None) -> Iterator[Shape]:
     if depth > 32:
         return
     if isinstance(value, list):
         for item in value:
-            yield from _walk(item, image, depth + 1)
+            yield from _walk(item, image, depth + 1, video, time_s)
         return
     if not isinstance(value, dict):
         return
     explicit = value.get("image")
     if isinstance(explicit, int) and not isinstance(explicit, bool):
         image = explicit
+    video_n = value.get("video")
+    if isinstance(video_n, int) and not isinstance(video_n, bool):
+        video = video_n
+    moment = _seconds(value.get("time", value.get("timestamp")))
+    if moment is not None:
+        time_s = moment
     label = value.get("label")
     label = label.strip() if isinstance(label, str) else ""
     found = False
@@ -195,17 +216,18 @@ def _walk(value: Any, image: int | None, depth: int) -> Iterator[Shape]:
     if box is not None:
         x1, y1, x2, y2 = box
         found = True
-        yield Shape(ShapeKind.BOX, (min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)), label, image)
+        yield Shape(ShapeKind.BOX, (min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)), label, image, video,
+                    time_s)
     for key in ("point_2d", "coordinate"):
         point = _numbers(value.get(key), 2)
         if point is not None:
             found = True
             action = value.get("action")
             name = label or (action.strip() if isinstance(action, str) else "")
-            yield Shape(ShapeKind.POINT, point, name, image)
+            yield Shape(ShapeKind.POINT, point, name, image, video, time_s)
     for key, child in value.items():
         if isinstance(child, dict | list) and not (found and key in ("bbox_2d", "point_2d", "coordinate")):
-            yield from _walk(child, image, depth + 1)
+            yield from _walk(child, image, depth + 1, video, time_s)
 
 
 def _numbers(value: Any, n: int) -> tuple[float, ...] | None:
@@ -218,6 +240,26 @@ def _numbers(value: Any, n: int) -> tuple[float, ...] | None:
             return None
         out.append(min(max(v, 0), SCALE))
     return tuple(out)
+
+
+def _seconds(value: Any) -> float | None:
+    """A moment in a video: a number of seconds, "3.5s", "3.5 s" or "mm:ss(.f)"; None otherwise."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value) if math.isfinite(value) and value >= 0 else None
+    if not isinstance(value, str):
+        return None
+    text = value.strip().lower().removesuffix("s").strip()
+    try:
+        if ":" in text:
+            minutes, _, seconds = text.partition(":")
+            moment = int(minutes) * 60 + float(seconds)
+        else:
+            moment = float(text)
+    except ValueError:
+        return None
+    return moment if math.isfinite(moment) and moment >= 0 else None
 
 
 def _xml_calls(text: str) -> Iterator[Shape]:

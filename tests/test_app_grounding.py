@@ -7,7 +7,7 @@ from PIL import Image
 from PySide6.QtCore import QPoint, Qt
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtTest import QTest
-from PySide6.QtWidgets import QFileDialog, QToolTip
+from PySide6.QtWidgets import QFileDialog
 
 from app.paths import app_paths
 from app.store import AttachmentKind, Store, StoredAttachment
@@ -66,9 +66,14 @@ def test_answer_boxes_are_drawn_on_the_image_hovered_copied_and_toggled(make_win
     assert _rgb(shot, 120, 120) == GREY  # inside a box stays as it was
     assert _rgb(shot, 320, 240) == PALETTE[2]  # the logo's crosshair centre
 
+    window.activateWindow()  # offscreen, a window can lose activation between tests
     QTest.mouseMove(view, QPoint(200, 120))
-    qt_wait(lambda: QToolTip.isVisible() and "Save" in QToolTip.text())
-    assert "40,60,200,180" in QToolTip.text()
+    qt_wait(lambda: "Save" in view.toolTip())
+    assert "40,60,200,180" in view.toolTip()  # what the hover tooltip says
+    QTest.mouseMove(view, QPoint(120, 120))  # inside the box, away from its edges
+    qt_wait(lambda: "Save" in view.toolTip())  # the smallest box around the pointer
+    QTest.mouseMove(view, QPoint(5, 290))
+    qt_wait(lambda: view.toolTip() == "")  # over nothing
     QTest.mouseClick(view, Qt.MouseButton.LeftButton, pos=QPoint(200, 120))
     assert QGuiApplication.clipboard().text() == "40,60,200,180"
     QTest.mouseClick(view, Qt.MouseButton.LeftButton, pos=QPoint(320, 240))
@@ -156,3 +161,23 @@ def test_a_forced_grounding_answer_streams_from_the_engine_onto_the_image(window
     assert [chip.text() for chip in panel.chips] == ["1 box on image 1"]
     shot = panel.view.grab().toImage()
     assert _rgb(shot, 200, 120) == PALETTE[0] and _rgb(shot, 120, 120) == GREY
+
+
+def test_boxes_at_a_moment_of_a_video_are_drawn_on_that_frame(make_window, qt_wait, tmp_path):
+    from tests.media_files import write_video
+
+    video = write_video(tmp_path / "clip.mp4", seconds=3.0, size=(160, 120))
+    paths = app_paths(tmp_path / "data").ensure()
+    store = Store(paths.database, paths.attachments)
+    cid = store.create_conversation("Where is the ball?")
+    clip = StoredAttachment(AttachmentKind.VIDEO, store.import_file(video), "clip.mp4", duration_s=3.0)
+    store.add_message(cid, "user", "Where is the ball at 1.5 s?", attachments=(clip,))
+    store.add_message(cid, "assistant", '{"time": 1.5, "bbox_2d": [250, 250, 750, 750], "label": "ball"}')
+    store.close()
+    window = make_window(tmp_path / "data")
+    panel = _open_first_chat(window, qt_wait).grounding
+    qt_wait(lambda: panel.isVisible())
+    assert [chip.text() for chip in panel.chips] == ["1 box on video 1 at 1.5 s"]
+    view = panel.view
+    assert (view.image.width(), view.image.height()) == (160, 120)  # the frame at the video's own size
+    assert _rgb(view.grab().toImage(), 120, 60) == PALETTE[0]  # the box's right edge, x = 0.75 * 160

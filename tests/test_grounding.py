@@ -224,3 +224,27 @@ def test_a_forced_answer_from_the_engine_gives_the_boxes_events(engine, tmp_path
     (event,) = _boxes_events(convo, answer)
     assert (event["image"], event["width"], event["height"]) == (1, 200, 300)
     assert event["boxes"] == [{"label": "logo", "kind": "point", "pixels": [50, 225], "relative": [250, 750]}]
+
+
+def test_a_moment_in_a_video_maps_onto_that_frame(tmp_path):
+    from engine_mlx.cli import _boxes_events
+    from engine_mlx.conversation import Conversation, ImageAttachment, Message, Role, VideoAttachment
+    from engine_mlx.grounding import choose_video
+    from tests.media_files import write_video
+
+    assert [s.time_s for s in parse_grounding(
+        '[{"time": 2.5, "bbox_2d": [0, 0, 10, 10]}, {"timestamp": "00:03.5", "point_2d": [1, 1]},'
+        ' {"time": "4s", "point_2d": [2, 2]}, {"time": -1, "point_2d": [3, 3]}]')] == [2.5, 3.5, 4.0, None]
+    video = write_video(tmp_path / "clip.mp4", seconds=3.0, size=(160, 120))
+    image = write_image(tmp_path / "still.png", size=(64, 32))
+    convo = Conversation((Message(Role.USER, "watch", (VideoAttachment(video),)),))
+    answer = '{"time": 1.5, "bbox_2d": [500, 500, 1000, 1000], "label": "ball"}'
+    (event,) = _boxes_events(convo, answer)
+    assert (event["video"], event["time_s"], event["width"], event["height"]) == (1, 1.5, 160, 120)
+    assert event["boxes"][0]["pixels"] == [80, 60, 160, 120]
+    # a chat with an image too: a shape without a moment stays on the image; one with a moment, the video
+    both = Conversation((Message(Role.USER, "both", (ImageAttachment(image), VideoAttachment(video))),))
+    plain, timed = parse_grounding('[{"point_2d": [500, 500]}, {"time": 1, "point_2d": [500, 500]}]')
+    assert choose_video(plain, videos=1, images=1) is None and choose_video(timed, videos=1, images=1) == 1
+    events = _boxes_events(both, '[{"point_2d": [500, 500]}, {"time": 1, "point_2d": [500, 500]}]')
+    assert [("image" in e, e["boxes"][0]["pixels"]) for e in events] == [(True, [32, 16]), (False, [80, 60])]

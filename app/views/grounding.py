@@ -38,26 +38,52 @@ HIT_SLOP = 6  # pixels around a point or a box edge that count as hovering it
 
 @dataclass(frozen=True)
 class GroundingImage:
-    """Image ``number`` of a chat: an attached image, or one page of an attached PDF."""
+    """Image ``number`` of a chat (an attached image, or one page of an attached PDF), or the frame at
+    ``time_s`` of video ``number``."""
 
     number: int
     attachment: StoredAttachment
     page: int | None = None
+    time_s: float | None = None  # a video's frame
+
+    @property
+    def is_video(self) -> bool:
+        return self.attachment.kind is AttachmentKind.VIDEO
 
     @property
     def title(self) -> str:
+        if self.is_video:
+            return f"video {self.number} ({self.attachment.name}) at {self.time_s or 0:.1f} s"
         page = f", page {self.page}" if self.page is not None else ""
         return f"image {self.number} ({self.attachment.name}{page})"
 
     def load(self) -> QImage:
-        """The image as the user sees it: upright (EXIF applied); a PDF page rendered as sent."""
-        if self.page is None:
+        """The image as the user sees it: upright (EXIF applied); a PDF page rendered as sent; a video's
+        frame at its moment, at the video's own size (rotation applied). A null image if it cannot be read."""
+        from engine_mlx.errors import MediaError
+
+        if self.page is None and not self.is_video:
             reader = QImageReader(str(self.attachment.path))
             reader.setAutoTransform(True)
             return reader.read()
-        from engine_mlx.media import load_pdf_pages
+        try:
+            if self.is_video:
+                from engine_mlx.media import probe_video, sample_video
 
-        page = load_pdf_pages(self.attachment.path, self.page, self.page)[0]
+                info = probe_video(self.attachment.path)
+                start = min(self.time_s or 0.0, max(0.0, info.duration_s - 0.05))
+                frames = sample_video(self.attachment.path, fps=1.0, start_s=start, end_s=start + 0.05,
+                                      max_side=max(info.width, info.height)).frames
+                if not frames:
+                    return QImage()
+                f = frames[0]
+                return QImage(f.tobytes(), f.shape[1], f.shape[0], 3 * f.shape[1],
+                              QImage.Format.Format_RGB888).copy()
+            from engine_mlx.media import load_pdf_pages
+
+            page = load_pdf_pages(self.attachment.path, self.page, self.page)[0]
+        except MediaError:
+            return QImage()
         return QImage(page.tobytes(), page.width, page.height, 3 * page.width,
                       QImage.Format.Format_RGB888).copy()
 
@@ -76,16 +102,26 @@ def chat_images(messages: Sequence[StoredMessage]) -> list[GroundingImage]:
     return out
 
 
-def group_by_image(shapes: Sequence[Shape], images: Sequence[GroundingImage],
-                   turn_text: str) -> list[tuple[GroundingImage, list[Shape]]]:
-    """The shapes on each image they fall on, in image order (nothing when the chat has no image)."""
-    if not images:
-        return []
-    groups: dict[int, list[Shape]] = {}
+def chat_videos(messages: Sequence[StoredMessage]) -> list[StoredAttachment]:
+    """The videos of ``messages``, in order (video n is the n-th)."""
+    return [att for message in messages for att in message.attachments if att.kind is AttachmentKind.VIDEO]
+
+
+def group_by_image(shapes: Sequence[Shape], images: Sequence[GroundingImage], turn_text: str,
+                   videos: Sequence[StoredAttachment] = ()) -> list[tuple[GroundingImage, list[Shape]]]:
+    """The shapes on each image or video frame they fall on: images in order, then frames (nothing
+    when the chat has neither)."""
+    groups: dict[tuple[int, int, float], list[Shape]] = {}  # (0 image | 1 video, number, moment)
     for shape in shapes:
-        number = grounding.choose_image(shape, default=len(images), count=len(images), turn_text=turn_text)
-        groups.setdefault(number, []).append(shape)
-    return [(images[n - 1], groups[n]) for n in sorted(groups)]
+        video = grounding.choose_video(shape, videos=len(videos), images=len(images))
+        if video is not None:
+            moment = shape.time_s if shape.time_s is not None else videos[video - 1].start_s
+            groups.setdefault((1, video, moment), []).append(shape)
+        elif images:
+            number = grounding.choose_image(shape, default=len(images), count=len(images), turn_text=turn_text)
+            groups.setdefault((0, number, 0.0), []).append(shape)
+    return [(images[n - 1] if kind == 0 else GroundingImage(n, videos[n - 1], time_s=moment), groups[kind, n, moment])
+            for kind, n, moment in sorted(groups)]
 
 
 def chip_text(shapes: Sequence[Shape], image: GroundingImage) -> str:
@@ -93,7 +129,8 @@ def chip_text(shapes: Sequence[Shape], image: GroundingImage) -> str:
     points = len(shapes) - boxes
     parts = [f"{n} {word}{'es' if word == 'box' and n != 1 else 's' if n != 1 else ''}"
              for n, word in ((boxes, "box"), (points, "point")) if n]
-    return f"{' and '.join(parts)} on image {image.number}"
+    where = f"video {image.number} at {image.time_s or 0:.1f} s" if image.is_video else f"image {image.number}"
+    return f"{' and '.join(parts)} on {where}"
 
 
 def coordinates_text(shape: Shape, width: int, height: int) -> str:
@@ -284,7 +321,7 @@ class GroundingPanel(QFrame):
         layout.addLayout(controls)
         layout.addLayout(self.holder)
         self._groups: list[tuple[GroundingImage, list[Shape]]] = []
-        self._images: dict[int, QImage] = {}
+        self._images: dict[str, QImage] = {}
         self._shown: GroundingImage | None = None
         self.zoom: ZoomDialog | None = None
         self.hide()
@@ -293,7 +330,7 @@ class GroundingPanel(QFrame):
                    scroll_to: Callable[[QWidget], None] | None = None) -> None:
         """Show these shapes (unchanged groups keep their widgets, so streaming does not flicker)."""
         self._scroll_to = scroll_to
-        if [(g.number, s) for g, s in groups] == [(g.number, s) for g, s in self._groups]:
+        if [(g.title, s) for g, s in groups] == [(g.title, s) for g, s in self._groups]:
             return
         self._groups = groups
         for chip in self.chips:
@@ -303,24 +340,26 @@ class GroundingPanel(QFrame):
             chip = QPushButton(chip_text(shapes, image))
             chip.setObjectName("GroundingChip")
             chip.setToolTip(f"Show them on {image.title}")
-            chip.clicked.connect(lambda _=False, n=image.number: self.show_image(n, scroll=True))
+            chip.clicked.connect(lambda _=False, t=image.title: self.show_image(t, scroll=True))
             self.chips_row.addWidget(chip)
             self.chips.append(chip)
         self.setVisible(bool(groups))
         if groups:
-            keep = self._shown.number if self._shown and any(g.number == self._shown.number for g, _ in groups) else None
-            self.show_image(keep or groups[-1][0].number)
+            keep = self._shown.title if self._shown and any(g.title == self._shown.title for g, _ in groups) else None
+            self.show_image(keep or groups[-1][0].title)
 
-    def show_image(self, number: int, scroll: bool = False) -> None:
-        group = next(((g, s) for g, s in self._groups if g.number == number), None)
+    def show_image(self, title: str, scroll: bool = False) -> None:
+        group = next(((g, s) for g, s in self._groups if g.title == title), None)
         if group is None:
             return
         image, shapes = group
-        if image.number not in self._images:
-            self._images[image.number] = image.load()
+        if image.title not in self._images:
+            self._images[image.title] = image.load()
+        if self._images[image.title].isNull():
+            return  # the file is gone or unreadable: the chip still says where the boxes were
         if self.view is not None:
             self.view.deleteLater()
-        self.view = OverlayImage(self._images[image.number], shapes)
+        self.view = OverlayImage(self._images[image.title], shapes)
         self.view.set_overlays_visible(self.toggle.isChecked())
         self.view.copied.connect(self.copied)
         self.holder.addWidget(self.view)

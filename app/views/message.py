@@ -214,8 +214,8 @@ class MessageWidget(QFrame):
         self.message = message
         self.message_id = message.id
         self.role = message.role
-        # () -> (the chat's images before this answer, the user's turn text), set by the transcript
-        self.grounding_context: Callable[[], tuple[list[GroundingImage], str]] | None = None
+        # () -> (the chat's images and videos before this answer, the user's turn text), set by the transcript
+        self.grounding_context: Callable[[], tuple[list[GroundingImage], list[StoredAttachment], str]] | None = None
         self._palette = palette
         self._renderer = renderer
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Maximum)
@@ -478,8 +478,8 @@ class MessageWidget(QFrame):
         shapes = parse_grounding(self.answer.markdown)
         if not shapes and self.grounding.isHidden():
             return
-        images, turn_text = self.grounding_context()
-        self.grounding.set_groups(group_by_image(shapes, images, turn_text), self.scrollRequested.emit)
+        images, videos, turn_text = self.grounding_context()
+        self.grounding.set_groups(group_by_image(shapes, images, turn_text, videos), self.scrollRequested.emit)
 
     def set_stats(self, stats: StoredStats) -> None:
         self._stats = stats  # (before finish(): its note needs the run's tokens)

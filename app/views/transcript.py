@@ -24,8 +24,8 @@ from PySide6.QtWidgets import (
 )
 
 from ..render import Palette, Renderer
-from ..store import MessageState, StoredMessage
-from .grounding import GroundingImage, chat_images
+from ..store import MessageState, StoredAttachment, StoredMessage
+from .grounding import GroundingImage, chat_images, chat_videos
 from .message import MessageWidget
 
 PAGE = 30
@@ -255,12 +255,12 @@ class TranscriptView(QScrollArea):
                 widget.refresh_grounding()
         return widget
 
-    def _grounding_context(self, widget: MessageWidget) -> tuple[list[GroundingImage], str]:
-        """The chat's images before ``widget``'s answer, and the text of the user turn it replies to."""
+    def _grounding_context(self, widget: MessageWidget) -> tuple[list[GroundingImage], list[StoredAttachment], str]:
+        """The chat's images and videos before ``widget``'s answer, and the text of the user turn it replies to."""
         earlier = [m for m in [*self._hidden, *(w.message for w in self.widgets)]
                    if m.position < widget.message.position]
         turn = next((m.text for m in reversed(earlier) if m.role == "user"), "")
-        return chat_images(earlier), turn
+        return chat_images(earlier), chat_videos(earlier), turn
 
     def _add(self, message: StoredMessage) -> MessageWidget:
         widget = self._make(message)
