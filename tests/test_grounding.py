@@ -228,7 +228,13 @@ def test_a_forced_answer_from_the_engine_gives_the_boxes_events(engine, tmp_path
 
 def test_a_moment_in_a_video_maps_onto_that_frame(tmp_path):
     from engine_mlx.cli import _boxes_events
-    from engine_mlx.conversation import Conversation, ImageAttachment, Message, Role, VideoAttachment
+    from engine_mlx.conversation import (
+        Conversation,
+        ImageAttachment,
+        Message,
+        Role,
+        VideoAttachment,
+    )
     from engine_mlx.grounding import choose_video
     from tests.media_files import write_video
 
