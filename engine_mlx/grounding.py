@@ -174,7 +174,9 @@ def draw(image: PILImage, shapes: Sequence[Shape]) -> PILImage:
         if shape.kind is ShapeKind.BOX:
             x1, y1, x2, y2 = (min(v, lim - 1) for v, lim in zip(px, (width, height) * 2))
             pen.rectangle((x1, y1, x2, y2), outline=colour, width=line)
-            anchor = (x1 + line, y1 + line)
+            _, top, _, bottom = pen.textbbox((0, 0), shape.label or "x")
+            tab_h = bottom - top + 6  # the label sits above the box where there is room
+            anchor = (x1 + 2, y1 - tab_h + 2) if y1 >= tab_h else (x1 + line, y1 + line)
         else:
             x, y = min(px[0], width - 1), min(px[1], height - 1)
             pen.line((x - arm, y, x + arm, y), fill=colour, width=line)

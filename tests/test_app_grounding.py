@@ -44,6 +44,19 @@ def _open_first_chat(window, qt_wait):
     return next(w for w in window.transcript.widgets if w.role == "assistant")
 
 
+def _hover(view, point: QPoint) -> None:
+    """A mouse move over the view, delivered to it (QTest.mouseMove sends nothing when the offscreen
+    cursor is already there, as after an earlier test)."""
+    from PySide6.QtCore import QEvent, QPointF
+    from PySide6.QtGui import QMouseEvent
+    from PySide6.QtWidgets import QApplication
+
+    local = QPointF(point)
+    event = QMouseEvent(QEvent.Type.MouseMove, local, QPointF(view.mapToGlobal(point)), Qt.MouseButton.NoButton,
+                        Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(view, event)
+
+
 def _rgb(image, x, y):
     c = image.pixelColor(x, y)
     return c.red(), c.green(), c.blue()
@@ -66,14 +79,12 @@ def test_answer_boxes_are_drawn_on_the_image_hovered_copied_and_toggled(make_win
     assert _rgb(shot, 120, 120) == GREY  # inside a box stays as it was
     assert _rgb(shot, 320, 240) == PALETTE[2]  # the logo's crosshair centre
 
-    window.activateWindow()  # offscreen, a window can lose activation between tests
-    QTest.mouseMove(view, QPoint(200, 120))
-    qt_wait(lambda: "Save" in view.toolTip())
-    assert "40,60,200,180" in view.toolTip()  # what the hover tooltip says
-    QTest.mouseMove(view, QPoint(120, 120))  # inside the box, away from its edges
-    qt_wait(lambda: "Save" in view.toolTip())  # the smallest box around the pointer
-    QTest.mouseMove(view, QPoint(5, 290))
-    qt_wait(lambda: view.toolTip() == "")  # over nothing
+    _hover(view, QPoint(200, 120))
+    assert "Save" in view.toolTip() and "40,60,200,180" in view.toolTip()  # what the hover tooltip says
+    _hover(view, QPoint(5, 290))
+    assert view.toolTip() == ""  # over nothing
+    _hover(view, QPoint(120, 120))  # inside the box, away from its edges: the smallest box around it
+    assert "Save" in view.toolTip()
     QTest.mouseClick(view, Qt.MouseButton.LeftButton, pos=QPoint(200, 120))
     assert QGuiApplication.clipboard().text() == "40,60,200,180"
     QTest.mouseClick(view, Qt.MouseButton.LeftButton, pos=QPoint(320, 240))

@@ -198,17 +198,18 @@ class OverlayImage(QWidget):
             colour = self.colours[shape.label]
             painter.setPen(QPen(colour, 2))
             px = shape.pixels(w, h)
+            metrics = painter.fontMetrics()
             if shape.kind is ShapeKind.BOX:
                 top_left, bottom_right = self.widget_point(px[0], px[1]), self.widget_point(px[2], px[3])
                 painter.drawRect(QRectF(top_left, bottom_right))
-                anchor = top_left
+                tab_h = metrics.height() + 2  # the label sits above the box where there is room
+                anchor = QPointF(top_left.x(), top_left.y() - tab_h if top_left.y() >= tab_h else top_left.y())
             else:
                 c = self.widget_point(px[0], px[1])
                 painter.drawLine(QPointF(c.x() - 8, c.y()), QPointF(c.x() + 8, c.y()))
                 painter.drawLine(QPointF(c.x(), c.y() - 8), QPointF(c.x(), c.y() + 8))
                 anchor = QPointF(c.x() + 8, c.y() - 14)
             if shape.label:
-                metrics = painter.fontMetrics()
                 tab = QRectF(anchor.x(), anchor.y(), metrics.horizontalAdvance(shape.label) + 6,
                              metrics.height() + 2)
                 painter.fillRect(tab, colour)
