@@ -379,8 +379,8 @@ def _feed(assembler: ReplyAssembler, run: _Run, event) -> list[dict[str, Any]]:
     return []
 
 
-async def _complete(run: _Run, rec: RequestRecord, started: float, first) -> Response:
-    assembler = _assembler(run)
+async def collect(run: _Run, assembler: ReplyAssembler, first) -> tuple[Stats | None, Finished]:
+    """A non-streamed request's events fed to ``assembler``: its stats and how it finished."""
     stats: Stats | None = None
     finished = Finished(FinishReason.ERROR, "no events")
     try:
@@ -393,6 +393,12 @@ async def _complete(run: _Run, rec: RequestRecord, started: float, first) -> Res
     finally:
         run.close()
     assembler.finish()
+    return stats, finished
+
+
+async def _complete(run: _Run, rec: RequestRecord, started: float, first) -> Response:
+    assembler = _assembler(run)
+    stats, finished = await collect(run, assembler, first)
     reason = assembler.finish_reason(finished.reason)
     _log(run, rec, started, stats, reason if finished.reason is not FinishReason.ERROR else "error",
          finished.error or "")

@@ -15,19 +15,19 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from engine_mlx.events import Finished, FinishReason, Stats
+from engine_mlx.events import FinishReason
 from engine_mlx.jobs import StreamEnd
 from engine_mlx.server.app import (
     RequestRecord,
     ServerContext,
     _client,
     _EventStream,
-    _feed,
     _log,
     _Run,
     _sse,
     admit,
     check_model,
+    collect,
 )
 from engine_mlx.server.config import ServerConfig
 from engine_mlx.server.errors import ApiError, error_body, from_engine_error
@@ -106,18 +106,7 @@ async def completions(request: Request) -> Response:
     assembler = ReplyAssembler(stop=req.stop)
     if req.stream:
         return _CompletionStream(run, rec, started, first, assembler)
-    stats: Stats | None = None
-    finished = Finished(FinishReason.ERROR, "no events")
-    try:
-        async for event in run.events(first):
-            _feed(assembler, run, event)
-            if isinstance(event, Stats):
-                stats = event
-            elif isinstance(event, Finished):
-                finished = event
-    finally:
-        run.close()
-    assembler.finish()
+    stats, finished = await collect(run, assembler, first)
     reason = assembler.finish_reason(finished.reason)
     failed = finished.reason is FinishReason.ERROR
     _log(run, rec, started, stats, "error" if failed else reason, finished.error or "")
