@@ -85,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--context", type=int, default=DEFAULT_CONTEXT_TOKENS)
     chat.add_argument("--force", action="store_true", help="load even if the model does not fit")
     chat.add_argument("--json", action="store_true", help="one JSON event per line on stdout")
+    _parallel_option(chat)
     chat.add_argument("prompt", nargs="?")
 
     from engine_mlx.server.config import DEFAULT_HOST, DEFAULT_KEEPALIVE_S, DEFAULT_PORT
@@ -113,6 +114,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--keepalive", type=float, default=DEFAULT_KEEPALIVE_S, metavar="SECONDS",
                        help=f"stream an SSE comment after this long without a byte (default {DEFAULT_KEEPALIVE_S:g})")
     serve.add_argument("--force", action="store_true", help="load even if the model does not fit")
+    _parallel_option(serve)
     dl = sub.add_parser("download", help="download a model repo into the Hugging Face cache (resumable)")
     dl.add_argument("repo", help="e.g. mlx-community/Qwen3.5-397B-A17B-4bit")
     dl.add_argument("--revision", default="main")
@@ -149,6 +151,22 @@ def _parser() -> argparse.ArgumentParser:
             cmd.add_argument("--args", default="{}", help="the tool's arguments as a JSON object")
             cmd.add_argument("--timeout", type=float, help="seconds (default: the server's, else 60)")
     return p
+
+
+def _parallel_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--parallel", choices=("pipeline", "tensor"),
+                        help="split the model over the Macs of a cluster (run on every rank by "
+                             "'cluster launch' or mlx.launch): pipeline = layers in turn, tensor = "
+                             "every layer at once")
+
+
+def _join(args):
+    """This process's rank when ``--parallel`` asks for a cluster, else None."""
+    if not getattr(args, "parallel", None):
+        return None
+    from engine_mlx.distributed.ranks import join
+
+    return join(args.parallel)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -372,8 +390,20 @@ def _chat(args) -> int:
         temperature=args.temperature,
         seed=args.seed,
     )
-    engine = Engine()
+    rank = _join(args)
+    if rank is not None and not rank.leads:
+        return rank.follow(args.model)
+    loader = rank.loader() if rank is not None else None
+    engine = Engine(loader=loader)
     engine.load(args.model, context_tokens=args.context, force=args.force)
+    try:
+        return _chat_turns(args, engine, attachments, settings)
+    finally:
+        if loader is not None:
+            loader.stop()
+
+
+def _chat_turns(args, engine, attachments: tuple[Attachment, ...], settings: GenerationSettings) -> int:
     messages: tuple[Message, ...] = (Message(Role.SYSTEM, args.system),) if args.system else ()
     convo = Conversation(messages, id=f"cli-{uuid.uuid4()}")
     out = _Printer(sys.stdout, as_json=args.json)
@@ -515,7 +545,11 @@ def _serve(args) -> int:
         print(f"warning: listening on {args.host}: other machines can reach this API with the key"
               + ("" if config.tls_cert else " over plain HTTP (add --tls-cert/--tls-key for HTTPS)"),
               file=sys.stderr)
-    engine, jobs = Engine(), EngineThread()
+    rank = _join(args)
+    if rank is not None and not rank.leads:
+        return rank.follow(args.model)
+    loader = rank.loader() if rank is not None else None
+    engine, jobs = Engine(loader=loader), EngineThread()
     server = ApiServer(engine, jobs, config)
     try:
         server.bind()
@@ -540,6 +574,8 @@ def _serve(args) -> int:
     except KeyboardInterrupt:  # uvicorn shut down cleanly, then passed Ctrl-C on
         pass
     finally:
+        if loader is not None:
+            jobs.submit(loader.stop)  # after any generation still running: the followers exit
         jobs.close(timeout=5)
     if failure:
         raise EngineError(failure[0])

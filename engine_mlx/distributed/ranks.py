@@ -1,0 +1,69 @@
+"""Joining the group ``mlx.launch`` started, and what each rank does in ``chat``/``serve --parallel``."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from engine_mlx.errors import EngineError
+
+if TYPE_CHECKING:
+    import mlx.core as mx
+
+    from engine_mlx.distributed.sharded import ClusterLoader, Parallel
+
+
+@dataclass
+class Rank:
+    """This process's place in the group, and its part of the work."""
+
+    group: mx.distributed.Group
+    parallel: Parallel
+
+    @property
+    def index(self) -> int:
+        return self.group.rank()
+
+    @property
+    def leads(self) -> bool:
+        """Rank 0 serves HTTP (or prints the chat); the others follow it."""
+        return self.index == 0
+
+    def loader(self) -> ClusterLoader:
+        from engine_mlx.distributed.sharded import ClusterLoader
+
+        return ClusterLoader(self.parallel, self.group)
+
+    def follow(self, model_dir: Path) -> int:
+        """A follower's whole run: load this rank's shard, then replay rank 0's calls until it stops."""
+        from dataclasses import replace
+
+        from engine_mlx.checkpoint import inspect_checkpoint
+        from engine_mlx.distributed.sharded import follow, load_shard
+
+        info = replace(inspect_checkpoint(Path(model_dir)), is_vision=False)
+        model, _ = load_shard(info, self.parallel, self.group)
+        follow(model, self.group)
+        return 0
+
+
+def join(parallel: str) -> Rank:
+    """The group ``mlx.launch`` (or ``cluster launch``) started this process in; EngineError when it
+    was started on its own."""
+    import mlx.core as mx
+
+    from engine_mlx.distributed.sharded import Parallel
+
+    if not os.environ.get("MLX_HOSTFILE") and not os.environ.get("MLX_JACCL_COORDINATOR"):
+        raise EngineError(f"--parallel {parallel} runs one process per rank: start it with "
+                          "'python -m engine_mlx cluster launch' or mlx.launch")
+    try:
+        group = mx.distributed.init(strict=True)
+    except RuntimeError as exc:
+        raise EngineError(f"could not join the other ranks ({exc}); check the hostfile and that every "
+                          "rank was started") from None
+    if group.size() < 2:
+        raise EngineError(f"--parallel {parallel} needs at least 2 ranks; the hostfile lists one")
+    return Rank(group, Parallel(parallel))

@@ -1,0 +1,129 @@
+"""One model over two ranks on 127.0.0.1 (MLX's ring backend, started by mlx.launch): greedy tokens
+equal a single process, with pipeline and with tensor parallelism, and follow-ups resume from
+snapshots on every rank. Each parallel mode's group is launched once for the module."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+
+import pytest
+
+from engine_mlx.conversation import Conversation, Message, Role
+from engine_mlx.events import AnswerDelta, Finished, Stats, TokenLogprob
+from engine_mlx.settings import GenerationSettings
+
+START_TIMEOUT_S = 180
+MAX_TOKENS = 10
+SLACK = 16  # prefilled tokens allowed beyond the new ones, as on one Mac
+USERS = ("Hello there, what is MLX?", "Tell me more about the fox and the dog.",
+         "And the cat on the mat?", "Summarize the video.")
+
+
+@pytest.fixture(scope="module")
+def even_model_dir(tmp_path_factory):
+    """The tiny text model unquantized with an even vocabulary: tensor parallelism splits every size by 2."""
+    from engine_mlx.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-even"), vision=False, bits=None, vocab_multiple=2)
+
+
+def _serve_group(model_dir, parallel: str):
+    from engine_mlx.distributed.launch import Group, free_port_run, launch_command
+
+    command = ["-m", "engine_mlx", "serve", "--model", str(model_dir), "--port", "0", "--parallel", parallel]
+    group = Group.start(launch_command(command, ranks=2, starting_port=free_port_run(2)))
+    try:
+        url = group.wait_for_url(START_TIMEOUT_S)
+    except BaseException:
+        group.stop()
+        raise
+    return group, url
+
+
+@pytest.fixture(scope="module")
+def pipeline_url(tiny_text_model_dir):
+    group, url = _serve_group(tiny_text_model_dir, "pipeline")
+    yield url
+    group.stop()
+
+
+@pytest.fixture(scope="module")
+def tensor_url(even_model_dir):
+    group, url = _serve_group(even_model_dir, "tensor")
+    yield url
+    group.stop()
+
+
+def _post(url: str, body: dict) -> dict:
+    request = urllib.request.Request(url + "/chat/completions", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=120) as response:
+        return json.load(response)
+
+
+def _ask(url: str, messages: list[dict]) -> tuple[str, list[bytes], dict]:
+    """The cluster's greedy answer: text, its tokens' bytes, usage."""
+    with urllib.request.urlopen(url + "/models", timeout=30) as response:
+        model = json.load(response)["data"][0]["id"]
+    reply = _post(url, {"model": model, "messages": messages, "max_tokens": MAX_TOKENS, "temperature": 0.0,
+                        "presence_penalty": 0.0, "enable_thinking": False, "logprobs": True})
+    choice = reply["choices"][0]
+    tokens = [bytes(t["bytes"]) for t in choice["logprobs"]["content"]]
+    return choice["message"]["content"], tokens, reply["usage"]
+
+
+def _one_process(engine, messages: list[dict]) -> tuple[str, list[bytes], Stats]:
+    """The same conversation's greedy answer from one process, with no snapshot to resume from."""
+    roles = {"user": Role.USER, "assistant": Role.ASSISTANT}
+    convo = Conversation(tuple(Message(roles[m["role"]], m["content"]) for m in messages), id="")
+    settings = GenerationSettings(thinking=False, max_tokens=MAX_TOKENS, temperature=0.0, presence_penalty=0.0,
+                                  logprobs=0)
+    events = list(engine.generate(convo, settings))
+    assert isinstance(events[-1], Finished) and events[-1].error is None, events[-1]
+    answer = "".join(e.text for e in events if isinstance(e, AnswerDelta))
+    tokens = [bytes(e.bytes) for e in events if isinstance(e, TokenLogprob)]
+    return answer, tokens, next(e for e in events if isinstance(e, Stats))
+
+
+def _local_engine(model_dir):
+    from engine_mlx.engine import Engine
+
+    engine = Engine()
+    engine.load(model_dir)
+    return engine
+
+
+def _four_turns(url: str, model_dir) -> list[tuple[int, int, int]]:
+    """Four turns against the cluster, each answer equal to one process's; (prompt, cached, new) per turn."""
+    engine = _local_engine(model_dir)
+    messages: list[dict] = []
+    previous_prompt = 0
+    figures = []
+    for turn, user in enumerate(USERS, 1):
+        messages.append({"role": "user", "content": user})
+        answer, tokens, usage = _ask(url, messages)
+        expected, expected_tokens, stats = _one_process(engine, messages)
+        assert (answer, tokens) == (expected, expected_tokens), turn
+        assert tokens  # an answer to compare
+        prompt, cached = usage["prompt_tokens"], usage["prompt_tokens_details"]["cached_tokens"]
+        assert prompt == stats.prompt_tokens
+        if turn == 1:
+            assert cached == 0
+        else:
+            new = prompt - previous_prompt  # the last answer and the new message
+            assert cached > 0 and prompt - cached <= new + SLACK, (turn, usage, new)
+        figures.append((prompt, cached, prompt - previous_prompt))
+        previous_prompt = prompt
+        messages.append({"role": "assistant", "content": answer})
+    return figures
+
+
+def test_pipeline_four_turns_equal_one_process_and_resume_on_every_rank(pipeline_url, tiny_text_model_dir):
+    figures = _four_turns(pipeline_url, tiny_text_model_dir)
+    assert [cached > 0 for _, cached, _ in figures] == [False, True, True, True]
+
+
+def test_tensor_four_turns_equal_one_process_and_resume_on_every_rank(tensor_url, even_model_dir):
+    figures = _four_turns(tensor_url, even_model_dir)
+    assert [cached > 0 for _, cached, _ in figures] == [False, True, True, True]
