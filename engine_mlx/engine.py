@@ -394,6 +394,7 @@ class Engine:
         loaded = self._loaded
         if loaded is None:
             raise ModelNotLoadedError("No model is loaded; load a Qwen3.5 checkpoint first.")
+        loaded.check_usable()
         prompt = render_text(conversation, loaded.apply_template, thinking=thinking, text_only=not loaded.is_vision)
         return prompt, loaded.prepare(
             prompt, load_media(conversation.attachments, self.media_limits, self.decoded_media)

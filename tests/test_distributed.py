@@ -127,3 +127,69 @@ def test_pipeline_four_turns_equal_one_process_and_resume_on_every_rank(pipeline
 def test_tensor_four_turns_equal_one_process_and_resume_on_every_rank(tensor_url, even_model_dir):
     figures = _four_turns(tensor_url, even_model_dir)
     assert [cached > 0 for _, cached, _ in figures] == [False, True, True, True]
+
+
+def _rank_pid(group, rank: int) -> int:
+    """The process of ``rank`` in the group's session (Linux /proc)."""
+    import os
+    from pathlib import Path
+
+    session = os.getsid(group.process.pid)
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if os.getsid(int(proc.name)) != session:
+                continue
+            environ = (proc / "environ").read_bytes().split(b"\0")
+            args = (proc / "cmdline").read_bytes()
+        except (OSError, ProcessLookupError):
+            continue
+        if f"MLX_RANK={rank}".encode() in environ and b"engine_mlx" in args:
+            return int(proc.name)
+    raise AssertionError(f"no process for rank {rank}")
+
+
+def test_killing_rank_1_mid_answer_ends_the_stream_with_an_error_naming_it(tiny_text_model_dir):
+    """Rank 1 dies while rank 0 streams: the stream ends within seconds with an error naming rank 1
+    and its host (the ring backend reports the lost peer; rank 0 turns it into the API's error), and
+    the launcher then ends the whole group: nothing is left waiting."""
+    import os
+    import signal
+    import time
+
+    group, url = _serve_group(tiny_text_model_dir, "pipeline")
+    try:
+        with urllib.request.urlopen(url + "/models", timeout=30) as response:
+            model = json.load(response)["data"][0]["id"]
+        body = {"model": model, "stream": True, "max_tokens": 4000, "temperature": 1.0, "seed": 1,
+                "messages": [{"role": "user", "content": "Think step by step about the quick brown fox."}]}
+        request = urllib.request.Request(url + "/chat/completions", data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+        events: list[dict] = []
+        with urllib.request.urlopen(request, timeout=10) as stream:  # every read within 10 s
+            killed_at = None
+            for raw in stream:
+                line = raw.decode().strip()
+                if not line.startswith("data: {"):
+                    continue
+                events.append(json.loads(line[6:]))
+                if killed_at is None and len(events) >= 3:
+                    os.kill(_rank_pid(group, 1), signal.SIGKILL)
+                    killed_at = time.monotonic()
+        assert killed_at is not None, events
+        error = events[-1].get("error")
+        assert error is not None, events[-3:]
+        assert "rank 1 at 127.0.0.1" in error["message"], error
+        group.process.wait(timeout=30)  # the launcher stops rank 0 too: no process waits forever
+    finally:
+        group.stop()
+
+
+def test_a_lost_rank_refuses_later_requests_with_503():
+    """Once a rank is lost rank 0's engine raises ClusterError before any event: the API's 503."""
+    from engine_mlx.errors import ClusterError
+    from engine_mlx.server.errors import from_engine_error
+
+    err = from_engine_error(ClusterError("The cluster lost a rank (rank 1 at 10.0.0.2: gone)."))
+    assert (err.status, err.code) == (503, "cluster_rank_lost") and "rank 1 at 10.0.0.2" in err.message

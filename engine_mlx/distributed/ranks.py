@@ -34,7 +34,7 @@ class Rank:
     def loader(self) -> ClusterLoader:
         from engine_mlx.distributed.sharded import ClusterLoader
 
-        return ClusterLoader(self.parallel, self.group)
+        return ClusterLoader(self.parallel, self.group, rank_hosts())
 
     def follow(self, model_dir: Path) -> int:
         """A follower's whole run: load this rank's shard, then replay rank 0's calls until it stops."""
@@ -45,8 +45,26 @@ class Rank:
 
         info = replace(inspect_checkpoint(Path(model_dir)), is_vision=False)
         model, _ = load_shard(info, self.parallel, self.group)
-        follow(model, self.group)
+        try:
+            follow(model, self.group)
+        except RuntimeError as exc:  # the ring lost a peer: rank 0 is gone, or another follower
+            hosts = rank_hosts()
+            raise EngineError(f"lost the cluster ({exc}); rank 0 was at {hosts[0] if hosts else 'an unknown host'}: "
+                              "start the group again") from None
         return 0
+
+
+def rank_hosts() -> list[str]:
+    """Each rank's address, from the hostfile ``mlx.launch`` gave the ring backend ("rank N" where
+    it names none)."""
+    import json
+
+    path = os.environ.get("MLX_HOSTFILE", "")
+    try:
+        ranks = json.loads(Path(path).read_text()) if path else []
+        return [str(r[0]).rsplit(":", 1)[0] if isinstance(r, list) and r else "?" for r in ranks]
+    except (OSError, ValueError):
+        return []
 
 
 def join(parallel: str) -> Rank:

@@ -13,10 +13,11 @@ dropping it is mirrored on every rank, so a follow-up resumes on every rank from
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import itertools
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any, cast
 
@@ -26,7 +27,7 @@ from engine_mlx import cache_protocol, platform
 from engine_mlx.cancel import CancelToken
 from engine_mlx.checkpoint import ModelInfo, inspect_checkpoint
 from engine_mlx.distributed.commands import Broadcaster, Op, Receiver
-from engine_mlx.errors import CheckpointError
+from engine_mlx.errors import CheckpointError, ClusterError
 from engine_mlx.runtime import LoadedModel, PromptInputs, _float32_on_cpu
 from engine_mlx.runtime_imports import ensure_runtime_imported
 
@@ -62,15 +63,21 @@ class ShardedModel(LoadedModel):
     """Rank 0's shard: the engine's model calls, each broadcast to the other ranks first."""
 
     def __init__(self, info: ModelInfo, model: Any, tokenizer: Any, group: mx.distributed.Group,
-                 parallel: Parallel):
+                 parallel: Parallel, hosts: Sequence[str] = ()):
         super().__init__(info, model, tokenizer, is_vision=False)
         self.group = group
         self.parallel = parallel
+        self.hosts = tuple(hosts)  # each rank's address, for errors
+        self.lost: ClusterError | None = None  # set when a rank stopped answering: nothing runs after
         self.channel = Broadcaster(group)
         self._cache_ids = itertools.count(1)
         self._freed: deque[int] = deque()  # caches dropped on rank 0, to drop on the others
 
     # ------------------------------------------------------------------ the engine's calls
+
+    def check_usable(self) -> None:
+        if self.lost is not None:
+            raise self.lost
 
     def make_cache(self) -> list[Any]:
         from mlx_lm.models.cache import make_prompt_cache
@@ -85,14 +92,17 @@ class ShardedModel(LoadedModel):
         _, body = self._send(Op.PREFILL, (tag.cache_id, len(ids)), payload=ids)
         assert body is not None
         logits = self.model(body[None], cache=local)[:, -1, :]
-        mx.eval(logits)  # with the collectives the followers run (a pipeline's last gather)
+        with self._watch():
+            mx.eval(logits)  # with the collectives the followers run (a pipeline's last gather)
         return logits
 
     def step(self, token: mx.array, index: int, inputs: PromptInputs, cache: list[Any]) -> mx.array:
         local, tag = _split(cache)
         header, _ = self._send(Op.STEP, (tag.cache_id,), lazy_arg=token)
         logits = self.model(header[-1:].reshape(1, 1), cache=local)[:, -1, :]
-        self.channel.after(logits)
+        # Run now: the header already waited for the token, and a lost rank is reported from here.
+        with self._watch():
+            mx.eval(logits)
         return logits
 
     def stop(self) -> None:
@@ -113,9 +123,23 @@ class ShardedModel(LoadedModel):
         freed = []
         while self._freed:
             freed.append(self._freed.popleft())
-        if freed:
-            self.channel.send(Op.FREE, (len(freed),), payload=freed)
-        return self.channel.send(op, args, **kwargs)
+        with self._watch():
+            if freed:
+                self.channel.send(Op.FREE, (len(freed),), payload=freed)
+            return self.channel.send(op, args, **kwargs)
+
+    @contextlib.contextmanager
+    def _watch(self) -> Iterator[None]:
+        """Turn a lost peer (the ring backend's RuntimeError) into a ClusterError naming the others;
+        every later call raises it at once."""
+        self.check_usable()
+        try:
+            yield
+        except RuntimeError as exc:
+            others = ", ".join(f"rank {r} at {h}" for r, h in enumerate(self.hosts) if r) or "another rank"
+            self.lost = ClusterError(f"The cluster lost a rank ({others}: {exc}); the model cannot run "
+                                     "until the group is started again (cluster launch restarts it).")
+            raise self.lost from None
 
 
 class CacheTag:
@@ -190,9 +214,10 @@ def follow(model: Any, group: mx.distributed.Group) -> None:
 class ClusterLoader:
     """The engine's model loader on rank 0 of a group: loads rank 0's shard as a ShardedModel."""
 
-    def __init__(self, parallel: Parallel, group: mx.distributed.Group):
+    def __init__(self, parallel: Parallel, group: mx.distributed.Group, hosts: Sequence[str] = ()):
         self.parallel = parallel
         self.group = group
+        self.hosts = tuple(hosts)
         self.ranks = group.size()
         self.loaded: ShardedModel | None = None
 
@@ -202,9 +227,9 @@ class ClusterLoader:
         model, tokenizer = load_shard(text_info, self.parallel, self.group)
         if progress is not None:
             progress(1.0)
-        self.loaded = ShardedModel(text_info, model, tokenizer, self.group, self.parallel)
+        self.loaded = ShardedModel(text_info, model, tokenizer, self.group, self.parallel, self.hosts)
         return self.loaded
 
     def stop(self) -> None:
-        if self.loaded is not None:
+        if self.loaded is not None and self.loaded.lost is None:
             self.loaded.stop()
