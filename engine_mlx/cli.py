@@ -1,4 +1,4 @@
-"""The command line: ``python -m engine_mlx tiny | models | chat | serve | download | add-vision | boxes | mcp``.
+"""The command line: ``python -m engine_mlx tiny | models | chat | serve | cluster | download | add-vision | boxes | mcp``.
 
 Bad input exits non-zero with one line naming the file and what is wrong, never a traceback.
 """
@@ -115,6 +115,7 @@ def _parser() -> argparse.ArgumentParser:
                        help=f"stream an SSE comment after this long without a byte (default {DEFAULT_KEEPALIVE_S:g})")
     serve.add_argument("--force", action="store_true", help="load even if the model does not fit")
     _parallel_option(serve)
+    _cluster_parser(sub)
     dl = sub.add_parser("download", help="download a model repo into the Hugging Face cache (resumable)")
     dl.add_argument("repo", help="e.g. mlx-community/Qwen3.5-397B-A17B-4bit")
     dl.add_argument("--revision", default="main")
@@ -153,6 +154,44 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _cluster_parser(sub) -> None:
+    cluster = sub.add_parser("cluster", help="one model over several Macs: check the hosts, launch the group")
+    commands = cluster.add_subparsers(dest="cluster_command", required=True)
+    check = commands.add_parser("check", help="every host reachable, same QwenDesk, same model files, fits")
+    check.add_argument("--hostfile", required=True, type=Path, help="an mlx.launch hostfile (JSON)")
+    check.add_argument("--model", required=True, type=Path, help="the model folder, at this path on every host")
+    check.add_argument("--context", type=int, default=DEFAULT_CONTEXT_TOKENS)
+    probe = commands.add_parser("probe", help="this host's report for 'cluster check' (JSON)")
+    probe.add_argument("--model", required=True, type=Path)
+    probe.add_argument("--ranks", type=int, default=1)
+    probe.add_argument("--context", type=int, default=DEFAULT_CONTEXT_TOKENS)
+    launch = commands.add_parser("launch", help="serve the model from every host of the hostfile (mlx.launch); "
+                                                "prints the base URL")
+    launch.add_argument("--hostfile", required=True, type=Path)
+    launch.add_argument("--model", required=True, type=Path)
+    launch.add_argument("--parallel", choices=("pipeline", "tensor"), default="pipeline")
+    launch.add_argument("--restarts", type=int, default=0, help="start the group again this many times if a rank dies")
+    launch.add_argument("--starting-port", type=int, help="the ring backend's first port (mlx.launch's default otherwise)")
+    launch.add_argument("serve_args", nargs=argparse.REMAINDER, help="after --: options for serve (--port, --host, ...)")
+
+
+def _cluster(args) -> int:
+    from engine_mlx.distributed import setup
+
+    if args.cluster_command == "probe":
+        print(setup.probe_json(args.model, args.ranks, args.context))
+        return 0
+    if args.cluster_command == "check":
+        problems = setup.check(args.hostfile, args.model, args.context)
+        for problem in problems:
+            print(f"error: {problem}", file=sys.stderr)
+        if not problems:
+            print("The cluster is ready.")
+        return EXIT_ERROR if problems else 0
+    serve_args = args.serve_args[1:] if args.serve_args[:1] == ["--"] else args.serve_args
+    return setup.launch(args.hostfile, args.model, args.parallel, serve_args, args.restarts, args.starting_port)
+
+
 def _parallel_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--parallel", choices=("pipeline", "tensor"),
                         help="split the model over the Macs of a cluster (run on every rank by "
@@ -189,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
             return _serve(args)
         if args.command in ("download", "add-vision"):
             return _hub(args)
+        if args.command == "cluster":
+            return _cluster(args)
         if args.command == "boxes":
             return _boxes(args)
         if args.command == "mcp":

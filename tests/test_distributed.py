@@ -5,6 +5,8 @@ snapshots on every rank. Each parallel mode's group is launched once for the mod
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import urllib.request
 
 import pytest
@@ -28,11 +30,26 @@ def even_model_dir(tmp_path_factory):
     return build_tiny_model(tmp_path_factory.mktemp("tiny-even"), vision=False, bits=None, vocab_multiple=2)
 
 
-def _serve_group(model_dir, parallel: str):
+def _hostfile(folder) -> str:
+    """An mlx.launch hostfile of two ranks on 127.0.0.1 (the ring backend)."""
+    path = folder / "hosts.json"
+    rank = {"ssh": "127.0.0.1", "ips": ["127.0.0.1"]}
+    path.write_text(json.dumps({"backend": "ring", "hosts": [rank, rank]}))
+    return str(path)
+
+
+def _serve_group(model_dir, parallel: str, *, hostfile: str | None = None):
+    """Serve ``model_dir`` from two ranks: through ``cluster launch`` with ``hostfile``, else mlx.launch."""
     from engine_mlx.distributed.launch import Group, free_port_run, launch_command
 
-    command = ["-m", "engine_mlx", "serve", "--model", str(model_dir), "--port", "0", "--parallel", parallel]
-    group = Group.start(launch_command(command, ranks=2, starting_port=free_port_run(2)))
+    port = free_port_run(2)
+    if hostfile is not None:
+        command = [sys.executable, "-m", "engine_mlx", "cluster", "launch", "--hostfile", hostfile, "--model",
+                   str(model_dir), "--parallel", parallel, "--starting-port", str(port), "--", "--port", "0"]
+    else:
+        command = launch_command(["-m", "engine_mlx", "serve", "--model", str(model_dir), "--port", "0",
+                                  "--parallel", parallel], ranks=2, starting_port=port)
+    group = Group.start(command)
     try:
         url = group.wait_for_url(START_TIMEOUT_S)
     except BaseException:
@@ -42,10 +59,12 @@ def _serve_group(model_dir, parallel: str):
 
 
 @pytest.fixture(scope="module")
-def pipeline_url(tiny_text_model_dir):
-    group, url = _serve_group(tiny_text_model_dir, "pipeline")
+def pipeline_url(tiny_text_model_dir, tmp_path_factory):
+    """The pipeline group, started by ``cluster launch``: it prints the base URL alone on stdout."""
+    group, url = _serve_group(tiny_text_model_dir, "pipeline", hostfile=_hostfile(tmp_path_factory.mktemp("hosts")))
     yield url
     group.stop()
+    assert url + "\n" in group.stdout_lines
 
 
 @pytest.fixture(scope="module")
@@ -193,3 +212,25 @@ def test_a_lost_rank_refuses_later_requests_with_503():
 
     err = from_engine_error(ClusterError("The cluster lost a rank (rank 1 at 10.0.0.2: gone)."))
     assert (err.status, err.code) == (503, "cluster_rank_lost") and "rank 1 at 10.0.0.2" in err.message
+
+
+def _cluster_check(hostfile: str, model_dir) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "engine_mlx", "cluster", "check", "--hostfile", hostfile,
+                           "--model", str(model_dir)], capture_output=True, text=True, timeout=300)
+
+
+def test_cluster_check_on_a_loopback_hostfile(tiny_text_model_dir, tmp_path):
+    """Every rank of the hostfile reports the same QwenDesk and model files, and its share fits; a
+    folder missing on the hosts is named per rank; a file that is no hostfile says so."""
+    hostfile = _hostfile(tmp_path)
+    ready = _cluster_check(hostfile, tiny_text_model_dir)
+    assert ready.returncode == 0, ready.stderr
+    assert "The cluster is ready." in ready.stdout
+    assert ready.stdout.count("1 weight files; fits") == 2
+    missing = _cluster_check(hostfile, tmp_path / "absent")
+    assert missing.returncode == 2
+    assert [line for line in missing.stderr.splitlines() if "no such folder" in line] == [
+        f"error: rank {r} (127.0.0.1): {tmp_path / 'absent'}: no such folder" for r in (0, 1)]
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    bad = _cluster_check(str(tmp_path / "bad.json"), tiny_text_model_dir)
+    assert bad.returncode == 2 and "not an mlx.launch hostfile" in bad.stderr

@@ -64,9 +64,11 @@ class Group:
     stdout_lines: list[str] = field(default_factory=list)
 
     @classmethod
-    def start(cls, launch: Sequence[str], *, cwd: Path | None = None) -> Group:
+    def start(cls, launch: Sequence[str], *, cwd: Path | None = None, own_session: bool = True) -> Group:
+        """Start ``launch``; without ``own_session`` it stays in this process's group, so a Ctrl-C
+        in the terminal reaches every rank (``stop`` is then not for it)."""
         process = subprocess.Popen(list(launch), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True, start_new_session=True, cwd=cwd)
+                                   stderr=subprocess.PIPE, text=True, start_new_session=own_session, cwd=cwd)
         group = cls(process)
         for stream, lines in ((process.stdout, group.stdout_lines), (process.stderr, group.stderr_lines)):
             threading.Thread(target=_collect, args=(stream, lines), daemon=True).start()
