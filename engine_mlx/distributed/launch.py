@@ -41,11 +41,14 @@ def free_port_run(count: int, host: str = "127.0.0.1") -> int:
 
 
 def launch_command(command: Sequence[str], *, hostfile: Path | None = None, ranks: int = 2,
-                   backend: str = "ring", starting_port: int | None = None,
+                   backend: str | None = None, starting_port: int | None = None,
                    env: Sequence[str] = ()) -> list[str]:
     """The ``mlx.launch`` command line running ``command`` (arguments after ``python``) on every rank:
-    on the hosts of ``hostfile``, else ``ranks`` times on 127.0.0.1."""
-    args = [sys.executable, "-c", "from mlx._distributed_utils.launch import main; main()", "--backend", backend]
+    on the hosts of ``hostfile`` (with the backend it names, ring by default), else ``ranks`` times
+    on 127.0.0.1 over the ring backend."""
+    args = [sys.executable, "-c", "from mlx._distributed_utils.launch import main; main()"]
+    if backend is not None or hostfile is None:
+        args += ["--backend", backend or "ring"]
     args += ["--hostfile", str(hostfile)] if hostfile is not None else ["--hosts", "127.0.0.1", "-n", str(ranks)]
     if starting_port is not None:
         args += ["--starting-port", str(starting_port)]
