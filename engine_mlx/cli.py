@@ -197,6 +197,11 @@ def _parallel_option(parser: argparse.ArgumentParser) -> None:
                         help="split the model over the Macs of a cluster (run on every rank by "
                              "'cluster launch' or mlx.launch): pipeline = layers in turn, tensor = "
                              "every layer at once")
+    from engine_mlx.distributed.ranks import DEFAULT_RANK_TIMEOUT_S
+
+    parser.add_argument("--rank-timeout", type=float, default=DEFAULT_RANK_TIMEOUT_S, metavar="SECONDS",
+                        help="with --parallel: rank 0 ends the group when the others have not answered a "
+                             f"model call for this long (default {DEFAULT_RANK_TIMEOUT_S:g})")
 
 
 def _join(args):
@@ -205,7 +210,9 @@ def _join(args):
         return None
     from engine_mlx.distributed.ranks import join
 
-    return join(args.parallel)
+    if args.rank_timeout <= 0:
+        raise EngineError("--rank-timeout must be positive")
+    return join(args.parallel, args.rank_timeout)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,6 +4,7 @@ snapshots on every rank. Each parallel mode's group is launched once for the mod
 
 from __future__ import annotations
 
+import http.client
 import json
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from engine_mlx.events import AnswerDelta, Finished, Stats, TokenLogprob
 from engine_mlx.settings import GenerationSettings
 
 START_TIMEOUT_S = 180
+RANK_TIMEOUT_S = 10
 MAX_TOKENS = 10
 SLACK = 16  # prefilled tokens allowed beyond the new ones, as on one Mac
 USERS = ("Hello there, what is MLX?", "Tell me more about the fox and the dog.",
@@ -38,17 +40,17 @@ def _hostfile(folder) -> str:
     return str(path)
 
 
-def _serve_group(model_dir, parallel: str, *, hostfile: str | None = None):
+def _serve_group(model_dir, parallel: str, *, hostfile: str | None = None, extra: tuple[str, ...] = ()):
     """Serve ``model_dir`` from two ranks: through ``cluster launch`` with ``hostfile``, else mlx.launch."""
     from engine_mlx.distributed.launch import Group, free_port_run, launch_command
 
     port = free_port_run(2)
     if hostfile is not None:
         command = [sys.executable, "-m", "engine_mlx", "cluster", "launch", "--hostfile", hostfile, "--model",
-                   str(model_dir), "--parallel", parallel, "--starting-port", str(port), "--", "--port", "0"]
+                   str(model_dir), "--parallel", parallel, "--starting-port", str(port), "--", "--port", "0", *extra]
     else:
         command = launch_command(["-m", "engine_mlx", "serve", "--model", str(model_dir), "--port", "0",
-                                  "--parallel", parallel], ranks=2, starting_port=port)
+                                  "--parallel", parallel, *extra], ranks=2, starting_port=port)
     group = Group.start(command)
     try:
         url = group.wait_for_url(START_TIMEOUT_S)
@@ -59,18 +61,18 @@ def _serve_group(model_dir, parallel: str, *, hostfile: str | None = None):
 
 
 @pytest.fixture(scope="module")
-def pipeline_url(tiny_text_model_dir, tmp_path_factory):
-    """The pipeline group, started by ``cluster launch``: it prints the base URL alone on stdout."""
+def pipeline_group(tiny_text_model_dir, tmp_path_factory):
+    """The pipeline group, started by ``cluster launch``. Its last test kills rank 1."""
     group, url = _serve_group(tiny_text_model_dir, "pipeline", hostfile=_hostfile(tmp_path_factory.mktemp("hosts")))
-    yield url
+    yield group, url
     group.stop()
-    assert url + "\n" in group.stdout_lines
 
 
 @pytest.fixture(scope="module")
-def tensor_url(even_model_dir):
-    group, url = _serve_group(even_model_dir, "tensor")
-    yield url
+def tensor_group(even_model_dir):
+    """The tensor group, started by mlx.launch, its watchdog at 10 s. Its last test freezes rank 1."""
+    group, url = _serve_group(even_model_dir, "tensor", extra=("--rank-timeout", str(RANK_TIMEOUT_S)))
+    yield group, url
     group.stop()
 
 
@@ -138,71 +140,16 @@ def _four_turns(url: str, model_dir) -> list[tuple[int, int, int]]:
     return figures
 
 
-def test_pipeline_four_turns_equal_one_process_and_resume_on_every_rank(pipeline_url, tiny_text_model_dir):
-    figures = _four_turns(pipeline_url, tiny_text_model_dir)
+def test_pipeline_four_turns_equal_one_process_and_resume_on_every_rank(pipeline_group, tiny_text_model_dir):
+    group, url = pipeline_group
+    assert url + "\n" in group.stdout_lines  # cluster launch prints the base URL alone on stdout
+    figures = _four_turns(url, tiny_text_model_dir)
     assert [cached > 0 for _, cached, _ in figures] == [False, True, True, True]
 
 
-def test_tensor_four_turns_equal_one_process_and_resume_on_every_rank(tensor_url, even_model_dir):
-    figures = _four_turns(tensor_url, even_model_dir)
+def test_tensor_four_turns_equal_one_process_and_resume_on_every_rank(tensor_group, even_model_dir):
+    figures = _four_turns(tensor_group[1], even_model_dir)
     assert [cached > 0 for _, cached, _ in figures] == [False, True, True, True]
-
-
-def _rank_pid(group, rank: int) -> int:
-    """The process of ``rank`` in the group's session (Linux /proc)."""
-    import os
-    from pathlib import Path
-
-    session = os.getsid(group.process.pid)
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            if os.getsid(int(proc.name)) != session:
-                continue
-            environ = (proc / "environ").read_bytes().split(b"\0")
-            args = (proc / "cmdline").read_bytes()
-        except (OSError, ProcessLookupError):
-            continue
-        if f"MLX_RANK={rank}".encode() in environ and b"engine_mlx" in args:
-            return int(proc.name)
-    raise AssertionError(f"no process for rank {rank}")
-
-
-def test_killing_rank_1_mid_answer_ends_the_stream_with_an_error_naming_it(tiny_text_model_dir):
-    """Rank 1 dies while rank 0 streams: the stream ends within seconds with an error naming rank 1
-    and its host (the ring backend reports the lost peer; rank 0 turns it into the API's error), and
-    the launcher then ends the whole group: nothing is left waiting."""
-    import os
-    import signal
-    import time
-
-    group, url = _serve_group(tiny_text_model_dir, "pipeline")
-    try:
-        with urllib.request.urlopen(url + "/models", timeout=30) as response:
-            model = json.load(response)["data"][0]["id"]
-        body = {"model": model, "stream": True, "max_tokens": 4000, "temperature": 1.0, "seed": 1,
-                "messages": [{"role": "user", "content": "Think step by step about the quick brown fox."}]}
-        request = urllib.request.Request(url + "/chat/completions", data=json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json"})
-        events: list[dict] = []
-        with urllib.request.urlopen(request, timeout=10) as stream:  # every read within 10 s
-            killed_at = None
-            for raw in stream:
-                line = raw.decode().strip()
-                if not line.startswith("data: {"):
-                    continue
-                events.append(json.loads(line[6:]))
-                if killed_at is None and len(events) >= 3:
-                    os.kill(_rank_pid(group, 1), signal.SIGKILL)
-                    killed_at = time.monotonic()
-        assert killed_at is not None, events
-        error = events[-1].get("error")
-        assert error is not None, events[-3:]
-        assert "rank 1 at 127.0.0.1" in error["message"], error
-        group.process.wait(timeout=30)  # the launcher stops rank 0 too: no process waits forever
-    finally:
-        group.stop()
 
 
 def test_a_lost_rank_refuses_later_requests_with_503():
@@ -234,3 +181,109 @@ def test_cluster_check_on_a_loopback_hostfile(tiny_text_model_dir, tmp_path):
     (tmp_path / "bad.json").write_text("[1, 2]")
     bad = _cluster_check(str(tmp_path / "bad.json"), tiny_text_model_dir)
     assert bad.returncode == 2 and "not an mlx.launch hostfile" in bad.stderr
+
+
+def _rank_pid(group, rank: int) -> int:
+    """The process of ``rank`` in the group's session (Linux /proc)."""
+    import os
+    from pathlib import Path
+
+    session = os.getsid(group.process.pid)
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if os.getsid(int(proc.name)) != session:
+                continue
+            environ = (proc / "environ").read_bytes().split(b"\0")
+            args = (proc / "cmdline").read_bytes()
+        except (OSError, ProcessLookupError):
+            continue
+        if f"MLX_RANK={rank}".encode() in environ and b"engine_mlx" in args:
+            return int(proc.name)
+    raise AssertionError(f"no process for rank {rank}")
+
+
+def _wait_gone(pid: int, timeout_s: float) -> None:
+    """Until ``pid`` has exited (gone, or a zombie its parent has not reaped yet)."""
+    import time
+    from pathlib import Path
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z":
+                return
+        except OSError:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"process {pid} still runs after {timeout_s} s")
+
+
+def test_killing_rank_1_mid_answer_ends_the_stream_with_an_error_naming_it(pipeline_group):
+    """Rank 1 dies while rank 0 streams: the stream ends within seconds with an error naming rank 1
+    and its host (the ring backend reports the lost peer; rank 0 turns it into the API's error), and
+    the launcher then ends the whole group: nothing is left waiting."""
+    import os
+    import signal
+    import time
+
+    group, url = pipeline_group  # the module's group: it ends here
+    with urllib.request.urlopen(url + "/models", timeout=30) as response:
+        model = json.load(response)["data"][0]["id"]
+    body = {"model": model, "stream": True, "max_tokens": 4000, "temperature": 1.0, "seed": 1,
+            "messages": [{"role": "user", "content": "Think step by step about the quick brown fox."}]}
+    request = urllib.request.Request(url + "/chat/completions", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    events: list[dict] = []
+    with urllib.request.urlopen(request, timeout=10) as stream:  # every read within 10 s
+        killed_at = None
+        for raw in stream:
+            line = raw.decode().strip()
+            if not line.startswith("data: {"):
+                continue
+            events.append(json.loads(line[6:]))
+            if killed_at is None and len(events) >= 3:
+                os.kill(_rank_pid(group, 1), signal.SIGKILL)
+                killed_at = time.monotonic()
+    assert killed_at is not None, events
+    error = events[-1].get("error")
+    assert error is not None, events[-3:]
+    assert "rank 1 at 127.0.0.1" in error["message"], error
+    group.process.wait(timeout=30)  # the launcher stops rank 0 too: no process waits forever
+
+
+def test_a_frozen_rank_1_ends_the_group_within_the_rank_timeout(tensor_group):
+    """Rank 1 stops (SIGSTOP: its connection stays open, so no error ever arrives): rank 0's watchdog
+    names it and ends rank 0 once a model call has waited --rank-timeout; the stream ends rather than
+    hanging, and mlx.launch ends the group."""
+    import os
+    import signal
+
+    group, url = tensor_group
+    with urllib.request.urlopen(url + "/models", timeout=30) as response:
+        model = json.load(response)["data"][0]["id"]
+    body = {"model": model, "stream": True, "max_tokens": 4000, "temperature": 1.0, "seed": 1,
+            "messages": [{"role": "user", "content": "Think step by step about the quick brown fox."}]}
+    request = urllib.request.Request(url + "/chat/completions", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    leader = _rank_pid(group, 0)
+    frozen = None
+    events = 0
+    try:
+        with urllib.request.urlopen(request, timeout=RANK_TIMEOUT_S + 20) as stream:
+            for raw in stream:
+                events += raw.startswith(b"data: {")
+                if frozen is None and events >= 3:
+                    frozen = _rank_pid(group, 1)
+                    os.kill(frozen, signal.SIGSTOP)
+    except (OSError, http.client.HTTPException):
+        pass  # rank 0 ended mid-stream: the connection drops
+    finally:
+        if frozen is not None:
+            _wait_gone(leader, RANK_TIMEOUT_S + 30)  # the watchdog ended rank 0; mlx.launch ends the group
+            os.kill(frozen, signal.SIGCONT)  # once rank 1 can take the SIGTERM it was sent
+            group.process.wait(timeout=30)
+    assert frozen is not None
+    assert any("no reply from rank 1 at 127.0.0.1 within 10 s" in line for line in group.stderr_lines), \
+        "".join(group.stderr_lines[-20:])

@@ -9,6 +9,9 @@ from typing import TYPE_CHECKING
 
 from engine_mlx.errors import EngineError
 
+# A model call rank 0 may wait on the others before its watchdog ends the group.
+DEFAULT_RANK_TIMEOUT_S = 120.0
+
 if TYPE_CHECKING:
     import mlx.core as mx
 
@@ -21,6 +24,7 @@ class Rank:
 
     group: mx.distributed.Group
     parallel: Parallel
+    timeout_s: float  # how long rank 0 waits on the others in one model call
 
     @property
     def index(self) -> int:
@@ -34,7 +38,7 @@ class Rank:
     def loader(self) -> ClusterLoader:
         from engine_mlx.distributed.sharded import ClusterLoader
 
-        return ClusterLoader(self.parallel, self.group, rank_hosts())
+        return ClusterLoader(self.parallel, self.group, rank_hosts(), self.timeout_s)
 
     def follow(self, model_dir: Path) -> int:
         """A follower's whole run: load this rank's shard, then replay rank 0's calls until it stops."""
@@ -67,7 +71,7 @@ def rank_hosts() -> list[str]:
         return []
 
 
-def join(parallel: str) -> Rank:
+def join(parallel: str, timeout_s: float) -> Rank:
     """The group ``mlx.launch`` (or ``cluster launch``) started this process in; EngineError when it
     was started on its own."""
     import mlx.core as mx
@@ -84,4 +88,4 @@ def join(parallel: str) -> Rank:
                           "rank was started") from None
     if group.size() < 2:
         raise EngineError(f"--parallel {parallel} needs at least 2 ranks; the hostfile lists one")
-    return Rank(group, Parallel(parallel))
+    return Rank(group, Parallel(parallel), timeout_s)

@@ -16,6 +16,10 @@ from __future__ import annotations
 import contextlib
 import enum
 import itertools
+import os
+import sys
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
@@ -27,9 +31,13 @@ from engine_mlx import cache_protocol, platform
 from engine_mlx.cancel import CancelToken
 from engine_mlx.checkpoint import ModelInfo, inspect_checkpoint
 from engine_mlx.distributed.commands import Broadcaster, Op, Receiver
+from engine_mlx.distributed.ranks import DEFAULT_RANK_TIMEOUT_S
 from engine_mlx.errors import CheckpointError, ClusterError
 from engine_mlx.runtime import LoadedModel, PromptInputs, _float32_on_cpu
 from engine_mlx.runtime_imports import ensure_runtime_imported
+
+WATCHDOG_POLL_S = 0.5
+EXIT_FROZEN = 3
 
 
 class Parallel(enum.Enum):
@@ -63,8 +71,11 @@ class ShardedModel(LoadedModel):
     """Rank 0's shard: the engine's model calls, each broadcast to the other ranks first."""
 
     def __init__(self, info: ModelInfo, model: Any, tokenizer: Any, group: mx.distributed.Group,
-                 parallel: Parallel, hosts: Sequence[str] = ()):
+                 parallel: Parallel, hosts: Sequence[str] = (), timeout_s: float = DEFAULT_RANK_TIMEOUT_S):
         super().__init__(info, model, tokenizer, is_vision=False)
+        self.timeout_s = timeout_s
+        self._deadline: float | None = None  # when the call in progress must be done (the watchdog's)
+        self._watchdog: threading.Thread | None = None
         self.group = group
         self.parallel = parallel
         self.hosts = tuple(hosts)  # each rank's address, for errors
@@ -131,15 +142,37 @@ class ShardedModel(LoadedModel):
     @contextlib.contextmanager
     def _watch(self) -> Iterator[None]:
         """Turn a lost peer (the ring backend's RuntimeError) into a ClusterError naming the others;
-        every later call raises it at once."""
+        every later call raises it at once. A call that outlasts ``timeout_s`` (a rank that froze
+        without closing its connection) ends this process: see ``_watch_deadline``."""
         self.check_usable()
+        if self._watchdog is None:
+            self._watchdog = threading.Thread(target=self._watch_deadline, name="cluster-watchdog", daemon=True)
+            self._watchdog.start()
+        self._deadline = time.monotonic() + self.timeout_s
         try:
             yield
         except RuntimeError as exc:
-            others = ", ".join(f"rank {r} at {h}" for r, h in enumerate(self.hosts) if r) or "another rank"
-            self.lost = ClusterError(f"The cluster lost a rank ({others}: {exc}); the model cannot run "
+            self.lost = ClusterError(f"The cluster lost a rank ({self._others()}: {exc}); the model cannot run "
                                      "until the group is started again (cluster launch restarts it).")
             raise self.lost from None
+        finally:
+            self._deadline = None
+
+    def _others(self) -> str:
+        return ", ".join(f"rank {r} at {h}" for r, h in enumerate(self.hosts) if r) or "another rank"
+
+    def _watch_deadline(self) -> None:
+        """The watchdog: a collective blocked past its deadline cannot be interrupted, so the rank
+        says which ranks did not answer and exits; mlx.launch then stops the group (and
+        ``cluster launch --restarts`` starts it again), rather than every request waiting forever."""
+        while True:
+            time.sleep(WATCHDOG_POLL_S)
+            deadline = self._deadline
+            if deadline is not None and time.monotonic() > deadline:
+                print(f"error: the cluster stopped answering: no reply from {self._others()} within "
+                      f"{self.timeout_s:g} s; ending rank 0 so the group can be started again",
+                      file=sys.stderr, flush=True)
+                os._exit(EXIT_FROZEN)
 
 
 class CacheTag:
@@ -214,10 +247,12 @@ def follow(model: Any, group: mx.distributed.Group) -> None:
 class ClusterLoader:
     """The engine's model loader on rank 0 of a group: loads rank 0's shard as a ShardedModel."""
 
-    def __init__(self, parallel: Parallel, group: mx.distributed.Group, hosts: Sequence[str] = ()):
+    def __init__(self, parallel: Parallel, group: mx.distributed.Group, hosts: Sequence[str] = (),
+                 timeout_s: float = DEFAULT_RANK_TIMEOUT_S):
         self.parallel = parallel
         self.group = group
         self.hosts = tuple(hosts)
+        self.timeout_s = timeout_s
         self.ranks = group.size()
         self.loaded: ShardedModel | None = None
 
@@ -227,7 +262,8 @@ class ClusterLoader:
         model, tokenizer = load_shard(text_info, self.parallel, self.group)
         if progress is not None:
             progress(1.0)
-        self.loaded = ShardedModel(text_info, model, tokenizer, self.group, self.parallel, self.hosts)
+        self.loaded = ShardedModel(text_info, model, tokenizer, self.group, self.parallel, self.hosts,
+                                   self.timeout_s)
         return self.loaded
 
     def stop(self) -> None:
