@@ -2,10 +2,9 @@
 
 A command is a fixed-size header, then (for some) a payload whose length the header gives. Rank 0
 sums its values with the zeros every other rank contributes (``all_sum``): one collective. Each
-command runs to completion before the model call it announces is built: a pipeline's ``recv`` does
-not depend on its input's data, so a lazy command could be scheduled after it and every rank would
-wait for another. Each header also depends on the previous call's output (``after``), so that call's
-collectives all run before the next command on every rank.
+command runs to completion before the model call it announces is built, and rank 0 evaluates each
+call's output before the next command: a pipeline's ``recv`` does not depend on its input's data, so
+a command left lazy could be scheduled after it, and every rank would wait for another.
 """
 
 from __future__ import annotations
@@ -42,13 +41,8 @@ class Broadcaster:
 
     def __init__(self, group: mx.distributed.Group):
         self.group = group
-        self._last: mx.array | None = None  # the previous call's output: the next header waits for it
         self.commands = 0  # collectives sent (headers and payloads), for the bench
         self.bytes_sent = 0
-
-    def after(self, output: mx.array) -> None:
-        """Order the next command after ``output`` (a model call's result) on every rank."""
-        self._last = output
 
     def send(self, op: Op, args: Sequence[int] = (), *, lazy_arg: mx.array | None = None,
              payload: Sequence[int] | None = None) -> tuple[mx.array, mx.array | None]:
@@ -60,9 +54,6 @@ class Broadcaster:
         header = mx.array(values + [0] * (fixed - len(values)), dtype=mx.int32)
         if lazy_arg is not None:
             header = mx.concatenate([header, lazy_arg.reshape(1).astype(mx.int32)])
-        if self._last is not None:
-            header = mx.depends(header, self._last)
-            self._last = None
         summed = mx.distributed.all_sum(header, group=self.group, stream=mx.cpu)
         self.commands += 1
         self.bytes_sent += HEADER * 4

@@ -73,13 +73,13 @@ class ShardedModel(LoadedModel):
     def __init__(self, info: ModelInfo, model: Any, tokenizer: Any, group: mx.distributed.Group,
                  parallel: Parallel, hosts: Sequence[str] = (), timeout_s: float = DEFAULT_RANK_TIMEOUT_S):
         super().__init__(info, model, tokenizer, is_vision=False)
-        self.timeout_s = timeout_s
-        self._deadline: float | None = None  # when the call in progress must be done (the watchdog's)
-        self._watchdog: threading.Thread | None = None
         self.group = group
         self.parallel = parallel
         self.hosts = tuple(hosts)  # each rank's address, for errors
         self.lost: ClusterError | None = None  # set when a rank stopped answering: nothing runs after
+        self.timeout_s = timeout_s
+        self._deadline: float | None = None  # when the call in progress must be done (the watchdog's)
+        self._watchdog: threading.Thread | None = None
         self.channel = Broadcaster(group)
         self._cache_ids = itertools.count(1)
         self._freed: deque[int] = deque()  # caches dropped on rank 0, to drop on the others
