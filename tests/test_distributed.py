@@ -172,6 +172,19 @@ def test_parallel_outside_a_launched_group_says_how_to_start_it(tiny_text_model_
         "'python -m engine_mlx cluster launch' or mlx.launch")
 
 
+def test_the_memory_estimate_of_one_rank_holds_its_share(tiny_text_model_dir):
+    """``cluster check``, ``cluster probe`` and rank 0's load judge each Mac by its share: weights,
+    KV cache and linear-attention state divided over the ranks, the fixed overhead on each."""
+    from engine_mlx.checkpoint import inspect_checkpoint
+    from engine_mlx.memory import OVERHEAD_FIXED_BYTES, estimate_fit
+
+    info = inspect_checkpoint(tiny_text_model_dir)
+    whole, share = estimate_fit(info, 32768), estimate_fit(info, 32768, ranks=2)
+    assert share.weights_bytes == whole.weights_bytes // 2
+    assert share.kv_bytes == whole.kv_bytes // 2 and share.linear_state_bytes == whole.linear_state_bytes // 2
+    assert share.overhead_bytes >= OVERHEAD_FIXED_BYTES and share.total_bytes < whole.total_bytes
+
+
 def _cluster_check(hostfile: str, model_dir) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "engine_mlx", "cluster", "check", "--hostfile", hostfile,
                            "--model", str(model_dir)], capture_output=True, text=True, timeout=300)
