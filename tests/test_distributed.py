@@ -40,14 +40,16 @@ def _hostfile(folder) -> str:
     return str(path)
 
 
-def _serve_group(model_dir, parallel: str, *, hostfile: str | None = None, extra: tuple[str, ...] = ()):
+def _serve_group(model_dir, parallel: str, *, hostfile: str | None = None, extra: tuple[str, ...] = (),
+                 launch_options: tuple[str, ...] = ()):
     """Serve ``model_dir`` from two ranks: through ``cluster launch`` with ``hostfile``, else mlx.launch."""
     from engine_mlx.distributed.launch import Group, free_port_run, launch_command
 
     port = free_port_run(2)
     if hostfile is not None:
         command = [sys.executable, "-m", "engine_mlx", "cluster", "launch", "--hostfile", hostfile, "--model",
-                   str(model_dir), "--parallel", parallel, "--starting-port", str(port), "--", "--port", "0", *extra]
+                   str(model_dir), "--parallel", parallel, "--starting-port", str(port), *launch_options,
+                   "--", "--port", "0", *extra]
     else:
         command = launch_command(["-m", "engine_mlx", "serve", "--model", str(model_dir), "--port", "0",
                                   "--parallel", parallel, *extra], ranks=2, starting_port=port)
@@ -62,8 +64,10 @@ def _serve_group(model_dir, parallel: str, *, hostfile: str | None = None, extra
 
 @pytest.fixture(scope="module")
 def pipeline_group(tiny_text_model_dir, tmp_path_factory):
-    """The pipeline group, started by ``cluster launch``. Its last test kills rank 1."""
-    group, url = _serve_group(tiny_text_model_dir, "pipeline", hostfile=_hostfile(tmp_path_factory.mktemp("hosts")))
+    """The pipeline group, started by ``cluster launch`` (which may start it again once). Its last
+    test kills rank 1."""
+    group, url = _serve_group(tiny_text_model_dir, "pipeline", hostfile=_hostfile(tmp_path_factory.mktemp("hosts")),
+                              launch_options=("--restarts", "1"))
     yield group, url
     group.stop()
 
@@ -247,8 +251,8 @@ def _wait_gone(pid: int, timeout_s: float) -> None:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the ranks' processes in /proc")
 def test_killing_rank_1_mid_answer_ends_the_stream_with_an_error_naming_it(pipeline_group):
     """Rank 1 dies while rank 0 streams: the stream ends within seconds with an error naming rank 1
-    and its host (the ring backend reports the lost peer; rank 0 turns it into the API's error), and
-    the launcher then ends the whole group: nothing is left waiting."""
+    and its host (the ring backend reports the lost peer; rank 0 turns it into the API's error); the
+    launcher then ends the whole group, and ``cluster launch --restarts 1`` serves again."""
     import os
     import signal
     import time
@@ -275,7 +279,15 @@ def test_killing_rank_1_mid_answer_ends_the_stream_with_an_error_naming_it(pipel
     error = events[-1].get("error")
     assert error is not None, events[-3:]
     assert "rank 1 at 127.0.0.1" in error["message"], error
-    group.process.wait(timeout=30)  # the launcher stops rank 0 too: no process waits forever
+    # mlx.launch stops rank 0 too (nothing waits forever), and cluster launch starts the group again.
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while sum("Serving " in line for line in group.stderr_lines) < 2 and time.monotonic() < deadline:
+        assert group.process.poll() is None, "".join(group.stderr_lines[-20:])
+        time.sleep(0.2)
+    assert any("starting it again (1 of 1)" in line for line in group.stderr_lines)
+    again = [line for line in group.stderr_lines if "Serving " in line][-1].split(" at ")[1].split()[0]
+    answer, tokens, _ = _ask(again, [{"role": "user", "content": "Hello again."}])
+    assert tokens and group.stdout_lines.count(again + "\n") == 1
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the ranks' processes in /proc")

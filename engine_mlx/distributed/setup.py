@@ -24,6 +24,7 @@ from engine_mlx.errors import EngineError
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
 PROBE_TIMEOUT_S = 120
 RESTART_PAUSE_S = 2.0
+EXIT_STOPPED = 2  # the group ended without a Ctrl-C (a rank died, or it could not start)
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,7 @@ def probe_json(model_dir: Path, ranks: int, context_tokens: int) -> str:
 
 def launch(hostfile: Path, model_dir: Path, parallel: str, serve_args: list[str], restarts: int,
            starting_port: int | None = None) -> int:
-    """Run the group until it ends cleanly (Ctrl-C) or has died ``restarts`` + 1 times."""
+    """Run the group until a Ctrl-C (0) or until it has ended on its own ``restarts`` + 1 times."""
     from engine_mlx.distributed.launch import launch_command
 
     command = ["-m", "engine_mlx", "serve", "--model", str(model_dir), "--parallel", parallel, *serve_args]
@@ -146,12 +147,14 @@ def launch(hostfile: Path, model_dir: Path, parallel: str, serve_args: list[str]
             except subprocess.TimeoutExpired:
                 group.process.kill()
             return 0
-        code = group.process.wait()
-        if code == 0 or attempt >= restarts:
-            return code
+        # Only a Ctrl-C (above) ends the group on purpose; mlx.launch exits 0 even when it stopped
+        # the group because a rank died, so any other end is a failure.
+        group.process.wait()
+        if attempt >= restarts:
+            print("The cluster stopped.", file=sys.stderr, flush=True)
+            return EXIT_STOPPED
         attempt += 1
-        print(f"The cluster stopped (exit code {code}); starting it again ({attempt} of {restarts}).",
-              file=sys.stderr, flush=True)
+        print(f"The cluster stopped; starting it again ({attempt} of {restarts}).", file=sys.stderr, flush=True)
         time.sleep(RESTART_PAUSE_S)
 
 
