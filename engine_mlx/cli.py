@@ -155,6 +155,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cluster_parser(sub) -> None:
+    from engine_mlx.distributed.setup import DEFAULT_RESTARTS
+
     cluster = sub.add_parser("cluster", help="one model over several Macs: check the hosts, launch the group")
     commands = cluster.add_subparsers(dest="cluster_command", required=True)
     check = commands.add_parser("check", help="every host reachable, same QwenDesk, same model files, fits")
@@ -163,14 +165,15 @@ def _cluster_parser(sub) -> None:
     check.add_argument("--context", type=int, default=DEFAULT_CONTEXT_TOKENS)
     probe = commands.add_parser("probe", help="this host's report for 'cluster check' (JSON)")
     probe.add_argument("--model", required=True, type=Path)
-    probe.add_argument("--ranks", type=int, default=1)
+    probe.add_argument("--ranks", type=int, required=True, help="how many hosts share the model")
     probe.add_argument("--context", type=int, default=DEFAULT_CONTEXT_TOKENS)
     launch = commands.add_parser("launch", help="serve the model from every host of the hostfile (mlx.launch); "
                                                 "prints the base URL")
     launch.add_argument("--hostfile", required=True, type=Path)
     launch.add_argument("--model", required=True, type=Path)
     launch.add_argument("--parallel", choices=("pipeline", "tensor"), default="pipeline")
-    launch.add_argument("--restarts", type=int, default=0, help="start the group again this many times if a rank dies")
+    launch.add_argument("--restarts", type=int, default=DEFAULT_RESTARTS,
+                        help="start the group again this many times if a rank dies")
     launch.add_argument("--starting-port", type=int, help="the ring backend's first port (mlx.launch's default otherwise)")
     launch.add_argument("serve_args", nargs=argparse.REMAINDER, help="after --: options for serve (--port, --host, ...)")
 

@@ -24,6 +24,7 @@ from engine_mlx.errors import EngineError
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
 PROBE_TIMEOUT_S = 120
 RESTART_PAUSE_S = 2.0
+DEFAULT_RESTARTS = 0  # cluster launch ends when the group does, unless asked to start it again
 EXIT_STOPPED = 2  # the group ended without a Ctrl-C (a rank died, or it could not start)
 
 
