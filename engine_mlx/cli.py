@@ -1,4 +1,4 @@
-"""The command line: ``python -m engine_mlx tiny | models | chat | serve | download | add-vision | boxes | mcp``.
+"""The command line: ``python -m engine_mlx tiny | models | chat | serve | cluster | download | add-vision | boxes | mcp``.
 
 Bad input exits non-zero with one line naming the file and what is wrong, never a traceback.
 """
@@ -98,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--allow-tools", metavar="all|NAME,...",
                       help="tools run without asking (SERVER, TOOL or SERVER/TOOL); a scripted chat "
                            "denies the rest, an interactive one asks")
+    _parallel_option(chat)
     chat.add_argument("prompt", nargs="?")
 
     from engine_mlx.server.config import DEFAULT_HOST, DEFAULT_KEEPALIVE_S, DEFAULT_PORT
@@ -126,6 +127,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--keepalive", type=float, default=DEFAULT_KEEPALIVE_S, metavar="SECONDS",
                        help=f"stream an SSE comment after this long without a byte (default {DEFAULT_KEEPALIVE_S:g})")
     serve.add_argument("--force", action="store_true", help="load even if the model does not fit")
+    _parallel_option(serve)
+    _cluster_parser(sub)
     dl = sub.add_parser("download", help="download a model repo into the Hugging Face cache (resumable)")
     dl.add_argument("repo", help="e.g. mlx-community/Qwen3.5-397B-A17B-4bit")
     dl.add_argument("--revision", default="main")
@@ -164,6 +167,70 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _cluster_parser(sub) -> None:
+    from engine_mlx.distributed.setup import DEFAULT_RESTARTS
+
+    cluster = sub.add_parser("cluster", help="one model over several Macs: check the hosts, launch the group")
+    commands = cluster.add_subparsers(dest="cluster_command", required=True)
+    check = commands.add_parser("check", help="every host reachable, same QwenDesk, same model files, fits")
+    check.add_argument("--hostfile", required=True, type=Path, help="an mlx.launch hostfile (JSON)")
+    check.add_argument("--model", required=True, type=Path, help="the model folder, at this path on every host")
+    check.add_argument("--context", type=int, default=DEFAULT_CONTEXT_TOKENS)
+    probe = commands.add_parser("probe", help="this host's report for 'cluster check' (JSON)")
+    probe.add_argument("--model", required=True, type=Path)
+    probe.add_argument("--ranks", type=int, required=True, help="how many hosts share the model")
+    probe.add_argument("--context", type=int, default=DEFAULT_CONTEXT_TOKENS)
+    launch = commands.add_parser("launch", help="serve the model from every host of the hostfile (mlx.launch); "
+                                                "prints the base URL")
+    launch.add_argument("--hostfile", required=True, type=Path)
+    launch.add_argument("--model", required=True, type=Path)
+    launch.add_argument("--parallel", choices=("pipeline", "tensor"), default="pipeline")
+    launch.add_argument("--restarts", type=int, default=DEFAULT_RESTARTS,
+                        help="start the group again this many times if a rank dies")
+    launch.add_argument("--starting-port", type=int, help="the ring backend's first port (mlx.launch's default otherwise)")
+    launch.add_argument("serve_args", nargs=argparse.REMAINDER, help="after --: options for serve (--port, --host, ...)")
+
+
+def _cluster(args) -> int:
+    from engine_mlx.distributed import setup
+
+    if args.cluster_command == "probe":
+        print(setup.probe_json(args.model, args.ranks, args.context))
+        return 0
+    if args.cluster_command == "check":
+        problems = setup.check(args.hostfile, args.model, args.context)
+        for problem in problems:
+            print(f"error: {problem}", file=sys.stderr)
+        if not problems:
+            print("The cluster is ready.")
+        return EXIT_ERROR if problems else 0
+    serve_args = args.serve_args[1:] if args.serve_args[:1] == ["--"] else args.serve_args
+    return setup.launch(args.hostfile, args.model, args.parallel, serve_args, args.restarts, args.starting_port)
+
+
+def _parallel_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--parallel", choices=("pipeline", "tensor"),
+                        help="split the model over the Macs of a cluster (run on every rank by "
+                             "'cluster launch' or mlx.launch): pipeline = layers in turn, tensor = "
+                             "every layer at once")
+    from engine_mlx.distributed.ranks import DEFAULT_RANK_TIMEOUT_S
+
+    parser.add_argument("--rank-timeout", type=float, default=DEFAULT_RANK_TIMEOUT_S, metavar="SECONDS",
+                        help="with --parallel: rank 0 ends the group when the others have not answered a "
+                             f"model call for this long (default {DEFAULT_RANK_TIMEOUT_S:g})")
+
+
+def _join(args):
+    """This process's rank when ``--parallel`` asks for a cluster, else None."""
+    if not getattr(args, "parallel", None):
+        return None
+    from engine_mlx.distributed.ranks import join
+
+    if args.rank_timeout <= 0:
+        raise EngineError("--rank-timeout must be positive")
+    return join(args.parallel, args.rank_timeout)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -184,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
             return _serve(args)
         if args.command in ("download", "add-vision"):
             return _hub(args)
+        if args.command == "cluster":
+            return _cluster(args)
         if args.command == "boxes":
             return _boxes(args)
         if args.command == "mcp":
@@ -405,8 +474,20 @@ def _chat(args) -> int:
         temperature=args.temperature,
         seed=args.seed,
     )
-    engine = Engine()
+    rank = _join(args)
+    if rank is not None and not rank.leads:
+        return rank.follow(args.model)
+    loader = rank.loader() if rank is not None else None
+    engine = Engine(loader=loader)
     engine.load(args.model, context_tokens=args.context, force=args.force)
+    try:
+        return _chat_turns(args, engine, attachments, settings)
+    finally:
+        if loader is not None:
+            loader.stop()
+
+
+def _chat_turns(args, engine, attachments: tuple[Attachment, ...], settings: GenerationSettings) -> int:
     messages: tuple[Message, ...] = (Message(Role.SYSTEM, args.system),) if args.system else ()
     convo = Conversation(messages, id=f"cli-{uuid.uuid4()}")
     out = _Printer(sys.stdout, as_json=args.json)
@@ -591,7 +672,11 @@ def _serve(args) -> int:
         print(f"warning: listening on {args.host}: other machines can reach this API with the key"
               + ("" if config.tls_cert else " over plain HTTP (add --tls-cert/--tls-key for HTTPS)"),
               file=sys.stderr)
-    engine, jobs = Engine(), EngineThread()
+    rank = _join(args)
+    if rank is not None and not rank.leads:
+        return rank.follow(args.model)
+    loader = rank.loader() if rank is not None else None
+    engine, jobs = Engine(loader=loader), EngineThread()
     server = ApiServer(engine, jobs, config)
     try:
         server.bind()
@@ -616,6 +701,8 @@ def _serve(args) -> int:
     except KeyboardInterrupt:  # uvicorn shut down cleanly, then passed Ctrl-C on
         pass
     finally:
+        if loader is not None:
+            jobs.submit(loader.stop)  # after any generation still running: the followers exit
         jobs.close(timeout=5)
     if failure:
         raise EngineError(failure[0])

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 from engine_mlx import platform
 from engine_mlx.cancel import CancelToken
@@ -40,6 +41,9 @@ from engine_mlx.prompt_size import min_prompt_tokens
 from engine_mlx.settings import DEFAULT_CONTEXT_TOKENS, GenerationSettings
 from engine_mlx.snapshots import Snapshot, SnapshotStore, common_prefix
 
+if TYPE_CHECKING:
+    from engine_mlx.runtime import LoadedModel
+
 log = logging.getLogger(__name__)
 
 _PROBE = "\x1f"  # an assistant reply no real conversation contains, to find the generation tail
@@ -51,6 +55,15 @@ _ANONYMOUS_PREFIX = "anonymous-"
 # the prompt's end.
 _COMPLETION_SNAPSHOT_STEP = 256
 _COMPLETION_TAIL = 8
+
+
+class ModelLoader(Protocol):
+    """Loads a checked checkpoint into memory, as ``LoadedModel.load`` does."""
+
+    ranks: int  # how many processes share the model (the memory estimate divides by it)
+
+    def __call__(self, info: ModelInfo, *, progress: Callable[[float], None] | None = None,
+                 cancel: CancelToken | None = None) -> LoadedModel: ...
 
 
 @dataclass(frozen=True)
@@ -68,13 +81,17 @@ class Engine:
         *,
         cache_budget_bytes: int | None = None,
         media_limits: MediaLimits = MediaLimits(),
+        loader: ModelLoader | None = None,
     ):
+        """``loader`` loads a checkpoint (default ``LoadedModel.load``): the distributed runtime gives
+        one that loads this rank's shard."""
         from engine_mlx.snapshots import DEFAULT_BUDGET_BYTES
 
         self.snapshots = SnapshotStore(
             budget_bytes=cache_budget_bytes or DEFAULT_BUDGET_BYTES, disk_dir=state_dir
         )
         self.media_limits = media_limits
+        self._loader = loader
         self.decoded_media = DecodedMedia()
         self._loaded = None  # runtime.LoadedModel
         self._fingerprint = ""
@@ -101,7 +118,7 @@ class Engine:
         report = progress or (lambda _p: None)
         report(LoadProgress("Checking the model folder", 0.0))
         info = inspect_checkpoint(Path(path))
-        fit = estimate_fit(info, context_tokens)
+        fit = estimate_fit(info, context_tokens, ranks=self._loader.ranks if self._loader else 1)
         check_fit(fit, force)
         self.unload()
         self._previous_wired_limit = platform.set_wired_limit(fit.budget_bytes)
@@ -109,7 +126,7 @@ class Engine:
         from engine_mlx.runtime import LoadedModel
 
         try:
-            loaded = LoadedModel.load(
+            loaded = (self._loader or LoadedModel.load)(
                 info,
                 progress=lambda f: report(LoadProgress("Reading weights", 0.02 + 0.96 * f)),
                 cancel=cancel,
@@ -377,6 +394,7 @@ class Engine:
         loaded = self._loaded
         if loaded is None:
             raise ModelNotLoadedError("No model is loaded; load a Qwen3.5 checkpoint first.")
+        loaded.check_usable()
         prompt = render_text(conversation, loaded.apply_template, thinking=thinking, text_only=not loaded.is_vision)
         return prompt, loaded.prepare(
             prompt, load_media(conversation.attachments, self.media_limits, self.decoded_media)

@@ -43,6 +43,10 @@ class ModelNotLoadedError(EngineError):
     """A generation was asked for while no model is loaded."""
 
 
+class ClusterError(EngineError):
+    """A rank of a model split over several machines stopped answering; the message names it."""
+
+
 class UnsupportedInputError(EngineError):
     """The loaded model cannot take this input (for example an image on a text-only checkpoint)."""
 

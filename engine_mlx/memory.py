@@ -230,16 +230,18 @@ def _advice(
 
 
 def estimate_fit(
-    info: ModelInfo, context_tokens: int, machine: MachineMemory | None = None
+    info: ModelInfo, context_tokens: int, machine: MachineMemory | None = None, *, ranks: int = 1
 ) -> FitEstimate:
-    """Memory needed for ``info`` with a ``context_tokens`` cache, and whether it fits here."""
+    """Memory needed for ``info`` with a ``context_tokens`` cache, and whether it fits here; with
+    ``ranks``, one rank's share of a model split over that many machines (about an equal part)."""
     if context_tokens < 0:
         raise ValueError(f"context_tokens must not be negative, got {context_tokens}")
     machine = machine_memory() if machine is None else machine
-    weights = weight_bytes(info, machine)
-    per_token = kv_bytes_per_token(info, machine)
+    shares = max(1, ranks)
+    weights = weight_bytes(info, machine) // shares
+    per_token = kv_bytes_per_token(info, machine) // shares
     kv = per_token * context_tokens
-    state = linear_state_bytes(info, machine)
+    state = linear_state_bytes(info, machine) // shares
     overhead = OVERHEAD_FIXED_BYTES + weights * OVERHEAD_WEIGHT_PERCENT // 100
     total = weights + kv + state + overhead
     budget, source = _budget(machine)

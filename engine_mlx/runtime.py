@@ -276,6 +276,10 @@ class LoadedModel:
 
     # ------------------------------------------------------------------ model calls
 
+    def check_usable(self) -> None:
+        """Raise an EngineError when the model can no longer run (a model split over machines that
+        lost one); a model in this process always can."""
+
     def make_cache(self) -> list[Any]:
         if self.is_vision:
             return self.model.language_model.make_cache()

@@ -199,11 +199,15 @@ def _configs(vocab_size: int, token_id: Callable[[str], int | None]) -> tuple[di
     return config, image, video
 
 
-def build_tiny_model(out_dir: Path | str, *, seed: int = 0, bits: int = 4, vision: bool = True) -> Path:
+def build_tiny_model(
+    out_dir: Path | str, *, seed: int = 0, bits: int | None = 4, vision: bool = True, vocab_multiple: int = 1
+) -> Path:
     """Write the tiny checkpoint into ``out_dir`` (created if needed) and return its path.
 
     ``vision=False`` writes a text-only conversion (no vision tower, no ``vision_config``), laid out
-    as mlx-lm converts one, to exercise the text-only loading path.
+    as mlx-lm converts one, to exercise the text-only loading path. ``bits=None`` leaves the weights
+    unquantized, and ``vocab_multiple`` pads the embedding rows to a multiple of it (as the real
+    release pads its vocabulary): tensor parallelism needs both to split the model over ranks.
     """
     import mlx.core as mx
     from mlx.utils import tree_map
@@ -215,7 +219,7 @@ def build_tiny_model(out_dir: Path | str, *, seed: int = 0, bits: int = 4, visio
     out.mkdir(parents=True, exist_ok=True)
 
     tok = _build_tokenizer()
-    vocab_size = tok.get_vocab_size(with_added_tokens=True)
+    vocab_size = -(-tok.get_vocab_size(with_added_tokens=True) // vocab_multiple) * vocab_multiple
     config, image_cfg, video_cfg = _configs(vocab_size, tok.token_to_id)
     if not vision:
         config = {
@@ -259,7 +263,8 @@ def build_tiny_model(out_dir: Path | str, *, seed: int = 0, bits: int = 4, visio
             from mlx_lm.utils import quantize_model as lm_quantize_model
             from mlx_lm.utils import save_config, save_model
 
-            model, config = lm_quantize_model(model, config, 64, bits)
+            if bits is not None:
+                model, config = lm_quantize_model(model, config, 64, bits)
             save_model(out, model)
     save_config(config, out / "config.json")
 
@@ -284,6 +289,7 @@ def build_tiny_model(out_dir: Path | str, *, seed: int = 0, bits: int = 4, visio
     )
     (out / "README.md").write_text(
         "# QwenDesk tiny model\n\nRandom weights of the Qwen3.5 (qwen3_5_moe) architecture, "
-        "4-bit. For trying the interface and for tests: its output is gibberish.\n"
+        f"{f'{bits}-bit' if bits is not None else 'unquantized'}. For trying the interface and for tests: "
+        "its output is gibberish.\n"
     )
     return out

@@ -34,6 +34,13 @@ FIGURES: dict[str, list[tuple[str, int]]] = {
         (rf"^\.\.\. \+ architecture check \(median of 1\):\s+{NUMBER} s$", 1),
         (rf"^a rescan of the unchanged folder \(median\):\s+{NUMBER} ms \(×{NUMBER} of a full inspection\)$", 1),
     ],
+    "cluster.py": [
+        (rf"^one process: {NUMBER} tokens at {NUMBER} tok/s$", 1),
+        (rf"^pipeline, 2 ranks: {NUMBER} tokens at {NUMBER} tok/s \({NUMBER} x one process\)$", 1),
+        (rf"^  per token on rank 0: {NUMBER} collectives \(round trips\), {NUMBER} bytes$", 1),
+        (rf"^  397B 8-bit on two M3 Ultras over Thunderbolt 5 \(paper\): {NUMBER} tok/s \(compute {NUMBER} ms "
+         rf"\+ link {NUMBER} ms per token; {NUMBER} round trips, {NUMBER} KiB\)$", 1),
+    ],
     "engine_overhead.py": [
         (rf"^prompt tokens: {NUMBER} \(raw\) / {NUMBER} \(engine\); 16 decoded", 1),
         (rf"^(?:raw|engine)\s+{NUMBER}\s+{NUMBER}$", 4),  # median and best, for each side

@@ -364,6 +364,18 @@ def test_token_logprobs_only_when_asked_and_for_every_token(engine):
             assert m.top[0].token_id == m.token_id  # greedy: the most likely token
 
 
+def test_token_logprobs_without_alternatives(engine):
+    """logprobs=0 (the API's ``logprobs: true`` without ``top_logprobs``): each token's own
+    log-probability, no alternatives (it failed with an error: the empty top list was indexed by floats)."""
+    from engine_mlx.events import TokenLogprob
+
+    events = collect(engine.generate(ask("Think"), GenerationSettings(thinking=False, logprobs=0, **GREEDY)))
+    assert events[-1].error is None
+    marks = [e for e in events if isinstance(e, TokenLogprob)]
+    assert marks and all(m.top == () and m.logprob <= 0 for m in marks)
+    assert len(marks) == events[-2].generated_tokens
+
+
 def test_json_schema_constrains_the_answer_on_both_checkpoints(engine, text_engine):
     """The grammar processor on the vision checkpoint's tokenizer and on mlx-lm's wrapped one (the
     text-only checkpoint); the thinking stays free and the answer after it is the schema's JSON."""

@@ -2,7 +2,7 @@
 
 ``engine_mlx/runtime.py`` drives mlx-vlm's model and processor internals directly (explicit MRoPE
 positions, per-item vision features), and ``cache_protocol.py``, ``detokenize.py``,
-``generation.py`` and ``weight_check.py`` use a few more members of both libraries. Each row below
+``generation.py``, ``weight_check.py`` and ``distributed/sharded.py`` use a few more members of both libraries. Each row below
 names one member, the engine code that uses it and the upstream release it was read from (the wheels
 carry no commit id, so the pinned version is the reference); the tests check that it exists with the
 parameters the engine passes, at that version. A library upgrade that breaks one fails here by name.
@@ -199,6 +199,24 @@ MEMBERS = [
         MLX_LM,
         ("model_path", "lazy", "strict"),
     ),
+    # ---- distributed/sharded.py: one model over several ranks
+    Member(
+        "mlx_lm.utils:sharded_load",
+        "sharded.load_shard: sharded_load(path, pipeline, tensor, tokenizer_config={trust_remote_code: False})",
+        MLX_LM,
+        ("repo", "pipeline_group", "tensor_group", "tokenizer_config"),
+        source_has="tokenizer_config or {",
+    ),
+    Member("mlx_lm.models.qwen3_5:Model.shard", "sharded_load with a tensor group (qwen3_5_moe's too)", MLX_LM,
+           ("group",)),
+    Member("mlx_lm.models.pipeline:PipelineMixin.pipeline", "sharded_load with a pipeline group", MLX_LM,
+           ("group",)),
+    # Every rank ends a forward pass with a gather of the hidden states: the followers evaluate the
+    # whole output, or rank 0 would wait for them in that gather.
+    Member("mlx_lm.models.qwen3_5:Qwen3_5TextModel.__call__", "sharded.follow", MLX_LM,
+           ("inputs", "cache"), source_has="mx.distributed.all_gather(hidden_states)"),
+    Member("mlx_lm.models.cache:make_prompt_cache", "ShardedModel.make_cache and follow: this rank's layers",
+           MLX_LM, ("model",)),
 ]
 
 

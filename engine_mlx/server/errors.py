@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine_mlx.errors import (
+    ClusterError,
     ContextOverflowError,
     EngineError,
     MediaError,
@@ -67,6 +68,8 @@ def from_engine_error(error: Exception) -> ApiError:
         return context_overflow(error)
     if isinstance(error, ModelNotLoadedError):
         return ApiError(503, str(error), code="model_not_loaded")
+    if isinstance(error, ClusterError):
+        return ApiError(503, str(error), code="cluster_rank_lost")
     if isinstance(error, (MediaError, UnsupportedInputError)):
         return ApiError(400, str(error), param="messages", code="invalid_image")
     if isinstance(error, EngineError):

@@ -1,0 +1,182 @@
+"""``cluster check`` and ``cluster launch``: is every host of a hostfile ready, and start the group.
+
+``check`` runs ``cluster probe`` on every host of an ``mlx.launch`` hostfile (locally for 127.0.0.1 and
+localhost, over ssh otherwise, with the same Python path, as ``mlx.launch`` does) and compares what
+each reports: the QwenDesk version, the model folder's safetensors header hashes, and whether this
+host's share of the model fits its memory. ``launch`` runs ``serve --parallel`` on every rank through
+``mlx.launch``, prints the base URL rank 0 serves at, and starts the group again when a rank dies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from engine_mlx.distributed.launch import Group
+from engine_mlx.errors import EngineError
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost")
+PROBE_TIMEOUT_S = 120
+RESTART_PAUSE_S = 2.0
+DEFAULT_RESTARTS = 0  # cluster launch ends when the group does, unless asked to start it again
+EXIT_STOPPED = 2  # the group ended without a Ctrl-C (a rank died, or it could not start)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What one host reports about itself and the model folder."""
+
+    version: str
+    model_found: bool
+    error: str  # why the folder is refused ("" when it is a usable checkpoint)
+    header_hashes: dict[str, str]  # safetensors file name -> sha256 of its header
+    fit_verdict: str  # memory.FitVerdict's value for this host's share
+    fit_summary: str
+
+
+def version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("qwendesk")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def probe(model_dir: Path, ranks: int, context_tokens: int) -> Probe:
+    """This host's report (``cluster probe``): run on every host by ``check``."""
+    from engine_mlx.checkpoint import inspect_checkpoint
+    from engine_mlx.memory import estimate_fit
+    from engine_mlx.safetensors_header import header_length
+
+    if not model_dir.is_dir():
+        return Probe(version(), False, f"{model_dir}: no such folder", {}, "", "")
+    hashes = {}
+    for path in sorted(model_dir.glob("*.safetensors")):
+        with path.open("rb") as f:
+            prefix = f.read(8)
+            hashes[path.name] = hashlib.sha256(prefix + f.read(header_length(prefix))).hexdigest()
+    try:
+        info = inspect_checkpoint(model_dir)
+    except EngineError as exc:
+        return Probe(version(), True, str(exc), hashes, "", "")
+    fit = estimate_fit(info, context_tokens, ranks=ranks)
+    return Probe(version(), True, "", hashes, fit.verdict.value, fit.summary())
+
+
+def hosts_of(hostfile: Path) -> list[str]:
+    """The ssh names of the hostfile's ranks, in rank order (mlx.launch's own parser)."""
+    from mlx._distributed_utils.common import Hostfile
+
+    try:
+        return [h.ssh_hostname for h in Hostfile.from_file(str(hostfile)).hosts]
+    except ValueError as exc:
+        raise EngineError(f"{hostfile}: not an mlx.launch hostfile ({exc})") from None
+
+
+def check(hostfile: Path, model_dir: Path, context_tokens: int, *, python: str = sys.executable) -> list[str]:
+    """One line per host and a verdict; the problems found (none: the cluster is ready)."""
+    from engine_mlx.memory import FitVerdict
+
+    hosts = hosts_of(hostfile)
+    problems: list[str] = []
+    reports: list[Probe | None] = []
+    for rank, host in enumerate(hosts):
+        report, failure = _probe_host(host, python, model_dir, len(hosts), context_tokens)
+        reports.append(report)
+        where = f"rank {rank} ({host})"
+        if report is None:
+            problems.append(f"{where}: not reachable or could not run QwenDesk ({failure})")
+            continue
+        if report.version != version():
+            problems.append(f"{where}: QwenDesk {report.version}, this machine runs {version()}: install the same one")
+        if not report.model_found or report.error:
+            problems.append(f"{where}: {report.error or f'{model_dir}: no such folder'}")
+            continue
+        first = next((r for r in reports if r is not None and r.model_found and not r.error), None)
+        if first is not None and report.header_hashes != first.header_hashes:
+            problems.append(f"{where}: the model's weight files differ from the first host's: copy the same folder")
+        if report.fit_verdict == FitVerdict.DOES_NOT_FIT.value:
+            problems.append(f"{where}: its share {report.fit_summary}")
+        print(f"{where}: QwenDesk {report.version}, {len(report.header_hashes)} weight files; {report.fit_summary}")
+    return problems
+
+
+def _probe_host(host: str, python: str, model_dir: Path, ranks: int, context_tokens: int) -> tuple[Probe | None, str]:
+    command = [python, "-m", "engine_mlx", "cluster", "probe", "--model", str(model_dir), "--ranks", str(ranks),
+               "--context", str(context_tokens)]
+    if host not in LOCAL_HOSTS:
+        command = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", host, shlex.join(command)]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return None, str(exc)
+    if result.returncode != 0:
+        return None, (result.stderr.strip().splitlines() or [f"exit code {result.returncode}"])[-1]
+    try:
+        return Probe(**json.loads(result.stdout)), ""
+    except (ValueError, TypeError) as exc:
+        return None, f"an unexpected answer ({exc})"
+
+
+def probe_json(model_dir: Path, ranks: int, context_tokens: int) -> str:
+    return json.dumps(asdict(probe(model_dir, ranks, context_tokens)))
+
+
+def launch(hostfile: Path, model_dir: Path, parallel: str, serve_args: list[str], restarts: int,
+           starting_port: int | None = None) -> int:
+    """Run the group until a Ctrl-C (0) or until it has ended on its own ``restarts`` + 1 times."""
+    from engine_mlx.distributed.launch import launch_command
+
+    command = ["-m", "engine_mlx", "serve", "--model", str(model_dir), "--parallel", parallel, *serve_args]
+    launch = launch_command(command, hostfile=hostfile, starting_port=starting_port,
+                            env=[f"{k}={v}" for k, v in _offline_env().items()])
+    attempt = 0
+    while True:
+        group = Group.start(launch, own_session=False)  # a Ctrl-C here reaches every rank too
+        try:
+            _relay(group)
+        except KeyboardInterrupt:
+            try:
+                group.process.wait(10)
+            except subprocess.TimeoutExpired:
+                group.process.kill()
+            return 0
+        # Only a Ctrl-C (above) ends the group on purpose; mlx.launch exits 0 even when it stopped
+        # the group because a rank died, so any other end is a failure.
+        group.process.wait()
+        if attempt >= restarts:
+            print("The cluster stopped.", file=sys.stderr, flush=True)
+            return EXIT_STOPPED
+        attempt += 1
+        print(f"The cluster stopped; starting it again ({attempt} of {restarts}).", file=sys.stderr, flush=True)
+        time.sleep(RESTART_PAUSE_S)
+
+
+def _relay(group: Group) -> None:
+    """Pass the ranks' output on until the group ends; the base URL alone on stdout once it serves."""
+    shown = 0
+    url_shown = False
+    while group.process.poll() is None or shown < len(group.stderr_lines):
+        for line in group.stderr_lines[shown:]:
+            sys.stderr.write(line)
+            if not url_shown and "Serving " in line:
+                print(group.wait_for_url(1), flush=True)
+                url_shown = True
+        shown = len(group.stderr_lines)
+        for line in group.stdout_lines[:]:
+            sys.stdout.write(line)
+        group.stdout_lines.clear()
+        time.sleep(0.1)
+
+
+def _offline_env() -> dict[str, str]:
+    from engine_mlx import OFFLINE_ENV
+
+    return dict(OFFLINE_ENV)

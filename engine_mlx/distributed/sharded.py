@@ -1,0 +1,271 @@
+"""A text model split over the ranks of an ``mx.distributed`` group, driven from rank 0.
+
+Rank 0 loads its shard through mlx-lm's ``sharded_load`` into a :class:`ShardedModel`, which the
+engine uses like any ``LoadedModel``: each model call (a fresh cache, a prompt chunk, a decode step,
+a cache copy for a snapshot) is broadcast first, and every other rank replays it on its own shard
+(:func:`follow`). The followers never see a prompt's text or settings: rank 0 tokenizes, samples,
+applies grammars and decides when to stop, so a cancel is simply no further step.
+
+Each rank keeps its own layers' caches. Rank 0's cache list ends with a :class:`CacheTag`, a cache
+entry of no model layer that names the followers' part: copying it (a snapshot), trimming it or
+dropping it is mirrored on every rank, so a follow-up resumes on every rank from the same point.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import itertools
+import os
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
+from typing import Any, cast
+
+import mlx.core as mx
+
+from engine_mlx import cache_protocol, platform
+from engine_mlx.cancel import CancelToken
+from engine_mlx.checkpoint import ModelInfo, inspect_checkpoint
+from engine_mlx.distributed.commands import Broadcaster, Op, Receiver
+from engine_mlx.distributed.ranks import DEFAULT_RANK_TIMEOUT_S
+from engine_mlx.errors import CheckpointError, ClusterError
+from engine_mlx.runtime import LoadedModel, PromptInputs, _float32_on_cpu
+from engine_mlx.runtime_imports import ensure_runtime_imported
+
+WATCHDOG_POLL_S = 0.5
+EXIT_FROZEN = 3
+
+
+class Parallel(enum.Enum):
+    PIPELINE = "pipeline"  # each rank runs a slice of the layers, in turn
+    TENSOR = "tensor"  # each rank runs a slice of every layer, all at once
+
+
+def load_shard(info: ModelInfo, parallel: Parallel, group: mx.distributed.Group) -> tuple[Any, Any]:
+    """This rank's shard of ``info``'s language model, and the tokenizer (every rank calls it)."""
+    ensure_runtime_imported()
+    inspect_checkpoint(info.path)  # the load boundary trusts no earlier check
+    from mlx_lm.utils import sharded_load
+
+    pipeline = group if parallel is Parallel.PIPELINE else None
+    tensor = group if parallel is Parallel.TENSOR else None
+    try:
+        model, tokenizer = sharded_load(str(info.path), pipeline, tensor,
+                                        tokenizer_config={"trust_remote_code": False})
+    except AssertionError as e:  # mlx-lm's check that the sizes divide by the ranks
+        raise CheckpointError(info.path, f"cannot be split over {group.size()} ranks by tensor parallelism "
+                                         f"({e}); use --parallel pipeline") from None
+    except (ValueError, RuntimeError, OSError, KeyError) as e:
+        raise CheckpointError(info.path, f"could not be loaded ({type(e).__name__}: {e})") from e
+    if platform.cpu_backend():
+        _float32_on_cpu(model)  # as a single process does, so the ranks compute what it computes
+        mx.eval(model.parameters())
+    return model, tokenizer
+
+
+class ShardedModel(LoadedModel):
+    """Rank 0's shard: the engine's model calls, each broadcast to the other ranks first."""
+
+    def __init__(self, info: ModelInfo, model: Any, tokenizer: Any, group: mx.distributed.Group,
+                 parallel: Parallel, hosts: Sequence[str] = (), timeout_s: float = DEFAULT_RANK_TIMEOUT_S):
+        super().__init__(info, model, tokenizer, is_vision=False)
+        self.group = group
+        self.parallel = parallel
+        self.hosts = tuple(hosts)  # each rank's address, for errors
+        self.lost: ClusterError | None = None  # set when a rank stopped answering: nothing runs after
+        self.timeout_s = timeout_s
+        self._deadline: float | None = None  # when the call in progress must be done (the watchdog's)
+        self._watchdog: threading.Thread | None = None
+        self.channel = Broadcaster(group)
+        self._cache_ids = itertools.count(1)
+        self._freed: deque[int] = deque()  # caches dropped on rank 0, to drop on the others
+
+    # ------------------------------------------------------------------ the engine's calls
+
+    def check_usable(self) -> None:
+        if self.lost is not None:
+            raise self.lost
+
+    def make_cache(self) -> list[Any]:
+        from mlx_lm.models.cache import make_prompt_cache
+
+        cache_id = next(self._cache_ids)
+        self._send(Op.NEW, (cache_id,))
+        return [*make_prompt_cache(self.model), CacheTag(self, cache_id)]
+
+    def run_prompt(self, inputs: PromptInputs, start: int, end: int, cache: list[Any]) -> mx.array:
+        local, tag = _split(cache)
+        ids = inputs.ids[start:end]
+        _, body = self._send(Op.PREFILL, (tag.cache_id, len(ids)), payload=ids)
+        assert body is not None
+        logits = self.model(body[None], cache=local)[:, -1, :]
+        with self._watch():
+            mx.eval(logits)  # with the collectives the followers run (a pipeline's last gather)
+        return logits
+
+    def step(self, token: mx.array, index: int, inputs: PromptInputs, cache: list[Any]) -> mx.array:
+        local, tag = _split(cache)
+        header, _ = self._send(Op.STEP, (tag.cache_id,), lazy_arg=token)
+        logits = self.model(header[-1:].reshape(1, 1), cache=local)[:, -1, :]
+        # Run now: the header already waited for the token, and a lost rank is reported from here.
+        with self._watch():
+            mx.eval(logits)
+        return logits
+
+    def stop(self) -> None:
+        """Let the followers exit (rank 0 is done)."""
+        self._send(Op.STOP)
+
+    # ------------------------------------------------------------------ helpers
+
+    def copy_tag(self, tag: CacheTag) -> CacheTag:
+        new = next(self._cache_ids)
+        self._send(Op.COPY, (tag.cache_id, new))
+        return CacheTag(self, new)
+
+    def trim_tag(self, tag: CacheTag, tokens: int) -> None:
+        self._send(Op.TRIM, (tag.cache_id, tokens))
+
+    def _send(self, op: Op, args: Sequence[int] = (), **kwargs: Any) -> tuple[mx.array, mx.array | None]:
+        freed = []
+        while self._freed:
+            freed.append(self._freed.popleft())
+        with self._watch():
+            if freed:
+                self.channel.send(Op.FREE, (len(freed),), payload=freed)
+            return self.channel.send(op, args, **kwargs)
+
+    @contextlib.contextmanager
+    def _watch(self) -> Iterator[None]:
+        """Turn a lost peer (the ring backend's RuntimeError) into a ClusterError naming the others;
+        every later call raises it at once. A call that outlasts ``timeout_s`` (a rank that froze
+        without closing its connection) ends this process: see ``_watch_deadline``."""
+        self.check_usable()
+        if self._watchdog is None:
+            self._watchdog = threading.Thread(target=self._watch_deadline, name="cluster-watchdog", daemon=True)
+            self._watchdog.start()
+        self._deadline = time.monotonic() + self.timeout_s
+        try:
+            yield
+        except RuntimeError as exc:
+            self.lost = ClusterError(f"The cluster lost a rank ({self._others()}: {exc}); the model cannot run "
+                                     "until the group is started again (cluster launch restarts it).")
+            raise self.lost from None
+        finally:
+            self._deadline = None
+
+    def _others(self) -> str:
+        return ", ".join(f"rank {r} at {h}" for r, h in enumerate(self.hosts) if r) or "another rank"
+
+    def _watch_deadline(self) -> None:
+        """The watchdog: a collective blocked past its deadline cannot be interrupted, so the rank
+        says which ranks did not answer and exits; mlx.launch then stops the group (and
+        ``cluster launch --restarts`` starts it again), rather than every request waiting forever."""
+        while True:
+            time.sleep(WATCHDOG_POLL_S)
+            deadline = self._deadline
+            if deadline is not None and time.monotonic() > deadline:
+                print(f"error: the cluster stopped answering: no reply from {self._others()} within "
+                      f"{self.timeout_s:g} s; ending rank 0 so the group can be started again",
+                      file=sys.stderr, flush=True)
+                os._exit(EXIT_FROZEN)
+
+
+class CacheTag:
+    """The last entry of rank 0's cache list: the other ranks' part of the same cache.
+
+    It follows the cache protocol (``cache_protocol``) so snapshots copy it with the rest; it holds
+    no arrays of its own."""
+
+    nbytes = 0
+
+    def __init__(self, owner: ShardedModel, cache_id: int):
+        self.owner = owner
+        self.cache_id = cache_id
+
+    @property
+    def state(self) -> list[Any]:
+        return []
+
+    def copy(self) -> CacheTag:
+        return self.owner.copy_tag(self)
+
+    def is_trimmable(self) -> bool:
+        return True  # as far as the tag goes; the layers' own entries decide
+
+    def trim(self, tokens: int) -> int:
+        self.owner.trim_tag(self, tokens)
+        return tokens
+
+    def __del__(self) -> None:
+        self.owner._freed.append(self.cache_id)
+
+
+def _split(cache: list[Any]) -> tuple[list[Any], CacheTag]:
+    tag = cache[-1]
+    if not isinstance(tag, CacheTag):
+        raise TypeError("a sharded model's cache ends with its CacheTag")
+    return cache[:-1], tag
+
+
+def follow(model: Any, group: mx.distributed.Group) -> None:
+    """A follower's loop: replay rank 0's model calls on this rank's shard until it stops."""
+    from mlx_lm.models.cache import make_prompt_cache
+
+    receiver = Receiver(group)
+    caches: dict[int, list[Any]] = {}
+    while True:
+        command = receiver.receive()
+        op, args = command.op, command.args
+        if op is Op.STOP:
+            return
+        if op is Op.NEW:
+            caches[args[0]] = make_prompt_cache(model)
+        elif op is Op.COPY:
+            caches[args[1]] = cache_protocol.copy_cache(caches[args[0]])
+        elif op is Op.FREE:
+            assert command.payload is not None
+            for cache_id in cast("list[int]", command.payload.tolist()):
+                caches.pop(int(cache_id), None)
+        elif op is Op.TRIM:
+            for entry in caches[args[0]]:
+                entry.trim(args[1])
+        elif op is Op.PREFILL:
+            assert command.payload is not None
+            cache = caches[args[0]]
+            mx.eval(model(command.payload[None], cache=cache)[:, -1, :], [c.state for c in cache])
+            mx.clear_cache()
+        elif op is Op.STEP:
+            cache = caches[args[0]]
+            mx.eval(model(mx.array([[args[-1]]]), cache=cache)[:, -1, :], [c.state for c in cache])
+
+
+class ClusterLoader:
+    """The engine's model loader on rank 0 of a group: loads rank 0's shard as a ShardedModel."""
+
+    def __init__(self, parallel: Parallel, group: mx.distributed.Group, hosts: Sequence[str] = (),
+                 timeout_s: float = DEFAULT_RANK_TIMEOUT_S):
+        self.parallel = parallel
+        self.group = group
+        self.hosts = tuple(hosts)
+        self.timeout_s = timeout_s
+        self.ranks = group.size()
+        self.loaded: ShardedModel | None = None
+
+    def __call__(self, info: ModelInfo, *, progress: Callable[[float], None] | None = None,
+                 cancel: CancelToken | None = None) -> LoadedModel:
+        text_info = replace(info, is_vision=False)  # the vision tower does not run across ranks yet
+        model, tokenizer = load_shard(text_info, self.parallel, self.group)
+        if progress is not None:
+            progress(1.0)
+        self.loaded = ShardedModel(text_info, model, tokenizer, self.group, self.parallel, self.hosts,
+                                   self.timeout_s)
+        return self.loaded
+
+    def stop(self) -> None:
+        if self.loaded is not None and self.loaded.lost is None:
+            self.loaded.stop()

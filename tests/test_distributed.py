@@ -1,0 +1,327 @@
+"""One model over two ranks on 127.0.0.1 (MLX's ring backend, started by mlx.launch): greedy tokens
+equal a single process, with pipeline and with tensor parallelism, and follow-ups resume from
+snapshots on every rank. Each parallel mode's group is launched once for the module."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+
+from engine_mlx.conversation import Conversation, Message, Role
+from engine_mlx.events import AnswerDelta, Finished, Stats, TokenLogprob
+from engine_mlx.settings import GenerationSettings
+
+START_TIMEOUT_S = 180
+RANK_TIMEOUT_S = 10
+MAX_TOKENS = 10
+SLACK = 16  # prefilled tokens allowed beyond the new ones, as on one Mac
+USERS = ("Hello there, what is MLX?", "Tell me more about the fox and the dog.",
+         "And the cat on the mat?", "Summarize the video.")
+
+
+@pytest.fixture(scope="module")
+def even_model_dir(tmp_path_factory):
+    """The tiny text model unquantized with an even vocabulary: tensor parallelism splits every size by 2."""
+    from engine_mlx.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-even"), vision=False, bits=None, vocab_multiple=2)
+
+
+def _hostfile(folder) -> str:
+    """An mlx.launch hostfile of two ranks on 127.0.0.1 (the ring backend)."""
+    path = folder / "hosts.json"
+    rank = {"ssh": "127.0.0.1", "ips": ["127.0.0.1"]}
+    path.write_text(json.dumps({"backend": "ring", "hosts": [rank, rank]}))
+    return str(path)
+
+
+def _serve_group(model_dir, parallel: str, *, hostfile: str | None = None, extra: tuple[str, ...] = (),
+                 launch_options: tuple[str, ...] = ()):
+    """Serve ``model_dir`` from two ranks: through ``cluster launch`` with ``hostfile``, else mlx.launch."""
+    from engine_mlx.distributed.launch import Group, free_port_run, launch_command
+
+    port = free_port_run(2)
+    if hostfile is not None:
+        command = [sys.executable, "-m", "engine_mlx", "cluster", "launch", "--hostfile", hostfile, "--model",
+                   str(model_dir), "--parallel", parallel, "--starting-port", str(port), *launch_options,
+                   "--", "--port", "0", *extra]
+    else:
+        command = launch_command(["-m", "engine_mlx", "serve", "--model", str(model_dir), "--port", "0",
+                                  "--parallel", parallel, *extra], ranks=2, starting_port=port)
+    group = Group.start(command)
+    try:
+        url = group.wait_for_url(START_TIMEOUT_S)
+    except BaseException:
+        group.stop()
+        raise
+    return group, url
+
+
+@pytest.fixture(scope="module")
+def pipeline_group(tiny_text_model_dir, tmp_path_factory):
+    """The pipeline group, started by ``cluster launch`` (which may start it again once). Its last
+    test kills rank 1."""
+    group, url = _serve_group(tiny_text_model_dir, "pipeline", hostfile=_hostfile(tmp_path_factory.mktemp("hosts")),
+                              launch_options=("--restarts", "1"))
+    yield group, url
+    group.stop()
+
+
+@pytest.fixture(scope="module")
+def tensor_group(even_model_dir):
+    """The tensor group, started by mlx.launch, its watchdog at 10 s. Its last test freezes rank 1."""
+    group, url = _serve_group(even_model_dir, "tensor", extra=("--rank-timeout", str(RANK_TIMEOUT_S)))
+    yield group, url
+    group.stop()
+
+
+def _post(url: str, body: dict) -> dict:
+    request = urllib.request.Request(url + "/chat/completions", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=120) as response:
+        return json.load(response)
+
+
+def _ask(url: str, messages: list[dict]) -> tuple[str, list[bytes], dict]:
+    """The cluster's greedy answer: text, its tokens' bytes, usage."""
+    with urllib.request.urlopen(url + "/models", timeout=30) as response:
+        model = json.load(response)["data"][0]["id"]
+    reply = _post(url, {"model": model, "messages": messages, "max_tokens": MAX_TOKENS, "temperature": 0.0,
+                        "presence_penalty": 0.0, "enable_thinking": False, "logprobs": True})
+    choice = reply["choices"][0]
+    tokens = [bytes(t["bytes"]) for t in choice["logprobs"]["content"]]
+    return choice["message"]["content"], tokens, reply["usage"]
+
+
+def _one_process(engine, messages: list[dict]) -> tuple[str, list[bytes], Stats]:
+    """The same conversation's greedy answer from one process, with no snapshot to resume from."""
+    roles = {"user": Role.USER, "assistant": Role.ASSISTANT}
+    convo = Conversation(tuple(Message(roles[m["role"]], m["content"]) for m in messages), id="")
+    settings = GenerationSettings(thinking=False, max_tokens=MAX_TOKENS, temperature=0.0, presence_penalty=0.0,
+                                  logprobs=0)
+    events = list(engine.generate(convo, settings))
+    assert isinstance(events[-1], Finished) and events[-1].error is None, events[-1]
+    answer = "".join(e.text for e in events if isinstance(e, AnswerDelta))
+    tokens = [bytes(e.bytes) for e in events if isinstance(e, TokenLogprob)]
+    return answer, tokens, next(e for e in events if isinstance(e, Stats))
+
+
+def _local_engine(model_dir):
+    from engine_mlx.engine import Engine
+
+    engine = Engine()
+    engine.load(model_dir)
+    return engine
+
+
+def _four_turns(url: str, model_dir) -> list[tuple[int, int, int]]:
+    """Four turns against the cluster, each answer equal to one process's; (prompt, cached, new) per turn."""
+    engine = _local_engine(model_dir)
+    messages: list[dict] = []
+    previous_prompt = 0
+    figures = []
+    for turn, user in enumerate(USERS, 1):
+        messages.append({"role": "user", "content": user})
+        answer, tokens, usage = _ask(url, messages)
+        expected, expected_tokens, stats = _one_process(engine, messages)
+        assert (answer, tokens) == (expected, expected_tokens), turn
+        assert tokens  # an answer to compare
+        prompt, cached = usage["prompt_tokens"], usage["prompt_tokens_details"]["cached_tokens"]
+        assert prompt == stats.prompt_tokens
+        if turn == 1:
+            assert cached == 0
+        else:
+            new = prompt - previous_prompt  # the last answer and the new message
+            assert cached > 0 and prompt - cached <= new + SLACK, (turn, usage, new)
+        figures.append((prompt, cached, prompt - previous_prompt))
+        previous_prompt = prompt
+        messages.append({"role": "assistant", "content": answer})
+    return figures
+
+
+def test_pipeline_four_turns_equal_one_process_and_resume_on_every_rank(pipeline_group, tiny_text_model_dir):
+    group, url = pipeline_group
+    assert url + "\n" in group.stdout_lines  # cluster launch prints the base URL alone on stdout
+    figures = _four_turns(url, tiny_text_model_dir)
+    assert [cached > 0 for _, cached, _ in figures] == [False, True, True, True]
+
+
+def test_tensor_four_turns_equal_one_process_and_resume_on_every_rank(tensor_group, even_model_dir):
+    figures = _four_turns(tensor_group[1], even_model_dir)
+    assert [cached > 0 for _, cached, _ in figures] == [False, True, True, True]
+
+
+def test_a_lost_rank_refuses_later_requests_with_503():
+    """Once a rank is lost rank 0's engine raises ClusterError before any event: the API's 503."""
+    from engine_mlx.errors import ClusterError
+    from engine_mlx.server.errors import from_engine_error
+
+    err = from_engine_error(ClusterError("The cluster lost a rank (rank 1 at 10.0.0.2: gone)."))
+    assert (err.status, err.code) == (503, "cluster_rank_lost") and "rank 1 at 10.0.0.2" in err.message
+
+
+def test_parallel_outside_a_launched_group_says_how_to_start_it(tiny_text_model_dir, monkeypatch, capsys):
+    from engine_mlx.cli import main
+
+    monkeypatch.delenv("MLX_HOSTFILE", raising=False)
+    monkeypatch.delenv("MLX_JACCL_COORDINATOR", raising=False)
+    assert main(["chat", "--model", str(tiny_text_model_dir), "--parallel", "pipeline", "hi"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: --parallel pipeline runs one process per rank: start it with "
+        "'python -m engine_mlx cluster launch' or mlx.launch")
+
+
+def test_the_memory_estimate_of_one_rank_holds_its_share(tiny_text_model_dir):
+    """``cluster check``, ``cluster probe`` and rank 0's load judge each Mac by its share: weights,
+    KV cache and linear-attention state divided over the ranks, the fixed overhead on each."""
+    from engine_mlx.checkpoint import inspect_checkpoint
+    from engine_mlx.memory import OVERHEAD_FIXED_BYTES, estimate_fit
+
+    info = inspect_checkpoint(tiny_text_model_dir)
+    whole, share = estimate_fit(info, 32768), estimate_fit(info, 32768, ranks=2)
+    assert share.weights_bytes == whole.weights_bytes // 2
+    assert share.kv_bytes == whole.kv_bytes // 2 and share.linear_state_bytes == whole.linear_state_bytes // 2
+    assert share.overhead_bytes >= OVERHEAD_FIXED_BYTES and share.total_bytes < whole.total_bytes
+
+
+def _cluster_check(hostfile: str, model_dir) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "engine_mlx", "cluster", "check", "--hostfile", hostfile,
+                           "--model", str(model_dir)], capture_output=True, text=True, timeout=300)
+
+
+def test_cluster_check_on_a_loopback_hostfile(tiny_text_model_dir, tmp_path):
+    """Every rank of the hostfile reports the same QwenDesk and model files, and its share fits; a
+    folder missing on the hosts is named per rank; a file that is no hostfile says so."""
+    hostfile = _hostfile(tmp_path)
+    ready = _cluster_check(hostfile, tiny_text_model_dir)
+    assert ready.returncode == 0, ready.stderr
+    assert "The cluster is ready." in ready.stdout
+    assert ready.stdout.count("1 weight files; fits") == 2
+    missing = _cluster_check(hostfile, tmp_path / "absent")
+    assert missing.returncode == 2
+    assert [line for line in missing.stderr.splitlines() if "no such folder" in line] == [
+        f"error: rank {r} (127.0.0.1): {tmp_path / 'absent'}: no such folder" for r in (0, 1)]
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    bad = _cluster_check(str(tmp_path / "bad.json"), tiny_text_model_dir)
+    assert bad.returncode == 2 and "not an mlx.launch hostfile" in bad.stderr
+
+
+def _rank_pid(group, rank: int) -> int:
+    """The process of ``rank`` in the group's session (Linux /proc)."""
+    import os
+    from pathlib import Path
+
+    session = os.getsid(group.process.pid)
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if os.getsid(int(proc.name)) != session:
+                continue
+            environ = (proc / "environ").read_bytes().split(b"\0")
+            args = (proc / "cmdline").read_bytes()
+        except (OSError, ProcessLookupError):
+            continue
+        if f"MLX_RANK={rank}".encode() in environ and b"engine_mlx" in args:
+            return int(proc.name)
+    raise AssertionError(f"no process for rank {rank}")
+
+
+def _wait_gone(pid: int, timeout_s: float) -> None:
+    """Until ``pid`` has exited (gone, or a zombie its parent has not reaped yet)."""
+    import time
+    from pathlib import Path
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z":
+                return
+        except OSError:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"process {pid} still runs after {timeout_s} s")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the ranks' processes in /proc")
+def test_killing_rank_1_mid_answer_ends_the_stream_with_an_error_naming_it(pipeline_group):
+    """Rank 1 dies while rank 0 streams: the stream ends within seconds with an error naming rank 1
+    and its host (the ring backend reports the lost peer; rank 0 turns it into the API's error); the
+    launcher then ends the whole group, and ``cluster launch --restarts 1`` serves again."""
+    import os
+    import signal
+    import time
+
+    group, url = pipeline_group  # the module's group: it ends here
+    with urllib.request.urlopen(url + "/models", timeout=30) as response:
+        model = json.load(response)["data"][0]["id"]
+    body = {"model": model, "stream": True, "max_tokens": 4000, "temperature": 1.0, "seed": 1,
+            "messages": [{"role": "user", "content": "Think step by step about the quick brown fox."}]}
+    request = urllib.request.Request(url + "/chat/completions", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    events: list[dict] = []
+    with urllib.request.urlopen(request, timeout=10) as stream:  # every read within 10 s
+        killed_at = None
+        for raw in stream:
+            line = raw.decode().strip()
+            if not line.startswith("data: {"):
+                continue
+            events.append(json.loads(line[6:]))
+            if killed_at is None and len(events) >= 3:
+                os.kill(_rank_pid(group, 1), signal.SIGKILL)
+                killed_at = time.monotonic()
+    assert killed_at is not None, events
+    error = events[-1].get("error")
+    assert error is not None, events[-3:]
+    assert "rank 1 at 127.0.0.1" in error["message"], error
+    # mlx.launch stops rank 0 too (nothing waits forever), and cluster launch starts the group again.
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while sum("Serving " in line for line in group.stderr_lines) < 2 and time.monotonic() < deadline:
+        assert group.process.poll() is None, "".join(group.stderr_lines[-20:])
+        time.sleep(0.2)
+    assert any("starting it again (1 of 1)" in line for line in group.stderr_lines)
+    again = [line for line in group.stderr_lines if "Serving " in line][-1].split(" at ")[1].split()[0]
+    answer, tokens, _ = _ask(again, [{"role": "user", "content": "Hello again."}])
+    assert tokens and group.stdout_lines.count(again + "\n") == 1
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the ranks' processes in /proc")
+def test_a_frozen_rank_1_ends_the_group_within_the_rank_timeout(tensor_group):
+    """Rank 1 stops (SIGSTOP: its connection stays open, so no error ever arrives): rank 0's watchdog
+    names it and ends rank 0 once a model call has waited --rank-timeout; the stream ends rather than
+    hanging, and mlx.launch ends the group."""
+    import os
+    import signal
+
+    group, url = tensor_group
+    with urllib.request.urlopen(url + "/models", timeout=30) as response:
+        model = json.load(response)["data"][0]["id"]
+    body = {"model": model, "stream": True, "max_tokens": 4000, "temperature": 1.0, "seed": 1,
+            "messages": [{"role": "user", "content": "Think step by step about the quick brown fox."}]}
+    request = urllib.request.Request(url + "/chat/completions", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    leader = _rank_pid(group, 0)
+    frozen = None
+    events = 0
+    try:
+        with urllib.request.urlopen(request, timeout=RANK_TIMEOUT_S + 20) as stream:
+            for raw in stream:
+                events += raw.startswith(b"data: {")
+                if frozen is None and events >= 3:
+                    frozen = _rank_pid(group, 1)
+                    os.kill(frozen, signal.SIGSTOP)
+    except (OSError, http.client.HTTPException):
+        pass  # rank 0 ended mid-stream: the connection drops
+    finally:
+        if frozen is not None:
+            _wait_gone(leader, RANK_TIMEOUT_S + 30)  # the watchdog ended rank 0; mlx.launch ends the group
+            os.kill(frozen, signal.SIGCONT)  # once rank 1 can take the SIGTERM it was sent
+            group.process.wait(timeout=30)
+    assert frozen is not None
+    assert any("no reply from rank 1 at 127.0.0.1 within 10 s" in line for line in group.stderr_lines), \
+        "".join(group.stderr_lines[-20:])
