@@ -229,6 +229,8 @@ def _models(args) -> int:
                 weight_bytes=info.weight_bytes,
                 context_length=info.context_length,
                 thinking=info.supports_thinking,
+                mtp=info.mtp.to_json() if info.mtp else None,
+                mtp_error=info.mtp_error,
                 fit=fit.verdict.value,
                 fit_summary=fit.summary(),
                 fit_advice=fit.advice,
