@@ -97,6 +97,7 @@ class ModelInfo:
     # Bytes of bfloat16/float16 tensors (weights, quantization scales and biases): MLX's CPU backend
     # holds them as float32, twice as many (runtime._float32_on_cpu).
     half_float_bytes: int = 0
+    hidden_size: int = 0  # the language model's (0: config.json does not say)
     mtp: MtpHead | None = None  # the model's own multi-token-prediction head (engine_mlx.mtp_head)
     mtp_error: str | None = None  # why its mtp/ folder cannot be used, when it cannot
 
@@ -711,6 +712,7 @@ def inspect_checkpoint(path: Path | str, *, check_tensors: bool = True) -> Model
         quant_bits_range=_bits_range(quant),
         weight_dtype=_weight_dtype(tensors),
         unquantized_linear_dtype=_unquantized_linear_dtype(tensors, quant),
+        hidden_size=text["hidden_size"] if isinstance(text.get("hidden_size"), int) else 0,
         mtp=mtp,
         mtp_error=mtp_error,
     )

@@ -28,6 +28,14 @@ MTP_PREFIX = "mtp."  # the head's tensors inside a checkpoint
 DRAFTER_MODEL_TYPE = "qwen3_5_mtp"  # mlx-vlm's Qwen3.5 MTP drafter
 
 
+class MtpMode(str, Enum):
+    """Speculative decoding with the head (engine_mlx.speculative)."""
+
+    AUTO = "auto"  # draft while it pays, with k chosen from the measured acceptance
+    ON = "on"  # draft whatever the acceptance
+    OFF = "off"
+
+
 class MtpSource(str, Enum):
     FOLDER = "folder"  # <model>/mtp/
     EMBEDDED = "embedded"  # mtp.* tensors in the checkpoint

@@ -9,6 +9,7 @@ token t+2, exactly what mlx-vlm's drafter is asked at run time.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,3 +56,72 @@ def write_head(model_dir: Path, head: Any, out_dir: Path | None = None) -> Path:
     }
     (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
     return out
+
+
+def _trajectories(model_dir: Path, prompts: Sequence[Sequence[int]], tokens: int) -> tuple[Any, list[tuple[int, Any, Any]]]:
+    """The model's greedy continuation of each prompt: (prompt length, tokens x0..xN, the hidden
+    state before each of them (1, N+1, H))."""
+    import mlx.core as mx
+
+    from engine_mlx.checkpoint import inspect_checkpoint
+    from engine_mlx.runtime import LoadedModel
+    from engine_mlx.speculative import TargetForward
+
+    loaded = LoadedModel.load(inspect_checkpoint(model_dir))
+    forward = TargetForward(loaded.model, loaded.is_vision)
+    out = []
+    for ids in prompts:
+        cache = loaded.make_cache()
+        hidden, logits = forward(mx.array(list(ids)), 0, 0, cache)
+        h, x = hidden[:, -1:, :], mx.argmax(logits[:, -1, :], axis=-1).astype(mx.int32)
+        xs, hs = [], []
+        for i in range(tokens + 1):
+            xs.append(x)
+            hs.append(h)
+            hidden, logits = forward(x, len(ids) + i, 0, cache)
+            h, x = hidden, mx.argmax(logits[:, -1, :], axis=-1).astype(mx.int32)
+            mx.eval(h, x)
+        out.append((len(ids), mx.concatenate(xs), mx.concatenate(hs, axis=1)))
+    return loaded.model, out
+
+
+# Where the drafter may start following a reply (the first round, or after plain steps or forced
+# text): it learns from each of these offsets, over windows of this many tokens.
+_STARTS = (0, 1, 2, 3, 4, 6, 9, 13)
+_WINDOW = 24
+
+
+def train_head(model_dir: Path, prompts: Sequence[Sequence[int]], *, tokens: int = 40, steps: int = 60,
+               seed: int = 0, out_dir: Path | None = None) -> Path:
+    """Fit a new head to the model's own greedy continuations of ``prompts`` (token ids, as the
+    engine renders them) and write it (:func:`write_head`). Deterministic for a seed.
+
+    A random-weight model's next token is a chaotic function of its whole state, so the head learns
+    these continuations, not the model: it predicts them (acceptance near 100%) and little else,
+    which is what tests and benchmarks need to see rounds that keep their drafts."""
+    import mlx.core as mx
+    import mlx.nn as nn
+    import mlx.optimizers as optim
+
+    model, data = _trajectories(model_dir, prompts, tokens)
+    head = new_head(model_dir, seed=seed)
+    head.bind(model)
+    window = min(_WINDOW, tokens)
+    rows = [(n + s, xs[s : s + window + 1], hs[:, s : s + window]) for n, xs, hs in data for s in _STARTS
+            if s + window <= tokens]
+    token_in = mx.stack([xs[:-1] for _, xs, _ in rows])
+    labels = mx.stack([xs[1:] for _, xs, _ in rows])
+    hidden = mx.concatenate([hs for _, _, hs in rows], axis=0)
+    positions = mx.stack([mx.arange(window) + start for start, _, _ in rows])
+
+    def loss(head: Any) -> mx.array:
+        h = head._forward_hidden(head._input_embed(token_in), hidden, None, positions)
+        return nn.losses.cross_entropy(head._lm_head_fn(h), labels).mean()
+
+    step = nn.value_and_grad(head, loss)
+    optimizer = optim.Adam(learning_rate=3e-3)
+    for _ in range(steps):
+        _, grads = step(head)
+        optimizer.update(head, grads)
+        mx.eval(head.parameters(), optimizer.state)
+    return write_head(model_dir, head, out_dir)
