@@ -37,6 +37,7 @@ from engine_mlx.events import (
     event_to_json,
 )
 from engine_mlx.media import DEFAULT_VIDEO_FPS, MAX_VIDEO_FPS
+from engine_mlx.mtp_head import MtpMode
 from engine_mlx.settings import DEFAULT_CONTEXT_TOKENS, DEFAULT_MAX_TOKENS, GenerationSettings
 from engine_mlx.sizes import human_bytes
 
@@ -85,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--context", type=int, default=DEFAULT_CONTEXT_TOKENS)
     chat.add_argument("--force", action="store_true", help="load even if the model does not fit")
     chat.add_argument("--json", action="store_true", help="one JSON event per line on stdout")
+    _mtp_options(chat)
     chat.add_argument("prompt", nargs="?")
 
     from engine_mlx.server.config import DEFAULT_HOST, DEFAULT_KEEPALIVE_S, DEFAULT_PORT
@@ -113,6 +115,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--keepalive", type=float, default=DEFAULT_KEEPALIVE_S, metavar="SECONDS",
                        help=f"stream an SSE comment after this long without a byte (default {DEFAULT_KEEPALIVE_S:g})")
     serve.add_argument("--force", action="store_true", help="load even if the model does not fit")
+    _mtp_options(serve)
     dl = sub.add_parser("download", help="download a model repo into the Hugging Face cache (resumable)")
     dl.add_argument("repo", help="e.g. mlx-community/Qwen3.5-397B-A17B-4bit")
     dl.add_argument("--revision", default="main")
@@ -197,6 +200,14 @@ def _hub(args) -> int:
     return commands.add_vision(
         args.model, args.source, args.revision, args.mtp, args.output, args.json, args.in_place
     )
+
+
+def _mtp_options(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--mtp", choices=[m.value for m in MtpMode], default=MtpMode.AUTO.value,
+                     help="speculative decoding with the model's MTP head: auto (default: drafts while it "
+                          "pays), on (always), off")
+    cmd.add_argument("--mtp-from", type=Path, metavar="DIR",
+                     help="an MTP drafter folder (mlx-vlm's split layout) to draft with instead of the model's own")
 
 
 def _fail(message: str, as_json: bool) -> int:
@@ -375,7 +386,8 @@ def _chat(args) -> int:
         seed=args.seed,
     )
     engine = Engine()
-    engine.load(args.model, context_tokens=args.context, force=args.force)
+    engine.load(args.model, context_tokens=args.context, force=args.force, mtp=MtpMode(args.mtp),
+                mtp_from=args.mtp_from)
     messages: tuple[Message, ...] = (Message(Role.SYSTEM, args.system),) if args.system else ()
     convo = Conversation(messages, id=f"cli-{uuid.uuid4()}")
     out = _Printer(sys.stdout, as_json=args.json)
@@ -471,6 +483,8 @@ class _Printer:
                 f"({s['thinking_tokens']} thinking) at {s['decode_tps']:.1f} tok/s · first token "
                 f"{s['ttft_s']:.2f} s · peak {human_bytes(s['peak_memory_bytes'])}"
             )
+            if event.drafted_tokens:
+                line += f" · MTP {event.accepted_tokens / event.drafted_tokens:.0%} of {event.drafted_tokens} drafts kept"
             w(f"{RESET}\n\n{DIM}{line}{RESET}\n" if self.color else f"\n\n{line}\n")
         elif isinstance(event, Finished) and event.reason is not FinishReason.STOP:
             w(f"[{event.reason.value}{': ' + event.error if event.error else ''}]\n")
@@ -527,7 +541,8 @@ def _serve(args) -> int:
 
     def load() -> None:
         try:
-            info = engine.load(args.model, context_tokens=args.context, force=args.force)
+            info = engine.load(args.model, context_tokens=args.context, force=args.force,
+                               mtp=MtpMode(args.mtp), mtp_from=args.mtp_from)
         except Exception as exc:  # an EngineError names the folder; anything else still ends the server
             failure.append(str(exc) if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}")
             server.stop()

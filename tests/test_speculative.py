@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import shutil
-from dataclasses import dataclass
+import subprocess
+import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -246,3 +249,44 @@ def test_mlx_vlm_contract() -> None:
     assert "from_dict" in vars(Qwen3_5MTPConfig)
     source = inspect.getsource(Qwen3_5MTPDraftModel.bind)
     assert "self._input_embed" in source and "self._lm_head_fn" in source
+
+
+def test_api_usage_counts_the_drafts(text_engine) -> None:
+    openai = pytest.importorskip("openai")
+    from engine_mlx.jobs import EngineThread
+    from engine_mlx.server.config import ServerConfig
+    from engine_mlx.server.runner import ApiServer
+
+    engine, trained, _ = text_engine
+    engine.use_mtp(MtpMode.ON, trained)
+    jobs = EngineThread()
+    server = ApiServer(engine, jobs, ServerConfig(port=0))
+    server.start()
+    try:
+        client = openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0, timeout=120)
+        reply = client.chat.completions.create(
+            model=engine.model_info.name, messages=[{"role": "user", "content": "Hello there"}],
+            max_tokens=30, temperature=0.0, presence_penalty=0.0)
+        direct = run(engine, ask("Hello there"), replace(GREEDY, max_tokens=30))
+    finally:
+        server.stop()
+        jobs.close()
+        engine.use_mtp(MtpMode.OFF)
+    details = reply.usage.completion_tokens_details
+    assert details.accepted_prediction_tokens == direct.stats.accepted_tokens > 0
+    assert details.rejected_prediction_tokens == direct.stats.drafted_tokens - direct.stats.accepted_tokens
+
+
+def test_cli_chat_json_stats_and_flags(tiny_text_model_dir: Path, text_engine) -> None:
+    _, trained, _ = text_engine
+    cmd = [sys.executable, "-m", "engine_mlx", "chat", "--model", str(tiny_text_model_dir), "--json",
+           "--temperature", "0", "--max-tokens", "20", "--seed", "1", "--mtp", "on", "--mtp-from", str(trained),
+           "Hello there"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=dict(os.environ))
+    assert out.returncode == 0, out.stderr
+    stats = next(e for e in map(json.loads, out.stdout.splitlines()) if e["type"] == "stats")
+    assert stats["drafted_tokens"] > 0 and 0 <= stats["accepted_tokens"] <= stats["drafted_tokens"]
+
+    bad = subprocess.run([*cmd[:-3], "--mtp-from", str(tiny_text_model_dir), "Hello there"],
+                         capture_output=True, text=True, timeout=300, env=dict(os.environ))
+    assert bad.returncode != 0 and "is not a Qwen3.5 MTP drafter" in bad.stderr
