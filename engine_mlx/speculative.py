@@ -27,11 +27,13 @@ from engine_mlx.mtp_head import MtpHead, MtpMode, MtpSource
 from engine_mlx.runtime_imports import ensure_runtime_imported
 
 MAX_DRAFTS = 4  # tokens drafted per round at most
-# auto: drafting is off for this many tokens after it did not pay, then probed again.
+# auto: drafting is off for this many plain tokens after it did not pay, then probed again; each
+# probe that does not pay doubles the pause (up to MAX_PAUSE_TOKENS).
 PAUSE_TOKENS = 64
+MAX_PAUSE_TOKENS = 4096
 # auto: plain decoding tokens timed before the first round, and rounds timed before judging.
 PLAIN_WARMUP = 3
-ROUND_WARMUP = 4
+ROUND_WARMUP = 3
 FLOOR = 0.95  # auto never runs slower than this fraction of plain decoding (as measured)
 
 
@@ -109,18 +111,21 @@ class Counts:
 
 
 @dataclass
-class _Pace:
-    """auto's measurements: seconds per token decoded plainly and by rounds, the acceptance."""
+class Pace:
+    """auto's measurements, kept across turns (one per loaded head): seconds per token decoded plainly
+    and by rounds (a round from its start to whatever follows it), the acceptance, the pause."""
 
     plain_s: float | None = None
     round_s: float | None = None
     acceptance: float = 0.75
-    plain_tokens: int = 0
-    round_count: int = 0
-    paused_until: int = 0  # a generated-token count
+    k: int = 2  # drafts per round, 1..MAX_DRAFTS, from the acceptance
+    plain_tokens: int = 0  # timed since the last judgement
+    round_count: int = 0  # timed since the last judgement
+    pause_left: int = 0  # plain tokens to decode before drafting again
+    pause: int = PAUSE_TOKENS  # the next pause's length
 
     @staticmethod
-    def _ema(old: float | None, new: float, weight: float = 0.3) -> float:
+    def ema(old: float | None, new: float, weight: float = 0.3) -> float:
         return new if old is None else old + weight * (new - old)
 
 
@@ -149,7 +154,7 @@ class Speculator:
     """A turn's speculative decoding: plain steps that keep the hidden state, and rounds."""
 
     def __init__(self, model: Any, is_vision: bool, drafter: Any, mode: MtpMode, rope_delta: int,
-                 cache: list[Any]):
+                 cache: list[Any], pace: Pace):
         self.model = model
         self.forward = TargetForward(model, is_vision)
         self.drafter = drafter
@@ -157,39 +162,37 @@ class Speculator:
         self.rope_delta = rope_delta
         self.cache = cache
         self.counts = Counts()
-        self.k = 2
         self.hidden: mx.array | None = None  # the hidden state that picked the next token
         self._stale = True  # the drafter's cache does not follow the model's
-        self._pace = _Pace()
+        self._pace = pace
         self._plain_at: float | None = None
-        self._generated = 0
+        self._open_round: tuple[float, int] | None = None  # (its start, tokens it wrote)
 
     # ------------------------------------------------------------------ plain steps
 
     def step(self, token: mx.array, index: int) -> mx.array:
         """A plain decode step (as LoadedModel.step), keeping the hidden state for the next round."""
+        now = time.perf_counter()
+        self._close_round(now)
         hidden, logits = self.forward(token, index, self.rope_delta, self.cache)
         self.hidden = hidden[:, -1:, :]
         self._stale = True
-        now = time.perf_counter()
+        pace = self._pace
         if self._plain_at is not None:
-            self._pace.plain_s = _Pace._ema(self._pace.plain_s, now - self._plain_at)
-            self._pace.plain_tokens += 1
+            pace.plain_s = Pace.ema(pace.plain_s, now - self._plain_at)
+            pace.plain_tokens += 1
+        pace.pause_left = max(0, pace.pause_left - 1)
         self._plain_at = now
         return logits[:, -1, :]
 
     def wants_round(self, generated: int, left: int, safe: bool) -> bool:
         """Whether the next token should come from a round (else a plain step)."""
-        self._generated = generated
         if self.mode is MtpMode.OFF or not safe or left < 2 or self.hidden is None:
-            self._plain_at = None if not safe else self._plain_at
             return False
         if self.mode is MtpMode.ON:
             return True
         pace = self._pace
-        if generated < pace.paused_until or pace.plain_tokens < PLAIN_WARMUP:
-            return False
-        return True
+        return pace.pause_left == 0 and pace.plain_tokens >= PLAIN_WARMUP
 
     # ------------------------------------------------------------------ rounds
 
@@ -200,8 +203,9 @@ class Speculator:
         in the cache. ``reply``: this turn's tokens before ``b``; ``left``: tokens the turn may
         still write (``b`` included)."""
         started = time.perf_counter()
+        self._close_round(started)
         drafter = self.drafter
-        k = max(1, min(self.k, left - 1))
+        k = max(1, min(self._pace.k, left - 1))
         b_id = int(b.item())  # type: ignore[arg-type]
         prefix = mx.concatenate([reply, mx.array([b_id], dtype=mx.int32)])
         if self._stale:
@@ -239,7 +243,8 @@ class Speculator:
         self.counts.drafted += k
         self.counts.accepted += accepted
         self.counts.rounds += 1
-        self._adapt(k, accepted, len(tokens), time.perf_counter() - started)
+        self._adapt(k, accepted)
+        self._open_round = (started, len(tokens))
         self._plain_at = None
         return rnd
 
@@ -262,22 +267,32 @@ class Speculator:
 
     # ------------------------------------------------------------------ auto
 
-    def _adapt(self, k: int, accepted: int, written: int, seconds: float) -> None:
+    def _adapt(self, k: int, accepted: int) -> None:
+        """k from the acceptance: more drafts while nearly all are kept, fewer when most are not."""
         pace = self._pace
-        pace.acceptance = _Pace._ema(pace.acceptance, accepted / k)
-        pace.round_s = _Pace._ema(pace.round_s, seconds / written)
-        pace.round_count += 1
+        pace.acceptance = Pace.ema(pace.acceptance, accepted / k)
         if pace.acceptance > 0.8:
-            self.k = min(MAX_DRAFTS, self.k + 1)
+            pace.k = min(MAX_DRAFTS, pace.k + 1)
         elif pace.acceptance < 0.5:
-            self.k = max(1, self.k - 1)
+            pace.k = max(1, pace.k - 1)
+
+    def _close_round(self, now: float) -> None:
+        """Time the last round (up to ``now``) and, in auto, judge whether drafting pays."""
+        if self._open_round is None:
+            return
+        started, written = self._open_round
+        self._open_round = None
+        pace = self._pace
+        pace.round_s = Pace.ema(pace.round_s, (now - started) / written)
+        pace.round_count += 1
         if self.mode is not MtpMode.AUTO or pace.round_count < ROUND_WARMUP or pace.plain_s is None:
             return
         if pace.round_s > pace.plain_s / FLOOR:  # drafting does not pay: plain for a while, then probe
-            pace.paused_until = self._generated + PAUSE_TOKENS
-            pace.round_count = 0
-            pace.round_s = None
-            pace.plain_tokens = 0
+            pace.pause_left, pace.pause = pace.pause, min(MAX_PAUSE_TOKENS, pace.pause * 2)
+            pace.round_s, pace.plain_tokens = None, 0
+        else:
+            pace.pause = PAUSE_TOKENS
+        pace.round_count = 0
 
 
 def speculation_safe(processors: Sequence[Any]) -> bool:
@@ -317,6 +332,10 @@ class Speculation:
         self.drafter = drafter
         self.mode = mode
         self.head = head
+        self.pace = Pace()  # what auto has measured, over all turns
+        self.last: Speculator | None = None  # the latest turn's (its counts, for benchmarks)
 
     def start(self, inputs: Any, cache: list[Any]) -> Speculator:
-        return Speculator(self.model, self.is_vision, self.drafter, self.mode, inputs.rope_delta, cache)
+        self.last = Speculator(self.model, self.is_vision, self.drafter, self.mode, inputs.rope_delta, cache,
+                               self.pace)
+        return self.last

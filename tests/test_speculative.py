@@ -267,6 +267,7 @@ def test_api_usage_counts_the_drafts(text_engine) -> None:
         reply = client.chat.completions.create(
             model=engine.model_info.name, messages=[{"role": "user", "content": "Hello there"}],
             max_tokens=30, temperature=0.0, presence_penalty=0.0)
+        engine.use_mtp(MtpMode.ON, trained)  # afresh: auto's measurements (k) start over
         direct = run(engine, ask("Hello there"), replace(GREEDY, max_tokens=30))
     finally:
         server.stop()
