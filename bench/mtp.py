@@ -85,6 +85,7 @@ def main() -> int:
     from engine_mlx.conversation import Conversation, Message, Role
     from engine_mlx.engine import Engine
     from engine_mlx.mtp_head import MtpMode
+    from engine_mlx.prompt import render_text
     from engine_mlx.settings import GenerationSettings
     from engine_mlx.tiny import build_tiny_model
     from engine_mlx.tiny_mtp import new_head, train_head, write_head
@@ -102,8 +103,7 @@ def main() -> int:
             model = build_tiny_model(root / kind, vision=vision)
             engine = Engine()
             engine.load(model, mtp=MtpMode.OFF)
-            plan = engine._plan_turn(Conversation((Message(Role.USER, PROMPT),)), settings)
-            trained = train_head(model, [plan.inputs.ids], tokens=max_tokens, steps=steps, out_dir=root / f"{kind}-trained")
+            trained = train_head(model, [PROMPT], tokens=max_tokens, steps=steps, out_dir=root / f"{kind}-trained")
             random = write_head(model, new_head(model), root / f"{kind}-random")
             print(f"{kind} tiny model: built and head trained in {time.perf_counter() - started:.0f} s")
             for name, head in (("trained", trained), ("random", random)):
@@ -115,7 +115,9 @@ def main() -> int:
                 if name == "trained" and r["acceptance"] > best[0]:
                     best = (r["acceptance"], max(1, round(r["k"])))
             if vision:
-                raw = raw_case(model, trained, plan.prompt, max_tokens, repeats)
+                prompt = render_text(Conversation((Message(Role.USER, PROMPT),)), engine._loaded.apply_template,
+                                     thinking=True, text_only=False)
+                raw = raw_case(model, trained, prompt, max_tokens, repeats)
                 print(f"  raw mlx-vlm, {kind}, trained head: plain {raw['plain']:.1f} tok/s, drafter "
                       f"{raw['mtp']:.1f} tok/s (ratio {raw['mtp'] / raw['plain']:.2f}x), acceptance "
                       f"{100 * raw['acceptance']:.0f}%")

@@ -57,6 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     tiny.add_argument(
         "--release", action="store_true", help="the unconverted HF-layout release (bf16, real vocabulary)"
     )
+    tiny.add_argument("--mtp", action="store_true",
+                      help="with an MTP head (in DIR/mtp) trained on the model's replies to a few first messages")
 
     models = sub.add_parser("models", help="list Qwen3.5 models found on this machine, with their fit")
     models.add_argument("--dir", dest="dirs", action="append", type=Path, default=[], help="also search here")
@@ -81,6 +83,10 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--thinking-budget", type=int)
     chat.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS)
     chat.add_argument("--temperature", type=float)
+    chat.add_argument("--top-p", type=float, help="nucleus sampling (default: Qwen's for the thinking mode)")
+    chat.add_argument("--top-k", type=int, help="sample from the k most likely tokens (default: Qwen's)")
+    chat.add_argument("--presence-penalty", type=float,
+                      help="subtract this from every token already in the reply (default: Qwen's 1.5)")
     chat.add_argument("--seed", type=int)
     chat.add_argument("--system", default="", help="system prompt")
     chat.add_argument("--context", type=int, default=DEFAULT_CONTEXT_TOKENS)
@@ -167,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
             from engine_mlx.tiny import build_tiny_model
 
             print(build_tiny_model(args.dir, vision=not args.text_only))
+            if args.mtp:
+                from engine_mlx.tiny_mtp import train_head
+
+                train_head(args.dir)
             return 0
         if args.command == "models":
             return _models(args)
@@ -383,6 +393,9 @@ def _chat(args) -> int:
         thinking_budget=args.thinking_budget,
         max_tokens=args.max_tokens,
         temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        presence_penalty=args.presence_penalty,
         seed=args.seed,
     )
     engine = Engine()

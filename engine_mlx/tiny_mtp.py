@@ -58,19 +58,34 @@ def write_head(model_dir: Path, head: Any, out_dir: Path | None = None) -> Path:
     return out
 
 
-def _trajectories(model_dir: Path, prompts: Sequence[Sequence[int]], tokens: int) -> tuple[Any, list[tuple[int, Any, Any]]]:
-    """The model's greedy continuation of each prompt: (prompt length, tokens x0..xN, the hidden
-    state before each of them (1, N+1, H))."""
+# What the demo model's head is trained on (``python -m engine_mlx tiny --mtp``): the replies to
+# these first messages, with thinking on, are the ones it predicts.
+DEMO_PROMPTS = ("Hello there", "Write a poem", "What is in this image?", "Summarize the document.")
+
+
+def _trajectories(model_dir: Path, prompts: Sequence[Sequence[int] | str], tokens: int
+                  ) -> tuple[Any, list[tuple[int, Any, Any]]]:
+    """The model's greedy continuation of each prompt (token ids, or a first user message rendered
+    with thinking on as the engine renders it): (prompt length, tokens x0..xN, the hidden state
+    before each of them (1, N+1, H))."""
     import mlx.core as mx
 
     from engine_mlx.checkpoint import inspect_checkpoint
+    from engine_mlx.conversation import Conversation, Message, Role
+    from engine_mlx.prompt import LoadedMedia, render_text
     from engine_mlx.runtime import LoadedModel
     from engine_mlx.speculative import TargetForward
 
     loaded = LoadedModel.load(inspect_checkpoint(model_dir))
     forward = TargetForward(loaded.model, loaded.is_vision)
     out = []
-    for ids in prompts:
+    for prompt in prompts:
+        if isinstance(prompt, str):
+            text = render_text(Conversation((Message(Role.USER, prompt),)), loaded.apply_template, thinking=True,
+                               text_only=not loaded.is_vision)
+            ids: Sequence[int] = loaded.prepare(text, LoadedMedia()).ids
+        else:
+            ids = prompt
         cache = loaded.make_cache()
         hidden, logits = forward(mx.array(list(ids)), 0, 0, cache)
         h, x = hidden[:, -1:, :], mx.argmax(logits[:, -1, :], axis=-1).astype(mx.int32)
@@ -91,10 +106,10 @@ _STARTS = (0, 1, 2, 3, 4, 6, 9, 13)
 _WINDOW = 24
 
 
-def train_head(model_dir: Path, prompts: Sequence[Sequence[int]], *, tokens: int = 40, steps: int = 60,
+def train_head(model_dir: Path, prompts: Sequence[Sequence[int] | str] = DEMO_PROMPTS, *, tokens: int = 40, steps: int = 60,
                seed: int = 0, out_dir: Path | None = None) -> Path:
-    """Fit a new head to the model's own greedy continuations of ``prompts`` (token ids, as the
-    engine renders them) and write it (:func:`write_head`). Deterministic for a seed.
+    """Fit a new head to the model's own greedy continuations of ``prompts`` (token ids as the engine
+    renders them, or first user messages) and write it (:func:`write_head`). Deterministic for a seed.
 
     A random-weight model's next token is a chaotic function of its whole state, so the head learns
     these continuations, not the model: it predicts them (acceptance near 100%) and little else,

@@ -75,8 +75,7 @@ def text_engine(tiny_text_model_dir: Path, tmp_path_factory: pytest.TempPathFact
     """The text-only tiny model with a head trained on its replies to TRAINED_ON, and a random head."""
     engine = Engine(state_dir=tmp_path_factory.mktemp("state"))
     engine.load(tiny_text_model_dir, mtp=MtpMode.OFF)
-    prompts = [engine._plan_turn(ask(t), GREEDY).inputs.ids for t in TRAINED_ON]
-    trained = train_head(tiny_text_model_dir, prompts, out_dir=tmp_path_factory.mktemp("trained"))
+    trained = train_head(tiny_text_model_dir, TRAINED_ON, out_dir=tmp_path_factory.mktemp("trained"))
     random = write_head(tiny_text_model_dir, new_head(tiny_text_model_dir), tmp_path_factory.mktemp("random"))
     return engine, trained, random
 
@@ -291,3 +290,19 @@ def test_cli_chat_json_stats_and_flags(tiny_text_model_dir: Path, text_engine) -
     bad = subprocess.run([*cmd[:-3], "--mtp-from", str(tiny_text_model_dir), "Hello there"],
                          capture_output=True, text=True, timeout=300, env=dict(os.environ))
     assert bad.returncode != 0 and "is not a Qwen3.5 MTP drafter" in bad.stderr
+
+
+def test_the_demo_model_ships_with_a_head_that_predicts(tmp_path: Path) -> None:
+    """``tiny --mtp`` trains the head on the model's own replies; chat then keeps most drafts."""
+    model = tmp_path / "demo"
+    env = dict(os.environ)
+    built = subprocess.run([sys.executable, "-m", "engine_mlx", "tiny", str(model), "--text-only", "--mtp"],
+                           capture_output=True, text=True, timeout=600, env=env)
+    assert built.returncode == 0, built.stderr
+    assert (model / "mtp" / "config.json").is_file()
+    out = subprocess.run([sys.executable, "-m", "engine_mlx", "chat", "--model", str(model), "--json",
+                          "--temperature", "0", "--presence-penalty", "0", "--max-tokens", "30", "--mtp", "on",
+                          "Hello there"], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr
+    stats = next(e for e in map(json.loads, out.stdout.splitlines()) if e["type"] == "stats")
+    assert stats["accepted_tokens"] > 0.6 * stats["drafted_tokens"] > 0
