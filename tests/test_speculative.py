@@ -306,3 +306,37 @@ def test_the_demo_model_ships_with_a_head_that_predicts(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     stats = next(e for e in map(json.loads, out.stdout.splitlines()) if e["type"] == "stats")
     assert stats["accepted_tokens"] > 0.6 * stats["drafted_tokens"] > 0
+
+
+def test_sampling_keeps_the_models_distribution(text_engine) -> None:
+    """With sampling, the token a round writes after a kept draft is drawn from the model's own
+    distribution: over many seeds, the second and third tokens' frequencies with MTP (drafts kept when
+    the sample is the likeliest token) and without agree
+    within a chi-square bound (the seeds are fixed, so the test is deterministic)."""
+    engine, trained, _ = text_engine
+    settings = GenerationSettings(temperature=1.0, top_k=3, top_p=1.0, presence_penalty=0.0, max_tokens=3,
+                                  logprobs=1)
+    samples = 150
+    kept = 0  # drafts kept over the MTP samples
+    counts: dict[str, list[dict[int, int]]] = {}
+    for mode, head in (("plain", None), ("mtp", trained)):
+        engine.use_mtp(MtpMode.OFF if head is None else MtpMode.ON, head)
+        tallies: list[dict[int, int]] = [{}, {}]
+        for seed in range(samples):
+            turn = run(engine, ask("Hello there", id="chi"), replace(settings, seed=seed))
+            kept += turn.stats.accepted_tokens
+            for position, tally in zip((1, 2), tallies, strict=True):
+                if len(turn.ids) <= position:  # the turn ended first
+                    continue
+                key = turn.ids[position]
+                tally[key] = tally.get(key, 0) + 1
+        counts[mode] = tallies
+    engine.use_mtp(MtpMode.OFF)
+    for plain, spec in zip(counts["plain"], counts["mtp"], strict=True):
+        keys = [k for k in set(plain) | set(spec) if plain.get(k, 0) + spec.get(k, 0) >= 10]
+        chi2 = sum((plain.get(k, 0) - spec.get(k, 0)) ** 2 / (plain.get(k, 0) + spec.get(k, 0)) for k in keys)
+        # Two samples of equal size: sum (a-b)^2/(a+b) is chi-square with len(keys)-1 degrees of freedom;
+        # its 99.9th percentile by Wilson-Hilferty.
+        df = len(keys) - 1
+        bound = df * (1 - 2 / (9 * df) + 3.09 * (2 / (9 * df)) ** 0.5) ** 3
+        assert df >= 2 and chi2 < bound, (chi2, bound, df)
