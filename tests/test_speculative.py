@@ -85,7 +85,8 @@ def vision_engine(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
     engine = Engine(state_dir=tmp_path_factory.mktemp("state"))
     engine.load(tiny_model_dir, mtp=MtpMode.OFF)
     random = write_head(tiny_model_dir, new_head(tiny_model_dir), tmp_path_factory.mktemp("random"))
-    return engine, random
+    trained = train_head(tiny_model_dir, TRAINED_ON[:1], out_dir=tmp_path_factory.mktemp("trained"))
+    return engine, random, trained
 
 
 def both(engine: Engine, head: Path, conversation: Conversation, settings: GenerationSettings) -> tuple[Turn, Turn]:
@@ -167,10 +168,18 @@ def test_continue_resumes_exactly_from_a_speculative_turn(text_engine) -> None:
 
 
 def test_vision_with_an_image(vision_engine, tmp_path: Path) -> None:
-    engine, random = vision_engine
+    engine, random, trained = vision_engine
     image = ImageAttachment(write_image(tmp_path / "cat.png"))
-    plain, spec = both(engine, random, ask("What is in this image?", image), GREEDY)
-    assert spec.ids == plain.ids and spec.stats.drafted_tokens > 0
+    for head in (random, trained):
+        plain, spec = both(engine, head, ask("What is in this image?", image), GREEDY)
+        assert spec.ids == plain.ids and spec.stats.drafted_tokens > 0
+
+
+def test_vision_checkpoint_with_kept_drafts(vision_engine) -> None:
+    engine, _, trained = vision_engine
+    plain, spec = both(engine, trained, ask(TRAINED_ON[0]), GREEDY)
+    assert spec.ids == plain.ids
+    assert spec.stats.accepted_tokens > 0.6 * spec.stats.drafted_tokens
 
 
 def test_cancel_stops_within_a_round(text_engine) -> None:
