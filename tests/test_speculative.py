@@ -349,3 +349,11 @@ def test_sampling_keeps_the_models_distribution(text_engine) -> None:
         df = len(keys) - 1
         bound = df * (1 - 2 / (9 * df) + 3.09 * (2 / (9 * df)) ** 0.5) ** 3
         assert df >= 2 and chi2 < bound, (chi2, bound, df)
+
+
+def test_serve_takes_the_mtp_flags(tiny_text_model_dir: Path) -> None:
+    """serve loads the drafter it is given before it listens: a folder that is not one is refused."""
+    out = subprocess.run([sys.executable, "-m", "engine_mlx", "serve", "--model", str(tiny_text_model_dir),
+                          "--port", "0", "--mtp", "on", "--mtp-from", str(tiny_text_model_dir)],
+                         capture_output=True, text=True, timeout=300, env=dict(os.environ))
+    assert out.returncode != 0 and "is not a Qwen3.5 MTP drafter" in out.stderr
