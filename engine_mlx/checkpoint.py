@@ -21,6 +21,7 @@ from typing import Any
 
 from . import hf_cache
 from .errors import CheckpointError, UnsupportedModelError
+from .mtp_head import MtpHead, find_head
 from .safetensors_header import MAX_HEADER_BYTES, HeaderError, header_length, parse_header
 
 SUPPORTED_MODEL_TYPES = frozenset({"qwen3_5", "qwen3_5_moe", "qwen3_5_text", "qwen3_5_moe_text"})
@@ -96,6 +97,9 @@ class ModelInfo:
     # Bytes of bfloat16/float16 tensors (weights, quantization scales and biases): MLX's CPU backend
     # holds them as float32, twice as many (runtime._float32_on_cpu).
     half_float_bytes: int = 0
+    hidden_size: int = 0  # the language model's (0: config.json does not say)
+    mtp: MtpHead | None = None  # the model's own multi-token-prediction head (engine_mlx.mtp_head)
+    mtp_error: str | None = None  # why its mtp/ folder cannot be used, when it cannot
 
     @property
     def num_linear_attention_layers(self) -> int:
@@ -673,6 +677,11 @@ def inspect_checkpoint(path: Path | str, *, check_tensors: bool = True) -> Model
     quant = _quantization(config)
     context = text.get("max_position_embeddings", config.get("max_position_embeddings"))
     template = read_chat_template(folder) or ""
+    mtp, mtp_error = None, None
+    try:
+        mtp = find_head(folder, config, [(t.name, t.nbytes) for t in tensors])
+    except CheckpointError as e:  # the model is usable; its head is not
+        mtp_error = str(e)
 
     return ModelInfo(
         path=folder,
@@ -703,6 +712,9 @@ def inspect_checkpoint(path: Path | str, *, check_tensors: bool = True) -> Model
         quant_bits_range=_bits_range(quant),
         weight_dtype=_weight_dtype(tensors),
         unquantized_linear_dtype=_unquantized_linear_dtype(tensors, quant),
+        hidden_size=text["hidden_size"] if isinstance(text.get("hidden_size"), int) else 0,
+        mtp=mtp,
+        mtp_error=mtp_error,
     )
 
 

@@ -37,6 +37,7 @@ from engine_mlx.events import (
     event_to_json,
 )
 from engine_mlx.media import DEFAULT_VIDEO_FPS, MAX_VIDEO_FPS
+from engine_mlx.mtp_head import MtpMode
 from engine_mlx.settings import DEFAULT_CONTEXT_TOKENS, DEFAULT_MAX_TOKENS, GenerationSettings
 from engine_mlx.sizes import human_bytes
 
@@ -63,6 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     tiny.add_argument(
         "--release", action="store_true", help="the unconverted HF-layout release (bf16, real vocabulary)"
     )
+    tiny.add_argument("--mtp", action="store_true",
+                      help="with an MTP head (in DIR/mtp) trained on the model's replies to a few first messages")
 
     models = sub.add_parser("models", help="list Qwen3.5 models found on this machine, with their fit")
     models.add_argument("--dir", dest="dirs", action="append", type=Path, default=[], help="also search here")
@@ -87,6 +90,10 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--thinking-budget", type=int)
     chat.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS)
     chat.add_argument("--temperature", type=float)
+    chat.add_argument("--top-p", type=float, help="nucleus sampling (default: Qwen's for the thinking mode)")
+    chat.add_argument("--top-k", type=int, help="sample from the k most likely tokens (default: Qwen's)")
+    chat.add_argument("--presence-penalty", type=float,
+                      help="subtract this from every token already in the reply (default: Qwen's 1.5)")
     chat.add_argument("--seed", type=int)
     chat.add_argument("--system", default="", help="system prompt")
     chat.add_argument("--context", type=int, default=DEFAULT_CONTEXT_TOKENS)
@@ -99,6 +106,7 @@ def _parser() -> argparse.ArgumentParser:
                       help="tools run without asking (SERVER, TOOL or SERVER/TOOL); a scripted chat "
                            "denies the rest, an interactive one asks")
     _parallel_option(chat)
+    _mtp_options(chat)
     chat.add_argument("prompt", nargs="?")
 
     from engine_mlx.server.config import DEFAULT_HOST, DEFAULT_KEEPALIVE_S, DEFAULT_PORT
@@ -129,6 +137,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--force", action="store_true", help="load even if the model does not fit")
     _parallel_option(serve)
     _cluster_parser(sub)
+    _mtp_options(serve)
     dl = sub.add_parser("download", help="download a model repo into the Hugging Face cache (resumable)")
     dl.add_argument("repo", help="e.g. mlx-community/Qwen3.5-397B-A17B-4bit")
     dl.add_argument("--revision", default="main")
@@ -244,6 +253,10 @@ def main(argv: list[str] | None = None) -> int:
             from engine_mlx.tiny import build_tiny_model
 
             print(build_tiny_model(args.dir, vision=not args.text_only))
+            if args.mtp:
+                from engine_mlx.tiny_mtp import train_head
+
+                train_head(args.dir)
             return 0
         if args.command == "models":
             return _models(args)
@@ -281,6 +294,14 @@ def _hub(args) -> int:
     )
 
 
+def _mtp_options(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--mtp", choices=[m.value for m in MtpMode], default=MtpMode.AUTO.value,
+                     help="speculative decoding with the model's MTP head: auto (default: drafts while it "
+                          "pays), on (always), off")
+    cmd.add_argument("--mtp-from", type=Path, metavar="DIR",
+                     help="an MTP drafter folder (mlx-vlm's split layout) to draft with instead of the model's own")
+
+
 def _fail(message: str, as_json: bool) -> int:
     if as_json:
         print(json.dumps({"type": "error", "reason": "error", "error": message}), flush=True)
@@ -311,6 +332,8 @@ def _models(args) -> int:
                 weight_bytes=info.weight_bytes,
                 context_length=info.context_length,
                 thinking=info.supports_thinking,
+                mtp=info.mtp.to_json() if info.mtp else None,
+                mtp_error=info.mtp_error,
                 fit=fit.verdict.value,
                 fit_summary=fit.summary(),
                 fit_advice=fit.advice,
@@ -472,6 +495,9 @@ def _chat(args) -> int:
         thinking_budget=args.thinking_budget,
         max_tokens=args.max_tokens,
         temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        presence_penalty=args.presence_penalty,
         seed=args.seed,
     )
     rank = _join(args)
@@ -479,7 +505,8 @@ def _chat(args) -> int:
         return rank.follow(args.model)
     loader = rank.loader() if rank is not None else None
     engine = Engine(loader=loader)
-    engine.load(args.model, context_tokens=args.context, force=args.force)
+    engine.load(args.model, context_tokens=args.context, force=args.force, mtp=MtpMode(args.mtp),
+                mtp_from=args.mtp_from)
     try:
         return _chat_turns(args, engine, attachments, settings)
     finally:
@@ -499,14 +526,14 @@ def _chat_turns(args, engine, attachments: tuple[Attachment, ...], settings: Gen
 
         loop, host = chat_tool_loop(args, engine)
     try:
-        return _chat_turns(args, engine, convo, settings, attachments, prompts, out, loop)
+        return _run_turns(args, engine, convo, settings, attachments, prompts, out, loop)
     finally:
         if host is not None:
             host.close()
 
 
-def _chat_turns(args, engine, convo: Conversation, settings: GenerationSettings, attachments, prompts,
-                out: _Printer, loop) -> int:
+def _run_turns(args, engine, convo: Conversation, settings: GenerationSettings, attachments, prompts,
+               out: _Printer, loop) -> int:
     status = 0
     for text in prompts:
         if text.strip() == HELP_COMMAND:  # answered here: never sent to the model
@@ -626,6 +653,8 @@ class _Printer:
                 f"({s['thinking_tokens']} thinking) at {s['decode_tps']:.1f} tok/s · first token "
                 f"{s['ttft_s']:.2f} s · peak {human_bytes(s['peak_memory_bytes'])}"
             )
+            if event.drafted_tokens:
+                line += f" · MTP {event.accepted_tokens / event.drafted_tokens:.0%} of {event.drafted_tokens} drafts kept"
             w(f"{RESET}\n\n{DIM}{line}{RESET}\n" if self.color else f"\n\n{line}\n")
         elif isinstance(event, Finished) and event.reason is not FinishReason.STOP:
             w(f"[{event.reason.value}{': ' + event.error if event.error else ''}]\n")
@@ -686,7 +715,8 @@ def _serve(args) -> int:
 
     def load() -> None:
         try:
-            info = engine.load(args.model, context_tokens=args.context, force=args.force)
+            info = engine.load(args.model, context_tokens=args.context, force=args.force,
+                               mtp=MtpMode(args.mtp), mtp_from=args.mtp_from)
         except Exception as exc:  # an EngineError names the folder; anything else still ends the server
             failure.append(str(exc) if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}")
             server.stop()

@@ -25,6 +25,7 @@ from engine_mlx.errors import ContextOverflowError, ModelNotLoadedError, Unsuppo
 from engine_mlx.events import AnswerDelta, Event, Finished, FinishReason, ThinkingDelta
 from engine_mlx.forcing import forced_tokens
 from engine_mlx.memory import check_fit, estimate_fit
+from engine_mlx.mtp_head import MtpHead, MtpMode, inspect_drafter
 from engine_mlx.plan import PrefillPlan, TurnPlan
 from engine_mlx.prompt import (
     DecodedMedia,
@@ -113,8 +114,12 @@ class Engine:
         force: bool = False,
         progress: Callable[[LoadProgress], None] | None = None,
         cancel: CancelToken | None = None,
+        mtp: MtpMode = MtpMode.AUTO,
+        mtp_from: Path | None = None,
     ) -> ModelInfo:
-        """Check, fit-test and load a checkpoint; raises CheckpointError / MemoryFitError."""
+        """Check, fit-test and load a checkpoint; raises CheckpointError / MemoryFitError. With an
+        MTP head (the model's own, or the drafter folder ``mtp_from``) it decodes speculatively as
+        ``mtp`` says (:meth:`use_mtp`)."""
         report = progress or (lambda _p: None)
         report(LoadProgress("Checking the model folder", 0.0))
         info = inspect_checkpoint(Path(path))
@@ -131,7 +136,10 @@ class Engine:
                 progress=lambda f: report(LoadProgress("Reading weights", 0.02 + 0.96 * f)),
                 cancel=cancel,
             )
+            self._loaded = loaded
+            self.use_mtp(mtp, mtp_from)
         except BaseException:
+            self._loaded = None
             self._restore_wired_limit()
             raise
         self._loaded = loaded
@@ -139,6 +147,23 @@ class Engine:
         report(LoadProgress("Ready", 1.0))
         log.info("loaded %s (%s)", info.name, fit.summary())
         return info
+
+    def use_mtp(self, mode: MtpMode, mtp_from: Path | None = None) -> MtpHead | None:
+        """Decode the loaded model speculatively with its MTP head, or with the drafter folder
+        ``mtp_from`` (refused with a CheckpointError when it is not one for this model); ``off``
+        decodes plainly. Returns the head in use."""
+        loaded = self._loaded
+        if loaded is None:
+            raise ModelNotLoadedError("No model is loaded; load a Qwen3.5 checkpoint first.")
+        info = loaded.info
+        if mtp_from is not None:
+            head: MtpHead | None = inspect_drafter(Path(mtp_from), info.hidden_size or None)
+        else:
+            head = info.mtp
+            if info.mtp_error:
+                log.warning("MTP head not used: %s", info.mtp_error)
+        loaded.use_head(head, mode)
+        return head if loaded.speculation is not None else None
 
     def unload(self) -> None:
         """Free the model, its snapshots in memory and MLX's buffer cache; restore the wired limit."""

@@ -68,6 +68,8 @@ class Stats:
     ttft_s: float  # request start to first generated token
     total_s: float
     peak_memory_bytes: int
+    drafted_tokens: int = 0  # tokens the MTP head drafted (speculative decoding)
+    accepted_tokens: int = 0  # of them, those the model kept
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,12 @@ class ForcedTokens:
         self._seen = 0  # tokens checked for the trigger so far
         self._start: int | None = None if trigger is not None else 0
 
+    @property
+    def speculation_safe(self) -> bool:
+        """Whether its answer depends only on the tokens given (once started: it then reads only
+        their count), so speculative decoding may ask it about drafts."""
+        return self._start is not None
+
     def __call__(self, tokens: Any, logits: Any) -> Any:
         import mlx.core as mx
 

@@ -33,6 +33,7 @@ from engine_mlx.runtime import LoadedModel, PromptInputs
 from engine_mlx.runtime_imports import ensure_runtime_imported
 from engine_mlx.settings import GenerationSettings
 from engine_mlx.snapshots import Snapshot, snapshot_cache
+from engine_mlx.speculative import draft_picker, speculation_safe
 from engine_mlx.thinking import Split, ThinkingSplitter
 
 # A stream of its own (one per thread, as mlx-vlm's) lets queued decode steps run while Python
@@ -152,6 +153,8 @@ class Decoded:
     last_logits: Any  # the logits for the token after ``index``
     closing: bool  # stopped halfway through a close the engine was writing
     end_token: int | None = None  # the end-of-turn token that stopped it (fed to the cache, not written)
+    drafted: int = 0  # tokens the MTP head drafted
+    accepted: int = 0  # of them, those the model kept
 
 
 def _decode(
@@ -181,14 +184,15 @@ def _decode(
     reply = mx.zeros((0,), dtype=mx.int32)  # this reply's tokens so far, for the processors
     top_n = settings.logprobs
 
-    def sample(logits):
-        """The next token (lazy) and, when log-probabilities are asked for, its measures (lazy)."""
+    def sample(logits, tokens=None):
+        """The next token (lazy) and, when log-probabilities are asked for, its measures (lazy);
+        ``tokens``: the reply before it (default: the reply so far)."""
         logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
         scored = logprobs
         if processors:
             scored = mx.stop_gradient(logprobs)  # a processor may write into it; keep the model's
             for processor in processors:
-                scored = processor(reply, scored)
+                scored = processor(reply if tokens is None else tokens, scored)
         token = sampler(scored)
         return token, (None if top_n is None else measure(token, logprobs))
 
@@ -206,10 +210,11 @@ def _decode(
 
     index = prompt_end  # sequence position of the next token fed to the model
     last_logits = plan.logits
+    spec = loaded.speculation.start(inputs, cache) if loaded.speculation is not None else None
 
     def feed(token_array):
         nonlocal index, last_logits
-        last_logits = loaded.step(token_array, index, inputs, cache)
+        last_logits = spec.step(token_array, index) if spec else loaded.step(token_array, index, inputs, cache)
         index += 1
         return last_logits
 
@@ -239,11 +244,32 @@ def _decode(
     generated = thinking_tokens = answer_tokens = 0
     generated_ids: list[int] = []
     reason, end_token = FinishReason.LENGTH, None
+    queue: list[tuple[int, Any]] = []  # a speculative round's tokens not yet written
+    rnd = None
+    written = 0
     while generated < settings.max_tokens:
         if cancel.cancelled:
             reason = FinishReason.CANCELLED
             break
-        if forced:
+        if not forced and spec is not None and (
+            queue or spec.wants_round(generated, settings.max_tokens - generated, speculation_safe(extra))
+        ):
+            if not queue:
+                rnd = spec.run_round(y, measured, index, reply, settings.max_tokens - generated,
+                                     lambda tokens, logits: sample(logits, tokens),
+                                     draft_picker(processors) if processors else None)
+                queue, written = list(zip(rnd.tokens, rnd.measures, strict=True)), 0
+                index, last_logits = rnd.index + len(queue), rnd.logits[:, len(queue) - 1, :]
+                y, measured = rnd.next_token, rnd.next_measure
+            token, token_measure = queue.pop(0)
+            written += 1
+            extend(mx.array([token]))
+            if first_token_at is None:
+                first_token_at = time.perf_counter()
+            if token in loaded.eos_ids:
+                reason, end_token = FinishReason.STOP, token
+                break
+        elif forced:
             token = forced.pop(0)
             token_array = mx.array([token])
             if top_n is not None:
@@ -292,6 +318,13 @@ def _decode(
             # closing tag follows instead, so the model goes on to answer.
             forced, budget = list(close_ids), None
             next_logprobs = None  # the dropped step's, in ``measured``
+            if queue:  # the round's later tokens are dropped too
+                index, last_logits = spec.settle(rnd, written)
+                queue = []
+                next_logprobs = last_logits - mx.logsumexp(last_logits, axis=-1, keepdims=True)
+
+    if queue:  # stopped inside a round: the cache keeps what was written
+        index, last_logits = spec.settle(rnd, written)
 
     tail = splitter.feed(text.finalize())  # stop, length and cancel all end here
     rest = splitter.flush()
@@ -301,8 +334,10 @@ def _decode(
         yield ThinkingDelta(thinking_text)
     if answer_text:
         yield AnswerDelta(answer_text)
+    counts = spec.counts if spec is not None else None
     return Decoded(reason, tuple(generated_ids), thinking_tokens, answer_tokens, first_token_at, index,
-                   last_logits, bool(forced), end_token)
+                   last_logits, bool(forced), end_token, counts.drafted if counts else 0,
+                   counts.accepted if counts else 0)
 
 
 def _finish(
@@ -346,6 +381,8 @@ def _finish(
         ttft_s=first - started_at,
         total_s=finished_at - started_at,
         peak_memory_bytes=int(mx.get_peak_memory()),
+        drafted_tokens=decoded.drafted,
+        accepted_tokens=decoded.accepted,
     )
     yield Finished(decoded.reason)
 

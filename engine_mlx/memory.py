@@ -16,6 +16,7 @@ from enum import Enum
 from . import platform
 from .checkpoint import ModelInfo
 from .errors import MemoryFitError
+from .mtp_head import MtpSource
 from .sizes import human_bytes
 
 GIB = 1024**3
@@ -147,15 +148,18 @@ def activation_bytes(info: ModelInfo, machine: MachineMemory | None = None) -> i
 
 
 def weight_bytes(info: ModelInfo, machine: MachineMemory | None = None) -> int:
-    """The weights in memory: as stored, but half floats as float32 on a CPU-backend ``machine``."""
+    """The weights in memory: as stored, but half floats as float32 on a CPU-backend ``machine``; with
+    the MTP head of an mtp/ folder (an embedded head's tensors are in ``info.weight_bytes`` already)."""
     cast = info.half_float_bytes if machine is not None and machine.cpu_backend else 0
-    return info.weight_bytes + cast
+    head = info.mtp.weight_bytes if info.mtp and info.mtp.source is not MtpSource.EMBEDDED else 0
+    return info.weight_bytes + cast + head
 
 
 def kv_bytes_per_token(info: ModelInfo, machine: MachineMemory | None = None) -> int:
-    """K and V for every full-attention layer; linear-attention layers keep no per-token cache."""
+    """K and V for every full-attention layer (the MTP head's layers included: they are full
+    attention); linear-attention layers keep no per-token cache."""
     per_layer = info.num_key_value_heads * info.head_dim * activation_bytes(info, machine)
-    return 2 * info.num_full_attention_layers * per_layer
+    return 2 * (info.num_full_attention_layers + (info.mtp.layers if info.mtp else 0)) * per_layer
 
 
 def linear_state_bytes(info: ModelInfo, machine: MachineMemory | None = None) -> int:

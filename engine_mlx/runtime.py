@@ -29,9 +29,11 @@ from engine_mlx.cancel import CancelToken
 from engine_mlx.checkpoint import ModelInfo
 from engine_mlx.detokenize import Detokenizer, TextStream
 from engine_mlx.errors import CheckpointError, EngineError
+from engine_mlx.mtp_head import MtpHead, MtpMode
 from engine_mlx.prompt import LoadedMedia
 from engine_mlx.prompt_size import max_token_bytes
 from engine_mlx.runtime_imports import ensure_runtime_imported
+from engine_mlx.speculative import Speculation
 
 
 @dataclass
@@ -130,6 +132,7 @@ class LoadedModel:
         self.processor = processor
         self.is_vision = is_vision
         self.tokenizer = processor.tokenizer if is_vision else processor
+        self.speculation: Speculation | None = None  # the MTP head, when one is used (use_head)
         self.eos_ids = self._eos_ids()
         self.max_token_bytes = max_token_bytes(self.tokenizer)  # for prompt_size's floor
         try:
@@ -179,6 +182,16 @@ class LoadedModel:
                 info.path, f"could not be loaded ({type(e).__name__}: {e}); the files may be damaged"
             ) from e
         return cls(info, model, processor, is_vision=info.is_vision)
+
+    def use_head(self, head: MtpHead | None, mode: MtpMode) -> None:
+        """Decode speculatively with ``head`` (None or mode off: plain decoding)."""
+        from engine_mlx.speculative import load_drafter
+
+        self.speculation = None
+        if head is None or mode is MtpMode.OFF:
+            return
+        drafter = load_drafter(self.model, head, float32=platform.cpu_backend())
+        self.speculation = Speculation(self.model, self.is_vision, drafter, mode, head)
 
     def _eos_ids(self) -> set[int]:
         ids: set[int] = set()

@@ -68,6 +68,15 @@ FIGURES: dict[str, list[tuple[str, int]]] = {
         (rf"^\s+reply\s+{NUMBER} tokens: mlx-lm processor\s+{NUMBER} us, seen vector\s+{NUMBER} us "
          rf"\(ratio {NUMBER}x\)$", 2),
     ],
+    "mtp.py": [
+        (rf"^(?:text-only|vision) tiny model: built and head trained in {NUMBER} s$", 2),
+        (rf"^  engine, (?:text-only|vision), (?:trained|random) head: plain {NUMBER} tok/s, on {NUMBER} tok/s "
+         rf"\(ratio {NUMBER}x\), auto {NUMBER} tok/s \(ratio {NUMBER}x\), acceptance {NUMBER}%, {NUMBER} tokens "
+         r"per round$", 4),
+        (rf"^  raw mlx-vlm, vision, trained head: plain {NUMBER} tok/s, drafter {NUMBER} tok/s \(ratio "
+         rf"{NUMBER}x\), acceptance {NUMBER}%$", 1),
+        (rf"^397B on an M3 Ultra \(paper estimate\): acceptance {NUMBER}%, k {NUMBER}: {NUMBER}x$", 3),
+    ],
     "search_stall.py": [
         (rf"^history: {NUMBER} messages in {NUMBER} s$", 1),
         (rf"before:\s+{NUMBER} ms \({NUMBER} hits\) \| now: call\s+{NUMBER} ms, worst stall\s+{NUMBER} ms, "

@@ -22,6 +22,7 @@ from engine_mlx.memory import (
     kv_bytes_per_token,
     linear_state_bytes,
     machine_memory,
+    weight_bytes,
 )
 from engine_mlx.sizes import human_bytes
 
@@ -431,3 +432,16 @@ def test_platform_is_inert_off_mac() -> None:
     assert platform.sysctl_int("iogpu.wired_limit_mb") is None
     assert platform.set_wired_limit(GIB) is None
     platform.restore_wired_limit(GIB)  # nothing to restore, and no error
+
+
+def test_the_mtp_heads_weights_and_cache_count() -> None:
+    """A head in an mtp/ folder adds its weights; its attention layer adds to the cache per token. An
+    embedded head's tensors are already in the checkpoint's weight bytes."""
+    from engine_mlx.mtp_head import MtpHead, MtpSource
+
+    folder = replace(TINY, mtp=MtpHead(MtpSource.FOLDER, Path("/models/tiny/mtp"), 1, 300 * MIB))
+    embedded = replace(TINY, mtp=MtpHead(MtpSource.EMBEDDED, TINY.path, 1, 300 * MIB))
+    assert weight_bytes(folder) == weight_bytes(TINY) + 300 * MIB
+    assert weight_bytes(embedded) == weight_bytes(TINY)
+    assert kv_bytes_per_token(folder) == kv_bytes_per_token(TINY) * 3 // 2  # 2 layers + the head's 1
+    assert estimate_fit(folder, 4096).weights_bytes > estimate_fit(TINY, 4096).weights_bytes

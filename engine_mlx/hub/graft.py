@@ -42,15 +42,12 @@ from engine_mlx.hub.remote import (
     repo_files,
     weight_files,
 )
+from engine_mlx.mtp_head import MTP_FOLDER, MTP_PREFIX
 from engine_mlx.safetensors_header import encode_header
 from engine_mlx.sizes import human_bytes
 
 VISION_PREFIX = "model.visual."
-MTP_PREFIX = "mtp."
 VISION_SHARD = "model-vision.safetensors"
-MTP_FOLDER = (
-    "mtp"  # the drafter, as mlx_vlm.convert --mtp writes it (there beside the model as <out>-mtp)
-)
 PROCESSOR_FILES = ("preprocessor_config.json", "video_preprocessor_config.json")
 FAMILIES = {"qwen3_5", "qwen3_5_moe"}
 # Text dimensions that must be equal for the vision tower's output to mean the same to the model.

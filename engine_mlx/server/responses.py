@@ -134,5 +134,10 @@ def usage(stats: Stats | None) -> dict[str, Any]:
         "completion_tokens": stats.generated_tokens,
         "total_tokens": stats.prompt_tokens + stats.generated_tokens,
         "prompt_tokens_details": {"cached_tokens": stats.reused_tokens},
-        "completion_tokens_details": {"reasoning_tokens": stats.thinking_tokens},
+        "completion_tokens_details": {
+            "reasoning_tokens": stats.thinking_tokens,
+            # OpenAI's names for predicted-output tokens; here the MTP head's drafts kept and refused.
+            "accepted_prediction_tokens": stats.accepted_tokens,
+            "rejected_prediction_tokens": stats.drafted_tokens - stats.accepted_tokens,
+        },
     }

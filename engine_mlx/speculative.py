@@ -1,0 +1,341 @@
+"""Speculative decoding with the model's MTP head: draft k tokens, verify them in one forward, keep
+the prefix the model agrees with.
+
+The drafter is mlx-vlm's Qwen3.5 MTP drafter (``qwen3_5_mtp``): it shares the model's embeddings
+and output head, and drafts from the model's last hidden state. Each round feeds ``[b, d1..dk]``
+(``b``: the token the model picked last, not yet in the cache; ``d``: the drafts) through the model
+at once; the model's own pick after each position is sampled exactly as plain decoding samples it
+(the same logits processors, the same sampler), and the drafts are kept while they equal it. So
+greedy output is the plain output, and with sampling every token is still drawn from the model's own
+distribution (a draft is kept exactly when the model's sample equals it: the rule that keeps the
+target distribution for a deterministic drafter). The cache is rewound to the round's start and the
+kept tokens re-run when a draft is refused (recurrent state cannot be trimmed).
+
+Every mlx-vlm member used here is named in tests/test_speculative.py's contract test.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import mlx.core as mx
+
+from engine_mlx.mtp_head import MtpHead, MtpMode, MtpSource
+from engine_mlx.runtime_imports import ensure_runtime_imported
+
+MAX_DRAFTS = 4  # tokens drafted per round at most
+# auto: drafting is off for this many plain tokens after it did not pay, then probed again; each
+# probe that does not pay doubles the pause (up to MAX_PAUSE_TOKENS).
+PAUSE_TOKENS = 64
+MAX_PAUSE_TOKENS = 4096
+# auto: plain decoding tokens timed before the first round, and rounds timed before judging.
+PLAIN_WARMUP = 3
+ROUND_WARMUP = 3
+FLOOR = 0.95  # auto never runs slower than this fraction of plain decoding (as measured)
+
+
+def load_drafter(model: Any, head: MtpHead, *, float32: bool = False) -> Any:
+    """mlx-vlm's drafter for ``head``, bound to the loaded ``model`` (its embeddings and head)."""
+    ensure_runtime_imported()
+    from mlx_vlm.speculative.drafters import load_drafter as vlm_load_drafter
+
+    drafter: Any
+    drafter, kind = vlm_load_drafter(str(head.path), kind="mtp" if head.source is not MtpSource.EMBEDDED else None)
+    if kind != "mtp":
+        raise ValueError(f"{head.path} holds a {kind} drafter, not an MTP head")
+    if float32:
+        from mlx.utils import tree_map
+
+        drafter.update(tree_map(
+            lambda p: p.astype(mx.float32) if p.dtype in (mx.bfloat16, mx.float16) else p, drafter.parameters()))
+    mx.eval(drafter.parameters())
+    drafter.bind(model)
+    return drafter
+
+
+class TargetForward:
+    """The model run over a few tokens, giving its last hidden states and logits: what the drafter
+    drafts from and what the picks are sampled from. mlx-lm's text models and mlx-vlm's language
+    models both end in a final norm and an output head over the same hidden state."""
+
+    def __init__(self, model: Any, is_vision: bool):
+        self.is_vision = is_vision
+        self.lm = model.language_model
+
+    def __call__(self, ids: mx.array, index: int, rope_delta: int, cache: list[Any]) -> tuple[mx.array, mx.array]:
+        """(hidden (1, L, H), logits (1, L, V)) for tokens ``ids`` (shape (L,)) at positions from ``index``."""
+        tokens = ids.reshape(1, -1)
+        if self.is_vision:
+            n = tokens.shape[1]
+            pos = (mx.arange(index, index + n, dtype=mx.int32) + rope_delta)
+            pos = mx.broadcast_to(pos[None, None], (3, 1, n))
+            out = self.lm(tokens, cache=cache, position_ids=pos, return_hidden=True)
+            return out.hidden_states[-1], out.logits
+        hidden = self.lm.model(tokens, cache)
+        if self.lm.args.tie_word_embeddings:
+            return hidden, self.lm.model.embed_tokens.as_linear(hidden)
+        return hidden, self.lm.lm_head(hidden)
+
+
+def _lists_copied(value: Any) -> Any:
+    """``value`` with its (nested) lists and tuples copied: a recurrent cache's state holds a list the
+    layers assign new arrays into (the arrays themselves are never written in place)."""
+    if isinstance(value, list | tuple):
+        return type(value)(_lists_copied(v) for v in value)
+    return value
+
+
+def _mark(cache: list[Any]) -> list[Any]:
+    """Where each cache entry is now: its length (attention) or its state (recurrent)."""
+    return [entry.offset if entry.is_trimmable() else _lists_copied(entry.state) for entry in cache]
+
+
+def _rewind(cache: list[Any], mark: list[Any]) -> None:
+    for entry, where in zip(cache, mark, strict=True):
+        if entry.is_trimmable():
+            entry.trim(entry.offset - where)
+        else:
+            entry.state = _lists_copied(where)
+
+
+@dataclass
+class Counts:
+    """Drafts of a turn: how many were proposed and how many the model kept."""
+
+    drafted: int = 0
+    accepted: int = 0
+    rounds: int = 0
+
+
+@dataclass
+class Pace:
+    """auto's measurements, kept across turns (one per loaded head): seconds per token decoded plainly
+    and by rounds (a round from its start to whatever follows it), the acceptance, the pause."""
+
+    plain_s: float | None = None
+    round_s: float | None = None
+    acceptance: float = 0.75
+    k: int = 2  # drafts per round, 1..MAX_DRAFTS, from the acceptance
+    plain_tokens: int = 0  # timed since the last judgement
+    round_count: int = 0  # timed since the last judgement
+    pause_left: int = 0  # plain tokens to decode before drafting again
+    pause: int = PAUSE_TOKENS  # the next pause's length
+
+    @staticmethod
+    def ema(old: float | None, new: float, weight: float = 0.3) -> float:
+        return new if old is None else old + weight * (new - old)
+
+
+# (tokens before this position, logits (1, V)) -> (the pick, lazy (1,), its measure or None)
+SampleAt = Callable[[mx.array, mx.array], tuple[mx.array, Any]]
+
+
+@dataclass
+class Round:
+    """One verified round: the tokens it writes (``b`` and the kept drafts), their measures, the
+    model's next pick and the logits after each written token."""
+
+    tokens: list[int]
+    measures: list[Any]
+    next_token: mx.array
+    next_measure: Any
+    logits: mx.array  # (1, k+1, V)
+    hidden: mx.array  # (1, k+1, H)
+    mark: list[Any]
+    fed: mx.array  # the verify input (k+1,)
+    index: int  # where the round started
+    kept: int = field(default=0)  # tokens of ``fed`` the cache holds now
+
+
+class Speculator:
+    """A turn's speculative decoding: plain steps that keep the hidden state, and rounds."""
+
+    def __init__(self, model: Any, is_vision: bool, drafter: Any, mode: MtpMode, rope_delta: int,
+                 cache: list[Any], pace: Pace):
+        self.model = model
+        self.forward = TargetForward(model, is_vision)
+        self.drafter = drafter
+        self.mode = mode
+        self.rope_delta = rope_delta
+        self.cache = cache
+        self.counts = Counts()
+        self.hidden: mx.array | None = None  # the hidden state that picked the next token
+        self._stale = True  # the drafter's cache does not follow the model's
+        self._pace = pace
+        self._plain_at: float | None = None
+        self._open_round: tuple[float, int] | None = None  # (its start, tokens it wrote)
+
+    # ------------------------------------------------------------------ plain steps
+
+    def step(self, token: mx.array, index: int) -> mx.array:
+        """A plain decode step (as LoadedModel.step), keeping the hidden state for the next round."""
+        now = time.perf_counter()
+        self._close_round(now)
+        hidden, logits = self.forward(token, index, self.rope_delta, self.cache)
+        self.hidden = hidden[:, -1:, :]
+        self._stale = True
+        pace = self._pace
+        if self._plain_at is not None:
+            pace.plain_s = Pace.ema(pace.plain_s, now - self._plain_at)
+            pace.plain_tokens += 1
+        pace.pause_left = max(0, pace.pause_left - 1)
+        self._plain_at = now
+        return logits[:, -1, :]
+
+    def wants_round(self, generated: int, left: int, safe: bool) -> bool:
+        """Whether the next token should come from a round (else a plain step)."""
+        if self.mode is MtpMode.OFF or not safe or left < 2 or self.hidden is None:
+            return False
+        if self.mode is MtpMode.ON:
+            return True
+        pace = self._pace
+        return pace.pause_left == 0 and pace.plain_tokens >= PLAIN_WARMUP
+
+    # ------------------------------------------------------------------ rounds
+
+    def run_round(self, b: mx.array, b_measure: Any, index: int, reply: mx.array, left: int,
+                  sample_at: SampleAt, draft_pick: Callable[[mx.array], Callable[[mx.array], mx.array]] | None,
+                  ) -> Round:
+        """Draft ``k`` tokens after ``b`` (at ``index``), verify them, and keep the agreeing prefix
+        in the cache. ``reply``: this turn's tokens before ``b``; ``left``: tokens the turn may
+        still write (``b`` included)."""
+        started = time.perf_counter()
+        self._close_round(started)
+        drafter = self.drafter
+        k = max(1, min(self._pace.k, left - 1))
+        b_id = int(b.item())  # type: ignore[arg-type]
+        prefix = mx.concatenate([reply, mx.array([b_id], dtype=mx.int32)])
+        if self._stale:
+            drafter.reset(self.model)
+            self._stale = False
+        drafter.set_shared_kv({}, index, position=max(index - 1, 0), kv_valid_len=index)
+        picker = draft_pick(prefix) if draft_pick is not None else None
+        greedy = picker is None
+        drafts = drafter.draft_block(b_id, self.hidden, None, k + 1, picker, mx.int32, greedy=greedy)
+        drafts = drafts.reshape(-1)[:k].astype(mx.int32)
+        mark = _mark(self.cache)
+        fed = mx.concatenate([mx.array([b_id], dtype=mx.int32), drafts])
+        hidden, logits = self.forward(fed, index, self.rope_delta, self.cache)
+        draft_ids = drafts.tolist()
+        tokens, measures = [b_id], [b_measure]
+        accepted = 0
+        tokens_before = prefix
+        while True:
+            pick, measure = sample_at(tokens_before, logits[:, accepted, :])
+            pick_id = int(pick.item())  # type: ignore[arg-type]
+            if accepted < k and pick_id == draft_ids[accepted]:
+                tokens.append(pick_id)
+                measures.append(measure)
+                accepted += 1
+                tokens_before = mx.concatenate([tokens_before, pick.reshape(-1).astype(mx.int32)])
+                continue
+            break
+        rnd = Round(tokens, measures, pick, measure, logits, hidden, mark, fed, index, kept=k + 1)
+        self._keep(rnd, accepted + 1)
+        self.hidden = hidden[:, accepted : accepted + 1, :]
+        next_picker = draft_pick(mx.concatenate([tokens_before, pick.reshape(-1).astype(mx.int32)])) \
+            if draft_pick is not None else None
+        drafter.accept_verified_tokens(hidden, drafts[None], accepted, [*draft_ids[:accepted], pick_id],
+                                       next_picker, mx.int32, greedy=greedy)
+        self.counts.drafted += k
+        self.counts.accepted += accepted
+        self.counts.rounds += 1
+        self._adapt(k, accepted)
+        self._open_round = (started, len(tokens))
+        self._plain_at = None
+        return rnd
+
+    def settle(self, rnd: Round, written: int) -> tuple[int, mx.array]:
+        """Keep only the first ``written`` tokens of ``rnd`` in the cache (a turn that stops inside a
+        round); returns (the index after them, the logits for the next token)."""
+        self._keep(rnd, written)
+        if written < len(rnd.tokens):
+            self._stale = True
+            self.hidden = rnd.hidden[:, written - 1 : written, :]
+        return rnd.index + written, rnd.logits[:, written - 1, :]
+
+    def _keep(self, rnd: Round, n: int) -> None:
+        if n == rnd.kept:
+            return
+        _rewind(self.cache, rnd.mark)
+        self.forward(rnd.fed[:n], rnd.index, self.rope_delta, self.cache)
+        mx.eval([c.state for c in self.cache])
+        rnd.kept = n
+
+    # ------------------------------------------------------------------ auto
+
+    def _adapt(self, k: int, accepted: int) -> None:
+        """k from the acceptance: more drafts while nearly all are kept, fewer when most are not."""
+        pace = self._pace
+        pace.acceptance = Pace.ema(pace.acceptance, accepted / k)
+        if pace.acceptance > 0.8:
+            pace.k = min(MAX_DRAFTS, pace.k + 1)
+        elif pace.acceptance < 0.5:
+            pace.k = max(1, pace.k - 1)
+
+    def _close_round(self, now: float) -> None:
+        """Time the last round (up to ``now``) and, in auto, judge whether drafting pays."""
+        if self._open_round is None:
+            return
+        started, written = self._open_round
+        self._open_round = None
+        pace = self._pace
+        pace.round_s = Pace.ema(pace.round_s, (now - started) / written)
+        pace.round_count += 1
+        if self.mode is not MtpMode.AUTO or pace.round_count < ROUND_WARMUP or pace.plain_s is None:
+            return
+        if pace.round_s > pace.plain_s / FLOOR:  # drafting does not pay: plain for a while, then probe
+            pace.pause_left, pace.pause = pace.pause, min(MAX_PAUSE_TOKENS, pace.pause * 2)
+            pace.round_s, pace.plain_tokens = None, 0
+        else:
+            pace.pause = PAUSE_TOKENS
+        pace.round_count = 0
+
+
+def speculation_safe(processors: Sequence[Any]) -> bool:
+    """Whether every logits processor depends only on the tokens it is given (so it may be asked
+    about drafts the model then refuses): those that say so with ``speculation_safe``."""
+    return all(getattr(p, "speculation_safe", False) for p in processors)
+
+
+def draft_picker(processors: Sequence[Any]) -> Callable[[mx.array], Callable[[mx.array], mx.array]]:
+    """For drafts after ``tokens``: a picker that applies ``processors`` as the model's picks get them
+    (so drafts match what the model will pick) and takes the most likely token."""
+
+    def for_prefix(tokens: mx.array) -> Callable[[mx.array], mx.array]:
+        picked: list[mx.array] = []
+
+        def pick(logits: mx.array) -> mx.array:
+            scored = logits.reshape(1, -1)
+            scored = scored - mx.logsumexp(scored, axis=-1, keepdims=True)
+            before = mx.concatenate([tokens, *picked]) if picked else tokens
+            for processor in processors:
+                scored = processor(before, scored)
+            token = mx.argmax(scored, axis=-1).astype(mx.int32)
+            picked.append(token)
+            return token.reshape(1, 1)
+
+        return pick
+
+    return for_prefix
+
+
+class Speculation:
+    """A loaded drafter and the mode to use it in: starts a :class:`Speculator` for each turn."""
+
+    def __init__(self, model: Any, is_vision: bool, drafter: Any, mode: MtpMode, head: MtpHead):
+        self.model = model
+        self.is_vision = is_vision
+        self.drafter = drafter
+        self.mode = mode
+        self.head = head
+        self.pace = Pace()  # what auto has measured, over all turns
+        self.last: Speculator | None = None  # the latest turn's (its counts, for benchmarks)
+
+    def start(self, inputs: Any, cache: list[Any]) -> Speculator:
+        self.last = Speculator(self.model, self.is_vision, self.drafter, self.mode, inputs.rope_delta, cache,
+                               self.pace)
+        return self.last
