@@ -189,11 +189,16 @@ def _model_object(model: str) -> dict[str, Any]:
     return {"id": model, "object": "model", "created": 0, "owned_by": "qwendesk"}
 
 
-async def chat_completions(request: Request) -> Response:
+def begin(request: Request) -> tuple[ServerContext, RequestRecord, float]:
+    """A generation request's server context, its log record (200 until it fails) and its start."""
     context: ServerContext = request.app.state.context
     arrived, started = time.time(), time.perf_counter()
     headers = {k.lower(): v for k, v in request.headers.items()}
-    rec = RequestRecord(arrived, _client(request.scope, headers), request.url.path, 200)
+    return context, RequestRecord(arrived, _client(request.scope, headers), request.url.path, 200), started
+
+
+async def chat_completions(request: Request) -> Response:
+    context, rec, started = begin(request)
     try:
         return await _chat(request, context, rec, started)
     except ApiError as err:

@@ -18,14 +18,12 @@ from starlette.responses import JSONResponse, Response
 from engine_mlx.events import FinishReason
 from engine_mlx.jobs import StreamEnd
 from engine_mlx.server.app import (
-    RequestRecord,
-    ServerContext,
-    _client,
     _EventStream,
     _log,
     _Run,
     _sse,
     admit,
+    begin,
     check_model,
     collect,
 )
@@ -85,10 +83,7 @@ def parse_completion_request(body: dict[str, Any], config: ServerConfig) -> Comp
 
 
 async def completions(request: Request) -> Response:
-    context: ServerContext = request.app.state.context
-    arrived, started = time.time(), time.perf_counter()
-    headers = {k.lower(): v for k, v in request.headers.items()}
-    rec = RequestRecord(arrived, _client(request.scope, headers), request.url.path, 200)
+    context, rec, started = begin(request)
     try:
         body, model = await admit(request, context)
         req = parse_completion_request(body, context.config)
