@@ -48,7 +48,7 @@ from .views.sidebar import ROLE_ID, ROLE_MATCH, ROLE_MESSAGE, Sidebar
 from .views.status_bar import StatusBar
 from .views.transcript import TranscriptView
 from .views.video_pane import VideoPane
-from .workers import EngineClient
+from .workers import EngineClient, LoadFailure
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class MainWindow(QMainWindow):
         self.models = ModelsController(self.store, self.engine, paths, self)
         self.attachments = AttachmentsController(self.store, paths.data / "pasted", self)
         self.attachments.remove_leftover_scratch()
-        self.local_api = LocalApiController(self.engine.worker.shared, self.store, self)
+        self.local_api = LocalApiController(self.engine.shared, self.store, self)
         self.local_api.failed.connect(self.show_error)
         self.downloads = DownloadsController(parent=self)
         self.downloads.modelAdded.connect(lambda folder: self.models.add_folder(Path(folder)))
@@ -317,7 +317,7 @@ class MainWindow(QMainWindow):
     def _on_opened(self, cid: str, messages: list) -> None:
         summary = self.store.conversation(cid) if cid else None
         self.title_label.setText(summary.title if summary else "New chat")
-        self.transcript.token_limit = self.chat.settings().max_tokens
+        self.transcript.token_limit = self.chat.settings().generation.max_tokens
         self.transcript.set_messages(messages)
         self.transcript.set_streaming(self.chat.busy)
         # The status bar shows this chat's figures, never the previous chat's.
@@ -333,7 +333,7 @@ class MainWindow(QMainWindow):
 
     def _on_message(self, message) -> None:
         if message.conversation_id == self.chat.current_id:
-            self.transcript.token_limit = self.chat.settings().max_tokens
+            self.transcript.token_limit = self.chat.settings().generation.max_tokens
             self.transcript.append(message)
             self.transcript.set_streaming(self.chat.busy or message.state is MessageState.STREAMING)
         summary = self.store.conversation(message.conversation_id)
@@ -602,14 +602,15 @@ class MainWindow(QMainWindow):
         self.banner.clear_sticky()
         self._update_page()
 
-    def _on_load_failed(self, message: str, kind: str) -> None:
+    def _on_load_failed(self, message: str, kind: LoadFailure) -> None:
         self._loading = False
         self.load_progress.hide()
         info = self.models.loaded_info
         self.status_model.setText(f"{info.name}" if info else "No model loaded")
         self.model_button.setText(info.name if info else "No model")
         self.first_run.status.setText("")
-        prefix = {"memory": "This model does not fit in memory. ", "checkpoint": "This model cannot be used. "}
+        prefix = {LoadFailure.MEMORY: "This model does not fit in memory. ",
+                  LoadFailure.CHECKPOINT: "This model cannot be used. "}
         self.show_error(prefix.get(kind, "") + message, "Choose model…", self.open_model_picker)
         self._update_page()
 

@@ -222,7 +222,7 @@ def test_the_status_bar_drops_the_previous_models_figures(window, qt_wait, tiny_
     window.models.load(tiny_text_model_dir)
     qt_wait(lambda: window.models.loaded_info is not None and not window.models.loaded_info.is_vision, 120)
     assert window.status_speed.text() == "" and window.status_context.text() == ""
-    window.status_bar.show_stats(StoredStats(generated_tokens=3, decode_tps=9.0), 4096)
+    window.status_bar.show_stats(StoredStats.from_dict(dict(generated_tokens=3, decode_tps=9.0)), 4096)
     menu_action(window, "&Model", "Unload model").trigger()
     qt_wait(lambda: window.models.loaded_info is None, 60)
     assert window.status_speed.text() == "" and window.status_context.text() == ""

@@ -9,6 +9,7 @@ import shutil
 import time
 from pathlib import Path
 
+from conftest import record_generate
 from PySide6.QtCore import QMimeData, Qt, QTimer
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtTest import QTest
@@ -23,10 +24,7 @@ from app.window import MainWindow
 
 def engine_requests(window: MainWindow) -> list:
     """Every (conversation, GenerationSettings) the engine thread is asked to generate."""
-    seen: list = []
-    window.engine._requestGenerate.connect(lambda _rid, conversation, settings: seen.append((conversation,
-                                                                                             settings)))
-    return seen
+    return record_generate(window)
 
 
 def type_and_send(window: MainWindow, text: str) -> None:
