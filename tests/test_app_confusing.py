@@ -197,7 +197,7 @@ def test_export_names_the_file_without_a_double_dot_and_says_what_was_sent(make_
 
     monkeypatch.setattr(QFileDialog, "getSaveFileName", staticmethod(save_dialog))
     monkeypatch.setattr("app.window.QMessageBox.question", staticmethod(lambda *a, **k: 0))
-    window.export_dialog(cid)
+    window.chat_list_actions.export_one(cid)
     assert Path(offered[0]).name == "Read this.md"
     text = (tmp_path / "out" / "Read this.md").read_text()
     assert "[doc.pdf](Read this_files/doc.pdf) (pages 2–3 of 4)" in text

@@ -284,14 +284,14 @@ def test_export_markdown_with_thinking_and_attachments(window, qt_wait, tmp_path
     qt_wait(lambda: len(window.attachments.items) == 1)
     send(window, qt_wait, "Describe the chart", thinking=ThinkingMode.BUDGET, thinking_budget=6)
     user, answer = stored(window)
-    out = window.export(window.chat.current_id, tmp_path / "out" / "chat.md", include_thinking=True)
+    out = window.chat_list_actions.export_file(window.chat.current_id, tmp_path / "out" / "chat.md", include_thinking=True)
     text = out.read_text()
     assert text.startswith("# Describe the chart")
     assert "![chart.png](chat_files/chart.png)" in text
     assert (tmp_path / "out" / "chat_files" / "chart.png").read_bytes() == image.read_bytes()
     assert "<summary>Thinking</summary>" in text and answer.thinking.strip() in text
     assert answer.text.strip() in text
-    plain = window.export(window.chat.current_id, tmp_path / "plain.md", include_thinking=False).read_text()
+    plain = window.chat_list_actions.export_file(window.chat.current_id, tmp_path / "plain.md", include_thinking=False).read_text()
     assert "Thinking" not in plain
 
 
