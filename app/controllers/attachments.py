@@ -124,8 +124,8 @@ def earlier_media_refusal(model_name: str = "") -> str:
 
 
 class AttachmentsController(QObject):
-    added = Signal(object)  # Pending
-    changed = Signal(object)  # Pending
+    added = Signal(Pending)
+    changed = Signal(Pending)
     removed = Signal(int)  # key
     cleared = Signal()
     errorOccurred = Signal(str)

@@ -55,7 +55,7 @@ class _Exact:
 
 
 class ContextMeterController(QObject):
-    readingChanged = Signal(object)  # MeterReading
+    readingChanged = Signal(MeterReading)
     turnsDropped = Signal(int)  # how many turns left the prompt
     errorOccurred = Signal(str)
 

@@ -54,7 +54,7 @@ class Transfer:
 
 class DownloadsController(QObject):
     catalogChanged = Signal(list)  # list[engine_mlx.hub.catalog.CatalogEntry]
-    transferChanged = Signal(object)  # Transfer
+    transferChanged = Signal(Transfer)
     modelAdded = Signal(str)  # a new model folder (a download's snapshot, a grafted folder)
     errorOccurred = Signal(str)
 
