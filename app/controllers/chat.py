@@ -504,8 +504,7 @@ class ChatController(QObject):
         """Answer the chat's last message; a new version of the answer ``replacing`` when given."""
         cid = self.current_id
         settings = self.store.settings(cid)
-        # Every turn dropped from the prompt, then Regenerate: the question being answered is still sent.
-        history = self.sent_messages(cid) or self.store.messages(cid)[-1:]
+        history = self.sent_messages(cid)
         try:
             if replacing is not None and not (replacing.text.strip() or replacing.thinking.strip()):
                 # an empty answer (a failure) is not worth keeping as a version
@@ -522,6 +521,8 @@ class ChatController(QObject):
         except StoreError as error:
             self.errorOccurred.emit(str(error))
             return
+        if not history:  # every turn dropped from the prompt, then Regenerate: the question is still sent
+            history = [m for m in self.store.messages(cid) if m.role == "user"][-1:]
         conversation = build_conversation(cid, settings, history)
         request = self.engine.generate(conversation, generation_settings(settings))
         self._begin(_Stream(request, cid, placeholder.id), placeholder)
