@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar, runtime_checkable
 
+import shiboken6
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 
 log = logging.getLogger(__name__)
@@ -41,9 +42,9 @@ def default_failure(parent: QObject | None, label: str, error: Exception) -> Non
     message = str(error) if isinstance(error, (EngineError, StoreError)) else f"{label} failed: {error}"
     log.warning("%s", message, exc_info=None if isinstance(error, (EngineError, StoreError)) else error)
     target = parent
-    while target is not None and not isinstance(target, ShowsErrors):
+    while target is not None and shiboken6.isValid(target) and not isinstance(target, ShowsErrors):
         target = target.parent()
-    if target is not None:
+    if target is not None and shiboken6.isValid(target):  # (a window closed meanwhile: the log has it)
         target.show_error(message)
 
 

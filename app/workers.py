@@ -16,7 +16,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, QTimer, Signal
 
 from engine_mlx.checkpoint import ModelInfo
 from engine_mlx.conversation import Conversation
@@ -142,8 +142,8 @@ class EngineClient(QObject):
         self._next_request += 1
         request = self._next_request
         token = self._token = CancelToken()
-        if self._closed:
-            self.finished.emit(request, FinishReason.CANCELLED, "")
+        if self._closed:  # after shutdown: it ends at once, but after the caller has taken its id
+            QTimer.singleShot(0, self, lambda: self.finished.emit(request, FinishReason.CANCELLED, ""))
             return request
         engine = self._get_engine()
         self._jobs.submit_stream(lambda: engine.generate(conversation, settings, cancel=token),

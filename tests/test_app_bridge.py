@@ -84,3 +84,17 @@ def test_a_handled_failure_goes_to_its_handler_and_a_result_to_success(make_wind
     qt_wait(lambda: results and failures, 30)
     assert results == [42] and progress == [(1, 2)] and isinstance(failures[0], ZeroDivisionError)
     assert not window.error_banner.isVisible()
+
+
+def test_an_answer_asked_for_after_shutdown_ends_as_cancelled_once_the_caller_has_its_id(qapp, qt_wait, tmp_path):
+    from engine_mlx.conversation import Conversation, Message, Role
+    from engine_mlx.settings import GenerationSettings
+
+    client = EngineClient(tmp_path / "state")
+    client.shutdown()
+    got: list = []
+    client.finished.connect(lambda request, reason, _error: got.append((request, reason)))
+    request = client.generate(Conversation((Message(Role.USER, "Hi"),)), GenerationSettings())
+    assert got == [] and not client.running
+    qt_wait(lambda: got, 10)
+    assert got == [(request, FinishReason.CANCELLED)]
