@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import logging
 import threading
+from collections.abc import Callable, Iterable
 from concurrent.futures import TimeoutError as FutureTimeout
 from enum import Enum
 from pathlib import Path
@@ -22,6 +23,7 @@ from engine_mlx.checkpoint import ModelInfo
 from engine_mlx.conversation import Conversation
 from engine_mlx.events import AnswerDelta, Finished, FinishReason, Progress, Stats, ThinkingDelta
 from engine_mlx.settings import GenerationSettings
+from engine_mlx.tools.loop import LoopEvent, StepLimitReached, ToolCallFinished, ToolCallProposed
 
 if TYPE_CHECKING:
     from engine_mlx.cancel import CancelToken
@@ -52,6 +54,10 @@ class EngineClient(QObject):
     answerDelta = Signal(int, str)
     stats = Signal(int, Stats)
     finished = Signal(int, FinishReason, str)  # request id, reason, error ("" when none); always last
+    # A turn through the tool loop (``run_turn``) also reports its calls.
+    toolCallProposed = Signal(int, ToolCallProposed)  # the user is asked (the loop waits for the answer)
+    toolCallFinished = Signal(int, ToolCallFinished)
+    stepLimitReached = Signal(int, int)  # request id, steps
     tokensCounted = Signal(int, int)  # request id, prompt tokens (only the newest request is answered)
 
     def __init__(self, state_dir: Path | None = None, parent: QObject | None = None):
@@ -137,6 +143,11 @@ class EngineClient(QObject):
     # --- generating ---------------------------------------------------------------------------------
     def generate(self, conversation: Conversation, settings: GenerationSettings) -> int:
         """Queue an answer; returns its request id, which every event signal of it carries."""
+        return self.run_turn(lambda engine, cancel: engine.generate(conversation, settings, cancel=cancel))
+
+    def run_turn(self, turn: Callable[[Engine, CancelToken], Iterable[LoopEvent]]) -> int:
+        """Queue ``turn(engine, cancel)`` (a plain answer, or a turn through the tool loop) and relay its
+        events; returns its request id."""
         from engine_mlx.cancel import CancelToken
 
         self._next_request += 1
@@ -146,8 +157,7 @@ class EngineClient(QObject):
             QTimer.singleShot(0, self, lambda: self.finished.emit(request, FinishReason.CANCELLED, ""))
             return request
         engine = self._get_engine()
-        self._jobs.submit_stream(lambda: engine.generate(conversation, settings, cancel=token),
-                                 _Relay(self, request).send, token)
+        self._jobs.submit_stream(lambda: turn(engine, token), _Relay(self, request).send, token)
         return request
 
     def cancel(self) -> None:
@@ -236,6 +246,12 @@ class _Relay:
             client.progress.emit(request, item.done, item.total)
         elif isinstance(item, Stats):
             client.stats.emit(request, item)
+        elif isinstance(item, ToolCallProposed):
+            client.toolCallProposed.emit(request, item)
+        elif isinstance(item, ToolCallFinished):
+            client.toolCallFinished.emit(request, item)
+        elif isinstance(item, StepLimitReached):
+            client.stepLimitReached.emit(request, item.steps)
         elif isinstance(item, Finished):
             self._finished = True
             client.finished.emit(request, item.reason, item.error or "")

@@ -98,3 +98,36 @@ def test_an_answer_asked_for_after_shutdown_ends_as_cancelled_once_the_caller_ha
     assert got == [] and not client.running
     qt_wait(lambda: got, 10)
     assert got == [(request, FinishReason.CANCELLED)]
+
+
+def test_a_tool_loop_turns_events_arrive_as_their_own_typed_signals_in_order(qapp, qt_wait, tmp_path):
+    """``run_turn`` relays what the tool loop yields besides the answer: each kind on its own signal,
+    in the order the loop yielded them (a scripted turn: this checks the relay, not the loop)."""
+    from engine_mlx.events import AnswerDelta, Finished
+    from engine_mlx.tools.loop import Outcome, StepLimitReached, ToolCallFinished, ToolCallProposed
+
+    proposed = ToolCallProposed(1, "c1", "files", "read", "Read a file", {"path": "a.txt"})
+    done = ToolCallFinished(1, "c1", "files", "read", {"path": "a.txt"}, Outcome.RAN, "hello")
+    threads: set = set()
+
+    def turn(_engine, _cancel):
+        threads.add(threading.current_thread().name)
+        yield from (proposed, done, AnswerDelta("It says hello."), StepLimitReached(10),
+                    Finished(FinishReason.STOP))
+
+    client = EngineClient(tmp_path / "state")
+    got: list = []
+    client.toolCallProposed.connect(lambda r, event: got.append(("proposed", r, event)))
+    client.toolCallFinished.connect(lambda r, event: got.append(("finished call", r, event)))
+    client.answerDelta.connect(lambda r, text: got.append(("answer", r, text)))
+    client.stepLimitReached.connect(lambda r, steps: got.append(("limit", r, steps)))
+    client.finished.connect(lambda r, reason, error: got.append(("end", r, reason)))
+    try:
+        request = client.run_turn(turn)
+        qt_wait(lambda: got and got[-1][0] == "end", 30)
+    finally:
+        client.shutdown()
+    assert threads == {"engine"}  # the turn ran on the engine thread
+    assert got == [("proposed", request, proposed), ("finished call", request, done),
+                   ("answer", request, "It says hello."), ("limit", request, 10),
+                   ("end", request, FinishReason.STOP)]
