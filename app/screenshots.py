@@ -17,6 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from engine_mlx.settings import GenerationSettings
+
 from .paths import app_paths
 from .store import ChatSettings, ThinkingMode
 
@@ -123,7 +125,7 @@ def shoot(out_dir: Path) -> list[Path]:
         _wait(lambda w=window: w.models.loaded_info is not None, 300)
         if scheme is theme.Scheme.LIGHT:
             window.chat.set_settings(ChatSettings(thinking=ThinkingMode.BUDGET, thinking_budget=40,
-                                                  max_tokens=120, seed=11))
+                                                  generation=GenerationSettings(max_tokens=120, seed=11)))
             window.attachments.add_paths([chart])
             _wait(lambda w=window: len(w.attachments.items) == 1, 60)
             for question in (QUESTION_1, QUESTION_2):
