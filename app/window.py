@@ -33,6 +33,7 @@ from .menus import Menus
 from .meter_wiring import install_context_meter
 from .paths import AppPaths
 from .store import AttachmentKind, MessageState, Store, StoreError, ThinkingMode
+from .tools_wiring import install_tools
 from .views.about import about_box
 from .views.answer import warm_up
 from .views.banner import Banner
@@ -103,6 +104,8 @@ class MainWindow(QMainWindow):
         self._connect()
         self._build_actions()
         self.context_meter = install_context_meter(self)
+        self.tools_wiring = install_tools(self)  # app/tools_wiring.py: MCP servers, consent cards, Settings ▸ Tools
+        self.tools = self.tools_wiring.tools
         self.chat_list_actions = ChatListActions(self)
         self._restore_layout()
         self.refresh_conversations()
@@ -659,6 +662,7 @@ class MainWindow(QMainWindow):
         self.chat.stop()
         self.video_pane.cancel()
         self.engine.shutdown()
+        self.tools.close()  # every tool server stops: no process outlives the app
         # Deliver the engine's last (queued) events so a stopped answer is saved as stopped.
         from PySide6.QtCore import QCoreApplication
 

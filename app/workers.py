@@ -110,6 +110,12 @@ class EngineWorker(QObject):
 
     @Slot(int, Conversation, GenerationSettings)
     def generate(self, request_id: int, conversation: Conversation, settings: GenerationSettings) -> None:
+        self.run_turn(request_id, lambda engine, token: engine.generate(conversation, settings, cancel=token))
+
+    @Slot(int, object)
+    def run_turn(self, request_id: int, turn: Callable[[Any, Any], Any]) -> None:
+        """Stream ``turn(engine, cancel)``'s events on the job thread (a plain turn, or a turn with tools
+        through the tool loop, whose tool events arrive as ``event``s too)."""
         from engine_mlx.cancel import CancelToken
         from engine_mlx.errors import EngineError
         from engine_mlx.events import Finished, FinishReason
@@ -119,7 +125,7 @@ class EngineWorker(QObject):
             self._token = token
         try:
             engine, jobs = self.shared()
-            for event in jobs.stream(lambda: engine.generate(conversation, settings, cancel=token), token):
+            for event in jobs.stream(lambda: turn(engine, token), token):
                 self.event.emit(request_id, event)
         except EngineError as error:
             self.generationFailed.emit(request_id, str(error))
@@ -175,6 +181,7 @@ class EngineClient(QObject):
     _requestLoad = Signal(str, object, bool)  # path, context tokens (a Python int), force
     _requestUnload = Signal()
     _requestGenerate = Signal(int, Conversation, GenerationSettings)
+    _requestTurn = Signal(int, object)  # request id, turn(engine, cancel) -> events
     _requestPersist = Signal(str)
     _requestForget = Signal(str)
     _requestCount = Signal(int, Conversation, GenerationSettings)
@@ -188,6 +195,7 @@ class EngineClient(QObject):
         self._requestLoad.connect(self.worker.load)
         self._requestUnload.connect(self.worker.unload)
         self._requestGenerate.connect(self.worker.generate)
+        self._requestTurn.connect(self.worker.run_turn)
         self._requestPersist.connect(self.worker.persist)
         self._requestForget.connect(self.worker.forget)
         self._requestCount.connect(self.worker.count_tokens)
@@ -203,6 +211,12 @@ class EngineClient(QObject):
     def generate(self, conversation: Conversation, settings: GenerationSettings) -> int:
         self._next_request += 1
         self._requestGenerate.emit(self._next_request, conversation, settings)
+        return self._next_request
+
+    def run_turn(self, turn: Callable[[Any, Any], Any]) -> int:
+        """Like ``generate``, for a turn the caller composes (the tool loop): ``turn(engine, cancel)``."""
+        self._next_request += 1
+        self._requestTurn.emit(self._next_request, turn)
         return self._next_request
 
     def cancel(self) -> None:

@@ -39,6 +39,7 @@ from ..store import (
 )
 from ..workers import run_task
 from .attachments import earlier_media_refusal, text_only_refusal
+from .tools import ToolTurn, calls_markdown, tool_steps
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ def build_conversation(cid: str, settings: ChatSettings, messages: list[StoredMe
         if m.role == "assistant":
             if not m.text.strip() or m.state is MessageState.ERROR:
                 continue
+            out.extend(tool_steps(m.tool_calls))  # the tools it called before answering
             out.append(Message(Role.ASSISTANT, m.text, thinking=m.thinking))
         else:
             out.append(Message(Role.USER, m.text, tuple(to_engine_attachment(a) for a in m.attachments)))
@@ -142,6 +144,7 @@ class _Stream:
     final: dict = field(default_factory=dict)  # state and error, once finished
     stats: StoredStats | None = None
     before: StoredStats | None = None  # a continued answer's figures so far
+    tool_turn: ToolTurn | None = None  # a turn through the tool loop
 
     @property
     def thinking_text(self) -> str:
@@ -178,6 +181,7 @@ class ChatController(QObject):
         self.current_id: str | None = None
         self.model_loaded = False
         self.model_is_vision: bool | None = None  # None: no model loaded
+        self.tools = None  # a ToolsController (app/controllers/tools.py): turns of chats with tools use it
         self._stream: _Stream | None = None
         self._search_serial = 0
         self._unsaved: list[_Stream] = []  # finished answers the disk refused; retried until saved
@@ -512,8 +516,13 @@ class ChatController(QObject):
             self.errorOccurred.emit(str(error))
             return
         conversation = build_conversation(cid, settings, history)
-        request = self.engine.generate(conversation, generation_settings(settings))
-        self._begin(_Stream(request, cid, placeholder.id), placeholder)
+        turn = self.tools.turn_for(cid, conversation, generation_settings(settings)) if self.tools else None
+        if turn is not None:
+            stream = _Stream(self.engine.run_turn(turn), cid, placeholder.id)
+            stream.tool_turn = ToolTurn(self.tools, placeholder.id)
+        else:
+            stream = _Stream(self.engine.generate(conversation, generation_settings(settings)), cid, placeholder.id)
+        self._begin(stream, placeholder)
 
     def _begin(self, stream: _Stream, message: StoredMessage) -> None:
         """``stream`` answers into ``message`` (shown streaming): saved on the timer until it finishes."""
@@ -527,6 +536,10 @@ class ChatController(QObject):
         stream = self._stream
         if stream is None or request_id != stream.request_id:
             return
+        for shown in stream.tool_turn.filter(event) if stream.tool_turn else [event]:
+            self._on_engine_event(stream, shown)
+
+    def _on_engine_event(self, stream: _Stream, event) -> None:
         mid = stream.message_id
         if isinstance(event, ThinkingDelta):
             if stream.thinking_started is None:
@@ -652,6 +665,7 @@ class ChatController(QObject):
                 if include_thinking and m.thinking.strip():
                     lines += ["<details><summary>Thinking</summary>", "", m.thinking.strip(), "",
                               "</details>", ""]
+                lines += calls_markdown(m.tool_calls, files_dir)
                 lines += [m.text.strip(), ""]
                 if m.state in (MessageState.INTERRUPTED, MessageState.STOPPED):
                     lines += [f"*({m.state.value})*", ""]

@@ -1,0 +1,173 @@
+"""Tools in the app (issue 17), operated through the real widgets: the consent card, the call blocks, the
+header's per-chat menu and Settings ▸ Tools. The tiny model cannot choose to call a tool, so the tools
+controller's test hook forces each loop step's reply (``GenerationSettings.forced``); the real engine,
+tokenizer, detokenizer, tool loop, MCP host and servers (tests/mcp_server.py, the built-in Files tool) run."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtTest import QTest
+
+from app.controllers.chat import build_conversation
+from engine_mlx.forcing import ForcedText
+from engine_mlx.prompt import render_text
+from engine_mlx.settings import GenerationSettings
+from engine_mlx.tools.config import ServerConfig
+from engine_mlx.tools.consent import Consent, load_consent
+from engine_mlx.tools.host import ServerState
+from engine_mlx.tools.loop import DENIED_TEXT
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_SERVER = ServerConfig("test", command=sys.executable, args=(str(ROOT / "tests" / "mcp_server.py"),),
+                           env={"PYTHONPATH": str(ROOT)})
+NOTES = "The quokka lives on Rottnest Island.\n"
+
+
+def call(tool: str, **params: str) -> str:
+    body = "".join(f"<parameter={k}>\n{v}\n</parameter>\n" for k, v in params.items())
+    return f"<tool_call>\n<function={tool}>\n{body}</function>\n</tool_call>"
+
+
+def forced(*replies: str):
+    """Step i of the loop writes replies[i] (the last repeats)."""
+    def step(i: int) -> GenerationSettings:
+        return GenerationSettings(thinking=False, max_tokens=300, temperature=0.0,
+                                  forced=ForcedText(replies[min(i, len(replies) - 1)]))
+    return step
+
+
+def ready(window, name: str) -> bool:
+    return any(s.name == name and s.state is ServerState.READY for s in window.tools.status())
+
+
+def with_server(window, qt_wait, server: ServerConfig = TEST_SERVER) -> None:
+    window.tools.save_servers((server,))
+    qt_wait(lambda: ready(window, server.name), 60, lambda: str(window.tools.status()))
+
+
+def send(window, qt_wait, text: str) -> None:
+    window.composer.edit.setPlainText(text)
+    QTest.mouseClick(window.composer.send_button, Qt.MouseButton.LeftButton)
+    assert window.chat.busy
+
+
+def card(window, qt_wait):
+    qt_wait(lambda: window.tools_wiring.cards, 60, "no consent card was shown")
+    (only,) = window.tools_wiring.cards.values()
+    return only
+
+
+def last_answer(window):
+    return window.store.messages(window.chat.current_id)[-1]
+
+
+def click(button) -> None:
+    QTest.mouseClick(button, Qt.MouseButton.LeftButton)
+
+
+@pytest.fixture
+def tool_window(make_window, tiny_model_dir, qt_wait):
+    window = make_window(model=tiny_model_dir)
+    with_server(window, qt_wait)
+    return window
+
+
+def test_a_call_with_edited_arguments_runs_and_the_answer_goes_on(tool_window, qt_wait, make_window, tmp_path):
+    from app.views.tool_call import call_blocks
+
+    window = tool_window
+    window.tools.step_settings = forced(call("echo", text="hi"), "The echo came back.")
+    send(window, qt_wait, "Echo something")
+    shown = card(window, qt_wait)
+    assert "test ▸ echo" in shown.findChildren(type(shown.error))[0].text()
+    assert json.loads(shown.editor.toPlainText()) == {"text": "hi"}  # formatted JSON, as proposed
+    shown.editor.setPlainText('{"text": "edited", "count": 2')  # broken JSON: refused, nothing runs
+    click(shown.run_button)
+    assert "not valid JSON" in shown.error.text() and shown.run_button.isEnabled()
+    shown.editor.setPlainText('{"text": "edited", "count": 2}')
+    click(shown.run_button)
+    qt_wait(lambda: not window.chat.busy, 60)
+
+    answer = last_answer(window)
+    (stored,) = answer.tool_calls
+    # The server received exactly the edited arguments (echo returns what it was given).
+    assert json.loads(stored.result) == {"text": "edited", "count": 2, "options": None}
+    assert (stored.server, stored.tool, stored.outcome) == ("test", "echo", "ran")
+    assert answer.text.endswith("The echo came back.") and "<tool_call>" not in answer.text
+    widget = window.transcript.widget_for(answer.id)
+    assert "<tool_call>" not in widget.answer.markdown
+    (block,) = call_blocks(widget)
+    assert not window.tools_wiring.cards  # the card gave way to the block
+    assert not block.expanded
+    click(block.toggle)
+    assert block.expanded and json.loads(block.arguments.toPlainText()) == {"text": "edited", "count": 2}
+    # The next turn's prompt holds the call and its result.
+    convo = build_conversation(answer.conversation_id, window.store.settings(answer.conversation_id),
+                               window.store.messages(answer.conversation_id))
+    assert [m.role.value for m in convo.messages] == ["user", "assistant", "tool", "assistant"]
+    assert convo.messages[2].text == stored.result
+    # The step after the call prefilled only what follows the call: the result and the template's tokens
+    # around it (the tiny model's tokenizer spells the template's tags out, so they are counted exactly).
+    loaded = window.engine.worker._engine._loaded
+    prompt = render_text(replace(convo, messages=convo.messages[:3]), loaded.apply_template, thinking=False,
+                         text_only=False)
+    tail = prompt[prompt.rindex("<|im_end|>", 0, prompt.index("<tool_response>")):]
+    assert stored.result in tail
+    assert answer.stats.prompt_tokens - answer.stats.reused_tokens == len(loaded.encode(tail)) - 1
+    # The Markdown export holds it.
+    out = window.export(answer.conversation_id, tmp_path / "chat.md", False)
+    assert "Tool: test ▸ echo" in out.read_text() and '"edited"' in out.read_text()
+
+    # A restart shows the call again.
+    cid = answer.conversation_id
+    window.close()
+    again = make_window(data_dir=tmp_path / "data")
+    again.chat.open(cid)
+    (block,) = call_blocks(again.transcript.widget_for(answer.id))
+    assert block.call == stored
+
+
+def test_deny_tells_the_model_and_always_allow_is_remembered(tool_window, qt_wait):
+    window = tool_window
+    window.tools.step_settings = forced(call("echo", text="no"), "Fine, I won't.")
+    send(window, qt_wait, "Try it")
+    click(card(window, qt_wait).deny_button)
+    qt_wait(lambda: not window.chat.busy, 60)
+    answer = last_answer(window)
+    assert [(c.outcome, c.result) for c in answer.tool_calls] == [("denied", DENIED_TEXT)]
+    assert answer.text.endswith("Fine, I won't.")
+
+    window.tools.step_settings = forced(call("echo", text="a"), call("echo", text="b"), "Both done.")
+    send(window, qt_wait, "Twice")
+    click(card(window, qt_wait).always_button)
+    qt_wait(lambda: not window.chat.busy, 60)
+    assert [c.outcome for c in last_answer(window).tool_calls] == ["ran", "ran"]  # the second did not ask
+    assert load_consent(window.tools.consent_path).decide("test", "echo") is Consent.ALLOW
+    # A result is data: consent changed only through the card's button, nothing else did.
+    assert load_consent(window.tools.consent_path).tools == {"test/echo": Consent.ALLOW}
+
+
+def test_the_quit_leaves_no_server_process(tool_window, qt_wait):
+    window = tool_window
+    pid = int(window.tools.host.call("test", "pid", {}).text)
+    assert _alive(pid)
+    window.close()
+    assert not _alive(pid)
+
+
+def _alive(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status")
+    if status.parent.parent.is_dir() and Path("/proc/self").exists():
+        return status.exists() and "\nState:\tZ" not in status.read_text()
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
