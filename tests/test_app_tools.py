@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtTest import QTest
 
 from app.controllers.chat import build_conversation
@@ -171,3 +171,105 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+# --- faults -------------------------------------------------------------------------------------------
+
+
+def allow_test_server(window) -> None:
+    from engine_mlx.tools.consent import ConsentTable
+
+    window.tools.set_consent(ConsentTable().with_server("test", Consent.ALLOW))
+
+
+def run_forced(window, qt_wait, *replies: str, text: str = "Go"):
+    window.tools.step_settings = forced(*replies)
+    send(window, qt_wait, text)
+    qt_wait(lambda: not window.chat.busy, 120)
+    return last_answer(window)
+
+
+def test_stop_during_a_call_cancels_it_and_the_gui_runs_meanwhile(tool_window, qt_wait):
+    from app.store import MessageState
+
+    window = tool_window
+    allow_test_server(window)
+    events: list[str] = []
+    heartbeat = QTimer()
+    heartbeat.setInterval(1)
+    heartbeat.timeout.connect(lambda: events.append("beat"))
+    window.chat.statsReady.connect(lambda *_: events.append("step done"))
+    window.tools.callFinished.connect(lambda _mid, c: events.append(f"call {c.outcome}"))
+    window.chat.streamFinished.connect(lambda *_: events.append("finished"))
+    window.tools.step_settings = forced(call("slow", seconds="30"), "never written")
+    heartbeat.start()
+    send(window, qt_wait, "Wait for it")
+    qt_wait(lambda: "step done" in events and events[events.index("step done"):].count("beat") >= 3, 60)
+    assert window.chat.busy  # the call runs (30 s unless stopped) while the GUI thread keeps ticking
+    click(window.composer.send_button)  # it reads "Stop" while busy
+    qt_wait(lambda: not window.chat.busy, 30)
+    heartbeat.stop()
+    order = [e for e in events if e != "beat"]
+    assert order == ["step done", "call cancelled", "finished"], order
+    answer = last_answer(window)
+    assert answer.state is MessageState.STOPPED
+    assert [c.outcome for c in answer.tool_calls] == ["cancelled"]
+
+
+def test_a_timeout_a_crash_and_an_unknown_tool_end_clearly_and_the_answer_goes_on(make_window, tiny_model_dir,
+                                                                                  qt_wait):
+    window = make_window(model=tiny_model_dir)
+    with_server(window, qt_wait, replace(TEST_SERVER, timeout_s=1.0))
+    allow_test_server(window)
+
+    answer = run_forced(window, qt_wait, call("slow", seconds="20"), "It took too long.")
+    (timed_out,) = answer.tool_calls
+    assert timed_out.outcome == "failed" and "did not answer within 1 s" in timed_out.result
+    assert answer.text.endswith("It took too long.")
+
+    qt_wait(lambda: ready(window, "test"), 60)  # restarted after the timeout
+    answer = run_forced(window, qt_wait, call("crash"), "The tool crashed.")
+    (crashed,) = answer.tool_calls
+    assert crashed.outcome == "failed" and "stopped during the call" in crashed.result
+    assert answer.text.endswith("The tool crashed.")
+    qt_wait(lambda: ready(window, "test"), 60)  # and back after the crash
+
+    answer = run_forced(window, qt_wait, call("format_disk", device="sda"), "No such tool.")
+    (unknown,) = answer.tool_calls
+    assert unknown.outcome == "failed" and "no tool named 'format_disk'" in unknown.result
+    assert "echo" in unknown.result  # the model is told which tools there are
+    assert not window.tools_wiring.cards  # none of these asked
+
+
+def test_a_huge_result_is_cut_and_the_step_limit_stops_the_loop(tool_window, qt_wait):
+    from app.views.tool_call import call_blocks
+
+    window = tool_window
+    allow_test_server(window)
+    window.tools.host.max_result_chars = 3000  # the tiny model's context is small; the cap works the same
+    answer = run_forced(window, qt_wait, call("big", n="50000"), "That was long.")
+    (big,) = answer.tool_calls
+    assert big.truncated and "truncated by QwenDesk" in big.result and len(big.result) < 3200
+    (block,) = call_blocks(window.transcript.widget_for(answer.id))
+    assert "result truncated" in block.toggle.text()
+
+    window.tools.set_prefs(replace(window.tools.prefs, max_steps=2))
+    answer = run_forced(window, qt_wait, call("echo", text="again"))
+    assert [c.step for c in answer.tool_calls] == [0, 1]
+    assert "2 times in a row" in window.banner.label.text()
+
+
+def test_an_image_a_tool_returns_is_shown_and_sent_to_the_vision_model(tool_window, qt_wait):
+    from app.views.tool_call import call_blocks
+
+    window = tool_window
+    allow_test_server(window)
+    answer = run_forced(window, qt_wait, call("picture"), "A red picture.")
+    (picture,) = answer.tool_calls
+    assert picture.outcome == "ran" and len(picture.images) == 1 and picture.images[0].is_file()
+    (block,) = call_blocks(window.transcript.widget_for(answer.id))
+    assert block.expanded and not block.images[0].pixmap().isNull()
+    assert block.images[0].pixmap().width() > 0
+    # The loop gave the model the image (written for the vision model's next step), and the answer went on.
+    assert list(window.tools.model_image_dir.glob(f"{picture.call_id}-0.png"))
+    assert answer.text.endswith("A red picture.")
