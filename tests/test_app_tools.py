@@ -19,7 +19,7 @@ from app.controllers.chat import build_conversation
 from engine_mlx.forcing import ForcedText
 from engine_mlx.prompt import render_text
 from engine_mlx.settings import GenerationSettings
-from engine_mlx.tools.config import ServerConfig
+from engine_mlx.tools.config import BUILTIN_FILES, ServerConfig, load_config
 from engine_mlx.tools.consent import Consent, load_consent
 from engine_mlx.tools.host import ServerState
 from engine_mlx.tools.loop import DENIED_TEXT
@@ -273,3 +273,125 @@ def test_an_image_a_tool_returns_is_shown_and_sent_to_the_vision_model(tool_wind
     # The loop gave the model the image (written for the vision model's next step), and the answer went on.
     assert list(window.tools.model_image_dir.glob(f"{picture.call_id}-0.png"))
     assert answer.text.endswith("A red picture.")
+
+
+# --- Settings ▸ Tools and the header's per-chat menu ---------------------------------------------------
+
+
+def test_settings_tools_form_raw_json_import_log_folders_consent_and_step_limit(make_window, qt_wait, tmp_path):
+    from PySide6.QtWidgets import QLabel
+
+    from app.controllers.tools import TOOLS_PREF, ToolPrefs
+    from tests.test_app_round3 import unnamed_controls
+
+    window = make_window()
+    window.tools_wiring.settings_action.trigger()
+    dialog = window.tools_dialog
+    assert any("may use the network" in label.text() for label in dialog.findChildren(QLabel))
+
+    click(dialog.add_button)
+    form = dialog.server_dialog
+    assert any("QwenDesk itself stays offline" in label.text() for label in form.findChildren(QLabel))
+    form.name.setText("test")
+    form.command.setText(sys.executable)
+    form.args.setText(str(ROOT / "tests" / "mcp_server.py"))
+    form.env.setPlainText("PYTHONPATH")  # not NAME=value: refused, the form stays open with the reason
+    form.timeout.setValue(30)
+    form.accept()
+    assert form.isVisible() and "is not NAME=value" in form.error.text()
+    form.env.setPlainText(f"PYTHONPATH={ROOT}")
+    form.accept()
+    assert not form.isVisible()
+    assert load_config(window.tools.config_path) == (replace(TEST_SERVER, timeout_s=30.0),)
+    qt_wait(lambda: [dialog.table.item(0, c).text() for c in range(3)] == ["test", "ready", "7"], 60,
+            lambda: str(window.tools.status()))
+    assert not unnamed_controls(form), unnamed_controls(form)
+
+    dialog.table.selectRow(0)
+    click(dialog.log_button)
+    assert dialog.log_dialog.isVisible() and dialog.log_view.toPlainText()
+    assert not unnamed_controls(dialog.log_dialog)
+
+    dialog.tabs.setCurrentIndex(1)
+    broken = '{"mcpServers": {"web": {"url": "ftp://example.org"}}}'
+    dialog.json_edit.setPlainText(broken)
+    click(dialog.json_apply)
+    assert "\"url\" must be an http:// or https:// address" in dialog.json_error.text()
+    assert dialog.json_edit.toPlainText() == broken  # nothing lost
+    assert [s.name for s in load_config(window.tools.config_path)] == ["test"]  # nothing applied
+
+    home = tmp_path / "home"
+    (home / ".lmstudio").mkdir(parents=True)
+    (home / ".lmstudio" / "mcp.json").write_text(json.dumps(
+        {"mcpServers": {"time": {"command": "uvx", "args": ["mcp-server-time"]}, "test": {"url": "http://x"}}}))
+    dialog.import_home = home
+    click(dialog.import_button)
+    servers = load_config(window.tools.config_path)
+    assert [(s.name, s.enabled) for s in servers] == [("test", True), ("time", False)]  # new ones start off
+    assert "LM Studio: 1 new server" in dialog.message.text()
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    dialog.add_folder(shared)
+    assert ToolPrefs.from_json(window.store.get_pref(TOOLS_PREF)).files_roots == (str(shared),)
+    qt_wait(lambda: ready(window, "files"), 60)
+    assert dialog.folders.item(0).text() == str(shared)
+
+    dialog.fill_consent()
+    combo = dialog.consent_combos[("test", None)]
+    combo.setCurrentIndex(combo.findData(Consent.BLOCK))
+    combo.activated.emit(combo.currentIndex())
+    assert load_consent(window.tools.consent_path).servers == {"test": Consent.BLOCK}
+
+    dialog.steps.setValue(3)
+    assert ToolPrefs.from_json(window.store.get_pref(TOOLS_PREF)).max_steps == 3
+    assert not unnamed_controls(dialog), unnamed_controls(dialog)
+
+    dialog.table.selectRow(1)  # "time"
+    click(dialog.remove_button)
+    assert [s.name for s in load_config(window.tools.config_path)] == ["test"]
+
+
+def test_the_files_tool_and_the_header_choice_of_servers_per_chat(make_window, tiny_model_dir, qt_wait, tmp_path):
+    from app.views.tool_call import call_blocks
+    from tests.test_app_round3 import unnamed_controls
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "notes.md").write_text(NOTES, encoding="utf-8")
+    window = make_window(model=tiny_model_dir)
+    window.tools_wiring.settings_action.trigger()
+    window.tools_dialog.add_folder(shared)
+    window.tools_dialog.close()
+    qt_wait(lambda: ready(window, BUILTIN_FILES), 60)
+
+    wiring = window.tools_wiring
+    wiring.fill_menu()  # what the header's Tools button shows
+    (files,) = [a for a in wiring.menu.actions() if a.isCheckable()]
+    assert files.text() == "Files (built-in)" and files.isChecked()
+
+    window.tools.step_settings = forced(call("read_text", path="notes.md"), "Quokkas, it says.")
+    send(window, qt_wait, "What do my notes say?")
+    shown = card(window, qt_wait)
+    assert "Read a text file" in " ".join(lbl.text() for lbl in shown.findChildren(type(shown.error)))
+    assert not unnamed_controls(window), unnamed_controls(window)  # the card's controls are named
+    click(shown.run_button)
+    qt_wait(lambda: not window.chat.busy, 60)
+    answer = last_answer(window)
+    assert [c.result for c in answer.tool_calls] == [NOTES]
+    assert not unnamed_controls(window), unnamed_controls(window)  # and the call block's
+    assert len(call_blocks(window.transcript.widget_for(answer.id))) == 1
+
+    wiring.fill_menu()
+    (files,) = [a for a in wiring.menu.actions() if a.isCheckable()]
+    files.trigger()  # this chat stops using the Files tool
+    cid = window.chat.current_id
+    assert window.store.tool_servers(cid) == ()
+    send(window, qt_wait, "And now?")
+    qt_wait(lambda: not window.chat.busy, 60)
+    assert last_answer(window).tool_calls == () and not wiring.cards  # a plain turn: no tools offered
+
+    window.new_chat()  # another chat still uses every enabled server
+    wiring.fill_menu()
+    (files,) = [a for a in wiring.menu.actions() if a.isCheckable()]
+    assert files.isChecked()
