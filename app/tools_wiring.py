@@ -3,6 +3,7 @@ per-chat Tools menu, and Settings ▸ Tools."""
 
 from __future__ import annotations
 
+import shiboken6
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QMenu, QToolButton
 
@@ -22,7 +23,11 @@ class ToolsWiring:
         self.tools = tools = ToolsController(window.store, window.paths.data, window.paths.logs, window)
         window.chat.tools = tools
         self.cards: dict[str, ConsentCard] = {}
+        self.waiting: dict[str, tuple[int, object]] = {}  # call id -> (answer id, ToolCallProposed)
         tools.consentRequested.connect(self._ask)
+        # Another chat opened meanwhile (or this one re-rendered): a waiting card comes back with its answer.
+        window.chat.conversationOpened.connect(lambda *_: self._show_waiting())
+        window.chat.versionShown.connect(lambda *_: self._show_waiting())
         tools.callFinished.connect(self._finished)
         tools.errorOccurred.connect(window.show_error)
         tools.stepLimitReached.connect(lambda _mid, steps: window.banner.show_message(
@@ -48,10 +53,22 @@ class ToolsWiring:
 
     # --- the transcript -----------------------------------------------------------------------
     def _ask(self, message_id: int, proposed) -> None:
+        self.waiting[proposed.call_id] = (message_id, proposed)
         widget = self.window.transcript.widget_for(message_id)
-        if widget is None:  # the chat is not on screen: the user answers when they open it
+        if widget is None:  # the chat is not on screen: its card shows when it is opened
             self.window.show_error(f"A chat wants to run {proposed.server} ▸ {proposed.tool}: open it to answer.")
             return
+        self._show_card(widget, proposed)
+
+    def _show_waiting(self) -> None:
+        for call_id, (message_id, proposed) in self.waiting.items():
+            card = self.cards.get(call_id)
+            alive = card is not None and shiboken6.isValid(card) and card.window() is self.window
+            widget = self.window.transcript.widget_for(message_id)
+            if not alive and widget is not None:
+                self._show_card(widget, proposed)
+
+    def _show_card(self, widget, proposed) -> None:
         card = ConsentCard(proposed)
         card.answered.connect(self.tools.answer)
         tool_area(widget).addWidget(card)
@@ -59,8 +76,9 @@ class ToolsWiring:
         self.window.transcript.ensureWidgetVisible(card, 0, 40)
 
     def _finished(self, message_id: int, call: StoredToolCall) -> None:
+        self.waiting.pop(call.call_id, None)
         card = self.cards.pop(call.call_id, None)
-        if card is not None:
+        if card is not None and shiboken6.isValid(card):
             card.setParent(None)
             card.deleteLater()
         widget = self.window.transcript.widget_for(message_id)

@@ -154,6 +154,24 @@ def test_deny_tells_the_model_and_always_allow_is_remembered(tool_window, qt_wai
     assert load_consent(window.tools.consent_path).tools == {"test/echo": Consent.ALLOW}
 
 
+def test_a_waiting_card_comes_back_when_its_chat_is_opened_again(tool_window, qt_wait):
+    window = tool_window
+    window.tools.step_settings = forced(call("echo", text="later"), "Answered after all.")
+    send(window, qt_wait, "Ask me")
+    first = card(window, qt_wait)
+    cid = window.chat.current_id
+    window.new_chat()  # the user looks elsewhere while the loop waits for the answer
+    qt_wait(lambda: not first.isVisible())
+    window.chat.open(cid)
+    qt_wait(lambda: any(c.isVisible() for c in window.tools_wiring.cards.values()), 10)
+    (again,) = window.tools_wiring.cards.values()
+    assert again is not first and json.loads(again.editor.toPlainText()) == {"text": "later"}
+    click(again.run_button)
+    qt_wait(lambda: not window.chat.busy, 60)
+    assert [c.outcome for c in last_answer(window).tool_calls] == ["ran"]
+    assert last_answer(window).text.endswith("Answered after all.")
+
+
 def test_the_quit_leaves_no_server_process(tool_window, qt_wait):
     window = tool_window
     pid = int(window.tools.host.call("test", "pid", {}).text)
