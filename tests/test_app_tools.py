@@ -172,12 +172,22 @@ def test_a_waiting_card_comes_back_when_its_chat_is_opened_again(tool_window, qt
     assert last_answer(window).text.endswith("Answered after all.")
 
 
-def test_the_quit_leaves_no_server_process(tool_window, qt_wait):
+def test_the_quit_leaves_no_server_process_even_with_a_card_waiting(tool_window, qt_wait, make_window, tmp_path):
+    from app.store import MessageState
+
     window = tool_window
     pid = int(window.tools.host.call("test", "pid", {}).text)
     assert _alive(pid)
-    window.close()
+    window.tools.step_settings = forced(call("echo", text="unanswered"), "never written")
+    send(window, qt_wait, "Ask and quit")
+    card(window, qt_wait)
+    cid, answer_id = window.chat.current_id, last_answer(window).id
+    window.close()  # the waiting loop is stopped, the servers too
     assert not _alive(pid)
+    again = make_window(data_dir=tmp_path / "data")
+    answer = again.store.message(answer_id)
+    assert answer.state is MessageState.STOPPED and answer.conversation_id == cid
+    assert [c.outcome for c in answer.tool_calls] == ["denied"]  # never run: nobody said yes
 
 
 def _alive(pid: int) -> bool:
