@@ -172,6 +172,27 @@ def test_a_waiting_card_comes_back_when_its_chat_is_opened_again(tool_window, qt
     assert last_answer(window).text.endswith("Answered after all.")
 
 
+def test_continuing_an_answer_that_called_tools_sends_its_tool_steps(tool_window, qt_wait):
+    from engine_mlx.conversation import Role
+
+    window = tool_window
+    allow_test_server(window)
+    window.tools.step_settings = lambda i: replace(forced(call("echo", text="x"), "A long answer " * 20)(i),
+                                                   max_tokens=300 if i == 0 else 40)
+    send(window, qt_wait, "Go")
+    qt_wait(lambda: not window.chat.busy, 60)
+    answer = last_answer(window)
+    assert answer.stats.run_tokens == 40 and answer.tool_calls  # the step after the call was cut at the limit
+    sent = []
+    plain = window.engine.generate
+    window.engine.generate = lambda convo, settings: (sent.append(convo), plain(convo, settings))[1]
+    window.chat.continue_answer()
+    qt_wait(lambda: not window.chat.busy, 60)
+    (convo,) = sent
+    assert [m.role for m in convo.messages] == [Role.USER, Role.ASSISTANT, Role.TOOL, Role.ASSISTANT]
+    assert convo.messages[2].text == answer.tool_calls[0].result and convo.continue_last
+
+
 def test_the_quit_leaves_no_server_process_even_with_a_card_waiting(tool_window, qt_wait, make_window, tmp_path):
     from app.store import MessageState
 
@@ -267,6 +288,10 @@ def test_a_timeout_a_crash_and_an_unknown_tool_end_clearly_and_the_answer_goes_o
     assert unknown.outcome == "failed" and "no tool named 'format_disk'" in unknown.result
     assert "echo" in unknown.result  # the model is told which tools there are
     assert not window.tools_wiring.cards  # none of these asked
+
+    broken = "<tool_call>\n<function=echo>\n<parameter=text>\nnever closed\n"
+    answer = run_forced(window, qt_wait, broken)
+    assert answer.tool_calls == () and answer.text == broken  # not a call: what the model wrote stays
 
 
 def test_a_huge_result_is_cut_and_the_step_limit_stops_the_loop(tool_window, qt_wait):

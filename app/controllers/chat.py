@@ -427,8 +427,10 @@ class ChatController(QObject):
             self.errorOccurred.emit(str(error))
             return
         settings = self.store.settings(cid)
+        # (the answer's tool steps, if it called tools, come before its text, as in build_conversation)
+        earlier = build_conversation(cid, settings, messages[:-1])
         conversation = replace(
-            build_conversation(cid, settings, messages[:-1]).with_message(
+            replace(earlier, messages=earlier.messages + tuple(tool_steps(last.tool_calls))).with_message(
                 Message(Role.ASSISTANT, last.text, thinking=last.thinking)),
             continue_last=True,
         )

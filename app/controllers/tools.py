@@ -20,7 +20,7 @@ from PySide6.QtCore import QObject, Signal
 from engine_mlx.cancel import CancelToken
 from engine_mlx.conversation import Conversation, Message, Role, ToolCall
 from engine_mlx.data_dir import MCP_CONFIG, MCP_CONSENT
-from engine_mlx.events import AnswerDelta, Stats
+from engine_mlx.events import AnswerDelta, Finished, Stats
 from engine_mlx.settings import GenerationSettings
 from engine_mlx.tool_calls import START
 from engine_mlx.tools.config import (
@@ -109,19 +109,22 @@ class ConsentGate:
 
 class CallTextFilter:
     """Hides the model's call markup (``<tool_call>`` to the end of its step) from the answer shown; the
-    tool call blocks show the calls instead."""
+    tool call blocks show the calls instead. Markup that ran no call (cut by the token limit, malformed)
+    is given back at the end (``unrun``), so nothing the model wrote is lost."""
 
     def __init__(self) -> None:
         self.held = ""  # a tail that may be the start of the marker
-        self.hiding = False
+        self.hidden: list[str] = []  # this step's markup, from the marker on
+        self.unrun = ""  # the last step's markup, until a call event shows it was a call
 
     def feed(self, text: str) -> str:
-        if self.hiding:
+        if self.hidden:
+            self.hidden.append(text)
             return ""
         text, self.held = self.held + text, ""
         at = text.find(START)
         if at >= 0:
-            self.hiding = True
+            self.hidden.append(text[at:])
             return text[:at]
         for n in range(min(len(START) - 1, len(text)), 0, -1):
             if START.startswith(text[-n:]):
@@ -130,8 +133,9 @@ class CallTextFilter:
         return text
 
     def end_step(self) -> str:
-        out = "" if self.hiding else self.held
-        self.held, self.hiding = "", False
+        """The step's text still held back (a tail that was not the marker after all)."""
+        out, self.unrun = self.held, "".join(self.hidden)
+        self.held, self.hidden = "", []
         return out
 
 
@@ -151,6 +155,8 @@ class ToolTurn:
         if isinstance(event, Stats):  # each step ends with its figures
             rest = self.text.end_step()
             return [AnswerDelta(rest), event] if rest else [event]
+        if isinstance(event, ToolCallProposed | ToolCallFinished | StepLimitReached):
+            self.text.unrun = ""  # the markup was calls: their blocks show them
         if isinstance(event, ToolCallProposed):
             self.tools.consentRequested.emit(self.message_id, event)
             return []
@@ -160,6 +166,9 @@ class ToolTurn:
         if isinstance(event, StepLimitReached):
             self.tools.stepLimitReached.emit(self.message_id, event.steps)
             return []
+        if isinstance(event, Finished) and self.text.unrun:  # markup that ran nothing stays in the answer
+            unrun, self.text.unrun = self.text.unrun, ""
+            return [AnswerDelta(unrun), event]
         return [event]
 
 
