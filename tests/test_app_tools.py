@@ -400,7 +400,21 @@ def test_settings_tools_form_raw_json_import_log_folders_consent_and_step_limit(
     assert ToolPrefs.from_json(window.store.get_pref(TOOLS_PREF)).max_steps == 3
     assert not unnamed_controls(dialog), unnamed_controls(dialog)
 
-    dialog.table.selectRow(1)  # "time"
+    dialog.table.selectRow(1)  # "time": enabled in its form
+    click(dialog.edit_button)
+    form = dialog.server_dialog
+    assert (form.name.text(), form.command.text(), form.args.text()) == ("time", "uvx", "mcp-server-time")
+    assert not form.enabled.isChecked()
+    form.name.setText("test")  # taken
+    form.accept()
+    assert "already a server named 'test'" in form.error.text()
+    form.name.setText("clock")
+    form.timeout.setValue(5)
+    form.accept()
+    assert [(s.name, s.timeout_s, s.enabled) for s in load_config(window.tools.config_path)] == [
+        ("test", 30.0, True), ("clock", 5.0, False)]
+
+    dialog.table.selectRow(1)
     click(dialog.remove_button)
     assert [s.name for s in load_config(window.tools.config_path)] == ["test"]
 
