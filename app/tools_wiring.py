@@ -69,6 +69,7 @@ class ToolsWiring:
                 self._show_card(widget, proposed)
 
     def _show_card(self, widget, proposed) -> None:
+        widget.progress_label.hide()  # the prompt was read; now the turn waits for the user
         card = ConsentCard(proposed)
         card.answered.connect(self.tools.answer)
         tool_area(widget).addWidget(card)
