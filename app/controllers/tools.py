@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import mimetypes
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -48,7 +49,6 @@ from ..workers import run_task
 log = logging.getLogger(__name__)
 
 TOOLS_PREF = "tools"  # ToolPrefs as JSON
-IMAGE_SUFFIX = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp", "image/gif": ".gif"}
 
 
 @dataclass(frozen=True)
@@ -343,7 +343,8 @@ class ToolsController(QObject):
         """Save a finished call (and its images) under its answer, then show it."""
         images = []
         for index, image in enumerate(done.images):
-            path = self.image_dir / f"{done.call_id}-{index}{IMAGE_SUFFIX.get(image.mime_type, '.png')}"
+            suffix = mimetypes.guess_extension(image.mime_type) or ".png"
+            path = self.image_dir / f"{done.call_id}-{index}{suffix}"
             try:
                 self.image_dir.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(image.data)
