@@ -462,3 +462,29 @@ def test_the_files_tool_and_the_header_choice_of_servers_per_chat(make_window, t
     wiring.fill_menu()
     (files,) = [a for a in wiring.menu.actions() if a.isCheckable()]
     assert files.isChecked()
+
+
+def _processes_with(marker: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if marker.encode() in entry.read_bytes():
+                found.append(int(entry.parent.name))
+        except OSError:
+            continue
+    return [pid for pid in found if _alive(pid) and pid != os.getpid()]
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="lists processes through /proc")
+def test_a_server_that_never_answers_holds_up_neither_the_window_nor_the_quit(make_window, qt_wait, tmp_path):
+    marker = f"mute-server-{tmp_path.name}"
+    window = make_window()
+    mute = ServerConfig("mute", command=sys.executable, args=("-c", f"import time; time.sleep(120)  # {marker}"))
+    window.tools.save_servers((mute,))  # returns at once: the start runs on the thread pool and the host's thread
+    qt_wait(lambda: _processes_with(marker), 30)
+    # The window runs while the server, started, says nothing (a GUI waiting on it would still be blocked,
+    # and would then see it failed or timed out, not starting).
+    window.tools_wiring.settings_action.trigger()
+    assert [window.tools_dialog.table.item(0, c).text() for c in range(2)] == ["mute", "starting"]
+    window.close()
+    assert not _processes_with(marker)

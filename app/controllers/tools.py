@@ -260,8 +260,7 @@ class ToolsController(QObject):
             if restart_files:
                 host.configure(servers, builtin_files=False)
             host.files_roots = tuple(roots)
-            host.configure(servers, builtin_files=bool(roots))
-            host.wait_ready(30)
+            host.configure(servers, builtin_files=bool(roots))  # starts them; their state shows in status()
 
         def done(_result=None) -> None:
             self._configuring -= 1
