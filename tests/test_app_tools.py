@@ -83,22 +83,22 @@ def test_a_call_with_edited_arguments_runs_and_the_answer_goes_on(tool_window, q
     from app.views.tool_call import call_blocks
 
     window = tool_window
-    window.tools.step_settings = forced(call("echo", text="hi"), "The echo came back.")
+    window.tools.step_settings = forced(call("echo", text="hi ```code```"), "The echo came back.")
     send(window, qt_wait, "Echo something")
     shown = card(window, qt_wait)
     assert "test ▸ echo" in shown.findChildren(type(shown.error))[0].text()
-    assert json.loads(shown.editor.toPlainText()) == {"text": "hi"}  # formatted JSON, as proposed
+    assert json.loads(shown.editor.toPlainText()) == {"text": "hi ```code```"}  # formatted JSON, as proposed
     shown.editor.setPlainText('{"text": "edited", "count": 2')  # broken JSON: refused, nothing runs
     click(shown.run_button)
     assert "not valid JSON" in shown.error.text() and shown.run_button.isEnabled()
-    shown.editor.setPlainText('{"text": "edited", "count": 2}')
+    shown.editor.setPlainText('{"text": "edited ```", "count": 2}')
     click(shown.run_button)
     qt_wait(lambda: not window.chat.busy, 60)
 
     answer = last_answer(window)
     (stored,) = answer.tool_calls
     # The server received exactly the edited arguments (echo returns what it was given).
-    assert json.loads(stored.result) == {"text": "edited", "count": 2, "options": None}
+    assert json.loads(stored.result) == {"text": "edited ```", "count": 2, "options": None}
     assert (stored.server, stored.tool, stored.outcome) == ("test", "echo", "ran")
     assert answer.text.endswith("The echo came back.") and "<tool_call>" not in answer.text
     widget = window.transcript.widget_for(answer.id)
@@ -107,7 +107,7 @@ def test_a_call_with_edited_arguments_runs_and_the_answer_goes_on(tool_window, q
     assert not window.tools_wiring.cards  # the card gave way to the block
     assert not block.expanded
     click(block.toggle)
-    assert block.expanded and json.loads(block.arguments.toPlainText()) == {"text": "edited", "count": 2}
+    assert block.expanded and json.loads(block.arguments.toPlainText()) == {"text": "edited ```", "count": 2}
     # The next turn's prompt holds the call and its result.
     convo = build_conversation(answer.conversation_id, window.store.settings(answer.conversation_id),
                                window.store.messages(answer.conversation_id))
@@ -123,7 +123,8 @@ def test_a_call_with_edited_arguments_runs_and_the_answer_goes_on(tool_window, q
     assert answer.stats.prompt_tokens - answer.stats.reused_tokens == len(loaded.encode(tail)) - 1
     # The Markdown export holds it.
     out = window.export(answer.conversation_id, tmp_path / "chat.md", False)
-    assert "Tool: test ▸ echo" in out.read_text() and '"edited"' in out.read_text()
+    exported = out.read_text()
+    assert "Tool: test ▸ echo" in exported and f"````\n{stored.result}\n````" in exported  # kept as it is
 
     # A restart shows the call again.
     cid = answer.conversation_id

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import mimetypes
+import re
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -190,9 +191,9 @@ def calls_markdown(calls: tuple[StoredToolCall, ...], files_dir: Path) -> list[s
     lines: list[str] = []
     for call in calls:
         head = f"Tool: {call.server} ▸ {call.tool} ({outcome_text(call)})"
+        fence = _fence(call.result)
         lines += [f"<details><summary>{head}</summary>", "", "Arguments:", "", "```json",
-                  pretty_json(call.arguments), "```", "", "Result:", "", "```", call.result.replace("```", "ˋˋˋ"),
-                  "```", ""]
+                  pretty_json(call.arguments), "```", "", "Result:", "", fence, call.result, fence, ""]
         for image in call.images:
             if image.is_file():
                 files_dir.mkdir(parents=True, exist_ok=True)
@@ -200,6 +201,12 @@ def calls_markdown(calls: tuple[StoredToolCall, ...], files_dir: Path) -> list[s
                 lines += [f"![{image.name}]({files_dir.name}/{image.name})", ""]
         lines += ["</details>", ""]
     return lines
+
+
+def _fence(text: str) -> str:
+    """A code fence longer than any run of backticks in ``text``, so the text is kept as it is."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    return "`" * max(3, longest + 1)
 
 
 def pretty_json(arguments: str) -> str:
