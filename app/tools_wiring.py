@@ -44,6 +44,8 @@ class ToolsWiring:
         self.menu = QMenu(self.button)
         self.menu.aboutToShow.connect(self.fill_menu)
         self.button.setMenu(self.menu)
+        for signal in (window.chat.conversationOpened, tools.statusChanged):
+            signal.connect(lambda *_: self.sync_button())
         header = window.header.layout()
         header.insertWidget(header.indexOf(window.settings_button), self.button)
         settings_menu = next(m for m in window.menuBar().findChildren(QMenu) if m.title() == "&Settings")
@@ -108,6 +110,12 @@ class ToolsWiring:
         cid = self.window.chat.current_id
         chosen = self.tools.chat_servers(cid)
         self.tools.set_chat_servers(cid, (chosen | {name}) if on else (chosen - {name}))
+        self.sync_button()
+
+    def sync_button(self) -> None:
+        """The button says how many servers this chat uses (a chat without tools reads plain "Tools")."""
+        count = len(self.tools.chat_servers(self.window.chat.current_id))
+        self.button.setText(f"Tools · {count}" if count else "Tools")
 
     def open_settings(self):
         from .views.tools_settings import ToolsSettingsDialog

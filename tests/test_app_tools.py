@@ -372,6 +372,8 @@ def test_settings_tools_form_raw_json_import_log_folders_consent_and_step_limit(
     click(dialog.json_apply)
     assert "\"url\" must be an http:// or https:// address" in dialog.json_error.text()
     assert dialog.json_edit.toPlainText() == broken  # nothing lost
+    window.tools.statusChanged.emit()  # a server's state changing meanwhile does not replace the text
+    assert dialog.json_edit.toPlainText() == broken
     assert [s.name for s in load_config(window.tools.config_path)] == ["test"]  # nothing applied
 
     home = tmp_path / "home"
@@ -434,6 +436,7 @@ def test_the_files_tool_and_the_header_choice_of_servers_per_chat(make_window, t
     qt_wait(lambda: ready(window, BUILTIN_FILES), 60)
 
     wiring = window.tools_wiring
+    assert wiring.button.text() == "Tools · 1"  # the Files tool
     wiring.fill_menu()  # what the header's Tools button shows
     (files,) = [a for a in wiring.menu.actions() if a.isCheckable()]
     assert files.text() == "Files (built-in)" and files.isChecked()
@@ -454,7 +457,7 @@ def test_the_files_tool_and_the_header_choice_of_servers_per_chat(make_window, t
     (files,) = [a for a in wiring.menu.actions() if a.isCheckable()]
     files.trigger()  # this chat stops using the Files tool
     cid = window.chat.current_id
-    assert window.store.tool_servers(cid) == ()
+    assert window.store.tool_servers(cid) == () and wiring.button.text() == "Tools"
     send(window, qt_wait, "And now?")
     qt_wait(lambda: not window.chat.busy, 60)
     assert last_answer(window).tool_calls == () and not wiring.cards  # a plain turn: no tools offered

@@ -290,6 +290,7 @@ class ToolsController(QObject):
         save_config(self.config_path, servers)
         self.servers, self.config_error = servers, ""
         self.apply()
+        self.statusChanged.emit()  # the servers a chat may use changed now; their states follow
 
     def set_prefs(self, prefs: ToolPrefs) -> None:
         roots_changed = prefs.files_roots != self.prefs.files_roots
@@ -297,6 +298,7 @@ class ToolsController(QObject):
         self.store.set_pref(TOOLS_PREF, prefs.to_json())
         if roots_changed:
             self.apply(restart_files=True)
+            self.statusChanged.emit()
 
     def set_consent(self, table: ConsentTable) -> None:
         """The user's own choice (Settings ▸ Tools, a card's Always allow); never a tool's result."""
