@@ -113,7 +113,11 @@ class ToolsWiring:
         self.sync_button()
 
     def sync_button(self) -> None:
-        """The button says how many servers this chat uses (a chat without tools reads plain "Tools")."""
+        """The button says how many servers this chat uses (a chat without tools reads plain "Tools"), and
+        the context meter counts their tools again."""
+        meter = getattr(self.window, "context_meter", None)
+        if meter is not None:
+            meter.history_changed()
         count = len(self.tools.chat_servers(self.window.chat.current_id))
         self.button.setText(f"Tools · {count}" if count else "Tools")
 

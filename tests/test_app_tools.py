@@ -466,6 +466,13 @@ def test_the_files_tool_and_the_header_choice_of_servers_per_chat(make_window, t
     wiring.fill_menu()
     (files,) = [a for a in wiring.menu.actions() if a.isCheckable()]
     assert files.isChecked()
+    # The context meter counts the tools' definitions: they are part of the prompt.
+    meter = window.context_meter
+    qt_wait(lambda: meter.reading.exact, 30)
+    with_files = meter.reading.used
+    files.trigger()
+    qt_wait(lambda: meter.reading.exact and meter.reading.used != with_files, 30)
+    assert meter.reading.used < with_files
 
 
 def _processes_with(marker: str) -> list[int]:

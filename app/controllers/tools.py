@@ -20,7 +20,7 @@ from typing import Any
 from PySide6.QtCore import QObject, Signal
 
 from engine_mlx.cancel import CancelToken
-from engine_mlx.conversation import Conversation, Message, Role, ToolCall
+from engine_mlx.conversation import Conversation, Message, Role, Tool, ToolCall
 from engine_mlx.data_dir import MCP_CONFIG, MCP_CONSENT
 from engine_mlx.events import AnswerDelta, Finished, Stats
 from engine_mlx.settings import GenerationSettings
@@ -91,6 +91,11 @@ class ConsentGate:
         finally:
             with self._lock:
                 self._waiting.pop(proposed.call_id, None)
+
+    def offered_tools(self, cid: str | None) -> tuple[Tool, ...]:
+        """The tools a turn of chat ``cid`` would put in the prompt (the context meter counts them)."""
+        servers = self.chat_servers(cid)
+        return ToolLoop(None, self.host, servers=servers).offered() if servers else ()
 
     def answer(self, call_id: str, answer: ConsentAnswer) -> bool:
         """From the GUI thread; False if that call no longer waits (stopped meanwhile)."""
@@ -343,6 +348,11 @@ class ToolsController(QObject):
             return loop.run(conversation, settings, cancel, step_settings=step_settings)
 
         return run
+
+    def offered_tools(self, cid: str | None) -> tuple[Tool, ...]:
+        """The tools a turn of chat ``cid`` would put in the prompt (the context meter counts them)."""
+        servers = self.chat_servers(cid)
+        return ToolLoop(None, self.host, servers=servers).offered() if servers else ()
 
     def answer(self, call_id: str, answer: ConsentAnswer) -> bool:
         return self.gate.answer(call_id, answer)
