@@ -16,6 +16,7 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtTest import QTest
 
 from app.controllers.chat import build_conversation
+from app.controllers.tools import STOPPED_TEXT
 from engine_mlx.forcing import ForcedText
 from engine_mlx.prompt import render_text
 from engine_mlx.settings import GenerationSettings
@@ -209,7 +210,8 @@ def test_the_quit_leaves_no_server_process_even_with_a_card_waiting(tool_window,
     again = make_window(data_dir=tmp_path / "data")
     answer = again.store.message(answer_id)
     assert answer.state is MessageState.STOPPED and answer.conversation_id == cid
-    assert [c.outcome for c in answer.tool_calls] == ["denied"]  # never run: nobody said yes
+    # Never run, and saved as stopped (the user pressed no Deny)
+    assert [(c.outcome, c.result) for c in answer.tool_calls] == [("cancelled", STOPPED_TEXT)]
 
 
 def _alive(pid: int) -> bool:

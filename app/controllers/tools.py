@@ -13,7 +13,7 @@ import mimetypes
 import re
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from engine_mlx.tools.loop import (
     DEFAULT_MAX_STEPS,
     Approval,
     ConsentAnswer,
+    Outcome,
     StepLimitReached,
     ToolCallFinished,
     ToolCallProposed,
@@ -50,6 +51,7 @@ from ..workers import run_task
 log = logging.getLogger(__name__)
 
 TOOLS_PREF = "tools"  # ToolPrefs as JSON
+STOPPED_TEXT = "Stopped by the user before it ran."
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,7 @@ class ConsentGate:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._waiting: dict[str, tuple[threading.Event, list[ConsentAnswer]]] = {}
+        self._stopped: set[str] = set()  # calls whose card Stop ended (the loop reads that as a denial)
 
     def approve(self, proposed: ToolCallProposed, cancel: CancelToken | None) -> ConsentAnswer:
         done, box = threading.Event(), []
@@ -86,6 +89,8 @@ class ConsentGate:
         try:
             while not done.wait(0.05):
                 if cancel is not None and cancel.cancelled:
+                    with self._lock:
+                        self._stopped.add(proposed.call_id)
                     return ConsentAnswer(Approval.DENY)
             return box[0]
         finally:
@@ -106,6 +111,14 @@ class ConsentGate:
         waiting[1].append(answer)
         waiting[0].set()
         return True
+
+    def stopped(self, call_id: str) -> bool:
+        """Whether Stop, not the user's Deny, ended this call's card (asked once, when it is saved)."""
+        with self._lock:
+            if call_id in self._stopped:
+                self._stopped.discard(call_id)
+                return True
+            return False
 
     @property
     def pending(self) -> list[str]:
@@ -359,6 +372,8 @@ class ToolsController(QObject):
 
     def record(self, message_id: int, done: ToolCallFinished) -> StoredToolCall:
         """Save a finished call (and its images) under its answer, then show it."""
+        if done.outcome is Outcome.DENIED and self.gate.stopped(done.call_id):
+            done = replace(done, outcome=Outcome.CANCELLED, result=STOPPED_TEXT)
         images = []
         for index, image in enumerate(done.images):
             suffix = mimetypes.guess_extension(image.mime_type) or ".png"
