@@ -138,6 +138,22 @@ class StoredStats(Stats):
 
 
 @dataclass(frozen=True)
+class StoredToolCall:
+    """One tool call the model made while writing an answer (issue 17), as shown and as sent again."""
+
+    step: int  # the loop step that made it (calls of one step were asked for together)
+    call_id: str
+    server: str
+    tool: str
+    arguments: str  # the JSON object that ran (the user's edit, if any)
+    outcome: str  # engine_mlx.tools.loop.Outcome's value: ran, failed, denied, blocked, cancelled
+    result: str  # what the model was given
+    duration_s: float = 0.0
+    truncated: bool = False
+    images: tuple[Path, ...] = ()  # images the tool returned, saved in the data folder
+
+
+@dataclass(frozen=True)
 class StoredMessage:
     id: int
     conversation_id: str
@@ -153,6 +169,7 @@ class StoredMessage:
     created_at: float = field(default_factory=time.time)
     version: int = 1  # which of the message's versions this is (regenerated answers, edited messages)
     version_count: int = 1
+    tool_calls: tuple[StoredToolCall, ...] = ()  # the calls made before this answer's text
 
 
 @dataclass(frozen=True)
@@ -243,8 +260,30 @@ MIGRATION_VERSIONS = """
         CREATE INDEX messages_by_parent ON messages(parent_id);
 """
 
+# Tool calls (issue 17): the calls an answer made, in order, and which tool servers a chat uses
+# (NULL: every enabled one).
+MIGRATION_TOOL_CALLS = """
+        CREATE TABLE tool_calls (
+            id INTEGER PRIMARY KEY,
+            message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+            ordinal INTEGER NOT NULL,
+            step INTEGER NOT NULL,
+            call_id TEXT NOT NULL,
+            server TEXT NOT NULL,
+            tool TEXT NOT NULL,
+            arguments TEXT NOT NULL DEFAULT '{}',
+            outcome TEXT NOT NULL,
+            result TEXT NOT NULL DEFAULT '',
+            duration_s REAL NOT NULL DEFAULT 0,
+            truncated INTEGER NOT NULL DEFAULT 0,
+            images TEXT NOT NULL DEFAULT '[]'
+        );
+        CREATE INDEX tool_calls_by_message ON tool_calls(message_id, ordinal);
+        ALTER TABLE conversations ADD COLUMN tool_servers TEXT;
+"""
+
 # SQL scripts; append new migrations, never edit a released one. user_version = how many have run.
-MIGRATIONS: tuple[str, ...] = (MIGRATION_1, MIGRATION_PINS_AND_CONTEXT, MIGRATION_VERSIONS)
+MIGRATIONS: tuple[str, ...] = (MIGRATION_1, MIGRATION_PINS_AND_CONTEXT, MIGRATION_VERSIONS, MIGRATION_TOOL_CALLS)
 
 _SUMMARY_COLUMNS = "id, title, updated_at, created_at, pinned_at IS NOT NULL"
 
@@ -610,6 +649,7 @@ class Store:
             params,
         ):
             attachments.setdefault(mid, []).append(self._attachment(kind, path, name, options))
+        calls = self._tool_calls_of(where, params)
         result = []
         for mid, conv, pos, role, text, thinking, state, thinking_s, stats, error, created in rows:
             version, count = versions.get(mid, (1, 1))
@@ -629,6 +669,7 @@ class Store:
                     created,
                     version,
                     count,
+                    tuple(calls.get(mid, ())),
                 )
             )
         return result
@@ -644,6 +685,39 @@ class Store:
                 siblings = sorted(int(i) for i in ids.split(","))
                 out.update({mid: (n, len(siblings)) for n, mid in enumerate(siblings, start=1)})
         return out
+
+    # --- tool calls -------------------------------------------------------------------------------
+    def add_tool_call(self, mid: int, call: StoredToolCall) -> None:
+        """Append one finished call to answer ``mid`` (saved as it finishes: a crash keeps it)."""
+        self._write(
+            "save the tool call",
+            "INSERT INTO tool_calls(message_id, ordinal, step, call_id, server, tool, arguments, outcome, result, "
+            "duration_s, truncated, images) VALUES(?, (SELECT COUNT(*) FROM tool_calls WHERE message_id=?), "
+            "?,?,?,?,?,?,?,?,?,?)",
+            (mid, mid, call.step, call.call_id, call.server, call.tool, call.arguments, call.outcome, call.result,
+             call.duration_s, int(call.truncated), json.dumps([str(p) for p in call.images])),
+        )
+
+    def _tool_calls_of(self, where: str, params: tuple) -> dict[int, list[StoredToolCall]]:
+        out: dict[int, list[StoredToolCall]] = {}
+        for mid, step, call_id, server, tool, arguments, outcome, result, duration, truncated, images in self._db.execute(
+            "SELECT t.message_id, t.step, t.call_id, t.server, t.tool, t.arguments, t.outcome, t.result, "
+            "t.duration_s, t.truncated, t.images FROM tool_calls t JOIN messages m ON m.id = t.message_id "
+            f"WHERE {where} ORDER BY t.message_id, t.ordinal", params,
+        ):
+            out.setdefault(mid, []).append(StoredToolCall(
+                step, call_id, server, tool, arguments, outcome, result, duration, bool(truncated),
+                tuple(Path(p) for p in json.loads(images or "[]"))))
+        return out
+
+    def tool_servers(self, cid: str) -> tuple[str, ...] | None:
+        """The tool servers chat ``cid`` uses; None: every enabled one (the default)."""
+        row = self._db.execute("SELECT tool_servers FROM conversations WHERE id=?", (cid,)).fetchone()
+        return tuple(json.loads(row[0])) if row and row[0] is not None else None
+
+    def set_tool_servers(self, cid: str, servers: Iterable[str] | None) -> None:
+        value = None if servers is None else json.dumps(sorted(servers))
+        self._write("save the chat's tools", "UPDATE conversations SET tool_servers=? WHERE id=?", (value, cid))
 
     def message(self, mid: int) -> StoredMessage | None:
         """Any message, shown or an earlier version."""

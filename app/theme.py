@@ -107,6 +107,7 @@ def style_sheet(c: Colors) -> str:
                  background: {'rgba(123,147,255,0.16)' if c.dark else 'rgba(79,107,237,0.10)'}; }}
     QTextBrowser#AnswerView {{ background: transparent; border: none; }}
     #LimitNote {{ color: {c.muted}; font-style: italic; }}
+    #ConsentCard {{ border: 1px solid {c.accent}; border-radius: 8px; background: {c.window}; }}
     #Message {{ border: 2px solid transparent; border-radius: 8px; }}
     #Message:focus {{ border: 2px solid {c.accent}; }}
     QScrollArea#Transcript {{ border: 2px solid transparent; }}

@@ -33,6 +33,7 @@ from .presenters.attachments import AttachmentsPresenter
 from .presenters.models import ModelsPresenter
 from .presenters.sidebar import SidebarPresenter
 from .store import Store, StoredMessage, StoredStats, ThinkingMode
+from .tools_wiring import install_tools
 from .views.about import about_box
 from .views.answer import warm_up
 from .views.banner import Banner
@@ -83,6 +84,8 @@ class MainWindow(QMainWindow):
         self._connect()
         self._build_actions()
         self.context_meter = install_context_meter(self)
+        self.tools_wiring = install_tools(self)  # app/tools_wiring.py: MCP servers, consent cards, Settings ▸ Tools
+        self.tools = self.tools_wiring.tools
         self.chat_list_actions = ChatListActions(self)
         self.set_sidebar_visible(theme.restore_layout(self.ui_settings, self, self.splitter))
         self.refresh_conversations()
@@ -366,6 +369,7 @@ class MainWindow(QMainWindow):
         self.chat.stop()
         self.video_pane.cancel()
         self.engine.shutdown()
+        self.tools.close()  # every tool server stops: no process outlives the app
         # Deliver the engine's last (queued) events so a stopped answer is saved as stopped.
         from PySide6.QtCore import QCoreApplication
 

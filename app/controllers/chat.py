@@ -23,6 +23,7 @@ from engine_mlx.conversation import (
 )
 from engine_mlx.events import FinishReason, Stats
 from engine_mlx.settings import GenerationSettings
+from engine_mlx.tools.loop import ToolCallFinished, ToolCallProposed
 
 from ..operations import Operation
 from ..sent_ranges import sent_range
@@ -40,6 +41,7 @@ from ..store import (
     search_database,
 )
 from .attachments import earlier_media_refusal, text_only_refusal
+from .tools import ToolsController, ToolTurn, calls_markdown, tool_steps
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,7 @@ def build_conversation(cid: str, settings: ChatSettings, messages: list[StoredMe
         if m.role == "assistant":
             if not m.text.strip() or m.state is MessageState.ERROR:
                 continue
+            out.extend(tool_steps(m.tool_calls))  # the tools it called before answering
             out.append(Message(Role.ASSISTANT, m.text, thinking=m.thinking))
         else:
             out.append(Message(Role.USER, m.text, tuple(to_engine_attachment(a) for a in m.attachments)))
@@ -148,6 +151,7 @@ class _Stream:
     final: dict = field(default_factory=dict)  # state and error, once finished
     stats: StoredStats | None = None
     before: StoredStats | None = None  # a continued answer's figures so far
+    tool_turn: ToolTurn | None = None  # a turn through the tool loop
 
     @property
     def thinking_text(self) -> str:
@@ -184,6 +188,7 @@ class ChatController(QObject):
         self.current_id: str | None = None
         self.model_loaded = False
         self.model_is_vision: bool | None = None  # None: no model loaded
+        self.tools: ToolsController | None = None  # turns of chats with tools run through it (tools_wiring)
         self._stream: _Stream | None = None
         self._search_serial = 0
         self._unsaved: list[_Stream] = []  # finished answers the disk refused; retried until saved
@@ -195,6 +200,9 @@ class ChatController(QObject):
         engine.answerDelta.connect(self._on_answer)
         engine.stats.connect(self._on_stats)
         engine.finished.connect(self._on_finished)
+        engine.toolCallProposed.connect(self._on_tool_proposed)
+        engine.toolCallFinished.connect(self._on_tool_finished)
+        engine.stepLimitReached.connect(self._on_step_limit)
         interrupted = store.mark_interrupted()
         if interrupted:
             log.info("%d answers were interrupted by the last exit", interrupted)
@@ -434,8 +442,10 @@ class ChatController(QObject):
             self.errorOccurred.emit(str(error))
             return
         settings = self.store.settings(cid)
+        # (the answer's tool steps, if it called tools, come before its text, as in build_conversation)
+        earlier = build_conversation(cid, settings, messages[:-1])
         conversation = replace(
-            build_conversation(cid, settings, messages[:-1]).with_message(
+            replace(earlier, messages=earlier.messages + tuple(tool_steps(last.tool_calls))).with_message(
                 Message(Role.ASSISTANT, last.text, thinking=last.thinking)),
             continue_last=True,
         )
@@ -524,8 +534,13 @@ class ChatController(QObject):
         if not history:  # every turn dropped from the prompt: the question being answered is still sent
             history = [m for m in self.store.messages(cid) if m.position < placeholder.position][-1:]
         conversation = build_conversation(cid, settings, history)
-        request = self.engine.generate(conversation, generation_settings(settings))
-        self._begin(_Stream(request, cid, placeholder.id), placeholder)
+        turn = self.tools.turn_for(cid, conversation, generation_settings(settings)) if self.tools else None
+        if turn is not None:
+            stream = _Stream(self.engine.run_turn(turn), cid, placeholder.id)
+            stream.tool_turn = ToolTurn(self.tools, placeholder.id)
+        else:
+            stream = _Stream(self.engine.generate(conversation, generation_settings(settings)), cid, placeholder.id)
+        self._begin(stream, placeholder)
 
     def _begin(self, stream: _Stream, message: StoredMessage) -> None:
         """``stream`` answers into ``message`` (shown streaming): saved on the timer until it finishes."""
@@ -556,6 +571,12 @@ class ChatController(QObject):
     def _on_answer(self, request_id: int, text: str) -> None:
         if (stream := self._current(request_id)) is None:
             return
+        if stream.tool_turn is None:
+            self._append_answer(stream, text)
+        elif shown := stream.tool_turn.answer(text):  # the call markup is hidden: its blocks show the calls
+            self._append_answer(stream, shown)
+
+    def _append_answer(self, stream: _Stream, text: str) -> None:
         if not stream.answer:
             if stream.thinking_started is not None:
                 stream.thinking_s = time.monotonic() - stream.thinking_started
@@ -567,6 +588,8 @@ class ChatController(QObject):
     def _on_stats(self, request_id: int, event: Stats) -> None:
         if (stream := self._current(request_id)) is None:
             return
+        if stream.tool_turn is not None and (rest := stream.tool_turn.step_ended()):  # each step ends with Stats
+            self._append_answer(stream, rest)
         stats = StoredStats.of(event)
         if stream.before is not None:
             stats = continued_stats(stream.before, stats)
@@ -575,8 +598,24 @@ class ChatController(QObject):
         self.statsReady.emit(stream.message_id, stats)
 
     def _on_finished(self, request_id: int, reason: FinishReason, error: str) -> None:
-        if self._current(request_id) is not None:
-            self._finish(FINISHED_STATE[reason], error)
+        if (stream := self._current(request_id)) is None:
+            return
+        if stream.tool_turn is not None and (unrun := stream.tool_turn.unrun()):  # markup that ran no call stays
+            self._append_answer(stream, unrun)
+        self._finish(FINISHED_STATE[reason], error)
+
+    # A turn through the tool loop (``ToolsController.turn_for``): its calls go to its ToolTurn.
+    def _on_tool_proposed(self, request_id: int, proposed: ToolCallProposed) -> None:
+        if (stream := self._current(request_id)) is not None and stream.tool_turn is not None:
+            stream.tool_turn.proposed(proposed)
+
+    def _on_tool_finished(self, request_id: int, done: ToolCallFinished) -> None:
+        if (stream := self._current(request_id)) is not None and stream.tool_turn is not None:
+            stream.tool_turn.call_finished(done)
+
+    def _on_step_limit(self, request_id: int, steps: int) -> None:
+        if (stream := self._current(request_id)) is not None and stream.tool_turn is not None:
+            stream.tool_turn.step_limit(steps)
 
     def _finish(self, state: MessageState, error: str) -> None:
         stream = self._stream
@@ -666,6 +705,7 @@ class ChatController(QObject):
                 if include_thinking and m.thinking.strip():
                     lines += ["<details><summary>Thinking</summary>", "", m.thinking.strip(), "",
                               "</details>", ""]
+                lines += calls_markdown(m.tool_calls, files_dir)
                 lines += [m.text.strip(), ""]
                 if m.state in (MessageState.INTERRUPTED, MessageState.STOPPED):
                     lines += [f"*({m.state.value})*", ""]

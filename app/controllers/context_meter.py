@@ -137,6 +137,8 @@ class ContextMeterController(QObject):
         draft = Message(Role.USER, self.text.strip(),
                         tuple(to_engine_attachment(p.stored) for p in self.attachments.items))
         conversation = build_conversation(cid, settings, self._history).with_message(draft)
+        if self.chat.tools is not None:  # the chat's tools are part of its prompt
+            conversation = replace(conversation, tools=self.chat.tools.offered_tools(self.chat.current_id))
         request = self.engine.count_tokens(conversation, generation_settings(settings))
         self._request = (request, self._version, self.text)
 

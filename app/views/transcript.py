@@ -30,6 +30,7 @@ from ..render import Palette, Renderer
 from ..store import ChatSettings, MessageState, StoredAttachment, StoredMessage
 from .grounding import GroundingImage, chat_images, chat_videos
 from .message import MessageWidget
+from .tool_call import add_call_blocks
 
 PAGE = 30
 READING_WIDTH = 900  # the message column's widest; wider windows centre it
@@ -312,6 +313,8 @@ class TranscriptView(QScrollArea):
             widget.grounding_context = lambda: self._grounding_context(widget)
             if message.state is not MessageState.STREAMING:
                 widget.refresh_grounding()
+            if message.tool_calls:
+                add_call_blocks(widget, message.tool_calls)
         return widget
 
     def _grounding_context(self, widget: MessageWidget) -> tuple[list[GroundingImage], list[StoredAttachment], str]:
