@@ -160,7 +160,7 @@ def _grounding_shot(window, out_dir: Path) -> Path:
         convo, replace(settings, thinking=False, forced=ForcedText(answer)))
     try:
         window.new_chat()
-        window.chat.set_settings(ChatSettings(thinking=ThinkingMode.OFF, max_tokens=400))
+        window.chat.set_settings(ChatSettings(thinking=ThinkingMode.OFF).with_generation(max_tokens=400))
         window.attachments.add_paths([_dialog(Path(tempfile.mkdtemp()) / "export-dialog.png")])
         _wait(lambda: len(window.attachments.items) == 1, 60)
         window.composer.edit.setPlainText(GROUNDING_QUESTION)

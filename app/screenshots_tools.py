@@ -49,7 +49,7 @@ def shoot(out_dir: Path) -> list[Path]:
     _wait(lambda: window.models.loaded_info is not None, 300)
     window.tools.set_prefs(ToolPrefs((str(shared),)))
     _wait(lambda: any(s.state is ServerState.READY for s in window.tools.status()), 60)
-    window.chat.set_settings(ChatSettings(thinking=ThinkingMode.OFF, max_tokens=200))
+    window.chat.set_settings(ChatSettings(thinking=ThinkingMode.OFF).with_generation(max_tokens=200))
     window.tools.step_settings = lambda step: GenerationSettings(
         thinking=False, max_tokens=200, temperature=0.0, forced=ForcedText(CALL if step == 0 else ANSWER))
     window.composer.edit.setPlainText(QUESTION)

@@ -8,6 +8,7 @@ from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QMenu, QToolButton
 
 from engine_mlx.tools.config import BUILTIN_FILES
+from engine_mlx.tools.loop import ToolCallProposed
 
 from .controllers.tools import ToolsController
 from .store import StoredToolCall
@@ -23,7 +24,7 @@ class ToolsWiring:
         self.tools = tools = ToolsController(window.store, window.paths.data, window.paths.logs, window)
         window.chat.tools = tools
         self.cards: dict[str, ConsentCard] = {}
-        self.waiting: dict[str, tuple[int, object]] = {}  # call id -> (answer id, ToolCallProposed)
+        self.waiting: dict[str, tuple[int, ToolCallProposed]] = {}  # call id -> (answer id, the call)
         tools.consentRequested.connect(self._ask)
         # Another chat opened meanwhile (or this one re-rendered): a waiting card comes back with its answer.
         window.chat.conversationOpened.connect(lambda *_: self._show_waiting())
@@ -54,7 +55,7 @@ class ToolsWiring:
         settings_menu.addAction(self.settings_action)
 
     # --- the transcript -----------------------------------------------------------------------
-    def _ask(self, message_id: int, proposed) -> None:
+    def _ask(self, message_id: int, proposed: ToolCallProposed) -> None:
         self.waiting[proposed.call_id] = (message_id, proposed)
         widget = self.window.transcript.widget_for(message_id)
         if widget is None:  # the chat is not on screen: its card shows when it is opened
@@ -70,7 +71,7 @@ class ToolsWiring:
             if not alive and widget is not None:
                 self._show_card(widget, proposed)
 
-    def _show_card(self, widget, proposed) -> None:
+    def _show_card(self, widget, proposed: ToolCallProposed) -> None:
         widget.progress_label.hide()  # the prompt was read; now the turn waits for the user
         card = ConsentCard(proposed)
         card.answered.connect(self.tools.answer)
