@@ -88,6 +88,15 @@ def test_a_call_with_edited_arguments_runs_and_the_answer_goes_on(tool_window, q
     send(window, qt_wait, "Echo something")
     shown = card(window, qt_wait)
     assert "test ▸ echo" in shown.findChildren(type(shown.error))[0].text()
+    # The keyboard is on the card (the composer was empty), and Tab walks its controls.
+    qt_wait(lambda: window.focusWidget() is shown.run_button, 10)
+    window.activateWindow()
+    assert QTest.qWaitForWindowActive(window)
+    assert shown.run_button.hasFocus()
+    QTest.keyClick(shown.run_button, Qt.Key.Key_Backtab)
+    assert shown.always_button.hasFocus()
+    QTest.keyClick(shown.always_button, Qt.Key.Key_Tab)
+    assert shown.run_button.hasFocus()
     assert json.loads(shown.editor.toPlainText()) == {"text": "hi ```code```"}  # formatted JSON, as proposed
     shown.editor.setPlainText('{"text": "edited", "count": 2')  # broken JSON: refused, nothing runs
     click(shown.run_button)
