@@ -120,10 +120,6 @@ class ConsentGate:
                 return True
             return False
 
-    @property
-    def pending(self) -> list[str]:
-        with self._lock:
-            return list(self._waiting)
 
 
 class CallTextFilter:
@@ -269,7 +265,7 @@ class ToolsController(QObject):
         self.step_settings: Callable[[int], GenerationSettings] | None = None
         self.host = ToolHost(log_dir, files_roots=[Path(p) for p in self.prefs.files_roots])
         self._closed = False
-        self._configuring = 0
+        self._apply_lock = threading.Lock()
         self._draft: set[str] | None = None  # the servers chosen for a new chat before it is stored
         self.apply()
 
@@ -278,17 +274,18 @@ class ToolsController(QObject):
         """Run the enabled servers (and the Files tool if a folder is shared), on the thread pool."""
         if self._closed:
             return
-        host, servers, roots = self.host, self.servers, [Path(p) for p in self.prefs.files_roots]
-        self._configuring += 1
+        host = self.host
 
         def configure(_progress, _cancelled) -> None:
-            if restart_files:
-                host.configure(servers, builtin_files=False)
-            host.files_roots = tuple(roots)
-            host.configure(servers, builtin_files=bool(roots))  # starts them; their state shows in status()
+            # One at a time, each with the newest settings: two quick changes cannot end in the older one.
+            with self._apply_lock:
+                servers, roots = self.servers, tuple(Path(p) for p in self.prefs.files_roots)
+                if restart_files:
+                    host.configure(servers, builtin_files=False)
+                host.files_roots = roots
+                host.configure(servers, builtin_files=bool(roots))  # starts them; states show in status()
 
         def done(_result=None) -> None:
-            self._configuring -= 1
             self.statusChanged.emit()
 
         def failed(error: Exception) -> None:
@@ -296,10 +293,6 @@ class ToolsController(QObject):
             self.errorOccurred.emit(f"The tool servers could not be started: {error}")
 
         run_task(configure, done, failed)
-
-    @property
-    def configuring(self) -> bool:
-        return self._configuring > 0
 
     def status(self) -> list[ServerStatus]:
         return self.host.status()
