@@ -155,10 +155,15 @@ def test_deny_tells_the_model_and_always_allow_is_remembered(tool_window, qt_wai
     assert [(c.outcome, c.result) for c in answer.tool_calls] == [("denied", DENIED_TEXT)]
     assert answer.text.endswith("Fine, I won't.")
 
+    window.tools_wiring.settings_action.trigger()  # Settings ▸ Tools open meanwhile follows the card's choice
+    dialog = window.tools_dialog
+    assert dialog.consent_combos[("test", None)].currentData() == Consent.ASK
     window.tools.step_settings = forced(call("echo", text="a"), call("echo", text="b"), "Both done.")
     send(window, qt_wait, "Twice")
     click(card(window, qt_wait).always_button)
     qt_wait(lambda: not window.chat.busy, 60)
+    qt_wait(lambda: ("test", "echo") in dialog.consent_combos, 10)
+    assert dialog.consent_combos[("test", "echo")].currentData() == Consent.ALLOW
     assert [c.outcome for c in last_answer(window).tool_calls] == ["ran", "ran"]  # the second did not ask
     assert load_consent(window.tools.consent_path).decide("test", "echo") is Consent.ALLOW
     # A result is data: consent changed only through the card's button, nothing else did.

@@ -244,6 +244,7 @@ class ToolsController(QObject):
     consentRequested = Signal(int, object)  # answer message id, ToolCallProposed
     callFinished = Signal(int, object)  # answer message id, StoredToolCall (already saved)
     stepLimitReached = Signal(int, int)  # answer message id, steps
+    consentChanged = Signal()  # the table changed (Settings ▸ Tools, or a card's Always allow)
     errorOccurred = Signal(str)
 
     def __init__(self, store: Store, data_dir: Path, log_dir: Path, parent: QObject | None = None):
@@ -315,6 +316,7 @@ class ToolsController(QObject):
         """The user's own choice (Settings ▸ Tools, a card's Always allow); never a tool's result."""
         self.consent = table
         save_consent(self.consent_path, table)
+        self.consentChanged.emit()  # (from the engine's job thread for a card: queued to the GUI thread)
 
     def available(self) -> list[str]:
         """The servers a chat may use: the enabled ones, and Files when a folder is shared."""
