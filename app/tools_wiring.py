@@ -4,6 +4,7 @@ per-chat Tools menu, and Settings ▸ Tools."""
 from __future__ import annotations
 
 import shiboken6
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QMenu, QToolButton
 
@@ -78,6 +79,11 @@ class ToolsWiring:
         tool_area(widget).addWidget(card)
         self.cards[proposed.call_id] = card
         self.window.transcript.ensureWidgetVisible(card, 0, 40)
+        # The keyboard goes to the card, unless the user is typing the next message.
+        composer = self.window.composer.edit
+        if not (composer.hasFocus() and composer.toPlainText().strip()):
+            # (once the card is laid out and shown: a hidden widget takes no focus)
+            QTimer.singleShot(0, card.run_button, lambda: card.run_button.setFocus(Qt.FocusReason.OtherFocusReason))
 
     def _finished(self, message_id: int, call: StoredToolCall) -> None:
         self.waiting.pop(call.call_id, None)

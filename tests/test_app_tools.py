@@ -88,6 +88,15 @@ def test_a_call_with_edited_arguments_runs_and_the_answer_goes_on(tool_window, q
     send(window, qt_wait, "Echo something")
     shown = card(window, qt_wait)
     assert "test ▸ echo" in shown.findChildren(type(shown.error))[0].text()
+    # The keyboard is on the card (the composer was empty), and Tab walks its controls.
+    qt_wait(lambda: window.focusWidget() is shown.run_button, 10)
+    window.activateWindow()
+    assert QTest.qWaitForWindowActive(window)
+    assert shown.run_button.hasFocus()
+    QTest.keyClick(shown.run_button, Qt.Key.Key_Backtab)
+    assert shown.always_button.hasFocus()
+    QTest.keyClick(shown.always_button, Qt.Key.Key_Tab)
+    assert shown.run_button.hasFocus()
     assert json.loads(shown.editor.toPlainText()) == {"text": "hi ```code```"}  # formatted JSON, as proposed
     shown.editor.setPlainText('{"text": "edited", "count": 2')  # broken JSON: refused, nothing runs
     click(shown.run_button)
@@ -146,10 +155,15 @@ def test_deny_tells_the_model_and_always_allow_is_remembered(tool_window, qt_wai
     assert [(c.outcome, c.result) for c in answer.tool_calls] == [("denied", DENIED_TEXT)]
     assert answer.text.endswith("Fine, I won't.")
 
+    window.tools_wiring.settings_action.trigger()  # Settings ▸ Tools open meanwhile follows the card's choice
+    dialog = window.tools_dialog
+    assert dialog.consent_combos[("test", None)].currentData() == Consent.ASK
     window.tools.step_settings = forced(call("echo", text="a"), call("echo", text="b"), "Both done.")
     send(window, qt_wait, "Twice")
     click(card(window, qt_wait).always_button)
     qt_wait(lambda: not window.chat.busy, 60)
+    qt_wait(lambda: ("test", "echo") in dialog.consent_combos, 10)
+    assert dialog.consent_combos[("test", "echo")].currentData() == Consent.ALLOW
     assert [c.outcome for c in last_answer(window).tool_calls] == ["ran", "ran"]  # the second did not ask
     assert load_consent(window.tools.consent_path).decide("test", "echo") is Consent.ALLOW
     # A result is data: consent changed only through the card's button, nothing else did.

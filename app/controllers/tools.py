@@ -117,10 +117,6 @@ class ConsentGate:
                 return True
             return False
 
-    @property
-    def pending(self) -> list[str]:
-        with self._lock:
-            return list(self._waiting)
 
 
 class CallTextFilter:
@@ -247,6 +243,7 @@ class ToolsController(QObject):
     consentRequested = Signal(int, ToolCallProposed)  # answer message id, the call waiting for the user
     callFinished = Signal(int, StoredToolCall)  # answer message id, the call (already saved)
     stepLimitReached = Signal(int, int)  # answer message id, steps
+    consentChanged = Signal()  # the table changed (Settings ▸ Tools, or a card's Always allow)
     errorOccurred = Signal(str)
 
     def __init__(self, store: Store, data_dir: Path, log_dir: Path, parent: QObject | None = None):
@@ -268,7 +265,7 @@ class ToolsController(QObject):
         self.step_settings: Callable[[int], GenerationSettings] | None = None
         self.host = ToolHost(log_dir, files_roots=[Path(p) for p in self.prefs.files_roots])
         self._closed = False
-        self._configuring = 0
+        self._apply_lock = threading.Lock()
         self._draft: set[str] | None = None  # the servers chosen for a new chat before it is stored
         self.apply()
 
@@ -277,17 +274,18 @@ class ToolsController(QObject):
         """Run the enabled servers (and the Files tool if a folder is shared), on the thread pool."""
         if self._closed:
             return
-        host, servers, roots = self.host, self.servers, [Path(p) for p in self.prefs.files_roots]
-        self._configuring += 1
+        host = self.host
 
         def configure(_ctx: OpContext) -> None:
-            if restart_files:
-                host.configure(servers, builtin_files=False)
-            host.files_roots = tuple(roots)
-            host.configure(servers, builtin_files=bool(roots))  # starts them; their state shows in status()
+            # One at a time, each with the newest settings: two quick changes cannot end in the older one.
+            with self._apply_lock:
+                servers, roots = self.servers, tuple(Path(p) for p in self.prefs.files_roots)
+                if restart_files:
+                    host.configure(servers, builtin_files=False)
+                host.files_roots = roots
+                host.configure(servers, builtin_files=bool(roots))  # starts them; states show in status()
 
         def done(_result: None = None) -> None:
-            self._configuring -= 1
             self.statusChanged.emit()
 
         def failed(error: Exception) -> None:
@@ -295,10 +293,6 @@ class ToolsController(QObject):
             self.errorOccurred.emit(f"The tool servers could not be started: {error}")
 
         Operation(self, configure, done, label="Starting the tool servers").failure(failed).run_in_background()
-
-    @property
-    def configuring(self) -> bool:
-        return self._configuring > 0
 
     def status(self) -> list[ServerStatus]:
         return self.host.status()
@@ -321,6 +315,7 @@ class ToolsController(QObject):
         """The user's own choice (Settings ▸ Tools, a card's Always allow); never a tool's result."""
         self.consent = table
         save_consent(self.consent_path, table)
+        self.consentChanged.emit()  # (from the engine's job thread for a card: queued to the GUI thread)
 
     def available(self) -> list[str]:
         """The servers a chat may use: the enabled ones, and Files when a folder is shared."""

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
+    QApplication,
     QFrame,
     QHBoxLayout,
     QLabel,
@@ -63,6 +64,19 @@ class ConsentCard(QFrame):
         self.always_button.setToolTip(f"Run it, and never ask again for {proposed.server} ▸ {proposed.tool} "
                                       "(change this in Settings ▸ Tools)")
         layout.addLayout(row)
+
+    def focusNextPrevChild(self, next: bool) -> bool:
+        """Tab walks the card's own controls (the transcript would otherwise move past the message), then
+        leaves it."""
+        order = [w for w in (self.editor, self.deny_button, self.always_button, self.run_button)
+                 if w.isEnabled() and w.isVisible()]
+        current = QApplication.focusWidget()
+        if current in order:
+            index = order.index(current) + (1 if next else -1)
+            if 0 <= index < len(order):
+                order[index].setFocus(Qt.FocusReason.TabFocusReason if next else Qt.FocusReason.BacktabFocusReason)
+                return True
+        return super().focusNextPrevChild(next)
 
     def arguments(self) -> dict | None:
         """The edited arguments, or None (and the reason shown) if they are not a JSON object."""

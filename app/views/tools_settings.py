@@ -204,6 +204,7 @@ class ToolsSettingsDialog(QDialog):
         # (not the raw JSON: text being typed there is never replaced behind the user's back)
         tools.statusChanged.connect(self.refresh_status)
         tools.statusChanged.connect(self.fill_consent)
+        tools.consentChanged.connect(self.fill_consent)
         self._timer = QTimer(self)  # a server's state changes on its own (a crash, a restart)
         self._timer.setInterval(1000)
         self._timer.timeout.connect(self.refresh_status)
