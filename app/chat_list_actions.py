@@ -1,5 +1,5 @@
-"""The sidebar's chat list beyond one chat: pin and unpin, multi-select (Ctrl/Shift-click), and delete or
-export several chats at once.
+"""The sidebar's chat list beyond opening a chat: pin and unpin, multi-select (Ctrl/Shift-click), delete with
+undo, and export one chat or several at once.
 
 Several chats export as one Markdown file per chat into a folder the user picks (each with its own
 ``<name>_files/`` folder of attachments, as a single export writes it), not one combined file: every
@@ -18,6 +18,7 @@ from .store import StoreError
 from .views.sidebar import ROLE_ID
 
 PIN_SHORTCUT = "Ctrl+Shift+P"
+UNDO_MS = 10_000  # how long a deletion can be undone from the banner
 
 
 class ChatListActions(QObject):
@@ -41,6 +42,7 @@ class ChatListActions(QObject):
         self.delete_key = QShortcut(QKeySequence(QKeySequence.StandardKey.Delete), self.list)
         self.delete_key.setContext(Qt.ShortcutContext.WidgetShortcut)
         self.delete_key.activated.connect(lambda: self.delete(self.selected_ids()))
+        self.chat.deleted.connect(self._on_deleted)
         self.chat.deletedMany.connect(self._on_deleted_many)
 
     # --- which chats ----------------------------------------------------------------------------
@@ -109,16 +111,21 @@ class ChatListActions(QObject):
             if answer == QMessageBox.StandardButton.Yes:
                 self.chat.delete_many(ids)
 
-    def _on_deleted_many(self, ids: list[str]) -> None:
-        from .window import UNDO_MS
+    def delete_current(self) -> None:
+        if self.chat.current_id:
+            self.chat.delete(self.chat.current_id)
 
+    def _on_deleted(self, cid: str, title: str) -> None:
+        self.window.banner.show_message(f"Deleted “{title}”.", "Undo", lambda: self.chat.undo_delete(cid), UNDO_MS)
+
+    def _on_deleted_many(self, ids: list[str]) -> None:
         self.window.banner.show_message(f"Deleted {len(ids)} chats.", "Undo",
                                         lambda: self.chat.undo_delete_many(ids), UNDO_MS)
 
     def export(self, ids: list[str]) -> list[Path]:
         """One chat: the usual save dialog. Several: a folder, then one Markdown file per chat in it."""
         if len(ids) == 1:
-            self.window.export_dialog(ids[0])
+            self.export_one(ids[0])
             return []
         if not ids:
             return []
@@ -126,20 +133,42 @@ class ChatListActions(QObject):
                                                   str(Path.home()))
         if not folder:
             return []
+        return self.export_to(ids, Path(folder), self._ask_thinking())
+
+    def _ask_thinking(self) -> bool:
         answer = QMessageBox.question(self.window, "Export", "Include the model's thinking?",
                                       QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
                                       QMessageBox.StandardButton.No)
-        return self.export_to(ids, Path(folder), answer == QMessageBox.StandardButton.Yes)
+        return answer == QMessageBox.StandardButton.Yes
+
+    def export_one(self, cid: str | None = None) -> None:
+        """File ▸ Export: a save dialog for one chat (the open one unless given)."""
+        cid = cid or self.chat.current_id
+        if not cid:
+            self.window.show_error("Open a chat to export it.")
+            return
+        summary = self.chat.store.conversation(cid)
+        default = str(Path.home() / f"{safe_filename(summary.title if summary else 'chat')}.md")
+        path, _ = QFileDialog.getSaveFileName(self.window, "Export chat as Markdown", default, "Markdown (*.md)")
+        if path:
+            self.export_file(cid, Path(path), self._ask_thinking())
+
+    def export_file(self, cid: str, path: Path, include_thinking: bool) -> Path | None:
+        try:
+            out = self.chat.export_markdown(cid, path, include_thinking)
+        except StoreError as error:
+            self.window.show_error(str(error))
+            return None
+        self.window.statusBar().showMessage(f"Exported to {out}", 4000)
+        return out
 
     def export_to(self, ids: list[str], folder: Path, include_thinking: bool) -> list[Path]:
-        from .window import _safe_filename
-
         written: list[Path] = []
         for cid in ids:
             summary = self.chat.store.conversation(cid)
             if summary is None:
                 continue
-            target = _free_path(folder, _safe_filename(summary.title))
+            target = _free_path(folder, safe_filename(summary.title))
             try:
                 written.append(self.chat.export_markdown(cid, target, include_thinking))
             except StoreError as error:
@@ -157,3 +186,8 @@ def _free_path(folder: Path, stem: str) -> Path:
         n += 1
         candidate = f"{stem}-{n}"
     return folder / f"{candidate}.md"
+
+
+def safe_filename(title: str) -> str:
+    cleaned = "".join(ch if ch.isalnum() or ch in " -_." else "_" for ch in title)
+    return cleaned[:60].strip(" ._") or "chat"  # "Hi." + ".md" must not read "Hi..md"

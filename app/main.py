@@ -201,8 +201,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run_window(app, args, paths: AppPaths, instance, log_file: Path) -> int:
     from .file_open import FileOpenRouter
+    from .operations import Operation
     from .store import StoreError
-    from .workers import Task
 
     # Files opened before the window exists (Dock drops, "Open With", the command line, later launches
     # while a start-up dialog is open) wait in the router and are attached once the window is there.
@@ -238,7 +238,7 @@ def _run_window(app, args, paths: AppPaths, instance, log_file: Path) -> int:
     log.info("pid %d started; data in %s", os.getpid(), paths.data)
     code = app.exec()
     window.close()  # no-op when already closed; covers app.quit() from elsewhere
-    Task.stop_all()
+    Operation.stop_all()
     log.info("quit with code %d", code)
     return code
 

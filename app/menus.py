@@ -59,8 +59,9 @@ class Menus:
         model_menu, settings_menu, help_menu = bar.addMenu("&Model"), bar.addMenu("&Settings"), bar.addMenu("&Help")
         action = self._action
         self.new = action("New chat", [Key.New], w.new_chat, file_menu)
-        self.attach = action("Attach files…", ["Ctrl+O"], w.pick_files, file_menu)
-        self.export = action("Export chat as Markdown…", ["Ctrl+Shift+E"], w.export_dialog, file_menu)
+        self.attach = action("Attach files…", ["Ctrl+O"], w.attachments_presenter.pick_files, file_menu)
+        self.export = action("Export chat as Markdown…", ["Ctrl+Shift+E"], lambda: w.chat_list_actions.export_one(),
+                             file_menu)
         file_menu.addSeparator()
         action("Quit", [Key.Quit], w.close, file_menu)
         # Edit: the standard actions on the focused text field, then the app's own.
@@ -81,11 +82,11 @@ class Menus:
         self.settings = action("Chat settings…", [Key.Preferences, "Ctrl+,"], w.open_settings, chat_menu)
         chat_menu.addSeparator()
         action("Rename chat", ["F2"], w.rename_current, chat_menu)
-        action("Delete chat", [], w.delete_current, chat_menu)
+        action("Delete chat", [], lambda: w.chat_list_actions.delete_current(), chat_menu)
         action("Choose model…", ["Ctrl+L"], w.open_model_picker, model_menu)
         action("Get models…", [], w.open_downloads, model_menu)
         action("Unload model", [], w.models.unload, model_menu)
-        action("Add model folder…", [], w._add_folder, model_menu)
+        action("Add model folder…", [], w.add_folder, model_menu)
         action("Use the demo model (random weights)", [], w.models.use_demo, model_menu)
         self.local_api = action("Local API…", [], w.open_local_api, settings_menu)
         self.sidebar = action("Show sidebar", ["Ctrl+B"], w.set_sidebar_visible, view_menu)

@@ -28,6 +28,11 @@ class AppPaths:
         return self.data / "engine-state"
 
     @property
+    def ui_settings(self) -> Path:
+        """The window's geometry, splitter sizes, sidebar and theme (QSettings, INI), beside the database."""
+        return self.data / "ui.ini"
+
+    @property
     def backups(self) -> Path:
         return self.data / "backups"
 

@@ -17,6 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from engine_mlx.settings import GenerationSettings
+
 from .paths import app_paths
 from .store import ChatSettings, ThinkingMode
 
@@ -123,7 +125,7 @@ def shoot(out_dir: Path) -> list[Path]:
         _wait(lambda w=window: w.models.loaded_info is not None, 300)
         if scheme is theme.Scheme.LIGHT:
             window.chat.set_settings(ChatSettings(thinking=ThinkingMode.BUDGET, thinking_budget=40,
-                                                  max_tokens=120, seed=11))
+                                                  generation=GenerationSettings(max_tokens=120, seed=11)))
             window.attachments.add_paths([chart])
             _wait(lambda w=window: len(w.attachments.items) == 1, 60)
             for question in (QUESTION_1, QUESTION_2):
@@ -158,7 +160,7 @@ def _grounding_shot(window, out_dir: Path) -> Path:
         convo, replace(settings, thinking=False, forced=ForcedText(answer)))
     try:
         window.new_chat()
-        window.chat.set_settings(ChatSettings(thinking=ThinkingMode.OFF, max_tokens=400))
+        window.chat.set_settings(ChatSettings(thinking=ThinkingMode.OFF).with_generation(max_tokens=400))
         window.attachments.add_paths([_dialog(Path(tempfile.mkdtemp()) / "export-dialog.png")])
         _wait(lambda: len(window.attachments.items) == 1, 60)
         window.composer.edit.setPlainText(GROUNDING_QUESTION)

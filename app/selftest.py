@@ -454,8 +454,7 @@ def check_generate(ctx: Context) -> str:
 def check_store(ctx: Context) -> str:
     exchange = _need(ctx, "exchange")
     image = _need(ctx, "image")
-    from app.controllers.chat import stored_stats
-    from app.store import AttachmentKind, MessageState, Store, StoredAttachment
+    from app.store import AttachmentKind, MessageState, Store, StoredAttachment, StoredStats
 
     folder = ctx.workdir / "history"
     database = folder / "qwendesk.sqlite3"
@@ -472,7 +471,7 @@ def check_store(ctx: Context) -> str:
             text=exchange["answer"],
             thinking=exchange["thinking"],
             state=MessageState.COMPLETE,
-            stats=stored_stats(stats) if stats is not None else None,
+            stats=StoredStats.of(stats) if stats is not None else None,
         )
     finally:
         store.close()

@@ -15,9 +15,13 @@ import time
 import uuid
 from collections.abc import Iterable
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from enum import Enum
 from pathlib import Path
+
+from engine_mlx.events import Stats
+from engine_mlx.media import DEFAULT_VIDEO_FPS, AttachmentKind
+from engine_mlx.settings import GenerationSettings
 
 
 class StoreError(Exception):
@@ -54,35 +58,34 @@ class ThinkingMode(str, Enum):
     BUDGET = "budget"
 
 
-class AttachmentKind(str, Enum):
-    IMAGE = "image"
-    PDF = "pdf"
-    VIDEO = "video"
-    TEXT = "text"
+# The chat settings the engine's GenerationSettings holds: stored flat in the chat's JSON, as always.
+GENERATION_FIELDS = ("max_tokens", "temperature", "top_p", "top_k", "presence_penalty", "seed")
 
 
 @dataclass(frozen=True)
 class ChatSettings:
-    """Per-chat generation settings; None sampling fields mean Qwen's default for the thinking mode."""
+    """Per-chat settings: the system prompt, the thinking mode, and the engine's ``GenerationSettings``
+    (its length limit, sampling and seed; None sampling fields mean Qwen's default for the thinking mode).
+    ``generation``'s own thinking fields are set from ``thinking`` when a message is sent."""
 
     system_prompt: str = ""
     thinking: ThinkingMode = ThinkingMode.ON
-    thinking_budget: int = 1024
-    max_tokens: int = 8192
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    presence_penalty: float | None = None
-    seed: int | None = None
+    thinking_budget: int = 1024  # kept while the mode is not BUDGET, so switching back restores it
+    generation: GenerationSettings = GenerationSettings()
 
     def __post_init__(self) -> None:
         # Qt hands a str enum back as a plain str (QComboBox.itemData, QSettings): take it back as the enum,
         # so a wrong value fails here, where it is made, and not later when the settings are saved.
         object.__setattr__(self, "thinking", ThinkingMode(self.thinking))
 
+    def with_generation(self, **changes) -> ChatSettings:
+        """A copy with some generation fields changed (``max_tokens=...``, ``seed=...``)."""
+        return replace(self, generation=replace(self.generation, **changes))
+
     def to_json(self) -> str:
-        data = asdict(self)
-        data["thinking"] = self.thinking.value
+        data = {"system_prompt": self.system_prompt, "thinking": self.thinking.value,
+                "thinking_budget": self.thinking_budget}
+        data.update({name: getattr(self.generation, name) for name in GENERATION_FIELDS})
         return json.dumps(data)
 
     @classmethod
@@ -90,10 +93,9 @@ class ChatSettings:
         if not text:
             return cls()
         data = json.loads(text)
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        if "thinking" in known:
-            known["thinking"] = ThinkingMode(known["thinking"])
-        return cls(**known)
+        generation = GenerationSettings(**{k: data[k] for k in GENERATION_FIELDS if k in data})
+        own = {k: data[k] for k in ("system_prompt", "thinking", "thinking_budget") if k in data}
+        return cls(**own, generation=generation)
 
 
 @dataclass(frozen=True)
@@ -104,26 +106,51 @@ class StoredAttachment:
     first_page: int = 1
     last_page: int | None = None
     page_count: int | None = None
-    fps: float = 2.0
+    fps: float = DEFAULT_VIDEO_FPS
     start_s: float = 0.0
     end_s: float | None = None
     duration_s: float | None = None
 
 
 @dataclass(frozen=True)
-class StoredStats:
-    prompt_tokens: int = 0
-    reused_tokens: int = 0
-    generated_tokens: int = 0
-    thinking_tokens: int = 0
-    answer_tokens: int = 0
-    decode_tps: float = 0.0
-    ttft_s: float = 0.0
-    total_s: float = 0.0
-    peak_memory_bytes: int = 0
-    # Tokens of the last run alone: after a Continue the figures above cover the whole answer, while the
-    # token limit applies to each run (0: written before Continue existed, i.e. generated_tokens).
-    run_tokens: int = 0
+class StoredStats(Stats):
+    """An answer's figures: the engine's ``events.Stats`` (summed over its runs after a Continue), stored
+    as its JSON, plus the tokens of its last run alone (the token limit applies to each run)."""
+
+    run_tokens: int = 0  # 0 in rows written before Continue existed: generated_tokens
+
+    @classmethod
+    def of(cls, stats: Stats) -> StoredStats:
+        """One run's figures, as the engine reported them."""
+        return cls(**asdict(stats), run_tokens=stats.generated_tokens)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> StoredStats:
+        """Tolerant of older rows: a figure they did not keep (the prefill's) reads as 0, or as what the
+        others imply."""
+        names = {f.name for f in fields(cls)}
+        known = {k: v for k, v in data.items() if k in names}
+        known.setdefault("prefilled_tokens", max(0, known.get("prompt_tokens", 0) - known.get("reused_tokens", 0)))
+        return cls(**{name: known.get(name, 0) for name in names})
+
+
+@dataclass(frozen=True)
+class StoredToolCall:
+    """One tool call the model made while writing an answer (issue 17), as shown and as sent again."""
+
+    step: int  # the loop step that made it (calls of one step were asked for together)
+    call_id: str
+    server: str
+    tool: str
+    arguments: str  # the JSON object that ran (the user's edit, if any)
+    outcome: str  # engine_mlx.tools.loop.Outcome's value: ran, failed, denied, blocked, cancelled
+    result: str  # what the model was given
+    duration_s: float = 0.0
+    truncated: bool = False
+    images: tuple[Path, ...] = ()  # images the tool returned, saved in the data folder
 
 
 @dataclass(frozen=True)
@@ -142,6 +169,7 @@ class StoredMessage:
     created_at: float = field(default_factory=time.time)
     version: int = 1  # which of the message's versions this is (regenerated answers, edited messages)
     version_count: int = 1
+    tool_calls: tuple[StoredToolCall, ...] = ()  # the calls made before this answer's text
 
 
 @dataclass(frozen=True)
@@ -232,8 +260,30 @@ MIGRATION_VERSIONS = """
         CREATE INDEX messages_by_parent ON messages(parent_id);
 """
 
+# Tool calls (issue 17): the calls an answer made, in order, and which tool servers a chat uses
+# (NULL: every enabled one).
+MIGRATION_TOOL_CALLS = """
+        CREATE TABLE tool_calls (
+            id INTEGER PRIMARY KEY,
+            message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+            ordinal INTEGER NOT NULL,
+            step INTEGER NOT NULL,
+            call_id TEXT NOT NULL,
+            server TEXT NOT NULL,
+            tool TEXT NOT NULL,
+            arguments TEXT NOT NULL DEFAULT '{}',
+            outcome TEXT NOT NULL,
+            result TEXT NOT NULL DEFAULT '',
+            duration_s REAL NOT NULL DEFAULT 0,
+            truncated INTEGER NOT NULL DEFAULT 0,
+            images TEXT NOT NULL DEFAULT '[]'
+        );
+        CREATE INDEX tool_calls_by_message ON tool_calls(message_id, ordinal);
+        ALTER TABLE conversations ADD COLUMN tool_servers TEXT;
+"""
+
 # SQL scripts; append new migrations, never edit a released one. user_version = how many have run.
-MIGRATIONS: tuple[str, ...] = (MIGRATION_1, MIGRATION_PINS_AND_CONTEXT, MIGRATION_VERSIONS)
+MIGRATIONS: tuple[str, ...] = (MIGRATION_1, MIGRATION_PINS_AND_CONTEXT, MIGRATION_VERSIONS, MIGRATION_TOOL_CALLS)
 
 _SUMMARY_COLUMNS = "id, title, updated_at, created_at, pinned_at IS NOT NULL"
 
@@ -576,7 +626,7 @@ class Store:
             values.append(state.value)
         if stats is not None:
             columns.append("stats=?")
-            values.append(json.dumps(asdict(stats)))
+            values.append(stats.to_json())
         if not columns:
             return
         self._write("save the answer", f"UPDATE messages SET {', '.join(columns)} WHERE id=?", (*values, mid))
@@ -599,6 +649,7 @@ class Store:
             params,
         ):
             attachments.setdefault(mid, []).append(self._attachment(kind, path, name, options))
+        calls = self._tool_calls_of(where, params)
         result = []
         for mid, conv, pos, role, text, thinking, state, thinking_s, stats, error, created in rows:
             version, count = versions.get(mid, (1, 1))
@@ -612,12 +663,13 @@ class Store:
                     thinking,
                     MessageState(state),
                     thinking_s,
-                    StoredStats(**json.loads(stats)) if stats else None,
+                    StoredStats.from_dict(json.loads(stats)) if stats else None,
                     error,
                     tuple(attachments.get(mid, ())),
                     created,
                     version,
                     count,
+                    tuple(calls.get(mid, ())),
                 )
             )
         return result
@@ -633,6 +685,39 @@ class Store:
                 siblings = sorted(int(i) for i in ids.split(","))
                 out.update({mid: (n, len(siblings)) for n, mid in enumerate(siblings, start=1)})
         return out
+
+    # --- tool calls -------------------------------------------------------------------------------
+    def add_tool_call(self, mid: int, call: StoredToolCall) -> None:
+        """Append one finished call to answer ``mid`` (saved as it finishes: a crash keeps it)."""
+        self._write(
+            "save the tool call",
+            "INSERT INTO tool_calls(message_id, ordinal, step, call_id, server, tool, arguments, outcome, result, "
+            "duration_s, truncated, images) VALUES(?, (SELECT COUNT(*) FROM tool_calls WHERE message_id=?), "
+            "?,?,?,?,?,?,?,?,?,?)",
+            (mid, mid, call.step, call.call_id, call.server, call.tool, call.arguments, call.outcome, call.result,
+             call.duration_s, int(call.truncated), json.dumps([str(p) for p in call.images])),
+        )
+
+    def _tool_calls_of(self, where: str, params: tuple) -> dict[int, list[StoredToolCall]]:
+        out: dict[int, list[StoredToolCall]] = {}
+        for mid, step, call_id, server, tool, arguments, outcome, result, duration, truncated, images in self._db.execute(
+            "SELECT t.message_id, t.step, t.call_id, t.server, t.tool, t.arguments, t.outcome, t.result, "
+            "t.duration_s, t.truncated, t.images FROM tool_calls t JOIN messages m ON m.id = t.message_id "
+            f"WHERE {where} ORDER BY t.message_id, t.ordinal", params,
+        ):
+            out.setdefault(mid, []).append(StoredToolCall(
+                step, call_id, server, tool, arguments, outcome, result, duration, bool(truncated),
+                tuple(Path(p) for p in json.loads(images or "[]"))))
+        return out
+
+    def tool_servers(self, cid: str) -> tuple[str, ...] | None:
+        """The tool servers chat ``cid`` uses; None: every enabled one (the default)."""
+        row = self._db.execute("SELECT tool_servers FROM conversations WHERE id=?", (cid,)).fetchone()
+        return tuple(json.loads(row[0])) if row and row[0] is not None else None
+
+    def set_tool_servers(self, cid: str, servers: Iterable[str] | None) -> None:
+        value = None if servers is None else json.dumps(sorted(servers))
+        self._write("save the chat's tools", "UPDATE conversations SET tool_servers=? WHERE id=?", (value, cid))
 
     def message(self, mid: int) -> StoredMessage | None:
         """Any message, shown or an earlier version."""

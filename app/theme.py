@@ -1,13 +1,14 @@
-"""Light/dark colours that follow the system palette, and the application style sheet."""
+"""Light/dark colours that follow the system palette, the application style sheet, and the remembered look
+(the theme choice and the window's layout, in ``AppPaths.ui_settings``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QColor, QGuiApplication, QPalette
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QMainWindow, QSplitter, QWidget
 
 from . import render
 
@@ -106,6 +107,7 @@ def style_sheet(c: Colors) -> str:
                  background: {'rgba(123,147,255,0.16)' if c.dark else 'rgba(79,107,237,0.10)'}; }}
     QTextBrowser#AnswerView {{ background: transparent; border: none; }}
     #LimitNote {{ color: {c.muted}; font-style: italic; }}
+    #ConsentCard {{ border: 1px solid {c.accent}; border-radius: 8px; background: {c.window}; }}
     #Message {{ border: 2px solid transparent; border-radius: 8px; }}
     #Message:focus {{ border: 2px solid {c.accent}; }}
     QScrollArea#Transcript {{ border: 2px solid transparent; }}
@@ -139,3 +141,36 @@ def current(app: QGuiApplication | None = None) -> Colors:
     if value is None:
         return colors(app)
     return DARK if value else LIGHT
+
+
+# --- the remembered look ---------------------------------------------------------------------------
+def stored_scheme(settings: QSettings) -> Scheme:
+    try:
+        return Scheme(str(settings.value("theme", Scheme.SYSTEM.value)))
+    except ValueError:
+        return Scheme.SYSTEM
+
+
+def remember_scheme(settings: QSettings, scheme: Scheme) -> None:
+    settings.setValue("theme", scheme.value)
+
+
+def restore_layout(settings: QSettings, window: QMainWindow, splitter: QSplitter) -> bool:
+    """The window's geometry and splitter sizes as last saved; returns whether the sidebar was shown."""
+    geometry = settings.value("window/geometry")
+    if geometry is not None:
+        window.restoreGeometry(geometry)
+    sizes = settings.value("window/splitter")
+    if isinstance(sizes, list) and len(sizes) == 3:
+        try:
+            splitter.setSizes([int(x) for x in sizes])
+        except (TypeError, ValueError):
+            pass
+    return str(settings.value("window/sidebar", "true")).lower() != "false"
+
+
+def save_layout(settings: QSettings, window: QMainWindow, splitter: QSplitter, sidebar: QWidget) -> None:
+    settings.setValue("window/geometry", window.saveGeometry())
+    settings.setValue("window/splitter", [str(x) for x in splitter.sizes()])
+    settings.setValue("window/sidebar", "true" if not sidebar.isHidden() else "false")
+    settings.sync()

@@ -1,9 +1,9 @@
-"""Background work: the engine on its own QThread, and small one-shot tasks on the thread pool.
+"""The GUI thread's bridge to the engine's one thread (``engine_mlx.jobs.EngineThread``).
 
-The GUI thread never calls MLX. ``EngineClient`` (GUI thread) sends requests to ``EngineWorker`` (engine
-thread) through queued signals and gets engine events back as signals. Cancel is a thread-safe flag.
-The worker runs every engine call through the engine's job queue (``engine_mlx.jobs``), which the
-local API shares, so the app's chats and API requests take turns on one model.
+The GUI thread never calls MLX. ``EngineClient`` submits every engine call as a job to the engine's job
+queue (the local API shares it, so the app's chats and API requests take turns on one model) and returns
+at once. Each job reports back through one typed signal per kind of result, emitted on the engine thread
+and delivered queued on the GUI thread, where the client lives. Stop is a thread-safe cancel token.
 """
 
 from __future__ import annotations
@@ -11,311 +11,256 @@ from __future__ import annotations
 import gc
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import TimeoutError as FutureTimeout
+from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QObject, QRunnable, QThread, QThreadPool, Signal, Slot
+from PySide6.QtCore import QObject, QTimer, Signal
 
 from engine_mlx.checkpoint import ModelInfo
 from engine_mlx.conversation import Conversation
+from engine_mlx.events import AnswerDelta, Finished, FinishReason, Progress, Stats, ThinkingDelta
 from engine_mlx.settings import GenerationSettings
+from engine_mlx.tools.loop import LoopEvent, StepLimitReached, ToolCallFinished, ToolCallProposed
+
+if TYPE_CHECKING:
+    from engine_mlx.cancel import CancelToken
+    from engine_mlx.engine import Engine
+    from engine_mlx.jobs import EngineThread
 
 log = logging.getLogger(__name__)
 
 
-class EngineWorker(QObject):
-    """Owns the Engine; lives on the engine thread. Every slot runs there and may block."""
+class LoadFailure(Enum):
+    """Why a model did not load: the window words its message by kind."""
 
-    loadProgress = Signal(str, float)
+    CHECKPOINT = "checkpoint"  # the folder cannot be used (missing, not Qwen3.5, damaged)
+    MEMORY = "memory"  # it does not fit in memory at this context length
+    ERROR = "error"  # anything else (an MLX failure)
+
+
+class EngineClient(QObject):
+    """Submits the app's engine work to the engine thread; results arrive as the signals below."""
+
+    loadProgress = Signal(str, float)  # stage, fraction
     loaded = Signal(ModelInfo)
-    loadFailed = Signal(str, str)  # message, kind: "checkpoint" | "memory" | "error"
+    loadFailed = Signal(str, LoadFailure)  # message
     unloaded = Signal()
-    # request id, an engine event: one of engine_mlx.events' union (ThinkingDelta, AnswerDelta, Progress,
-    # Stats, Finished), so its Qt type can only be "a Python object"
-    event = Signal(int, object)
-    generationFailed = Signal(int, str)  # request id, one sentence (bad input raised before any event)
-    tokensCounted = Signal(int, object)  # request id, prompt tokens (a Python int) or None (no model, bad input)
+    # A generation's events, by request id (the id ``generate`` returned).
+    progress = Signal(int, int, int)  # request id, prompt tokens done, total
+    thinkingDelta = Signal(int, str)
+    answerDelta = Signal(int, str)
+    stats = Signal(int, Stats)
+    finished = Signal(int, FinishReason, str)  # request id, reason, error ("" when none); always last
+    # A turn through the tool loop (``run_turn``) also reports its calls.
+    toolCallProposed = Signal(int, ToolCallProposed)  # the user is asked (the loop waits for the answer)
+    toolCallFinished = Signal(int, ToolCallFinished)
+    stepLimitReached = Signal(int, int)  # request id, steps
+    tokensCounted = Signal(int, int)  # request id, prompt tokens (only the newest request is answered)
 
-    def __init__(self, state_dir: Path | None = None):
-        super().__init__()
+    def __init__(self, state_dir: Path | None = None, parent: QObject | None = None):
+        super().__init__(parent)
+        from engine_mlx.jobs import EngineThread
+
         self._state_dir = state_dir
-        self._engine = None
-        self._jobs = None
-        self._token_lock = threading.Lock()
-        self._token = None
-        self.latest_count = 0  # the newest token-count request (set from the GUI thread: one int store)
+        self._engine: Engine | None = None
+        self._engine_lock = threading.Lock()
+        self._jobs: EngineThread = EngineThread(name="engine")
+        self._token: CancelToken | None = None
+        self._next_request = 0
+        self._latest_count = 0  # the newest token-count request (read on the engine thread: one int)
+        self._closed = False
 
-    def _get_engine(self):
-        if self._engine is None:
-            from engine_mlx.engine import Engine
+    # --- state --------------------------------------------------------------------------------------
+    def _get_engine(self) -> Engine:
+        with self._engine_lock:
+            if self._engine is None:
+                from engine_mlx.engine import Engine
 
-            self._engine = Engine(state_dir=self._state_dir)
-        return self._engine
+                self._engine = Engine(state_dir=self._state_dir)
+            return self._engine
 
-    def shared(self):
-        """(engine, job queue) for the local API; thread-safe enough to call from the GUI thread."""
-        with self._token_lock:
-            if self._jobs is None:
-                from engine_mlx.jobs import EngineThread
+    def shared(self) -> tuple[Engine, EngineThread]:
+        """(engine, job queue) for the local API, which submits to the same thread."""
+        return self._get_engine(), self._jobs
 
-                self._jobs = EngineThread(name="engine-jobs")
-            return self._get_engine(), self._jobs
+    @property
+    def running(self) -> bool:
+        """False once ``shutdown`` ran: nothing more is submitted."""
+        return not self._closed
 
-    def _call(self, fn, load: bool = False):
+    def _submit(self, job, load: bool = False) -> None:
         from engine_mlx.jobs import JobKind
 
-        return self.shared()[1].call(fn, JobKind.LOAD if load else JobKind.OTHER)
+        if not self._closed:
+            self._jobs.submit(job, JobKind.LOAD if load else JobKind.OTHER)
 
-    @Slot(str, object, bool)  # context tokens as a Python int: Qt's int is 32-bit
-    def load(self, path: str, context_tokens: int, force: bool) -> None:
+    # --- loading ------------------------------------------------------------------------------------
+    def load(self, path: Path | str, context_tokens: int, force: bool = False) -> None:
+        self._submit(lambda: self._load(Path(path), int(context_tokens), bool(force)), load=True)
+
+    def _load(self, path: Path, context_tokens: int, force: bool) -> None:
+        """On the engine thread."""
         from engine_mlx.errors import CheckpointError, EngineError, MemoryFitError
 
         def progress(update) -> None:
-            stage = getattr(update, "stage", str(update))
-            fraction = float(getattr(update, "fraction", 0.0))
-            self.loadProgress.emit(stage, fraction)
+            self.loadProgress.emit(update.stage, float(update.fraction))
 
         # Loading imports mlx-vlm/transformers and creates a million Python objects: a full GC pass in
         # the middle holds the GIL for half a second and freezes the window. Collect nothing while
         # loading, then freeze what was created (it lives as long as the process anyway).
         gc.disable()
         try:
-            engine = self._get_engine()
-            info = self._call(lambda: engine.load(Path(path), context_tokens=context_tokens, force=force,
-                                                  progress=progress), load=True)
+            info = self._get_engine().load(path, context_tokens=context_tokens, force=force, progress=progress)
         except MemoryFitError as error:
-            self.loadFailed.emit(str(error), "memory")
+            self.loadFailed.emit(str(error), LoadFailure.MEMORY)
         except CheckpointError as error:
-            self.loadFailed.emit(str(error), "checkpoint")
+            self.loadFailed.emit(str(error), LoadFailure.CHECKPOINT)
         except EngineError as error:
-            self.loadFailed.emit(str(error), "error")
+            self.loadFailed.emit(str(error), LoadFailure.ERROR)
         except Exception as error:  # an MLX failure: keep the app alive, log the traceback
             log.exception("loading %s failed", path)
-            self.loadFailed.emit(f"Loading {Path(path).name} failed: {error}", "error")
+            self.loadFailed.emit(f"Loading {path.name} failed: {error}", LoadFailure.ERROR)
         else:
             self.loaded.emit(info)
         finally:
             gc.freeze()
             gc.enable()
 
-    @Slot()
     def unload(self) -> None:
-        if self._engine is not None:
-            try:
-                self._call(self._engine.unload)
-            except Exception:
-                log.exception("unload failed")
-        self.unloaded.emit()
+        def job() -> None:
+            if self._engine is not None:
+                try:
+                    self._engine.unload()
+                except Exception:
+                    log.exception("unload failed")
+            self.unloaded.emit()
 
-    @Slot(int, Conversation, GenerationSettings)
-    def generate(self, request_id: int, conversation: Conversation, settings: GenerationSettings) -> None:
-        from engine_mlx.cancel import CancelToken
-        from engine_mlx.errors import EngineError
-        from engine_mlx.events import Finished, FinishReason
+        self._submit(job)
 
-        token = CancelToken()
-        with self._token_lock:
-            self._token = token
-        try:
-            engine, jobs = self.shared()
-            for event in jobs.stream(lambda: engine.generate(conversation, settings, cancel=token), token):
-                self.event.emit(request_id, event)
-        except EngineError as error:
-            self.generationFailed.emit(request_id, str(error))
-        except Exception as error:
-            log.exception("generation failed")
-            self.event.emit(request_id, Finished(FinishReason.ERROR, f"Generation failed: {error}"))
-        finally:
-            with self._token_lock:
-                self._token = None
-
-    @Slot(int, Conversation, GenerationSettings)
-    def count_tokens(self, request_id: int, conversation: Conversation, settings: GenerationSettings) -> None:
-        """The prompt tokens of ``conversation`` (the context meter's exact figure). Requests that a newer
-        one replaced while they waited (e.g. behind a generation) are skipped."""
-        if request_id != self.latest_count or self._engine is None or self._engine.model_info is None:
-            return
-        engine = self._engine
-        try:
-            tokens = self._call(lambda: engine.count_tokens(conversation, settings))
-        except Exception as error:  # bad input is refused, with its reason, when it is sent
-            log.debug("counting tokens failed: %s", error)
-            tokens = None
-        self.tokensCounted.emit(request_id, tokens)
-
-    def cancel(self) -> None:
-        """Thread-safe: called directly from the GUI thread while ``generate`` runs."""
-        with self._token_lock:
-            if self._token is not None:
-                self._token.cancel()
-
-    @Slot(str)
-    def persist(self, conversation_id: str) -> None:
-        engine = self._engine
-        if engine is not None:
-            try:
-                self._call(lambda: engine.persist(conversation_id))
-            except Exception:
-                log.exception("persist failed")
-
-    @Slot(str)
-    def forget(self, conversation_id: str) -> None:
-        """A deleted chat: drop its saved model state (the engine is created if needed, so it works at start)."""
-        try:
-            engine = self._get_engine()
-            self._call(lambda: engine.forget(conversation_id))
-        except Exception:
-            log.exception("forget failed")
-
-
-class EngineClient(QObject):
-    """The GUI thread's handle on the engine thread."""
-
-    _requestLoad = Signal(str, object, bool)  # path, context tokens (a Python int), force
-    _requestUnload = Signal()
-    _requestGenerate = Signal(int, Conversation, GenerationSettings)
-    _requestPersist = Signal(str)
-    _requestForget = Signal(str)
-    _requestCount = Signal(int, Conversation, GenerationSettings)
-
-    def __init__(self, state_dir: Path | None = None, parent: QObject | None = None):
-        super().__init__(parent)
-        self.thread = QThread()
-        self.thread.setObjectName("engine")
-        self.worker = EngineWorker(state_dir)
-        self.worker.moveToThread(self.thread)
-        self._requestLoad.connect(self.worker.load)
-        self._requestUnload.connect(self.worker.unload)
-        self._requestGenerate.connect(self.worker.generate)
-        self._requestPersist.connect(self.worker.persist)
-        self._requestForget.connect(self.worker.forget)
-        self._requestCount.connect(self.worker.count_tokens)
-        self.thread.start()
-        self._next_request = 0
-
-    def load(self, path: Path | str, context_tokens: int, force: bool = False) -> None:
-        self._requestLoad.emit(str(path), int(context_tokens), bool(force))
-
-    def unload(self) -> None:
-        self._requestUnload.emit()
-
+    # --- generating ---------------------------------------------------------------------------------
     def generate(self, conversation: Conversation, settings: GenerationSettings) -> int:
+        """Queue an answer; returns its request id, which every event signal of it carries."""
+        return self.run_turn(lambda engine, cancel: engine.generate(conversation, settings, cancel=cancel))
+
+    def run_turn(self, turn: Callable[[Engine, CancelToken], Iterable[LoopEvent]]) -> int:
+        """Queue ``turn(engine, cancel)`` (a plain answer, or a turn through the tool loop) and relay its
+        events; returns its request id."""
+        from engine_mlx.cancel import CancelToken
+
         self._next_request += 1
-        self._requestGenerate.emit(self._next_request, conversation, settings)
-        return self._next_request
+        request = self._next_request
+        token = self._token = CancelToken()
+        if self._closed:  # after shutdown: it ends at once, but after the caller has taken its id
+            QTimer.singleShot(0, self, lambda: self.finished.emit(request, FinishReason.CANCELLED, ""))
+            return request
+        engine = self._get_engine()
+        self._jobs.submit_stream(lambda: turn(engine, token), _Relay(self, request).send, token)
+        return request
 
     def cancel(self) -> None:
-        self.worker.cancel()
+        """Stop the current answer at its next token (or before it starts, if it is still queued)."""
+        if self._token is not None:
+            self._token.cancel()
 
     def count_tokens(self, conversation: Conversation, settings: GenerationSettings) -> int:
-        """Ask for the prompt tokens of ``conversation`` on the engine thread; the answer arrives in
-        ``worker.tokensCounted`` with the returned request id (only the newest request is answered)."""
+        """Ask for the prompt tokens of ``conversation``; the answer arrives in ``tokensCounted`` with the
+        returned request id. Requests a newer one replaced while they waited (e.g. behind a generation)
+        are skipped, and so is a count that fails (bad input is refused, with its reason, when sent)."""
         self._next_request += 1
-        self.worker.latest_count = self._next_request
-        self._requestCount.emit(self._next_request, conversation, settings)
-        return self._next_request
+        request = self._latest_count = self._next_request
 
+        def job() -> None:
+            engine = self._engine
+            if request != self._latest_count or engine is None or engine.model_info is None:
+                return
+            try:
+                tokens = engine.count_tokens(conversation, settings)
+            except Exception as error:
+                log.debug("counting tokens failed: %s", error)
+                return
+            self.tokensCounted.emit(request, int(tokens))
+
+        self._submit(job)
+        return request
+
+    # --- saved model state --------------------------------------------------------------------------
     def persist(self, conversation_id: str) -> None:
-        self._requestPersist.emit(conversation_id)
+        def job() -> None:
+            if self._engine is not None:
+                try:
+                    self._engine.persist(conversation_id)
+                except Exception:
+                    log.exception("persist failed")
+
+        self._submit(job)
 
     def forget(self, conversation_id: str) -> None:
-        self._requestForget.emit(conversation_id)
+        """A deleted chat: drop its saved model state (the engine is created if needed, so it works at start)."""
+        def job() -> None:
+            try:
+                self._get_engine().forget(conversation_id)
+            except Exception:
+                log.exception("forget failed")
+
+        self._submit(job)
 
     def shutdown(self) -> None:
-        """Stop the engine thread and join it. Never gives up: a thread destroyed while running aborts the
-        process ("QThread: Destroyed while thread is still running"). A generation stops at the next token;
-        a model load cannot be interrupted, so quitting waits for it."""
-        if not self.thread.isRunning():
+        """Finish the engine's queued work and take no more. Never gives up: a generation stops at its next
+        token, but a model load cannot be interrupted, so quitting waits for it."""
+        if self._closed:
             return
-        self.worker.cancel()
-        self.thread.quit()
-        while not self.thread.wait(2000):
-            log.info("waiting for the engine thread to finish its current step before quitting")
-            self.worker.cancel()
-        if self.worker._jobs is not None:
-            self.worker._jobs.close()
+        self.cancel()
+        done = self._jobs.submit(lambda: None)
+        self._closed = True
+        while True:
+            try:
+                done.result(timeout=2)
+                break
+            except FutureTimeout:
+                log.info("waiting for the engine thread to finish its current step before quitting")
+                self.cancel()
+        self._jobs.close()
 
 
-class _TaskSignals(QObject):
-    done = Signal(object)  # whatever the task's function returned
-    failed = Signal(Exception)
-    progress = Signal(int, int)
+class _Relay:
+    """One generation's sink, on the engine thread: each engine event becomes its typed signal."""
 
+    def __init__(self, client: EngineClient, request: int):
+        self._client = client
+        self._request = request
+        self._finished = False
 
-class _Runnable(QRunnable):
-    def __init__(self, task: Task):
-        super().__init__()
-        self.setAutoDelete(True)
-        self._task = task
+    def send(self, item: object) -> None:
+        from engine_mlx.errors import EngineError
+        from engine_mlx.jobs import StreamEnd
 
-    def run(self) -> None:
-        self._task._run()
-
-
-class Task(QObject):
-    """A function run on the thread pool, reporting back on the GUI thread.
-
-    ``fn(progress, cancelled)`` gets a ``progress(done, total)`` callback and a ``cancelled()`` check.
-    Keep a reference to the Task (``Task.start`` keeps one until it reports) and call ``cancel`` to stop it.
-    """
-
-    _running: set[Task] = set()
-
-    def __init__(self, fn: Callable[[Callable[[int, int], None], Callable[[], bool]], Any],
-                 parent: QObject | None = None):
-        super().__init__(parent)
-        self.signals = _TaskSignals()
-        self.done = self.signals.done
-        self.failed = self.signals.failed
-        self.progress = self.signals.progress
-        self._fn = fn
-        self._cancel = threading.Event()
-
-    def start(self, pool: QThreadPool | None = None) -> Task:
-        Task._running.add(self)
-        self.done.connect(self._forget)
-        self.failed.connect(self._forget)
-        (pool or QThreadPool.globalInstance()).start(_Runnable(self))
-        return self
-
-    def cancel(self) -> None:
-        self._cancel.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._cancel.is_set()
-
-    def _forget(self, *_: object) -> None:
-        Task._running.discard(self)
-
-    @classmethod
-    def stop_all(cls, pool: QThreadPool | None = None) -> None:
-        """At exit: ask every running task to stop and wait for the pool, so no thread outlives the app."""
-        for task in list(cls._running):
-            task.cancel()
-        (pool or QThreadPool.globalInstance()).waitForDone()
-
-    def _run(self) -> None:
-        try:
-            result = self._fn(lambda d, t: self.signals.progress.emit(int(d), int(t)), self._cancel.is_set)
-        except BaseException as error:  # reported to the GUI thread, which decides what to show
-            if not isinstance(error, Exception):
-                raise
-            log.debug("background task failed", exc_info=True)
-            self.signals.failed.emit(error)
-        else:
-            self.signals.done.emit(result)
-
-
-def run_task(fn: Callable[..., Any], on_done: Callable[[Any], None] | None = None,
-             on_failed: Callable[[Exception], None] | None = None,
-             on_progress: Callable[[int, int], None] | None = None) -> Task:
-    task = Task(fn)
-    if on_done:
-        task.done.connect(on_done)
-    if on_failed:
-        task.failed.connect(on_failed)
-    if on_progress:
-        task.progress.connect(on_progress)
-    return task.start()
+        client, request = self._client, self._request
+        if isinstance(item, ThinkingDelta):
+            client.thinkingDelta.emit(request, item.text)
+        elif isinstance(item, AnswerDelta):
+            client.answerDelta.emit(request, item.text)
+        elif isinstance(item, Progress):
+            client.progress.emit(request, item.done, item.total)
+        elif isinstance(item, Stats):
+            client.stats.emit(request, item)
+        elif isinstance(item, ToolCallProposed):
+            client.toolCallProposed.emit(request, item)
+        elif isinstance(item, ToolCallFinished):
+            client.toolCallFinished.emit(request, item)
+        elif isinstance(item, StepLimitReached):
+            client.stepLimitReached.emit(request, item.steps)
+        elif isinstance(item, Finished):
+            self._finished = True
+            client.finished.emit(request, item.reason, item.error or "")
+        elif isinstance(item, StreamEnd) and not self._finished:
+            error = item.error
+            if error is None:  # stopped while it waited for its turn: it never ran
+                client.finished.emit(request, FinishReason.CANCELLED, "")
+            elif isinstance(error, EngineError):  # bad input, refused before any event
+                client.finished.emit(request, FinishReason.ERROR, str(error))
+            else:
+                log.error("generation failed", exc_info=error)
+                client.finished.emit(request, FinishReason.ERROR, f"Generation failed: {error}")

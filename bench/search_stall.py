@@ -49,11 +49,18 @@ class _Engine:
     def __init__(self):
         from PySide6.QtCore import QObject, Signal
 
-        class Worker(QObject):
-            event = Signal(int, object)
-            generationFailed = Signal(int, str)
+        from engine_mlx.events import FinishReason, Stats
 
-        self.worker = Worker()
+        class Signals(QObject):
+            progress = Signal(int, int, int)
+            thinkingDelta = Signal(int, str)
+            answerDelta = Signal(int, str)
+            stats = Signal(int, Stats)
+            finished = Signal(int, FinishReason, str)
+
+        self._signals = Signals()
+        for name in ("progress", "thinkingDelta", "answerDelta", "stats", "finished"):
+            setattr(self, name, getattr(self._signals, name))
 
 
 def through_controller(chat, query: str) -> tuple[float, float, float, list]:

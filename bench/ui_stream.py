@@ -2,7 +2,8 @@
 
 The real ``MainWindow`` (real SQLite store, ``ChatController``, transcript, message and answer views) opens a
 chat that already holds a few hundred messages, and the message is sent from the composer's Send button.
-The real ``EngineWorker`` on its engine thread runs ``generate`` as always; only the engine behind it is a
+The real ``EngineClient`` submits to the engine thread, which runs ``generate`` as always; only the engine
+behind it is a
 stand-in that yields the engine's typed events (Progress, ThinkingDelta, AnswerDelta, Stats, Finished) at a
 fixed token rate instead of running a model. So every event crosses the thread boundary as a queued signal,
 goes through the controller (which saves the answer to the database every 500 ms) and into the views.
@@ -66,7 +67,7 @@ def synthetic_tokens(count: int) -> list[str]:
 
 
 class PacedEngine:
-    """Stands in for ``engine_mlx.Engine`` behind the real EngineWorker: the same ``generate`` contract
+    """Stands in for ``engine_mlx.Engine`` behind the real EngineClient: the same ``generate`` contract
     (typed events, a cancel token), paced at ``rate`` tokens per second, with no model."""
 
     def __init__(self, tokens: list[str], rate: float, thinking_tokens: int = 200):
@@ -117,7 +118,7 @@ def one_run(app, args, run: int) -> dict:
     data = Path(tempfile.mkdtemp(prefix="ui-stream-"))
     window = MainWindow(app_paths(data), reload_last=False)
     tokens = synthetic_tokens(args.tokens)
-    window.engine.worker._engine = PacedEngine(tokens, args.rate)  # the stand-in, behind the real worker
+    window.engine._engine = PacedEngine(tokens, args.rate)  # the stand-in, behind the real engine client
     window.chat.model_loaded = True
     window.resize(1280, 860)
     window.show()

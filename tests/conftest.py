@@ -95,6 +95,20 @@ def window(make_window, tiny_model_dir):
     return make_window(model=tiny_model_dir)
 
 
+def record_generate(window, pick=lambda conversation, settings: (conversation, settings)) -> list:
+    """What the window's engine client is asked to generate, in order: ``pick(conversation, settings)``
+    per request ((conversation, GenerationSettings) by default)."""
+    seen: list = []
+    real = window.engine.generate
+
+    def generate(conversation, settings):
+        seen.append(pick(conversation, settings))
+        return real(conversation, settings)
+
+    window.engine.generate = generate  # the chat controller calls it through the same client
+    return seen
+
+
 # --- the tiny HF-layout release and the conversions users download (tests/test_conformance.py) ---
 
 

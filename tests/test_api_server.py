@@ -886,7 +886,7 @@ def test_app_switch_serves_the_loaded_model(qapp, qt_wait, tmp_path, tiny_model_
         api = threading.Thread(target=lambda: api_reply.setdefault("r", c.chat.completions.create(
             model=name, messages=[{"role": "user", "content": "meanwhile"}], max_tokens=30)))
         api.start()
-        window.chat.set_settings(ChatSettings(thinking=ThinkingMode.OFF, max_tokens=16, seed=7))
+        window.chat.set_settings(ChatSettings(thinking=ThinkingMode.OFF).with_generation(max_tokens=16, seed=7))
         window.composer.edit.setPlainText("And you?")
         assert window.send(window.composer.text())
         qt_wait(lambda: not window.chat.busy and not api.is_alive(), 120)

@@ -197,7 +197,7 @@ def test_export_names_the_file_without_a_double_dot_and_says_what_was_sent(make_
 
     monkeypatch.setattr(QFileDialog, "getSaveFileName", staticmethod(save_dialog))
     monkeypatch.setattr("app.window.QMessageBox.question", staticmethod(lambda *a, **k: 0))
-    window.export_dialog(cid)
+    window.chat_list_actions.export_one(cid)
     assert Path(offered[0]).name == "Read this.md"
     text = (tmp_path / "out" / "Read this.md").read_text()
     assert "[doc.pdf](Read this_files/doc.pdf) (pages 2–3 of 4)" in text
@@ -222,7 +222,7 @@ def test_the_status_bar_drops_the_previous_models_figures(window, qt_wait, tiny_
     window.models.load(tiny_text_model_dir)
     qt_wait(lambda: window.models.loaded_info is not None and not window.models.loaded_info.is_vision, 120)
     assert window.status_speed.text() == "" and window.status_context.text() == ""
-    window.status_bar.show_stats(StoredStats(generated_tokens=3, decode_tps=9.0), 4096)
+    window.status_bar.show_stats(StoredStats.from_dict(dict(generated_tokens=3, decode_tps=9.0)), 4096)
     menu_action(window, "&Model", "Unload model").trigger()
     qt_wait(lambda: window.models.loaded_info is None, 60)
     assert window.status_speed.text() == "" and window.status_context.text() == ""

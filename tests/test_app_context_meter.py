@@ -8,6 +8,7 @@ import json
 import sqlite3
 
 import pytest
+from conftest import record_generate
 from media_files import write_image
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFileDialog
@@ -16,7 +17,7 @@ from app.chat_summary import extract_summary
 from app.store import ChatSettings, StoredMessage, ThinkingMode
 
 SENTENCE = "The quick brown fox jumps over the lazy dog. "
-SETTINGS = ChatSettings(thinking=ThinkingMode.OFF, max_tokens=8, seed=1)
+SETTINGS = ChatSettings(thinking=ThinkingMode.OFF).with_generation(max_tokens=8, seed=1)
 
 
 def rows(window, sql: str, *args):
@@ -39,9 +40,7 @@ def loaded(make_window, model_dir, qt_wait, context_tokens: int):
 
 
 def engine_requests(window):
-    got = []
-    window.engine._requestGenerate.connect(lambda _rid, conversation, settings: got.append(conversation))
-    return got
+    return record_generate(window, lambda conversation, _settings: conversation)
 
 
 def long_chat(window, qt_wait, qtbot, turns: int = 3) -> str:

@@ -22,7 +22,7 @@ def test_after_continue_the_stats_show_the_whole_answer(window, qt_wait):
     widget = window.transcript.widget_for(first.id)
     assert "Cut off at the 6-token limit, which counts the answer" in widget.state_label.text()
     runs: list[Stats] = []
-    window.engine.worker.event.connect(lambda _rid, event: isinstance(event, Stats) and runs.append(event))
+    window.engine.stats.connect(lambda _rid, stats: runs.append(stats))
     QApplication.processEvents()
     QTest.mouseClick(widget.continue_link, Qt.MouseButton.LeftButton)
     qt_wait(lambda: not window.chat.busy, 120)
@@ -53,16 +53,16 @@ def test_an_answer_cut_after_its_thinking_gets_a_note(window, qt_wait):
 def test_an_answer_that_ended_by_itself_has_no_cut_note(window, qt_wait):
     send(window, qt_wait, "Hi", thinking=ThinkingMode.OFF, max_tokens=6)
     answer = stored(window)[-1]
-    window.store.update_message(answer.id, stats=StoredStats(generated_tokens=3, run_tokens=3))
+    window.store.update_message(answer.id, stats=StoredStats.from_dict(dict(generated_tokens=3, run_tokens=3)))
     window.chat.open(window.chat.current_id)
     assert window.transcript.widget_for(answer.id).state_label.isHidden()
 
 
 def test_continued_stats_sum_the_runs():
-    before = StoredStats(prompt_tokens=20, generated_tokens=10, thinking_tokens=4, answer_tokens=6,
-                         decode_tps=10.0, ttft_s=0.5, total_s=1.5, peak_memory_bytes=100, run_tokens=10)
-    after = StoredStats(prompt_tokens=30, reused_tokens=30, generated_tokens=30, answer_tokens=30,
-                        decode_tps=30.0, ttft_s=0.1, total_s=1.1, peak_memory_bytes=90, run_tokens=30)
+    before = StoredStats.from_dict(dict(prompt_tokens=20, generated_tokens=10, thinking_tokens=4, answer_tokens=6,
+                         decode_tps=10.0, ttft_s=0.5, total_s=1.5, peak_memory_bytes=100, run_tokens=10))
+    after = StoredStats.from_dict(dict(prompt_tokens=30, reused_tokens=30, generated_tokens=30, answer_tokens=30,
+                        decode_tps=30.0, ttft_s=0.1, total_s=1.1, peak_memory_bytes=90, run_tokens=30))
     whole = continued_stats(before, after)
     assert (whole.prompt_tokens, whole.reused_tokens, whole.generated_tokens) == (20, 0, 40)
     assert (whole.thinking_tokens, whole.answer_tokens, whole.run_tokens) == (4, 36, 30)

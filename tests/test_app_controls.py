@@ -39,7 +39,7 @@ def type_and_enter(qtbot, window, text: str) -> None:
 def fast(window):
     from app.store import ChatSettings
 
-    window.chat.set_settings(ChatSettings(thinking=ThinkingMode.OFF, **FAST))
+    window.chat.set_settings(ChatSettings(thinking=ThinkingMode.OFF).with_generation(**FAST))
     return window
 
 
@@ -77,9 +77,8 @@ def test_composer_enter_sends_shift_enter_adds_a_line_and_the_button_stops(fast,
     assert rows(window, "SELECT text FROM messages WHERE role='user'") == [("line one\nline two",)]
     assert edit.toPlainText() == ""
     # A long answer, stopped with the same button (now "Stop").
-    from dataclasses import replace
 
-    window.chat.set_settings(replace(window.chat.settings(), max_tokens=4000))
+    window.chat.set_settings(window.chat.settings().with_generation(max_tokens=4000))
     qtbot.keyClicks(edit, "Write a long story")
     qtbot.mouseClick(window.composer.send_button, Qt.MouseButton.LeftButton)
     assert window.composer.send_button.text() == "Stop"

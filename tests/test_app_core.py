@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 
@@ -16,6 +17,7 @@ from app.store import (
     MessageState,
     Store,
     StoredAttachment,
+    StoredStats,
     StoreError,
     ThinkingMode,
     search_database,
@@ -49,8 +51,8 @@ def test_newer_schema_is_refused(tmp_path):
 
 
 def test_conversations_messages_settings_roundtrip(store):
-    settings = ChatSettings(system_prompt="Be brief.", thinking=ThinkingMode.BUDGET, thinking_budget=64,
-                            temperature=0.3)
+    settings = ChatSettings(system_prompt="Be brief.", thinking=ThinkingMode.BUDGET,
+                            thinking_budget=64).with_generation(temperature=0.3)
     cid = store.create_conversation("First", settings)
     store.add_message(cid, "user", "hello")
     answer = store.add_message(cid, "assistant", "", state=MessageState.STREAMING)
@@ -63,6 +65,36 @@ def test_conversations_messages_settings_roundtrip(store):
     assert store.settings(cid) == settings
     later = store.create_conversation("Second")
     assert [c.id for c in store.conversations()] == [later, cid]  # newest first
+
+
+def test_rows_written_before_stats_and_settings_took_the_engines_types_still_read(store):
+    """Stats are the engine's ``events.Stats`` serialised, settings hold ``GenerationSettings``: a chat and
+    an answer stored in the earlier flat formats read back with every figure and setting they had."""
+    from engine_mlx.events import Stats
+    from engine_mlx.settings import DEFAULT_MAX_TOKENS
+
+    cid = store.create_conversation("Old")
+    answer = store.add_message(cid, "assistant", "hi")
+    old_stats = {"prompt_tokens": 20, "reused_tokens": 8, "generated_tokens": 5, "thinking_tokens": 2,
+                 "answer_tokens": 3, "decode_tps": 12.5, "ttft_s": 0.25, "total_s": 0.75,
+                 "peak_memory_bytes": 1000, "run_tokens": 5}
+    old_settings = {"system_prompt": "Be brief.", "thinking": "budget", "thinking_budget": 64, "max_tokens": 99,
+                    "temperature": 0.3, "top_p": None, "top_k": 5, "presence_penalty": None, "seed": 4}
+    store._db.execute("UPDATE messages SET stats=? WHERE id=?", (json.dumps(old_stats), answer.id))
+    store._db.execute("UPDATE conversations SET settings=? WHERE id=?", (json.dumps(old_settings), cid))
+    stats = store.messages(cid)[0].stats
+    assert isinstance(stats, Stats) and (stats.prompt_tokens, stats.decode_tps, stats.run_tokens) == (20, 12.5, 5)
+    assert stats.prefilled_tokens == 12 and stats.prefill_tps == 0.0  # not kept then: implied, or 0
+    settings = store.settings(cid)
+    assert (settings.thinking, settings.thinking_budget) == (ThinkingMode.BUDGET, 64)
+    g = settings.generation
+    assert (g.max_tokens, g.temperature, g.top_p, g.top_k, g.seed) == (99, 0.3, None, 5, 4)
+    assert json.loads(settings.to_json()) == old_settings  # and written back in the same shape
+    assert ChatSettings().generation.max_tokens == DEFAULT_MAX_TOKENS  # one home for the default
+    engine_stats = Stats(30, 10, 20, 6, 2, 4, 100.0, 12.0, 0.5, 1.0, 2048)
+    store.update_message(answer.id, stats=StoredStats.of(engine_stats))
+    again = store.messages(cid)[0].stats
+    assert again == StoredStats.of(engine_stats) and again.run_tokens == 6
 
 
 def test_search_finds_words_and_prefixes_not_deleted(store):

@@ -244,7 +244,7 @@ def test_a_full_disk_while_streaming_loses_no_answer(qapp, qt_wait, tiny_model_d
     window.show()
     window.models.load(tiny_model_dir)
     qt_wait(lambda: window.models.loaded_info is not None, 120)
-    window.chat.set_settings(ChatSettings(thinking=ThinkingMode.OFF, max_tokens=120, seed=5))
+    window.chat.set_settings(ChatSettings(thinking=ThinkingMode.OFF).with_generation(max_tokens=120, seed=5))
     window.composer.edit.setPlainText("Tell me a long story")
     assert window.send(window.composer.text())
     qt_wait(lambda: window.chat._stream is not None and window.chat._stream.answer, 60)

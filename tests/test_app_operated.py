@@ -9,13 +9,14 @@ import shutil
 import time
 from pathlib import Path
 
-from PySide6.QtCore import QMimeData, Qt, QTimer
+from conftest import record_generate
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication, QDialogButtonBox, QMessageBox, QPushButton
 
 from app.controllers.chat import MAX_MESSAGE_CHARS
-from app.store import MessageState, Store, ThinkingMode
+from app.store import ChatSettings, MessageState, Store, ThinkingMode
 from app.views.model_picker import ModelPicker
 from app.views.settings import SettingsDialog
 from app.window import MainWindow
@@ -23,10 +24,7 @@ from app.window import MainWindow
 
 def engine_requests(window: MainWindow) -> list:
     """Every (conversation, GenerationSettings) the engine thread is asked to generate."""
-    seen: list = []
-    window.engine._requestGenerate.connect(lambda _rid, conversation, settings: seen.append((conversation,
-                                                                                             settings)))
-    return seen
+    return record_generate(window)
 
 
 def type_and_send(window: MainWindow, text: str) -> None:
@@ -63,7 +61,7 @@ def with_modal(action, timeout_s: float = 10.0) -> list:
 
 def test_thinking_combo_off_reaches_the_engine_and_the_database(window, qt_wait):
     requests = engine_requests(window)
-    window.chat.set_settings(window.chat.settings().__class__(max_tokens=16, seed=3))
+    window.chat.set_settings(ChatSettings().with_generation(max_tokens=16, seed=3))
     combo = window.thinking_combo
     combo.setFocus()
     QTest.keyClick(combo, Qt.Key.Key_Down)  # "Thinking on" -> "Thinking off", through the combo's activated
@@ -108,7 +106,7 @@ def test_thinking_combo_budget_then_settings_dialog_shows_it(window, qt_wait):
 def test_settings_dialog_for_an_open_chat_says_this_chat(window, qt_wait):
     window.thinking_combo.setFocus()
     QTest.keyClick(window.thinking_combo, Qt.Key.Key_Down)
-    window.chat.set_settings(window.chat.settings().__class__(thinking=ThinkingMode.OFF, max_tokens=4))
+    window.chat.set_settings(ChatSettings(thinking=ThinkingMode.OFF).with_generation(max_tokens=4))
     type_and_send(window, "Hi")
     qt_wait(lambda: not window.chat.busy, 120)
     seen: dict = {}
@@ -131,9 +129,7 @@ def test_settings_dialog_for_an_open_chat_says_this_chat(window, qt_wait):
 def test_a_huge_paste_is_refused_at_once_and_kept(window, qt_wait):
     text = ("lorem ipsum dolor sit amet " * 40 + "\n") * 1000  # 1 MB
     assert len(text) > MAX_MESSAGE_CHARS
-    mime = QMimeData()
-    mime.setText(text)
-    QGuiApplication.clipboard().setMimeData(mime)
+    QGuiApplication.clipboard().setText(text)  # (a QMimeData made here crashed the process at exit)
     edit = window.composer.edit
     edit.setFocus()
     QTest.keySequence(edit, "Ctrl+V")
@@ -278,7 +274,7 @@ def test_add_folder_with_no_model_says_why(make_window, qt_wait, tmp_path, monke
 def test_closing_with_an_unsaved_answer_asks_and_saves_on_retry(window, qt_wait, tmp_path):
     """The disk refused the final save (simulated by a read-only connection swap); closing asks, and
     Retry saves it once the database can be written again."""
-    window.chat.set_settings(window.chat.settings().__class__(thinking=ThinkingMode.OFF, max_tokens=6, seed=1))
+    window.chat.set_settings(ChatSettings(thinking=ThinkingMode.OFF).with_generation(max_tokens=6, seed=1))
     real_update = window.store.update_message
     failing = {"on": True}
 

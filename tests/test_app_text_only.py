@@ -12,7 +12,7 @@ from app.paths import app_paths
 from app.store import ChatSettings, MessageState, ThinkingMode
 from app.window import MainWindow
 
-SETTINGS = ChatSettings(thinking=ThinkingMode.OFF, max_tokens=8, seed=7)
+SETTINGS = ChatSettings(thinking=ThinkingMode.OFF).with_generation(max_tokens=8, seed=7)
 
 
 def open_window(qapp, qt_wait, data: Path, model: Path) -> MainWindow:

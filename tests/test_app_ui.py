@@ -7,10 +7,10 @@ from dataclasses import replace
 
 import pytest
 import test_app_window as base
+from conftest import record_generate
 from PySide6.QtCore import Qt
 
 from app.store import ChatSettings, MessageState, ThinkingMode
-from engine_mlx.events import Stats
 
 send, stored = base.send, base.stored
 
@@ -18,9 +18,7 @@ send, stored = base.send, base.stored
 @pytest.fixture
 def engine_requests(window):
     """What the engine was asked to do: (conversation, GenerationSettings) per generate call."""
-    got = []
-    window.engine._requestGenerate.connect(lambda _rid, conversation, settings: got.append((conversation, settings)))
-    return got
+    return record_generate(window)
 
 
 def test_reply_cut_off_while_thinking_says_so_and_continue_carries_it_on(window, qt_wait, qtbot,
@@ -32,7 +30,7 @@ def test_reply_cut_off_while_thinking_says_so_and_continue_carries_it_on(window,
     assert not widget.limit_row.isHidden()
     assert "still thinking when it reached the 6-token limit" in widget.limit_label.text()
     runs = []  # the engine's own figures for the continued run
-    window.engine.worker.event.connect(lambda _rid, event: isinstance(event, Stats) and runs.append(event))
+    window.engine.stats.connect(lambda _rid, stats: runs.append(stats))
     qtbot.mouseClick(widget.continue_button, Qt.MouseButton.LeftButton)
     qt_wait(lambda: not window.chat.busy, 120)
     conversation, settings = engine_requests[-1]
@@ -85,7 +83,7 @@ def test_a_reply_that_ended_inside_its_thinking_below_the_limit_is_not_blamed_on
 
     def widget(generated: int) -> MessageWidget:
         message = StoredMessage(1, "c", 1, "assistant", "", "hmm, let me", MessageState.COMPLETE, 1.0,
-                                StoredStats(generated_tokens=generated))
+                                StoredStats.from_dict(dict(generated_tokens=generated)))
         w = MessageWidget(message, theme.LIGHT.markdown, token_limit=100)
         qtbot.addWidget(w)
         return w
@@ -113,7 +111,7 @@ def click_row(qtbot, window, text: str) -> None:
 def test_a_chat_reopened_while_it_streams_shows_its_answer_so_far(window, qt_wait, qtbot):
     send(window, qt_wait, "Alpha question", thinking=ThinkingMode.OFF)
     qtbot.mouseClick(window.new_button, Qt.MouseButton.LeftButton)
-    window.chat.set_settings(ChatSettings(thinking=ThinkingMode.OFF, max_tokens=4000, seed=1))
+    window.chat.set_settings(ChatSettings(thinking=ThinkingMode.OFF).with_generation(max_tokens=4000, seed=1))
     window.composer.edit.setPlainText("Beta: write a long story")
     qtbot.mouseClick(window.composer.send_button, Qt.MouseButton.LeftButton)
     qt_wait(lambda: window.chat._stream is not None and len(window.chat._stream.answer) > 3, 60)

@@ -4,9 +4,8 @@ version on screen (checked in the prompt the engine received)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import test_app_window as base
+from conftest import record_generate
 from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication, QPushButton
@@ -18,9 +17,7 @@ send, stored = base.send, base.stored
 
 
 def engine_requests(window) -> list:
-    seen: list = []
-    window.engine._requestGenerate.connect(lambda _rid, conversation, settings: seen.append(conversation))
-    return seen
+    return record_generate(window, lambda conversation, _settings: conversation)
 
 
 def click(button) -> None:
@@ -34,7 +31,7 @@ def test_regenerate_keeps_the_earlier_answer_and_a_follow_up_continues_the_one_s
     requests = engine_requests(window)
     send(window, qt_wait, "Tell me a story", thinking=ThinkingMode.OFF, max_tokens=8, seed=1)
     first = stored(window)[-1]
-    window.chat.set_settings(replace(window.chat.settings(), seed=2))
+    window.chat.set_settings(window.chat.settings().with_generation(seed=2))
     click(window.transcript.widget_for(first.id).regenerate_button)
     assert window.chat.busy
     streaming = window.transcript.last_answer()

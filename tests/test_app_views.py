@@ -98,15 +98,15 @@ def test_thinking_block_live_then_collapsed(qtbot):
 
 
 def test_settings_dialog_round_trip(qtbot):
-    original = ChatSettings(system_prompt="Be brief.", thinking=ThinkingMode.BUDGET, thinking_budget=300,
-                            max_tokens=1000, temperature=0.0, top_k=None, seed=42)
+    original = ChatSettings(system_prompt="Be brief.", thinking=ThinkingMode.BUDGET, thinking_budget=300
+                            ).with_generation(max_tokens=1000, temperature=0.0, top_k=None, seed=42)
     dialog = SettingsDialog(original)
     qtbot.addWidget(dialog)
     assert dialog.value() == original  # temperature 0 stays 0, None stays "Qwen default"
     dialog.mode_off.setChecked(True)
     dialog.temperature.setValue(dialog.temperature.minimum())
     value = dialog.value()
-    assert value.thinking is ThinkingMode.OFF and value.temperature is None and not dialog.budget.isEnabled()
+    assert value.thinking is ThinkingMode.OFF and value.generation.temperature is None and not dialog.budget.isEnabled()
 
 
 def test_model_picker_lists_the_tiny_model(qtbot, tiny_model_dir, tmp_path, request):

@@ -12,14 +12,16 @@ from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QColor, QDragEnterEvent, QDropEvent, QGuiApplication, QImage
 from PySide6.QtTest import QTest
 
-from app.store import ChatSettings, MessageState, StoreError, ThinkingMode
+from app.store import GENERATION_FIELDS, ChatSettings, MessageState, StoreError, ThinkingMode
 from app.window import MainWindow
 
 FAST = dict(max_tokens=32, seed=7)
 
 
 def send(window: MainWindow, qt_wait, text: str, **settings) -> None:
-    window.chat.set_settings(ChatSettings(**{**FAST, **settings}))
+    settings = {**FAST, **settings}
+    generation = {k: settings.pop(k) for k in GENERATION_FIELDS if k in settings}
+    window.chat.set_settings(ChatSettings(**settings).with_generation(**generation))
     window.composer.edit.setPlainText(text)
     assert window.send(window.composer.text()), window.error_banner.label.text()
     assert window.composer.text() == ""
@@ -60,7 +62,7 @@ def test_thinking_off_shows_no_block(window, qt_wait):
 
 
 def test_stop_mid_answer_with_escape(window, qt_wait):
-    window.chat.set_settings(ChatSettings(thinking=ThinkingMode.OFF, max_tokens=4000, seed=1))
+    window.chat.set_settings(ChatSettings(thinking=ThinkingMode.OFF).with_generation(max_tokens=4000, seed=1))
     window.composer.edit.setPlainText("Write a long story")
     window.send(window.composer.text())
     assert window.composer.send_button.text() == "Stop"
@@ -249,7 +251,7 @@ def test_restart_finds_everything_and_shows_interrupted_answer(make_window, tiny
             snapshot["text"] = fields["text"]
 
     window.store.update_message = update_then_snapshot
-    window.chat.set_settings(ChatSettings(thinking=ThinkingMode.OFF, max_tokens=4000, seed=3))
+    window.chat.set_settings(ChatSettings(thinking=ThinkingMode.OFF).with_generation(max_tokens=4000, seed=3))
     window.composer.edit.setPlainText("A long answer that will be cut off")
     window.send(window.composer.text())
     qt_wait(lambda: bool(snapshot), 30)
@@ -282,14 +284,14 @@ def test_export_markdown_with_thinking_and_attachments(window, qt_wait, tmp_path
     qt_wait(lambda: len(window.attachments.items) == 1)
     send(window, qt_wait, "Describe the chart", thinking=ThinkingMode.BUDGET, thinking_budget=6)
     user, answer = stored(window)
-    out = window.export(window.chat.current_id, tmp_path / "out" / "chat.md", include_thinking=True)
+    out = window.chat_list_actions.export_file(window.chat.current_id, tmp_path / "out" / "chat.md", include_thinking=True)
     text = out.read_text()
     assert text.startswith("# Describe the chart")
     assert "![chart.png](chat_files/chart.png)" in text
     assert (tmp_path / "out" / "chat_files" / "chart.png").read_bytes() == image.read_bytes()
     assert "<summary>Thinking</summary>" in text and answer.thinking.strip() in text
     assert answer.text.strip() in text
-    plain = window.export(window.chat.current_id, tmp_path / "plain.md", include_thinking=False).read_text()
+    plain = window.chat_list_actions.export_file(window.chat.current_id, tmp_path / "plain.md", include_thinking=False).read_text()
     assert "Thinking" not in plain
 
 
@@ -312,7 +314,7 @@ def test_disk_full_while_streaming_keeps_the_answer(window, qt_wait, monkeypatch
         return real_update(*args, **kwargs)
 
     monkeypatch.setattr(window.store, "update_message", full)
-    window.chat.set_settings(ChatSettings(thinking=ThinkingMode.OFF, max_tokens=120, seed=2))
+    window.chat.set_settings(ChatSettings(thinking=ThinkingMode.OFF).with_generation(max_tokens=120, seed=2))
     window.composer.edit.setPlainText("hello")
     window.send(window.composer.text())
     qt_wait(lambda: calls["failed"] > 0, 30)

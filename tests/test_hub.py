@@ -510,17 +510,18 @@ def test_download_interrupted_mid_file_resumes(hub_env, conversions):
 
 def test_download_pause_keeps_and_cancel_deletes_the_partial_file(hub_env):
     from engine_mlx.hub.download import Download
-    from engine_mlx.hub.network import Cancelled
+    from engine_mlx.hub.network import Cancelled, Paused
 
     job = Download(TEXT_REPO)
-    with pytest.raises(Cancelled, match="paused"):
+    with pytest.raises(Paused, match="paused"):
         job.run(on_progress=lambda p: p.done_bytes > 2_000_000 and job.pause())
     plan = Download(TEXT_REPO).plan()
     assert 0 < plan.have_bytes < plan.total_bytes
     partial = next(plan.storage.glob("blobs/*.incomplete"))
     job = Download(TEXT_REPO)
-    with pytest.raises(Cancelled, match="cancelled"):
+    with pytest.raises(Cancelled, match="cancelled") as cancelled:
         job.run(plan, on_progress=lambda p: job.cancel())
+    assert not isinstance(cancelled.value, Paused)  # the app tells the two apart by type
     assert not partial.exists() and not list(plan.storage.glob("blobs/*.incomplete"))
 
 

@@ -12,8 +12,8 @@ from PySide6.QtGui import QImage
 
 from engine_mlx.errors import MediaError
 
+from ..operations import Operation
 from ..store import AttachmentKind, Store, StoredAttachment, StoreError
-from ..workers import run_task
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +124,8 @@ def earlier_media_refusal(model_name: str = "") -> str:
 
 
 class AttachmentsController(QObject):
-    added = Signal(object)  # Pending
-    changed = Signal(object)  # Pending
+    added = Signal(Pending)
+    changed = Signal(Pending)
     removed = Signal(int)  # key
     cleared = Signal()
     errorOccurred = Signal(str)
@@ -171,8 +171,8 @@ class AttachmentsController(QObject):
             key = self._next_key
             self._in_flight += 1
             self.busyChanged.emit(True)
-            run_task(lambda _p, _c, p=Path(path), k=key: self._prepare(p, k, scratch),
-                     self._on_prepared, self._on_failed)
+            Operation(self, lambda _ctx, p=Path(path), k=key: self._prepare(p, k, scratch), self._on_prepared,
+                      label="Attaching the file").failure(self._on_failed).run_in_background()
 
     def _prepare(self, path: Path, key: int, scratch: bool) -> Pending:
         try:
@@ -244,7 +244,8 @@ class AttachmentsController(QObject):
                 self.items[self.items.index(current)] = replace(current, thumbnail=image)
                 self.changed.emit(self.get(key))
 
-        run_task(lambda _p, _c: pdf_thumbnail(stored.path, stored.first_page), done)
+        Operation(self, lambda _ctx: pdf_thumbnail(stored.path, stored.first_page), done,
+                  label="Drawing the page preview").run_in_background()
 
     def get(self, key: int) -> Pending | None:
         return next((p for p in self.items if p.key == key), None)

@@ -7,6 +7,7 @@ import re
 import shutil
 import time
 from dataclasses import dataclass, field, replace
+from enum import Enum
 from pathlib import Path
 
 from PySide6.QtCore import QObject, QTimer, Signal
@@ -20,9 +21,11 @@ from engine_mlx.conversation import (
     TextAttachment,
     VideoAttachment,
 )
-from engine_mlx.events import AnswerDelta, Finished, FinishReason, Progress, Stats, ThinkingDelta
+from engine_mlx.events import FinishReason, Stats
 from engine_mlx.settings import GenerationSettings
+from engine_mlx.tools.loop import ToolCallFinished, ToolCallProposed
 
+from ..operations import Operation
 from ..sent_ranges import sent_range
 from ..store import (
     AttachmentKind,
@@ -37,8 +40,8 @@ from ..store import (
     ThinkingMode,
     search_database,
 )
-from ..workers import run_task
 from .attachments import earlier_media_refusal, text_only_refusal
+from .tools import ToolsController, ToolTurn, calls_markdown, tool_steps
 
 log = logging.getLogger(__name__)
 
@@ -60,15 +63,10 @@ def to_engine_attachment(att: StoredAttachment):
 
 
 def generation_settings(chat: ChatSettings) -> GenerationSettings:
-    return GenerationSettings(
+    return replace(
+        chat.generation,
         thinking=chat.thinking is not ThinkingMode.OFF,
         thinking_budget=chat.thinking_budget if chat.thinking is ThinkingMode.BUDGET else None,
-        max_tokens=chat.max_tokens,
-        temperature=chat.temperature,
-        top_p=chat.top_p,
-        top_k=chat.top_k,
-        presence_penalty=chat.presence_penalty,
-        seed=chat.seed,
     )
 
 
@@ -81,35 +79,24 @@ def build_conversation(cid: str, settings: ChatSettings, messages: list[StoredMe
         if m.role == "assistant":
             if not m.text.strip() or m.state is MessageState.ERROR:
                 continue
+            out.extend(tool_steps(m.tool_calls))  # the tools it called before answering
             out.append(Message(Role.ASSISTANT, m.text, thinking=m.thinking))
         else:
             out.append(Message(Role.USER, m.text, tuple(to_engine_attachment(a) for a in m.attachments)))
     return Conversation(tuple(out), cid)
 
 
-def stored_stats(stats: Stats) -> StoredStats:
-    return StoredStats(
-        prompt_tokens=stats.prompt_tokens,
-        reused_tokens=stats.reused_tokens,
-        generated_tokens=stats.generated_tokens,
-        thinking_tokens=stats.thinking_tokens,
-        answer_tokens=stats.answer_tokens,
-        decode_tps=stats.decode_tps,
-        ttft_s=stats.ttft_s,
-        total_s=stats.total_s,
-        peak_memory_bytes=stats.peak_memory_bytes,
-        run_tokens=stats.generated_tokens,
-    )
-
-
 def continued_stats(before: StoredStats, after: StoredStats) -> StoredStats:
     """The whole answer's figures after a Continue: tokens and time summed over both runs, the rate over
-    both, the prompt and first-token time of the first; ``run_tokens`` stays the last run's (the limit's)."""
+    both, the prompt (and its prefill) and first-token time of the first; ``run_tokens`` stays the last
+    run's (the limit's)."""
     generated = before.generated_tokens + after.generated_tokens
     decode_s = sum(s.generated_tokens / s.decode_tps for s in (before, after) if s.decode_tps)
     return StoredStats(
         prompt_tokens=before.prompt_tokens,
         reused_tokens=before.reused_tokens,
+        prefilled_tokens=before.prefilled_tokens,
+        prefill_tps=before.prefill_tps,
         generated_tokens=generated,
         thinking_tokens=before.thinking_tokens + after.thinking_tokens,
         answer_tokens=before.answer_tokens + after.answer_tokens,
@@ -121,10 +108,32 @@ def continued_stats(before: StoredStats, after: StoredStats) -> StoredStats:
     )
 
 
+FINISHED_STATE = {
+    FinishReason.STOP: MessageState.COMPLETE,
+    FinishReason.LENGTH: MessageState.COMPLETE,
+    FinishReason.CANCELLED: MessageState.STOPPED,
+    FinishReason.ERROR: MessageState.ERROR,
+}
+
+
 def title_from(text: str) -> str:
     line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
     line = re.sub(r"\s+", " ", line)
     return (line[:48] + "…") if len(line) > 48 else (line or "New chat")
+
+
+class RefusalKind(Enum):
+    NOT_NOW = "not now"  # busy, an attachment still preparing, no model loaded: a moment or a step fixes it
+    MEDIA = "media"  # images, PDFs or video for a text-only model: the window offers Add vision
+    TOO_LONG = "too long"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a message cannot be sent now: its kind, and one sentence for the user."""
+
+    kind: RefusalKind
+    message: str
 
 
 @dataclass
@@ -142,6 +151,7 @@ class _Stream:
     final: dict = field(default_factory=dict)  # state and error, once finished
     stats: StoredStats | None = None
     before: StoredStats | None = None  # a continued answer's figures so far
+    tool_turn: ToolTurn | None = None  # a turn through the tool loop
 
     @property
     def thinking_text(self) -> str:
@@ -174,18 +184,25 @@ class ChatController(QObject):
     def __init__(self, store: Store, engine, parent: QObject | None = None):
         super().__init__(parent)
         self.store = store
-        self.engine = engine  # an EngineClient (or anything with generate/cancel/persist and a worker)
+        self.engine = engine  # an EngineClient (generate/cancel/persist and its event signals)
         self.current_id: str | None = None
         self.model_loaded = False
         self.model_is_vision: bool | None = None  # None: no model loaded
+        self.tools: ToolsController | None = None  # turns of chats with tools run through it (tools_wiring)
         self._stream: _Stream | None = None
         self._search_serial = 0
         self._unsaved: list[_Stream] = []  # finished answers the disk refused; retried until saved
         self._save_timer = QTimer(self)
         self._save_timer.setInterval(SAVE_INTERVAL_MS)
         self._save_timer.timeout.connect(self.flush)
-        engine.worker.event.connect(self._on_event)
-        engine.worker.generationFailed.connect(self._on_generation_failed)
+        engine.progress.connect(self._on_progress)
+        engine.thinkingDelta.connect(self._on_thinking)
+        engine.answerDelta.connect(self._on_answer)
+        engine.stats.connect(self._on_stats)
+        engine.finished.connect(self._on_finished)
+        engine.toolCallProposed.connect(self._on_tool_proposed)
+        engine.toolCallFinished.connect(self._on_tool_finished)
+        engine.stepLimitReached.connect(self._on_step_limit)
         interrupted = store.mark_interrupted()
         if interrupted:
             log.info("%d answers were interrupted by the last exit", interrupted)
@@ -327,7 +344,8 @@ class ChatController(QObject):
             if serial == self._search_serial:
                 self.searchFinished.emit(query, [])
 
-        run_task(lambda _p, _c: search_database(database, query), done, failed)
+        Operation(self, lambda _ctx: search_database(database, query), done,
+                  label="Searching the chats").failure(failed).run_in_background()
 
     def sent_messages(self, cid: str) -> list[StoredMessage]:
         """The chat's messages the model is sent: the oldest turns dropped from its prompt are left out."""
@@ -336,24 +354,26 @@ class ChatController(QObject):
 
     # --- sending ------------------------------------------------------------------------------
     def refusal(self, text: str, attachments: tuple[StoredAttachment, ...] = (), *, preparing: bool = False,
-                model_is_vision: bool | None = None) -> str:
-        """Why this message cannot be sent now, in one sentence; "" when it can. Cheap: it never reads or
-        tokenizes anything, so a huge paste is refused at once."""
+                model_is_vision: bool | None = None) -> Refusal | None:
+        """Why this message cannot be sent now; None when it can. Cheap: it never reads or tokenizes
+        anything, so a huge paste is refused at once."""
         if self.busy:
-            return "Wait for the current answer to finish, or press Esc to stop it."
+            return Refusal(RefusalKind.NOT_NOW, "Wait for the current answer to finish, or press Esc to stop it.")
         if preparing:
-            return "Wait a moment: an attachment is still being prepared."
+            return Refusal(RefusalKind.NOT_NOW, "Wait a moment: an attachment is still being prepared.")
         if not self.model_loaded:
-            return "Load a model first: open the model picker (the button at the top)."
+            return Refusal(RefusalKind.NOT_NOW, "Load a model first: open the model picker (the button at the top).")
         if model_is_vision is False and any(a.kind is not AttachmentKind.TEXT for a in attachments):
-            return text_only_refusal()
+            return Refusal(RefusalKind.MEDIA, text_only_refusal())
         if model_is_vision is False and self.current_id and self.store.has_media(self.current_id):
-            return earlier_media_refusal()  # (as _refused_for_earlier_media, for Regenerate and Edit)
+            # (as _refused_for_earlier_media, for Regenerate and Edit)
+            return Refusal(RefusalKind.MEDIA, earlier_media_refusal())
         if len(text) > MAX_MESSAGE_CHARS:
-            return (f"This message is {len(text):,} characters long; one message can hold at most "
-                    f"{MAX_MESSAGE_CHARS:,} (about {MAX_MESSAGE_CHARS // 4:,} tokens). Shorten it or split it "
-                    "across several messages; your text stays in the box.")
-        return ""
+            return Refusal(RefusalKind.TOO_LONG,
+                           f"This message is {len(text):,} characters long; one message can hold at most "
+                           f"{MAX_MESSAGE_CHARS:,} (about {MAX_MESSAGE_CHARS // 4:,} tokens). Shorten it or split "
+                           "it across several messages; your text stays in the box.")
+        return None
 
     def send(self, text: str, attachments: tuple[StoredAttachment, ...] = (), *, preparing: bool = False,
              model_is_vision: bool | None = None) -> bool:
@@ -362,10 +382,9 @@ class ChatController(QObject):
         if not text and not attachments:
             return False
         refusal = self.refusal(text, attachments, preparing=preparing, model_is_vision=model_is_vision)
-        if refusal:
+        if refusal is not None:
             # media for a text-only model: the window offers to add vision to it
-            media = refusal in (text_only_refusal(), earlier_media_refusal())
-            (self.mediaRefused if media else self.errorOccurred).emit(refusal)
+            (self.mediaRefused if refusal.kind is RefusalKind.MEDIA else self.errorOccurred).emit(refusal.message)
             return False
         try:
             if self.current_id is None:
@@ -423,8 +442,10 @@ class ChatController(QObject):
             self.errorOccurred.emit(str(error))
             return
         settings = self.store.settings(cid)
+        # (the answer's tool steps, if it called tools, come before its text, as in build_conversation)
+        earlier = build_conversation(cid, settings, messages[:-1])
         conversation = replace(
-            build_conversation(cid, settings, messages[:-1]).with_message(
+            replace(earlier, messages=earlier.messages + tuple(tool_steps(last.tool_calls))).with_message(
                 Message(Role.ASSISTANT, last.text, thinking=last.thinking)),
             continue_last=True,
         )
@@ -513,8 +534,13 @@ class ChatController(QObject):
         if not history:  # every turn dropped from the prompt: the question being answered is still sent
             history = [m for m in self.store.messages(cid) if m.position < placeholder.position][-1:]
         conversation = build_conversation(cid, settings, history)
-        request = self.engine.generate(conversation, generation_settings(settings))
-        self._begin(_Stream(request, cid, placeholder.id), placeholder)
+        turn = self.tools.turn_for(cid, conversation, generation_settings(settings)) if self.tools else None
+        if turn is not None:
+            stream = _Stream(self.engine.run_turn(turn), cid, placeholder.id)
+            stream.tool_turn = ToolTurn(self.tools, placeholder.id)
+        else:
+            stream = _Stream(self.engine.generate(conversation, generation_settings(settings)), cid, placeholder.id)
+        self._begin(stream, placeholder)
 
     def _begin(self, stream: _Stream, message: StoredMessage) -> None:
         """``stream`` answers into ``message`` (shown streaming): saved on the timer until it finishes."""
@@ -524,46 +550,72 @@ class ChatController(QObject):
         self.busyChanged.emit(True)
 
     # --- engine events ------------------------------------------------------------------------
-    def _on_event(self, request_id: int, event) -> None:
+    def _current(self, request_id: int) -> _Stream | None:
+        """The streaming answer, if ``request_id`` is its request (events of an older one are ignored)."""
         stream = self._stream
-        if stream is None or request_id != stream.request_id:
-            return
-        mid = stream.message_id
-        if isinstance(event, ThinkingDelta):
-            if stream.thinking_started is None:
-                stream.thinking_started = time.monotonic()
-            stream.thinking.append(event.text)
-            stream.dirty = True
-            self.thinkingDelta.emit(mid, event.text)
-        elif isinstance(event, AnswerDelta):
-            if not stream.answer:
-                if stream.thinking_started is not None:
-                    stream.thinking_s = time.monotonic() - stream.thinking_started
-                self.answerStarted.emit(mid, stream.thinking_s or 0.0)
-            stream.answer.append(event.text)
-            stream.dirty = True
-            self.answerDelta.emit(mid, event.text)
-        elif isinstance(event, Progress):
-            self.progress.emit(mid, event.done, event.total)
-        elif isinstance(event, Stats):
-            stats = stored_stats(event)
-            if stream.before is not None:
-                stats = continued_stats(stream.before, stats)
-            stream.stats = stats
-            self._save(stream)
-            self.statsReady.emit(mid, stats)
-        elif isinstance(event, Finished):
-            state = {
-                FinishReason.STOP: MessageState.COMPLETE,
-                FinishReason.LENGTH: MessageState.COMPLETE,
-                FinishReason.CANCELLED: MessageState.STOPPED,
-                FinishReason.ERROR: MessageState.ERROR,
-            }[event.reason]
-            self._finish(state, event.error or "")
+        return stream if stream is not None and request_id == stream.request_id else None
 
-    def _on_generation_failed(self, request_id: int, message: str) -> None:
-        if self._stream is not None and request_id == self._stream.request_id:
-            self._finish(MessageState.ERROR, message)
+    def _on_progress(self, request_id: int, done: int, total: int) -> None:
+        if (stream := self._current(request_id)) is not None:
+            self.progress.emit(stream.message_id, done, total)
+
+    def _on_thinking(self, request_id: int, text: str) -> None:
+        if (stream := self._current(request_id)) is None:
+            return
+        if stream.thinking_started is None:
+            stream.thinking_started = time.monotonic()
+        stream.thinking.append(text)
+        stream.dirty = True
+        self.thinkingDelta.emit(stream.message_id, text)
+
+    def _on_answer(self, request_id: int, text: str) -> None:
+        if (stream := self._current(request_id)) is None:
+            return
+        if stream.tool_turn is None:
+            self._append_answer(stream, text)
+        elif shown := stream.tool_turn.answer(text):  # the call markup is hidden: its blocks show the calls
+            self._append_answer(stream, shown)
+
+    def _append_answer(self, stream: _Stream, text: str) -> None:
+        if not stream.answer:
+            if stream.thinking_started is not None:
+                stream.thinking_s = time.monotonic() - stream.thinking_started
+            self.answerStarted.emit(stream.message_id, stream.thinking_s or 0.0)
+        stream.answer.append(text)
+        stream.dirty = True
+        self.answerDelta.emit(stream.message_id, text)
+
+    def _on_stats(self, request_id: int, event: Stats) -> None:
+        if (stream := self._current(request_id)) is None:
+            return
+        if stream.tool_turn is not None and (rest := stream.tool_turn.step_ended()):  # each step ends with Stats
+            self._append_answer(stream, rest)
+        stats = StoredStats.of(event)
+        if stream.before is not None:
+            stats = continued_stats(stream.before, stats)
+        stream.stats = stats
+        self._save(stream)
+        self.statsReady.emit(stream.message_id, stats)
+
+    def _on_finished(self, request_id: int, reason: FinishReason, error: str) -> None:
+        if (stream := self._current(request_id)) is None:
+            return
+        if stream.tool_turn is not None and (unrun := stream.tool_turn.unrun()):  # markup that ran no call stays
+            self._append_answer(stream, unrun)
+        self._finish(FINISHED_STATE[reason], error)
+
+    # A turn through the tool loop (``ToolsController.turn_for``): its calls go to its ToolTurn.
+    def _on_tool_proposed(self, request_id: int, proposed: ToolCallProposed) -> None:
+        if (stream := self._current(request_id)) is not None and stream.tool_turn is not None:
+            stream.tool_turn.proposed(proposed)
+
+    def _on_tool_finished(self, request_id: int, done: ToolCallFinished) -> None:
+        if (stream := self._current(request_id)) is not None and stream.tool_turn is not None:
+            stream.tool_turn.call_finished(done)
+
+    def _on_step_limit(self, request_id: int, steps: int) -> None:
+        if (stream := self._current(request_id)) is not None and stream.tool_turn is not None:
+            stream.tool_turn.step_limit(steps)
 
     def _finish(self, state: MessageState, error: str) -> None:
         stream = self._stream
@@ -653,6 +705,7 @@ class ChatController(QObject):
                 if include_thinking and m.thinking.strip():
                     lines += ["<details><summary>Thinking</summary>", "", m.thinking.strip(), "",
                               "</details>", ""]
+                lines += calls_markdown(m.tool_calls, files_dir)
                 lines += [m.text.strip(), ""]
                 if m.state in (MessageState.INTERRUPTED, MessageState.STOPPED):
                     lines += [f"*({m.state.value})*", ""]

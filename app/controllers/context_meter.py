@@ -55,7 +55,7 @@ class _Exact:
 
 
 class ContextMeterController(QObject):
-    readingChanged = Signal(object)  # MeterReading
+    readingChanged = Signal(MeterReading)
     turnsDropped = Signal(int)  # how many turns left the prompt
     errorOccurred = Signal(str)
 
@@ -77,7 +77,7 @@ class ContextMeterController(QObject):
         self._timer.setSingleShot(True)
         self._timer.setInterval(COUNT_DELAY_MS)
         self._timer.timeout.connect(self._count)
-        engine.worker.tokensCounted.connect(self._on_counted)
+        engine.tokensCounted.connect(self._on_counted)
 
     # --- inputs ---------------------------------------------------------------------------------
     def set_limit(self, tokens: int) -> None:
@@ -124,30 +124,32 @@ class ContextMeterController(QObject):
             is_exact = self.text == exact.text
         else:
             used, is_exact = self._estimated_total(), False
-        room = min(self.chat.settings().max_tokens, self.limit // ANSWER_ROOM_FRACTION)
+        room = min(self.chat.settings().generation.max_tokens, self.limit // ANSWER_ROOM_FRACTION)
         self.reading = MeterReading(max(0, used), self.limit, is_exact, room, bool(self._history), self._trimmed)
         self.readingChanged.emit(self.reading)
 
     def _count(self) -> None:
         """Ask the engine for the real prompt size of history plus draft (answered on its thread)."""
-        if not self.limit or self.chat.busy or not self.engine.thread.isRunning():
+        if not self.limit or self.chat.busy or not self.engine.running:
             return  # counted again when the answer finishes (history_changed); never after quitting
         cid = self.chat.current_id or ""
         settings = self.chat.settings()
         draft = Message(Role.USER, self.text.strip(),
                         tuple(to_engine_attachment(p.stored) for p in self.attachments.items))
         conversation = build_conversation(cid, settings, self._history).with_message(draft)
+        if self.chat.tools is not None:  # the chat's tools are part of its prompt
+            conversation = replace(conversation, tools=self.chat.tools.offered_tools(self.chat.current_id))
         request = self.engine.count_tokens(conversation, generation_settings(settings))
         self._request = (request, self._version, self.text)
 
-    def _on_counted(self, request_id: int, tokens) -> None:
+    def _on_counted(self, request_id: int, tokens: int) -> None:
         if self._request is None or request_id != self._request[0]:
             return
         _, version, text = self._request
         self._request = None
-        if tokens is None or version != self._version:
+        if version != self._version:
             return
-        self._exact = _Exact(version, text, int(tokens))
+        self._exact = _Exact(version, text, tokens)
         self._update()
 
     # --- the ways out -----------------------------------------------------------------------------

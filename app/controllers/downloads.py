@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal, Slot
 
-from ..workers import run_task
+from ..operations import OpContext, Operation
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class Transfer:
 
 class DownloadsController(QObject):
     catalogChanged = Signal(list)  # list[engine_mlx.hub.catalog.CatalogEntry]
-    transferChanged = Signal(object)  # Transfer
+    transferChanged = Signal(Transfer)
     modelAdded = Signal(str)  # a new model folder (a download's snapshot, a grafted folder)
     errorOccurred = Signal(str)
 
@@ -70,7 +70,7 @@ class DownloadsController(QObject):
         self.cache_dir = cache_dir
         self.catalog = load_catalog() if catalog is None else list(catalog)
         self.transfers: dict[str, Transfer] = {}
-        self._jobs: dict[str, object] = {}  # key -> Download (pause/cancel) or the graft's Task
+        self._jobs: dict[str, object] = {}  # key -> Download (pause/cancel) or the graft's Operation
         self._plans: dict[str, object] = {}  # model folder -> GraftPlan
         self._progressed.connect(self._apply)
         self._find_paused()
@@ -98,7 +98,7 @@ class DownloadsController(QObject):
 
         entries = list(self.catalog)
         self._run(
-            lambda _p, _c: refresh(entries),
+            lambda _ctx: refresh(entries),
             self._catalog_refreshed,
             lambda e: self.errorOccurred.emit(str(e)),
         )
@@ -127,7 +127,7 @@ class DownloadsController(QObject):
             )
         )
 
-        def work(_progress, _cancelled):
+        def work(_ctx: OpContext) -> Path:
             plan = job.plan()
             self._update_threadsafe(
                 repo_id, done_bytes=plan.have_bytes, total_bytes=plan.total_bytes
@@ -240,7 +240,7 @@ class DownloadsController(QObject):
             )
 
         self._run(
-            lambda _p, _c: plan_graft(model_dir, repo_id, mtp=mtp),
+            lambda _ctx: plan_graft(model_dir, repo_id, mtp=mtp),
             planned,
             lambda e: self._failed(key, e),
         )
@@ -255,10 +255,10 @@ class DownloadsController(QObject):
             return
         self._update(key, state=TransferState.RUNNING, done_bytes=0)
 
-        def work(_progress, cancelled):
+        def work(ctx: OpContext) -> Path:
             return run_graft(
                 plan,
-                cancelled=cancelled,
+                cancelled=ctx.cancelled,
                 on_progress=lambda p: self._update_threadsafe(
                     key, done_bytes=p.done_bytes, total_bytes=p.total_bytes, message=p.stage
                 ),
@@ -280,8 +280,8 @@ class DownloadsController(QObject):
     def _apply(self, key: str, changes: dict) -> None:
         self._update(key, **changes)
 
-    def _run(self, fn, on_done, on_failed):
-        return run_task(fn, on_done, on_failed)
+    def _run(self, fn, on_done, on_failed) -> Operation:
+        return Operation(self, fn, on_done, label="The transfer").failure(on_failed).run_in_background()
 
     def _finished(self, key: str, path) -> None:
         self._jobs.pop(key, None)
@@ -300,11 +300,11 @@ class DownloadsController(QObject):
 
     def _failed(self, key: str, error: Exception) -> None:
         from engine_mlx.errors import EngineError
-        from engine_mlx.hub.network import Cancelled
+        from engine_mlx.hub.network import Cancelled, Paused
 
         self._jobs.pop(key, None)
         if isinstance(error, Cancelled):
-            paused = "paused" in str(error)
+            paused = isinstance(error, Paused)
             if not paused:
                 self._plans.pop(key, None)
             self._update(

@@ -17,9 +17,10 @@ from engine_mlx.errors import CheckpointError
 from engine_mlx.inspections import InspectionCache
 from engine_mlx.settings import DEFAULT_CONTEXT_TOKENS
 
+from ..operations import Operation
 from ..paths import AppPaths
 from ..store import Store, StoreError
-from ..workers import EngineClient, run_task
+from ..workers import EngineClient, LoadFailure
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ class ModelsController(QObject):
     loadProgress = Signal(str, float)
     modelLoaded = Signal(ModelInfo)
     modelUnloaded = Signal()
-    loadFailed = Signal(str, str)  # message, kind
+    loadFailed = Signal(str, LoadFailure)  # message, kind
     errorOccurred = Signal(str)
     demoBuilding = Signal(bool)
     severalFound = Signal(int)  # an added folder holds this many usable models: the user picks one
@@ -124,10 +125,10 @@ class ModelsController(QObject):
         self.loading_path: Path | None = None
         self.inspections = InspectionCache()  # a rescan (e.g. a new context length) re-checks only changed folders
         self.scanned = False
-        engine.worker.loadProgress.connect(self.loadProgress)
-        engine.worker.loaded.connect(self._on_loaded)
-        engine.worker.loadFailed.connect(self._on_load_failed)
-        engine.worker.unloaded.connect(self._on_unloaded)
+        engine.loadProgress.connect(self.loadProgress)
+        engine.loaded.connect(self._on_loaded)
+        engine.loadFailed.connect(self._on_load_failed)
+        engine.unloaded.connect(self._on_unloaded)
 
     # --- preferences --------------------------------------------------------------------------
     @property
@@ -149,8 +150,9 @@ class ModelsController(QObject):
     def rescan(self, then: Callable[[], None] | None = None) -> None:
         """Look for models again (on a pool thread); ``then`` runs once the list is updated."""
         folders, demo, ctx = self.user_folders(), self.paths.demo_model, self.context_tokens
-        run_task(lambda _p, _c: discover(folders, demo, ctx, self.inspections), partial(self._on_scanned, then=then),
-                 self._on_scan_failed)
+        Operation(self, lambda _ctx: discover(folders, demo, ctx, self.inspections),
+                  partial(self._on_scanned, then=then), label="Looking for models"
+                  ).failure(self._on_scan_failed).run_in_background()
 
     def _on_scanned(self, entries: list[ModelEntry], then: Callable[[], None] | None = None) -> None:
         self.entries = entries
@@ -171,7 +173,7 @@ class ModelsController(QObject):
         exactly one usable model, load it too; when it holds several, say so (``severalFound``)."""
         folder = Path(folder)
 
-        def find(_p, _c):
+        def find(_ctx) -> list[Path]:
             return models_in(folder, self.inspections)
 
         def found(paths: list[Path]) -> None:
@@ -199,14 +201,14 @@ class ModelsController(QObject):
             else:
                 self.errorOccurred.emit(str(error))
 
-        run_task(find, found, failed)
+        Operation(self, find, found, label="Adding the folder").failure(failed).run_in_background()
 
     # --- loading ------------------------------------------------------------------------------
     def load(self, path: Path | str, force: bool = False) -> None:
         path = Path(path)
         if not path.exists():
             self.loadFailed.emit(f"The model folder {path} no longer exists (was it moved or deleted?).",
-                                 "checkpoint")
+                                 LoadFailure.CHECKPOINT)
             return
         self.loading_path = path
         log.info("loading %s (context %d tokens)", path, self.context_tokens)
@@ -224,7 +226,7 @@ class ModelsController(QObject):
         if not last.exists():
             self.loadFailed.emit(
                 f"The model used last time, {last}, is gone (moved or deleted). Pick another model.",
-                "checkpoint",
+                LoadFailure.CHECKPOINT,
             )
             return False
         self.load(last)
@@ -238,7 +240,7 @@ class ModelsController(QObject):
             return
         self.demoBuilding.emit(True)
 
-        def build(_p, _c):
+        def build(_ctx) -> Path:
             from engine_mlx.tiny import build_tiny_model
 
             return build_tiny_model(target)
@@ -252,7 +254,7 @@ class ModelsController(QObject):
             self.demoBuilding.emit(False)
             self.errorOccurred.emit(f"Could not build the demo model: {error}")
 
-        run_task(build, built, failed)
+        Operation(self, build, built, label="Building the demo model").failure(failed).run_in_background()
 
     def _on_loaded(self, info) -> None:
         self.loaded_info = info
@@ -264,8 +266,8 @@ class ModelsController(QObject):
             self.errorOccurred.emit(str(error))
         self.modelLoaded.emit(info)
 
-    def _on_load_failed(self, message: str, kind: str) -> None:
-        log.warning("loading failed (%s): %s", kind, message)
+    def _on_load_failed(self, message: str, kind: LoadFailure) -> None:
+        log.warning("loading failed (%s): %s", kind.value, message)
         self.loading_path = None
         self.loadFailed.emit(message, kind)
 

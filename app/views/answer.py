@@ -220,11 +220,13 @@ def warm_up(palette: Palette, *, background: bool = True) -> None:
     (imports, Markdown, highlighting) runs on the thread pool; only the painting runs on the GUI thread.
     """
     if background:
+        from ..operations import Operation
         from ..render import render_markdown
-        from ..workers import run_task
 
-        run_task(lambda _p, _c: render_markdown(WARM_UP_MARKDOWN, palette),
-                 lambda _result: warm_up(palette, background=False))
+        # No parent: a failed warm-up costs only the first answer's stall, so it is logged, not shown.
+        Operation(None, lambda _ctx: render_markdown(WARM_UP_MARKDOWN, palette),
+                  lambda _result: warm_up(palette, background=False), label="Warming up the renderer"
+                  ).run_in_background()
         return
     view = AnswerView(palette)
     view.resize(600, 400)

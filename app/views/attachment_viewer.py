@@ -18,9 +18,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ..operations import Operation
 from ..sent_ranges import sent_pages, sent_range
 from ..store import AttachmentKind, StoredAttachment
-from ..workers import run_task
 
 PAGE_SIDE = 1100  # a PDF page's longer side as rendered for reading
 FRAME_SIDE = 480  # a video frame's
@@ -127,7 +127,8 @@ class AttachmentViewer(QDialog):
         else:
             self.summary.setText(describe(att) + " Rendering…")
             render = render_pages if att.kind is AttachmentKind.PDF else render_frames
-            self._task = run_task(lambda _p, _c: render(att), self._rendered, self._failed)
+            self._task = Operation(self, lambda _ctx: render(att), self._rendered, label="Rendering the attachment"
+                                   ).failure(self._failed).run_in_background()
 
     def _build_text(self, layout: QVBoxLayout) -> None:
         from engine_mlx.text_files import load_text

@@ -133,11 +133,11 @@ class AttachmentThumb(QFrame):
             more = last - shown_last
             pages = f"page {att.first_page}" if last == att.first_page else f"pages {att.first_page}–{last}"
             self.caption.setText(f"{att.name} · {pages}" + (f" (+{more} more)" if more > 0 else ""))
-            self._start(lambda _p, _c: _render_pages(att.path, att.first_page, shown_last))
+            self._start(lambda _ctx: _render_pages(att.path, att.first_page, shown_last))
         elif att.kind is AttachmentKind.VIDEO:
             end = att.end_s if att.end_s is not None else att.duration_s or 0
             self.caption.setText(f"{att.name} · {att.start_s:.1f}–{end:.1f} s · {att.fps:g} fps")
-            self._start(lambda _p, _c: _render_frame(att.path, att.start_s))
+            self._start(lambda _ctx: _render_frame(att.path, att.start_s))
         else:
             try:
                 size = human_bytes(att.path.stat().st_size)
@@ -163,9 +163,10 @@ class AttachmentThumb(QFrame):
         super().keyPressEvent(event)
 
     def _start(self, fn) -> None:
-        from ..workers import run_task
+        from ..operations import Operation
 
-        self._task = run_task(fn, self._show_images, self._show_failure)
+        self._task = Operation(self, fn, self._show_images, label="Drawing the attachment"
+                               ).failure(self._show_failure).run_in_background()
 
     def _show_images(self, images: list[QImage]) -> None:
         if not shiboken6.isValid(self):

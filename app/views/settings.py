@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine_mlx.settings import NON_THINKING_SAMPLING, THINKING_SAMPLING
+from engine_mlx.settings import NON_THINKING_SAMPLING, THINKING_SAMPLING, GenerationSettings
 
 from ..store import ChatSettings, ThinkingMode
 
@@ -78,7 +78,8 @@ class SettingsDialog(QDialog):
         form.addRow("Thinking", modes)
         self.max_tokens = QSpinBox()
         self.max_tokens.setRange(1, 262144)
-        self.max_tokens.setValue(settings.max_tokens)
+        generation = settings.generation
+        self.max_tokens.setValue(generation.max_tokens)
         self.max_tokens.setSuffix(" tokens")
         self.max_tokens.setToolTip("The most tokens one reply may generate, its thinking and its answer "
                                    "together. A reply cut at this limit offers Continue.")
@@ -92,11 +93,11 @@ class SettingsDialog(QDialog):
         self.seed = QSpinBox()
         self.seed.setRange(-1, 2**31 - 1)
         self.seed.setSpecialValueText("Random")
-        _set(self.temperature, settings.temperature)
-        _set(self.top_p, settings.top_p)
-        _set(self.top_k, settings.top_k)
-        _set(self.presence, settings.presence_penalty)
-        _set(self.seed, settings.seed)
+        _set(self.temperature, generation.temperature)
+        _set(self.top_p, generation.top_p)
+        _set(self.top_k, generation.top_k)
+        _set(self.presence, generation.presence_penalty)
+        _set(self.seed, generation.seed)
         form.addRow("Temperature", self.temperature)
         form.addRow("Top p", self.top_p)
         form.addRow("Top k", self.top_k)
@@ -127,10 +128,12 @@ class SettingsDialog(QDialog):
             system_prompt=self.system.toPlainText(),
             thinking=mode,
             thinking_budget=self.budget.value(),
-            max_tokens=self.max_tokens.value(),
-            temperature=_get(self.temperature),
-            top_p=_get(self.top_p),
-            top_k=_get(self.top_k),
-            presence_penalty=_get(self.presence),
-            seed=_get(self.seed),
+            generation=GenerationSettings(
+                max_tokens=self.max_tokens.value(),
+                temperature=_get(self.temperature),
+                top_p=_get(self.top_p),
+                top_k=_get(self.top_k),
+                presence_penalty=_get(self.presence),
+                seed=_get(self.seed),
+            ),
         )

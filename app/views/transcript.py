@@ -11,7 +11,10 @@ message take no focus (the Chat menu's shortcuts act on the focused message), so
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt, QTimer, Signal
+from collections.abc import Callable
+from typing import Protocol
+
+from PySide6.QtCore import Qt, QTimer, Signal, SignalInstance
 from PySide6.QtWidgets import (
     QApplication,
     QFrame,
@@ -24,12 +27,33 @@ from PySide6.QtWidgets import (
 )
 
 from ..render import Palette, Renderer
-from ..store import MessageState, StoredAttachment, StoredMessage
+from ..store import ChatSettings, MessageState, StoredAttachment, StoredMessage
 from .grounding import GroundingImage, chat_images, chat_videos
 from .message import MessageWidget
+from .tool_call import add_call_blocks
 
 PAGE = 30
 READING_WIDTH = 900  # the message column's widest; wider windows centre it
+
+
+class ChatSource(Protocol):
+    """What the transcript follows: the chat controller (app.controllers.chat.ChatController)."""
+
+    conversationOpened: SignalInstance
+    messageAppended: SignalInstance
+    messagesRemoved: SignalInstance
+    versionShown: SignalInstance
+    progress: SignalInstance
+    thinkingDelta: SignalInstance
+    answerStarted: SignalInstance
+    answerDelta: SignalInstance
+    statsReady: SignalInstance
+    streamFinished: SignalInstance
+    busyChanged: SignalInstance
+    current_id: str | None
+    busy: bool
+
+    def settings(self) -> ChatSettings: ...
 
 
 class TranscriptView(QScrollArea):
@@ -82,6 +106,42 @@ class TranscriptView(QScrollArea):
         bar = self.verticalScrollBar()
         bar.rangeChanged.connect(self._on_range)
         bar.valueChanged.connect(self._on_scroll)
+
+    # --- the chat's messages ---------------------------------------------------------------------
+    def follow(self, chat: ChatSource) -> None:
+        """Show the chat controller's messages: the chat opened, messages appended, removed or shown at
+        another version, and a streaming answer's progress, text, figures and end."""
+        chat.conversationOpened.connect(lambda _cid, messages: self._opened(chat, messages))
+        chat.messageAppended.connect(lambda message: self._appended(chat, message))
+        chat.messagesRemoved.connect(self.remove_from)
+        chat.versionShown.connect(self.replace_from)
+        chat.progress.connect(lambda mid, done, total: self._with(mid, lambda w: w.set_progress(done, total)))
+        chat.thinkingDelta.connect(lambda mid, text: self._with(mid, lambda w: w.append_thinking(text)))
+        chat.answerStarted.connect(lambda mid, seconds: self._with(mid, lambda w: w.start_answer(seconds)))
+        chat.answerDelta.connect(lambda mid, text: self._with(mid, lambda w: w.append_answer(text)))
+        chat.statsReady.connect(lambda mid, stats: self._with(mid, lambda w: w.set_stats(stats)))
+        chat.streamFinished.connect(self._finished)
+        chat.busyChanged.connect(self.set_streaming)
+
+    def _opened(self, chat: ChatSource, messages: list[StoredMessage]) -> None:
+        self.token_limit = chat.settings().generation.max_tokens
+        self.set_messages(messages)
+        self.set_streaming(chat.busy)
+
+    def _appended(self, chat: ChatSource, message: StoredMessage) -> None:
+        if message.conversation_id == chat.current_id:
+            self.token_limit = chat.settings().generation.max_tokens
+            self.append(message)
+            self.set_streaming(chat.busy or message.state is MessageState.STREAMING)
+
+    def _with(self, message_id: int, fn: Callable[[MessageWidget], object]) -> None:
+        widget = self.widget_for(message_id)
+        if widget is not None:
+            fn(widget)
+
+    def _finished(self, message_id: int, state: MessageState, error: str) -> None:
+        self._with(message_id, lambda w: w.finish(state, error))
+        self.set_streaming(False)
 
     # --- content ------------------------------------------------------------------------------
     def set_messages(self, messages: list[StoredMessage]) -> None:
@@ -253,6 +313,8 @@ class TranscriptView(QScrollArea):
             widget.grounding_context = lambda: self._grounding_context(widget)
             if message.state is not MessageState.STREAMING:
                 widget.refresh_grounding()
+            if message.tool_calls:
+                add_call_blocks(widget, message.tool_calls)
         return widget
 
     def _grounding_context(self, widget: MessageWidget) -> tuple[list[GroundingImage], list[StoredAttachment], str]:

@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
 )
 
 from ..controllers.attachments import Pending
-from ..workers import Task
+from ..operations import Operation
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class VideoPane(QFrame):
         self.key: int | None = None
         self.path: Path | None = None
         self.duration = 0.0
-        self._task: Task | None = None
+        self._task: Operation | None = None
         self.frames: list[tuple[QImage, float]] = []
         layout = QVBoxLayout(self)
         layout.setContentsMargins(12, 10, 12, 10)
@@ -190,19 +190,19 @@ class VideoPane(QFrame):
         self.progress.setValue(0)
         self.progress.show()
         path = self.path
-        task = Task(lambda progress, cancelled: sample(path, fps, start, end, progress, cancelled))
-        task.progress.connect(lambda done, total, t=task: self._on_progress(t, done, total))
-        task.done.connect(lambda frames, t=task: self._on_sampled(t, frames))
-        task.failed.connect(lambda error, t=task: self._on_failed(t, error))
+        task = Operation(self, lambda ctx: sample(path, fps, start, end, ctx.progress, ctx.cancelled),
+                         lambda frames: self._on_sampled(task, frames), label="Sampling the video")
+        task.failure(lambda error: self._on_failed(task, error))
+        task.with_progress(lambda done, total: self._on_progress(task, done, total))
         self._task = task
-        task.start()
+        task.run_in_background()
 
-    def _on_progress(self, task: Task, done: int, total: int) -> None:
+    def _on_progress(self, task: Operation, done: int, total: int) -> None:
         if task is self._task:
             self.progress.setRange(0, total)
             self.progress.setValue(done)
 
-    def _on_sampled(self, task: Task, frames) -> None:
+    def _on_sampled(self, task: Operation, frames) -> None:
         if task is not self._task:
             return
         self._task = None
@@ -216,12 +216,14 @@ class VideoPane(QFrame):
         if frames:
             self._set_preview(frames[0][0])
 
-    def _on_failed(self, task: Task, error: Exception) -> None:
+    def _on_failed(self, task: Operation, error: Exception) -> None:
         if task is not self._task:
             return
         self._task = None
         self.progress.hide()
-        if type(error).__name__ != "SamplingCancelled":
+        from engine_mlx.media import SamplingCancelled
+
+        if not isinstance(error, SamplingCancelled):
             self.note.setText(str(error))
 
     def _show_item(self, item: QListWidgetItem | None) -> None:

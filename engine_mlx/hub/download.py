@@ -35,7 +35,7 @@ from engine_mlx.hf_cache import (
     is_relative_path,
     repo_folder,
 )
-from engine_mlx.hub.network import Cancelled, HubError, hub_errors, online
+from engine_mlx.hub.network import Cancelled, HubError, Paused, hub_errors, online
 from engine_mlx.hub.remote import RemoteFile, RemoteRepo, repo_files
 from engine_mlx.sizes import human_bytes
 
@@ -272,7 +272,7 @@ class Download:
             part.unlink(missing_ok=True)
             raise Cancelled(f"{self.repo_id}: download cancelled; its partial files were deleted")
         if self._pause.is_set():
-            raise Cancelled(f"{self.repo_id}: download paused; it resumes where it stopped")
+            raise Paused(f"{self.repo_id}: download paused; it resumes where it stopped")
 
     def _fetch(
         self, repo: RemoteRepo, fp: FilePlan, blobs: Path, tick: Callable[[int], None]

@@ -26,6 +26,10 @@ class Cancelled(EngineError):
     """The user paused or cancelled the action; nothing half-done was kept in the model folder."""
 
 
+class Paused(Cancelled):
+    """The user paused a download: its partial files stay, and it resumes where it stopped."""
+
+
 class _OfflineSwitch:
     def __init__(self) -> None:
         self._lock = threading.Lock()

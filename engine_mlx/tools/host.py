@@ -203,6 +203,10 @@ class ToolHost:
         conn.stopping = True
         conn.wake.set()
         if conn.task is not None:
+            if conn.state is not ServerState.READY:
+                # Still starting (a server that never answers the handshake does not see ``wake``), or
+                # waiting out a backoff: cancel now, so its process is shut down before the host closes.
+                conn.task.cancel()
             try:
                 await asyncio.wait_for(conn.task, 15)
             except (TimeoutError, asyncio.CancelledError):

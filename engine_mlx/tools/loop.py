@@ -133,13 +133,17 @@ class ToolLoop:
             counts[spec.name] = counts.get(spec.name, 0) + 1
         return {(spec.name if counts[spec.name] == 1 else f"{spec.server}__{spec.name}"): spec for spec in specs}
 
+    def offered(self, specs: dict[str, ToolSpec] | None = None) -> tuple[Tool, ...]:
+        """The tools as the chat template gets them (what a turn adds to the prompt)."""
+        specs = self.tool_specs() if specs is None else specs
+        return tuple(Tool(name, spec.description, json.dumps(spec.input_schema)) for name, spec in specs.items())
+
     def run(self, conversation: Conversation, settings: GenerationSettings, cancel: CancelToken | None = None,
             step_settings: Callable[[int], GenerationSettings] | None = None) -> Iterator[LoopEvent]:
         """Stream the turn: the engine's events of every step, and the tool calls between them; the
         last event is the final step's ``Finished``. ``step_settings`` (tests) gives each step its own."""
         specs = self.tool_specs()
-        tools = tuple(Tool(name, spec.description, json.dumps(spec.input_schema)) for name, spec in specs.items())
-        convo = replace(conversation, tools=conversation.tools + tools)
+        convo = replace(conversation, tools=conversation.tools + self.offered(specs))
         template_tools = [{"type": "function", "function": {"name": t.name, "parameters": json.loads(t.parameters)}}
                           for t in convo.tools]
         for step in range(self.max_steps + 1):
