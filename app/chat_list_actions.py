@@ -35,7 +35,9 @@ class ChatListActions(QObject):
         self.act_pin.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
         self.act_pin.triggered.connect(lambda: self.toggle_pin(self.target_ids()))
         window.addAction(self.act_pin)
-        chat_menu = next((a.menu() for a in window.menuBar().actions() if a.text() == "&Chat"), None)
+        chat_menu = next(
+            (a.menu() for a in window.menuBar().actions() if a.text() == "&Chat"), None
+        )
         if chat_menu is not None:
             chat_menu.addAction(self.act_pin)
         # Delete in the list deletes the selected chats (with one confirmation when there are several).
@@ -77,10 +79,14 @@ class ChatListActions(QObject):
         what = f"{len(ids)} chats" if several else "chat"
         pin = menu.addAction(f"{'Unpin' if pinned else 'Pin'} {what}", lambda: self.toggle_pin(ids))
         pin.setShortcut(QKeySequence(PIN_SHORTCUT))
-        menu.addAction(f"Export {len(ids)} chats as Markdown…" if several else "Export as Markdown…",
-                       lambda: self.export(ids))
+        menu.addAction(
+            f"Export {len(ids)} chats as Markdown…" if several else "Export as Markdown…",
+            lambda: self.export(ids),
+        )
         menu.addSeparator()
-        menu.addAction(f"Delete {len(ids)} chats…" if several else "Delete", lambda: self.delete(ids))
+        menu.addAction(
+            f"Delete {len(ids)} chats…" if several else "Delete", lambda: self.delete(ids)
+        )
         return menu
 
     # --- actions --------------------------------------------------------------------------------
@@ -105,9 +111,12 @@ class ChatListActions(QObject):
             self.chat.delete(ids[0])
         elif ids:
             answer = QMessageBox.question(
-                self.window, "Delete chats", f"Delete {len(ids)} chats? You can undo this until QwenDesk quits.",
+                self.window,
+                "Delete chats",
+                f"Delete {len(ids)} chats? You can undo this until QwenDesk quits.",
                 QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
-                QMessageBox.StandardButton.Cancel)
+                QMessageBox.StandardButton.Cancel,
+            )
             if answer == QMessageBox.StandardButton.Yes:
                 self.chat.delete_many(ids)
 
@@ -116,11 +125,14 @@ class ChatListActions(QObject):
             self.chat.delete(self.chat.current_id)
 
     def _on_deleted(self, cid: str, title: str) -> None:
-        self.window.banner.show_message(f"Deleted “{title}”.", "Undo", lambda: self.chat.undo_delete(cid), UNDO_MS)
+        self.window.banner.show_message(
+            f"Deleted “{title}”.", "Undo", lambda: self.chat.undo_delete(cid), UNDO_MS
+        )
 
     def _on_deleted_many(self, ids: list[str]) -> None:
-        self.window.banner.show_message(f"Deleted {len(ids)} chats.", "Undo",
-                                        lambda: self.chat.undo_delete_many(ids), UNDO_MS)
+        self.window.banner.show_message(
+            f"Deleted {len(ids)} chats.", "Undo", lambda: self.chat.undo_delete_many(ids), UNDO_MS
+        )
 
     def export(self, ids: list[str]) -> list[Path]:
         """One chat: the usual save dialog. Several: a folder, then one Markdown file per chat in it."""
@@ -129,16 +141,21 @@ class ChatListActions(QObject):
             return []
         if not ids:
             return []
-        folder = QFileDialog.getExistingDirectory(self.window, f"Export {len(ids)} chats as Markdown into",
-                                                  str(Path.home()))
+        folder = QFileDialog.getExistingDirectory(
+            self.window, f"Export {len(ids)} chats as Markdown into", str(Path.home())
+        )
         if not folder:
             return []
         return self.export_to(ids, Path(folder), self._ask_thinking())
 
     def _ask_thinking(self) -> bool:
-        answer = QMessageBox.question(self.window, "Export", "Include the model's thinking?",
-                                      QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
-                                      QMessageBox.StandardButton.No)
+        answer = QMessageBox.question(
+            self.window,
+            "Export",
+            "Include the model's thinking?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No,
+        )
         return answer == QMessageBox.StandardButton.Yes
 
     def export_one(self, cid: str | None = None) -> None:
@@ -149,7 +166,9 @@ class ChatListActions(QObject):
             return
         summary = self.chat.store.conversation(cid)
         default = str(Path.home() / f"{safe_filename(summary.title if summary else 'chat')}.md")
-        path, _ = QFileDialog.getSaveFileName(self.window, "Export chat as Markdown", default, "Markdown (*.md)")
+        path, _ = QFileDialog.getSaveFileName(
+            self.window, "Export chat as Markdown", default, "Markdown (*.md)"
+        )
         if path:
             self.export_file(cid, Path(path), self._ask_thinking())
 
@@ -172,7 +191,9 @@ class ChatListActions(QObject):
             try:
                 written.append(self.chat.export_markdown(cid, target, include_thinking))
             except StoreError as error:
-                self.window.show_error(f"{error} {len(written)} of {len(ids)} chats were exported to {folder}.")
+                self.window.show_error(
+                    f"{error} {len(written)} of {len(ids)} chats were exported to {folder}."
+                )
                 return written
         self.window.statusBar().showMessage(f"Exported {len(written)} chats to {folder}", 4000)
         return written

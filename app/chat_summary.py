@@ -50,11 +50,15 @@ def _turn_lines(turn: list[StoredMessage]) -> str:
     return "\n".join(lines)
 
 
-def extract_summary(title: str, messages: Sequence[StoredMessage], max_chars: int = MAX_SUMMARY_CHARS) -> str:
+def extract_summary(
+    title: str, messages: Sequence[StoredMessage], max_chars: int = MAX_SUMMARY_CHARS
+) -> str:
     """The chat's turns, each user message and the start of its answer, under a heading; when they are
     longer than ``max_chars`` the newest turns are kept (an omission line says how many were left out)."""
-    heading = (f"Summary of the earlier chat “{title}” (an extract of its messages made by QwenDesk, "
-               "not by the model):")
+    heading = (
+        f"Summary of the earlier chat “{title}” (an extract of its messages made by QwenDesk, "
+        "not by the model):"
+    )
     kept: list[str] = []
     used = len(heading) + 32  # and room for the line that says how many turns were left out
     all_turns = [t for t in (_turn_lines(turn) for turn in turns(messages)) if t]

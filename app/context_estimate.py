@@ -46,23 +46,32 @@ def _image_tokens(width: int, height: int, max_side: int) -> int:
 def attachment_tokens(item: Sized) -> int:
     att = item.attachment
     if att.kind is AttachmentKind.IMAGE:
-        return _image_tokens(*((item.width, item.height) if item.width else TYPICAL_IMAGE), IMAGE_MAX_SIDE)
+        return _image_tokens(
+            *((item.width, item.height) if item.width else TYPICAL_IMAGE), IMAGE_MAX_SIDE
+        )
     if att.kind is AttachmentKind.PDF:
         last = att.last_page or att.page_count or att.first_page
         pages = max(1, last - att.first_page + 1)
-        return pages * _image_tokens(round(IMAGE_MAX_SIDE / PAGE_ASPECT), IMAGE_MAX_SIDE, IMAGE_MAX_SIDE)
+        return pages * _image_tokens(
+            round(IMAGE_MAX_SIDE / PAGE_ASPECT), IMAGE_MAX_SIDE, IMAGE_MAX_SIDE
+        )
     if att.kind is AttachmentKind.VIDEO:
         end = att.end_s if att.end_s is not None else (att.duration_s or 0.0)
         frames = max(2, math.ceil(max(0.0, end - att.start_s) * att.fps))
         size = (item.width, item.height) if item.width else TYPICAL_VIDEO
         return math.ceil(frames / 2) * (_image_tokens(*size, VIDEO_MAX_SIDE) - 2) + 2
-    return math.ceil(max(1, item.lines) * TEXT_FILE_BYTES_PER_LINE / CHARS_PER_TOKEN) + 8  # fenced block
+    return (
+        math.ceil(max(1, item.lines) * TEXT_FILE_BYTES_PER_LINE / CHARS_PER_TOKEN) + 8
+    )  # fenced block
 
 
 def message_tokens(message: StoredMessage) -> int:
     """A stored message's estimate (its attachments without their sizes: typical ones)."""
-    return (MESSAGE_OVERHEAD + text_tokens(message.text)
-            + sum(attachment_tokens(Sized(a)) for a in message.attachments))
+    return (
+        MESSAGE_OVERHEAD
+        + text_tokens(message.text)
+        + sum(attachment_tokens(Sized(a)) for a in message.attachments)
+    )
 
 
 def draft_tokens(text: str, attachments: Iterable[Sized]) -> int:

@@ -19,7 +19,9 @@ from PySide6.QtNetwork import QLocalServer, QLocalSocket
 
 log = logging.getLogger(__name__)
 
-CONNECT_TIMEOUT_MS = 10_000  # the first window may still be starting: it listens only once the lock is held
+CONNECT_TIMEOUT_MS = (
+    10_000  # the first window may still be starting: it listens only once the lock is held
+)
 
 
 class InstanceError(Exception):
@@ -90,7 +92,9 @@ class SingleInstance(QObject):
         socket.write(payload)
         socket.waitForBytesWritten(2000)
         # The answer says the files arrived; wait for it so none is lost when this process exits.
-        if not socket.waitForReadyRead(timeout_ms) or not bytes(socket.readAll().data()).startswith(b"ok"):
+        if not socket.waitForReadyRead(timeout_ms) or not bytes(socket.readAll().data()).startswith(
+            b"ok"
+        ):
             raise InstanceError("The running QwenDesk did not confirm it received the files.")
         socket.disconnectFromServer()
 

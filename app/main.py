@@ -25,7 +25,9 @@ log = logging.getLogger("qwendesk")
 def setup_logging(log_dir: Path) -> Path:
     log_dir.mkdir(parents=True, exist_ok=True)
     log_file = log_dir / "qwendesk.log"
-    handler = logging.handlers.RotatingFileHandler(log_file, maxBytes=2_000_000, backupCount=3, encoding="utf-8")
+    handler = logging.handlers.RotatingFileHandler(
+        log_file, maxBytes=2_000_000, backupCount=3, encoding="utf-8"
+    )
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.setLevel(logging.INFO)
@@ -49,11 +51,17 @@ def settle_gc() -> None:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="qwendesk", description="QwenDesk: Qwen3.5 chat, offline.")
+    parser = argparse.ArgumentParser(
+        prog="qwendesk", description="QwenDesk: Qwen3.5 chat, offline."
+    )
     parser.add_argument("--data-dir", type=Path, help="keep history and attachments here")
     parser.add_argument("--theme", choices=("system", "light", "dark"), default="system")
-    parser.add_argument("--no-reload", action="store_true", help="do not load the last model on start")
-    parser.add_argument("--self-test", action="store_true", help="run the packaged self-test and exit")
+    parser.add_argument(
+        "--no-reload", action="store_true", help="do not load the last model on start"
+    )
+    parser.add_argument(
+        "--self-test", action="store_true", help="run the packaged self-test and exit"
+    )
     parser.add_argument("files", nargs="*", type=Path, help="images, PDFs or videos to attach")
     return parser.parse_args(argv)
 
@@ -81,9 +89,13 @@ def open_history(paths: AppPaths) -> bool:
             store = Store(paths.database, paths.attachments, check=True)
         except DatabaseLocked as error:
             print(f"{APP_NAME}: {error}", file=sys.stderr, flush=True)
-            box = QMessageBox(QMessageBox.Icon.Warning, APP_NAME,
-                              f"{error} Close the program that has it open (a database browser, a backup or "
-                              "sync tool), then press Retry.", buttons.Retry | buttons.Close)
+            box = QMessageBox(
+                QMessageBox.Icon.Warning,
+                APP_NAME,
+                f"{error} Close the program that has it open (a database browser, a backup or "
+                "sync tool), then press Retry.",
+                buttons.Retry | buttons.Close,
+            )
             if box.exec() != buttons.Retry:
                 return False
             continue
@@ -97,8 +109,11 @@ def open_history(paths: AppPaths) -> bool:
                 + (f"open the backup copy from {_when(backups[0])} instead, or " if backups else "")
                 + "start with a fresh, empty history."
             )
-            use_backup = box.addButton("Open the backup copy", QMessageBox.ButtonRole.AcceptRole) \
-                if backups else None
+            use_backup = (
+                box.addButton("Open the backup copy", QMessageBox.ButtonRole.AcceptRole)
+                if backups
+                else None
+            )
             fresh = box.addButton("Start a fresh history", QMessageBox.ButtonRole.DestructiveRole)
             box.addButton("Quit", QMessageBox.ButtonRole.RejectRole)
             box.exec()
@@ -110,7 +125,9 @@ def open_history(paths: AppPaths) -> bool:
                 else:
                     return False
             except OSError as move_error:
-                tell(f"Could not set the damaged history database aside: {move_error}. Nothing was changed.")
+                tell(
+                    f"Could not set the damaged history database aside: {move_error}. Nothing was changed."
+                )
                 return False
             log.warning("the damaged history database is kept as %s", kept)
             continue
@@ -153,7 +170,9 @@ def quit_on_interrupt(app, window) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if "--self-test" in argv:  # the one place that dispatches it (the self-test has options of its own)
+    if (
+        "--self-test" in argv
+    ):  # the one place that dispatches it (the self-test has options of its own)
         from . import selftest
 
         return int(selftest.run(argv) or 0)
@@ -165,7 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     from . import theme
     from .instance import InstanceError, SingleInstance
 
-    QGuiApplication.setHighDpiScaleFactorRoundingPolicy(Qt.HighDpiScaleFactorRoundingPolicy.PassThrough)
+    QGuiApplication.setHighDpiScaleFactorRoundingPolicy(
+        Qt.HighDpiScaleFactorRoundingPolicy.PassThrough
+    )
     app = QApplication.instance() or QApplication([sys.argv[0]])
     app.setApplicationName(APP_NAME)
     app.setApplicationDisplayName(APP_NAME)
@@ -188,7 +209,9 @@ def main(argv: list[str] | None = None) -> int:
         first = instance.acquire()
         if not first:
             instance.hand_over(args.files)
-            log.info("handed %d files to the QwenDesk already running on %s", len(args.files), paths.data)
+            log.info(
+                "handed %d files to the QwenDesk already running on %s", len(args.files), paths.data
+            )
             return 0
     except InstanceError as error:
         tell(f"{error} Quit it (or wait until it has closed), then start QwenDesk again.")

@@ -56,30 +56,50 @@ class Menus:
         bar = w.menuBar()
         file_menu, self.edit_menu = bar.addMenu("&File"), bar.addMenu("&Edit")
         view_menu, chat_menu = bar.addMenu("&View"), bar.addMenu("&Chat")
-        model_menu, settings_menu, help_menu = bar.addMenu("&Model"), bar.addMenu("&Settings"), bar.addMenu("&Help")
+        model_menu, settings_menu, help_menu = (
+            bar.addMenu("&Model"),
+            bar.addMenu("&Settings"),
+            bar.addMenu("&Help"),
+        )
         action = self._action
         self.new = action("New chat", [Key.New], w.new_chat, file_menu)
-        self.attach = action("Attach files…", ["Ctrl+O"], w.attachments_presenter.pick_files, file_menu)
-        self.export = action("Export chat as Markdown…", ["Ctrl+Shift+E"], lambda: w.chat_list_actions.export_one(),
-                             file_menu)
+        self.attach = action(
+            "Attach files…", ["Ctrl+O"], w.attachments_presenter.pick_files, file_menu
+        )
+        self.export = action(
+            "Export chat as Markdown…",
+            ["Ctrl+Shift+E"],
+            lambda: w.chat_list_actions.export_one(),
+            file_menu,
+        )
         file_menu.addSeparator()
         action("Quit", [Key.Quit], w.close, file_menu)
         # Edit: the standard actions on the focused text field, then the app's own.
         self.edit_actions: dict[str, QAction] = {}
         for label, key, slot in EDIT_ACTIONS:
-            self.edit_actions[slot] = action(label, [key], lambda _c=False, s=slot: self._edit(s), self.edit_menu)
+            self.edit_actions[slot] = action(
+                label, [key], lambda _c=False, s=slot: self._edit(s), self.edit_menu
+            )
         self.edit_menu.aboutToShow.connect(self._sync_edit_actions)
         self.edit_menu.addSeparator()
         self.find = action("Search chats", [Key.Find], w.focus_search, self.edit_menu)
-        self.copy_last = action("Copy last answer", ["Ctrl+Shift+C"], self.copy_message, self.edit_menu)
+        self.copy_last = action(
+            "Copy last answer", ["Ctrl+Shift+C"], self.copy_message, self.edit_menu
+        )
         self.copy_last.setStatusTip("Copy the focused message, or else the last answer")
         # Chat
         self.stop = action("Stop generating", ["Esc"], w.chat.stop, chat_menu)
         self.regenerate = action("Regenerate answer", ["Ctrl+R"], w.chat.regenerate, chat_menu)
-        self.continue_ = action("Continue answer", ["Ctrl+Shift+Return"], self.continue_answer, chat_menu)
+        self.continue_ = action(
+            "Continue answer", ["Ctrl+Shift+Return"], self.continue_answer, chat_menu
+        )
         self.edit_message = action("Edit message", ["Ctrl+E"], self.begin_edit, chat_menu)
-        self.toggle_thinking = action("Show or hide thinking", ["Ctrl+T"], self.toggle_thinking_block, chat_menu)
-        self.settings = action("Chat settings…", [Key.Preferences, "Ctrl+,"], w.open_settings, chat_menu)
+        self.toggle_thinking = action(
+            "Show or hide thinking", ["Ctrl+T"], self.toggle_thinking_block, chat_menu
+        )
+        self.settings = action(
+            "Chat settings…", [Key.Preferences, "Ctrl+,"], w.open_settings, chat_menu
+        )
         chat_menu.addSeparator()
         action("Rename chat", ["F2"], w.rename_current, chat_menu)
         action("Delete chat", [], lambda: w.chat_list_actions.delete_current(), chat_menu)
@@ -95,8 +115,11 @@ class Menus:
         theme_menu = view_menu.addMenu("Theme")
         group = QActionGroup(w)
         self.themes: dict[theme.Scheme, QAction] = {}
-        for scheme, label in ((theme.Scheme.SYSTEM, "System"), (theme.Scheme.LIGHT, "Light"),
-                              (theme.Scheme.DARK, "Dark")):
+        for scheme, label in (
+            (theme.Scheme.SYSTEM, "System"),
+            (theme.Scheme.LIGHT, "Light"),
+            (theme.Scheme.DARK, "Dark"),
+        ):
             act = action(label, [], lambda _checked=False, s=scheme: w.set_theme(s), theme_menu)
             act.setCheckable(True)
             act.setChecked(scheme is w.theme_choice)
@@ -120,7 +143,11 @@ class Menus:
         widget = focused_text_field()
         if edit_enabled(widget, slot):
             getattr(widget, slot)()
-        elif widget is None and slot == "copy" and self.window.transcript.focused_message() is not None:
+        elif (
+            widget is None
+            and slot == "copy"
+            and self.window.transcript.focused_message() is not None
+        ):
             self.copy_message()  # Ctrl+C on a focused message copies it
 
     def _sync_edit_actions(self) -> None:
@@ -159,8 +186,13 @@ class Menus:
 
     def toggle_thinking_block(self) -> None:
         focused = self.window.transcript.focused_message()
-        answers = [focused] if focused is not None and focused.role == "assistant" else \
-            reversed(self.window.transcript.widgets)
-        answer = next((w for w in answers if w.role == "assistant" and not w.thinking.isHidden()), None)
+        answers = (
+            [focused]
+            if focused is not None and focused.role == "assistant"
+            else reversed(self.window.transcript.widgets)
+        )
+        answer = next(
+            (w for w in answers if w.role == "assistant" and not w.thinking.isHidden()), None
+        )
         if answer is not None:
             answer.thinking.toggle()

@@ -39,12 +39,18 @@ def default_failure(parent: QObject | None, label: str, error: Exception) -> Non
 
     from .store import StoreError
 
-    message = str(error) if isinstance(error, (EngineError, StoreError)) else f"{label} failed: {error}"
-    log.warning("%s", message, exc_info=None if isinstance(error, (EngineError, StoreError)) else error)
+    message = (
+        str(error) if isinstance(error, (EngineError, StoreError)) else f"{label} failed: {error}"
+    )
+    log.warning(
+        "%s", message, exc_info=None if isinstance(error, (EngineError, StoreError)) else error
+    )
     target = parent
     while target is not None and shiboken6.isValid(target) and not isinstance(target, ShowsErrors):
         target = target.parent()
-    if target is not None and shiboken6.isValid(target):  # (a window closed meanwhile: the log has it)
+    if target is not None and shiboken6.isValid(
+        target
+    ):  # (a window closed meanwhile: the log has it)
         target.show_error(message)
 
 
@@ -79,14 +85,22 @@ class Operation(QObject, Generic[T]):
     _progressed = Signal(int, int)  # done, total
     _running: set[Operation] = set()
 
-    def __init__(self, parent: QObject | None, op: Callable[[OpContext], T], success: Callable[[T], None],
-                 *, label: str = "A background task") -> None:
+    def __init__(
+        self,
+        parent: QObject | None,
+        op: Callable[[OpContext], T],
+        success: Callable[[T], None],
+        *,
+        label: str = "A background task",
+    ) -> None:
         super().__init__()  # not a Qt child: a pool thread may outlive a closed widget's parent
         self._parent = parent
         self._op = op
         self._success = success
         self._label = label
-        self._failure: Callable[[Exception], None] = lambda error: default_failure(self._parent, label, error)
+        self._failure: Callable[[Exception], None] = lambda error: default_failure(
+            self._parent, label, error
+        )
         self._cancel = threading.Event()
         self._result: T | None = None
         self._error: Exception | None = None

@@ -42,8 +42,10 @@ class AppPaths:
 
     @property
     def logs(self) -> Path:
-        return self.data / "logs" if os.environ.get(ENV_DATA_DIR) else Path(
-            platformdirs.user_log_dir(APP_NAME, appauthor=False)
+        return (
+            self.data / "logs"
+            if os.environ.get(ENV_DATA_DIR)
+            else Path(platformdirs.user_log_dir(APP_NAME, appauthor=False))
         )
 
     def ensure(self) -> AppPaths:
@@ -69,8 +71,11 @@ class DataFolderError(Exception):
 
     def __init__(self, folder: Path, error: OSError):
         self.folder = folder
-        why = {13: "permission denied", 30: "it is on a read-only disk", 28: "the disk is full"}.get(
-            error.errno or 0, error.strerror or str(error))
+        why = {
+            13: "permission denied",
+            30: "it is on a read-only disk",
+            28: "the disk is full",
+        }.get(error.errno or 0, error.strerror or str(error))
         where = f"{error.filename}" if error.filename and Path(error.filename) != folder else ""
         super().__init__(
             f"QwenDesk cannot write to its data folder {folder}{f' ({where})' if where else ''}: {why}. "

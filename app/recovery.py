@@ -35,7 +35,9 @@ def backup_if_due(store: Store, paths: AppPaths, now: float | None = None) -> Pa
     existing = backups(paths)
     if existing and now - existing[0].stat().st_mtime < BACKUP_EVERY_S:
         return None
-    target = paths.backups / f"qwendesk-{time.strftime('%Y%m%d-%H%M%S', time.localtime(now))}.sqlite3"
+    target = (
+        paths.backups / f"qwendesk-{time.strftime('%Y%m%d-%H%M%S', time.localtime(now))}.sqlite3"
+    )
     try:
         store.backup(target)
     except StoreError as error:

@@ -67,6 +67,7 @@ class Renderer:
         self._formatter = HtmlFormatter(nowrap=True, noclasses=True, style=palette.pygments_style)
         self._md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
         self._md.enable(["table", "strikethrough"])
+
         # markdown-it binds rules to its own renderer: forward to this object.
         def fence_rule(_renderer, tokens, idx, options, env) -> str:
             return self._render_fence_token(tokens, idx)
@@ -79,23 +80,37 @@ class Renderer:
     # --- code ---------------------------------------------------------------------------------
     def highlight(self, code: str, language: str) -> str:
         try:
-            lexer = get_lexer_by_name(language, stripnl=False) if language else TextLexer(stripnl=False)
+            lexer = (
+                get_lexer_by_name(language, stripnl=False) if language else TextLexer(stripnl=False)
+            )
         except ClassNotFound:
             lexer = TextLexer(stripnl=False)
         out = highlight(code, lexer, self._formatter)
         return out[:-1] if out.endswith("\n") and not code.endswith("\n") else out
 
-    def code_html(self, code: str, language: str, copy_id: int | None, *, header: bool = True,
-                  footer: bool = True) -> str:
+    def code_html(
+        self,
+        code: str,
+        language: str,
+        copy_id: int | None,
+        *,
+        header: bool = True,
+        footer: bool = True,
+    ) -> str:
         p = self.palette
         body = self.highlight(code.rstrip("\n") if footer else code.removesuffix("\n"), language)
         head = ""
         if header:
             label = html.escape(language or "code")
-            link = f' &nbsp; <a href="copy:{copy_id}" style="color:{p.link}; text-decoration:none">Copy</a>' \
-                if copy_id is not None else ""
-            head = (f'<tr><td style="padding:4px 10px 0 10px"><span style="color:{p.muted}; font-size:small">'
-                    f"{label}</span>{link}</td></tr>")
+            link = (
+                f' &nbsp; <a href="copy:{copy_id}" style="color:{p.link}; text-decoration:none">Copy</a>'
+                if copy_id is not None
+                else ""
+            )
+            head = (
+                f'<tr><td style="padding:4px 10px 0 10px"><span style="color:{p.muted}; font-size:small">'
+                f"{label}</span>{link}</td></tr>"
+            )
         top = "8px" if header else "0px"
         bottom = "8px" if footer else "0px"
         return (
@@ -124,8 +139,10 @@ class Renderer:
                 return match.group(0)
             for key in ("d1", "d2"):
                 if match.group(key) is not None:
-                    maths.append(f'<p align="center"><span style="font-family:serif">'
-                                 f"{tex_to_html(match.group(key))}</span></p>")
+                    maths.append(
+                        f'<p align="center"><span style="font-family:serif">'
+                        f"{tex_to_html(match.group(key))}</span></p>"
+                    )
                     return f"\n\nQDMATH{len(maths) - 1}X\n\n"
             tex = match.group("i1") if match.group("i1") is not None else match.group("i2")
             maths.append(f'<span style="font-family:serif">{tex_to_html(tex)}</span>')
@@ -188,8 +205,11 @@ class StreamingMarkdown:
             self._scan = end
             if self._fence is not None:
                 stripped = line.strip()
-                if stripped.startswith(self._fence[0]) and set(stripped) == {self._fence[0]} \
-                        and len(stripped) >= len(self._fence):
+                if (
+                    stripped.startswith(self._fence[0])
+                    and set(stripped) == {self._fence[0]}
+                    and len(stripped) >= len(self._fence)
+                ):
                     blocks.append(self._finish_fence(start, end, closed=True))
                     continue
                 self._fence_lines += 1
@@ -198,7 +218,7 @@ class StreamingMarkdown:
                 continue
             match = FENCE_OPEN.match(line)
             if match:
-                if self.text[self._stable:start].strip():
+                if self.text[self._stable : start].strip():
                     blocks.append(self._markdown_block(start))
                 self._stable = start
                 self._fence = match.group(1)
@@ -211,7 +231,7 @@ class StreamingMarkdown:
                 self._fence_code_origin = end
                 continue
             if not line.strip():
-                if self.text[self._stable:start].strip():
+                if self.text[self._stable : start].strip():
                     blocks.append(self._markdown_block(end))
                 else:
                     self._stable = end
@@ -223,7 +243,7 @@ class StreamingMarkdown:
         blocks = self.feed("\n") if not self.text.endswith("\n") and self.text else []
         if self._fence is not None:
             blocks.append(self._finish_fence(len(self.text), len(self.text), closed=False))
-        elif self.text[self._stable:].strip():
+        elif self.text[self._stable :].strip():
             blocks.append(self._markdown_block(len(self.text)))
         self._tail_codes = []
         return blocks
@@ -232,16 +252,17 @@ class StreamingMarkdown:
         """HTML for the unfinished part: cheap, since it is at most one block or one code chunk."""
         self._tail_codes = []
         if self._fence is not None:
-            code = self.text[self._fence_body:]
-            self.codes[self._fence_id] = self.text[self._fence_code_origin:]
-            return self.renderer.code_html(code, self._fence_lang, self._fence_id,
-                                           header=self._fence_chunks == 0, footer=True)
-        tail = self.text[self._stable:]
+            code = self.text[self._fence_body :]
+            self.codes[self._fence_id] = self.text[self._fence_code_origin :]
+            return self.renderer.code_html(
+                code, self._fence_lang, self._fence_id, header=self._fence_chunks == 0, footer=True
+            )
+        tail = self.text[self._stable :]
         if not tail.strip():
             return ""
         codes = list(self.codes)
         out = self.renderer.markdown(tail, codes)
-        self._tail_codes = codes[len(self.codes):]
+        self._tail_codes = codes[len(self.codes) :]
         return out
 
     @property
@@ -255,15 +276,16 @@ class StreamingMarkdown:
 
     # --- internals ----------------------------------------------------------------------------
     def _markdown_block(self, end: int) -> Block:
-        source = self.text[self._stable:end]
+        source = self.text[self._stable : end]
         self._stable = end
         return Block(self.renderer.markdown(source, self.codes))
 
     def _fence_chunk(self, end: int) -> Block:
-        code = self.text[self._fence_body:end]
-        html_ = self.renderer.code_html(code, self._fence_lang, self._fence_id,
-                                        header=self._fence_chunks == 0, footer=False)
-        self.codes[self._fence_id] = self.text[self._fence_code_origin:end]
+        code = self.text[self._fence_body : end]
+        html_ = self.renderer.code_html(
+            code, self._fence_lang, self._fence_id, header=self._fence_chunks == 0, footer=False
+        )
+        self.codes[self._fence_id] = self.text[self._fence_code_origin : end]
         self._fence_chunks += 1
         self._fence_lines = 0
         self._fence_body = end
@@ -271,10 +293,13 @@ class StreamingMarkdown:
         return Block(html_)
 
     def _finish_fence(self, close_start: int, end: int, *, closed: bool) -> Block:
-        code = self.text[self._fence_body:close_start]
-        self.codes[self._fence_id] = self.text[self._fence_code_origin:close_start].removesuffix("\n")
-        html_ = self.renderer.code_html(code, self._fence_lang, self._fence_id,
-                                        header=self._fence_chunks == 0, footer=True)
+        code = self.text[self._fence_body : close_start]
+        self.codes[self._fence_id] = self.text[self._fence_code_origin : close_start].removesuffix(
+            "\n"
+        )
+        html_ = self.renderer.code_html(
+            code, self._fence_lang, self._fence_id, header=self._fence_chunks == 0, footer=True
+        )
         self._fence = None
         self._stable = end
         return Block(html_)

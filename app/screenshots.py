@@ -63,7 +63,9 @@ def _dialog(path: Path) -> Path:
     for label, (x1, y1, x2, y2) in BUTTONS.items():
         fill = (52, 110, 235) if label == "Save" else (255, 255, 255)
         draw.rounded_rectangle([x1, y1, x2, y2], radius=6, fill=fill, outline=(150, 155, 165))
-        draw.text((x1 + 35, y1 + 14), label, fill=(255, 255, 255) if label == "Save" else (40, 40, 40))
+        draw.text(
+            (x1 + 35, y1 + 14), label, fill=(255, 255, 255) if label == "Save" else (40, 40, 40)
+        )
     img.save(path)
     return path
 
@@ -73,10 +75,23 @@ def _grounding_answer() -> str:
     import json
 
     w, h = DIALOG_SIZE
-    boxes = [{"bbox_2d": [round(x1 / w * 1000), round(y1 / h * 1000), round(x2 / w * 1000), round(y2 / h * 1000)],
-              "label": f"{label} button"} for label, (x1, y1, x2, y2) in BUTTONS.items()]
-    return ("Both buttons are at the bottom right of the dialog, **Save** on the right.\n\n```json\n"
-            + json.dumps(boxes) + "\n```")
+    boxes = [
+        {
+            "bbox_2d": [
+                round(x1 / w * 1000),
+                round(y1 / h * 1000),
+                round(x2 / w * 1000),
+                round(y2 / h * 1000),
+            ],
+            "label": f"{label} button",
+        }
+        for label, (x1, y1, x2, y2) in BUTTONS.items()
+    ]
+    return (
+        "Both buttons are at the bottom right of the dialog, **Save** on the right.\n\n```json\n"
+        + json.dumps(boxes)
+        + "\n```"
+    )
 
 
 def _wait(condition, timeout_s: float) -> None:
@@ -124,8 +139,13 @@ def shoot(out_dir: Path) -> list[Path]:
         window.models.use_demo()
         _wait(lambda w=window: w.models.loaded_info is not None, 300)
         if scheme is theme.Scheme.LIGHT:
-            window.chat.set_settings(ChatSettings(thinking=ThinkingMode.BUDGET, thinking_budget=40,
-                                                  generation=GenerationSettings(max_tokens=120, seed=11)))
+            window.chat.set_settings(
+                ChatSettings(
+                    thinking=ThinkingMode.BUDGET,
+                    thinking_budget=40,
+                    generation=GenerationSettings(max_tokens=120, seed=11),
+                )
+            )
             window.attachments.add_paths([chart])
             _wait(lambda w=window: len(w.attachments.items) == 1, 60)
             for question in (QUESTION_1, QUESTION_2):
@@ -157,10 +177,13 @@ def _grounding_shot(window, out_dir: Path) -> Path:
     answer = _grounding_answer()
     generate = window.engine.generate
     window.engine.generate = lambda convo, settings: generate(
-        convo, replace(settings, thinking=False, forced=ForcedText(answer)))
+        convo, replace(settings, thinking=False, forced=ForcedText(answer))
+    )
     try:
         window.new_chat()
-        window.chat.set_settings(ChatSettings(thinking=ThinkingMode.OFF).with_generation(max_tokens=400))
+        window.chat.set_settings(
+            ChatSettings(thinking=ThinkingMode.OFF).with_generation(max_tokens=400)
+        )
         window.attachments.add_paths([_dialog(Path(tempfile.mkdtemp()) / "export-dialog.png")])
         _wait(lambda: len(window.attachments.items) == 1, 60)
         window.composer.edit.setPlainText(GROUNDING_QUESTION)

@@ -20,7 +20,9 @@ from .store import ChatSettings, ThinkingMode
 
 QUESTION = "What do my trip notes say about the quokkas?"
 CALL = "<tool_call>\n<function=read_text>\n<parameter=path>\ntrip-notes.md\n</parameter>\n</function>\n</tool_call>"
-ANSWER = "Your notes say the quokkas live on **Rottnest Island**, and the first ferry leaves at 7:30."
+ANSWER = (
+    "Your notes say the quokkas live on **Rottnest Island**, and the first ferry leaves at 7:30."
+)
 NOTES = "# Perth trip\n\n- Quokkas: Rottnest Island, take the 7:30 ferry from Fremantle.\n- Kings Park at sunset.\n"
 
 
@@ -49,9 +51,15 @@ def shoot(out_dir: Path) -> list[Path]:
     _wait(lambda: window.models.loaded_info is not None, 300)
     window.tools.set_prefs(ToolPrefs((str(shared),)))
     _wait(lambda: any(s.state is ServerState.READY for s in window.tools.status()), 60)
-    window.chat.set_settings(ChatSettings(thinking=ThinkingMode.OFF).with_generation(max_tokens=200))
+    window.chat.set_settings(
+        ChatSettings(thinking=ThinkingMode.OFF).with_generation(max_tokens=200)
+    )
     window.tools.step_settings = lambda step: GenerationSettings(
-        thinking=False, max_tokens=200, temperature=0.0, forced=ForcedText(CALL if step == 0 else ANSWER))
+        thinking=False,
+        max_tokens=200,
+        temperature=0.0,
+        forced=ForcedText(CALL if step == 0 else ANSWER),
+    )
     window.composer.edit.setPlainText(QUESTION)
     window.composer.send_button.click()
     _wait(lambda: window.tools_wiring.cards, 120)

@@ -79,7 +79,9 @@ def prepare_environment() -> None:
     """Before any heavy import: offline Hugging Face, no telemetry, and a Qt that needs no display."""
     from engine_mlx import OFFLINE_ENV
 
-    os.environ.update(OFFLINE_ENV)  # forced, not defaulted: the self-test proves the app works offline
+    os.environ.update(
+        OFFLINE_ENV
+    )  # forced, not defaulted: the self-test proves the app works offline
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # The self-test never shows a window, so it never needs the display server; a caller that wants
     # to test the native platform plugin can still set QT_QPA_PLATFORM itself.
@@ -139,7 +141,9 @@ def check_imports(ctx: Context) -> str:
 
     gui = [line for line in cv2.getBuildInformation().splitlines() if "QT" in line.upper()]
     if any("YES" in line.upper() or "QT5" in line.upper() for line in gui):
-        raise CheckFailed(f"cv2 is built with Qt ({'; '.join(s.strip() for s in gui)}): use opencv-python-headless")
+        raise CheckFailed(
+            f"cv2 is built with Qt ({'; '.join(s.strip() for s in gui)}): use opencv-python-headless"
+        )
 
     # The app's own code, every module of it: a frozen build that missed one of its imports fails
     # here rather than when a user opens that part of the window.
@@ -164,7 +168,9 @@ def _own_modules() -> list[str]:
         module = importlib.import_module(package)
         names.append(package)
         if is_frozen():
-            found = [info.name for info in pkgutil.walk_packages(module.__path__, prefix=package + ".")]
+            found = [
+                info.name for info in pkgutil.walk_packages(module.__path__, prefix=package + ".")
+            ]
         else:
             found = []
             for folder in map(Path, module.__path__):
@@ -198,7 +204,10 @@ def check_qt(ctx: Context) -> str:
     painter.drawText(image.rect(), Qt.AlignmentFlag.AlignCenter, "QwenDesk")
     painter.end()
     dark = sum(
-        1 for x in range(0, 160, 2) for y in range(0, 40, 2) if image.pixelColor(x, y).lightness() < 128
+        1
+        for x in range(0, 160, 2)
+        for y in range(0, 40, 2)
+        if image.pixelColor(x, y).lightness() < 128
     )
     if dark == 0:
         raise CheckFailed(f"Qt drew no text on the {platform!r} platform: no usable font")
@@ -217,9 +226,13 @@ def check_qt(ctx: Context) -> str:
     roots = [Path(QLibraryInfo.path(QLibraryInfo.LibraryPath.PluginsPath))]
     roots += [Path(p) for p in app.libraryPaths() if Path(p) not in roots]
     native = {"darwin": "libqcocoa.dylib", "linux": "libqxcb.so"}.get(sys.platform)
-    found = next((root for root in roots if native and (root / "platforms" / native).exists()), None)
+    found = next(
+        (root for root in roots if native and (root / "platforms" / native).exists()), None
+    )
     if native and found is None:
-        raise CheckFailed(f"the native Qt platform plugin {native} is in none of {[str(r) for r in roots]}")
+        raise CheckFailed(
+            f"the native Qt platform plugin {native} is in none of {[str(r) for r in roots]}"
+        )
     return f"platform {platform}, image formats {len(formats)}, {native or 'plugins'} in {found or roots[0]}"
 
 
@@ -265,7 +278,10 @@ def check_mlx(ctx: Context) -> str:
     if not np.allclose(np.array(y), want, rtol=1e-4, atol=1e-4):
         raise CheckFailed(f"an mx.compile'd function on {device} disagrees with numpy")
     disabled = os.environ.get("MLX_DISABLE_COMPILE")
-    details.append(f"compiled fn {compile_s * 1000:.1f} ms" + (" (MLX_DISABLE_COMPILE set)" if disabled else ""))
+    details.append(
+        f"compiled fn {compile_s * 1000:.1f} ms"
+        + (" (MLX_DISABLE_COMPILE set)" if disabled else "")
+    )
     return "; ".join(details)
 
 
@@ -286,7 +302,9 @@ def _metallib_detail() -> str:
 
 
 def metallib_detail(libmlx: Path) -> str:
-    metallib = Path(libmlx).parent / "mlx.metallib"  # in the .app, a symlink into Contents/Resources
+    metallib = (
+        Path(libmlx).parent / "mlx.metallib"
+    )  # in the .app, a symlink into Contents/Resources
     if not metallib.is_file():
         raise CheckFailed(f"mlx.metallib is missing next to {libmlx}, where MLX looks for it")
     from engine_mlx.sizes import human_bytes
@@ -535,7 +553,11 @@ def run_checks(ctx: Context, names: list[str] | None = None) -> dict[str, Result
             ok, detail = False, f"{type(exc).__name__}: {exc}"
             traceback.print_exc(file=sys.stderr)
         results[name] = Result(ok, time.perf_counter() - start, detail)
-        print(f"[self-test] {name}: {'ok' if ok else 'FAILED'} - {detail}", file=sys.stderr, flush=True)
+        print(
+            f"[self-test] {name}: {'ok' if ok else 'FAILED'} - {detail}",
+            file=sys.stderr,
+            flush=True,
+        )
     return results
 
 
@@ -572,7 +594,13 @@ def _watchdog(seconds: float, emit: Callable[[dict], None], started: float) -> t
     """If the checks hang (a deadlocked GPU, a stuck decoder), still print a failing line and exit."""
 
     def expire() -> None:
-        emit(report({"timeout": Result(False, seconds, f"no result after {seconds:.0f}s")}, None, started))
+        emit(
+            report(
+                {"timeout": Result(False, seconds, f"no result after {seconds:.0f}s")},
+                None,
+                started,
+            )
+        )
         os._exit(1)
 
     timer = threading.Timer(seconds, expire)
@@ -583,17 +611,27 @@ def _watchdog(seconds: float, emit: Callable[[dict], None], started: float) -> t
 
 def run(argv: list[str] | None = None) -> int:
     """Run the self-test; returns the process exit code (0 = everything passed)."""
-    parser = argparse.ArgumentParser(prog="QwenDesk --self-test", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="QwenDesk --self-test", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--self-test", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (path on stderr)")
-    parser.add_argument("--only", action="append", choices=[n for n, _ in CHECKS], help="run only this check")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="give up after this many seconds")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the temporary folder (path on stderr)"
+    )
+    parser.add_argument(
+        "--only", action="append", choices=[n for n, _ in CHECKS], help="run only this check"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="give up after this many seconds"
+    )
     args, _unknown = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
 
     started = time.perf_counter()
     prepare_environment()
     if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(
+            level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+        )
 
     with stdout_to_stderr() as real_stdout:
         lock = threading.Lock()

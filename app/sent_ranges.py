@@ -12,7 +12,7 @@ def sent_pages(att: StoredAttachment) -> tuple[int, int]:
 
 
 def sent_range(att: StoredAttachment) -> str:
-    """"pages 2–3 of 4", "0.0–3.0 s at 2 fps"; "" for an image or a text file (sent whole)."""
+    """ "pages 2–3 of 4", "0.0–3.0 s at 2 fps"; "" for an image or a text file (sent whole)."""
     if att.kind is AttachmentKind.PDF:
         first, last = sent_pages(att)
         pages = f"page {first}" if first == last else f"pages {first}–{last}"

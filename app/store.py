@@ -83,8 +83,11 @@ class ChatSettings:
         return replace(self, generation=replace(self.generation, **changes))
 
     def to_json(self) -> str:
-        data = {"system_prompt": self.system_prompt, "thinking": self.thinking.value,
-                "thinking_budget": self.thinking_budget}
+        data = {
+            "system_prompt": self.system_prompt,
+            "thinking": self.thinking.value,
+            "thinking_budget": self.thinking_budget,
+        }
         data.update({name: getattr(self.generation, name) for name in GENERATION_FIELDS})
         return json.dumps(data)
 
@@ -133,7 +136,10 @@ class StoredStats(Stats):
         others imply."""
         names = {f.name for f in fields(cls)}
         known = {k: v for k, v in data.items() if k in names}
-        known.setdefault("prefilled_tokens", max(0, known.get("prompt_tokens", 0) - known.get("reused_tokens", 0)))
+        known.setdefault(
+            "prefilled_tokens",
+            max(0, known.get("prompt_tokens", 0) - known.get("reused_tokens", 0)),
+        )
         return cls(**{name: known.get(name, 0) for name in names})
 
 
@@ -167,7 +173,9 @@ class StoredMessage:
     error: str = ""
     attachments: tuple[StoredAttachment, ...] = ()
     created_at: float = field(default_factory=time.time)
-    version: int = 1  # which of the message's versions this is (regenerated answers, edited messages)
+    version: int = (
+        1  # which of the message's versions this is (regenerated answers, edited messages)
+    )
     version_count: int = 1
     tool_calls: tuple[StoredToolCall, ...] = ()  # the calls made before this answer's text
 
@@ -283,7 +291,12 @@ MIGRATION_TOOL_CALLS = """
 """
 
 # SQL scripts; append new migrations, never edit a released one. user_version = how many have run.
-MIGRATIONS: tuple[str, ...] = (MIGRATION_1, MIGRATION_PINS_AND_CONTEXT, MIGRATION_VERSIONS, MIGRATION_TOOL_CALLS)
+MIGRATIONS: tuple[str, ...] = (
+    MIGRATION_1,
+    MIGRATION_PINS_AND_CONTEXT,
+    MIGRATION_VERSIONS,
+    MIGRATION_TOOL_CALLS,
+)
 
 _SUMMARY_COLUMNS = "id, title, updated_at, created_at, pinned_at IS NOT NULL"
 
@@ -304,8 +317,14 @@ def _friendly(error: sqlite3.Error, doing: str) -> StoreError:
 class Store:
     """One SQLite file plus an attachments folder. Use from one thread (the GUI thread)."""
 
-    def __init__(self, database: Path, attachments_dir: Path, *, check: bool = False,
-                 lock_timeout_s: float = 5.0):
+    def __init__(
+        self,
+        database: Path,
+        attachments_dir: Path,
+        *,
+        check: bool = False,
+        lock_timeout_s: float = 5.0,
+    ):
         self.database = Path(database)
         self.attachments_dir = Path(attachments_dir)
         self.database.parent.mkdir(parents=True, exist_ok=True)
@@ -325,8 +344,9 @@ class Store:
             text = str(error).lower()
             if "locked" in text or "busy" in text:
                 raise DatabaseLocked(self.database) from error
-            if isinstance(error, sqlite3.DatabaseError) and ("malformed" in text or "not a database" in text
-                                                               or "corrupt" in text):
+            if isinstance(error, sqlite3.DatabaseError) and (
+                "malformed" in text or "not a database" in text or "corrupt" in text
+            ):
                 raise DatabaseDamaged(self.database, str(error)) from error
             raise _friendly(error, f"open the history database {self.database}") from error
         except StoreError:
@@ -353,7 +373,9 @@ class Store:
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
             try:
                 # One transaction per migration: the schema and its version change together.
-                self._db.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version={number};\nCOMMIT;")
+                self._db.executescript(
+                    f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version={number};\nCOMMIT;"
+                )
             except BaseException:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
@@ -376,7 +398,9 @@ class Store:
             partial.replace(target)
         except (sqlite3.Error, OSError) as error:
             partial.unlink(missing_ok=True)
-            raise StoreError(f"Could not write a backup of the history to {target}: {error}.") from error
+            raise StoreError(
+                f"Could not write a backup of the history to {target}: {error}."
+            ) from error
         return target
 
     @contextmanager
@@ -413,7 +437,9 @@ class Store:
             )
 
     # --- conversations ------------------------------------------------------------------------
-    def create_conversation(self, title: str = "New chat", settings: ChatSettings | None = None) -> str:
+    def create_conversation(
+        self, title: str = "New chat", settings: ChatSettings | None = None
+    ) -> str:
         cid = uuid.uuid4().hex
         now = time.time()
         self._write(
@@ -446,28 +472,42 @@ class Store:
             now = time.time()
             params = [(now - i * 1e-3, cid) for i, cid in enumerate(ids)]  # the first stays on top
         else:
-            sql, params = "UPDATE conversations SET pinned_at=NULL WHERE id=?", [(cid,) for cid in ids]
+            sql, params = (
+                "UPDATE conversations SET pinned_at=NULL WHERE id=?",
+                [(cid,) for cid in ids],
+            )
         try:
             with self._transaction():
                 self._db.executemany(sql, params)
         except sqlite3.Error as error:
-            raise _friendly(error, "pin the conversation" if pinned else "unpin the conversation") from error
+            raise _friendly(
+                error, "pin the conversation" if pinned else "unpin the conversation"
+            ) from error
 
     def context_from(self, cid: str) -> int:
         """The id of the first message the model is still sent (0: all of them)."""
-        row = self._db.execute("SELECT context_from_id FROM conversations WHERE id=?", (cid,)).fetchone()
+        row = self._db.execute(
+            "SELECT context_from_id FROM conversations WHERE id=?", (cid,)
+        ).fetchone()
         return int(row[0]) if row else 0
 
     def set_context_from(self, cid: str, message_id: int) -> None:
-        self._write("drop the oldest turns from the prompt",
-                    "UPDATE conversations SET context_from_id=? WHERE id=?", (int(message_id), cid))
+        self._write(
+            "drop the oldest turns from the prompt",
+            "UPDATE conversations SET context_from_id=? WHERE id=?",
+            (int(message_id), cid),
+        )
 
     def rename(self, cid: str, title: str) -> None:
-        self._write("rename the conversation", "UPDATE conversations SET title=? WHERE id=?", (title, cid))
+        self._write(
+            "rename the conversation", "UPDATE conversations SET title=? WHERE id=?", (title, cid)
+        )
 
     def touch(self, cid: str) -> None:
         self._write(
-            "save the conversation", "UPDATE conversations SET updated_at=? WHERE id=?", (time.time(), cid)
+            "save the conversation",
+            "UPDATE conversations SET updated_at=? WHERE id=?",
+            (time.time(), cid),
         )
 
     def settings(self, cid: str) -> ChatSettings:
@@ -484,16 +524,27 @@ class Store:
     def delete(self, cid: str) -> None:
         """Hide a conversation; ``undelete`` brings it back until ``purge_deleted`` runs."""
         self._write(
-            "delete the conversation", "UPDATE conversations SET deleted_at=? WHERE id=?", (time.time(), cid)
+            "delete the conversation",
+            "UPDATE conversations SET deleted_at=? WHERE id=?",
+            (time.time(), cid),
         )
 
     def undelete(self, cid: str) -> None:
-        self._write("restore the conversation", "UPDATE conversations SET deleted_at=NULL WHERE id=?", (cid,))
+        self._write(
+            "restore the conversation",
+            "UPDATE conversations SET deleted_at=NULL WHERE id=?",
+            (cid,),
+        )
 
     def purge_deleted(self) -> list[str]:
         """Remove conversations deleted earlier (past their undo); returns their ids."""
-        ids = [row[0] for row in self._db.execute("SELECT id FROM conversations WHERE deleted_at IS NOT NULL")]
-        self._write("remove deleted conversations", "DELETE FROM conversations WHERE deleted_at IS NOT NULL")
+        ids = [
+            row[0]
+            for row in self._db.execute("SELECT id FROM conversations WHERE deleted_at IS NOT NULL")
+        ]
+        self._write(
+            "remove deleted conversations", "DELETE FROM conversations WHERE deleted_at IS NOT NULL"
+        )
         self._remove_orphan_files()
         return ids
 
@@ -522,28 +573,48 @@ class Store:
     ) -> StoredMessage:
         """A new version of message ``of`` (a regenerated answer, an edited message), shown in its place:
         ``of`` and the messages after it stay, reachable with ``choose_version``."""
-        row = self._db.execute("SELECT conversation_id, role FROM messages WHERE id=?", (of,)).fetchone()
+        row = self._db.execute(
+            "SELECT conversation_id, role FROM messages WHERE id=?", (of,)
+        ).fetchone()
         if row is None:
             raise StoreError("That message no longer exists.")
-        return self._insert("save the new version", row[0], of, row[1], text, thinking, state, attachments)
+        return self._insert(
+            "save the new version", row[0], of, row[1], text, thinking, state, attachments
+        )
 
-    def _insert(self, doing: str, cid: str, sibling_of: int | None, role: str, text: str, thinking: str,
-                state: MessageState, attachments: tuple[StoredAttachment, ...]) -> StoredMessage:
+    def _insert(
+        self,
+        doing: str,
+        cid: str,
+        sibling_of: int | None,
+        role: str,
+        text: str,
+        thinking: str,
+        state: MessageState,
+        attachments: tuple[StoredAttachment, ...],
+    ) -> StoredMessage:
         now = time.time()
         try:
             self._db.execute("BEGIN IMMEDIATE")
             if sibling_of is None:  # after the last message shown
                 row = self._db.execute(
                     "SELECT id, position + 1 FROM messages WHERE conversation_id=? AND shown=1 "
-                    "ORDER BY position DESC LIMIT 1", (cid,)).fetchone()
+                    "ORDER BY position DESC LIMIT 1",
+                    (cid,),
+                ).fetchone()
                 parent, position = row if row else (None, 0)
             else:  # beside it, hiding it and what follows it
                 parent, position = self._db.execute(
-                    "SELECT parent_id, position FROM messages WHERE id=?", (sibling_of,)).fetchone()
-                self._db.execute("UPDATE messages SET shown=0 WHERE conversation_id=? AND position>=?",
-                                 (cid, position))
-            self._db.execute("UPDATE messages SET chosen=0 WHERE conversation_id=? AND position=? AND parent_id IS ?",
-                             (cid, position, parent))
+                    "SELECT parent_id, position FROM messages WHERE id=?", (sibling_of,)
+                ).fetchone()
+                self._db.execute(
+                    "UPDATE messages SET shown=0 WHERE conversation_id=? AND position>=?",
+                    (cid, position),
+                )
+            self._db.execute(
+                "UPDATE messages SET chosen=0 WHERE conversation_id=? AND position=? AND parent_id IS ?",
+                (cid, position, parent),
+            )
             cursor = self._db.execute(
                 "INSERT INTO messages(conversation_id, position, role, text, thinking, state, created_at, "
                 "parent_id, chosen, shown) VALUES(?,?,?,?,?,?,?,?,1,1)",
@@ -554,45 +625,78 @@ class Store:
                 self._db.execute(
                     "INSERT INTO attachments(message_id, ordinal, kind, path, name, options) "
                     "VALUES(?,?,?,?,?,?)",
-                    (mid, ordinal, att.kind.value, self._relative(att.path), att.name, _options_json(att)),
+                    (
+                        mid,
+                        ordinal,
+                        att.kind.value,
+                        self._relative(att.path),
+                        att.name,
+                        _options_json(att),
+                    ),
                 )
             self._db.execute("UPDATE conversations SET updated_at=? WHERE id=?", (now, cid))
             count = self._db.execute(
                 "SELECT COUNT(*) FROM messages WHERE conversation_id=? AND position=? AND parent_id IS ?",
-                (cid, position, parent)).fetchone()[0]
+                (cid, position, parent),
+            ).fetchone()[0]
             self._db.execute("COMMIT")
         except sqlite3.Error as error:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             raise _friendly(error, doing) from error
-        return StoredMessage(mid, cid, position, role, text, thinking, state, attachments=attachments,
-                             created_at=now, version=count, version_count=count)
+        return StoredMessage(
+            mid,
+            cid,
+            position,
+            role,
+            text,
+            thinking,
+            state,
+            attachments=attachments,
+            created_at=now,
+            version=count,
+            version_count=count,
+        )
 
     def versions(self, mid: int) -> list[int]:
         """The ids of message ``mid``'s versions, oldest first (``mid`` among them)."""
-        return [row[0] for row in self._db.execute(
-            "SELECT s.id FROM messages m JOIN messages s ON s.conversation_id = m.conversation_id "
-            "AND s.position = m.position AND s.parent_id IS m.parent_id WHERE m.id=? ORDER BY s.id", (mid,))]
+        return [
+            row[0]
+            for row in self._db.execute(
+                "SELECT s.id FROM messages m JOIN messages s ON s.conversation_id = m.conversation_id "
+                "AND s.position = m.position AND s.parent_id IS m.parent_id WHERE m.id=? ORDER BY s.id",
+                (mid,),
+            )
+        ]
 
     def choose_version(self, mid: int) -> int:
         """Show version ``mid`` in its chat, with the messages that followed it (each at the version last
         shown); returns its position (the messages from there on changed)."""
         try:
             self._db.execute("BEGIN IMMEDIATE")
-            row = self._db.execute("SELECT conversation_id, position, parent_id FROM messages WHERE id=?",
-                                   (mid,)).fetchone()
+            row = self._db.execute(
+                "SELECT conversation_id, position, parent_id FROM messages WHERE id=?", (mid,)
+            ).fetchone()
             if row is None:
                 raise StoreError("That message no longer exists.")
             cid, position, parent = row
-            self._db.execute("UPDATE messages SET chosen=(id=?) WHERE conversation_id=? AND position=? "
-                             "AND parent_id IS ?", (mid, cid, position, parent))
-            self._db.execute("UPDATE messages SET shown=0 WHERE conversation_id=? AND position>=?",
-                             (cid, position))
+            self._db.execute(
+                "UPDATE messages SET chosen=(id=?) WHERE conversation_id=? AND position=? "
+                "AND parent_id IS ?",
+                (mid, cid, position, parent),
+            )
+            self._db.execute(
+                "UPDATE messages SET shown=0 WHERE conversation_id=? AND position>=?",
+                (cid, position),
+            )
             current = mid
             while current is not None:
                 self._db.execute("UPDATE messages SET shown=1 WHERE id=?", (current,))
-                row = self._db.execute("SELECT id FROM messages WHERE parent_id=? ORDER BY chosen DESC, id DESC "
-                                       "LIMIT 1", (current,)).fetchone()
+                row = self._db.execute(
+                    "SELECT id FROM messages WHERE parent_id=? ORDER BY chosen DESC, id DESC "
+                    "LIMIT 1",
+                    (current,),
+                ).fetchone()
                 current = row[0] if row else None
             self._db.execute("COMMIT")
         except sqlite3.Error as error:
@@ -617,7 +721,12 @@ class Store:
     ) -> None:
         columns: list[str] = []
         values: list = []
-        for name, value in (("text", text), ("thinking", thinking), ("thinking_s", thinking_s), ("error", error)):
+        for name, value in (
+            ("text", text),
+            ("thinking", thinking),
+            ("thinking_s", thinking_s),
+            ("error", error),
+        ):
             if value is not None:
                 columns.append(f"{name}=?")
                 values.append(value)
@@ -629,7 +738,11 @@ class Store:
             values.append(stats.to_json())
         if not columns:
             return
-        self._write("save the answer", f"UPDATE messages SET {', '.join(columns)} WHERE id=?", (*values, mid))
+        self._write(
+            "save the answer",
+            f"UPDATE messages SET {', '.join(columns)} WHERE id=?",
+            (*values, mid),
+        )
 
     def messages(self, cid: str) -> list[StoredMessage]:
         """The chat as shown: each message at the version on screen."""
@@ -680,8 +793,10 @@ class Store:
         out: dict[int, tuple[int, int]] = {}
         for cid in conversations:
             for (ids,) in self._db.execute(
-                    "SELECT group_concat(id) FROM messages WHERE conversation_id=? GROUP BY parent_id, position "
-                    "HAVING COUNT(*) > 1", (cid,)):
+                "SELECT group_concat(id) FROM messages WHERE conversation_id=? GROUP BY parent_id, position "
+                "HAVING COUNT(*) > 1",
+                (cid,),
+            ):
                 siblings = sorted(int(i) for i in ids.split(","))
                 out.update({mid: (n, len(siblings)) for n, mid in enumerate(siblings, start=1)})
         return out
@@ -694,30 +809,72 @@ class Store:
             "INSERT INTO tool_calls(message_id, ordinal, step, call_id, server, tool, arguments, outcome, result, "
             "duration_s, truncated, images) VALUES(?, (SELECT COUNT(*) FROM tool_calls WHERE message_id=?), "
             "?,?,?,?,?,?,?,?,?,?)",
-            (mid, mid, call.step, call.call_id, call.server, call.tool, call.arguments, call.outcome, call.result,
-             call.duration_s, int(call.truncated), json.dumps([str(p) for p in call.images])),
+            (
+                mid,
+                mid,
+                call.step,
+                call.call_id,
+                call.server,
+                call.tool,
+                call.arguments,
+                call.outcome,
+                call.result,
+                call.duration_s,
+                int(call.truncated),
+                json.dumps([str(p) for p in call.images]),
+            ),
         )
 
     def _tool_calls_of(self, where: str, params: tuple) -> dict[int, list[StoredToolCall]]:
         out: dict[int, list[StoredToolCall]] = {}
-        for mid, step, call_id, server, tool, arguments, outcome, result, duration, truncated, images in self._db.execute(
+        for (
+            mid,
+            step,
+            call_id,
+            server,
+            tool,
+            arguments,
+            outcome,
+            result,
+            duration,
+            truncated,
+            images,
+        ) in self._db.execute(
             "SELECT t.message_id, t.step, t.call_id, t.server, t.tool, t.arguments, t.outcome, t.result, "
             "t.duration_s, t.truncated, t.images FROM tool_calls t JOIN messages m ON m.id = t.message_id "
-            f"WHERE {where} ORDER BY t.message_id, t.ordinal", params,
+            f"WHERE {where} ORDER BY t.message_id, t.ordinal",
+            params,
         ):
-            out.setdefault(mid, []).append(StoredToolCall(
-                step, call_id, server, tool, arguments, outcome, result, duration, bool(truncated),
-                tuple(Path(p) for p in json.loads(images or "[]"))))
+            out.setdefault(mid, []).append(
+                StoredToolCall(
+                    step,
+                    call_id,
+                    server,
+                    tool,
+                    arguments,
+                    outcome,
+                    result,
+                    duration,
+                    bool(truncated),
+                    tuple(Path(p) for p in json.loads(images or "[]")),
+                )
+            )
         return out
 
     def tool_servers(self, cid: str) -> tuple[str, ...] | None:
         """The tool servers chat ``cid`` uses; None: every enabled one (the default)."""
-        row = self._db.execute("SELECT tool_servers FROM conversations WHERE id=?", (cid,)).fetchone()
+        row = self._db.execute(
+            "SELECT tool_servers FROM conversations WHERE id=?", (cid,)
+        ).fetchone()
         return tuple(json.loads(row[0])) if row and row[0] is not None else None
 
     def set_tool_servers(self, cid: str, servers: Iterable[str] | None) -> None:
         value = None if servers is None else json.dumps(sorted(servers))
-        self._write("save the chat's tools", "UPDATE conversations SET tool_servers=? WHERE id=?", (value, cid))
+        self._write(
+            "save the chat's tools",
+            "UPDATE conversations SET tool_servers=? WHERE id=?",
+            (value, cid),
+        )
 
     def message(self, mid: int) -> StoredMessage | None:
         """Any message, shown or an earlier version."""
@@ -726,9 +883,14 @@ class Store:
 
     def has_media(self, cid: str) -> bool:
         """Whether the chat as shown holds an image, PDF or video (which only a vision model reads)."""
-        return self._db.execute(
-            "SELECT 1 FROM attachments a JOIN messages m ON m.id = a.message_id WHERE m.conversation_id=? "
-            "AND m.shown=1 AND a.kind != ? LIMIT 1", (cid, AttachmentKind.TEXT.value)).fetchone() is not None
+        return (
+            self._db.execute(
+                "SELECT 1 FROM attachments a JOIN messages m ON m.id = a.message_id WHERE m.conversation_id=? "
+                "AND m.shown=1 AND a.kind != ? LIMIT 1",
+                (cid, AttachmentKind.TEXT.value),
+            ).fetchone()
+            is not None
+        )
 
     def delete_messages_from(self, cid: str, position: int) -> None:
         """Remove the shown message at ``position`` and everything after it (with their versions)."""
@@ -774,7 +936,9 @@ class Store:
         except OSError as error:
             partial.unlink(missing_ok=True)
             why = "the disk is full" if error.errno == 28 else (error.strerror or str(error))
-            raise StoreError(f"Could not copy {source.name} into the QwenDesk data folder: {why}.") from error
+            raise StoreError(
+                f"Could not copy {source.name} into the QwenDesk data folder: {why}."
+            ) from error
         return target
 
     def _relative(self, path: Path) -> str:
@@ -800,7 +964,11 @@ def _search(db: sqlite3.Connection, query: str, limit: int) -> list[SearchHit]:
     terms = re.findall(r"\w+", query, flags=re.UNICODE)
     # Every term as a prefix, quoted so FTS5 syntax in user input cannot break the query. A query of
     # punctuation only ("%", "->") has no words for FTS5: the messages are scanned for it literally.
-    rows = _fts_rows(db, " ".join(f'"{t}"*' for t in terms), limit) if terms else _literal_rows(db, query, limit)
+    rows = (
+        _fts_rows(db, " ".join(f'"{t}"*' for t in terms), limit)
+        if terms
+        else _literal_rows(db, query, limit)
+    )
     # Titles match too, so a chat named "Budget" is found even if no message says so.
     title_rows = db.execute(
         "SELECT id, title FROM conversations WHERE deleted_at IS NULL AND title LIKE ? ESCAPE '\\' "
@@ -846,8 +1014,13 @@ def _literal_rows(db: sqlite3.Connection, query: str, limit: int) -> list[tuple]
         if at < 0:  # LIKE folds ASCII case only; str.lower folds more: never mark a wrong place
             continue
         start, end = max(0, at - 40), at + len(needle) + 40
-        snippet = (("…" if start else "") + text[start:at] + f"[{text[at:at + len(needle)]}]"
-                   + text[at + len(needle):end] + ("…" if end < len(text) else ""))
+        snippet = (
+            ("…" if start else "")
+            + text[start:at]
+            + f"[{text[at : at + len(needle)]}]"
+            + text[at + len(needle) : end]
+            + ("…" if end < len(text) else "")
+        )
         out.append((cid, title, mid, snippet))
     return out
 

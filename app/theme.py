@@ -37,10 +37,30 @@ class Colors:
         return render.DARK if self.dark else render.LIGHT
 
 
-LIGHT = Colors(False, "#f6f7f9", "#ffffff", "#eef0f3", "#eef2fb", "#dcdfe4", "#1d2228", "#6b7280",
-               "#4f6bed", "#c0392b")
-DARK = Colors(True, "#1b1e23", "#22262c", "#181a1e", "#2c3340", "#363b44", "#e6e8eb", "#9aa3ad",
-              "#7b93ff", "#ff6b5b")
+LIGHT = Colors(
+    False,
+    "#f6f7f9",
+    "#ffffff",
+    "#eef0f3",
+    "#eef2fb",
+    "#dcdfe4",
+    "#1d2228",
+    "#6b7280",
+    "#4f6bed",
+    "#c0392b",
+)
+DARK = Colors(
+    True,
+    "#1b1e23",
+    "#22262c",
+    "#181a1e",
+    "#2c3340",
+    "#363b44",
+    "#e6e8eb",
+    "#9aa3ad",
+    "#7b93ff",
+    "#ff6b5b",
+)
 
 
 def is_dark(app: QGuiApplication | None = None) -> bool:
@@ -98,13 +118,13 @@ def style_sheet(c: Colors) -> str:
                      background: {c.surface}; }}
     #AttachmentChip {{ border: 1px solid {c.border}; border-radius: 6px; background: {c.window}; }}
     #Banner {{ background: {c.user_bubble}; border-bottom: 1px solid {c.border}; }}
-    #ErrorBanner {{ background: {'#4a2323' if c.dark else '#fdecea'}; border-bottom: 1px solid {c.border}; }}
+    #ErrorBanner {{ background: {"#4a2323" if c.dark else "#fdecea"}; border-bottom: 1px solid {c.border}; }}
     #FirstRun {{ background: {c.surface}; }}
     #VideoPane {{ border-left: 1px solid {c.border}; background: {c.window}; }}
     QToolButton#LinkButton {{ border: none; color: {c.muted}; padding: 2px 4px; }}
     QToolButton#LinkButton:hover {{ color: {c.accent}; }}
     #DropZone {{ border: 3px dashed {c.accent}; border-radius: 12px; color: {c.accent};
-                 background: {'rgba(123,147,255,0.16)' if c.dark else 'rgba(79,107,237,0.10)'}; }}
+                 background: {"rgba(123,147,255,0.16)" if c.dark else "rgba(79,107,237,0.10)"}; }}
     QTextBrowser#AnswerView {{ background: transparent; border: none; }}
     #LimitNote {{ color: {c.muted}; font-style: italic; }}
     #ConsentCard {{ border: 1px solid {c.accent}; border-radius: 8px; background: {c.window}; }}
@@ -117,7 +137,11 @@ def style_sheet(c: Colors) -> str:
 
 def apply(app: QApplication, scheme: Scheme = Scheme.SYSTEM) -> Colors:
     """Set the palette and style sheet; SYSTEM follows the platform (and its later changes)."""
-    app.setStyle("Fusion") if app.style().name().lower() not in ("macos", "windowsvista", "windows11") else None
+    app.setStyle("Fusion") if app.style().name().lower() not in (
+        "macos",
+        "windowsvista",
+        "windows11",
+    ) else None
     if scheme is Scheme.SYSTEM:
         hints = app.styleHints()
         if hasattr(hints, "unsetColorScheme"):
@@ -169,7 +193,9 @@ def restore_layout(settings: QSettings, window: QMainWindow, splitter: QSplitter
     return str(settings.value("window/sidebar", "true")).lower() != "false"
 
 
-def save_layout(settings: QSettings, window: QMainWindow, splitter: QSplitter, sidebar: QWidget) -> None:
+def save_layout(
+    settings: QSettings, window: QMainWindow, splitter: QSplitter, sidebar: QWidget
+) -> None:
     settings.setValue("window/geometry", window.saveGeometry())
     settings.setValue("window/splitter", [str(x) for x in splitter.sizes()])
     settings.setValue("window/sidebar", "true" if not sidebar.isHidden() else "false")

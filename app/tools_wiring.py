@@ -22,21 +22,31 @@ class ToolsWiring:
 
     def __init__(self, window):
         self.window = window
-        self.tools = tools = ToolsController(window.store, window.paths.data, window.paths.logs, window)
+        self.tools = tools = ToolsController(
+            window.store, window.paths.data, window.paths.logs, window
+        )
         window.chat.tools = tools
         self.cards: dict[str, ConsentCard] = {}
-        self.waiting: dict[str, tuple[int, ToolCallProposed]] = {}  # call id -> (answer id, the call)
+        self.waiting: dict[
+            str, tuple[int, ToolCallProposed]
+        ] = {}  # call id -> (answer id, the call)
         tools.consentRequested.connect(self._ask)
         # Another chat opened meanwhile (or this one re-rendered): a waiting card comes back with its answer.
         window.chat.conversationOpened.connect(lambda *_: self._show_waiting())
         window.chat.versionShown.connect(lambda *_: self._show_waiting())
         tools.callFinished.connect(self._finished)
         tools.errorOccurred.connect(window.show_error)
-        tools.stepLimitReached.connect(lambda _mid, steps: window.banner.show_message(
-            f"The model called tools {steps} times in a row; QwenDesk stopped the loop there. Raise the step "
-            "limit in Settings ▸ Tools if the task needs more.", timeout_ms=10000))
+        tools.stepLimitReached.connect(
+            lambda _mid, steps: window.banner.show_message(
+                f"The model called tools {steps} times in a row; QwenDesk stopped the loop there. Raise the step "
+                "limit in Settings ▸ Tools if the task needs more.",
+                timeout_ms=10000,
+            )
+        )
         if tools.config_error:
-            window.show_error(f"{tools.config_error} Fix it in Settings ▸ Tools (the raw JSON tab).")
+            window.show_error(
+                f"{tools.config_error} Fix it in Settings ▸ Tools (the raw JSON tab)."
+            )
         # The header's per-chat choice of servers.
         self.button = QToolButton()
         self.button.setText("Tools")
@@ -50,7 +60,9 @@ class ToolsWiring:
             signal.connect(lambda *_: self.sync_button())
         header = window.header.layout()
         header.insertWidget(header.indexOf(window.settings_button), self.button)
-        settings_menu = next(m for m in window.menuBar().findChildren(QMenu) if m.title() == "&Settings")
+        settings_menu = next(
+            m for m in window.menuBar().findChildren(QMenu) if m.title() == "&Settings"
+        )
         self.settings_action = QAction("Tools…", window)
         self.settings_action.triggered.connect(self.open_settings)
         settings_menu.addAction(self.settings_action)
@@ -60,7 +72,9 @@ class ToolsWiring:
         self.waiting[proposed.call_id] = (message_id, proposed)
         widget = self.window.transcript.widget_for(message_id)
         if widget is None:  # the chat is not on screen: its card shows when it is opened
-            self.window.show_error(f"A chat wants to run {proposed.server} ▸ {proposed.tool}: open it to answer.")
+            self.window.show_error(
+                f"A chat wants to run {proposed.server} ▸ {proposed.tool}: open it to answer."
+            )
             return
         self._show_card(widget, proposed)
 
@@ -83,7 +97,11 @@ class ToolsWiring:
         composer = self.window.composer.edit
         if not (composer.hasFocus() and composer.toPlainText().strip()):
             # (once the card is laid out and shown: a hidden widget takes no focus)
-            QTimer.singleShot(0, card.run_button, lambda: card.run_button.setFocus(Qt.FocusReason.OtherFocusReason))
+            QTimer.singleShot(
+                0,
+                card.run_button,
+                lambda: card.run_button.setFocus(Qt.FocusReason.OtherFocusReason),
+            )
 
     def _finished(self, message_id: int, call: StoredToolCall) -> None:
         self.waiting.pop(call.call_id, None)
@@ -108,7 +126,9 @@ class ToolsWiring:
             action.setChecked(name in chosen)
             action.toggled.connect(lambda on, n=name: self._toggle(n, on))
         if not available:
-            none = self.menu.addAction("No tools yet: add a server or share a folder in Settings ▸ Tools")
+            none = self.menu.addAction(
+                "No tools yet: add a server or share a folder in Settings ▸ Tools"
+            )
             none.setEnabled(False)
         self.menu.addSeparator()
         self.menu.addAction(self.settings_action)

@@ -84,7 +84,9 @@ class MainWindow(QMainWindow):
         self._connect()
         self._build_actions()
         self.context_meter = install_context_meter(self)
-        self.tools_wiring = install_tools(self)  # app/tools_wiring.py: MCP servers, consent cards, Settings ▸ Tools
+        self.tools_wiring = install_tools(
+            self
+        )  # app/tools_wiring.py: MCP servers, consent cards, Settings ▸ Tools
         self.tools = self.tools_wiring.tools
         self.chat_list_actions = ChatListActions(self)
         self.set_sidebar_visible(theme.restore_layout(self.ui_settings, self, self.splitter))
@@ -153,7 +155,9 @@ class MainWindow(QMainWindow):
 
     def _connect(self) -> None:
         c, a = self.chat, self.attachments
-        self.transcript.follow(c)  # the messages and a streaming answer: the transcript routes them itself
+        self.transcript.follow(
+            c
+        )  # the messages and a streaming answer: the transcript routes them itself
         self.sidebar_presenter = SidebarPresenter(self)  # the chat list and search
         self.models_presenter = ModelsPresenter(self)  # loading, the picker, Get models, Add vision
         self.new_button.clicked.connect(self.new_chat)
@@ -177,16 +181,33 @@ class MainWindow(QMainWindow):
         # composer
         self.composer.sendRequested.connect(self.send)
         self.composer.stopRequested.connect(c.stop)
-        self.attachments_presenter = AttachmentsPresenter(self)  # the file picker, chips and video pane
+        self.attachments_presenter = AttachmentsPresenter(
+            self
+        )  # the file picker, chips and video pane
         a.errorOccurred.connect(self.models_presenter.media_refused)
 
     def _build_actions(self) -> None:
-        self.menus = m = Menus(self)  # app/menus.py: the menu bar, its shortcuts, the Edit and message actions
-        self.act_new, self.act_attach, self.act_export, self.act_find = m.new, m.attach, m.export, m.find
-        self.act_copy_last, self.act_stop, self.act_regenerate, self.act_settings = \
-            m.copy_last, m.stop, m.regenerate, m.settings
-        self.act_local_api, self.act_sidebar, self.theme_actions, self.act_about = \
-            m.local_api, m.sidebar, m.themes, m.about
+        self.menus = m = Menus(
+            self
+        )  # app/menus.py: the menu bar, its shortcuts, the Edit and message actions
+        self.act_new, self.act_attach, self.act_export, self.act_find = (
+            m.new,
+            m.attach,
+            m.export,
+            m.find,
+        )
+        self.act_copy_last, self.act_stop, self.act_regenerate, self.act_settings = (
+            m.copy_last,
+            m.stop,
+            m.regenerate,
+            m.settings,
+        )
+        self.act_local_api, self.act_sidebar, self.theme_actions, self.act_about = (
+            m.local_api,
+            m.sidebar,
+            m.themes,
+            m.about,
+        )
 
     # --- conversations ------------------------------------------------------------------------
     def refresh_conversations(self) -> None:
@@ -237,8 +258,12 @@ class MainWindow(QMainWindow):
         if self.video_pane.busy:
             self.video_pane.cancel()
         attachments = tuple(p.stored for p in self.attachments.items)
-        if self.chat.send(text, attachments, preparing=self.attachments.busy,
-                          model_is_vision=self.attachments.model_is_vision):
+        if self.chat.send(
+            text,
+            attachments,
+            preparing=self.attachments.busy,
+            model_is_vision=self.attachments.model_is_vision,
+        ):
             self.attachments.take()
             self.composer.clear_text()
             self.video_pane.hide()
@@ -302,7 +327,9 @@ class MainWindow(QMainWindow):
         self.colors = colors
         self.transcript.set_palette(colors.markdown)
         if self.chat.current_id and not self.chat.busy:
-            self.chat.open(self.chat.current_id)  # re-render the answers (code colours) in the new theme
+            self.chat.open(
+                self.chat.current_id
+            )  # re-render the answers (code colours) in the new theme
 
     def show_about(self) -> None:
         self.about = about_box(self.paths, self)
@@ -377,10 +404,13 @@ class MainWindow(QMainWindow):
         QCoreApplication.processEvents()
         while not self.chat.flush():  # e.g. the disk is still full: never drop an answer silently
             answer = QMessageBox.warning(
-                self, "QwenDesk", "An answer is not saved yet: the history database cannot be written "
+                self,
+                "QwenDesk",
+                "An answer is not saved yet: the history database cannot be written "
                 "(is the disk full?). Free some space and press Retry, or quit without it.",
                 QMessageBox.StandardButton.Retry | QMessageBox.StandardButton.Discard,
-                QMessageBox.StandardButton.Retry)
+                QMessageBox.StandardButton.Retry,
+            )
             if answer != QMessageBox.StandardButton.Retry:
                 break
         self.store.close()

@@ -53,12 +53,18 @@ class EngineClient(QObject):
     thinkingDelta = Signal(int, str)
     answerDelta = Signal(int, str)
     stats = Signal(int, Stats)
-    finished = Signal(int, FinishReason, str)  # request id, reason, error ("" when none); always last
+    finished = Signal(
+        int, FinishReason, str
+    )  # request id, reason, error ("" when none); always last
     # A turn through the tool loop (``run_turn``) also reports its calls.
-    toolCallProposed = Signal(int, ToolCallProposed)  # the user is asked (the loop waits for the answer)
+    toolCallProposed = Signal(
+        int, ToolCallProposed
+    )  # the user is asked (the loop waits for the answer)
     toolCallFinished = Signal(int, ToolCallFinished)
     stepLimitReached = Signal(int, int)  # request id, steps
-    tokensCounted = Signal(int, int)  # request id, prompt tokens (only the newest request is answered)
+    tokensCounted = Signal(
+        int, int
+    )  # request id, prompt tokens (only the newest request is answered)
 
     def __init__(self, state_dir: Path | None = None, parent: QObject | None = None):
         super().__init__(parent)
@@ -70,7 +76,9 @@ class EngineClient(QObject):
         self._jobs: EngineThread = EngineThread(name="engine")
         self._token: CancelToken | None = None
         self._next_request = 0
-        self._latest_count = 0  # the newest token-count request (read on the engine thread: one int)
+        self._latest_count = (
+            0  # the newest token-count request (read on the engine thread: one int)
+        )
         self._closed = False
 
     # --- state --------------------------------------------------------------------------------------
@@ -113,7 +121,9 @@ class EngineClient(QObject):
         # loading, then freeze what was created (it lives as long as the process anyway).
         gc.disable()
         try:
-            info = self._get_engine().load(path, context_tokens=context_tokens, force=force, progress=progress)
+            info = self._get_engine().load(
+                path, context_tokens=context_tokens, force=force, progress=progress
+            )
         except MemoryFitError as error:
             self.loadFailed.emit(str(error), LoadFailure.MEMORY)
         except CheckpointError as error:
@@ -143,7 +153,9 @@ class EngineClient(QObject):
     # --- generating ---------------------------------------------------------------------------------
     def generate(self, conversation: Conversation, settings: GenerationSettings) -> int:
         """Queue an answer; returns its request id, which every event signal of it carries."""
-        return self.run_turn(lambda engine, cancel: engine.generate(conversation, settings, cancel=cancel))
+        return self.run_turn(
+            lambda engine, cancel: engine.generate(conversation, settings, cancel=cancel)
+        )
 
     def run_turn(self, turn: Callable[[Engine, CancelToken], Iterable[LoopEvent]]) -> int:
         """Queue ``turn(engine, cancel)`` (a plain answer, or a turn through the tool loop) and relay its
@@ -154,7 +166,9 @@ class EngineClient(QObject):
         request = self._next_request
         token = self._token = CancelToken()
         if self._closed:  # after shutdown: it ends at once, but after the caller has taken its id
-            QTimer.singleShot(0, self, lambda: self.finished.emit(request, FinishReason.CANCELLED, ""))
+            QTimer.singleShot(
+                0, self, lambda: self.finished.emit(request, FinishReason.CANCELLED, "")
+            )
             return request
         engine = self._get_engine()
         self._jobs.submit_stream(lambda: turn(engine, token), _Relay(self, request).send, token)
@@ -199,6 +213,7 @@ class EngineClient(QObject):
 
     def forget(self, conversation_id: str) -> None:
         """A deleted chat: drop its saved model state (the engine is created if needed, so it works at start)."""
+
         def job() -> None:
             try:
                 self._get_engine().forget(conversation_id)

@@ -39,7 +39,9 @@ def _rss() -> int:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--prompt-mb", type=float, default=10.0)
-    ap.add_argument("--quick", action="store_true", help="a 1 MB prompt (CI: checks the script runs)")
+    ap.add_argument(
+        "--quick", action="store_true", help="a 1 MB prompt (CI: checks the script runs)"
+    )
     args = ap.parse_args()
     mb = 1.0 if args.quick else args.prompt_mb
 
@@ -62,8 +64,13 @@ def main() -> int:
         started = time.perf_counter()
         tokens = len(jobs.call(lambda: engine._loaded.encode(text)))
         tokenize_s = time.perf_counter() - started
-        body = json.dumps({"model": engine.model_info.name, "max_tokens": 1,
-                           "messages": [{"role": "user", "content": text}]}).encode()
+        body = json.dumps(
+            {
+                "model": engine.model_info.name,
+                "max_tokens": 1,
+                "messages": [{"role": "user", "content": text}],
+            }
+        ).encode()
         conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=600)
         started = time.perf_counter()
         conn.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
@@ -71,9 +78,11 @@ def main() -> int:
         answer = json.loads(resp.read())
         refuse_s = time.perf_counter() - started
         conn.close()
-        print(f"{len(text) / 1e6:.1f} MB prompt ({tokens:,} tokens, context {DEFAULT_CONTEXT_TOKENS:,}): "
-              f"tokenizing {tokenize_s:.2f} s; the API's {resp.status} {answer['error']['code']} in {refuse_s:.3f} s "
-              f"({refuse_s / tokenize_s:.3f} x)")
+        print(
+            f"{len(text) / 1e6:.1f} MB prompt ({tokens:,} tokens, context {DEFAULT_CONTEXT_TOKENS:,}): "
+            f"tokenizing {tokenize_s:.2f} s; the API's {resp.status} {answer['error']['code']} in {refuse_s:.3f} s "
+            f"({refuse_s / tokenize_s:.3f} x)"
+        )
 
         peak, stop = [_rss()], threading.Event()
         before = peak[0]
@@ -88,9 +97,13 @@ def main() -> int:
         stop.set()
         sampler.join()
         grew = max(peak) - before
-        print(f"chunked body: {response.split(b' ', 2)[1].decode()} after {sent >> 20} MiB sent of "
-              f"{4 * MAX_BODY_BYTES >> 20}; server memory grew {grew >> 20} MiB "
-              f"({grew / max(sent, 1):.2f} x the bytes sent)" if before else "(no /proc: memory not measured)")
+        print(
+            f"chunked body: {response.split(b' ', 2)[1].decode()} after {sent >> 20} MiB sent of "
+            f"{4 * MAX_BODY_BYTES >> 20}; server memory grew {grew >> 20} MiB "
+            f"({grew / max(sent, 1):.2f} x the bytes sent)"
+            if before
+            else "(no /proc: memory not measured)"
+        )
     finally:
         server.stop()
         jobs.close()

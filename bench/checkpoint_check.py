@@ -46,8 +46,14 @@ TEXT_397B = {
     "vocab_size": 248320,
     "dtype": "bfloat16",
 }
-VISION_397B = {"depth": 27, "hidden_size": 1152, "intermediate_size": 4304, "num_heads": 16,
-               "out_hidden_size": 4096, "num_position_embeddings": 2304}
+VISION_397B = {
+    "depth": 27,
+    "hidden_size": 1152,
+    "intermediate_size": 4304,
+    "num_heads": 16,
+    "out_hidden_size": 4096,
+    "num_position_embeddings": 2304,
+}
 
 
 def _tensor_table(config: dict) -> tuple[list[tuple[str, str, list[int]]], dict]:
@@ -73,7 +79,9 @@ def _tensor_table(config: dict) -> tuple[list[tuple[str, str, list[int]]], dict]
 
     nn.quantize(model, 64, 4, class_predicate=predicate)
     names = {mx.uint32: "U32", mx.uint8: "U8"}
-    table = [(k, names.get(v.dtype, "BF16"), list(v.shape)) for k, v in tree_flatten(model.parameters())]
+    table = [
+        (k, names.get(v.dtype, "BF16"), list(v.shape)) for k, v in tree_flatten(model.parameters())
+    ]
     return table, quantization
 
 
@@ -95,7 +103,11 @@ def _write_header_only_shards(folder: Path, table) -> int:
         file = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
         header, offset = {"__metadata__": {"format": "mlx"}}, 0
         for name, dtype, shape, nbytes in entries:
-            header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + nbytes]}
+            header[name] = {
+                "dtype": dtype,
+                "shape": shape,
+                "data_offsets": [offset, offset + nbytes],
+            }
             offset += nbytes
             weight_map[name] = file
         raw = json.dumps(header).encode()
@@ -110,7 +122,11 @@ def _write_header_only_shards(folder: Path, table) -> int:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--quick", action="store_true", help="small sizes, one round: CI checks it runs (figures not meaningful)")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="small sizes, one round: CI checks it runs (figures not meaningful)",
+    )
     args = ap.parse_args()
     if args.quick:
         args.rounds = 1
@@ -146,13 +162,21 @@ def main() -> int:
             start = time.perf_counter()
             inspect_checkpoint(folder)
             full.append(time.perf_counter() - start)
-        print(f"397B 4-bit (gates 8-bit): {len(table)} tensors in {shards} shards, "
-              f"{info.weight_bytes / 2**30:.1f} GiB, {info.param_count / 1e9:.1f} B parameters")
+        print(
+            f"397B 4-bit (gates 8-bit): {len(table)} tensors in {shards} shards, "
+            f"{info.weight_bytes / 2**30:.1f} GiB, {info.param_count / 1e9:.1f} B parameters"
+        )
         print(f"a process importing mlx-vlm (once):         {import_s:6.2f} s")
-        print(f"safety + shard headers (median of {args.rounds}):     {statistics.median(headers):6.3f} s")
-        print(f"... + architecture check (median of {args.rounds}):   {statistics.median(full):6.3f} s")
-        print(f"architecture check alone:                   "
-              f"{statistics.median(full) - statistics.median(headers):6.3f} s")
+        print(
+            f"safety + shard headers (median of {args.rounds}):     {statistics.median(headers):6.3f} s"
+        )
+        print(
+            f"... + architecture check (median of {args.rounds}):   {statistics.median(full):6.3f} s"
+        )
+        print(
+            f"architecture check alone:                   "
+            f"{statistics.median(full) - statistics.median(headers):6.3f} s"
+        )
 
         # What the model picker pays per rescan once the folder was inspected (InspectionCache).
         from engine_mlx.inspections import InspectionCache
@@ -164,8 +188,10 @@ def main() -> int:
             start = time.perf_counter()
             cache.inspect(folder)
             again.append(time.perf_counter() - start)
-        print(f"a rescan of the unchanged folder (median):  {statistics.median(again) * 1000:6.2f} ms "
-              f"(×{statistics.median(again) / statistics.median(full):.4f} of a full inspection)")
+        print(
+            f"a rescan of the unchanged folder (median):  {statistics.median(again) * 1000:6.2f} ms "
+            f"(×{statistics.median(again) / statistics.median(full):.4f} of a full inspection)"
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

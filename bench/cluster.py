@@ -52,13 +52,19 @@ def worker() -> int:
             counts["calls"] += 1
             counts["bytes"] += int(x.nbytes) if isinstance(x, mx.array) else 0
             return fn(x, *args, **kwargs)
+
         return wrapper
 
     for name in ("all_sum", "all_gather", "send", "recv_like", "all_max", "all_min"):
         if hasattr(mx.distributed, name):
             setattr(mx.distributed, name, counted(getattr(mx.distributed, name)))
-    atexit.register(lambda: print(COUNTERS + json.dumps({"rank": int(os.environ.get("MLX_RANK", 0)), **counts}),
-                                  file=sys.stderr, flush=True))
+    atexit.register(
+        lambda: print(
+            COUNTERS + json.dumps({"rank": int(os.environ.get("MLX_RANK", 0)), **counts}),
+            file=sys.stderr,
+            flush=True,
+        )
+    )
     from engine_mlx.cli import main
 
     return main(sys.argv[2:])
@@ -68,19 +74,42 @@ def run(model: Path, parallel: str | None, max_tokens: int) -> tuple[dict, dict]
     """(rank 0's stats event, rank 0's counters) of one greedy answer."""
     from engine_mlx.distributed.launch import free_port_run, launch_command
 
-    chat = [str(Path(__file__).resolve()), "--worker", "chat", "--model", str(model), "--json", "--no-think",
-            "--temperature", "0", "--max-tokens", str(max_tokens), PROMPT]
+    chat = [
+        str(Path(__file__).resolve()),
+        "--worker",
+        "chat",
+        "--model",
+        str(model),
+        "--json",
+        "--no-think",
+        "--temperature",
+        "0",
+        "--max-tokens",
+        str(max_tokens),
+        PROMPT,
+    ]
     if parallel is None:
         command = [sys.executable, *chat]
     else:
-        command = launch_command([*chat, "--parallel", parallel], ranks=2, starting_port=free_port_run(2))
+        command = launch_command(
+            [*chat, "--parallel", parallel], ranks=2, starting_port=free_port_run(2)
+        )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env,
-                            start_new_session=True)
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=600, env=env, start_new_session=True
+    )
     if result.returncode != 0:
         raise SystemExit(f"{parallel or 'single'} run failed:\n{result.stderr[-3000:]}")
-    stats = next(json.loads(line) for line in result.stdout.splitlines() if line.startswith('{"type": "stats"'))
-    counters = [json.loads(line.split(COUNTERS, 1)[1]) for line in result.stderr.splitlines() if COUNTERS in line]
+    stats = next(
+        json.loads(line)
+        for line in result.stdout.splitlines()
+        if line.startswith('{"type": "stats"')
+    )
+    counters = [
+        json.loads(line.split(COUNTERS, 1)[1])
+        for line in result.stderr.splitlines()
+        if COUNTERS in line
+    ]
     return stats, next(c for c in counters if c["rank"] == 0)
 
 
@@ -97,19 +126,32 @@ def main() -> int:
         text = build_tiny_model(Path(tmp) / "text", vision=False)
         modes: list[tuple[str, Path]] = [("pipeline", text)]
         if not args.quick:
-            modes.append(("tensor", build_tiny_model(Path(tmp) / "even", vision=False, bits=None, vocab_multiple=2)))
+            modes.append(
+                (
+                    "tensor",
+                    build_tiny_model(Path(tmp) / "even", vision=False, bits=None, vocab_multiple=2),
+                )
+            )
         single, _ = run(text, None, long)
-        print(f"one process: {single['generated_tokens']} tokens at {single['decode_tps']:.1f} tok/s")
+        print(
+            f"one process: {single['generated_tokens']} tokens at {single['decode_tps']:.1f} tok/s"
+        )
         for parallel, model in modes:
             s1, c1 = run(model, parallel, short)
             s2, c2 = run(model, parallel, long)
             tokens = max(1, s2["generated_tokens"] - s1["generated_tokens"])
             calls = (c2["calls"] - c1["calls"]) / tokens
             sent = (c2["bytes"] - c1["bytes"]) / tokens
-            print(f"{parallel}, 2 ranks: {s2['generated_tokens']} tokens at {s2['decode_tps']:.1f} tok/s "
-                  f"({s2['decode_tps'] / max(single['decode_tps'], 1e-9):.2f} x one process)")
-            print(f"  per token on rank 0: {calls:.1f} collectives (round trips), {sent:,.0f} bytes")
-            print(f"  397B 8-bit on two M3 Ultras over Thunderbolt 5 (paper): {_estimate(parallel, calls, sent)}")
+            print(
+                f"{parallel}, 2 ranks: {s2['generated_tokens']} tokens at {s2['decode_tps']:.1f} tok/s "
+                f"({s2['decode_tps'] / max(single['decode_tps'], 1e-9):.2f} x one process)"
+            )
+            print(
+                f"  per token on rank 0: {calls:.1f} collectives (round trips), {sent:,.0f} bytes"
+            )
+            print(
+                f"  397B 8-bit on two M3 Ultras over Thunderbolt 5 (paper): {_estimate(parallel, calls, sent)}"
+            )
     return 0
 
 
@@ -126,8 +168,10 @@ def _estimate(parallel: str, calls: float, sent: float) -> str:
         big_bytes = sent * scale * BIG_LAYERS / tiny_layers
         compute = BIG_ACTIVE_BYTES_8BIT / 2 / M3_ULTRA_BYTES_S  # each Mac reads half of every layer
     link = big_calls * TB5_ROUND_TRIP_S + big_bytes / TB5_BYTES_S
-    return (f"{1 / (compute + link):.0f} tok/s (compute {compute * 1e3:.1f} ms + link {link * 1e3:.2f} ms "
-            f"per token; {big_calls:.0f} round trips, {big_bytes / 1024:,.0f} KiB)")
+    return (
+        f"{1 / (compute + link):.0f} tok/s (compute {compute * 1e3:.1f} ms + link {link * 1e3:.2f} ms "
+        f"per token; {big_calls:.0f} round trips, {big_bytes / 1024:,.0f} KiB)"
+    )
 
 
 if __name__ == "__main__":

@@ -24,7 +24,11 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--tokens", type=int, default=200)
     ap.add_argument("--chunk", type=int, default=512)
-    ap.add_argument("--quick", action="store_true", help="small sizes, one round: CI checks it runs (figures not meaningful)")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="small sizes, one round: CI checks it runs (figures not meaningful)",
+    )
     args = ap.parse_args()
     paragraphs = 60
     if args.quick:
@@ -48,12 +52,20 @@ def main() -> int:
     engine = Engine()
     engine.load(model_dir)
     loaded = engine._loaded  # the raw path uses the very same model and processor objects
-    text = " ".join(f"Paragraph {i}: the quick brown fox jumps over the lazy dog." for i in range(paragraphs))
+    text = " ".join(
+        f"Paragraph {i}: the quick brown fox jumps over the lazy dog." for i in range(paragraphs)
+    )
     convo = Conversation((Message(Role.USER, text, (ImageAttachment(image),)),))
     settings = GenerationSettings(
-        thinking=True, max_tokens=args.tokens, presence_penalty=0.0, prefill_chunk=args.chunk, seed=0
+        thinking=True,
+        max_tokens=args.tokens,
+        presence_penalty=0.0,
+        prefill_chunk=args.chunk,
+        seed=0,
     )
-    sampling = settings.sampling()  # Qwen's thinking defaults: temperature 1.0, top-p 0.95, top-k 20
+    sampling = (
+        settings.sampling()
+    )  # Qwen's thinking defaults: temperature 1.0, top-p 0.95, top-k 20
     prompt = render_text(convo, loaded.apply_template, thinking=True, text_only=False)
     images = load_media(convo.attachments, MediaLimits()).images
 
@@ -69,8 +81,14 @@ def main() -> int:
         start = time.perf_counter()
         stamps, last = [], None
         for last in stream_generate(  # noqa: B007 - the last response carries the stats
-            loaded.model, loaded.processor, prompt, image=images, max_tokens=args.tokens,
-            temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k,
+            loaded.model,
+            loaded.processor,
+            prompt,
+            image=images,
+            max_tokens=args.tokens,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            top_k=sampling.top_k,
             prefill_step_size=args.chunk,
         ):
             stamps.append(time.perf_counter())
@@ -91,8 +109,10 @@ def main() -> int:
     for _ in range(args.rounds):
         rows["raw"].append(raw())
         rows["engine"].append(ours())
-    print(f"prompt tokens: {rows['raw'][0][2]} (raw) / {rows['engine'][0][2]} (engine); "
-          f"{args.tokens} decoded; {args.rounds} alternating rounds")
+    print(
+        f"prompt tokens: {rows['raw'][0][2]} (raw) / {rows['engine'][0][2]} (engine); "
+        f"{args.tokens} decoded; {args.rounds} alternating rounds"
+    )
     # Medians show the typical run; bests show the intrinsic cost when the shared machine is quiet.
     for label, pick in (("median", statistics.median), ("best", max)):
         med = {k: (pick(r[0] for r in v), pick(r[1] for r in v)) for k, v in rows.items()}

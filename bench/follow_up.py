@@ -37,8 +37,11 @@ def main() -> int:
     ap.add_argument("--chunk", type=int, default=512, help="prefill chunk (tokens)")
     ap.add_argument("--max-tokens", type=int, default=8)
     ap.add_argument("--model", type=Path, help="a model folder (default: build the tiny model)")
-    ap.add_argument("--quick", action="store_true",
-                    help="a tenth of the text: CI checks it runs and reuses (the TTFT target is not judged)")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="a tenth of the text: CI checks it runs and reuses (the TTFT target is not judged)",
+    )
     args = ap.parse_args()
     scale = 10 if args.quick else 1
 
@@ -61,13 +64,19 @@ def main() -> int:
     engine.load(model_dir)
     loaded = engine._loaded
     settings = GenerationSettings(
-        thinking=True, thinking_budget=4, max_tokens=args.max_tokens, temperature=0.0,
-        presence_penalty=0.0, prefill_chunk=args.chunk,
+        thinking=True,
+        thinking_budget=4,
+        max_tokens=args.max_tokens,
+        temperature=0.0,
+        presence_penalty=0.0,
+        prefill_chunk=args.chunk,
     )
     script = [
         Message(Role.USER, "Read this report and summarize it.\n" + filler(1100 // scale, 1)),
         Message(Role.USER, "Here is the second part of the report.\n" + filler(800 // scale, 2)),
-        Message(Role.USER, "This chart belongs to it. What does it show?", (ImageAttachment(image),)),
+        Message(
+            Role.USER, "This chart belongs to it. What does it show?", (ImageAttachment(image),)
+        ),
         Message(Role.USER, "And the appendix:\n" + filler(700 // scale, 3)),
         Message(Role.USER, "One more note: " + filler(120 // scale, 4)),
         Message(Role.USER, "Which section matters most?"),
@@ -81,7 +90,11 @@ def main() -> int:
     def run(convo):
         events = list(engine.generate(convo, settings))
         stats = next(e for e in events if isinstance(e, Stats))
-        out = [(type(e).__name__, e.text) for e in events if isinstance(e, (ThinkingDelta, AnswerDelta))]
+        out = [
+            (type(e).__name__, e.text)
+            for e in events
+            if isinstance(e, (ThinkingDelta, AnswerDelta))
+        ]
         return stats, out
 
     run(Conversation((Message(Role.USER, "warm up"),)))  # load kernels before timing
@@ -104,23 +117,41 @@ def main() -> int:
         new = len(ids) - (common_prefix(previous, ids) if previous else 0)
         same = warm_out == cold_out and warm.generated_tokens == cold.generated_tokens
         ratio = warm.ttft_s / cold.ttft_s
-        rows.append((n, len(ids), new, warm.prefilled_tokens, warm.reused_tokens, warm.ttft_s, cold.ttft_s, ratio, same))
-        print(f"{n:>4} {len(ids):>7} {new:>6} {warm.prefilled_tokens:>9} {warm.reused_tokens:>7} "
-              f"{warm.ttft_s:>12.3f} {cold.ttft_s:>11.3f} {ratio:>6.3f}  {'same' if same else 'DIFFERENT'}",
-              flush=True)
+        rows.append(
+            (
+                n,
+                len(ids),
+                new,
+                warm.prefilled_tokens,
+                warm.reused_tokens,
+                warm.ttft_s,
+                cold.ttft_s,
+                ratio,
+                same,
+            )
+        )
+        print(
+            f"{n:>4} {len(ids):>7} {new:>6} {warm.prefilled_tokens:>9} {warm.reused_tokens:>7} "
+            f"{warm.ttft_s:>12.3f} {cold.ttft_s:>11.3f} {ratio:>6.3f}  {'same' if same else 'DIFFERENT'}",
+            flush=True,
+        )
         previous = ids
-        convo = convo.with_message(Message(
-            Role.ASSISTANT,
-            "".join(t for k, t in warm_out if k == "AnswerDelta"),
-            thinking="".join(t for k, t in warm_out if k == "ThinkingDelta"),
-        ))
+        convo = convo.with_message(
+            Message(
+                Role.ASSISTANT,
+                "".join(t for k, t in warm_out if k == "AnswerDelta"),
+                thinking="".join(t for k, t in warm_out if k == "ThinkingDelta"),
+            )
+        )
 
     prefill_ok = all(r[3] <= r[2] + 16 for r in rows[1:])
     ttft_ok = rows[-1][7] <= 0.2
     same_ok = all(r[8] for r in rows)
     print(f"final prompt {rows[-1][1]} tokens over {len(rows)} turns (image in turn 3)")
     print(f"prefilled <= new + 16 after turn 1: {'met' if prefill_ok else 'NOT met'}")
-    print(f"last-turn TTFT reuse/cold = {rows[-1][7]:.3f} (target <= 0.2): {'met' if ttft_ok else 'NOT met'}")
+    print(
+        f"last-turn TTFT reuse/cold = {rows[-1][7]:.3f} (target <= 0.2): {'met' if ttft_ok else 'NOT met'}"
+    )
     print(f"reuse output == cold output on every turn: {'yes' if same_ok else 'NO'}")
     return 0 if prefill_ok and (ttft_ok or args.quick) and same_ok else 1
 

@@ -86,7 +86,9 @@ def one_run(app, chars: int) -> dict[str, float]:
     from app.paths import app_paths
     from app.window import MainWindow
 
-    window = MainWindow(app_paths(Path(tempfile.mkdtemp(prefix="long-message-"))), reload_last=False)
+    window = MainWindow(
+        app_paths(Path(tempfile.mkdtemp(prefix="long-message-"))), reload_last=False
+    )
     window.resize(1280, 860)
     window.show()
     chats = {}
@@ -103,20 +105,28 @@ def one_run(app, chars: int) -> dict[str, float]:
 
         def shown(cid=cid) -> bool:
             widgets = window.transcript.widgets
-            return window.chat.current_id == cid and len(widgets) == 2 and all(w.isVisible() for w in widgets)
+            return (
+                window.chat.current_id == cid
+                and len(widgets) == 2
+                and all(w.isVisible() for w in widgets)
+            )
 
         ms = worst_stall(app, lambda cid=cid: window.chat.open(cid), shown)
         out[label] = min(out.get(label, ms), ms)
     user, answer = window.transcript.widgets
     for label, widget in (("show all user", user), ("show all answer", answer)):
-        button = getattr(widget, "show_all_button", None)  # getattr: also measures a build from before it
+        button = getattr(
+            widget, "show_all_button", None
+        )  # getattr: also measures a build from before it
         if button is None:
             out[label] = 0.0
             continue
         out[label] = worst_stall(app, button.click, lambda b=button: not b.isVisible())
     full = getattr(user, "full_text", None)
     shown_answer = getattr(answer.answer, "shown_chars", len(answer.answer.markdown))
-    out["shown"] = float(len(full.toPlainText() if full is not None else user.text_label.text()) + shown_answer)
+    out["shown"] = float(
+        len(full.toPlainText() if full is not None else user.text_label.text()) + shown_answer
+    )
     window.close()
     return out
 
@@ -125,7 +135,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--chars", type=int, default=255_000, help="the long message's length")
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--quick", action="store_true", help="one run of a 40k message: CI checks it runs")
+    ap.add_argument(
+        "--quick", action="store_true", help="one run of a 40k message: CI checks it runs"
+    )
     args = ap.parse_args()
     if args.quick:
         args.chars, args.runs = 40_000, 1
@@ -139,10 +151,14 @@ def main() -> int:
     runs = [one_run(app, args.chars) for _ in range(args.runs)]
     med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     ratio = med["long"] / max(med["baseline"], 1.0)
-    print(f"a chat with a {args.chars:,}-character user message and answer vs one of {BASELINE_CHARS:,} "
-          f"(median of {args.runs} runs; worst event-loop stall)")
+    print(
+        f"a chat with a {args.chars:,}-character user message and answer vs one of {BASELINE_CHARS:,} "
+        f"(median of {args.runs} runs; worst event-loop stall)"
+    )
     print(f"  open the baseline chat         {med['baseline']:8.1f} ms")
-    print(f"  open the long chat             {med['long']:8.1f} ms   ratio {ratio:.2f}  (goal <= {GOAL_RATIO:g})")
+    print(
+        f"  open the long chat             {med['long']:8.1f} ms   ratio {ratio:.2f}  (goal <= {GOAL_RATIO:g})"
+    )
     print(f"  'Show all' on the user message {med['show all user']:8.1f} ms")
     print(f"  'Show all' on the answer       {med['show all answer']:8.1f} ms")
     print(f"  characters shown after 'Show all': {int(med['shown']):,} of {2 * args.chars:,}")

@@ -57,7 +57,9 @@ def prompt_inputs(loaded, convo, settings):
     """The prompt and token inputs the engine renders for a text-only ``convo``."""
     from engine_mlx.prompt import LoadedMedia, render_text
 
-    prompt = render_text(convo, loaded.apply_template, thinking=settings.thinking, text_only=not loaded.is_vision)
+    prompt = render_text(
+        convo, loaded.apply_template, thinking=settings.thinking, text_only=not loaded.is_vision
+    )
     return prompt, loaded.prepare(prompt, LoadedMedia())
 
 
@@ -84,15 +86,27 @@ def raw_peak(loaded, prompt: str, ids: list[int], args) -> tuple[int, list[int]]
     if loaded.is_vision:
         from mlx_vlm import stream_generate
 
-        for r in stream_generate(loaded.model, loaded.processor, prompt, max_tokens=args.max_tokens,
-                                 prefill_step_size=args.chunk, temperature=0.0):
+        for r in stream_generate(
+            loaded.model,
+            loaded.processor,
+            prompt,
+            max_tokens=args.max_tokens,
+            prefill_step_size=args.chunk,
+            temperature=0.0,
+        ):
             out.append(int(r.token))
     else:
         from mlx_lm import stream_generate
         from mlx_lm.sample_utils import make_sampler
 
-        for r in stream_generate(loaded.model, loaded.tokenizer, mx.array(ids), max_tokens=args.max_tokens,
-                                 prefill_step_size=args.chunk, sampler=make_sampler(temp=0.0)):
+        for r in stream_generate(
+            loaded.model,
+            loaded.tokenizer,
+            mx.array(ids),
+            max_tokens=args.max_tokens,
+            prefill_step_size=args.chunk,
+            sampler=make_sampler(temp=0.0),
+        ):
             out.append(int(r.token))
     return int(mx.get_peak_memory()), out
 
@@ -117,8 +131,13 @@ def peak_memory(model_dir: Path, args) -> None:
     engine.load(model_dir, context_tokens=args.tokens + 1024)
     loaded = engine._loaded
     kind = "vision (mlx-vlm)" if loaded.is_vision else "text-only (mlx-lm)"
-    settings = GenerationSettings(thinking=False, temperature=0.0, presence_penalty=0.0,
-                                  max_tokens=args.max_tokens, prefill_chunk=args.chunk)
+    settings = GenerationSettings(
+        thinking=False,
+        temperature=0.0,
+        presence_penalty=0.0,
+        max_tokens=args.max_tokens,
+        prefill_chunk=args.chunk,
+    )
     convo = long_conversation(loaded, settings, args.tokens)
     prompt, inputs = prompt_inputs(loaded, convo, settings)
     ids = inputs.ids
@@ -128,9 +147,13 @@ def peak_memory(model_dir: Path, args) -> None:
     from engine_mlx.conversation import Conversation
 
     kept, _ = engine_peak(engine, Conversation(convo.messages, id="bench-memory"), settings)
-    print(f"\n{kind}: {len(ids):,}-token prompt, prefill step {args.chunk}, up to {args.max_tokens} new tokens")
+    print(
+        f"\n{kind}: {len(ids):,}-token prompt, prefill step {args.chunk}, up to {args.max_tokens} new tokens"
+    )
     print(f"  raw library generation   peak {raw / MIB:8.1f} MiB")
-    print(f"  engine, no conversation  peak {cold / MIB:8.1f} MiB   ratio {cold / raw:.3f}  (goal <= 1.05)")
+    print(
+        f"  engine, no conversation  peak {cold / MIB:8.1f} MiB   ratio {cold / raw:.3f}  (goal <= 1.05)"
+    )
     print(f"  engine, with snapshot    peak {kept / MIB:8.1f} MiB   ratio {kept / raw:.3f}")
     engine.unload()
 
@@ -169,14 +192,20 @@ def cache_growth(model_dir: Path, args) -> None:
     here = machine_memory()  # on MLX's CPU backend a bf16 checkpoint computes in float32
     est_kv, est_state = kv_bytes_per_token(info, here), linear_state_bytes(info, here)
     kind = "vision (mlx-vlm)" if loaded.is_vision else "text-only (mlx-lm)"
-    print(f"\n{kind} cache, measured from growth between {n1} and {n2} tokens"
-          f" ({len(growing)} KV entries, {len(fixed)} fixed; keys/values in {_kv_dtype(cache, growing)},"
-          f" estimate at the checkpoint's {info.activation_dtype}"
-          f"{', float32 on the CPU backend' if here.cpu_backend else ''}):")
-    print(f"  KV bytes per token      measured {per_token:10.1f}   estimate {est_kv:10d}"
-          f"   ratio {per_token / est_kv:.3f}   (goal 0.9-1.1)")
-    print(f"  linear-attention state  measured {state:10d}   estimate {est_state:10d}"
-          f"   ratio {state / est_state:.3f}   (goal 0.9-1.1)")
+    print(
+        f"\n{kind} cache, measured from growth between {n1} and {n2} tokens"
+        f" ({len(growing)} KV entries, {len(fixed)} fixed; keys/values in {_kv_dtype(cache, growing)},"
+        f" estimate at the checkpoint's {info.activation_dtype}"
+        f"{', float32 on the CPU backend' if here.cpu_backend else ''}):"
+    )
+    print(
+        f"  KV bytes per token      measured {per_token:10.1f}   estimate {est_kv:10d}"
+        f"   ratio {per_token / est_kv:.3f}   (goal 0.9-1.1)"
+    )
+    print(
+        f"  linear-attention state  measured {state:10d}   estimate {est_state:10d}"
+        f"   ratio {state / est_state:.3f}   (goal 0.9-1.1)"
+    )
     engine.unload()
 
 
@@ -184,20 +213,34 @@ def _kv_dtype(cache, growing) -> str:
     """The dtype of the growing entries' arrays, as the cache holds them."""
     import mlx.core as mx
 
-    dtypes = {str(a.dtype).removeprefix("mlx.core.") for i in growing for a in cache[i].state
-              if isinstance(a, mx.array)}
+    dtypes = {
+        str(a.dtype).removeprefix("mlx.core.")
+        for i in growing
+        for a in cache[i].state
+        if isinstance(a, mx.array)
+    }
     return "/".join(sorted(dtypes)) or "?"
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--tokens", type=int, default=8192, help="prompt length for the peak comparison")
+    ap.add_argument(
+        "--tokens", type=int, default=8192, help="prompt length for the peak comparison"
+    )
     ap.add_argument("--chunk", type=int, default=512, help="prefill step size (both sides)")
     ap.add_argument("--max-tokens", type=int, default=8)
     ap.add_argument("--skip", choices=["vision", "text"], help="leave one model kind out")
-    ap.add_argument("--growth", type=int, default=1024,
-                    help="the cache is measured at this many tokens and twice as many (a multiple of 256)")
-    ap.add_argument("--quick", action="store_true", help="small sizes: CI checks it runs (figures not meaningful)")
+    ap.add_argument(
+        "--growth",
+        type=int,
+        default=1024,
+        help="the cache is measured at this many tokens and twice as many (a multiple of 256)",
+    )
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="small sizes: CI checks it runs (figures not meaningful)",
+    )
     args = ap.parse_args()
     if args.quick:
         args.tokens, args.growth = 1024, 256

@@ -40,7 +40,9 @@ def engine_case(engine, head: Path, settings, repeats: int) -> dict[str, float]:
     drafted = accepted = rounds = 0
     for _ in range(repeats):
         for mode in ("plain", "on", "auto"):
-            engine.use_mtp(MtpMode.OFF if mode == "plain" else MtpMode(mode), None if mode == "plain" else head)
+            engine.use_mtp(
+                MtpMode.OFF if mode == "plain" else MtpMode(mode), None if mode == "plain" else head
+            )
             stats = next(e for e in engine.generate(conversation, settings) if isinstance(e, Stats))
             tps[mode].append(stats.decode_tps)
             if mode == "on":
@@ -49,12 +51,19 @@ def engine_case(engine, head: Path, settings, repeats: int) -> dict[str, float]:
                 rounds += engine._loaded.speculation.last.counts.rounds
     engine.use_mtp(MtpMode.OFF)
     plain = statistics.median(tps["plain"])
-    return {"plain": plain, "on": statistics.median(tps["on"]), "auto": statistics.median(tps["auto"]),
-            "acceptance": accepted / max(drafted, 1), "per_round": (accepted + rounds) / max(rounds, 1),
-            "k": drafted / max(rounds, 1)}
+    return {
+        "plain": plain,
+        "on": statistics.median(tps["on"]),
+        "auto": statistics.median(tps["auto"]),
+        "acceptance": accepted / max(drafted, 1),
+        "per_round": (accepted + rounds) / max(rounds, 1),
+        "k": drafted / max(rounds, 1),
+    }
 
 
-def raw_case(model_dir: Path, head: Path, prompt: str, max_tokens: int, repeats: int) -> dict[str, float]:
+def raw_case(
+    model_dir: Path, head: Path, prompt: str, max_tokens: int, repeats: int
+) -> dict[str, float]:
     """The same head through mlx-vlm's own speculative generation (its drafter, its verify)."""
     import mlx.core as mx
     from mlx_vlm import load, stream_generate
@@ -66,12 +75,23 @@ def raw_case(model_dir: Path, head: Path, prompt: str, max_tokens: int, repeats:
     plain, spec = [], []
     kept = drafts = 0
     for _ in range(repeats):
-        for runs, extra in ((plain, {}), (spec, {"draft_model": drafter, "draft_kind": "mtp", "draft_block_size": 3})):
-            results = list(stream_generate(model, processor, prompt, max_tokens=max_tokens, temperature=0.0, **extra))
+        for runs, extra in (
+            (plain, {}),
+            (spec, {"draft_model": drafter, "draft_kind": "mtp", "draft_block_size": 3}),
+        ):
+            results = list(
+                stream_generate(
+                    model, processor, prompt, max_tokens=max_tokens, temperature=0.0, **extra
+                )
+            )
             runs.append(results[-1].generation_tps)
         kept += sum(drafter.accept_lens)
         drafts += sum(drafter.draft_lens)
-    return {"plain": statistics.median(plain), "mtp": statistics.median(spec), "acceptance": kept / max(drafts, 1)}
+    return {
+        "plain": statistics.median(plain),
+        "mtp": statistics.median(spec),
+        "acceptance": kept / max(drafts, 1),
+    }
 
 
 def paper_estimate(acceptance: float, k: int) -> float:
@@ -103,29 +123,43 @@ def main() -> int:
             model = build_tiny_model(root / kind, vision=vision)
             engine = Engine()
             engine.load(model, mtp=MtpMode.OFF)
-            trained = train_head(model, [PROMPT], tokens=max_tokens, steps=steps, out_dir=root / f"{kind}-trained")
+            trained = train_head(
+                model, [PROMPT], tokens=max_tokens, steps=steps, out_dir=root / f"{kind}-trained"
+            )
             random = write_head(model, new_head(model), root / f"{kind}-random")
-            print(f"{kind} tiny model: built and head trained in {time.perf_counter() - started:.0f} s")
+            print(
+                f"{kind} tiny model: built and head trained in {time.perf_counter() - started:.0f} s"
+            )
             for name, head in (("trained", trained), ("random", random)):
                 r = engine_case(engine, head, settings, repeats)
-                print(f"  engine, {kind}, {name} head: plain {r['plain']:.1f} tok/s, on {r['on']:.1f} tok/s "
-                      f"(ratio {r['on'] / r['plain']:.2f}x), auto {r['auto']:.1f} tok/s (ratio "
-                      f"{r['auto'] / r['plain']:.2f}x), acceptance {100 * r['acceptance']:.0f}%, "
-                      f"{r['per_round']:.2f} tokens per round")
+                print(
+                    f"  engine, {kind}, {name} head: plain {r['plain']:.1f} tok/s, on {r['on']:.1f} tok/s "
+                    f"(ratio {r['on'] / r['plain']:.2f}x), auto {r['auto']:.1f} tok/s (ratio "
+                    f"{r['auto'] / r['plain']:.2f}x), acceptance {100 * r['acceptance']:.0f}%, "
+                    f"{r['per_round']:.2f} tokens per round"
+                )
                 if name == "trained" and r["acceptance"] > best[0]:
                     best = (r["acceptance"], max(1, round(r["k"])))
             if vision:
-                prompt = render_text(Conversation((Message(Role.USER, PROMPT),)), engine._loaded.apply_template,
-                                     thinking=True, text_only=False)
+                prompt = render_text(
+                    Conversation((Message(Role.USER, PROMPT),)),
+                    engine._loaded.apply_template,
+                    thinking=True,
+                    text_only=False,
+                )
                 raw = raw_case(model, trained, prompt, max_tokens, repeats)
-                print(f"  raw mlx-vlm, {kind}, trained head: plain {raw['plain']:.1f} tok/s, drafter "
-                      f"{raw['mtp']:.1f} tok/s (ratio {raw['mtp'] / raw['plain']:.2f}x), acceptance "
-                      f"{100 * raw['acceptance']:.0f}%")
+                print(
+                    f"  raw mlx-vlm, {kind}, trained head: plain {raw['plain']:.1f} tok/s, drafter "
+                    f"{raw['mtp']:.1f} tok/s (ratio {raw['mtp'] / raw['plain']:.2f}x), acceptance "
+                    f"{100 * raw['acceptance']:.0f}%"
+                )
             engine.unload()
     for acceptance in (best[0], 0.75, 0.88):
         k = best[1]
-        print(f"397B on an M3 Ultra (paper estimate): acceptance {100 * acceptance:.0f}%, k {k}: "
-              f"{paper_estimate(acceptance, k):.2f}x")
+        print(
+            f"397B on an M3 Ultra (paper estimate): acceptance {100 * acceptance:.0f}%, k {k}: "
+            f"{paper_estimate(acceptance, k):.2f}x"
+        )
     return 0
 
 

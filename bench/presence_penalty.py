@@ -49,8 +49,10 @@ def main() -> int:
         mx.eval(logits, reply, seen)
         ours = per_step_us(lambda: processor(reply, mx.stop_gradient(logits)), steps)  # noqa: B023
         baseline = per_step_us(lambda: logits - 1.5 * seen, steps)  # noqa: B023
-        print(f"  reply {n:>6,} tokens: mlx-lm processor {ours:8.0f} us, seen vector {baseline:8.0f} us "
-              f"(ratio {ours / baseline:.2f}x)")
+        print(
+            f"  reply {n:>6,} tokens: mlx-lm processor {ours:8.0f} us, seen vector {baseline:8.0f} us "
+            f"(ratio {ours / baseline:.2f}x)"
+        )
     return 0
 
 

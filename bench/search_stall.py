@@ -20,8 +20,10 @@ from pathlib import Path
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa "
-         "quebec romeo sierra tango uniform victor whiskey xray yankee zulu model memory cache token").split()
+WORDS = (
+    "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa "
+    "quebec romeo sierra tango uniform victor whiskey xray yankee zulu model memory cache token"
+).split()
 
 
 def build(path: Path, messages: int) -> None:
@@ -95,7 +97,11 @@ def through_controller(chat, query: str) -> tuple[float, float, float, list]:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--messages", type=int, default=100_000)
-    ap.add_argument("--quick", action="store_true", help="small sizes: CI checks it runs (figures not meaningful)")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="small sizes: CI checks it runs (figures not meaningful)",
+    )
     args = ap.parse_args()
     if args.quick:
         args.messages = 2_000
@@ -116,9 +122,11 @@ def main() -> int:
         hits = store.search(query)
         sync_ms = (time.perf_counter() - t0) * 1000
         call_ms, worst_ms, total_ms, got = through_controller(chat, query)
-        print(f"{query!r:14} on the GUI thread before: {sync_ms:6.1f} ms ({len(hits)} hits) | now: call "
-              f"{call_ms:5.2f} ms, worst stall {worst_ms:5.1f} ms, hits after {total_ms:6.1f} ms "
-              f"({len(got)} hits)")
+        print(
+            f"{query!r:14} on the GUI thread before: {sync_ms:6.1f} ms ({len(hits)} hits) | now: call "
+            f"{call_ms:5.2f} ms, worst stall {worst_ms:5.1f} ms, hits after {total_ms:6.1f} ms "
+            f"({len(got)} hits)"
+        )
     store.close()
     app.processEvents()
     return 0

@@ -60,15 +60,20 @@ def main() -> int:
     allow = ConsentTable().with_server("files", Consent.ALLOW)
 
     def settings(text: str) -> GenerationSettings:
-        return GenerationSettings(thinking=False, max_tokens=200, temperature=0.0, forced=ForcedText(text))
+        return GenerationSettings(
+            thinking=False, max_tokens=200, temperature=0.0, forced=ForcedText(text)
+        )
 
     plain_s, tool_s, call_s, step2_prefill, step2_s = [], [], [], [], []
     result_tokens = 0
     try:
         for run in range(runs):
-            base = (Message(Role.USER, history), Message(Role.ASSISTANT, "Noted."),
-                    Message(Role.USER, "What do my notes say?"))
-            for kind in (("plain", "tool") if run % 2 == 0 else ("tool", "plain")):
+            base = (
+                Message(Role.USER, history),
+                Message(Role.ASSISTANT, "Noted."),
+                Message(Role.USER, "What do my notes say?"),
+            )
+            for kind in ("plain", "tool") if run % 2 == 0 else ("tool", "plain"):
                 # a warm start for both: the history's state is there (a conversation seen before, with
                 # its tools from the start for the tool chat: they are rendered at the top of the prompt)
                 convo = Conversation(base, id=f"{kind}-{run}")
@@ -83,8 +88,11 @@ def main() -> int:
                     continue
                 stats: list[Stats] = []
                 step_started = 0.0
-                for event in loop.run(convo, settings(ANSWER),
-                                      step_settings=lambda i: settings(CALL if i == 0 else ANSWER)):
+                for event in loop.run(
+                    convo,
+                    settings(ANSWER),
+                    step_settings=lambda i: settings(CALL if i == 0 else ANSWER),
+                ):
                     if isinstance(event, ToolCallFinished):
                         call_s.append(event.duration_s)
                         step_started = time.perf_counter()
@@ -100,11 +108,15 @@ def main() -> int:
     med = statistics.median
     print(f"tiny model, history of {words} words, {runs} runs each, medians")
     print(f"plain turn (answer only)            {med(plain_s) * 1000:8.1f} ms")
-    print(f"tool turn (call, result, answer)    {med(tool_s) * 1000:8.1f} ms   ratio {med(tool_s) / med(plain_s):.2f}")
+    print(
+        f"tool turn (call, result, answer)    {med(tool_s) * 1000:8.1f} ms   ratio {med(tool_s) / med(plain_s):.2f}"
+    )
     print(f"  the MCP call (Files, in-process)  {med(call_s) * 1000:8.1f} ms")
     print(f"  the step after the result         {med(step2_s) * 1000:8.1f} ms")
-    print(f"second step prefilled {med(step2_prefill):.0f} tokens for a result of {result_tokens} tokens "
-          f"(+{med(step2_prefill) - result_tokens:.0f}: the template's tokens around it)")
+    print(
+        f"second step prefilled {med(step2_prefill):.0f} tokens for a result of {result_tokens} tokens "
+        f"(+{med(step2_prefill) - result_tokens:.0f}: the template's tokens around it)"
+    )
     return 0
 
 

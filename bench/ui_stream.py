@@ -47,8 +47,10 @@ HEARTBEAT_MS = 5
 STALL_GOAL_MS = 50.0
 GROWTH_GOAL = 1.15
 
-PARAGRAPH = ("The write-ahead log lets readers continue while a writer appends, so the database stays "
-             "responsive; a checkpoint later folds the log back into the main file. ")
+PARAGRAPH = (
+    "The write-ahead log lets readers continue while a writer appends, so the database stays "
+    "responsive; a checkpoint later folds the log back into the main file. "
+)
 CODE = "```python\ndef checkpoint(db):\n    for page in db.wal_pages():\n        db.write(page)\n    return db\n```\n\n"
 LIST = "- readers never block writers\n- a crash leaves the log to replay\n- $O(n)$ work per $n$ pages\n\n"
 MATH = "The cost is $$\\sum_{i=1}^{n} c_i \\leq n \\cdot c_{max}$$\n\n"
@@ -63,7 +65,7 @@ def synthetic_tokens(count: int) -> list[str]:
         pieces.append(PARAGRAPH * 2 + "\n\n")
         pieces.append((CODE, LIST, MATH)[i % 3])
     text = "".join(pieces)
-    return [text[j:j + 4] for j in range(0, count * 4, 4)]
+    return [text[j : j + 4] for j in range(0, count * 4, 4)]
 
 
 class PacedEngine:
@@ -89,9 +91,19 @@ class PacedEngine:
             yield ThinkingDelta(text) if n < len(thinking) else AnswerDelta(text)
         elapsed = time.perf_counter() - start
         generated = len(thinking) + len(self.tokens)
-        yield Stats(prompt_tokens=total, reused_tokens=0, prefilled_tokens=total, generated_tokens=generated,
-                    thinking_tokens=len(thinking), answer_tokens=len(self.tokens), prefill_tps=0.0,
-                    decode_tps=generated / elapsed, ttft_s=0.05, total_s=elapsed, peak_memory_bytes=0)
+        yield Stats(
+            prompt_tokens=total,
+            reused_tokens=0,
+            prefilled_tokens=total,
+            generated_tokens=generated,
+            thinking_tokens=len(thinking),
+            answer_tokens=len(self.tokens),
+            prefill_tps=0.0,
+            decode_tps=generated / elapsed,
+            ttft_s=0.05,
+            total_s=elapsed,
+            peak_memory_bytes=0,
+        )
         yield Finished(FinishReason.STOP)
 
     def persist(self, conversation_id: str):
@@ -108,7 +120,9 @@ def seed_chat(store, count: int) -> str:
         if i % 2 == 0:
             store.add_message(cid, "user", f"Question {i}?")
         else:
-            store.add_message(cid, "assistant", PARAGRAPH + "\n\n" + CODE + LIST, thinking="Let me see. " * 20)
+            store.add_message(
+                cid, "assistant", PARAGRAPH + "\n\n" + CODE + LIST, thinking="Let me see. " * 20
+            )
     return cid
 
 
@@ -118,7 +132,9 @@ def one_run(app, args, run: int) -> dict:
     data = Path(tempfile.mkdtemp(prefix="ui-stream-"))
     window = MainWindow(app_paths(data), reload_last=False)
     tokens = synthetic_tokens(args.tokens)
-    window.engine._engine = PacedEngine(tokens, args.rate)  # the stand-in, behind the real engine client
+    window.engine._engine = PacedEngine(
+        tokens, args.rate
+    )  # the stand-in, behind the real engine client
     window.chat.model_loaded = True
     window.resize(1280, 860)
     window.show()
@@ -127,7 +143,9 @@ def one_run(app, args, run: int) -> dict:
     # As the app does after its window shows: pay one-time font/lexer costs, freeze start-up objects.
     answer_module.warm_up(window.colors.markdown, background=False)
     settle_gc()
-    window.chat.open(cid)  # then the user opens the long chat (its widgets are new objects for the GC)
+    window.chat.open(
+        cid
+    )  # then the user opens the long chat (its widgets are new objects for the GC)
     settle = QEventLoop()
     QTimer.singleShot(500, settle.quit)
     settle.exec()
@@ -175,7 +193,9 @@ def one_run(app, args, run: int) -> dict:
     heartbeat.setInterval(HEARTBEAT_MS)
     heartbeat.timeout.connect(beat)
     done = QEventLoop()
-    window.chat.busyChanged.connect(lambda busy: None if busy else QTimer.singleShot(200, done.quit))
+    window.chat.busyChanged.connect(
+        lambda busy: None if busy else QTimer.singleShot(200, done.quit)
+    )
     t_start = time.perf_counter()
     heartbeat.start()
     window.composer.edit.setPlainText("Explain the write-ahead log in depth.")
@@ -192,11 +212,15 @@ def one_run(app, args, run: int) -> dict:
     stalls = sorted(max(0.0, g) for g in gaps)
     buckets = [per_k.get(k, 0.0) * 1000 for k in range(args.tokens // 1000)]
     return {
-        "run": run, "elapsed": elapsed, "tokens": received[0], "chars": len(stored.text),
+        "run": run,
+        "elapsed": elapsed,
+        "tokens": received[0],
+        "chars": len(stored.text),
         "worst": stalls[-1] if stalls else 0.0,
         "p99": stalls[int(0.99 * (len(stalls) - 1))] if stalls else 0.0,
         "median": statistics.median(stalls) if stalls else 0.0,
-        "buckets": buckets, "big": big,
+        "buckets": buckets,
+        "big": big,
         "full_gc": [ms for generation, ms in collections if generation == 2],
     }
 
@@ -206,10 +230,15 @@ def main() -> int:
     parser.add_argument("--tokens", type=int, default=20_000)
     parser.add_argument("--rate", type=float, default=200.0, help="tokens per second")
     parser.add_argument("--history", type=int, default=300, help="messages already in the chat")
-    parser.add_argument("--runs", type=int, default=5, help="consecutive runs; every one must meet the goals")
+    parser.add_argument(
+        "--runs", type=int, default=5, help="consecutive runs; every one must meet the goals"
+    )
     parser.add_argument("--verbose", action="store_true", help="list every stall over 30 ms")
-    parser.add_argument("--quick", action="store_true",
-                        help="3k tokens fast into a short chat, once: CI checks it runs (the goals are not judged)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="3k tokens fast into a short chat, once: CI checks it runs (the goals are not judged)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.tokens, args.rate, args.history, args.runs = 3_000, 2_000.0, 20, 1
@@ -226,21 +255,42 @@ def main() -> int:
         growth = last / first if first else float("inf")
         passed = r["worst"] < STALL_GOAL_MS and growth <= GROWTH_GOAL
         ok &= passed
-        print(f"run {run}: {r['tokens']:,} answer tokens at {args.rate:g} tok/s into a chat of {args.history} "
-              f"messages in {r['elapsed']:.1f} s ({r['chars']:,} characters)")
-        print(f"  event-loop stall: worst {r['worst']:.1f} ms, p99 {r['p99']:.1f} ms, median {r['median']:.1f} ms "
-              f"(goal < {STALL_GOAL_MS:.0f} ms)")
-        print(f"  render time per 1k tokens (median of 3 buckets): first {first:.1f} ms, last {last:.1f} ms, ×{growth:.2f} "
-              f"(goal ≤ ×{GROWTH_GOAL}); all: {', '.join(f'{x:.0f}' for x in b)}")
+        print(
+            f"run {run}: {r['tokens']:,} answer tokens at {args.rate:g} tok/s into a chat of {args.history} "
+            f"messages in {r['elapsed']:.1f} s ({r['chars']:,} characters)"
+        )
+        print(
+            f"  event-loop stall: worst {r['worst']:.1f} ms, p99 {r['p99']:.1f} ms, median {r['median']:.1f} ms "
+            f"(goal < {STALL_GOAL_MS:.0f} ms)"
+        )
+        print(
+            f"  render time per 1k tokens (median of 3 buckets): first {first:.1f} ms, last {last:.1f} ms, ×{growth:.2f} "
+            f"(goal ≤ ×{GROWTH_GOAL}); all: {', '.join(f'{x:.0f}' for x in b)}"
+        )
         full = r["full_gc"]
-        print(f"  full GC passes while streaming: {len(full)}"
-              + (f", longest {max(full):.1f} ms, median {statistics.median(full):.1f} ms" if full else ""))
+        print(
+            f"  full GC passes while streaming: {len(full)}"
+            + (
+                f", longest {max(full):.1f} ms, median {statistics.median(full):.1f} ms"
+                if full
+                else ""
+            )
+        )
         if args.verbose and r["big"]:
-            print("  stalls over 30 ms (s, answer tokens, ms):",
-                  ", ".join(f"({t:.1f}, {n}, {g:.0f})" for t, n, g in r["big"]))
+            print(
+                "  stalls over 30 ms (s, answer tokens, ms):",
+                ", ".join(f"({t:.1f}, {n}, {g:.0f})" for t, n, g in r["big"]),
+            )
         print(f"  {'PASS' if passed else 'FAIL'}")
-    print("PASS" if ok else "FAIL", f"({args.runs} consecutive runs)"
-          + (" - not judged with --quick: too short and too fast to mean anything" if args.quick else ""))
+    print(
+        "PASS" if ok else "FAIL",
+        f"({args.runs} consecutive runs)"
+        + (
+            " - not judged with --quick: too short and too fast to mean anything"
+            if args.quick
+            else ""
+        ),
+    )
     return 0 if ok or args.quick else 1
 
 

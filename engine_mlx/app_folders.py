@@ -31,7 +31,9 @@ def app_model_folders(data: Path | None = None) -> list[Path]:
         try:
             db = sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True, timeout=2.0)
             try:
-                row = db.execute("SELECT value FROM preferences WHERE key=?", (FOLDERS_PREF,)).fetchone()
+                row = db.execute(
+                    "SELECT value FROM preferences WHERE key=?", (FOLDERS_PREF,)
+                ).fetchone()
             finally:
                 db.close()
         except sqlite3.Error:

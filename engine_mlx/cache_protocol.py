@@ -89,7 +89,9 @@ def encode_cache(cache: list[Any]) -> tuple[list[dict], dict[str, Any]]:
     for i, entry in enumerate(cache):
         cls = type(entry)
         if cls.__module__ not in CACHE_MODULES:
-            raise TypeError(f"cannot save a cache entry of type {cls.__module__}.{cls.__qualname__}")
+            raise TypeError(
+                f"cannot save a cache entry of type {cls.__module__}.{cls.__qualname__}"
+            )
         spec = {
             "module": cls.__module__,
             "class": cls.__qualname__,
@@ -186,7 +188,7 @@ def _encode(value: Any, name: str, arrays: dict[str, Any]) -> Any:
 def _decode(spec: Any, arrays: dict[str, Any]) -> Any:
     if not isinstance(spec, dict) or len(spec) != 1:
         raise ValueError("bad cache layout")
-    (kind, value), = spec.items()
+    ((kind, value),) = spec.items()
     if kind == "array":
         if value not in arrays:
             raise ValueError(f"missing array {value}")

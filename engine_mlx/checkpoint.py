@@ -91,7 +91,9 @@ class ModelInfo:
     activation_dtype: str = "bfloat16"
     quant_mode: str | None = None  # "affine", "mxfp4", "nvfp4", "mxfp8"
     quant_bits_range: tuple[int, int] | None = None  # fewest and most bits over quantized layers
-    weight_dtype: str | None = None  # the floating dtype of most weight bytes: "bfloat16", "float32"...
+    weight_dtype: str | None = (
+        None  # the floating dtype of most weight bytes: "bfloat16", "float32"...
+    )
     # In a quantized checkpoint, the dtype of language-model linear layers left unquantized (if any).
     unquantized_linear_dtype: str | None = None
     # Bytes of bfloat16/float16 tensors (weights, quantization scales and biases): MLX's CPU backend
@@ -449,7 +451,9 @@ def _bits_range(quant: dict[str, Any]) -> tuple[int, int] | None:
     if not isinstance(quant.get("bits"), int):
         return None
     bits = [quant["bits"]]
-    bits += [v["bits"] for v in quant.values() if isinstance(v, dict) and isinstance(v.get("bits"), int)]
+    bits += [
+        v["bits"] for v in quant.values() if isinstance(v, dict) and isinstance(v.get("bits"), int)
+    ]
     return min(bits), max(bits)
 
 
@@ -524,10 +528,14 @@ def _packing_problem(tables: dict[str, list[_Tensor]]) -> str | None:
         if base == name or f"{base}.weight" not in shapes or not scales:
             continue
         weight, rel = shapes[f"{base}.weight"]
-        fits = len(weight) == len(scales) and weight[:-1] == scales[:-1] and any(
-            weight[-1] * 32 == scales[-1] * group * bits
-            for bits in _PACKED_BITS
-            for group in _GROUP_SIZES
+        fits = (
+            len(weight) == len(scales)
+            and weight[:-1] == scales[:-1]
+            and any(
+                weight[-1] * 32 == scales[-1] * group * bits
+                for bits in _PACKED_BITS
+                for group in _GROUP_SIZES
+            )
         )
         if not fits:
             return (
@@ -561,7 +569,9 @@ def _int(folder: Path, section: dict[str, Any], key: str, default: int | None = 
     return value
 
 
-def _activation_dtype(tensors: Iterable[_Tensor], config: dict[str, Any], text: dict[str, Any]) -> str:
+def _activation_dtype(
+    tensors: Iterable[_Tensor], config: dict[str, Any], text: dict[str, Any]
+) -> str:
     """The dtype the language model computes in, which its KV cache and conv state take.
 
     MLX promotes mixed operands (bfloat16 with float32, or bfloat16 with float16, gives float32), so
@@ -617,7 +627,9 @@ def inspect_checkpoint(path: Path | str, *, check_tensors: bool = True) -> Model
     folder = Path(path).expanduser()
     if not folder.is_dir():
         what = "does not exist" if not folder.exists() else "is not a folder"
-        raise CheckpointError(folder, f"{what}; choose the model's folder (the one with config.json)")
+        raise CheckpointError(
+            folder, f"{what}; choose the model's folder (the one with config.json)"
+        )
     check_folder_safety(folder)
     config = _load_config(folder)
 
@@ -637,7 +649,9 @@ def inspect_checkpoint(path: Path | str, *, check_tensors: bool = True) -> Model
     shards = _weight_shards(folder, containment_root(folder))
     tables = {rel: _read_safetensors_header(folder, shard, rel) for rel, shard in shards}
     tensors = [t for table in tables.values() for t in table]
-    for stray in sorted(folder.glob("*.safetensors")):  # mlx-lm loads model*.safetensors, index or not
+    for stray in sorted(
+        folder.glob("*.safetensors")
+    ):  # mlx-lm loads model*.safetensors, index or not
         if stray.name not in tables and stray.name.startswith("model"):
             tables[stray.name] = _read_safetensors_header(folder, stray)
     index = folder / SAFETENSORS_INDEX
@@ -779,8 +793,10 @@ def discover_models(
     callers filter on ``.ok``. Nothing here touches the network.
     """
     if inspect is None:
+
         def inspect(folder: Path) -> ModelInfo:
             return inspect_checkpoint(folder, check_tensors=check_tensors)
+
     search = list(default_search_roots() if roots is None else roots)
     search += [SearchRoot(Path(d).expanduser(), SourceKind.USER) for d in extra_dirs]
     found: list[DiscoveredModel] = []

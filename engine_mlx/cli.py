@@ -60,51 +60,95 @@ def _parser() -> argparse.ArgumentParser:
 
     tiny = sub.add_parser("tiny", help="build the tiny random-weight Qwen3.5 model in DIR")
     tiny.add_argument("dir", type=Path)
-    tiny.add_argument("--text-only", action="store_true", help="a text-only conversion (no vision tower)")
     tiny.add_argument(
-        "--release", action="store_true", help="the unconverted HF-layout release (bf16, real vocabulary)"
+        "--text-only", action="store_true", help="a text-only conversion (no vision tower)"
     )
-    tiny.add_argument("--mtp", action="store_true",
-                      help="with an MTP head (in DIR/mtp) trained on the model's replies to a few first messages")
+    tiny.add_argument(
+        "--release",
+        action="store_true",
+        help="the unconverted HF-layout release (bf16, real vocabulary)",
+    )
+    tiny.add_argument(
+        "--mtp",
+        action="store_true",
+        help="with an MTP head (in DIR/mtp) trained on the model's replies to a few first messages",
+    )
 
-    models = sub.add_parser("models", help="list Qwen3.5 models found on this machine, with their fit")
-    models.add_argument("--dir", dest="dirs", action="append", type=Path, default=[], help="also search here")
-    models.add_argument("--context", type=int, default=DEFAULT_CONTEXT_TOKENS,
-                        help="context tokens for the fit estimate")
+    models = sub.add_parser(
+        "models", help="list Qwen3.5 models found on this machine, with their fit"
+    )
+    models.add_argument(
+        "--dir", dest="dirs", action="append", type=Path, default=[], help="also search here"
+    )
+    models.add_argument(
+        "--context",
+        type=int,
+        default=DEFAULT_CONTEXT_TOKENS,
+        help="context tokens for the fit estimate",
+    )
     models.add_argument("--json", action="store_true")
-    models.add_argument("--all", action="store_true", help="also list folders of other model families")
+    models.add_argument(
+        "--all", action="store_true", help="also list folders of other model families"
+    )
 
     chat = sub.add_parser(
-        "chat", help="chat with a model (one answer with PROMPT, else interactive: a line reading "
-                     f"{CONTINUE_COMMAND} carries on the last answer where the token limit cut it)")
+        "chat",
+        help="chat with a model (one answer with PROMPT, else interactive: a line reading "
+        f"{CONTINUE_COMMAND} carries on the last answer where the token limit cut it)",
+    )
     chat.add_argument("--model", required=True, type=Path)
     chat.add_argument("--image", action="append", type=Path, default=[])
     chat.add_argument("--pdf", type=Path)
     chat.add_argument("--pages", help="PDF page range, e.g. 2-5 (default: all)")
     chat.add_argument("--video", type=Path)
-    chat.add_argument("--file", action="append", type=Path, default=[],
-                      help="a text or code file, given to the model as a fenced block (repeatable)")
-    chat.add_argument("--fps", type=float, default=DEFAULT_VIDEO_FPS,
-                      help=f"video sampling rate (default {DEFAULT_VIDEO_FPS:g}, at most {MAX_VIDEO_FPS:g})")
+    chat.add_argument(
+        "--file",
+        action="append",
+        type=Path,
+        default=[],
+        help="a text or code file, given to the model as a fenced block (repeatable)",
+    )
+    chat.add_argument(
+        "--fps",
+        type=float,
+        default=DEFAULT_VIDEO_FPS,
+        help=f"video sampling rate (default {DEFAULT_VIDEO_FPS:g}, at most {MAX_VIDEO_FPS:g})",
+    )
     chat.add_argument("--no-think", action="store_true", help="answer without thinking")
     chat.add_argument("--thinking-budget", type=int)
     chat.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS)
     chat.add_argument("--temperature", type=float)
-    chat.add_argument("--top-p", type=float, help="nucleus sampling (default: Qwen's for the thinking mode)")
-    chat.add_argument("--top-k", type=int, help="sample from the k most likely tokens (default: Qwen's)")
-    chat.add_argument("--presence-penalty", type=float,
-                      help="subtract this from every token already in the reply (default: Qwen's 1.5)")
+    chat.add_argument(
+        "--top-p", type=float, help="nucleus sampling (default: Qwen's for the thinking mode)"
+    )
+    chat.add_argument(
+        "--top-k", type=int, help="sample from the k most likely tokens (default: Qwen's)"
+    )
+    chat.add_argument(
+        "--presence-penalty",
+        type=float,
+        help="subtract this from every token already in the reply (default: Qwen's 1.5)",
+    )
     chat.add_argument("--seed", type=int)
     chat.add_argument("--system", default="", help="system prompt")
     chat.add_argument("--context", type=int, default=DEFAULT_CONTEXT_TOKENS)
     chat.add_argument("--force", action="store_true", help="load even if the model does not fit")
     chat.add_argument("--json", action="store_true", help="one JSON event per line on stdout")
     chat.add_argument("--mcp-config", type=Path, help="tools: the MCP servers of this mcp.json")
-    chat.add_argument("--files", dest="files_roots", action="append", type=Path, default=[],
-                      help="tools: the built-in Files tool, reading only this folder (repeatable)")
-    chat.add_argument("--allow-tools", metavar="all|NAME,...",
-                      help="tools run without asking (SERVER, TOOL or SERVER/TOOL); a scripted chat "
-                           "denies the rest, an interactive one asks")
+    chat.add_argument(
+        "--files",
+        dest="files_roots",
+        action="append",
+        type=Path,
+        default=[],
+        help="tools: the built-in Files tool, reading only this folder (repeatable)",
+    )
+    chat.add_argument(
+        "--allow-tools",
+        metavar="all|NAME,...",
+        help="tools run without asking (SERVER, TOOL or SERVER/TOOL); a scripted chat "
+        "denies the rest, an interactive one asks",
+    )
     _parallel_option(chat)
     _mtp_options(chat)
     chat.add_argument("prompt", nargs="?")
@@ -113,91 +157,181 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="serve a model on a local OpenAI-compatible API")
     serve.add_argument("--model", required=True, type=Path)
-    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}; 0 = any free port")
-    serve.add_argument("--host", default=DEFAULT_HOST,
-                       help="address to listen on (default 127.0.0.1: this computer only); anything else "
-                            "lets other machines in and needs --api-key")
-    serve.add_argument("--allow-host", dest="allow_hosts", action="append", default=[], metavar="NAME",
-                       help="a name clients reach this server by beyond loopback, e.g. studio.local (repeatable)")
-    serve.add_argument("--tls-cert", type=Path, help="serve HTTPS with this certificate (PEM); needs --tls-key")
+    serve.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}; 0 = any free port"
+    )
+    serve.add_argument(
+        "--host",
+        default=DEFAULT_HOST,
+        help="address to listen on (default 127.0.0.1: this computer only); anything else "
+        "lets other machines in and needs --api-key",
+    )
+    serve.add_argument(
+        "--allow-host",
+        dest="allow_hosts",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a name clients reach this server by beyond loopback, e.g. studio.local (repeatable)",
+    )
+    serve.add_argument(
+        "--tls-cert", type=Path, help="serve HTTPS with this certificate (PEM); needs --tls-key"
+    )
     serve.add_argument("--tls-key", type=Path, help="the certificate's private key (PEM)")
     serve.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on every request")
-    serve.add_argument("--allow-origin", dest="origins", action="append", default=[],
-                       help="a browser origin (e.g. http://localhost:3000) allowed to call the API")
-    serve.add_argument("--context", type=int, default=DEFAULT_CONTEXT_TOKENS,
-                       help=f"context tokens (prompt + reply) a request may use (default {DEFAULT_CONTEXT_TOKENS}); "
-                            "a longer prompt gets 400 context_length_exceeded")
-    serve.add_argument("--thinking", nargs="+", default=["on"], metavar="on|off|budget N",
-                       help="thinking for requests that do not say: on (default), off, or budget N "
-                            "(on, closed after N thinking tokens)")
-    serve.add_argument("--reasoning-alias", action="store_true",
-                       help="also send the reasoning as 'reasoning' beside 'reasoning_content'")
-    serve.add_argument("--keepalive", type=float, default=DEFAULT_KEEPALIVE_S, metavar="SECONDS",
-                       help=f"stream an SSE comment after this long without a byte (default {DEFAULT_KEEPALIVE_S:g})")
+    serve.add_argument(
+        "--allow-origin",
+        dest="origins",
+        action="append",
+        default=[],
+        help="a browser origin (e.g. http://localhost:3000) allowed to call the API",
+    )
+    serve.add_argument(
+        "--context",
+        type=int,
+        default=DEFAULT_CONTEXT_TOKENS,
+        help=f"context tokens (prompt + reply) a request may use (default {DEFAULT_CONTEXT_TOKENS}); "
+        "a longer prompt gets 400 context_length_exceeded",
+    )
+    serve.add_argument(
+        "--thinking",
+        nargs="+",
+        default=["on"],
+        metavar="on|off|budget N",
+        help="thinking for requests that do not say: on (default), off, or budget N "
+        "(on, closed after N thinking tokens)",
+    )
+    serve.add_argument(
+        "--reasoning-alias",
+        action="store_true",
+        help="also send the reasoning as 'reasoning' beside 'reasoning_content'",
+    )
+    serve.add_argument(
+        "--keepalive",
+        type=float,
+        default=DEFAULT_KEEPALIVE_S,
+        metavar="SECONDS",
+        help=f"stream an SSE comment after this long without a byte (default {DEFAULT_KEEPALIVE_S:g})",
+    )
     serve.add_argument("--force", action="store_true", help="load even if the model does not fit")
     _parallel_option(serve)
     _cluster_parser(sub)
     _mtp_options(serve)
-    dl = sub.add_parser("download", help="download a model repo into the Hugging Face cache (resumable)")
+    dl = sub.add_parser(
+        "download", help="download a model repo into the Hugging Face cache (resumable)"
+    )
     dl.add_argument("repo", help="e.g. mlx-community/Qwen3.5-397B-A17B-4bit")
     dl.add_argument("--revision", default="main")
     dl.add_argument("--json", action="store_true", help="progress as one JSON event per line")
 
-    av = sub.add_parser("add-vision", help="add the vision tower (and MTP head) to a text-only model")
-    av.add_argument("--model", required=True, type=Path, help="the text-only model folder (left untouched)")
-    av.add_argument("--from", dest="source", help="the original release, e.g. Qwen/Qwen3.5-397B-A17B")
+    av = sub.add_parser(
+        "add-vision", help="add the vision tower (and MTP head) to a text-only model"
+    )
+    av.add_argument(
+        "--model", required=True, type=Path, help="the text-only model folder (left untouched)"
+    )
+    av.add_argument(
+        "--from", dest="source", help="the original release, e.g. Qwen/Qwen3.5-397B-A17B"
+    )
     av.add_argument("--revision", default="main")
-    av.add_argument("--mtp", action="store_true", help="also the multi-token-prediction head (as ./mtp)")
-    av.add_argument("--output", type=Path, help="the new model folder (default: beside the model, -vision)")
-    av.add_argument("--in-place", action="store_true", help="graft into the model folder itself (swapped in at the end)")
+    av.add_argument(
+        "--mtp", action="store_true", help="also the multi-token-prediction head (as ./mtp)"
+    )
+    av.add_argument(
+        "--output", type=Path, help="the new model folder (default: beside the model, -vision)"
+    )
+    av.add_argument(
+        "--in-place",
+        action="store_true",
+        help="graft into the model folder itself (swapped in at the end)",
+    )
     av.add_argument("--json", action="store_true", help="progress as one JSON event per line")
 
-    boxes = sub.add_parser("boxes", help="the boxes and points an answer names on an image, in pixels")
+    boxes = sub.add_parser(
+        "boxes", help="the boxes and points an answer names on an image, in pixels"
+    )
     boxes.add_argument("--image", required=True, type=Path, help="the image the answer is about")
     answer = boxes.add_mutually_exclusive_group(required=True)
     answer.add_argument("--answer", help="the answer's text")
     answer.add_argument("--answer-file", type=Path, help="a file holding the answer's text")
-    boxes.add_argument("--draw", type=Path, help="write a copy of the image with the shapes drawn (PNG)")
-    boxes.add_argument("--json", action="store_true", help="a JSON list of {label, kind, pixels, relative}")
+    boxes.add_argument(
+        "--draw", type=Path, help="write a copy of the image with the shapes drawn (PNG)"
+    )
+    boxes.add_argument(
+        "--json", action="store_true", help="a JSON list of {label, kind, pixels, relative}"
+    )
 
     mcp = sub.add_parser("mcp", help="MCP tool servers: list their tools, call one")
     mcp_sub = mcp.add_subparsers(dest="mcp_command", required=True)
-    for name, text in (("list", "each enabled server's tools"), ("call", "run one tool and print its result")):
+    for name, text in (
+        ("list", "each enabled server's tools"),
+        ("call", "run one tool and print its result"),
+    ):
         cmd = mcp_sub.add_parser(name, help=text)
-        cmd.add_argument("--config", type=Path, help="an mcp.json (default: the one in QwenDesk's data folder)")
-        cmd.add_argument("--files", dest="files_roots", action="append", type=Path, default=[],
-                         help="also offer the built-in Files tool, reading only this folder (repeatable)")
+        cmd.add_argument(
+            "--config", type=Path, help="an mcp.json (default: the one in QwenDesk's data folder)"
+        )
+        cmd.add_argument(
+            "--files",
+            dest="files_roots",
+            action="append",
+            type=Path,
+            default=[],
+            help="also offer the built-in Files tool, reading only this folder (repeatable)",
+        )
         cmd.add_argument("--json", action="store_true")
         if name == "call":
             cmd.add_argument("server")
             cmd.add_argument("tool")
             cmd.add_argument("--args", default="{}", help="the tool's arguments as a JSON object")
-            cmd.add_argument("--timeout", type=float, help="seconds (default: the server's, else 60)")
+            cmd.add_argument(
+                "--timeout", type=float, help="seconds (default: the server's, else 60)"
+            )
     return p
 
 
 def _cluster_parser(sub) -> None:
     from engine_mlx.distributed.setup import DEFAULT_RESTARTS
 
-    cluster = sub.add_parser("cluster", help="one model over several Macs: check the hosts, launch the group")
+    cluster = sub.add_parser(
+        "cluster", help="one model over several Macs: check the hosts, launch the group"
+    )
     commands = cluster.add_subparsers(dest="cluster_command", required=True)
-    check = commands.add_parser("check", help="every host reachable, same QwenDesk, same model files, fits")
+    check = commands.add_parser(
+        "check", help="every host reachable, same QwenDesk, same model files, fits"
+    )
     check.add_argument("--hostfile", required=True, type=Path, help="an mlx.launch hostfile (JSON)")
-    check.add_argument("--model", required=True, type=Path, help="the model folder, at this path on every host")
+    check.add_argument(
+        "--model", required=True, type=Path, help="the model folder, at this path on every host"
+    )
     check.add_argument("--context", type=int, default=DEFAULT_CONTEXT_TOKENS)
     probe = commands.add_parser("probe", help="this host's report for 'cluster check' (JSON)")
     probe.add_argument("--model", required=True, type=Path)
     probe.add_argument("--ranks", type=int, required=True, help="how many hosts share the model")
     probe.add_argument("--context", type=int, default=DEFAULT_CONTEXT_TOKENS)
-    launch = commands.add_parser("launch", help="serve the model from every host of the hostfile (mlx.launch); "
-                                                "prints the base URL")
+    launch = commands.add_parser(
+        "launch",
+        help="serve the model from every host of the hostfile (mlx.launch); prints the base URL",
+    )
     launch.add_argument("--hostfile", required=True, type=Path)
     launch.add_argument("--model", required=True, type=Path)
     launch.add_argument("--parallel", choices=("pipeline", "tensor"), default="pipeline")
-    launch.add_argument("--restarts", type=int, default=DEFAULT_RESTARTS,
-                        help="start the group again this many times if a rank dies")
-    launch.add_argument("--starting-port", type=int, help="the ring backend's first port (mlx.launch's default otherwise)")
-    launch.add_argument("serve_args", nargs=argparse.REMAINDER, help="after --: options for serve (--port, --host, ...)")
+    launch.add_argument(
+        "--restarts",
+        type=int,
+        default=DEFAULT_RESTARTS,
+        help="start the group again this many times if a rank dies",
+    )
+    launch.add_argument(
+        "--starting-port",
+        type=int,
+        help="the ring backend's first port (mlx.launch's default otherwise)",
+    )
+    launch.add_argument(
+        "serve_args",
+        nargs=argparse.REMAINDER,
+        help="after --: options for serve (--port, --host, ...)",
+    )
 
 
 def _cluster(args) -> int:
@@ -214,19 +348,29 @@ def _cluster(args) -> int:
             print("The cluster is ready.")
         return EXIT_ERROR if problems else 0
     serve_args = args.serve_args[1:] if args.serve_args[:1] == ["--"] else args.serve_args
-    return setup.launch(args.hostfile, args.model, args.parallel, serve_args, args.restarts, args.starting_port)
+    return setup.launch(
+        args.hostfile, args.model, args.parallel, serve_args, args.restarts, args.starting_port
+    )
 
 
 def _parallel_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--parallel", choices=("pipeline", "tensor"),
-                        help="split the model over the Macs of a cluster (run on every rank by "
-                             "'cluster launch' or mlx.launch): pipeline = layers in turn, tensor = "
-                             "every layer at once")
+    parser.add_argument(
+        "--parallel",
+        choices=("pipeline", "tensor"),
+        help="split the model over the Macs of a cluster (run on every rank by "
+        "'cluster launch' or mlx.launch): pipeline = layers in turn, tensor = "
+        "every layer at once",
+    )
     from engine_mlx.distributed.ranks import DEFAULT_RANK_TIMEOUT_S
 
-    parser.add_argument("--rank-timeout", type=float, default=DEFAULT_RANK_TIMEOUT_S, metavar="SECONDS",
-                        help="with --parallel: rank 0 ends the group when the others have not answered a "
-                             f"model call for this long (default {DEFAULT_RANK_TIMEOUT_S:g})")
+    parser.add_argument(
+        "--rank-timeout",
+        type=float,
+        default=DEFAULT_RANK_TIMEOUT_S,
+        metavar="SECONDS",
+        help="with --parallel: rank 0 ends the group when the others have not answered a "
+        f"model call for this long (default {DEFAULT_RANK_TIMEOUT_S:g})",
+    )
 
 
 def _join(args):
@@ -278,10 +422,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except OSError as exc:  # a full disk, a permission problem: say which file
-        return _fail(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "), getattr(args, "json", False))
+        return _fail(
+            f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "),
+            getattr(args, "json", False),
+        )
     except Exception as exc:  # noqa: BLE001 - one line for the user, the traceback only with -v logging
         logging.getLogger(__name__).debug("unexpected failure", exc_info=True)
-        return _fail(f"unexpected failure: {type(exc).__name__}: {exc}", getattr(args, "json", False))
+        return _fail(
+            f"unexpected failure: {type(exc).__name__}: {exc}", getattr(args, "json", False)
+        )
 
 
 def _hub(args) -> int:
@@ -295,11 +444,19 @@ def _hub(args) -> int:
 
 
 def _mtp_options(cmd: argparse.ArgumentParser) -> None:
-    cmd.add_argument("--mtp", choices=[m.value for m in MtpMode], default=MtpMode.AUTO.value,
-                     help="speculative decoding with the model's MTP head: auto (default: drafts while it "
-                          "pays), on (always), off")
-    cmd.add_argument("--mtp-from", type=Path, metavar="DIR",
-                     help="an MTP drafter folder (mlx-vlm's split layout) to draft with instead of the model's own")
+    cmd.add_argument(
+        "--mtp",
+        choices=[m.value for m in MtpMode],
+        default=MtpMode.AUTO.value,
+        help="speculative decoding with the model's MTP head: auto (default: drafts while it "
+        "pays), on (always), off",
+    )
+    cmd.add_argument(
+        "--mtp-from",
+        type=Path,
+        metavar="DIR",
+        help="an MTP drafter folder (mlx-vlm's split layout) to draft with instead of the model's own",
+    )
 
 
 def _fail(message: str, as_json: bool) -> int:
@@ -343,7 +500,9 @@ def _models(args) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     if not rows:
-        print("No Qwen3.5 MLX models found. Looked in the Hugging Face cache and LM Studio's models folder;")
+        print(
+            "No Qwen3.5 MLX models found. Looked in the Hugging Face cache and LM Studio's models folder;"
+        )
         print("add a folder with --dir, or build the demo model: python -m engine_mlx tiny DIR")
         return 0
     for row in rows:
@@ -406,7 +565,9 @@ def _boxes_events(convo: Conversation, answer: str) -> list[dict]:
             elif isinstance(attachment, PdfAttachment):
                 pages = load_pdf_pages(attachment.path, attachment.first_page, attachment.last_page)
                 first = attachment.first_page
-                images.extend((str(attachment.path), first + i, p.size) for i, p in enumerate(pages))
+                images.extend(
+                    (str(attachment.path), first + i, p.size) for i, p in enumerate(pages)
+                )
             elif isinstance(attachment, VideoAttachment):
                 videos.append(attachment)
     turn = next((m.text for m in reversed(convo.messages) if m.role is Role.USER), "")
@@ -419,19 +580,38 @@ def _boxes_events(convo: Conversation, answer: str) -> list[dict]:
             on_frames.setdefault((video, moment), []).append(shape)
         elif images:
             # by default the newest image: the last of the user message replied to, or of the chat
-            number = grounding.choose_image(shape, default=len(images), count=len(images), turn_text=turn)
+            number = grounding.choose_image(
+                shape, default=len(images), count=len(images), turn_text=turn
+            )
             on_images.setdefault(number, []).append(shape)
     events = []
     for number, on_image in sorted(on_images.items()):
         path, page, (width, height) = images[number - 1]
-        events.append({"type": "boxes", "image": number, "path": path, "page": page, "width": width,
-                       "height": height, "boxes": [s.to_json(width, height) for s in on_image]})
+        events.append(
+            {
+                "type": "boxes",
+                "image": number,
+                "path": path,
+                "page": page,
+                "width": width,
+                "height": height,
+                "boxes": [s.to_json(width, height) for s in on_image],
+            }
+        )
     for (number, moment), on_frame in sorted(on_frames.items()):
         attachment = videos[number - 1]
         info = probe_video(attachment.path)  # the frame as displayed (rotation applied)
-        events.append({"type": "boxes", "video": number, "path": str(attachment.path), "time_s": moment,
-                       "width": info.width, "height": info.height,
-                       "boxes": [s.to_json(info.width, info.height) for s in on_frame]})
+        events.append(
+            {
+                "type": "boxes",
+                "video": number,
+                "path": str(attachment.path),
+                "time_s": moment,
+                "width": info.width,
+                "height": info.height,
+                "boxes": [s.to_json(info.width, info.height) for s in on_frame],
+            }
+        )
     return events
 
 
@@ -478,7 +658,10 @@ def _attachments(args) -> tuple[Attachment, ...]:
     for attachment in out:
         path = Path(attachment.path)
         check_file(path)
-        if isinstance(attachment, TextAttachment) and path.suffix.lower() not in ATTACHABLE_SUFFIXES:
+        if (
+            isinstance(attachment, TextAttachment)
+            and path.suffix.lower() not in ATTACHABLE_SUFFIXES
+        ):
             continue  # any UTF-8 file may go in as text (a Makefile); load_text checks its bytes
         option, expected, name = options[classify(path)]
         if not isinstance(attachment, expected):
@@ -505,8 +688,13 @@ def _chat(args) -> int:
         return rank.follow(args.model)
     loader = rank.loader() if rank is not None else None
     engine = Engine(loader=loader)
-    engine.load(args.model, context_tokens=args.context, force=args.force, mtp=MtpMode(args.mtp),
-                mtp_from=args.mtp_from)
+    engine.load(
+        args.model,
+        context_tokens=args.context,
+        force=args.force,
+        mtp=MtpMode(args.mtp),
+        mtp_from=args.mtp_from,
+    )
     try:
         return _chat_turns(args, engine, attachments, settings)
     finally:
@@ -514,7 +702,9 @@ def _chat(args) -> int:
             loader.stop()
 
 
-def _chat_turns(args, engine, attachments: tuple[Attachment, ...], settings: GenerationSettings) -> int:
+def _chat_turns(
+    args, engine, attachments: tuple[Attachment, ...], settings: GenerationSettings
+) -> int:
     messages: tuple[Message, ...] = (Message(Role.SYSTEM, args.system),) if args.system else ()
     convo = Conversation(messages, id=f"cli-{uuid.uuid4()}")
     out = _Printer(sys.stdout, as_json=args.json)
@@ -532,8 +722,16 @@ def _chat_turns(args, engine, attachments: tuple[Attachment, ...], settings: Gen
             host.close()
 
 
-def _run_turns(args, engine, convo: Conversation, settings: GenerationSettings, attachments, prompts,
-               out: _Printer, loop) -> int:
+def _run_turns(
+    args,
+    engine,
+    convo: Conversation,
+    settings: GenerationSettings,
+    attachments,
+    prompts,
+    out: _Printer,
+    loop,
+) -> int:
     status = 0
     for text in prompts:
         if text.strip() == HELP_COMMAND:  # answered here: never sent to the model
@@ -541,12 +739,17 @@ def _run_turns(args, engine, convo: Conversation, settings: GenerationSettings, 
             continue
         if text.strip() == CONTINUE_COMMAND:
             if not convo.messages or convo.messages[-1].role is not Role.ASSISTANT:
-                print(f"error: {CONTINUE_COMMAND} carries on an answer; there is none yet", file=sys.stderr)
+                print(
+                    f"error: {CONTINUE_COMMAND} carries on an answer; there is none yet",
+                    file=sys.stderr,
+                )
                 status = EXIT_ERROR
                 continue
             last = convo.messages[-1]
             finished = out.show(engine.generate(replace(convo, continue_last=True), settings))
-            grown = Message(Role.ASSISTANT, last.text + out.answer, thinking=last.thinking + out.thinking)
+            grown = Message(
+                Role.ASSISTANT, last.text + out.answer, thinking=last.thinking + out.thinking
+            )
             convo = replace(convo, messages=convo.messages[:-1] + (grown,))
         else:
             convo = convo.with_message(Message(Role.USER, text, attachments))
@@ -597,7 +800,9 @@ class _Printer:
         from engine_mlx.tools.loop import TOOL_EVENTS, ToolCallFinished, tool_event_json
 
         for event in events:
-            if isinstance(event, TOOL_EVENTS):  # the tool loop's: the answer starts again after a result
+            if isinstance(
+                event, TOOL_EVENTS
+            ):  # the tool loop's: the answer starts again after a result
                 if isinstance(event, ToolCallFinished):
                     self.thinking = self.answer = ""
                 if self.as_json:
@@ -622,7 +827,9 @@ class _Printer:
 
         if isinstance(event, ToolCallFinished):
             first = event.result.strip().splitlines()[0][:200] if event.result.strip() else ""
-            self.stream.write(f"\n[tool {event.server} ▸ {event.tool}: {event.outcome.value}] {first}\n")
+            self.stream.write(
+                f"\n[tool {event.server} ▸ {event.tool}: {event.outcome.value}] {first}\n"
+            )
         elif isinstance(event, StepLimitReached):
             self.stream.write(f"\n[tools: stopped after {event.steps} steps]\n")
         self.stream.flush()
@@ -631,7 +838,12 @@ class _Printer:
         w = self.stream.write
         if isinstance(event, Progress):
             if self.color and event.total:
-                print(f"\r{CLEAR_LINE}prompt {event.done}/{event.total}", end="", file=sys.stderr, flush=True)
+                print(
+                    f"\r{CLEAR_LINE}prompt {event.done}/{event.total}",
+                    end="",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 self.progress_shown = True
             return
         if self.progress_shown:  # the prompt is read: take the progress text off the line
@@ -643,7 +855,11 @@ class _Printer:
             w(event.text)
         elif isinstance(event, AnswerDelta):
             if not self.answer[: -len(event.text)]:
-                w(f"{RESET}\n\n" if self.color and self.thinking else ("\n[/thinking]\n" if self.thinking else ""))
+                w(
+                    f"{RESET}\n\n"
+                    if self.color and self.thinking
+                    else ("\n[/thinking]\n" if self.thinking else "")
+                )
             w(event.text)
         elif isinstance(event, Stats):
             s = asdict(event)
@@ -671,7 +887,9 @@ def _thinking_default(words: list[str]):
         return ThinkingDefault(on=words == ["on"])
     if len(words) == 2 and words[0] == "budget" and words[1].isdigit():
         return ThinkingDefault(on=True, budget=int(words[1]))
-    raise EngineError(f"--thinking {' '.join(words)!r} is not 'on', 'off' or 'budget N' (N thinking tokens)")
+    raise EngineError(
+        f"--thinking {' '.join(words)!r} is not 'on', 'off' or 'budget N' (N thinking tokens)"
+    )
 
 
 def _serve(args) -> int:
@@ -690,17 +908,30 @@ def _serve(args) -> int:
     for pem in (args.tls_cert, args.tls_key):
         if pem is not None and not pem.is_file():
             raise EngineError(f"{pem}: no such file")
-    config = ServerConfig(args.host, args.port, args.api_key, tuple(args.origins), context_tokens=args.context,
-                          thinking=_thinking_default(args.thinking), reasoning_alias=args.reasoning_alias,
-                          keepalive_s=args.keepalive, allow_hosts=tuple(args.allow_hosts),
-                          tls_cert=args.tls_cert, tls_key=args.tls_key)
+    config = ServerConfig(
+        args.host,
+        args.port,
+        args.api_key,
+        tuple(args.origins),
+        context_tokens=args.context,
+        thinking=_thinking_default(args.thinking),
+        reasoning_alias=args.reasoning_alias,
+        keepalive_s=args.keepalive,
+        allow_hosts=tuple(args.allow_hosts),
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+    )
     if config.exposed:
         if not args.api_key:
-            raise EngineError(f"listening on {args.host} lets other machines in: set --api-key KEY too "
-                              "(clients send it as 'Authorization: Bearer KEY')")
-        print(f"warning: listening on {args.host}: other machines can reach this API with the key"
-              + ("" if config.tls_cert else " over plain HTTP (add --tls-cert/--tls-key for HTTPS)"),
-              file=sys.stderr)
+            raise EngineError(
+                f"listening on {args.host} lets other machines in: set --api-key KEY too "
+                "(clients send it as 'Authorization: Bearer KEY')"
+            )
+        print(
+            f"warning: listening on {args.host}: other machines can reach this API with the key"
+            + ("" if config.tls_cert else " over plain HTTP (add --tls-cert/--tls-key for HTTPS)"),
+            file=sys.stderr,
+        )
     rank = _join(args)
     if rank is not None and not rank.leads:
         return rank.follow(args.model)
@@ -710,21 +941,39 @@ def _serve(args) -> int:
     try:
         server.bind()
     except OSError as exc:
-        raise EngineError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+        raise EngineError(
+            f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
+        ) from None
     failure: list[str] = []
 
     def load() -> None:
         try:
-            info = engine.load(args.model, context_tokens=args.context, force=args.force,
-                               mtp=MtpMode(args.mtp), mtp_from=args.mtp_from)
-        except Exception as exc:  # an EngineError names the folder; anything else still ends the server
-            failure.append(str(exc) if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}")
+            info = engine.load(
+                args.model,
+                context_tokens=args.context,
+                force=args.force,
+                mtp=MtpMode(args.mtp),
+                mtp_from=args.mtp_from,
+            )
+        except (
+            Exception
+        ) as exc:  # an EngineError names the folder; anything else still ends the server
+            failure.append(
+                str(exc) if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}"
+            )
             server.stop()
             return
-        print(f"Serving {info.name} at {server.base_url} (model id {info.name!r}); Ctrl-C stops.",
-              file=sys.stderr, flush=True)
+        print(
+            f"Serving {info.name} at {server.base_url} (model id {info.name!r}); Ctrl-C stops.",
+            file=sys.stderr,
+            flush=True,
+        )
 
-    print(f"Loading {args.model} ... (requests get 503 until it is ready)", file=sys.stderr, flush=True)
+    print(
+        f"Loading {args.model} ... (requests get 503 until it is ready)",
+        file=sys.stderr,
+        flush=True,
+    )
     jobs.submit(load, JobKind.LOAD)
     try:
         server.serve()

@@ -46,5 +46,8 @@ class CutTurns:
 
     def matching_text(self, thinking: str, answer: str, template_thinking: bool) -> list[CutTurn]:
         """Turns that streamed exactly this text (the caller then checks their prompt)."""
-        return [t for t in reversed(self._turns.values())
-                if (t.thinking, t.answer, t.template_thinking) == (thinking, answer, template_thinking)]
+        return [
+            t
+            for t in reversed(self._turns.values())
+            if (t.thinking, t.answer, t.template_thinking) == (thinking, answer, template_thinking)
+        ]

@@ -17,4 +17,6 @@ MCP_CONSENT = "mcp-consent.json"  # Allow / Ask / Block, beside it
 def default_data_dir() -> Path:
     import platformdirs
 
-    return Path(os.environ.get(ENV_DATA_DIR) or platformdirs.user_data_dir(APP_NAME, appauthor=False)).expanduser()
+    return Path(
+        os.environ.get(ENV_DATA_DIR) or platformdirs.user_data_dir(APP_NAME, appauthor=False)
+    ).expanduser()

@@ -35,7 +35,9 @@ from engine_mlx.runtime_imports import ensure_runtime_imported
 class TextStream:
     """One reply's token ids in, text deltas out."""
 
-    def __init__(self, detokenizer: Any, vocab_size: int, skip_ids: frozenset[int], flush_ids: frozenset[int]):
+    def __init__(
+        self, detokenizer: Any, vocab_size: int, skip_ids: frozenset[int], flush_ids: frozenset[int]
+    ):
         self._detokenizer = detokenizer
         self._vocab_size = vocab_size
         self._skip_ids = skip_ids
@@ -89,8 +91,10 @@ class Detokenizer:
                 detokenizer.reset()
                 return detokenizer
         else:
+
             def new() -> Any:
                 return processor.detokenizer  # mlx-lm's TokenizerWrapper: a fresh, reset copy
+
         added = getattr(tokenizer, "added_tokens_decoder", {})
         return cls(
             new_detokenizer=new,

@@ -63,8 +63,13 @@ class ModelLoader(Protocol):
 
     ranks: int  # how many processes share the model (the memory estimate divides by it)
 
-    def __call__(self, info: ModelInfo, *, progress: Callable[[float], None] | None = None,
-                 cancel: CancelToken | None = None) -> LoadedModel: ...
+    def __call__(
+        self,
+        info: ModelInfo,
+        *,
+        progress: Callable[[float], None] | None = None,
+        cancel: CancelToken | None = None,
+    ) -> LoadedModel: ...
 
 
 @dataclass(frozen=True)
@@ -205,19 +210,31 @@ class Engine:
     def _plan_turn(self, conversation: Conversation, settings: GenerationSettings) -> TurnPlan:
         """Decide the turn: its prompt and inputs, where it resumes from, where to take snapshots."""
         try:
-            template_thinking, resumes_in_thinking = continues_in_thinking(conversation, settings.thinking)
+            template_thinking, resumes_in_thinking = continues_in_thinking(
+                conversation, settings.thinking
+            )
         except ValueError as exc:
             raise UnsupportedInputError(f"Cannot continue: {exc}.") from None
-        exact = self._exact_continuation(conversation, template_thinking) if conversation.continue_last else None
+        exact = (
+            self._exact_continuation(conversation, template_thinking)
+            if conversation.continue_last
+            else None
+        )
         if exact is not None:
             prompt, inputs, turn_start, earlier = exact
             if resumes_in_thinking and self._loaded.think_close_id in earlier.generated:
-                resumes_in_thinking = False  # cut right after closing its thinking, before any answer text
+                resumes_in_thinking = (
+                    False  # cut right after closing its thinking, before any answer text
+                )
         else:
             prompt, inputs = self._prepare(conversation, template_thinking)
             turn_start, earlier = len(inputs), CutTurn((), (), "", "", template_thinking)
-        settings = replace(self._fit(inputs, settings, "The conversation", "start a new chat or remove attachments"),
-                           thinking=resumes_in_thinking)
+        settings = replace(
+            self._fit(
+                inputs, settings, "The conversation", "start a new chat or remove attachments"
+            ),
+            thinking=resumes_in_thinking,
+        )
         key = conversation.id
         reuse_ids = inputs.reuse_ids() if key else inputs.ids
         source = key  # the conversation the turn resumes from
@@ -227,15 +244,31 @@ class Engine:
         start = restored.length if restored else 0
         snapshot_at: tuple[int, ...] = ()
         if key:
-            points = self._snapshot_points(before_unfinished(conversation) if conversation.continue_last
-                                           else conversation, template_thinking, inputs, prompt)
+            points = self._snapshot_points(
+                before_unfinished(conversation) if conversation.continue_last else conversation,
+                template_thinking,
+                inputs,
+                prompt,
+            )
             snapshot_at = tuple(p for p in points if p > start)
-        return TurnPlan(prompt=prompt, inputs=inputs, settings=settings, turn_start=turn_start,
-                        reuse_ids=tuple(reuse_ids), key=key, restored=restored, snapshot_at=snapshot_at,
-                        earlier=earlier, template_thinking=template_thinking,
-                        continues_reply=conversation.continue_last, keep_reply=bool(conversation.tools))
+        return TurnPlan(
+            prompt=prompt,
+            inputs=inputs,
+            settings=settings,
+            turn_start=turn_start,
+            reuse_ids=tuple(reuse_ids),
+            key=key,
+            restored=restored,
+            snapshot_at=snapshot_at,
+            earlier=earlier,
+            template_thinking=template_thinking,
+            continues_reply=conversation.continue_last,
+            keep_reply=bool(conversation.tools),
+        )
 
-    def _run_turn(self, plan: TurnPlan, cancel: CancelToken | None, started: float) -> Iterator[Event]:
+    def _run_turn(
+        self, plan: TurnPlan, cancel: CancelToken | None, started: float
+    ) -> Iterator[Event]:
         """Run a planned turn: stream its events, keep its snapshots (and a cut turn's text)."""
         from engine_mlx import generation
 
@@ -243,23 +276,36 @@ class Engine:
         streamed: dict[type, list[str]] = {ThinkingDelta: [], AnswerDelta: []}
 
         def keep(snapshot: Snapshot) -> None:
-            if not snapshot.generated or snapshot.finished:  # a prompt point, or a finished reply's end
-                self.snapshots.add(key, self._fingerprint, [*reuse_ids, *snapshot.generated], snapshot)
+            if (
+                not snapshot.generated or snapshot.finished
+            ):  # a prompt point, or a finished reply's end
+                self.snapshots.add(
+                    key, self._fingerprint, [*reuse_ids, *snapshot.generated], snapshot
+                )
                 return
             # The end of a turn cut short: kept with the tokens it wrote, and remembered with its text.
             self.snapshots.add(key, self._fingerprint, [*reuse_ids, *snapshot.generated], snapshot)
-            self._cut_turns.remember(key, CutTurn(
-                prompt_ids=tuple(reuse_ids[: plan.turn_start]),
-                generated=tuple(reuse_ids[plan.turn_start :]) + snapshot.generated,
-                thinking=plan.earlier.thinking + "".join(streamed[ThinkingDelta]),
-                answer=plan.earlier.answer + "".join(streamed[AnswerDelta]),
-                template_thinking=plan.template_thinking,
-            ))
+            self._cut_turns.remember(
+                key,
+                CutTurn(
+                    prompt_ids=tuple(reuse_ids[: plan.turn_start]),
+                    generated=tuple(reuse_ids[plan.turn_start :]) + snapshot.generated,
+                    thinking=plan.earlier.thinking + "".join(streamed[ThinkingDelta]),
+                    answer=plan.earlier.answer + "".join(streamed[AnswerDelta]),
+                    template_thinking=plan.template_thinking,
+                ),
+            )
 
         try:
             for event in generation.generate(
-                loaded, plan.inputs, plan.settings, plan.prefill(loaded.make_cache), cancel=cancel,
-                on_snapshot=keep, started_at=started, processors=self._processors(plan.settings),
+                loaded,
+                plan.inputs,
+                plan.settings,
+                plan.prefill(loaded.make_cache),
+                cancel=cancel,
+                on_snapshot=keep,
+                started_at=started,
+                processors=self._processors(plan.settings),
             ):
                 if type(event) in streamed:
                     streamed[type(event)].append(event.text)
@@ -268,7 +314,9 @@ class Engine:
             log.exception("generation failed")
             yield Finished(FinishReason.ERROR, f"Generation failed: {exc}")
 
-    def count_tokens(self, conversation: Conversation, settings: GenerationSettings = GenerationSettings()) -> int:
+    def count_tokens(
+        self, conversation: Conversation, settings: GenerationSettings = GenerationSettings()
+    ) -> int:
         """How many prompt tokens ``generate(conversation, settings)`` would start from, media included.
 
         Renders and tokenizes as ``generate`` does (decoded media are cached for the turn that follows),
@@ -284,7 +332,9 @@ class Engine:
         """Prompt + reply tokens a generation may use (0 = unknown): the model's context, or less
         if ``settings.context_limit`` asks."""
         loaded = self._loaded
-        limits = [n for n in (loaded.info.context_length if loaded else 0, settings.context_limit) if n]
+        limits = [
+            n for n in (loaded.info.context_length if loaded else 0, settings.context_limit) if n
+        ]
         return min(limits, default=0)
 
     def check_prompt_size(self, conversation: Conversation, settings: GenerationSettings) -> None:
@@ -318,30 +368,50 @@ class Engine:
         inputs = loaded.prepare(prompt, LoadedMedia())
         if not inputs.ids:
             raise UnsupportedInputError("The prompt is empty; send some text to complete.")
-        settings = replace(self._fit(inputs, settings, "The prompt", "send a shorter prompt"),
-                           thinking=False, thinking_budget=None)
+        settings = replace(
+            self._fit(inputs, settings, "The prompt", "send a shorter prompt"),
+            thinking=False,
+            thinking_budget=None,
+        )
         source, key = self._anonymous_keys(inputs.ids)
         restored = self.snapshots.lookup(source, self._fingerprint, inputs.ids)
         start = restored.length if restored else 0
         n = len(inputs)
-        points = {(n - 1) // _COMPLETION_SNAPSHOT_STEP * _COMPLETION_SNAPSHOT_STEP, n - _COMPLETION_TAIL}
+        points = {
+            (n - 1) // _COMPLETION_SNAPSHOT_STEP * _COMPLETION_SNAPSHOT_STEP,
+            n - _COMPLETION_TAIL,
+        }
         plan = PrefillPlan(
-            cache=restored.cache if restored else loaded.make_cache(), start=start,
+            cache=restored.cache if restored else loaded.make_cache(),
+            start=start,
             snapshot_at=tuple(sorted(p for p in points if start < p < n)),
-            logits=restored.logits if restored else None, keep_end=True, continues_reply=True)
+            logits=restored.logits if restored else None,
+            keep_end=True,
+            continues_reply=True,
+        )
 
         def keep(snapshot: Snapshot) -> None:
             self.snapshots.add(key, self._fingerprint, [*inputs.ids, *snapshot.generated], snapshot)
 
         try:
-            yield from generation.generate(loaded, inputs, settings, plan, cancel=cancel, on_snapshot=keep,
-                                           started_at=started, processors=self._processors(settings),
-                                           split_thinking=False)
+            yield from generation.generate(
+                loaded,
+                inputs,
+                settings,
+                plan,
+                cancel=cancel,
+                on_snapshot=keep,
+                started_at=started,
+                processors=self._processors(settings),
+                split_thinking=False,
+            )
         except Exception as exc:  # noqa: BLE001 - a crash mid-answer ends the stream, not the app
             log.exception("completion failed")
             yield Finished(FinishReason.ERROR, f"Generation failed: {exc}")
 
-    def _fit(self, inputs, settings: GenerationSettings, what: str, remedy: str) -> GenerationSettings:
+    def _fit(
+        self, inputs, settings: GenerationSettings, what: str, remedy: str
+    ) -> GenerationSettings:
         """Refuse a prompt the context cannot hold; stop the answer at the context's end."""
         limit = self.context_limit(settings)
         if limit and len(inputs) + 1 > limit:
@@ -357,8 +427,11 @@ class Engine:
         processors = []
         end = loaded.encode(_TURN_END)[0]
         if settings.forced is not None:
-            processors.append(forced_tokens(settings.forced, loaded.encode, end, loaded.think_close_id,
-                                            settings.thinking))
+            processors.append(
+                forced_tokens(
+                    settings.forced, loaded.encode, end, loaded.think_close_id, settings.thinking
+                )
+            )
         grammars = []
         if settings.response_format is not None:
             from engine_mlx.grammar import json_lark
@@ -372,7 +445,9 @@ class Engine:
             if self._llg_tokenizer is None:
                 self._llg_tokenizer = llg_tokenizer(loaded.tokenizer, end)
             trigger = loaded.think_close_id if settings.thinking else None
-            processors.append(GrammarProcessor(lark, self._llg_tokenizer, trigger, then_free=then_free))
+            processors.append(
+                GrammarProcessor(lark, self._llg_tokenizer, trigger, then_free=then_free)
+            )
         return processors
 
     def _exact_continuation(self, conversation: Conversation, template_thinking: bool):
@@ -380,7 +455,9 @@ class Engine:
         inputs made of that turn's prompt and its very tokens, where the turn starts in them, and the
         remembered turn; else None (the turn's text is then re-encoded)."""
         unfinished = conversation.unfinished
-        candidates = self._cut_turns.matching_text(unfinished.thinking, unfinished.text, template_thinking)
+        candidates = self._cut_turns.matching_text(
+            unfinished.thinking, unfinished.text, template_thinking
+        )
         if not candidates:
             return None
         base_prompt, base = self._prepare(before_unfinished(conversation), template_thinking)
@@ -420,12 +497,16 @@ class Engine:
         if loaded is None:
             raise ModelNotLoadedError("No model is loaded; load a Qwen3.5 checkpoint first.")
         loaded.check_usable()
-        prompt = render_text(conversation, loaded.apply_template, thinking=thinking, text_only=not loaded.is_vision)
+        prompt = render_text(
+            conversation, loaded.apply_template, thinking=thinking, text_only=not loaded.is_vision
+        )
         return prompt, loaded.prepare(
             prompt, load_media(conversation.attachments, self.media_limits, self.decoded_media)
         )
 
-    def _snapshot_points(self, conversation, thinking: bool, inputs, prompt: str) -> tuple[int, ...]:
+    def _snapshot_points(
+        self, conversation, thinking: bool, inputs, prompt: str
+    ) -> tuple[int, ...]:
         """Where to take this turn's snapshots: the end of the conversation's last message (the next
         turn, or a repeated last message, resumes there) and its start (an edited last message
         resumes there), each no later than the number of prompt tokens the next turn will share.
@@ -486,7 +567,9 @@ class Engine:
         wanted = boundaries[-2:] if boundaries else [seam]
         points = set()
         for point in wanted:
-            point = min(point, seam, len(inputs) - 1)  # the last prompt token goes through the first decode step
+            point = min(
+                point, seam, len(inputs) - 1
+            )  # the last prompt token goes through the first decode step
             for lo, hi in inputs.media_token_ranges():
                 if lo < point < hi:
                     point = lo

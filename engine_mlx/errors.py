@@ -55,8 +55,15 @@ class ContextOverflowError(EngineError):
     """The prompt does not fit in the model's context (``at_least``: ``tokens`` is a floor, counted
     without tokenizing)."""
 
-    def __init__(self, tokens: int, limit: int, *, at_least: bool = False, what: str = "The conversation",
-                 remedy: str = "start a new chat or remove attachments"):
+    def __init__(
+        self,
+        tokens: int,
+        limit: int,
+        *,
+        at_least: bool = False,
+        what: str = "The conversation",
+        remedy: str = "start a new chat or remove attachments",
+    ):
         self.tokens, self.limit, self.at_least = tokens, limit, at_least
         super().__init__(
             f"{what} is {'at least ' if at_least else ''}{tokens:,} tokens, more than this "

@@ -80,8 +80,13 @@ class Finished:
 
 Event = Progress | ThinkingDelta | AnswerDelta | TokenLogprob | Stats | Finished
 
-_TYPES = {Progress: "progress", ThinkingDelta: "thinking", AnswerDelta: "answer", TokenLogprob: "logprob",
-          Stats: "stats"}
+_TYPES = {
+    Progress: "progress",
+    ThinkingDelta: "thinking",
+    AnswerDelta: "answer",
+    TokenLogprob: "logprob",
+    Stats: "stats",
+}
 
 
 def event_to_json(event: Event) -> dict[str, Any]:

@@ -65,14 +65,21 @@ class ForcedTokens:
         return mx.where(allowed, logits, mx.array(-float("inf"), dtype=logits.dtype))
 
 
-def forced_tokens(forced: ForcedText, encode: Callable[[str], list[int]], end_id: int, think_close_id: int | None,
-                  thinking: bool) -> ForcedTokens:
+def forced_tokens(
+    forced: ForcedText,
+    encode: Callable[[str], list[int]],
+    end_id: int,
+    think_close_id: int | None,
+    thinking: bool,
+) -> ForcedTokens:
     """The processor for ``forced``: its text's token ids (``encode``, the real tokenizer) and, to end
     the turn, ``end_id``; started after ``think_close_id`` when it waits for a thinking block that
     this turn opens."""
     trigger = think_close_id if forced.after_thinking and thinking else None
     text = forced.text
     if forced.after_thinking and trigger is None:
-        text = text.lstrip("\n")  # no thinking this turn: the prompt already ends with the blank line
+        text = text.lstrip(
+            "\n"
+        )  # no thinking this turn: the prompt already ends with the blank line
     ids = encode(text) + ([end_id] if forced.end_turn else [])
     return ForcedTokens(ids, trigger)

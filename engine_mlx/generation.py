@@ -80,8 +80,17 @@ def generate(
     presence penalty of ``settings``. Without ``split_thinking`` (a raw completion) all text is
     AnswerDelta, verbatim."""
     with mx.stream(_GENERATION_STREAM):
-        yield from _generate(loaded, inputs, settings, plan, cancel, on_snapshot, started_at, processors,
-                             split_thinking)
+        yield from _generate(
+            loaded,
+            inputs,
+            settings,
+            plan,
+            cancel,
+            on_snapshot,
+            started_at,
+            processors,
+            split_thinking,
+        )
 
 
 def _generate(
@@ -152,7 +161,9 @@ class Decoded:
     index: int  # sequence positions now in the cache
     last_logits: Any  # the logits for the token after ``index``
     closing: bool  # stopped halfway through a close the engine was writing
-    end_token: int | None = None  # the end-of-turn token that stopped it (fed to the cache, not written)
+    end_token: int | None = (
+        None  # the end-of-turn token that stopped it (fed to the cache, not written)
+    )
     drafted: int = 0  # tokens the MTP head drafted
     accepted: int = 0  # of them, those the model kept
 
@@ -199,8 +210,11 @@ def _decode(
     def measure(token, logprobs):
         """(the token's log-probability, the top ids, their log-probabilities, all of them)."""
         chosen = mx.take_along_axis(logprobs, token.reshape(1, 1), axis=-1).reshape(-1)
-        top_ids = (mx.argpartition(-logprobs, kth=top_n - 1, axis=-1)[0, :top_n] if top_n
-                   else mx.zeros((0,), dtype=mx.uint32))  # indices, even when none are asked for
+        top_ids = (
+            mx.argpartition(-logprobs, kth=top_n - 1, axis=-1)[0, :top_n]
+            if top_n
+            else mx.zeros((0,), dtype=mx.uint32)
+        )  # indices, even when none are asked for
         return chosen, top_ids, logprobs[0, top_ids], logprobs
 
     def extend(token_array) -> None:
@@ -214,7 +228,11 @@ def _decode(
 
     def feed(token_array):
         nonlocal index, last_logits
-        last_logits = spec.step(token_array, index) if spec else loaded.step(token_array, index, inputs, cache)
+        last_logits = (
+            spec.step(token_array, index)
+            if spec
+            else loaded.step(token_array, index, inputs, cache)
+        )
         index += 1
         return last_logits
 
@@ -224,7 +242,9 @@ def _decode(
     splitter = ThinkingSplitter(starts_in_thinking=settings.thinking) if split else _Verbatim()
     close_ids = loaded.encode(FORCED_THINKING_CLOSE)
     budget = settings.thinking_budget if settings.thinking else None
-    forced: list[int] = []  # tokens the engine writes itself (closing an over-budget thinking block)
+    forced: list[
+        int
+    ] = []  # tokens the engine writes itself (closing an over-budget thinking block)
     if plan.logits is not None and plan.start == total:
         first_logits, index = plan.logits, total
     else:
@@ -251,13 +271,26 @@ def _decode(
         if cancel.cancelled:
             reason = FinishReason.CANCELLED
             break
-        if not forced and spec is not None and (
-            queue or spec.wants_round(generated, settings.max_tokens - generated, speculation_safe(extra))
+        if (
+            not forced
+            and spec is not None
+            and (
+                queue
+                or spec.wants_round(
+                    generated, settings.max_tokens - generated, speculation_safe(extra)
+                )
+            )
         ):
             if not queue:
-                rnd = spec.run_round(y, measured, index, reply, settings.max_tokens - generated,
-                                     lambda tokens, logits: sample(logits, tokens),
-                                     draft_picker(processors) if processors else None)
+                rnd = spec.run_round(
+                    y,
+                    measured,
+                    index,
+                    reply,
+                    settings.max_tokens - generated,
+                    lambda tokens, logits: sample(logits, tokens),
+                    draft_picker(processors) if processors else None,
+                )
                 queue, written = list(zip(rnd.tokens, rnd.measures, strict=True)), 0
                 index, last_logits = rnd.index + len(queue), rnd.logits[:, len(queue) - 1, :]
                 y, measured = rnd.next_token, rnd.next_measure
@@ -335,9 +368,19 @@ def _decode(
     if answer_text:
         yield AnswerDelta(answer_text)
     counts = spec.counts if spec is not None else None
-    return Decoded(reason, tuple(generated_ids), thinking_tokens, answer_tokens, first_token_at, index,
-                   last_logits, bool(forced), end_token, counts.drafted if counts else 0,
-                   counts.accepted if counts else 0)
+    return Decoded(
+        reason,
+        tuple(generated_ids),
+        thinking_tokens,
+        answer_tokens,
+        first_token_at,
+        index,
+        last_logits,
+        bool(forced),
+        end_token,
+        counts.drafted if counts else 0,
+        counts.accepted if counts else 0,
+    )
 
 
 def _finish(
@@ -353,16 +396,37 @@ def _finish(
     total = len(inputs)
     generated = len(decoded.generated_ids)
     cut_short = decoded.reason is not FinishReason.STOP and not decoded.closing
-    if plan.keep_end and cut_short and on_snapshot is not None and decoded.index == total + generated > total:
+    if (
+        plan.keep_end
+        and cut_short
+        and on_snapshot is not None
+        and decoded.index == total + generated > total
+    ):
         mx.eval(decoded.last_logits)  # computed, not a graph that holds on to the live cache
-        on_snapshot(Snapshot(decoded.index, cache_protocol.copy_cache(plan.cache), decoded.generated_ids,
-                             decoded.last_logits))
-    elif plan.keep_reply and decoded.end_token is not None and on_snapshot is not None \
-            and decoded.index == total + generated + 1:
+        on_snapshot(
+            Snapshot(
+                decoded.index,
+                cache_protocol.copy_cache(plan.cache),
+                decoded.generated_ids,
+                decoded.last_logits,
+            )
+        )
+    elif (
+        plan.keep_reply
+        and decoded.end_token is not None
+        and on_snapshot is not None
+        and decoded.index == total + generated + 1
+    ):
         # the reply and its end-of-turn token, as the next prompt renders them
         mx.eval(decoded.last_logits)
-        on_snapshot(Snapshot(decoded.index, cache_protocol.copy_cache(plan.cache),
-                             (*decoded.generated_ids, decoded.end_token), finished=True))
+        on_snapshot(
+            Snapshot(
+                decoded.index,
+                cache_protocol.copy_cache(plan.cache),
+                (*decoded.generated_ids, decoded.end_token),
+                finished=True,
+            )
+        )
 
     finished_at = time.perf_counter()
     first = decoded.first_token_at or finished_at

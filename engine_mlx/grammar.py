@@ -120,7 +120,9 @@ class GrammarProcessor:
             self._off = True  # the constrained part is written: the model goes on freely
             return logits
         llguidance.numpy.fill_next_token_bitmask(self._matcher, self._bitmask, 0)
-        bits = np.unpackbits(self._bitmask.view(np.uint8), bitorder="little")[: self._vocab].astype(bool)
+        bits = np.unpackbits(self._bitmask.view(np.uint8), bitorder="little")[: self._vocab].astype(
+            bool
+        )
         width = logits.shape[-1]
         allowed = np.zeros(width, dtype=bool)
         allowed[: min(width, self._vocab)] = bits[:width]

@@ -72,7 +72,8 @@ class Shape:
         """The shape in pixels of a ``width`` × ``height`` image: ``round(v / 1000 × W)`` for x and
         ``round(v / 1000 × H)`` for y."""
         return tuple(
-            round(v / SCALE * (width if i % 2 == 0 else height)) for i, v in enumerate(self.relative)
+            round(v / SCALE * (width if i % 2 == 0 else height))
+            for i, v in enumerate(self.relative)
         )
 
     def to_json(self, width: int, height: int) -> dict[str, Any]:
@@ -192,8 +193,9 @@ def draw(image: PILImage, shapes: Sequence[Shape]) -> PILImage:
 # ------------------------------------------------------------------------------------------ parsing
 
 
-def _walk(value: Any, image: int | None, depth: int, video: int | None = None,
-          time_s: float | None = None) -> Iterator[Shape]:
+def _walk(
+    value: Any, image: int | None, depth: int, video: int | None = None, time_s: float | None = None
+) -> Iterator[Shape]:
     if depth > 32:
         return
     if isinstance(value, list):
@@ -218,8 +220,14 @@ def _walk(value: Any, image: int | None, depth: int, video: int | None = None,
     if box is not None:
         x1, y1, x2, y2 = box
         found = True
-        yield Shape(ShapeKind.BOX, (min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)), label, image, video,
-                    time_s)
+        yield Shape(
+            ShapeKind.BOX,
+            (min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)),
+            label,
+            image,
+            video,
+            time_s,
+        )
     for key in ("point_2d", "coordinate"):
         point = _numbers(value.get(key), 2)
         if point is not None:
@@ -228,7 +236,9 @@ def _walk(value: Any, image: int | None, depth: int, video: int | None = None,
             name = label or (action.strip() if isinstance(action, str) else "")
             yield Shape(ShapeKind.POINT, point, name, image, video, time_s)
     for key, child in value.items():
-        if isinstance(child, dict | list) and not (found and key in ("bbox_2d", "point_2d", "coordinate")):
+        if isinstance(child, dict | list) and not (
+            found and key in ("bbox_2d", "point_2d", "coordinate")
+        ):
             yield from _walk(child, image, depth + 1, video, time_s)
 
 

@@ -117,7 +117,15 @@ class EngineThread:
                 error = exc
             sink(StreamEnd(error))
 
-        self._put(_Job(next(self._numbers), JobKind.GENERATE, run, cancel, on_skip=lambda: sink(StreamEnd())))
+        self._put(
+            _Job(
+                next(self._numbers),
+                JobKind.GENERATE,
+                run,
+                cancel,
+                on_skip=lambda: sink(StreamEnd()),
+            )
+        )
 
     def stream(self, events: Callable[[], Iterable[Any]], cancel: CancelToken) -> Iterator[Any]:
         """``submit_stream`` for a blocking consumer: yields the items on the calling thread and

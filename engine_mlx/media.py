@@ -90,7 +90,10 @@ def _list(suffixes: frozenset[str]) -> str:
 # What a path that is not a regular file is, by the file type ``stat`` reports, and what to do.
 _NOT_FILES = (
     (stat.S_ISDIR, "is a folder, not a file; attach an image, a PDF, a video or a text file"),
-    (stat.S_ISFIFO, "is a named pipe (FIFO), not a file; save what it delivers to a file and attach that"),
+    (
+        stat.S_ISFIFO,
+        "is a named pipe (FIFO), not a file; save what it delivers to a file and attach that",
+    ),
     (stat.S_ISCHR, "is a device, not a file; attach a regular file"),
     (stat.S_ISBLK, "is a device, not a file; attach a regular file"),
     (stat.S_ISSOCK, "is a socket, not a file; attach a regular file"),
@@ -104,13 +107,15 @@ def _refuse_non_files(path: Path) -> os.stat_result | None:
         info = path.stat()
     except FileNotFoundError:
         if path.is_symlink():
-            raise MediaError(path, "is a symbolic link to a file that does not exist; attach the file itself") \
-                from None
+            raise MediaError(
+                path, "is a symbolic link to a file that does not exist; attach the file itself"
+            ) from None
         return None
     except OSError as e:
         if e.errno == errno.ELOOP:
-            raise MediaError(path, "is a symbolic link that loops back on itself; attach the file itself") \
-                from None
+            raise MediaError(
+                path, "is a symbolic link that loops back on itself; attach the file itself"
+            ) from None
         raise MediaError(path, f"cannot be read ({e.strerror or e})") from None
     for is_kind, reason in _NOT_FILES:
         if is_kind(info.st_mode):
@@ -384,7 +389,9 @@ def _open_video(path: Path):  # -> cv2.VideoCapture, opened
     cap = cv2.VideoCapture(str(path), backend)
     if not cap.isOpened():
         cap.release()
-        raise MediaError(path, "cannot be read as a video: its format is not supported, or the file is damaged")
+        raise MediaError(
+            path, "cannot be read as a video: its format is not supported, or the file is damaged"
+        )
     return cap
 
 

@@ -52,8 +52,12 @@ class MtpHead:
     weight_bytes: int  # the head's own tensor bytes, as stored (it shares the model's embeddings)
 
     def to_json(self) -> dict[str, Any]:
-        return {"source": self.source.value, "path": str(self.path), "layers": self.layers,
-                "weight_bytes": self.weight_bytes}
+        return {
+            "source": self.source.value,
+            "path": str(self.path),
+            "layers": self.layers,
+            "weight_bytes": self.weight_bytes,
+        }
 
 
 def _mtp_layers(text: dict[str, Any]) -> int:
@@ -61,7 +65,9 @@ def _mtp_layers(text: dict[str, Any]) -> int:
     return count if isinstance(count, int) and count > 0 else 1
 
 
-def embedded_head(folder: Path, config: dict[str, Any], tensors: list[tuple[str, int]]) -> MtpHead | None:
+def embedded_head(
+    folder: Path, config: dict[str, Any], tensors: list[tuple[str, int]]
+) -> MtpHead | None:
     """The head in the checkpoint's own ``mtp.*`` tensors (``tensors``: (name, bytes)), if any."""
     own = [nbytes for name, nbytes in tensors if name.startswith(MTP_PREFIX)]
     if not own:
@@ -88,14 +94,20 @@ def inspect_drafter(
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         what = "does not exist" if not folder.exists() else "is not a folder"
-        raise CheckpointError(folder, f"{what}; choose the MTP drafter's folder (the one with config.json)")
+        raise CheckpointError(
+            folder, f"{what}; choose the MTP drafter's folder (the one with config.json)"
+        )
     check_folder_safety(folder)
     try:
         config = _read_json(folder / "config.json")
     except FileNotFoundError:
-        raise CheckpointError(folder, "has no config.json; it is not an MTP drafter folder") from None
+        raise CheckpointError(
+            folder, "has no config.json; it is not an MTP drafter folder"
+        ) from None
     except (OSError, ValueError) as e:
-        raise CheckpointError(folder, f"config.json cannot be read ({e}); copy the drafter again") from None
+        raise CheckpointError(
+            folder, f"config.json cannot be read ({e}); copy the drafter again"
+        ) from None
     if not isinstance(config, dict) or config.get("model_type") != DRAFTER_MODEL_TYPE:
         shown = config.get("model_type") if isinstance(config, dict) else None
         raise CheckpointError(
@@ -114,11 +126,15 @@ def inspect_drafter(
             f"{hidden_size}); use the drafter made for this model",
         )
     shards = _weight_shards(folder, folder.resolve())
-    nbytes = sum(t.nbytes for rel, shard in shards for t in _read_safetensors_header(folder, shard, rel))
+    nbytes = sum(
+        t.nbytes for rel, shard in shards for t in _read_safetensors_header(folder, shard, rel)
+    )
     return MtpHead(source, folder, _mtp_layers(text), nbytes)
 
 
-def find_head(folder: Path, config: dict[str, Any], tensors: list[tuple[str, int]]) -> MtpHead | None:
+def find_head(
+    folder: Path, config: dict[str, Any], tensors: list[tuple[str, int]]
+) -> MtpHead | None:
     """The model's own head: its ``mtp/`` folder first, else ``mtp.*`` tensors; None when it has
     none. A damaged ``mtp/`` folder raises CheckpointError (the model is fine, the head is not: the
     message names the folder)."""

@@ -64,7 +64,11 @@ def template_messages(conversation: Conversation, *, text_only: bool) -> list[di
             entry["reasoning_content"] = message.thinking
         if message.tool_calls:
             entry["tool_calls"] = [
-                {"type": "function", "id": c.id, "function": {"name": c.name, "arguments": json.loads(c.arguments or "{}")}}
+                {
+                    "type": "function",
+                    "id": c.id,
+                    "function": {"name": c.name, "arguments": json.loads(c.arguments or "{}")},
+                }
                 for c in message.tool_calls
             ]
         out.append(entry)
@@ -78,7 +82,11 @@ def template_tools(conversation: Conversation) -> list[dict[str, Any]] | None:
     return [
         {
             "type": "function",
-            "function": {"name": t.name, "description": t.description, "parameters": json.loads(t.parameters)},
+            "function": {
+                "name": t.name,
+                "description": t.description,
+                "parameters": json.loads(t.parameters),
+            },
         }
         for t in conversation.tools
     ]
@@ -86,8 +94,11 @@ def template_tools(conversation: Conversation) -> list[dict[str, Any]] | None:
 
 def message_text(message: Message) -> str:
     """The message's text, after a fenced block per attached text file (read now, capped in size)."""
-    blocks = [fenced_block(a.display_name, load_text(a.path))
-              for a in message.attachments if isinstance(a, TextAttachment)]
+    blocks = [
+        fenced_block(a.display_name, load_text(a.path))
+        for a in message.attachments
+        if isinstance(a, TextAttachment)
+    ]
     return "\n\n".join([*blocks, message.text]) if blocks else message.text
 
 
@@ -185,7 +196,9 @@ class DecodedMedia:
         value = _decode(attachment, limits)  # raises MediaError naming the file
         if stat is not None:
             self._items[key] = (value, _nbytes(value))
-            while sum(n for _, n in self._items.values()) > self.budget_bytes and len(self._items) > 1:
+            while (
+                sum(n for _, n in self._items.values()) > self.budget_bytes and len(self._items) > 1
+            ):
                 self._items.popitem(last=False)
         return value
 
@@ -218,7 +231,9 @@ def _decode(attachment: Attachment, limits: MediaLimits) -> Any:
             end_s=attachment.end_s,
             max_side=limits.video_max_side,
         )
-    raise TypeError(f"{attachment.path} is a text attachment: it goes into the prompt, not the media")
+    raise TypeError(
+        f"{attachment.path} is a text attachment: it goes into the prompt, not the media"
+    )
 
 
 def load_media(

@@ -74,7 +74,9 @@ class PromptInputs:
         if positions is not None and more:
             n = len(self.ids)
             tail = mx.arange(n, n + len(more)).astype(positions.dtype) + self.rope_delta
-            positions = mx.concatenate([positions, mx.broadcast_to(tail[None, None], (3, 1, len(more)))], axis=2)
+            positions = mx.concatenate(
+                [positions, mx.broadcast_to(tail[None, None], (3, 1, len(more)))], axis=2
+            )
         out = PromptInputs(ids, positions, self.rope_delta, self.images, self.videos)
         arr = np.asarray(ids)
         for token_id in self._pad_cumsum:
@@ -179,7 +181,8 @@ class LoadedModel:
             raise
         except (ValueError, RuntimeError, OSError, KeyError) as e:
             raise CheckpointError(
-                info.path, f"could not be loaded ({type(e).__name__}: {e}); the files may be damaged"
+                info.path,
+                f"could not be loaded ({type(e).__name__}: {e}); the files may be damaged",
             ) from e
         return cls(info, model, processor, is_vision=info.is_vision)
 
@@ -204,7 +207,11 @@ class LoadedModel:
             ids.update(int(i) for i in config_eos)
         for name in ("<|im_end|>", "<|endoftext|>"):
             tok_id = self.tokenizer.convert_tokens_to_ids(name)
-            if isinstance(tok_id, int) and tok_id >= 0 and tok_id != getattr(self.tokenizer, "unk_token_id", None):
+            if (
+                isinstance(tok_id, int)
+                and tok_id >= 0
+                and tok_id != getattr(self.tokenizer, "unk_token_id", None)
+            ):
                 ids.add(tok_id)
         if getattr(self.tokenizer, "eos_token_id", None) is not None:
             ids.add(int(self.tokenizer.eos_token_id))
@@ -249,7 +256,9 @@ class LoadedModel:
         batch = self.processor(text=[prompt], padding=False, **kwargs)
         ids_mx = batch["input_ids"]
         config = self.model.config
-        images = self._rows(config.image_token_id, batch.get("pixel_values"), batch.get("image_grid_thw"))
+        images = self._rows(
+            config.image_token_id, batch.get("pixel_values"), batch.get("image_grid_thw")
+        )
         videos = self._rows(
             config.video_token_id, batch.get("pixel_values_videos"), batch.get("video_grid_thw")
         )
@@ -280,7 +289,7 @@ class LoadedModel:
         rows = _MediaRows(token_id=token_id)
         if grid_thw is None or pixels is None:
             return rows
-        merge = self.model.config.vision_config.spatial_merge_size ** 2
+        merge = self.model.config.vision_config.spatial_merge_size**2
         sizes = [int(t * h * w) for t, h, w in np.array(grid_thw).tolist()]
         rows.pixels, rows.grid_thw = pixels, grid_thw
         rows.row_starts = [0, *np.cumsum(sizes).tolist()]
@@ -355,7 +364,6 @@ class LoadedModel:
         return rows.features[item]
 
 
-
 _SLICE_BYTES = 256 << 20
 
 
@@ -377,7 +385,9 @@ def _float32_on_cpu(model: Any) -> None:
     model.update(tree_map(to_float32, model.parameters()))
 
 
-def _materialize(model: Any, progress: Callable[[float], None] | None, cancel: CancelToken | None) -> None:
+def _materialize(
+    model: Any, progress: Callable[[float], None] | None, cancel: CancelToken | None
+) -> None:
     """Evaluate a lazily loaded model's parameters slice by slice, reporting the fraction read."""
     from mlx.utils import tree_flatten
 

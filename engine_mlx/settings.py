@@ -38,11 +38,19 @@ class GenerationSettings:
     top_k: int | None = None
     presence_penalty: float | None = None
     seed: int | None = None
-    prefill_chunk: int = 512  # prompt tokens per prefill step: the granularity of progress and cancel
-    context_limit: int | None = None  # prompt + reply tokens allowed; None = the model's own context
+    prefill_chunk: int = (
+        512  # prompt tokens per prefill step: the granularity of progress and cancel
+    )
+    context_limit: int | None = (
+        None  # prompt + reply tokens allowed; None = the model's own context
+    )
     forced: ForcedText | None = None  # text the model is made to write (tests, a forced tool call)
-    response_format: JsonFormat | None = None  # the answer (after any thinking) is JSON, constrained
-    tool_call: ToolCallStart | None = None  # the answer (after any thinking) opens a call of one of these
+    response_format: JsonFormat | None = (
+        None  # the answer (after any thinking) is JSON, constrained
+    )
+    tool_call: ToolCallStart | None = (
+        None  # the answer (after any thinking) opens a call of one of these
+    )
     # Log-probabilities of each generated token (events.TokenLogprob), with this many alternatives;
     # None computes none.
     logprobs: int | None = None

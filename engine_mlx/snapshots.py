@@ -34,7 +34,9 @@ MAX_SNAPSHOTS_PER_CONVERSATION = 8
 DEFAULT_DISK_MAX_AGE_S = 30 * 24 * 3600.0
 _FILE_SUFFIX = ".safetensors"
 FILE_FORMAT = "qwendesk-state"
-FILE_VERSION = 2  # 2: checksum over tensors and token ids, cache rebuilt through each class's protocol
+FILE_VERSION = (
+    2  # 2: checksum over tensors and token ids, cache rebuilt through each class's protocol
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +69,9 @@ class _Entry:
     @classmethod
     def of(cls, ids: tuple[int, ...], snapshot: Snapshot) -> _Entry:
         cache = snapshot.cache
-        nbytes = cache_protocol.cache_nbytes(cache) + (snapshot.logits.nbytes if snapshot.logits is not None else 0)
+        nbytes = cache_protocol.cache_nbytes(cache) + (
+            snapshot.logits.nbytes if snapshot.logits is not None else 0
+        )
         return cls(ids, snapshot, nbytes, cache_protocol.can_trim(cache))
 
 
@@ -221,7 +225,9 @@ class SnapshotStore:
         if not key:
             return
         if not cache_protocol.holds_tokens(snapshot.cache, snapshot.length):
-            log.warning("not keeping a state snapshot whose cache does not hold %d tokens", snapshot.length)
+            log.warning(
+                "not keeping a state snapshot whose cache does not hold %d tokens", snapshot.length
+            )
             return
         convo = self._conversations.get(key)
         if convo is None or convo.fingerprint != fingerprint:
@@ -231,8 +237,13 @@ class SnapshotStore:
         # Snapshots that are not a prefix of the newest prompt belong to an abandoned branch
         # (an edited message); keep only the newest prompt's line of turns. The end of a turn cut
         # short serves only the Continue of that very turn: a newer snapshot supersedes it.
-        convo.entries = [e for e in convo.entries if common_prefix(e.ids, prefix) == len(e.ids)
-                         and e.ids != prefix and e.snapshot.logits is None]
+        convo.entries = [
+            e
+            for e in convo.entries
+            if common_prefix(e.ids, prefix) == len(e.ids)
+            and e.ids != prefix
+            and e.snapshot.logits is None
+        ]
         convo.entries.append(_Entry.of(prefix, snapshot))
         del convo.entries[:-MAX_SNAPSHOTS_PER_CONVERSATION]
         convo.saved = False

@@ -43,14 +43,20 @@ def load_drafter(model: Any, head: MtpHead, *, float32: bool = False) -> Any:
     from mlx_vlm.speculative.drafters import load_drafter as vlm_load_drafter
 
     drafter: Any
-    drafter, kind = vlm_load_drafter(str(head.path), kind="mtp" if head.source is not MtpSource.EMBEDDED else None)
+    drafter, kind = vlm_load_drafter(
+        str(head.path), kind="mtp" if head.source is not MtpSource.EMBEDDED else None
+    )
     if kind != "mtp":
         raise ValueError(f"{head.path} holds a {kind} drafter, not an MTP head")
     if float32:
         from mlx.utils import tree_map
 
-        drafter.update(tree_map(
-            lambda p: p.astype(mx.float32) if p.dtype in (mx.bfloat16, mx.float16) else p, drafter.parameters()))
+        drafter.update(
+            tree_map(
+                lambda p: p.astype(mx.float32) if p.dtype in (mx.bfloat16, mx.float16) else p,
+                drafter.parameters(),
+            )
+        )
     mx.eval(drafter.parameters())
     drafter.bind(model)
     return drafter
@@ -65,12 +71,14 @@ class TargetForward:
         self.is_vision = is_vision
         self.lm = model.language_model
 
-    def __call__(self, ids: mx.array, index: int, rope_delta: int, cache: list[Any]) -> tuple[mx.array, mx.array]:
+    def __call__(
+        self, ids: mx.array, index: int, rope_delta: int, cache: list[Any]
+    ) -> tuple[mx.array, mx.array]:
         """(hidden (1, L, H), logits (1, L, V)) for tokens ``ids`` (shape (L,)) at positions from ``index``."""
         tokens = ids.reshape(1, -1)
         if self.is_vision:
             n = tokens.shape[1]
-            pos = (mx.arange(index, index + n, dtype=mx.int32) + rope_delta)
+            pos = mx.arange(index, index + n, dtype=mx.int32) + rope_delta
             pos = mx.broadcast_to(pos[None, None], (3, 1, n))
             out = self.lm(tokens, cache=cache, position_ids=pos, return_hidden=True)
             return out.hidden_states[-1], out.logits
@@ -153,8 +161,16 @@ class Round:
 class Speculator:
     """A turn's speculative decoding: plain steps that keep the hidden state, and rounds."""
 
-    def __init__(self, model: Any, is_vision: bool, drafter: Any, mode: MtpMode, rope_delta: int,
-                 cache: list[Any], pace: Pace):
+    def __init__(
+        self,
+        model: Any,
+        is_vision: bool,
+        drafter: Any,
+        mode: MtpMode,
+        rope_delta: int,
+        cache: list[Any],
+        pace: Pace,
+    ):
         self.model = model
         self.forward = TargetForward(model, is_vision)
         self.drafter = drafter
@@ -196,9 +212,16 @@ class Speculator:
 
     # ------------------------------------------------------------------ rounds
 
-    def run_round(self, b: mx.array, b_measure: Any, index: int, reply: mx.array, left: int,
-                  sample_at: SampleAt, draft_pick: Callable[[mx.array], Callable[[mx.array], mx.array]] | None,
-                  ) -> Round:
+    def run_round(
+        self,
+        b: mx.array,
+        b_measure: Any,
+        index: int,
+        reply: mx.array,
+        left: int,
+        sample_at: SampleAt,
+        draft_pick: Callable[[mx.array], Callable[[mx.array], mx.array]] | None,
+    ) -> Round:
         """Draft ``k`` tokens after ``b`` (at ``index``), verify them, and keep the agreeing prefix
         in the cache. ``reply``: this turn's tokens before ``b``; ``left``: tokens the turn may
         still write (``b`` included)."""
@@ -214,7 +237,9 @@ class Speculator:
         drafter.set_shared_kv({}, index, position=max(index - 1, 0), kv_valid_len=index)
         picker = draft_pick(prefix) if draft_pick is not None else None
         greedy = picker is None
-        drafts = drafter.draft_block(b_id, self.hidden, None, k + 1, picker, mx.int32, greedy=greedy)
+        drafts = drafter.draft_block(
+            b_id, self.hidden, None, k + 1, picker, mx.int32, greedy=greedy
+        )
         drafts = drafts.reshape(-1)[:k].astype(mx.int32)
         mark = _mark(self.cache)
         fed = mx.concatenate([mx.array([b_id], dtype=mx.int32), drafts])
@@ -236,10 +261,20 @@ class Speculator:
         rnd = Round(tokens, measures, pick, measure, logits, hidden, mark, fed, index, kept=k + 1)
         self._keep(rnd, accepted + 1)
         self.hidden = hidden[:, accepted : accepted + 1, :]
-        next_picker = draft_pick(mx.concatenate([tokens_before, pick.reshape(-1).astype(mx.int32)])) \
-            if draft_pick is not None else None
-        drafter.accept_verified_tokens(hidden, drafts[None], accepted, [*draft_ids[:accepted], pick_id],
-                                       next_picker, mx.int32, greedy=greedy)
+        next_picker = (
+            draft_pick(mx.concatenate([tokens_before, pick.reshape(-1).astype(mx.int32)]))
+            if draft_pick is not None
+            else None
+        )
+        drafter.accept_verified_tokens(
+            hidden,
+            drafts[None],
+            accepted,
+            [*draft_ids[:accepted], pick_id],
+            next_picker,
+            mx.int32,
+            greedy=greedy,
+        )
         self.counts.drafted += k
         self.counts.accepted += accepted
         self.counts.rounds += 1
@@ -287,7 +322,9 @@ class Speculator:
         pace.round_count += 1
         if self.mode is not MtpMode.AUTO or pace.round_count < ROUND_WARMUP or pace.plain_s is None:
             return
-        if pace.round_s > pace.plain_s / FLOOR:  # drafting does not pay: plain for a while, then probe
+        if (
+            pace.round_s > pace.plain_s / FLOOR
+        ):  # drafting does not pay: plain for a while, then probe
             pace.pause_left, pace.pause = pace.pause, min(MAX_PAUSE_TOKENS, pace.pause * 2)
             pace.round_s, pace.plain_tokens = None, 0
         else:
@@ -336,6 +373,7 @@ class Speculation:
         self.last: Speculator | None = None  # the latest turn's (its counts, for benchmarks)
 
     def start(self, inputs: Any, cache: list[Any]) -> Speculator:
-        self.last = Speculator(self.model, self.is_vision, self.drafter, self.mode, inputs.rope_delta, cache,
-                               self.pace)
+        self.last = Speculator(
+            self.model, self.is_vision, self.drafter, self.mode, inputs.rope_delta, cache, self.pace
+        )
         return self.last

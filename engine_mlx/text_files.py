@@ -12,17 +12,93 @@ from .sizes import human_bytes
 # About 40k tokens of code: larger files would crowd out the conversation.
 MAX_TEXT_BYTES = 160 * 1024
 
-TEXT_SUFFIXES = frozenset({
-    ".txt", ".text", ".md", ".markdown", ".rst", ".org", ".tex", ".bib", ".log",
-    ".csv", ".tsv", ".json", ".jsonl", ".yaml", ".yml", ".toml", ".ini", ".cfg", ".conf", ".xml",
-    ".html", ".htm", ".css", ".scss", ".svg",
-    ".py", ".pyi", ".ipynb", ".js", ".mjs", ".cjs", ".jsx", ".ts", ".tsx", ".vue", ".svelte",
-    ".c", ".h", ".cc", ".cpp", ".cxx", ".hpp", ".hh", ".m", ".mm", ".swift", ".java", ".kt", ".kts",
-    ".go", ".rs", ".rb", ".php", ".pl", ".lua", ".r", ".jl", ".scala", ".dart", ".cs", ".fs",
-    ".hs", ".ml", ".ex", ".exs", ".erl", ".clj", ".el", ".zig", ".nim",
-    ".sh", ".bash", ".zsh", ".fish", ".ps1", ".bat", ".sql", ".graphql", ".proto", ".cmake",
-    ".gradle", ".diff", ".patch",
-})
+TEXT_SUFFIXES = frozenset(
+    {
+        ".txt",
+        ".text",
+        ".md",
+        ".markdown",
+        ".rst",
+        ".org",
+        ".tex",
+        ".bib",
+        ".log",
+        ".csv",
+        ".tsv",
+        ".json",
+        ".jsonl",
+        ".yaml",
+        ".yml",
+        ".toml",
+        ".ini",
+        ".cfg",
+        ".conf",
+        ".xml",
+        ".html",
+        ".htm",
+        ".css",
+        ".scss",
+        ".svg",
+        ".py",
+        ".pyi",
+        ".ipynb",
+        ".js",
+        ".mjs",
+        ".cjs",
+        ".jsx",
+        ".ts",
+        ".tsx",
+        ".vue",
+        ".svelte",
+        ".c",
+        ".h",
+        ".cc",
+        ".cpp",
+        ".cxx",
+        ".hpp",
+        ".hh",
+        ".m",
+        ".mm",
+        ".swift",
+        ".java",
+        ".kt",
+        ".kts",
+        ".go",
+        ".rs",
+        ".rb",
+        ".php",
+        ".pl",
+        ".lua",
+        ".r",
+        ".jl",
+        ".scala",
+        ".dart",
+        ".cs",
+        ".fs",
+        ".hs",
+        ".ml",
+        ".ex",
+        ".exs",
+        ".erl",
+        ".clj",
+        ".el",
+        ".zig",
+        ".nim",
+        ".sh",
+        ".bash",
+        ".zsh",
+        ".fish",
+        ".ps1",
+        ".bat",
+        ".sql",
+        ".graphql",
+        ".proto",
+        ".cmake",
+        ".gradle",
+        ".diff",
+        ".patch",
+    }
+)
 
 
 def load_text(path: Path | str, max_bytes: int = MAX_TEXT_BYTES) -> str:
@@ -32,7 +108,9 @@ def load_text(path: Path | str, max_bytes: int = MAX_TEXT_BYTES) -> str:
     path = Path(path)
     size = check_file(path)
     if size > max_bytes:
-        raise MediaError(path, f"is {human_bytes(size)}; text files can be at most {human_bytes(max_bytes)}")
+        raise MediaError(
+            path, f"is {human_bytes(size)}; text files can be at most {human_bytes(max_bytes)}"
+        )
     try:
         data = path.read_bytes()
     except OSError as e:

@@ -96,4 +96,3 @@ class ThinkingSplitter:
             held = held.lstrip("\n")
             self._answer_started = bool(held)
         return Split(answer=held)
-

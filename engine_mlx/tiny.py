@@ -99,9 +99,7 @@ def _build_tokenizer() -> Tokenizer:
 
 
 def chat_template() -> str:
-    return (
-        resources.files("engine_mlx") / "templates" / "qwen3_5_chat_template.jinja"
-    ).read_text()
+    return (resources.files("engine_mlx") / "templates" / "qwen3_5_chat_template.jinja").read_text()
 
 
 def _configs(vocab_size: int, token_id: Callable[[str], int | None]) -> tuple[dict, dict, dict]:
@@ -200,7 +198,12 @@ def _configs(vocab_size: int, token_id: Callable[[str], int | None]) -> tuple[di
 
 
 def build_tiny_model(
-    out_dir: Path | str, *, seed: int = 0, bits: int | None = 4, vision: bool = True, vocab_multiple: int = 1
+    out_dir: Path | str,
+    *,
+    seed: int = 0,
+    bits: int | None = 4,
+    vision: bool = True,
+    vocab_multiple: int = 1,
 ) -> Path:
     """Write the tiny checkpoint into ``out_dir`` (created if needed) and return its path.
 
@@ -235,11 +238,15 @@ def build_tiny_model(
     if vision:
         from mlx_vlm.models import qwen3_5_moe as vlm_qwen3_5_moe
 
-        model = vlm_qwen3_5_moe.Model(vlm_qwen3_5_moe.ModelConfig.from_dict(json.loads(json.dumps(config))))
+        model = vlm_qwen3_5_moe.Model(
+            vlm_qwen3_5_moe.ModelConfig.from_dict(json.loads(json.dumps(config)))
+        )
     else:
         from mlx_lm.models import qwen3_5_moe as lm_qwen3_5_moe
 
-        model = lm_qwen3_5_moe.Model(lm_qwen3_5_moe.ModelArgs.from_dict(json.loads(json.dumps(config))))
+        model = lm_qwen3_5_moe.Model(
+            lm_qwen3_5_moe.ModelArgs.from_dict(json.loads(json.dumps(config)))
+        )
     # Random init gives unit-scale weights; scale them down so activations stay finite through the
     # layers and sampling sees a spread of tokens rather than one saturated logit.
     model.update(tree_map(lambda p: p * 0.5 if p.ndim > 1 else p, model.parameters()))

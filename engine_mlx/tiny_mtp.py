@@ -32,7 +32,9 @@ def new_head(model_dir: Path, *, seed: int = 0) -> Any:
     from mlx_vlm.speculative.drafters.qwen3_5_mtp.config import Qwen3_5MTPConfig
 
     mx.random.seed(seed)
-    head = Qwen3_5MTPDraftModel(Qwen3_5MTPConfig.from_dict({"text_config": _text_config(model_dir)}))
+    head = Qwen3_5MTPDraftModel(
+        Qwen3_5MTPConfig.from_dict({"text_config": _text_config(model_dir)})
+    )
     head.update(tree_map(lambda p: p * 0.5 if p.ndim > 1 else p, head.parameters()))
     mx.eval(head.parameters())
     return head
@@ -63,8 +65,9 @@ def write_head(model_dir: Path, head: Any, out_dir: Path | None = None) -> Path:
 DEMO_PROMPTS = ("Hello there", "Write a poem", "What is in this image?", "Summarize the document.")
 
 
-def _trajectories(model_dir: Path, prompts: Sequence[Sequence[int] | str], tokens: int
-                  ) -> tuple[Any, list[tuple[int, Any, Any]]]:
+def _trajectories(
+    model_dir: Path, prompts: Sequence[Sequence[int] | str], tokens: int
+) -> tuple[Any, list[tuple[int, Any, Any]]]:
     """The model's greedy continuation of each prompt (token ids, or a first user message rendered
     with thinking on as the engine renders it): (prompt length, tokens x0..xN, the hidden state
     before each of them (1, N+1, H))."""
@@ -81,8 +84,12 @@ def _trajectories(model_dir: Path, prompts: Sequence[Sequence[int] | str], token
     out = []
     for prompt in prompts:
         if isinstance(prompt, str):
-            text = render_text(Conversation((Message(Role.USER, prompt),)), loaded.apply_template, thinking=True,
-                               text_only=not loaded.is_vision)
+            text = render_text(
+                Conversation((Message(Role.USER, prompt),)),
+                loaded.apply_template,
+                thinking=True,
+                text_only=not loaded.is_vision,
+            )
             ids: Sequence[int] = loaded.prepare(text, LoadedMedia()).ids
         else:
             ids = prompt
@@ -106,8 +113,15 @@ _STARTS = (0, 1, 2, 3, 4, 6, 9, 13)
 _WINDOW = 24
 
 
-def train_head(model_dir: Path, prompts: Sequence[Sequence[int] | str] = DEMO_PROMPTS, *, tokens: int = 40, steps: int = 60,
-               seed: int = 0, out_dir: Path | None = None) -> Path:
+def train_head(
+    model_dir: Path,
+    prompts: Sequence[Sequence[int] | str] = DEMO_PROMPTS,
+    *,
+    tokens: int = 40,
+    steps: int = 60,
+    seed: int = 0,
+    out_dir: Path | None = None,
+) -> Path:
     """Fit a new head to the model's own greedy continuations of ``prompts`` (token ids as the engine
     renders them, or first user messages) and write it (:func:`write_head`). Deterministic for a seed.
 
@@ -122,8 +136,12 @@ def train_head(model_dir: Path, prompts: Sequence[Sequence[int] | str] = DEMO_PR
     head = new_head(model_dir, seed=seed)
     head.bind(model)
     window = min(_WINDOW, tokens)
-    rows = [(n + s, xs[s : s + window + 1], hs[:, s : s + window]) for n, xs, hs in data for s in _STARTS
-            if s + window <= tokens]
+    rows = [
+        (n + s, xs[s : s + window + 1], hs[:, s : s + window])
+        for n, xs, hs in data
+        for s in _STARTS
+        if s + window <= tokens
+    ]
     token_in = mx.stack([xs[:-1] for _, xs, _ in rows])
     labels = mx.stack([xs[1:] for _, xs, _ in rows])
     hidden = mx.concatenate([hs for _, _, hs in rows], axis=0)

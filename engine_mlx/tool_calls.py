@@ -31,8 +31,11 @@ class ParsedCall:
     id: str
 
     def to_openai(self, index: int | None = None) -> dict[str, Any]:
-        out: dict[str, Any] = {"id": self.id, "type": "function",
-                               "function": {"name": self.name, "arguments": self.arguments}}
+        out: dict[str, Any] = {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
         if index is not None:
             out["index"] = index
         return out
@@ -43,7 +46,9 @@ def opening(name: str) -> str:
     return f"{START}\n<function={name}>\n"
 
 
-def parse_tool_calls(text: str, tools: list[dict[str, Any]] | None, *, forced: bool = False) -> list[ParsedCall]:
+def parse_tool_calls(
+    text: str, tools: list[dict[str, Any]] | None, *, forced: bool = False
+) -> list[ParsedCall]:
     """Every well-formed call in ``text`` (which starts at the first ``<tool_call>``), in order.
 
     With ``forced`` (the engine wrote the call's opening) a first call the model left unfinished (cut
@@ -68,6 +73,11 @@ def parse_tool_calls(text: str, tools: list[dict[str, Any]] | None, *, forced: b
             parsed = qwen3_coder.parse_tool_call(body, tools)
         except ValueError:  # a value that does not fit its schema type: keep the model's text
             parsed = qwen3_coder.parse_tool_call(body, None)
-        calls.append(ParsedCall(parsed["name"], json.dumps(parsed["arguments"], ensure_ascii=False),
-                                f"call_{uuid.uuid4().hex[:24]}"))
+        calls.append(
+            ParsedCall(
+                parsed["name"],
+                json.dumps(parsed["arguments"], ensure_ascii=False),
+                f"call_{uuid.uuid4().hex[:24]}",
+            )
+        )
     return calls

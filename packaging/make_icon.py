@@ -58,7 +58,11 @@ def draw(size: int = SIZE) -> Image.Image:
     bx0, by0, bx1, by1 = (round(s * f) for f in (0.25, 0.27, 0.75, 0.66))
     d.rounded_rectangle((bx0, by0, bx1, by1), radius=round(s * 0.11), fill=255)
     d.polygon(
-        [(round(s * 0.33), by1 - round(s * 0.04)), (round(s * 0.29), round(s * 0.77)), (round(s * 0.45), by1 - 2)],
+        [
+            (round(s * 0.33), by1 - round(s * 0.04)),
+            (round(s * 0.29), round(s * 0.77)),
+            (round(s * 0.45), by1 - 2),
+        ],
         fill=255,
     )
     # Three dots cut out of the bubble: the model is writing.

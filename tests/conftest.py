@@ -80,7 +80,10 @@ def make_window(qapp, qt_wait, tmp_path):
         windows.append(window)
         if model is not None:
             window.models.load(model)
-            qt_wait(lambda: window.models.loaded_info is not None or window.error_banner.isVisible(), 120)
+            qt_wait(
+                lambda: window.models.loaded_info is not None or window.error_banner.isVisible(),
+                120,
+            )
             assert window.models.loaded_info is not None, window.error_banner.label.text()
         return window
 

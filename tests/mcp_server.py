@@ -39,7 +39,11 @@ def picture() -> list:
 
     out = io.BytesIO()
     Image.new("RGB", (4, 3), (255, 0, 0)).save(out, format="PNG")
-    return [ImageContent(type="image", data=base64.b64encode(out.getvalue()).decode(), mime_type="image/png")]
+    return [
+        ImageContent(
+            type="image", data=base64.b64encode(out.getvalue()).decode(), mime_type="image/png"
+        )
+    ]
 
 
 @server.tool(description="The value of an environment variable ('' if unset).")

@@ -11,8 +11,10 @@ def send_chunked_until_answered(port: int, limit: int) -> tuple[int, bytes]:
     answers (or closes); returns (body bytes sent, the raw response)."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=60)
     try:
-        sock.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-                     "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".encode())
+        sock.sendall(
+            f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+        )
         piece = b'{"model": "x", "messages": [' + b" " * ((1 << 20) - 28)
         chunk = b"%x\r\n" % len(piece) + piece + b"\r\n"
         sent, pending = 0, memoryview(chunk)
@@ -21,7 +23,7 @@ def send_chunked_until_answered(port: int, limit: int) -> tuple[int, bytes]:
             if readable or not writable:
                 break
             try:
-                pending = pending[sock.send(pending):]
+                pending = pending[sock.send(pending) :]
             except OSError:  # the server closed its side
                 break
             if not pending:

@@ -91,9 +91,15 @@ def prompt_ids(engine, jobs, server, body: dict) -> list[int]:
     loaded = engine._loaded
 
     def ids():
-        prompt = render_text(chat.conversation, loaded.apply_template, thinking=chat.settings.thinking,
-                             text_only=not loaded.is_vision)
-        return loaded.prepare(prompt, load_media(chat.conversation.attachments, engine.media_limits)).ids
+        prompt = render_text(
+            chat.conversation,
+            loaded.apply_template,
+            thinking=chat.settings.thinking,
+            text_only=not loaded.is_vision,
+        )
+        return loaded.prepare(
+            prompt, load_media(chat.conversation.attachments, engine.media_limits)
+        ).ids
 
     return jobs.call(ids)
 
@@ -120,19 +126,33 @@ def test_models_lists_the_loaded_model(client, model):
 
 
 @pytest.mark.parametrize("thinking", [True, False], ids=["thinking-on", "thinking-off"])
-def test_non_streaming_separates_reasoning_from_content(client, model, engine, jobs, server, thinking):
-    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is MLX?"}]
+def test_non_streaming_separates_reasoning_from_content(
+    client, model, engine, jobs, server, thinking
+):
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "What is MLX?"},
+    ]
     reply = client.chat.completions.create(
-        model=model, messages=messages, max_tokens=24, extra_body={"enable_thinking": thinking, **GREEDY}
+        model=model,
+        messages=messages,
+        max_tokens=24,
+        extra_body={"enable_thinking": thinking, **GREEDY},
     )
     msg = reply.choices[0].message.model_dump()
-    thought, answer, stats = direct(engine, jobs, server, {"messages": messages, "max_tokens": 24,
-                                                          "enable_thinking": thinking, **GREEDY})
+    thought, answer, stats = direct(
+        engine,
+        jobs,
+        server,
+        {"messages": messages, "max_tokens": 24, "enable_thinking": thinking, **GREEDY},
+    )
     assert (msg.get("reasoning_content") or "") == thought
     assert "reasoning" not in msg  # reasoning_content only, unless serve --reasoning-alias
     assert msg["content"] == answer
     if thinking:
-        assert thought and "</think>" not in msg["content"] and thought not in (msg["content"] or "x")
+        assert (
+            thought and "</think>" not in msg["content"] and thought not in (msg["content"] or "x")
+        )
     else:
         assert not thought and answer
     assert reply.usage.prompt_tokens == stats.prompt_tokens
@@ -143,44 +163,79 @@ def test_non_streaming_separates_reasoning_from_content(client, model, engine, j
 @pytest.mark.parametrize("where", ["top-level", "chat_template_kwargs"])
 def test_streaming_matches_the_engine_with_usage(client, model, engine, jobs, server, where):
     messages = [{"role": "user", "content": f"Tell me about the fox ({where})."}]
-    switch = ({"enable_thinking": False, "thinking_budget": 3} if where == "top-level"
-              else {"chat_template_kwargs": {"enable_thinking": True, "thinking_budget": 3}})
-    reasoning, content, usage, finish = stream_reply(
-        client, model=model, messages=messages, max_tokens=20,
-        stream_options={"include_usage": True}, extra_body={**switch, **GREEDY},
+    switch = (
+        {"enable_thinking": False, "thinking_budget": 3}
+        if where == "top-level"
+        else {"chat_template_kwargs": {"enable_thinking": True, "thinking_budget": 3}}
     )
-    thought, answer, stats = direct(engine, jobs, server, {"messages": messages, "max_tokens": 20, **switch, **GREEDY})
+    reasoning, content, usage, finish = stream_reply(
+        client,
+        model=model,
+        messages=messages,
+        max_tokens=20,
+        stream_options={"include_usage": True},
+        extra_body={**switch, **GREEDY},
+    )
+    thought, answer, stats = direct(
+        engine, jobs, server, {"messages": messages, "max_tokens": 20, **switch, **GREEDY}
+    )
     assert (reasoning, content) == (thought, answer)
     assert bool(reasoning) == (where != "top-level")
     assert finish == ("length" if stats.generated_tokens == 20 else "stop")
-    assert usage.prompt_tokens == stats.prompt_tokens and usage.completion_tokens == stats.generated_tokens
+    assert (
+        usage.prompt_tokens == stats.prompt_tokens
+        and usage.completion_tokens == stats.generated_tokens
+    )
     assert usage.prompt_tokens_details.cached_tokens == 0  # a new conversation
 
 
 def test_an_image_as_a_data_uri(client, model, engine, jobs, server, tmp_path):
     png = write_image(tmp_path / "red.png").read_bytes()
     url = "data:image/png;base64," + base64.b64encode(png).decode()
-    messages = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
-                                              {"type": "text", "text": "What colour is it?"}]}]
-    reply = client.chat.completions.create(model=model, messages=messages, max_tokens=12,
-                                           extra_body={"enable_thinking": False, **GREEDY})
-    _thought, answer, stats = direct(engine, jobs, server, {"messages": messages, "max_tokens": 12,
-                                                          "enable_thinking": False, **GREEDY})
+    messages = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "image_url", "image_url": {"url": url}},
+                {"type": "text", "text": "What colour is it?"},
+            ],
+        }
+    ]
+    reply = client.chat.completions.create(
+        model=model,
+        messages=messages,
+        max_tokens=12,
+        extra_body={"enable_thinking": False, **GREEDY},
+    )
+    _thought, answer, stats = direct(
+        engine,
+        jobs,
+        server,
+        {"messages": messages, "max_tokens": 12, "enable_thinking": False, **GREEDY},
+    )
     text_only = client.chat.completions.create(
-        model=model, messages=[{"role": "user", "content": "What colour is it?"}], max_tokens=1,
-        extra_body={"enable_thinking": False})
+        model=model,
+        messages=[{"role": "user", "content": "What colour is it?"}],
+        max_tokens=1,
+        extra_body={"enable_thinking": False},
+    )
     assert reply.choices[0].message.content == answer
     assert reply.usage.prompt_tokens == stats.prompt_tokens > text_only.usage.prompt_tokens + 20
 
 
-def test_four_turn_chat_prefills_only_the_new_tokens(client, model, engine, jobs, server, tmp_path, capsys):
+def test_four_turn_chat_prefills_only_the_new_tokens(
+    client, model, engine, jobs, server, tmp_path, capsys
+):
     """Turns 2-4 resume from the previous turn's snapshot though the requests carry no id;
     turn 2 adds an image, which stays in the history."""
     png = write_image(tmp_path / "blue.png", color=(20, 40, 200)).read_bytes()
     url = "data:image/png;base64," + base64.b64encode(png).decode()
     users = [
         "Hello there, what is MLX?",
-        [{"type": "text", "text": "And this picture?"}, {"type": "image_url", "image_url": {"url": url}}],
+        [
+            {"type": "text", "text": "And this picture?"},
+            {"type": "image_url", "image_url": {"url": url}},
+        ],
         "Tell me more about the fox and the dog.",
         "And the cat on the mat?",
     ]
@@ -191,14 +246,23 @@ def test_four_turn_chat_prefills_only_the_new_tokens(client, model, engine, jobs
         messages.append({"role": "user", "content": user})
         body = {"messages": messages, "max_tokens": 10, "thinking_budget": 3, **GREEDY}
         if turn % 2:
-            reply = client.chat.completions.create(model=model, messages=messages, max_tokens=10,
-                                                   extra_body={"thinking_budget": 3, **GREEDY})
+            reply = client.chat.completions.create(
+                model=model,
+                messages=messages,
+                max_tokens=10,
+                extra_body={"thinking_budget": 3, **GREEDY},
+            )
             usage, msg = reply.usage, reply.choices[0].message
             reasoning, content = msg.model_dump().get("reasoning_content") or "", msg.content
         else:
             reasoning, content, usage, _ = stream_reply(
-                client, model=model, messages=messages, max_tokens=10,
-                stream_options={"include_usage": True}, extra_body={"thinking_budget": 3, **GREEDY})
+                client,
+                model=model,
+                messages=messages,
+                max_tokens=10,
+                stream_options={"include_usage": True},
+                extra_body={"thinking_budget": 3, **GREEDY},
+            )
         ids = prompt_ids(engine, jobs, server, body)
         cached = usage.prompt_tokens_details.cached_tokens
         prefilled = usage.prompt_tokens - cached
@@ -215,7 +279,10 @@ def test_four_turn_chat_prefills_only_the_new_tokens(client, model, engine, jobs
         messages.append({"role": "assistant", "content": content})
     with capsys.disabled():
         for turn, prompt, cached, prefilled, new in figures:
-            print(f"\n  API turn {turn}: prompt {prompt}, cached {cached}, prefilled {prefilled} (new {new})", end="")
+            print(
+                f"\n  API turn {turn}: prompt {prompt}, cached {cached}, prefilled {prefilled} (new {new})",
+                end="",
+            )
 
 
 def _turn_starts(engine, jobs, server, body) -> list[int]:
@@ -227,14 +294,19 @@ def _turn_starts(engine, jobs, server, body) -> list[int]:
 def test_api_conversations_in_turn_all_resume(client, model, engine, jobs, server, chats):
     """Clients' chats alternating (no ids): each follow-up finds its own chat's snapshot, with more
     chats than the old fixed limit of 4 (the snapshot budget, not a count, decides)."""
-    histories = {n: [{"role": "system", "content": f"You are agent {n} of {chats}."}] for n in range(chats)}
+    histories = {
+        n: [{"role": "system", "content": f"You are agent {n} of {chats}."}] for n in range(chats)
+    }
     cached, starts = {}, {}
     for turn in range(2):
         for n, messages in histories.items():
             messages.append({"role": "user", "content": f"Agent {n}, turn {turn}: say something."})
-            reply = client.chat.completions.create(model=model, messages=messages, max_tokens=6,
-                                                   extra_body={"enable_thinking": False})
-            starts[n, turn] = _turn_starts(engine, jobs, server, {"messages": messages, "enable_thinking": False})
+            reply = client.chat.completions.create(
+                model=model, messages=messages, max_tokens=6, extra_body={"enable_thinking": False}
+            )
+            starts[n, turn] = _turn_starts(
+                engine, jobs, server, {"messages": messages, "enable_thinking": False}
+            )
             messages.append({"role": "assistant", "content": reply.choices[0].message.content})
             cached[n, turn] = reply.usage.prompt_tokens_details.cached_tokens
     for n in histories:
@@ -242,23 +314,38 @@ def test_api_conversations_in_turn_all_resume(client, model, engine, jobs, serve
         assert cached[n, 1] >= starts[n, 0][-1], (n, cached, starts)
 
 
-def test_edited_and_repeated_last_user_message_reuse_everything_before_it(client, model, engine, jobs, server):
+def test_edited_and_repeated_last_user_message_reuse_everything_before_it(
+    client, model, engine, jobs, server
+):
     """An API client that edits its last message, or sends a second user message in a row, resumes
     right before (after) it, and answers exactly as a cold prefill."""
     settings = {"max_tokens": 6, "thinking_budget": 2, **GREEDY}
-    base = [{"role": "system", "content": "You edit."}, {"role": "user", "content": "First question here."}]
+    base = [
+        {"role": "system", "content": "You edit."},
+        {"role": "user", "content": "First question here."},
+    ]
     first = client.chat.completions.create(model=model, messages=base, extra_body=settings)
     history = base + [{"role": "assistant", "content": first.choices[0].message.content}]
-    client.chat.completions.create(model=model, messages=history + [{"role": "user", "content": "A second one."}],
-                                   extra_body=settings)
-    for last in ({"role": "user", "content": "No, a different second one."},  # edited
-                 {"role": "user", "content": "And a third, right after."}):  # two user messages in a row
+    client.chat.completions.create(
+        model=model,
+        messages=history + [{"role": "user", "content": "A second one."}],
+        extra_body=settings,
+    )
+    for last in (
+        {"role": "user", "content": "No, a different second one."},  # edited
+        {"role": "user", "content": "And a third, right after."},
+    ):  # two user messages in a row
         messages = (history if last["content"].startswith("No") else base) + [last]
         body = {"messages": messages, **settings}
         reply = client.chat.completions.create(model=model, messages=messages, extra_body=settings)
-        assert reply.usage.prompt_tokens_details.cached_tokens == _turn_starts(engine, jobs, server, body)[-2]
+        assert (
+            reply.usage.prompt_tokens_details.cached_tokens
+            == _turn_starts(engine, jobs, server, body)[-2]
+        )
         msg = reply.choices[0].message
-        assert (msg.model_dump().get("reasoning_content") or "", msg.content) == direct(engine, jobs, server, body)[:2]
+        assert (msg.model_dump().get("reasoning_content") or "", msg.content) == direct(
+            engine, jobs, server, body
+        )[:2]
 
 
 def test_logprobs_and_top_logprobs_stream_and_not(client, model, engine, jobs, server):
@@ -269,12 +356,29 @@ def test_logprobs_and_top_logprobs_stream_and_not(client, model, engine, jobs, s
 
     messages = [{"role": "user", "content": "Count to five."}]
     extra = {"enable_thinking": False, **GREEDY}
-    reply = client.chat.completions.create(model=model, messages=messages, max_tokens=8, logprobs=True,
-                                           top_logprobs=3, extra_body=extra)
+    reply = client.chat.completions.create(
+        model=model,
+        messages=messages,
+        max_tokens=8,
+        logprobs=True,
+        top_logprobs=3,
+        extra_body=extra,
+    )
     entries = reply.choices[0].logprobs.content
-    chat = parse(server, {"model": model, "messages": messages, "max_tokens": 8, "logprobs": True,
-                          "top_logprobs": 3, **extra})
-    events = jobs.call(lambda: list(engine.generate(replace(chat.conversation, id=""), chat.settings)))
+    chat = parse(
+        server,
+        {
+            "model": model,
+            "messages": messages,
+            "max_tokens": 8,
+            "logprobs": True,
+            "top_logprobs": 3,
+            **extra,
+        },
+    )
+    events = jobs.call(
+        lambda: list(engine.generate(replace(chat.conversation, id=""), chat.settings))
+    )
     expected = [e for e in events if isinstance(e, TokenLogprob)]
     assert len(expected) == 8 and not any(e.thinking for e in expected)
     content = reply.choices[0].message.content
@@ -286,26 +390,48 @@ def test_logprobs_and_top_logprobs_stream_and_not(client, model, engine, jobs, s
         assert len(top) == 3 and top[0].logprob >= top[1].logprob >= top[2].logprob
         assert (entry.token, entry.logprob) == (top[0].token, top[0].logprob) and entry.logprob <= 0
     streamed = []
-    for chunk in client.chat.completions.create(model=model, messages=messages, max_tokens=8, logprobs=True,
-                                                top_logprobs=3, stream=True, extra_body=extra):
+    for chunk in client.chat.completions.create(
+        model=model,
+        messages=messages,
+        max_tokens=8,
+        logprobs=True,
+        top_logprobs=3,
+        stream=True,
+        extra_body=extra,
+    ):
         for choice in chunk.choices:
             if choice.logprobs is not None:
                 streamed += choice.logprobs.content or []
     assert [e.token for e in streamed] == [e.token for e in entries]
     assert [e.logprob for e in streamed] == pytest.approx([e.logprob for e in entries], abs=1e-4)
-    plain = client.chat.completions.create(model=model, messages=messages, max_tokens=8, extra_body=extra)
+    plain = client.chat.completions.create(
+        model=model, messages=messages, max_tokens=8, extra_body=extra
+    )
     assert plain.choices[0].logprobs is None and plain.choices[0].message.content == content
     bad = {"model": model, "messages": messages, "top_logprobs": 2}
     status, body, _ = raw(server, "POST", "/v1/chat/completions", json.dumps(bad).encode())
     assert status == 400 and body["error"]["param"] == "top_logprobs"
 
 
-TOOLS = [{"type": "function", "function": {
-    "name": "get_weather", "description": "Weather forecast for a city",
-    "parameters": {"type": "object", "properties": {
-        "city": {"type": "string"}, "days": {"type": "integer"}, "metric": {"type": "boolean"},
-        "hours": {"type": "array", "items": {"type": "number"}}},
-        "required": ["city"]}}}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather forecast for a city",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "city": {"type": "string"},
+                    "days": {"type": "integer"},
+                    "metric": {"type": "boolean"},
+                    "hours": {"type": "array", "items": {"type": "number"}},
+                },
+                "required": ["city"],
+            },
+        },
+    }
+]
 # What Qwen3.5 writes when it calls a tool (the format its chat template teaches), thinking first.
 MODEL_TOOL_REPLY = (
     "The user wants the weather; I should call the tool.\n</think>\n\nLet me look that up.\n\n"
@@ -340,13 +466,20 @@ def test_tool_call_parsed_from_model_shaped_tokens(engine, jobs):
     assert msg["reasoning_content"] == "The user wants the weather; I should call the tool.\n"
     (call,) = msg["tool_calls"]
     assert call["function"]["name"] == "get_weather" and call["id"].startswith("call_")
-    assert json.loads(call["function"]["arguments"]) == {"city": "Paris", "days": 3, "metric": True,
-                                                         "hours": [9, 12.5]}
+    assert json.loads(call["function"]["arguments"]) == {
+        "city": "Paris",
+        "days": 3,
+        "metric": True,
+        "hours": [9, 12.5],
+    }
     tool_deltas = [d for d in deltas if "tool_calls" in d]
     assert len(tool_deltas) == 1 and tool_deltas[0]["tool_calls"][0]["index"] == 0
 
 
-OTHER_TOOL = {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}}
+OTHER_TOOL = {
+    "type": "function",
+    "function": {"name": "get_time", "parameters": {"type": "object"}},
+}
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -356,11 +489,21 @@ def test_tool_choice_forces_a_call_after_the_thinking(client, model, choice, str
     thinking closes (here the budget closes it), so even the random model's reply is a call; with
     several tools and 'required', a grammar lets the model pick only one of their names."""
     tools = TOOLS if choice == "required" else TOOLS + [OTHER_TOOL]
-    tool_choice = {"type": "function", "function": {"name": "get_weather"}} if choice == "named" else "required"
+    tool_choice = (
+        {"type": "function", "function": {"name": "get_weather"}}
+        if choice == "named"
+        else "required"
+    )
     allowed = ["get_weather", "get_time"] if choice == "required-of-two" else ["get_weather"]
     for extra in ({"thinking_budget": 3}, {"enable_thinking": False}):
-        kwargs = dict(model=model, messages=[{"role": "user", "content": "Weather in Paris?"}], tools=tools,
-                      tool_choice=tool_choice, max_tokens=80, extra_body={**extra, **GREEDY})
+        kwargs = dict(
+            model=model,
+            messages=[{"role": "user", "content": "Weather in Paris?"}],
+            tools=tools,
+            tool_choice=tool_choice,
+            max_tokens=80,
+            extra_body={**extra, **GREEDY},
+        )
         if stream:
             names, finish = [], None
             for chunk in client.chat.completions.create(stream=True, **kwargs):
@@ -369,39 +512,72 @@ def test_tool_choice_forces_a_call_after_the_thinking(client, model, choice, str
                     finish = c.finish_reason or finish
         else:
             reply = client.chat.completions.create(**kwargs).choices[0]
-            names, finish = [tc.function.name for tc in reply.message.tool_calls or []], reply.finish_reason
+            names, finish = (
+                [tc.function.name for tc in reply.message.tool_calls or []],
+                reply.finish_reason,
+            )
             assert json.loads(reply.message.tool_calls[0].function.arguments) is not None
         assert len(names) >= 1 and names[0] in allowed and finish == "tool_calls", (extra, names)
 
 
 def test_invalid_tool_choice_is_400(server, model):
     base = {"model": model, "messages": [{"role": "user", "content": "hi"}], "tools": TOOLS}
-    for choice in ("sometimes", {"type": "function", "function": {"name": "nope"}}, {"type": "function"}):
-        status, body, _ = raw(server, "POST", "/v1/chat/completions",
-                              json.dumps({**base, "tool_choice": choice}).encode())
+    for choice in (
+        "sometimes",
+        {"type": "function", "function": {"name": "nope"}},
+        {"type": "function"},
+    ):
+        status, body, _ = raw(
+            server,
+            "POST",
+            "/v1/chat/completions",
+            json.dumps({**base, "tool_choice": choice}).encode(),
+        )
         assert status == 400 and body["error"]["param"] == "tool_choice", (choice, body)
-    status, body, _ = raw(server, "POST", "/v1/chat/completions", json.dumps(
-        {**base, "tools": [], "tool_choice": "required"}).encode())
+    status, body, _ = raw(
+        server,
+        "POST",
+        "/v1/chat/completions",
+        json.dumps({**base, "tools": [], "tool_choice": "required"}).encode(),
+    )
     assert status == 400 and body["error"]["param"] == "tool_choice"
 
 
-SCHEMA = {"type": "object", "additionalProperties": False, "required": ["ok", "n", "colour"],
-          "properties": {"ok": {"type": "boolean"}, "n": {"type": "integer", "minimum": 0, "maximum": 99},
-                         "colour": {"enum": ["red", "green"]}}}
+SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["ok", "n", "colour"],
+    "properties": {
+        "ok": {"type": "boolean"},
+        "n": {"type": "integer", "minimum": 0, "maximum": 99},
+        "colour": {"enum": ["red", "green"]},
+    },
+}
 
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_response_format_constrains_the_answer_to_json(client, model, stream):
     """json_object and json_schema (strict) through llguidance: the random model's answer parses as
     JSON and matches the schema, after its thinking (closed by the budget) or without any."""
-    schema = {"type": "json_schema", "json_schema": {"name": "answer", "schema": SCHEMA, "strict": True}}
+    schema = {
+        "type": "json_schema",
+        "json_schema": {"name": "answer", "schema": SCHEMA, "strict": True},
+    }
     # Any object: the random model writes long strings; on this prompt (greedy) it closes its object
     # within 80 tokens, thinking or not.
-    cases = [(fmt, extra) for fmt in ({"type": "json_object"}, schema)
-             for extra in ({"thinking_budget": 3}, {"enable_thinking": False})]
+    cases = [
+        (fmt, extra)
+        for fmt in ({"type": "json_object"}, schema)
+        for extra in ({"thinking_budget": 3}, {"enable_thinking": False})
+    ]
     for response_format, extra in cases:
-        kwargs = dict(model=model, messages=[{"role": "user", "content": "Return JSON."}], max_tokens=600,
-                      response_format=response_format, extra_body={**extra, **GREEDY})
+        kwargs = dict(
+            model=model,
+            messages=[{"role": "user", "content": "Return JSON."}],
+            max_tokens=600,
+            response_format=response_format,
+            extra_body={**extra, **GREEDY},
+        )
         if stream:
             content, finish = "", None
             for chunk in client.chat.completions.create(stream=True, **kwargs):
@@ -415,26 +591,55 @@ def test_response_format_constrains_the_answer_to_json(client, model, stream):
         assert finish == "stop" and isinstance(value, dict), (response_format, extra, content)
         if response_format["type"] == "json_schema":
             assert set(value) == {"ok", "n", "colour"} and isinstance(value["ok"], bool)
-            assert type(value["n"]) is int and 0 <= value["n"] <= 99 and value["colour"] in ("red", "green")
+            assert (
+                type(value["n"]) is int
+                and 0 <= value["n"] <= 99
+                and value["colour"] in ("red", "green")
+            )
 
 
 def test_response_format_errors(server, model):
     base = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
     bad_schema = {"type": "object", "properties": {"a": {"type": "wizard"}}}
-    cases = [({"type": "yaml"}, "response_format.type"),
-             ({"type": "json_schema", "json_schema": {"name": "x", "schema": bad_schema, "strict": True}},
-              "response_format.json_schema.schema"),
-             ({"type": "json_schema", "json_schema": {"name": "x", "schema": "{}"}},
-              "response_format.json_schema.schema")]
+    cases = [
+        ({"type": "yaml"}, "response_format.type"),
+        (
+            {
+                "type": "json_schema",
+                "json_schema": {"name": "x", "schema": bad_schema, "strict": True},
+            },
+            "response_format.json_schema.schema",
+        ),
+        (
+            {"type": "json_schema", "json_schema": {"name": "x", "schema": "{}"}},
+            "response_format.json_schema.schema",
+        ),
+    ]
     for response_format, param in cases:
-        status, body, _ = raw(server, "POST", "/v1/chat/completions",
-                              json.dumps({**base, "response_format": response_format}).encode())
+        status, body, _ = raw(
+            server,
+            "POST",
+            "/v1/chat/completions",
+            json.dumps({**base, "response_format": response_format}).encode(),
+        )
         assert status == 400 and body["error"]["param"] == param, (response_format, body)
     # Not strict: still an object, though the schema cannot be enforced.
     loose = {"type": "json_schema", "json_schema": {"name": "x", "schema": bad_schema}}
-    status, body, _ = raw(server, "POST", "/v1/chat/completions", json.dumps(
-        {**base, "messages": [{"role": "user", "content": "Return JSON."}], "response_format": loose,
-         "max_tokens": 600, "enable_thinking": False, **GREEDY}).encode())
+    status, body, _ = raw(
+        server,
+        "POST",
+        "/v1/chat/completions",
+        json.dumps(
+            {
+                **base,
+                "messages": [{"role": "user", "content": "Return JSON."}],
+                "response_format": loose,
+                "max_tokens": 600,
+                "enable_thinking": False,
+                **GREEDY,
+            }
+        ).encode(),
+    )
     assert status == 200 and isinstance(json.loads(body["choices"][0]["message"]["content"]), dict)
 
 
@@ -444,8 +649,17 @@ def test_tool_parser_contract_pinned():
 
     out = qwen3_coder.parse_tool_call(
         "<function=f>\n<parameter=n>\n7\n</parameter>\n<parameter=s>\n007\n</parameter>\n</function>",
-        [{"function": {"name": "f", "parameters": {"properties": {"n": {"type": "integer"},
-                                                                   "s": {"type": "string"}}}}}])
+        [
+            {
+                "function": {
+                    "name": "f",
+                    "parameters": {
+                        "properties": {"n": {"type": "integer"}, "s": {"type": "string"}}
+                    },
+                }
+            }
+        ],
+    )
     assert out == {"name": "f", "arguments": {"n": 7, "s": "007"}}
 
 
@@ -454,22 +668,53 @@ def test_tool_round_trip_through_the_template(client, model, engine, jobs, serve
     prompt the model answers; the answer carries no tool-call markup in its content."""
     messages = [
         {"role": "user", "content": "Weather in Paris for 3 days?"},
-        {"role": "assistant", "content": "", "tool_calls": [{
-            "id": "call_1", "type": "function",
-            "function": {"name": "get_weather", "arguments": json.dumps({"city": "Paris", "days": 3})}}]},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {
+                        "name": "get_weather",
+                        "arguments": json.dumps({"city": "Paris", "days": 3}),
+                    },
+                }
+            ],
+        },
         {"role": "tool", "tool_call_id": "call_1", "content": "Sunny, 22C"},
     ]
-    reply = client.chat.completions.create(model=model, messages=messages, tools=TOOLS, max_tokens=12,
-                                           extra_body={"enable_thinking": False, **GREEDY})
+    reply = client.chat.completions.create(
+        model=model,
+        messages=messages,
+        tools=TOOLS,
+        max_tokens=12,
+        extra_body={"enable_thinking": False, **GREEDY},
+    )
     chat = parse(server, {"messages": messages, "tools": TOOLS})
-    prompt = jobs.call(lambda: render_text(chat.conversation, engine._loaded.apply_template, thinking=False,
-                                           text_only=False))
+    prompt = jobs.call(
+        lambda: render_text(
+            chat.conversation, engine._loaded.apply_template, thinking=False, text_only=False
+        )
+    )
     assert '"name": "get_weather"' in prompt and "<tools>" in prompt
-    assert "<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n" \
-           "<parameter=days>\n3\n</parameter>\n</function>\n</tool_call>" in prompt
+    assert (
+        "<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n"
+        "<parameter=days>\n3\n</parameter>\n</function>\n</tool_call>" in prompt
+    )
     assert "<|im_start|>user\n<tool_response>\nSunny, 22C\n</tool_response><|im_end|>" in prompt
-    _thought, answer, stats = direct(engine, jobs, server, {"messages": messages, "tools": TOOLS, "max_tokens": 12,
-                                                          "enable_thinking": False, **GREEDY})
+    _thought, answer, stats = direct(
+        engine,
+        jobs,
+        server,
+        {
+            "messages": messages,
+            "tools": TOOLS,
+            "max_tokens": 12,
+            "enable_thinking": False,
+            **GREEDY,
+        },
+    )
     assert reply.usage.prompt_tokens == stats.prompt_tokens == len(engine._loaded.encode(prompt))
     assert "<tool_call>" not in (reply.choices[0].message.content or "")
     expected = answer.split("<tool_call>")[0].rstrip() if "<tool_call>" in answer else answer
@@ -496,7 +741,7 @@ def test_streamed_tool_call_reaches_the_openai_client(jobs):
             for piece in thinking.split(" "):
                 yield ThinkingDelta(piece + " ")
             for i in range(0, len(answer), 3):  # the markup split at awkward places
-                yield AnswerDelta(answer[i:i + 3])
+                yield AnswerDelta(answer[i : i + 3])
             yield Stats(10, 0, 10, 40, 10, 30, 1.0, 1.0, 0.1, 0.2, 0)
             yield Finished(FinishReason.STOP)
 
@@ -506,8 +751,9 @@ def test_streamed_tool_call_reaches_the_openai_client(jobs):
         c = openai.OpenAI(base_url=srv.base_url, api_key="x", max_retries=0)
         calls: dict[int, dict] = {}
         content, finish = "", None
-        for chunk in c.chat.completions.create(model="replay", messages=[{"role": "user", "content": "hi"}],
-                                               tools=TOOLS, stream=True):
+        for chunk in c.chat.completions.create(
+            model="replay", messages=[{"role": "user", "content": "hi"}], tools=TOOLS, stream=True
+        ):
             delta = chunk.choices[0].delta
             content += delta.content or ""
             for tc in delta.tool_calls or []:
@@ -515,9 +761,19 @@ def test_streamed_tool_call_reaches_the_openai_client(jobs):
             finish = chunk.choices[0].finish_reason or finish
         assert START not in content and content == "Let me look that up."
         assert finish == "tool_calls"
-        assert json.loads(calls[0]["arguments"]) == {"city": "Paris", "days": 3, "metric": True, "hours": [9, 12.5]}
-        reply = c.chat.completions.create(model="replay", messages=[{"role": "user", "content": "hi"}], tools=TOOLS)
-        assert reply.choices[0].finish_reason == "tool_calls" and reply.choices[0].message.content == content
+        assert json.loads(calls[0]["arguments"]) == {
+            "city": "Paris",
+            "days": 3,
+            "metric": True,
+            "hours": [9, 12.5],
+        }
+        reply = c.chat.completions.create(
+            model="replay", messages=[{"role": "user", "content": "hi"}], tools=TOOLS
+        )
+        assert (
+            reply.choices[0].finish_reason == "tool_calls"
+            and reply.choices[0].message.content == content
+        )
         assert reply.choices[0].message.tool_calls[0].function.name == "get_weather"
     finally:
         srv.stop()
@@ -525,12 +781,21 @@ def test_streamed_tool_call_reaches_the_openai_client(jobs):
 
 def test_stop_sequence_ends_the_answer(client, model, engine, jobs, server):
     messages = [{"role": "user", "content": "Count."}]
-    _, answer, _ = direct(engine, jobs, server, {"messages": messages, "max_tokens": 30,
-                                                "enable_thinking": False, **GREEDY})
+    _, answer, _ = direct(
+        engine,
+        jobs,
+        server,
+        {"messages": messages, "max_tokens": 30, "enable_thinking": False, **GREEDY},
+    )
     stop = answer[8:11]
     assert len(stop) == 3
-    reply = client.chat.completions.create(model=model, messages=messages, max_tokens=30, stop=[stop],
-                                           extra_body={"enable_thinking": False, **GREEDY})
+    reply = client.chat.completions.create(
+        model=model,
+        messages=messages,
+        max_tokens=30,
+        stop=[stop],
+        extra_body={"enable_thinking": False, **GREEDY},
+    )
     assert reply.choices[0].message.content == answer[: answer.index(stop)]
     assert reply.choices[0].finish_reason == "stop" and reply.usage.completion_tokens < 30
 
@@ -542,8 +807,13 @@ def test_client_disconnect_frees_the_model(client, model, engine, jobs, server):
     full = stats.generated_tokens  # (greedy) the answer's length when nobody leaves
     assert full >= 100
     before = len(server.context.records)
-    stream = client.chat.completions.create(model=model, messages=messages, max_tokens=300, stream=True,
-                                            extra_body={"enable_thinking": False, **GREEDY})
+    stream = client.chat.completions.create(
+        model=model,
+        messages=messages,
+        max_tokens=300,
+        stream=True,
+        extra_body={"enable_thinking": False, **GREEDY},
+    )
     for got, _chunk in enumerate(stream, 1):
         if got == 4:
             break
@@ -554,7 +824,9 @@ def test_client_disconnect_frees_the_model(client, model, engine, jobs, server):
     gone = server.context.records[before]
     assert gone.finish_reason == "disconnected" and gone.status == 499 and gone.engine_ended
     assert gone.completion_tokens < full - 50  # stopped soon after the client left
-    reply = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hi"}], max_tokens=3)
+    reply = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "Hi"}], max_tokens=3
+    )
     assert reply.usage.completion_tokens == 3
     after = server.context.records[-1]
     assert after.engine_started >= gone.engine_ended
@@ -565,7 +837,8 @@ def test_two_clients_at_once_are_queued_and_both_served(client, model, server):
 
     def ask(i: int) -> None:
         results[i] = client.chat.completions.create(
-            model=model, messages=[{"role": "user", "content": f"Question {i}"}], max_tokens=40)
+            model=model, messages=[{"role": "user", "content": f"Question {i}"}], max_tokens=40
+        )
 
     threads = [threading.Thread(target=ask, args=(i,)) for i in range(2)]
     before = len(server.context.records)
@@ -582,7 +855,9 @@ def test_two_clients_at_once_are_queued_and_both_served(client, model, server):
 # ------------------------------------------------------------------------------ raw HTTP
 
 
-def raw(server_or_port, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
+def raw(
+    server_or_port, method: str, path: str, body: bytes | None = None, headers: dict | None = None
+):
     port = server_or_port if isinstance(server_or_port, int) else server_or_port.port
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     hdrs = {"Content-Type": "application/json", **(headers or {})}
@@ -627,8 +902,18 @@ def test_remote_image_url_is_refused_and_never_fetched(server, model):
     threading.Thread(target=web.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{web.server_address[1]}/cat.png"
-        body = {"model": model, "messages": [{"role": "user", "content": [
-            {"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": "?"}]}]}
+        body = {
+            "model": model,
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image_url", "image_url": {"url": url}},
+                        {"type": "text", "text": "?"},
+                    ],
+                }
+            ],
+        }
         result = raw(server, "POST", "/v1/chat/completions", json.dumps(body).encode())
         assert_error(result, 400, "remote_image_refused")
         assert "data: URI" in result[1]["error"]["message"]
@@ -640,27 +925,54 @@ def test_remote_image_url_is_refused_and_never_fetched(server, model):
 
 
 def test_foreign_host_or_origin_is_403_and_a_wrong_key_401(engine, jobs, model):
-    srv = ApiServer(engine, jobs, ServerConfig(port=0, api_key="s3cret", allow_origins=("http://localhost:3000",)))
+    srv = ApiServer(
+        engine,
+        jobs,
+        ServerConfig(port=0, api_key="s3cret", allow_origins=("http://localhost:3000",)),
+    )
     srv.start()
     try:
         key = {"Authorization": "Bearer s3cret"}
         assert raw(srv, "GET", "/v1/models", headers=key)[0] == 200
-        assert_error(raw(srv, "GET", "/v1/models", headers={**key, "Host": f"evil.example:{srv.port}"}),
-                     403, "forbidden_host")
-        assert_error(raw(srv, "GET", "/v1/models", headers={**key, "Origin": "https://evil.example"}),
-                     403, "forbidden_origin")
-        assert_error(raw(srv, "GET", "/v1/models", headers={"Authorization": "Bearer nope"}), 401, "invalid_api_key")
+        assert_error(
+            raw(srv, "GET", "/v1/models", headers={**key, "Host": f"evil.example:{srv.port}"}),
+            403,
+            "forbidden_host",
+        )
+        assert_error(
+            raw(srv, "GET", "/v1/models", headers={**key, "Origin": "https://evil.example"}),
+            403,
+            "forbidden_origin",
+        )
+        assert_error(
+            raw(srv, "GET", "/v1/models", headers={"Authorization": "Bearer nope"}),
+            401,
+            "invalid_api_key",
+        )
         assert_error(raw(srv, "GET", "/v1/models"), 401)
-        status, _, headers = raw(srv, "GET", "/v1/models", headers={**key, "Origin": "http://localhost:3000"})
+        status, _, headers = raw(
+            srv, "GET", "/v1/models", headers={**key, "Origin": "http://localhost:3000"}
+        )
         assert status == 200 and headers["access-control-allow-origin"] == "http://localhost:3000"
         # the browser's preflight for the allowed origin, without the key
-        status, _, headers = raw(srv, "OPTIONS", "/v1/chat/completions", headers={
-            "Origin": "http://localhost:3000", "Access-Control-Request-Method": "POST",
-            "Access-Control-Request-Headers": "authorization, content-type"})
+        status, _, headers = raw(
+            srv,
+            "OPTIONS",
+            "/v1/chat/completions",
+            headers={
+                "Origin": "http://localhost:3000",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization, content-type",
+            },
+        )
         assert status == 204 and "authorization" in headers["access-control-allow-headers"]
         c = openai.OpenAI(base_url=srv.base_url, api_key="s3cret", max_retries=0)
-        assert c.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}],
-                                         max_tokens=2).usage.completion_tokens == 2
+        assert (
+            c.chat.completions.create(
+                model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=2
+            ).usage.completion_tokens
+            == 2
+        )
         with pytest.raises(openai.AuthenticationError):
             openai.OpenAI(base_url=srv.base_url, api_key="wrong", max_retries=0).models.list()
     finally:
@@ -674,12 +986,18 @@ def test_access_policy_hosts():
     for host in ("127.0.0.1:8036", "attacker.example:8035", ""):
         with pytest.raises(Exception, match="not a name this server answers to"):
             policy.check("GET", {"host": host})
-    AccessPolicy("0.0.0.0", 8035).check("GET", {"host": "192.168.1.5:8035"})  # the user chose to expose it
+    AccessPolicy("0.0.0.0", 8035).check(
+        "GET", {"host": "192.168.1.5:8035"}
+    )  # the user chose to expose it
 
 
 def test_unknown_model_is_404(server):
     body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
-    assert_error(raw(server, "POST", "/v1/chat/completions", json.dumps(body).encode()), 404, "model_not_found")
+    assert_error(
+        raw(server, "POST", "/v1/chat/completions", json.dumps(body).encode()),
+        404,
+        "model_not_found",
+    )
     assert_error(raw(server, "GET", "/v1/nothing-here"), 404)
 
 
@@ -704,9 +1022,15 @@ def test_while_loading_503_then_over_context_400(tiny_model_dir, tmp_path):
     srv = ApiServer(engine, jobs, ServerConfig(port=0))
     srv.start()
     try:
-        loaded = jobs.submit(lambda: engine.load(small, context_tokens=64, progress=progress), JobKind.LOAD)
+        loaded = jobs.submit(
+            lambda: engine.load(small, context_tokens=64, progress=progress), JobKind.LOAD
+        )
         assert reading.wait(60)
-        body = {"model": small.name, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+        body = {
+            "model": small.name,
+            "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 2,
+        }
         status, err, headers = raw(srv, "POST", "/v1/chat/completions", json.dumps(body).encode())
         assert_error((status, err, headers), 503, "model_loading")
         assert headers.get("retry-after")
@@ -716,7 +1040,9 @@ def test_while_loading_503_then_over_context_400(tiny_model_dir, tmp_path):
         body["messages"][0]["content"] = "word " * 100
         result = raw(srv, "POST", "/v1/chat/completions", json.dumps(body).encode())
         assert_error(result, 400, "context_length_exceeded")
-        assert result[1]["error"]["message"].startswith("This model's maximum context length is 64 tokens.")
+        assert result[1]["error"]["message"].startswith(
+            "This model's maximum context length is 64 tokens."
+        )
     finally:
         release.set()
         srv.stop()
@@ -729,10 +1055,31 @@ def test_while_loading_503_then_over_context_400(tiny_model_dir, tmp_path):
 
 def test_cli_serve(tiny_model_dir):
     """serve with --context (the prompt's cap) and --thinking off (the default for requests that do not say)."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen([sys.executable, "-m", "engine_mlx", "serve", "--model", str(tiny_model_dir), "--port", "0",
-                             "--context", "200", "--thinking", "off"],
-                            stderr=subprocess.PIPE, text=True, env=env)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            [str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]
+        ),
+    }
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "engine_mlx",
+            "serve",
+            "--model",
+            str(tiny_model_dir),
+            "--port",
+            "0",
+            "--context",
+            "200",
+            "--thinking",
+            "off",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         line = ""
         deadline = time.monotonic() + 120
@@ -743,15 +1090,26 @@ def test_cli_serve(tiny_model_dir):
         base = line.split(" at ")[1].split(" ")[0]
         c = openai.OpenAI(base_url=base, api_key="x", max_retries=0)
         name = c.models.list().data[0].id
-        reply = c.chat.completions.create(model=name, messages=[{"role": "user", "content": "hi"}], max_tokens=2,
-                                          seed=0)
+        reply = c.chat.completions.create(
+            model=name, messages=[{"role": "user", "content": "hi"}], max_tokens=2, seed=0
+        )
         # random weights may end the reply early: an end-of-turn token is not counted
-        assert (reply.choices[0].finish_reason, reply.usage.completion_tokens) in {("stop", 0), ("stop", 1), ("length", 2)}
+        assert (reply.choices[0].finish_reason, reply.usage.completion_tokens) in {
+            ("stop", 0),
+            ("stop", 1),
+            ("length", 2),
+        }
         assert reply.usage.prompt_tokens > 0
-        thinks = c.chat.completions.create(model=name, messages=[{"role": "user", "content": "hi"}], max_tokens=4)
+        thinks = c.chat.completions.create(
+            model=name, messages=[{"role": "user", "content": "hi"}], max_tokens=4
+        )
         assert not thinks.choices[0].message.model_dump().get("reasoning_content")  # --thinking off
-        with pytest.raises(openai.BadRequestError, match="maximum context length is 200 tokens") as caught:
-            c.chat.completions.create(model=name, messages=[{"role": "user", "content": "word " * 250}], max_tokens=2)
+        with pytest.raises(
+            openai.BadRequestError, match="maximum context length is 200 tokens"
+        ) as caught:
+            c.chat.completions.create(
+                model=name, messages=[{"role": "user", "content": "word " * 250}], max_tokens=2
+            )
         assert caught.value.code == "context_length_exceeded"
     finally:
         proc.send_signal(2)  # Ctrl-C
@@ -763,35 +1121,77 @@ def test_continue_final_message_carries_on_the_assistant_turn(client, model, eng
     """vLLM's ``continue_final_message``: the reply continues the last assistant message (its
     reasoning too), equal to the engine's own continuation, resuming the cached prompt."""
     question = [{"role": "user", "content": "Write a long story about a fox."}]
-    first = client.chat.completions.create(model=model, messages=question, max_tokens=6, extra_body=GREEDY)
+    first = client.chat.completions.create(
+        model=model, messages=question, max_tokens=6, extra_body=GREEDY
+    )
     said = first.choices[0].message.model_dump()
-    assert first.choices[0].finish_reason == "length" and said["reasoning_content"] and not said["content"]
-    body = {"messages": question + [{"role": "assistant", "content": "",
-                                      "reasoning_content": said["reasoning_content"]}],
-            "max_tokens": 8, "continue_final_message": True}
+    assert (
+        first.choices[0].finish_reason == "length"
+        and said["reasoning_content"]
+        and not said["content"]
+    )
+    body = {
+        "messages": question
+        + [{"role": "assistant", "content": "", "reasoning_content": said["reasoning_content"]}],
+        "max_tokens": 8,
+        "continue_final_message": True,
+    }
     reasoning, content, usage, _finish = stream_reply(
-        client, model=model, messages=body["messages"], stream_options={"include_usage": True},
-        max_tokens=8, extra_body={"continue_final_message": True, **GREEDY},
+        client,
+        model=model,
+        messages=body["messages"],
+        stream_options={"include_usage": True},
+        max_tokens=8,
+        extra_body={"continue_final_message": True, **GREEDY},
     )
     thought, answer, stats = direct(engine, jobs, server, {**body, **GREEDY})
-    assert (reasoning, content) == (thought, answer) and usage.completion_tokens == stats.generated_tokens
-    assert usage.prompt_tokens == stats.prompt_tokens > first.usage.prompt_tokens  # the turn so far is in it
+    assert (reasoning, content) == (
+        thought,
+        answer,
+    ) and usage.completion_tokens == stats.generated_tokens
+    assert (
+        usage.prompt_tokens == stats.prompt_tokens > first.usage.prompt_tokens
+    )  # the turn so far is in it
     assert usage.prompt_tokens_details.cached_tokens > 0  # the question's prefill was reused
     with pytest.raises(openai.BadRequestError, match="continue_final_message"):
-        client.chat.completions.create(model=model, messages=question, max_tokens=4,
-                                       extra_body={"continue_final_message": True})
+        client.chat.completions.create(
+            model=model,
+            messages=question,
+            max_tokens=4,
+            extra_body={"continue_final_message": True},
+        )
 
 
 def test_roles_map_onto_the_typed_conversation(tmp_path):
-    chat = parse_chat_request({"model": "m", "messages": [
-        {"role": "developer", "content": "rules"}, {"role": "user", "content": [{"type": "text", "text": "q"}]},
-        {"role": "assistant", "content": None, "reasoning_content": "hm",
-         "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{\"a\": 1}"}}]},
-        {"role": "tool", "tool_call_id": "c", "content": "ok"}], "max_completion_tokens": 9, "seed": 3,
-        "stop": "END"}, InlineImages(tmp_path, 1 << 20).batch())
+    chat = parse_chat_request(
+        {
+            "model": "m",
+            "messages": [
+                {"role": "developer", "content": "rules"},
+                {"role": "user", "content": [{"type": "text", "text": "q"}]},
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "reasoning_content": "hm",
+                    "tool_calls": [
+                        {
+                            "id": "c",
+                            "type": "function",
+                            "function": {"name": "f", "arguments": '{"a": 1}'},
+                        }
+                    ],
+                },
+                {"role": "tool", "tool_call_id": "c", "content": "ok"},
+            ],
+            "max_completion_tokens": 9,
+            "seed": 3,
+            "stop": "END",
+        },
+        InlineImages(tmp_path, 1 << 20).batch(),
+    )
     roles = [m.role for m in chat.conversation.messages]
     assert roles == [Role.SYSTEM, Role.USER, Role.ASSISTANT, Role.TOOL]
-    assert chat.conversation.messages[2].tool_calls[0].arguments == "{\"a\": 1}"
+    assert chat.conversation.messages[2].tool_calls[0].arguments == '{"a": 1}'
     assert chat.conversation.messages[2].thinking == "hm"
     assert (chat.settings.max_tokens, chat.settings.seed, chat.stop) == (9, 3, ("END",))
 
@@ -874,19 +1274,31 @@ def test_app_switch_serves_the_loaded_model(qapp, qt_wait, tmp_path, tiny_model_
         c = openai.OpenAI(base_url=url, api_key="x", max_retries=0, timeout=60)
         name = window.models.loaded_info.name
         assert [m.id for m in c.models.list().data] == [name]
-        reply = c.chat.completions.create(model=name, messages=[{"role": "user", "content": "hi"}], max_tokens=3)
+        reply = c.chat.completions.create(
+            model=name, messages=[{"role": "user", "content": "hi"}], max_tokens=3
+        )
         assert reply.usage.completion_tokens == 3
         qt_wait(lambda: dialog.log.rowCount() >= 1, 30)  # chat requests (and refusals) are logged
         row = dialog.log.rowCount() - 1
-        assert "3 out" in dialog.log.item(row, 2).text() and dialog.log.item(row, 1).text().startswith("127.0.0.1")
+        assert "3 out" in dialog.log.item(row, 2).text() and dialog.log.item(
+            row, 1
+        ).text().startswith("127.0.0.1")
         # an API request and the app's own chat at once: one model, one queue, both answered
         from app.store import ChatSettings, MessageState, ThinkingMode
 
         api_reply = {}
-        api = threading.Thread(target=lambda: api_reply.setdefault("r", c.chat.completions.create(
-            model=name, messages=[{"role": "user", "content": "meanwhile"}], max_tokens=30)))
+        api = threading.Thread(
+            target=lambda: api_reply.setdefault(
+                "r",
+                c.chat.completions.create(
+                    model=name, messages=[{"role": "user", "content": "meanwhile"}], max_tokens=30
+                ),
+            )
+        )
         api.start()
-        window.chat.set_settings(ChatSettings(thinking=ThinkingMode.OFF).with_generation(max_tokens=16, seed=7))
+        window.chat.set_settings(
+            ChatSettings(thinking=ThinkingMode.OFF).with_generation(max_tokens=16, seed=7)
+        )
         window.composer.edit.setPlainText("And you?")
         assert window.send(window.composer.text())
         qt_wait(lambda: not window.chat.busy and not api.is_alive(), 120)
@@ -917,7 +1329,9 @@ def test_a_chunked_body_over_the_cap_is_refused_before_it_is_all_sent(server):
     assert sent < 2 * MAX_BODY_BYTES, sent  # answered long before the 256 MiB were sent
 
 
-def test_context_overflow_is_openais_400_and_a_huge_prompt_never_reaches_the_engine(engine, jobs, model):
+def test_context_overflow_is_openais_400_and_a_huge_prompt_never_reaches_the_engine(
+    engine, jobs, model
+):
     """``context_tokens`` (serve --context) caps the prompt: over it, OpenAI's 400 in OpenAI's words,
     which openai-python raises as BadRequestError with the code. (litellm raises ContextWindowExceededError
     on the lower-cased "this model's maximum context length is" in the message; litellm itself is not a
@@ -930,20 +1344,31 @@ def test_context_overflow_is_openais_400_and_a_huge_prompt_never_reaches_the_eng
     started, gate = threading.Event(), threading.Event()
     try:
         c = openai.OpenAI(base_url=srv.base_url, api_key="x", max_retries=0, timeout=60)
-        fits = c.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=500,
-                                         extra_body={"enable_thinking": False})
-        assert fits.usage.prompt_tokens + fits.usage.completion_tokens <= 100  # the reply stops at the cap
+        fits = c.chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": "hi"}],
+            max_tokens=500,
+            extra_body={"enable_thinking": False},
+        )
+        assert (
+            fits.usage.prompt_tokens + fits.usage.completion_tokens <= 100
+        )  # the reply stops at the cap
         words = [{"role": "user", "content": "word " * 120}]  # fits the model, not the cap
         with pytest.raises(openai.BadRequestError) as caught:
             c.chat.completions.create(model=model, messages=words, max_tokens=2)
         assert caught.value.code == "context_length_exceeded" and caught.value.param == "messages"
-        assert re.fullmatch(r"This model's maximum context length is 100 tokens\. However, your messages resulted "
-                            r"in \d{3} tokens\. Please reduce the length of the messages\.", caught.value.body["message"])
+        assert re.fullmatch(
+            r"This model's maximum context length is 100 tokens\. However, your messages resulted "
+            r"in \d{3} tokens\. Please reduce the length of the messages\.",
+            caught.value.body["message"],
+        )
 
         jobs.submit(lambda: (started.set(), gate.wait(120)))
         assert started.wait(60)
         huge = [{"role": "user", "content": "x" * (10 << 20)}]
-        with pytest.raises(openai.BadRequestError, match=r"resulted in at least \d+ tokens") as caught:
+        with pytest.raises(
+            openai.BadRequestError, match=r"resulted in at least \d+ tokens"
+        ) as caught:
             c.chat.completions.create(model=model, messages=huge, max_tokens=2)
         assert caught.value.code == "context_length_exceeded"
         assert jobs.waiting == 0 and not gate.is_set()  # answered with the engine thread still held
@@ -958,42 +1383,104 @@ def _nested(depth: int) -> str:
 
 MALFORMED = {
     # name: (the body's text with MODEL for the model id, the field named, the error code)
-    "5000-digit integer": ('{"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "seed": '
-                           + "9" * 5000 + "}", "seed", "invalid_number"),
-    "NaN": ('{"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "temperature": NaN}',
-            "temperature", "invalid_number"),
-    "100k-deep JSON": ('{"model": MODEL, "x": ' + "[" * 100_000 + "]" * 100_000 + "}", None, "invalid_json"),
-    "lone surrogate": ('{"model": MODEL, "messages": [{"role": "user", "content": "hi \\ud800 there"}]}',
-                       "messages[0].content", "invalid_string"),
-    "tool parameters 500 deep": ('{"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "tools": '
-                                 '[{"type": "function", "function": {"name": "f", "parameters": '
-                                 + _nested(500) + "}}]}", "tools[0].function.parameters", "too_deep"),
+    "5000-digit integer": (
+        '{"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "seed": '
+        + "9" * 5000
+        + "}",
+        "seed",
+        "invalid_number",
+    ),
+    "NaN": (
+        '{"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "temperature": NaN}',
+        "temperature",
+        "invalid_number",
+    ),
+    "100k-deep JSON": (
+        '{"model": MODEL, "x": ' + "[" * 100_000 + "]" * 100_000 + "}",
+        None,
+        "invalid_json",
+    ),
+    "lone surrogate": (
+        '{"model": MODEL, "messages": [{"role": "user", "content": "hi \\ud800 there"}]}',
+        "messages[0].content",
+        "invalid_string",
+    ),
+    "tool parameters 500 deep": (
+        '{"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "tools": '
+        '[{"type": "function", "function": {"name": "f", "parameters": ' + _nested(500) + "}}]}",
+        "tools[0].function.parameters",
+        "too_deep",
+    ),
     "tool-call arguments 100k deep": (
         '{"model": MODEL, "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "tool_calls": '
-        '[{"id": "c", "type": "function", "function": {"name": "f", "arguments": "' + "[" * 100_000 + "]" * 100_000
-        + '"}}]}]}', "messages[1].tool_calls[0].function.arguments", "too_deep"),
+        '[{"id": "c", "type": "function", "function": {"name": "f", "arguments": "'
+        + "[" * 100_000
+        + "]" * 100_000
+        + '"}}]}]}',
+        "messages[1].tool_calls[0].function.arguments",
+        "too_deep",
+    ),
     "a 5000-digit integer in tool-call arguments": (
         '{"model": MODEL, "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "tool_calls": '
-        '[{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{\\"n\\": ' + "7" * 5000
-        + '}"}}]}]}', "messages[1].tool_calls[0].function.arguments.n", "invalid_number"),
-    "a stop sequence of 1,001 characters": ('{"model": MODEL, "messages": [{"role": "user", "content": "hi"}], '
-                                            '"stop": ["' + "s" * 1001 + '"]}', "stop", None),
-    "n: true": ('{"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "n": true}', "n", None),
-    "n: 2": ('{"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "n": 2}', "n", None),
-    "tool_choice: sometimes": ('{"model": MODEL, "messages": [{"role": "user", "content": "hi"}], '
-                               '"tool_choice": "sometimes"}', "tool_choice", None),
+        '[{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{\\"n\\": '
+        + "7" * 5000
+        + '}"}}]}]}',
+        "messages[1].tool_calls[0].function.arguments.n",
+        "invalid_number",
+    ),
+    "a stop sequence of 1,001 characters": (
+        '{"model": MODEL, "messages": [{"role": "user", "content": "hi"}], '
+        '"stop": ["' + "s" * 1001 + '"]}',
+        "stop",
+        None,
+    ),
+    "n: true": (
+        '{"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "n": true}',
+        "n",
+        None,
+    ),
+    "n: 2": (
+        '{"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "n": 2}',
+        "n",
+        None,
+    ),
+    "tool_choice: sometimes": (
+        '{"model": MODEL, "messages": [{"role": "user", "content": "hi"}], '
+        '"tool_choice": "sometimes"}',
+        "tool_choice",
+        None,
+    ),
     "tool_choice: an undeclared function": (
         '{"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "tools": TOOLS, '
-        '"tool_choice": {"type": "function", "function": {"name": "launch"}}}', "tool_choice", None),
+        '"tool_choice": {"type": "function", "function": {"name": "launch"}}}',
+        "tool_choice",
+        None,
+    ),
     "tool_choice: required without tools": (
         '{"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "tool_choice": "required"}',
-        "tool_choice", None),
-    "10,001 messages": ('{"model": MODEL, "messages": [' + ", ".join(['{"role": "user", "content": "hi"}'] * 10_001)
-                        + "]}", "messages", None),
-    "513 tools": ('{"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "tools": ['
-                  + ", ".join(['{"type": "function", "function": {"name": "f"}}'] * 513) + "]}", "tools", None),
-    "reasoning_effort: extreme": ('{"model": MODEL, "messages": [{"role": "user", "content": "hi"}], '
-                                  '"reasoning_effort": "extreme"}', "reasoning_effort", None),
+        "tool_choice",
+        None,
+    ),
+    "10,001 messages": (
+        '{"model": MODEL, "messages": ['
+        + ", ".join(['{"role": "user", "content": "hi"}'] * 10_001)
+        + "]}",
+        "messages",
+        None,
+    ),
+    "513 tools": (
+        '{"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "tools": ['
+        + ", ".join(['{"type": "function", "function": {"name": "f"}}'] * 513)
+        + "]}",
+        "tools",
+        None,
+    ),
+    "reasoning_effort: extreme": (
+        '{"model": MODEL, "messages": [{"role": "user", "content": "hi"}], '
+        '"reasoning_effort": "extreme"}',
+        "reasoning_effort",
+        None,
+    ),
 }
 
 
@@ -1009,12 +1496,19 @@ def test_malformed_input_is_a_400_naming_the_field(server, model, case):
     assert (param or "JSON") in body["error"]["message"]
 
 
-@pytest.mark.parametrize("choice", ["none", "auto", "required", {"type": "function",
-                                                                "function": {"name": "get_weather"}}],
-                         ids=["none", "auto", "required", "named"])
+@pytest.mark.parametrize(
+    "choice",
+    ["none", "auto", "required", {"type": "function", "function": {"name": "get_weather"}}],
+    ids=["none", "auto", "required", "named"],
+)
 def test_valid_tool_choices_are_taken(client, model, choice):
-    reply = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Weather?"}],
-                                           tools=TOOLS, tool_choice=choice, max_tokens=1)
+    reply = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "Weather?"}],
+        tools=TOOLS,
+        tool_choice=choice,
+        max_tokens=1,
+    )
     assert reply.choices[0].finish_reason in ("length", "stop", "tool_calls")
 
 
@@ -1022,11 +1516,16 @@ def test_model_by_id(client, model):
     assert client.models.retrieve(model).id == model
     with pytest.raises(openai.NotFoundError) as caught:
         client.models.retrieve("gpt-4o")
-    assert caught.value.code == "model_not_found" and caught.value.body["type"] == "invalid_request_error"
+    assert (
+        caught.value.code == "model_not_found"
+        and caught.value.body["type"] == "invalid_request_error"
+    )
 
 
 def test_refused_images_are_deleted_at_once_and_the_folder_is_capped(engine, jobs, model, tmp_path):
-    pngs = [write_image(tmp_path / f"{i}.png", color=(40 * i, 20, 200)).read_bytes() for i in range(5)]
+    pngs = [
+        write_image(tmp_path / f"{i}.png", color=(40 * i, 20, 200)).read_bytes() for i in range(5)
+    ]
     cap = 2 * max(map(len, pngs)) + 100  # room for two
     srv = ApiServer(engine, jobs, ServerConfig(port=0, media_cap_bytes=cap))
     srv.start()
@@ -1038,21 +1537,32 @@ def test_refused_images_are_deleted_at_once_and_the_folder_is_capped(engine, job
         return raw(srv, "POST", "/v1/chat/completions", json.dumps(body).encode())
 
     def image(data: bytes):
-        return {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(data).decode()}}
+        return {
+            "type": "image_url",
+            "image_url": {"url": "data:image/png;base64," + base64.b64encode(data).decode()},
+        }
 
     try:
         # a PNG signature over junk: the engine cannot decode it
         assert_error(ask(image(b"\x89PNG\r\n\x1a\n" + b"junk" * 10)), 400, "invalid_image")
         assert os.listdir(folder) == []
         # a good image, then a part the server refuses: the image written for it goes too
-        assert_error(ask(image(pngs[0]), {"type": "image_url", "image_url": {"url": "https://x.example/a.png"}}),
-                     400, "remote_image_refused")
+        assert_error(
+            ask(
+                image(pngs[0]),
+                {"type": "image_url", "image_url": {"url": "https://x.example/a.png"}},
+            ),
+            400,
+            "remote_image_refused",
+        )
         assert os.listdir(folder) == []
         for i, png in enumerate(pngs):
             assert ask(image(png))[0] == 200
             on_disk = {p.name: p.stat().st_size for p in folder.iterdir()}
             assert sum(on_disk.values()) <= cap and len(on_disk) == min(i + 1, 2)
-            assert any(size == len(png) for size in on_disk.values())  # the newest is kept for the next turn
+            assert any(
+                size == len(png) for size in on_disk.values()
+            )  # the newest is kept for the next turn
     finally:
         srv.stop()
 
@@ -1067,7 +1577,13 @@ def test_error_answers_carry_cors_headers_for_allowed_origins(engine, jobs, mode
             401: raw(srv, "GET", "/v1/models", headers={"Origin": allowed}),
             400: raw(srv, "POST", "/v1/chat/completions", b"{oops", headers=key),
             404: raw(srv, "GET", "/v1/models/nope", headers=key),
-            413: raw(srv, "POST", "/v1/chat/completions", b"{}", headers={**key, "Content-Length": str(1 << 30)}),
+            413: raw(
+                srv,
+                "POST",
+                "/v1/chat/completions",
+                b"{}",
+                headers={**key, "Content-Length": str(1 << 30)},
+            ),
         }
         for status, (got, body, headers) in answers.items():
             assert got == status and body["error"]["message"], (status, got, body)
@@ -1089,8 +1605,12 @@ def _sse_lines(resp):
 
 def _open_stream(srv, body: dict):
     conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
-    conn.request("POST", "/v1/chat/completions", json.dumps({**body, "stream": True}).encode(),
-                 {"Content-Type": "application/json"})
+    conn.request(
+        "POST",
+        "/v1/chat/completions",
+        json.dumps({**body, "stream": True}).encode(),
+        {"Content-Type": "application/json"},
+    )
     resp = conn.getresponse()
     assert resp.status == 200 and resp.getheader("content-type").startswith("text/event-stream")
     return conn, resp
@@ -1105,8 +1625,9 @@ def test_a_stream_sends_keepalive_comments_while_its_request_waits(engine, jobs,
     try:
         jobs.submit(lambda: (started.set(), gate.wait(120)))
         assert started.wait(60)
-        conn, resp = _open_stream(srv, {"model": model, "messages": [{"role": "user", "content": "hi"}],
-                                        "max_tokens": 3})
+        conn, resp = _open_stream(
+            srv, {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
+        )
         lines = _sse_lines(resp)
         seen = []
         while seen.count(": keep-alive") < 2:
@@ -1116,7 +1637,10 @@ def test_a_stream_sends_keepalive_comments_while_its_request_waits(engine, jobs,
         rest = list(lines)
         conn.close()
         data = [json.loads(line[6:]) for line in seen + rest if line.startswith("data: {")]
-        assert rest[-2:] == ["data: [DONE]", ""] and data[-1]["choices"][0]["finish_reason"] in ("length", "stop")
+        assert rest[-2:] == ["data: [DONE]", ""] and data[-1]["choices"][0]["finish_reason"] in (
+            "length",
+            "stop",
+        )
     finally:
         gate.set()
         srv.stop()
@@ -1151,18 +1675,26 @@ def test_keepalive_while_a_tool_call_is_written_and_reasoning_content_only(jobs)
     for alias in (False, True):
         halfway.clear()
         go_on.clear()
-        srv = ApiServer(SlowToolEngine(), jobs, ServerConfig(port=0, keepalive_s=0.05, reasoning_alias=alias))
+        srv = ApiServer(
+            SlowToolEngine(), jobs, ServerConfig(port=0, keepalive_s=0.05, reasoning_alias=alias)
+        )
         srv.start()
         try:
-            conn, resp = _open_stream(srv, {"model": "slow", "messages": [{"role": "user", "content": "hi"}],
-                                            "tools": TOOLS})
+            conn, resp = _open_stream(
+                srv,
+                {"model": "slow", "messages": [{"role": "user", "content": "hi"}], "tools": TOOLS},
+            )
             lines, seen = _sse_lines(resp), []
             while not (halfway.is_set() and seen[-1:] == [": keep-alive"]):
                 seen.append(next(lines))
             go_on.set()
             seen += list(lines)
             conn.close()
-            deltas = [json.loads(line[6:])["choices"][0]["delta"] for line in seen if line.startswith("data: {")]
+            deltas = [
+                json.loads(line[6:])["choices"][0]["delta"]
+                for line in seen
+                if line.startswith("data: {")
+            ]
             thought = [d for d in deltas if "reasoning_content" in d]
             assert thought and all(("reasoning" in d) == alias for d in thought)
             assert any(d.get("reasoning") == d["reasoning_content"] for d in thought) == alias
@@ -1186,7 +1718,11 @@ def test_reasoning_effort_and_the_servers_thinking_default(engine, jobs, model):
         ask = [{"role": "user", "content": "Think about foxes."}]
 
         def reasoning(**kw):
-            msg = c.chat.completions.create(model=model, messages=ask, max_tokens=6, **kw).choices[0].message
+            msg = (
+                c.chat.completions.create(model=model, messages=ask, max_tokens=6, **kw)
+                .choices[0]
+                .message
+            )
             return msg.model_dump().get("reasoning_content") or ""
 
         assert reasoning() == ""  # the server's default: off
@@ -1194,8 +1730,10 @@ def test_reasoning_effort_and_the_servers_thinking_default(engine, jobs, model):
         assert reasoning(reasoning_effort="low") != ""
         assert reasoning(reasoning_effort="none") == ""
         assert reasoning(extra_body={"chat_template_kwargs": {"enable_thinking": True}}) != ""
-        settings = {effort: parse(srv, {"messages": ask, "reasoning_effort": effort}).settings
-                    for effort in ("none", *EFFORT_BUDGETS)}
+        settings = {
+            effort: parse(srv, {"messages": ask, "reasoning_effort": effort}).settings
+            for effort in ("none", *EFFORT_BUDGETS)
+        }
         assert not settings["none"].thinking
         assert [settings[e].thinking_budget for e in EFFORT_BUDGETS] == [256, 1024, 4096, None]
         assert all(settings[e].thinking for e in EFFORT_BUDGETS)
@@ -1203,7 +1741,9 @@ def test_reasoning_effort_and_the_servers_thinking_default(engine, jobs, model):
         images = srv.context.media.batch()
         chat = parse_chat_request({"model": model, "messages": ask}, images, budget)
         assert (chat.settings.thinking, chat.settings.thinking_budget) == (True, 77)
-        chat = parse_chat_request({"model": model, "messages": ask, "thinking_budget": 5}, images, budget)
+        chat = parse_chat_request(
+            {"model": model, "messages": ask, "thinking_budget": 5}, images, budget
+        )
         assert chat.settings.thinking_budget == 5
     finally:
         srv.stop()
@@ -1219,8 +1759,22 @@ def test_a_stream_refused_after_it_started_ends_with_an_error_event(engine, jobs
     try:
         jobs.submit(lambda: (started.set(), gate.wait(120)))
         assert started.wait(60)
-        conn, resp = _open_stream(srv, {"model": model, "max_tokens": 3, "messages": [{"role": "user", "content": [
-            {"type": "image_url", "image_url": {"url": junk}}, {"type": "text", "text": "?"}]}]})
+        conn, resp = _open_stream(
+            srv,
+            {
+                "model": model,
+                "max_tokens": 3,
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "image_url", "image_url": {"url": junk}},
+                            {"type": "text", "text": "?"},
+                        ],
+                    }
+                ],
+            },
+        )
         lines = _sse_lines(resp)
         assert next(lines).startswith("data: ")
         assert len(os.listdir(srv.context.media.folder)) == 1  # in use while the request waits
@@ -1256,14 +1810,18 @@ def test_the_engine_refuses_a_prompt_too_long_before_tokenizing_it(engine, jobs,
 
     prepared = []
     real_prepare = engine._loaded.prepare
-    monkeypatch.setattr(engine._loaded, "prepare", lambda *a: prepared.append(a) or real_prepare(*a))
+    monkeypatch.setattr(
+        engine._loaded, "prepare", lambda *a: prepared.append(a) or real_prepare(*a)
+    )
     text = "y" * (engine._loaded.max_token_bytes * 100)  # at least 100 tokens
     convo = Conversation((Message(Role.USER, text),), "")
     with pytest.raises(ContextOverflowError) as caught:
         jobs.call(lambda: next(engine.generate(convo, GenerationSettings(context_limit=100))))
     assert (caught.value.at_least, caught.value.limit, caught.value.tokens) == (True, 100, 100)
     assert prepared == []
-    events = jobs.call(lambda: list(engine.generate(convo, GenerationSettings(context_limit=None, max_tokens=1))))
+    events = jobs.call(
+        lambda: list(engine.generate(convo, GenerationSettings(context_limit=None, max_tokens=1)))
+    )
     assert isinstance(events[-1], Finished) and prepared  # the model's own context takes it
 
 
@@ -1280,43 +1838,80 @@ def test_the_token_floor_holds_for_the_real_qwen_vocabulary():
     qwen = tokenizers.Tokenizer.from_str(tokenizer_json())
     longest = max_token_bytes(type("Fast", (), {"backend_tokenizer": qwen})())
     assert longest == 128
-    texts = ["a" + " " * 100_000 + "a", "-" * 50_000, "//" + "-" * 38 + "\n" * 5, "é" * 10_000, "e\u0301" * 10_000,
-             "漢字かな交じり文" * 2_000, "All work and no play makes Jack a dull boy. " * 2_000, "=" * 4096]
+    texts = [
+        "a" + " " * 100_000 + "a",
+        "-" * 50_000,
+        "//" + "-" * 38 + "\n" * 5,
+        "é" * 10_000,
+        "e\u0301" * 10_000,
+        "漢字かな交じり文" * 2_000,
+        "All work and no play makes Jack a dull boy. " * 2_000,
+        "=" * 4096,
+    ]
     for text in texts:
-        assert len(qwen.encode(text, add_special_tokens=False).ids) >= math.ceil(text_bytes(text) / longest), text[:20]
+        assert len(qwen.encode(text, add_special_tokens=False).ids) >= math.ceil(
+            text_bytes(text) / longest
+        ), text[:20]
 
 
 def test_completions_for_autocomplete_stream_and_not(client, model, engine, jobs, server):
     """/v1/completions: the raw prompt's continuation equals Engine.complete's, streamed or not, stop
     sequences applied; a longer prompt (the next keystrokes) reuses the snapshot before its end."""
-    prompt = "def add(a, b):\n    \"\"\"Add two numbers.\"\"\"\n    return"
+    prompt = 'def add(a, b):\n    """Add two numbers."""\n    return'
     settings = {"temperature": 0.0, "presence_penalty": 0.0}
 
     def expected(p, n=16):
         from engine_mlx.settings import GenerationSettings
 
-        events = jobs.call(lambda: list(engine.complete(p, GenerationSettings(thinking=False, max_tokens=n, **settings))))
+        events = jobs.call(
+            lambda: list(
+                engine.complete(p, GenerationSettings(thinking=False, max_tokens=n, **settings))
+            )
+        )
         return "".join(e.text for e in events if isinstance(e, AnswerDelta))
 
     reply = client.completions.create(model=model, prompt=prompt, extra_body=settings)
     text = reply.choices[0].text
-    assert reply.object == "text_completion" and text == expected(prompt) and reply.usage.completion_tokens == 16
+    assert (
+        reply.object == "text_completion"
+        and text == expected(prompt)
+        and reply.usage.completion_tokens == 16
+    )
     assert reply.choices[0].finish_reason == "length"
     streamed, finish, usage = "", None, None
     longer = prompt + " a + b\n\n\ndef sub(a, b):\n    return"
-    for chunk in client.completions.create(model=model, prompt=longer, stream=True,
-                                           stream_options={"include_usage": True}, extra_body=settings):
+    for chunk in client.completions.create(
+        model=model,
+        prompt=longer,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body=settings,
+    ):
         for choice in chunk.choices:
             streamed += choice.text
             finish = choice.finish_reason or finish
         usage = chunk.usage or usage
     assert streamed == expected(longer) and finish == "length"
-    assert usage.prompt_tokens_details.cached_tokens >= len(jobs.call(lambda: engine._loaded.encode(prompt))) - 8
+    assert (
+        usage.prompt_tokens_details.cached_tokens
+        >= len(jobs.call(lambda: engine._loaded.encode(prompt))) - 8
+    )
     stop = text.strip()[:2]
     if stop:
-        cut = client.completions.create(model=model, prompt=prompt, stop=[stop], extra_body=settings)
-        assert cut.choices[0].text == text[: text.index(stop)] and cut.choices[0].finish_reason == "stop"
-    for bad, param in (({"prompt": ""}, "prompt"), ({"prompt": "x", "suffix": "y"}, "suffix"),
-                       ({"prompt": "x", "echo": True}, "echo"), ({"prompt": ["a", "b"]}, "prompt")):
-        status, body, _ = raw(server, "POST", "/v1/completions", json.dumps({"model": model, **bad}).encode())
+        cut = client.completions.create(
+            model=model, prompt=prompt, stop=[stop], extra_body=settings
+        )
+        assert (
+            cut.choices[0].text == text[: text.index(stop)]
+            and cut.choices[0].finish_reason == "stop"
+        )
+    for bad, param in (
+        ({"prompt": ""}, "prompt"),
+        ({"prompt": "x", "suffix": "y"}, "suffix"),
+        ({"prompt": "x", "echo": True}, "echo"),
+        ({"prompt": ["a", "b"]}, "prompt"),
+    ):
+        status, body, _ = raw(
+            server, "POST", "/v1/completions", json.dumps({"model": model, **bad}).encode()
+        )
         assert status == 400 and body["error"]["param"] == param, (bad, body)

@@ -17,9 +17,13 @@ def test_an_answer_stopped_while_it_waits_for_the_engine_ends_as_stopped(window,
     _engine, jobs = window.engine.shared()
     gate = threading.Event()
     jobs.submit(gate.wait)  # the engine thread is busy with someone else's job
-    window.chat.set_settings(ChatSettings(thinking=ThinkingMode.OFF).with_generation(max_tokens=8, seed=1))
+    window.chat.set_settings(
+        ChatSettings(thinking=ThinkingMode.OFF).with_generation(max_tokens=8, seed=1)
+    )
     finished: list = []
-    window.engine.finished.connect(lambda request, reason, error: finished.append((request, reason, error)))
+    window.engine.finished.connect(
+        lambda request, reason, error: finished.append((request, reason, error))
+    )
     assert window.send("Hello")
     assert window.chat.busy
     window.chat.stop()
@@ -44,15 +48,23 @@ def test_the_bridge_answers_on_the_gui_thread_with_typed_values(window, qt_wait)
     client.answerDelta.connect(lambda r, text: note("answer", r, text))
     client.stats.connect(lambda r, stats: note("stats", r, stats))
     client.finished.connect(lambda r, reason, error: note("finished", r, reason, error))
-    window.chat.set_settings(ChatSettings(thinking=ThinkingMode.OFF).with_generation(max_tokens=4, seed=2))
+    window.chat.set_settings(
+        ChatSettings(thinking=ThinkingMode.OFF).with_generation(max_tokens=4, seed=2)
+    )
     assert window.send("Hi")
     qt_wait(lambda: not window.chat.busy, 120)
 
     request = seen["finished"][-1][0]
-    assert all(isinstance(done, int) and isinstance(total, int) for _r, done, total in seen["progress"])
-    assert "".join(text for r, text in seen["answer"] if r == request) == window.store.messages(
-        window.chat.current_id)[-1].text
-    assert isinstance(seen["stats"][-1][1], Stats) and seen["finished"][-1][1] is FinishReason.LENGTH
+    assert all(
+        isinstance(done, int) and isinstance(total, int) for _r, done, total in seen["progress"]
+    )
+    assert (
+        "".join(text for r, text in seen["answer"] if r == request)
+        == window.store.messages(window.chat.current_id)[-1].text
+    )
+    assert (
+        isinstance(seen["stats"][-1][1], Stats) and seen["finished"][-1][1] is FinishReason.LENGTH
+    )
 
 
 def test_a_background_failure_nobody_handles_reaches_the_banner(make_window, qt_wait):
@@ -78,15 +90,20 @@ def test_a_handled_failure_goes_to_its_handler_and_a_result_to_success(make_wind
         ctx.progress(1, 2)
         return 42
 
-    Operation(window, counting, results.append).with_progress(lambda d, t: progress.append((d, t))
-                                                             ).run_in_background()
-    Operation(window, lambda _ctx: 1 // 0, results.append).failure(failures.append).run_in_background()
+    Operation(window, counting, results.append).with_progress(
+        lambda d, t: progress.append((d, t))
+    ).run_in_background()
+    Operation(window, lambda _ctx: 1 // 0, results.append).failure(
+        failures.append
+    ).run_in_background()
     qt_wait(lambda: results and failures, 30)
     assert results == [42] and progress == [(1, 2)] and isinstance(failures[0], ZeroDivisionError)
     assert not window.error_banner.isVisible()
 
 
-def test_an_answer_asked_for_after_shutdown_ends_as_cancelled_once_the_caller_has_its_id(qapp, qt_wait, tmp_path):
+def test_an_answer_asked_for_after_shutdown_ends_as_cancelled_once_the_caller_has_its_id(
+    qapp, qt_wait, tmp_path
+):
     from engine_mlx.conversation import Conversation, Message, Role
     from engine_mlx.settings import GenerationSettings
 
@@ -100,7 +117,9 @@ def test_an_answer_asked_for_after_shutdown_ends_as_cancelled_once_the_caller_ha
     assert got == [(request, FinishReason.CANCELLED)]
 
 
-def test_a_tool_loop_turns_events_arrive_as_their_own_typed_signals_in_order(qapp, qt_wait, tmp_path):
+def test_a_tool_loop_turns_events_arrive_as_their_own_typed_signals_in_order(
+    qapp, qt_wait, tmp_path
+):
     """``run_turn`` relays what the tool loop yields besides the answer: each kind on its own signal,
     in the order the loop yielded them (a scripted turn: this checks the relay, not the loop)."""
     from engine_mlx.events import AnswerDelta, Finished
@@ -112,8 +131,13 @@ def test_a_tool_loop_turns_events_arrive_as_their_own_typed_signals_in_order(qap
 
     def turn(_engine, _cancel):
         threads.add(threading.current_thread().name)
-        yield from (proposed, done, AnswerDelta("It says hello."), StepLimitReached(10),
-                    Finished(FinishReason.STOP))
+        yield from (
+            proposed,
+            done,
+            AnswerDelta("It says hello."),
+            StepLimitReached(10),
+            Finished(FinishReason.STOP),
+        )
 
     client = EngineClient(tmp_path / "state")
     got: list = []
@@ -128,6 +152,10 @@ def test_a_tool_loop_turns_events_arrive_as_their_own_typed_signals_in_order(qap
     finally:
         client.shutdown()
     assert threads == {"engine"}  # the turn ran on the engine thread
-    assert got == [("proposed", request, proposed), ("finished call", request, done),
-                   ("answer", request, "It says hello."), ("limit", request, 10),
-                   ("end", request, FinishReason.STOP)]
+    assert got == [
+        ("proposed", request, proposed),
+        ("finished call", request, done),
+        ("answer", request, "It says hello."),
+        ("limit", request, 10),
+        ("end", request, FinishReason.STOP),
+    ]

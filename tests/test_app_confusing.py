@@ -31,12 +31,15 @@ def menu_action(window, menu: str, text: str):
     return next(a for a in found.actions() if a.text() == text)
 
 
-def test_a_text_only_model_refusing_a_follow_up_for_earlier_images_says_so(make_window, qt_wait,
-                                                                           tiny_text_model_dir, tmp_path):
+def test_a_text_only_model_refusing_a_follow_up_for_earlier_images_says_so(
+    make_window, qt_wait, tiny_text_model_dir, tmp_path
+):
     window = make_window(model=tiny_text_model_dir)
     store = window.store
     cid = store.create_conversation("Photo chat")
-    photo = StoredAttachment(AttachmentKind.IMAGE, store.import_file(write_image(tmp_path / "p.png")), "p.png")
+    photo = StoredAttachment(
+        AttachmentKind.IMAGE, store.import_file(write_image(tmp_path / "p.png")), "p.png"
+    )
     store.add_message(cid, "user", "What is this?", attachments=(photo,))
     store.add_message(cid, "assistant", "A red square.")
     window.chat.open(cid)
@@ -44,14 +47,22 @@ def test_a_text_only_model_refusing_a_follow_up_for_earlier_images_says_so(make_
     QTest.keyClicks(window.composer.edit, "And its colour?")
     QTest.keyClick(window.composer.edit, Qt.Key.Key_Return)
     banner = window.error_banner
-    assert banner.isVisible() and "earlier messages" in banner.label.text() and "text-only" in banner.label.text()
+    assert (
+        banner.isVisible()
+        and "earlier messages" in banner.label.text()
+        and "text-only" in banner.label.text()
+    )
     assert banner.action.text().startswith("Add vision")
-    assert len(store.messages(cid)) == 2 and window.composer.text() == "And its colour?"  # nothing lost
+    assert (
+        len(store.messages(cid)) == 2 and window.composer.text() == "And its colour?"
+    )  # nothing lost
     # Regenerate and Edit say the same instead of sending the chat to fail.
     banner.dismiss()
     answer = store.messages(cid)[-1]
     QApplication.processEvents()
-    QTest.mouseClick(window.transcript.widget_for(answer.id).regenerate_button, Qt.MouseButton.LeftButton)
+    QTest.mouseClick(
+        window.transcript.widget_for(answer.id).regenerate_button, Qt.MouseButton.LeftButton
+    )
     assert banner.isVisible() and "earlier messages" in banner.label.text()
     assert not window.chat.busy and store.versions(answer.id) == [answer.id]
     # A chat without media goes through on the same model.
@@ -71,27 +82,34 @@ def test_add_vision_shows_an_example_not_a_value(make_window, tiny_text_model_di
     assert dialog.source.placeholderText().startswith("e.g. ") and not dialog.add_button.isEnabled()
 
 
-def test_an_added_folder_whose_model_is_refused_is_listed_with_the_reason(make_window, qt_wait, tiny_model_dir,
-                                                                          tmp_path, monkeypatch):
+def test_an_added_folder_whose_model_is_refused_is_listed_with_the_reason(
+    make_window, qt_wait, tiny_model_dir, tmp_path, monkeypatch
+):
     window = make_window()
     refused = tmp_path / "shelf" / "Qwen3.5-with-code"
     shutil.copytree(tiny_model_dir, refused)
     (refused / "modeling_evil.py").write_text("print('never run')\n")
-    monkeypatch.setattr(QFileDialog, "getExistingDirectory", staticmethod(lambda *a, **k: str(refused)))
+    monkeypatch.setattr(
+        QFileDialog, "getExistingDirectory", staticmethod(lambda *a, **k: str(refused))
+    )
     menu_action(window, "&Model", "Add model folder…").trigger()
     qt_wait(lambda: window.error_banner.isVisible(), 60)
     assert "picker lists it" in window.error_banner.label.text()
     assert json.loads(window.store.get_pref("model_folders")) == [str(refused)]
     qt_wait(lambda: any(e.info is None and e.path == refused for e in window.models.entries), 60)
     picker = ModelPicker(window.models, window)
-    row = next(r for r in range(picker.table.rowCount()) if picker.table.item(r, 0).text() == refused.name)
+    row = next(
+        r for r in range(picker.table.rowCount()) if picker.table.item(r, 0).text() == refused.name
+    )
     reason = picker.table.item(row, 4).text()
     assert reason.startswith("Refused: ") and len(reason) > len("Refused: ")
     picker.reject()
     assert window.models.loaded_info is None
 
 
-def test_the_local_api_dialog_names_this_machine_and_fits_its_columns_in_the_dark_theme(make_window):
+def test_the_local_api_dialog_names_this_machine_and_fits_its_columns_in_the_dark_theme(
+    make_window,
+):
     assert this_machine("linux") == "this computer" and this_machine("darwin") == "this Mac"
     window = make_window()
     window.set_theme(theme.Scheme.DARK)
@@ -99,15 +117,28 @@ def test_the_local_api_dialog_names_this_machine_and_fits_its_columns_in_the_dar
         dialog = window.open_local_api()
         QTest.qWaitForWindowExposed(dialog)
         assert this_machine() in dialog.switch.text()
-        window.local_api._on_record(RequestRecord(
-            time.time(), "127.0.0.1 curl/8.5", "/v1/chat/completions", 200, prompt_tokens=12_345,
-            cached_tokens=12_000, completion_tokens=678, duration_s=12.34, finish_reason="stop"))
+        window.local_api._on_record(
+            RequestRecord(
+                time.time(),
+                "127.0.0.1 curl/8.5",
+                "/v1/chat/completions",
+                200,
+                prompt_tokens=12_345,
+                cached_tokens=12_000,
+                completion_tokens=678,
+                duration_s=12.34,
+                finish_reason="stop",
+            )
+        )
         QApplication.processEvents()
         log, header = dialog.log, dialog.log.horizontalHeader()
         assert log.rowCount() == 1
         for column, label in enumerate(LOG_COLUMNS):
             cell = log.item(0, column).text()
-            needed = max(header.fontMetrics().horizontalAdvance(label), log.fontMetrics().horizontalAdvance(cell))
+            needed = max(
+                header.fontMetrics().horizontalAdvance(label),
+                log.fontMetrics().horizontalAdvance(cell),
+            )
             assert header.sectionSize(column) >= needed, (label, cell)  # shown whole, not "…"
         dialog.close()
     finally:
@@ -146,7 +177,9 @@ def test_a_right_clicked_chat_is_not_highlighted_while_another_is_shown(make_win
     lst.customContextMenuRequested.connect(lambda pos: asked.append(lst.itemAt(pos)))
 
     def close_menus() -> None:  # the row's menu, if the platform shows it, is closed again
-        for menu in (w for w in QApplication.topLevelWidgets() if isinstance(w, QMenu) and w.isVisible()):
+        for menu in (
+            w for w in QApplication.topLevelWidgets() if isinstance(w, QMenu) and w.isVisible()
+        ):
             menu.close()
         if not asked:
             QTimer.singleShot(20, close_menus)
@@ -156,8 +189,10 @@ def test_a_right_clicked_chat_is_not_highlighted_while_another_is_shown(make_win
     point = lst.visualItemRect(item).center()
     QTest.mouseClick(lst.viewport(), Qt.MouseButton.RightButton, pos=point)
     # (a real right-click also brings a context-menu event: QTest sends the mouse events only)
-    QApplication.sendEvent(lst.viewport(), QContextMenuEvent(QContextMenuEvent.Reason.Mouse, point,
-                                                             lst.viewport().mapToGlobal(point)))
+    QApplication.sendEvent(
+        lst.viewport(),
+        QContextMenuEvent(QContextMenuEvent.Reason.Mouse, point, lst.viewport().mapToGlobal(point)),
+    )
     assert asked == [item]  # the menu is for the right-clicked row
     assert [i.data(ROLE_ID) for i in lst.selectedItems()] == [second]
     assert window.chat.current_id == second
@@ -172,22 +207,38 @@ def test_a_restart_reopens_the_last_chat(make_window, tmp_path):
     again = make_window(data_dir=data)
     assert again.chat.current_id == first and again.title_label.text() == "First chat"
     assert [w.message.text for w in again.transcript.widgets] == ["one"]
-    QTest.mouseClick(again.new_button, Qt.MouseButton.LeftButton)  # a new chat was on screen at the quit
+    QTest.mouseClick(
+        again.new_button, Qt.MouseButton.LeftButton
+    )  # a new chat was on screen at the quit
     again.close()
     assert make_window(data_dir=data).chat.current_id is None
 
 
-def test_export_names_the_file_without_a_double_dot_and_says_what_was_sent(make_window, tmp_path,
-                                                                           monkeypatch):
+def test_export_names_the_file_without_a_double_dot_and_says_what_was_sent(
+    make_window, tmp_path, monkeypatch
+):
     from media_files import write_pdf
 
     window = make_window()
     store = window.store
     cid = store.create_conversation("Read this.")
-    pdf = StoredAttachment(AttachmentKind.PDF, store.import_file(write_pdf(tmp_path / "doc.pdf", pages=4)),
-                           "doc.pdf", first_page=2, last_page=3, page_count=4)
-    video = StoredAttachment(AttachmentKind.VIDEO, store.import_file(write_image(tmp_path / "v.png")), "clip.mp4",
-                             fps=2.0, start_s=1.0, end_s=4.0, duration_s=9.0)
+    pdf = StoredAttachment(
+        AttachmentKind.PDF,
+        store.import_file(write_pdf(tmp_path / "doc.pdf", pages=4)),
+        "doc.pdf",
+        first_page=2,
+        last_page=3,
+        page_count=4,
+    )
+    video = StoredAttachment(
+        AttachmentKind.VIDEO,
+        store.import_file(write_image(tmp_path / "v.png")),
+        "clip.mp4",
+        fps=2.0,
+        start_s=1.0,
+        end_s=4.0,
+        duration_s=9.0,
+    )
     store.add_message(cid, "user", "Summarise", attachments=(pdf, video))
     offered: list[str] = []
 
@@ -220,9 +271,14 @@ def test_the_status_bar_drops_the_previous_models_figures(window, qt_wait, tiny_
     send(window, qt_wait, "Hi", thinking=ThinkingMode.OFF, max_tokens=4)
     assert "tok/s" in window.status_speed.text() and window.status_context.text()
     window.models.load(tiny_text_model_dir)
-    qt_wait(lambda: window.models.loaded_info is not None and not window.models.loaded_info.is_vision, 120)
+    qt_wait(
+        lambda: window.models.loaded_info is not None and not window.models.loaded_info.is_vision,
+        120,
+    )
     assert window.status_speed.text() == "" and window.status_context.text() == ""
-    window.status_bar.show_stats(StoredStats.from_dict(dict(generated_tokens=3, decode_tps=9.0)), 4096)
+    window.status_bar.show_stats(
+        StoredStats.from_dict(dict(generated_tokens=3, decode_tps=9.0)), 4096
+    )
     menu_action(window, "&Model", "Unload model").trigger()
     qt_wait(lambda: window.models.loaded_info is None, 60)
     assert window.status_speed.text() == "" and window.status_context.text() == ""

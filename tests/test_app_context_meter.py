@@ -52,19 +52,26 @@ def long_chat(window, qt_wait, qtbot, turns: int = 3) -> str:
     window.refresh_conversations()
     lst = window.conversation_list
     item = next(lst.item(i) for i in range(lst.count()) if lst.item(i).text() == "Long chat")
-    qtbot.mouseClick(lst.viewport(), Qt.MouseButton.LeftButton, pos=lst.visualItemRect(item).center())
+    qtbot.mouseClick(
+        lst.viewport(), Qt.MouseButton.LeftButton, pos=lst.visualItemRect(item).center()
+    )
     assert window.chat.current_id == cid
     return cid
 
 
 def exact(window, qt_wait):
     view = window.context_meter_view
-    qt_wait(lambda: view.reading is not None and view.reading.exact, 60, "the engine never counted the prompt")
+    qt_wait(
+        lambda: view.reading is not None and view.reading.exact,
+        60,
+        "the engine never counted the prompt",
+    )
     return view.reading
 
 
 def test_typing_and_attaching_fill_the_meter_and_its_count_is_what_the_send_prefills(
-        make_window, tiny_model_dir, qt_wait, qtbot, tmp_path, monkeypatch):
+    make_window, tiny_model_dir, qt_wait, qtbot, tmp_path, monkeypatch
+):
     window = loaded(make_window, tiny_model_dir, qt_wait, 4096)
     view = window.context_meter_view
     assert view.isVisible() and view.label.text().endswith("/ 4,096 tokens")
@@ -76,10 +83,16 @@ def test_typing_and_attaching_fill_the_meter_and_its_count_is_what_the_send_pref
     typed = view.reading  # at once, on the GUI thread: an estimate, marked "~"
     assert typed.used > empty and not typed.exact and view.label.text().startswith("~")
     text_only = exact(window, qt_wait).used
-    assert text_only > empty and not view.label.text().startswith("~") and view.bar.value() == text_only
+    assert (
+        text_only > empty
+        and not view.label.text().startswith("~")
+        and view.bar.value() == text_only
+    )
     # Attach an image with the + button.
     image = write_image(tmp_path / "cat.png", size=(320, 240))
-    monkeypatch.setattr(QFileDialog, "getOpenFileNames", staticmethod(lambda *a, **k: ([str(image)], "")))
+    monkeypatch.setattr(
+        QFileDialog, "getOpenFileNames", staticmethod(lambda *a, **k: ([str(image)], ""))
+    )
     qtbot.mouseClick(window.composer.attach_button, Qt.MouseButton.LeftButton)
     qt_wait(lambda: window.composer.chip_count() == 1, 30)
     assert view.reading.used > text_only and not view.reading.exact
@@ -89,11 +102,14 @@ def test_typing_and_attaching_fill_the_meter_and_its_count_is_what_the_send_pref
     qtbot.keyClick(edit, Qt.Key.Key_Return)
     qt_wait(lambda: not window.chat.busy, 120)
     answer = window.store.messages(window.chat.current_id)[-1]
-    assert answer.stats.prompt_tokens == with_image  # the meter's count is the prompt the engine prefilled
+    assert (
+        answer.stats.prompt_tokens == with_image
+    )  # the meter's count is the prompt the engine prefilled
 
 
 def test_near_the_limit_it_warns_and_dropping_the_oldest_turns_leaves_them_out_of_the_next_prompt(
-        make_window, tiny_model_dir, qt_wait, qtbot):
+    make_window, tiny_model_dir, qt_wait, qtbot
+):
     window = loaded(make_window, tiny_model_dir, qt_wait, 420)
     requests = engine_requests(window)
     view = window.context_meter_view
@@ -108,7 +124,9 @@ def test_near_the_limit_it_warns_and_dropping_the_oldest_turns_leaves_them_out_o
     assert "420-token context" in view.warning_label.text() and view.drop_button.isVisible()
     qtbot.mouseClick(view.drop_button, Qt.MouseButton.LeftButton)
     messages = window.store.messages(cid)
-    assert rows(window, "SELECT context_from_id FROM conversations WHERE id=?", cid) == [(messages[2].id,)]
+    assert rows(window, "SELECT context_from_id FROM conversations WHERE id=?", cid) == [
+        (messages[2].id,)
+    ]
     assert "1 oldest turn is no longer sent" in window.banner.label.text()
     after = exact(window, qt_wait)
     assert after.used < reading.used and not after.overflow and not view.warning.isVisible()
@@ -122,8 +140,9 @@ def test_near_the_limit_it_warns_and_dropping_the_oldest_turns_leaves_them_out_o
     assert window.store.messages(cid)[-1].stats.prompt_tokens == after.used
 
 
-def test_new_chat_with_a_summary_carries_an_extract_and_keeps_the_message(make_window, tiny_model_dir,
-                                                                          qt_wait, qtbot):
+def test_new_chat_with_a_summary_carries_an_extract_and_keeps_the_message(
+    make_window, tiny_model_dir, qt_wait, qtbot
+):
     window = loaded(make_window, tiny_model_dir, qt_wait, 420)
     requests = engine_requests(window)
     view = window.context_meter_view
@@ -135,7 +154,7 @@ def test_new_chat_with_a_summary_carries_an_extract_and_keeps_the_message(make_w
     qtbot.mouseClick(view.summary_button, Qt.MouseButton.LeftButton)
     new = window.chat.current_id
     assert new != old and window.title_label.text() == "Long chat (continued)"
-    (title, settings), = rows(window, "SELECT title, settings FROM conversations WHERE id=?", new)
+    ((title, settings),) = rows(window, "SELECT title, settings FROM conversations WHERE id=?", new)
     prompt = json.loads(settings)["system_prompt"]
     assert title == "Long chat (continued)"
     assert prompt.startswith("Summary of the earlier chat “Long chat”") and "Question 2" in prompt
@@ -154,18 +173,23 @@ def test_extract_summary_keeps_the_newest_turns_within_its_size(limit):
     messages = []
     for i in range(6):
         messages.append(StoredMessage(2 * i, "c", 2 * i, "user", f"Question {i}? " + "word " * 80))
-        messages.append(StoredMessage(2 * i + 1, "c", 2 * i + 1, "assistant", f"Answer {i}. " + "more " * 90))
+        messages.append(
+            StoredMessage(2 * i + 1, "c", 2 * i + 1, "assistant", f"Answer {i}. " + "more " * 90)
+        )
     text = extract_summary("Chat", messages, limit)
     lines = text.splitlines()
     assert lines[0].startswith("Summary of the earlier chat “Chat”") and "Question 5" in text
     assert len(text) <= limit or len([ln for ln in lines if ln.startswith("- You:")]) == 1
     left_out = 6 - len([ln for ln in lines if ln.startswith("- You:")])
     assert (f"({left_out} earlier turn" in text) == (left_out > 0)
-    assert all(len(ln) <= 310 for ln in lines[1:])  # each message clipped (questions 200, answers 300)
+    assert all(
+        len(ln) <= 310 for ln in lines[1:]
+    )  # each message clipped (questions 200, answers 300)
 
 
-def test_regenerate_after_every_turn_was_dropped_still_sends_the_question(make_window, tiny_model_dir, qt_wait,
-                                                                         qtbot):
+def test_regenerate_after_every_turn_was_dropped_still_sends_the_question(
+    make_window, tiny_model_dir, qt_wait, qtbot
+):
     window = loaded(make_window, tiny_model_dir, qt_wait, 4096)
     requests = engine_requests(window)
     cid = long_chat(window, qt_wait, qtbot, turns=2)

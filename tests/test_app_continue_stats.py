@@ -31,20 +31,34 @@ def test_after_continue_the_stats_show_the_whole_answer(window, qt_wait):
     assert grown.stats.generated_tokens == first.stats.generated_tokens + runs[-1].generated_tokens
     assert grown.stats.answer_tokens == first.stats.answer_tokens + runs[-1].answer_tokens
     assert grown.stats.run_tokens == runs[-1].generated_tokens
-    assert grown.stats.prompt_tokens == first.stats.prompt_tokens  # the answer's prompt, not the resume point
+    assert (
+        grown.stats.prompt_tokens == first.stats.prompt_tokens
+    )  # the answer's prompt, not the resume point
     shown = window.transcript.widget_for(grown.id)
     assert shown.stats_label.text().startswith(f"{grown.stats.generated_tokens:,} tokens")
     # The status bar's context figure counts the answer once.
-    assert f"{grown.stats.prompt_tokens + grown.stats.generated_tokens:,}" in window.status_context.text()
+    assert (
+        f"{grown.stats.prompt_tokens + grown.stats.generated_tokens:,}"
+        in window.status_context.text()
+    )
 
 
 def test_an_answer_cut_after_its_thinking_gets_a_note(window, qt_wait):
-    send(window, qt_wait, "Think briefly", thinking=ThinkingMode.BUDGET, thinking_budget=2, max_tokens=10)
+    send(
+        window,
+        qt_wait,
+        "Think briefly",
+        thinking=ThinkingMode.BUDGET,
+        thinking_budget=2,
+        max_tokens=10,
+    )
     answer = stored(window)[-1]
     assert answer.thinking and answer.text and answer.stats.generated_tokens == 10
     note = window.transcript.widget_for(answer.id).state_label
     assert not note.isHidden()
-    assert note.text().startswith("Cut off at the 10-token limit, which counts its thinking and answer together")
+    assert note.text().startswith(
+        "Cut off at the 10-token limit, which counts its thinking and answer together"
+    )
     # Reopened from the database, it says the same.
     window.chat.open(window.chat.current_id)
     assert "10-token limit" in window.transcript.widget_for(answer.id).state_label.text()
@@ -53,16 +67,40 @@ def test_an_answer_cut_after_its_thinking_gets_a_note(window, qt_wait):
 def test_an_answer_that_ended_by_itself_has_no_cut_note(window, qt_wait):
     send(window, qt_wait, "Hi", thinking=ThinkingMode.OFF, max_tokens=6)
     answer = stored(window)[-1]
-    window.store.update_message(answer.id, stats=StoredStats.from_dict(dict(generated_tokens=3, run_tokens=3)))
+    window.store.update_message(
+        answer.id, stats=StoredStats.from_dict(dict(generated_tokens=3, run_tokens=3))
+    )
     window.chat.open(window.chat.current_id)
     assert window.transcript.widget_for(answer.id).state_label.isHidden()
 
 
 def test_continued_stats_sum_the_runs():
-    before = StoredStats.from_dict(dict(prompt_tokens=20, generated_tokens=10, thinking_tokens=4, answer_tokens=6,
-                         decode_tps=10.0, ttft_s=0.5, total_s=1.5, peak_memory_bytes=100, run_tokens=10))
-    after = StoredStats.from_dict(dict(prompt_tokens=30, reused_tokens=30, generated_tokens=30, answer_tokens=30,
-                        decode_tps=30.0, ttft_s=0.1, total_s=1.1, peak_memory_bytes=90, run_tokens=30))
+    before = StoredStats.from_dict(
+        dict(
+            prompt_tokens=20,
+            generated_tokens=10,
+            thinking_tokens=4,
+            answer_tokens=6,
+            decode_tps=10.0,
+            ttft_s=0.5,
+            total_s=1.5,
+            peak_memory_bytes=100,
+            run_tokens=10,
+        )
+    )
+    after = StoredStats.from_dict(
+        dict(
+            prompt_tokens=30,
+            reused_tokens=30,
+            generated_tokens=30,
+            answer_tokens=30,
+            decode_tps=30.0,
+            ttft_s=0.1,
+            total_s=1.1,
+            peak_memory_bytes=90,
+            run_tokens=30,
+        )
+    )
     whole = continued_stats(before, after)
     assert (whole.prompt_tokens, whole.reused_tokens, whole.generated_tokens) == (20, 0, 40)
     assert (whole.thinking_tokens, whole.answer_tokens, whole.run_tokens) == (4, 36, 30)

@@ -43,16 +43,21 @@ def fast(window):
     return window
 
 
-def test_header_thinking_box_by_keyboard_reaches_the_engine_and_the_database(fast, qt_wait, qtbot,
-                                                                             engine_requests):
+def test_header_thinking_box_by_keyboard_reaches_the_engine_and_the_database(
+    fast, qt_wait, qtbot, engine_requests
+):
     window = fast
     type_and_enter(qtbot, window, "First")
     qt_wait(lambda: not window.chat.busy, 120)
     combo = window.thinking_combo
     combo.setFocus()
-    qtbot.keyClick(combo, Qt.Key.Key_Up)  # "Thinking off" → "Thinking on", the combo's own key handling
+    qtbot.keyClick(
+        combo, Qt.Key.Key_Up
+    )  # "Thinking off" → "Thinking on", the combo's own key handling
     assert combo.currentText() == "Thinking on"
-    stored = rows(window, "SELECT settings FROM conversations WHERE id=?", window.chat.current_id)[0][0]
+    stored = rows(window, "SELECT settings FROM conversations WHERE id=?", window.chat.current_id)[
+        0
+    ][0]
     assert '"thinking": "on"' in stored
     type_and_enter(qtbot, window, "Second")
     qt_wait(lambda: not window.chat.busy, 120)
@@ -85,7 +90,9 @@ def test_composer_enter_sends_shift_enter_adds_a_line_and_the_button_stops(fast,
     qt_wait(lambda: window.chat._stream is not None and window.chat._stream.answer, 60)
     qtbot.mouseClick(window.composer.send_button, Qt.MouseButton.LeftButton)
     qt_wait(lambda: not window.chat.busy, 60)
-    state = rows(window, "SELECT state FROM messages WHERE role='assistant' ORDER BY position DESC LIMIT 1")
+    state = rows(
+        window, "SELECT state FROM messages WHERE role='assistant' ORDER BY position DESC LIMIT 1"
+    )
     assert state == [(MessageState.STOPPED.value,)]
     assert window.composer.send_button.text() == "Send"
 
@@ -153,10 +160,14 @@ def test_sidebar_new_chat_rename_by_f2_and_delete_by_context_menu_with_undo(fast
 
     QTimer.singleShot(200, choose_delete)
     lst.customContextMenuRequested.emit(lst.visualItemRect(item).center())
-    assert rows(window, "SELECT deleted_at IS NOT NULL FROM conversations WHERE title='Burrowers'") == [(1,)]
+    assert rows(
+        window, "SELECT deleted_at IS NOT NULL FROM conversations WHERE title='Burrowers'"
+    ) == [(1,)]
     assert "Deleted “Burrowers”" in window.banner.label.text()
     qtbot.mouseClick(window.banner.action, Qt.MouseButton.LeftButton)
-    assert rows(window, "SELECT deleted_at IS NULL FROM conversations WHERE title='Burrowers'") == [(1,)]
+    assert rows(window, "SELECT deleted_at IS NULL FROM conversations WHERE title='Burrowers'") == [
+        (1,)
+    ]
     assert lst.count() == 2
 
 
@@ -181,4 +192,6 @@ def test_model_menu_unload(fast, qt_wait):
     window = fast
     ui.menu_action(window, "Model", "Unload model").trigger()
     qt_wait(lambda: window.models.loaded_info is None, 30)
-    assert window.status_model.text() == "No model loaded" and window.model_button.text() == "No model"
+    assert (
+        window.status_model.text() == "No model loaded" and window.model_button.text() == "No model"
+    )

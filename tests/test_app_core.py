@@ -51,13 +51,15 @@ def test_newer_schema_is_refused(tmp_path):
 
 
 def test_conversations_messages_settings_roundtrip(store):
-    settings = ChatSettings(system_prompt="Be brief.", thinking=ThinkingMode.BUDGET,
-                            thinking_budget=64).with_generation(temperature=0.3)
+    settings = ChatSettings(
+        system_prompt="Be brief.", thinking=ThinkingMode.BUDGET, thinking_budget=64
+    ).with_generation(temperature=0.3)
     cid = store.create_conversation("First", settings)
     store.add_message(cid, "user", "hello")
     answer = store.add_message(cid, "assistant", "", state=MessageState.STREAMING)
-    store.update_message(answer.id, text="hi there", thinking="greet", state=MessageState.COMPLETE,
-                         thinking_s=1.5)
+    store.update_message(
+        answer.id, text="hi there", thinking="greet", state=MessageState.COMPLETE, thinking_s=1.5
+    )
     messages = store.messages(cid)
     assert [m.role for m in messages] == ["user", "assistant"]
     assert messages[1].text == "hi there" and messages[1].thinking == "greet"
@@ -75,15 +77,39 @@ def test_rows_written_before_stats_and_settings_took_the_engines_types_still_rea
 
     cid = store.create_conversation("Old")
     answer = store.add_message(cid, "assistant", "hi")
-    old_stats = {"prompt_tokens": 20, "reused_tokens": 8, "generated_tokens": 5, "thinking_tokens": 2,
-                 "answer_tokens": 3, "decode_tps": 12.5, "ttft_s": 0.25, "total_s": 0.75,
-                 "peak_memory_bytes": 1000, "run_tokens": 5}
-    old_settings = {"system_prompt": "Be brief.", "thinking": "budget", "thinking_budget": 64, "max_tokens": 99,
-                    "temperature": 0.3, "top_p": None, "top_k": 5, "presence_penalty": None, "seed": 4}
+    old_stats = {
+        "prompt_tokens": 20,
+        "reused_tokens": 8,
+        "generated_tokens": 5,
+        "thinking_tokens": 2,
+        "answer_tokens": 3,
+        "decode_tps": 12.5,
+        "ttft_s": 0.25,
+        "total_s": 0.75,
+        "peak_memory_bytes": 1000,
+        "run_tokens": 5,
+    }
+    old_settings = {
+        "system_prompt": "Be brief.",
+        "thinking": "budget",
+        "thinking_budget": 64,
+        "max_tokens": 99,
+        "temperature": 0.3,
+        "top_p": None,
+        "top_k": 5,
+        "presence_penalty": None,
+        "seed": 4,
+    }
     store._db.execute("UPDATE messages SET stats=? WHERE id=?", (json.dumps(old_stats), answer.id))
-    store._db.execute("UPDATE conversations SET settings=? WHERE id=?", (json.dumps(old_settings), cid))
+    store._db.execute(
+        "UPDATE conversations SET settings=? WHERE id=?", (json.dumps(old_settings), cid)
+    )
     stats = store.messages(cid)[0].stats
-    assert isinstance(stats, Stats) and (stats.prompt_tokens, stats.decode_tps, stats.run_tokens) == (20, 12.5, 5)
+    assert isinstance(stats, Stats) and (
+        stats.prompt_tokens,
+        stats.decode_tps,
+        stats.run_tokens,
+    ) == (20, 12.5, 5)
     assert stats.prefilled_tokens == 12 and stats.prefill_tps == 0.0  # not kept then: implied, or 0
     settings = store.settings(cid)
     assert (settings.thinking, settings.thinking_budget) == (ThinkingMode.BUDGET, 64)
@@ -125,7 +151,10 @@ def test_search_hits_come_newest_chat_first_in_message_order_with_marked_snippet
     expected = [(cid, m.id) for cid in reversed(chats) for m in store.messages(cid)]
     assert order == expected
     assert all("[quokka]" in h.snippet for h in hits)
-    assert [(h.conversation_id, h.message_id) for h in search_database(store.database, "quokka", limit=4)] == expected[:4]
+    assert [
+        (h.conversation_id, h.message_id)
+        for h in search_database(store.database, "quokka", limit=4)
+    ] == expected[:4]
 
 
 def test_updated_text_is_reindexed(store):
@@ -154,7 +183,9 @@ def test_attachments_are_content_addressed(store, tmp_path):
     assert copy1.suffix == ".png" and copy1.read_bytes() == src.read_bytes()
     src.unlink()  # history survives moving the original
     cid = store.create_conversation()
-    att = StoredAttachment(AttachmentKind.PDF, copy1, "photo.PNG", first_page=2, last_page=3, page_count=5)
+    att = StoredAttachment(
+        AttachmentKind.PDF, copy1, "photo.PNG", first_page=2, last_page=3, page_count=5
+    )
     store.add_message(cid, "user", "see", attachments=(att,))
     got = store.messages(cid)[0].attachments[0]
     assert got == att
@@ -202,7 +233,7 @@ def test_streaming_equals_whole_render_for_any_chunking():
         stream = StreamingMarkdown(Renderer())
         blocks = []
         for i in range(0, len(SAMPLE), size):
-            blocks += stream.feed(SAMPLE[i:i + size])
+            blocks += stream.feed(SAMPLE[i : i + size])
             stream.tail_html()
         blocks += stream.finish()
         assert "".join(b.html for b in blocks) == whole
@@ -219,7 +250,7 @@ def test_tail_stays_short_in_a_long_answer():
     text = "".join(f"Paragraph {i} has some words in it.\n\n" for i in range(200))
     text += "```\n" + "".join(f"line {i}\n" for i in range(500)) + "```\n"
     for i in range(0, len(text), 7):
-        stream.feed(text[i:i + 7])
+        stream.feed(text[i : i + 7])
         longest_tail = max(longest_tail, len(stream.text) - stream._stable)
     assert longest_tail < 60 * CODE_CHUNK_LINES
     assert stream.code(0).count("\n") >= 499  # the whole long code block is copyable

@@ -30,7 +30,9 @@ def test_title_search_treats_like_wildcards_literally(tmp_path):
     for title in ("snake_case", "plain", "100% sure", "back\\slash"):
         store.create_conversation(title)
     assert [h.title for h in store.search("_")] == ["snake_case"]
-    assert [h.title for h in store.search("%")] == ["100% sure"]  # no word: the titles are still searched
+    assert [h.title for h in store.search("%")] == [
+        "100% sure"
+    ]  # no word: the titles are still searched
     assert [h.title for h in store.search("0% s")] == ["100% sure"]
     assert [h.title for h in store.search("k\\s")] == ["back\\slash"]
     store.close()
@@ -118,7 +120,9 @@ def test_a_read_only_data_folder_is_explained(tmp_path):
             pass
         else:
             probe.unlink()
-            pytest.skip("this user writes through file permissions (root): see test_app_faults for a read-only mount")
+            pytest.skip(
+                "this user writes through file permissions (root): see test_app_faults for a read-only mount"
+            )
         with pytest.raises(DataFolderError, match="cannot write to its data folder"):
             app_paths(folder).check()
     finally:
@@ -143,9 +147,15 @@ def test_cli_progress_is_cleared_before_the_answer(monkeypatch):
 
     screen = Terminal()
     monkeypatch.setattr(sys, "stderr", screen)  # one terminal shows both streams
-    _Printer(screen, as_json=False).show([
-        Progress(20, 21), Progress(21, 21), ThinkingDelta("hmm"), AnswerDelta("Hi"), Finished(FinishReason.STOP),
-    ])
+    _Printer(screen, as_json=False).show(
+        [
+            Progress(20, 21),
+            Progress(21, 21),
+            ThinkingDelta("hmm"),
+            AnswerDelta("Hi"),
+            Finished(FinishReason.STOP),
+        ]
+    )
     text = screen.getvalue()
     line = text.rsplit("\r", 1)[-1]  # what the terminal's line shows after the last carriage return
     assert text.index("prompt 21/21") < text.index(f"\r{CLEAR_LINE}\x1b[2mThinking: ")
@@ -158,7 +168,13 @@ def test_sizes_always_carry_a_unit_and_small_models_are_not_zero(tiny_model_dir)
     from engine_mlx.sizes import human_bytes
 
     assert [human_bytes(n) for n in (0, 1, 512, 1536, 1_600_000, 5 * 2**30)] == [
-        "0 bytes", "1 byte", "512 bytes", "1.5 KiB", "1.5 MiB", "5.0 GiB"]
+        "0 bytes",
+        "1 byte",
+        "512 bytes",
+        "1.5 KiB",
+        "1.5 MiB",
+        "5.0 GiB",
+    ]
     info = inspect_checkpoint(tiny_model_dir)
     shown = human_bytes(info.weight_bytes)
     assert not shown.startswith("0.0") and shown.split()[1] in ("KiB", "MiB")
@@ -180,8 +196,13 @@ def _check_qt_libs(tmp_path, sonames: list[str]):
     ldconfig.write_text(f"#!/bin/sh\nprintf '{len(sonames)} libs found in cache\\n{listing}'\n")
     ldconfig.chmod(0o755)
     env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}", "QT_QPA_PLATFORM": "xcb"}
-    return subprocess.run(["bash", str(root / "scripts" / "check-qt-libs")], env=env, capture_output=True,
-                          text=True, check=False)
+    return subprocess.run(
+        ["bash", str(root / "scripts" / "check-qt-libs")],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="the check runs on Linux only")
@@ -189,8 +210,16 @@ def test_run_script_names_missing_qt_libraries_and_the_apt_line(tmp_path):
     from pathlib import Path
 
     table = Path(__file__).resolve().parent.parent / "scripts" / "qt-linux-libraries"
-    rows = [line.split() for line in table.read_text().splitlines() if line.strip() and not line.startswith("#")]
-    present = [library for package, library in rows if package not in ("libxcb-cursor0", "libxkbcommon-x11-0")]
+    rows = [
+        line.split()
+        for line in table.read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    present = [
+        library
+        for package, library in rows
+        if package not in ("libxcb-cursor0", "libxkbcommon-x11-0")
+    ]
     result = _check_qt_libs(tmp_path, present)
     assert result.returncode == 1
     assert "libxcb-cursor.so.0 libxkbcommon-x11.so.0" in result.stderr

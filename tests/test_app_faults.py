@@ -22,8 +22,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def env_for(data: Path) -> dict:
-    env = {**os.environ, "QWENDESK_DATA_DIR": str(data), "QT_QPA_PLATFORM": "offscreen",
-           "MLX_DISABLE_COMPILE": "1", "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "QWENDESK_DATA_DIR": str(data),
+        "QT_QPA_PLATFORM": "offscreen",
+        "MLX_DISABLE_COMPILE": "1",
+        "PYTHONPATH": str(ROOT),
+    }
     env.pop("PYTEST_CURRENT_TEST", None)
     return env
 
@@ -44,13 +49,16 @@ def _no_process_outlives_its_test():
 class App:
     """``python -m app`` as a user starts it, on one data folder."""
 
-    def __init__(self, data: Path, *args: str, log_name: str = "app", cwd: Path = ROOT, reload: bool = False):
+    def __init__(
+        self, data: Path, *args: str, log_name: str = "app", cwd: Path = ROOT, reload: bool = False
+    ):
         self.data = data
         self.err_path = data.parent / f"{log_name}-{time.monotonic_ns()}.stderr"
         self._err = open(self.err_path, "wb")  # noqa: SIM115 - closed in wait()
         command = [sys.executable, "-m", "app", *([] if reload else ["--no-reload"]), *args]
-        self.proc = subprocess.Popen(command, cwd=cwd, env=env_for(data), stdout=subprocess.DEVNULL,
-                                     stderr=self._err)
+        self.proc = subprocess.Popen(
+            command, cwd=cwd, env=env_for(data), stdout=subprocess.DEVNULL, stderr=self._err
+        )
         _launched.append(self.proc)
 
     @property
@@ -65,7 +73,9 @@ class App:
             if self.proc.poll() is not None and not condition():
                 break
             time.sleep(0.1)
-        assert condition(), f"{what or condition} did not happen; exit {self.proc.poll()}; stderr:\n{self.stderr}"
+        assert condition(), (
+            f"{what or condition} did not happen; exit {self.proc.poll()}; stderr:\n{self.stderr}"
+        )
 
     def started(self) -> bool:
         log = self.data / "logs" / "qwendesk.log"
@@ -96,8 +106,11 @@ def mount_tmpfs(tmp_path):
     def mount(size: str, name: str = "mnt") -> Path:
         point = tmp_path / name
         point.mkdir()
-        result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(point)],
-                                capture_output=True, text=True)
+        result = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(point)],
+            capture_output=True,
+            text=True,
+        )
         if result.returncode != 0:
             pytest.skip(f"cannot mount a tmpfs here ({result.stderr.strip() or 'not permitted'})")
         mounts.append(point)
@@ -136,9 +149,13 @@ def test_a_second_launch_hands_its_file_to_the_first_and_touches_nothing(tmp_pat
         first.wait_for(first.started, 90, "the first window")
         # The first window's live answer, as a second instance would find it in the database.
         db = sqlite3.connect(data / "qwendesk.sqlite3", isolation_level=None)
-        db.execute("INSERT INTO conversations(id, title, created_at, updated_at) VALUES('c1', 'live', 0, 0)")
-        db.execute("INSERT INTO messages(conversation_id, position, role, text, state, created_at) "
-                   "VALUES('c1', 0, 'assistant', 'half an answer', 'streaming', 0)")
+        db.execute(
+            "INSERT INTO conversations(id, title, created_at, updated_at) VALUES('c1', 'live', 0, 0)"
+        )
+        db.execute(
+            "INSERT INTO messages(conversation_id, position, role, text, state, created_at) "
+            "VALUES('c1', 0, 'assistant', 'half an answer', 'streaming', 0)"
+        )
         # A relative path, as typed in a terminal: it must resolve in the second process's folder.
         second = App(data, "photo.png", log_name="second", cwd=tmp_path)
         assert second.wait() == 0, second.stderr
@@ -191,7 +208,9 @@ def test_a_read_only_data_folder_is_reported_and_nothing_is_lost(tmp_path, mount
     before = digest(data / "qwendesk.sqlite3")
     remount_read_only(data)
     app = App(data)
-    app.wait_for(lambda: "cannot write to its data folder" in app.stderr, 60, "the read-only message")
+    app.wait_for(
+        lambda: "cannot write to its data folder" in app.stderr, 60, "the read-only message"
+    )
     assert "read-only" in app.stderr
     assert app.interrupt() == 1
     clean_exit(app)
@@ -232,7 +251,9 @@ def fill(folder: Path) -> Path:
     return filler
 
 
-def test_a_full_disk_while_streaming_loses_no_answer(qapp, qt_wait, tiny_model_dir, mount_tmpfs, caplog):
+def test_a_full_disk_while_streaming_loses_no_answer(
+    qapp, qt_wait, tiny_model_dir, mount_tmpfs, caplog
+):
     from app import theme
     from app.paths import app_paths
     from app.store import ChatSettings, MessageState, Store, ThinkingMode
@@ -244,7 +265,9 @@ def test_a_full_disk_while_streaming_loses_no_answer(qapp, qt_wait, tiny_model_d
     window.show()
     window.models.load(tiny_model_dir)
     qt_wait(lambda: window.models.loaded_info is not None, 120)
-    window.chat.set_settings(ChatSettings(thinking=ThinkingMode.OFF).with_generation(max_tokens=120, seed=5))
+    window.chat.set_settings(
+        ChatSettings(thinking=ThinkingMode.OFF).with_generation(max_tokens=120, seed=5)
+    )
     window.composer.edit.setPlainText("Tell me a long story")
     assert window.send(window.composer.text())
     qt_wait(lambda: window.chat._stream is not None and window.chat._stream.answer, 60)

@@ -52,8 +52,14 @@ def _hover(view, point: QPoint) -> None:
     from PySide6.QtWidgets import QApplication
 
     local = QPointF(point)
-    event = QMouseEvent(QEvent.Type.MouseMove, local, QPointF(view.mapToGlobal(point)), Qt.MouseButton.NoButton,
-                        Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier)
+    event = QMouseEvent(
+        QEvent.Type.MouseMove,
+        local,
+        QPointF(view.mapToGlobal(point)),
+        Qt.MouseButton.NoButton,
+        Qt.MouseButton.NoButton,
+        Qt.KeyboardModifier.NoModifier,
+    )
     QApplication.sendEvent(view, event)
 
 
@@ -62,7 +68,9 @@ def _rgb(image, x, y):
     return c.red(), c.green(), c.blue()
 
 
-def test_answer_boxes_are_drawn_on_the_image_hovered_copied_and_toggled(make_window, qt_wait, tmp_path):
+def test_answer_boxes_are_drawn_on_the_image_hovered_copied_and_toggled(
+    make_window, qt_wait, tmp_path
+):
     _chat_with_grounding(tmp_path / "data", tmp_path)
     window = make_window(tmp_path / "data")
     answer = _open_first_chat(window, qt_wait)
@@ -80,10 +88,14 @@ def test_answer_boxes_are_drawn_on_the_image_hovered_copied_and_toggled(make_win
     assert _rgb(shot, 320, 240) == PALETTE[2]  # the logo's crosshair centre
 
     _hover(view, QPoint(200, 120))
-    assert "Save" in view.toolTip() and "40,60,200,180" in view.toolTip()  # what the hover tooltip says
+    assert (
+        "Save" in view.toolTip() and "40,60,200,180" in view.toolTip()
+    )  # what the hover tooltip says
     _hover(view, QPoint(5, 290))
     assert view.toolTip() == ""  # over nothing
-    _hover(view, QPoint(120, 120))  # inside the box, away from its edges: the smallest box around it
+    _hover(
+        view, QPoint(120, 120)
+    )  # inside the box, away from its edges: the smallest box around it
     assert "Save" in view.toolTip()
     QTest.mouseClick(view, Qt.MouseButton.LeftButton, pos=QPoint(200, 120))
     assert QGuiApplication.clipboard().text() == "40,60,200,180"
@@ -100,7 +112,9 @@ def test_answer_boxes_are_drawn_on_the_image_hovered_copied_and_toggled(make_win
     assert _rgb(view.grab().toImage(), 200, 120) == save
 
 
-def test_larger_view_zooms_and_saves_the_annotated_image(make_window, qt_wait, tmp_path, monkeypatch):
+def test_larger_view_zooms_and_saves_the_annotated_image(
+    make_window, qt_wait, tmp_path, monkeypatch
+):
     _chat_with_grounding(tmp_path / "data", tmp_path)
     window = make_window(tmp_path / "data")
     panel = _open_first_chat(window, qt_wait).grounding
@@ -112,7 +126,9 @@ def test_larger_view_zooms_and_saves_the_annotated_image(make_window, qt_wait, t
     assert zoom.view.scale == 1.5 and zoom.view.width() == round(W * 1.5)
     assert _rgb(zoom.view.grab().toImage(), 300, 180) == PALETTE[0]  # (200, 120) at 150 %
     out = tmp_path / "annotated.png"
-    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(out), "PNG image (*.png)"))
+    monkeypatch.setattr(
+        QFileDialog, "getSaveFileName", lambda *a, **k: (str(out), "PNG image (*.png)")
+    )
     zoom.save_button.click()
     saved = Image.open(out).convert("RGB")
     assert saved.size == (W, H)
@@ -121,7 +137,9 @@ def test_larger_view_zooms_and_saves_the_annotated_image(make_window, qt_wait, t
     zoom.close()
 
 
-def test_an_answer_without_grounding_or_without_images_shows_no_panel(make_window, qt_wait, tmp_path):
+def test_an_answer_without_grounding_or_without_images_shows_no_panel(
+    make_window, qt_wait, tmp_path
+):
     _chat_with_grounding(tmp_path / "data", tmp_path, answer="The Save button is at the top right.")
     window = make_window(tmp_path / "data")
     answer = _open_first_chat(window, qt_wait)
@@ -137,12 +155,17 @@ def test_locate_on_an_image_chip_fills_the_composer(make_window, qt_wait, tmp_pa
     chip = next(iter(window.composer._chips.values()))
     assert chip.locate_button is not None
     chip.locate_button.click()
-    assert window.composer.text() == "Locate every  in this image. Answer as JSON with bbox_2d and label."
+    assert (
+        window.composer.text()
+        == "Locate every  in this image. Answer as JSON with bbox_2d and label."
+    )
     QTest.keyClicks(window.composer.edit, "Save button")
     assert window.composer.text().startswith("Locate every Save button in this image.")
 
 
-def test_a_forced_grounding_answer_streams_from_the_engine_onto_the_image(window, qt_wait, tmp_path, monkeypatch):
+def test_a_forced_grounding_answer_streams_from_the_engine_onto_the_image(
+    window, qt_wait, tmp_path, monkeypatch
+):
     """The whole path with the demo model: an image attached in the composer, a question sent, and the
     answer (forced token by token through the real engine, tokenizer and detokenizer: the random model
     cannot choose it) drawn on the image as it streams."""
@@ -155,7 +178,9 @@ def test_a_forced_grounding_answer_streams_from_the_engine_onto_the_image(window
     generate = Engine.generate
 
     def forced_generate(self, conversation, settings, cancel=None):
-        return generate(self, conversation, replace(settings, thinking=False, forced=ForcedText(answer)), cancel)
+        return generate(
+            self, conversation, replace(settings, thinking=False, forced=ForcedText(answer)), cancel
+        )
 
     monkeypatch.setattr(Engine, "generate", forced_generate)
     source = tmp_path / "screen.png"
@@ -181,14 +206,23 @@ def test_boxes_at_a_moment_of_a_video_are_drawn_on_that_frame(make_window, qt_wa
     paths = app_paths(tmp_path / "data").ensure()
     store = Store(paths.database, paths.attachments)
     cid = store.create_conversation("Where is the ball?")
-    clip = StoredAttachment(AttachmentKind.VIDEO, store.import_file(video), "clip.mp4", duration_s=3.0)
+    clip = StoredAttachment(
+        AttachmentKind.VIDEO, store.import_file(video), "clip.mp4", duration_s=3.0
+    )
     store.add_message(cid, "user", "Where is the ball at 1.5 s?", attachments=(clip,))
-    store.add_message(cid, "assistant", '{"time": 1.5, "bbox_2d": [250, 250, 750, 750], "label": "ball"}')
+    store.add_message(
+        cid, "assistant", '{"time": 1.5, "bbox_2d": [250, 250, 750, 750], "label": "ball"}'
+    )
     store.close()
     window = make_window(tmp_path / "data")
     panel = _open_first_chat(window, qt_wait).grounding
     qt_wait(lambda: panel.isVisible())
     assert [chip.text() for chip in panel.chips] == ["1 box on video 1 at 1.5 s"]
     view = panel.view
-    assert (view.image.width(), view.image.height()) == (160, 120)  # the frame at the video's own size
-    assert _rgb(view.grab().toImage(), 120, 60) == PALETTE[0]  # the box's right edge, x = 0.75 * 160
+    assert (view.image.width(), view.image.height()) == (
+        160,
+        120,
+    )  # the frame at the video's own size
+    assert (
+        _rgb(view.grab().toImage(), 120, 60) == PALETTE[0]
+    )  # the box's right edge, x = 0.75 * 160

@@ -64,13 +64,17 @@ def test_thinking_combo_off_reaches_the_engine_and_the_database(window, qt_wait)
     window.chat.set_settings(ChatSettings().with_generation(max_tokens=16, seed=3))
     combo = window.thinking_combo
     combo.setFocus()
-    QTest.keyClick(combo, Qt.Key.Key_Down)  # "Thinking on" -> "Thinking off", through the combo's activated
+    QTest.keyClick(
+        combo, Qt.Key.Key_Down
+    )  # "Thinking on" -> "Thinking off", through the combo's activated
     assert combo.currentText() == "Thinking off"
     type_and_send(window, "Hello there")
     qt_wait(lambda: requests and not window.chat.busy, 120)
     settings = requests[-1][1]
     assert settings.thinking is False and settings.thinking_budget is None
-    assert window.store.settings(window.chat.current_id).thinking is ThinkingMode.OFF  # the chat's row
+    assert (
+        window.store.settings(window.chat.current_id).thinking is ThinkingMode.OFF
+    )  # the chat's row
     answer = window.store.messages(window.chat.current_id)[-1]
     assert answer.state is MessageState.COMPLETE and answer.thinking == ""
     assert not window.error_banner.isVisible(), window.error_banner.label.text()
@@ -95,12 +99,17 @@ def test_thinking_combo_budget_then_settings_dialog_shows_it(window, qt_wait):
     errors = with_modal(check)
     window.settings_button.click()
     assert not errors, errors
-    assert seen == {"budget_checked": True, "label": "System prompt (for new chats)",
-                    "title": "Settings for new chats"}
+    assert seen == {
+        "budget_checked": True,
+        "label": "System prompt (for new chats)",
+        "title": "Settings for new chats",
+    }
     type_and_send(window, "Count to three")
     qt_wait(lambda: requests and not window.chat.busy, 120)
     settings = requests[-1][1]
-    assert settings.thinking is True and settings.thinking_budget == 1024 and settings.max_tokens == 8
+    assert (
+        settings.thinking is True and settings.thinking_budget == 1024 and settings.max_tokens == 8
+    )
 
 
 def test_settings_dialog_for_an_open_chat_says_this_chat(window, qt_wait):
@@ -153,10 +162,16 @@ def test_search_for_an_underscore_matches_only_titles_with_one(window, qt_wait):
     window.refresh_conversations()
     window.search.setFocus()
     QTest.keyClicks(window.search, "_")
-    qt_wait(lambda: window.conversation_list.count() >= 1 and "snake_case" in window.conversation_list.item(0)
-            .text())
+    qt_wait(
+        lambda: (
+            window.conversation_list.count() >= 1
+            and "snake_case" in window.conversation_list.item(0).text()
+        )
+    )
     QTest.qWait(300)  # a wrong hit would arrive with the same search
-    titles = [window.conversation_list.item(i).text() for i in range(window.conversation_list.count())]
+    titles = [
+        window.conversation_list.item(i).text() for i in range(window.conversation_list.count())
+    ]
     assert len(titles) == 1 and titles[0].startswith("snake_case"), titles
 
 
@@ -173,7 +188,9 @@ def test_escape_in_the_model_picker_keeps_the_context_length(window, qt_wait):
         spin.setFocus()
         spin.selectAll()
         QTest.keyClicks(spin, "8192")
-        QTest.keyClick(spin, Qt.Key.Key_Tab)  # editing finished: the picker applies it (rescans the fits)
+        QTest.keyClick(
+            spin, Qt.Key.Key_Tab
+        )  # editing finished: the picker applies it (rescans the fits)
         assert window.store.get_pref("context_tokens") == "8192"
         QTest.keyClick(dialog, Qt.Key.Key_Escape)
 
@@ -184,13 +201,16 @@ def test_escape_in_the_model_picker_keeps_the_context_length(window, qt_wait):
     assert window.models.context_tokens == 32768
 
 
-def test_add_folder_in_the_picker_accepts_a_folder_of_model_folders(window, qt_wait, tiny_model_dir, tmp_path,
-                                                                   monkeypatch):
+def test_add_folder_in_the_picker_accepts_a_folder_of_model_folders(
+    window, qt_wait, tiny_model_dir, tmp_path, monkeypatch
+):
     shelf = tmp_path / "models"
     shutil.copytree(tiny_model_dir, shelf / "org" / "Qwen3.5-tiny-copy")
     from PySide6.QtWidgets import QFileDialog
 
-    monkeypatch.setattr(QFileDialog, "getExistingDirectory", staticmethod(lambda *a, **k: str(shelf)))
+    monkeypatch.setattr(
+        QFileDialog, "getExistingDirectory", staticmethod(lambda *a, **k: str(shelf))
+    )
     seen: dict = {}
 
     def add_and_wait(dialog) -> None:
@@ -198,7 +218,8 @@ def test_add_folder_in_the_picker_accepts_a_folder_of_model_folders(window, qt_w
         QTest.mouseClick(button, Qt.MouseButton.LeftButton)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not any(
-                "Qwen3.5-tiny-copy" in str(e.path) for e in dialog.entries):
+            "Qwen3.5-tiny-copy" in str(e.path) for e in dialog.entries
+        ):
             QTest.qWait(50)
         seen["rows"] = [dialog.table.item(r, 0).toolTip() for r in range(dialog.table.rowCount())]
         dialog.reject()
@@ -211,14 +232,17 @@ def test_add_folder_in_the_picker_accepts_a_folder_of_model_folders(window, qt_w
     assert "config.json" not in window.error_banner.label.text()
 
 
-def test_model_menu_add_folder_loads_the_one_model_inside(make_window, qt_wait, tiny_model_dir, tmp_path,
-                                                         monkeypatch):
+def test_model_menu_add_folder_loads_the_one_model_inside(
+    make_window, qt_wait, tiny_model_dir, tmp_path, monkeypatch
+):
     window = make_window()
     shelf = tmp_path / "shelf"
     shutil.copytree(tiny_model_dir, shelf / "Qwen3.5-tiny")
     from PySide6.QtWidgets import QFileDialog
 
-    monkeypatch.setattr(QFileDialog, "getExistingDirectory", staticmethod(lambda *a, **k: str(shelf)))
+    monkeypatch.setattr(
+        QFileDialog, "getExistingDirectory", staticmethod(lambda *a, **k: str(shelf))
+    )
     model_menu = next(a.menu() for a in window.menuBar().actions() if a.text() == "&Model")
     add = next(a for a in model_menu.actions() if a.text() == "Add model folder…")
     add.trigger()
@@ -228,15 +252,18 @@ def test_model_menu_add_folder_loads_the_one_model_inside(make_window, qt_wait, 
     assert window.store.get_pref("last_model") == str(shelf / "Qwen3.5-tiny")
 
 
-def test_model_menu_add_folder_with_several_models_opens_the_picker(make_window, qt_wait, tiny_model_dir,
-                                                                    tmp_path, monkeypatch):
+def test_model_menu_add_folder_with_several_models_opens_the_picker(
+    make_window, qt_wait, tiny_model_dir, tmp_path, monkeypatch
+):
     window = make_window()
     shelf = tmp_path / "shelf"
     for name in ("Qwen3.5-tiny-a", "Qwen3.5-tiny-b"):
         shutil.copytree(tiny_model_dir, shelf / name)
     from PySide6.QtWidgets import QFileDialog
 
-    monkeypatch.setattr(QFileDialog, "getExistingDirectory", staticmethod(lambda *a, **k: str(shelf)))
+    monkeypatch.setattr(
+        QFileDialog, "getExistingDirectory", staticmethod(lambda *a, **k: str(shelf))
+    )
     seen: dict = {}
 
     def look(dialog) -> None:
@@ -249,7 +276,9 @@ def test_model_menu_add_folder_with_several_models_opens_the_picker(make_window,
     qt_wait(lambda: "rows" in seen or bool(errors), 60)
     assert not errors, errors
     assert {Path(row).name for row in seen["rows"]} >= {"Qwen3.5-tiny-a", "Qwen3.5-tiny-b"}
-    assert window.models.loaded_info is None and window.models.loading_path is None  # the user chooses
+    assert (
+        window.models.loaded_info is None and window.models.loading_path is None
+    )  # the user chooses
     assert json.loads(window.store.get_pref("model_folders")) == [str(shelf)]
 
 
@@ -259,7 +288,9 @@ def test_add_folder_with_no_model_says_why(make_window, qt_wait, tmp_path, monke
     (empty / "sub").mkdir(parents=True)
     from PySide6.QtWidgets import QFileDialog
 
-    monkeypatch.setattr(QFileDialog, "getExistingDirectory", staticmethod(lambda *a, **k: str(empty)))
+    monkeypatch.setattr(
+        QFileDialog, "getExistingDirectory", staticmethod(lambda *a, **k: str(empty))
+    )
     model_menu = next(a.menu() for a in window.menuBar().actions() if a.text() == "&Model")
     next(a for a in model_menu.actions() if a.text() == "Add model folder…").trigger()
     qt_wait(lambda: window.error_banner.isVisible(), 30)
@@ -274,7 +305,9 @@ def test_add_folder_with_no_model_says_why(make_window, qt_wait, tmp_path, monke
 def test_closing_with_an_unsaved_answer_asks_and_saves_on_retry(window, qt_wait, tmp_path):
     """The disk refused the final save (simulated by a read-only connection swap); closing asks, and
     Retry saves it once the database can be written again."""
-    window.chat.set_settings(ChatSettings(thinking=ThinkingMode.OFF).with_generation(max_tokens=6, seed=1))
+    window.chat.set_settings(
+        ChatSettings(thinking=ThinkingMode.OFF).with_generation(max_tokens=6, seed=1)
+    )
     real_update = window.store.update_message
     failing = {"on": True}
 
@@ -303,4 +336,3 @@ def test_closing_with_an_unsaved_answer_asks_and_saves_on_retry(window, qt_wait,
     answer = [m for m in again.messages(again.conversations()[0].id) if m.role == "assistant"][0]
     again.close()
     assert answer.state is MessageState.COMPLETE and answer.text
-

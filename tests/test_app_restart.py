@@ -27,9 +27,21 @@ def _run_until_loaded(data: Path, log_file: Path) -> str:
     """Start the app, wait until its log says the load and the rescan have ended (or the app exited), quit it
     as the window's Quit does (SIGTERM closes the window), and return this run's part of the log."""
     offset = log_file.stat().st_size if log_file.exists() else 0
-    env = {**os.environ, ENV_DATA_DIR: str(data), "QT_QPA_PLATFORM": "offscreen", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = {
+        **os.environ,
+        ENV_DATA_DIR: str(data),
+        "QT_QPA_PLATFORM": "offscreen",
+        "PYTHONPATH": str(ROOT),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app"],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
     def this_run() -> str:
         if not log_file.exists():
@@ -42,7 +54,12 @@ def _run_until_loaded(data: Path, log_file: Path) -> str:
         deadline = time.monotonic() + START_S
         while time.monotonic() < deadline and proc.poll() is None:
             text = this_run()
-            loaded = "loaded " in text or "loading failed" in text or "loading " in text and " ERROR " in text
+            loaded = (
+                "loaded " in text
+                or "loading failed" in text
+                or "loading " in text
+                and " ERROR " in text
+            )
             scanned = "model folders" in text or "Looking for models failed" in text
             if loaded and scanned:
                 break
@@ -67,4 +84,6 @@ def test_the_last_model_is_loaded_on_each_of_two_restarts(tmp_path, tiny_model_d
         text = _run_until_loaded(data, log_file)
         assert f"loaded {paths.demo_model}" in text, f"run {run}:\n{text[-4000:]}"
         assert " ERROR " not in text and "loading failed" not in text, f"run {run}:\n{text[-4000:]}"
-        assert re.search(r"found [1-9]\d* model folders", text), f"run {run}:\n{text[-4000:]}"  # the rescan too
+        assert re.search(r"found [1-9]\d* model folders", text), (
+            f"run {run}:\n{text[-4000:]}"
+        )  # the rescan too

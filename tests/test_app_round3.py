@@ -40,7 +40,10 @@ def test_continue_is_offered_on_the_last_answer_only_and_an_older_one_is_refused
     old_widget.continue_button.click()
     assert not window.chat.busy
     assert stored(window) == before
-    assert window.error_banner.isVisible() and "Only the last answer" in window.error_banner.label.text()
+    assert (
+        window.error_banner.isVisible()
+        and "Only the last answer" in window.error_banner.label.text()
+    )
     # The last answer's own Continue carries on that answer, in its own row.
     window.store.update_message(before[-1].id, state=MessageState.STOPPED)
     window.chat.open(window.chat.current_id)
@@ -57,7 +60,9 @@ def test_continue_is_offered_on_the_last_answer_only_and_an_older_one_is_refused
 # --- 3. Model picker ▸ Rescan -----------------------------------------------------------------------
 
 
-def test_model_picker_rescan_button_lists_a_folder_added_since(window, qt_wait, qtbot, tiny_model_dir, tmp_path):
+def test_model_picker_rescan_button_lists_a_folder_added_since(
+    window, qt_wait, qtbot, tiny_model_dir, tmp_path
+):
     import json
     import shutil
 
@@ -95,8 +100,11 @@ def test_searching_punctuation_finds_messages_and_titles(make_window, qt_wait, q
     ui.seed_chat(window, "Wombats", ["They dig.", "Yes."])
     _type_search(qtbot, window, "%")
     lst = window.conversation_list
-    qt_wait(lambda: lst.count() == 2 and lst.item(0).flags() != Qt.ItemFlag.NoItemFlags, 30,
-            lambda: [lst.item(i).text() for i in range(lst.count())])
+    qt_wait(
+        lambda: lst.count() == 2 and lst.item(0).flags() != Qt.ItemFlag.NoItemFlags,
+        30,
+        lambda: [lst.item(i).text() for i in range(lst.count())],
+    )
     texts = sorted(lst.item(i).text() for i in range(lst.count()))
     assert texts[0] == "100% sure\n100% sure"  # the title matched
     assert texts[1].startswith("Discounts\n") and "15[%] of 80" in texts[1]
@@ -119,7 +127,12 @@ def test_a_search_hit_offers_no_rename_and_f2_renames_the_chat_itself(make_windo
     window.chat.open(cid)
     assert "Rename" in _menu_texts(window, "Marsupials")
     _type_search(qtbot, window, "quokka")
-    qt_wait(lambda: window.conversation_list.count() == 1 and "\n" in window.conversation_list.item(0).text())
+    qt_wait(
+        lambda: (
+            window.conversation_list.count() == 1
+            and "\n" in window.conversation_list.item(0).text()
+        )
+    )
     texts = _menu_texts(window, "Marsupials")
     assert "Rename" not in texts and "Export as Markdown…" in texts
     # F2 on a search result: back to the list of chats, editing this chat's title.
@@ -144,12 +157,16 @@ def test_renaming_a_chat_to_a_long_title_keeps_the_window_width(make_window, qt_
     qt_wait(lambda: window.width() == 867)
     window.rename_current()  # F2
     editor = window.conversation_list.findChild(type(window.search))
-    title = "A rather long chat title about the migration patterns of the arctic tern across the oceans"
+    title = (
+        "A rather long chat title about the migration patterns of the arctic tern across the oceans"
+    )
     editor.selectAll()
     QTest.keyClicks(editor, title)
     QTest.keyClick(editor, Qt.Key.Key_Return)  # (the delegate commits on the next event loop pass)
     qt_wait(lambda: window.store.conversation(cid).title == title)
-    for _ in range(5):  # the layout requests travel up one parent per pass; the window grows at the top
+    for _ in range(
+        5
+    ):  # the layout requests travel up one parent per pass; the window grows at the top
         QApplication.processEvents()
     assert window.width() == 867 and window.minimumSizeHint().width() <= 867
     assert window.title_label.text() == title and window.title_label.toolTip() == title
@@ -197,7 +214,9 @@ def _accent_in_frame(widget) -> bool:
     return any(image.pixelColor(x, image.height() // 2) == accent for x in range(3))
 
 
-def test_tab_enters_the_transcript_at_the_newest_message_and_arrows_walk_the_messages(window, qt_wait):
+def test_tab_enters_the_transcript_at_the_newest_message_and_arrows_walk_the_messages(
+    window, qt_wait
+):
     messages = _chat_of_two_turns(window, qt_wait)
     transcript = window.transcript
     bar = transcript.verticalScrollBar()
@@ -240,22 +259,40 @@ def _chain(window, start, steps: int) -> list:
 def test_the_tab_chain_runs_sidebar_header_transcript_composer(window, qt_wait):
     messages = _chat_of_two_turns(window, qt_wait)
     chain = _chain(window, window.new_button, 8)
-    assert chain == [window.search, window.conversation_list, window.thinking_combo, window.settings_button,
-                     window.model_button, window.transcript.widget_for(messages[-1].id),
-                     window.composer.attach_button, window.composer.edit]
+    assert chain == [
+        window.search,
+        window.conversation_list,
+        window.thinking_combo,
+        window.settings_button,
+        window.model_button,
+        window.transcript.widget_for(messages[-1].id),
+        window.composer.attach_button,
+        window.composer.edit,
+    ]
 
 
 def test_message_shortcuts_are_in_the_menus_and_act_on_the_focused_message(window, qt_wait):
     messages = _chat_of_two_turns(window, qt_wait)
-    chat = {a.text(): a.shortcut().toString() for a in ui.menu_action(window, "Chat").menu().actions()}
+    chat = {
+        a.text(): a.shortcut().toString() for a in ui.menu_action(window, "Chat").menu().actions()
+    }
     assert chat["Continue answer"] == "Ctrl+Shift+Return" and chat["Edit message"] == "Ctrl+E"
     assert chat["Regenerate answer"] == "Ctrl+R" and chat["Show or hide thinking"] == "Ctrl+T"
     transcript = window.transcript
     first_answer = transcript.widget_for(messages[1].id)
     transcript.focus_message(first_answer)
-    QTest.keyClick(first_answer, Qt.Key.Key_T, Qt.KeyboardModifier.ControlModifier)  # its thinking opens
-    assert first_answer.thinking.expanded and first_answer.thinking.body.toPlainText() == messages[1].thinking
-    QTest.keyClick(first_answer, Qt.Key.Key_C, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
+    QTest.keyClick(
+        first_answer, Qt.Key.Key_T, Qt.KeyboardModifier.ControlModifier
+    )  # its thinking opens
+    assert (
+        first_answer.thinking.expanded
+        and first_answer.thinking.body.toPlainText() == messages[1].thinking
+    )
+    QTest.keyClick(
+        first_answer,
+        Qt.Key.Key_C,
+        Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier,
+    )
     assert QGuiApplication.clipboard().text() == messages[1].text
     first_question = transcript.widget_for(messages[0].id)
     transcript.focus_message(first_question)
@@ -266,12 +303,19 @@ def test_message_shortcuts_are_in_the_menus_and_act_on_the_focused_message(windo
     first_question.cancel_edit()
     # Continue on the focused older answer is refused; from the last it carries that one on.
     transcript.focus_message(first_answer)
-    QTest.keyClick(first_answer, Qt.Key.Key_Return,
-                   Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
+    QTest.keyClick(
+        first_answer,
+        Qt.Key.Key_Return,
+        Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier,
+    )
     assert not window.chat.busy and stored(window) == messages
     last = transcript.widget_for(messages[-1].id)
     transcript.focus_message(last)
-    QTest.keyClick(last, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
+    QTest.keyClick(
+        last,
+        Qt.Key.Key_Return,
+        Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier,
+    )
     qt_wait(lambda: not window.chat.busy, 120)
     grown = stored(window)[-1]
     assert grown.id == messages[-1].id and grown.text.startswith(messages[-1].text)
@@ -314,8 +358,16 @@ def test_escape_clears_the_search_and_then_stops_nothing_else(make_window, qt_wa
 # --- accessibility names ---------------------------------------------------------------------------
 
 BUTTONS = ("QAbstractButton",)
-FIELDS = ("QLineEdit", "QTextEdit", "QPlainTextEdit", "QComboBox", "QAbstractSpinBox", "QAbstractSlider",
-          "QAbstractItemView", "QProgressBar")
+FIELDS = (
+    "QLineEdit",
+    "QTextEdit",
+    "QPlainTextEdit",
+    "QComboBox",
+    "QAbstractSpinBox",
+    "QAbstractSlider",
+    "QAbstractItemView",
+    "QProgressBar",
+)
 
 
 def unnamed_controls(root) -> list[str]:
@@ -325,7 +377,9 @@ def unnamed_controls(root) -> list[str]:
     from PySide6.QtGui import QAccessible
     from PySide6.QtWidgets import QHeaderView, QLabel, QScrollBar, QWidget
 
-    buddies = {id(label.buddy()) for label in root.findChildren(QLabel) if label.buddy() is not None}
+    buddies = {
+        id(label.buddy()) for label in root.findChildren(QLabel) if label.buddy() is not None
+    }
     out = []
     for widget in [root, *root.findChildren(QWidget)]:
         parent = widget.parentWidget()
@@ -339,10 +393,14 @@ def unnamed_controls(root) -> list[str]:
             interface = QAccessible.queryAccessibleInterface(widget)
             name = interface.text(QAccessible.Text.Name) if interface is not None else ""
             if not any(ch.isalpha() for ch in name):
-                out.append(f"{type(widget).__name__} {widget.objectName()!r} reads as {name!r} in {_owner(widget)}")
+                out.append(
+                    f"{type(widget).__name__} {widget.objectName()!r} reads as {name!r} in {_owner(widget)}"
+                )
         elif any(widget.inherits(kind) for kind in FIELDS):
             if not widget.accessibleName().strip() and id(widget) not in buddies:
-                out.append(f"{type(widget).__name__} {widget.objectName()!r} tip={widget.toolTip()!r} in {_owner(widget)}")
+                out.append(
+                    f"{type(widget).__name__} {widget.objectName()!r} tip={widget.toolTip()!r} in {_owner(widget)}"
+                )
     return out
 
 
@@ -372,7 +430,9 @@ def test_every_control_of_the_main_window_has_an_accessible_name(window, qt_wait
 
 
 @pytest.mark.parametrize("opener", ["settings", "picker", "downloads", "add_vision", "local_api"])
-def test_every_control_of_the_main_dialogs_has_an_accessible_name(window, qtbot, opener, tiny_text_model_dir):
+def test_every_control_of_the_main_dialogs_has_an_accessible_name(
+    window, qtbot, opener, tiny_text_model_dir
+):
     from app.views.model_picker import ModelPicker
     from app.views.settings import SettingsDialog
 
@@ -417,5 +477,8 @@ def test_a_message_widget_has_no_focusable_buttons(window, qt_wait):
 
     _chat_of_two_turns(window, qt_wait)
     for widget in window.transcript.widgets:
-        assert [b.text() for b in widget.findChildren(QAbstractButton)
-                if b.focusPolicy() & Qt.FocusPolicy.TabFocus and b.isVisible()] == []
+        assert [
+            b.text()
+            for b in widget.findChildren(QAbstractButton)
+            if b.focusPolicy() & Qt.FocusPolicy.TabFocus and b.isVisible()
+        ] == []

@@ -46,7 +46,9 @@ def test_a_click_on_each_sent_chip_opens_what_was_sent(window, qt_wait, tmp_path
     notes = tmp_path / "notes.txt"
     notes.write_text("x" * 76 + "\n")  # 77 bytes
     window.attachments.add_paths([image, pdf, video, notes])
-    qt_wait(lambda: len(window.attachments.items) == 4, 60, lambda: window.error_banner.label.text())
+    qt_wait(
+        lambda: len(window.attachments.items) == 4, 60, lambda: window.error_banner.label.text()
+    )
     pdf_key = next(p.key for p in window.attachments.items if p.kind is AttachmentKind.PDF)
     chip = window.composer._chips[pdf_key]
     chip.first.setValue(2)
@@ -103,8 +105,13 @@ def test_the_composer_pdf_chip_follows_its_page_range(window, qt_wait, tmp_path)
     chip = window.composer._chips[pending.key]
     chip.first.setFocus()
     QTest.keyClick(chip.first, Qt.Key.Key_Up)  # page 2, the landscape one
-    qt_wait(lambda: window.attachments.items[0].thumbnail.width() > window.attachments.items[0].thumbnail.height(),
-            30)
+    qt_wait(
+        lambda: (
+            window.attachments.items[0].thumbnail.width()
+            > window.attachments.items[0].thumbnail.height()
+        ),
+        30,
+    )
     shown = chip.thumb.pixmap()
     assert shown.width() > shown.height()
     assert "p. 2–4 of 4" in chip.caption.text()

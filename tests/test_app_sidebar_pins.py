@@ -31,8 +31,10 @@ def item(window, title: str):
     return next(lst.item(i) for i in range(lst.count()) if lst.item(i).text() == title)
 
 
-MODIFIER_KEYS = {Qt.KeyboardModifier.ShiftModifier: Qt.Key.Key_Shift,
-                 Qt.KeyboardModifier.ControlModifier: Qt.Key.Key_Control}
+MODIFIER_KEYS = {
+    Qt.KeyboardModifier.ShiftModifier: Qt.Key.Key_Shift,
+    Qt.KeyboardModifier.ControlModifier: Qt.Key.Key_Control,
+}
 
 
 def click_row(qtbot, window, row: int, modifier=Qt.KeyboardModifier.NoModifier) -> None:
@@ -40,7 +42,12 @@ def click_row(qtbot, window, row: int, modifier=Qt.KeyboardModifier.NoModifier) 
     lst = window.conversation_list
     # Clicks a hand makes, not a double-click (which the list would take for "open", and a menu for a dismissal).
     qtbot.wait(QApplication.doubleClickInterval() + 10)
-    qtbot.mouseClick(lst.viewport(), Qt.MouseButton.LeftButton, modifier, lst.visualItemRect(lst.item(row)).center())
+    qtbot.mouseClick(
+        lst.viewport(),
+        Qt.MouseButton.LeftButton,
+        modifier,
+        lst.visualItemRect(lst.item(row)).center(),
+    )
     if modifier in MODIFIER_KEYS:
         qtbot.keyRelease(lst, MODIFIER_KEYS[modifier])
 
@@ -83,9 +90,13 @@ def test_a_database_from_before_pins_is_migrated_and_keeps_its_chats(tmp_path):
     database = tmp_path / "history.sqlite3"
     old = sqlite3.connect(database)
     old.executescript(f"BEGIN;\n{MIGRATION_1}\nPRAGMA user_version=1;\nCOMMIT;")
-    old.execute("INSERT INTO conversations(id, title, created_at, updated_at) VALUES('c1', 'Old chat', 1, 2)")
-    old.execute("INSERT INTO messages(conversation_id, position, role, text, created_at) "
-                "VALUES('c1', 0, 'user', 'kept words', 1)")
+    old.execute(
+        "INSERT INTO conversations(id, title, created_at, updated_at) VALUES('c1', 'Old chat', 1, 2)"
+    )
+    old.execute(
+        "INSERT INTO messages(conversation_id, position, role, text, created_at) "
+        "VALUES('c1', 0, 'user', 'kept words', 1)"
+    )
     old.commit()
     old.close()
     store = Store(database, tmp_path / "attachments")
@@ -94,7 +105,9 @@ def test_a_database_from_before_pins_is_migrated_and_keeps_its_chats(tmp_path):
         (summary,) = store.conversations()
         assert (summary.id, summary.title, summary.pinned) == ("c1", "Old chat", False)
         assert store.context_from("c1") == 0 and store.messages("c1")[0].text == "kept words"
-        assert [h.conversation_id for h in store.search("kept")] == ["c1"]  # the search index survived
+        assert [h.conversation_id for h in store.search("kept")] == [
+            "c1"
+        ]  # the search index survived
         store.set_pinned(["c1"], True)
     finally:
         store.close()
@@ -106,17 +119,23 @@ def test_a_database_from_before_pins_is_migrated_and_keeps_its_chats(tmp_path):
 
 
 def test_pin_from_the_context_menu_keeps_the_chat_on_top_after_a_restart_and_the_shortcut_unpins(
-        make_window, qt_wait, qtbot, tmp_path):
+    make_window, qt_wait, qtbot, tmp_path
+):
     data = tmp_path / "data"
     window = make_window(data)
     seed(window, ["Wombats", "Quolls", "Numbats"])
     assert titles(window) == ["Numbats", "Quolls", "Wombats"]
     menu = choose_from_menu(window, "Wombats", "Pin chat")
     assert menu[:2] == ["Rename", "Pin chat"]
-    assert rows(window.paths.database, "SELECT title FROM conversations WHERE pinned_at IS NOT NULL") == [
-        ("Wombats",)]
-    assert titles(window) == ["Wombats", "Numbats", "Quolls"] and item(window, "Wombats").font().bold()
-    window.store.add_message(window.store.conversations()[-1].id, "user", "newer")  # Quolls used last
+    assert rows(
+        window.paths.database, "SELECT title FROM conversations WHERE pinned_at IS NOT NULL"
+    ) == [("Wombats",)]
+    assert (
+        titles(window) == ["Wombats", "Numbats", "Quolls"] and item(window, "Wombats").font().bold()
+    )
+    window.store.add_message(
+        window.store.conversations()[-1].id, "user", "newer"
+    )  # Quolls used last
     window.close()
     again = make_window(data)
     assert titles(again) == ["Wombats", "Quolls", "Numbats"]  # still on top after a restart
@@ -125,9 +144,14 @@ def test_pin_from_the_context_menu_keeps_the_chat_on_top_after_a_restart_and_the
     qtbot.waitUntil(again.isActiveWindow, timeout=5000)  # window shortcuts need the active window
     click(qtbot, again, "Wombats")
     again.conversation_list.setFocus()
-    qtbot.keyClick(again.conversation_list, Qt.Key.Key_P,
-                   Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
-    assert rows(again.paths.database, "SELECT COUNT(*) FROM conversations WHERE pinned_at IS NOT NULL") == [(0,)]
+    qtbot.keyClick(
+        again.conversation_list,
+        Qt.Key.Key_P,
+        Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier,
+    )
+    assert rows(
+        again.paths.database, "SELECT COUNT(*) FROM conversations WHERE pinned_at IS NOT NULL"
+    ) == [(0,)]
     assert titles(again) == ["Quolls", "Numbats", "Wombats"]
 
 
@@ -145,7 +169,8 @@ def confirmations(monkeypatch):
 
 
 def test_ctrl_and_shift_click_select_several_chats_deleted_with_one_confirmation_and_one_undo(
-        make_window, qt_wait, qtbot, confirmations):
+    make_window, qt_wait, qtbot, confirmations
+):
     window = make_window()
     ids = seed(window, ["Wombats", "Quolls", "Numbats", "Bilbies"])
     click(qtbot, window, "Bilbies")  # a plain click opens the chat
@@ -157,14 +182,20 @@ def test_ctrl_and_shift_click_select_several_chats_deleted_with_one_confirmation
     assert window.chat_list_actions.selected_ids() == [ids["Bilbies"], ids["Quolls"]]
     menu = choose_from_menu(window, "Quolls", "Delete 2 chats…")
     assert "Rename" not in menu and "Export 2 chats as Markdown…" in menu
-    assert confirmations == [("Delete chats", "Delete 2 chats? You can undo this until QwenDesk quits.")]
-    deleted = rows(window.paths.database, "SELECT title FROM conversations WHERE deleted_at IS NOT NULL "
-                   "ORDER BY title")
+    assert confirmations == [
+        ("Delete chats", "Delete 2 chats? You can undo this until QwenDesk quits.")
+    ]
+    deleted = rows(
+        window.paths.database,
+        "SELECT title FROM conversations WHERE deleted_at IS NOT NULL ORDER BY title",
+    )
     assert deleted == [("Bilbies",), ("Quolls",)]
     assert titles(window) == ["Numbats", "Wombats"] and window.chat.current_id is None
     assert window.banner.label.text() == "Deleted 2 chats."
     qtbot.mouseClick(window.banner.action, Qt.MouseButton.LeftButton)
-    assert rows(window.paths.database, "SELECT COUNT(*) FROM conversations WHERE deleted_at IS NULL") == [(4,)]
+    assert rows(
+        window.paths.database, "SELECT COUNT(*) FROM conversations WHERE deleted_at IS NULL"
+    ) == [(4,)]
     assert titles(window) == ["Bilbies", "Numbats", "Quolls", "Wombats"]
     # The Delete key in the list does the same for the selection.
     click(qtbot, window, "Numbats")
@@ -174,16 +205,21 @@ def test_ctrl_and_shift_click_select_several_chats_deleted_with_one_confirmation
     window.conversation_list.setFocus()
     qtbot.keyClick(window.conversation_list, Qt.Key.Key_Delete)
     assert len(confirmations) == 2
-    assert rows(window.paths.database, "SELECT title FROM conversations WHERE deleted_at IS NOT NULL "
-                "ORDER BY title") == [("Numbats",), ("Wombats",)]
+    assert rows(
+        window.paths.database,
+        "SELECT title FROM conversations WHERE deleted_at IS NOT NULL ORDER BY title",
+    ) == [("Numbats",), ("Wombats",)]
 
 
-def test_several_chats_export_as_one_markdown_file_each(make_window, qt_wait, qtbot, tmp_path, monkeypatch,
-                                                       confirmations):
+def test_several_chats_export_as_one_markdown_file_each(
+    make_window, qt_wait, qtbot, tmp_path, monkeypatch, confirmations
+):
     window = make_window()
     seed(window, ["Wombats", "Quolls", "Wombats"])  # two chats of the same title
     (tmp_path / "out").mkdir()
-    monkeypatch.setattr(QFileDialog, "getExistingDirectory", staticmethod(lambda *a, **k: str(tmp_path / "out")))
+    monkeypatch.setattr(
+        QFileDialog, "getExistingDirectory", staticmethod(lambda *a, **k: str(tmp_path / "out"))
+    )
     click(qtbot, window, "Quolls")
     for row in (0, 2):
         click_row(qtbot, window, row, Qt.KeyboardModifier.ControlModifier)
@@ -203,10 +239,21 @@ def test_several_selected_chats_pin_together_in_their_order_and_unpin_together(m
     click(qtbot, window, "Quolls")
     click(qtbot, window, "Wombats", Qt.KeyboardModifier.ControlModifier)
     choose_from_menu(window, "Wombats", "Pin 2 chats")
-    assert titles(window) == ["Quolls", "Wombats", "Bilbies", "Numbats"]  # on top, in the order they had
-    assert rows(window.paths.database, "SELECT title FROM conversations WHERE pinned_at IS NOT NULL "
-                "ORDER BY title") == [("Quolls",), ("Wombats",)]
-    assert window.chat_list_actions.selected_ids() == [window.store.conversations()[i].id for i in (0, 1)]
+    assert titles(window) == [
+        "Quolls",
+        "Wombats",
+        "Bilbies",
+        "Numbats",
+    ]  # on top, in the order they had
+    assert rows(
+        window.paths.database,
+        "SELECT title FROM conversations WHERE pinned_at IS NOT NULL ORDER BY title",
+    ) == [("Quolls",), ("Wombats",)]
+    assert window.chat_list_actions.selected_ids() == [
+        window.store.conversations()[i].id for i in (0, 1)
+    ]
     choose_from_menu(window, "Quolls", "Unpin 2 chats")
-    assert rows(window.paths.database, "SELECT COUNT(*) FROM conversations WHERE pinned_at IS NOT NULL") == [(0,)]
+    assert rows(
+        window.paths.database, "SELECT COUNT(*) FROM conversations WHERE pinned_at IS NOT NULL"
+    ) == [(0,)]
     assert titles(window) == ["Bilbies", "Numbats", "Quolls", "Wombats"]

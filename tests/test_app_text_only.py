@@ -38,7 +38,9 @@ def send(window: MainWindow, qt_wait, text: str):
     return answer
 
 
-def test_text_only_model_chats_with_reuse_and_after_a_restart(qapp, qt_wait, tmp_path, tiny_text_model_dir):
+def test_text_only_model_chats_with_reuse_and_after_a_restart(
+    qapp, qt_wait, tmp_path, tiny_text_model_dir
+):
     data = tmp_path / "data"
     window = open_window(qapp, qt_wait, data, tiny_text_model_dir)
     first = send(window, qt_wait, "Hello there, what is MLX?")

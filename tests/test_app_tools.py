@@ -26,8 +26,12 @@ from engine_mlx.tools.host import ServerState
 from engine_mlx.tools.loop import DENIED_TEXT
 
 ROOT = Path(__file__).resolve().parent.parent
-TEST_SERVER = ServerConfig("test", command=sys.executable, args=(str(ROOT / "tests" / "mcp_server.py"),),
-                           env={"PYTHONPATH": str(ROOT)})
+TEST_SERVER = ServerConfig(
+    "test",
+    command=sys.executable,
+    args=(str(ROOT / "tests" / "mcp_server.py"),),
+    env={"PYTHONPATH": str(ROOT)},
+)
 NOTES = "The quokka lives on Rottnest Island.\n"
 
 
@@ -38,9 +42,15 @@ def call(tool: str, **params: str) -> str:
 
 def forced(*replies: str):
     """Step i of the loop writes replies[i] (the last repeats)."""
+
     def step(i: int) -> GenerationSettings:
-        return GenerationSettings(thinking=False, max_tokens=300, temperature=0.0,
-                                  forced=ForcedText(replies[min(i, len(replies) - 1)]))
+        return GenerationSettings(
+            thinking=False,
+            max_tokens=300,
+            temperature=0.0,
+            forced=ForcedText(replies[min(i, len(replies) - 1)]),
+        )
+
     return step
 
 
@@ -80,7 +90,9 @@ def tool_window(make_window, tiny_model_dir, qt_wait):
     return window
 
 
-def test_a_call_with_edited_arguments_runs_and_the_answer_goes_on(tool_window, qt_wait, make_window, tmp_path):
+def test_a_call_with_edited_arguments_runs_and_the_answer_goes_on(
+    tool_window, qt_wait, make_window, tmp_path
+):
     from app.views.tool_call import call_blocks
 
     window = tool_window
@@ -97,7 +109,9 @@ def test_a_call_with_edited_arguments_runs_and_the_answer_goes_on(tool_window, q
     assert shown.always_button.hasFocus()
     QTest.keyClick(shown.always_button, Qt.Key.Key_Tab)
     assert shown.run_button.hasFocus()
-    assert json.loads(shown.editor.toPlainText()) == {"text": "hi ```code```"}  # formatted JSON, as proposed
+    assert json.loads(shown.editor.toPlainText()) == {
+        "text": "hi ```code```"
+    }  # formatted JSON, as proposed
     shown.editor.setPlainText('{"text": "edited", "count": 2')  # broken JSON: refused, nothing runs
     click(shown.run_button)
     assert "not valid JSON" in shown.error.text() and shown.run_button.isEnabled()
@@ -117,24 +131,36 @@ def test_a_call_with_edited_arguments_runs_and_the_answer_goes_on(tool_window, q
     assert not window.tools_wiring.cards  # the card gave way to the block
     assert not block.expanded
     click(block.toggle)
-    assert block.expanded and json.loads(block.arguments.toPlainText()) == {"text": "edited ```", "count": 2}
+    assert block.expanded and json.loads(block.arguments.toPlainText()) == {
+        "text": "edited ```",
+        "count": 2,
+    }
     # The next turn's prompt holds the call and its result.
-    convo = build_conversation(answer.conversation_id, window.store.settings(answer.conversation_id),
-                               window.store.messages(answer.conversation_id))
+    convo = build_conversation(
+        answer.conversation_id,
+        window.store.settings(answer.conversation_id),
+        window.store.messages(answer.conversation_id),
+    )
     assert [m.role.value for m in convo.messages] == ["user", "assistant", "tool", "assistant"]
     assert convo.messages[2].text == stored.result
     # The step after the call prefilled only what follows the call: the result and the template's tokens
     # around it (the tiny model's tokenizer spells the template's tags out, so they are counted exactly).
     loaded = window.engine._engine._loaded
-    prompt = render_text(replace(convo, messages=convo.messages[:3]), loaded.apply_template, thinking=False,
-                         text_only=False)
-    tail = prompt[prompt.rindex("<|im_end|>", 0, prompt.index("<tool_response>")):]
+    prompt = render_text(
+        replace(convo, messages=convo.messages[:3]),
+        loaded.apply_template,
+        thinking=False,
+        text_only=False,
+    )
+    tail = prompt[prompt.rindex("<|im_end|>", 0, prompt.index("<tool_response>")) :]
     assert stored.result in tail
     assert answer.stats.prompt_tokens - answer.stats.reused_tokens == len(loaded.encode(tail)) - 1
     # The Markdown export holds it.
     out = window.chat_list_actions.export_file(answer.conversation_id, tmp_path / "chat.md", False)
     exported = out.read_text()
-    assert "Tool: test ▸ echo" in exported and f"````\n{stored.result}\n````" in exported  # kept as it is
+    assert (
+        "Tool: test ▸ echo" in exported and f"````\n{stored.result}\n````" in exported
+    )  # kept as it is
 
     # A restart shows the call again.
     cid = answer.conversation_id
@@ -158,13 +184,18 @@ def test_deny_tells_the_model_and_always_allow_is_remembered(tool_window, qt_wai
     window.tools_wiring.settings_action.trigger()  # Settings ▸ Tools open meanwhile follows the card's choice
     dialog = window.tools_dialog
     assert dialog.consent_combos[("test", None)].currentData() == Consent.ASK
-    window.tools.step_settings = forced(call("echo", text="a"), call("echo", text="b"), "Both done.")
+    window.tools.step_settings = forced(
+        call("echo", text="a"), call("echo", text="b"), "Both done."
+    )
     send(window, qt_wait, "Twice")
     click(card(window, qt_wait).always_button)
     qt_wait(lambda: not window.chat.busy, 60)
     qt_wait(lambda: ("test", "echo") in dialog.consent_combos, 10)
     assert dialog.consent_combos[("test", "echo")].currentData() == Consent.ALLOW
-    assert [c.outcome for c in last_answer(window).tool_calls] == ["ran", "ran"]  # the second did not ask
+    assert [c.outcome for c in last_answer(window).tool_calls] == [
+        "ran",
+        "ran",
+    ]  # the second did not ask
     assert load_consent(window.tools.consent_path).decide("test", "echo") is Consent.ALLOW
     # A result is data: consent changed only through the card's button, nothing else did.
     assert load_consent(window.tools.consent_path).tools == {"test/echo": Consent.ALLOW}
@@ -193,23 +224,33 @@ def test_continuing_an_answer_that_called_tools_sends_its_tool_steps(tool_window
 
     window = tool_window
     allow_test_server(window)
-    window.tools.step_settings = lambda i: replace(forced(call("echo", text="x"), "A long answer " * 20)(i),
-                                                   max_tokens=300 if i == 0 else 40)
+    window.tools.step_settings = lambda i: replace(
+        forced(call("echo", text="x"), "A long answer " * 20)(i), max_tokens=300 if i == 0 else 40
+    )
     send(window, qt_wait, "Go")
     qt_wait(lambda: not window.chat.busy, 60)
     answer = last_answer(window)
-    assert answer.stats.run_tokens == 40 and answer.tool_calls  # the step after the call was cut at the limit
+    assert (
+        answer.stats.run_tokens == 40 and answer.tool_calls
+    )  # the step after the call was cut at the limit
     sent = []
     plain = window.engine.generate
     window.engine.generate = lambda convo, settings: (sent.append(convo), plain(convo, settings))[1]
     window.chat.continue_answer()
     qt_wait(lambda: not window.chat.busy, 60)
     (convo,) = sent
-    assert [m.role for m in convo.messages] == [Role.USER, Role.ASSISTANT, Role.TOOL, Role.ASSISTANT]
+    assert [m.role for m in convo.messages] == [
+        Role.USER,
+        Role.ASSISTANT,
+        Role.TOOL,
+        Role.ASSISTANT,
+    ]
     assert convo.messages[2].text == answer.tool_calls[0].result and convo.continue_last
 
 
-def test_the_quit_leaves_no_server_process_even_with_a_card_waiting(tool_window, qt_wait, make_window, tmp_path):
+def test_the_quit_leaves_no_server_process_even_with_a_card_waiting(
+    tool_window, qt_wait, make_window, tmp_path
+):
     from app.store import MessageState
 
     window = tool_window
@@ -270,8 +311,12 @@ def test_stop_during_a_call_cancels_it_and_the_gui_runs_meanwhile(tool_window, q
     window.tools.step_settings = forced(call("slow", seconds="30"), "never written")
     heartbeat.start()
     send(window, qt_wait, "Wait for it")
-    qt_wait(lambda: "step done" in events and events[events.index("step done"):].count("beat") >= 3, 60)
-    assert window.chat.busy  # the call runs (30 s unless stopped) while the GUI thread keeps ticking
+    qt_wait(
+        lambda: "step done" in events and events[events.index("step done") :].count("beat") >= 3, 60
+    )
+    assert (
+        window.chat.busy
+    )  # the call runs (30 s unless stopped) while the GUI thread keeps ticking
     click(window.composer.send_button)  # it reads "Stop" while busy
     qt_wait(lambda: not window.chat.busy, 30)
     heartbeat.stop()
@@ -282,8 +327,9 @@ def test_stop_during_a_call_cancels_it_and_the_gui_runs_meanwhile(tool_window, q
     assert [c.outcome for c in answer.tool_calls] == ["cancelled"]
 
 
-def test_a_timeout_a_crash_and_an_unknown_tool_end_clearly_and_the_answer_goes_on(make_window, tiny_model_dir,
-                                                                                  qt_wait):
+def test_a_timeout_a_crash_and_an_unknown_tool_end_clearly_and_the_answer_goes_on(
+    make_window, tiny_model_dir, qt_wait
+):
     window = make_window(model=tiny_model_dir)
     with_server(window, qt_wait, replace(TEST_SERVER, timeout_s=1.0))
     allow_test_server(window)
@@ -308,7 +354,9 @@ def test_a_timeout_a_crash_and_an_unknown_tool_end_clearly_and_the_answer_goes_o
 
     broken = "<tool_call>\n<function=echo>\n<parameter=text>\nnever closed\n"
     answer = run_forced(window, qt_wait, broken)
-    assert answer.tool_calls == () and answer.text == broken  # not a call: what the model wrote stays
+    assert (
+        answer.tool_calls == () and answer.text == broken
+    )  # not a call: what the model wrote stays
 
 
 def test_a_huge_result_is_cut_and_the_step_limit_stops_the_loop(tool_window, qt_wait):
@@ -316,7 +364,9 @@ def test_a_huge_result_is_cut_and_the_step_limit_stops_the_loop(tool_window, qt_
 
     window = tool_window
     allow_test_server(window)
-    window.tools.host.max_result_chars = 3000  # the tiny model's context is small; the cap works the same
+    window.tools.host.max_result_chars = (
+        3000  # the tiny model's context is small; the cap works the same
+    )
     answer = run_forced(window, qt_wait, call("big", n="50000"), "That was long.")
     (big,) = answer.tool_calls
     assert big.truncated and "truncated by QwenDesk" in big.result and len(big.result) < 3200
@@ -348,7 +398,9 @@ def test_an_image_a_tool_returns_is_shown_and_sent_to_the_vision_model(tool_wind
 # --- Settings ▸ Tools and the header's per-chat menu ---------------------------------------------------
 
 
-def test_settings_tools_form_raw_json_import_log_folders_consent_and_step_limit(make_window, qt_wait, tmp_path):
+def test_settings_tools_form_raw_json_import_log_folders_consent_and_step_limit(
+    make_window, qt_wait, tmp_path
+):
     from PySide6.QtWidgets import QLabel
 
     from app.controllers.tools import TOOLS_PREF, ToolPrefs
@@ -361,11 +413,15 @@ def test_settings_tools_form_raw_json_import_log_folders_consent_and_step_limit(
 
     click(dialog.add_button)
     form = dialog.server_dialog
-    assert any("QwenDesk itself stays offline" in label.text() for label in form.findChildren(QLabel))
+    assert any(
+        "QwenDesk itself stays offline" in label.text() for label in form.findChildren(QLabel)
+    )
     form.name.setText("test")
     form.command.setText(sys.executable)
     form.args.setText(str(ROOT / "tests" / "mcp_server.py"))
-    form.env.setPlainText("PYTHONPATH")  # not NAME=value: refused, the form stays open with the reason
+    form.env.setPlainText(
+        "PYTHONPATH"
+    )  # not NAME=value: refused, the form stays open with the reason
     form.timeout.setValue(30)
     form.accept()
     assert form.isVisible() and "is not NAME=value" in form.error.text()
@@ -373,8 +429,11 @@ def test_settings_tools_form_raw_json_import_log_folders_consent_and_step_limit(
     form.accept()
     assert not form.isVisible()
     assert load_config(window.tools.config_path) == (replace(TEST_SERVER, timeout_s=30.0),)
-    qt_wait(lambda: [dialog.table.item(0, c).text() for c in range(3)] == ["test", "ready", "7"], 60,
-            lambda: str(window.tools.status()))
+    qt_wait(
+        lambda: [dialog.table.item(0, c).text() for c in range(3)] == ["test", "ready", "7"],
+        60,
+        lambda: str(window.tools.status()),
+    )
     assert not unnamed_controls(form), unnamed_controls(form)
 
     dialog.table.selectRow(0)
@@ -386,7 +445,7 @@ def test_settings_tools_form_raw_json_import_log_folders_consent_and_step_limit(
     broken = '{"mcpServers": {"web": {"url": "ftp://example.org"}}}'
     dialog.json_edit.setPlainText(broken)
     click(dialog.json_apply)
-    assert "\"url\" must be an http:// or https:// address" in dialog.json_error.text()
+    assert '"url" must be an http:// or https:// address' in dialog.json_error.text()
     assert dialog.json_edit.toPlainText() == broken  # nothing lost
     window.tools.statusChanged.emit()  # a server's state changing meanwhile does not replace the text
     assert dialog.json_edit.toPlainText() == broken
@@ -394,12 +453,23 @@ def test_settings_tools_form_raw_json_import_log_folders_consent_and_step_limit(
 
     home = tmp_path / "home"
     (home / ".lmstudio").mkdir(parents=True)
-    (home / ".lmstudio" / "mcp.json").write_text(json.dumps(
-        {"mcpServers": {"time": {"command": "uvx", "args": ["mcp-server-time"]}, "test": {"url": "http://x"}}}))
+    (home / ".lmstudio" / "mcp.json").write_text(
+        json.dumps(
+            {
+                "mcpServers": {
+                    "time": {"command": "uvx", "args": ["mcp-server-time"]},
+                    "test": {"url": "http://x"},
+                }
+            }
+        )
+    )
     dialog.import_home = home
     click(dialog.import_button)
     servers = load_config(window.tools.config_path)
-    assert [(s.name, s.enabled) for s in servers] == [("test", True), ("time", False)]  # new ones start off
+    assert [(s.name, s.enabled) for s in servers] == [
+        ("test", True),
+        ("time", False),
+    ]  # new ones start off
     assert "LM Studio: 1 new server" in dialog.message.text()
 
     shared = tmp_path / "shared"
@@ -422,7 +492,11 @@ def test_settings_tools_form_raw_json_import_log_folders_consent_and_step_limit(
     dialog.table.selectRow(1)  # "time": enabled in its form
     click(dialog.edit_button)
     form = dialog.server_dialog
-    assert (form.name.text(), form.command.text(), form.args.text()) == ("time", "uvx", "mcp-server-time")
+    assert (form.name.text(), form.command.text(), form.args.text()) == (
+        "time",
+        "uvx",
+        "mcp-server-time",
+    )
     assert not form.enabled.isChecked()
     form.name.setText("test")  # taken
     form.accept()
@@ -431,14 +505,18 @@ def test_settings_tools_form_raw_json_import_log_folders_consent_and_step_limit(
     form.timeout.setValue(5)
     form.accept()
     assert [(s.name, s.timeout_s, s.enabled) for s in load_config(window.tools.config_path)] == [
-        ("test", 30.0, True), ("clock", 5.0, False)]
+        ("test", 30.0, True),
+        ("clock", 5.0, False),
+    ]
 
     dialog.table.selectRow(1)
     click(dialog.remove_button)
     assert [s.name for s in load_config(window.tools.config_path)] == ["test"]
 
 
-def test_the_files_tool_and_the_header_choice_of_servers_per_chat(make_window, tiny_model_dir, qt_wait, tmp_path):
+def test_the_files_tool_and_the_header_choice_of_servers_per_chat(
+    make_window, tiny_model_dir, qt_wait, tmp_path
+):
     from app.views.tool_call import call_blocks
     from tests.test_app_round3 import unnamed_controls
 
@@ -460,7 +538,9 @@ def test_the_files_tool_and_the_header_choice_of_servers_per_chat(make_window, t
     window.tools.step_settings = forced(call("read_text", path="notes.md"), "Quokkas, it says.")
     send(window, qt_wait, "What do my notes say?")
     shown = card(window, qt_wait)
-    assert "Read a text file" in " ".join(lbl.text() for lbl in shown.findChildren(type(shown.error)))
+    assert "Read a text file" in " ".join(
+        lbl.text() for lbl in shown.findChildren(type(shown.error))
+    )
     assert not unnamed_controls(window), unnamed_controls(window)  # the card's controls are named
     click(shown.run_button)
     qt_wait(lambda: not window.chat.busy, 60)
@@ -476,7 +556,9 @@ def test_the_files_tool_and_the_header_choice_of_servers_per_chat(make_window, t
     assert window.store.tool_servers(cid) == () and wiring.button.text() == "Tools"
     send(window, qt_wait, "And now?")
     qt_wait(lambda: not window.chat.busy, 60)
-    assert last_answer(window).tool_calls == () and not wiring.cards  # a plain turn: no tools offered
+    assert (
+        last_answer(window).tool_calls == () and not wiring.cards
+    )  # a plain turn: no tools offered
 
     window.new_chat()  # another chat still uses every enabled server
     wiring.fill_menu()
@@ -503,11 +585,17 @@ def _processes_with(marker: str) -> list[int]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="lists processes through /proc")
-def test_a_server_that_never_answers_holds_up_neither_the_window_nor_the_quit(make_window, qt_wait, tmp_path):
+def test_a_server_that_never_answers_holds_up_neither_the_window_nor_the_quit(
+    make_window, qt_wait, tmp_path
+):
     marker = f"mute-server-{tmp_path.name}"
     window = make_window()
-    mute = ServerConfig("mute", command=sys.executable, args=("-c", f"import time; time.sleep(120)  # {marker}"))
-    window.tools.save_servers((mute,))  # returns at once: the start runs on the thread pool and the host's thread
+    mute = ServerConfig(
+        "mute", command=sys.executable, args=("-c", f"import time; time.sleep(120)  # {marker}")
+    )
+    window.tools.save_servers(
+        (mute,)
+    )  # returns at once: the start runs on the thread pool and the host's thread
     qt_wait(lambda: _processes_with(marker), 30)
     # The window runs while the server, started, says nothing (a GUI waiting on it would still be blocked,
     # and would then see it failed or timed out, not starting).

@@ -21,11 +21,14 @@ def engine_requests(window):
     return record_generate(window)
 
 
-def test_reply_cut_off_while_thinking_says_so_and_continue_carries_it_on(window, qt_wait, qtbot,
-                                                                          engine_requests):
+def test_reply_cut_off_while_thinking_says_so_and_continue_carries_it_on(
+    window, qt_wait, qtbot, engine_requests
+):
     send(window, qt_wait, "Think hard", thinking=ThinkingMode.ON, max_tokens=6)
     answer = stored(window)[-1]
-    assert answer.state is MessageState.COMPLETE and answer.thinking and not answer.text  # cut off in thinking
+    assert (
+        answer.state is MessageState.COMPLETE and answer.thinking and not answer.text
+    )  # cut off in thinking
     widget = window.transcript.widget_for(answer.id)
     assert not widget.limit_row.isHidden()
     assert "still thinking when it reached the 6-token limit" in widget.limit_label.text()
@@ -39,8 +42,12 @@ def test_reply_cut_off_while_thinking_says_so_and_continue_carries_it_on(window,
     messages = stored(window)
     assert len(messages) == 2 and messages[-1].id == answer.id  # the same answer grew
     grown = messages[-1]
-    assert grown.thinking.startswith(answer.thinking) and len(grown.thinking + grown.text) > len(answer.thinking)
-    assert runs[-1].reused_tokens == runs[-1].prompt_tokens  # resumed at the answer's end: no prefill
+    assert grown.thinking.startswith(answer.thinking) and len(grown.thinking + grown.text) > len(
+        answer.thinking
+    )
+    assert (
+        runs[-1].reused_tokens == runs[-1].prompt_tokens
+    )  # resumed at the answer's end: no prefill
     shown = window.transcript.widget_for(answer.id)
     assert shown.thinking.text() == grown.thinking and shown.answer.markdown == grown.text
     # A reopened chat says the same about a stored cut-off reply.
@@ -49,7 +56,9 @@ def test_reply_cut_off_while_thinking_says_so_and_continue_carries_it_on(window,
     assert "still thinking" in window.transcript.widget_for(grown.id).limit_label.text()
 
 
-def test_an_answer_cut_at_the_limit_or_stopped_offers_continue(window, qt_wait, qtbot, engine_requests):
+def test_an_answer_cut_at_the_limit_or_stopped_offers_continue(
+    window, qt_wait, qtbot, engine_requests
+):
     send(window, qt_wait, "Tell a long story", thinking=ThinkingMode.OFF, max_tokens=6)
     answer = stored(window)[-1]
     assert answer.text and answer.stats.generated_tokens == 6
@@ -59,9 +68,16 @@ def test_an_answer_cut_at_the_limit_or_stopped_offers_continue(window, qt_wait, 
     assert window.chat.busy  # streaming into the same answer, which offers no Continue meanwhile
     assert window.transcript.widget_for(answer.id).continue_link.isHidden()
     qt_wait(lambda: not window.chat.busy, 120)
-    assert engine_requests[-1][0].continue_last and engine_requests[-1][0].messages[-1].text == answer.text
+    assert (
+        engine_requests[-1][0].continue_last
+        and engine_requests[-1][0].messages[-1].text == answer.text
+    )
     grown = stored(window)[-1]
-    assert grown.id == answer.id and grown.text.startswith(answer.text) and len(grown.text) > len(answer.text)
+    assert (
+        grown.id == answer.id
+        and grown.text.startswith(answer.text)
+        and len(grown.text) > len(answer.text)
+    )
     assert window.transcript.widget_for(answer.id).answer.markdown == grown.text
     # A Stopped answer offers it too; a complete one that ended by itself does not.
     window.store.update_message(grown.id, state=MessageState.STOPPED)
@@ -70,8 +86,12 @@ def test_an_answer_cut_at_the_limit_or_stopped_offers_continue(window, qt_wait, 
     window.store.update_message(grown.id, text="", thinking="stopped while thinking")
     window.chat.open(window.chat.current_id)
     assert not window.transcript.widget_for(grown.id).continue_link.isHidden()
-    window.store.update_message(grown.id, text=grown.text, state=MessageState.COMPLETE,
-                                stats=replace(grown.stats, generated_tokens=3, run_tokens=3))
+    window.store.update_message(
+        grown.id,
+        text=grown.text,
+        state=MessageState.COMPLETE,
+        stats=replace(grown.stats, generated_tokens=3, run_tokens=3),
+    )
     window.chat.open(window.chat.current_id)
     assert window.transcript.widget_for(grown.id).continue_link.isHidden()
 
@@ -82,8 +102,17 @@ def test_a_reply_that_ended_inside_its_thinking_below_the_limit_is_not_blamed_on
     from app.views.message import MessageWidget
 
     def widget(generated: int) -> MessageWidget:
-        message = StoredMessage(1, "c", 1, "assistant", "", "hmm, let me", MessageState.COMPLETE, 1.0,
-                                StoredStats.from_dict(dict(generated_tokens=generated)))
+        message = StoredMessage(
+            1,
+            "c",
+            1,
+            "assistant",
+            "",
+            "hmm, let me",
+            MessageState.COMPLETE,
+            1.0,
+            StoredStats.from_dict(dict(generated_tokens=generated)),
+        )
         w = MessageWidget(message, theme.LIGHT.markdown, token_limit=100)
         qtbot.addWidget(w)
         return w
@@ -92,7 +121,10 @@ def test_a_reply_that_ended_inside_its_thinking_below_the_limit_is_not_blamed_on
     assert "ended its turn while still thinking" in ended.limit_label.text()
     assert ended.continue_button.isHidden() and ended.answer.isHidden()
     limited = widget(100)
-    assert "reached the 100-token limit" in limited.limit_label.text() and not limited.continue_button.isHidden()
+    assert (
+        "reached the 100-token limit" in limited.limit_label.text()
+        and not limited.continue_button.isHidden()
+    )
 
 
 def test_a_complete_answer_has_no_limit_note(window, qt_wait):
@@ -105,13 +137,17 @@ def test_a_complete_answer_has_no_limit_note(window, qt_wait):
 def click_row(qtbot, window, text: str) -> None:
     lst = window.conversation_list
     item = next(lst.item(i) for i in range(lst.count()) if lst.item(i).text().startswith(text))
-    qtbot.mouseClick(lst.viewport(), Qt.MouseButton.LeftButton, pos=lst.visualItemRect(item).center())
+    qtbot.mouseClick(
+        lst.viewport(), Qt.MouseButton.LeftButton, pos=lst.visualItemRect(item).center()
+    )
 
 
 def test_a_chat_reopened_while_it_streams_shows_its_answer_so_far(window, qt_wait, qtbot):
     send(window, qt_wait, "Alpha question", thinking=ThinkingMode.OFF)
     qtbot.mouseClick(window.new_button, Qt.MouseButton.LeftButton)
-    window.chat.set_settings(ChatSettings(thinking=ThinkingMode.OFF).with_generation(max_tokens=4000, seed=1))
+    window.chat.set_settings(
+        ChatSettings(thinking=ThinkingMode.OFF).with_generation(max_tokens=4000, seed=1)
+    )
     window.composer.edit.setPlainText("Beta: write a long story")
     qtbot.mouseClick(window.composer.send_button, Qt.MouseButton.LeftButton)
     qt_wait(lambda: window.chat._stream is not None and len(window.chat._stream.answer) > 3, 60)
@@ -119,11 +155,15 @@ def test_a_chat_reopened_while_it_streams_shows_its_answer_so_far(window, qt_wai
     click_row(qtbot, window, "Beta")
     streaming = stored(window)[-1]
     widget = window.transcript.widget_for(streaming.id)
-    assert widget.answer.markdown.startswith(streaming.text) and len(streaming.text) > 0  # what it had
+    assert (
+        widget.answer.markdown.startswith(streaming.text) and len(streaming.text) > 0
+    )  # what it had
     window.act_stop.trigger()
     qt_wait(lambda: not window.chat.busy, 60)
     answer = stored(window)[-1]
-    assert window.transcript.widget_for(answer.id).answer.markdown == answer.text  # and the rest, no gap
+    assert (
+        window.transcript.widget_for(answer.id).answer.markdown == answer.text
+    )  # and the rest, no gap
 
 
 def test_status_bar_shows_the_open_chats_figures(window, qt_wait, qtbot):
@@ -135,24 +175,35 @@ def test_status_bar_shows_the_open_chats_figures(window, qt_wait, qtbot):
     assert window.status_context.text() == "" and window.status_speed.text() == ""
     click_row(qtbot, window, "Alpha question")
     assert window.chat.current_id == answer.conversation_id
-    assert f"Context {used:,} /" in window.status_context.text() and "tok/s" in window.status_speed.text()
+    assert (
+        f"Context {used:,} /" in window.status_context.text()
+        and "tok/s" in window.status_speed.text()
+    )
 
 
-def test_text_file_attaches_and_reaches_the_engine_as_a_fenced_block(window, qt_wait, tmp_path, engine_requests):
+def test_text_file_attaches_and_reaches_the_engine_as_a_fenced_block(
+    window, qt_wait, tmp_path, engine_requests
+):
     from engine_mlx.prompt import template_messages
 
     code = tmp_path / "adder.py"
     code.write_text("def add(a, b):\n    return a + b\n")
     base.drop(window, [code])
-    qt_wait(lambda: len(window.attachments.items) == 1, 30, lambda: window.error_banner.label.text())
+    qt_wait(
+        lambda: len(window.attachments.items) == 1, 30, lambda: window.error_banner.label.text()
+    )
     chip = window.composer._chips[window.attachments.items[0].key]
     assert "adder.py" in chip.caption.text() and "2 lines" in chip.caption.text()
     send(window, qt_wait, "Review this", thinking=ThinkingMode.OFF, max_tokens=4)
     user = stored(window)[0]
-    assert [a.kind.value for a in user.attachments] == ["text"] and user.attachments[0].name == "adder.py"
+    assert [a.kind.value for a in user.attachments] == ["text"] and user.attachments[
+        0
+    ].name == "adder.py"
     conversation, _settings = engine_requests[-1]
     text = template_messages(conversation, text_only=True)[0]["content"]
-    assert text.startswith("adder.py\n```py\ndef add(a, b):") and text.endswith("```\n\nReview this")
+    assert text.startswith("adder.py\n```py\ndef add(a, b):") and text.endswith(
+        "```\n\nReview this"
+    )
     assert stored(window)[-1].state is MessageState.COMPLETE
 
 
@@ -182,7 +233,9 @@ def test_sent_pdf_shows_its_pages_as_thumbnails(window, qt_wait, tmp_path):
     chip.last.setValue(6)
     send(window, qt_wait, "Summarise", thinking=ThinkingMode.OFF, max_tokens=4)
     thumb = window.transcript.widgets[0].findChildren(AttachmentThumb)[0]
-    qt_wait(lambda: len(thumb.pictures) == 4, 30)  # the first four pages, rendered off the GUI thread
+    qt_wait(
+        lambda: len(thumb.pictures) == 4, 30
+    )  # the first four pages, rendered off the GUI thread
     assert all(not p.pixmap().isNull() and p.pixmap().height() <= 120 for p in thumb.pictures)
     assert thumb.caption.text() == "report.pdf · pages 1–6 (+2 more)"
 
@@ -272,7 +325,9 @@ def test_sidebar_collapses_from_the_view_menu_and_shortcut(make_window, qtbot):
     qtbot.keyClick(window.composer.edit, Qt.Key.Key_B, Qt.KeyboardModifier.ControlModifier)
     assert not window.sidebar.isHidden() and window.act_sidebar.isChecked()
     window.sidebar.hide()
-    qtbot.keyClick(window.composer.edit, Qt.Key.Key_F, Qt.KeyboardModifier.ControlModifier)  # search shows it
+    qtbot.keyClick(
+        window.composer.edit, Qt.Key.Key_F, Qt.KeyboardModifier.ControlModifier
+    )  # search shows it
     assert not window.sidebar.isHidden()
 
 
@@ -373,8 +428,17 @@ def test_a_file_dropped_on_the_search_field_is_attached(make_window, qt_wait, tm
     mime.setUrls([url])
     mime.setText(url.toString())
     at = window.search.mapTo(window, window.search.rect().center())
-    args = (Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
-    for event in (QDragEnterEvent(at, *args), QDragMoveEvent(at, *args), QDropEvent(QPointF(at), *args)):
+    args = (
+        Qt.DropAction.CopyAction,
+        mime,
+        Qt.MouseButton.LeftButton,
+        Qt.KeyboardModifier.NoModifier,
+    )
+    for event in (
+        QDragEnterEvent(at, *args),
+        QDragMoveEvent(at, *args),
+        QDropEvent(QPointF(at), *args),
+    ):
         QCoreApplication.sendEvent(window.windowHandle(), event)
     qt_wait(lambda: len(window.attachments.items) == 1, 30)
     assert window.search.text() == ""  # not a search for the file's path
@@ -387,8 +451,13 @@ def test_search_hit_opens_the_chat_scrolled_to_the_marked_match(make_window, qt_
     seed_chat(window, "Animals", texts)
     seed_chat(window, "Recipes", ["Bread", "Flour and water"])
     qtbot.keyClicks(window.search, "quokk")
-    qt_wait(lambda: window.conversation_list.count() == 1
-            and "quokkas" in window.conversation_list.item(0).text(), 10)
+    qt_wait(
+        lambda: (
+            window.conversation_list.count() == 1
+            and "quokkas" in window.conversation_list.item(0).text()
+        ),
+        10,
+    )
     click_row(qtbot, window, "Animals")
     messages = window.store.messages(window.chat.current_id)
     target = window.transcript.widget_for(messages[5].id)
@@ -434,14 +503,18 @@ def test_a_long_answer_flushes_less_often(qtbot):
     assert view._timer.interval() == MAX_FLUSH_MS
 
 
-def test_send_with_media_to_a_text_only_model_offers_add_vision(window, qt_wait, qtbot, tmp_path,
-                                                                 tiny_text_model_dir):
+def test_send_with_media_to_a_text_only_model_offers_add_vision(
+    window, qt_wait, qtbot, tmp_path, tiny_text_model_dir
+):
     """An image attached under a vision model, then a text-only model loaded: Send is refused by the chat
     controller, nothing is stored, and the banner offers the way out (add vision to this model)."""
     base.drop(window.composer, [base.write_image(tmp_path / "photo.png")])
     qt_wait(lambda: len(window.attachments.items) == 1, 30)
     window.models.load(tiny_text_model_dir)
-    qt_wait(lambda: window.models.loaded_info is not None and not window.models.loaded_info.is_vision, 120)
+    qt_wait(
+        lambda: window.models.loaded_info is not None and not window.models.loaded_info.is_vision,
+        120,
+    )
     qtbot.keyClicks(window.composer.edit, "What is in this photo?")
     qtbot.mouseClick(window.composer.send_button, Qt.MouseButton.LeftButton)
     assert window.error_banner.isVisible() and "text-only" in window.error_banner.label.text()

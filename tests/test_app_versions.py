@@ -27,7 +27,8 @@ def click(button) -> None:
 
 
 def test_regenerate_keeps_the_earlier_answer_and_a_follow_up_continues_the_one_shown(
-        window, make_window, qt_wait, tmp_path):
+    window, make_window, qt_wait, tmp_path
+):
     requests = engine_requests(window)
     send(window, qt_wait, "Tell me a story", thinking=ThinkingMode.OFF, max_tokens=8, seed=1)
     first = stored(window)[-1]
@@ -58,9 +59,14 @@ def test_regenerate_keeps_the_earlier_answer_and_a_follow_up_continues_the_one_s
     qt_wait(lambda: not window.chat.busy, 120)
     prompt = requests[base_count]
     assert [(m.role, m.text) for m in prompt.messages] == [
-        (Role.USER, "Tell me a story"), (Role.ASSISTANT, first.text), (Role.USER, "And then?")]
+        (Role.USER, "Tell me a story"),
+        (Role.ASSISTANT, first.text),
+        (Role.USER, "And then?"),
+    ]
     follow_up = stored(window)[2]
-    parent = window.store._db.execute("SELECT parent_id FROM messages WHERE id=?", (follow_up.id,)).fetchone()
+    parent = window.store._db.execute(
+        "SELECT parent_id FROM messages WHERE id=?", (follow_up.id,)
+    ).fetchone()
     assert follow_up.text == "And then?" and parent[0] == first.id
     # The choice survives a restart.
     cid, data = window.chat.current_id, window.paths.data
@@ -90,7 +96,9 @@ def test_edit_keeps_the_earlier_message_with_its_answer(window, qt_wait):
     click(switch.older)
     assert [m.id for m in stored(window)] == [question.id, answer.id]
     original = window.transcript.widget_for(question.id)
-    assert original.text_label.text() == "First question" and original.versions.label.text() == "1/2"
+    assert (
+        original.text_label.text() == "First question" and original.versions.label.text() == "1/2"
+    )
     assert window.transcript.widget_for(answer.id).answer.markdown == answer.text
     click(original.versions.newer)
     assert [m.id for m in stored(window)] == [edited.id, new_answer.id]

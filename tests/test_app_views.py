@@ -32,7 +32,9 @@ def test_transcript_creates_widgets_lazily_for_long_chats(qtbot):
     assert len(view.widgets) == 2 * PAGE and view.widgets[0].message_id == 300 - 2 * PAGE
     view.remove_from(290)
     assert view.widgets[-1].message_id == 289
-    assert not view.widgets[-1].regenerate_button.isHidden()  # only the last answer offers regenerate
+    assert not view.widgets[
+        -1
+    ].regenerate_button.isHidden()  # only the last answer offers regenerate
     assert view.widgets[-3].regenerate_button.isHidden()
 
 
@@ -43,12 +45,13 @@ def test_streaming_answer_matches_final_render(qtbot):
     streamed.resize(500, 100)
     streamed.show()
     for i in range(0, len(text), 5):
-        streamed.append(text[i:i + 5])
+        streamed.append(text[i : i + 5])
         streamed.flush()
     streamed.finish()
     whole = AnswerView(LIGHT)
     qtbot.addWidget(whole)
     whole.set_markdown(text)
+
     def lines(view):
         return [line for line in view.toPlainText().splitlines() if line.strip()]
 
@@ -98,15 +101,20 @@ def test_thinking_block_live_then_collapsed(qtbot):
 
 
 def test_settings_dialog_round_trip(qtbot):
-    original = ChatSettings(system_prompt="Be brief.", thinking=ThinkingMode.BUDGET, thinking_budget=300
-                            ).with_generation(max_tokens=1000, temperature=0.0, top_k=None, seed=42)
+    original = ChatSettings(
+        system_prompt="Be brief.", thinking=ThinkingMode.BUDGET, thinking_budget=300
+    ).with_generation(max_tokens=1000, temperature=0.0, top_k=None, seed=42)
     dialog = SettingsDialog(original)
     qtbot.addWidget(dialog)
     assert dialog.value() == original  # temperature 0 stays 0, None stays "Qwen default"
     dialog.mode_off.setChecked(True)
     dialog.temperature.setValue(dialog.temperature.minimum())
     value = dialog.value()
-    assert value.thinking is ThinkingMode.OFF and value.generation.temperature is None and not dialog.budget.isEnabled()
+    assert (
+        value.thinking is ThinkingMode.OFF
+        and value.generation.temperature is None
+        and not dialog.budget.isEnabled()
+    )
 
 
 def test_model_picker_lists_the_tiny_model(qtbot, tiny_model_dir, tmp_path, request):
@@ -131,7 +139,9 @@ def test_model_picker_lists_the_tiny_model(qtbot, tiny_model_dir, tmp_path, requ
     request.addfinalizer(lambda: (engine.shutdown(), store.close()))
     row = [picker.table.item(0, c).text() for c in range(picker.table.columnCount())]
     assert row[0] == info.name and row[1] == human_bytes(info.weight_bytes)
-    assert row[2] == info.precision == "mixed 4–8 bit" and row[3] == "Vision + text"  # 8-bit router gates
+    assert (
+        row[2] == info.precision == "mixed 4–8 bit" and row[3] == "Vision + text"
+    )  # 8-bit router gates
     assert row[4].startswith(fit_label(fit)) and "GiB" in row[4]
     assert "needs" in picker.details.text()  # the fit summary with numbers
 
@@ -148,5 +158,7 @@ def test_theme_applies_palette(qapp, scheme):
 def test_interrupted_message_is_labelled(qtbot):
     view = TranscriptView(LIGHT)
     qtbot.addWidget(view)
-    view.set_messages([message(1), message(2, "assistant", "half an ans", state=MessageState.INTERRUPTED)])
+    view.set_messages(
+        [message(1), message(2, "assistant", "half an ans", state=MessageState.INTERRUPTED)]
+    )
     assert "Interrupted" in view.widgets[1].state_label.text()

@@ -45,7 +45,9 @@ def test_send_streams_answer_and_collapses_thinking(window, qt_wait):
     block = widget.thinking
     assert not block.isHidden() and not block.expanded
     assert block.header.text().startswith("Thought for ") and " s · " in block.header.text()
-    assert answer.thinking not in widget.answer.toPlainText()  # thinking never leaks into the answer
+    assert (
+        answer.thinking not in widget.answer.toPlainText()
+    )  # thinking never leaks into the answer
     block.header.click()
     assert block.expanded and block.body.toPlainText() == answer.thinking
     assert "tok/s" in widget.stats_label.text()
@@ -62,7 +64,9 @@ def test_thinking_off_shows_no_block(window, qt_wait):
 
 
 def test_stop_mid_answer_with_escape(window, qt_wait):
-    window.chat.set_settings(ChatSettings(thinking=ThinkingMode.OFF).with_generation(max_tokens=4000, seed=1))
+    window.chat.set_settings(
+        ChatSettings(thinking=ThinkingMode.OFF).with_generation(max_tokens=4000, seed=1)
+    )
     window.composer.edit.setPlainText("Write a long story")
     window.send(window.composer.text())
     assert window.composer.send_button.text() == "Stop"
@@ -124,7 +128,9 @@ def test_drop_image_pdf_video_then_send(window, qt_wait, tmp_path):
     video = write_video(tmp_path / "clip.avi", seconds=3.0)
     drop(window.composer, [image, pdf])
     drop(window, [video])  # dropping on the window works too
-    qt_wait(lambda: len(window.attachments.items) == 3, 60, lambda: window.error_banner.label.text())
+    qt_wait(
+        lambda: len(window.attachments.items) == 3, 60, lambda: window.error_banner.label.text()
+    )
     assert window.composer.chip_count() == 3
     kinds = {p.kind.value: p for p in window.attachments.items}
     assert kinds["pdf"].stored.page_count == 3
@@ -145,7 +151,10 @@ def test_drop_image_pdf_video_then_send(window, qt_wait, tmp_path):
     send(window, qt_wait, "What is in these?", thinking=ThinkingMode.OFF, max_tokens=8)
     user, answer = stored(window)
     assert [a.kind.value for a in user.attachments] == ["image", "pdf", "video"]
-    assert all(a.path.is_relative_to(window.paths.attachments) and a.path.exists() for a in user.attachments)
+    assert all(
+        a.path.is_relative_to(window.paths.attachments) and a.path.exists()
+        for a in user.attachments
+    )
     assert user.attachments[1].last_page == 1 and user.attachments[2].fps == 1.0
     assert answer.state is MessageState.COMPLETE, answer.error
     assert window.composer.chip_count() == 0 and not pane.isVisible()
@@ -174,7 +183,10 @@ def test_paste_image(make_window, tiny_model_dir, qt_wait, tmp_path):
     qt_wait(lambda: len(window.attachments.items) == 1, 30)
     pending = window.attachments.items[0]
     assert pending.kind.value == "image" and (pending.width, pending.height) == (64, 48)
-    assert pending.stored.path.is_file() and window.store.attachments_dir in pending.stored.path.parents
+    assert (
+        pending.stored.path.is_file()
+        and window.store.attachments_dir in pending.stored.path.parents
+    )
     scratch = window.paths.data / "pasted"
     assert not any(scratch.iterdir()), "the pasted image's scratch file was left behind"
 
@@ -213,7 +225,12 @@ def test_search_rename_delete_undo(window, qt_wait):
     assert window.conversation_list.item(0).text().startswith("Recipes")  # newest first
     window.act_find.trigger()
     window.search.setText("quokk")
-    qt_wait(lambda: window.conversation_list.count() == 1 and "quokka" in window.conversation_list.item(0).text())
+    qt_wait(
+        lambda: (
+            window.conversation_list.count() == 1
+            and "quokka" in window.conversation_list.item(0).text()
+        )
+    )
     window.conversation_list.itemClicked.emit(window.conversation_list.item(0))
     assert window.chat.current_id == first
     window.search.clear()
@@ -229,7 +246,9 @@ def test_search_rename_delete_undo(window, qt_wait):
     assert window.transcript.widgets[0].message.text == "Tell me about quokkas"
 
 
-def test_restart_finds_everything_and_shows_interrupted_answer(make_window, tiny_model_dir, qt_wait, tmp_path):
+def test_restart_finds_everything_and_shows_interrupted_answer(
+    make_window, tiny_model_dir, qt_wait, tmp_path
+):
     window = make_window(tmp_path / "data", tiny_model_dir)
     send(window, qt_wait, "A finished exchange", thinking=ThinkingMode.OFF, max_tokens=8)
     # "Crash" right after the first periodic save of the streaming answer: copy the database as it is
@@ -251,7 +270,9 @@ def test_restart_finds_everything_and_shows_interrupted_answer(make_window, tiny
             snapshot["text"] = fields["text"]
 
     window.store.update_message = update_then_snapshot
-    window.chat.set_settings(ChatSettings(thinking=ThinkingMode.OFF).with_generation(max_tokens=4000, seed=3))
+    window.chat.set_settings(
+        ChatSettings(thinking=ThinkingMode.OFF).with_generation(max_tokens=4000, seed=3)
+    )
     window.composer.edit.setPlainText("A long answer that will be cut off")
     window.send(window.composer.text())
     qt_wait(lambda: bool(snapshot), 30)
@@ -265,8 +286,11 @@ def test_restart_finds_everything_and_shows_interrupted_answer(make_window, tiny
     assert again.conversation_list.count() == 1
     again.conversation_list.itemClicked.emit(again.conversation_list.item(0))
     messages = again.store.messages(again.chat.current_id)
-    assert [m.text for m in messages[:3]] == ["A finished exchange", messages[1].text,
-                                              "A long answer that will be cut off"]
+    assert [m.text for m in messages[:3]] == [
+        "A finished exchange",
+        messages[1].text,
+        "A long answer that will be cut off",
+    ]
     assert messages[3].state is MessageState.INTERRUPTED and messages[3].text == partial
     widget = again.transcript.widget_for(messages[3].id)
     assert "Interrupted" in widget.state_label.text() and widget.answer.markdown == partial
@@ -275,7 +299,10 @@ def test_restart_finds_everything_and_shows_interrupted_answer(make_window, tiny
     third = make_window(tmp_path / "data")
     third.chat.open(third.chat.conversations()[0].id)
     assert third.store.messages(third.chat.current_id)[-1].state is stopped_state
-    assert stopped_state in (MessageState.STOPPED, MessageState.COMPLETE)  # it may have ended by itself
+    assert stopped_state in (
+        MessageState.STOPPED,
+        MessageState.COMPLETE,
+    )  # it may have ended by itself
 
 
 def test_export_markdown_with_thinking_and_attachments(window, qt_wait, tmp_path):
@@ -284,14 +311,18 @@ def test_export_markdown_with_thinking_and_attachments(window, qt_wait, tmp_path
     qt_wait(lambda: len(window.attachments.items) == 1)
     send(window, qt_wait, "Describe the chart", thinking=ThinkingMode.BUDGET, thinking_budget=6)
     user, answer = stored(window)
-    out = window.chat_list_actions.export_file(window.chat.current_id, tmp_path / "out" / "chat.md", include_thinking=True)
+    out = window.chat_list_actions.export_file(
+        window.chat.current_id, tmp_path / "out" / "chat.md", include_thinking=True
+    )
     text = out.read_text()
     assert text.startswith("# Describe the chart")
     assert "![chart.png](chat_files/chart.png)" in text
     assert (tmp_path / "out" / "chat_files" / "chart.png").read_bytes() == image.read_bytes()
     assert "<summary>Thinking</summary>" in text and answer.thinking.strip() in text
     assert answer.text.strip() in text
-    plain = window.chat_list_actions.export_file(window.chat.current_id, tmp_path / "plain.md", include_thinking=False).read_text()
+    plain = window.chat_list_actions.export_file(
+        window.chat.current_id, tmp_path / "plain.md", include_thinking=False
+    ).read_text()
     assert "Thinking" not in plain
 
 
@@ -309,12 +340,16 @@ def test_disk_full_while_streaming_keeps_the_answer(window, qt_wait, monkeypatch
     def full(*args, **kwargs):
         if kwargs.get("state") is None:  # fail the periodic saves, let the final one through
             calls["failed"] += 1
-            raise StoreError("Could not save the answer: the disk is full; free some space and it will be "
-                             "saved again.")
+            raise StoreError(
+                "Could not save the answer: the disk is full; free some space and it will be "
+                "saved again."
+            )
         return real_update(*args, **kwargs)
 
     monkeypatch.setattr(window.store, "update_message", full)
-    window.chat.set_settings(ChatSettings(thinking=ThinkingMode.OFF).with_generation(max_tokens=120, seed=2))
+    window.chat.set_settings(
+        ChatSettings(thinking=ThinkingMode.OFF).with_generation(max_tokens=120, seed=2)
+    )
     window.composer.edit.setPlainText("hello")
     window.send(window.composer.text())
     qt_wait(lambda: calls["failed"] > 0, 30)
@@ -365,22 +400,35 @@ def test_gui_stays_responsive_while_loading_and_generating(make_window, tiny_mod
     events: list[str] = []
     heartbeat = QTimer()
     heartbeat.setInterval(1)
-    heartbeat.timeout.connect(lambda: events.append("beat-loading" if window.models.loaded_info is None else "beat"))
+    heartbeat.timeout.connect(
+        lambda: events.append("beat-loading" if window.models.loaded_info is None else "beat")
+    )
     window.chat.answerDelta.connect(lambda _mid, _text: events.append("delta"))
     heartbeat.start()
 
     window.models.load(tiny_model_dir)
-    assert window.models.loaded_info is None and window.models.loading_path is not None  # not loaded on this thread
+    assert (
+        window.models.loaded_info is None and window.models.loading_path is not None
+    )  # not loaded on this thread
     qt_wait(lambda: window.models.loaded_info is not None, 120)
     assert "beat-loading" in events, "the GUI thread ran no event loop pass while the model loaded"
 
     events.clear()
-    send(window, qt_wait, "Stream for a while", thinking=ThinkingMode.BUDGET, thinking_budget=16, max_tokens=160)
+    send(
+        window,
+        qt_wait,
+        "Stream for a while",
+        thinking=ThinkingMode.BUDGET,
+        thinking_budget=16,
+        max_tokens=160,
+    )
     heartbeat.stop()
     deltas = [i for i, event in enumerate(events) if event == "delta"]
     assert len(deltas) > 1, events
-    between = events[deltas[0]:deltas[-1]]
-    assert between.count("beat") >= 1, "the streamed deltas arrived in one burst: the GUI thread was blocked"
+    between = events[deltas[0] : deltas[-1]]
+    assert between.count("beat") >= 1, (
+        "the streamed deltas arrived in one burst: the GUI thread was blocked"
+    )
 
 
 def test_files_opened_by_the_system_are_attached(window, qapp, qt_wait, tmp_path):
@@ -399,7 +447,9 @@ def test_files_opened_by_the_system_are_attached(window, qapp, qt_wait, tmp_path
         router.set_target(window.open_files)
         late = write_pdf(tmp_path / "late.pdf", pages=2)
         QCoreApplication.sendEvent(qapp, QFileOpenEvent(str(late)))
-        qt_wait(lambda: len(window.attachments.items) == 2, 60, lambda: window.error_banner.label.text())
+        qt_wait(
+            lambda: len(window.attachments.items) == 2, 60, lambda: window.error_banner.label.text()
+        )
         assert sorted(p.kind.value for p in window.attachments.items) == ["image", "pdf"]
     finally:
         qapp.removeEventFilter(router)

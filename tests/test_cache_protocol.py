@@ -26,8 +26,9 @@ from engine_mlx.conversation import Conversation, Message, Role
 from engine_mlx.settings import GenerationSettings
 
 ROOT = Path(__file__).resolve().parents[1]
-SETTINGS = GenerationSettings(thinking=False, temperature=0.0, presence_penalty=0.0, max_tokens=6,
-                              prefill_chunk=16)
+SETTINGS = GenerationSettings(
+    thinking=False, temperature=0.0, presence_penalty=0.0, max_tokens=6, prefill_chunk=16
+)
 
 
 # ---------------------------------------------------------------------- the pinned contract
@@ -46,7 +47,9 @@ def _pins() -> dict[str, str]:
 def test_the_protocol_is_pinned_to_the_installed_libraries():
     pins = _pins()
     for name in ("mlx-lm", "mlx-vlm"):
-        assert importlib.metadata.version(name) == pins[name], f"re-check cache_protocol.py for {name}"
+        assert importlib.metadata.version(name) == pins[name], (
+            f"re-check cache_protocol.py for {name}"
+        )
 
 
 @pytest.mark.parametrize("model", ["vision", "text-only"])
@@ -108,7 +111,14 @@ CLASSES = [
 
 def _leaves(value):
     if isinstance(value, mx.array):
-        return [("array", str(value.dtype), tuple(value.shape), np.array(value.astype(mx.float32)).tobytes())]
+        return [
+            (
+                "array",
+                str(value.dtype),
+                tuple(value.shape),
+                np.array(value.astype(mx.float32)).tobytes(),
+            )
+        ]
     if isinstance(value, (list, tuple)):
         return [leaf for v in value for leaf in _leaves(v)]
     return [("value", value)]
@@ -161,8 +171,11 @@ def test_a_state_from_outside_the_two_libraries_is_refused(tmp_path):
     with pytest.raises(TypeError):
         cp.encode_cache([Foreign()])
     layout, arrays = cp.encode_cache([_kv(lm_cache.KVCache(), 3)])
-    for module, cls in (("os", "system"), ("mlx_lm.models.cache", "make_prompt_cache"),
-                        ("mlx_lm.models.cache", "mx.array")):
+    for module, cls in (
+        ("os", "system"),
+        ("mlx_lm.models.cache", "make_prompt_cache"),
+        ("mlx_lm.models.cache", "mx.array"),
+    ):
         bad = [{**layout[0], "module": module, "class": cls}]
         with pytest.raises((TypeError, ValueError)):
             cp.decode_cache(bad, arrays)
@@ -254,7 +267,8 @@ def _unchanged(path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "damage", [_unchanged, _flip_tensor_byte, _flip_id, _short_token_list, _old_version, _truncated],
+    "damage",
+    [_unchanged, _flip_tensor_byte, _flip_id, _short_token_list, _old_version, _truncated],
     ids=lambda f: f.__name__.strip("_"),
 )
 def test_a_damaged_snapshot_file_gives_a_cold_prefill(saved, damage):

@@ -323,7 +323,9 @@ def test_inspect_and_fit(built: Built) -> None:
         assert all(p.is_symlink() for p in built.folder.iterdir())
     fit = estimate_fit(info, 4096)
     assert fit.verdict is FitVerdict.FITS
-    cast = info.half_float_bytes if machine_memory().cpu_backend else 0  # bf16 held as float32 there
+    cast = (
+        info.half_float_bytes if machine_memory().cpu_backend else 0
+    )  # bf16 held as float32 there
     assert fit.weights_bytes == info.weight_bytes + cast and info.weight_bytes > 0
     assert fit.kv_bytes > 0 and fit.linear_state_bytes > 0
 

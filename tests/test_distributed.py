@@ -20,8 +20,12 @@ START_TIMEOUT_S = 180
 RANK_TIMEOUT_S = 10
 MAX_TOKENS = 10
 SLACK = 16  # prefilled tokens allowed beyond the new ones, as on one Mac
-USERS = ("Hello there, what is MLX?", "Tell me more about the fox and the dog.",
-         "And the cat on the mat?", "Summarize the video.")
+USERS = (
+    "Hello there, what is MLX?",
+    "Tell me more about the fox and the dog.",
+    "And the cat on the mat?",
+    "Summarize the video.",
+)
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +33,9 @@ def even_model_dir(tmp_path_factory):
     """The tiny text model unquantized with an even vocabulary: tensor parallelism splits every size by 2."""
     from engine_mlx.tiny import build_tiny_model
 
-    return build_tiny_model(tmp_path_factory.mktemp("tiny-even"), vision=False, bits=None, vocab_multiple=2)
+    return build_tiny_model(
+        tmp_path_factory.mktemp("tiny-even"), vision=False, bits=None, vocab_multiple=2
+    )
 
 
 def _hostfile(folder) -> str:
@@ -40,19 +46,56 @@ def _hostfile(folder) -> str:
     return str(path)
 
 
-def _serve_group(model_dir, parallel: str, *, hostfile: str | None = None, extra: tuple[str, ...] = (),
-                 launch_options: tuple[str, ...] = ()):
+def _serve_group(
+    model_dir,
+    parallel: str,
+    *,
+    hostfile: str | None = None,
+    extra: tuple[str, ...] = (),
+    launch_options: tuple[str, ...] = (),
+):
     """Serve ``model_dir`` from two ranks: through ``cluster launch`` with ``hostfile``, else mlx.launch."""
     from engine_mlx.distributed.launch import Group, free_port_run, launch_command
 
     port = free_port_run(2)
     if hostfile is not None:
-        command = [sys.executable, "-m", "engine_mlx", "cluster", "launch", "--hostfile", hostfile, "--model",
-                   str(model_dir), "--parallel", parallel, "--starting-port", str(port), *launch_options,
-                   "--", "--port", "0", *extra]
+        command = [
+            sys.executable,
+            "-m",
+            "engine_mlx",
+            "cluster",
+            "launch",
+            "--hostfile",
+            hostfile,
+            "--model",
+            str(model_dir),
+            "--parallel",
+            parallel,
+            "--starting-port",
+            str(port),
+            *launch_options,
+            "--",
+            "--port",
+            "0",
+            *extra,
+        ]
     else:
-        command = launch_command(["-m", "engine_mlx", "serve", "--model", str(model_dir), "--port", "0",
-                                  "--parallel", parallel, *extra], ranks=2, starting_port=port)
+        command = launch_command(
+            [
+                "-m",
+                "engine_mlx",
+                "serve",
+                "--model",
+                str(model_dir),
+                "--port",
+                "0",
+                "--parallel",
+                parallel,
+                *extra,
+            ],
+            ranks=2,
+            starting_port=port,
+        )
     group = Group.start(command)
     try:
         url = group.wait_for_url(START_TIMEOUT_S)
@@ -66,8 +109,12 @@ def _serve_group(model_dir, parallel: str, *, hostfile: str | None = None, extra
 def pipeline_group(tiny_text_model_dir, tmp_path_factory):
     """The pipeline group, started by ``cluster launch`` (which may start it again once). Its last
     test kills rank 1."""
-    group, url = _serve_group(tiny_text_model_dir, "pipeline", hostfile=_hostfile(tmp_path_factory.mktemp("hosts")),
-                              launch_options=("--restarts", "1"))
+    group, url = _serve_group(
+        tiny_text_model_dir,
+        "pipeline",
+        hostfile=_hostfile(tmp_path_factory.mktemp("hosts")),
+        launch_options=("--restarts", "1"),
+    )
     yield group, url
     group.stop()
 
@@ -75,14 +122,19 @@ def pipeline_group(tiny_text_model_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def tensor_group(even_model_dir):
     """The tensor group, started by mlx.launch, its watchdog at 10 s. Its last test freezes rank 1."""
-    group, url = _serve_group(even_model_dir, "tensor", extra=("--rank-timeout", str(RANK_TIMEOUT_S)))
+    group, url = _serve_group(
+        even_model_dir, "tensor", extra=("--rank-timeout", str(RANK_TIMEOUT_S))
+    )
     yield group, url
     group.stop()
 
 
 def _post(url: str, body: dict) -> dict:
-    request = urllib.request.Request(url + "/chat/completions", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url + "/chat/completions",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=120) as response:
         return json.load(response)
 
@@ -91,8 +143,18 @@ def _ask(url: str, messages: list[dict]) -> tuple[str, list[bytes], dict]:
     """The cluster's greedy answer: text, its tokens' bytes, usage."""
     with urllib.request.urlopen(url + "/models", timeout=30) as response:
         model = json.load(response)["data"][0]["id"]
-    reply = _post(url, {"model": model, "messages": messages, "max_tokens": MAX_TOKENS, "temperature": 0.0,
-                        "presence_penalty": 0.0, "enable_thinking": False, "logprobs": True})
+    reply = _post(
+        url,
+        {
+            "model": model,
+            "messages": messages,
+            "max_tokens": MAX_TOKENS,
+            "temperature": 0.0,
+            "presence_penalty": 0.0,
+            "enable_thinking": False,
+            "logprobs": True,
+        },
+    )
     choice = reply["choices"][0]
     tokens = [bytes(t["bytes"]) for t in choice["logprobs"]["content"]]
     return choice["message"]["content"], tokens, reply["usage"]
@@ -102,8 +164,9 @@ def _one_process(engine, messages: list[dict]) -> tuple[str, list[bytes], Stats]
     """The same conversation's greedy answer from one process, with no snapshot to resume from."""
     roles = {"user": Role.USER, "assistant": Role.ASSISTANT}
     convo = Conversation(tuple(Message(roles[m["role"]], m["content"]) for m in messages), id="")
-    settings = GenerationSettings(thinking=False, max_tokens=MAX_TOKENS, temperature=0.0, presence_penalty=0.0,
-                                  logprobs=0)
+    settings = GenerationSettings(
+        thinking=False, max_tokens=MAX_TOKENS, temperature=0.0, presence_penalty=0.0, logprobs=0
+    )
     events = list(engine.generate(convo, settings))
     assert isinstance(events[-1], Finished) and events[-1].error is None, events[-1]
     answer = "".join(e.text for e in events if isinstance(e, AnswerDelta))
@@ -144,7 +207,9 @@ def _four_turns(url: str, model_dir) -> list[tuple[int, int, int]]:
     return figures
 
 
-def test_pipeline_four_turns_equal_one_process_and_resume_on_every_rank(pipeline_group, tiny_text_model_dir):
+def test_pipeline_four_turns_equal_one_process_and_resume_on_every_rank(
+    pipeline_group, tiny_text_model_dir
+):
     group, url = pipeline_group
     assert url + "\n" in group.stdout_lines  # cluster launch prints the base URL alone on stdout
     figures = _four_turns(url, tiny_text_model_dir)
@@ -162,10 +227,15 @@ def test_a_lost_rank_refuses_later_requests_with_503():
     from engine_mlx.server.errors import from_engine_error
 
     err = from_engine_error(ClusterError("The cluster lost a rank (rank 1 at 10.0.0.2: gone)."))
-    assert (err.status, err.code) == (503, "cluster_rank_lost") and "rank 1 at 10.0.0.2" in err.message
+    assert (err.status, err.code) == (
+        503,
+        "cluster_rank_lost",
+    ) and "rank 1 at 10.0.0.2" in err.message
 
 
-def test_parallel_outside_a_launched_group_says_how_to_start_it(tiny_text_model_dir, monkeypatch, capsys):
+def test_parallel_outside_a_launched_group_says_how_to_start_it(
+    tiny_text_model_dir, monkeypatch, capsys
+):
     from engine_mlx.cli import main
 
     monkeypatch.delenv("MLX_HOSTFILE", raising=False)
@@ -173,7 +243,8 @@ def test_parallel_outside_a_launched_group_says_how_to_start_it(tiny_text_model_
     assert main(["chat", "--model", str(tiny_text_model_dir), "--parallel", "pipeline", "hi"]) == 2
     assert capsys.readouterr().err.strip() == (
         "error: --parallel pipeline runs one process per rank: start it with "
-        "'python -m engine_mlx cluster launch' or mlx.launch")
+        "'python -m engine_mlx cluster launch' or mlx.launch"
+    )
 
 
 def test_the_memory_estimate_of_one_rank_holds_its_share(tiny_text_model_dir):
@@ -185,13 +256,30 @@ def test_the_memory_estimate_of_one_rank_holds_its_share(tiny_text_model_dir):
     info = inspect_checkpoint(tiny_text_model_dir)
     whole, share = estimate_fit(info, 32768), estimate_fit(info, 32768, ranks=2)
     assert share.weights_bytes == whole.weights_bytes // 2
-    assert share.kv_bytes == whole.kv_bytes // 2 and share.linear_state_bytes == whole.linear_state_bytes // 2
+    assert (
+        share.kv_bytes == whole.kv_bytes // 2
+        and share.linear_state_bytes == whole.linear_state_bytes // 2
+    )
     assert share.overhead_bytes >= OVERHEAD_FIXED_BYTES and share.total_bytes < whole.total_bytes
 
 
 def _cluster_check(hostfile: str, model_dir) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "engine_mlx", "cluster", "check", "--hostfile", hostfile,
-                           "--model", str(model_dir)], capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "engine_mlx",
+            "cluster",
+            "check",
+            "--hostfile",
+            hostfile,
+            "--model",
+            str(model_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_cluster_check_on_a_loopback_hostfile(tiny_text_model_dir, tmp_path):
@@ -205,7 +293,8 @@ def test_cluster_check_on_a_loopback_hostfile(tiny_text_model_dir, tmp_path):
     missing = _cluster_check(hostfile, tmp_path / "absent")
     assert missing.returncode == 2
     assert [line for line in missing.stderr.splitlines() if "no such folder" in line] == [
-        f"error: rank {r} (127.0.0.1): {tmp_path / 'absent'}: no such folder" for r in (0, 1)]
+        f"error: rank {r} (127.0.0.1): {tmp_path / 'absent'}: no such folder" for r in (0, 1)
+    ]
     (tmp_path / "bad.json").write_text("[1, 2]")
     bad = _cluster_check(str(tmp_path / "bad.json"), tiny_text_model_dir)
     assert bad.returncode == 2 and "not an mlx.launch hostfile" in bad.stderr
@@ -248,7 +337,9 @@ def _wait_gone(pid: int, timeout_s: float) -> None:
     raise AssertionError(f"process {pid} still runs after {timeout_s} s")
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the ranks' processes in /proc")
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="finds the ranks' processes in /proc"
+)
 def test_killing_rank_1_mid_answer_ends_the_stream_with_an_error_naming_it(pipeline_group):
     """Rank 1 dies while rank 0 streams: the stream ends within seconds with an error naming rank 1
     and its host (the ring backend reports the lost peer; rank 0 turns it into the API's error); the
@@ -260,10 +351,19 @@ def test_killing_rank_1_mid_answer_ends_the_stream_with_an_error_naming_it(pipel
     group, url = pipeline_group  # the module's group: it ends here
     with urllib.request.urlopen(url + "/models", timeout=30) as response:
         model = json.load(response)["data"][0]["id"]
-    body = {"model": model, "stream": True, "max_tokens": 4000, "temperature": 1.0, "seed": 1,
-            "messages": [{"role": "user", "content": "Think step by step about the quick brown fox."}]}
-    request = urllib.request.Request(url + "/chat/completions", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
+    body = {
+        "model": model,
+        "stream": True,
+        "max_tokens": 4000,
+        "temperature": 1.0,
+        "seed": 1,
+        "messages": [{"role": "user", "content": "Think step by step about the quick brown fox."}],
+    }
+    request = urllib.request.Request(
+        url + "/chat/completions",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     events: list[dict] = []
     with urllib.request.urlopen(request, timeout=10) as stream:  # every read within 10 s
         killed_at = None
@@ -281,16 +381,22 @@ def test_killing_rank_1_mid_answer_ends_the_stream_with_an_error_naming_it(pipel
     assert "rank 1 at 127.0.0.1" in error["message"], error
     # mlx.launch stops rank 0 too (nothing waits forever), and cluster launch starts the group again.
     deadline = time.monotonic() + START_TIMEOUT_S
-    while sum("Serving " in line for line in group.stderr_lines) < 2 and time.monotonic() < deadline:
+    while (
+        sum("Serving " in line for line in group.stderr_lines) < 2 and time.monotonic() < deadline
+    ):
         assert group.process.poll() is None, "".join(group.stderr_lines[-20:])
         time.sleep(0.2)
     assert any("starting it again (1 of 1)" in line for line in group.stderr_lines)
-    again = [line for line in group.stderr_lines if "Serving " in line][-1].split(" at ")[1].split()[0]
+    again = (
+        [line for line in group.stderr_lines if "Serving " in line][-1].split(" at ")[1].split()[0]
+    )
     answer, tokens, _ = _ask(again, [{"role": "user", "content": "Hello again."}])
     assert tokens and group.stdout_lines.count(again + "\n") == 1
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the ranks' processes in /proc")
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="finds the ranks' processes in /proc"
+)
 def test_a_frozen_rank_1_ends_the_group_within_the_rank_timeout(tensor_group):
     """Rank 1 stops (SIGSTOP: its connection stays open, so no error ever arrives): rank 0's watchdog
     names it and ends rank 0 once a model call has waited --rank-timeout; the stream ends rather than
@@ -301,10 +407,19 @@ def test_a_frozen_rank_1_ends_the_group_within_the_rank_timeout(tensor_group):
     group, url = tensor_group
     with urllib.request.urlopen(url + "/models", timeout=30) as response:
         model = json.load(response)["data"][0]["id"]
-    body = {"model": model, "stream": True, "max_tokens": 4000, "temperature": 1.0, "seed": 1,
-            "messages": [{"role": "user", "content": "Think step by step about the quick brown fox."}]}
-    request = urllib.request.Request(url + "/chat/completions", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
+    body = {
+        "model": model,
+        "stream": True,
+        "max_tokens": 4000,
+        "temperature": 1.0,
+        "seed": 1,
+        "messages": [{"role": "user", "content": "Think step by step about the quick brown fox."}],
+    }
+    request = urllib.request.Request(
+        url + "/chat/completions",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     leader = _rank_pid(group, 0)
     frozen = None
     events = 0
@@ -319,9 +434,12 @@ def test_a_frozen_rank_1_ends_the_group_within_the_rank_timeout(tensor_group):
         pass  # rank 0 ended mid-stream: the connection drops
     finally:
         if frozen is not None:
-            _wait_gone(leader, RANK_TIMEOUT_S + 30)  # the watchdog ended rank 0; mlx.launch ends the group
+            _wait_gone(
+                leader, RANK_TIMEOUT_S + 30
+            )  # the watchdog ended rank 0; mlx.launch ends the group
             os.kill(frozen, signal.SIGCONT)  # once rank 1 can take the SIGTERM it was sent
             group.process.wait(timeout=30)
     assert frozen is not None
-    assert any("no reply from rank 1 at 127.0.0.1 within 10 s" in line for line in group.stderr_lines), \
-        "".join(group.stderr_lines[-20:])
+    assert any(
+        "no reply from rank 1 at 127.0.0.1 within 10 s" in line for line in group.stderr_lines
+    ), "".join(group.stderr_lines[-20:])

@@ -47,9 +47,16 @@ def test_text_prompt_streams_events_in_order(engine):
     assert stats.prompt_tokens == stats.prefilled_tokens > 5 and stats.reused_tokens == 0
     assert stats.generated_tokens == stats.thinking_tokens + stats.answer_tokens
     assert 0 < stats.generated_tokens <= 12
-    assert stats.decode_tps > 0 and stats.prefill_tps > 0 and stats.ttft_s > 0 and stats.peak_memory_bytes > 0
+    assert (
+        stats.decode_tps > 0
+        and stats.prefill_tps > 0
+        and stats.ttft_s > 0
+        and stats.peak_memory_bytes > 0
+    )
     progress = [e for e in events if isinstance(e, Progress)]
-    assert progress[-1].done == stats.prompt_tokens - 1 and progress[-1].total == stats.prompt_tokens
+    assert (
+        progress[-1].done == stats.prompt_tokens - 1 and progress[-1].total == stats.prompt_tokens
+    )
 
 
 def test_two_images_take_vision_tokens(engine, tmp_path):
@@ -57,7 +64,9 @@ def test_two_images_take_vision_tokens(engine, tmp_path):
     b = write_image(tmp_path / "b.jpg", size=(200, 400), color=(0, 120, 0))
     plain = collect(engine.generate(ask("Compare"), GenerationSettings(**GREEDY)))[-2]
     both = collect(
-        engine.generate(ask("Compare", ImageAttachment(a), ImageAttachment(b)), GenerationSettings(**GREEDY))
+        engine.generate(
+            ask("Compare", ImageAttachment(a), ImageAttachment(b)), GenerationSettings(**GREEDY)
+        )
     )
     assert both[-1].reason is not FinishReason.ERROR
     assert both[-2].prompt_tokens > plain.prompt_tokens + 2 * 4
@@ -66,12 +75,24 @@ def test_two_images_take_vision_tokens(engine, tmp_path):
 def test_pdf_page_and_video(engine, tmp_path):
     pdf = write_pdf(tmp_path / "doc.pdf", pages=3)
     video = write_video(tmp_path / "clip.avi", seconds=3.0)
-    one_page = collect(engine.generate(ask("Read", PdfAttachment(pdf, 2, 2)), GenerationSettings(**GREEDY)))
-    two_pages = collect(engine.generate(ask("Read", PdfAttachment(pdf, 2, 3)), GenerationSettings(**GREEDY)))
+    one_page = collect(
+        engine.generate(ask("Read", PdfAttachment(pdf, 2, 2)), GenerationSettings(**GREEDY))
+    )
+    two_pages = collect(
+        engine.generate(ask("Read", PdfAttachment(pdf, 2, 3)), GenerationSettings(**GREEDY))
+    )
     assert one_page[-1].reason is not FinishReason.ERROR
     assert two_pages[-2].prompt_tokens > one_page[-2].prompt_tokens
-    clip = collect(engine.generate(ask("Summarize", VideoAttachment(video, fps=2.0)), GenerationSettings(**GREEDY)))
-    faster = collect(engine.generate(ask("Summarize", VideoAttachment(video, fps=4.0)), GenerationSettings(**GREEDY)))
+    clip = collect(
+        engine.generate(
+            ask("Summarize", VideoAttachment(video, fps=2.0)), GenerationSettings(**GREEDY)
+        )
+    )
+    faster = collect(
+        engine.generate(
+            ask("Summarize", VideoAttachment(video, fps=4.0)), GenerationSettings(**GREEDY)
+        )
+    )
     assert clip[-1].reason is not FinishReason.ERROR
     assert faster[-2].prompt_tokens > clip[-2].prompt_tokens  # more frames, more vision tokens
 
@@ -90,23 +111,41 @@ def test_engine_matches_mlx_vlm_greedy_output(engine, tmp_path):
     loaded = engine._loaded
     prompt = render_text(convo, loaded.apply_template, thinking=True, text_only=False)
     media = load_media(convo.attachments, MediaLimits())
-    ids = [r.token for r in stream_generate(loaded.model, loaded.processor, prompt, image=media.images, max_tokens=16, temperature=0.0)]
+    ids = [
+        r.token
+        for r in stream_generate(
+            loaded.model,
+            loaded.processor,
+            prompt,
+            image=media.images,
+            max_tokens=16,
+            temperature=0.0,
+        )
+    ]
     raw = loaded.tokenizer.decode(ids[:n], skip_special_tokens=True)
-    raw = raw.removeprefix(" ")  # the streaming detokenizer (mlx-lm's) trims the reply's first space
+    raw = raw.removeprefix(
+        " "
+    )  # the streaming detokenizer (mlx-lm's) trims the reply's first space
     assert n == 16
     assert ours.replace("\ufffd", "") == raw.replace("\ufffd", "")
 
 
 def test_thinking_on_off_and_budget(engine):
-    budget = collect(engine.generate(ask("Think"), GenerationSettings(thinking_budget=4, max_tokens=24, seed=3)))
+    budget = collect(
+        engine.generate(ask("Think"), GenerationSettings(thinking_budget=4, max_tokens=24, seed=3))
+    )
     stats = budget[-2]
     assert texts(budget, ThinkingDelta) and texts(budget, AnswerDelta)
     assert 4 <= stats.thinking_tokens <= 4 + 3  # the budget, then the engine's own "\n</think>"
     assert stats.answer_tokens > 0
     assert "</think>" not in texts(budget, AnswerDelta) + texts(budget, ThinkingDelta)
 
-    off = collect(engine.generate(ask("Quick"), GenerationSettings(thinking=False, max_tokens=10, seed=3)))
-    assert not texts(off, ThinkingDelta) and off[-2].thinking_tokens == 0 and texts(off, AnswerDelta)
+    off = collect(
+        engine.generate(ask("Quick"), GenerationSettings(thinking=False, max_tokens=10, seed=3))
+    )
+    assert (
+        not texts(off, ThinkingDelta) and off[-2].thinking_tokens == 0 and texts(off, AnswerDelta)
+    )
 
     on = collect(engine.generate(ask("Think"), GenerationSettings(max_tokens=10, **{"seed": 3})))
     assert on[-2].thinking_tokens > 0 and texts(on, ThinkingDelta)
@@ -116,7 +155,9 @@ def test_cancel_during_prefill_stops_within_a_chunk(engine):
     cancel = CancelToken()
     long_text = "word " * 300
     events = []
-    for event in engine.generate(ask(long_text), GenerationSettings(prefill_chunk=32, max_tokens=8), cancel):
+    for event in engine.generate(
+        ask(long_text), GenerationSettings(prefill_chunk=32, max_tokens=8), cancel
+    ):
         events.append(event)
         if isinstance(event, Progress) and event.done > 0:
             cancel.cancel()
@@ -144,7 +185,9 @@ def test_cancel_during_decode_stops_within_a_token(engine):
     cancel = CancelToken()
     seen = 0
     events = []
-    for event in engine.generate(ask("Go"), GenerationSettings(thinking=False, max_tokens=200, seed=5), cancel):
+    for event in engine.generate(
+        ask("Go"), GenerationSettings(thinking=False, max_tokens=200, seed=5), cancel
+    ):
         events.append(event)
         if isinstance(event, (AnswerDelta, ThinkingDelta)):
             seen += 1
@@ -191,7 +234,11 @@ def test_text_only_checkpoint_loads_through_mlx_lm_and_answers(text_engine, tmp_
     info = text_engine.model_info
     assert info is not None and not info.is_vision
     assert type(text_engine._loaded.model).__module__.startswith("mlx_lm.")
-    events = collect(text_engine.generate(ask("Hello"), GenerationSettings(thinking_budget=3, max_tokens=10, seed=0)))
+    events = collect(
+        text_engine.generate(
+            ask("Hello"), GenerationSettings(thinking_budget=3, max_tokens=10, seed=0)
+        )
+    )
     assert events[-1].reason is not FinishReason.ERROR and events[-2].generated_tokens > 0
     with pytest.raises(UnsupportedInputError, match="text-only"):
         next(iter(text_engine.generate(ask("x", ImageAttachment(write_image(tmp_path / "a.png"))))))
@@ -237,15 +284,22 @@ def test_answer_stops_at_the_end_of_the_context(tiny_model_dir):
     from engine_mlx.engine import Engine
     from engine_mlx.errors import EngineError
 
-    small = Path(shutil.copytree(tiny_model_dir, Path(tiny_model_dir).parent / "tiny-small-context"))
+    small = Path(
+        shutil.copytree(tiny_model_dir, Path(tiny_model_dir).parent / "tiny-small-context")
+    )
     config = json.loads((small / "config.json").read_text())
     config["text_config"]["max_position_embeddings"] = 40
     (small / "config.json").write_text(json.dumps(config))
     eng = Engine()
     eng.load(small, context_tokens=40)
-    events = collect(eng.generate(ask("Hi"), GenerationSettings(thinking=False, max_tokens=500, seed=0)))
+    events = collect(
+        eng.generate(ask("Hi"), GenerationSettings(thinking=False, max_tokens=500, seed=0))
+    )
     stats = events[-2]
-    assert stats.prompt_tokens + stats.generated_tokens <= 40 and events[-1].reason is FinishReason.LENGTH
+    assert (
+        stats.prompt_tokens + stats.generated_tokens <= 40
+        and events[-1].reason is FinishReason.LENGTH
+    )
     with pytest.raises(EngineError, match="context"):
         next(iter(eng.generate(ask("word " * 60))))
 
@@ -273,12 +327,16 @@ def test_follow_up_turns_reuse_decoded_media_until_the_file_changes(tiny_model_d
     eng.load(tiny_model_dir)
     image = write_image(tmp_path / "shot.png")
     video = write_video(tmp_path / "clip.avi", seconds=2.0)
-    first = Conversation((Message(Role.USER, "Look", (ImageAttachment(image), VideoAttachment(video))),), id="m")
+    first = Conversation(
+        (Message(Role.USER, "Look", (ImageAttachment(image), VideoAttachment(video))),), id="m"
+    )
     settings = GenerationSettings(thinking=False, max_tokens=4, seed=0)
     collect(eng.generate(first, settings))
     cache = eng.decoded_media
     assert (cache.hits, cache.misses) == (0, 2)
-    follow = first.with_message(Message(Role.ASSISTANT, "ok")).with_message(Message(Role.USER, "And?"))
+    follow = first.with_message(Message(Role.ASSISTANT, "ok")).with_message(
+        Message(Role.USER, "And?")
+    )
     collect(eng.generate(follow, settings))
     assert (cache.hits, cache.misses) == (2, 2)  # neither decoded nor sampled again
     write_image(image, color=(0, 0, 0))  # the file changed on disk: decoded afresh
@@ -297,7 +355,9 @@ def test_forced_text_comes_out_exactly_through_the_detokenizer(engine):
     from engine_mlx.forcing import ForcedText
 
     for sampled in (dict(temperature=0.0), dict(seed=4)):
-        settings = GenerationSettings(thinking=False, max_tokens=64, forced=ForcedText(FORCED), **sampled)
+        settings = GenerationSettings(
+            thinking=False, max_tokens=64, forced=ForcedText(FORCED), **sampled
+        )
         events = collect(engine.generate(ask("Say it"), settings))
         assert texts(events, AnswerDelta) == FORCED
         assert events[-1].reason is FinishReason.STOP
@@ -308,11 +368,20 @@ def test_forced_text_goes_through_the_thinking_splitter(engine):
     from engine_mlx.forcing import ForcedText
 
     forced = ForcedText("Let me see.\n</think>\n\nThe answer is 42.")
-    events = collect(engine.generate(ask("Think"), GenerationSettings(max_tokens=64, forced=forced, **{"seed": 1})))
-    assert (texts(events, ThinkingDelta), texts(events, AnswerDelta)) == ("Let me see.\n", "The answer is 42.")
+    events = collect(
+        engine.generate(
+            ask("Think"), GenerationSettings(max_tokens=64, forced=forced, **{"seed": 1})
+        )
+    )
+    assert (texts(events, ThinkingDelta), texts(events, AnswerDelta)) == (
+        "Let me see.\n",
+        "The answer is 42.",
+    )
     # Without end_turn the model goes on after the text.
     more = ForcedText("Once upon", end_turn=False)
-    events = collect(engine.generate(ask("Go"), GenerationSettings(thinking=False, forced=more, **GREEDY)))
+    events = collect(
+        engine.generate(ask("Go"), GenerationSettings(thinking=False, forced=more, **GREEDY))
+    )
     assert texts(events, AnswerDelta).startswith("Once upon") and events[-2].generated_tokens == 16
     assert len(texts(events, AnswerDelta)) > len("Once upon")
 
@@ -353,10 +422,17 @@ def test_token_logprobs_only_when_asked_and_for_every_token(engine):
     events = collect(engine.generate(ask("Think"), settings))
     marks = [e for e in events if isinstance(e, TokenLogprob)]
     stats = events[-2]
-    assert len(marks) == stats.generated_tokens and sum(m.thinking for m in marks) == stats.thinking_tokens
-    assert [texts(events, k) for k in (ThinkingDelta, AnswerDelta)] == [texts(plain, k) for k in (ThinkingDelta, AnswerDelta)]
+    assert (
+        len(marks) == stats.generated_tokens
+        and sum(m.thinking for m in marks) == stats.thinking_tokens
+    )
+    assert [texts(events, k) for k in (ThinkingDelta, AnswerDelta)] == [
+        texts(plain, k) for k in (ThinkingDelta, AnswerDelta)
+    ]
     forced = set(engine._loaded.encode(FORCED_THINKING_CLOSE))
-    assert engine._loaded.think_close_id in {m.token_id for m in marks}  # the forced close is measured too
+    assert engine._loaded.think_close_id in {
+        m.token_id for m in marks
+    }  # the forced close is measured too
     for m in marks:
         assert math.isfinite(m.logprob) and m.logprob <= 0 and len(m.top) == 2
         assert m.top[0].logprob >= m.top[1].logprob
@@ -369,7 +445,9 @@ def test_token_logprobs_without_alternatives(engine):
     log-probability, no alternatives (it failed with an error: the empty top list was indexed by floats)."""
     from engine_mlx.events import TokenLogprob
 
-    events = collect(engine.generate(ask("Think"), GenerationSettings(thinking=False, logprobs=0, **GREEDY)))
+    events = collect(
+        engine.generate(ask("Think"), GenerationSettings(thinking=False, logprobs=0, **GREEDY))
+    )
     assert events[-1].error is None
     marks = [e for e in events if isinstance(e, TokenLogprob)]
     assert marks and all(m.top == () and m.logprob <= 0 for m in marks)
@@ -383,10 +461,17 @@ def test_json_schema_constrains_the_answer_on_both_checkpoints(engine, text_engi
 
     from engine_mlx.grammar import JsonFormat
 
-    schema = {"type": "object", "required": ["pick"], "additionalProperties": False,
-              "properties": {"pick": {"enum": ["left", "right"]}}}
-    settings = GenerationSettings(thinking_budget=3, response_format=JsonFormat(json.dumps(schema)),
-                                  **{**GREEDY, "max_tokens": 60})
+    schema = {
+        "type": "object",
+        "required": ["pick"],
+        "additionalProperties": False,
+        "properties": {"pick": {"enum": ["left", "right"]}},
+    }
+    settings = GenerationSettings(
+        thinking_budget=3,
+        response_format=JsonFormat(json.dumps(schema)),
+        **{**GREEDY, "max_tokens": 60},
+    )
     for eng in (engine, text_engine):
         events = collect(eng.generate(ask("Choose"), settings))
         assert json.loads(texts(events, AnswerDelta))["pick"] in ("left", "right")
@@ -400,13 +485,19 @@ def test_raw_completion_matches_mlx_vlm_and_resumes_as_the_prompt_grows(engine):
     from mlx_vlm import stream_generate
 
     loaded = engine._loaded
-    first = "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n    if n < 2:\n"
+    first = 'def fibonacci(n):\n    """Return the n-th Fibonacci number."""\n    if n < 2:\n'
     for prompt in (first, first + "        return n\n    return"):
         events = collect(engine.complete(prompt, GenerationSettings(thinking=False, **GREEDY)))
         assert not texts(events, ThinkingDelta)
-        ids = [r.token for r in stream_generate(loaded.model, loaded.processor, prompt, max_tokens=16,
-                                                temperature=0.0)]
+        ids = [
+            r.token
+            for r in stream_generate(
+                loaded.model, loaded.processor, prompt, max_tokens=16, temperature=0.0
+            )
+        ]
         n = events[-2].generated_tokens
-        assert texts(events, AnswerDelta) == loaded.tokenizer.decode(ids[:n], skip_special_tokens=True)
+        assert texts(events, AnswerDelta) == loaded.tokenizer.decode(
+            ids[:n], skip_special_tokens=True
+        )
         assert n == 16 or ids[n] in loaded.eos_ids
     assert events[-2].reused_tokens >= len(loaded.encode(first)) - 8

@@ -24,10 +24,17 @@ from engine_mlx.settings import GenerationSettings
 from engine_mlx.snapshots import SnapshotStore, common_prefix
 
 # A small prefill chunk so that snapshots land in the middle of a prefill, between chunks.
-ON = GenerationSettings(thinking=True, thinking_budget=4, temperature=0.0, presence_penalty=0.0,
-                        max_tokens=12, prefill_chunk=24)
-OFF = GenerationSettings(thinking=False, temperature=0.0, presence_penalty=0.0, max_tokens=10,
-                         prefill_chunk=24)
+ON = GenerationSettings(
+    thinking=True,
+    thinking_budget=4,
+    temperature=0.0,
+    presence_penalty=0.0,
+    max_tokens=12,
+    prefill_chunk=24,
+)
+OFF = GenerationSettings(
+    thinking=False, temperature=0.0, presence_penalty=0.0, max_tokens=10, prefill_chunk=24
+)
 SLACK = 16  # prefilled tokens allowed beyond the new ones (the generation-prompt tail and seams)
 
 
@@ -44,8 +51,12 @@ class Turn:
 
 def run(engine, convo: Conversation, settings: GenerationSettings) -> Turn:
     events = list(engine.generate(convo, settings))
-    assert isinstance(events[-1], Finished) and events[-1].reason is not FinishReason.ERROR, events[-1]
-    stream = [(type(e).__name__, e.text) for e in events if isinstance(e, (ThinkingDelta, AnswerDelta))]
+    assert isinstance(events[-1], Finished) and events[-1].reason is not FinishReason.ERROR, events[
+        -1
+    ]
+    stream = [
+        (type(e).__name__, e.text) for e in events if isinstance(e, (ThinkingDelta, AnswerDelta))
+    ]
     return Turn(
         events[-2],
         "".join(t for k, t in stream if k == "ThinkingDelta"),
@@ -60,7 +71,9 @@ def prompt_ids(engine, convo: Conversation, settings: GenerationSettings) -> lis
     return loaded.prepare(prompt, load_media(convo.attachments, engine.media_limits)).ids
 
 
-def same_as_cold(engine, convo: Conversation, settings: GenerationSettings, *, previous_ids=None) -> Turn:
+def same_as_cold(
+    engine, convo: Conversation, settings: GenerationSettings, *, previous_ids=None
+) -> Turn:
     """Run ``convo`` with reuse and cold; assert identical output and (with ``previous_ids``) that
     only the tokens after the shared prefix, plus a small slack, were prefilled."""
     warm = run(engine, convo, settings)
@@ -91,7 +104,11 @@ def converse(engine, cid: str, settings: GenerationSettings, user_turns, start=(
     return convo
 
 
-TEXTS = ["Hello there, what is MLX?", "Tell me more about the fox and the dog.", "And the cat on the mat?"]
+TEXTS = [
+    "Hello there, what is MLX?",
+    "Tell me more about the fox and the dog.",
+    "And the cat on the mat?",
+]
 
 
 @pytest.mark.parametrize("settings", [ON, OFF], ids=["thinking-on", "thinking-off"])
@@ -189,7 +206,10 @@ def test_turn_adding_an_image_prefills_only_the_new_part(engine, tmp_path, monke
         warm = run(engine, convo, ON)
         warm_encoded = list(encoded)
         cold = run(engine, Conversation(convo.messages), ON)
-        assert warm.stream == cold.stream and warm.stats.generated_tokens == cold.stats.generated_tokens
+        assert (
+            warm.stream == cold.stream
+            and warm.stats.generated_tokens == cold.stats.generated_tokens
+        )
         ids = prompt_ids(engine, convo, ON)
         if previous is not None:
             assert warm.stats.reused_tokens > 0
@@ -201,7 +221,9 @@ def test_turn_adding_an_image_prefills_only_the_new_part(engine, tmp_path, monke
             render_text(convo, engine._loaded.apply_template, thinking=True, text_only=False),
             load_media(convo.attachments, engine.media_limits),
         ).media_token_ranges()
-        assert warm_encoded == [n for n, (lo, _) in enumerate(ranges) if lo >= warm.stats.reused_tokens]
+        assert warm_encoded == [
+            n for n, (lo, _) in enumerate(ranges) if lo >= warm.stats.reused_tokens
+        ]
         assert i == 0 or 0 not in warm_encoded
         assert i != 2 or warm_encoded == [1]
         previous = ids
@@ -233,7 +255,9 @@ def test_replacing_an_image_with_one_of_the_same_size_does_not_reuse_the_old_one
     follow = (first.messages[0], turn.reply(), Message(Role.USER, "Again"))
     swapped = (Message(Role.USER, "Look", (ImageAttachment(blue),)),) + follow[1:]
     # Same token ids, other pixels: the snapshot that saw the red image must not be used.
-    assert prompt_ids(engine, Conversation(swapped), OFF) == prompt_ids(engine, Conversation(follow), OFF)
+    assert prompt_ids(engine, Conversation(swapped), OFF) == prompt_ids(
+        engine, Conversation(follow), OFF
+    )
     warm = same_as_cold(engine, Conversation(swapped, id="swap"), OFF)
     image_start = prompt_ids(engine, first, OFF).index(engine._loaded.model.config.image_token_id)
     assert warm.stats.reused_tokens <= image_start
@@ -248,7 +272,9 @@ def test_edited_and_regenerated_messages_reuse_everything_before_the_change(engi
     assert again[0].stream == again[1].stream
     assert all(t.stats.reused_tokens > len(full) // 2 for t in again)
     # Edit the second user message: resume from the first turn's snapshot, before the change.
-    edited = Conversation(convo.messages[:2] + (Message(Role.USER, "Something else entirely."),), id="edit")
+    edited = Conversation(
+        convo.messages[:2] + (Message(Role.USER, "Something else entirely."),), id="edit"
+    )
     ids = prompt_ids(engine, edited, ON)
     new = len(ids) - common_prefix(full, ids)
     warm = same_as_cold(engine, edited, ON)
@@ -268,9 +294,13 @@ def test_an_edited_or_repeated_last_message_reuses_everything_before_it(engine, 
     """Every turn keeps a snapshot at the start and at the end of its last message, so an edited last
     message resumes right before it, and a second user message in a row right after the first."""
     convo = converse(engine, f"last-{settings.thinking}", settings, TEXTS[:2])
-    edited = Conversation(convo.messages[:2] + (Message(Role.USER, "Something else entirely."),), id=convo.id)
+    edited = Conversation(
+        convo.messages[:2] + (Message(Role.USER, "Something else entirely."),), id=convo.id
+    )
     warm = same_as_cold(engine, edited, settings)
-    assert warm.stats.reused_tokens == _turn_starts(engine, edited, settings)[-2]  # all before the message
+    assert (
+        warm.stats.reused_tokens == _turn_starts(engine, edited, settings)[-2]
+    )  # all before the message
     # The same edit again (a retry) resumes from the end of the message: only the generation prompt.
     again = same_as_cold(engine, edited, settings)
     assert again.stats.reused_tokens == _turn_starts(engine, edited, settings)[-1]
@@ -279,7 +309,9 @@ def test_an_edited_or_repeated_last_message_reuses_everything_before_it(engine, 
     run(engine, row, settings)
     twice = row.with_message(Message(Role.USER, "And once more, in other words."))
     warm = same_as_cold(engine, twice, settings)
-    assert warm.stats.reused_tokens == _turn_starts(engine, twice, settings)[-2]  # all of the first message
+    assert (
+        warm.stats.reused_tokens == _turn_starts(engine, twice, settings)[-2]
+    )  # all of the first message
 
 
 def _cut(engine, convo: Conversation, settings: GenerationSettings, how: str) -> Turn:
@@ -287,14 +319,22 @@ def _cut(engine, convo: Conversation, settings: GenerationSettings, how: str) ->
     if how == "limit":
         return run(engine, convo, settings)
     cancel, events = CancelToken(), []
-    for event in engine.generate(convo, replace(settings, max_tokens=4 * settings.max_tokens), cancel):
+    for event in engine.generate(
+        convo, replace(settings, max_tokens=4 * settings.max_tokens), cancel
+    ):
         events.append(event)
         if sum(isinstance(e, (ThinkingDelta, AnswerDelta)) for e in events) == settings.max_tokens:
             cancel.cancel()
     assert events[-1].reason is FinishReason.CANCELLED
-    stream = [(type(e).__name__, e.text) for e in events if isinstance(e, (ThinkingDelta, AnswerDelta))]
-    return Turn(events[-2], "".join(t for k, t in stream if k == "ThinkingDelta"),
-                "".join(t for k, t in stream if k == "AnswerDelta"), stream)
+    stream = [
+        (type(e).__name__, e.text) for e in events if isinstance(e, (ThinkingDelta, AnswerDelta))
+    ]
+    return Turn(
+        events[-2],
+        "".join(t for k, t in stream if k == "ThinkingDelta"),
+        "".join(t for k, t in stream if k == "AnswerDelta"),
+        stream,
+    )
 
 
 @pytest.mark.parametrize("model", ["vision", "text-only"])
@@ -319,9 +359,16 @@ def test_a_cut_short_turn_carries_on_exactly_where_it_stopped(request, model, se
         assert (more.stats.prompt_tokens, more.stats.reused_tokens) == (written, written)
         assert more.stats.prefilled_tokens == 0
         written += more.stats.generated_tokens
-        turn = Turn(more.stats, turn.thinking + more.thinking, turn.answer + more.answer, turn.stream + more.stream)
+        turn = Turn(
+            more.stats,
+            turn.thinking + more.thinking,
+            turn.answer + more.answer,
+            turn.stream + more.stream,
+        )
     # Without the end-of-turn state (another chat, a restart), the same tokens are prefilled instead.
-    elsewhere = run(engine, Conversation((user, turn.reply()), id=f"other-{name}", continue_last=True), settings)
+    elsewhere = run(
+        engine, Conversation((user, turn.reply()), id=f"other-{name}", continue_last=True), settings
+    )
     assert (elsewhere.stats.reused_tokens, elsewhere.stats.prompt_tokens) == (0, written)
     assert whole.stats.generated_tokens > written - first.stats.prompt_tokens + 6
     # Token for token: the tokens the turn holds after three cuts are the uncut turn's first ones.
@@ -340,14 +387,18 @@ def test_a_cut_short_turn_carries_on_exactly_where_it_stopped(request, model, se
 @pytest.mark.parametrize("model", ["vision", "text-only"])
 def test_after_a_continue_the_next_turn_resumes_from_disk_after_a_restart(request, model, tmp_path):
     """The end-of-turn state stays in memory; what is saved serves the next user turn after a restart."""
-    model_dir = request.getfixturevalue("tiny_model_dir" if model == "vision" else "tiny_text_model_dir")
+    model_dir = request.getfixturevalue(
+        "tiny_model_dir" if model == "vision" else "tiny_text_model_dir"
+    )
     first = _reopen(model_dir, tmp_path / "state")
     settings = replace(ON, thinking_budget=None, max_tokens=6)
     user = Message(Role.USER, TEXTS[0])
     cut = run(first, Conversation((user,), id="carried"), settings)
     more = run(first, Conversation((user, cut.reply()), id="carried", continue_last=True), settings)
     assert more.stats.prefilled_tokens == 0
-    answer = Message(Role.ASSISTANT, cut.answer + more.answer, thinking=cut.thinking + more.thinking)
+    answer = Message(
+        Role.ASSISTANT, cut.answer + more.answer, thinking=cut.thinking + more.thinking
+    )
     assert first.persist("carried") is not None
     first.unload()
 
@@ -361,11 +412,23 @@ def test_a_turn_cut_right_after_its_thinking_closed_carries_on_as_answer(engine)
 
     user = Message(Role.USER, TEXTS[2])
     closing = len(engine._loaded.encode(FORCED_THINKING_CLOSE))
-    settings = replace(ON, thinking_budget=3, max_tokens=3 + closing)  # the limit falls right after the close
+    settings = replace(
+        ON, thinking_budget=3, max_tokens=3 + closing
+    )  # the limit falls right after the close
     first = run(engine, Conversation((user,), id="closed"), settings)
-    assert first.thinking and not first.answer.strip() and first.stats.generated_tokens == 3 + closing
-    more = run(engine, Conversation((user, first.reply()), id="closed", continue_last=True), replace(ON, max_tokens=4))
-    assert more.stats.prefilled_tokens == 0 and more.stream and {k for k, _ in more.stream} == {"AnswerDelta"}
+    assert (
+        first.thinking and not first.answer.strip() and first.stats.generated_tokens == 3 + closing
+    )
+    more = run(
+        engine,
+        Conversation((user, first.reply()), id="closed", continue_last=True),
+        replace(ON, max_tokens=4),
+    )
+    assert (
+        more.stats.prefilled_tokens == 0
+        and more.stream
+        and {k for k, _ in more.stream} == {"AnswerDelta"}
+    )
 
 
 @pytest.mark.parametrize("settings", [ON, OFF], ids=["thinking", "no-thinking"])
@@ -375,12 +438,21 @@ def test_an_edited_cut_turn_is_continued_from_its_text(engine, settings):
     settings = replace(settings, thinking_budget=None, max_tokens=6)
     user = Message(Role.USER, TEXTS[1])
     first = run(engine, Conversation((user,), id="edited"), settings)
-    edited = Message(Role.ASSISTANT, first.answer + " edited" if first.answer else "",
-                     thinking=first.thinking + " edited" if first.thinking else "")
+    edited = Message(
+        Role.ASSISTANT,
+        first.answer + " edited" if first.answer else "",
+        thinking=first.thinking + " edited" if first.thinking else "",
+    )
     cut = Conversation((user, edited), id="edited", continue_last=True)
-    prompt = render_text(cut, engine._loaded.apply_template, thinking=settings.thinking, text_only=False)
-    assert prompt.endswith(" edited") and prompt.count("<|im_start|>assistant") == 1  # the same turn
-    more = same_as_cold(engine, cut, settings, previous_ids=prompt_ids(engine, Conversation((user,)), settings))
+    prompt = render_text(
+        cut, engine._loaded.apply_template, thinking=settings.thinking, text_only=False
+    )
+    assert (
+        prompt.endswith(" edited") and prompt.count("<|im_start|>assistant") == 1
+    )  # the same turn
+    more = same_as_cold(
+        engine, cut, settings, previous_ids=prompt_ids(engine, Conversation((user,)), settings)
+    )
     assert more.stats.prefilled_tokens > 0
     assert all("<think>" not in text for _kind, text in more.stream)
 
@@ -419,16 +491,24 @@ def test_store_end_of_turn_snapshot_serves_only_its_whole_prompt_and_stays_in_me
     import mlx.core as mx
 
     store = SnapshotStore(disk_dir=tmp_path)
-    store.add("a", "fp", [1, 2, 3, 4], _fake_snapshot(2, 1000))  # the turn's prompt, before its tail
+    store.add(
+        "a", "fp", [1, 2, 3, 4], _fake_snapshot(2, 1000)
+    )  # the turn's prompt, before its tail
     end = replace(_fake_snapshot(6, 1000), generated=(5, 6), logits=mx.ones((1, 8)))
     store.add("a", "fp", [1, 2, 3, 4, 5, 6], end)
     whole = store.lookup("a", "fp", [1, 2, 3, 4, 5, 6])
     assert whole.length == 6 and whole.logits is end.logits  # carried on: nothing to prefill
-    longer = store.lookup("a", "fp", [1, 2, 3, 4, 5, 6, 7])  # it extends the turn: resume at its end
+    longer = store.lookup(
+        "a", "fp", [1, 2, 3, 4, 5, 6, 7]
+    )  # it extends the turn: resume at its end
     assert longer.length == 6 and longer.logits is None
     assert store.lookup("a", "fp", [1, 2, 3, 4, 5, 9]).length == 2
-    store.add("a", "fp", [1, 2, 3, 4, 5, 6, 7, 8], replace(_fake_snapshot(8, 1000), generated=(7, 8),
-                                                           logits=mx.ones((1, 8))))  # carried on, cut again
+    store.add(
+        "a",
+        "fp",
+        [1, 2, 3, 4, 5, 6, 7, 8],
+        replace(_fake_snapshot(8, 1000), generated=(7, 8), logits=mx.ones((1, 8))),
+    )  # carried on, cut again
     assert store.lookup("a", "fp", [1, 2, 3, 4, 5, 6]).logits is None  # the older end is superseded
     path = store.save("a")  # the next turn resumes from the prompt's snapshot: that one is saved
     restored = SnapshotStore(disk_dir=tmp_path).lookup("a", "fp", [1, 2, 3, 4, 5, 6])
@@ -475,7 +555,9 @@ def test_kv_snapshot_is_compacted_and_counted_as_held(engine):
     from engine_mlx.cache_protocol import cache_nbytes
 
     convo = Conversation((Message(Role.USER, TEXTS[0]),), id="bytes")
-    assert run(engine, convo, OFF).stats.generated_tokens == OFF.max_tokens  # cut: an end-of-turn snapshot too
+    assert (
+        run(engine, convo, OFF).stats.generated_tokens == OFF.max_tokens
+    )  # cut: an end-of-turn snapshot too
     entries = engine.snapshots._conversations["bytes"].entries
     assert [bool(e.snapshot.generated) for e in entries] == [False, True]
     for entry in entries:
@@ -485,7 +567,9 @@ def test_kv_snapshot_is_compacted_and_counted_as_held(engine):
         assert all(c.nbytes == sum(a.nbytes for a in c.state) for c in kv)
     seam, end = entries
     assert seam.nbytes == cache_nbytes(seam.snapshot.cache) > 0
-    assert end.nbytes == cache_nbytes(end.snapshot.cache) + end.snapshot.logits.nbytes  # its logits count
+    assert (
+        end.nbytes == cache_nbytes(end.snapshot.cache) + end.snapshot.logits.nbytes
+    )  # its logits count
 
 
 # ---------------------------------------------------------------------- disk
@@ -563,10 +647,25 @@ def test_cli_interactive_json_reports_reuse(model, request):
     model_dir = engine.model_info.path
     lines = ["hello", "more words here", "and a third line of text"]
     result = subprocess.run(
-        [sys.executable, "-m", "engine_mlx", "chat", "--model", str(model_dir), "--json",
-         "--max-tokens", "8", "--thinking-budget", "3", "--temperature", "0"],
+        [
+            sys.executable,
+            "-m",
+            "engine_mlx",
+            "chat",
+            "--model",
+            str(model_dir),
+            "--json",
+            "--max-tokens",
+            "8",
+            "--thinking-budget",
+            "3",
+            "--temperature",
+            "0",
+        ],
         input="".join(line + "\n" for line in lines),
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={**os.environ, "MLX_DISABLE_COMPILE": "1"},
     )
     assert result.returncode == 0, result.stderr
@@ -587,36 +686,77 @@ def test_cli_interactive_json_reports_reuse(model, request):
                 assert event["reused_tokens"] == 0
             else:
                 new = len(ids) - common_prefix(previous, ids)
-                assert event["reused_tokens"] > 0 and event["prefilled_tokens"] <= new + SLACK, (event, new)
+                assert event["reused_tokens"] > 0 and event["prefilled_tokens"] <= new + SLACK, (
+                    event,
+                    new,
+                )
             previous = ids
-            convo = convo.with_message(Message(Role.ASSISTANT, turn["answer"], thinking=turn["thinking"]))
+            convo = convo.with_message(
+                Message(Role.ASSISTANT, turn["answer"], thinking=turn["thinking"])
+            )
             turn = {"thinking": "", "answer": ""}
 
 
 def test_cli_continue_carries_on_the_last_answer(engine):
     """``/continue`` in an interactive chat: the same turn goes on, reusing the prompt before it."""
     result = subprocess.run(
-        [sys.executable, "-m", "engine_mlx", "chat", "--model", str(engine.model_info.path), "--json",
-         "--max-tokens", "6", "--temperature", "0"],
-        input="/continue\nTell a long story\n/continue\n", capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "engine_mlx",
+            "chat",
+            "--model",
+            str(engine.model_info.path),
+            "--json",
+            "--max-tokens",
+            "6",
+            "--temperature",
+            "0",
+        ],
+        input="/continue\nTell a long story\n/continue\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={**os.environ, "MLX_DISABLE_COMPILE": "1"},
     )
-    assert result.returncode == 2 and "there is none yet" in result.stderr  # nothing to continue at first
+    assert (
+        result.returncode == 2 and "there is none yet" in result.stderr
+    )  # nothing to continue at first
     events = [json.loads(line) for line in result.stdout.splitlines()]
     stats = [e for e in events if e["type"] == "stats"]
     assert len(stats) == 2 and stats[0]["generated_tokens"] == 6
-    first_thinking = "".join(e["text"] for e in events[: events.index(stats[0])] if e["type"] == "thinking")
+    first_thinking = "".join(
+        e["text"] for e in events[: events.index(stats[0])] if e["type"] == "thinking"
+    )
     user = Message(Role.USER, "Tell a long story")
-    cut = Conversation((user, Message(Role.ASSISTANT, "", thinking=first_thinking)), continue_last=True)
-    assert stats[1]["prompt_tokens"] == len(prompt_ids(engine, cut, GenerationSettings(thinking=True)))
+    cut = Conversation(
+        (user, Message(Role.ASSISTANT, "", thinking=first_thinking)), continue_last=True
+    )
+    assert stats[1]["prompt_tokens"] == len(
+        prompt_ids(engine, cut, GenerationSettings(thinking=True))
+    )
     assert stats[1]["reused_tokens"] >= stats[0]["prompt_tokens"] - SLACK
 
 
 def test_cli_one_shot_chat_on_a_text_only_model(tiny_text_model_dir):
     result = subprocess.run(
-        [sys.executable, "-m", "engine_mlx", "chat", "--model", str(tiny_text_model_dir),
-         "--max-tokens", "6", "--thinking-budget", "2", "Hello"],
-        check=False, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "engine_mlx",
+            "chat",
+            "--model",
+            str(tiny_text_model_dir),
+            "--max-tokens",
+            "6",
+            "--thinking-budget",
+            "2",
+            "Hello",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={**os.environ, "MLX_DISABLE_COMPILE": "1"},
     )
     assert result.returncode == 0, result.stderr

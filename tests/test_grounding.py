@@ -44,7 +44,9 @@ def test_several_blocks_and_a_single_object():
 
 
 def test_clamps_and_orders_corners():
-    (box, point) = parse_grounding('[{"bbox_2d": [1200, 900, -40, 100]}, {"point_2d": [-3, 1001.5]}]')
+    (box, point) = parse_grounding(
+        '[{"bbox_2d": [1200, 900, -40, 100]}, {"point_2d": [-3, 1001.5]}]'
+    )
     assert box.relative == (0, 100, 1000, 900)
     assert point.relative == (0, 1000)
 
@@ -67,7 +69,9 @@ def test_text_without_valid_grounding_gives_nothing(text):
 
 
 def test_nested_objects_carry_the_image_field_down():
-    text = '{"image": 2, "objects": [{"bbox_2d": [10, 20, 30, 40], "label": "cat"}], "note": {"x": 1}}'
+    text = (
+        '{"image": 2, "objects": [{"bbox_2d": [10, 20, 30, 40], "label": "cat"}], "note": {"x": 1}}'
+    )
     (shape,) = parse_grounding(text)
     assert shape == Shape(ShapeKind.BOX, (10, 20, 30, 40), "cat", image=2)
 
@@ -133,8 +137,14 @@ def test_image_size_is_the_upright_size(tmp_path, orientation, swapped):
 
 def _run_cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "engine_mlx", *args], capture_output=True, text=True,
-                          env=env, timeout=120, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "engine_mlx", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        cwd=ROOT,
+    )
 
 
 @pytest.mark.parametrize("orientation", [3, 6, 8])
@@ -142,16 +152,32 @@ def test_cli_boxes_prints_and_draws_pixels_on_the_upright_image(tmp_path, orient
     image = _exif_jpeg(tmp_path / "shot.jpg", orientation, size=(401, 233))
     width, height = image_size(image)
     answer = '[{"bbox_2d": [100, 200, 600, 700], "label": "Save"}, {"point_2d": [800, 300], "label": "x"}]'
-    done = _run_cli("boxes", "--image", str(image), "--answer", answer, "--json",
-                    "--draw", str(tmp_path / "out.png"))
+    done = _run_cli(
+        "boxes",
+        "--image",
+        str(image),
+        "--answer",
+        answer,
+        "--json",
+        "--draw",
+        str(tmp_path / "out.png"),
+    )
     assert done.returncode == 0, done.stderr
     rows = json.loads(done.stdout)
-    box = [round(100 / 1000 * width), round(200 / 1000 * height), round(600 / 1000 * width),
-           round(700 / 1000 * height)]
+    box = [
+        round(100 / 1000 * width),
+        round(200 / 1000 * height),
+        round(600 / 1000 * width),
+        round(700 / 1000 * height),
+    ]
     assert rows == [
         {"label": "Save", "kind": "box", "pixels": box, "relative": [100, 200, 600, 700]},
-        {"label": "x", "kind": "point", "pixels": [round(0.8 * width), round(0.3 * height)],
-         "relative": [800, 300]},
+        {
+            "label": "x",
+            "kind": "point",
+            "pixels": [round(0.8 * width), round(0.3 * height)],
+            "relative": [800, 300],
+        },
     ]
     drawn = Image.open(tmp_path / "out.png").convert("RGB")
     assert drawn.size == (width, height)
@@ -160,7 +186,11 @@ def test_cli_boxes_prints_and_draws_pixels_on_the_upright_image(tmp_path, orient
     # the box's four edges, away from the label tab in the top-left corner
     for xy in [(x1 + (x2 - x1) // 2, y2), (x2, y1 + (y2 - y1) // 2), (x1, y2 - 3), (x2 - 3, y1)]:
         assert drawn.getpixel(xy) == red, xy
-    assert drawn.getpixel(((x1 + x2) // 2, (y1 + y2) // 2)) == (20, 20, 20)  # inside stays as it was
+    assert drawn.getpixel(((x1 + x2) // 2, (y1 + y2) // 2)) == (
+        20,
+        20,
+        20,
+    )  # inside stays as it was
     px, py = rows[1]["pixels"]
     assert drawn.getpixel((px, py)) == (60, 180, 75)  # the second label's crosshair centre
 
@@ -188,15 +218,22 @@ def test_chat_boxes_events_map_to_images_and_pdf_pages(tmp_path):
 
     first = write_image(tmp_path / "first.png", size=(640, 480))
     pdf = write_pdf(tmp_path / "doc.pdf", pages=2)
-    convo = Conversation((
-        Message(Role.USER, "look", (ImageAttachment(first),)),
-        Message(Role.ASSISTANT, "ok"),
-        Message(Role.USER, "and now this document", (PdfAttachment(pdf, 2, 2),)),
-    ))
+    convo = Conversation(
+        (
+            Message(Role.USER, "look", (ImageAttachment(first),)),
+            Message(Role.ASSISTANT, "ok"),
+            Message(Role.USER, "and now this document", (PdfAttachment(pdf, 2, 2),)),
+        )
+    )
     page = load_pdf_pages(pdf, 2, 2)[0]
-    answer = '[{"bbox_2d": [0, 0, 500, 500], "label": "title"}, {"image": 1, "point_2d": [500, 500]}]'
+    answer = (
+        '[{"bbox_2d": [0, 0, 500, 500], "label": "title"}, {"image": 1, "point_2d": [500, 500]}]'
+    )
     events = _boxes_events(convo, answer)
-    assert [(e["image"], e["path"], e["page"]) for e in events] == [(1, str(first), None), (2, str(pdf), 2)]
+    assert [(e["image"], e["path"], e["page"]) for e in events] == [
+        (1, str(first), None),
+        (2, str(pdf), 2),
+    ]
     on_image, on_page = events
     assert on_image["boxes"][0]["pixels"] == [320, 240]
     w, h = page.size
@@ -223,7 +260,9 @@ def test_a_forced_answer_from_the_engine_gives_the_boxes_events(engine, tmp_path
     assert answer == forced
     (event,) = _boxes_events(convo, answer)
     assert (event["image"], event["width"], event["height"]) == (1, 200, 300)
-    assert event["boxes"] == [{"label": "logo", "kind": "point", "pixels": [50, 225], "relative": [250, 750]}]
+    assert event["boxes"] == [
+        {"label": "logo", "kind": "point", "pixels": [50, 225], "relative": [250, 750]}
+    ]
 
 
 def test_a_moment_in_a_video_maps_onto_that_frame(tmp_path):
@@ -238,9 +277,13 @@ def test_a_moment_in_a_video_maps_onto_that_frame(tmp_path):
     from engine_mlx.grounding import choose_video
     from tests.media_files import write_video
 
-    assert [s.time_s for s in parse_grounding(
-        '[{"time": 2.5, "bbox_2d": [0, 0, 10, 10]}, {"timestamp": "00:03.5", "point_2d": [1, 1]},'
-        ' {"time": "4s", "point_2d": [2, 2]}, {"time": -1, "point_2d": [3, 3]}]')] == [2.5, 3.5, 4.0, None]
+    assert [
+        s.time_s
+        for s in parse_grounding(
+            '[{"time": 2.5, "bbox_2d": [0, 0, 10, 10]}, {"timestamp": "00:03.5", "point_2d": [1, 1]},'
+            ' {"time": "4s", "point_2d": [2, 2]}, {"time": -1, "point_2d": [3, 3]}]'
+        )
+    ] == [2.5, 3.5, 4.0, None]
     video = write_video(tmp_path / "clip.mp4", seconds=3.0, size=(160, 120))
     image = write_image(tmp_path / "still.png", size=(64, 32))
     convo = Conversation((Message(Role.USER, "watch", (VideoAttachment(video),)),))
@@ -249,8 +292,18 @@ def test_a_moment_in_a_video_maps_onto_that_frame(tmp_path):
     assert (event["video"], event["time_s"], event["width"], event["height"]) == (1, 1.5, 160, 120)
     assert event["boxes"][0]["pixels"] == [80, 60, 160, 120]
     # a chat with an image too: a shape without a moment stays on the image; one with a moment, the video
-    both = Conversation((Message(Role.USER, "both", (ImageAttachment(image), VideoAttachment(video))),))
-    plain, timed = parse_grounding('[{"point_2d": [500, 500]}, {"time": 1, "point_2d": [500, 500]}]')
-    assert choose_video(plain, videos=1, images=1) is None and choose_video(timed, videos=1, images=1) == 1
+    both = Conversation(
+        (Message(Role.USER, "both", (ImageAttachment(image), VideoAttachment(video))),)
+    )
+    plain, timed = parse_grounding(
+        '[{"point_2d": [500, 500]}, {"time": 1, "point_2d": [500, 500]}]'
+    )
+    assert (
+        choose_video(plain, videos=1, images=1) is None
+        and choose_video(timed, videos=1, images=1) == 1
+    )
     events = _boxes_events(both, '[{"point_2d": [500, 500]}, {"time": 1, "point_2d": [500, 500]}]')
-    assert [("image" in e, e["boxes"][0]["pixels"]) for e in events] == [(True, [32, 16]), (False, [80, 60])]
+    assert [("image" in e, e["boxes"][0]["pixels"]) for e in events] == [
+        (True, [32, 16]),
+        (False, [80, 60]),
+    ]

@@ -14,8 +14,12 @@ BUILD = "from setuptools import build_meta; build_meta.build_editable(r'{out}')"
 
 
 def _filter() -> str:
-    result = subprocess.run(["bash", "-c", f'source "{ROOT}/scripts/_env.sh"; printf %s "$QUIET_EDITABLE"'],
-                            capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        ["bash", "-c", f'source "{ROOT}/scripts/_env.sh"; printf %s "$QUIET_EDITABLE"'],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return result.stdout
 
 
@@ -23,8 +27,14 @@ def _build(project: Path, out: Path, warnings: str | None) -> str:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
     if warnings is not None:
         env["PYTHONWARNINGS"] = warnings
-    result = subprocess.run([sys.executable, "-c", BUILD.format(out=out)], cwd=project, env=env,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", BUILD.format(out=out)],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout + result.stderr
 
@@ -36,6 +46,8 @@ def test_the_editable_install_shows_no_setuptools_banner(tmp_path):
         if (ROOT / name).exists():
             shutil.copy(ROOT / name, project / name)
     for package in ("app", "engine_mlx"):
-        shutil.copytree(ROOT / package, project / package, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(
+            ROOT / package, project / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
     assert "Editable installation" in _build(project, tmp_path / "plain", None)  # what users saw
     assert "Editable installation" not in _build(project, tmp_path / "quiet", _filter())

@@ -16,8 +16,18 @@ from packaging.utils import canonicalize_name
 ROOT = Path(__file__).resolve().parents[1]
 # The libraries the engine drives: an exact pin in pyproject.toml itself, not only in constraints.
 ENGINE_LIBRARIES = {
-    "mlx", "mlx-lm", "mlx-vlm", "transformers", "tokenizers", "huggingface-hub", "safetensors",
-    "jinja2", "numpy", "pillow", "opencv-python-headless", "pypdfium2",
+    "mlx",
+    "mlx-lm",
+    "mlx-vlm",
+    "transformers",
+    "tokenizers",
+    "huggingface-hub",
+    "safetensors",
+    "jinja2",
+    "numpy",
+    "pillow",
+    "opencv-python-headless",
+    "pypdfium2",
 }
 
 
@@ -49,7 +59,10 @@ def test_every_dependency_is_pinned_in_constraints_and_fits_pyproject():
     for dep in _dependencies():
         name = canonicalize_name(dep.name)
         assert name in pins, f"{dep.name} is not pinned in constraints.txt"
-        assert dep.specifier.contains(_version(pins[name]), prereleases=True), (str(dep), str(pins[name]))
+        assert dep.specifier.contains(_version(pins[name]), prereleases=True), (
+            str(dep),
+            str(pins[name]),
+        )
         for extra in dep.extras:  # mlx[cpu] brings mlx-cpu
             assert canonicalize_name(f"{dep.name}-{extra}") in pins
 
@@ -74,5 +87,8 @@ def test_this_environment_is_the_pinned_one():
 
 def test_the_install_script_uses_the_constraints():
     script = (ROOT / "scripts" / "_env.sh").read_text()
-    assert 'PIP_CONSTRAINT="$CONSTRAINTS"' in script and 'CONSTRAINTS="$ROOT/constraints.txt"' in script
+    assert (
+        'PIP_CONSTRAINT="$CONSTRAINTS"' in script
+        and 'CONSTRAINTS="$ROOT/constraints.txt"' in script
+    )
     assert '[ "$CONSTRAINTS" -nt "$STAMP" ]' in script  # a changed lock reinstalls

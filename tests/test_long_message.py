@@ -15,12 +15,18 @@ ANSWER_END = "The closing paragraph names the aardvark."
 
 
 def _paste(chars: int, last: str) -> str:
-    lines = [f"{i:6d} the write-ahead log lets readers continue while a writer appends." for i in range(chars // 70)]
+    lines = [
+        f"{i:6d} the write-ahead log lets readers continue while a writer appends."
+        for i in range(chars // 70)
+    ]
     return "\n".join(lines) + "\n" + last
 
 
 def _answer(chars: int, last: str) -> str:
-    paragraphs = [f"Paragraph {i}: a checkpoint folds the log back into the main file." for i in range(chars // 70)]
+    paragraphs = [
+        f"Paragraph {i}: a checkpoint folds the log back into the main file."
+        for i in range(chars // 70)
+    ]
     return "\n\n".join(paragraphs) + "\n\n" + last + "\n"
 
 
@@ -30,8 +36,14 @@ def _open_long_chat(make_window, qt_wait, qtbot):
     seed_chat(window, "Short chat", ["Hi", "Hello."])
     seed_chat(window, "Long paste", [paste, answer])
     click_row(qtbot, window, "Long paste")
-    qt_wait(lambda: len(window.transcript.widgets) == 2 and window.transcript.widgets[0].message.text == paste
-            and all(w.isVisible() for w in window.transcript.widgets), 10)
+    qt_wait(
+        lambda: (
+            len(window.transcript.widgets) == 2
+            and window.transcript.widgets[0].message.text == paste
+            and all(w.isVisible() for w in window.transcript.widgets)
+        ),
+        10,
+    )
     user, reply = window.transcript.widgets
     return window, user, reply, paste, answer
 
@@ -40,9 +52,15 @@ def test_a_long_message_shows_elided_then_whole_after_show_all(make_window, qt_w
     window, user, reply, paste, answer = _open_long_chat(make_window, qt_wait, qtbot)
 
     shown = user.text_label.text()
-    assert len(shown) <= long_text.USER_SHOWN_CHARS and paste.startswith(shown) and PASTE_END not in shown
+    assert (
+        len(shown) <= long_text.USER_SHOWN_CHARS
+        and paste.startswith(shown)
+        and PASTE_END not in shown
+    )
     assert user.show_all_button.isVisible()
-    assert f"of {len(paste):,} characters" in user.show_all_row.findChild(type(user.text_label)).text()
+    assert (
+        f"of {len(paste):,} characters" in user.show_all_row.findChild(type(user.text_label)).text()
+    )
     assert ANSWER_END not in reply.answer.toPlainText()
     assert reply.answer.markdown == answer  # Copy still copies the whole answer
 

@@ -28,8 +28,13 @@ from engine_mlx.tools.consent import Consent, ConsentTable, load_consent, save_c
 from engine_mlx.tools.host import ServerState, ToolCancelled, ToolError, ToolHost, ToolTimeout
 
 ROOT = Path(__file__).resolve().parent.parent
-TEST_SERVER = ServerConfig("test", command=sys.executable, args=(str(ROOT / "tests" / "mcp_server.py"),),
-                           env={"PYTHONPATH": str(ROOT), "GIVEN_BY_CONFIG": "yes"}, timeout_s=20)
+TEST_SERVER = ServerConfig(
+    "test",
+    command=sys.executable,
+    args=(str(ROOT / "tests" / "mcp_server.py"),),
+    env={"PYTHONPATH": str(ROOT), "GIVEN_BY_CONFIG": "yes"},
+    timeout_s=20,
+)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +65,7 @@ def test_lists_tools_and_passes_exact_arguments(host):
     assert {"echo", "slow", "big", "picture", "env", "pid", "crash"} <= names
     echo = next(t for t in host.tools() if t.name == "echo")
     assert echo.server == "test" and "text" in echo.input_schema["properties"]
-    args = {"text": "héllo <tag> \"quoted\"", "count": 3, "options": {"nested": [1, {"deep": None}]}}
+    args = {"text": 'héllo <tag> "quoted"', "count": 3, "options": {"nested": [1, {"deep": None}]}}
     result = host.call("test", "echo", args)
     assert not result.is_error and json.loads(result.text) == args
 
@@ -80,7 +85,10 @@ def test_images_come_back_as_bytes(host):
 def test_a_huge_result_is_cut_and_says_so(host):
     result = host.call("test", "big", {"n": 50_000})
     assert result.truncated and result.text.startswith("x" * 5000)
-    assert "truncated by QwenDesk: the result was 50,000 characters; the first 5,000 are kept" in result.text
+    assert (
+        "truncated by QwenDesk: the result was 50,000 characters; the first 5,000 are kept"
+        in result.text
+    )
     assert not host.call("test", "big", {"n": 10}).truncated
 
 
@@ -163,9 +171,12 @@ def _free_port() -> int:
 
 def test_streamable_http_server_on_loopback(tmp_path):
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "mcp_server.py"), "--http", str(port)],
-                            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "mcp_server.py"), "--http", str(port)],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     host = ToolHost(tmp_path)
     try:
         deadline = time.monotonic() + 60
@@ -176,10 +187,14 @@ def test_streamable_http_server_on_loopback(tmp_path):
             except OSError:
                 assert time.monotonic() < deadline and proc.poll() is None
                 time.sleep(0.1)
-        host.configure([ServerConfig("web", url=f"http://127.0.0.1:{port}/mcp", headers={"X-Test": "1"})])
+        host.configure(
+            [ServerConfig("web", url=f"http://127.0.0.1:{port}/mcp", headers={"X-Test": "1"})]
+        )
         host.wait_ready(30)
         assert host.status()[0].state is ServerState.READY, host.status()
-        assert json.loads(host.call("web", "echo", {"text": "over http"}).text)["text"] == "over http"
+        assert (
+            json.loads(host.call("web", "echo", {"text": "over http"}).text)["text"] == "over http"
+        )
     finally:
         host.close()
         proc.terminate()
@@ -215,7 +230,13 @@ def test_files_tool_reads_only_inside_the_shared_folders(tmp_path, shared):
         assert "wombat" in host.call(BUILTIN_FILES, "read_text", {"path": "sub/deep.txt"}).text
         hits = host.call(BUILTIN_FILES, "search", {"query": "QUOKKA"}).text
         assert "notes.md:1:" in hits and "secret" not in hits and "1234" not in hits
-        for outside in ("../secret.txt", str(secret), "link-out.txt", "dir-out/secret.txt", "sub/../../secret.txt"):
+        for outside in (
+            "../secret.txt",
+            str(secret),
+            "link-out.txt",
+            "dir-out/secret.txt",
+            "sub/../../secret.txt",
+        ):
             result = host.call(BUILTIN_FILES, "read_text", {"path": outside})
             assert result.is_error and "outside the shared folders" in result.text, outside
             assert "1234" not in result.text
@@ -239,25 +260,40 @@ def test_files_tool_with_no_folder_says_how_to_share_one(tmp_path):
 
 def test_config_round_trip_and_errors_name_the_field(tmp_path):
     path = tmp_path / "mcp.json"
-    path.write_text(json.dumps({"mcpServers": {
-        "time": {"command": "uvx", "args": ["mcp-server-time"], "env": {"TZ": "UTC"}},
-        "web": {"url": "https://example.invalid/mcp", "headers": {"Authorization": "Bearer k"}, "timeout": 5},
-        "off": {"command": "x", "disabled": True},
-    }}), encoding="utf-8")
+    path.write_text(
+        json.dumps(
+            {
+                "mcpServers": {
+                    "time": {"command": "uvx", "args": ["mcp-server-time"], "env": {"TZ": "UTC"}},
+                    "web": {
+                        "url": "https://example.invalid/mcp",
+                        "headers": {"Authorization": "Bearer k"},
+                        "timeout": 5,
+                    },
+                    "off": {"command": "x", "disabled": True},
+                }
+            }
+        ),
+        encoding="utf-8",
+    )
     servers = load_config(path)
     assert [s.name for s in servers] == ["time", "web", "off"]
-    assert servers[0].args == ("mcp-server-time",) and servers[1].timeout_s == 5 and not servers[2].enabled
+    assert (
+        servers[0].args == ("mcp-server-time",)
+        and servers[1].timeout_s == 5
+        and not servers[2].enabled
+    )
     save_config(path, servers)
     assert load_config(path) == servers
     assert load_config(tmp_path / "missing.json") == ()
     for bad, field in [
         ({"mcpServers": []}, "mcpServers"),
-        ({"mcpServers": {"a": {"args": []}}}, "either \"command\""),
-        ({"mcpServers": {"a": {"command": "x", "url": "http://h"}}}, "either \"command\""),
-        ({"mcpServers": {"a": {"command": "x", "args": "not a list"}}}, "\"args\""),
-        ({"mcpServers": {"a": {"command": "x", "env": {"K": 1}}}}, "\"env\""),
-        ({"mcpServers": {"a": {"url": "file:///etc/passwd"}}}, "\"url\""),
-        ({"mcpServers": {"a": {"command": "x", "timeout": -1}}}, "\"timeout\""),
+        ({"mcpServers": {"a": {"args": []}}}, 'either "command"'),
+        ({"mcpServers": {"a": {"command": "x", "url": "http://h"}}}, 'either "command"'),
+        ({"mcpServers": {"a": {"command": "x", "args": "not a list"}}}, '"args"'),
+        ({"mcpServers": {"a": {"command": "x", "env": {"K": 1}}}}, '"env"'),
+        ({"mcpServers": {"a": {"url": "file:///etc/passwd"}}}, '"url"'),
+        ({"mcpServers": {"a": {"command": "x", "timeout": -1}}}, '"timeout"'),
         ({"mcpServers": {"a/b": {"command": "x"}}}, "server name"),
     ]:
         with pytest.raises(ToolConfigError, match=field):
@@ -274,7 +310,10 @@ def test_import_adds_new_servers_disabled_and_keeps_existing_ones():
     mine = (ServerConfig("time", command="mine"),)
     theirs = (ServerConfig("time", command="theirs"), ServerConfig("git", command="git-mcp"))
     merged = merge_imported(mine, theirs)
-    assert [(s.name, s.command, s.enabled) for s in merged] == [("time", "mine", True), ("git", "git-mcp", False)]
+    assert [(s.name, s.command, s.enabled) for s in merged] == [
+        ("time", "mine", True),
+        ("git", "git-mcp", False),
+    ]
 
 
 def test_consent_per_server_and_per_tool_persists(tmp_path):
@@ -286,7 +325,9 @@ def test_consent_per_server_and_per_tool_persists(tmp_path):
     save_consent(tmp_path / "c.json", table)
     assert load_consent(tmp_path / "c.json") == table
     (tmp_path / "bad.json").write_text('{"servers": {"x": "always"}}', encoding="utf-8")
-    assert load_consent(tmp_path / "bad.json") == ConsentTable()  # a bad value: everything asks again
+    assert (
+        load_consent(tmp_path / "bad.json") == ConsentTable()
+    )  # a bad value: everything asks again
 
 
 # ---------------------------------------------------------------------------------------- CLI
@@ -294,26 +335,50 @@ def test_consent_per_server_and_per_tool_persists(tmp_path):
 
 def _cli(*args: str, data: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "QWENDESK_DATA_DIR": str(data)}
-    return subprocess.run([sys.executable, "-m", "engine_mlx", "mcp", *args], capture_output=True, text=True,
-                          env=env, timeout=180, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "engine_mlx", "mcp", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+        cwd=ROOT,
+    )
 
 
 def test_cli_lists_and_calls_a_published_server_and_the_test_server(tmp_path):
     config = tmp_path / "mcp.json"
-    save_config(config, (
-        ServerConfig("time", command=sys.executable, args=("-m", "mcp_server_time", "--local-timezone", "UTC")),
-        TEST_SERVER,
-    ))
+    save_config(
+        config,
+        (
+            ServerConfig(
+                "time",
+                command=sys.executable,
+                args=("-m", "mcp_server_time", "--local-timezone", "UTC"),
+            ),
+            TEST_SERVER,
+        ),
+    )
     listed = _cli("list", "--config", str(config), "--json", data=tmp_path / "data")
     assert listed.returncode == 0, listed.stderr
     tools = {(t["server"], t["name"]) for t in json.loads(listed.stdout)}
     assert {("time", "get_current_time"), ("time", "convert_time"), ("test", "echo")} <= tools
-    called = _cli("call", "--config", str(config), "time", "get_current_time", "--args", '{"timezone": "UTC"}',
-                  "--json", data=tmp_path / "data")
+    called = _cli(
+        "call",
+        "--config",
+        str(config),
+        "time",
+        "get_current_time",
+        "--args",
+        '{"timezone": "UTC"}',
+        "--json",
+        data=tmp_path / "data",
+    )
     assert called.returncode == 0, called.stderr
     result = json.loads(called.stdout)
     assert not result["is_error"] and json.loads(result["text"])["timezone"] == "UTC"
-    bad = _cli("call", "--config", str(config), "test", "echo", "--args", "[1]", data=tmp_path / "data")
+    bad = _cli(
+        "call", "--config", str(config), "test", "echo", "--args", "[1]", data=tmp_path / "data"
+    )
     assert bad.returncode == 2 and "must be a JSON object" in bad.stderr
 
 
@@ -326,7 +391,9 @@ def test_cli_uses_the_data_folders_config_by_default(tmp_path):
     assert json.loads(done.stdout)["text"] == "default config"
     (data / "mcp.json").write_text("[]", encoding="utf-8")
     broken = _cli("list", data=data)
-    assert broken.returncode == 2 and "mcp.json" in broken.stderr and "Traceback" not in broken.stderr
+    assert (
+        broken.returncode == 2 and "mcp.json" in broken.stderr and "Traceback" not in broken.stderr
+    )
 
 
 def test_a_server_that_dies_while_idle_is_noticed_and_restarted(tmp_path, monkeypatch):

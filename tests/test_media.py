@@ -507,8 +507,13 @@ def test_non_files_are_named_as_what_they_are(tmp_path: Path) -> None:
     dangling.symlink_to(tmp_path / "nowhere.png")
     folder = tmp_path / "album.png"
     folder.mkdir()
-    cases = [(fifo, "is a named pipe"), (loop, "symbolic link that loops"), (folder, "is a folder"),
-             (dangling, "symbolic link to a file that does not exist"), (Path("/dev/null"), "is a device")]
+    cases = [
+        (fifo, "is a named pipe"),
+        (loop, "symbolic link that loops"),
+        (folder, "is a folder"),
+        (dangling, "symbolic link to a file that does not exist"),
+        (Path("/dev/null"), "is a device"),
+    ]
     for path, reason in cases:
         for check in (classify, load_image):  # the app classifies first; every loader checks too
             with pytest.raises(MediaError, match=reason) as info:

@@ -284,16 +284,34 @@ def test_no_sysctl_advice_once_the_limit_is_at_the_ceiling(qwen35_397b: ModelInf
     [
         # A bf16 release: its vision tower and the float32 A_log (mlx_lm.convert keeps it in float32)
         # do not change what the language model computes in.
-        ({"language_model.model.embed_tokens.weight": "BF16",
-          "language_model.model.layers.0.linear_attn.A_log": "F32",
-          "language_model.model.layers.0.linear_attn.dt_bias": "F32",
-          "vision_tower.blocks.0.norm1.weight": "F32",
-          "mtp.norm.weight": "F32"}, "float32", "bfloat16"),
+        (
+            {
+                "language_model.model.embed_tokens.weight": "BF16",
+                "language_model.model.layers.0.linear_attn.A_log": "F32",
+                "language_model.model.layers.0.linear_attn.dt_bias": "F32",
+                "vision_tower.blocks.0.norm1.weight": "F32",
+                "mtp.norm.weight": "F32",
+            },
+            "float32",
+            "bfloat16",
+        ),
         # One float32 norm promotes bf16 activations to float32 in MLX; so do fp16 with bf16.
-        ({"language_model.model.embed_tokens.scales": "BF16",
-          "language_model.model.norm.weight": "F32"}, None, "float32"),
-        ({"model.language_model.embed_tokens.weight": "F16",
-          "model.language_model.norm.weight": "BF16"}, None, "float32"),
+        (
+            {
+                "language_model.model.embed_tokens.scales": "BF16",
+                "language_model.model.norm.weight": "F32",
+            },
+            None,
+            "float32",
+        ),
+        (
+            {
+                "model.language_model.embed_tokens.weight": "F16",
+                "model.language_model.norm.weight": "BF16",
+            },
+            None,
+            "float32",
+        ),
         # No floating-point tensor to go by (microscaling scales are U8): config.json decides.
         ({"language_model.model.embed_tokens.scales": "U8"}, "float16", "float16"),
         ({"language_model.model.embed_tokens.scales": "U8"}, None, "bfloat16"),
@@ -390,7 +408,9 @@ def test_estimate_equals_the_cache_a_real_load_holds(model: str, dtype: str, req
     from mlx.utils import tree_flatten
 
     held = sum(p.nbytes for _, p in tree_flatten(loaded.model.parameters()))
-    assert estimate.weights_bytes == held  # bf16 weights and scales doubled where the CPU backend casts
+    assert (
+        estimate.weights_bytes == held
+    )  # bf16 weights and scales doubled where the CPU backend casts
     assert fixed == [a for a, g in zip(sizes[0], grows) if not g]  # it stays put
 
 
@@ -411,7 +431,9 @@ def test_check_fit() -> None:
 def test_summary_is_one_line_with_gib_numbers() -> None:
     line = estimate_fit(TINY, 4096, linux(64 * GIB)).summary()
     assert "\n" not in line
-    assert line.startswith("fits: needs 3.6 GiB (weights 2.0 GiB, KV cache 2.0 MiB for 4,096 tokens")
+    assert line.startswith(
+        "fits: needs 3.6 GiB (weights 2.0 GiB, KV cache 2.0 MiB for 4,096 tokens"
+    )
     assert line.endswith("of 54.4 GiB usable RAM")
 
 
@@ -443,5 +465,7 @@ def test_the_mtp_heads_weights_and_cache_count() -> None:
     embedded = replace(TINY, mtp=MtpHead(MtpSource.EMBEDDED, TINY.path, 1, 300 * MIB))
     assert weight_bytes(folder) == weight_bytes(TINY) + 300 * MIB
     assert weight_bytes(embedded) == weight_bytes(TINY)
-    assert kv_bytes_per_token(folder) == kv_bytes_per_token(TINY) * 3 // 2  # 2 layers + the head's 1
+    assert (
+        kv_bytes_per_token(folder) == kv_bytes_per_token(TINY) * 3 // 2
+    )  # 2 layers + the head's 1
     assert estimate_fit(folder, 4096).weights_bytes > estimate_fit(TINY, 4096).weights_bytes

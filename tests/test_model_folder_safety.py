@@ -246,7 +246,9 @@ def _no_vision_tower(folder: Path, marker: Path) -> None:
     edit_json(
         folder / INDEX,
         lambda i: i.update(
-            weight_map={k: v for k, v in i["weight_map"].items() if not k.startswith("vision_tower.")}
+            weight_map={
+                k: v for k, v in i["weight_map"].items() if not k.startswith("vision_tower.")
+            }
         ),
     )
 
@@ -264,60 +266,82 @@ DAMAGES = [
     Damage("auto_map_config", _auto_map_config, ("config.json", "auto_map", "never runs code")),
     Damage("auto_map_tokenizer", _auto_map_tokenizer, ("tokenizer_config.json", "auto_map")),
     Damage(
-        "auto_map_processor", _auto_map_processor, ("preprocessor_config.json", "auto_map"),
+        "auto_map_processor",
+        _auto_map_processor,
+        ("preprocessor_config.json", "auto_map"),
         kinds=("vision",),
     ),
     Damage("tool_parser_module", _foreign_tool_parser, ("tool_parser_type", "'evil'")),
     Damage("stray_python", _stray_python, ("holds Python code (modeling_qwen3_5_moe.py)",)),
     Damage(
-        "index_outside", _index_points_outside,
+        "index_outside",
+        _index_points_outside,
         ("names weight file ../", "outside the model folder"),
     ),
     Damage("shard_link_outside", _shard_links_outside, ("model.safetensors links outside",)),
     Damage(
-        "tensor_missing", _tensor_missing,
-        (f"tensor {QKV} is missing from the weight files",), sharded=True,
+        "tensor_missing",
+        _tensor_missing,
+        (f"tensor {QKV} is missing from the weight files",),
+        sharded=True,
     ),
     Damage(
-        "tensor_missing_from_shard", _tensor_missing_from_its_shard,
-        (f"tensor {QKV} is missing from model-0000", f"({INDEX} puts it there)"), sharded=True,
+        "tensor_missing_from_shard",
+        _tensor_missing_from_its_shard,
+        (f"tensor {QKV} is missing from model-0000", f"({INDEX} puts it there)"),
+        sharded=True,
     ),
     Damage(
-        "tensor_extra", _tensor_extra,
+        "tensor_extra",
+        _tensor_extra,
         ("holds tensor language_model.model.layers.0.stowaway.weight", "does not have"),
         sharded=True,
     ),
     Damage(
-        "packed_weight_dtype", _packed_weight_as_float,
-        (f"tensor {QKV} in model-0000", "stored as float32", "must be uint32"), sharded=True,
+        "packed_weight_dtype",
+        _packed_weight_as_float,
+        (f"tensor {QKV} in model-0000", "stored as float32", "must be uint32"),
+        sharded=True,
     ),
     Damage(
-        "float_weight_dtype", _norm_as_integer,
+        "float_weight_dtype",
+        _norm_as_integer,
         (f"tensor {NORM} in model-0000", "stored as int32", "must be floating point"),
         sharded=True,
     ),
     Damage(
-        "wrong_shape", _wrong_shape,
-        (f"tensor {QKV} in model-0000", "has shape [16, 256]", "its scales [256, 2]"), sharded=True,
+        "wrong_shape",
+        _wrong_shape,
+        (f"tensor {QKV} in model-0000", "has shape [16, 256]", "its scales [256, 2]"),
+        sharded=True,
     ),
     Damage(
-        "vision_shape", _vision_shape,
+        "vision_shape",
+        _vision_shape,
         (f"tensor {PATCH} in model-0000", "has shape (8, 8), but config.json needs ("),
-        sharded=True, kinds=("vision",),
+        sharded=True,
+        kinds=("vision",),
     ),
     Damage(
-        "no_vision_tower", _no_vision_tower, ("has a vision_config but", "no vision tower"),
-        sharded=True, kinds=("vision",),
+        "no_vision_tower",
+        _no_vision_tower,
+        ("has a vision_config but", "no vision tower"),
+        sharded=True,
+        kinds=("vision",),
     ),
     Damage("offsets", _offsets_gap, (f"tensor {QKV} in model-0000", "has offsets"), sharded=True),
     Damage("truncated", _truncated, ("is truncated", "download it again"), sharded=True),
     Damage(
-        "stray_shard", _stray_shard,
-        ("weight shard model-leftover.safetensors is truncated",), sharded=True,
+        "stray_shard",
+        _stray_shard,
+        ("weight shard model-leftover.safetensors is truncated",),
+        sharded=True,
     ),
     Damage(
-        "unknown_dtype", _unknown_dtype,
-        (f"tensor {NORM} in model-0000", "dtype F8_E5M2, which MLX cannot load"), sharded=True,
+        "unknown_dtype",
+        _unknown_dtype,
+        (f"tensor {NORM} in model-0000", "dtype F8_E5M2, which MLX cannot load"),
+        sharded=True,
     ),
 ]
 CASES = [(d, kind) for d in DAMAGES for kind in d.kinds]
@@ -386,13 +410,33 @@ def test_engine_load_refuses(damaged, case_id: str, tmp_path: Path) -> None:
 
 def test_models_json_lists_every_refusal(damaged, converted, tmp_path: Path) -> None:
     (tmp_path / "home").mkdir()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MLX_DISABLE_COMPILE": "1",
-           "HOME": str(tmp_path / "home"), "HF_HUB_CACHE": str(tmp_path / "no-hub")}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "MLX_DISABLE_COMPILE": "1",
+        "HOME": str(tmp_path / "home"),
+        "HF_HUB_CACHE": str(tmp_path / "no-hub"),
+    }
     root = next(iter(damaged.values())).folder.parent
     result = subprocess.run(
-        [sys.executable, "-m", "engine_mlx", "models", "--json", "--dir", str(root),
-         "--dir", str(converted["vision"]), "--dir", str(converted["text"])],
-        check=False, capture_output=True, text=True, env=env, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "engine_mlx",
+            "models",
+            "--json",
+            "--dir",
+            str(root),
+            "--dir",
+            str(converted["vision"]),
+            "--dir",
+            str(converted["text"]),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     rows = {Path(r["path"]): r for r in json.loads(result.stdout)}
@@ -408,7 +452,10 @@ def test_chat_refuses_in_one_line(damaged) -> None:
     case = damaged["model_file-vision"]
     result = subprocess.run(
         [sys.executable, "-m", "engine_mlx", "chat", "--model", str(case.folder), "Hello"],
-        check=False, capture_output=True, text=True, timeout=300,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={**os.environ, "HF_HUB_OFFLINE": "1", "MLX_DISABLE_COMPILE": "1"},
     )
     assert result.returncode != 0
@@ -467,7 +514,9 @@ def test_mlx_vlm_would_read_weights_outside_the_folder(converted, tmp_path: Path
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_clean_conversions_and_three_shards_are_accepted(converted, kind: str, tmp_path: Path) -> None:
+def test_clean_conversions_and_three_shards_are_accepted(
+    converted, kind: str, tmp_path: Path
+) -> None:
     info = inspect_checkpoint(converted[kind])
     sharded = shutil.copytree(converted[kind], tmp_path / "sharded")
     split_into_shards(sharded)
@@ -562,7 +611,10 @@ def test_model_picker_lists_refused_folders_with_the_reason(
     rect = picker.table.visualItemRect(picker.table.item(row, 0))
     qtbot.mouseClick(picker.table.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
     details = picker.details.text()
-    assert details.startswith("Refused: ") and "config.json names Python code to import (model_file)" in details
+    assert (
+        details.startswith("Refused: ")
+        and "config.json names Python code to import (model_file)" in details
+    )
     assert not picker.load_button.isEnabled()
     qtbot.mouseDClick(picker.table.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
     assert started == [] and not damaged["model_file-text"].marker.exists()
@@ -577,8 +629,15 @@ def test_model_picker_lists_refused_folders_with_the_reason(
     assert errors[0].startswith(str(broken)) and f"tensor {QKV}" in errors[0]
     # Remembered, so the picker lists it with the reason (as the README says), and never loads it.
     assert str(broken) in json.loads(store.get_pref("model_folders", "[]"))
-    qt_wait(lambda: any(picker.table.item(r, 0).text() == broken.name for r in range(picker.table.rowCount())), 120)
-    row = next(r for r in range(picker.table.rowCount()) if picker.table.item(r, 0).text() == broken.name)
+    qt_wait(
+        lambda: any(
+            picker.table.item(r, 0).text() == broken.name for r in range(picker.table.rowCount())
+        ),
+        120,
+    )
+    row = next(
+        r for r in range(picker.table.rowCount()) if picker.table.item(r, 0).text() == broken.name
+    )
     assert f"tensor {QKV}" in picker.table.item(row, 4).text()
     assert started == []
 

@@ -26,7 +26,9 @@ TINY_HIDDEN = 128
 @pytest.fixture(scope="module")
 def drafter_dir(tiny_text_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random head for the tiny model in mlx-vlm's split-drafter layout."""
-    return write_head(tiny_text_model_dir, new_head(tiny_text_model_dir), tmp_path_factory.mktemp("drafter"))
+    return write_head(
+        tiny_text_model_dir, new_head(tiny_text_model_dir), tmp_path_factory.mktemp("drafter")
+    )
 
 
 def _copy(src: Path, dst: Path) -> Path:
@@ -39,7 +41,9 @@ def test_a_model_without_a_head(tiny_text_model_dir: Path) -> None:
     assert info.mtp is None and info.mtp_error is None
 
 
-def test_head_in_the_mtp_folder(tiny_text_model_dir: Path, drafter_dir: Path, tmp_path: Path) -> None:
+def test_head_in_the_mtp_folder(
+    tiny_text_model_dir: Path, drafter_dir: Path, tmp_path: Path
+) -> None:
     model = _copy(tiny_text_model_dir, tmp_path / "model")
     shutil.copytree(drafter_dir, model / "mtp")
 
@@ -49,7 +53,9 @@ def test_head_in_the_mtp_folder(tiny_text_model_dir: Path, drafter_dir: Path, tm
     assert info.mtp.source is MtpSource.FOLDER
     assert info.mtp.path == model / "mtp"
     assert info.mtp.layers == 1
-    assert info.mtp.weight_bytes == (drafter_dir / "model.safetensors").stat().st_size - _header(drafter_dir)
+    assert info.mtp.weight_bytes == (drafter_dir / "model.safetensors").stat().st_size - _header(
+        drafter_dir
+    )
 
 
 def _header(folder: Path) -> int:
@@ -63,8 +69,11 @@ def test_head_inside_the_checkpoint(tmp_path: Path) -> None:
         "mtp.fc.weight": np.zeros((8, 16), np.float32),
         "mtp.norm.weight": np.ones(8, np.float32),
     }
-    folder = make_model(tmp_path / "m", tensors=tensors,
-                        config_extra={"text_config": {**TEXT_CONFIG, "mtp_num_hidden_layers": 1}})
+    folder = make_model(
+        tmp_path / "m",
+        tensors=tensors,
+        config_extra={"text_config": {**TEXT_CONFIG, "mtp_num_hidden_layers": 1}},
+    )
 
     info = inspect_checkpoint(folder, check_tensors=False)
 
@@ -73,10 +82,14 @@ def test_head_inside_the_checkpoint(tmp_path: Path) -> None:
     assert info.mtp.weight_bytes == (8 * 16 + 8) * 4
 
 
-def test_a_damaged_mtp_folder_leaves_the_model_usable(tiny_text_model_dir: Path, tmp_path: Path) -> None:
+def test_a_damaged_mtp_folder_leaves_the_model_usable(
+    tiny_text_model_dir: Path, tmp_path: Path
+) -> None:
     model = _copy(tiny_text_model_dir, tmp_path / "model")
     (model / "mtp").mkdir()
-    (model / "mtp" / "config.json").write_text(json.dumps({"model_type": "qwen3_5_mtp", "text_config": {"hidden_size": TINY_HIDDEN}}))
+    (model / "mtp" / "config.json").write_text(
+        json.dumps({"model_type": "qwen3_5_mtp", "text_config": {"hidden_size": TINY_HIDDEN}})
+    )
     (model / "mtp" / "model.safetensors").write_bytes(b"\x10\x00")
 
     info = inspect_checkpoint(model)
@@ -91,7 +104,9 @@ def test_standalone_drafter(drafter_dir: Path) -> None:
 
 
 def test_drafter_for_another_model_is_refused(drafter_dir: Path) -> None:
-    with pytest.raises(CheckpointError, match=r"for another model \(hidden size 128, the model's is 64\)"):
+    with pytest.raises(
+        CheckpointError, match=r"for another model \(hidden size 128, the model's is 64\)"
+    ):
         inspect_drafter(drafter_dir, 64)
 
 
@@ -123,15 +138,22 @@ def test_drafter_folder_linking_outside_is_refused(drafter_dir: Path, tmp_path: 
         inspect_drafter(folder, TINY_HIDDEN)
 
 
-def test_models_json_shows_the_head(tiny_text_model_dir: Path, drafter_dir: Path, tmp_path: Path) -> None:
+def test_models_json_shows_the_head(
+    tiny_text_model_dir: Path, drafter_dir: Path, tmp_path: Path
+) -> None:
     root = tmp_path / "models"
     with_head = _copy(tiny_text_model_dir, root / "with-head")
     shutil.copytree(drafter_dir, with_head / "mtp")
     _copy(tiny_text_model_dir, root / "without")
     env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hf"), "HOME": str(tmp_path)}
 
-    out = subprocess.run([sys.executable, "-m", "engine_mlx", "models", "--json", "--dir", str(root)],
-                         capture_output=True, text=True, check=True, env=env)
+    out = subprocess.run(
+        [sys.executable, "-m", "engine_mlx", "models", "--json", "--dir", str(root)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
 
     rows = {Path(r["path"]).name: r for r in json.loads(out.stdout)}
     assert rows["with-head"]["mtp"]["source"] == "folder"

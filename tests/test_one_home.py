@@ -37,7 +37,11 @@ def test_a_text_file_over_the_limit_states_both_sizes(tmp_path: Path) -> None:
 
 def test_one_formatter_for_every_size_shown() -> None:
     assert [human_bytes(n) for n in (77, 2_000_004, 912_000_000, 807_000_000_000)] == [
-        "77 bytes", "1.9 MiB", "870 MiB", "752 GiB"]
+        "77 bytes",
+        "1.9 MiB",
+        "870 MiB",
+        "752 GiB",
+    ]
 
 
 def test_cli_defaults_are_the_settings_defaults() -> None:
@@ -73,7 +77,11 @@ def test_cli_numeric_defaults_are_named() -> None:
         for call in ast.walk(tree)
         if isinstance(call, ast.Call) and getattr(call.func, "attr", "") == "add_argument"
         for keyword in call.keywords
-        if keyword.arg == "default" and isinstance(keyword.value, ast.Constant)
-        and isinstance(keyword.value.value, (int, float)) and not isinstance(keyword.value.value, bool)
+        if keyword.arg == "default"
+        and isinstance(keyword.value, ast.Constant)
+        and isinstance(keyword.value.value, (int, float))
+        and not isinstance(keyword.value.value, bool)
     ]
-    assert not literal, f"name these defaults in engine_mlx/settings.py (or beside their kin): {literal}"
+    assert not literal, (
+        f"name these defaults in engine_mlx/settings.py (or beside their kin): {literal}"
+    )

@@ -22,7 +22,9 @@ BUILD = PACKAGING / "build"
 
 def _load_bundle_module():
     # Loaded by path: packaging/ is deliberately not a package (it would shadow PyPI's "packaging").
-    spec = importlib.util.spec_from_file_location("qwendesk_bundle", PACKAGING / "qwendesk_bundle.py")
+    spec = importlib.util.spec_from_file_location(
+        "qwendesk_bundle", PACKAGING / "qwendesk_bundle.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -47,7 +49,9 @@ def test_info_plist_has_the_keys_a_mac_needs(qb, tmp_path):
         plist = plistlib.load(handle)
     assert plist["CFBundleShortVersionString"] == _pyproject_version()
     assert plist["CFBundleVersion"] == _pyproject_version()
-    assert plist["CFBundleIdentifier"] == qb.BUNDLE_ID and plist["CFBundleIdentifier"].count(".") >= 2
+    assert (
+        plist["CFBundleIdentifier"] == qb.BUNDLE_ID and plist["CFBundleIdentifier"].count(".") >= 2
+    )
     assert plist["CFBundleName"] == plist["CFBundleExecutable"] == "QwenDesk"
     assert plist["CFBundlePackageType"] == "APPL"
     assert plist["NSHighResolutionCapable"] is True
@@ -118,7 +122,9 @@ def test_entitlements_are_a_valid_minimal_plist():
 def test_build_script_and_spec_are_well_formed():
     assert os.access(BUILD, os.X_OK)
     subprocess.run(["bash", "-n", str(BUILD)], check=True)
-    usage = subprocess.run([str(BUILD), "--help"], capture_output=True, text=True, check=True).stdout
+    usage = subprocess.run(
+        [str(BUILD), "--help"], capture_output=True, text=True, check=True
+    ).stdout
     assert "--sign" in usage and "--notarize" in usage and "--self-test" in usage
     compile((PACKAGING / "qwendesk.spec").read_text(), "qwendesk.spec", "exec")
     assert not (PACKAGING / "__init__.py").exists()  # would shadow PyPI's "packaging"
@@ -132,19 +138,30 @@ def _tree_size(folder: Path) -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(sys.platform != "linux", reason="CI builds the Linux bundle; macOS is built by hand (README)")
+@pytest.mark.skipif(
+    sys.platform != "linux", reason="CI builds the Linux bundle; macOS is built by hand (README)"
+)
 def test_linux_bundle_builds_and_passes_its_self_test(tmp_path, capsys):
     if importlib.util.find_spec("PyInstaller") is None:
-        pytest.fail("PyInstaller is missing: it is in pyproject's test extra (scripts/test installs it)")
+        pytest.fail(
+            "PyInstaller is missing: it is in pyproject's test extra (scripts/test installs it)"
+        )
     dist, work = tmp_path / "dist", tmp_path / "work"
     env = {**os.environ, "QWENDESK_PYTHON": sys.executable}
     started = time.perf_counter()
     build = subprocess.run(
         [str(BUILD), "--dist", str(dist), "--work", str(work)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500, stdin=subprocess.DEVNULL,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+        stdin=subprocess.DEVNULL,
     )
     build_s = time.perf_counter() - started
-    assert build.returncode == 0, f"packaging/build failed:\n{build.stdout[-3000:]}\n{build.stderr[-6000:]}"
+    assert build.returncode == 0, (
+        f"packaging/build failed:\n{build.stdout[-3000:]}\n{build.stderr[-6000:]}"
+    )
     try:
         bundle = dist / "QwenDesk"
         exe = bundle / "QwenDesk"
@@ -162,9 +179,20 @@ def test_linux_bundle_builds_and_passes_its_self_test(tmp_path, capsys):
         assert not (internal / "resources" / "screenshots").exists()
         # Lean: no models, no torch, no data-science stack, no Qt modules the app does not use.
         assert not [f for f in files if f.endswith((".safetensors", ".gguf", ".npz"))]
-        for heavy in ("torch", "scipy", "pandas", "pyarrow", "datasets", "fsspec", "hf_xet", "mlx_audio"):
+        for heavy in (
+            "torch",
+            "scipy",
+            "pandas",
+            "pyarrow",
+            "datasets",
+            "fsspec",
+            "hf_xet",
+            "mlx_audio",
+        ):
             assert not (internal / heavy).exists(), heavy
-        assert not [f for f in files if "libQt6Qml" in f or "libQt6Quick" in f or "QtWebEngine" in f]
+        assert not [
+            f for f in files if "libQt6Qml" in f or "libQt6Quick" in f or "QtWebEngine" in f
+        ]
         # Only the Qwen families of transformers.
         families = {p.name for p in (internal / "transformers" / "models").iterdir() if p.is_dir()}
         assert {"auto", "qwen3_5", "qwen3_5_moe", "qwen2"} <= families and len(families) < 20
@@ -173,23 +201,41 @@ def test_linux_bundle_builds_and_passes_its_self_test(tmp_path, capsys):
 
         # Run it as a user would: from elsewhere, MLX compiling its kernels (no MLX_DISABLE_COMPILE),
         # a fresh temp folder (so the compile cache starts empty), no display, no source tree.
-        run_env = {k: v for k, v in os.environ.items() if k not in ("MLX_DISABLE_COMPILE", "PYTHONPATH")}
+        run_env = {
+            k: v for k, v in os.environ.items() if k not in ("MLX_DISABLE_COMPILE", "PYTHONPATH")
+        }
         (tmp_path / "tmp").mkdir()
         run_env["TMPDIR"] = str(tmp_path / "tmp")
         started = time.perf_counter()
         proc = subprocess.run(
-            [str(exe), "--self-test"], cwd=tmp_path, env=run_env, capture_output=True, text=True,
-            timeout=900, stdin=subprocess.DEVNULL,
+            [str(exe), "--self-test"],
+            cwd=tmp_path,
+            env=run_env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            stdin=subprocess.DEVNULL,
         )
         self_test_s = time.perf_counter() - started
         lines = proc.stdout.splitlines()
         assert len(lines) == 1, f"stdout: {proc.stdout!r}\nstderr:\n{proc.stderr[-4000:]}"
         result = json.loads(lines[0])
         failed = {k: v["detail"] for k, v in result["checks"].items() if not v["ok"]}
-        assert proc.returncode == 0 and result["ok"], f"failed: {failed}\nstderr:\n{proc.stderr[-4000:]}"
+        assert proc.returncode == 0 and result["ok"], (
+            f"failed: {failed}\nstderr:\n{proc.stderr[-4000:]}"
+        )
         assert result["frozen"] is True
         assert result["version"] == _pyproject_version()
-        assert set(result["checks"]) >= {"imports", "qt", "mlx", "media", "tiny_model", "load", "generate", "store"}
+        assert set(result["checks"]) >= {
+            "imports",
+            "qt",
+            "mlx",
+            "media",
+            "tiny_model",
+            "load",
+            "generate",
+            "store",
+        }
         with capsys.disabled():
             timings = ", ".join(f"{k} {v['seconds']:.1f}s" for k, v in result["checks"].items())
             print(
@@ -206,7 +252,7 @@ def test_linux_bundle_builds_and_passes_its_self_test(tmp_path, capsys):
 # against stand-ins for uname, codesign, hdiutil, xcrun, ... that log their arguments, and a stand-in
 # PyInstaller that lays out a .app the way PyInstaller 6 does. What the real tools do is Apple's.
 
-_FAKE_PYTHON = r'''#!{python}
+_FAKE_PYTHON = r"""#!{python}
 import os, plistlib, subprocess, sys
 from pathlib import Path
 
@@ -245,7 +291,7 @@ if args[:2] == ["-m", "PyInstaller"]:
     (dist / "QwenDesk").mkdir(exist_ok=True)  # the COLLECT folder BUNDLE was made from
     sys.exit(0)
 sys.exit(subprocess.call([REAL, *args]))  # qwendesk_bundle.py, make_icon.py, version query
-'''
+"""
 
 _STUBS = {
     "uname": 'case "$1" in -m) echo arm64 ;; *) echo Darwin ;; esac',
@@ -288,7 +334,12 @@ def _mac_build(tmp_path, *args, **env):
     }
     proc = subprocess.run(
         [str(BUILD), "--dist", str(dist), "--work", str(work), *args],
-        cwd=ROOT, env=environment, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
     )
     return proc, log.read_text().splitlines(), dist
 
@@ -328,7 +379,11 @@ def test_macos_path_developer_id_signs_inside_out_and_notarizes(tmp_path):
     assert not any("--deep" in c for c in signing[:5])
     assert not any("mlx.metallib" in c for c in signing)  # data, sealed by the bundle signature
     # Notarize the app and staple it, then the DMG made from it.
-    notary = [c for c in calls if c.startswith(("xcrun", "hdiutil", "codesign --force --timestamp --sign"))]
+    notary = [
+        c
+        for c in calls
+        if c.startswith(("xcrun", "hdiutil", "codesign --force --timestamp --sign"))
+    ]
     dmg = dist / f"QwenDesk-{_pyproject_version()}.dmg"
     assert notary[0].startswith("xcrun notarytool submit") and notary[0].split()[3].endswith(".zip")
     assert "--keychain-profile qwendesk-notary --wait" in notary[0]
@@ -348,5 +403,12 @@ def test_macos_path_refuses_a_bundle_without_the_metallib_or_a_rejected_notariza
     assert proc.returncode != 0 and "Contents/Frameworks/mlx.metallib)" in proc.stderr
     proc, _calls, _dist = _mac_build(tmp_path, "--notarize", "p")
     assert proc.returncode != 0 and "--notarize needs --sign" in proc.stderr
-    proc, _calls, _dist = _mac_build(tmp_path, "--sign", "Developer ID Application: X (T)", "--notarize", "p", STUB_NOTARY_STATUS="Invalid")
+    proc, _calls, _dist = _mac_build(
+        tmp_path,
+        "--sign",
+        "Developer ID Application: X (T)",
+        "--notarize",
+        "p",
+        STUB_NOTARY_STATUS="Invalid",
+    )
     assert proc.returncode != 0 and "notarization failed" in proc.stderr

@@ -57,10 +57,20 @@ RACE = textwrap.dedent("""
 """)
 
 
-def test_engine_users_importing_the_ml_libraries_on_four_threads_at_once_all_succeed(tiny_model_dir,
-                                                                                   tiny_text_model_dir):
+def test_engine_users_importing_the_ml_libraries_on_four_threads_at_once_all_succeed(
+    tiny_model_dir, tiny_text_model_dir
+):
     for attempt in range(3):  # a race: a few fresh interpreters make a miss unlikely
-        proc = subprocess.run([sys.executable, "-c", RACE, str(tiny_model_dir), str(tiny_text_model_dir)],
-                              cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
-                              text=True, timeout=300)
-        assert proc.stdout.strip().endswith("all imported"), (attempt, proc.stdout[-4000:], proc.stderr[-2000:])
+        proc = subprocess.run(
+            [sys.executable, "-c", RACE, str(tiny_model_dir), str(tiny_text_model_dir)],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert proc.stdout.strip().endswith("all imported"), (
+            attempt,
+            proc.stdout[-4000:],
+            proc.stderr[-2000:],
+        )

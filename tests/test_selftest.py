@@ -23,19 +23,29 @@ def _version() -> str:
 def _run(args: list[str], timeout: float = 600, **env) -> subprocess.CompletedProcess:
     environment = {**os.environ, **env}
     return subprocess.run(
-        args, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+        args,
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
     )
 
 
 def _only_json_line(proc: subprocess.CompletedProcess) -> dict:
     lines = proc.stdout.splitlines()
-    assert len(lines) == 1, f"stdout must be exactly one JSON line, got {lines!r}\nstderr:\n{proc.stderr[-3000:]}"
+    assert len(lines) == 1, (
+        f"stdout must be exactly one JSON line, got {lines!r}\nstderr:\n{proc.stderr[-3000:]}"
+    )
     return json.loads(lines[0])
 
 
 def _assert_passed(proc: subprocess.CompletedProcess, result: dict) -> None:
     failed = {k: v["detail"] for k, v in result["checks"].items() if not v["ok"]}
-    assert proc.returncode == 0 and result["ok"], f"failed checks: {failed}\nstderr:\n{proc.stderr[-3000:]}"
+    assert proc.returncode == 0 and result["ok"], (
+        f"failed checks: {failed}\nstderr:\n{proc.stderr[-3000:]}"
+    )
 
 
 def test_python_m_app_self_test_passes_and_reports_every_check():
@@ -154,7 +164,9 @@ def test_metallib_check_follows_the_app_bundle_layout(tmp_path):
     with pytest.raises(selftest.CheckFailed, match="mlx.metallib is missing next to"):
         selftest.metallib_detail(libmlx)
     (resources / "mlx.metallib").write_bytes(b"MTLB" + bytes(2_000_000))
-    (frameworks / "mlx" / "lib" / "mlx.metallib").symlink_to("../../../Resources/mlx/lib/mlx.metallib")
+    (frameworks / "mlx" / "lib" / "mlx.metallib").symlink_to(
+        "../../../Resources/mlx/lib/mlx.metallib"
+    )
     assert selftest.metallib_detail(libmlx).endswith("mlx.metallib 1.9 MiB beside it")
     with pytest.raises(selftest.CheckFailed):  # loaded through the top-level link: not found...
         selftest.metallib_detail(frameworks / "libmlx.dylib")

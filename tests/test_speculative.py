@@ -54,8 +54,12 @@ class Turn:
         return Message(Role.ASSISTANT, self.answer, thinking=self.thinking)
 
 
-def run(engine: Engine, conversation: Conversation, settings: GenerationSettings,
-        cancel: CancelToken | None = None) -> Turn:
+def run(
+    engine: Engine,
+    conversation: Conversation,
+    settings: GenerationSettings,
+    cancel: CancelToken | None = None,
+) -> Turn:
     events: list[Event] = list(engine.generate(conversation, settings, cancel))
     return Turn(
         [e.token_id for e in events if isinstance(e, TokenLogprob)],
@@ -75,8 +79,12 @@ def text_engine(tiny_text_model_dir: Path, tmp_path_factory: pytest.TempPathFact
     """The text-only tiny model with a head trained on its replies to TRAINED_ON, and a random head."""
     engine = Engine(state_dir=tmp_path_factory.mktemp("state"))
     engine.load(tiny_text_model_dir, mtp=MtpMode.OFF)
-    trained = train_head(tiny_text_model_dir, TRAINED_ON, out_dir=tmp_path_factory.mktemp("trained"))
-    random = write_head(tiny_text_model_dir, new_head(tiny_text_model_dir), tmp_path_factory.mktemp("random"))
+    trained = train_head(
+        tiny_text_model_dir, TRAINED_ON, out_dir=tmp_path_factory.mktemp("trained")
+    )
+    random = write_head(
+        tiny_text_model_dir, new_head(tiny_text_model_dir), tmp_path_factory.mktemp("random")
+    )
     return engine, trained, random
 
 
@@ -89,7 +97,9 @@ def vision_engine(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
     return engine, random, trained
 
 
-def both(engine: Engine, head: Path, conversation: Conversation, settings: GenerationSettings) -> tuple[Turn, Turn]:
+def both(
+    engine: Engine, head: Path, conversation: Conversation, settings: GenerationSettings
+) -> tuple[Turn, Turn]:
     """The turn decoded plainly, then speculatively with ``head`` (mode on: every step drafts)."""
     engine.use_mtp(MtpMode.OFF)
     plain = run(engine, conversation, settings)
@@ -103,11 +113,21 @@ def both(engine: Engine, head: Path, conversation: Conversation, settings: Gener
 
 CASES = {
     "thinking": GREEDY,
-    "no thinking": GenerationSettings(thinking=False, temperature=0.0, presence_penalty=0.0, max_tokens=30, logprobs=1),
-    "budget": GenerationSettings(thinking_budget=6, temperature=0.0, presence_penalty=0.0, max_tokens=30, logprobs=1),
-    "presence penalty": GenerationSettings(temperature=0.0, presence_penalty=1.5, max_tokens=30, logprobs=1),
-    "forced text": GenerationSettings(temperature=0.0, max_tokens=30, logprobs=1,
-                                      forced=ForcedText("The answer is 42.", end_turn=False)),
+    "no thinking": GenerationSettings(
+        thinking=False, temperature=0.0, presence_penalty=0.0, max_tokens=30, logprobs=1
+    ),
+    "budget": GenerationSettings(
+        thinking_budget=6, temperature=0.0, presence_penalty=0.0, max_tokens=30, logprobs=1
+    ),
+    "presence penalty": GenerationSettings(
+        temperature=0.0, presence_penalty=1.5, max_tokens=30, logprobs=1
+    ),
+    "forced text": GenerationSettings(
+        temperature=0.0,
+        max_tokens=30,
+        logprobs=1,
+        forced=ForcedText("The answer is 42.", end_turn=False),
+    ),
 }
 
 
@@ -115,11 +135,15 @@ CASES = {
 @pytest.mark.parametrize("case", list(CASES))
 def test_greedy_output_is_plain_decodings(text_engine, head: str, case: str) -> None:
     engine, trained, random = text_engine
-    plain, spec = both(engine, trained if head == "trained" else random, ask("Hello there"), CASES[case])
+    plain, spec = both(
+        engine, trained if head == "trained" else random, ask("Hello there"), CASES[case]
+    )
     assert spec.ids == plain.ids and spec.text == plain.text
     assert spec.finished.reason is plain.finished.reason
-    assert (spec.stats.thinking_tokens, spec.stats.answer_tokens) == (plain.stats.thinking_tokens,
-                                                                      plain.stats.answer_tokens)
+    assert (spec.stats.thinking_tokens, spec.stats.answer_tokens) == (
+        plain.stats.thinking_tokens,
+        plain.stats.answer_tokens,
+    )
     assert spec.stats.drafted_tokens > 0 and plain.stats.drafted_tokens == 0
     if head == "random":
         assert spec.stats.accepted_tokens < spec.stats.drafted_tokens
@@ -134,12 +158,20 @@ def test_trained_head_is_accepted(text_engine) -> None:
 
 def test_output_crossing_prefill_chunks_and_the_follow_up_turn(text_engine) -> None:
     engine, trained, random = text_engine
-    settings = GenerationSettings(temperature=0.0, presence_penalty=0.0, max_tokens=24, prefill_chunk=8, logprobs=1)
+    settings = GenerationSettings(
+        temperature=0.0, presence_penalty=0.0, max_tokens=24, prefill_chunk=8, logprobs=1
+    )
     for head, name in ((trained, "t"), (random, "r")):
         first_plain, first_spec = both(engine, head, ask("Hello there", id=f"a-{name}"), settings)
         assert first_spec.ids == first_plain.ids
-        follow = Conversation((Message(Role.USER, "Hello there"), Message(Role.ASSISTANT, first_plain.text),
-                               Message(Role.USER, "And then?")), id=f"a-{name}")
+        follow = Conversation(
+            (
+                Message(Role.USER, "Hello there"),
+                Message(Role.ASSISTANT, first_plain.text),
+                Message(Role.USER, "And then?"),
+            ),
+            id=f"a-{name}",
+        )
         engine.use_mtp(MtpMode.ON, head)
         spec_next = run(engine, follow, settings)
         engine.use_mtp(MtpMode.OFF)
@@ -155,13 +187,23 @@ def test_continue_resumes_exactly_from_a_speculative_turn(text_engine) -> None:
     short = GenerationSettings(temperature=0.0, presence_penalty=0.0, max_tokens=9, logprobs=1)
     for head, name in ((trained, "t"), (random, "r")):
         engine.use_mtp(MtpMode.OFF)
-        whole = run(engine, ask("Hello there"), GenerationSettings(temperature=0.0, presence_penalty=0.0,
-                                                                   max_tokens=20, logprobs=1))
+        whole = run(
+            engine,
+            ask("Hello there"),
+            GenerationSettings(temperature=0.0, presence_penalty=0.0, max_tokens=20, logprobs=1),
+        )
         engine.use_mtp(MtpMode.ON, head)
         cut = run(engine, ask("Hello there", id=f"cut-{name}"), short)
         assert cut.finished.reason is FinishReason.LENGTH and cut.ids == whole.ids[:9]
-        more = run(engine, Conversation((Message(Role.USER, "Hello there"), cut.reply()), id=f"cut-{name}",
-                                        continue_last=True), short)
+        more = run(
+            engine,
+            Conversation(
+                (Message(Role.USER, "Hello there"), cut.reply()),
+                id=f"cut-{name}",
+                continue_last=True,
+            ),
+            short,
+        )
         engine.use_mtp(MtpMode.OFF)
         assert more.stats.prefilled_tokens == 0
         assert cut.ids + more.ids == whole.ids[:18]
@@ -188,8 +230,11 @@ def test_cancel_stops_within_a_round(text_engine) -> None:
     cancel = CancelToken()
     seen = 0
     try:
-        for event in engine.generate(ask("Hello there"), GenerationSettings(
-                temperature=0.0, presence_penalty=0.0, max_tokens=200, logprobs=1), cancel):
+        for event in engine.generate(
+            ask("Hello there"),
+            GenerationSettings(temperature=0.0, presence_penalty=0.0, max_tokens=200, logprobs=1),
+            cancel,
+        ):
             if isinstance(event, TokenLogprob):
                 seen += 1
                 if seen == 3:
@@ -205,7 +250,11 @@ def test_sampling_runs_and_keeps_drafts(text_engine) -> None:
     engine, trained, _ = text_engine
     engine.use_mtp(MtpMode.ON, trained)
     try:
-        turn = run(engine, ask("Hello there"), GenerationSettings(temperature=0.7, seed=3, max_tokens=30, logprobs=1))
+        turn = run(
+            engine,
+            ask("Hello there"),
+            GenerationSettings(temperature=0.7, seed=3, max_tokens=30, logprobs=1),
+        )
     finally:
         engine.use_mtp(MtpMode.OFF)
     assert len(turn.ids) == 30 and turn.stats.drafted_tokens > 0
@@ -215,8 +264,11 @@ def test_auto_turns_itself_off_with_a_random_head(text_engine) -> None:
     engine, _, random = text_engine
     engine.use_mtp(MtpMode.AUTO, random)
     try:
-        turn = run(engine, ask("Write a poem"), GenerationSettings(temperature=0.0, presence_penalty=0.0,
-                                                                    max_tokens=60, logprobs=1))
+        turn = run(
+            engine,
+            ask("Write a poem"),
+            GenerationSettings(temperature=0.0, presence_penalty=0.0, max_tokens=60, logprobs=1),
+        )
     finally:
         engine.use_mtp(MtpMode.OFF)
     # A random head is refused: after its first rounds auto decodes plainly (and probes later).
@@ -242,17 +294,47 @@ def test_mlx_vlm_contract() -> None:
     from mlx_vlm.speculative.drafters.qwen3_5_mtp.config import Qwen3_5MTPConfig
 
     assert list(inspect.signature(load_drafter).parameters)[:2] == ["path_or_repo", "kind"]
-    params = {name: list(inspect.signature(getattr(Qwen3_5MTPDraftModel, name)).parameters)
-              for name in ("bind", "reset", "set_shared_kv", "draft_block", "accept_verified_tokens",
-                           "_forward_hidden")}
+    params = {
+        name: list(inspect.signature(getattr(Qwen3_5MTPDraftModel, name)).parameters)
+        for name in (
+            "bind",
+            "reset",
+            "set_shared_kv",
+            "draft_block",
+            "accept_verified_tokens",
+            "_forward_hidden",
+        )
+    }
     assert params["bind"] == ["self", "target_model"]
     assert params["reset"][:2] == ["self", "target_model"]
-    assert params["set_shared_kv"] == ["self", "shared_kv_states", "kv_offset", "position", "kv_valid_len",
-                                       "left_padding"]
-    assert params["draft_block"] == ["self", "last_bonus", "hidden", "cache", "block_size", "sampler",
-                                     "token_dtype", "greedy"]
-    assert params["accept_verified_tokens"] == ["self", "verify_hidden", "draft_tokens", "accepted",
-                                                "new_tokens", "sampler", "token_dtype", "greedy"]
+    assert params["set_shared_kv"] == [
+        "self",
+        "shared_kv_states",
+        "kv_offset",
+        "position",
+        "kv_valid_len",
+        "left_padding",
+    ]
+    assert params["draft_block"] == [
+        "self",
+        "last_bonus",
+        "hidden",
+        "cache",
+        "block_size",
+        "sampler",
+        "token_dtype",
+        "greedy",
+    ]
+    assert params["accept_verified_tokens"] == [
+        "self",
+        "verify_hidden",
+        "draft_tokens",
+        "accepted",
+        "new_tokens",
+        "sampler",
+        "token_dtype",
+        "greedy",
+    ]
     assert params["_forward_hidden"] == ["self", "token_embed", "hidden", "cache", "position_ids"]
     assert "from_dict" in vars(Qwen3_5MTPConfig)
     source = inspect.getsource(Qwen3_5MTPDraftModel.bind)
@@ -271,10 +353,16 @@ def test_api_usage_counts_the_drafts(text_engine) -> None:
     server = ApiServer(engine, jobs, ServerConfig(port=0))
     server.start()
     try:
-        client = openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0, timeout=120)
+        client = openai.OpenAI(
+            base_url=server.base_url, api_key="unused", max_retries=0, timeout=120
+        )
         reply = client.chat.completions.create(
-            model=engine.model_info.name, messages=[{"role": "user", "content": "Hello there"}],
-            max_tokens=30, temperature=0.0, presence_penalty=0.0)
+            model=engine.model_info.name,
+            messages=[{"role": "user", "content": "Hello there"}],
+            max_tokens=30,
+            temperature=0.0,
+            presence_penalty=0.0,
+        )
         engine.use_mtp(MtpMode.ON, trained)  # afresh: auto's measurements (k) start over
         direct = run(engine, ask("Hello there"), replace(GREEDY, max_tokens=30))
     finally:
@@ -283,21 +371,46 @@ def test_api_usage_counts_the_drafts(text_engine) -> None:
         engine.use_mtp(MtpMode.OFF)
     details = reply.usage.completion_tokens_details
     assert details.accepted_prediction_tokens == direct.stats.accepted_tokens > 0
-    assert details.rejected_prediction_tokens == direct.stats.drafted_tokens - direct.stats.accepted_tokens
+    assert (
+        details.rejected_prediction_tokens
+        == direct.stats.drafted_tokens - direct.stats.accepted_tokens
+    )
 
 
 def test_cli_chat_json_stats_and_flags(tiny_text_model_dir: Path, text_engine) -> None:
     _, trained, _ = text_engine
-    cmd = [sys.executable, "-m", "engine_mlx", "chat", "--model", str(tiny_text_model_dir), "--json",
-           "--temperature", "0", "--max-tokens", "20", "--seed", "1", "--mtp", "on", "--mtp-from", str(trained),
-           "Hello there"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "engine_mlx",
+        "chat",
+        "--model",
+        str(tiny_text_model_dir),
+        "--json",
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "20",
+        "--seed",
+        "1",
+        "--mtp",
+        "on",
+        "--mtp-from",
+        str(trained),
+        "Hello there",
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=dict(os.environ))
     assert out.returncode == 0, out.stderr
     stats = next(e for e in map(json.loads, out.stdout.splitlines()) if e["type"] == "stats")
     assert stats["drafted_tokens"] > 0 and 0 <= stats["accepted_tokens"] <= stats["drafted_tokens"]
 
-    bad = subprocess.run([*cmd[:-3], "--mtp-from", str(tiny_text_model_dir), "Hello there"],
-                         capture_output=True, text=True, timeout=300, env=dict(os.environ))
+    bad = subprocess.run(
+        [*cmd[:-3], "--mtp-from", str(tiny_text_model_dir), "Hello there"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ),
+    )
     assert bad.returncode != 0 and "is not a Qwen3.5 MTP drafter" in bad.stderr
 
 
@@ -305,13 +418,39 @@ def test_the_demo_model_ships_with_a_head_that_predicts(tmp_path: Path) -> None:
     """``tiny --mtp`` trains the head on the model's own replies; chat then keeps most drafts."""
     model = tmp_path / "demo"
     env = dict(os.environ)
-    built = subprocess.run([sys.executable, "-m", "engine_mlx", "tiny", str(model), "--text-only", "--mtp"],
-                           capture_output=True, text=True, timeout=600, env=env)
+    built = subprocess.run(
+        [sys.executable, "-m", "engine_mlx", "tiny", str(model), "--text-only", "--mtp"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert built.returncode == 0, built.stderr
     assert (model / "mtp" / "config.json").is_file()
-    out = subprocess.run([sys.executable, "-m", "engine_mlx", "chat", "--model", str(model), "--json",
-                          "--temperature", "0", "--presence-penalty", "0", "--max-tokens", "30", "--mtp", "on",
-                          "Hello there"], capture_output=True, text=True, timeout=300, env=env)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "engine_mlx",
+            "chat",
+            "--model",
+            str(model),
+            "--json",
+            "--temperature",
+            "0",
+            "--presence-penalty",
+            "0",
+            "--max-tokens",
+            "30",
+            "--mtp",
+            "on",
+            "Hello there",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert out.returncode == 0, out.stderr
     stats = next(e for e in map(json.loads, out.stdout.splitlines()) if e["type"] == "stats")
     assert stats["accepted_tokens"] > 0.6 * stats["drafted_tokens"] > 0
@@ -323,8 +462,9 @@ def test_sampling_keeps_the_models_distribution(text_engine) -> None:
     the sample is the likeliest token) and without agree
     within a chi-square bound (the seeds are fixed, so the test is deterministic)."""
     engine, trained, _ = text_engine
-    settings = GenerationSettings(temperature=1.0, top_k=3, top_p=1.0, presence_penalty=0.0, max_tokens=3,
-                                  logprobs=1)
+    settings = GenerationSettings(
+        temperature=1.0, top_k=3, top_p=1.0, presence_penalty=0.0, max_tokens=3, logprobs=1
+    )
     samples = 150
     kept = 0  # drafts kept over the MTP samples
     counts: dict[str, list[dict[int, int]]] = {}
@@ -343,7 +483,10 @@ def test_sampling_keeps_the_models_distribution(text_engine) -> None:
     engine.use_mtp(MtpMode.OFF)
     for plain, spec in zip(counts["plain"], counts["mtp"], strict=True):
         keys = [k for k in set(plain) | set(spec) if plain.get(k, 0) + spec.get(k, 0) >= 10]
-        chi2 = sum((plain.get(k, 0) - spec.get(k, 0)) ** 2 / (plain.get(k, 0) + spec.get(k, 0)) for k in keys)
+        chi2 = sum(
+            (plain.get(k, 0) - spec.get(k, 0)) ** 2 / (plain.get(k, 0) + spec.get(k, 0))
+            for k in keys
+        )
         # Two samples of equal size: sum (a-b)^2/(a+b) is chi-square with len(keys)-1 degrees of freedom;
         # its 99.9th percentile by Wilson-Hilferty.
         df = len(keys) - 1
@@ -353,7 +496,24 @@ def test_sampling_keeps_the_models_distribution(text_engine) -> None:
 
 def test_serve_takes_the_mtp_flags(tiny_text_model_dir: Path) -> None:
     """serve loads the drafter it is given before it listens: a folder that is not one is refused."""
-    out = subprocess.run([sys.executable, "-m", "engine_mlx", "serve", "--model", str(tiny_text_model_dir),
-                          "--port", "0", "--mtp", "on", "--mtp-from", str(tiny_text_model_dir)],
-                         capture_output=True, text=True, timeout=300, env=dict(os.environ))
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "engine_mlx",
+            "serve",
+            "--model",
+            str(tiny_text_model_dir),
+            "--port",
+            "0",
+            "--mtp",
+            "on",
+            "--mtp-from",
+            str(tiny_text_model_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ),
+    )
     assert out.returncode != 0 and "is not a Qwen3.5 MTP drafter" in out.stderr

@@ -16,12 +16,18 @@ def _schema_3_database(path: Path) -> None:
     for number, script in enumerate(MIGRATIONS[:3], start=1):
         db.executescript(f"BEGIN;\n{script}\nPRAGMA user_version={number};\nCOMMIT;")
     now = time.time()
-    db.execute("INSERT INTO conversations(id, title, created_at, updated_at, settings) "
-               "VALUES('c1', 'Old chat', ?, ?, '')", (now, now))
+    db.execute(
+        "INSERT INTO conversations(id, title, created_at, updated_at, settings) "
+        "VALUES('c1', 'Old chat', ?, ?, '')",
+        (now, now),
+    )
     parent = None
     for position, (role, text) in enumerate([("user", "hello"), ("assistant", "hi there")]):
-        cursor = db.execute("INSERT INTO messages(conversation_id, position, role, text, state, created_at, "
-                            "parent_id) VALUES('c1', ?, ?, ?, 'complete', ?, ?)", (position, role, text, now, parent))
+        cursor = db.execute(
+            "INSERT INTO messages(conversation_id, position, role, text, state, created_at, "
+            "parent_id) VALUES('c1', ?, ?, ?, 'complete', ?, ?)",
+            (position, role, text, now, parent),
+        )
         parent = cursor.lastrowid
     db.close()
 
@@ -35,17 +41,32 @@ def test_a_schema_3_database_gains_tool_calls_with_nothing_lost(tmp_path):
         user, answer = store.messages("c1")
         assert (user.text, answer.text, answer.tool_calls) == ("hello", "hi there", ())
         assert store.tool_servers("c1") is None  # an old chat uses every enabled server
-        call = StoredToolCall(0, "call-1", "files", "read_text", '{"path": "a.md"}', "ran", "text of a",
-                              0.25, False, (tmp_path / "tool-images" / "call-1-0.png",))
+        call = StoredToolCall(
+            0,
+            "call-1",
+            "files",
+            "read_text",
+            '{"path": "a.md"}',
+            "ran",
+            "text of a",
+            0.25,
+            False,
+            (tmp_path / "tool-images" / "call-1-0.png",),
+        )
         store.add_tool_call(answer.id, call)
-        store.add_tool_call(answer.id, StoredToolCall(1, "call-2", "files", "search", "{}", "denied", "no"))
+        store.add_tool_call(
+            answer.id, StoredToolCall(1, "call-2", "files", "search", "{}", "denied", "no")
+        )
         store.set_tool_servers("c1", {"files"})
     finally:
         store.close()
     reopened = Store(database, tmp_path / "attachments")
     try:
         _user, answer = reopened.messages("c1")
-        assert [c.call_id for c in answer.tool_calls] == ["call-1", "call-2"]  # in the order they ran
+        assert [c.call_id for c in answer.tool_calls] == [
+            "call-1",
+            "call-2",
+        ]  # in the order they ran
         assert answer.tool_calls[0] == call
         assert reopened.tool_servers("c1") == ("files",)
         reopened.delete_messages_from("c1", 1)  # the calls go with their answer

@@ -58,7 +58,9 @@ def test_a_follow_up_continues_the_version_shown(store):
     store.choose_version(a.id)
     follow = store.add_message(cid, "user", "and then?")
     assert follow.position == 2
-    parent = store._db.execute("SELECT parent_id FROM messages WHERE id=?", (follow.id,)).fetchone()[0]
+    parent = store._db.execute(
+        "SELECT parent_id FROM messages WHERE id=?", (follow.id,)
+    ).fetchone()[0]
     assert parent == a.id
     assert texts(store, cid) == ["q", "first", "and then?"]
     store.choose_version(b.id)  # the other version has no follow-up
@@ -81,18 +83,33 @@ def _schema_1_database(path, attachments) -> tuple[str, int]:
     db = sqlite3.connect(path, isolation_level=None)
     db.executescript(f"BEGIN;\n{MIGRATION_1}\nPRAGMA user_version=1;\nCOMMIT;")
     now = time.time()
-    db.execute("INSERT INTO conversations(id, title, created_at, updated_at, settings) VALUES('c1', 'Old chat', "
-               "?, ?, '')", (now, now))
+    db.execute(
+        "INSERT INTO conversations(id, title, created_at, updated_at, settings) VALUES('c1', 'Old chat', "
+        "?, ?, '')",
+        (now, now),
+    )
     ids = []
-    for position, (role, text) in enumerate([("user", "look at this"), ("assistant", "a narwhal"),
-                                             ("user", "more"), ("assistant", "a second narwhal")]):
-        cursor = db.execute("INSERT INTO messages(conversation_id, position, role, text, thinking, state, "
-                            "created_at) VALUES('c1', ?, ?, ?, '', 'complete', ?)", (position, role, text, now))
+    for position, (role, text) in enumerate(
+        [
+            ("user", "look at this"),
+            ("assistant", "a narwhal"),
+            ("user", "more"),
+            ("assistant", "a second narwhal"),
+        ]
+    ):
+        cursor = db.execute(
+            "INSERT INTO messages(conversation_id, position, role, text, thinking, state, "
+            "created_at) VALUES('c1', ?, ?, ?, '', 'complete', ?)",
+            (position, role, text, now),
+        )
         ids.append(cursor.lastrowid)
     (attachments / "ab").mkdir(parents=True)
     (attachments / "ab" / "abc.png").write_bytes(b"png")
-    db.execute("INSERT INTO attachments(message_id, ordinal, kind, path, name, options) "
-               "VALUES(?, 0, 'image', 'ab/abc.png', 'photo.png', '{}')", (ids[0],))
+    db.execute(
+        "INSERT INTO attachments(message_id, ordinal, kind, path, name, options) "
+        "VALUES(?, 0, 'image', 'ab/abc.png', 'photo.png', '{}')",
+        (ids[0],),
+    )
     db.close()
     return "c1", ids[1]
 
@@ -104,12 +121,21 @@ def test_a_schema_1_database_is_migrated_with_nothing_lost(tmp_path):
     try:
         assert store.schema_version == len(MIGRATIONS)
         messages = store.messages(cid)
-        assert [m.text for m in messages] == ["look at this", "a narwhal", "more", "a second narwhal"]
+        assert [m.text for m in messages] == [
+            "look at this",
+            "a narwhal",
+            "more",
+            "a second narwhal",
+        ]
         assert all((m.version, m.version_count) == (1, 1) for m in messages)
         assert messages[0].attachments[0].kind is AttachmentKind.IMAGE
         assert messages[0].attachments[0].path == attachments / "ab" / "abc.png"
-        parents = [row[0] for row in store._db.execute(
-            "SELECT parent_id FROM messages WHERE conversation_id=? ORDER BY position", (cid,))]
+        parents = [
+            row[0]
+            for row in store._db.execute(
+                "SELECT parent_id FROM messages WHERE conversation_id=? ORDER BY position", (cid,)
+            )
+        ]
         assert parents == [None] + [m.id for m in messages[:-1]]
         assert store.search("narwhal")
         # The migrated chat takes new versions like a new one.

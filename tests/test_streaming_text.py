@@ -50,7 +50,9 @@ def test_the_loaders_own_detokenizers_are_used(engines):
         for i in loaded.encode("one 你好 two"):
             first.add_token(i)
         third = loaded.detokenizer.new_detokenizer()  # replies never share streaming state
-        assert first.text and third.text == second.text == "" and third.tokens == second.tokens == []
+        assert (
+            first.text and third.text == second.text == "" and third.tokens == second.tokens == []
+        )
 
 
 def test_characters_split_across_tokens_stream_whole(loaded):
@@ -66,10 +68,19 @@ def test_special_tokens_are_skipped_and_tags_stay_text(loaded):
     """As decode(skip_special_tokens=True): <|im_end|> and <|vision_pad|> vanish, the non-special
     <think>/</think> reach the thinking splitter as text, and as soon as the model writes them."""
     tok = loaded.tokenizer
-    special = [tok.convert_tokens_to_ids(t) for t in ("<|vision_start|>", "<|vision_pad|>", "<|im_end|>")]
+    special = [
+        tok.convert_tokens_to_ids(t) for t in ("<|vision_start|>", "<|vision_pad|>", "<|im_end|>")
+    ]
     think, close = (tok.convert_tokens_to_ids(t) for t in ("<think>", "</think>"))
-    ids = [*loaded.encode("a"), think, *loaded.encode("\nplan 好"), close, *special,
-           *loaded.encode("\n\nok"), *special]
+    ids = [
+        *loaded.encode("a"),
+        think,
+        *loaded.encode("\nplan 好"),
+        close,
+        *special,
+        *loaded.encode("\n\nok"),
+        *special,
+    ]
     stream = loaded.text_stream()
     seen = ""
     for i in ids:
@@ -92,7 +103,11 @@ def test_forced_thinking_close_flows_through_the_detokenizer(loaded):
     stream, splitter = loaded.text_stream(), ThinkingSplitter(starts_in_thinking=True)
     close = loaded.tokenizer.convert_tokens_to_ids("</think>")
     thinking = answer = ""
-    for i in [*loaded.encode("long 思考"), *loaded.encode(FORCED_THINKING_CLOSE), *loaded.encode("Answer 😀")]:
+    for i in [
+        *loaded.encode("long 思考"),
+        *loaded.encode(FORCED_THINKING_CLOSE),
+        *loaded.encode("Answer 😀"),
+    ]:
         part = splitter.feed(stream.add(i))
         thinking, answer = thinking + part.thinking, answer + part.answer
         if i == close:
@@ -176,7 +191,9 @@ def test_greedy_stream_equals_decode_of_the_generated_ids(engines, model, thinki
         return stream
 
     monkeypatch.setattr(type(loaded), "text_stream", recording_stream)
-    settings = GenerationSettings(thinking=thinking, temperature=0.0, presence_penalty=0.0, max_tokens=40)
+    settings = GenerationSettings(
+        thinking=thinking, temperature=0.0, presence_penalty=0.0, max_tokens=40
+    )
     events = list(eng.generate(ask("Tell me a story 你好 😀"), settings))
     assert isinstance(events[-1], Finished) and events[-1].reason is not FinishReason.ERROR
     stats = next(e for e in events if isinstance(e, Stats))

@@ -16,7 +16,9 @@ def test_classify_text_and_code(tmp_path):
     assert media.classify(tmp_path / "notes.md") is media.AttachmentKind.TEXT
     assert media.classify(tmp_path / "main.PY") is media.AttachmentKind.TEXT
     assert media.TEXT_SUFFIXES <= media.ATTACHABLE_SUFFIXES
-    assert ".heic" not in media.ATTACHABLE_SUFFIXES  # the engine cannot decode it, so nothing offers it
+    assert (
+        ".heic" not in media.ATTACHABLE_SUFFIXES
+    )  # the engine cannot decode it, so nothing offers it
     with pytest.raises(MediaError, match="text or code file"):
         media.classify(tmp_path / "archive.zip")
 
@@ -50,13 +52,17 @@ def test_text_attachment_enters_the_prompt_as_a_fenced_block(tmp_path):
     from media_files import write_image
 
     write_image(image)
-    message = Message(Role.USER, "Review this", (TextAttachment(code, "add.py"), ImageAttachment(image)))
+    message = Message(
+        Role.USER, "Review this", (TextAttachment(code, "add.py"), ImageAttachment(image))
+    )
     convo = Conversation((message,))
     for text_only in (False, True):
         if text_only:
             with pytest.raises(UnsupportedInputError):  # the image still needs a vision model
                 template_messages(convo, text_only=True)
-            convo = Conversation((Message(Role.USER, "Review this", (TextAttachment(code, "add.py"),)),))
+            convo = Conversation(
+                (Message(Role.USER, "Review this", (TextAttachment(code, "add.py"),)),)
+            )
         entry = template_messages(convo, text_only=text_only)[0]
         text = entry["content"] if text_only else entry["content"][-1]["text"]
         assert text == "add.py\n```py\ndef add(a, b):\n    return a + b\n```\n\nReview this"
@@ -74,15 +80,21 @@ def test_engine_reads_the_file_into_the_prompt(engine, tmp_path):
     settings = GenerationSettings(thinking=False, max_tokens=1)
 
     def prompt_tokens(conversation) -> int:
-        return next(e for e in engine.generate(conversation, settings) if isinstance(e, Stats)).prompt_tokens
+        return next(
+            e for e in engine.generate(conversation, settings) if isinstance(e, Stats)
+        ).prompt_tokens
 
     plain = prompt_tokens(Conversation((Message(Role.USER, "Summarise"),)))
-    with_file = prompt_tokens(Conversation((Message(Role.USER, "Summarise", (TextAttachment(notes),)),)))
+    with_file = prompt_tokens(
+        Conversation((Message(Role.USER, "Summarise", (TextAttachment(notes),)),))
+    )
     assert with_file > plain + 100
 
 
 def test_cli_names_a_missing_file(tmp_path, capsys):
     from engine_mlx.cli import main
 
-    code = main(["chat", "--model", str(tmp_path), "--file", str(tmp_path / "gone.txt"), "Summarise"])
+    code = main(
+        ["chat", "--model", str(tmp_path), "--file", str(tmp_path / "gone.txt"), "Summarise"]
+    )
     assert code != 0 and "gone.txt" in capsys.readouterr().err

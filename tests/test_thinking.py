@@ -35,7 +35,10 @@ def test_empty_thinking():
 
 
 def test_thinking_off_is_all_answer():
-    assert run(["Hello", " </think> world"], starts_in_thinking=False) == ("", "Hello </think> world")
+    assert run(["Hello", " </think> world"], starts_in_thinking=False) == (
+        "",
+        "Hello </think> world",
+    )
 
 
 def test_thinking_off_model_opens_its_own_block():

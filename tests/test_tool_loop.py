@@ -45,10 +45,17 @@ def call(tool: str, **params: str) -> str:
 def forced(*replies: str, thinking: bool = False, budget: int | None = None):
     """Step settings: step i writes replies[i] (the last one repeats); with thinking, after the thinking
     closes (the "\n\n" that follows ``</think>`` is part of what is forced, as Qwen writes it)."""
+
     def step(i: int) -> GenerationSettings:
         reply = replies[min(i, len(replies) - 1)]
-        return GenerationSettings(thinking=thinking, thinking_budget=budget, max_tokens=300, temperature=0.0,
-                                  forced=ForcedText("\n\n" + reply if thinking else reply, after_thinking=thinking))
+        return GenerationSettings(
+            thinking=thinking,
+            thinking_budget=budget,
+            max_tokens=300,
+            temperature=0.0,
+            forced=ForcedText("\n\n" + reply if thinking else reply, after_thinking=thinking),
+        )
+
     return step
 
 
@@ -64,7 +71,9 @@ def files_host(tmp_path_factory):
 
 
 def run(loop: ToolLoop, convo: Conversation, step, cancel=None):
-    events = list(loop.run(convo, GenerationSettings(thinking=False), cancel=cancel, step_settings=step))
+    events = list(
+        loop.run(convo, GenerationSettings(thinking=False), cancel=cancel, step_settings=step)
+    )
     assert isinstance(events[-1], Finished)
     return events
 
@@ -78,13 +87,21 @@ def test_a_call_with_consent_runs_and_the_next_step_prefills_only_the_result(eng
 
     loop = ToolLoop(engine, files_host, approve=approve)
     convo = Conversation((Message(Role.USER, "What do my notes say?"),), id="loop-ok")
-    events = run(loop, convo, forced(call("read_text", path="notes.md"), "The notes are about quokkas."))
+    events = run(
+        loop, convo, forced(call("read_text", path="notes.md"), "The notes are about quokkas.")
+    )
 
-    assert [(p.server, p.tool, p.arguments) for p in asked] == [(BUILTIN_FILES, "read_text", {"path": "notes.md"})]
+    assert [(p.server, p.tool, p.arguments) for p in asked] == [
+        (BUILTIN_FILES, "read_text", {"path": "notes.md"})
+    ]
     (done,) = [e for e in events if isinstance(e, ToolCallFinished)]
-    assert done.outcome is Outcome.RAN and done.result == NOTES  # the server got the exact arguments
+    assert (
+        done.outcome is Outcome.RAN and done.result == NOTES
+    )  # the server got the exact arguments
     assistant, result = loop.conversation.messages[1:]
-    assert assistant.role is Role.ASSISTANT and [c.name for c in assistant.tool_calls] == ["read_text"]
+    assert assistant.role is Role.ASSISTANT and [c.name for c in assistant.tool_calls] == [
+        "read_text"
+    ]
     assert result.role is Role.TOOL and result.text == NOTES
     answer = "".join(e.text for e in events if isinstance(e, AnswerDelta))
     assert answer.endswith("The notes are about quokkas.")  # the answer went on after the call
@@ -96,7 +113,7 @@ def test_a_call_with_consent_runs_and_the_next_step_prefills_only_the_result(eng
     assert second.reused_tokens == first.prompt_tokens + first.generated_tokens + 1
     loaded = engine._loaded
     prompt2 = render_text(loop.conversation, loaded.apply_template, thinking=False, text_only=False)
-    tail = prompt2[prompt2.rindex("<|im_end|>", 0, prompt2.index("<tool_response>")):]
+    tail = prompt2[prompt2.rindex("<|im_end|>", 0, prompt2.index("<tool_response>")) :]
     assert second.prefilled_tokens == len(loaded.encode(tail)) - 1  # the <|im_end|> was already in
     assert NOTES.strip() in tail
 
@@ -110,17 +127,30 @@ def test_denied_and_blocked_calls_tell_the_model_and_run_nothing(engine, tmp_pat
         host.configure([], builtin_files=True)
         host.wait_ready(30)
         loop = ToolLoop(engine, host, approve=lambda p, c: ConsentAnswer(Approval.DENY))
-        events = run(loop, Conversation((Message(Role.USER, "notes?"),), id="loop-deny"),
-                     forced(call("read_text", path="notes.md"), "Understood."))
+        events = run(
+            loop,
+            Conversation((Message(Role.USER, "notes?"),), id="loop-deny"),
+            forced(call("read_text", path="notes.md"), "Understood."),
+        )
         (done,) = [e for e in events if isinstance(e, ToolCallFinished)]
         assert done.outcome is Outcome.DENIED and loop.conversation.messages[-1].text == DENIED_TEXT
 
-        blocked = ToolLoop(engine, host, consent=ConsentTable().with_tool(BUILTIN_FILES, "read_text", Consent.BLOCK),
-                           approve=lambda p, c: pytest.fail("a blocked tool must not ask"))
-        events = run(blocked, Conversation((Message(Role.USER, "notes?"),), id="loop-block"),
-                     forced(call("read_text", path="notes.md"), "Understood."))
+        blocked = ToolLoop(
+            engine,
+            host,
+            consent=ConsentTable().with_tool(BUILTIN_FILES, "read_text", Consent.BLOCK),
+            approve=lambda p, c: pytest.fail("a blocked tool must not ask"),
+        )
+        events = run(
+            blocked,
+            Conversation((Message(Role.USER, "notes?"),), id="loop-block"),
+            forced(call("read_text", path="notes.md"), "Understood."),
+        )
         (done,) = [e for e in events if isinstance(e, ToolCallFinished)]
-        assert done.outcome is Outcome.BLOCKED and blocked.conversation.messages[-1].text == BLOCKED_TEXT
+        assert (
+            done.outcome is Outcome.BLOCKED
+            and blocked.conversation.messages[-1].text == BLOCKED_TEXT
+        )
     finally:
         host.close()
 
@@ -130,45 +160,73 @@ def test_always_allow_is_remembered_and_reported(engine, files_host):
     answers = iter([ConsentAnswer(Approval.ALWAYS)])
     loop = ToolLoop(engine, files_host, approve=lambda p, c: next(answers), on_consent=saved.append)
     convo = Conversation((Message(Role.USER, "notes twice"),), id="loop-always")
-    run(loop, convo, forced(call("read_text", path="notes.md"), call("read_text", path="notes.md"), "Done."))
+    run(
+        loop,
+        convo,
+        forced(call("read_text", path="notes.md"), call("read_text", path="notes.md"), "Done."),
+    )
     assert saved[-1].decide(BUILTIN_FILES, "read_text") is Consent.ALLOW
-    assert sum(m.role is Role.TOOL for m in loop.conversation.messages) == 2  # the second ran unasked
+    assert (
+        sum(m.role is Role.TOOL for m in loop.conversation.messages) == 2
+    )  # the second ran unasked
 
 
 def test_edited_arguments_are_what_runs(engine, files_host):
-    loop = ToolLoop(engine, files_host,
-                    approve=lambda p, c: ConsentAnswer(Approval.RUN_ONCE, {"path": "missing.md"}))
-    events = run(loop, Conversation((Message(Role.USER, "notes?"),), id="loop-edit"),
-                 forced(call("read_text", path="notes.md"), "ok"))
+    loop = ToolLoop(
+        engine,
+        files_host,
+        approve=lambda p, c: ConsentAnswer(Approval.RUN_ONCE, {"path": "missing.md"}),
+    )
+    events = run(
+        loop,
+        Conversation((Message(Role.USER, "notes?"),), id="loop-edit"),
+        forced(call("read_text", path="notes.md"), "ok"),
+    )
     (done,) = [e for e in events if isinstance(e, ToolCallFinished)]
     assert done.arguments == {"path": "missing.md"} and "not a file" in done.result
 
 
 def test_unknown_tool_and_malformed_call_text(engine, files_host):
     loop = ToolLoop(engine, files_host, approve=lambda p, c: pytest.fail("nothing to ask"))
-    events = run(loop, Conversation((Message(Role.USER, "x"),), id="loop-unknown"),
-                 forced(call("format_disk", device="sda"), "ok"))
+    events = run(
+        loop,
+        Conversation((Message(Role.USER, "x"),), id="loop-unknown"),
+        forced(call("format_disk", device="sda"), "ok"),
+    )
     (done,) = [e for e in events if isinstance(e, ToolCallFinished)]
     assert done.outcome is Outcome.FAILED and "no tool named 'format_disk'" in done.result
     assert "read_text" in done.result  # the model is told which tools there are
 
     broken = "<tool_call>\n<function=read_text>\n<parameter=path>\nnotes.md\n"  # never closed
-    events = run(loop, Conversation((Message(Role.USER, "y"),), id="loop-malformed"), forced(broken))
-    assert not [e for e in events if isinstance(e, ToolCallFinished)]  # not a call: the turn just ends
+    events = run(
+        loop, Conversation((Message(Role.USER, "y"),), id="loop-malformed"), forced(broken)
+    )
+    assert not [
+        e for e in events if isinstance(e, ToolCallFinished)
+    ]  # not a call: the turn just ends
     assert events[-1].reason is FinishReason.STOP
 
 
 def test_the_loop_stops_at_the_step_limit(engine, files_host):
-    loop = ToolLoop(engine, files_host, approve=lambda p, c: ConsentAnswer(Approval.RUN_ONCE), max_steps=2)
-    events = run(loop, Conversation((Message(Role.USER, "loop forever"),), id="loop-limit"),
-                 forced(call("read_text", path="notes.md")))
+    loop = ToolLoop(
+        engine, files_host, approve=lambda p, c: ConsentAnswer(Approval.RUN_ONCE), max_steps=2
+    )
+    events = run(
+        loop,
+        Conversation((Message(Role.USER, "loop forever"),), id="loop-limit"),
+        forced(call("read_text", path="notes.md")),
+    )
     assert [e.steps for e in events if isinstance(e, StepLimitReached)] == [2]
     assert sum(isinstance(e, ToolCallFinished) for e in events) == 2
 
 
 def test_stop_during_a_call_cancels_it(engine, tmp_path):
-    server = ServerConfig("test", command=sys.executable, args=(str(ROOT / "tests" / "mcp_server.py"),),
-                          env={"PYTHONPATH": str(ROOT)})
+    server = ServerConfig(
+        "test",
+        command=sys.executable,
+        args=(str(ROOT / "tests" / "mcp_server.py"),),
+        env={"PYTHONPATH": str(ROOT)},
+    )
     host = ToolHost(tmp_path)
     try:
         host.configure([server])
@@ -177,9 +235,12 @@ def test_stop_during_a_call_cancels_it(engine, tmp_path):
         loop = ToolLoop(engine, host, consent=ConsentTable().with_server("test", Consent.ALLOW))
 
         events = []
-        for event in loop.run(Conversation((Message(Role.USER, "wait"),), id="loop-stop"),
-                              GenerationSettings(thinking=False), cancel=cancel,
-                              step_settings=forced(call("slow", seconds="30"))):
+        for event in loop.run(
+            Conversation((Message(Role.USER, "wait"),), id="loop-stop"),
+            GenerationSettings(thinking=False),
+            cancel=cancel,
+            step_settings=forced(call("slow", seconds="30")),
+        ):
             events.append(event)
             if isinstance(event, Stats):
                 threading.Timer(0.5, cancel.cancel).start()
@@ -193,16 +254,26 @@ def test_stop_during_a_call_cancels_it(engine, tmp_path):
 def test_reasoning_between_calls_is_kept_as_the_template_keeps_it(engine, files_host):
     loop = ToolLoop(engine, files_host, approve=lambda p, c: ConsentAnswer(Approval.RUN_ONCE))
     convo = Conversation((Message(Role.USER, "notes?"),), id="loop-think")
-    events = list(loop.run(convo, GenerationSettings(), step_settings=forced(
-        call("read_text", path="notes.md"), "Done.", thinking=True, budget=6)))
+    events = list(
+        loop.run(
+            convo,
+            GenerationSettings(),
+            step_settings=forced(
+                call("read_text", path="notes.md"), "Done.", thinking=True, budget=6
+            ),
+        )
+    )
     assert events[-1].reason is FinishReason.STOP
     step = loop.conversation.messages[1]
     assert step.thinking.strip()  # the budget closed a few thinking tokens before the forced call
     loaded = engine._loaded
     within = render_text(loop.conversation, loaded.apply_template, thinking=True, text_only=False)
     assert step.thinking.strip() in within  # after the last user message: the template keeps it
-    later = replace(loop.conversation, messages=loop.conversation.messages + (
-        Message(Role.ASSISTANT, "Done."), Message(Role.USER, "thanks")))
+    later = replace(
+        loop.conversation,
+        messages=loop.conversation.messages
+        + (Message(Role.ASSISTANT, "Done."), Message(Role.USER, "thanks")),
+    )
     after = render_text(later, loaded.apply_template, thinking=True, text_only=False)
     assert step.thinking.strip() not in after  # a later user turn: the template drops it
 
@@ -227,11 +298,34 @@ def test_chat_with_files_offers_the_tool_to_the_model(tiny_model_dir, tmp_path):
     (tmp_path / "shared").mkdir()
 
     def chat(*extra: str) -> list[dict]:
-        done = subprocess.run([sys.executable, "-m", "engine_mlx", "chat", "--model", str(tiny_model_dir), "--json",
-                               "--no-think", "--max-tokens", "4", "--seed", "1", *extra, "hello"],
-                              capture_output=True, text=True, timeout=300, cwd=ROOT,
-                              env={**os.environ, "PYTHONPATH": str(ROOT), "MLX_DISABLE_COMPILE": "1",
-                                   "QWENDESK_DATA_DIR": str(tmp_path / "data")})
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "engine_mlx",
+                "chat",
+                "--model",
+                str(tiny_model_dir),
+                "--json",
+                "--no-think",
+                "--max-tokens",
+                "4",
+                "--seed",
+                "1",
+                *extra,
+                "hello",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=ROOT,
+            env={
+                **os.environ,
+                "PYTHONPATH": str(ROOT),
+                "MLX_DISABLE_COMPILE": "1",
+                "QWENDESK_DATA_DIR": str(tmp_path / "data"),
+            },
+        )
         assert done.returncode == 0, done.stderr
         return [json.loads(line) for line in done.stdout.splitlines()]
 

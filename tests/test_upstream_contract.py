@@ -207,16 +207,33 @@ MEMBERS = [
         ("repo", "pipeline_group", "tensor_group", "tokenizer_config"),
         source_has="tokenizer_config or {",
     ),
-    Member("mlx_lm.models.qwen3_5:Model.shard", "sharded_load with a tensor group (qwen3_5_moe's too)", MLX_LM,
-           ("group",)),
-    Member("mlx_lm.models.pipeline:PipelineMixin.pipeline", "sharded_load with a pipeline group", MLX_LM,
-           ("group",)),
+    Member(
+        "mlx_lm.models.qwen3_5:Model.shard",
+        "sharded_load with a tensor group (qwen3_5_moe's too)",
+        MLX_LM,
+        ("group",),
+    ),
+    Member(
+        "mlx_lm.models.pipeline:PipelineMixin.pipeline",
+        "sharded_load with a pipeline group",
+        MLX_LM,
+        ("group",),
+    ),
     # Every rank ends a forward pass with a gather of the hidden states: the followers evaluate the
     # whole output, or rank 0 would wait for them in that gather.
-    Member("mlx_lm.models.qwen3_5:Qwen3_5TextModel.__call__", "sharded.follow", MLX_LM,
-           ("inputs", "cache"), source_has="mx.distributed.all_gather(hidden_states)"),
-    Member("mlx_lm.models.cache:make_prompt_cache", "ShardedModel.make_cache and follow: this rank's layers",
-           MLX_LM, ("model",)),
+    Member(
+        "mlx_lm.models.qwen3_5:Qwen3_5TextModel.__call__",
+        "sharded.follow",
+        MLX_LM,
+        ("inputs", "cache"),
+        source_has="mx.distributed.all_gather(hidden_states)",
+    ),
+    Member(
+        "mlx_lm.models.cache:make_prompt_cache",
+        "ShardedModel.make_cache and follow: this rank's layers",
+        MLX_LM,
+        ("model",),
+    ),
 ]
 
 

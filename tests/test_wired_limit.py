@@ -25,7 +25,9 @@ def fake_metal(monkeypatch):
 
     def set_wired_limit(limit):
         if state["refuse"]:
-            raise ValueError("[metal::set_wired_limit] Setting a wired limit larger than the maximum")
+            raise ValueError(
+                "[metal::set_wired_limit] Setting a wired limit larger than the maximum"
+            )
         state["calls"].append(limit)
         previous, state["limit"] = state["limit"], limit
         return previous

@@ -44,15 +44,24 @@ def pdf_thumbnail(path: Path, page: int) -> QImage | None:
         image = media.load_pdf_pages(path, page, page, max_side=THUMB_SIDE)[0]
     except MediaError:
         return None
-    return QImage(image.convert("RGB").tobytes(), image.width, image.height, 3 * image.width,
-                  QImage.Format.Format_RGB888).copy()
+    return QImage(
+        image.convert("RGB").tobytes(),
+        image.width,
+        image.height,
+        3 * image.width,
+        QImage.Format.Format_RGB888,
+    ).copy()
 
 
 def _thumbnail_from_array(frame) -> QImage:
     height, width = frame.shape[:2]
     image = QImage(frame.tobytes(), width, height, 3 * width, QImage.Format.Format_RGB888).copy()
-    return image.scaled(THUMB_SIDE, THUMB_SIDE, Qt.AspectRatioMode.KeepAspectRatio,
-                        Qt.TransformationMode.SmoothTransformation)
+    return image.scaled(
+        THUMB_SIDE,
+        THUMB_SIDE,
+        Qt.AspectRatioMode.KeepAspectRatio,
+        Qt.TransformationMode.SmoothTransformation,
+    )
 
 
 def prepare(path: Path, store: Store, key: int) -> Pending:
@@ -73,8 +82,13 @@ def prepare(path: Path, store: Store, key: int) -> Pending:
     elif kind is AttachmentKind.IMAGE:
         image = media.load_image(path, max_side=THUMB_SIDE)
         width, height = original_size(path)
-        thumb = QImage(image.convert("RGB").tobytes(), image.width, image.height, 3 * image.width,
-                       QImage.Format.Format_RGB888).copy()
+        thumb = QImage(
+            image.convert("RGB").tobytes(),
+            image.width,
+            image.height,
+            3 * image.width,
+            QImage.Format.Format_RGB888,
+        ).copy()
     elif kind is AttachmentKind.PDF:
         page_count = media.pdf_page_count(path)
         thumb = pdf_thumbnail(path, 1)
@@ -83,7 +97,9 @@ def prepare(path: Path, store: Store, key: int) -> Pending:
         duration = info.duration_s
         width, height = info.width, info.height
         try:
-            first = media.sample_video(path, fps=1.0, start_s=0.0, end_s=min(0.9, duration), max_side=THUMB_SIDE)
+            first = media.sample_video(
+                path, fps=1.0, start_s=0.0, end_s=min(0.9, duration), max_side=THUMB_SIDE
+            )
             if first.frames:
                 thumb = _thumbnail_from_array(first.frames[0])
         except MediaError:
@@ -113,14 +129,18 @@ def original_size(path: Path) -> tuple[int, int]:
 
 
 def text_only_refusal(model_name: str = "") -> str:
-    return (f"{model_name or 'This model'} is a text-only checkpoint: it cannot see images, PDFs or "
-            "videos. Load a vision checkpoint (an mlx-vlm conversion of Qwen3.5) to attach them.")
+    return (
+        f"{model_name or 'This model'} is a text-only checkpoint: it cannot see images, PDFs or "
+        "videos. Load a vision checkpoint (an mlx-vlm conversion of Qwen3.5) to attach them."
+    )
 
 
 def earlier_media_refusal(model_name: str = "") -> str:
-    return (f"This chat has images, PDFs or videos in earlier messages, and {model_name or 'this model'} is "
-            "text-only: it cannot read them. Add vision to the model, or start a new chat to go on without "
-            "them; your message stays in the box.")
+    return (
+        f"This chat has images, PDFs or videos in earlier messages, and {model_name or 'this model'} is "
+        "text-only: it cannot read them. Add vision to the model, or start a new chat to go on without "
+        "them; your message stays in the box."
+    )
 
 
 class AttachmentsController(QObject):
@@ -171,8 +191,12 @@ class AttachmentsController(QObject):
             key = self._next_key
             self._in_flight += 1
             self.busyChanged.emit(True)
-            Operation(self, lambda _ctx, p=Path(path), k=key: self._prepare(p, k, scratch), self._on_prepared,
-                      label="Attaching the file").failure(self._on_failed).run_in_background()
+            Operation(
+                self,
+                lambda _ctx, p=Path(path), k=key: self._prepare(p, k, scratch),
+                self._on_prepared,
+                label="Attaching the file",
+            ).failure(self._on_failed).run_in_background()
 
     def _prepare(self, path: Path, key: int, scratch: bool) -> Pending:
         try:
@@ -195,7 +219,9 @@ class AttachmentsController(QObject):
             self.errorOccurred.emit("The clipboard image is empty.")
             return
         self.scratch_dir.mkdir(parents=True, exist_ok=True)
-        handle = tempfile.NamedTemporaryFile(prefix="pasted-", suffix=".png", dir=self.scratch_dir, delete=False)
+        handle = tempfile.NamedTemporaryFile(
+            prefix="pasted-", suffix=".png", dir=self.scratch_dir, delete=False
+        )
         handle.close()
         if not image.save(handle.name, "PNG"):
             Path(handle.name).unlink(missing_ok=True)
@@ -210,7 +236,9 @@ class AttachmentsController(QObject):
 
     def _on_prepared(self, pending: Pending) -> None:
         self.items.append(pending)
-        self.items.sort(key=lambda p: p.key)  # files prepare in parallel; keep the order they were added
+        self.items.sort(
+            key=lambda p: p.key
+        )  # files prepare in parallel; keep the order they were added
         self._done_one()
         self.added.emit(pending)
 
@@ -232,20 +260,32 @@ class AttachmentsController(QObject):
             if item.key == key:
                 self.items[index] = replace(item, stored=replace(item.stored, **changes))
                 self.changed.emit(self.items[index])
-                if item.kind is AttachmentKind.PDF and item.stored.first_page != self.items[index].stored.first_page:
+                if (
+                    item.kind is AttachmentKind.PDF
+                    and item.stored.first_page != self.items[index].stored.first_page
+                ):
                     self._rethumb(key, self.items[index].stored)
                 return
 
     def _rethumb(self, key: int, stored: StoredAttachment) -> None:
         """The chip follows the page range: its picture becomes the range's first page."""
+
         def done(image: QImage | None) -> None:
             current = self.get(key)
-            if current is not None and current.stored.first_page == stored.first_page and image is not None:
+            if (
+                current is not None
+                and current.stored.first_page == stored.first_page
+                and image is not None
+            ):
                 self.items[self.items.index(current)] = replace(current, thumbnail=image)
                 self.changed.emit(self.get(key))
 
-        Operation(self, lambda _ctx: pdf_thumbnail(stored.path, stored.first_page), done,
-                  label="Drawing the page preview").run_in_background()
+        Operation(
+            self,
+            lambda _ctx: pdf_thumbnail(stored.path, stored.first_page),
+            done,
+            label="Drawing the page preview",
+        ).run_in_background()
 
     def get(self, key: int) -> Pending | None:
         return next((p for p in self.items if p.key == key), None)

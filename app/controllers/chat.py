@@ -70,7 +70,9 @@ def generation_settings(chat: ChatSettings) -> GenerationSettings:
     )
 
 
-def build_conversation(cid: str, settings: ChatSettings, messages: list[StoredMessage]) -> Conversation:
+def build_conversation(
+    cid: str, settings: ChatSettings, messages: list[StoredMessage]
+) -> Conversation:
     """The engine's view of a stored chat: system prompt first, failed/empty answers left out."""
     out: list[Message] = []
     if settings.system_prompt.strip():
@@ -82,7 +84,9 @@ def build_conversation(cid: str, settings: ChatSettings, messages: list[StoredMe
             out.extend(tool_steps(m.tool_calls))  # the tools it called before answering
             out.append(Message(Role.ASSISTANT, m.text, thinking=m.thinking))
         else:
-            out.append(Message(Role.USER, m.text, tuple(to_engine_attachment(a) for a in m.attachments)))
+            out.append(
+                Message(Role.USER, m.text, tuple(to_engine_attachment(a) for a in m.attachments))
+            )
     return Conversation(tuple(out), cid)
 
 
@@ -167,7 +171,9 @@ class ChatController(QObject):
     conversationOpened = Signal(str, list)  # id ("" = none), list[StoredMessage]
     messageAppended = Signal(StoredMessage)
     messagesRemoved = Signal(int)  # messages from this position on are gone
-    versionShown = Signal(int, list)  # from this position on, these messages (another version) are shown
+    versionShown = Signal(
+        int, list
+    )  # from this position on, these messages (another version) are shown
     progress = Signal(int, int, int)  # message id, done, total
     thinkingDelta = Signal(int, str)
     answerStarted = Signal(int, float)  # message id, thinking seconds
@@ -176,7 +182,9 @@ class ChatController(QObject):
     streamFinished = Signal(int, MessageState, str)  # message id, state, error
     busyChanged = Signal(bool)
     errorOccurred = Signal(str)
-    mediaRefused = Signal(str)  # images, PDFs or video for a text-only model (the window offers Add vision)
+    mediaRefused = Signal(
+        str
+    )  # images, PDFs or video for a text-only model (the window offers Add vision)
     deleted = Signal(str, str)  # id, title (for the undo bar)
     deletedMany = Signal(list)  # ids of chats deleted together (for one undo)
     searchFinished = Signal(str, list)  # query, list[SearchHit]
@@ -188,7 +196,9 @@ class ChatController(QObject):
         self.current_id: str | None = None
         self.model_loaded = False
         self.model_is_vision: bool | None = None  # None: no model loaded
-        self.tools: ToolsController | None = None  # turns of chats with tools run through it (tools_wiring)
+        self.tools: ToolsController | None = (
+            None  # turns of chats with tools run through it (tools_wiring)
+        )
         self._stream: _Stream | None = None
         self._search_serial = 0
         self._unsaved: list[_Stream] = []  # finished answers the disk refused; retried until saved
@@ -249,7 +259,9 @@ class ChatController(QObject):
     def _remember_shown(self) -> None:
         try:
             self.store.set_pref(LAST_CHAT_PREF, self.current_id)
-        except StoreError as error:  # not worth more than a log line: only the next start-up misses it
+        except (
+            StoreError
+        ) as error:  # not worth more than a log line: only the next start-up misses it
             log.warning("could not remember the open chat: %s", error)
 
     def open(self, cid: str) -> None:
@@ -344,8 +356,9 @@ class ChatController(QObject):
             if serial == self._search_serial:
                 self.searchFinished.emit(query, [])
 
-        Operation(self, lambda _ctx: search_database(database, query), done,
-                  label="Searching the chats").failure(failed).run_in_background()
+        Operation(
+            self, lambda _ctx: search_database(database, query), done, label="Searching the chats"
+        ).failure(failed).run_in_background()
 
     def sent_messages(self, cid: str) -> list[StoredMessage]:
         """The chat's messages the model is sent: the oldest turns dropped from its prompt are left out."""
@@ -353,44 +366,71 @@ class ChatController(QObject):
         return [m for m in self.store.messages(cid) if m.id >= first]
 
     # --- sending ------------------------------------------------------------------------------
-    def refusal(self, text: str, attachments: tuple[StoredAttachment, ...] = (), *, preparing: bool = False,
-                model_is_vision: bool | None = None) -> Refusal | None:
+    def refusal(
+        self,
+        text: str,
+        attachments: tuple[StoredAttachment, ...] = (),
+        *,
+        preparing: bool = False,
+        model_is_vision: bool | None = None,
+    ) -> Refusal | None:
         """Why this message cannot be sent now; None when it can. Cheap: it never reads or tokenizes
         anything, so a huge paste is refused at once."""
         if self.busy:
-            return Refusal(RefusalKind.NOT_NOW, "Wait for the current answer to finish, or press Esc to stop it.")
+            return Refusal(
+                RefusalKind.NOT_NOW,
+                "Wait for the current answer to finish, or press Esc to stop it.",
+            )
         if preparing:
-            return Refusal(RefusalKind.NOT_NOW, "Wait a moment: an attachment is still being prepared.")
+            return Refusal(
+                RefusalKind.NOT_NOW, "Wait a moment: an attachment is still being prepared."
+            )
         if not self.model_loaded:
-            return Refusal(RefusalKind.NOT_NOW, "Load a model first: open the model picker (the button at the top).")
+            return Refusal(
+                RefusalKind.NOT_NOW,
+                "Load a model first: open the model picker (the button at the top).",
+            )
         if model_is_vision is False and any(a.kind is not AttachmentKind.TEXT for a in attachments):
             return Refusal(RefusalKind.MEDIA, text_only_refusal())
         if model_is_vision is False and self.current_id and self.store.has_media(self.current_id):
             # (as _refused_for_earlier_media, for Regenerate and Edit)
             return Refusal(RefusalKind.MEDIA, earlier_media_refusal())
         if len(text) > MAX_MESSAGE_CHARS:
-            return Refusal(RefusalKind.TOO_LONG,
-                           f"This message is {len(text):,} characters long; one message can hold at most "
-                           f"{MAX_MESSAGE_CHARS:,} (about {MAX_MESSAGE_CHARS // 4:,} tokens). Shorten it or split "
-                           "it across several messages; your text stays in the box.")
+            return Refusal(
+                RefusalKind.TOO_LONG,
+                f"This message is {len(text):,} characters long; one message can hold at most "
+                f"{MAX_MESSAGE_CHARS:,} (about {MAX_MESSAGE_CHARS // 4:,} tokens). Shorten it or split "
+                "it across several messages; your text stays in the box.",
+            )
         return None
 
-    def send(self, text: str, attachments: tuple[StoredAttachment, ...] = (), *, preparing: bool = False,
-             model_is_vision: bool | None = None) -> bool:
+    def send(
+        self,
+        text: str,
+        attachments: tuple[StoredAttachment, ...] = (),
+        *,
+        preparing: bool = False,
+        model_is_vision: bool | None = None,
+    ) -> bool:
         """Store the user's message and start the answer; False (and ``errorOccurred``) when refused."""
         text = text.strip()
         if not text and not attachments:
             return False
-        refusal = self.refusal(text, attachments, preparing=preparing, model_is_vision=model_is_vision)
+        refusal = self.refusal(
+            text, attachments, preparing=preparing, model_is_vision=model_is_vision
+        )
         if refusal is not None:
             # media for a text-only model: the window offers to add vision to it
-            (self.mediaRefused if refusal.kind is RefusalKind.MEDIA else self.errorOccurred).emit(refusal.message)
+            (self.mediaRefused if refusal.kind is RefusalKind.MEDIA else self.errorOccurred).emit(
+                refusal.message
+            )
             return False
         try:
             if self.current_id is None:
                 settings = self._draft_settings()
-                self.current_id = self.store.create_conversation(title_from(text or attachments[0].name),
-                                                                 settings)
+                self.current_id = self.store.create_conversation(
+                    title_from(text or attachments[0].name), settings
+                )
                 self._remember_shown()
                 self.conversationOpened.emit(self.current_id, [])
             message = self.store.add_message(self.current_id, "user", text, attachments=attachments)
@@ -427,11 +467,17 @@ class ChatController(QObject):
             return
         last = messages[-1]
         if message_id is not None and message_id != last.id:
-            self.errorOccurred.emit("Only the last answer of a chat can be continued: the messages after "
-                                    "this one were written without the rest of it. Regenerate the last "
-                                    "answer instead, or copy this one into a new message.")
+            self.errorOccurred.emit(
+                "Only the last answer of a chat can be continued: the messages after "
+                "this one were written without the rest of it. Regenerate the last "
+                "answer instead, or copy this one into a new message."
+            )
             return
-        if last.state not in (MessageState.COMPLETE, MessageState.STOPPED, MessageState.INTERRUPTED):
+        if last.state not in (
+            MessageState.COMPLETE,
+            MessageState.STOPPED,
+            MessageState.INTERRUPTED,
+        ):
             return
         if not (last.text or last.thinking):
             self.regenerate()
@@ -445,15 +491,24 @@ class ChatController(QObject):
         # (the answer's tool steps, if it called tools, come before its text, as in build_conversation)
         earlier = build_conversation(cid, settings, messages[:-1])
         conversation = replace(
-            replace(earlier, messages=earlier.messages + tuple(tool_steps(last.tool_calls))).with_message(
-                Message(Role.ASSISTANT, last.text, thinking=last.thinking)),
+            replace(
+                earlier, messages=earlier.messages + tuple(tool_steps(last.tool_calls))
+            ).with_message(Message(Role.ASSISTANT, last.text, thinking=last.thinking)),
             continue_last=True,
         )
         request = self.engine.generate(conversation, generation_settings(settings))
-        stream = _Stream(request, cid, last.id, thinking=[last.thinking] if last.thinking else [],
-                         answer=[last.text] if last.text else [], thinking_s=last.thinking_s if last.text else None,
-                         before=last.stats)
-        if last.thinking and not last.text:  # still thinking: its clock runs on from where it stopped
+        stream = _Stream(
+            request,
+            cid,
+            last.id,
+            thinking=[last.thinking] if last.thinking else [],
+            answer=[last.text] if last.text else [],
+            thinking_s=last.thinking_s if last.text else None,
+            before=last.stats,
+        )
+        if (
+            last.thinking and not last.text
+        ):  # still thinking: its clock runs on from where it stopped
             stream.thinking_started = time.monotonic() - (last.thinking_s or 0.0)
         self.messagesRemoved.emit(last.position)
         self._begin(stream, replace(last, state=MessageState.STREAMING, error="", stats=None))
@@ -472,7 +527,9 @@ class ChatController(QObject):
         if self._refused_for_earlier_media():
             return
         try:
-            message = self.store.add_version(original.id, new_text, attachments=original.attachments)
+            message = self.store.add_version(
+                original.id, new_text, attachments=original.attachments
+            )
         except StoreError as error:
             self.errorOccurred.emit(str(error))
             return
@@ -523,7 +580,9 @@ class ChatController(QObject):
                 history = [m for m in history if m.position < replacing.position]
                 replacing = None
             if replacing is None:
-                placeholder = self.store.add_message(cid, "assistant", "", state=MessageState.STREAMING)
+                placeholder = self.store.add_message(
+                    cid, "assistant", "", state=MessageState.STREAMING
+                )
             else:
                 history = [m for m in history if m.position < replacing.position]
                 placeholder = self.store.add_version(replacing.id, "", state=MessageState.STREAMING)
@@ -531,15 +590,27 @@ class ChatController(QObject):
         except StoreError as error:
             self.errorOccurred.emit(str(error))
             return
-        if not history:  # every turn dropped from the prompt: the question being answered is still sent
-            history = [m for m in self.store.messages(cid) if m.position < placeholder.position][-1:]
+        if (
+            not history
+        ):  # every turn dropped from the prompt: the question being answered is still sent
+            history = [m for m in self.store.messages(cid) if m.position < placeholder.position][
+                -1:
+            ]
         conversation = build_conversation(cid, settings, history)
-        turn = self.tools.turn_for(cid, conversation, generation_settings(settings)) if self.tools else None
+        turn = (
+            self.tools.turn_for(cid, conversation, generation_settings(settings))
+            if self.tools
+            else None
+        )
         if turn is not None:
             stream = _Stream(self.engine.run_turn(turn), cid, placeholder.id)
             stream.tool_turn = ToolTurn(self.tools, placeholder.id)
         else:
-            stream = _Stream(self.engine.generate(conversation, generation_settings(settings)), cid, placeholder.id)
+            stream = _Stream(
+                self.engine.generate(conversation, generation_settings(settings)),
+                cid,
+                placeholder.id,
+            )
         self._begin(stream, placeholder)
 
     def _begin(self, stream: _Stream, message: StoredMessage) -> None:
@@ -573,7 +644,9 @@ class ChatController(QObject):
             return
         if stream.tool_turn is None:
             self._append_answer(stream, text)
-        elif shown := stream.tool_turn.answer(text):  # the call markup is hidden: its blocks show the calls
+        elif shown := stream.tool_turn.answer(
+            text
+        ):  # the call markup is hidden: its blocks show the calls
             self._append_answer(stream, shown)
 
     def _append_answer(self, stream: _Stream, text: str) -> None:
@@ -588,7 +661,9 @@ class ChatController(QObject):
     def _on_stats(self, request_id: int, event: Stats) -> None:
         if (stream := self._current(request_id)) is None:
             return
-        if stream.tool_turn is not None and (rest := stream.tool_turn.step_ended()):  # each step ends with Stats
+        if stream.tool_turn is not None and (
+            rest := stream.tool_turn.step_ended()
+        ):  # each step ends with Stats
             self._append_answer(stream, rest)
         stats = StoredStats.of(event)
         if stream.before is not None:
@@ -600,7 +675,9 @@ class ChatController(QObject):
     def _on_finished(self, request_id: int, reason: FinishReason, error: str) -> None:
         if (stream := self._current(request_id)) is None:
             return
-        if stream.tool_turn is not None and (unrun := stream.tool_turn.unrun()):  # markup that ran no call stays
+        if stream.tool_turn is not None and (
+            unrun := stream.tool_turn.unrun()
+        ):  # markup that ran no call stays
             self._append_answer(stream, unrun)
         self._finish(FINISHED_STATE[reason], error)
 
@@ -688,7 +765,10 @@ class ChatController(QObject):
         settings = self.store.settings(cid)
         lines = [f"# {summary.title}", ""]
         if settings.system_prompt.strip():
-            lines += ["> **System prompt:** " + settings.system_prompt.strip().replace("\n", "\n> "), ""]
+            lines += [
+                "> **System prompt:** " + settings.system_prompt.strip().replace("\n", "\n> "),
+                "",
+            ]
         try:
             for m in self.store.messages(cid):
                 lines += [f"## {'You' if m.role == 'user' else 'Qwen'}", ""]
@@ -698,13 +778,24 @@ class ChatController(QObject):
                     if att.path.exists():
                         shutil.copyfile(att.path, target)
                     rel = f"{files_dir.name}/{target.name}"
-                    part = sent_range(att)  # the pages or the time range that was sent, not the whole file
-                    lines.append(f"![{att.name}]({rel})" if att.kind is AttachmentKind.IMAGE
-                                 else f"[{att.name}]({rel})" + (f" ({part})" if part else ""))
+                    part = sent_range(
+                        att
+                    )  # the pages or the time range that was sent, not the whole file
+                    lines.append(
+                        f"![{att.name}]({rel})"
+                        if att.kind is AttachmentKind.IMAGE
+                        else f"[{att.name}]({rel})" + (f" ({part})" if part else "")
+                    )
                     lines.append("")
                 if include_thinking and m.thinking.strip():
-                    lines += ["<details><summary>Thinking</summary>", "", m.thinking.strip(), "",
-                              "</details>", ""]
+                    lines += [
+                        "<details><summary>Thinking</summary>",
+                        "",
+                        m.thinking.strip(),
+                        "",
+                        "</details>",
+                        "",
+                    ]
                 lines += calls_markdown(m.tool_calls, files_dir)
                 lines += [m.text.strip(), ""]
                 if m.state in (MessageState.INTERRUPTED, MessageState.STOPPED):

@@ -25,7 +25,9 @@ from .chat import build_conversation, generation_settings, to_engine_attachment
 log = logging.getLogger(__name__)
 
 COUNT_DELAY_MS = 350  # the engine counts once typing pauses this long
-ANSWER_ROOM_FRACTION = 10  # a send should leave at least 1/10 of the context (or max tokens) for the answer
+ANSWER_ROOM_FRACTION = (
+    10  # a send should leave at least 1/10 of the context (or max tokens) for the answer
+)
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,9 @@ class MeterReading:
     exact: bool  # the engine's count (False: an estimate)
     answer_room: int  # tokens a send should leave free for the answer
     droppable: bool  # the prompt holds earlier turns that could be dropped or summarized
-    trimmed: bool = False  # the chat's oldest turns were dropped from the prompt (they stay in its history)
+    trimmed: bool = (
+        False  # the chat's oldest turns were dropped from the prompt (they stay in its history)
+    )
 
     @property
     def fraction(self) -> float:
@@ -99,13 +103,16 @@ class ContextMeterController(QObject):
         self._history = self.chat.sent_messages(cid) if cid else []
         self._trimmed = bool(cid) and self.chat.store.context_from(cid) > 0
         settings = self.chat.settings()
-        self._history_tokens = (estimate.text_tokens(settings.system_prompt)
-                                + sum(estimate.message_tokens(m) for m in self._history))
+        self._history_tokens = estimate.text_tokens(settings.system_prompt) + sum(
+            estimate.message_tokens(m) for m in self._history
+        )
         self._changed(version=True)
 
     # --- the figure -------------------------------------------------------------------------------
     def _draft(self) -> list[estimate.Sized]:
-        return [estimate.Sized(p.stored, p.width, p.height, p.lines) for p in self.attachments.items]
+        return [
+            estimate.Sized(p.stored, p.width, p.height, p.lines) for p in self.attachments.items
+        ]
 
     def _changed(self, *, version: bool = False) -> None:
         if version:
@@ -125,7 +132,9 @@ class ContextMeterController(QObject):
         else:
             used, is_exact = self._estimated_total(), False
         room = min(self.chat.settings().generation.max_tokens, self.limit // ANSWER_ROOM_FRACTION)
-        self.reading = MeterReading(max(0, used), self.limit, is_exact, room, bool(self._history), self._trimmed)
+        self.reading = MeterReading(
+            max(0, used), self.limit, is_exact, room, bool(self._history), self._trimmed
+        )
         self.readingChanged.emit(self.reading)
 
     def _count(self) -> None:
@@ -134,11 +143,16 @@ class ContextMeterController(QObject):
             return  # counted again when the answer finishes (history_changed); never after quitting
         cid = self.chat.current_id or ""
         settings = self.chat.settings()
-        draft = Message(Role.USER, self.text.strip(),
-                        tuple(to_engine_attachment(p.stored) for p in self.attachments.items))
+        draft = Message(
+            Role.USER,
+            self.text.strip(),
+            tuple(to_engine_attachment(p.stored) for p in self.attachments.items),
+        )
         conversation = build_conversation(cid, settings, self._history).with_message(draft)
         if self.chat.tools is not None:  # the chat's tools are part of its prompt
-            conversation = replace(conversation, tools=self.chat.tools.offered_tools(self.chat.current_id))
+            conversation = replace(
+                conversation, tools=self.chat.tools.offered_tools(self.chat.current_id)
+            )
         request = self.engine.count_tokens(conversation, generation_settings(settings))
         self._request = (request, self._version, self.text)
 
@@ -162,8 +176,10 @@ class ContextMeterController(QObject):
             return 0
         history_turns = turns(self._history)
         if not cid or not history_turns:
-            self.errorOccurred.emit("There are no earlier turns to drop: shorten this message or remove "
-                                    "attachments to fit the context.")
+            self.errorOccurred.emit(
+                "There are no earlier turns to drop: shorten this message or remove "
+                "attachments to fit the context."
+            )
             return 0
         reading = self.reading
         need = reading.used + reading.answer_room - reading.limit
@@ -196,11 +212,14 @@ class ContextMeterController(QObject):
         settings = self.chat.store.settings(cid)
         # At most a quarter of the context, so the new chat starts with room to talk.
         room = int(self.limit * estimate.CHARS_PER_TOKEN / 4) if self.limit else MAX_SUMMARY_CHARS
-        extract = extract_summary(summary.title, self.chat.store.messages(cid), min(MAX_SUMMARY_CHARS, room))
+        extract = extract_summary(
+            summary.title, self.chat.store.messages(cid), min(MAX_SUMMARY_CHARS, room)
+        )
         prompt = "\n\n".join(p for p in (settings.system_prompt.strip(), extract) if p)
         try:
-            new_id = self.chat.store.create_conversation(f"{summary.title} (continued)",
-                                                         replace(settings, system_prompt=prompt))
+            new_id = self.chat.store.create_conversation(
+                f"{summary.title} (continued)", replace(settings, system_prompt=prompt)
+            )
         except StoreError as error:
             self.errorOccurred.emit(str(error))
             return None

@@ -70,7 +70,9 @@ class DownloadsController(QObject):
         self.cache_dir = cache_dir
         self.catalog = load_catalog() if catalog is None else list(catalog)
         self.transfers: dict[str, Transfer] = {}
-        self._jobs: dict[str, object] = {}  # key -> Download (pause/cancel) or the graft's Operation
+        self._jobs: dict[
+            str, object
+        ] = {}  # key -> Download (pause/cancel) or the graft's Operation
         self._plans: dict[str, object] = {}  # model folder -> GraftPlan
         self._progressed.connect(self._apply)
         self._find_paused()
@@ -281,7 +283,11 @@ class DownloadsController(QObject):
         self._update(key, **changes)
 
     def _run(self, fn, on_done, on_failed) -> Operation:
-        return Operation(self, fn, on_done, label="The transfer").failure(on_failed).run_in_background()
+        return (
+            Operation(self, fn, on_done, label="The transfer")
+            .failure(on_failed)
+            .run_in_background()
+        )
 
     def _finished(self, key: str, path) -> None:
         self._jobs.pop(key, None)

@@ -30,7 +30,12 @@ class LocalApiController(QObject):
 
     _recordFromServer = Signal(object)  # emitted on the server's thread, delivered queued
 
-    def __init__(self, shared: Callable[[], tuple[Any, Any]], store: Any = None, parent: QObject | None = None):
+    def __init__(
+        self,
+        shared: Callable[[], tuple[Any, Any]],
+        store: Any = None,
+        parent: QObject | None = None,
+    ):
         super().__init__(parent)
         self._shared = shared  # () -> (engine, job queue), the app's own
         self._store = store
@@ -99,13 +104,19 @@ class LocalApiController(QObject):
             from engine_mlx.server.runner import ApiServer
 
             engine, jobs = self._shared()
-            server = ApiServer(engine, jobs, ServerConfig(port=self.port, api_key=self.key or None),
-                               on_request=self._recordFromServer.emit)
+            server = ApiServer(
+                engine,
+                jobs,
+                ServerConfig(port=self.port, api_key=self.key or None),
+                on_request=self._recordFromServer.emit,
+            )
             try:
                 server.start()
             except OSError as exc:
-                self.failed.emit(f"The local API cannot listen on port {self.port}: "
-                                 f"{exc.strerror or exc}. Choose another port.")
+                self.failed.emit(
+                    f"The local API cannot listen on port {self.port}: "
+                    f"{exc.strerror or exc}. Choose another port."
+                )
                 self.runningChanged.emit(False)
                 return False
             self._server = server

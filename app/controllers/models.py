@@ -25,7 +25,6 @@ from ..workers import EngineClient, LoadFailure
 log = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
 class ModelEntry:
     """A model folder in the picker: usable (``info``), or refused (``info`` None, ``refusal`` why)."""
@@ -45,12 +44,14 @@ def fit_label(fit) -> str:
     if fit is None:
         return "unknown"
     verdict = getattr(fit.verdict, "value", str(fit.verdict))
-    return {"fits": "Fits", "tight": "Tight", "does_not_fit": "Does not fit"}.get(str(verdict).lower(),
-                                                                               str(verdict))
+    return {"fits": "Fits", "tight": "Tight", "does_not_fit": "Does not fit"}.get(
+        str(verdict).lower(), str(verdict)
+    )
 
 
-def discover(folders: list[Path], demo_dir: Path, context_tokens: int,
-             inspections: InspectionCache) -> list[ModelEntry]:
+def discover(
+    folders: list[Path], demo_dir: Path, context_tokens: int, inspections: InspectionCache
+) -> list[ModelEntry]:
     """All models found in the usual places plus the user's folders (runs on a pool thread); folders
     unchanged since an earlier scan are not inspected again."""
     from engine_mlx.checkpoint import SourceKind, discover_models
@@ -60,10 +61,14 @@ def discover(folders: list[Path], demo_dir: Path, context_tokens: int,
     infos = {}
     refused = []  # Qwen3.5 folders the engine refuses, listed with the reason
     try:
-        for found in discover_models(extra_dirs=[f for f in folders if f.exists()], inspect=inspections.inspect):
+        for found in discover_models(
+            extra_dirs=[f for f in folders if f.exists()], inspect=inspections.inspect
+        ):
             if found.ok:
                 infos[Path(found.info.path).resolve()] = found.info
-            elif not found.other_model or found.source is SourceKind.USER:  # (a folder the user added)
+            elif (
+                not found.other_model or found.source is SourceKind.USER
+            ):  # (a folder the user added)
                 refused.append(ModelEntry(None, None, refusal=found.error, folder=Path(found.path)))
     except Exception:
         log.exception("model discovery failed")
@@ -94,14 +99,19 @@ def models_in(folder: Path, inspections: InspectionCache) -> list[Path]:
     from engine_mlx.checkpoint import SearchRoot, SourceKind, discover_models
     from engine_mlx.errors import CheckpointError
 
-    found = discover_models(roots=[SearchRoot(folder, SourceKind.USER)], inspect=inspections.inspect)
+    found = discover_models(
+        roots=[SearchRoot(folder, SourceKind.USER)], inspect=inspections.inspect
+    )
     usable = [Path(f.path) for f in found if f.ok]
     if usable:
         return usable
     if found:
         raise RefusedFolder(found[0].path, found[0].error or "it cannot be used")
-    raise CheckpointError(folder, "no model here: neither this folder nor any folder up to two levels "
-                                  "below it has a config.json")
+    raise CheckpointError(
+        folder,
+        "no model here: neither this folder nor any folder up to two levels "
+        "below it has a config.json",
+    )
 
 
 class ModelsController(QObject):
@@ -115,7 +125,9 @@ class ModelsController(QObject):
     demoBuilding = Signal(bool)
     severalFound = Signal(int)  # an added folder holds this many usable models: the user picks one
 
-    def __init__(self, store: Store, engine: EngineClient, paths: AppPaths, parent: QObject | None = None):
+    def __init__(
+        self, store: Store, engine: EngineClient, paths: AppPaths, parent: QObject | None = None
+    ):
         super().__init__(parent)
         self.store = store
         self.engine = engine
@@ -123,7 +135,9 @@ class ModelsController(QObject):
         self.entries: list[ModelEntry] = []
         self.loaded_info = None
         self.loading_path: Path | None = None
-        self.inspections = InspectionCache()  # a rescan (e.g. a new context length) re-checks only changed folders
+        self.inspections = (
+            InspectionCache()
+        )  # a rescan (e.g. a new context length) re-checks only changed folders
         self.scanned = False
         engine.loadProgress.connect(self.loadProgress)
         engine.loaded.connect(self._on_loaded)
@@ -150,11 +164,16 @@ class ModelsController(QObject):
     def rescan(self, then: Callable[[], None] | None = None) -> None:
         """Look for models again (on a pool thread); ``then`` runs once the list is updated."""
         folders, demo, ctx = self.user_folders(), self.paths.demo_model, self.context_tokens
-        Operation(self, lambda _ctx: discover(folders, demo, ctx, self.inspections),
-                  partial(self._on_scanned, then=then), label="Looking for models"
-                  ).failure(self._on_scan_failed).run_in_background()
+        Operation(
+            self,
+            lambda _ctx: discover(folders, demo, ctx, self.inspections),
+            partial(self._on_scanned, then=then),
+            label="Looking for models",
+        ).failure(self._on_scan_failed).run_in_background()
 
-    def _on_scanned(self, entries: list[ModelEntry], then: Callable[[], None] | None = None) -> None:
+    def _on_scanned(
+        self, entries: list[ModelEntry], then: Callable[[], None] | None = None
+    ) -> None:
         self.entries = entries
         self.scanned = True
         log.info("found %d model folders", len(entries))
@@ -190,7 +209,9 @@ class ModelsController(QObject):
                 self.rescan()
                 self.load(paths[0])
             elif load_if_one:
-                self.rescan(then=lambda: self.severalFound.emit(len(paths)))  # the picker lists them
+                self.rescan(
+                    then=lambda: self.severalFound.emit(len(paths))
+                )  # the picker lists them
             else:
                 self.rescan()
 
@@ -207,8 +228,10 @@ class ModelsController(QObject):
     def load(self, path: Path | str, force: bool = False) -> None:
         path = Path(path)
         if not path.exists():
-            self.loadFailed.emit(f"The model folder {path} no longer exists (was it moved or deleted?).",
-                                 LoadFailure.CHECKPOINT)
+            self.loadFailed.emit(
+                f"The model folder {path} no longer exists (was it moved or deleted?).",
+                LoadFailure.CHECKPOINT,
+            )
             return
         self.loading_path = path
         log.info("loading %s (context %d tokens)", path, self.context_tokens)
@@ -254,7 +277,9 @@ class ModelsController(QObject):
             self.demoBuilding.emit(False)
             self.errorOccurred.emit(f"Could not build the demo model: {error}")
 
-        Operation(self, build, built, label="Building the demo model").failure(failed).run_in_background()
+        Operation(self, build, built, label="Building the demo model").failure(
+            failed
+        ).run_in_background()
 
     def _on_loaded(self, info) -> None:
         self.loaded_info = info

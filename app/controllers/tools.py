@@ -82,7 +82,9 @@ class ConsentGate:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._waiting: dict[str, tuple[threading.Event, list[ConsentAnswer]]] = {}
-        self._stopped: set[str] = set()  # calls whose card Stop ended (the loop reads that as a denial)
+        self._stopped: set[str] = (
+            set()
+        )  # calls whose card Stop ended (the loop reads that as a denial)
 
     def approve(self, proposed: ToolCallProposed, cancel: CancelToken | None) -> ConsentAnswer:
         done, box = threading.Event(), []
@@ -116,7 +118,6 @@ class ConsentGate:
                 self._stopped.discard(call_id)
                 return True
             return False
-
 
 
 class CallTextFilter:
@@ -191,8 +192,13 @@ def tool_steps(calls: tuple[StoredToolCall, ...]) -> list[Message]:
     out: list[Message] = []
     for step in sorted({c.step for c in calls}):
         of_step = [c for c in calls if c.step == step]
-        out.append(Message(Role.ASSISTANT, "", tool_calls=tuple(ToolCall(c.tool, c.arguments, c.call_id)
-                                                                 for c in of_step)))
+        out.append(
+            Message(
+                Role.ASSISTANT,
+                "",
+                tool_calls=tuple(ToolCall(c.tool, c.arguments, c.call_id) for c in of_step),
+            )
+        )
         out.extend(Message(Role.TOOL, c.result) for c in of_step)
     return out
 
@@ -205,8 +211,22 @@ def calls_markdown(calls: tuple[StoredToolCall, ...], files_dir: Path) -> list[s
     for call in calls:
         head = f"Tool: {call.server} ▸ {call.tool} ({outcome_text(call)})"
         fence = _fence(call.result)
-        lines += [f"<details><summary>{head}</summary>", "", "Arguments:", "", "```json",
-                  pretty_json(call.arguments), "```", "", "Result:", "", fence, call.result, fence, ""]
+        lines += [
+            f"<details><summary>{head}</summary>",
+            "",
+            "Arguments:",
+            "",
+            "```json",
+            pretty_json(call.arguments),
+            "```",
+            "",
+            "Result:",
+            "",
+            fence,
+            call.result,
+            fence,
+            "",
+        ]
         for image in call.images:
             if image.is_file():
                 files_dir.mkdir(parents=True, exist_ok=True)
@@ -231,16 +251,22 @@ def pretty_json(arguments: str) -> str:
 
 def outcome_text(call: StoredToolCall) -> str:
     """One phrase for how a call ended: the block's header and the export."""
-    return {"ran": f"{call.duration_s:.2f} s" + (", result truncated" if call.truncated else ""),
-            "failed": "failed", "denied": "denied by you", "blocked": "blocked by your settings",
-            "cancelled": "stopped"}.get(call.outcome, call.outcome)
+    return {
+        "ran": f"{call.duration_s:.2f} s" + (", result truncated" if call.truncated else ""),
+        "failed": "failed",
+        "denied": "denied by you",
+        "blocked": "blocked by your settings",
+        "cancelled": "stopped",
+    }.get(call.outcome, call.outcome)
 
 
 class ToolsController(QObject):
     """Owns the ToolHost (closed at quit), ``mcp.json``, the consent table and the tool preferences."""
 
     statusChanged = Signal()  # the servers were (re)configured: read ``status()``
-    consentRequested = Signal(int, ToolCallProposed)  # answer message id, the call waiting for the user
+    consentRequested = Signal(
+        int, ToolCallProposed
+    )  # answer message id, the call waiting for the user
     callFinished = Signal(int, StoredToolCall)  # answer message id, the call (already saved)
     stepLimitReached = Signal(int, int)  # answer message id, steps
     consentChanged = Signal()  # the table changed (Settings ▸ Tools, or a card's Always allow)
@@ -283,7 +309,9 @@ class ToolsController(QObject):
                 if restart_files:
                     host.configure(servers, builtin_files=False)
                 host.files_roots = roots
-                host.configure(servers, builtin_files=bool(roots))  # starts them; states show in status()
+                host.configure(
+                    servers, builtin_files=bool(roots)
+                )  # starts them; states show in status()
 
         def done(_result: None = None) -> None:
             self.statusChanged.emit()
@@ -292,7 +320,9 @@ class ToolsController(QObject):
             done()
             self.errorOccurred.emit(f"The tool servers could not be started: {error}")
 
-        Operation(self, configure, done, label="Starting the tool servers").failure(failed).run_in_background()
+        Operation(self, configure, done, label="Starting the tool servers").failure(
+            failed
+        ).run_in_background()
 
     def status(self) -> list[ServerStatus]:
         return self.host.status()
@@ -337,8 +367,9 @@ class ToolsController(QObject):
             self.store.set_tool_servers(cid, servers)
 
     # --- a turn -------------------------------------------------------------------------------
-    def turn_for(self, cid: str, conversation: Conversation, settings: GenerationSettings
-                 ) -> Callable[[Engine, CancelToken], Iterator[LoopEvent]] | None:
+    def turn_for(
+        self, cid: str, conversation: Conversation, settings: GenerationSettings
+    ) -> Callable[[Engine, CancelToken], Iterator[LoopEvent]] | None:
         """The engine thread's work for a turn with the chat's tools; None when the chat uses none."""
         if self._draft is not None and self.store.tool_servers(cid) is None:
             self.store.set_tool_servers(cid, self._draft)
@@ -349,9 +380,16 @@ class ToolsController(QObject):
         step_settings = self.step_settings
 
         def run(engine: Engine, cancel: CancelToken) -> Iterator[LoopEvent]:
-            loop = ToolLoop(engine, self.host, consent=self.consent, approve=self.gate.approve,
-                            on_consent=self.set_consent, max_steps=self.prefs.max_steps, servers=servers,
-                            image_dir=self.model_image_dir)
+            loop = ToolLoop(
+                engine,
+                self.host,
+                consent=self.consent,
+                approve=self.gate.approve,
+                on_consent=self.set_consent,
+                max_steps=self.prefs.max_steps,
+                servers=servers,
+                image_dir=self.model_image_dir,
+            )
             return loop.run(conversation, settings, cancel, step_settings=step_settings)
 
         return run
@@ -378,9 +416,18 @@ class ToolsController(QObject):
                 images.append(path)
             except OSError as error:
                 log.warning("could not keep a tool's image: %s", error)
-        call = StoredToolCall(done.step, done.call_id, done.server, done.tool,
-                              json.dumps(done.arguments, ensure_ascii=False), done.outcome.value, done.result,
-                              done.duration_s, done.truncated, tuple(images))
+        call = StoredToolCall(
+            done.step,
+            done.call_id,
+            done.server,
+            done.tool,
+            json.dumps(done.arguments, ensure_ascii=False),
+            done.outcome.value,
+            done.result,
+            done.duration_s,
+            done.truncated,
+            tuple(images),
+        )
         try:
             self.store.add_tool_call(message_id, call)
         except Exception as error:  # StoreError: shown, the call stays on screen

@@ -25,11 +25,13 @@ def attach_filter() -> str:
     def patterns(suffixes: Iterable[str]) -> str:
         return " ".join(f"*{s}" for s in sorted(suffixes))
 
-    return ";;".join([
-        f"Everything QwenDesk can attach ({patterns(media.ATTACHABLE_SUFFIXES)})",
-        f"Images, PDFs and videos ({patterns(media.IMAGE_SUFFIXES | media.PDF_SUFFIXES | media.VIDEO_SUFFIXES)})",
-        f"Text and code files ({patterns(media.TEXT_SUFFIXES)})",
-    ])
+    return ";;".join(
+        [
+            f"Everything QwenDesk can attach ({patterns(media.ATTACHABLE_SUFFIXES)})",
+            f"Images, PDFs and videos ({patterns(media.IMAGE_SUFFIXES | media.PDF_SUFFIXES | media.VIDEO_SUFFIXES)})",
+            f"Text and code files ({patterns(media.TEXT_SUFFIXES)})",
+        ]
+    )
 
 
 class AttachmentsPresenter(QObject):
@@ -43,18 +45,28 @@ class AttachmentsPresenter(QObject):
         composer.imagePasted.connect(a.add_image)
         composer.filesDropped.connect(a.add_paths)
         composer.removeAttachment.connect(a.remove)
-        composer.pagesChanged.connect(lambda key, first, last: a.update(key, first_page=first, last_page=last))
+        composer.pagesChanged.connect(
+            lambda key, first, last: a.update(key, first_page=first, last_page=last)
+        )
         composer.attachmentClicked.connect(self._clicked)
         a.added.connect(self._added)
         a.changed.connect(composer.update_chip)
         a.removed.connect(self._removed)
         a.cleared.connect(composer.clear_chips)
-        a.busyChanged.connect(lambda busy: composer.set_status("Preparing attachment…" if busy else ""))
-        self.video_pane.rangeChanged.connect(lambda key, s, e, fps: a.update(key, start_s=s, end_s=e, fps=fps))
+        a.busyChanged.connect(
+            lambda busy: composer.set_status("Preparing attachment…" if busy else "")
+        )
+        self.video_pane.rangeChanged.connect(
+            lambda key, s, e, fps: a.update(key, start_s=s, end_s=e, fps=fps)
+        )
 
     def pick_files(self) -> None:
-        files, _ = QFileDialog.getOpenFileNames(self.window, "Attach images, PDFs, videos or text files",
-                                                str(Path.home()), attach_filter())
+        files, _ = QFileDialog.getOpenFileNames(
+            self.window,
+            "Attach images, PDFs, videos or text files",
+            str(Path.home()),
+            attach_filter(),
+        )
         if files:
             self.attachments.add_paths([Path(f) for f in files])
 

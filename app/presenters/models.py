@@ -24,8 +24,10 @@ FAILURE_PREFIX = {
     LoadFailure.MEMORY: "This model does not fit in memory. ",
     LoadFailure.CHECKPOINT: "This model cannot be used. ",
 }
-DEMO_NOTICE = ("Demo model: random weights. Its answers are gibberish; use it to try the interface, then "
-               "choose a real Qwen3.5 model.")
+DEMO_NOTICE = (
+    "Demo model: random weights. Its answers are gibberish; use it to try the interface, then "
+    "choose a real Qwen3.5 model."
+)
 
 
 class ModelsPresenter(QObject):
@@ -59,11 +61,15 @@ class ModelsPresenter(QObject):
         self.window.downloads_dialog.show()
 
     def open_add_vision(self, model_dir: Path) -> None:
-        self.window.add_vision_dialog = AddVisionDialog(self.window.downloads, model_dir, self.window)
+        self.window.add_vision_dialog = AddVisionDialog(
+            self.window.downloads, model_dir, self.window
+        )
         self.window.add_vision_dialog.show()
 
     def add_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self.window, "Choose a Qwen3.5 MLX model folder", str(Path.home()))
+        folder = QFileDialog.getExistingDirectory(
+            self.window, "Choose a Qwen3.5 MLX model folder", str(Path.home())
+        )
         if folder:
             self.models.add_folder(Path(folder), load_if_one=True)
 
@@ -133,9 +139,13 @@ class ModelsPresenter(QObject):
         self.loading = False
         w.load_progress.hide()
         info = self.models.loaded_info
-        self._show_model(info.name if info else "No model loaded", info.name if info else "No model")
+        self._show_model(
+            info.name if info else "No model loaded", info.name if info else "No model"
+        )
         w.first_run.status.setText("")
-        w.show_error(FAILURE_PREFIX.get(kind, "") + message, "Choose model…", self.open_model_picker)
+        w.show_error(
+            FAILURE_PREFIX.get(kind, "") + message, "Choose model…", self.open_model_picker
+        )
         w.update_page()
 
     def _on_demo_building(self, building: bool) -> None:

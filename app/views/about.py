@@ -19,7 +19,7 @@ def app_version() -> str:
 
 
 def mlx_device() -> str:
-    """"gpu (Metal)" on a Mac, "cpu" elsewhere; why if MLX cannot be imported."""
+    """ "gpu (Metal)" on a Mac, "cpu" elsewhere; why if MLX cannot be imported."""
     try:
         import mlx.core as mx
 
@@ -31,11 +31,19 @@ def mlx_device() -> str:
 
 
 def about_text(paths: AppPaths) -> str:
-    rows = [("Version", app_version()), ("MLX device", mlx_device()),
-            ("Data folder", str(paths.data)), ("Log folder", str(paths.logs))]
-    body = "".join(f"<tr><td><b>{k}</b>&nbsp;&nbsp;</td><td>{html.escape(v)}</td></tr>" for k, v in rows)
-    return ("<h3>QwenDesk</h3><p>Qwen3.5 on this computer through MLX. Nothing leaves it.</p>"
-            f"<table>{body}</table>")
+    rows = [
+        ("Version", app_version()),
+        ("MLX device", mlx_device()),
+        ("Data folder", str(paths.data)),
+        ("Log folder", str(paths.logs)),
+    ]
+    body = "".join(
+        f"<tr><td><b>{k}</b>&nbsp;&nbsp;</td><td>{html.escape(v)}</td></tr>" for k, v in rows
+    )
+    return (
+        "<h3>QwenDesk</h3><p>Qwen3.5 on this computer through MLX. Nothing leaves it.</p>"
+        f"<table>{body}</table>"
+    )
 
 
 def about_box(paths: AppPaths, parent: QWidget) -> QMessageBox:

@@ -23,6 +23,8 @@ SLOW_FLUSH_CHARS = 80_000
 
 def flush_interval(chars: int) -> int:
     return FLUSH_MS + (MAX_FLUSH_MS - FLUSH_MS) * min(chars, SLOW_FLUSH_CHARS) // SLOW_FLUSH_CHARS
+
+
 # While streaming, the widget grows in steps of this many pixels: every height change re-lays out the
 # transcript, so growing per line of text would do that several times a second.
 GROW_STEP = 120
@@ -31,7 +33,9 @@ GROW_STEP = 120
 class AnswerView(QTextBrowser):
     codeCopied = Signal(str)
 
-    def __init__(self, palette: Palette, parent: QWidget | None = None, renderer: Renderer | None = None):
+    def __init__(
+        self, palette: Palette, parent: QWidget | None = None, renderer: Renderer | None = None
+    ):
         """``renderer``: one shared by a transcript's answers (building one costs a Markdown parser and a
         highlighter style, ~10 ms); each answer gets its own otherwise."""
         super().__init__(parent)
@@ -75,7 +79,7 @@ class AnswerView(QTextBrowser):
         self._tail_pos = 0
         self._pending.clear()
         if shown is not None and len(shown) < len(text):
-            self._rest = text[len(shown):]
+            self._rest = text[len(shown) :]
             self._insert(self._stream.feed(shown), self._stream.tail_html())
             return
         self._rest = ""
@@ -224,9 +228,12 @@ def warm_up(palette: Palette, *, background: bool = True) -> None:
         from ..render import render_markdown
 
         # No parent: a failed warm-up costs only the first answer's stall, so it is logged, not shown.
-        Operation(None, lambda _ctx: render_markdown(WARM_UP_MARKDOWN, palette),
-                  lambda _result: warm_up(palette, background=False), label="Warming up the renderer"
-                  ).run_in_background()
+        Operation(
+            None,
+            lambda _ctx: render_markdown(WARM_UP_MARKDOWN, palette),
+            lambda _result: warm_up(palette, background=False),
+            label="Warming up the renderer",
+        ).run_in_background()
         return
     view = AnswerView(palette)
     view.resize(600, 400)

@@ -33,7 +33,9 @@ def _qimage(rgb) -> QImage:
     """A PIL image or an RGB uint8 array as a QImage (copied: the source may go away)."""
     if hasattr(rgb, "tobytes") and hasattr(rgb, "convert"):
         rgb = rgb.convert("RGB")
-        return QImage(rgb.tobytes(), rgb.width, rgb.height, 3 * rgb.width, QImage.Format.Format_RGB888).copy()
+        return QImage(
+            rgb.tobytes(), rgb.width, rgb.height, 3 * rgb.width, QImage.Format.Format_RGB888
+        ).copy()
     height, width = rgb.shape[:2]
     return QImage(rgb.tobytes(), width, height, 3 * width, QImage.Format.Format_RGB888).copy()
 
@@ -50,8 +52,13 @@ def render_frames(att: StoredAttachment) -> list[tuple[str, QImage]]:
     """The frames the model saw: the same rate and range as sent."""
     from engine_mlx import media
 
-    video = media.sample_video(att.path, fps=att.fps, start_s=att.start_s, end_s=att.end_s, max_side=FRAME_SIDE)
-    return [(f"{t:.1f} s", _qimage(frame)) for t, frame in zip(video.timestamps_s, video.frames, strict=True)]
+    video = media.sample_video(
+        att.path, fps=att.fps, start_s=att.start_s, end_s=att.end_s, max_side=FRAME_SIDE
+    )
+    return [
+        (f"{t:.1f} s", _qimage(frame))
+        for t, frame in zip(video.timestamps_s, video.frames, strict=True)
+    ]
 
 
 def describe(att: StoredAttachment) -> str:
@@ -94,9 +101,13 @@ class AttachmentViewer(QDialog):
         self.zoom_out.clicked.connect(lambda: self.set_zoom(self.zoom / ZOOM_STEP))
         self.zoom_in.clicked.connect(lambda: self.set_zoom(self.zoom * ZOOM_STEP))
         self.zoom_fit.clicked.connect(lambda: self.set_zoom(1.0))
-        QShortcut(QKeySequence.StandardKey.ZoomIn, self, lambda: self.set_zoom(self.zoom * ZOOM_STEP))
+        QShortcut(
+            QKeySequence.StandardKey.ZoomIn, self, lambda: self.set_zoom(self.zoom * ZOOM_STEP)
+        )
         QShortcut(QKeySequence("Ctrl+="), self, lambda: self.set_zoom(self.zoom * ZOOM_STEP))
-        QShortcut(QKeySequence.StandardKey.ZoomOut, self, lambda: self.set_zoom(self.zoom / ZOOM_STEP))
+        QShortcut(
+            QKeySequence.StandardKey.ZoomOut, self, lambda: self.set_zoom(self.zoom / ZOOM_STEP)
+        )
         layout.addLayout(top)
         self.images: list[QImage] = []  # at full size; the labels show them at self.zoom
         self.pictures: list[QLabel] = []
@@ -127,8 +138,13 @@ class AttachmentViewer(QDialog):
         else:
             self.summary.setText(describe(att) + " Rendering…")
             render = render_pages if att.kind is AttachmentKind.PDF else render_frames
-            self._task = Operation(self, lambda _ctx: render(att), self._rendered, label="Rendering the attachment"
-                                   ).failure(self._failed).run_in_background()
+            self._task = (
+                Operation(
+                    self, lambda _ctx: render(att), self._rendered, label="Rendering the attachment"
+                )
+                .failure(self._failed)
+                .run_in_background()
+            )
 
     def _build_text(self, layout: QVBoxLayout) -> None:
         from engine_mlx.text_files import load_text
@@ -170,7 +186,9 @@ class AttachmentViewer(QDialog):
             self.images.append(image)
             self.pictures.append(picture)
             self.captions.append(caption)
-        if self.attachment.kind is AttachmentKind.IMAGE and items:  # a big photo opens fitted to the window
+        if (
+            self.attachment.kind is AttachmentKind.IMAGE and items
+        ):  # a big photo opens fitted to the window
             self.zoom = min(1.0, FIT_WIDTH / max(1, items[0][1].width()))
         self.set_zoom(self.zoom)
 
@@ -179,13 +197,21 @@ class AttachmentViewer(QDialog):
         self.zoom_label.setText(f"{round(self.zoom * 100)} %")
         for image, picture in zip(self.images, self.pictures, strict=True):
             size = image.size() * self.zoom
-            picture.setPixmap(QPixmap.fromImage(image).scaled(
-                size, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation))
+            picture.setPixmap(
+                QPixmap.fromImage(image).scaled(
+                    size,
+                    Qt.AspectRatioMode.KeepAspectRatio,
+                    Qt.TransformationMode.SmoothTransformation,
+                )
+            )
 
     def eventFilter(self, watched, event) -> bool:
         from PySide6.QtCore import QEvent
 
-        if (event.type() == QEvent.Type.Wheel and event.modifiers() & Qt.KeyboardModifier.ControlModifier):
+        if (
+            event.type() == QEvent.Type.Wheel
+            and event.modifiers() & Qt.KeyboardModifier.ControlModifier
+        ):
             self.set_zoom(self.zoom * (ZOOM_STEP if event.angleDelta().y() > 0 else 1 / ZOOM_STEP))
             return True
         return super().eventFilter(watched, event)

@@ -51,8 +51,16 @@ class Banner(QFrame):
         self.action.clicked.connect(self._act)
         self.hide()
 
-    def show_message(self, text: str, action: str = "", callback=None, timeout_ms: int = 0, *,
-                     error: bool = False, sticky: bool = False) -> None:
+    def show_message(
+        self,
+        text: str,
+        action: str = "",
+        callback=None,
+        timeout_ms: int = 0,
+        *,
+        error: bool = False,
+        sticky: bool = False,
+    ) -> None:
         """Replace whatever is shown. ``sticky``: shown again whenever a newer message goes away."""
         message = _Message(text, action, callback, error)
         if sticky:

@@ -45,7 +45,9 @@ class ComposerEdit(QPlainTextEdit):
         super().keyPressEvent(event)
 
     def canInsertFromMimeData(self, source: QMimeData) -> bool:
-        return source.hasImage() or bool(local_paths(source)) or super().canInsertFromMimeData(source)
+        return (
+            source.hasImage() or bool(local_paths(source)) or super().canInsertFromMimeData(source)
+        )
 
     def insertFromMimeData(self, source: QMimeData) -> None:
         paths = local_paths(source)
@@ -62,8 +64,12 @@ class ComposerEdit(QPlainTextEdit):
 
 
 # Plain words, not emoji: the fonts of a fresh Linux desktop often lack them (a missing-glyph box).
-KIND_LABEL = {AttachmentKind.IMAGE: "Image", AttachmentKind.PDF: "PDF", AttachmentKind.VIDEO: "Video",
-              AttachmentKind.TEXT: "Text"}
+KIND_LABEL = {
+    AttachmentKind.IMAGE: "Image",
+    AttachmentKind.PDF: "PDF",
+    AttachmentKind.VIDEO: "Video",
+    AttachmentKind.TEXT: "Text",
+}
 
 
 class AttachmentChip(QFrame):
@@ -121,7 +127,9 @@ class AttachmentChip(QFrame):
         if pending.kind is AttachmentKind.IMAGE:
             self.locate_button = QToolButton()
             self.locate_button.setText("Locate…")
-            self.locate_button.setToolTip("Ask where something is in this image: the answer's boxes are drawn on it")
+            self.locate_button.setToolTip(
+                "Ask where something is in this image: the answer's boxes are drawn on it"
+            )
             self.locate_button.setAutoRaise(True)
             self.locate_button.clicked.connect(lambda: self.locateRequested.emit(self.key))
             layout.addWidget(self.locate_button)
@@ -130,8 +138,14 @@ class AttachmentChip(QFrame):
     def update_from(self, pending: Pending) -> None:
         att = pending.stored
         if pending.thumbnail is not None and not pending.thumbnail.isNull():
-            self.thumb.setPixmap(QPixmap.fromImage(pending.thumbnail).scaled(
-                64, 64, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation))
+            self.thumb.setPixmap(
+                QPixmap.fromImage(pending.thumbnail).scaled(
+                    64,
+                    64,
+                    Qt.AspectRatioMode.KeepAspectRatio,
+                    Qt.TransformationMode.SmoothTransformation,
+                )
+            )
         else:
             self.thumb.setText(KIND_LABEL[att.kind])
         name = att.name if len(att.name) <= 22 else att.name[:20] + "…"

@@ -56,25 +56,35 @@ class ConsentCard(QFrame):
         self.deny_button = QPushButton("Deny")
         self.always_button = QPushButton("Always allow this tool")
         self.run_button = QPushButton("Run once")
-        for button, approval in ((self.deny_button, Approval.DENY), (self.always_button, Approval.ALWAYS),
-                                 (self.run_button, Approval.RUN_ONCE)):
+        for button, approval in (
+            (self.deny_button, Approval.DENY),
+            (self.always_button, Approval.ALWAYS),
+            (self.run_button, Approval.RUN_ONCE),
+        ):
             button.setAccessibleName(button.text())
             button.clicked.connect(lambda _checked=False, a=approval: self._answer(a))
             row.addWidget(button)
-        self.always_button.setToolTip(f"Run it, and never ask again for {proposed.server} ▸ {proposed.tool} "
-                                      "(change this in Settings ▸ Tools)")
+        self.always_button.setToolTip(
+            f"Run it, and never ask again for {proposed.server} ▸ {proposed.tool} "
+            "(change this in Settings ▸ Tools)"
+        )
         layout.addLayout(row)
 
     def focusNextPrevChild(self, next: bool) -> bool:
         """Tab walks the card's own controls (the transcript would otherwise move past the message), then
         leaves it."""
-        order = [w for w in (self.editor, self.deny_button, self.always_button, self.run_button)
-                 if w.isEnabled() and w.isVisible()]
+        order = [
+            w
+            for w in (self.editor, self.deny_button, self.always_button, self.run_button)
+            if w.isEnabled() and w.isVisible()
+        ]
         current = QApplication.focusWidget()
         if current in order:
             index = order.index(current) + (1 if next else -1)
             if 0 <= index < len(order):
-                order[index].setFocus(Qt.FocusReason.TabFocusReason if next else Qt.FocusReason.BacktabFocusReason)
+                order[index].setFocus(
+                    Qt.FocusReason.TabFocusReason if next else Qt.FocusReason.BacktabFocusReason
+                )
                 return True
         return super().focusNextPrevChild(next)
 
@@ -101,9 +111,16 @@ class ConsentCard(QFrame):
             arguments = self.arguments()
             if arguments is None:
                 return
-            answer = ConsentAnswer(approval, None if arguments == self.proposed.arguments else arguments)
-        self.set_answered({Approval.DENY: "Denied.", Approval.ALWAYS: "Allowed (always).",
-                           Approval.RUN_ONCE: "Running…"}[approval])
+            answer = ConsentAnswer(
+                approval, None if arguments == self.proposed.arguments else arguments
+            )
+        self.set_answered(
+            {
+                Approval.DENY: "Denied.",
+                Approval.ALWAYS: "Allowed (always).",
+                Approval.RUN_ONCE: "Running…",
+            }[approval]
+        )
         self.answered.emit(self.proposed.call_id, answer)
 
     def set_answered(self, text: str) -> None:

@@ -34,13 +34,17 @@ class ContextMeter(QWidget):
         self.warning_label.setWordWrap(True)
         warning_row.addWidget(self.warning_label, 1)
         self.summary_button = QPushButton("New chat with a summary")
-        self.summary_button.setToolTip("Start a new chat whose system prompt holds a short extract of this one "
-                                       "(made by QwenDesk, not by the model); your message stays in the box")
+        self.summary_button.setToolTip(
+            "Start a new chat whose system prompt holds a short extract of this one "
+            "(made by QwenDesk, not by the model); your message stays in the box"
+        )
         self.summary_button.setAccessibleName("Start a new chat with a summary of this one")
         self.summary_button.clicked.connect(self.newChatWithSummary)
         warning_row.addWidget(self.summary_button)
         self.drop_button = QPushButton("Drop oldest turns")
-        self.drop_button.setToolTip("Stop sending the oldest turns to the model (they stay in this chat)")
+        self.drop_button.setToolTip(
+            "Stop sending the oldest turns to the model (they stay in this chat)"
+        )
         self.drop_button.setAccessibleName("Drop the oldest turns from the prompt")
         self.drop_button.clicked.connect(self.dropOldestTurns)
         warning_row.addWidget(self.drop_button)
@@ -72,9 +76,11 @@ class ContextMeter(QWidget):
         approx = "" if reading.exact else "~"
         trimmed = " · oldest turns not sent" if reading.trimmed else ""
         self.label.setText(f"{approx}{reading.used:,} / {reading.limit:,} tokens{trimmed}")
-        self.label.setToolTip("The prompt the next send makes (this chat and your message) of the context the "
-                              "model was loaded with" + ("" if reading.exact else "; an estimate until the "
-                                                          "model's tokenizer has counted it"))
+        self.label.setToolTip(
+            "The prompt the next send makes (this chat and your message) of the context the "
+            "model was loaded with"
+            + ("" if reading.exact else "; an estimate until the model's tokenizer has counted it")
+        )
         self.bar.setAccessibleDescription(self.label.text())
         self.warning.setVisible(reading.overflow)
         if reading.overflow:
@@ -85,8 +91,11 @@ class ContextMeter(QWidget):
                 what = f"This send would fill {context}, with no room for the answer"
             else:
                 what = f"This send would leave only {left:,} tokens of {context} for the answer"
-            fix = ("start a new chat with a summary, or drop the oldest turns." if reading.droppable else
-                   "shorten your message or remove attachments.")
+            fix = (
+                "start a new chat with a summary, or drop the oldest turns."
+                if reading.droppable
+                else "shorten your message or remove attachments."
+            )
             self.warning_label.setText(f"{what}: {fix}")
             self.summary_button.setVisible(reading.droppable)
             self.drop_button.setVisible(reading.droppable)

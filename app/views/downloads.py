@@ -111,8 +111,10 @@ class DownloadsDialog(QDialog):
 
     def _sizes_failed(self, error: str) -> None:
         self.refresh_button.setEnabled(True)
-        self.notice.setText(f"Could not check the sizes online: {error.rstrip('.')}. The sizes marked ≈ are "
-                            "estimates; check the internet connection and press “Check sizes online” again.")
+        self.notice.setText(
+            f"Could not check the sizes online: {error.rstrip('.')}. The sizes marked ≈ are "
+            "estimates; check the internet connection and press “Check sizes online” again."
+        )
         self.notice.show()
 
     def keys(self) -> list[str]:

@@ -28,15 +28,21 @@ class ElidedLabel(QLabel):
         return super().text()
 
     def minimumSizeHint(self) -> QSize:
-        return QSize(self.fontMetrics().horizontalAdvance("…") * 4, super().minimumSizeHint().height())
+        return QSize(
+            self.fontMetrics().horizontalAdvance("…") * 4, super().minimumSizeHint().height()
+        )
 
     def sizeHint(self) -> QSize:
-        return QSize(self.fontMetrics().horizontalAdvance(self._full) + 4, super().sizeHint().height())
+        return QSize(
+            self.fontMetrics().horizontalAdvance(self._full) + 4, super().sizeHint().height()
+        )
 
     def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
         self._elide()
 
     def _elide(self) -> None:
-        shown = self.fontMetrics().elidedText(self._full, Qt.TextElideMode.ElideRight, max(self.width(), 1))
+        shown = self.fontMetrics().elidedText(
+            self._full, Qt.TextElideMode.ElideRight, max(self.width(), 1)
+        )
         super().setText(shown)

@@ -72,20 +72,27 @@ class GroundingImage:
 
                 info = probe_video(self.attachment.path)
                 start = min(self.time_s or 0.0, max(0.0, info.duration_s - 0.05))
-                frames = sample_video(self.attachment.path, fps=1.0, start_s=start, end_s=start + 0.05,
-                                      max_side=max(info.width, info.height)).frames
+                frames = sample_video(
+                    self.attachment.path,
+                    fps=1.0,
+                    start_s=start,
+                    end_s=start + 0.05,
+                    max_side=max(info.width, info.height),
+                ).frames
                 if not frames:
                     return QImage()
                 f = frames[0]
-                return QImage(f.tobytes(), f.shape[1], f.shape[0], 3 * f.shape[1],
-                              QImage.Format.Format_RGB888).copy()
+                return QImage(
+                    f.tobytes(), f.shape[1], f.shape[0], 3 * f.shape[1], QImage.Format.Format_RGB888
+                ).copy()
             from engine_mlx.media import load_pdf_pages
 
             page = load_pdf_pages(self.attachment.path, self.page, self.page)[0]
         except MediaError:
             return QImage()
-        return QImage(page.tobytes(), page.width, page.height, 3 * page.width,
-                      QImage.Format.Format_RGB888).copy()
+        return QImage(
+            page.tobytes(), page.width, page.height, 3 * page.width, QImage.Format.Format_RGB888
+        ).copy()
 
 
 def chat_images(messages: Sequence[StoredMessage]) -> list[GroundingImage]:
@@ -97,18 +104,29 @@ def chat_images(messages: Sequence[StoredMessage]) -> list[GroundingImage]:
                 out.append(GroundingImage(len(out) + 1, att))
             elif att.kind is AttachmentKind.PDF:
                 last = att.last_page or att.page_count or att.first_page
-                out.extend(GroundingImage(len(out) + 1, att, page)
-                           for page in range(att.first_page, last + 1))
+                out.extend(
+                    GroundingImage(len(out) + 1, att, page)
+                    for page in range(att.first_page, last + 1)
+                )
     return out
 
 
 def chat_videos(messages: Sequence[StoredMessage]) -> list[StoredAttachment]:
     """The videos of ``messages``, in order (video n is the n-th)."""
-    return [att for message in messages for att in message.attachments if att.kind is AttachmentKind.VIDEO]
+    return [
+        att
+        for message in messages
+        for att in message.attachments
+        if att.kind is AttachmentKind.VIDEO
+    ]
 
 
-def group_by_image(shapes: Sequence[Shape], images: Sequence[GroundingImage], turn_text: str,
-                   videos: Sequence[StoredAttachment] = ()) -> list[tuple[GroundingImage, list[Shape]]]:
+def group_by_image(
+    shapes: Sequence[Shape],
+    images: Sequence[GroundingImage],
+    turn_text: str,
+    videos: Sequence[StoredAttachment] = (),
+) -> list[tuple[GroundingImage, list[Shape]]]:
     """The shapes on each image or video frame they fall on: images in order, then frames (nothing
     when the chat has neither)."""
     groups: dict[tuple[int, int, float], list[Shape]] = {}  # (0 image | 1 video, number, moment)
@@ -118,18 +136,32 @@ def group_by_image(shapes: Sequence[Shape], images: Sequence[GroundingImage], tu
             moment = shape.time_s if shape.time_s is not None else videos[video - 1].start_s
             groups.setdefault((1, video, moment), []).append(shape)
         elif images:
-            number = grounding.choose_image(shape, default=len(images), count=len(images), turn_text=turn_text)
+            number = grounding.choose_image(
+                shape, default=len(images), count=len(images), turn_text=turn_text
+            )
             groups.setdefault((0, number, 0.0), []).append(shape)
-    return [(images[n - 1] if kind == 0 else GroundingImage(n, videos[n - 1], time_s=moment), groups[kind, n, moment])
-            for kind, n, moment in sorted(groups)]
+    return [
+        (
+            images[n - 1] if kind == 0 else GroundingImage(n, videos[n - 1], time_s=moment),
+            groups[kind, n, moment],
+        )
+        for kind, n, moment in sorted(groups)
+    ]
 
 
 def chip_text(shapes: Sequence[Shape], image: GroundingImage) -> str:
     boxes = sum(s.kind is ShapeKind.BOX for s in shapes)
     points = len(shapes) - boxes
-    parts = [f"{n} {word}{'es' if word == 'box' and n != 1 else 's' if n != 1 else ''}"
-             for n, word in ((boxes, "box"), (points, "point")) if n]
-    where = f"video {image.number} at {image.time_s or 0:.1f} s" if image.is_video else f"image {image.number}"
+    parts = [
+        f"{n} {word}{'es' if word == 'box' and n != 1 else 's' if n != 1 else ''}"
+        for n, word in ((boxes, "box"), (points, "point"))
+        if n
+    ]
+    where = (
+        f"video {image.number} at {image.time_s or 0:.1f} s"
+        if image.is_video
+        else f"image {image.number}"
+    )
     return f"{' and '.join(parts)} on {where}"
 
 
@@ -144,12 +176,19 @@ class OverlayImage(QWidget):
 
     copied = Signal(str)
 
-    def __init__(self, image: QImage, shapes: Sequence[Shape], max_width: int = PANEL_WIDTH,
-                 parent: QWidget | None = None):
+    def __init__(
+        self,
+        image: QImage,
+        shapes: Sequence[Shape],
+        max_width: int = PANEL_WIDTH,
+        parent: QWidget | None = None,
+    ):
         super().__init__(parent)
         self.image = image
         self.shapes = list(shapes)
-        self.colours = {label: QColor(*rgb) for label, rgb in grounding.label_colours(self.shapes).items()}
+        self.colours = {
+            label: QColor(*rgb) for label, rgb in grounding.label_colours(self.shapes).items()
+        }
         self.overlays_visible = True
         self.setMouseTracking(True)
         self.setCursor(Qt.CursorShape.CrossCursor)
@@ -158,8 +197,12 @@ class OverlayImage(QWidget):
 
     def set_scale(self, scale: float) -> None:
         self.scale = scale
-        self.setFixedSize(QSize(max(1, round(self.image.width() * scale)),
-                                max(1, round(self.image.height() * scale))))
+        self.setFixedSize(
+            QSize(
+                max(1, round(self.image.width() * scale)),
+                max(1, round(self.image.height() * scale)),
+            )
+        )
         self.update()
 
     def set_overlays_visible(self, visible: bool) -> None:
@@ -181,7 +224,9 @@ class OverlayImage(QWidget):
                 if abs(pos.x() - px[0]) <= slop and abs(pos.y() - px[1]) <= slop:
                     return shape
                 continue
-            rect = QRectF(px[0], px[1], px[2] - px[0], px[3] - px[1]).adjusted(-slop, -slop, slop, slop)
+            rect = QRectF(px[0], px[1], px[2] - px[0], px[3] - px[1]).adjusted(
+                -slop, -slop, slop, slop
+            )
             area = rect.width() * rect.height()
             if rect.contains(pos) and area < best_area:
                 best, best_area = shape, area
@@ -200,18 +245,27 @@ class OverlayImage(QWidget):
             px = shape.pixels(w, h)
             metrics = painter.fontMetrics()
             if shape.kind is ShapeKind.BOX:
-                top_left, bottom_right = self.widget_point(px[0], px[1]), self.widget_point(px[2], px[3])
+                top_left, bottom_right = (
+                    self.widget_point(px[0], px[1]),
+                    self.widget_point(px[2], px[3]),
+                )
                 painter.drawRect(QRectF(top_left, bottom_right))
                 tab_h = metrics.height() + 2  # the label sits above the box where there is room
-                anchor = QPointF(top_left.x(), top_left.y() - tab_h if top_left.y() >= tab_h else top_left.y())
+                anchor = QPointF(
+                    top_left.x(), top_left.y() - tab_h if top_left.y() >= tab_h else top_left.y()
+                )
             else:
                 c = self.widget_point(px[0], px[1])
                 painter.drawLine(QPointF(c.x() - 8, c.y()), QPointF(c.x() + 8, c.y()))
                 painter.drawLine(QPointF(c.x(), c.y() - 8), QPointF(c.x(), c.y() + 8))
                 anchor = QPointF(c.x() + 8, c.y() - 14)
             if shape.label:
-                tab = QRectF(anchor.x(), anchor.y(), metrics.horizontalAdvance(shape.label) + 6,
-                             metrics.height() + 2)
+                tab = QRectF(
+                    anchor.x(),
+                    anchor.y(),
+                    metrics.horizontalAdvance(shape.label) + 6,
+                    metrics.height() + 2,
+                )
                 painter.fillRect(tab, colour)
                 painter.setPen(QColor("white"))
                 painter.drawText(tab, Qt.AlignmentFlag.AlignCenter, shape.label)
@@ -241,7 +295,9 @@ class OverlayImage(QWidget):
 
         rgb = self.image.convertToFormat(QImage.Format.Format_RGB888)
         data = bytes(rgb.constBits())[: rgb.bytesPerLine() * rgb.height()]
-        pil = Image.frombuffer("RGB", (rgb.width(), rgb.height()), data, "raw", "RGB", rgb.bytesPerLine(), 1)
+        pil = Image.frombuffer(
+            "RGB", (rgb.width(), rgb.height()), data, "raw", "RGB", rgb.bytesPerLine(), 1
+        )
         grounding.draw(pil, self.shapes).save(path, format="PNG")
 
 
@@ -250,8 +306,14 @@ class ZoomDialog(QDialog):
 
     ZOOMS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0)
 
-    def __init__(self, image: QImage, shapes: Sequence[Shape], title: str, parent: QWidget | None = None,
-                 overlays_visible: bool = True):
+    def __init__(
+        self,
+        image: QImage,
+        shapes: Sequence[Shape],
+        title: str,
+        parent: QWidget | None = None,
+        overlays_visible: bool = True,
+    ):
         super().__init__(parent)
         self.setWindowTitle(f"Boxes on {title}")
         self.view = OverlayImage(image, shapes, max_width=image.width())
@@ -286,7 +348,9 @@ class ZoomDialog(QDialog):
         self.zoom_label.setText(f"{self.ZOOMS[self._zoom]:.0%}")
 
     def _save(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Save annotated image", "annotated.png", "PNG image (*.png)")
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Save annotated image", "annotated.png", "PNG image (*.png)"
+        )
         if path:
             self.view.annotated(Path(path))
 
@@ -327,8 +391,11 @@ class GroundingPanel(QFrame):
         self.zoom: ZoomDialog | None = None
         self.hide()
 
-    def set_groups(self, groups: list[tuple[GroundingImage, list[Shape]]],
-                   scroll_to: Callable[[QWidget], None] | None = None) -> None:
+    def set_groups(
+        self,
+        groups: list[tuple[GroundingImage, list[Shape]]],
+        scroll_to: Callable[[QWidget], None] | None = None,
+    ) -> None:
         """Show these shapes (unchanged groups keep their widgets, so streaming does not flicker)."""
         self._scroll_to = scroll_to
         if [(g.title, s) for g, s in groups] == [(g.title, s) for g, s in self._groups]:
@@ -346,7 +413,11 @@ class GroundingPanel(QFrame):
             self.chips.append(chip)
         self.setVisible(bool(groups))
         if groups:
-            keep = self._shown.title if self._shown and any(g.title == self._shown.title for g, _ in groups) else None
+            keep = (
+                self._shown.title
+                if self._shown and any(g.title == self._shown.title for g, _ in groups)
+                else None
+            )
             self.show_image(keep or groups[-1][0].title)
 
     def show_image(self, title: str, scroll: bool = False) -> None:
@@ -375,6 +446,11 @@ class GroundingPanel(QFrame):
     def open_zoom(self) -> None:
         if self.view is None or self._shown is None:
             return
-        self.zoom = ZoomDialog(self.view.image, self.view.shapes, self._shown.title, self,
-                               overlays_visible=self.toggle.isChecked())
+        self.zoom = ZoomDialog(
+            self.view.image,
+            self.view.shapes,
+            self._shown.title,
+            self,
+            overlays_visible=self.toggle.isChecked(),
+        )
         self.zoom.show()

@@ -21,7 +21,9 @@ class ChatHeader(QFrame):
         self.setObjectName("Composer")
         head = QHBoxLayout(self)
         head.setContentsMargins(16, 6, 12, 6)
-        self.title_label = ElidedLabel("New chat")  # a 100-character title must not widen the window
+        self.title_label = ElidedLabel(
+            "New chat"
+        )  # a 100-character title must not widen the window
         font = self.title_label.font()
         font.setPointSizeF(font.pointSizeF() * 1.15)
         font.setBold(True)
@@ -32,7 +34,9 @@ class ChatHeader(QFrame):
         self.thinking_combo.addItem("Thinking off", ThinkingMode.OFF)
         self.thinking_combo.addItem("Thinking budget", ThinkingMode.BUDGET)
         self.thinking_combo.setAccessibleName("Thinking")
-        self.thinking_combo.setToolTip("Per chat: let the model think first, answer directly, or cap its thinking")
+        self.thinking_combo.setToolTip(
+            "Per chat: let the model think first, answer directly, or cap its thinking"
+        )
         head.addWidget(self.thinking_combo)
         self.settings_button = QToolButton()
         self.settings_button.setText("⚙")

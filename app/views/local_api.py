@@ -37,8 +37,10 @@ def this_machine(platform: str = sys.platform) -> str:
 def _tokens(record) -> str:
     if not record.prompt_tokens and not record.completion_tokens:
         return "—"
-    return (f"{record.prompt_tokens} in ({record.cached_tokens} cached) · "
-            f"{record.completion_tokens} out")
+    return (
+        f"{record.prompt_tokens} in ({record.cached_tokens} cached) · "
+        f"{record.completion_tokens} out"
+    )
 
 
 def _result(record) -> str:
@@ -56,7 +58,9 @@ class LocalApiDialog(QDialog):
         self.controller = controller
         self.resize(760, 480)
 
-        self.switch = QCheckBox(f"Serve the loaded model to apps on {this_machine()} (OpenAI-compatible)")
+        self.switch = QCheckBox(
+            f"Serve the loaded model to apps on {this_machine()} (OpenAI-compatible)"
+        )
         self.switch.setObjectName("apiSwitch")
         self.port = QSpinBox()
         self.port.setRange(1024, 65535)
@@ -103,7 +107,9 @@ class LocalApiDialog(QDialog):
         self.port.editingFinished.connect(self._port_changed)
         self.key.editingFinished.connect(self._key_changed)
         self.new_key.clicked.connect(self._make_key)
-        self.copy_url.clicked.connect(lambda: QGuiApplication.clipboard().setText(controller.base_url))
+        self.copy_url.clicked.connect(
+            lambda: QGuiApplication.clipboard().setText(controller.base_url)
+        )
         controller.runningChanged.connect(self._refresh)
         controller.failed.connect(self._failed)
         controller.requestLogged.connect(self._add_record)
@@ -139,8 +145,10 @@ class LocalApiDialog(QDialog):
         running = self.controller.running
         self.url.setText(self.controller.base_url)
         if running:
-            self.status.setText("Running on 127.0.0.1 only. Point an OpenAI client at the base URL"
-                                + (" with the key." if self.controller.key else "; any key works."))
+            self.status.setText(
+                "Running on 127.0.0.1 only. Point an OpenAI client at the base URL"
+                + (" with the key." if self.controller.key else "; any key works.")
+            )
         elif not self.status.text().startswith("The local API cannot"):
             self.status.setText("Off.")
         if self.switch.isChecked() != running:
@@ -151,8 +159,13 @@ class LocalApiDialog(QDialog):
     def _add_record(self, record) -> None:
         row = self.log.rowCount()
         self.log.insertRow(row)
-        cells = (time.strftime("%H:%M:%S", time.localtime(record.time)), record.client, _tokens(record),
-                 f"{record.duration_s:.2f} s", _result(record))
+        cells = (
+            time.strftime("%H:%M:%S", time.localtime(record.time)),
+            record.client,
+            _tokens(record),
+            f"{record.duration_s:.2f} s",
+            _result(record),
+        )
         for col, text in enumerate(cells):
             self.log.setItem(row, col, QTableWidgetItem(text))
         self.log.scrollToBottom()

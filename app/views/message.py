@@ -62,7 +62,9 @@ def _link_button(text: str, tip: str) -> QToolButton:
     button.setAutoRaise(True)
     button.setCursor(Qt.CursorShape.PointingHandCursor)
     button.setAccessibleName(text)
-    button.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # the Chat menu's shortcuts act on the focused message
+    button.setFocusPolicy(
+        Qt.FocusPolicy.NoFocus
+    )  # the Chat menu's shortcuts act on the focused message
     return button
 
 
@@ -71,7 +73,9 @@ PDF_THUMB_PAGES = 4  # page thumbnails shown per sent PDF; "+N" says how many mo
 
 def _qimage(image) -> QImage:
     rgb = image.convert("RGB")
-    return QImage(rgb.tobytes(), rgb.width, rgb.height, 3 * rgb.width, QImage.Format.Format_RGB888).copy()
+    return QImage(
+        rgb.tobytes(), rgb.width, rgb.height, 3 * rgb.width, QImage.Format.Format_RGB888
+    ).copy()
 
 
 def _render_pages(path, first: int, last: int) -> list[QImage]:
@@ -84,8 +88,12 @@ def _render_frame(path, start_s: float) -> list[QImage]:
     from engine_mlx import media
 
     video = media.sample_video(path, fps=1.0, start_s=start_s, end_s=start_s + 0.9, max_side=THUMB)
-    return [QImage(f.tobytes(), f.shape[1], f.shape[0], 3 * f.shape[1], QImage.Format.Format_RGB888).copy()
-            for f in video.frames[:1]]
+    return [
+        QImage(
+            f.tobytes(), f.shape[1], f.shape[0], 3 * f.shape[1], QImage.Format.Format_RGB888
+        ).copy()
+        for f in video.frames[:1]
+    ]
 
 
 class AttachmentThumb(QFrame):
@@ -120,7 +128,9 @@ class AttachmentThumb(QFrame):
             reader.setAutoTransform(True)
             size = reader.size()
             if size.isValid() and size.width() > 0:
-                reader.setScaledSize(size.scaled(QSize(THUMB * 2, THUMB), Qt.AspectRatioMode.KeepAspectRatio))
+                reader.setScaledSize(
+                    size.scaled(QSize(THUMB * 2, THUMB), Qt.AspectRatioMode.KeepAspectRatio)
+                )
             image = reader.read()
             if not image.isNull():
                 self.pictures.append(self._add_image(image))
@@ -131,7 +141,11 @@ class AttachmentThumb(QFrame):
             last = att.last_page or att.page_count or att.first_page
             shown_last = min(last, att.first_page + PDF_THUMB_PAGES - 1)
             more = last - shown_last
-            pages = f"page {att.first_page}" if last == att.first_page else f"pages {att.first_page}–{last}"
+            pages = (
+                f"page {att.first_page}"
+                if last == att.first_page
+                else f"pages {att.first_page}–{last}"
+            )
             self.caption.setText(f"{att.name} · {pages}" + (f" (+{more} more)" if more > 0 else ""))
             self._start(lambda _ctx: _render_pages(att.path, att.first_page, shown_last))
         elif att.kind is AttachmentKind.VIDEO:
@@ -152,7 +166,9 @@ class AttachmentThumb(QFrame):
         self.viewer = open_attachment(self.attachment, self.window())
 
     def mouseReleaseEvent(self, event) -> None:
-        if event.button() == Qt.MouseButton.LeftButton and self.rect().contains(event.position().toPoint()):
+        if event.button() == Qt.MouseButton.LeftButton and self.rect().contains(
+            event.position().toPoint()
+        ):
             self.open()
         super().mouseReleaseEvent(event)
 
@@ -165,8 +181,11 @@ class AttachmentThumb(QFrame):
     def _start(self, fn) -> None:
         from ..operations import Operation
 
-        self._task = Operation(self, fn, self._show_images, label="Drawing the attachment"
-                               ).failure(self._show_failure).run_in_background()
+        self._task = (
+            Operation(self, fn, self._show_images, label="Drawing the attachment")
+            .failure(self._show_failure)
+            .run_in_background()
+        )
 
     def _show_images(self, images: list[QImage]) -> None:
         if not shiboken6.isValid(self):
@@ -193,11 +212,15 @@ def limit_note(tokens: int | None) -> str:
 def cut_note(tokens: int, thought: bool) -> str:
     """An answer the token limit cut after its thinking (the limit counts thinking and answer together)."""
     counts = "its thinking and answer together" if thought else "the answer"
-    return (f"Cut off at the {tokens:,}-token limit, which counts {counts}. "
-            "Continue carries it on, or raise Max tokens per reply in Chat settings.")
+    return (
+        f"Cut off at the {tokens:,}-token limit, which counts {counts}. "
+        "Continue carries it on, or raise Max tokens per reply in Chat settings."
+    )
 
 
-ENDED_IN_THINKING = "The model ended its turn while still thinking: there is no answer. Try Regenerate."
+ENDED_IN_THINKING = (
+    "The model ended its turn while still thinking: there is no answer. Try Regenerate."
+)
 
 
 class MessageWidget(QFrame):
@@ -208,15 +231,23 @@ class MessageWidget(QFrame):
     scrollRequested = Signal(QWidget)  # bring this child into view (a grounding chip's image)
     versionRequested = Signal(int, int)  # message id, step: show another version of this message
 
-    def __init__(self, message: StoredMessage, palette: Palette, parent: QWidget | None = None,
-                 token_limit: int = 0, renderer: Renderer | None = None):
+    def __init__(
+        self,
+        message: StoredMessage,
+        palette: Palette,
+        parent: QWidget | None = None,
+        token_limit: int = 0,
+        renderer: Renderer | None = None,
+    ):
         super().__init__(parent)
         self.token_limit = token_limit  # the chat's max answer tokens (0 = unknown)
         self.message = message
         self.message_id = message.id
         self.role = message.role
         # () -> (the chat's images and videos before this answer, the user's turn text), set by the transcript
-        self.grounding_context: Callable[[], tuple[list[GroundingImage], list[StoredAttachment], str]] | None = None
+        self.grounding_context: (
+            Callable[[], tuple[list[GroundingImage], list[StoredAttachment], str]] | None
+        ) = None
         self._palette = palette
         self._renderer = renderer
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Maximum)
@@ -227,9 +258,14 @@ class MessageWidget(QFrame):
         self.setObjectName("Message")
         self.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
         self.setAccessibleName("Your message" if message.role == "user" else "Qwen's answer")
-        self.versions = VersionSwitch(message.version, message.version_count,
-                                      "message" if message.role == "user" else "answer")
-        self.versions.stepRequested.connect(lambda step: self.versionRequested.emit(self.message_id, step))
+        self.versions = VersionSwitch(
+            message.version,
+            message.version_count,
+            "message" if message.role == "user" else "answer",
+        )
+        self.versions.stepRequested.connect(
+            lambda step: self.versionRequested.emit(self.message_id, step)
+        )
         outer = QVBoxLayout(self)
         outer.setContentsMargins(16, 8, 16, 8)
         outer.setSpacing(4)
@@ -262,12 +298,16 @@ class MessageWidget(QFrame):
         self.text_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.text_label.setVisible(bool(message.text))
         # Wide enough for short messages to stay on one line, wrapping only long ones.
-        longest = max((self.text_label.fontMetrics().horizontalAdvance(line) for line in shown.splitlines()),
-                      default=0)
+        longest = max(
+            (self.text_label.fontMetrics().horizontalAdvance(line) for line in shown.splitlines()),
+            default=0,
+        )
         self.text_label.setMinimumWidth(min(longest + 4, 520))
         bubble_layout.addWidget(self.text_label)
         self._bubble_layout = bubble_layout
-        self.full_text: QPlainTextEdit | None = None  # the whole of an elided message, after "Show all"
+        self.full_text: QPlainTextEdit | None = (
+            None  # the whole of an elided message, after "Show all"
+        )
         self._add_show_all(bubble_layout, len(shown), len(message.text))
         # The editor and its buttons are made on the first Edit: a long chat opens without hundreds of them.
         self.editor: QPlainTextEdit | None = None
@@ -403,8 +443,11 @@ class MessageWidget(QFrame):
                 self.answer.append(message.text)
             return
         if message.thinking:
-            self.thinking.set_static(message.thinking, message.thinking_s,
-                                     message.stats.thinking_tokens if message.stats else None)
+            self.thinking.set_static(
+                message.thinking,
+                message.thinking_s,
+                message.stats.thinking_tokens if message.stats else None,
+            )
             self.thinking.show()
         shown = long_text.elide(message.text, long_text.ANSWER_SHOWN_CHARS)
         self.answer.set_markdown(message.text, shown)
@@ -425,13 +468,20 @@ class MessageWidget(QFrame):
             self.state_label.style().polish(self.state_label)
         self.state_label.setText(text)
         self.state_label.setVisible(bool(text))
-        cut_off = (state is MessageState.COMPLETE and not self.answer.markdown.strip()
-                   and bool(self.thinking.text().strip()))
+        cut_off = (
+            state is MessageState.COMPLETE
+            and not self.answer.markdown.strip()
+            and bool(self.thinking.text().strip())
+        )
         # Only the token limit can be raised; a model that ended its turn inside its thinking is said so.
         at_limit = cut_off and (not self.token_limit or self._limit_tokens() >= self.token_limit)
         if cut_off:
-            self.limit_label.setText(limit_note(self._limit_tokens()) if at_limit else ENDED_IN_THINKING)
-        self._cut_in_thinking = at_limit  # the limit row's Continue: offered on the last answer only
+            self.limit_label.setText(
+                limit_note(self._limit_tokens()) if at_limit else ENDED_IN_THINKING
+            )
+        self._cut_in_thinking = (
+            at_limit  # the limit row's Continue: offered on the last answer only
+        )
         self.continue_button.setVisible(at_limit)
         self.limit_row.setVisible(cut_off)
         self.answer.setVisible(not cut_off)  # no blank gap under "Thought for …"
@@ -442,13 +492,18 @@ class MessageWidget(QFrame):
 
     def _cut_at_limit(self) -> bool:
         """An answer (not only thinking) that the token limit cut."""
-        return (bool(self.token_limit) and self._limit_tokens() >= self.token_limit
-                and bool(self.answer.markdown.strip()))
+        return (
+            bool(self.token_limit)
+            and self._limit_tokens() >= self.token_limit
+            and bool(self.answer.markdown.strip())
+        )
 
     # streaming API (assistant only) ----------------------------------------------------------
     def set_progress(self, done: int, total: int) -> None:
         if total > 0 and done < total:
-            self.progress_label.setText(f"Reading the prompt… {100 * done // total}% ({done:,}/{total:,} tokens)")
+            self.progress_label.setText(
+                f"Reading the prompt… {100 * done // total}% ({done:,}/{total:,} tokens)"
+            )
             self.progress_label.show()
         else:
             self.progress_label.hide()
@@ -480,7 +535,9 @@ class MessageWidget(QFrame):
         if not shapes and self.grounding.isHidden():
             return
         images, videos, turn_text = self.grounding_context()
-        self.grounding.set_groups(group_by_image(shapes, images, turn_text, videos), self.scrollRequested.emit)
+        self.grounding.set_groups(
+            group_by_image(shapes, images, turn_text, videos), self.scrollRequested.emit
+        )
 
     def set_stats(self, stats: StoredStats) -> None:
         self._stats = stats  # (before finish(): its note needs the run's tokens)
@@ -497,8 +554,16 @@ class MessageWidget(QFrame):
         self._show_state(state, error)
         self.refresh_grounding()
         self.message = StoredMessage(
-            self.message.id, self.message.conversation_id, self.message.position, "assistant",
-            self.answer.markdown, self.thinking.text(), state, self.thinking.seconds, None, error,
+            self.message.id,
+            self.message.conversation_id,
+            self.message.position,
+            "assistant",
+            self.answer.markdown,
+            self.thinking.text(),
+            state,
+            self.thinking.seconds,
+            None,
+            error,
         )
 
     def set_regenerate_visible(self, visible: bool) -> None:
@@ -528,7 +593,9 @@ class MessageWidget(QFrame):
         note = QLabel(long_text.shown_note(shown, total))
         note.setObjectName("Muted")
         row.addWidget(note)
-        self.show_all_button = _link_button("Show all", "Show the whole text (long texts take a moment)")
+        self.show_all_button = _link_button(
+            "Show all", "Show the whole text (long texts take a moment)"
+        )
         self.show_all_button.clicked.connect(self.show_all)
         row.addWidget(self.show_all_button)
         row.addStretch(1)
@@ -540,7 +607,9 @@ class MessageWidget(QFrame):
             return
         if self.role == "user":
             self.full_text = long_text.full_text_view(self.message.text)
-            self._bubble_layout.insertWidget(self._bubble_layout.indexOf(self.text_label), self.full_text)
+            self._bubble_layout.insertWidget(
+                self._bubble_layout.indexOf(self.text_label), self.full_text
+            )
             self.text_label.hide()
         else:
             self.answer.show_all()
@@ -570,7 +639,10 @@ class MessageWidget(QFrame):
             self._match_y = self.text_label.y()
             return True
         cursor = self.answer.document().find(term)
-        if cursor.isNull() and term.lower() in self.answer.markdown.lower()[self.answer.shown_chars:]:
+        if (
+            cursor.isNull()
+            and term.lower() in self.answer.markdown.lower()[self.answer.shown_chars :]
+        ):
             self.show_all()  # the match is past the elided part
             cursor = self.answer.document().find(term)
         if cursor.isNull():
@@ -587,8 +659,11 @@ class MessageWidget(QFrame):
     def marked_text(self) -> str:
         """The marked match, as shown ("" if none)."""
         if self.role == "user":
-            return (self.full_text.textCursor().selectedText() if self.full_text is not None
-                    else self.text_label.selectedText())
+            return (
+                self.full_text.textCursor().selectedText()
+                if self.full_text is not None
+                else self.text_label.selectedText()
+            )
         selections = self.answer.extraSelections()
         return selections[0].cursor.selectedText() if selections else ""
 

@@ -53,11 +53,15 @@ class ModelPicker(QDialog):
         add.clicked.connect(self.add_folder)
         row.addWidget(add)
         demo = QPushButton("Demo model (random weights)")
-        demo.setToolTip("A tiny model with random weights: its answers are gibberish, for trying the interface.")
+        demo.setToolTip(
+            "A tiny model with random weights: its answers are gibberish, for trying the interface."
+        )
         demo.clicked.connect(self._use_demo)
         row.addWidget(demo)
         self.vision_button = QPushButton("Add vision…")
-        self.vision_button.setToolTip("Fetch only the vision tower from the original release and add it.")
+        self.vision_button.setToolTip(
+            "Fetch only the vision tower from the original release and add it."
+        )
         self.vision_button.clicked.connect(self._add_vision)
         self.vision_button.setVisible(downloads is not None)
         row.addWidget(self.vision_button)
@@ -100,11 +104,14 @@ class ModelPicker(QDialog):
         self.table.setRowCount(len(entries))
         for row, entry in enumerate(entries):
             if entry.info is None:  # refused by the engine: listed, greyed, with the reason
-                for col, value in enumerate((entry.path.name, "–", "–", "–", f"Refused: {entry.refusal}")):
+                for col, value in enumerate(
+                    (entry.path.name, "–", "–", "–", f"Refused: {entry.refusal}")
+                ):
                     item = QTableWidgetItem(value)
                     item.setToolTip(f"{entry.path}: {entry.refusal}")
-                    item.setForeground(self.palette().brush(QPalette.ColorGroup.Disabled,
-                                                            QPalette.ColorRole.Text))
+                    item.setForeground(
+                        self.palette().brush(QPalette.ColorGroup.Disabled, QPalette.ColorRole.Text)
+                    )
                     self.table.setItem(row, col, item)
                 continue
             info = entry.info
@@ -118,9 +125,12 @@ class ModelPicker(QDialog):
                 item = QTableWidgetItem(value)
                 item.setToolTip(str(info.path))
                 self.table.setItem(row, col, item)
-        self.details.setText("" if entries else
-                             "No models found in the Hugging Face cache or LM Studio's folder. "
-                             "Use “Add folder…” to pick a Qwen3.5 MLX checkpoint folder.")
+        self.details.setText(
+            ""
+            if entries
+            else "No models found in the Hugging Face cache or LM Studio's folder. "
+            "Use “Add folder…” to pick a Qwen3.5 MLX checkpoint folder."
+        )
         if entries:
             self.table.selectRow(0)
             self._show_details()
@@ -147,7 +157,9 @@ class ModelPicker(QDialog):
         self.details.setText(text)
         self.vision_button.setEnabled(not entry.info.is_vision and not entry.is_demo)
         size = self.downloads.known_vision_size(entry.path) if self.downloads is not None else None
-        self.vision_button.setText(f"Add vision (downloads {human_bytes(size)})" if size else "Add vision…")
+        self.vision_button.setText(
+            f"Add vision (downloads {human_bytes(size)})" if size else "Add vision…"
+        )
 
     def _add_vision(self) -> None:
         from .downloads import AddVisionDialog
@@ -165,10 +177,12 @@ class ModelPicker(QDialog):
         force = False
         if entry.fit is not None and fit_label(entry.fit) == "Does not fit":
             answer = QMessageBox.warning(
-                self, "Model does not fit",
+                self,
+                "Model does not fit",
                 f"{entry.fit.summary()}\n\n{entry.fit.advice}\n\nLoad anyway? The system may swap heavily.",
                 QMessageBox.StandardButton.Cancel | QMessageBox.StandardButton.Yes,
-                QMessageBox.StandardButton.Cancel)
+                QMessageBox.StandardButton.Cancel,
+            )
             if answer != QMessageBox.StandardButton.Yes:
                 return
             force = True
@@ -176,7 +190,9 @@ class ModelPicker(QDialog):
         self.accept()
 
     def add_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Choose a Qwen3.5 MLX model folder", str(Path.home()))
+        folder = QFileDialog.getExistingDirectory(
+            self, "Choose a Qwen3.5 MLX model folder", str(Path.home())
+        )
         if folder:
             self.models.add_folder(Path(folder))
 

@@ -24,7 +24,9 @@ from ..store import ChatSettings, ThinkingMode
 DEFAULT = "Qwen default"
 
 
-def _optional_float(minimum: float, maximum: float, step: float, decimals: int = 2) -> QDoubleSpinBox:
+def _optional_float(
+    minimum: float, maximum: float, step: float, decimals: int = 2
+) -> QDoubleSpinBox:
     box = QDoubleSpinBox()
     box.setRange(minimum - step, maximum)  # the value below the minimum means "default"
     box.setSingleStep(step)
@@ -42,13 +44,16 @@ def _set(box, value) -> None:
 
 
 class SettingsDialog(QDialog):
-    def __init__(self, settings: ChatSettings, parent: QWidget | None = None, *, for_new_chats: bool = False):
+    def __init__(
+        self, settings: ChatSettings, parent: QWidget | None = None, *, for_new_chats: bool = False
+    ):
         super().__init__(parent)
         self.setWindowTitle("Settings for new chats" if for_new_chats else "Chat settings")
         self.resize(520, 520)
         layout = QVBoxLayout(self)
-        self.system_label = QLabel("System prompt (for new chats)" if for_new_chats
-                                   else "System prompt (for this chat)")
+        self.system_label = QLabel(
+            "System prompt (for new chats)" if for_new_chats else "System prompt (for this chat)"
+        )
         layout.addWidget(self.system_label)
         self.system = QPlainTextEdit(settings.system_prompt)
         self.system.setPlaceholderText("e.g. You are a concise assistant. Answer in English.")
@@ -71,9 +76,14 @@ class SettingsDialog(QDialog):
         self.budget.setSuffix(" tokens")
         self.budget.setValue(settings.thinking_budget)
         modes.addWidget(self.budget)
-        {ThinkingMode.ON: self.mode_on, ThinkingMode.OFF: self.mode_off,
-         ThinkingMode.BUDGET: self.mode_budget}[settings.thinking].setChecked(True)
-        self.group.buttonToggled.connect(lambda *_: self.budget.setEnabled(self.mode_budget.isChecked()))
+        {
+            ThinkingMode.ON: self.mode_on,
+            ThinkingMode.OFF: self.mode_off,
+            ThinkingMode.BUDGET: self.mode_budget,
+        }[settings.thinking].setChecked(True)
+        self.group.buttonToggled.connect(
+            lambda *_: self.budget.setEnabled(self.mode_budget.isChecked())
+        )
         self.budget.setEnabled(self.mode_budget.isChecked())
         form.addRow("Thinking", modes)
         self.max_tokens = QSpinBox()
@@ -81,8 +91,10 @@ class SettingsDialog(QDialog):
         generation = settings.generation
         self.max_tokens.setValue(generation.max_tokens)
         self.max_tokens.setSuffix(" tokens")
-        self.max_tokens.setToolTip("The most tokens one reply may generate, its thinking and its answer "
-                                   "together. A reply cut at this limit offers Continue.")
+        self.max_tokens.setToolTip(
+            "The most tokens one reply may generate, its thinking and its answer "
+            "together. A reply cut at this limit offers Continue."
+        )
         form.addRow("Max tokens per reply\n(thinking + answer)", self.max_tokens)
         self.temperature = _optional_float(0.0, 2.0, 0.05)
         self.top_p = _optional_float(0.0, 1.0, 0.05)
@@ -113,7 +125,9 @@ class SettingsDialog(QDialog):
         hint.setObjectName("Muted")
         hint.setWordWrap(True)
         layout.addWidget(hint)
-        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons = QDialogButtonBox(
+            QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
+        )
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         layout.addWidget(buttons)

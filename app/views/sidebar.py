@@ -70,9 +70,13 @@ class Sidebar(QFrame):
         self.search = QLineEdit()
         self.search.setPlaceholderText("Search all chats")
         self.search.setClearButtonEnabled(True)
-        self.search.setAcceptDrops(False)  # a file dropped here is an attachment (the window's), not a query
+        self.search.setAcceptDrops(
+            False
+        )  # a file dropped here is an attachment (the window's), not a query
         self.search.setAccessibleName("Search all chats")
-        for button in self.search.findChildren(QToolButton):  # the clear button setClearButtonEnabled adds
+        for button in self.search.findChildren(
+            QToolButton
+        ):  # the clear button setClearButtonEnabled adds
             button.setAccessibleName("Clear the search")
         side.addWidget(self.search)
         self.conversation_list = QListWidget()
@@ -96,22 +100,29 @@ class Sidebar(QFrame):
         """Esc in a search field with text clears it; the window's Esc (Stop) does not take the key.
         F2 on a row that cannot be edited (a search hit is a message) asks the window to rename the chat.
         A right-click on the list does not select its row: the highlighted chat stays the one shown."""
-        if watched is self.conversation_list and event.type() == QEvent.Type.KeyPress and \
-                event.key() == Qt.Key.Key_F2:
+        if (
+            watched is self.conversation_list
+            and event.type() == QEvent.Type.KeyPress
+            and event.key() == Qt.Key.Key_F2
+        ):
             item = self.conversation_list.currentItem()
             if item is None or not item.flags() & Qt.ItemFlag.ItemIsEditable:
                 self.renameRequested.emit()
                 return True
-        is_esc = event.type() in (QEvent.Type.ShortcutOverride, QEvent.Type.KeyPress) and \
-            event.key() == Qt.Key.Key_Escape
+        is_esc = (
+            event.type() in (QEvent.Type.ShortcutOverride, QEvent.Type.KeyPress)
+            and event.key() == Qt.Key.Key_Escape
+        )
         if watched is self.search and is_esc and self.search.text():
             if event.type() == QEvent.Type.KeyPress:
                 self.search.clear()
             event.accept()
             return True
-        if watched is self.conversation_list.viewport() and \
-                event.type() in (QEvent.Type.MouseButtonPress, QEvent.Type.MouseButtonDblClick) and \
-                event.button() == Qt.MouseButton.RightButton:
+        if (
+            watched is self.conversation_list.viewport()
+            and event.type() in (QEvent.Type.MouseButtonPress, QEvent.Type.MouseButtonDblClick)
+            and event.button() == Qt.MouseButton.RightButton
+        ):
             return True  # a right-click selects nothing (the context-menu event still comes)
         return super().eventFilter(watched, event)
 
@@ -155,8 +166,12 @@ class Sidebar(QFrame):
                 item.setIcon(self.pin_icon())
             lst.addItem(item)
             if summary.id == current_id:
-                lst.setCurrentItem(item, QItemSelectionModel.SelectionFlag.NoUpdate if keep
-                                   else QItemSelectionModel.SelectionFlag.ClearAndSelect)
+                lst.setCurrentItem(
+                    item,
+                    QItemSelectionModel.SelectionFlag.NoUpdate
+                    if keep
+                    else QItemSelectionModel.SelectionFlag.ClearAndSelect,
+                )
             item.setSelected(summary.id in keep or (not keep and summary.id == current_id))
         lst.blockSignals(False)
 

@@ -26,7 +26,6 @@ def thought_label(seconds: float | None, tokens: int | None) -> str:
 class ThinkingBlock(QWidget):
     """Live: "Thinking… 3.2 s" with an auto-scrolling, height-capped trace. Done: a collapsed summary."""
 
-
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.live = False
@@ -41,7 +40,9 @@ class ThinkingBlock(QWidget):
         self.header.setArrowType(Qt.ArrowType.RightArrow)
         self.header.setCursor(Qt.CursorShape.PointingHandCursor)
         self.header.setAutoRaise(True)
-        self.header.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # View ▸ Show thinking (Ctrl+T) toggles it
+        self.header.setFocusPolicy(
+            Qt.FocusPolicy.NoFocus
+        )  # View ▸ Show thinking (Ctrl+T) toggles it
         self.header.setAccessibleName("Show or hide the thinking")
         self.header.clicked.connect(self.toggle)
         self.body = QPlainTextEdit(self)

@@ -9,7 +9,9 @@ from PySide6.QtWidgets import QFrame, QLabel, QPlainTextEdit, QToolButton, QVBox
 from ..controllers.tools import outcome_text, pretty_json
 from ..store import StoredToolCall
 
-SHOWN_RESULT_CHARS = 20_000  # the block shows this much of a result (the model got up to the host's cap)
+SHOWN_RESULT_CHARS = (
+    20_000  # the block shows this much of a result (the model got up to the host's cap)
+)
 IMAGE_SIDE = 240
 
 
@@ -41,8 +43,14 @@ class ToolCallBlock(QFrame):
         self.arguments = self._text(pretty_json(call.arguments), "Tool call arguments")
         inner.addWidget(self.arguments)
         inner.addWidget(QLabel("Error" if call.outcome == "failed" else "Result"))
-        shown = call.result if len(call.result) <= SHOWN_RESULT_CHARS else (
-            call.result[:SHOWN_RESULT_CHARS] + f"\n[… {len(call.result) - SHOWN_RESULT_CHARS:,} more characters]")
+        shown = (
+            call.result
+            if len(call.result) <= SHOWN_RESULT_CHARS
+            else (
+                call.result[:SHOWN_RESULT_CHARS]
+                + f"\n[… {len(call.result) - SHOWN_RESULT_CHARS:,} more characters]"
+            )
+        )
         self.result = self._text(shown, "Tool call result")
         inner.addWidget(self.result)
         self.images: list[QLabel] = []
@@ -53,8 +61,14 @@ class ToolCallBlock(QFrame):
             if pixmap.isNull():
                 label.setText(f"[image {path.name} could not be shown]")
             else:
-                label.setPixmap(pixmap.scaled(IMAGE_SIDE, IMAGE_SIDE, Qt.AspectRatioMode.KeepAspectRatio,
-                                              Qt.TransformationMode.SmoothTransformation))
+                label.setPixmap(
+                    pixmap.scaled(
+                        IMAGE_SIDE,
+                        IMAGE_SIDE,
+                        Qt.AspectRatioMode.KeepAspectRatio,
+                        Qt.TransformationMode.SmoothTransformation,
+                    )
+                )
             self.images.append(label)
             inner.addWidget(label)
         layout.addWidget(self.details)
@@ -97,7 +111,9 @@ def tool_area(message_widget: QWidget) -> QVBoxLayout:
     return area
 
 
-def add_call_blocks(message_widget: QWidget, calls: tuple[StoredToolCall, ...]) -> list[ToolCallBlock]:
+def add_call_blocks(
+    message_widget: QWidget, calls: tuple[StoredToolCall, ...]
+) -> list[ToolCallBlock]:
     area = tool_area(message_widget)
     blocks = [ToolCallBlock(call) for call in calls]
     for block in blocks:

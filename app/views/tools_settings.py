@@ -45,8 +45,10 @@ from engine_mlx.tools.consent import Consent
 
 from ..controllers.tools import ToolPrefs, ToolsController
 
-NETWORK_NOTE = ("QwenDesk itself stays offline. A tool server is a program of its own: it may use the network "
-                "(a web search, a URL server), so add only servers you trust.")
+NETWORK_NOTE = (
+    "QwenDesk itself stays offline. A tool server is a program of its own: it may use the network "
+    "(a web search, a URL server), so add only servers you trust."
+)
 LOG_TAIL_BYTES = 200_000
 
 
@@ -63,11 +65,15 @@ def check_servers(document: str) -> tuple[ServerConfig, ...]:
     try:
         data = json.loads(document)
     except ValueError as error:
-        raise ToolConfigError(f"mcp.json: is not valid JSON ({error}); fix it and apply again") from None
+        raise ToolConfigError(
+            f"mcp.json: is not valid JSON ({error}); fix it and apply again"
+        ) from None
     servers = parse_config(data)
     if any(s.name == BUILTIN_FILES for s in servers):
-        raise ToolConfigError(f"mcp.json: the server name {BUILTIN_FILES!r} is QwenDesk's built-in Files tool; "
-                              "rename it")
+        raise ToolConfigError(
+            f"mcp.json: the server name {BUILTIN_FILES!r} is QwenDesk's built-in Files tool; "
+            "rename it"
+        )
     return servers
 
 
@@ -101,13 +107,17 @@ class ServerDialog(QDialog):
         self.timeout.setValue(server.timeout_s)
         self.enabled = QCheckBox("Enabled (start it now and whenever QwenDesk starts)")
         self.enabled.setChecked(server.enabled)
-        for label, field, name in (("&Name", self.name, "Server name"), ("&Kind", self.kind, "Server kind"),
-                                   ("&Command", self.command, "Command"),
-                                   ("&Arguments", self.args, "Arguments (as in a shell)"),
-                                   ("&Environment (NAME=value lines)", self.env, "Environment"),
-                                   ("&Working folder", self.cwd, "Working folder"), ("&URL", self.url, "URL"),
-                                   ("&Headers (Name: value lines)", self.headers, "Headers"),
-                                   ("&Timeout per call", self.timeout, "Timeout per call")):
+        for label, field, name in (
+            ("&Name", self.name, "Server name"),
+            ("&Kind", self.kind, "Server kind"),
+            ("&Command", self.command, "Command"),
+            ("&Arguments", self.args, "Arguments (as in a shell)"),
+            ("&Environment (NAME=value lines)", self.env, "Environment"),
+            ("&Working folder", self.cwd, "Working folder"),
+            ("&URL", self.url, "URL"),
+            ("&Headers (Name: value lines)", self.headers, "Headers"),
+            ("&Timeout per call", self.timeout, "Timeout per call"),
+        ):
             field.setAccessibleName(name)
             form.addRow(label, field)
         self.enabled.setAccessibleName("Enabled")
@@ -117,7 +127,9 @@ class ServerDialog(QDialog):
         self.error.setWordWrap(True)
         self.error.hide()
         form.addRow(self.error)
-        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons = QDialogButtonBox(
+            QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
+        )
         for button in buttons.buttons():
             button.setAccessibleName(button.text().replace("&", ""))
         buttons.accepted.connect(self.accept)
@@ -144,7 +156,9 @@ class ServerDialog(QDialog):
                 if line.strip():
                     key, sep, value = line.partition("=")
                     if not sep or not key.strip():
-                        raise ValueError(f"The environment line {line!r} is not NAME=value; fix it.")
+                        raise ValueError(
+                            f"The environment line {line!r} is not NAME=value; fix it."
+                        )
                     env[key.strip()] = value
             if env:
                 spec["env"] = env
@@ -231,10 +245,16 @@ class ToolsSettingsDialog(QDialog):
         self.edit_button = _button("Edit…", "Edit the selected server")
         self.remove_button = _button("Remove", "Remove the selected server")
         self.log_button = _button("Show log…", "The selected server's error output (stderr)")
-        self.import_button = _button("Import…", "Add the servers of LM Studio's or Claude Desktop's MCP config")
-        for button, slot in ((self.add_button, self.add_server), (self.edit_button, self.edit_server),
-                             (self.remove_button, self.remove_server), (self.log_button, self.show_log),
-                             (self.import_button, self.import_servers)):
+        self.import_button = _button(
+            "Import…", "Add the servers of LM Studio's or Claude Desktop's MCP config"
+        )
+        for button, slot in (
+            (self.add_button, self.add_server),
+            (self.edit_button, self.edit_server),
+            (self.remove_button, self.remove_server),
+            (self.log_button, self.show_log),
+            (self.import_button, self.import_servers),
+        ):
             button.clicked.connect(slot)
             row.addWidget(button)
         row.addStretch(1)
@@ -245,7 +265,9 @@ class ToolsSettingsDialog(QDialog):
         self.steps.setValue(self.tools.prefs.max_steps)
         self.steps.setAccessibleName("Step limit")
         self.steps.setToolTip("How many times in a row the model may call tools in one answer")
-        self.steps.valueChanged.connect(lambda n: self.tools.set_prefs(replace(self.tools.prefs, max_steps=n)))
+        self.steps.valueChanged.connect(
+            lambda n: self.tools.set_prefs(replace(self.tools.prefs, max_steps=n))
+        )
         limits.addRow("Step &limit (tool calls in a row per answer)", self.steps)
         layout.addLayout(limits)
         self.message = QLabel()
@@ -255,22 +277,33 @@ class ToolsSettingsDialog(QDialog):
 
     def refresh(self) -> None:
         self.refresh_status()
-        self.json_edit.setPlainText(json.dumps({"mcpServers": {s.name: s.to_json() for s in self.tools.servers}},
-                                               indent=2))
+        self.json_edit.setPlainText(
+            json.dumps({"mcpServers": {s.name: s.to_json() for s in self.tools.servers}}, indent=2)
+        )
         self.folders.clear()
         self.folders.addItems(list(self.tools.prefs.files_roots))
         self.fill_consent()
 
     def refresh_status(self) -> None:
         status = {s.name: s for s in self.tools.status()}
-        rows = [s.name for s in self.tools.servers] + ([BUILTIN_FILES] if self.tools.prefs.files_roots else [])
+        rows = [s.name for s in self.tools.servers] + (
+            [BUILTIN_FILES] if self.tools.prefs.files_roots else []
+        )
         self.table.setRowCount(len(rows))
         enabled = {s.name: s.enabled for s in self.tools.servers}
         for index, name in enumerate(rows):
             st = status.get(name)
-            state = st.state.value if st else ("disabled" if not enabled.get(name, True) else "starting")
-            cells = ["Files (built-in)" if name == BUILTIN_FILES else name, state,
-                     str(st.tool_count) if st else "", st.error if st else ""]
+            state = (
+                st.state.value
+                if st
+                else ("disabled" if not enabled.get(name, True) else "starting")
+            )
+            cells = [
+                "Files (built-in)" if name == BUILTIN_FILES else name,
+                state,
+                str(st.tool_count) if st else "",
+                st.error if st else "",
+            ]
             for column, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 item.setData(Qt.ItemDataRole.UserRole, name)
@@ -298,11 +331,18 @@ class ToolsSettingsDialog(QDialog):
         name = self.selected()
         current = next((s for s in self.tools.servers if s.name == name), None)
         if current is None:
-            self.message.setText("Select a server you added (the built-in Files tool has no settings here).")
+            self.message.setText(
+                "Select a server you added (the built-in Files tool has no settings here)."
+            )
             return None
-        dialog = self.server_dialog = ServerDialog(current, {s.name for s in self.tools.servers} - {name}, self)
-        dialog.accepted.connect(lambda: self._save(tuple(dialog.result_server if s.name == name else s
-                                                         for s in self.tools.servers)))
+        dialog = self.server_dialog = ServerDialog(
+            current, {s.name for s in self.tools.servers} - {name}, self
+        )
+        dialog.accepted.connect(
+            lambda: self._save(
+                tuple(dialog.result_server if s.name == name else s for s in self.tools.servers)
+            )
+        )
         dialog.open()
         return dialog
 
@@ -326,7 +366,9 @@ class ToolsSettingsDialog(QDialog):
         dialog = self.log_dialog = QDialog(self)
         dialog.setWindowTitle(f"{name}: error output")
         layout = QVBoxLayout(dialog)
-        view = self.log_view = QPlainTextEdit(text or "(the server has written nothing to its error output)")
+        view = self.log_view = QPlainTextEdit(
+            text or "(the server has written nothing to its error output)"
+        )
         view.setReadOnly(True)
         view.setAccessibleName(f"Error output of {name}")
         layout.addWidget(QLabel(str(st.stderr_log)))
@@ -338,7 +380,9 @@ class ToolsSettingsDialog(QDialog):
     def import_servers(self) -> None:
         found = import_candidates(self.import_home)
         if not found:
-            self.message.setText("No LM Studio or Claude Desktop MCP config was found on this computer.")
+            self.message.setText(
+                "No LM Studio or Claude Desktop MCP config was found on this computer."
+            )
             return
         servers, notes = self.tools.servers, []
         for app, path in found.items():
@@ -349,7 +393,9 @@ class ToolsSettingsDialog(QDialog):
                 continue
             before = len(servers)
             servers = merge_imported(servers, imported)
-            notes.append(f"{app}: {len(servers) - before} new server(s), added disabled; enable the ones you trust.")
+            notes.append(
+                f"{app}: {len(servers) - before} new server(s), added disabled; enable the ones you trust."
+            )
         self._save(servers)
         self.message.setText(" ".join(notes))
 
@@ -357,8 +403,10 @@ class ToolsSettingsDialog(QDialog):
     def _json_tab(self) -> QWidget:
         page = QWidget()
         layout = QVBoxLayout(page)
-        label = QLabel("mcp.json, in the notation of Cursor, LM Studio and Claude Desktop "
-                       "(plus \"enabled\" and \"timeout\" in seconds per server):")
+        label = QLabel(
+            "mcp.json, in the notation of Cursor, LM Studio and Claude Desktop "
+            '(plus "enabled" and "timeout" in seconds per server):'
+        )
         label.setWordWrap(True)
         layout.addWidget(label)
         self.json_edit = QPlainTextEdit()
@@ -387,8 +435,10 @@ class ToolsSettingsDialog(QDialog):
     def _folders_tab(self) -> QWidget:
         page = QWidget()
         layout = QVBoxLayout(page)
-        label = QLabel("The built-in Files tool can list, read and search these folders (read-only); "
-                       "nothing outside them.")
+        label = QLabel(
+            "The built-in Files tool can list, read and search these folders (read-only); "
+            "nothing outside them."
+        )
         label.setWordWrap(True)
         layout.addWidget(label)
         self.folders = QListWidget()
@@ -406,7 +456,9 @@ class ToolsSettingsDialog(QDialog):
         return page
 
     def _pick_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Share a folder with the Files tool", str(Path.home()))
+        folder = QFileDialog.getExistingDirectory(
+            self, "Share a folder with the Files tool", str(Path.home())
+        )
         if folder:
             self.add_folder(Path(folder))
 
@@ -427,7 +479,9 @@ class ToolsSettingsDialog(QDialog):
     def _consent_tab(self) -> QWidget:
         page = QWidget()
         layout = QVBoxLayout(page)
-        label = QLabel("Ask shows a card in the chat before each call; a tool's own choice overrides its server's.")
+        label = QLabel(
+            "Ask shows a card in the chat before each call; a tool's own choice overrides its server's."
+        )
         label.setWordWrap(True)
         layout.addWidget(label)
         self.consent_table = QTableWidget(0, 2)
@@ -454,9 +508,15 @@ class ToolsSettingsDialog(QDialog):
                 combo.addItem("As its server", None)
             for choice in Consent:
                 combo.addItem(choice.value.capitalize(), choice)
-            current = table.tools.get(f"{server}/{tool}") if tool else table.servers.get(server, Consent.ASK)
+            current = (
+                table.tools.get(f"{server}/{tool}")
+                if tool
+                else table.servers.get(server, Consent.ASK)
+            )
             combo.setCurrentIndex(max(0, combo.findData(current)))
-            combo.activated.connect(lambda _i, s=server, t=tool, c=combo: self._consent_chosen(s, t, c))
+            combo.activated.connect(
+                lambda _i, s=server, t=tool, c=combo: self._consent_chosen(s, t, c)
+            )
             self.consent_table.setCellWidget(index, 1, combo)
             self.consent_combos[(server, tool)] = combo
 
@@ -466,7 +526,9 @@ class ToolsSettingsDialog(QDialog):
         if tool is None:
             table = table.with_server(server, Consent(choice))
         elif choice is None:
-            table = replace(table, tools={k: v for k, v in table.tools.items() if k != f"{server}/{tool}"})
+            table = replace(
+                table, tools={k: v for k, v in table.tools.items() if k != f"{server}/{tool}"}
+            )
         else:
             table = table.with_tool(server, tool, Consent(choice))
         self.tools.set_consent(table)

@@ -59,7 +59,9 @@ class ChatSource(Protocol):
 class TranscriptView(QScrollArea):
     editSubmitted = Signal(int, str)
     regenerateRequested = Signal()
-    continueRequested = Signal(int)  # message id: this answer (the last, cut short) is to be carried on
+    continueRequested = Signal(
+        int
+    )  # message id: this answer (the last, cut short) is to be carried on
     versionRequested = Signal(int, int)  # message id, step (-1 older, +1 newer)
     copied = Signal(str)
 
@@ -69,12 +71,18 @@ class TranscriptView(QScrollArea):
         self.setWidgetResizable(True)
         self.setFrameShape(QFrame.Shape.NoFrame)
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)  # in the Tab chain: it hands focus to a message
+        self.setFocusPolicy(
+            Qt.FocusPolicy.StrongFocus
+        )  # in the Tab chain: it hands focus to a message
         self.setAccessibleName("Conversation")
         self._current: MessageWidget | None = None  # the message Tab comes back to
         self.palette_ = palette
-        self._renderer = Renderer(palette)  # shared by every answer in the transcript (GUI thread only)
-        self.token_limit = 0  # the chat's max answer tokens, to tell a cut-off reply from a finished one
+        self._renderer = Renderer(
+            palette
+        )  # shared by every answer in the transcript (GUI thread only)
+        self.token_limit = (
+            0  # the chat's max answer tokens, to tell a cut-off reply from a finished one
+        )
         self.inner = QWidget()
         self.inner.setObjectName("TranscriptInner")
         centre = QHBoxLayout(self.inner)
@@ -90,7 +98,9 @@ class TranscriptView(QScrollArea):
         self.column.setSpacing(2)
         self.earlier = QPushButton("Show earlier messages")
         self.earlier.setFlat(True)
-        self.earlier.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # Up on the first message loads them too
+        self.earlier.setFocusPolicy(
+            Qt.FocusPolicy.NoFocus
+        )  # Up on the first message loads them too
         self.earlier.clicked.connect(self.load_earlier)
         self.earlier.hide()
         self.column.addWidget(self.earlier, 0, Qt.AlignmentFlag.AlignHCenter)
@@ -115,9 +125,15 @@ class TranscriptView(QScrollArea):
         chat.messageAppended.connect(lambda message: self._appended(chat, message))
         chat.messagesRemoved.connect(self.remove_from)
         chat.versionShown.connect(self.replace_from)
-        chat.progress.connect(lambda mid, done, total: self._with(mid, lambda w: w.set_progress(done, total)))
-        chat.thinkingDelta.connect(lambda mid, text: self._with(mid, lambda w: w.append_thinking(text)))
-        chat.answerStarted.connect(lambda mid, seconds: self._with(mid, lambda w: w.start_answer(seconds)))
+        chat.progress.connect(
+            lambda mid, done, total: self._with(mid, lambda w: w.set_progress(done, total))
+        )
+        chat.thinkingDelta.connect(
+            lambda mid, text: self._with(mid, lambda w: w.append_thinking(text))
+        )
+        chat.answerStarted.connect(
+            lambda mid, seconds: self._with(mid, lambda w: w.start_answer(seconds))
+        )
         chat.answerDelta.connect(lambda mid, text: self._with(mid, lambda w: w.append_answer(text)))
         chat.statsReady.connect(lambda mid, stats: self._with(mid, lambda w: w.set_stats(stats)))
         chat.streamFinished.connect(self._finished)
@@ -265,13 +281,25 @@ class TranscriptView(QScrollArea):
 
     def focusInEvent(self, event) -> None:
         super().focusInEvent(event)
-        if event.reason() in (Qt.FocusReason.TabFocusReason, Qt.FocusReason.BacktabFocusReason) and self.widgets:
+        if (
+            event.reason() in (Qt.FocusReason.TabFocusReason, Qt.FocusReason.BacktabFocusReason)
+            and self.widgets
+        ):
             self.focus_message(self._current if self._current in self.widgets else self.widgets[-1])
 
     def keyPressEvent(self, event) -> None:
         current = self.focused_message()
-        keys = {Qt.Key.Key_Up: -1, Qt.Key.Key_Down: 1, Qt.Key.Key_Home: -10**9, Qt.Key.Key_End: 10**9}
-        if current is None or event.key() not in keys or event.modifiers() & ~Qt.KeyboardModifier.KeypadModifier:
+        keys = {
+            Qt.Key.Key_Up: -1,
+            Qt.Key.Key_Down: 1,
+            Qt.Key.Key_Home: -(10**9),
+            Qt.Key.Key_End: 10**9,
+        }
+        if (
+            current is None
+            or event.key() not in keys
+            or event.modifiers() & ~Qt.KeyboardModifier.KeypadModifier
+        ):
             super().keyPressEvent(event)
             return
         index = self.widgets.index(current) + keys[event.key()]
@@ -292,16 +320,24 @@ class TranscriptView(QScrollArea):
             return super().focusNextPrevChild(next)
         widget = self.nextInFocusChain() if next else self.previousInFocusChain()
         while widget is not None and widget is not self:
-            if (not self.isAncestorOf(widget) and widget.isVisible() and widget.isEnabled()
-                    and widget.focusPolicy() & Qt.FocusPolicy.TabFocus):
-                widget.setFocus(Qt.FocusReason.TabFocusReason if next else Qt.FocusReason.BacktabFocusReason)
+            if (
+                not self.isAncestorOf(widget)
+                and widget.isVisible()
+                and widget.isEnabled()
+                and widget.focusPolicy() & Qt.FocusPolicy.TabFocus
+            ):
+                widget.setFocus(
+                    Qt.FocusReason.TabFocusReason if next else Qt.FocusReason.BacktabFocusReason
+                )
                 return True
             widget = widget.nextInFocusChain() if next else widget.previousInFocusChain()
         return False
 
     # --- internals ----------------------------------------------------------------------------
     def _make(self, message: StoredMessage) -> MessageWidget:
-        widget = MessageWidget(message, self.palette_, token_limit=self.token_limit, renderer=self._renderer)
+        widget = MessageWidget(
+            message, self.palette_, token_limit=self.token_limit, renderer=self._renderer
+        )
         widget.editSubmitted.connect(self.editSubmitted)
         widget.regenerateRequested.connect(self.regenerateRequested)
         widget.continueRequested.connect(self.continueRequested)
@@ -317,10 +353,15 @@ class TranscriptView(QScrollArea):
                 add_call_blocks(widget, message.tool_calls)
         return widget
 
-    def _grounding_context(self, widget: MessageWidget) -> tuple[list[GroundingImage], list[StoredAttachment], str]:
+    def _grounding_context(
+        self, widget: MessageWidget
+    ) -> tuple[list[GroundingImage], list[StoredAttachment], str]:
         """The chat's images and videos before ``widget``'s answer, and the text of the user turn it replies to."""
-        earlier = [m for m in [*self._hidden, *(w.message for w in self.widgets)]
-                   if m.position < widget.message.position]
+        earlier = [
+            m
+            for m in [*self._hidden, *(w.message for w in self.widgets)]
+            if m.position < widget.message.position
+        ]
         turn = next((m.text for m in reversed(earlier) if m.role == "user"), "")
         return chat_images(earlier), chat_videos(earlier), turn
 

@@ -47,8 +47,15 @@ def sample(path: Path, fps: float, start_s: float, end_s: float, progress, cance
     """Runs on a pool thread: the sampled frames as QImages, with their timestamps."""
     from engine_mlx import media
 
-    video = media.sample_video(path, fps=fps, start_s=start_s, end_s=end_s, max_side=384,
-                               progress=progress, cancelled=cancelled)
+    video = media.sample_video(
+        path,
+        fps=fps,
+        start_s=start_s,
+        end_s=end_s,
+        max_side=384,
+        progress=progress,
+        cancelled=cancelled,
+    )
     return [(_qimage(f), t) for f, t in zip(video.frames, video.timestamps_s)]
 
 
@@ -182,16 +189,22 @@ class VideoPane(QFrame):
         self.cancel()
         start, end, fps = self.start.value(), self.end.value(), float(self.fps.value())
         expected = max(1, int((end - start) * fps))
-        self.note.setText(f"{expected} frame{'s' if expected != 1 else ''} will be sent "
-                          f"({end - start:.1f} s at {fps:g} fps; at most {MAX_SECONDS:.0f} s).")
+        self.note.setText(
+            f"{expected} frame{'s' if expected != 1 else ''} will be sent "
+            f"({end - start:.1f} s at {fps:g} fps; at most {MAX_SECONDS:.0f} s)."
+        )
         if self.key is not None:
             self.rangeChanged.emit(self.key, start, end, fps)
         self.progress.setRange(0, expected)
         self.progress.setValue(0)
         self.progress.show()
         path = self.path
-        task = Operation(self, lambda ctx: sample(path, fps, start, end, ctx.progress, ctx.cancelled),
-                         lambda frames: self._on_sampled(task, frames), label="Sampling the video")
+        task = Operation(
+            self,
+            lambda ctx: sample(path, fps, start, end, ctx.progress, ctx.cancelled),
+            lambda frames: self._on_sampled(task, frames),
+            label="Sampling the video",
+        )
         task.failure(lambda error: self._on_failed(task, error))
         task.with_progress(lambda done, total: self._on_progress(task, done, total))
         self._task = task
@@ -232,5 +245,11 @@ class VideoPane(QFrame):
 
     def _set_preview(self, image: QImage) -> None:
         pix = QPixmap.fromImage(image)
-        self.preview.setPixmap(pix.scaled(self.preview.width() or 300, 180, Qt.AspectRatioMode.KeepAspectRatio,
-                                          Qt.TransformationMode.SmoothTransformation))
+        self.preview.setPixmap(
+            pix.scaled(
+                self.preview.width() or 300,
+                180,
+                Qt.AspectRatioMode.KeepAspectRatio,
+                Qt.TransformationMode.SmoothTransformation,
+            )
+        )

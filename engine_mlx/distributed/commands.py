@@ -44,8 +44,14 @@ class Broadcaster:
         self.commands = 0  # collectives sent (headers and payloads), for the bench
         self.bytes_sent = 0
 
-    def send(self, op: Op, args: Sequence[int] = (), *, lazy_arg: mx.array | None = None,
-             payload: Sequence[int] | None = None) -> tuple[mx.array, mx.array | None]:
+    def send(
+        self,
+        op: Op,
+        args: Sequence[int] = (),
+        *,
+        lazy_arg: mx.array | None = None,
+        payload: Sequence[int] | None = None,
+    ) -> tuple[mx.array, mx.array | None]:
         """Broadcast a command; returns the summed header (and payload) as every rank sees it.
 
         ``lazy_arg`` (a (1,) array, e.g. a token just sampled) goes after ``args`` in the header."""
@@ -59,8 +65,11 @@ class Broadcaster:
         self.bytes_sent += HEADER * 4
         body = None
         if payload is not None:
-            body = mx.distributed.all_sum(mx.depends(mx.array(list(payload), dtype=mx.int32), summed),
-                                          group=self.group, stream=mx.cpu)
+            body = mx.distributed.all_sum(
+                mx.depends(mx.array(list(payload), dtype=mx.int32), summed),
+                group=self.group,
+                stream=mx.cpu,
+            )
             self.commands += 1
             self.bytes_sent += 4 * len(payload)
         mx.eval(summed, *([] if body is None else [body]))
@@ -74,7 +83,9 @@ class Receiver:
         self.group = group
 
     def receive(self) -> Command:
-        summed = mx.distributed.all_sum(mx.zeros((HEADER,), dtype=mx.int32), group=self.group, stream=mx.cpu)
+        summed = mx.distributed.all_sum(
+            mx.zeros((HEADER,), dtype=mx.int32), group=self.group, stream=mx.cpu
+        )
         values = [int(v) for v in cast("list[int]", summed.tolist())]
         op = Op(values[0])
         payload = None
@@ -85,7 +96,8 @@ class Receiver:
         return Command(op, tuple(values[1:]), payload)
 
     def _payload(self, after: mx.array, count: int) -> mx.array:
-        body = mx.distributed.all_sum(mx.depends(mx.zeros((count,), dtype=mx.int32), after),
-                                      group=self.group, stream=mx.cpu)
+        body = mx.distributed.all_sum(
+            mx.depends(mx.zeros((count,), dtype=mx.int32), after), group=self.group, stream=mx.cpu
+        )
         mx.eval(body)
         return body

@@ -40,16 +40,26 @@ def free_port_run(count: int, host: str = "127.0.0.1") -> int:
     raise OSError(f"no {count} consecutive free ports on {host}")
 
 
-def launch_command(command: Sequence[str], *, hostfile: Path | None = None, ranks: int = 2,
-                   backend: str | None = None, starting_port: int | None = None,
-                   env: Sequence[str] = ()) -> list[str]:
+def launch_command(
+    command: Sequence[str],
+    *,
+    hostfile: Path | None = None,
+    ranks: int = 2,
+    backend: str | None = None,
+    starting_port: int | None = None,
+    env: Sequence[str] = (),
+) -> list[str]:
     """The ``mlx.launch`` command line running ``command`` (arguments after ``python``) on every rank:
     on the hosts of ``hostfile`` (with the backend it names, ring by default), else ``ranks`` times
     on 127.0.0.1 over the ring backend."""
     args = [sys.executable, "-c", "from mlx._distributed_utils.launch import main; main()"]
     if backend is not None or hostfile is None:
         args += ["--backend", backend or "ring"]
-    args += ["--hostfile", str(hostfile)] if hostfile is not None else ["--hosts", "127.0.0.1", "-n", str(ranks)]
+    args += (
+        ["--hostfile", str(hostfile)]
+        if hostfile is not None
+        else ["--hosts", "127.0.0.1", "-n", str(ranks)]
+    )
     if starting_port is not None:
         args += ["--starting-port", str(starting_port)]
     args += ["--python", sys.executable]
@@ -67,13 +77,25 @@ class Group:
     stdout_lines: list[str] = field(default_factory=list)
 
     @classmethod
-    def start(cls, launch: Sequence[str], *, cwd: Path | None = None, own_session: bool = True) -> Group:
+    def start(
+        cls, launch: Sequence[str], *, cwd: Path | None = None, own_session: bool = True
+    ) -> Group:
         """Start ``launch``; without ``own_session`` it stays in this process's group, so a Ctrl-C
         in the terminal reaches every rank (``stop`` is then not for it)."""
-        process = subprocess.Popen(list(launch), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True, start_new_session=own_session, cwd=cwd)
+        process = subprocess.Popen(
+            list(launch),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=own_session,
+            cwd=cwd,
+        )
         group = cls(process)
-        for stream, lines in ((process.stdout, group.stdout_lines), (process.stderr, group.stderr_lines)):
+        for stream, lines in (
+            (process.stdout, group.stdout_lines),
+            (process.stderr, group.stderr_lines),
+        ):
             threading.Thread(target=_collect, args=(stream, lines), daemon=True).start()
         return group
 
@@ -88,7 +110,9 @@ class Group:
             if self.process.poll() is not None:
                 break
             time.sleep(0.1)
-        raise RuntimeError("the cluster did not start serving:\n" + "".join(self.stderr_lines[-30:]))
+        raise RuntimeError(
+            "the cluster did not start serving:\n" + "".join(self.stderr_lines[-30:])
+        )
 
     def stop(self, grace_s: float = 10.0) -> int:
         """Interrupt rank 0 and the launcher (Ctrl-C), then end whatever is left of the session."""

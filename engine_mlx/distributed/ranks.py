@@ -53,8 +53,10 @@ class Rank:
             follow(model, self.group)
         except RuntimeError as exc:  # the ring lost a peer: rank 0 is gone, or another follower
             hosts = rank_hosts()
-            raise EngineError(f"lost the cluster ({exc}); rank 0 was at {hosts[0] if hosts else 'an unknown host'}: "
-                              "start the group again") from None
+            raise EngineError(
+                f"lost the cluster ({exc}); rank 0 was at {hosts[0] if hosts else 'an unknown host'}: "
+                "start the group again"
+            ) from None
         return 0
 
 
@@ -79,13 +81,17 @@ def join(parallel: str, timeout_s: float) -> Rank:
     from engine_mlx.distributed.sharded import Parallel
 
     if not os.environ.get("MLX_HOSTFILE") and not os.environ.get("MLX_JACCL_COORDINATOR"):
-        raise EngineError(f"--parallel {parallel} runs one process per rank: start it with "
-                          "'python -m engine_mlx cluster launch' or mlx.launch")
+        raise EngineError(
+            f"--parallel {parallel} runs one process per rank: start it with "
+            "'python -m engine_mlx cluster launch' or mlx.launch"
+        )
     try:
         group = mx.distributed.init(strict=True)
     except RuntimeError as exc:
-        raise EngineError(f"could not join the other ranks ({exc}); check the hostfile and that every "
-                          "rank was started") from None
+        raise EngineError(
+            f"could not join the other ranks ({exc}); check the hostfile and that every "
+            "rank was started"
+        ) from None
     if group.size() < 2:
         raise EngineError(f"--parallel {parallel} needs at least 2 ranks; the hostfile lists one")
     return Rank(group, Parallel(parallel), timeout_s)

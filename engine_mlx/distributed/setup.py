@@ -80,7 +80,9 @@ def hosts_of(hostfile: Path) -> list[str]:
         raise EngineError(f"{hostfile}: not an mlx.launch hostfile ({exc})") from None
 
 
-def check(hostfile: Path, model_dir: Path, context_tokens: int, *, python: str = sys.executable) -> list[str]:
+def check(
+    hostfile: Path, model_dir: Path, context_tokens: int, *, python: str = sys.executable
+) -> list[str]:
     """One line per host and a verdict; the problems found (none: the cluster is ready)."""
     from engine_mlx.memory import FitVerdict
 
@@ -95,24 +97,51 @@ def check(hostfile: Path, model_dir: Path, context_tokens: int, *, python: str =
             problems.append(f"{where}: not reachable or could not run QwenDesk ({failure})")
             continue
         if report.version != version():
-            problems.append(f"{where}: QwenDesk {report.version}, this machine runs {version()}: install the same one")
+            problems.append(
+                f"{where}: QwenDesk {report.version}, this machine runs {version()}: install the same one"
+            )
         if not report.model_found or report.error:
             problems.append(f"{where}: {report.error or f'{model_dir}: no such folder'}")
             continue
         first = next((r for r in reports if r is not None and r.model_found and not r.error), None)
         if first is not None and report.header_hashes != first.header_hashes:
-            problems.append(f"{where}: the model's weight files differ from the first host's: copy the same folder")
+            problems.append(
+                f"{where}: the model's weight files differ from the first host's: copy the same folder"
+            )
         if report.fit_verdict == FitVerdict.DOES_NOT_FIT.value:
             problems.append(f"{where}: its share {report.fit_summary}")
-        print(f"{where}: QwenDesk {report.version}, {len(report.header_hashes)} weight files; {report.fit_summary}")
+        print(
+            f"{where}: QwenDesk {report.version}, {len(report.header_hashes)} weight files; {report.fit_summary}"
+        )
     return problems
 
 
-def _probe_host(host: str, python: str, model_dir: Path, ranks: int, context_tokens: int) -> tuple[Probe | None, str]:
-    command = [python, "-m", "engine_mlx", "cluster", "probe", "--model", str(model_dir), "--ranks", str(ranks),
-               "--context", str(context_tokens)]
+def _probe_host(
+    host: str, python: str, model_dir: Path, ranks: int, context_tokens: int
+) -> tuple[Probe | None, str]:
+    command = [
+        python,
+        "-m",
+        "engine_mlx",
+        "cluster",
+        "probe",
+        "--model",
+        str(model_dir),
+        "--ranks",
+        str(ranks),
+        "--context",
+        str(context_tokens),
+    ]
     if host not in LOCAL_HOSTS:
-        command = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", host, shlex.join(command)]
+        command = [
+            "ssh",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=10",
+            host,
+            shlex.join(command),
+        ]
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -129,14 +158,33 @@ def probe_json(model_dir: Path, ranks: int, context_tokens: int) -> str:
     return json.dumps(asdict(probe(model_dir, ranks, context_tokens)))
 
 
-def launch(hostfile: Path, model_dir: Path, parallel: str, serve_args: list[str], restarts: int,
-           starting_port: int | None = None) -> int:
+def launch(
+    hostfile: Path,
+    model_dir: Path,
+    parallel: str,
+    serve_args: list[str],
+    restarts: int,
+    starting_port: int | None = None,
+) -> int:
     """Run the group until a Ctrl-C (0) or until it has ended on its own ``restarts`` + 1 times."""
     from engine_mlx.distributed.launch import launch_command
 
-    command = ["-m", "engine_mlx", "serve", "--model", str(model_dir), "--parallel", parallel, *serve_args]
-    launch = launch_command(command, hostfile=hostfile, starting_port=starting_port,
-                            env=[f"{k}={v}" for k, v in _offline_env().items()])
+    command = [
+        "-m",
+        "engine_mlx",
+        "serve",
+        "--model",
+        str(model_dir),
+        "--parallel",
+        parallel,
+        *serve_args,
+    ]
+    launch = launch_command(
+        command,
+        hostfile=hostfile,
+        starting_port=starting_port,
+        env=[f"{k}={v}" for k, v in _offline_env().items()],
+    )
     attempt = 0
     while True:
         group = Group.start(launch, own_session=False)  # a Ctrl-C here reaches every rank too
@@ -155,7 +203,11 @@ def launch(hostfile: Path, model_dir: Path, parallel: str, serve_args: list[str]
             print("The cluster stopped.", file=sys.stderr, flush=True)
             return EXIT_STOPPED
         attempt += 1
-        print(f"The cluster stopped; starting it again ({attempt} of {restarts}).", file=sys.stderr, flush=True)
+        print(
+            f"The cluster stopped; starting it again ({attempt} of {restarts}).",
+            file=sys.stderr,
+            flush=True,
+        )
         time.sleep(RESTART_PAUSE_S)
 
 

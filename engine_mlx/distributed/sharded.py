@@ -54,11 +54,15 @@ def load_shard(info: ModelInfo, parallel: Parallel, group: mx.distributed.Group)
     pipeline = group if parallel is Parallel.PIPELINE else None
     tensor = group if parallel is Parallel.TENSOR else None
     try:
-        model, tokenizer = sharded_load(str(info.path), pipeline, tensor,
-                                        tokenizer_config={"trust_remote_code": False})
+        model, tokenizer = sharded_load(
+            str(info.path), pipeline, tensor, tokenizer_config={"trust_remote_code": False}
+        )
     except AssertionError as e:  # mlx-lm's check that the sizes divide by the ranks
-        raise CheckpointError(info.path, f"cannot be split over {group.size()} ranks by tensor parallelism "
-                                         f"({e}); use --parallel pipeline") from None
+        raise CheckpointError(
+            info.path,
+            f"cannot be split over {group.size()} ranks by tensor parallelism "
+            f"({e}); use --parallel pipeline",
+        ) from None
     except (ValueError, RuntimeError, OSError, KeyError) as e:
         raise CheckpointError(info.path, f"could not be loaded ({type(e).__name__}: {e})") from e
     if platform.cpu_backend():
@@ -70,15 +74,27 @@ def load_shard(info: ModelInfo, parallel: Parallel, group: mx.distributed.Group)
 class ShardedModel(LoadedModel):
     """Rank 0's shard: the engine's model calls, each broadcast to the other ranks first."""
 
-    def __init__(self, info: ModelInfo, model: Any, tokenizer: Any, group: mx.distributed.Group,
-                 parallel: Parallel, hosts: Sequence[str] = (), timeout_s: float = DEFAULT_RANK_TIMEOUT_S):
+    def __init__(
+        self,
+        info: ModelInfo,
+        model: Any,
+        tokenizer: Any,
+        group: mx.distributed.Group,
+        parallel: Parallel,
+        hosts: Sequence[str] = (),
+        timeout_s: float = DEFAULT_RANK_TIMEOUT_S,
+    ):
         super().__init__(info, model, tokenizer, is_vision=False)
         self.group = group
         self.parallel = parallel
         self.hosts = tuple(hosts)  # each rank's address, for errors
-        self.lost: ClusterError | None = None  # set when a rank stopped answering: nothing runs after
+        self.lost: ClusterError | None = (
+            None  # set when a rank stopped answering: nothing runs after
+        )
         self.timeout_s = timeout_s
-        self._deadline: float | None = None  # when the call in progress must be done (the watchdog's)
+        self._deadline: float | None = (
+            None  # when the call in progress must be done (the watchdog's)
+        )
         self._watchdog: threading.Thread | None = None
         self.channel = Broadcaster(group)
         self._cache_ids = itertools.count(1)
@@ -130,7 +146,9 @@ class ShardedModel(LoadedModel):
     def trim_tag(self, tag: CacheTag, tokens: int) -> None:
         self._send(Op.TRIM, (tag.cache_id, tokens))
 
-    def _send(self, op: Op, args: Sequence[int] = (), **kwargs: Any) -> tuple[mx.array, mx.array | None]:
+    def _send(
+        self, op: Op, args: Sequence[int] = (), **kwargs: Any
+    ) -> tuple[mx.array, mx.array | None]:
         freed = []
         while self._freed:
             freed.append(self._freed.popleft())
@@ -146,20 +164,26 @@ class ShardedModel(LoadedModel):
         without closing its connection) ends this process: see ``_watch_deadline``."""
         self.check_usable()
         if self._watchdog is None:
-            self._watchdog = threading.Thread(target=self._watch_deadline, name="cluster-watchdog", daemon=True)
+            self._watchdog = threading.Thread(
+                target=self._watch_deadline, name="cluster-watchdog", daemon=True
+            )
             self._watchdog.start()
         self._deadline = time.monotonic() + self.timeout_s
         try:
             yield
         except RuntimeError as exc:
-            self.lost = ClusterError(f"The cluster lost a rank ({self._others()}: {exc}); the model cannot run "
-                                     "until the group is started again (cluster launch restarts it).")
+            self.lost = ClusterError(
+                f"The cluster lost a rank ({self._others()}: {exc}); the model cannot run "
+                "until the group is started again (cluster launch restarts it)."
+            )
             raise self.lost from None
         finally:
             self._deadline = None
 
     def _others(self) -> str:
-        return ", ".join(f"rank {r} at {h}" for r, h in enumerate(self.hosts) if r) or "another rank"
+        return (
+            ", ".join(f"rank {r} at {h}" for r, h in enumerate(self.hosts) if r) or "another rank"
+        )
 
     def _watch_deadline(self) -> None:
         """The watchdog: a collective blocked past its deadline cannot be interrupted, so the rank
@@ -169,9 +193,12 @@ class ShardedModel(LoadedModel):
             time.sleep(WATCHDOG_POLL_S)
             deadline = self._deadline
             if deadline is not None and time.monotonic() > deadline:
-                print(f"error: the cluster stopped answering: no reply from {self._others()} within "
-                      f"{self.timeout_s:g} s; ending rank 0 so the group can be started again",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"error: the cluster stopped answering: no reply from {self._others()} within "
+                    f"{self.timeout_s:g} s; ending rank 0 so the group can be started again",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 os._exit(EXIT_FROZEN)
 
 
@@ -247,8 +274,13 @@ def follow(model: Any, group: mx.distributed.Group) -> None:
 class ClusterLoader:
     """The engine's model loader on rank 0 of a group: loads rank 0's shard as a ShardedModel."""
 
-    def __init__(self, parallel: Parallel, group: mx.distributed.Group, hosts: Sequence[str] = (),
-                 timeout_s: float = DEFAULT_RANK_TIMEOUT_S):
+    def __init__(
+        self,
+        parallel: Parallel,
+        group: mx.distributed.Group,
+        hosts: Sequence[str] = (),
+        timeout_s: float = DEFAULT_RANK_TIMEOUT_S,
+    ):
         self.parallel = parallel
         self.group = group
         self.hosts = tuple(hosts)
@@ -256,14 +288,20 @@ class ClusterLoader:
         self.ranks = group.size()
         self.loaded: ShardedModel | None = None
 
-    def __call__(self, info: ModelInfo, *, progress: Callable[[float], None] | None = None,
-                 cancel: CancelToken | None = None) -> LoadedModel:
+    def __call__(
+        self,
+        info: ModelInfo,
+        *,
+        progress: Callable[[float], None] | None = None,
+        cancel: CancelToken | None = None,
+    ) -> LoadedModel:
         text_info = replace(info, is_vision=False)  # the vision tower does not run across ranks yet
         model, tokenizer = load_shard(text_info, self.parallel, self.group)
         if progress is not None:
             progress(1.0)
-        self.loaded = ShardedModel(text_info, model, tokenizer, self.group, self.parallel, self.hosts,
-                                   self.timeout_s)
+        self.loaded = ShardedModel(
+            text_info, model, tokenizer, self.group, self.parallel, self.hosts, self.timeout_s
+        )
         return self.loaded
 
     def stop(self) -> None:

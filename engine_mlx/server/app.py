@@ -86,7 +86,9 @@ class ServerContext:
     media: InlineImages = field(init=False)
 
     def __post_init__(self) -> None:
-        self.media = InlineImages(Path(tempfile.mkdtemp(prefix="qwendesk-api-")), self.config.media_cap_bytes)
+        self.media = InlineImages(
+            Path(tempfile.mkdtemp(prefix="qwendesk-api-")), self.config.media_cap_bytes
+        )
 
     def model_id(self) -> str | None:
         info = self.engine.model_info
@@ -134,7 +136,11 @@ class GuardMiddleware:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         origin = headers.get("origin")
         allowed = origin is not None and self.context.policy.origin_allowed(origin)
-        cors = [(b"access-control-allow-origin", origin.encode("latin-1")), (b"vary", b"Origin")] if allowed else []
+        cors = (
+            [(b"access-control-allow-origin", origin.encode("latin-1")), (b"vary", b"Origin")]
+            if allowed
+            else []
+        )
 
         async def send_cors(message):  # on every answer to an allowed origin, errors too
             if message["type"] == "http.response.start" and cors:
@@ -144,20 +150,33 @@ class GuardMiddleware:
         try:
             self.context.policy.check(scope["method"], headers)
         except ApiError as err:
-            self.context.record(RequestRecord(time.time(), _client(scope, headers), scope["path"], err.status,
-                                              error=err.message))
+            self.context.record(
+                RequestRecord(
+                    time.time(),
+                    _client(scope, headers),
+                    scope["path"],
+                    err.status,
+                    error=err.message,
+                )
+            )
             await _json_error(err)(scope, receive, send_cors)
             return
         if origin is None:
             await self.app(scope, receive, send)
             return
         if scope["method"] == "OPTIONS":
-            await Response(status_code=204, headers={
-                "Access-Control-Allow-Origin": origin, "Vary": "Origin",
-                "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
-                "Access-Control-Allow-Headers": headers.get("access-control-request-headers", "*"),
-                "Access-Control-Max-Age": "600",
-            })(scope, receive, send)
+            await Response(
+                status_code=204,
+                headers={
+                    "Access-Control-Allow-Origin": origin,
+                    "Vary": "Origin",
+                    "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+                    "Access-Control-Allow-Headers": headers.get(
+                        "access-control-request-headers", "*"
+                    ),
+                    "Access-Control-Max-Age": "600",
+                },
+            )(scope, receive, send)
             return
         await self.app(scope, receive, send_cors)
 
@@ -179,7 +198,9 @@ async def get_model(request: Request) -> Response:
         raise ApiError(503, "A model is loading; try again in a moment.", code="model_loading")
     model, asked = context.model_id(), request.path_params["model_id"]
     if model is None:
-        raise ApiError(503, "No model is loaded; load a model in QwenDesk first.", code="model_not_loaded")
+        raise ApiError(
+            503, "No model is loaded; load a model in QwenDesk first.", code="model_not_loaded"
+        )
     if asked != model:
         raise model_not_found(asked, model)
     return JSONResponse(_model_object(model))
@@ -194,7 +215,11 @@ def begin(request: Request) -> tuple[ServerContext, RequestRecord, float]:
     context: ServerContext = request.app.state.context
     arrived, started = time.time(), time.perf_counter()
     headers = {k.lower(): v for k, v in request.headers.items()}
-    return context, RequestRecord(arrived, _client(request.scope, headers), request.url.path, 200), started
+    return (
+        context,
+        RequestRecord(arrived, _client(request.scope, headers), request.url.path, 200),
+        started,
+    )
 
 
 async def chat_completions(request: Request) -> Response:
@@ -202,8 +227,11 @@ async def chat_completions(request: Request) -> Response:
     try:
         return await _chat(request, context, rec, started)
     except ApiError as err:
-        context.record(_replace(rec, status=err.status, error=err.message,
-                                duration_s=time.perf_counter() - started))
+        context.record(
+            _replace(
+                rec, status=err.status, error=err.message, duration_s=time.perf_counter() - started
+            )
+        )
         raise
 
 
@@ -215,8 +243,12 @@ def _replace(rec: RequestRecord, **changes) -> RequestRecord:
 
 async def _read_body(request: Request) -> bytearray:
     """The body, read piece by piece: refused at MAX_BODY_BYTES, chunked or not, without reading on."""
-    too_large = ApiError(413, f"The request body is over {MAX_BODY_BYTES >> 20} MiB; send smaller images "
-                              "or fewer of them.", code="body_too_large")
+    too_large = ApiError(
+        413,
+        f"The request body is over {MAX_BODY_BYTES >> 20} MiB; send smaller images "
+        "or fewer of them.",
+        code="body_too_large",
+    )
     size = request.headers.get("content-length")
     if size is not None and size.isdigit() and int(size) > MAX_BODY_BYTES:
         raise too_large
@@ -230,12 +262,16 @@ async def _read_body(request: Request) -> bytearray:
 
 async def admit(request: Request, context: ServerContext) -> tuple[dict[str, Any], str]:
     """A POST's JSON body and the model that serves it, or the ApiError that refuses it."""
-    body = await asyncio.to_thread(parse_body, await _read_body(request))  # seconds for a body of millions
+    body = await asyncio.to_thread(
+        parse_body, await _read_body(request)
+    )  # seconds for a body of millions
     if context.jobs.loading:
         raise ApiError(503, "A model is loading; try again in a moment.", code="model_loading")
     model = context.model_id()
     if model is None:
-        raise ApiError(503, "No model is loaded; load a model in QwenDesk first.", code="model_not_loaded")
+        raise ApiError(
+            503, "No model is loaded; load a model in QwenDesk first.", code="model_not_loaded"
+        )
     return body, model
 
 
@@ -244,7 +280,9 @@ def check_model(asked: str, model: str) -> None:
         raise model_not_found(asked, model)
 
 
-async def _chat(request: Request, context: ServerContext, rec: RequestRecord, started: float) -> Response:
+async def _chat(
+    request: Request, context: ServerContext, rec: RequestRecord, started: float
+) -> Response:
     body, model = await admit(request, context)
     images = context.media.batch()
     try:
@@ -274,16 +312,25 @@ async def _chat(request: Request, context: ServerContext, rec: RequestRecord, st
 class _Run:
     """One request's generation on the engine thread, its events in an asyncio queue."""
 
-    def __init__(self, context: ServerContext, chat: ChatRequest, receive: Receive,
-                 images: ImageBatch | None = None, generate: Callable[[CancelToken], Any] | None = None,
-                 prefix: str = "chatcmpl"):
+    def __init__(
+        self,
+        context: ServerContext,
+        chat: ChatRequest,
+        receive: Receive,
+        images: ImageBatch | None = None,
+        generate: Callable[[CancelToken], Any] | None = None,
+        prefix: str = "chatcmpl",
+    ):
         self.context = context
         self.chat = chat
         self.images = images  # a chat's inline images (None for a raw completion)
-        self.refused = False  # the engine raised before its first event: the request's new images go
+        self.refused = (
+            False  # the engine raised before its first event: the request's new images go
+        )
         # what runs on the engine thread: the chat's next turn unless told (a raw completion)
-        self._generate = generate or (lambda cancel: context.engine.generate(chat.conversation, chat.settings,
-                                                                             cancel=cancel))
+        self._generate = generate or (
+            lambda cancel: context.engine.generate(chat.conversation, chat.settings, cancel=cancel)
+        )
         self.cancel = CancelToken()
         self.queue: asyncio.Queue = asyncio.Queue()
         self.receive = receive
@@ -357,18 +404,31 @@ class _Run:
         choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
         if "logprobs" in delta:  # the assembler's content log-probabilities go beside the delta
             delta = dict(delta)
-            choice = {"index": 0, "delta": delta, "logprobs": {"content": delta.pop("logprobs")},
-                      "finish_reason": finish}
-        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                "model": self.chat.model, "choices": [choice], **extra}
+            choice = {
+                "index": 0,
+                "delta": delta,
+                "logprobs": {"content": delta.pop("logprobs")},
+                "finish_reason": finish,
+            }
+        return {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.chat.model,
+            "choices": [choice],
+            **extra,
+        }
 
 
 def _assembler(run: _Run) -> ReplyAssembler:
     chat = run.chat
-    return ReplyAssembler(stop=chat.stop, tools=chat.tool_schemas if chat.tools_on else None,
-                          reasoning_alias=run.context.config.reasoning_alias,
-                          logprobs=[] if chat.settings.logprobs is not None else None,
-                          forced_call=chat.forced_call)
+    return ReplyAssembler(
+        stop=chat.stop,
+        tools=chat.tool_schemas if chat.tools_on else None,
+        reasoning_alias=run.context.config.reasoning_alias,
+        logprobs=[] if chat.settings.logprobs is not None else None,
+        forced_call=chat.forced_call,
+    )
 
 
 def _feed(assembler: ReplyAssembler, run: _Run, event) -> list[dict[str, Any]]:
@@ -405,35 +465,77 @@ async def _complete(run: _Run, rec: RequestRecord, started: float, first) -> Res
     assembler = _assembler(run)
     stats, finished = await collect(run, assembler, first)
     reason = assembler.finish_reason(finished.reason)
-    _log(run, rec, started, stats, reason if finished.reason is not FinishReason.ERROR else "error",
-         finished.error or "")
+    _log(
+        run,
+        rec,
+        started,
+        stats,
+        reason if finished.reason is not FinishReason.ERROR else "error",
+        finished.error or "",
+    )
     if finished.reason is FinishReason.ERROR:
-        return JSONResponse(error_body(500, finished.error or "Generation failed."), status_code=500)
-    return JSONResponse({
-        "id": run.id, "object": "chat.completion", "created": run.created, "model": run.chat.model,
-        "choices": [{"index": 0, "message": assembler.message(), "finish_reason": reason,
-                     "logprobs": None if assembler.logprobs is None else {"content": assembler.logprobs}}],
-        "usage": usage(stats),
-    })
+        return JSONResponse(
+            error_body(500, finished.error or "Generation failed."), status_code=500
+        )
+    return JSONResponse(
+        {
+            "id": run.id,
+            "object": "chat.completion",
+            "created": run.created,
+            "model": run.chat.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": assembler.message(),
+                    "finish_reason": reason,
+                    "logprobs": None
+                    if assembler.logprobs is None
+                    else {"content": assembler.logprobs},
+                }
+            ],
+            "usage": usage(stats),
+        }
+    )
 
 
-def _log(run: _Run, rec: RequestRecord, started: float, stats: Stats | None, reason: str, error: str) -> None:
+def _log(
+    run: _Run, rec: RequestRecord, started: float, stats: Stats | None, reason: str, error: str
+) -> None:
     u = usage(stats)
-    run.context.record(_replace(
-        rec, status=499 if run.disconnected else rec.status, prompt_tokens=u["prompt_tokens"],
-        cached_tokens=u["prompt_tokens_details"]["cached_tokens"], completion_tokens=u["completion_tokens"],
-        duration_s=time.perf_counter() - started, finish_reason="disconnected" if run.disconnected else reason,
-        error=error, engine_started=run.engine_started, engine_ended=run.engine_ended,
-    ))
+    run.context.record(
+        _replace(
+            rec,
+            status=499 if run.disconnected else rec.status,
+            prompt_tokens=u["prompt_tokens"],
+            cached_tokens=u["prompt_tokens_details"]["cached_tokens"],
+            completion_tokens=u["completion_tokens"],
+            duration_s=time.perf_counter() - started,
+            finish_reason="disconnected" if run.disconnected else reason,
+            error=error,
+            engine_started=run.engine_started,
+            engine_ended=run.engine_ended,
+        )
+    )
 
 
 class _EventStream:
     """Server-sent events: one ``data:`` line per chunk, then ``data: [DONE]``. The request is
     logged when the generation has ended, whether the client stayed or left."""
 
-    def __init__(self, run: _Run, rec: RequestRecord, started: float, first,
-                 assembler: ReplyAssembler | None = None):
-        self.run, self.rec, self.started, self.first = run, rec, started, first  # first: None = not yet
+    def __init__(
+        self,
+        run: _Run,
+        rec: RequestRecord,
+        started: float,
+        first,
+        assembler: ReplyAssembler | None = None,
+    ):
+        self.run, self.rec, self.started, self.first = (
+            run,
+            rec,
+            started,
+            first,
+        )  # first: None = not yet
         self.assembler = assembler or _assembler(run)
         self.stats: Stats | None = None
         self.finished = Finished(FinishReason.ERROR, "no events")
@@ -442,9 +544,17 @@ class _EventStream:
         self.sent_at = time.monotonic()  # when the last bytes went out
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": [
-            (b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
-            (b"x-accel-buffering", b"no")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"text/event-stream; charset=utf-8"),
+                    (b"cache-control", b"no-cache"),
+                    (b"x-accel-buffering", b"no"),
+                ],
+            }
+        )
         try:
             async for chunk in self._chunks():
                 if self.run.disconnected:
@@ -461,8 +571,14 @@ class _EventStream:
                 self._take(await self.run.next())
             self.run.close()  # now the engine has ended: release (or delete) the images
             reason = self.assembler.finish_reason(self.finished.reason)
-            _log(self.run, self.rec, self.started, self.stats,
-                 reason if self.finished.reason is not FinishReason.ERROR else "error", self.finished.error or "")
+            _log(
+                self.run,
+                self.rec,
+                self.started,
+                self.stats,
+                reason if self.finished.reason is not FinishReason.ERROR else "error",
+                self.finished.error or "",
+            )
 
     def _take(self, event) -> list[dict[str, Any]]:
         if isinstance(event, StreamEnd):
@@ -491,7 +607,9 @@ class _EventStream:
             if self.ended:
                 break
             event = await run.next(self.sent_at + run.context.config.keepalive_s - time.monotonic())
-        if self.end_error is not None:  # refused before its first event, once the stream had started
+        if (
+            self.end_error is not None
+        ):  # refused before its first event, once the stream had started
             yield _sse(from_engine_error(self.end_error).body())
             yield b"data: [DONE]\n\n"
             return
@@ -522,8 +640,13 @@ async def _api_error(request: Request, exc: Exception) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    return _json_error(ApiError(exc.status_code, str(exc.detail) or "Not found.",
-                                code="not_found" if exc.status_code == 404 else None))
+    return _json_error(
+        ApiError(
+            exc.status_code,
+            str(exc.detail) or "Not found.",
+            code="not_found" if exc.status_code == 404 else None,
+        )
+    )
 
 
 def build_app(context: ServerContext) -> Any:

@@ -54,13 +54,18 @@ def parse_completion_request(body: dict[str, Any], config: ServerConfig) -> Comp
     if isinstance(prompt, list) and len(prompt) == 1:
         prompt = prompt[0]
     if not isinstance(prompt, str) or not prompt:
-        raise ApiError(400, "'prompt' must be a non-empty string (one prompt per request).", param="prompt")
+        raise ApiError(
+            400, "'prompt' must be a non-empty string (one prompt per request).", param="prompt"
+        )
     if body.get("n", 1) != 1:
         raise ApiError(400, "Only n=1 is supported.", param="n")
     unsupported = {
         "suffix": ("fill-in-the-middle", body.get("suffix") not in (None, "")),
         "echo": ("echoing the prompt", body.get("echo") not in (None, False)),
-        "logprobs": ("log-probabilities here (/v1/chat/completions has them)", body.get("logprobs") is not None),
+        "logprobs": (
+            "log-probabilities here (/v1/chat/completions has them)",
+            body.get("logprobs") is not None,
+        ),
         "best_of": ("best_of above 1", body.get("best_of") not in (None, 1)),
     }
     for name, (what, asked) in unsupported.items():
@@ -75,7 +80,9 @@ def parse_completion_request(body: dict[str, Any], config: ServerConfig) -> Comp
     return CompletionRequest(
         model=model,
         prompt=prompt,
-        settings=replace(_settings({**plain, "enable_thinking": False}, config), max_tokens=max_tokens),
+        settings=replace(
+            _settings({**plain, "enable_thinking": False}, config), max_tokens=max_tokens
+        ),
         stream=stream,
         include_usage=bool(options.get("include_usage")) and stream,
         stop=_stop(body.get("stop")),
@@ -88,15 +95,26 @@ async def completions(request: Request) -> Response:
         body, model = await admit(request, context)
         req = parse_completion_request(body, context.config)
         check_model(req.model, model)
-        run = _Run(context, req, request.receive, prefix="cmpl",  # type: ignore[arg-type]
-                   generate=lambda cancel: context.engine.complete(req.prompt, req.settings, cancel=cancel))
+        run = _Run(
+            context,
+            req,
+            request.receive,
+            prefix="cmpl",  # type: ignore[arg-type]
+            generate=lambda cancel: context.engine.complete(
+                req.prompt, req.settings, cancel=cancel
+            ),
+        )
         await run.start()
         first = await run.next()
         if isinstance(first, StreamEnd):
             run.close()
             raise from_engine_error(first.error or RuntimeError("the request was cancelled"))
     except ApiError as err:
-        context.record(replace(rec, status=err.status, error=err.message, duration_s=time.perf_counter() - started))
+        context.record(
+            replace(
+                rec, status=err.status, error=err.message, duration_s=time.perf_counter() - started
+            )
+        )
         raise
     assembler = ReplyAssembler(stop=req.stop)
     if req.stream:
@@ -106,9 +124,19 @@ async def completions(request: Request) -> Response:
     failed = finished.reason is FinishReason.ERROR
     _log(run, rec, started, stats, "error" if failed else reason, finished.error or "")
     if failed:
-        return JSONResponse(error_body(500, finished.error or "Generation failed."), status_code=500)
-    return JSONResponse({"id": run.id, "object": "text_completion", "created": run.created, "model": req.model,
-                         "choices": [_choice(assembler.content, reason)], "usage": usage(stats)})
+        return JSONResponse(
+            error_body(500, finished.error or "Generation failed."), status_code=500
+        )
+    return JSONResponse(
+        {
+            "id": run.id,
+            "object": "text_completion",
+            "created": run.created,
+            "model": req.model,
+            "choices": [_choice(assembler.content, reason)],
+            "usage": usage(stats),
+        }
+    )
 
 
 def _choice(text: str, reason: str | None) -> dict[str, Any]:
@@ -120,8 +148,15 @@ class _CompletionStream(_EventStream):
 
     def _chunk(self, text: str, reason: str | None = None) -> bytes:
         run = self.run
-        return _sse({"id": run.id, "object": "text_completion", "created": run.created, "model": run.chat.model,
-                     "choices": [_choice(text, reason)]})
+        return _sse(
+            {
+                "id": run.id,
+                "object": "text_completion",
+                "created": run.created,
+                "model": run.chat.model,
+                "choices": [_choice(text, reason)],
+            }
+        )
 
     async def _chunks(self) -> AsyncIterator[bytes]:
         run, assembler = self.run, self.assembler
@@ -139,6 +174,14 @@ class _CompletionStream(_EventStream):
         else:
             yield self._chunk("", assembler.finish_reason(self.finished.reason))
             if run.chat.include_usage:
-                yield _sse({"id": run.id, "object": "text_completion", "created": run.created,
-                            "model": run.chat.model, "choices": [], "usage": usage(self.stats)})
+                yield _sse(
+                    {
+                        "id": run.id,
+                        "object": "text_completion",
+                        "created": run.created,
+                        "model": run.chat.model,
+                        "choices": [],
+                        "usage": usage(self.stats),
+                    }
+                )
         yield b"data: [DONE]\n\n"

@@ -28,12 +28,18 @@ class ServerConfig:
     port: int = DEFAULT_PORT  # 0 = any free port
     api_key: str | None = None
     allow_origins: tuple[str, ...] = ()
-    context_tokens: int | None = None  # prompt + reply tokens a request may use; None = the model's own
+    context_tokens: int | None = (
+        None  # prompt + reply tokens a request may use; None = the model's own
+    )
     thinking: ThinkingDefault = field(default_factory=ThinkingDefault)
-    reasoning_alias: bool = False  # also send reasoning as ``reasoning`` (beside ``reasoning_content``)
+    reasoning_alias: bool = (
+        False  # also send reasoning as ``reasoning`` (beside ``reasoning_content``)
+    )
     keepalive_s: float = DEFAULT_KEEPALIVE_S
     media_cap_bytes: int = DEFAULT_MEDIA_CAP_BYTES
-    allow_hosts: tuple[str, ...] = ()  # Host names clients may use beyond loopback (e.g. studio.local)
+    allow_hosts: tuple[
+        str, ...
+    ] = ()  # Host names clients may use beyond loopback (e.g. studio.local)
     tls_cert: Path | None = None  # serve HTTPS with the user's own certificate and key (PEM)
     tls_key: Path | None = None
 

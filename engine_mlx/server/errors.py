@@ -26,8 +26,15 @@ _TYPES = {
 class ApiError(Exception):
     """A request the server answers with an error status and an OpenAI-style body."""
 
-    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
-                 kind: str | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        kind: str | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.message = message
@@ -36,28 +43,45 @@ class ApiError(Exception):
         self.kind = kind  # the error's "type", when not the status's usual one
 
     def body(self) -> dict[str, Any]:
-        return error_body(self.status, self.message, param=self.param, code=self.code, kind=self.kind)
+        return error_body(
+            self.status, self.message, param=self.param, code=self.code, kind=self.kind
+        )
 
 
-def error_body(status: int, message: str, *, param: str | None = None, code: str | None = None,
-               kind: str | None = None) -> dict[str, Any]:
+def error_body(
+    status: int,
+    message: str,
+    *,
+    param: str | None = None,
+    code: str | None = None,
+    kind: str | None = None,
+) -> dict[str, Any]:
     kind = kind or _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
 def model_not_found(asked: str, served: str | None) -> ApiError:
     """OpenAI's 404 for a model id it does not serve."""
-    return ApiError(404, f"The model {asked!r} does not exist; this server serves {served!r}.",
-                    param="model", code="model_not_found", kind="invalid_request_error")
+    return ApiError(
+        404,
+        f"The model {asked!r} does not exist; this server serves {served!r}.",
+        param="model",
+        code="model_not_found",
+        kind="invalid_request_error",
+    )
 
 
 def context_overflow(error: ContextOverflowError) -> ApiError:
     """OpenAI's 400 for a prompt over the context, in its words (clients match them: litellm raises
     ContextWindowExceededError, aider shows its token-limit help)."""
     count = f"at least {error.tokens}" if error.at_least else str(error.tokens)
-    return ApiError(400, f"This model's maximum context length is {error.limit} tokens. However, your "
-                         f"messages resulted in {count} tokens. Please reduce the length of the messages.",
-                    param="messages", code="context_length_exceeded")
+    return ApiError(
+        400,
+        f"This model's maximum context length is {error.limit} tokens. However, your "
+        f"messages resulted in {count} tokens. Please reduce the length of the messages.",
+        param="messages",
+        code="context_length_exceeded",
+    )
 
 
 def from_engine_error(error: Exception) -> ApiError:
@@ -74,4 +98,6 @@ def from_engine_error(error: Exception) -> ApiError:
         return ApiError(400, str(error), param="messages", code="invalid_image")
     if isinstance(error, EngineError):
         return ApiError(400, str(error))
-    return ApiError(500, f"The engine failed: {type(error).__name__}: {error}", code="internal_error")
+    return ApiError(
+        500, f"The engine failed: {type(error).__name__}: {error}", code="internal_error"
+    )

@@ -64,9 +64,12 @@ class InlineImages:
                 total -= self._sizes.pop(old)
                 old.unlink(missing_ok=True)
         if total + size > self.cap_bytes:
-            raise ApiError(503, f"The server's image folder is full ({human_bytes(self.cap_bytes)}) with the "
-                                "images of requests in progress; try again when they are answered.",
-                           code="images_busy")
+            raise ApiError(
+                503,
+                f"The server's image folder is full ({human_bytes(self.cap_bytes)}) with the "
+                "images of requests in progress; try again when they are answered.",
+                code="images_busy",
+            )
 
     def _drop_use(self, path: Path) -> None:
         self._in_use[path] -= 1
@@ -105,4 +108,3 @@ class ImageBatch:
     def refuse(self) -> None:
         self.store._release(self._held, self._new)
         self._held, self._new = [], set()
-

@@ -58,7 +58,9 @@ class ChatRequest:
     include_usage: bool = False
     stop: tuple[str, ...] = ()
     tools_on: bool = False  # parse tool calls out of the reply
-    tool_schemas: list[dict[str, Any]] = field(default_factory=list)  # OpenAI tool dicts, for typing arguments
+    tool_schemas: list[dict[str, Any]] = field(
+        default_factory=list
+    )  # OpenAI tool dicts, for typing arguments
     tool_choice: str = "auto"  # "auto", "none" (tools left out) or "required"
     forced_tool: str | None = None  # the declared tool a named tool_choice asks for
 
@@ -81,7 +83,9 @@ class _BadNumber:
 def _parse_int(text: str) -> int | _BadNumber:
     digits = len(text.lstrip("-"))
     if digits > MAX_INT_DIGITS:
-        return _BadNumber(f"is an integer of {digits:,} digits (at most {MAX_INT_DIGITS} are taken)")
+        return _BadNumber(
+            f"is an integer of {digits:,} digits (at most {MAX_INT_DIGITS} are taken)"
+        )
     return int(text)
 
 
@@ -110,10 +114,16 @@ def _load_json(raw: bytes | bytearray | str, where: str | None) -> Any:
     try:
         value = json.loads(raw, parse_constant=_parse_constant, **hooks)
     except RecursionError:
-        raise ApiError(400, f"{what} nests JSON deeper than {MAX_JSON_DEPTH} levels.", param=where,
-                       code="too_deep" if where else "invalid_json") from None
+        raise ApiError(
+            400,
+            f"{what} nests JSON deeper than {MAX_JSON_DEPTH} levels.",
+            param=where,
+            code="too_deep" if where else "invalid_json",
+        ) from None
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
-        raise ApiError(400, f"{what} is not valid JSON: {exc}.", param=where, code="invalid_json") from None
+        raise ApiError(
+            400, f"{what} is not valid JSON: {exc}.", param=where, code="invalid_json"
+        ) from None
     _check_tree(value, (where,) if where else ())
     return value
 
@@ -143,7 +153,9 @@ def _plain(items: list[Any]) -> bool:
 
 def _bad_value(value: Any) -> str | None:
     if isinstance(value, str) and _has_surrogate(value):
-        return "holds a lone surrogate (\\ud800-\\udfff), which is not text; send valid UTF-16 pairs"
+        return (
+            "holds a lone surrogate (\\ud800-\\udfff), which is not text; send valid UTF-16 pairs"
+        )
     if isinstance(value, _BadNumber):
         return value.reason
     if isinstance(value, float) and not math.isfinite(value):
@@ -158,24 +170,40 @@ def _check_tree(root: Any, at: tuple[str | int, ...]) -> None:
     if not isinstance(root, (dict, list)):
         reason = _bad_value(root)
         if reason:
-            raise ApiError(400, f"'{_field(at)}' {reason}.", param=_field(at) or None, code="invalid_json")
+            raise ApiError(
+                400, f"'{_field(at)}' {reason}.", param=_field(at) or None, code="invalid_json"
+            )
         return
-    stack: list[tuple[Any, tuple[str | int, ...]]] = [(iter(root.items() if isinstance(root, dict)
-                                                           else enumerate(root)), at)]
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [
+        (iter(root.items() if isinstance(root, dict) else enumerate(root)), at)
+    ]
     while stack:
         items, path = stack[-1]
         for key, value in items:
             if isinstance(key, str) and _has_surrogate(key):
-                raise ApiError(400, f"A key in '{_field(path) or 'the body'}' holds a lone surrogate.",
-                               param=_field(path) or None, code="invalid_string")
+                raise ApiError(
+                    400,
+                    f"A key in '{_field(path) or 'the body'}' holds a lone surrogate.",
+                    param=_field(path) or None,
+                    code="invalid_string",
+                )
             if isinstance(value, (dict, list)):
                 if len(path) + 1 >= MAX_JSON_DEPTH:
                     where = _field((*path, key)[:4])
-                    raise ApiError(400, f"'{where}' nests deeper than {MAX_JSON_DEPTH} levels; flatten it.",
-                                   param=where, code="too_deep")
+                    raise ApiError(
+                        400,
+                        f"'{where}' nests deeper than {MAX_JSON_DEPTH} levels; flatten it.",
+                        param=where,
+                        code="too_deep",
+                    )
                 if not value or (isinstance(value, list) and _plain(value)):
                     continue
-                stack.append((iter(value.items() if isinstance(value, dict) else enumerate(value)), (*path, key)))
+                stack.append(
+                    (
+                        iter(value.items() if isinstance(value, dict) else enumerate(value)),
+                        (*path, key),
+                    )
+                )
                 break
             reason = _bad_value(value)
             if reason:
@@ -189,7 +217,9 @@ def _check_tree(root: Any, at: tuple[str | int, ...]) -> None:
 # ---------------------------------------------------------------------------------- the request
 
 
-def parse_chat_request(body: dict[str, Any], images: ImageBatch, config: ServerConfig = ServerConfig()) -> ChatRequest:
+def parse_chat_request(
+    body: dict[str, Any], images: ImageBatch, config: ServerConfig = ServerConfig()
+) -> ChatRequest:
     """The request, typed; its inline images go to ``images`` (the caller refuses or keeps them)."""
     model = body.get("model")
     if not isinstance(model, str) or not model:
@@ -205,14 +235,20 @@ def parse_chat_request(body: dict[str, Any], images: ImageBatch, config: ServerC
     if not isinstance(messages, list) or not messages:
         raise ApiError(400, "'messages' must be a non-empty list.", param="messages")
     if len(messages) > MAX_MESSAGES:
-        raise ApiError(400, f"'messages' holds {len(messages):,} messages; at most {MAX_MESSAGES:,} are taken.",
-                       param="messages")
+        raise ApiError(
+            400,
+            f"'messages' holds {len(messages):,} messages; at most {MAX_MESSAGES:,} are taken.",
+            param="messages",
+        )
     parsed = tuple(_message(m, i, images) for i, m in enumerate(messages))
     # vLLM's name for carrying on the last (assistant) message instead of answering it
     continue_last = _typed(body, "continue_final_message", bool, False)
     if continue_last and parsed[-1].role is not Role.ASSISTANT:
-        raise ApiError(400, "'continue_final_message' needs an assistant message last.",
-                       param="continue_final_message")
+        raise ApiError(
+            400,
+            "'continue_final_message' needs an assistant message last.",
+            param="continue_final_message",
+        )
     stream = _typed(body, "stream", bool, False)
     options = body.get("stream_options") or {}
     if not isinstance(options, dict):
@@ -226,7 +262,11 @@ def parse_chat_request(body: dict[str, Any], images: ImageBatch, config: ServerC
         stop=_stop(body.get("stop")),
         tools_on=bool(tools),
         tool_schemas=[
-            {"type": "function", "function": {"name": t.name, "parameters": json.loads(t.parameters)}} for t in tools
+            {
+                "type": "function",
+                "function": {"name": t.name, "parameters": json.loads(t.parameters)},
+            }
+            for t in tools
         ],
         tool_choice=choice,
         forced_tool=forced,
@@ -239,24 +279,36 @@ def _tool_choice(value: Any, tools: tuple[Tool, ...]) -> tuple[str, str | None]:
         return "auto", None
     if isinstance(value, str) and value in TOOL_CHOICES:
         if value == "required" and not tools:
-            raise ApiError(400, "'tool_choice' is 'required' but the request declares no 'tools'.",
-                           param="tool_choice")
+            raise ApiError(
+                400,
+                "'tool_choice' is 'required' but the request declares no 'tools'.",
+                param="tool_choice",
+            )
         return value, None
     fn = value.get("function") if isinstance(value, dict) else None
     name = fn.get("name") if isinstance(fn, dict) else None
     if not isinstance(value, dict) or value.get("type") != "function" or not isinstance(name, str):
-        raise ApiError(400, "'tool_choice' must be 'none', 'auto', 'required' or "
-                            "{'type': 'function', 'function': {'name': ...}}.", param="tool_choice")
+        raise ApiError(
+            400,
+            "'tool_choice' must be 'none', 'auto', 'required' or "
+            "{'type': 'function', 'function': {'name': ...}}.",
+            param="tool_choice",
+        )
     if name not in {t.name for t in tools}:
-        raise ApiError(400, f"'tool_choice' names the function {name!r}, which is not in 'tools'.",
-                       param="tool_choice")
+        raise ApiError(
+            400,
+            f"'tool_choice' names the function {name!r}, which is not in 'tools'.",
+            param="tool_choice",
+        )
     return "required", name
 
 
 # ---------------------------------------------------------------------------------- settings
 
 
-def _typed(body: dict[str, Any], name: str, kind: type | tuple[type, ...], default: Any, *, where: str = "") -> Any:
+def _typed(
+    body: dict[str, Any], name: str, kind: type | tuple[type, ...], default: Any, *, where: str = ""
+) -> Any:
     value = body.get(name, default)
     if value is None:
         return default
@@ -269,23 +321,36 @@ def _typed(body: dict[str, Any], name: str, kind: type | tuple[type, ...], defau
     return value
 
 
-def _number(body: dict[str, Any], name: str, lo: float, hi: float, *, integer: bool = False, where: str = ""):
+def _number(
+    body: dict[str, Any], name: str, lo: float, hi: float, *, integer: bool = False, where: str = ""
+):
     value = _typed(body, name, int if integer else (int, float), None, where=where)
     if value is not None and not lo <= value <= hi:
-        raise ApiError(400, f"'{where}{name}' must be between {lo:g} and {hi:g}.", param=where + name)
+        raise ApiError(
+            400, f"'{where}{name}' must be between {lo:g} and {hi:g}.", param=where + name
+        )
     return value
 
 
-def _settings(body: dict[str, Any], config: ServerConfig, forced_name: str | None = None,
-              tools: tuple[Tool, ...] = ()) -> GenerationSettings:
+def _settings(
+    body: dict[str, Any],
+    config: ServerConfig,
+    forced_name: str | None = None,
+    tools: tuple[Tool, ...] = (),
+) -> GenerationSettings:
     kwargs = body.get("chat_template_kwargs") or {}
     if not isinstance(kwargs, dict):
-        raise ApiError(400, "'chat_template_kwargs' must be an object.", param="chat_template_kwargs")
+        raise ApiError(
+            400, "'chat_template_kwargs' must be an object.", param="chat_template_kwargs"
+        )
     # the most specific wins: enable_thinking / thinking_budget, then reasoning_effort, then serve's default
     effort = _typed(body, "reasoning_effort", str, None)
     if effort is not None and effort != "none" and effort not in EFFORT_BUDGETS:
-        raise ApiError(400, f"'reasoning_effort' must be one of none, {', '.join(EFFORT_BUDGETS)}.",
-                       param="reasoning_effort")
+        raise ApiError(
+            400,
+            f"'reasoning_effort' must be one of none, {', '.join(EFFORT_BUDGETS)}.",
+            param="reasoning_effort",
+        )
     thinking = _typed(body, "enable_thinking", bool, None)
     if thinking is None:
         thinking = _typed(kwargs, "enable_thinking", bool, None, where="chat_template_kwargs.")
@@ -293,7 +358,9 @@ def _settings(body: dict[str, Any], config: ServerConfig, forced_name: str | Non
         thinking = effort != "none" if effort is not None else config.thinking.on
     budget = _number(body, "thinking_budget", 0, 1 << 30, integer=True)
     if budget is None:
-        budget = _number(kwargs, "thinking_budget", 0, 1 << 30, integer=True, where="chat_template_kwargs.")
+        budget = _number(
+            kwargs, "thinking_budget", 0, 1 << 30, integer=True, where="chat_template_kwargs."
+        )
     if budget is None:
         budget = EFFORT_BUDGETS.get(effort) if effort is not None else config.thinking.budget
     max_tokens = _number(body, "max_completion_tokens", 1, 1 << 30, integer=True)
@@ -317,10 +384,13 @@ def _settings(body: dict[str, Any], config: ServerConfig, forced_name: str | Non
         context_limit=config.context_tokens,
         logprobs=(top_logprobs or 0) if logprobs else None,
         forced=ForcedText("\n\n" + opening(forced_name), end_turn=False, after_thinking=True)
-        if forced_name else None,
+        if forced_name
+        else None,
         tool_call=ToolCallStart(tuple(t.name for t in tools)) if forced_name == "" else None,
         # a forced call is not JSON: the call wins, as in OpenAI's API
-        response_format=_response_format(body.get("response_format")) if forced_name is None else None,
+        response_format=_response_format(body.get("response_format"))
+        if forced_name is None
+        else None,
     )
 
 
@@ -335,18 +405,28 @@ def _response_format(value: Any) -> JsonFormat | None:
     if kind == "json_object":
         return JsonFormat()
     if kind != "json_schema":
-        raise ApiError(400, "'response_format.type' must be 'text', 'json_object' or 'json_schema'.",
-                       param="response_format.type")
+        raise ApiError(
+            400,
+            "'response_format.type' must be 'text', 'json_object' or 'json_schema'.",
+            param="response_format.type",
+        )
     spec = value.get("json_schema")
     schema = spec.get("schema", {}) if isinstance(spec, dict) else None
     if not isinstance(schema, dict):
-        raise ApiError(400, "'response_format.json_schema.schema' must be a JSON schema object.",
-                       param="response_format.json_schema.schema")
+        raise ApiError(
+            400,
+            "'response_format.json_schema.schema' must be a JSON schema object.",
+            param="response_format.json_schema.schema",
+        )
     strict = _typed(spec, "strict", bool, False, where="response_format.json_schema.")
     error = schema_error(schema)
     if error and strict:
-        raise ApiError(400, f"'response_format.json_schema.schema' cannot be enforced: {error}; "
-                       "fix the schema or send strict: false.", param="response_format.json_schema.schema")
+        raise ApiError(
+            400,
+            f"'response_format.json_schema.schema' cannot be enforced: {error}; "
+            "fix the schema or send strict: false.",
+            param="response_format.json_schema.schema",
+        )
     return JsonFormat() if error else JsonFormat(json.dumps(schema))
 
 
@@ -359,7 +439,9 @@ def _stop(value: Any) -> tuple[str, ...]:
     if len(stops) > MAX_STOP_SEQUENCES:
         raise ApiError(400, f"'stop' takes at most {MAX_STOP_SEQUENCES} sequences.", param="stop")
     if max(map(len, stops)) > MAX_STOP_CHARS:
-        raise ApiError(400, f"Each 'stop' sequence has at most {MAX_STOP_CHARS:,} characters.", param="stop")
+        raise ApiError(
+            400, f"Each 'stop' sequence has at most {MAX_STOP_CHARS:,} characters.", param="stop"
+        )
     return tuple(stops)
 
 
@@ -372,19 +454,36 @@ def _tools(value: Any) -> tuple[Tool, ...]:
     if not isinstance(value, list):
         raise ApiError(400, "'tools' must be a list.", param="tools")
     if len(value) > MAX_TOOLS:
-        raise ApiError(400, f"'tools' holds {len(value):,} tools; at most {MAX_TOOLS} are taken.", param="tools")
+        raise ApiError(
+            400,
+            f"'tools' holds {len(value):,} tools; at most {MAX_TOOLS} are taken.",
+            param="tools",
+        )
     out = []
     for i, tool in enumerate(value):
         fn = tool.get("function") if isinstance(tool, dict) else None
-        if not isinstance(tool, dict) or tool.get("type", "function") != "function" or not isinstance(fn, dict):
-            raise ApiError(400, f"tools[{i}] must be {{'type': 'function', 'function': {{...}}}}.", param=f"tools[{i}]")
+        if (
+            not isinstance(tool, dict)
+            or tool.get("type", "function") != "function"
+            or not isinstance(fn, dict)
+        ):
+            raise ApiError(
+                400,
+                f"tools[{i}] must be {{'type': 'function', 'function': {{...}}}}.",
+                param=f"tools[{i}]",
+            )
         name = fn.get("name")
         if not isinstance(name, str) or not name:
-            raise ApiError(400, f"tools[{i}].function.name is required.", param=f"tools[{i}].function.name")
+            raise ApiError(
+                400, f"tools[{i}].function.name is required.", param=f"tools[{i}].function.name"
+            )
         params = fn.get("parameters", {"type": "object", "properties": {}})
         if not isinstance(params, dict):
-            raise ApiError(400, f"tools[{i}].function.parameters must be a JSON schema object.",
-                           param=f"tools[{i}].function.parameters")
+            raise ApiError(
+                400,
+                f"tools[{i}].function.parameters must be a JSON schema object.",
+                param=f"tools[{i}].function.parameters",
+            )
         description = fn.get("description") or ""
         out.append(Tool(name, str(description), json.dumps(params, ensure_ascii=False)))
     return tuple(out)
@@ -414,17 +513,26 @@ def _tool_calls(value: Any, where: str) -> tuple[ToolCall, ...]:
         arguments = fn.get("arguments") or "{}"
         if isinstance(arguments, dict):
             arguments = json.dumps(arguments, ensure_ascii=False)
-        ok = isinstance(arguments, str) and isinstance(_load_json(arguments, f"{here}.function.arguments"), dict)
+        ok = isinstance(arguments, str) and isinstance(
+            _load_json(arguments, f"{here}.function.arguments"), dict
+        )
         if not ok:
-            raise ApiError(400, f"{here}.function.arguments must be a JSON object as text.", param=here)
+            raise ApiError(
+                400, f"{here}.function.arguments must be a JSON object as text.", param=here
+            )
         calls.append(ToolCall(fn["name"], arguments, str(call.get("id") or "")))
     return tuple(calls)
 
 
 # ---------------------------------------------------------------------------------- messages
 
-_ROLES = {"system": Role.SYSTEM, "developer": Role.SYSTEM, "user": Role.USER, "assistant": Role.ASSISTANT,
-          "tool": Role.TOOL}
+_ROLES = {
+    "system": Role.SYSTEM,
+    "developer": Role.SYSTEM,
+    "user": Role.USER,
+    "assistant": Role.ASSISTANT,
+    "tool": Role.TOOL,
+}
 
 
 def _message(m: Any, i: int, images: ImageBatch) -> Message:
@@ -433,24 +541,36 @@ def _message(m: Any, i: int, images: ImageBatch) -> Message:
         raise ApiError(400, f"{where} must be an object.", param=where)
     role = _ROLES.get(m.get("role"))
     if role is None:
-        raise ApiError(400, f"{where}.role must be one of {', '.join(_ROLES)}.", param=f"{where}.role")
+        raise ApiError(
+            400, f"{where}.role must be one of {', '.join(_ROLES)}.", param=f"{where}.role"
+        )
     text, paths = _content(m.get("content"), where, images, images_ok=role is Role.USER)
     thinking = ""
     if role is Role.ASSISTANT:
         thinking = m.get("reasoning_content") or m.get("reasoning") or ""
         if not isinstance(thinking, str):
-            raise ApiError(400, f"{where}.reasoning_content must be a string.", param=f"{where}.reasoning_content")
+            raise ApiError(
+                400,
+                f"{where}.reasoning_content must be a string.",
+                param=f"{where}.reasoning_content",
+            )
     calls = _tool_calls(m.get("tool_calls"), where) if role is Role.ASSISTANT else ()
-    return Message(role, text, tuple(ImageAttachment(p) for p in paths), thinking=thinking, tool_calls=calls)
+    return Message(
+        role, text, tuple(ImageAttachment(p) for p in paths), thinking=thinking, tool_calls=calls
+    )
 
 
-def _content(content: Any, where: str, batch: ImageBatch, *, images_ok: bool) -> tuple[str, list[Path]]:
+def _content(
+    content: Any, where: str, batch: ImageBatch, *, images_ok: bool
+) -> tuple[str, list[Path]]:
     if content is None:
         return "", []
     if isinstance(content, str):
         return content, []
     if not isinstance(content, list):
-        raise ApiError(400, f"{where}.content must be a string or a list of parts.", param=f"{where}.content")
+        raise ApiError(
+            400, f"{where}.content must be a string or a list of parts.", param=f"{where}.content"
+        )
     texts: list[str] = []
     images: list[Path] = []
     for j, part in enumerate(content):
@@ -465,7 +585,11 @@ def _content(content: Any, where: str, batch: ImageBatch, *, images_ok: bool) ->
             url = url.get("url") if isinstance(url, dict) else url
             images.append(_inline_image(url, here, batch))
         else:
-            raise ApiError(400, f"{here}: unsupported content part {kind!r} (text and image_url are).", param=here)
+            raise ApiError(
+                400,
+                f"{here}: unsupported content part {kind!r} (text and image_url are).",
+                param=here,
+            )
     return "\n".join(texts), images
 
 
@@ -490,7 +614,9 @@ def _inline_image(url: Any, where: str, batch: ImageBatch) -> Path:
         raise ApiError(400, f"{where}: the data: URI is not valid base64.", param=where) from None
     suffix = _image_suffix(data)
     if suffix is None:
-        raise ApiError(400, f"{where}: the image is not PNG, JPEG or WebP.", param=where, code="invalid_image")
+        raise ApiError(
+            400, f"{where}: the image is not PNG, JPEG or WebP.", param=where, code="invalid_image"
+        )
     return batch.add(data, suffix)
 
 

@@ -34,7 +34,9 @@ class ReplyAssembler:
     reasoning: str = ""
     tool_calls: list[ParsedCall] = field(default_factory=list)
     stopped: bool = False  # a stop sequence was met: the caller cancels the generation
-    logprobs: list[dict[str, Any]] | None = None  # the content's token log-probabilities, when asked
+    logprobs: list[dict[str, Any]] | None = (
+        None  # the content's token log-probabilities, when asked
+    )
     forced_call: bool = False  # the engine forces a call's opening (tool_choice): always a call
     _pending: str = ""
     _tool_text: str | None = None
@@ -43,7 +45,12 @@ class ReplyAssembler:
     def token_logprob(self, event: TokenLogprob) -> None:
         """An answer token's log-probabilities: sent with the content its text ends up in (dropped
         with text held back for a stop sequence or a tool call)."""
-        if self.logprobs is not None and not event.thinking and not self.stopped and self._tool_text is None:
+        if (
+            self.logprobs is not None
+            and not event.thinking
+            and not self.stopped
+            and self._tool_text is None
+        ):
             self._pending_logprobs.append(logprob_entry(event))
 
     def thinking(self, text: str) -> list[dict[str, Any]]:
@@ -71,7 +78,9 @@ class ReplyAssembler:
             return self._emit(buf[:tool_at].rstrip())
         markers = self.stop + ((TOOL_START,) if self.tools is not None else ())
         keep = _held_suffix(buf, markers)
-        keep = max(keep, len(buf) - len(buf[: len(buf) - keep].rstrip()))  # trailing blanks wait too
+        keep = max(
+            keep, len(buf) - len(buf[: len(buf) - keep].rstrip())
+        )  # trailing blanks wait too
         self._pending = buf[len(buf) - keep :]
         return self._emit(buf[: len(buf) - keep])
 
@@ -81,7 +90,9 @@ class ReplyAssembler:
         if self._tool_text is not None:
             self.tool_calls = parse_tool_calls(self._tool_text, self.tools, forced=self.forced_call)
             if self.tool_calls:
-                deltas.append({"tool_calls": [c.to_openai(i) for i, c in enumerate(self.tool_calls)]})
+                deltas.append(
+                    {"tool_calls": [c.to_openai(i) for i, c in enumerate(self.tool_calls)]}
+                )
             else:  # not a call after all: it is what the model said
                 deltas += self._emit(self._tool_text)
         elif self._pending and not self.stopped:
@@ -97,7 +108,10 @@ class ReplyAssembler:
         return "length"
 
     def message(self) -> dict[str, Any]:
-        msg: dict[str, Any] = {"role": "assistant", "content": self.content or (None if self.tool_calls else "")}
+        msg: dict[str, Any] = {
+            "role": "assistant",
+            "content": self.content or (None if self.tool_calls else ""),
+        }
         if self.reasoning:
             msg.update(self._reasoning(self.reasoning))
         if self.tool_calls:
@@ -105,7 +119,11 @@ class ReplyAssembler:
         return msg
 
     def _reasoning(self, text: str) -> dict[str, str]:
-        return {"reasoning_content": text, "reasoning": text} if self.reasoning_alias else {"reasoning_content": text}
+        return (
+            {"reasoning_content": text, "reasoning": text}
+            if self.reasoning_alias
+            else {"reasoning_content": text}
+        )
 
     def _emit(self, text: str) -> list[dict[str, Any]]:
         if not text:
@@ -121,14 +139,24 @@ class ReplyAssembler:
 
 def logprob_entry(event: TokenLogprob) -> dict[str, Any]:
     """OpenAI's shape of one token's log-probabilities."""
-    return {"token": event.token, "logprob": event.logprob, "bytes": list(event.bytes),
-            "top_logprobs": [{"token": t.token, "logprob": t.logprob, "bytes": list(t.bytes)} for t in event.top]}
+    return {
+        "token": event.token,
+        "logprob": event.logprob,
+        "bytes": list(event.bytes),
+        "top_logprobs": [
+            {"token": t.token, "logprob": t.logprob, "bytes": list(t.bytes)} for t in event.top
+        ],
+    }
 
 
 def usage(stats: Stats | None) -> dict[str, Any]:
     if stats is None:
-        return {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0,
-                "prompt_tokens_details": {"cached_tokens": 0}}
+        return {
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+            "total_tokens": 0,
+            "prompt_tokens_details": {"cached_tokens": 0},
+        }
     return {
         "prompt_tokens": stats.prompt_tokens,
         "completion_tokens": stats.generated_tokens,

@@ -22,11 +22,17 @@ from engine_mlx.server.security import AccessPolicy
 
 log = logging.getLogger(__name__)
 
+
 class ApiServer:
     """The OpenAI-compatible server for an engine whose MLX work runs on ``jobs``."""
 
-    def __init__(self, engine: Any, jobs: EngineThread, config: ServerConfig | None = None,
-                 on_request: Callable[[RequestRecord], None] | None = None):
+    def __init__(
+        self,
+        engine: Any,
+        jobs: EngineThread,
+        config: ServerConfig | None = None,
+        on_request: Callable[[RequestRecord], None] | None = None,
+    ):
         self.config = config or ServerConfig()
         self._engine, self._jobs, self._on_request = engine, jobs, on_request
         self._socket: socket.socket | None = None
@@ -60,15 +66,31 @@ class ApiServer:
         sock.listen(64)
         self._socket = sock
         self.context = ServerContext(
-            self._engine, self._jobs,
-            AccessPolicy(self.config.host, self.port, self.config.api_key or None, self.config.allow_origins,
-                         self.config.allow_hosts),
-            on_request=self._on_request, config=self.config,
+            self._engine,
+            self._jobs,
+            AccessPolicy(
+                self.config.host,
+                self.port,
+                self.config.api_key or None,
+                self.config.allow_origins,
+                self.config.allow_hosts,
+            ),
+            on_request=self._on_request,
+            config=self.config,
         )
-        tls = {"ssl_certfile": str(self.config.tls_cert), "ssl_keyfile": str(self.config.tls_key)} \
-            if self.config.tls_cert else {}
-        uv = uvicorn.Config(build_app(self.context), log_level="warning", timeout_graceful_shutdown=3,
-                            access_log=False, lifespan="off", **tls)
+        tls = (
+            {"ssl_certfile": str(self.config.tls_cert), "ssl_keyfile": str(self.config.tls_key)}
+            if self.config.tls_cert
+            else {}
+        )
+        uv = uvicorn.Config(
+            build_app(self.context),
+            log_level="warning",
+            timeout_graceful_shutdown=3,
+            access_log=False,
+            lifespan="off",
+            **tls,
+        )
         self._server = uvicorn.Server(uv)
 
     def serve(self) -> None:

@@ -30,8 +30,12 @@ class AccessPolicy:
     host: str  # the address the server listens on
     port: int
     api_key: str | None = None
-    allow_origins: tuple[str, ...] = ()  # browser origins allowed to call, e.g. "http://localhost:3000"
-    allow_hosts: tuple[str, ...] = ()  # names other machines reach this server by (serve --allow-host)
+    allow_origins: tuple[
+        str, ...
+    ] = ()  # browser origins allowed to call, e.g. "http://localhost:3000"
+    allow_hosts: tuple[
+        str, ...
+    ] = ()  # names other machines reach this server by (serve --allow-host)
 
     def allowed_hosts(self) -> set[str] | None:
         """``Host`` values accepted: the loopback names, the names the user allowed and the address
@@ -48,7 +52,9 @@ class AccessPolicy:
         return hosts
 
     def origin_allowed(self, origin: str) -> bool:
-        return "*" in self.allow_origins or origin.rstrip("/") in {o.rstrip("/") for o in self.allow_origins}
+        return "*" in self.allow_origins or origin.rstrip("/") in {
+            o.rstrip("/") for o in self.allow_origins
+        }
 
     def check(self, method: str, headers: dict[str, str]) -> None:
         """Raise ApiError (403 or 401) unless the request may go on. ``headers`` are lower-cased."""
@@ -58,7 +64,8 @@ class AccessPolicy:
             raise ApiError(
                 403,
                 f"Host {host or '(none)'!r} is not a name this server answers to; use "
-                f"127.0.0.1:{self.port}" + (f" or one of {', '.join(self.allow_hosts)}" if self.allow_hosts else "")
+                f"127.0.0.1:{self.port}"
+                + (f" or one of {', '.join(self.allow_hosts)}" if self.allow_hosts else "")
                 + " (serve --allow-host NAME adds a name).",
                 code="forbidden_host",
             )
@@ -72,6 +79,11 @@ class AccessPolicy:
             )
         if self.api_key and method != "OPTIONS":
             scheme, _, given = headers.get("authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self.api_key.encode()):
-                raise ApiError(401, "Missing or wrong API key: send it as 'Authorization: Bearer KEY'.",
-                               code="invalid_api_key")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                given.strip().encode(), self.api_key.encode()
+            ):
+                raise ApiError(
+                    401,
+                    "Missing or wrong API key: send it as 'Authorization: Bearer KEY'.",
+                    code="invalid_api_key",
+                )

@@ -47,9 +47,14 @@ def _list(host: ToolHost, failed: list[ServerStatus], as_json: bool) -> int:
         if not tools and not failed:
             print("No MCP servers are enabled (add them to mcp.json, or use --files DIR).")
         for tool in tools:
-            print(f"{tool.server} ▸ {tool.name}\n    {tool.description.strip().splitlines()[0] if tool.description.strip() else ''}")
+            print(
+                f"{tool.server} ▸ {tool.name}\n    {tool.description.strip().splitlines()[0] if tool.description.strip() else ''}"
+            )
     for status in failed:
-        print(f"error: the server {status.name!r} did not start: {status.error or status.state.value}", file=sys.stderr)
+        print(
+            f"error: the server {status.name!r} did not start: {status.error or status.state.value}",
+            file=sys.stderr,
+        )
     return 2 if failed and not tools else 0
 
 
@@ -59,13 +64,25 @@ def _call(host: ToolHost, args: argparse.Namespace) -> int:
     except ValueError as e:
         raise EngineError(f"--args is not JSON ({e})") from None
     if not isinstance(arguments, dict):
-        raise EngineError("--args must be a JSON object, e.g. '{\"timezone\": \"UTC\"}'")
+        raise EngineError('--args must be a JSON object, e.g. \'{"timezone": "UTC"}\'')
     result = host.call(args.server, args.tool, arguments, timeout=args.timeout)
     if args.json:
-        print(json.dumps({"server": args.server, "tool": args.tool, "text": result.text, "is_error": result.is_error,
-                          "truncated": result.truncated, "duration_s": round(result.duration_s, 3),
-                          "images": [{"mime_type": i.mime_type, "data": base64.b64encode(i.data).decode()}
-                                     for i in result.images]}))
+        print(
+            json.dumps(
+                {
+                    "server": args.server,
+                    "tool": args.tool,
+                    "text": result.text,
+                    "is_error": result.is_error,
+                    "truncated": result.truncated,
+                    "duration_s": round(result.duration_s, 3),
+                    "images": [
+                        {"mime_type": i.mime_type, "data": base64.b64encode(i.data).decode()}
+                        for i in result.images
+                    ],
+                }
+            )
+        )
     else:
         print(result.text)
         for image in result.images:
@@ -91,9 +108,13 @@ def allowed_consent(allow: str | None) -> ConsentTable:
 
 
 def ask_on_terminal(proposed: ToolCallProposed, _cancel: object) -> ConsentAnswer:
-    print(f"\nThe model wants to run {proposed.server} ▸ {proposed.tool} with\n"
-          f"{json.dumps(proposed.arguments, indent=2, ensure_ascii=False)}\nRun it? [y]es / [a]lways / [N]o: ",
-          end="", file=sys.stderr, flush=True)
+    print(
+        f"\nThe model wants to run {proposed.server} ▸ {proposed.tool} with\n"
+        f"{json.dumps(proposed.arguments, indent=2, ensure_ascii=False)}\nRun it? [y]es / [a]lways / [N]o: ",
+        end="",
+        file=sys.stderr,
+        flush=True,
+    )
     reply = sys.stdin.readline().strip().lower()
     if reply in ("a", "always"):
         return ConsentAnswer(Approval.ALWAYS)
@@ -111,7 +132,10 @@ def chat_tool_loop(args: argparse.Namespace, engine: object) -> tuple[ToolLoop, 
     host.wait_ready(60)
     for status in host.status():
         if status.state is not ServerState.READY:
-            print(f"warning: the tool server {status.name!r} did not start: {status.error}", file=sys.stderr)
+            print(
+                f"warning: the tool server {status.name!r} did not start: {status.error}",
+                file=sys.stderr,
+            )
     interactive = sys.stdin.isatty() and not args.json and args.prompt is None
     approve: Approver = ask_on_terminal if interactive else deny_all
     return ToolLoop(engine, host, consent=allowed_consent(args.allow_tools), approve=approve), host

@@ -69,47 +69,65 @@ class ServerConfig:
 def parse_config(data: Any, source: str = "mcp.json") -> tuple[ServerConfig, ...]:
     """The servers of an ``mcp.json`` document; ToolConfigError naming the field if it is malformed."""
     if not isinstance(data, dict):
-        raise ToolConfigError(f"{source}: expected a JSON object with \"mcpServers\"")
+        raise ToolConfigError(f'{source}: expected a JSON object with "mcpServers"')
     servers = data.get("mcpServers", {})
     if not isinstance(servers, dict):
-        raise ToolConfigError(f"{source}: \"mcpServers\" must be an object of servers by name")
+        raise ToolConfigError(f'{source}: "mcpServers" must be an object of servers by name')
     return tuple(_server(name, spec, source) for name, spec in servers.items())
 
 
 def _server(name: str, spec: Any, source: str) -> ServerConfig:
     where = f"{source}: server {name!r}"
     if not name.strip() or len(name) > 64 or any(c in name for c in "/\\\0\n"):
-        raise ToolConfigError(f"{source}: {name!r} is not a usable server name (1-64 characters, no slashes)")
+        raise ToolConfigError(
+            f"{source}: {name!r} is not a usable server name (1-64 characters, no slashes)"
+        )
     if not isinstance(spec, dict):
         raise ToolConfigError(f"{where} must be an object")
     command, url = spec.get("command"), spec.get("url")
     if bool(command) == bool(url):
-        raise ToolConfigError(f"{where} needs either \"command\" (a program to run) or \"url\" (http/https)")
+        raise ToolConfigError(
+            f'{where} needs either "command" (a program to run) or "url" (http/https)'
+        )
     enabled = spec.get("enabled", not spec.get("disabled", False))
     if not isinstance(enabled, bool):
-        raise ToolConfigError(f"{where}: \"enabled\" must be true or false")
+        raise ToolConfigError(f'{where}: "enabled" must be true or false')
     timeout = spec.get("timeout", DEFAULT_TIMEOUT_S)
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 3600:
-        raise ToolConfigError(f"{where}: \"timeout\" must be a number of seconds between 0 and 3600")
+        raise ToolConfigError(f'{where}: "timeout" must be a number of seconds between 0 and 3600')
     if url:
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            raise ToolConfigError(f"{where}: \"url\" must be an http:// or https:// address")
-        return ServerConfig(name, url=url, headers=_strings(spec.get("headers", {}), f"{where}: \"headers\""),
-                            enabled=enabled, timeout_s=float(timeout))
+            raise ToolConfigError(f'{where}: "url" must be an http:// or https:// address')
+        return ServerConfig(
+            name,
+            url=url,
+            headers=_strings(spec.get("headers", {}), f'{where}: "headers"'),
+            enabled=enabled,
+            timeout_s=float(timeout),
+        )
     if not isinstance(command, str):
-        raise ToolConfigError(f"{where}: \"command\" must be a string")
+        raise ToolConfigError(f'{where}: "command" must be a string')
     args = spec.get("args", [])
     if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
-        raise ToolConfigError(f"{where}: \"args\" must be a list of strings")
+        raise ToolConfigError(f'{where}: "args" must be a list of strings')
     cwd = spec.get("cwd")
     if cwd is not None and not isinstance(cwd, str):
-        raise ToolConfigError(f"{where}: \"cwd\" must be a folder path")
-    return ServerConfig(name, command=command, args=tuple(args), env=_strings(spec.get("env", {}), f"{where}: \"env\""),
-                        cwd=cwd, enabled=enabled, timeout_s=float(timeout))
+        raise ToolConfigError(f'{where}: "cwd" must be a folder path')
+    return ServerConfig(
+        name,
+        command=command,
+        args=tuple(args),
+        env=_strings(spec.get("env", {}), f'{where}: "env"'),
+        cwd=cwd,
+        enabled=enabled,
+        timeout_s=float(timeout),
+    )
 
 
 def _strings(value: Any, where: str) -> dict[str, str]:
-    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
         raise ToolConfigError(f"{where} must be an object of strings")
     return dict(value)
 
@@ -119,7 +137,9 @@ def load_config(path: Path) -> tuple[ServerConfig, ...]:
     path = Path(path)
     try:
         if path.stat().st_size > MAX_CONFIG_BYTES:
-            raise ToolConfigError(f"{path}: is larger than {MAX_CONFIG_BYTES // 1024} KB; it is not an MCP config")
+            raise ToolConfigError(
+                f"{path}: is larger than {MAX_CONFIG_BYTES // 1024} KB; it is not an MCP config"
+            )
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return ()
@@ -131,7 +151,9 @@ def load_config(path: Path) -> tuple[ServerConfig, ...]:
         raise ToolConfigError(f"{path}: is not valid JSON ({e})") from None
     servers = parse_config(data, str(path))
     if any(s.name == BUILTIN_FILES for s in servers):
-        raise ToolConfigError(f"{path}: the server name {BUILTIN_FILES!r} is QwenDesk's built-in Files tool; rename it")
+        raise ToolConfigError(
+            f"{path}: the server name {BUILTIN_FILES!r} is QwenDesk's built-in Files tool; rename it"
+        )
     return servers
 
 
@@ -157,11 +179,17 @@ def import_candidates(home: Path | None = None) -> dict[str, Path]:
     return {app: path for app, path in found.items() if path.is_file()}
 
 
-def merge_imported(current: tuple[ServerConfig, ...], imported: tuple[ServerConfig, ...]) -> tuple[ServerConfig, ...]:
+def merge_imported(
+    current: tuple[ServerConfig, ...], imported: tuple[ServerConfig, ...]
+) -> tuple[ServerConfig, ...]:
     """``current`` plus the imported servers whose names are new (an existing server is never replaced).
     Imported servers start disabled: the user enables each one they trust."""
     names = {s.name for s in current}
     from dataclasses import replace
 
-    added = tuple(replace(s, enabled=False) for s in imported if s.name not in names and s.name != BUILTIN_FILES)
+    added = tuple(
+        replace(s, enabled=False)
+        for s in imported
+        if s.name not in names and s.name != BUILTIN_FILES
+    )
     return current + added

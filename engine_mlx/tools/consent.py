@@ -27,8 +27,13 @@ class ConsentTable:
     def decide(self, server: str, tool: str) -> Consent:
         """The tool's own choice (on this server, else on any: "*/tool"), else its server's, else every
         server's ("*"), else Ask."""
-        return (self.tools.get(f"{server}/{tool}") or self.tools.get(f"*/{tool}") or self.servers.get(server)
-                or self.servers.get("*") or Consent.ASK)
+        return (
+            self.tools.get(f"{server}/{tool}")
+            or self.tools.get(f"*/{tool}")
+            or self.servers.get(server)
+            or self.servers.get("*")
+            or Consent.ASK
+        )
 
     def with_tool(self, server: str, tool: str, consent: Consent) -> ConsentTable:
         return replace(self, tools={**self.tools, f"{server}/{tool}": consent})
@@ -37,8 +42,10 @@ class ConsentTable:
         return replace(self, servers={**self.servers, server: consent})
 
     def to_json(self) -> dict:
-        return {"servers": {k: v.value for k, v in self.servers.items()},
-                "tools": {k: v.value for k, v in self.tools.items()}}
+        return {
+            "servers": {k: v.value for k, v in self.servers.items()},
+            "tools": {k: v.value for k, v in self.tools.items()},
+        }
 
 
 def load_consent(path: Path) -> ConsentTable:

@@ -14,7 +14,9 @@ from pathlib import Path
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
-MAX_READ_CHARS = 200_000  # read_text returns at most this much of a file (the host caps results too)
+MAX_READ_CHARS = (
+    200_000  # read_text returns at most this much of a file (the host caps results too)
+)
 MAX_LIST = 1000  # entries per listing
 MAX_SEARCH_HITS = 200
 MAX_SEARCH_FILE_BYTES = 2 << 20  # content search skips files larger than this
@@ -38,7 +40,9 @@ def resolve_inside(roots: Sequence[Path], path: str) -> Path:
     real = Path(os.path.realpath(candidate))
     if not any(real == root or real.is_relative_to(root) for root in real_roots):
         shared = ", ".join(str(r) for r in real_roots)
-        raise PathRefused(f"{path} is outside the shared folders ({shared}); only those can be read.")
+        raise PathRefused(
+            f"{path} is outside the shared folders ({shared}); only those can be read."
+        )
     return real
 
 
@@ -58,19 +62,26 @@ def _walk(root: Path, roots: Sequence[Path]) -> Iterator[Path]:
 def files_server(roots: Sequence[Path]) -> MCPServer:
     """An in-process MCP server with list, read and search over ``roots``."""
     roots = tuple(Path(r) for r in roots)
-    server = MCPServer("files", instructions="Read-only access to the folders the user shared with QwenDesk.",
-                       log_level="WARNING")
+    server = MCPServer(
+        "files",
+        instructions="Read-only access to the folders the user shared with QwenDesk.",
+        log_level="WARNING",
+    )
 
     @server.tool(description="List the shared folders, or the files and folders in one of them.")
     def list_folder(path: str = "") -> str:
         if not path:
-            return "\n".join(str(Path(os.path.realpath(r))) for r in roots) or "No folders are shared."
+            return (
+                "\n".join(str(Path(os.path.realpath(r))) for r in roots) or "No folders are shared."
+            )
         folder = resolve_inside(roots, path)
         if not folder.is_dir():
             raise PathRefused(f"{path} is not a folder.")
         entries = sorted(folder.iterdir(), key=lambda p: p.name.lower())
-        lines = [f"{p.name}/" if p.is_dir() else f"{p.name}  ({p.stat().st_size:,} bytes)"
-                 for p in entries[:MAX_LIST]]
+        lines = [
+            f"{p.name}/" if p.is_dir() else f"{p.name}  ({p.stat().st_size:,} bytes)"
+            for p in entries[:MAX_LIST]
+        ]
         if len(entries) > MAX_LIST:
             lines.append(f"… and {len(entries) - MAX_LIST:,} more")
         return "\n".join(lines) or "(empty folder)"
@@ -83,14 +94,21 @@ def files_server(roots: Sequence[Path]) -> MCPServer:
         with open(file, encoding="utf-8", errors="replace") as handle:
             text = handle.read(MAX_READ_CHARS + 1)
         if len(text) > MAX_READ_CHARS:
-            return text[:MAX_READ_CHARS] + f"\n[… the file is longer; the first {MAX_READ_CHARS:,} characters are shown]"
+            return (
+                text[:MAX_READ_CHARS]
+                + f"\n[… the file is longer; the first {MAX_READ_CHARS:,} characters are shown]"
+            )
         return text
 
-    @server.tool(description="Search the shared folders for files whose name or text contains the query.")
+    @server.tool(
+        description="Search the shared folders for files whose name or text contains the query."
+    )
     def search(query: str, path: str = "") -> str:
         if not query.strip():
             raise PathRefused("The query is empty.")
-        bases = [resolve_inside(roots, path)] if path else [Path(os.path.realpath(r)) for r in roots]
+        bases = (
+            [resolve_inside(roots, path)] if path else [Path(os.path.realpath(r)) for r in roots]
+        )
         needle = query.lower()
         hits: list[str] = []
         visited = 0

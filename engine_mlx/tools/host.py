@@ -65,13 +65,23 @@ class ToolSpec:
     input_schema: dict[str, Any]
 
     def to_json(self) -> dict[str, Any]:
-        return {"server": self.server, "name": self.name, "description": self.description,
-                "input_schema": self.input_schema}
+        return {
+            "server": self.server,
+            "name": self.name,
+            "description": self.description,
+            "input_schema": self.input_schema,
+        }
 
     def openai_tool(self) -> dict[str, Any]:
         """The tool as chat templates take it (OpenAI's function shape)."""
-        return {"type": "function", "function": {"name": self.name, "description": self.description,
-                                                 "parameters": self.input_schema}}
+        return {
+            "type": "function",
+            "function": {
+                "name": self.name,
+                "description": self.description,
+                "parameters": self.input_schema,
+            },
+        }
 
 
 @dataclass(frozen=True)
@@ -115,8 +125,13 @@ class _Connection:
 class ToolHost:
     """Runs MCP servers; every public method may be called from any thread."""
 
-    def __init__(self, log_dir: Path | None = None, *, max_result_chars: int = MAX_RESULT_CHARS,
-                 files_roots: Iterable[Path] = ()):
+    def __init__(
+        self,
+        log_dir: Path | None = None,
+        *,
+        max_result_chars: int = MAX_RESULT_CHARS,
+        files_roots: Iterable[Path] = (),
+    ):
         self.log_dir = log_dir
         self.max_result_chars = max_result_chars
         self.files_roots = tuple(Path(p) for p in files_roots)
@@ -143,14 +158,25 @@ class ToolHost:
             conn.ready.wait(max(0.0, deadline - time.monotonic()))
 
     def status(self) -> list[ServerStatus]:
-        return [ServerStatus(c.config.name, c.state, len(c.tools), c.error, self._stderr_path(c.config))
-                for c in self._connections.values()]
+        return [
+            ServerStatus(c.config.name, c.state, len(c.tools), c.error, self._stderr_path(c.config))
+            for c in self._connections.values()
+        ]
 
     def tools(self) -> list[ToolSpec]:
-        return [t for c in self._connections.values() if c.state is ServerState.READY for t in c.tools]
+        return [
+            t for c in self._connections.values() if c.state is ServerState.READY for t in c.tools
+        ]
 
-    def call(self, server: str, tool: str, arguments: dict[str, Any], *, timeout: float | None = None,
-             cancel: CancelToken | None = None) -> ToolResult:
+    def call(
+        self,
+        server: str,
+        tool: str,
+        arguments: dict[str, Any],
+        *,
+        timeout: float | None = None,
+        cancel: CancelToken | None = None,
+    ) -> ToolResult:
         """Run ``tool`` on ``server``; ToolError (ToolTimeout, ToolCancelled) if it did not finish. A
         tool that ran and failed returns a result with ``is_error``."""
         conn = self._connections.get(server)
@@ -158,12 +184,19 @@ class ToolHost:
             raise ToolError(f"There is no running tool server named {server!r}.")
         limit = timeout if timeout is not None else conn.config.timeout_s
         started = time.monotonic()
-        future: Future = asyncio.run_coroutine_threadsafe(self._call(conn, tool, arguments, limit), self._loop)
+        future: Future = asyncio.run_coroutine_threadsafe(
+            self._call(conn, tool, arguments, limit), self._loop
+        )
         while True:
             try:
                 result = future.result(timeout=0.05)
-                return ToolResult(result.text, result.images, result.is_error, result.truncated,
-                                  time.monotonic() - started)
+                return ToolResult(
+                    result.text,
+                    result.images,
+                    result.is_error,
+                    result.truncated,
+                    time.monotonic() - started,
+                )
             except FutureTimeout:
                 if cancel is not None and cancel.cancelled:
                     self._cancel_call(conn, future)
@@ -232,7 +265,9 @@ class ToolHost:
                         if not conn.stopping and not conn.wake.is_set():
                             # a liveness check that every protocol version has (ping is gone in
                             # 2026-07-28), which also picks up a changed tool list
-                            conn.tools = await self._list_tools(conn.config, client, cache_mode="bypass")
+                            conn.tools = await self._list_tools(
+                                conn.config, client, cache_mode="bypass"
+                            )
             except asyncio.CancelledError:
                 raise
             except BaseException as exc:  # noqa: BLE001 - a server's failure is shown, then retried
@@ -266,8 +301,12 @@ class ToolHost:
 
             return Client(files_server(self.files_roots), mode="legacy")
         if config.is_stdio:
-            params = StdioServerParameters(command=config.command, args=list(config.args),
-                                           env=dict(config.env) or None, cwd=config.cwd)
+            params = StdioServerParameters(
+                command=config.command,
+                args=list(config.args),
+                env=dict(config.env) or None,
+                cwd=config.cwd,
+            )
             conn.errlog = self._stderr_file(config)
             return Client(stdio_client(params, errlog=conn.errlog))
         if config.headers:
@@ -278,18 +317,27 @@ class ToolHost:
             return Client(streamable_http_client(config.url, http_client=http))
         return Client(config.url)
 
-    async def _list_tools(self, config: ServerConfig, client: Any, cache_mode: str = "use") -> list[ToolSpec]:
+    async def _list_tools(
+        self, config: ServerConfig, client: Any, cache_mode: str = "use"
+    ) -> list[ToolSpec]:
         out: list[ToolSpec] = []
         cursor = None
         for _ in range(100):  # a paginator that never ends cannot hang the start
-            listing = await asyncio.wait_for(client.list_tools(cursor=cursor, cache_mode=cache_mode), config.timeout_s)
-            out.extend(ToolSpec(config.name, t.name, t.description or "", dict(t.input_schema)) for t in listing.tools)
+            listing = await asyncio.wait_for(
+                client.list_tools(cursor=cursor, cache_mode=cache_mode), config.timeout_s
+            )
+            out.extend(
+                ToolSpec(config.name, t.name, t.description or "", dict(t.input_schema))
+                for t in listing.tools
+            )
             cursor = listing.next_cursor
             if not cursor:
                 break
         return out
 
-    async def _call(self, conn: _Connection, tool: str, arguments: dict[str, Any], timeout: float) -> ToolResult:
+    async def _call(
+        self, conn: _Connection, tool: str, arguments: dict[str, Any], timeout: float
+    ) -> ToolResult:
         name = conn.config.name
         if conn.state is not ServerState.READY:
             # a server still starting gets a moment; a failed one is not waited for
@@ -307,15 +355,19 @@ class ToolHost:
             result = await asyncio.wait_for(client.call_tool(tool, arguments), timeout)
         except TimeoutError:
             self._restart(conn)
-            raise ToolTimeout(f"{name} ▸ {tool} did not answer within {timeout:g} s; the server is being restarted.") from None
+            raise ToolTimeout(
+                f"{name} ▸ {tool} did not answer within {timeout:g} s; the server is being restarted."
+            ) from None
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the connection broke (a crash mid-call) or the server refused
             if not _is_protocol_error(exc):
                 self._restart(conn)
             if not _is_protocol_error(exc):
-                raise ToolError(f"{name} ▸ {tool} failed: the server stopped during the call ({_describe(exc)}); "
-                                "it is being restarted.") from None
+                raise ToolError(
+                    f"{name} ▸ {tool} failed: the server stopped during the call ({_describe(exc)}); "
+                    "it is being restarted."
+                ) from None
             raise ToolError(f"{name} ▸ {tool} failed: {_describe(exc)}") from None
         return self._convert(result)
 
@@ -328,9 +380,13 @@ class ToolHost:
                 texts.append(block.text)
             elif kind == "image":
                 try:
-                    images.append(ToolImage(block.mime_type, base64.b64decode(block.data, validate=True)))
+                    images.append(
+                        ToolImage(block.mime_type, base64.b64decode(block.data, validate=True))
+                    )
                 except ValueError:
-                    texts.append(f"[an image the server sent could not be decoded ({block.mime_type})]")
+                    texts.append(
+                        f"[an image the server sent could not be decoded ({block.mime_type})]"
+                    )
             elif kind == "resource":
                 inner = block.resource
                 texts.append(getattr(inner, "text", None) or f"[binary resource {inner.uri}]")
@@ -343,8 +399,11 @@ class ToolHost:
         text = "\n".join(texts)
         truncated = len(text) > self.max_result_chars
         if truncated:
-            text = (text[: self.max_result_chars] + f"\n[… truncated by QwenDesk: the result was {len(text):,} "
-                    f"characters; the first {self.max_result_chars:,} are kept]")
+            text = (
+                text[: self.max_result_chars]
+                + f"\n[… truncated by QwenDesk: the result was {len(text):,} "
+                f"characters; the first {self.max_result_chars:,} are kept]"
+            )
         return ToolResult(text, tuple(images), bool(result.is_error), truncated)
 
     def _restart(self, conn: _Connection) -> None:

@@ -32,7 +32,9 @@ BLOCKED_TEXT = "The user's settings block this tool."
 
 class Outcome(str, Enum):
     RAN = "ran"  # the tool answered (its result may itself be an error the tool reported)
-    FAILED = "failed"  # it did not run or did not finish: unknown tool, bad arguments, timeout, crash
+    FAILED = (
+        "failed"  # it did not run or did not finish: unknown tool, bad arguments, timeout, crash
+    )
     DENIED = "denied"  # the user said no on the consent card
     BLOCKED = "blocked"  # the consent table blocks it
     CANCELLED = "cancelled"  # Stop during the call
@@ -75,17 +77,34 @@ LoopEvent = Event | ToolCallProposed | ToolCallFinished | StepLimitReached
 TOOL_EVENTS = (ToolCallProposed, ToolCallFinished, StepLimitReached)
 
 
-def tool_event_json(event: ToolCallProposed | ToolCallFinished | StepLimitReached) -> dict[str, Any]:
+def tool_event_json(
+    event: ToolCallProposed | ToolCallFinished | StepLimitReached,
+) -> dict[str, Any]:
     """The CLI's ``--json`` line for a tool event (images as their type and size only)."""
     if isinstance(event, StepLimitReached):
         return {"type": "tool_limit", "steps": event.steps}
     if isinstance(event, ToolCallProposed):
-        return {"type": "tool_call", "step": event.step, "id": event.call_id, "server": event.server,
-                "tool": event.tool, "arguments": event.arguments}
-    return {"type": "tool_result", "step": event.step, "id": event.call_id, "server": event.server,
-            "tool": event.tool, "arguments": event.arguments, "outcome": event.outcome.value,
-            "result": event.result, "truncated": event.truncated, "duration_s": round(event.duration_s, 3),
-            "images": [{"mime_type": i.mime_type, "bytes": len(i.data)} for i in event.images]}
+        return {
+            "type": "tool_call",
+            "step": event.step,
+            "id": event.call_id,
+            "server": event.server,
+            "tool": event.tool,
+            "arguments": event.arguments,
+        }
+    return {
+        "type": "tool_result",
+        "step": event.step,
+        "id": event.call_id,
+        "server": event.server,
+        "tool": event.tool,
+        "arguments": event.arguments,
+        "outcome": event.outcome.value,
+        "result": event.result,
+        "truncated": event.truncated,
+        "duration_s": round(event.duration_s, 3),
+        "images": [{"mime_type": i.mime_type, "bytes": len(i.data)} for i in event.images],
+    }
 
 
 class Approval(str, Enum):
@@ -97,7 +116,9 @@ class Approval(str, Enum):
 @dataclass(frozen=True)
 class ConsentAnswer:
     approval: Approval
-    arguments: dict[str, Any] | None = None  # the arguments as the user edited them; None = as proposed
+    arguments: dict[str, Any] | None = (
+        None  # the arguments as the user edited them; None = as proposed
+    )
 
 
 Approver = Callable[[ToolCallProposed, CancelToken | None], ConsentAnswer]
@@ -111,10 +132,18 @@ class ToolLoop:
     """Runs turns with tools for one conversation. ``conversation`` afterwards holds the tool steps
     (the assistant's calls and the tool results), not the final answer, which the caller adds."""
 
-    def __init__(self, engine: Any, host: ToolHost, *, consent: ConsentTable = ConsentTable(),
-                 approve: Approver = deny_all, on_consent: Callable[[ConsentTable], None] | None = None,
-                 max_steps: int = DEFAULT_MAX_STEPS, servers: set[str] | None = None,
-                 image_dir: Path | None = None):
+    def __init__(
+        self,
+        engine: Any,
+        host: ToolHost,
+        *,
+        consent: ConsentTable = ConsentTable(),
+        approve: Approver = deny_all,
+        on_consent: Callable[[ConsentTable], None] | None = None,
+        max_steps: int = DEFAULT_MAX_STEPS,
+        servers: set[str] | None = None,
+        image_dir: Path | None = None,
+    ):
         self.engine = engine
         self.host = host
         self.consent = consent
@@ -131,24 +160,42 @@ class ToolLoop:
         counts: dict[str, int] = {}
         for spec in specs:
             counts[spec.name] = counts.get(spec.name, 0) + 1
-        return {(spec.name if counts[spec.name] == 1 else f"{spec.server}__{spec.name}"): spec for spec in specs}
+        return {
+            (spec.name if counts[spec.name] == 1 else f"{spec.server}__{spec.name}"): spec
+            for spec in specs
+        }
 
     def offered(self, specs: dict[str, ToolSpec] | None = None) -> tuple[Tool, ...]:
         """The tools as the chat template gets them (what a turn adds to the prompt)."""
         specs = self.tool_specs() if specs is None else specs
-        return tuple(Tool(name, spec.description, json.dumps(spec.input_schema)) for name, spec in specs.items())
+        return tuple(
+            Tool(name, spec.description, json.dumps(spec.input_schema))
+            for name, spec in specs.items()
+        )
 
-    def run(self, conversation: Conversation, settings: GenerationSettings, cancel: CancelToken | None = None,
-            step_settings: Callable[[int], GenerationSettings] | None = None) -> Iterator[LoopEvent]:
+    def run(
+        self,
+        conversation: Conversation,
+        settings: GenerationSettings,
+        cancel: CancelToken | None = None,
+        step_settings: Callable[[int], GenerationSettings] | None = None,
+    ) -> Iterator[LoopEvent]:
         """Stream the turn: the engine's events of every step, and the tool calls between them; the
         last event is the final step's ``Finished``. ``step_settings`` (tests) gives each step its own."""
         specs = self.tool_specs()
         convo = replace(conversation, tools=conversation.tools + self.offered(specs))
-        template_tools = [{"type": "function", "function": {"name": t.name, "parameters": json.loads(t.parameters)}}
-                          for t in convo.tools]
+        template_tools = [
+            {
+                "type": "function",
+                "function": {"name": t.name, "parameters": json.loads(t.parameters)},
+            }
+            for t in convo.tools
+        ]
         for step in range(self.max_steps + 1):
             thinking, answer, finished = [], [], Finished(FinishReason.ERROR, "no events")
-            for event in self.engine.generate(convo, step_settings(step) if step_settings else settings, cancel):
+            for event in self.engine.generate(
+                convo, step_settings(step) if step_settings else settings, cancel
+            ):
                 if isinstance(event, Finished):
                     finished = event
                     continue
@@ -158,7 +205,11 @@ class ToolLoop:
                     answer.append(event.text)
                 yield event
             text = "".join(answer)
-            calls = parse_tool_calls(text, template_tools) if finished.reason is FinishReason.STOP else []
+            calls = (
+                parse_tool_calls(text, template_tools)
+                if finished.reason is FinishReason.STOP
+                else []
+            )
             if not calls:
                 self.conversation = convo
                 yield finished
@@ -169,20 +220,33 @@ class ToolLoop:
                 yield finished
                 return
             content = text[: text.find(START)].strip() if START in text else text.strip()
-            convo = convo.with_message(Message(
-                Role.ASSISTANT, content, thinking="".join(thinking),
-                tool_calls=tuple(ToolCall(c.name, c.arguments, c.id) for c in calls)))
+            convo = convo.with_message(
+                Message(
+                    Role.ASSISTANT,
+                    content,
+                    thinking="".join(thinking),
+                    tool_calls=tuple(ToolCall(c.name, c.arguments, c.id) for c in calls),
+                )
+            )
             for call in calls:
-                done = yield from self._one_call(step, call.id or uuid.uuid4().hex, call.name, call.arguments,
-                                                 specs, cancel)
+                done = yield from self._one_call(
+                    step, call.id or uuid.uuid4().hex, call.name, call.arguments, specs, cancel
+                )
                 convo = convo.with_message(self._tool_message(done))
                 if done.outcome is Outcome.CANCELLED:
                     self.conversation = convo
                     yield Finished(FinishReason.CANCELLED)
                     return
 
-    def _one_call(self, step: int, call_id: str, name: str, arguments_text: str, specs: dict[str, ToolSpec],
-                  cancel: CancelToken | None) -> Generator[LoopEvent, None, ToolCallFinished]:
+    def _one_call(
+        self,
+        step: int,
+        call_id: str,
+        name: str,
+        arguments_text: str,
+        specs: dict[str, ToolSpec],
+        cancel: CancelToken | None,
+    ) -> Generator[LoopEvent, None, ToolCallFinished]:
         """Decide and run one call; yields its events and returns its ToolCallFinished."""
         spec = specs.get(name)
         try:
@@ -190,15 +254,22 @@ class ToolLoop:
         except ValueError:
             arguments = None
         if spec is None or not isinstance(arguments, dict):
-            why = (f"There is no tool named {name!r}; the tools are: {', '.join(specs) or 'none'}." if spec is None
-                   else f"The arguments of {name} are not a JSON object.")
-            done = ToolCallFinished(step, call_id, spec.server if spec else "", name, {}, Outcome.FAILED, why)
+            why = (
+                f"There is no tool named {name!r}; the tools are: {', '.join(specs) or 'none'}."
+                if spec is None
+                else f"The arguments of {name} are not a JSON object."
+            )
+            done = ToolCallFinished(
+                step, call_id, spec.server if spec else "", name, {}, Outcome.FAILED, why
+            )
             yield done
             return done
         server, tool = spec.server, spec.name
         decision = self.consent.decide(server, tool)
         if decision is Consent.BLOCK:
-            done = ToolCallFinished(step, call_id, server, tool, arguments, Outcome.BLOCKED, BLOCKED_TEXT)
+            done = ToolCallFinished(
+                step, call_id, server, tool, arguments, Outcome.BLOCKED, BLOCKED_TEXT
+            )
             yield done
             return done
         if decision is Consent.ASK:
@@ -206,7 +277,9 @@ class ToolLoop:
             yield proposed
             answer = self.approve(proposed, cancel)
             if answer.approval is Approval.DENY:
-                done = ToolCallFinished(step, call_id, server, tool, arguments, Outcome.DENIED, DENIED_TEXT)
+                done = ToolCallFinished(
+                    step, call_id, server, tool, arguments, Outcome.DENIED, DENIED_TEXT
+                )
                 yield done
                 return done
             if answer.approval is Approval.ALWAYS:
@@ -218,12 +291,26 @@ class ToolLoop:
         try:
             result = self.host.call(server, tool, arguments, cancel=cancel)
         except ToolCancelled as exc:
-            done = ToolCallFinished(step, call_id, server, tool, arguments, Outcome.CANCELLED, str(exc))
+            done = ToolCallFinished(
+                step, call_id, server, tool, arguments, Outcome.CANCELLED, str(exc)
+            )
         except ToolError as exc:
-            done = ToolCallFinished(step, call_id, server, tool, arguments, Outcome.FAILED, f"Error: {exc}")
+            done = ToolCallFinished(
+                step, call_id, server, tool, arguments, Outcome.FAILED, f"Error: {exc}"
+            )
         else:
-            done = ToolCallFinished(step, call_id, server, tool, arguments, Outcome.RAN, result.text,
-                                    result.images, result.duration_s, result.truncated)
+            done = ToolCallFinished(
+                step,
+                call_id,
+                server,
+                tool,
+                arguments,
+                Outcome.RAN,
+                result.text,
+                result.images,
+                result.duration_s,
+                result.truncated,
+            )
         yield done
         return done
 
@@ -233,8 +320,12 @@ class ToolLoop:
             self.image_dir.mkdir(parents=True, exist_ok=True)
             paths = []
             for index, image in enumerate(done.images):
-                suffix = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp",
-                          "image/gif": ".gif"}.get(image.mime_type, ".png")
+                suffix = {
+                    "image/png": ".png",
+                    "image/jpeg": ".jpg",
+                    "image/webp": ".webp",
+                    "image/gif": ".gif",
+                }.get(image.mime_type, ".png")
                 path = self.image_dir / f"{done.call_id}-{index}{suffix}"
                 path.write_bytes(image.data)
                 paths.append(ImageAttachment(path))
