@@ -45,26 +45,6 @@ def build(path: Path, messages: int) -> None:
     store.close()
 
 
-class _Engine:
-    """The controller needs an engine handle only to connect its signals; search never reaches it."""
-
-    def __init__(self):
-        from PySide6.QtCore import QObject, Signal
-
-        from engine_mlx.events import FinishReason, Stats
-
-        class Signals(QObject):
-            progress = Signal(int, int, int)
-            thinkingDelta = Signal(int, str)
-            answerDelta = Signal(int, str)
-            stats = Signal(int, Stats)
-            finished = Signal(int, FinishReason, str)
-
-        self._signals = Signals()
-        for name in ("progress", "thinkingDelta", "answerDelta", "stats", "finished"):
-            setattr(self, name, getattr(self._signals, name))
-
-
 def through_controller(chat, query: str) -> tuple[float, float, float, list]:
     """ChatController.search as the sidebar calls it: (ms the call blocks, worst stall ms, ms to hits, hits)."""
     from PySide6.QtCore import QEventLoop, QTimer
@@ -109,6 +89,7 @@ def main() -> int:
 
     from app.controllers.chat import ChatController
     from app.store import Store
+    from app.workers import EngineClient
 
     app = QApplication.instance() or QApplication([])
     folder = Path(tempfile.mkdtemp(prefix="qwendesk-search-"))
@@ -116,7 +97,10 @@ def main() -> int:
     build(folder, args.messages)
     print(f"history: {args.messages:,} messages in {time.perf_counter() - started:.1f} s")
     store = Store(folder / "db.sqlite3", folder / "attachments")
-    chat = ChatController(store, _Engine())
+    engine = (
+        EngineClient()
+    )  # the real handle: the controller connects its signals; search never reaches it
+    chat = ChatController(store, engine)
     for query in ("a", "m", "mo", "model", "zulu cache"):
         t0 = time.perf_counter()
         hits = store.search(query)
@@ -128,6 +112,7 @@ def main() -> int:
             f"({len(got)} hits)"
         )
     store.close()
+    engine.shutdown()
     app.processEvents()
     return 0
 
