@@ -199,9 +199,10 @@ def _grounding_shot(window, out_dir: Path) -> Path:
     return path
 
 
-def main() -> int:
+def main(take=None) -> int:
+    """Write the shots of ``take`` (default: this module's ``shoot``) into argv[1] or the README's folder."""
     out = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "resources" / "screenshots"
-    for path in shoot(out):
+    for path in (take or shoot)(out):
         print(path)
     return 0
 

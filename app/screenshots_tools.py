@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from .paths import app_paths
-from .screenshots import ROOT, _settle, _wait
+from .screenshots import _settle, _wait, main
 from .store import ChatSettings, ThinkingMode
 
 QUESTION = "What do my trip notes say about the quokkas?"
@@ -83,12 +83,5 @@ def shoot(out_dir: Path) -> list[Path]:
     return saved
 
 
-def main() -> int:
-    out = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "resources" / "screenshots"
-    for path in shoot(out):
-        print(path)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(shoot))
