@@ -27,12 +27,8 @@ import json
 import math
 import os
 import re
-import shutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-from engine_mlx.hf_cache import BLOBS, REFS, SNAPSHOTS, repo_folder
 
 # The embedding rows of the release: the tokenizer's 248,077 padded to a multiple of 256.
 VOCAB_SIZE = 248320
@@ -255,7 +251,7 @@ def mlx_parameters(config: dict, seed: int) -> tuple[dict, dict]:
         Qwen3_5MTPConfig.from_dict({"text_config": dict(config["text_config"])})
     )
 
-    def scaled(p):  # unit-scale init saturates the logits; see engine_mlx.tiny
+    def scaled(p: mx.array) -> mx.array:  # unit-scale init saturates the logits; see engine_mlx.tiny
         return p * 0.5 if p.ndim > 1 else p
 
     main = dict(tree_flatten(tree_map(scaled, model.parameters())))
@@ -308,7 +304,7 @@ def write_shards(folder: Path, weights: dict, shards: int = SHARDS) -> None:
     (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
 
 
-def _write_json(path: Path, data: Any) -> None:
+def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
@@ -322,154 +318,15 @@ def build_tiny_release(out_dir: Path | str, *, seed: int = 0, shards: int = SHAR
     out.mkdir(parents=True, exist_ok=True)
     config, image, video = release_configs()
     write_shards(out, _random_weights(config, seed), shards)
-    _write_json(out / "config.json", config)
-    _write_json(out / "generation_config.json", _generation_config())
-    _write_json(out / "preprocessor_config.json", image)
-    _write_json(out / "video_preprocessor_config.json", video)
+    write_json(out / "config.json", config)
+    write_json(out / "generation_config.json", _generation_config())
+    write_json(out / "preprocessor_config.json", image)
+    write_json(out / "video_preprocessor_config.json", video)
     (out / "tokenizer.json").write_text(tokenizer_json())
-    _write_json(out / "tokenizer_config.json", _tokenizer_config())
+    write_json(out / "tokenizer_config.json", _tokenizer_config())
     (out / "chat_template.jinja").write_text(chat_template())
     (out / "README.md").write_text(
         "# Tiny Qwen3.5-MoE release (QwenDesk test fixture)\n\nRandom weights in the layout of the "
         "Hugging Face release of Qwen3.5-397B-A17B, with the real tokenizer. Its output is gibberish.\n"
     )
     return out
-
-
-def prune_experts(release_dir: Path | str, out_dir: Path | str, keep: int) -> Path:
-    """A copy of a release that keeps only the first ``keep`` routed experts of every MoE layer (and router rows).
-
-    This is what expert-pruned community builds do before converting (e.g. 397 of 512 experts).
-    """
-    import mlx.core as mx
-
-    src, out = Path(release_dir), Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    config = json.loads((src / "config.json").read_text())
-    have = config["text_config"]["num_experts"]
-    if not 0 < keep < have:
-        raise ValueError(f"keep must be between 1 and {have - 1}, got {keep}")
-    index = json.loads((src / "model.safetensors.index.json").read_text())
-    weights: dict = {}
-    for shard in sorted(set(index["weight_map"].values())):
-        weights.update(mx.load(str(src / shard)))
-    for key, value in list(weights.items()):
-        if key.endswith((".experts.gate_up_proj", ".experts.down_proj", ".mlp.gate.weight")):
-            weights[key] = value[:keep]
-    config["text_config"]["num_experts"] = keep
-    config["text_config"]["num_experts_per_tok"] = min(
-        config["text_config"]["num_experts_per_tok"], keep
-    )
-    write_shards(out, weights, len(set(index["weight_map"].values())))
-    for item in src.iterdir():
-        if item.name != "config.json" and not item.name.startswith("model"):
-            shutil.copy2(item, out / item.name)
-    _write_json(out / "config.json", config)
-    return out
-
-
-# --- conversions and layouts, made the way users get them -----------------------------------------
-
-
-def _shards_by_bytes(max_bytes: int):
-    """The converters' ``make_shards`` with a byte limit instead of whole gigabytes."""
-
-    def make_shards(weights: dict, max_file_size_gb: int = 5) -> list:
-        shards: list[dict] = []
-        size = 0
-        for key, value in weights.items():
-            if not shards or size + value.nbytes > max_bytes:
-                shards.append({})
-                size = 0
-            shards[-1][key] = value
-            size += value.nbytes
-        return shards
-
-    return make_shards
-
-
-def convert_release(
-    release_dir: Path | str,
-    out_dir: Path | str,
-    *,
-    vision: bool,
-    dtype: str | None = None,
-    q_mode: str | None = None,
-    q_bits: int | None = None,
-    q_group_size: int | None = None,
-    recipe: str | Callable | None = None,
-    shard_bytes: int | None = None,
-) -> Path:
-    """Convert a release with the real converter users run: ``mlx_vlm.convert`` or (text-only) ``mlx_lm.convert``.
-
-    ``dtype`` None keeps the release's (bfloat16); ``q_mode`` None leaves the weights unquantized;
-    ``recipe`` is an mlx-lm/mlx-vlm mixed-precision recipe (``mixed_4_6``...) or a quantization
-    predicate ``(path, module) -> bool | {"bits": .., "group_size": ..}`` as community builds use. ``shard_bytes`` makes the
-    converter split its output at that many bytes instead of 5 GB, so a tiny model gets a real index.
-    """
-    import contextlib
-    import io
-    from unittest import mock
-
-    out = Path(out_dir)
-    kwargs: dict[str, Any] = {"dtype": dtype}
-    if q_mode is not None or recipe is not None:
-        kwargs.update(quantize=True, q_mode=q_mode or "affine", quant_predicate=recipe)
-        if q_bits is not None:
-            kwargs["q_bits"] = q_bits
-        if q_group_size is not None:
-            kwargs["q_group_size"] = q_group_size
-    if vision:
-        import mlx_vlm.utils as lib
-        from mlx_vlm.convert import convert
-
-        kwargs["trust_remote_code"] = False
-    else:
-        import mlx_lm.utils as lib
-        from mlx_lm.convert import convert
-    patch = (
-        mock.patch.object(lib, "make_shards", _shards_by_bytes(shard_bytes))
-        if shard_bytes
-        else contextlib.nullcontext()
-    )
-    with patch, contextlib.redirect_stdout(io.StringIO()):  # the converters print [INFO] lines
-        convert(str(release_dir), str(out), **kwargs)
-    return out
-
-
-def place_in_hf_cache(
-    folder: Path | str, hub_dir: Path | str, repo_id: str, revision: str | None = None
-) -> Path:
-    """Lay ``folder``'s files out as ``huggingface_hub`` downloads them; returns the snapshot folder.
-
-    ``hub_dir/models--org--name/`` gets ``blobs/<sha256>`` for every file, ``snapshots/<revision>/``
-    with relative symlinks into ``../../blobs`` and ``refs/main`` naming the revision.
-    """
-    src = Path(folder)
-    repo = repo_folder(repo_id, Path(hub_dir))
-    revision = revision or hashlib.sha1(repo_id.encode()).hexdigest()
-    blobs, snapshot = repo / BLOBS, repo / SNAPSHOTS / revision
-    blobs.mkdir(parents=True, exist_ok=True)
-    snapshot.mkdir(parents=True, exist_ok=True)
-    for item in sorted(src.rglob("*")):
-        if not item.is_file():
-            continue
-        digest = hashlib.sha256(item.read_bytes()).hexdigest()
-        blob = blobs / digest
-        if not blob.exists():
-            shutil.copy2(item, blob)
-        link = snapshot / item.relative_to(src)
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(os.path.relpath(blob, link.parent))
-    (repo / REFS).mkdir(exist_ok=True)
-    (repo / REFS / "main").write_text(revision)
-    return snapshot
-
-
-def place_in_lmstudio(
-    folder: Path | str, models_dir: Path | str, publisher: str, name: str
-) -> Path:
-    """Copy ``folder`` to LM Studio's ``models/<publisher>/<name>/`` layout; returns the model folder."""
-    target = Path(models_dir) / publisher / name
-    shutil.copytree(folder, target)
-    return target

@@ -267,7 +267,7 @@ def _release_params(release: Path, *, vision: bool) -> int:
 @pytest.fixture(scope="module", params=VARIANTS, ids=[v.name for v in VARIANTS])
 def built(request, tiny_release_dir, tmp_path_factory) -> Built:
     """One variant converted from the release with the real converter and placed in its layout."""
-    from engine_mlx.tiny_release import (
+    from release_conversions import (
         convert_release,
         place_in_hf_cache,
         place_in_lmstudio,
