@@ -12,7 +12,6 @@ from PySide6.QtWidgets import (
     QListWidgetItem,
     QMainWindow,
     QMenu,
-    QMessageBox,
     QSplitter,
     QStackedWidget,
     QVBoxLayout,
@@ -46,6 +45,7 @@ from .views.settings import SettingsDialog
 from .views.sidebar import Sidebar
 from .views.status_bar import StatusBar
 from .views.transcript import TranscriptView
+from .views.unsaved import flush_or_ask
 from .views.video_pane import VideoPane
 from .workers import EngineClient
 
@@ -84,9 +84,8 @@ class MainWindow(QMainWindow):
         self._connect()
         self._build_actions()
         self.context_meter = install_context_meter(self)
-        self.tools_wiring = install_tools(
-            self
-        )  # app/tools_wiring.py: MCP servers, consent cards, Settings ▸ Tools
+        # app/tools_wiring.py: MCP servers, consent cards, Settings ▸ Tools
+        self.tools_wiring = install_tools(self)
         self.tools = self.tools_wiring.tools
         self.chat_list_actions = ChatListActions(self)
         self.set_sidebar_visible(theme.restore_layout(self.ui_settings, self, self.splitter))
@@ -155,9 +154,8 @@ class MainWindow(QMainWindow):
 
     def _connect(self) -> None:
         c, a = self.chat, self.attachments
-        self.transcript.follow(
-            c
-        )  # the messages and a streaming answer: the transcript routes them itself
+        # the messages and a streaming answer: the transcript routes them itself
+        self.transcript.follow(c)
         self.sidebar_presenter = SidebarPresenter(self)  # the chat list and search
         self.models_presenter = ModelsPresenter(self)  # loading, the picker, Get models, Add vision
         self.new_button.clicked.connect(self.new_chat)
@@ -181,33 +179,18 @@ class MainWindow(QMainWindow):
         # composer
         self.composer.sendRequested.connect(self.send)
         self.composer.stopRequested.connect(c.stop)
-        self.attachments_presenter = AttachmentsPresenter(
-            self
-        )  # the file picker, chips and video pane
+        # the file picker, chips and video pane
+        self.attachments_presenter = AttachmentsPresenter(self)
         a.errorOccurred.connect(self.models_presenter.media_refused)
 
     def _build_actions(self) -> None:
-        self.menus = m = Menus(
-            self
-        )  # app/menus.py: the menu bar, its shortcuts, the Edit and message actions
-        self.act_new, self.act_attach, self.act_export, self.act_find = (
-            m.new,
-            m.attach,
-            m.export,
-            m.find,
-        )
-        self.act_copy_last, self.act_stop, self.act_regenerate, self.act_settings = (
-            m.copy_last,
-            m.stop,
-            m.regenerate,
-            m.settings,
-        )
-        self.act_local_api, self.act_sidebar, self.theme_actions, self.act_about = (
-            m.local_api,
-            m.sidebar,
-            m.themes,
-            m.about,
-        )
+        # app/menus.py: the menu bar, its shortcuts, the Edit and message actions
+        self.menus = m = Menus(self)
+        self.act_new, self.act_attach, self.act_export = m.new, m.attach, m.export
+        self.act_find, self.act_copy_last, self.act_stop = m.find, m.copy_last, m.stop
+        self.act_regenerate, self.act_settings = m.regenerate, m.settings
+        self.act_local_api, self.act_sidebar, self.act_about = m.local_api, m.sidebar, m.about
+        self.theme_actions = m.themes
 
     # --- conversations ------------------------------------------------------------------------
     def refresh_conversations(self) -> None:
@@ -327,9 +310,8 @@ class MainWindow(QMainWindow):
         self.colors = colors
         self.transcript.set_palette(colors.markdown)
         if self.chat.current_id and not self.chat.busy:
-            self.chat.open(
-                self.chat.current_id
-            )  # re-render the answers (code colours) in the new theme
+            # re-render the answers (code colours) in the new theme
+            self.chat.open(self.chat.current_id)
 
     def show_about(self) -> None:
         self.about = about_box(self.paths, self)
@@ -402,17 +384,7 @@ class MainWindow(QMainWindow):
 
         QCoreApplication.sendPostedEvents()
         QCoreApplication.processEvents()
-        while not self.chat.flush():  # e.g. the disk is still full: never drop an answer silently
-            answer = QMessageBox.warning(
-                self,
-                "QwenDesk",
-                "An answer is not saved yet: the history database cannot be written "
-                "(is the disk full?). Free some space and press Retry, or quit without it.",
-                QMessageBox.StandardButton.Retry | QMessageBox.StandardButton.Discard,
-                QMessageBox.StandardButton.Retry,
-            )
-            if answer != QMessageBox.StandardButton.Retry:
-                break
+        flush_or_ask(self, self.chat)  # e.g. the disk is full: never drop an answer silently
         self.store.close()
         self._closed = True
         super().closeEvent(event)
