@@ -13,7 +13,7 @@ from media_files import write_image
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QContextMenuEvent, QGuiApplication
 from PySide6.QtTest import QTest
-from PySide6.QtWidgets import QApplication, QFileDialog, QMenu
+from PySide6.QtWidgets import QApplication, QFileDialog, QMenu, QMessageBox
 
 from app import theme
 from app.store import AttachmentKind, StoredAttachment, StoredStats, ThinkingMode
@@ -21,7 +21,7 @@ from app.views.downloads import AddVisionDialog
 from app.views.local_api import LOG_COLUMNS, this_machine
 from app.views.model_picker import ModelPicker
 from app.views.sidebar import ROLE_ID
-from engine_mlx.server.app import RequestRecord
+from engine_mlx.server.records import RequestRecord
 
 send, stored = base.send, base.stored
 
@@ -247,7 +247,7 @@ def test_export_names_the_file_without_a_double_dot_and_says_what_was_sent(
         return str(tmp_path / "out" / Path(default).name), ""
 
     monkeypatch.setattr(QFileDialog, "getSaveFileName", staticmethod(save_dialog))
-    monkeypatch.setattr("app.window.QMessageBox.question", staticmethod(lambda *a, **k: 0))
+    monkeypatch.setattr(QMessageBox, "question", staticmethod(lambda *a, **k: 0))
     window.chat_list_actions.export_one(cid)
     assert Path(offered[0]).name == "Read this.md"
     text = (tmp_path / "out" / "Read this.md").read_text()

@@ -15,6 +15,7 @@ from typing import Any
 from PySide6.QtCore import QObject, Signal
 
 from engine_mlx.server.config import DEFAULT_PORT, ServerConfig
+from engine_mlx.server.records import RequestRecord
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +27,9 @@ class LocalApiController(QObject):
 
     runningChanged = Signal(bool)
     failed = Signal(str)  # one sentence, e.g. the port is taken
-    requestLogged = Signal(object)  # engine_mlx.server.app.RequestRecord
+    requestLogged = Signal(RequestRecord)
 
-    _recordFromServer = Signal(object)  # emitted on the server's thread, delivered queued
+    _recordFromServer = Signal(RequestRecord)  # emitted on the server's thread, delivered queued
 
     def __init__(
         self,
@@ -40,7 +41,7 @@ class LocalApiController(QObject):
         self._shared = shared  # () -> (engine, job queue), the app's own
         self._store = store
         self._server = None
-        self.records: list[Any] = []
+        self.records: list[RequestRecord] = []
         self._recordFromServer.connect(self._on_record)
 
     # ------------------------------------------------------------------ settings
@@ -140,7 +141,7 @@ class LocalApiController(QObject):
                 self._set_pref(PREF_ENABLED, "0")
             self.runningChanged.emit(False)
 
-    def _on_record(self, record: Any) -> None:
+    def _on_record(self, record: RequestRecord) -> None:
         self.records.append(record)
         del self.records[:-500]
         self.requestLogged.emit(record)

@@ -44,6 +44,7 @@ from engine_mlx.jobs import EngineThread, StreamEnd
 from engine_mlx.server.config import ServerConfig
 from engine_mlx.server.errors import ApiError, error_body, from_engine_error, model_not_found
 from engine_mlx.server.media import ImageBatch, InlineImages
+from engine_mlx.server.records import RequestRecord
 from engine_mlx.server.requests import ChatRequest, parse_body, parse_chat_request
 from engine_mlx.server.responses import ReplyAssembler, usage
 from engine_mlx.server.security import AccessPolicy
@@ -52,25 +53,6 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 << 20  # inline images included
 KEEPALIVE = b": keep-alive\n\n"
-
-
-@dataclass(frozen=True)
-class RequestRecord:
-    """One API request, for the app's log: when, who, how many tokens, how long."""
-
-    time: float  # wall clock, when it arrived
-    client: str  # address and User-Agent
-    path: str
-    status: int
-    prompt_tokens: int = 0
-    cached_tokens: int = 0
-    completion_tokens: int = 0
-    duration_s: float = 0.0
-    finish_reason: str = ""
-    error: str = ""
-    # perf_counter times the engine started and ended this request's generation (0 = never ran)
-    engine_started: float = 0.0
-    engine_ended: float = 0.0
 
 
 @dataclass

@@ -16,8 +16,9 @@ from typing import Any
 import uvicorn
 
 from engine_mlx.jobs import EngineThread
-from engine_mlx.server.app import RequestRecord, ServerContext, build_app
+from engine_mlx.server.app import ServerContext, build_app
 from engine_mlx.server.config import ServerConfig
+from engine_mlx.server.records import RequestRecord
 from engine_mlx.server.security import AccessPolicy
 
 log = logging.getLogger(__name__)
