@@ -113,6 +113,22 @@ FIGURES: dict[str, list[tuple[str, int]]] = {
             3,
         ),
     ],
+    "snapshot_index.py": [
+        (
+            rf"^workload: {NUMBER} chats x {NUMBER} turns, {NUMBER} prompt tokens; budget {NUMBER} KiB",
+            1,
+        ),
+        (rf"^an unbounded index would prefill {NUMBER} tokens$", 1),
+        (
+            rf"^(?:ours \(SnapshotStore\)|mlx-lm LRUPromptCache): prefilled {NUMBER} tokens, {NUMBER} when every "
+            rf"turn is cut short and continued; lookup median {NUMBER} ms$",
+            2,
+        ),
+        (
+            rf"^tokens prefilled, mlx-lm / ours: {NUMBER} x for follow-ups, {NUMBER} x with Continue$",
+            1,
+        ),
+    ],
     "search_stall.py": [
         (rf"^history: {NUMBER} messages in {NUMBER} s$", 1),
         (
