@@ -44,12 +44,14 @@ def pdf_thumbnail(path: Path, page: int) -> QImage | None:
         image = media.load_pdf_pages(path, page, page, max_side=THUMB_SIDE)[0]
     except MediaError:
         return None
+    return _qimage(image)
+
+
+def _qimage(image) -> QImage:
+    """A PIL image as a QImage that owns its pixels."""
+    rgb = image.convert("RGB")
     return QImage(
-        image.convert("RGB").tobytes(),
-        image.width,
-        image.height,
-        3 * image.width,
-        QImage.Format.Format_RGB888,
+        rgb.tobytes(), rgb.width, rgb.height, 3 * rgb.width, QImage.Format.Format_RGB888
     ).copy()
 
 
@@ -82,13 +84,7 @@ def prepare(path: Path, store: Store, key: int) -> Pending:
     elif kind is AttachmentKind.IMAGE:
         image = media.load_image(path, max_side=THUMB_SIDE)
         width, height = original_size(path)
-        thumb = QImage(
-            image.convert("RGB").tobytes(),
-            image.width,
-            image.height,
-            3 * image.width,
-            QImage.Format.Format_RGB888,
-        ).copy()
+        thumb = _qimage(image)
     elif kind is AttachmentKind.PDF:
         page_count = media.pdf_page_count(path)
         thumb = pdf_thumbnail(path, 1)
