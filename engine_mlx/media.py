@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -244,7 +245,9 @@ def load_image(
 # -------------------------------------------------------------------------------------------- PDFs
 
 
-def _open_pdf(path: Path):  # -> pypdfium2.PdfDocument (imported lazily: it loads a native library)
+def _open_pdf(
+    path: Path,
+) -> Any:  # pypdfium2.PdfDocument (imported lazily: it loads a native library)
     """The open document; MediaError naming why it cannot be opened.
 
     PDFium sets its last-error code only when a load fails and never clears it, and pypdfium2 reads
@@ -336,7 +339,7 @@ def load_pdf_pages(
             pdf.close()
 
 
-def _render_page(path: Path, page, number: int, max_side: int) -> Image.Image:
+def _render_page(path: Path, page: Any, number: int, max_side: int) -> Image.Image:
     import pypdfium2 as pdfium
 
     width_pt, height_pt = page.get_size()  # PDF points (1/72 inch), rotation applied
@@ -349,7 +352,7 @@ def _render_page(path: Path, page, number: int, max_side: int) -> Image.Image:
     except pdfium.PdfiumError as e:
         raise MediaError(path, f"page {number} cannot be rendered ({e})") from None
     # Rounding in PDFium can overshoot by a pixel; keep the promise on the longest side.
-    target = _fit_size(*image.size, max_side)
+    target = _fit_size(image.width, image.height, max_side)
     return image if target == image.size else image.resize(target, Image.Resampling.LANCZOS)
 
 
@@ -380,7 +383,7 @@ class SampledVideo:
     clipped: bool  # True when the requested range was cut to max_seconds
 
 
-def _open_video(path: Path):  # -> cv2.VideoCapture, opened
+def _open_video(path: Path) -> Any:  # an opened cv2.VideoCapture
     import cv2
 
     check_file(path)
@@ -395,7 +398,7 @@ def _open_video(path: Path):  # -> cv2.VideoCapture, opened
     return cap
 
 
-def _probe(path: Path, cap) -> VideoInfo:
+def _probe(path: Path, cap: Any) -> VideoInfo:
     import cv2
 
     fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)

@@ -368,7 +368,9 @@ def _read_snapshot(path: Path) -> _Entry:
     its token ids do not match the cache's length."""
     import mlx.core as mx
 
-    arrays, meta = mx.load(str(path), return_metadata=True)
+    loaded: Any = mx.load(str(path), return_metadata=True)  # a safetensors file: (arrays, metadata)
+    arrays: dict[str, Any] = loaded[0]
+    meta: dict[str, str] = loaded[1]
     if meta.get("format") != FILE_FORMAT or meta.get("version") != str(FILE_VERSION):
         raise ValueError(f"not a version {FILE_VERSION} state snapshot")
     if cache_protocol.checksum(arrays, meta["ids"], meta["layout"]) != meta.get("checksum"):
