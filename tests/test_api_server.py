@@ -721,38 +721,40 @@ def test_tool_round_trip_through_the_template(client, model, engine, jobs, serve
     assert reply.choices[0].message.content == expected
 
 
-def test_streamed_tool_call_reaches_the_openai_client(jobs):
-    """The streaming tool-call path end to end over HTTP: a stand-in engine replays the token-by-token
-    text the real tokenizer gives for MODEL_TOOL_REPLY (the tiny model's random weights never write a
-    tool call), and the official client reassembles the call."""
-    from engine_mlx.events import FinishReason, Progress
+def _forcing(engine, monkeypatch, text: str, pause=None):
+    """The real engine, made to write ``text`` (tokenized by the real tokenizer, forced through the
+    sampler, decoded by the engine's detokenizer and thinking splitter): the tiny model's random
+    weights never write a tool call. ``pause(events so far)`` runs between the engine's events."""
+    from engine_mlx.forcing import ForcedText
+
+    generate = engine.generate
+
+    def forced(conversation, settings, cancel=None):
+        assert conversation.tools and conversation.tools[0].name == "get_weather"
+        events = []
+        for event in generate(conversation, replace(settings, forced=ForcedText(text)), cancel):
+            events.append(event)
+            yield event
+            if pause is not None:
+                pause(events)
+
+    monkeypatch.setattr(engine, "generate", forced)
+
+
+def test_streamed_tool_call_reaches_the_openai_client(engine, jobs, model, monkeypatch):
+    """The streaming tool-call path end to end over HTTP: the real engine writes MODEL_TOOL_REPLY
+    token by token (forced), and the official client reassembles the call."""
     from engine_mlx.tool_calls import START
 
-    class ReplayEngine:
-        model_info = type("Info", (), {"name": "replay"})()
-
-        def check_prompt_size(self, conversation, settings):
-            pass  # a few words: they fit
-
-        def generate(self, conversation, settings, cancel=None):
-            assert conversation.tools and conversation.tools[0].name == "get_weather"
-            yield Progress(0, 1)
-            thinking, _, answer = MODEL_TOOL_REPLY.partition("\n</think>\n\n")
-            for piece in thinking.split(" "):
-                yield ThinkingDelta(piece + " ")
-            for i in range(0, len(answer), 3):  # the markup split at awkward places
-                yield AnswerDelta(answer[i : i + 3])
-            yield Stats(10, 0, 10, 40, 10, 30, 1.0, 1.0, 0.1, 0.2, 0)
-            yield Finished(FinishReason.STOP)
-
-    srv = ApiServer(ReplayEngine(), jobs, ServerConfig(port=0))
+    _forcing(engine, monkeypatch, MODEL_TOOL_REPLY)
+    srv = ApiServer(engine, jobs, ServerConfig(port=0))
     srv.start()
     try:
         c = openai.OpenAI(base_url=srv.base_url, api_key="x", max_retries=0)
         calls: dict[int, dict] = {}
         content, finish = "", None
         for chunk in c.chat.completions.create(
-            model="replay", messages=[{"role": "user", "content": "hi"}], tools=TOOLS, stream=True
+            model=model, messages=[{"role": "user", "content": "hi"}], tools=TOOLS, stream=True
         ):
             delta = chunk.choices[0].delta
             content += delta.content or ""
@@ -768,7 +770,7 @@ def test_streamed_tool_call_reaches_the_openai_client(jobs):
             "hours": [9, 12.5],
         }
         reply = c.chat.completions.create(
-            model="replay", messages=[{"role": "user", "content": "hi"}], tools=TOOLS
+            model=model, messages=[{"role": "user", "content": "hi"}], tools=TOOLS
         )
         assert (
             reply.choices[0].finish_reason == "tool_calls"
@@ -1646,43 +1648,30 @@ def test_a_stream_sends_keepalive_comments_while_its_request_waits(engine, jobs,
         srv.stop()
 
 
-def test_keepalive_while_a_tool_call_is_written_and_reasoning_content_only(jobs):
+def test_keepalive_while_a_tool_call_is_written_and_reasoning_content_only(
+    engine, jobs, model, monkeypatch
+):
     """A tool call is held back until it is whole; while it is being written, keep-alive comments go
     out. Reasoning goes as ``reasoning_content`` alone; ``reasoning_alias`` adds ``reasoning``."""
-    from engine_mlx.events import FinishReason, Progress
-
     halfway = threading.Event()
     go_on = threading.Event()
 
-    class SlowToolEngine:
-        model_info = type("Info", (), {"name": "slow"})()
-
-        def check_prompt_size(self, conversation, settings):
-            pass  # a few words: they fit
-
-        def generate(self, conversation, settings, cancel=None):
-            yield Progress(0, 1)
-            thinking, _, answer = MODEL_TOOL_REPLY.partition("\n</think>\n\n")
-            yield ThinkingDelta(thinking)
-            cut = answer.index("<parameter=days>")
-            yield AnswerDelta(answer[:cut])
+    def pause(events):  # the engine stops halfway through writing the call, until told to go on
+        answer = "".join(e.text for e in events if isinstance(e, AnswerDelta))
+        if "<parameter=days>" in answer and not halfway.is_set():
             halfway.set()
             go_on.wait(60)
-            yield AnswerDelta(answer[cut:])
-            yield Stats(10, 0, 10, 40, 10, 30, 1.0, 1.0, 0.1, 0.2, 0)
-            yield Finished(FinishReason.STOP)
 
+    _forcing(engine, monkeypatch, MODEL_TOOL_REPLY, pause)
     for alias in (False, True):
         halfway.clear()
         go_on.clear()
-        srv = ApiServer(
-            SlowToolEngine(), jobs, ServerConfig(port=0, keepalive_s=0.05, reasoning_alias=alias)
-        )
+        srv = ApiServer(engine, jobs, ServerConfig(port=0, keepalive_s=0.05, reasoning_alias=alias))
         srv.start()
         try:
             conn, resp = _open_stream(
                 srv,
-                {"model": "slow", "messages": [{"role": "user", "content": "hi"}], "tools": TOOLS},
+                {"model": model, "messages": [{"role": "user", "content": "hi"}], "tools": TOOLS},
             )
             lines, seen = _sse_lines(resp), []
             while not (halfway.is_set() and seen[-1:] == [": keep-alive"]):
