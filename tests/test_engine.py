@@ -501,3 +501,24 @@ def test_raw_completion_matches_mlx_vlm_and_resumes_as_the_prompt_grows(engine):
         )
         assert n == 16 or ids[n] in loaded.eos_ids
     assert events[-2].reused_tokens >= len(loaded.encode(first)) - 8
+
+
+def test_a_cancel_wakes_what_waits_on_it_once_and_at_once():
+    """on_cancel: a thread blocked on something else is woken by Stop without polling the flag."""
+    import threading
+
+    from engine_mlx.cancel import CancelToken
+
+    token, calls = CancelToken(), []
+    woken = threading.Event()
+    token.on_cancel(woken.set)
+    forget = token.on_cancel(lambda: calls.append("forgotten"))
+    forget()
+    waiter = threading.Thread(target=lambda: calls.append(woken.wait(30)))
+    waiter.start()
+    token.cancel()
+    waiter.join(30)
+    token.cancel()  # a second cancel calls nobody again
+    assert calls == [True]
+    token.on_cancel(lambda: calls.append("late"))  # registered after the cancel: called at once
+    assert calls == [True, "late"]

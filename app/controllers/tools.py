@@ -82,22 +82,23 @@ class ConsentGate:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._waiting: dict[str, tuple[threading.Event, list[ConsentAnswer]]] = {}
-        self._stopped: set[str] = (
-            set()
-        )  # calls whose card Stop ended (the loop reads that as a denial)
+        # calls whose card Stop ended (the loop reads that as a denial)
+        self._stopped: set[str] = set()
 
     def approve(self, proposed: ToolCallProposed, cancel: CancelToken | None) -> ConsentAnswer:
         done, box = threading.Event(), []
         with self._lock:
             self._waiting[proposed.call_id] = (done, box)
+        unregister = cancel.on_cancel(done.set) if cancel is not None else (lambda: None)
         try:
-            while not done.wait(0.05):
-                if cancel is not None and cancel.cancelled:
-                    with self._lock:
-                        self._stopped.add(proposed.call_id)
-                    return ConsentAnswer(Approval.DENY)
+            done.wait()  # the card's answer, or Stop
+            if not box:
+                with self._lock:
+                    self._stopped.add(proposed.call_id)
+                return ConsentAnswer(Approval.DENY)
             return box[0]
         finally:
+            unregister()
             with self._lock:
                 self._waiting.pop(proposed.call_id, None)
 

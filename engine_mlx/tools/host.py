@@ -18,7 +18,6 @@ import threading
 import time
 from collections.abc import Coroutine, Iterable
 from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -187,20 +186,24 @@ class ToolHost:
         future: Future = asyncio.run_coroutine_threadsafe(
             self._call(conn, tool, arguments, limit), self._loop
         )
-        while True:
-            try:
-                result = future.result(timeout=0.05)
-                return ToolResult(
-                    result.text,
-                    result.images,
-                    result.is_error,
-                    result.truncated,
-                    time.monotonic() - started,
-                )
-            except FutureTimeout:
-                if cancel is not None and cancel.cancelled:
-                    self._cancel_call(conn, future)
-                    raise ToolCancelled(f"Stopped: {server} ▸ {tool} was cancelled.") from None
+        woken = threading.Event()  # the call ended, or Stop
+        future.add_done_callback(lambda _f: woken.set())
+        unregister = cancel.on_cancel(woken.set) if cancel is not None else (lambda: None)
+        try:
+            woken.wait()
+        finally:
+            unregister()
+        if not future.done():
+            self._cancel_call(conn, future)
+            raise ToolCancelled(f"Stopped: {server} ▸ {tool} was cancelled.")
+        result = future.result()
+        return ToolResult(
+            result.text,
+            result.images,
+            result.is_error,
+            result.truncated,
+            time.monotonic() - started,
+        )
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop every server and the host's thread; no server process is left running."""
