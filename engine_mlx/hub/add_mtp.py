@@ -33,7 +33,7 @@ from engine_mlx.hub.graft import (
     write_mtp_head,
 )
 from engine_mlx.hub.network import HubError, online
-from engine_mlx.hub.remote import RemoteRepo, read_json, repo_files, weight_files
+from engine_mlx.hub.remote import RemoteRepo, TensorRange, read_json, repo_files, weight_files
 from engine_mlx.mtp_head import MTP_FOLDER, MTP_PREFIX
 
 
@@ -43,7 +43,7 @@ class MtpPlan(FetchFigures):
     output_dir: Path  # model_dir/mtp, or the drafter folder the user named
     repo: RemoteRepo
     source_config: dict
-    tensors: tuple  # TensorRange: the head's ranges, in file order
+    tensors: tuple[TensorRange, ...]  # the head's ranges, in file order
     header_bytes: int  # already read to make this plan (shard headers, config, index)
 
 
