@@ -22,6 +22,7 @@ from PySide6.QtCore import QObject, QTimer, Signal
 from engine_mlx.checkpoint import ModelInfo
 from engine_mlx.conversation import Conversation
 from engine_mlx.events import AnswerDelta, Finished, FinishReason, Progress, Stats, ThinkingDelta
+from engine_mlx.mtp_head import MtpMode
 from engine_mlx.settings import GenerationSettings
 from engine_mlx.tools.loop import LoopEvent, StepLimitReached, ToolCallFinished, ToolCallProposed
 
@@ -48,6 +49,7 @@ class EngineClient(QObject):
     loaded = Signal(ModelInfo)
     loadFailed = Signal(str, LoadFailure)  # message
     unloaded = Signal()
+    mtpFailed = Signal(str)  # the MTP mode could not be applied to the loaded model (why)
     # A generation's events, by request id (the id ``generate`` returned).
     progress = Signal(int, int, int)  # request id, prompt tokens done, total
     thinkingDelta = Signal(int, str)
@@ -106,10 +108,36 @@ class EngineClient(QObject):
             self._jobs.submit(job, JobKind.LOAD if load else JobKind.OTHER)
 
     # --- loading ------------------------------------------------------------------------------------
-    def load(self, path: Path | str, context_tokens: int, force: bool = False) -> None:
-        self._submit(lambda: self._load(Path(path), int(context_tokens), bool(force)), load=True)
+    def load(
+        self,
+        path: Path | str,
+        context_tokens: int,
+        force: bool = False,
+        mtp: MtpMode = MtpMode.AUTO,
+    ) -> None:
+        self._submit(
+            lambda: self._load(Path(path), int(context_tokens), bool(force), MtpMode(mtp)),
+            load=True,
+        )
 
-    def _load(self, path: Path, context_tokens: int, force: bool) -> None:
+    def use_mtp(self, mode: MtpMode) -> None:
+        """Decode the loaded model's next answers with its MTP head as ``mode`` says (queued after
+        any running answer; nothing when no model is loaded)."""
+        mode = MtpMode(mode)
+
+        def job() -> None:
+            engine = self._engine
+            if engine is None or engine.model_info is None:
+                return
+            try:
+                engine.use_mtp(mode)
+            except Exception as error:  # a damaged head: the model decodes plainly
+                log.exception("MTP mode %s not applied", mode.value)
+                self.mtpFailed.emit(f"The MTP head cannot be used ({error}); decoding plainly.")
+
+        self._submit(job)
+
+    def _load(self, path: Path, context_tokens: int, force: bool, mtp: MtpMode) -> None:
         """On the engine thread."""
         from engine_mlx.errors import CheckpointError, EngineError, MemoryFitError
 
@@ -122,7 +150,7 @@ class EngineClient(QObject):
         gc.disable()
         try:
             info = self._get_engine().load(
-                path, context_tokens=context_tokens, force=force, progress=progress
+                path, context_tokens=context_tokens, force=force, progress=progress, mtp=mtp
             )
         except MemoryFitError as error:
             self.loadFailed.emit(str(error), LoadFailure.MEMORY)

@@ -1,4 +1,4 @@
-"""The command line: ``python -m engine_mlx tiny | models | chat | serve | cluster | download | add-vision | boxes | mcp``.
+"""The command line: ``python -m engine_mlx tiny | models | chat | serve | cluster | download | add-vision | add-mtp | boxes | mcp``.
 
 Bad input exits non-zero with one line naming the file and what is wrong, never a traceback.
 """
@@ -247,6 +247,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     av.add_argument("--json", action="store_true", help="progress as one JSON event per line")
 
+    am = sub.add_parser(
+        "add-mtp",
+        help="add the multi-token-prediction head (as ./mtp) to a text-only or vision model",
+    )
+    am.add_argument("--model", required=True, type=Path, help="the model folder")
+    am.add_argument(
+        "--from", dest="source", help="the original release, e.g. Qwen/Qwen3.5-397B-A17B"
+    )
+    am.add_argument("--revision", default="main")
+    am.add_argument(
+        "--output",
+        type=Path,
+        help="write the head here instead of MODEL/mtp (use it with --mtp-from)",
+    )
+    am.add_argument("--json", action="store_true", help="progress as one JSON event per line")
+
     boxes = sub.add_parser(
         "boxes", help="the boxes and points an answer names on an image, in pixels"
     )
@@ -406,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
             return _models(args)
         if args.command == "serve":
             return _serve(args)
-        if args.command in ("download", "add-vision"):
+        if args.command in ("download", "add-vision", "add-mtp"):
             return _hub(args)
         if args.command == "cluster":
             return _cluster(args)
@@ -438,6 +454,8 @@ def _hub(args) -> int:
 
     if args.command == "download":
         return commands.download(args.repo, args.revision, args.json)
+    if args.command == "add-mtp":
+        return commands.add_mtp(args.model, args.source, args.revision, args.output, args.json)
     return commands.add_vision(
         args.model, args.source, args.revision, args.mtp, args.output, args.json, args.in_place
     )
@@ -510,7 +528,12 @@ def _models(args) -> int:
             print(f"  {row['path']}\n      refused: {row['error']}")
             continue
         kind = "vision" if row["vision"] else "text-only"
-        print(f"  {row['name']}  ({kind}, {row['precision']}, {human_bytes(row['weight_bytes'])})")
+        head = ", MTP head" if row["mtp"] else ""
+        print(
+            f"  {row['name']}  ({kind}{head}, {row['precision']}, {human_bytes(row['weight_bytes'])})"
+        )
+        if row["mtp_error"]:
+            print(f"      MTP head not usable: {row['mtp_error']}")
         print(f"      {row['path']}\n      {row['fit_summary']}")
         if row["fit_advice"]:
             print(f"      {row['fit_advice']}")

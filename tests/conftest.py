@@ -27,6 +27,18 @@ def tiny_text_model_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_mtp_model_dir(tmp_path_factory):
+    """The tiny vision model with an MTP head trained on its replies to the demo's first messages
+    (``python -m engine_mlx tiny --mtp``): speculative decoding on it keeps most drafts."""
+    from engine_mlx.tiny import build_tiny_model
+    from engine_mlx.tiny_mtp import train_head
+
+    folder = build_tiny_model(tmp_path_factory.mktemp("tiny-mtp"))
+    train_head(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def engine(tiny_model_dir, tmp_path_factory):
     from engine_mlx.engine import Engine
 

@@ -85,6 +85,8 @@ def test_continued_stats_sum_the_runs():
             ttft_s=0.5,
             total_s=1.5,
             peak_memory_bytes=100,
+            drafted_tokens=8,
+            accepted_tokens=6,
             run_tokens=10,
         )
     )
@@ -98,6 +100,8 @@ def test_continued_stats_sum_the_runs():
             ttft_s=0.1,
             total_s=1.1,
             peak_memory_bytes=90,
+            drafted_tokens=20,
+            accepted_tokens=11,
             run_tokens=30,
         )
     )
@@ -106,6 +110,7 @@ def test_continued_stats_sum_the_runs():
     assert (whole.thinking_tokens, whole.answer_tokens, whole.run_tokens) == (4, 36, 30)
     assert whole.decode_tps == 20.0  # 40 tokens in 1 s + 1 s
     assert whole.ttft_s == 0.5 and whole.total_s == 2.6 and whole.peak_memory_bytes == 100
+    assert (whole.drafted_tokens, whole.accepted_tokens) == (28, 17)  # MTP: both runs' drafts
 
 
 def test_the_settings_say_the_limit_counts_thinking(qtbot):

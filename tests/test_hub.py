@@ -1057,3 +1057,174 @@ def test_graft_in_place_swaps_the_folder_and_keeps_it_on_failure(hub_env, conver
     ).read_text() == "kept"
     assert (model / "model.safetensors").stat().st_ino == inode  # the same weights, never copied
     assert "vision_config" in json.loads((model / "config.json").read_text())
+
+
+# --- add-mtp: the MTP head alone, for text-only and vision conversions -----------------------------
+
+
+def _served_outside(served, release_dir: Path, prefixes: tuple[str, ...]) -> list[str]:
+    """The safetensors requests that hold a byte outside the shard headers and the tensors whose
+    names start with ``prefixes`` (adjacent ones may share a request)."""
+    spans = {}
+    for shard in release_dir.glob("*.safetensors"):
+        raw = shard.read_bytes()
+        n = int.from_bytes(raw[:8], "little")
+        table = json.loads(raw[8 : 8 + n])
+        spans[f"{RELEASE}/{shard.name}"] = [(0, 8 + n)] + [
+            (8 + n + v["data_offsets"][0], 8 + n + v["data_offsets"][1])
+            for k, v in table.items()
+            if k.startswith(prefixes)
+        ]
+    outside = []
+    for s in served:
+        if not s.path.endswith(".safetensors"):
+            continue
+        covered = s.start
+        for lo, hi in sorted(spans[s.path]):
+            if lo <= covered < hi:
+                covered = hi
+        if covered < s.end:
+            outside.append(f"{s.path} {s.start}-{s.end}")
+    return outside
+
+
+@pytest.mark.parametrize("kind", ["text", "vision"])
+def test_cli_add_mtp_writes_the_head_mlx_vlm_splits_fetching_only_its_bytes(
+    hub_env, conversions, tiny_release_dir, tmp_path, capsys, kind
+):
+    """``add-mtp`` on a text-only (mlx_lm) and a vision (mlx_vlm, no --mtp) conversion: the model's
+    ``mtp/`` equals ``mlx_vlm.convert --mtp``'s drafter tensor for tensor, only the head's byte ranges
+    (and shard headers) were fetched, the model's own files are untouched, and ``models --json``
+    and the engine see the head."""
+    import mlx.core as mx
+
+    from engine_mlx.checkpoint import inspect_checkpoint
+    from engine_mlx.cli import main
+    from engine_mlx.mtp_head import MtpSource
+
+    text, vision, vision_mtp = conversions
+    model = tmp_path / "models" / f"tiny-{kind}"
+    shutil.copytree(text if kind == "text" else vision, model, copy_function=os.link)
+    before, inodes = _fingerprint(model), _snapshot(model)
+
+    def listed():
+        assert main(["models", "--dir", str(model.parent), "--json"]) == 0
+        rows = json.loads(capsys.readouterr().out)
+        return next(r for r in rows if r["path"] == str(model))
+
+    assert listed()["mtp"] is None
+    hub_env.log.clear()
+    assert main(["add-mtp", "--model", str(model), "--from", RELEASE, "--json"]) == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    plan = events[0]
+    assert plan["type"] == "plan" and plan["output"] == str(model / "mtp")
+    assert 0 < plan["fetch_bytes"] < plan["repo_bytes"] and plan["tensors"] > 0
+    assert any(e["type"] == "progress" for e in events)
+    assert events[-1] == {"type": "done", "path": str(model / "mtp")}
+    assert _served_outside(hub_env.log, tiny_release_dir, ("mtp.",)) == []
+    assert hub_env.bytes_served(".safetensors") >= plan["fetch_bytes"]
+
+    ours, theirs = _tensors(model / "mtp"), _tensors(vision_mtp)
+    assert set(ours) == set(theirs) and ours
+    assert all(mx.array_equal(ours[k], v).item() for k, v in theirs.items())
+    assert json.loads((model / "mtp" / "config.json").read_text()) == json.loads(
+        (vision_mtp / "config.json").read_text()
+    )
+    # nothing else changed, and no staging folder is left
+    assert _fingerprint(model, skip=model / "mtp") == before
+    assert {k: v for k, v in _snapshot(model).items() if not k.startswith("mtp")} == inodes
+    assert sorted(p.name for p in model.iterdir() if p.name.startswith(".")) == []
+    head = inspect_checkpoint(model).mtp
+    assert head is not None and head.source is MtpSource.FOLDER
+    row = listed()
+    assert row["mtp"]["source"] == "folder" and row["mtp"]["path"] == str(model / "mtp")
+    assert row["mtp"]["weight_bytes"] == head.weight_bytes and row["mtp_error"] is None
+    assert main(["models", "--dir", str(model.parent)]) == 0
+    kind = "vision" if kind == "vision" else "text-only"
+    assert f"({kind}, MTP head, " in capsys.readouterr().out
+
+    # a second run refuses before asking the Hub anything: the head is there
+    hub_env.log.clear()
+    assert main(["add-mtp", "--model", str(model), "--from", RELEASE]) == 2
+    assert "mtp: already exists, so the model has an MTP head" in capsys.readouterr().err
+    assert hub_env.log == []
+
+
+def test_add_mtp_fault_or_cancel_leaves_the_model_as_it_was(hub_env, conversions, tmp_path):
+    from engine_mlx.hub.add_mtp import plan_add_mtp, run_add_mtp
+    from engine_mlx.hub.network import Cancelled, HubError
+
+    model = tmp_path / "tiny-text"
+    shutil.copytree(conversions[0], model, copy_function=os.link)
+    before, inodes = _fingerprint(model), _snapshot(model)
+    plan = plan_add_mtp(model, RELEASE)
+    seen = []
+    with pytest.raises(Cancelled):
+        run_add_mtp(plan, on_progress=seen.append, cancelled=lambda: len(seen) > 1)
+    assert _fingerprint(model) == before and _snapshot(model) == inodes
+    hub_env.faults.update({f"{RELEASE}/{t.file}": ("truncate", 10) for t in plan.tensors})
+    with pytest.raises(HubError, match="broke off|received"):
+        run_add_mtp(plan)
+    assert _fingerprint(model) == before and _snapshot(model) == inodes
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny-text"]
+
+
+def test_add_mtp_refuses_before_fetching(hub_env, conversions, tiny_release_dir, tmp_path):
+    """A folder named mtp (even a dangling link), a head in the weights, a release without a head,
+    another model's release: each refused with its reason before a byte of weights is fetched."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from engine_mlx.hub.add_mtp import plan_add_mtp
+    from engine_mlx.hub.network import HubError
+
+    model = tmp_path / "tiny-text"
+    shutil.copytree(conversions[0], model, copy_function=os.link)
+    (model / "MTP").symlink_to(tmp_path / "nowhere")  # case-insensitive volumes: the same name
+    with pytest.raises(HubError, match="MTP head; move that folder out first"):
+        plan_add_mtp(model, RELEASE)
+    (model / "MTP").unlink()
+    with pytest.raises(HubError, match="the release has no MTP head"):
+        plan_add_mtp(model, TEXT_REPO)  # the text-only conversion: the head was dropped
+    config = json.loads((tiny_release_dir / "config.json").read_text())
+    config["text_config"]["hidden_size"] *= 2
+    other = tmp_path / "other-release"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps(config))
+    hub_env.add_repo("other/release", other)
+    with pytest.raises(HubError, match="does not match the local model: hidden_size"):
+        plan_add_mtp(model, "other/release")
+    assert hub_env.bytes_served(".safetensors") <= 64_000  # shard headers at most
+    embedded = tmp_path / "embedded"
+    embedded.mkdir()
+    (embedded / "config.json").write_text((model / "config.json").read_text())
+    save_file({"mtp.fc.weight": np.zeros((2, 2), np.float32)}, str(embedded / "model.safetensors"))
+    with pytest.raises(
+        HubError, match=r"already has an MTP head in its weights \(mtp\.\* tensors\)"
+    ):
+        plan_add_mtp(embedded, RELEASE)
+    assert not (model / "mtp").exists() and not (embedded / "mtp").exists()
+
+
+def test_add_mtp_to_a_hugging_face_cache_download_writes_a_drafter_folder(hub_env, tmp_path):
+    """The cache's folders belong to huggingface_hub: the head goes to --output, a drafter folder the
+    engine takes with --mtp-from."""
+    from engine_mlx.checkpoint import inspect_checkpoint
+    from engine_mlx.hub.add_mtp import plan_add_mtp, run_add_mtp
+    from engine_mlx.hub.download import Download
+    from engine_mlx.hub.network import HubError
+    from engine_mlx.mtp_head import MtpSource, inspect_drafter
+
+    snapshot = Download(TEXT_REPO).run()
+    before = _fingerprint(snapshot)
+    with pytest.raises(
+        HubError, match="Hugging Face cache.*--output DIR and use it with --mtp-from"
+    ):
+        plan_add_mtp(snapshot, RELEASE)
+    drafter = tmp_path / "drafters" / "tiny-mtp"
+    assert run_add_mtp(plan_add_mtp(snapshot, RELEASE, output=drafter)) == drafter
+    assert _fingerprint(snapshot) == before and not (snapshot / "mtp").exists()
+    head = inspect_drafter(drafter, inspect_checkpoint(snapshot).hidden_size)
+    assert head.source is MtpSource.DRAFTER and head.weight_bytes > 0
+    with pytest.raises(HubError, match="already exists; remove it or choose another output"):
+        plan_add_mtp(snapshot, RELEASE, output=drafter)

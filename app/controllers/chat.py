@@ -108,6 +108,8 @@ def continued_stats(before: StoredStats, after: StoredStats) -> StoredStats:
         ttft_s=before.ttft_s,
         total_s=before.total_s + after.total_s,
         peak_memory_bytes=max(before.peak_memory_bytes, after.peak_memory_bytes),
+        drafted_tokens=before.drafted_tokens + after.drafted_tokens,
+        accepted_tokens=before.accepted_tokens + after.accepted_tokens,
         run_tokens=after.run_tokens,
     )
 

@@ -15,6 +15,7 @@ from engine_mlx.app_folders import FOLDERS_PREF, parse_folders
 from engine_mlx.checkpoint import ModelInfo
 from engine_mlx.errors import CheckpointError
 from engine_mlx.inspections import InspectionCache
+from engine_mlx.mtp_head import MtpMode
 from engine_mlx.settings import DEFAULT_CONTEXT_TOKENS
 
 from ..operations import Operation
@@ -23,6 +24,9 @@ from ..store import Store, StoreError
 from ..workers import EngineClient, LoadFailure
 
 log = logging.getLogger(__name__)
+
+MTP_PREF = "mtp_mode"
+APP_MTP_MODES = (MtpMode.AUTO, MtpMode.OFF)  # the model settings offer these (on is for benchmarks)
 
 
 @dataclass(frozen=True)
@@ -143,6 +147,7 @@ class ModelsController(QObject):
         engine.loaded.connect(self._on_loaded)
         engine.loadFailed.connect(self._on_load_failed)
         engine.unloaded.connect(self._on_unloaded)
+        engine.mtpFailed.connect(self.errorOccurred)
 
     # --- preferences --------------------------------------------------------------------------
     @property
@@ -151,6 +156,27 @@ class ModelsController(QObject):
 
     def set_context_tokens(self, value: int) -> None:
         self.store.set_pref("context_tokens", str(int(value)))
+
+    @property
+    def mtp_mode(self) -> MtpMode:
+        """Speculative decoding with the model's MTP head: auto (the default) or off."""
+        try:
+            mode = MtpMode(self.store.get_pref(MTP_PREF, MtpMode.AUTO.value))
+        except ValueError:  # a value this version does not know: the default
+            return MtpMode.AUTO
+        return mode if mode in APP_MTP_MODES else MtpMode.AUTO
+
+    def set_mtp_mode(self, mode: MtpMode) -> None:
+        """Remember ``mode`` and apply it to the loaded model's next answers."""
+        mode = MtpMode(mode)
+        if mode not in APP_MTP_MODES:
+            raise ValueError(f"the app offers MTP modes {[m.value for m in APP_MTP_MODES]}")
+        try:
+            self.store.set_pref(MTP_PREF, mode.value)
+        except StoreError as error:  # applied all the same, for this session
+            self.errorOccurred.emit(str(error))
+        if self.loaded_info is not None:
+            self.engine.use_mtp(mode)
 
     def user_folders(self) -> list[Path]:
         return parse_folders(self.store.get_pref(FOLDERS_PREF))
@@ -236,7 +262,7 @@ class ModelsController(QObject):
         self.loading_path = path
         log.info("loading %s (context %d tokens)", path, self.context_tokens)
         self.loadStarted.emit(path.name)
-        self.engine.load(path, self.context_tokens, force)
+        self.engine.load(path, self.context_tokens, force, self.mtp_mode)
 
     def unload(self) -> None:
         self.engine.unload()

@@ -1,4 +1,5 @@
-"""The model picker: discovered models with size, bits, vision/text-only and memory fit; load/unload."""
+"""The model picker: discovered models with size, bits, vision/text-only, MTP head and memory fit;
+load/unload; the context length and MTP mode."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (
+    QComboBox,
     QDialog,
     QFileDialog,
     QHBoxLayout,
@@ -19,12 +21,24 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine_mlx.mtp_head import MtpMode
 from engine_mlx.sizes import human_bytes
 
-from ..controllers.models import ModelEntry, ModelsController, fit_label
+from ..controllers.models import APP_MTP_MODES, ModelEntry, ModelsController, fit_label
 from .tables import row_table
 
 COLUMNS = ("Model", "Size on disk", "Bits", "Input", "Memory fit")
+MTP_LABELS = {"auto": "Auto", "off": "Off"}  # MtpMode value -> what the combo box shows
+NO_HEAD_TIP = (
+    "This model has no MTP head. Add one with python -m engine_mlx add-mtp (text-only downloads) "
+    "or add-vision --mtp (see the README)."
+)
+
+
+def input_kind(info) -> str:
+    """The picker's Input column: what the model reads, and whether it has an MTP head."""
+    kind = "Vision + text" if info.is_vision else "Text only"
+    return kind + (" · MTP head" if info.mtp is not None else "")
 
 
 class ModelPicker(QDialog):
@@ -83,6 +97,16 @@ class ModelPicker(QDialog):
         self._rejected = False
         self.context.editingFinished.connect(self._context_changed)
         row.addWidget(self.context)
+        self.mtp_label = QLabel("MTP")
+        row.addWidget(self.mtp_label)
+        self.mtp = QComboBox()
+        self.mtp.setAccessibleName("MTP speculative decoding")
+        for mode in APP_MTP_MODES:
+            self.mtp.addItem(MTP_LABELS[mode.value], mode.value)
+        self.mtp.setCurrentIndex(self.mtp.findData(models.mtp_mode.value))
+        self.mtp_label.setBuddy(self.mtp)
+        self.mtp.currentIndexChanged.connect(self._mtp_changed)
+        row.addWidget(self.mtp)
         self.unload_button = QPushButton("Unload")
         self.unload_button.clicked.connect(models.unload)
         row.addWidget(self.unload_button)
@@ -117,7 +141,7 @@ class ModelPicker(QDialog):
             info = entry.info
             name = info.name + ("  (demo, random weights)" if entry.is_demo else "")
             bits = info.precision
-            kind = "Vision + text" if info.is_vision else "Text only"
+            kind = input_kind(info)
             fit = fit_label(entry.fit)
             if entry.fit is not None:
                 fit += f" · {human_bytes(entry.fit.total_bytes)} of {human_bytes(entry.fit.budget_bytes)}"
@@ -142,6 +166,7 @@ class ModelPicker(QDialog):
     def _show_details(self) -> None:
         entry = self.selected()
         self.load_button.setEnabled(entry is not None and entry.info is not None)
+        self._show_mtp(entry)
         if entry is None:
             return
         if entry.info is None:
@@ -154,6 +179,13 @@ class ModelPicker(QDialog):
                 text += "\n" + entry.fit.advice
         if not entry.info.is_vision:
             text += "\nThis checkpoint is text-only: it cannot read images, PDFs or videos."
+        if entry.info.mtp is not None:
+            text += (
+                f"\nMTP head ({human_bytes(entry.info.mtp.weight_bytes)}): drafts tokens "
+                "for faster answers."
+            )
+        elif entry.info.mtp_error:
+            text += f"\nMTP head not usable: {entry.info.mtp_error}"
         self.details.setText(text)
         self.vision_button.setEnabled(not entry.info.is_vision and not entry.is_demo)
         size = self.downloads.known_vision_size(entry.path) if self.downloads is not None else None
@@ -199,6 +231,21 @@ class ModelPicker(QDialog):
     def _use_demo(self) -> None:
         self.models.use_demo()
         self.accept()
+
+    def _show_mtp(self, entry: ModelEntry | None) -> None:
+        """The MTP mode applies to a model with a head: enabled only for one."""
+        has_head = entry is not None and entry.info is not None and entry.info.mtp is not None
+        for widget in (self.mtp_label, self.mtp):
+            widget.setEnabled(has_head)
+        self.mtp.setToolTip(
+            "Auto drafts tokens with the model's MTP head while that makes answers faster; "
+            "Off decodes plainly."
+            if has_head
+            else NO_HEAD_TIP
+        )
+
+    def _mtp_changed(self, index: int) -> None:
+        self.models.set_mtp_mode(MtpMode(self.mtp.itemData(index)))
 
     def _context_changed(self) -> None:
         if self._rejected:

@@ -1,4 +1,5 @@
-"""``python -m engine_mlx download`` and ``add-vision``: text lines, or one JSON event per line."""
+"""``python -m engine_mlx download``, ``add-vision`` and ``add-mtp``: text lines, or one JSON event per
+line."""
 
 from __future__ import annotations
 
@@ -111,6 +112,47 @@ def add_vision(
         mtp=mtp,
     )
 
+    _finish(out, run_graft(plan, on_progress=_graft_progress(out)), as_json)
+    return 0
+
+
+def add_mtp(
+    model: Path, repo_id: str | None, revision: str, output: Path | None, as_json: bool
+) -> int:
+    from engine_mlx.hub.add_mtp import plan_add_mtp, run_add_mtp
+    from engine_mlx.hub.graft import propose_release
+
+    out = _Out(as_json)
+    if not repo_id:
+        repo_id = propose_release(model)
+        if not repo_id:
+            raise EngineError(
+                f"{model}: cannot tell which Qwen3.5 release it was converted from; pass --from REPO"
+            )
+        out.event(
+            "proposal",
+            f"Taking the MTP head from {repo_id} (pass --from to choose another)",
+            repo=repo_id,
+        )
+    plan = plan_add_mtp(model, repo_id, revision=revision, output=output)
+    out.event(
+        "plan",
+        f"Adding the MTP head from {repo_id}: downloads {plan.summary()} (the rest is not "
+        f"fetched) into {plan.output_dir}",
+        repo=repo_id,
+        commit=plan.repo.commit,
+        fetch_bytes=plan.fetch_bytes,
+        repo_bytes=plan.repo_bytes,
+        header_bytes=plan.header_bytes,
+        tensors=len(plan.tensors),
+        summary=plan.summary(),
+        output=str(plan.output_dir),
+    )
+    _finish(out, run_add_mtp(plan, on_progress=_graft_progress(out)), as_json)
+    return 0
+
+
+def _graft_progress(out: _Out):
     def show(p) -> None:
         out.progress(
             f"{p.stage}: {human_bytes(p.done_bytes)} / {human_bytes(p.total_bytes)}",
@@ -118,8 +160,10 @@ def add_vision(
             **asdict(p),
         )
 
-    path = run_graft(plan, on_progress=show)
+    return show
+
+
+def _finish(out: _Out, path: Path, as_json: bool) -> None:
     if out.tty and not as_json:
         print(file=sys.stderr)
     out.event("done", str(path), path=str(path))
-    return 0

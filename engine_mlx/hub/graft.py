@@ -12,7 +12,7 @@ for writing: every new file is written in a fresh folder and renamed over its pl
 the name, not the linked file's bytes). The new shard takes a name the user's folder does not have, and
 an MTP head is refused where the folder already has ``mtp``. A graft that was killed leaves a
 ``.<name>.partial-*`` folder; the next graft of that output removes it (one that is still running holds
-a lock on it and is left alone).
+a lock on it and is left alone). ``add-mtp`` (:mod:`engine_mlx.hub.add_mtp`) runs on the same parts.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,8 +69,27 @@ class GraftProgress:
     total_bytes: int
 
 
+class FetchFigures:
+    """What a plan fetches (``tensors``) against the whole release (``repo``)."""
+
+    repo: RemoteRepo
+    tensors: tuple[TensorRange, ...]
+
+    @property
+    def fetch_bytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors)
+
+    @property
+    def repo_bytes(self) -> int:
+        return self.repo.total_bytes
+
+    def summary(self) -> str:
+        """E.g. ``869 MiB of 752 GiB``: what the graft downloads against the whole release."""
+        return f"{human_bytes(self.fetch_bytes)} of {human_bytes(self.repo_bytes)}"
+
+
 @dataclass(frozen=True)
-class GraftPlan:
+class GraftPlan(FetchFigures):
     model_dir: Path
     output_dir: Path
     repo: RemoteRepo
@@ -93,20 +112,8 @@ class GraftPlan:
         }
         return frozenset(names | ({MTP_FOLDER} if self.mtp else set()))
 
-    @property
-    def fetch_bytes(self) -> int:
-        return sum(t.nbytes for t in self.tensors)
 
-    @property
-    def repo_bytes(self) -> int:
-        return self.repo.total_bytes
-
-    def summary(self) -> str:
-        """E.g. ``869 MiB of 752 GiB``: what the graft downloads against the whole release."""
-        return f"{human_bytes(self.fetch_bytes)} of {human_bytes(self.repo_bytes)}"
-
-
-def _read_config(model_dir: Path) -> dict:
+def read_config(model_dir: Path) -> dict:
     path = model_dir / "config.json"
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
@@ -123,7 +130,7 @@ def _text(config: dict) -> dict:
     return config.get("text_config") or config
 
 
-def _local_weight_map(model_dir: Path) -> dict[str, str]:
+def local_weight_map(model_dir: Path) -> dict[str, str]:
     index = model_dir / "model.safetensors.index.json"
     if index.is_file():
         return dict(json.loads(index.read_text(encoding="utf-8")).get("weight_map", {}))
@@ -136,7 +143,7 @@ def _local_weight_map(model_dir: Path) -> dict[str, str]:
     return out
 
 
-def _in_hf_cache(model_dir: Path) -> bool:
+def in_hf_cache(model_dir: Path) -> bool:
     return snapshot_repo_id(model_dir.absolute()) is not None
 
 
@@ -152,10 +159,24 @@ def default_output(model_dir: Path) -> Path:
 
 def check_text_dims(local: dict, source: dict, repo_id: str) -> None:
     """Refuse a release whose text model is not the local one's (the tower would feed the wrong width)."""
-    lt, st = _text(local), _text(source)
     if source.get("model_type") not in FAMILIES or "vision_config" not in source:
         raise HubError(
             f"{repo_id}: not a Qwen3.5 release with a vision tower (model_type {source.get('model_type')!r})"
+        )
+    check_same_text_model(local, source, repo_id)
+    out = (source.get("vision_config") or {}).get("out_hidden_size")
+    if out is not None and out != _text(local).get("hidden_size"):
+        raise HubError(
+            f"{repo_id}: its vision tower outputs {out} features, the model takes {_text(local).get('hidden_size')}"
+        )
+
+
+def check_same_text_model(local: dict, source: dict, repo_id: str) -> None:
+    """Refuse a release whose text model is not the local one's (its tensors would not fit)."""
+    lt, st = _text(local), _text(source)
+    if source.get("model_type") not in FAMILIES:
+        raise HubError(
+            f"{repo_id}: not a Qwen3.5 release (model_type {source.get('model_type')!r})"
         )
     if local.get("model_type") != source.get("model_type"):
         raise HubError(
@@ -166,11 +187,6 @@ def check_text_dims(local: dict, source: dict, repo_id: str) -> None:
             raise HubError(
                 f"{repo_id} does not match the local model: {key} is {st.get(key)} there, {lt.get(key)} here"
             )
-    out = (source.get("vision_config") or {}).get("out_hidden_size")
-    if out is not None and out != lt.get("hidden_size"):
-        raise HubError(
-            f"{repo_id}: its vision tower outputs {out} features, the model takes {lt.get('hidden_size')}"
-        )
 
 
 def propose_release(model_dir: Path) -> str | None:
@@ -184,7 +200,7 @@ def propose_release(model_dir: Path) -> str | None:
         m = re.search(r"^base_model:\s*(?:\n\s*-\s*)?['\"]?([\w.-]+/[\w.-]+)", head, re.MULTILINE)
         if m and m.group(1).startswith("Qwen/"):
             return m.group(1)
-    return release_for_config(_read_config(model_dir))
+    return release_for_config(read_config(model_dir))
 
 
 def plan_graft(
@@ -204,16 +220,16 @@ def plan_graft(
     model_dir = Path(model_dir)
     if in_place:
         _remove_leftovers(model_dir)  # may bring back the folder an in-place graft was swapping
-    local = _read_config(model_dir)
+    local = read_config(model_dir)
     if local.get("model_type") not in FAMILIES:
         raise HubError(f"{model_dir}: not a Qwen3.5 model (model_type {local.get('model_type')!r})")
-    local_map = _local_weight_map(model_dir)
+    local_map = local_weight_map(model_dir)
     if "vision_config" in local and any(k.startswith("vision_tower.") for k in local_map):
         raise HubError(f"{model_dir}: the model already has a vision tower")
     if in_place:
         if output is not None:
             raise HubError("choose either an output folder or in place, not both")
-        if _in_hf_cache(model_dir):
+        if in_hf_cache(model_dir):
             raise HubError(
                 f"{model_dir}: is in the Hugging Face cache, whose files belong to huggingface_hub; "
                 "add vision into a new folder instead"
@@ -254,25 +270,47 @@ def plan_graft(
             raise HubError(f"{repo_id}: the release has no {VISION_PREFIX}* tensors")
         if mtp and not any(k.startswith(MTP_PREFIX) for k in wanted):
             raise HubError(f"{repo_id}: the release has no MTP head ({MTP_PREFIX}* tensors)")
-        tensors: list[TensorRange] = []
-        for shard in sorted({weight_map[k] for k in wanted}):
-            header = read_shard_header(repo, shard)
-            read += header.header_bytes
-            for k in wanted:
-                if weight_map[k] != shard:
-                    continue
-                if k not in header.tensors:
-                    raise HubError(f"{repo_id}/{shard}: the index names {k}, which the shard lacks")
-                tensors.append(header.tensors[k])
+        tensors, header_bytes = tensor_ranges(repo, weight_map, wanted)
+        read += header_bytes
         extra = {}
         for name in PROCESSOR_FILES:
             if name in names:
                 extra[name] = read_text(repo, name)
                 read += repo.file(name).size
-    tensors.sort(key=lambda t: (t.file, t.start))
     return GraftPlan(
-        model_dir, out, repo, source, tuple(tensors), read, mtp, extra, in_place, vision_shard
+        model_dir=model_dir,
+        output_dir=out,
+        repo=repo,
+        source_config=source,
+        tensors=tensors,
+        header_bytes=read,
+        mtp=mtp,
+        extra_files=extra,
+        in_place=in_place,
+        vision_shard=vision_shard,
     )
+
+
+def tensor_ranges(
+    repo: RemoteRepo, weight_map: dict[str, str], wanted: list[str]
+) -> tuple[tuple[TensorRange, ...], int]:
+    """The byte ranges of the ``wanted`` tensors, in file order, from their shards' headers; and
+    the header bytes read for them. Inside :func:`online`."""
+    tensors: list[TensorRange] = []
+    read = 0
+    for shard in sorted({weight_map[k] for k in wanted}):
+        header = read_shard_header(repo, shard)
+        read += header.header_bytes
+        for k in wanted:
+            if weight_map[k] != shard:
+                continue
+            if k not in header.tensors:
+                raise HubError(
+                    f"{repo.repo_id}/{shard}: the index names {k}, which the shard lacks"
+                )
+            tensors.append(header.tensors[k])
+    tensors.sort(key=lambda t: (t.file, t.start))
+    return tuple(tensors), read
 
 
 def _merged(tensors: tuple[TensorRange, ...]) -> list[tuple[str, int, int, list[TensorRange]]]:
@@ -327,49 +365,19 @@ def run_graft(
     """Fetch, convert and write; returns the new model folder. A failure or a cancel leaves no folder."""
     import mlx.core as mx
 
-    from engine_mlx.hub.convert import convert_vision, split_mtp
+    from engine_mlx.hub.convert import convert_vision
 
     report = on_progress or (lambda _p: None)
-    total, done = plan.fetch_bytes, 0
-
-    def tick(n: int) -> None:
-        nonlocal done
-        if cancelled():
-            raise Cancelled("The graft was cancelled; nothing was written.")
-        done += n
-        report(GraftProgress("fetch", done, total))
-
-    local = _read_config(plan.model_dir)
-    plan.output_dir.parent.mkdir(parents=True, exist_ok=True)
-    _remove_leftovers(plan.output_dir)
-    need, free = 2 * plan.fetch_bytes, free_space(plan.output_dir.parent)
-    if (
-        need + DISK_MARGIN > free
-    ):  # the fetched tensors as released, then converted; the rest is links
-        raise HubError(
-            f"{plan.output_dir.parent}: the graft needs {human_bytes(need)} plus {human_bytes(DISK_MARGIN)} "
-            f"kept free for the system, but there is {human_bytes(free)} free; free "
-            f"{human_bytes(need + DISK_MARGIN - free)} and try again (nothing was downloaded)"
-        )
-    stage, lock = _new_stage(plan.output_dir)
-    try:
-        fetched: list[tuple[TensorRange, bytes]] = []
-        report(GraftProgress("fetch", 0, total))
-        with online():
-            for file, start, end, members in _merged(plan.tensors):
-                data = read_range(
-                    plan.repo.url(file), start, end, f"{plan.repo.repo_id}/{file}", tick
-                )
-                fetched += [(t, data[t.start - start : t.end - start]) for t in members]
-        if cancelled():
-            raise Cancelled("The graft was cancelled; nothing was written.")
-        report(GraftProgress("convert", done, total))
+    local = read_config(plan.model_dir)
+    with staging(plan.output_dir, plan.fetch_bytes) as stage:
+        fetched = fetch_tensors(plan, report, cancelled)
+        report(GraftProgress("convert", plan.fetch_bytes, plan.fetch_bytes))
         raw_dir = stage / ".source"
         raw_dir.mkdir()
         vision = [(t, b) for t, b in fetched if t.name.startswith(VISION_PREFIX)]
         _write_raw(raw_dir / "vision.safetensors", vision)
         tower = convert_vision(mx.load(str(raw_dir / "vision.safetensors")), plan.source_config)
-        report(GraftProgress("write", done, total))
+        report(GraftProgress("write", plan.fetch_bytes, plan.fetch_bytes))
         new = stage / ".new"  # every file the graft writes, made here: no link points into it
         new.mkdir()
         mx.save_safetensors(str(new / plan.vision_shard), tower, metadata={"format": "mlx"})
@@ -378,10 +386,7 @@ def run_graft(
         for name, text in plan.extra_files.items():
             (new / name).write_text(text, encoding="utf-8")
         if plan.mtp:
-            mtp = [(t, b) for t, b in fetched if t.name.startswith(MTP_PREFIX)]
-            _write_raw(raw_dir / "model.safetensors", mtp)
-            _write_json(raw_dir / "config.json", plan.source_config)
-            split_mtp(raw_dir, new / MTP_FOLDER, local.get("quantization"))
+            write_mtp_head(fetched, plan.source_config, local, stage / ".mtp", new / MTP_FOLDER)
         out = stage / "model"
         _link_tree(plan.model_dir, out, plan.written, hidden=plan.in_place)
         for entry in sorted(os.listdir(new)):  # a rename replaces a name, not a linked file
@@ -396,15 +401,85 @@ def run_graft(
             except OSError:
                 os.rename(previous, plan.model_dir)
                 raise
-        elif plan.output_dir.exists():
-            raise HubError(f"{plan.output_dir}: appeared while the graft ran; nothing was written")
         else:
-            os.rename(out, plan.output_dir)
-        report(GraftProgress("done", done, total))
+            move_into_place(out, plan.output_dir)
+        report(GraftProgress("done", plan.fetch_bytes, plan.fetch_bytes))
         return plan.output_dir
+
+
+@contextlib.contextmanager
+def staging(output_dir: Path, fetch_bytes: int) -> Iterator[Path]:
+    """A fresh, locked ``.<name>.partial-*`` folder beside ``output_dir`` to build it in, removed
+    at the end whatever happens; first the leftovers of killed runs go, and the disk is checked for
+    room for the fetched tensors twice over (as released, then converted)."""
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(output_dir)
+    need, free = 2 * fetch_bytes, free_space(output_dir.parent)
+    if need + DISK_MARGIN > free:
+        raise HubError(
+            f"{output_dir.parent}: the graft needs {human_bytes(need)} plus {human_bytes(DISK_MARGIN)} "
+            f"kept free for the system, but there is {human_bytes(free)} free; free "
+            f"{human_bytes(need + DISK_MARGIN - free)} and try again (nothing was downloaded)"
+        )
+    stage, lock = _new_stage(output_dir)
+    try:
+        yield stage
     finally:
         shutil.rmtree(stage, ignore_errors=True)
         os.close(lock)
+
+
+def fetch_tensors(
+    plan: FetchFigures,
+    report: Callable[[GraftProgress], None],
+    cancelled: Callable[[], bool],
+) -> list[tuple[TensorRange, bytes]]:
+    """The plan's tensors as the release stores them, adjacent ones in one range request."""
+    total, done = plan.fetch_bytes, 0
+
+    def tick(n: int) -> None:
+        nonlocal done
+        if cancelled():
+            raise Cancelled("The graft was cancelled; nothing was written.")
+        done += n
+        report(GraftProgress("fetch", done, total))
+
+    fetched: list[tuple[TensorRange, bytes]] = []
+    report(GraftProgress("fetch", 0, total))
+    with online():
+        for file, start, end, members in _merged(plan.tensors):
+            data = read_range(plan.repo.url(file), start, end, f"{plan.repo.repo_id}/{file}", tick)
+            fetched += [(t, data[t.start - start : t.end - start]) for t in members]
+    if cancelled():
+        raise Cancelled("The graft was cancelled; nothing was written.")
+    return fetched
+
+
+def write_mtp_head(
+    fetched: list[tuple[TensorRange, bytes]],
+    source_config: dict,
+    local_config: dict,
+    work: Path,
+    out: Path,
+) -> Path:
+    """The release's ``mtp.*`` tensors among ``fetched`` -> mlx-vlm's drafter folder ``out`` (made
+    by mlx-vlm's own splitter, quantized like the local model), by way of the fresh folder ``work``."""
+    from engine_mlx.hub.convert import split_mtp
+
+    work.mkdir()
+    _write_raw(
+        work / "model.safetensors", [(t, b) for t, b in fetched if t.name.startswith(MTP_PREFIX)]
+    )
+    _write_json(work / "config.json", source_config)
+    return split_mtp(work, out, local_config.get("quantization"))
+
+
+def move_into_place(built: Path, output_dir: Path) -> None:
+    """Rename the finished folder to its name; refused if something took that name meanwhile (a
+    rename would replace an empty folder, and a link would lead elsewhere)."""
+    if os.path.lexists(output_dir):
+        raise HubError(f"{output_dir}: appeared while the graft ran; nothing was written")
+    os.rename(built, output_dir)
 
 
 _LOCK = ".lock"
@@ -458,7 +533,7 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 def _write_index(src: Path, out: Path, tower: dict, shard: str) -> None:
-    weight_map = _local_weight_map(src)
+    weight_map = local_weight_map(src)
     index_path = src / "model.safetensors.index.json"
     metadata = {}
     if index_path.is_file():
