@@ -251,7 +251,9 @@ def mlx_parameters(config: dict, seed: int) -> tuple[dict, dict]:
         Qwen3_5MTPConfig.from_dict({"text_config": dict(config["text_config"])})
     )
 
-    def scaled(p: mx.array) -> mx.array:  # unit-scale init saturates the logits; see engine_mlx.tiny
+    def scaled(
+        p: mx.array,
+    ) -> mx.array:  # unit-scale init saturates the logits; see engine_mlx.tiny
         return p * 0.5 if p.ndim > 1 else p
 
     main = dict(tree_flatten(tree_map(scaled, model.parameters())))
