@@ -562,14 +562,14 @@ class Engine:
                 same = 0  # media expanded between the boundary and the seam: resume at the boundary
             seams.append(base + same)
         seam = min(seams)
-        # The generation prompt (or the carried-on reply's turn) starts at the last turn marker, the
-        # last message at the one before.
-        wanted = boundaries[-2:] if boundaries else [seam]
+        # The last message starts at the turn marker before the generation prompt's (or the
+        # carried-on reply's); the next turn shares everything up to the seam, which lies past the
+        # generation prompt's marker when the template renders the next turn's reply after it.
+        wanted = [*boundaries[-2:-1], seam]
         points = set()
         for point in wanted:
-            point = min(
-                point, seam, len(inputs) - 1
-            )  # the last prompt token goes through the first decode step
+            # the last prompt token goes through the first decode step
+            point = min(point, seam, len(inputs) - 1)
             for lo, hi in inputs.media_token_ranges():
                 if lo < point < hi:
                     point = lo

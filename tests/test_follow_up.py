@@ -117,6 +117,23 @@ def test_follow_up_turns_equal_cold_prefill(engine, settings):
     assert len(convo.messages) == 2 * len(TEXTS)
 
 
+@pytest.mark.parametrize("settings", [ON, OFF], ids=["thinking-on", "thinking-off"])
+def test_a_follow_up_reuses_all_that_its_prompt_shares_with_the_last(engine, settings):
+    """Not just within the slack: the snapshot is taken at the seam (past the generation prompt's
+    turn marker, as far as the next prompt shares), so a follow-up prefills exactly what is new."""
+    convo = Conversation((Message(Role.USER, TEXTS[0]),), id=f"exact-{settings.thinking}")
+    for text in TEXTS[1:]:
+        previous = prompt_ids(engine, convo, settings)
+        convo = convo.with_message(run(engine, convo, settings).reply())
+        convo = convo.with_message(Message(Role.USER, text))
+        shared = min(
+            common_prefix(previous, prompt_ids(engine, convo, settings)), len(previous) - 1
+        )
+        turn = run(engine, convo, settings)
+        assert turn.stats.reused_tokens == shared, (turn.stats, shared)
+        convo = convo.with_message(turn.reply())
+
+
 @pytest.fixture(scope="module")
 def text_engine(tiny_text_model_dir, tmp_path_factory):
     """A text-only conversion (mlx-lm's model and cache classes), with a state folder."""
