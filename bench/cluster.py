@@ -9,6 +9,9 @@ the bytes of the arrays it sends or receives through them; two answer lengths gi
 Figures: decode tok/s and the ratio to one process; per generated token, the collectives on rank 0
 (each one waits for the other rank: a round trip) and their bytes; and from
 those, a paper estimate for Qwen3.5-397B-A17B at 8 bits on two 256 GB M3 Ultras over Thunderbolt 5.
+Then the tiny vision checkpoint over the pipeline, with and without an image in the same prompt: the
+bytes and collectives the image adds on rank 0 (its tokens' features and positions, and the hidden
+states the pipeline hands on for its tokens), per image token, and scaled to the 397B.
 Loopback on two shared cores says nothing about Thunderbolt: only the counts carry over.
 Run: MLX_DISABLE_COMPILE=1 .venv/bin/python bench/cluster.py [--quick]
 """
@@ -70,8 +73,10 @@ def worker() -> int:
     return main(sys.argv[2:])
 
 
-def run(model: Path, parallel: str | None, max_tokens: int) -> tuple[dict, dict]:
-    """(rank 0's stats event, rank 0's counters) of one greedy answer."""
+def run(
+    model: Path, parallel: str | None, max_tokens: int, image: Path | None = None
+) -> tuple[dict, dict]:
+    """(rank 0's stats event, rank 0's counters) of one greedy answer (to PROMPT, with ``image``)."""
     from engine_mlx.distributed.launch import free_port_run, launch_command
 
     chat = [
@@ -86,6 +91,7 @@ def run(model: Path, parallel: str | None, max_tokens: int) -> tuple[dict, dict]
         "0",
         "--max-tokens",
         str(max_tokens),
+        *(["--image", str(image)] if image is not None else []),
         PROMPT,
     ]
     if parallel is None:
@@ -152,7 +158,32 @@ def main() -> int:
             print(
                 f"  397B 8-bit on two M3 Ultras over Thunderbolt 5 (paper): {_estimate(parallel, calls, sent)}"
             )
+        _image_cost(Path(tmp))
     return 0
+
+
+def _image_cost(tmp: Path) -> None:
+    """What one image adds to a prompt's traffic over a pipeline of two ranks (tiny vision model)."""
+    from PIL import Image, ImageDraw
+
+    from engine_mlx.tiny import build_tiny_model
+
+    vision = build_tiny_model(tmp / "vision")
+    image = tmp / "image.png"
+    picture = Image.new("RGB", (256, 192), (200, 30, 30))
+    ImageDraw.Draw(picture).rectangle([10, 10, 128, 96], fill=(20, 20, 220))
+    picture.save(image)
+    s0, c0 = run(vision, "pipeline", 1)
+    s1, c1 = run(vision, "pipeline", 1, image)
+    tokens = s1["prompt_tokens"] - s0["prompt_tokens"]
+    sent, calls = c1["bytes"] - c0["bytes"], c1["calls"] - c0["calls"]
+    tiny_hidden = 128  # float32 on CPU; the 397B passes bfloat16 vectors of 4096
+    print(
+        f"an image of {tokens} tokens, pipeline of 2: +{sent:,} bytes (+{sent / max(tokens, 1):,.0f} "
+        f"per image token) and +{calls} collectives on rank 0; at the 397B's hidden size in "
+        f"bfloat16: {sent / max(tokens, 1) * BIG_HIDDEN * 2 / (tiny_hidden * 4) / 1024:,.1f} KiB "
+        "per image token"
+    )
 
 
 def _estimate(parallel: str, calls: float, sent: float) -> str:

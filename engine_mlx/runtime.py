@@ -219,6 +219,12 @@ class LoadedModel:
 
     # ------------------------------------------------------------------ prompts
 
+    @property
+    def vision_model(self) -> Any:
+        """mlx-vlm's model whose config, MRoPE index and vision tower ``prepare`` and the media
+        features use: the whole model in one process (a split one keeps its own on rank 0)."""
+        return self.model
+
     def apply_template(self, messages: list[dict[str, Any]], **kwargs: Any) -> str:
         if self.is_vision:
             return self.processor.apply_chat_template(messages, **kwargs)
@@ -255,14 +261,14 @@ class LoadedModel:
             ]
         batch = self.processor(text=[prompt], padding=False, **kwargs)
         ids_mx = batch["input_ids"]
-        config = self.model.config
+        config = self.vision_model.config
         images = self._rows(
             config.image_token_id, batch.get("pixel_values"), batch.get("image_grid_thw")
         )
         videos = self._rows(
             config.video_token_id, batch.get("pixel_values_videos"), batch.get("video_grid_thw")
         )
-        positions, deltas = self.model.language_model.get_rope_index(
+        positions, deltas = self.vision_model.language_model.get_rope_index(
             ids_mx,
             images.grid_thw if images.count else None,
             videos.grid_thw if videos.count else None,
@@ -289,7 +295,7 @@ class LoadedModel:
         rows = _MediaRows(token_id=token_id)
         if grid_thw is None or pixels is None:
             return rows
-        merge = self.model.config.vision_config.spatial_merge_size**2
+        merge = self.vision_model.config.vision_config.spatial_merge_size**2
         sizes = [int(t * h * w) for t, h, w in np.array(grid_thw).tolist()]
         rows.pixels, rows.grid_thw = pixels, grid_thw
         rows.row_starts = [0, *np.cumsum(sizes).tolist()]
@@ -315,10 +321,7 @@ class LoadedModel:
         if not self.is_vision:
             return self.model(ids, cache=cache)[:, -1, :]
         lm = self.model.language_model
-        embeds = lm.model.embed_tokens(ids)
-        for rows in (inputs.images, inputs.videos):
-            if rows is not None and rows.count:
-                embeds = self._merge_features(embeds, inputs, rows, start, end)
+        embeds = self.with_media(lm.model.embed_tokens(ids), inputs, start, end)
         out = lm(
             ids, inputs_embeds=embeds, cache=cache, position_ids=inputs.positions[:, :, start:end]
         )
@@ -331,6 +334,14 @@ class LoadedModel:
             return self.model(ids, cache=cache)[:, -1, :]
         pos = mx.full((3, 1, 1), index + inputs.rope_delta, dtype=mx.int32)
         return self.model.language_model(ids, cache=cache, position_ids=pos).logits[:, -1, :]
+
+    def with_media(self, embeds: mx.array, inputs: PromptInputs, start: int, end: int) -> mx.array:
+        """The token embeddings ``embeds`` of prompt tokens [start, end), each image or video pad
+        token's replaced by its vision features."""
+        for rows in (inputs.images, inputs.videos):
+            if rows is not None and rows.count:
+                embeds = self._merge_features(embeds, inputs, rows, start, end)
+        return embeds
 
     def _merge_features(
         self, embeds: mx.array, inputs: PromptInputs, rows: _MediaRows, start: int, end: int
@@ -355,7 +366,7 @@ class LoadedModel:
     def _features(self, rows: _MediaRows, item: int) -> mx.array:
         """Vision-tower features of one image or video, encoded once per prompt and only if needed."""
         if item not in rows.features:
-            tower = self.model.vision_tower
+            tower = self.vision_model.vision_tower
             pixels = rows.pixels[rows.row_starts[item] : rows.row_starts[item + 1]]
             pixels = pixels.astype(tower.patch_embed.proj.weight.dtype)
             hidden, _ = tower(pixels, rows.grid_thw[item : item + 1])

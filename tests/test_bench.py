@@ -52,6 +52,12 @@ FIGURES: dict[str, list[tuple[str, int]]] = {
             rf"\+ link {NUMBER} ms per token; {NUMBER} round trips, {NUMBER} KiB\)$",
             1,
         ),
+        (
+            rf"^an image of {NUMBER} tokens, pipeline of 2: \+{NUMBER} bytes \(\+{NUMBER} per image token\) "
+            rf"and \+{NUMBER} collectives on rank 0; at the 397B's hidden size in bfloat16: {NUMBER} KiB "
+            r"per image token$",
+            1,
+        ),
     ],
     "engine_overhead.py": [
         (rf"^prompt tokens: {NUMBER} \(raw\) / {NUMBER} \(engine\); 16 decoded", 1),

@@ -1,18 +1,23 @@
 """One model over two ranks on 127.0.0.1 (MLX's ring backend, started by mlx.launch): greedy tokens
-equal a single process, with pipeline and with tensor parallelism, and follow-ups resume from
-snapshots on every rank. Each parallel mode's group is launched once for the module."""
+equal a single process, with pipeline and with tensor parallelism, and with images (rank 0's vision
+tower, MRoPE positions on every rank), and follow-ups resume from snapshots on every rank. Each
+group is launched once for the module."""
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import subprocess
 import sys
+import tempfile
 import urllib.request
+from pathlib import Path
 
 import pytest
+from media_files import write_image
 
-from engine_mlx.conversation import Conversation, Message, Role
+from engine_mlx.conversation import Conversation, ImageAttachment, Message, Role
 from engine_mlx.events import AnswerDelta, Finished, Stats, TokenLogprob
 from engine_mlx.settings import GenerationSettings
 
@@ -120,6 +125,14 @@ def pipeline_group(tiny_text_model_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def vision_group(tiny_model_dir):
+    """The tiny vision checkpoint over a pipeline of two ranks, started by mlx.launch."""
+    group, url = _serve_group(tiny_model_dir, "pipeline")
+    yield group, url
+    group.stop()
+
+
+@pytest.fixture(scope="module")
 def tensor_group(even_model_dir):
     """The tensor group, started by mlx.launch, its watchdog at 10 s. Its last test freezes rank 1."""
     group, url = _serve_group(
@@ -161,17 +174,39 @@ def _ask(url: str, messages: list[dict]) -> tuple[str, list[bytes], dict]:
 
 
 def _one_process(engine, messages: list[dict]) -> tuple[str, list[bytes], Stats]:
-    """The same conversation's greedy answer from one process, with no snapshot to resume from."""
-    roles = {"user": Role.USER, "assistant": Role.ASSISTANT}
-    convo = Conversation(tuple(Message(roles[m["role"]], m["content"]) for m in messages), id="")
+    """The same conversation's greedy answer from one process, with no snapshot to resume from
+    (each image of a message as the file the server writes from its data: URI)."""
     settings = GenerationSettings(
         thinking=False, max_tokens=MAX_TOKENS, temperature=0.0, presence_penalty=0.0, logprobs=0
     )
-    events = list(engine.generate(convo, settings))
+    with tempfile.TemporaryDirectory() as folder:
+        convo = Conversation(tuple(_message(m, Path(folder)) for m in messages), id="")
+        events = list(engine.generate(convo, settings))
     assert isinstance(events[-1], Finished) and events[-1].error is None, events[-1]
     answer = "".join(e.text for e in events if isinstance(e, AnswerDelta))
     tokens = [bytes(e.bytes) for e in events if isinstance(e, TokenLogprob)]
     return answer, tokens, next(e for e in events if isinstance(e, Stats))
+
+
+def _message(message: dict, folder: Path) -> Message:
+    """An API message (text, or a list of text and image_url parts) as the engine's Message."""
+    role = {"user": Role.USER, "assistant": Role.ASSISTANT}[message["role"]]
+    content = message["content"]
+    if isinstance(content, str):
+        return Message(role, content)
+    images = []
+    for part in content:
+        if part["type"] == "image_url":
+            path = folder / f"{len(list(folder.iterdir()))}.png"
+            path.write_bytes(base64.b64decode(part["image_url"]["url"].split(",", 1)[1]))
+            images.append(ImageAttachment(path))
+    text = "\n".join(part["text"] for part in content if part["type"] == "text")
+    return Message(role, text, tuple(images))
+
+
+def _image_part(path: Path) -> dict:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{data}"}}
 
 
 def _local_engine(model_dir):
@@ -182,17 +217,21 @@ def _local_engine(model_dir):
     return engine
 
 
-def _four_turns(url: str, model_dir) -> list[tuple[int, int, int]]:
-    """Four turns against the cluster, each answer equal to one process's; (prompt, cached, new) per turn."""
+def _turns(url: str, model_dir, users=USERS) -> list[tuple[int, int, int]]:
+    """A turn per user message against the cluster, each answer equal to one process's; (prompt,
+    cached, new) per turn."""
     engine = _local_engine(model_dir)
     messages: list[dict] = []
     previous_prompt = 0
     figures = []
-    for turn, user in enumerate(USERS, 1):
+    for turn, user in enumerate(users, 1):
         messages.append({"role": "user", "content": user})
         answer, tokens, usage = _ask(url, messages)
         expected, expected_tokens, stats = _one_process(engine, messages)
-        assert (answer, tokens) == (expected, expected_tokens), turn
+        # The API leaves out the log-probabilities of the answer's last tokens when they have no
+        # text (a special token such as <|box_start|>): the count says they were generated.
+        assert (answer, tokens) == (expected, expected_tokens[: len(tokens)]), turn
+        assert usage["completion_tokens"] == stats.generated_tokens == len(expected_tokens), turn
         assert tokens  # an answer to compare
         prompt, cached = usage["prompt_tokens"], usage["prompt_tokens_details"]["cached_tokens"]
         assert prompt == stats.prompt_tokens
@@ -212,13 +251,31 @@ def test_pipeline_four_turns_equal_one_process_and_resume_on_every_rank(
 ):
     group, url = pipeline_group
     assert url + "\n" in group.stdout_lines  # cluster launch prints the base URL alone on stdout
-    figures = _four_turns(url, tiny_text_model_dir)
+    figures = _turns(url, tiny_text_model_dir)
     assert [cached > 0 for _, cached, _ in figures] == [False, True, True, True]
 
 
 def test_tensor_four_turns_equal_one_process_and_resume_on_every_rank(tensor_group, even_model_dir):
-    figures = _four_turns(tensor_group[1], even_model_dir)
+    figures = _turns(tensor_group[1], even_model_dir)
     assert [cached > 0 for _, cached, _ in figures] == [False, True, True, True]
+
+
+def test_images_over_a_pipeline_equal_one_process_and_follow_ups_prefill_only_what_is_new(
+    vision_group, tiny_model_dir, tmp_path
+):
+    """Rank 0 encodes each image; every rank places its tokens at one process's MRoPE positions (and
+    the text after it ``rope_delta`` on): the greedy tokens equal one process's, turn after turn,
+    and a follow-up after an image, or bringing another, prefills at most its new tokens + 16."""
+    first = write_image(tmp_path / "first.png", size=(128, 96))
+    second = write_image(tmp_path / "second.png", size=(64, 96), color=(30, 160, 40))
+    users = (
+        [_image_part(first), {"type": "text", "text": "What is in this picture?"}],
+        "And what colors does it have?",
+        [{"type": "text", "text": "Compare it with this one."}, _image_part(second)],
+    )
+    figures = _turns(vision_group[1], tiny_model_dir, users)
+    assert [cached > 0 for _, cached, _ in figures] == [False, True, True]
+    assert figures[0][0] > 40  # the image's tokens are in the prompt
 
 
 def test_a_lost_rank_refuses_later_requests_with_503():

@@ -2,7 +2,8 @@
 
 ``engine_mlx/runtime.py`` drives mlx-vlm's model and processor internals directly (explicit MRoPE
 positions, per-item vision features), and ``cache_protocol.py``, ``detokenize.py``,
-``generation.py``, ``weight_check.py`` and ``distributed/sharded.py`` use a few more members of both libraries. Each row below
+``generation.py``, ``weight_check.py``, ``distributed/sharded.py`` and ``distributed/vision.py`` (MRoPE
+positions for mlx-lm's split text model) use a few more members of both libraries. Each row below
 names one member, the engine code that uses it and the upstream release it was read from (the wheels
 carry no commit id, so the pinned version is the reference); the tests check that it exists with the
 parameters the engine passes, at that version. A library upgrade that breaks one fails here by name.
@@ -234,6 +235,42 @@ MEMBERS = [
         MLX_LM,
         ("model",),
     ),
+    # ---- distributed/vision.py: images across ranks
+    Member(
+        "mlx_lm.models.qwen3_5:Model.__call__",
+        "MRopeShard: model(ids, cache=, input_embeddings=) with a chunk's media features",
+        MLX_LM,
+        ("inputs", "cache", "input_embeddings"),
+    ),
+    Member("mlx_lm.models.qwen3_5:Model.layers", "MRopeShard: this rank's layers", MLX_LM),
+    Member("mlx_lm.models.qwen3_5:Model.model", "MRopeShard.embed: model.embed_tokens", MLX_LM),
+    # The attention rotates queries and keys each by one call of its ``rope``: MRopeShard's stands in.
+    Member(
+        "mlx_lm.models.qwen3_next:Qwen3NextAttention.__call__",
+        "MRopeShard: layer.self_attn.rope(x, offset=)",
+        MLX_LM,
+        ("x", "mask", "cache"),
+        source_has="queries = self.rope(queries, offset=cache.offset)",
+    ),
+    Member(
+        "mlx_vlm.models.qwen3_5.language:Qwen3_5RotaryEmbedding",
+        "MRopeShard: the MRoPE of mlx-vlm's Qwen3_5Attention",
+        MLX_VLM,
+        ("dim", "max_position_embeddings", "base", "mrope_section"),
+    ),
+    Member(
+        "mlx_vlm.models.qwen3_5.language:Qwen3_5Attention.__init__",
+        "MRopeShard builds the rotary as this does",
+        MLX_VLM,
+        ("args",),
+        source_has='int(self.head_dim * args.rope_parameters["partial_rotary_factor"])',
+    ),
+    Member(
+        "mlx_vlm.models.rope_utils:MRoPERotaryEmbedding.apply_rotary",
+        "MRopeShard: apply_rotary(x, x, positions, unsqueeze_dim=1)",
+        MLX_VLM,
+        ("q", "k", "position_ids", "unsqueeze_dim"),
+    ),
 ]
 
 
@@ -378,3 +415,61 @@ def test_engine_matches_mlx_vlm_greedy_output_with_a_video(engine, tmp_path):
     )  # the video's tokens, as mlx-vlm counts them
     assert stats.generated_tokens == 16
     assert ours.replace("\ufffd", "") == raw.replace("\ufffd", "")
+
+
+def test_a_split_text_model_with_mrope_positions_decodes_as_mlx_vlm_does(engine, tiny_model_dir):
+    """distributed/vision.py's contract: mlx-lm's text model of a vision checkpoint, its attention's
+    rope swapped for MRoPE (MRopeShard), fed one process's embeddings and positions for a prompt with
+    an image, gives mlx-vlm's logits (to float rounding: the two libraries' linear-attention kernels
+    differ) and greedy tokens; its rope is what the attention calls."""
+    import mlx.core as mx
+    from mlx_lm.utils import load_model
+    from PIL import Image
+
+    from engine_mlx import platform
+    from engine_mlx.distributed.vision import MRopeShard
+    from engine_mlx.prompt import LoadedMedia
+    from engine_mlx.runtime import _float32_on_cpu
+
+    loaded = engine._loaded
+    model, _ = load_model(Path(tiny_model_dir), lazy=True, strict=False)
+    if platform.cpu_backend():
+        _float32_on_cpu(model)
+    shard = MRopeShard(model)
+    image = Image.fromarray((np.random.default_rng(0).random((64, 96, 3)) * 255).astype("uint8"))
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What?"}]}]
+    prompt = loaded.apply_template(messages, add_generation_prompt=True, tokenize=False)
+    inputs = loaded.prepare(prompt, LoadedMedia(images=[image]))
+    assert inputs.rope_delta != 0  # the image's tokens take fewer positions than tokens
+
+    def greedy(cache, prefill, step) -> tuple[mx.array, list[int]]:
+        """The prompt's last logits, and eight greedy tokens."""
+        first = logits = prefill(cache)
+        tokens = []
+        for i in range(8):
+            token = mx.argmax(logits, axis=-1)
+            tokens.append(int(token.item()))
+            logits = step(token, len(inputs) + i, cache)
+        return first, tokens
+
+    ids = mx.array(inputs.ids)[None]
+    embeds = loaded.with_media(shard.embed(ids), inputs, 0, len(inputs))
+    ours = greedy(
+        model.make_cache(),
+        lambda cache: shard(ids, cache, inputs.positions, embeds)[:, -1, :],
+        lambda token, index, cache: shard(
+            token.reshape(1, 1), cache, mx.full((3, 1, 1), index + inputs.rope_delta, mx.int32)
+        )[:, -1, :],
+    )
+    theirs = greedy(
+        loaded.make_cache(),
+        lambda cache: loaded.run_prompt(inputs, 0, len(inputs), cache),
+        lambda token, index, cache: loaded.step(token, index, inputs, cache),
+    )
+    assert ours[1] == theirs[1]
+    if platform.cpu_backend():  # float32 (Metal's bfloat16 rounds the two kernels apart more)
+        # One axis of positions (mlx-lm's own rope) is off by about 2e-2 here.
+        assert mx.allclose(ours[0], theirs[0], atol=1e-5).item()
+    # Called without positions (not through the shard), the attention asks for them.
+    with pytest.raises(TypeError, match="MRoPE positions"):
+        model(ids, cache=model.make_cache())

@@ -24,8 +24,15 @@ class Op(enum.IntEnum):
     COPY = 2  # a copy of a cache: (source id, new id)
     FREE = 3  # drop caches: (count) + payload of ids
     TRIM = 4  # drop tokens from a cache's end: (cache id, tokens)
-    PREFILL = 5  # run prompt tokens into a cache: (cache id, count) + payload of token ids
-    STEP = 6  # one decode step: (cache id, token) - the token may still be lazy on rank 0
+    # Run prompt tokens into a cache: (cache id, count, explicit, first position, media tokens) +
+    # payload of token ids. A vision checkpoint's chunk then carries its MRoPE positions: when
+    # ``explicit``, a (3 * count) payload; else ``first position`` + 0, 1, ... on every axis. With
+    # ``media tokens``, two more: their places in the chunk, and their embeddings (rank 0's vision
+    # tower's features), (media tokens, hidden) in the embeddings' dtype.
+    PREFILL = 5
+    # One decode step: (cache id, position, token) - the token may still be lazy on rank 0; the
+    # position is a vision checkpoint's MRoPE position (the same on every axis).
+    STEP = 6
     STOP = 7  # rank 0 is done: the followers exit
 
 
@@ -51,10 +58,13 @@ class Broadcaster:
         *,
         lazy_arg: mx.array | None = None,
         payload: Sequence[int] | None = None,
+        extra: Sequence[mx.array] = (),
     ) -> tuple[mx.array, mx.array | None]:
         """Broadcast a command; returns the summed header (and payload) as every rank sees it.
 
-        ``lazy_arg`` (a (1,) array, e.g. a token just sampled) goes after ``args`` in the header."""
+        ``lazy_arg`` (a (1,) array, e.g. a token just sampled) goes after ``args`` in the header;
+        the ``extra`` arrays follow the payload, in order (the followers receive them with
+        :meth:`Receiver.array`, knowing their shapes from the header)."""
         values = [int(op), *args]
         fixed = HEADER - (1 if lazy_arg is not None else 0)
         header = mx.array(values + [0] * (fixed - len(values)), dtype=mx.int32)
@@ -72,7 +82,14 @@ class Broadcaster:
             )
             self.commands += 1
             self.bytes_sent += 4 * len(payload)
-        mx.eval(summed, *([] if body is None else [body]))
+        last = summed if body is None else body
+        extras = []
+        for array in extra:
+            last = mx.distributed.all_sum(mx.depends(array, last), group=self.group, stream=mx.cpu)
+            extras.append(last)
+            self.commands += 1
+            self.bytes_sent += array.nbytes
+        mx.eval(summed, *([] if body is None else [body]), *extras)
         return summed, body
 
 
@@ -94,6 +111,14 @@ class Receiver:
         elif op is Op.PREFILL:
             payload = self._payload(summed, values[2])
         return Command(op, tuple(values[1:]), payload)
+
+    def array(self, shape: Sequence[int], dtype: mx.Dtype = mx.int32) -> mx.array:
+        """The next of the command's ``extra`` arrays (see :meth:`Broadcaster.send`)."""
+        body = mx.distributed.all_sum(
+            mx.zeros(tuple(shape), dtype=dtype), group=self.group, stream=mx.cpu
+        )
+        mx.eval(body)
+        return body
 
     def _payload(self, after: mx.array, count: int) -> mx.array:
         body = mx.distributed.all_sum(

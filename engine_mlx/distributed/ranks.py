@@ -42,15 +42,14 @@ class Rank:
 
     def follow(self, model_dir: Path) -> int:
         """A follower's whole run: load this rank's shard, then replay rank 0's calls until it stops."""
-        from dataclasses import replace
-
         from engine_mlx.checkpoint import inspect_checkpoint
         from engine_mlx.distributed.sharded import follow, load_shard
+        from engine_mlx.distributed.vision import MRopeShard
 
-        info = replace(inspect_checkpoint(Path(model_dir)), is_vision=False)
+        info = inspect_checkpoint(Path(model_dir))
         model, _ = load_shard(info, self.parallel, self.group)
         try:
-            follow(model, self.group)
+            follow(model, self.group, MRopeShard(model) if info.is_vision else None)
         except RuntimeError as exc:  # the ring lost a peer: rank 0 is gone, or another follower
             hosts = rank_hosts()
             raise EngineError(

@@ -6,6 +6,10 @@ a cache copy for a snapshot) is broadcast first, and every other rank replays it
 (:func:`follow`). The followers never see a prompt's text or settings: rank 0 tokenizes, samples,
 applies grammars and decides when to stop, so a cancel is simply no further step.
 
+A vision checkpoint's images run through rank 0's vision tower; each prompt chunk then carries its
+MRoPE positions and its media tokens' features to the other ranks, whose shards take those positions
+through ``vision.MRopeShard`` (mlx-lm's split model has no MRoPE of its own).
+
 Each rank keeps its own layers' caches. Rank 0's cache list ends with a :class:`CacheTag`, a cache
 entry of no model layer that names the followers' part: copying it (a snapshot), trimming it or
 dropping it is mirrored on every rank, so a follow-up resumes on every rank from the same point.
@@ -22,16 +26,17 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import replace
 from typing import Any, cast
 
 import mlx.core as mx
+import numpy as np
 
 from engine_mlx import cache_protocol, platform
 from engine_mlx.cancel import CancelToken
 from engine_mlx.checkpoint import ModelInfo, inspect_checkpoint
 from engine_mlx.distributed.commands import Broadcaster, Op, Receiver
 from engine_mlx.distributed.ranks import DEFAULT_RANK_TIMEOUT_S
+from engine_mlx.distributed.vision import MRopeShard, VisionSide, load_vision_side
 from engine_mlx.errors import CheckpointError, ClusterError
 from engine_mlx.runtime import LoadedModel, PromptInputs, _float32_on_cpu
 from engine_mlx.runtime_imports import ensure_runtime_imported
@@ -72,7 +77,10 @@ def load_shard(info: ModelInfo, parallel: Parallel, group: mx.distributed.Group)
 
 
 class ShardedModel(LoadedModel):
-    """Rank 0's shard: the engine's model calls, each broadcast to the other ranks first."""
+    """Rank 0's shard: the engine's model calls, each broadcast to the other ranks first.
+
+    With ``vision`` (from :func:`vision.load_vision_side`) it takes images and videos: ``model`` is
+    then called through an :class:`MRopeShard`."""
 
     def __init__(
         self,
@@ -83,8 +91,16 @@ class ShardedModel(LoadedModel):
         parallel: Parallel,
         hosts: Sequence[str] = (),
         timeout_s: float = DEFAULT_RANK_TIMEOUT_S,
+        vision: VisionSide | None = None,
     ):
-        super().__init__(info, model, tokenizer, is_vision=False)
+        super().__init__(
+            info,
+            model,
+            tokenizer if vision is None else vision.processor,
+            is_vision=vision is not None,
+        )
+        self._vision_model = None if vision is None else vision.model
+        self.mrope = None if vision is None else MRopeShard(model)
         self.group = group
         self.parallel = parallel
         self.hosts = tuple(hosts)  # each rank's address, for errors
@@ -102,6 +118,10 @@ class ShardedModel(LoadedModel):
 
     # ------------------------------------------------------------------ the engine's calls
 
+    @property
+    def vision_model(self) -> Any:
+        return self._vision_model
+
     def check_usable(self) -> None:
         if self.lost is not None:
             raise self.lost
@@ -116,17 +136,25 @@ class ShardedModel(LoadedModel):
     def run_prompt(self, inputs: PromptInputs, start: int, end: int, cache: list[Any]) -> mx.array:
         local, tag = _split(cache)
         ids = inputs.ids[start:end]
-        _, body = self._send(Op.PREFILL, (tag.cache_id, len(ids)), payload=ids)
-        assert body is not None
-        logits = self.model(body[None], cache=local)[:, -1, :]
+        if self.mrope is None:
+            _, body = self._send(Op.PREFILL, (tag.cache_id, len(ids)), payload=ids)
+            assert body is not None
+            logits = self.model(body[None], cache=local)[:, -1, :]
+        else:
+            logits = self._run_vision_prompt(inputs, start, end, local, tag)
         with self._watch():
             mx.eval(logits)  # with the collectives the followers run (a pipeline's last gather)
         return logits
 
     def step(self, token: mx.array, index: int, inputs: PromptInputs, cache: list[Any]) -> mx.array:
         local, tag = _split(cache)
-        header, _ = self._send(Op.STEP, (tag.cache_id,), lazy_arg=token)
-        logits = self.model(header[-1:].reshape(1, 1), cache=local)[:, -1, :]
+        position = index + inputs.rope_delta
+        header, _ = self._send(Op.STEP, (tag.cache_id, position), lazy_arg=token)
+        if self.mrope is None:
+            logits = self.model(header[-1:].reshape(1, 1), cache=local)[:, -1, :]
+        else:
+            logits = self.mrope(header[-1:].reshape(1, 1), local, _step_positions(position))
+            logits = logits[:, -1, :]
         # Run now: the header already waited for the token, and a lost rank is reported from here.
         with self._watch():
             mx.eval(logits)
@@ -137,6 +165,26 @@ class ShardedModel(LoadedModel):
         self._send(Op.STOP)
 
     # ------------------------------------------------------------------ helpers
+
+    def _run_vision_prompt(
+        self, inputs: PromptInputs, start: int, end: int, local: list[Any], tag: CacheTag
+    ) -> mx.array:
+        """A vision checkpoint's prompt chunk: broadcast its ids, MRoPE positions and media tokens'
+        embeddings (the vision tower runs here only), then run it on this rank's shard."""
+        assert self.mrope is not None
+        ids = inputs.ids[start:end]
+        positions = inputs.positions[:, :, start:end]
+        first = _linear_start(positions)
+        media = np.nonzero(np.isin(np.asarray(ids), list(inputs.media_token_ids())))[0]
+        embeds = self.with_media(self.mrope.embed(mx.array(ids)[None]), inputs, start, end)
+        extra = [] if first is not None else [positions.reshape(-1).astype(mx.int32)]
+        if len(media):
+            places = mx.array(media.astype(np.int32))
+            extra += [places, embeds[0][places]]
+        args = (tag.cache_id, len(ids), int(first is None), first or 0, len(media))
+        _, body = self._send(Op.PREFILL, args, payload=ids, extra=extra)
+        assert body is not None
+        return self.mrope(body[None], local, positions, embeds)[:, -1, :]
 
     def copy_tag(self, tag: CacheTag) -> CacheTag:
         new = next(self._cache_ids)
@@ -239,8 +287,48 @@ def _split(cache: list[Any]) -> tuple[list[Any], CacheTag]:
     return cache[:-1], tag
 
 
-def follow(model: Any, group: mx.distributed.Group) -> None:
-    """A follower's loop: replay rank 0's model calls on this rank's shard until it stops."""
+def _linear_start(positions: mx.array) -> int | None:
+    """The first of MRoPE positions ``(3, 1, n)`` that count up by one on every axis (text), else
+    None (an image's or a video's tokens)."""
+    pos = np.asarray(positions)[:, 0, :]
+    first = int(pos[0, 0])
+    linear = first + np.arange(pos.shape[1])
+    return first if bool((pos == linear[None]).all()) else None
+
+
+def _chunk_positions(first: int, count: int) -> mx.array:
+    return mx.broadcast_to(
+        mx.arange(first, first + count, dtype=mx.int32)[None, None], (3, 1, count)
+    )
+
+
+def _step_positions(position: int) -> mx.array:
+    """A decode step's MRoPE position, as one process places it."""
+    return mx.full((3, 1, 1), position, dtype=mx.int32)
+
+
+def _follow_prefill(
+    receiver: Receiver, vision: MRopeShard, ids: mx.array, args: tuple[int, ...], cache: list[Any]
+) -> mx.array:
+    """A follower's run of a vision checkpoint's prompt chunk: the positions and media embeddings
+    rank 0 sent after the ids (see ``Op.PREFILL``)."""
+    count, explicit, first, media = args[1], args[2], args[3], args[4]
+    if explicit:
+        positions = receiver.array((3 * count,)).reshape(3, 1, count)
+    else:
+        positions = _chunk_positions(first, count)
+    embeds = vision.embed(ids)
+    if media:
+        places = receiver.array((media,))
+        flat = embeds[0]
+        flat[places] = receiver.array((media, embeds.shape[-1]), embeds.dtype)
+        embeds = flat[None]
+    return vision(ids, cache, positions, embeds)
+
+
+def follow(model: Any, group: mx.distributed.Group, vision: MRopeShard | None = None) -> None:
+    """A follower's loop: replay rank 0's model calls on this rank's shard until it stops (a vision
+    checkpoint's shard through ``vision``)."""
     from mlx_lm.models.cache import make_prompt_cache
 
     receiver = Receiver(group)
@@ -264,11 +352,21 @@ def follow(model: Any, group: mx.distributed.Group) -> None:
         elif op is Op.PREFILL:
             assert command.payload is not None
             cache = caches[args[0]]
-            mx.eval(model(command.payload[None], cache=cache)[:, -1, :], [c.state for c in cache])
+            ids = command.payload[None]
+            if vision is None:
+                out = model(ids, cache=cache)
+            else:
+                out = _follow_prefill(receiver, vision, ids, args, cache)
+            mx.eval(out[:, -1, :], [c.state for c in cache])
             mx.clear_cache()
         elif op is Op.STEP:
             cache = caches[args[0]]
-            mx.eval(model(mx.array([[args[-1]]]), cache=cache)[:, -1, :], [c.state for c in cache])
+            token = mx.array([[args[-1]]])
+            if vision is None:
+                out = model(token, cache=cache)
+            else:
+                out = vision(token, cache, _step_positions(args[1]))
+            mx.eval(out[:, -1, :], [c.state for c in cache])
 
 
 class ClusterLoader:
@@ -295,12 +393,26 @@ class ClusterLoader:
         progress: Callable[[float], None] | None = None,
         cancel: CancelToken | None = None,
     ) -> LoadedModel:
-        text_info = replace(info, is_vision=False)  # the vision tower does not run across ranks yet
-        model, tokenizer = load_shard(text_info, self.parallel, self.group)
+        model, tokenizer = load_shard(info, self.parallel, self.group)
+        vision = None
+        if info.is_vision:  # rank 0 alone runs the vision tower
+            try:
+                vision = load_vision_side(info.path, float32=platform.cpu_backend())
+            except (ValueError, RuntimeError, OSError, KeyError) as e:
+                raise CheckpointError(
+                    info.path, f"could not be loaded ({type(e).__name__}: {e})"
+                ) from e
         if progress is not None:
             progress(1.0)
         self.loaded = ShardedModel(
-            text_info, model, tokenizer, self.group, self.parallel, self.hosts, self.timeout_s
+            info,
+            model,
+            tokenizer,
+            self.group,
+            self.parallel,
+            self.hosts,
+            self.timeout_s,
+            vision=vision,
         )
         return self.loaded
 
