@@ -500,3 +500,19 @@ def test_a_frozen_rank_1_ends_the_group_within_the_rank_timeout(tensor_group):
     assert any(
         "no reply from rank 1 at 127.0.0.1 within 10 s" in line for line in group.stderr_lines
     ), "".join(group.stderr_lines[-20:])
+
+
+def test_a_split_model_decodes_plainly_even_with_an_mtp_head(tiny_mtp_model_dir):
+    """The other ranks replay rank 0's calls one at a time and know nothing of drafts: a speculative
+    round on rank 0 would leave them waiting, so the split model never takes the head."""
+    from engine_mlx.checkpoint import inspect_checkpoint
+    from engine_mlx.distributed.sharded import ShardedModel
+    from engine_mlx.mtp_head import MtpMode
+
+    head = inspect_checkpoint(tiny_mtp_model_dir).mtp
+    assert head is not None
+    split = ShardedModel.__new__(ShardedModel)  # the method alone: no group to build one here
+    for mode in MtpMode:
+        split.speculation = object()
+        split.use_head(head, mode)
+        assert split.speculation is None

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import itertools
+import logging
 import os
 import sys
 import threading
@@ -38,8 +39,11 @@ from engine_mlx.distributed.commands import Broadcaster, Op, Receiver
 from engine_mlx.distributed.ranks import DEFAULT_RANK_TIMEOUT_S
 from engine_mlx.distributed.vision import MRopeShard, VisionSide, load_vision_side
 from engine_mlx.errors import CheckpointError, ClusterError
+from engine_mlx.mtp_head import MtpMode
 from engine_mlx.runtime import LoadedModel, PromptInputs, _float32_on_cpu
 from engine_mlx.runtime_imports import ensure_runtime_imported
+
+log = logging.getLogger(__name__)
 
 WATCHDOG_POLL_S = 0.5
 EXIT_FROZEN = 3
@@ -121,6 +125,13 @@ class ShardedModel(LoadedModel):
     @property
     def vision_model(self) -> Any:
         return self._vision_model
+
+    def use_head(self, head: Any, mode: Any) -> None:
+        """Plain decoding: the other ranks replay rank 0's model calls one by one and know nothing of
+        drafts, so a speculative round here would leave them waiting. The head is not used yet."""
+        self.speculation = None
+        if head is not None and mode is not MtpMode.OFF:
+            log.warning("the MTP head is not used with --parallel: the ranks decode plainly")
 
     def check_usable(self) -> None:
         if self.lost is not None:
