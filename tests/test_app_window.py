@@ -385,6 +385,8 @@ def test_first_run_page_and_demo_model(make_window, qt_wait):
     assert "random weights" in window.demo_banner.label.text()
     assert window.store.get_pref("last_model") == str(window.paths.demo_model)
     assert "mixed 4–8 bit · vision" in window.status_model.text()  # 4-bit with 8-bit router gates
+    assert window.models.loaded_info.mtp is not None  # it ships with a trained MTP head
+    assert not window.paths.demo_model.with_name(window.paths.demo_model.name + ".partial").exists()
 
 
 def test_gui_stays_responsive_while_loading_and_generating(make_window, tiny_model_dir, qt_wait):

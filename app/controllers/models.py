@@ -282,7 +282,11 @@ class ModelsController(QObject):
         return True
 
     def use_demo(self) -> None:
-        """Build the tiny random-weight model once (a few seconds, in the background) and load it."""
+        """Build the tiny random-weight model once (in the background) and load it.
+
+        It ships with an MTP head trained on its own replies to the demo's first messages, so
+        speculative decoding shows real acceptance. It is built beside the target and moved in whole:
+        an interrupted build leaves no half model (a folder without its head) behind."""
         target = self.paths.demo_model
         if (target / "config.json").exists():
             self.load(target)
@@ -290,9 +294,17 @@ class ModelsController(QObject):
         self.demoBuilding.emit(True)
 
         def build(_ctx) -> Path:
-            from engine_mlx.tiny import build_tiny_model
+            import shutil
 
-            return build_tiny_model(target)
+            from engine_mlx.tiny import build_tiny_model
+            from engine_mlx.tiny_mtp import train_head
+
+            staging = target.with_name(target.name + ".partial")
+            shutil.rmtree(staging, ignore_errors=True)
+            train_head(build_tiny_model(staging))
+            shutil.rmtree(target, ignore_errors=True)
+            staging.rename(target)
+            return target
 
         def built(path) -> None:
             self.demoBuilding.emit(False)
