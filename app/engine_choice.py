@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 MODE_PREF = "engine_mode"
 URL_PREF = "server_url"
+CERTIFICATE_PREF = "server_certificate"
 
 
 class EngineMode(str, Enum):
@@ -33,6 +34,7 @@ class EngineMode(str, Enum):
 class EngineChoice:
     mode: EngineMode = EngineMode.LOCAL
     url: str = ""  # the server's address as the user typed it
+    certificate: str = ""  # the server's own certificate (PEM) to trust for https, if any
 
 
 def read_choice(store: Store) -> EngineChoice:
@@ -40,12 +42,15 @@ def read_choice(store: Store) -> EngineChoice:
         mode = EngineMode(store.get_pref(MODE_PREF, EngineMode.LOCAL.value))
     except ValueError:
         mode = EngineMode.LOCAL
-    return EngineChoice(mode, store.get_pref(URL_PREF, "") or "")
+    return EngineChoice(
+        mode, store.get_pref(URL_PREF, "") or "", store.get_pref(CERTIFICATE_PREF, "") or ""
+    )
 
 
 def save_choice(store: Store, choice: EngineChoice) -> None:
     store.set_pref(MODE_PREF, choice.mode.value)
     store.set_pref(URL_PREF, choice.url)
+    store.set_pref(CERTIFICATE_PREF, choice.certificate)
 
 
 class KeyFile:
@@ -80,4 +85,4 @@ class KeyFile:
 
 def connection_for(choice: EngineChoice, key: str) -> ServerConnection:
     """The server connection of a choice (ServerError when the address cannot be used)."""
-    return ServerConnection.parse(choice.url, key)
+    return ServerConnection.parse(choice.url, key, choice.certificate)

@@ -296,3 +296,38 @@ def test_tool_calls_come_back_as_the_models_markup():
         '"finish_reason": "tool_calls"}]}'
     )
     assert reader.call_text() == call_markup("get_time", '{"zone": "UTC"}')
+
+
+def test_https_with_the_servers_own_certificate(engine, tmp_path):
+    """serve --tls-cert with a self-signed certificate: the client trusts that certificate when told,
+    and refuses the server otherwise (no silent plain fallback, no unchecked TLS)."""
+    from test_api_exposed import _self_signed
+
+    from engine_mlx.jobs import EngineThread
+    from engine_mlx.server.config import ServerConfig
+    from engine_mlx.server.runner import ApiServer
+
+    cert, key = _self_signed(tmp_path)
+    jobs = EngineThread()
+    server = ApiServer(engine, jobs, ServerConfig(port=0, api_key=KEY, tls_cert=cert, tls_key=key))
+    server.bind()
+    server.start()
+    try:
+        address = f"https://127.0.0.1:{server.port}"
+        trusted = RemoteEngine(ServerConnection.parse(address, KEY, str(cert)))
+        assert trusted.connect().name == engine.model_info.name
+        events = list(
+            trusted.generate(
+                Conversation((Message(Role.USER, "hi"),)),
+                GenerationSettings(thinking=False, max_tokens=4),
+            )
+        )
+        assert events[-1].reason in (FinishReason.STOP, FinishReason.LENGTH)
+        untrusted = RemoteEngine(ServerConnection.parse(address, KEY))
+        with pytest.raises(ServerError, match="presented a certificate this computer does not"):
+            untrusted.connect()
+        with pytest.raises(ServerError, match="only used with an https"):
+            ServerConnection.parse(f"http://127.0.0.1:{server.port}", KEY, str(cert))
+    finally:
+        server.stop()
+        jobs.close(timeout=5)

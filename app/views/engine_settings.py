@@ -45,8 +45,14 @@ class EngineSettingsDialog(QDialog):
         self.key.setEchoMode(QLineEdit.EchoMode.Password)
         self.key.setPlaceholderText("the key the server was started with (serve --api-key)")
         self.key.setAccessibleName("API key")
+        self.certificate = QLineEdit(choice.certificate)
+        self.certificate.setPlaceholderText(
+            "for https with the server's own certificate: its PEM file (serve --tls-cert)"
+        )
+        self.certificate.setAccessibleName("Server certificate")
         form.addRow("Address", self.url)
         form.addRow("API key", self.key)
+        form.addRow("Certificate", self.certificate)
         layout.addLayout(form)
         hint = QLabel(
             "On the server: python -m engine_mlx serve --model DIR --host 0.0.0.0 --api-key KEY "
@@ -75,13 +81,14 @@ class EngineSettingsDialog(QDialog):
 
     def _sync(self) -> None:
         on = self.server.isChecked()
-        self.url.setEnabled(on)
-        self.key.setEnabled(on)
+        for field in (self.url, self.key, self.certificate):
+            field.setEnabled(on)
         self.error.hide()
 
     def value(self) -> tuple[EngineChoice, str]:
         mode = EngineMode.SERVER if self.server.isChecked() else EngineMode.LOCAL
-        return EngineChoice(mode, self.url.text().strip()), self.key.text().strip()
+        choice = EngineChoice(mode, self.url.text().strip(), self.certificate.text().strip())
+        return choice, self.key.text().strip()
 
     def accept(self) -> None:
         choice, key = self.value()

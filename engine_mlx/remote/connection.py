@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from engine_mlx.errors import ServerError
@@ -15,6 +16,9 @@ class ServerConnection:
 
     base_url: str
     api_key: str = field(default="", repr=False)
+    # For https with the server's own certificate (serve --tls-cert): that certificate (PEM), trusted
+    # for this server only; None trusts the system's certificate authorities.
+    certificate: Path | None = None
     connect_timeout_s: float = 10.0
 
     @property
@@ -23,7 +27,7 @@ class ServerConnection:
         return urlsplit(self.base_url).netloc
 
     @classmethod
-    def parse(cls, url: str, api_key: str = "") -> ServerConnection:
+    def parse(cls, url: str, api_key: str = "", certificate: str = "") -> ServerConnection:
         """The connection for what the user typed: ``studio.local:8035``, ``http://10.0.0.5:8035``
         or a full ``https://studio.local:8035/v1``; ServerError says what is wrong with it."""
         text = url.strip()
@@ -62,4 +66,15 @@ class ServerConnection:
             raise ServerError(
                 "The API key holds spaces or control characters; paste the key alone."
             )
-        return cls(f"{parts.scheme}://{parts.netloc}{path}", key)
+        cert = Path(certificate.strip()).expanduser() if certificate.strip() else None
+        if cert is not None and parts.scheme != "https":
+            raise ServerError(
+                "A certificate is only used with an https:// address; write https:// before the "
+                "server's address, or leave the certificate empty."
+            )
+        if cert is not None and not cert.is_file():
+            raise ServerError(
+                f"The certificate {cert} is not a file; choose the PEM file the server was started "
+                "with (serve --tls-cert)."
+            )
+        return cls(f"{parts.scheme}://{parts.netloc}{path}", key, cert)

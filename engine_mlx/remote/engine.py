@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -270,9 +271,19 @@ class RemoteEngine:
         """A client per call: Stop shuts down its own connection."""
         import httpx2
 
+        certificate = self.connection.certificate
+        verify: ssl.SSLContext | bool = True
+        if certificate is not None:
+            try:
+                verify = ssl.create_default_context(cafile=str(certificate))
+            except (OSError, ssl.SSLError) as exc:
+                raise ServerError(
+                    f"The certificate {certificate} cannot be used ({_reason(exc)}); choose the "
+                    "PEM file the server was started with (serve --tls-cert) in Settings ▸ Engine."
+                ) from None
         return httpx2.Client(
             timeout=httpx2.Timeout(READ_TIMEOUT_S, connect=self.connection.connect_timeout_s),
-            verify=True,
+            verify=verify,
             trust_env=False,  # only the server the user configured: no proxy from the environment
             follow_redirects=False,
         )
@@ -286,6 +297,12 @@ class RemoteEngine:
 
     def _unreachable(self, exc: BaseException) -> ServerError:
         host = self.connection.host
+        if isinstance(_innermost(exc), ssl.SSLCertVerificationError):
+            return ServerError(
+                f"The server at {host} presented a certificate this computer does not trust "
+                f"({_reason(exc)}); in Settings ▸ Engine, choose the certificate file the server "
+                "was started with (serve --tls-cert)."
+            )
         return ServerError(
             f"Cannot reach the QwenDesk server at {host} ({_reason(exc)}); check that "
             "`python -m engine_mlx serve` runs there and the address in Settings ▸ Engine."
@@ -320,11 +337,16 @@ def _read_capped(response: Any) -> bytes:
     return body[:MAX_ERROR_BODY]
 
 
+def _innermost(exc: BaseException) -> BaseException:
+    inner = exc
+    while (cause := inner.__cause__ or inner.__context__) is not None:
+        inner = cause
+    return inner
+
+
 def _reason(exc: BaseException) -> str:
     """A transport error in a few words (the innermost cause, e.g. "Connection refused")."""
-    inner: BaseException = exc
-    while inner.__cause__ is not None or inner.__context__ is not None:
-        inner = inner.__cause__ or inner.__context__  # type: ignore[assignment]
+    inner = _innermost(exc)
     text = getattr(inner, "strerror", None) or str(inner) or type(inner).__name__
     return str(text).strip()[:200]
 
