@@ -233,3 +233,30 @@ def test_a_wrong_key_and_a_missing_server_are_banners(make_window, qwendesk_serv
     window.menus.engine.trigger()
     assert not errors, errors
     assert window.models.engine_choice.mode is EngineMode.LOCAL
+
+
+def test_a_server_that_goes_away_mid_answer_is_a_banner(make_window, tiny_model_dir, qt_wait):
+    from serve_process import ServeProcess
+
+    server = ServeProcess(tiny_model_dir)  # its own: this test ends it
+    try:
+        window = server_window(make_window, server, qt_wait)
+        window.chat.set_settings(
+            ChatSettings(thinking=ThinkingMode.OFF).with_generation(max_tokens=4000, seed=1)
+        )
+        type_and_send(window, "Write a long story")
+        qt_wait(lambda: window.chat._stream is not None and window.chat._stream.answer, 60)
+        server.process.kill()  # the power cord
+        qt_wait(lambda: not window.chat.busy, 60)
+        answer = answer_of(window)
+        assert answer.state is MessageState.ERROR and answer.text  # what arrived is kept
+        text = window.error_banner.label.text()
+        assert f"The connection to the server at {server.address} broke mid-answer" in text
+        window.error_banner.dismiss()
+        type_and_send(window, "Are you there?")
+        qt_wait(lambda: not window.chat.busy and window.error_banner.isVisible(), 60)
+        assert f"Cannot reach the QwenDesk server at {server.address}" in (
+            window.error_banner.label.text()
+        )
+    finally:
+        server.stop()
