@@ -82,6 +82,10 @@ def test_settings_engine_connects_and_no_local_model_is_loaded(
     assert window.models.loaded_info is None
     assert window.models.engine_choice.mode is EngineMode.SERVER
     assert window.models.engine_choice.url == host
+    window.chat.set_settings(ChatSettings(thinking=ThinkingMode.OFF).with_generation(max_tokens=4))
+    type_and_send(window, "Hello")
+    qt_wait(lambda: not window.chat.busy, 120)
+    assert answer_of(window).state is MessageState.COMPLETE
     # the key: in its own owner-only file, not in the database, never logged
     key_file = window.paths.server_key
     assert key_file.read_text() == KEY
