@@ -146,6 +146,15 @@ def test_the_stop_button_stops_the_servers_decoding(make_window, qwendesk_server
     line = qwendesk_server.wait_for_requests(before + 1)[before]
     completion = int(re.search(r"completion (\d+);", line).group(1))
     assert " 499 disconnected;" in line and completion < 4000
+    # Continue carries the stopped answer on, on the server (continue_final_message)
+    window.chat.set_settings(
+        ChatSettings(thinking=ThinkingMode.OFF).with_generation(max_tokens=6, seed=1)
+    )
+    window.menus.continue_.trigger()  # Chat ▸ Continue answer
+    qt_wait(lambda: not window.chat.busy, 60)
+    carried = answer_of(window)
+    assert carried.id == answer.id and carried.state is MessageState.COMPLETE, carried.error
+    assert carried.text.startswith(answer.text) and len(carried.text) > len(answer.text)
 
 
 def test_an_image_attachment_reaches_the_server(
