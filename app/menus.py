@@ -108,6 +108,7 @@ class Menus:
         action("Unload model", [], w.models.unload, model_menu)
         action("Add model folder…", [], w.add_folder, model_menu)
         action("Use the demo model (random weights)", [], w.models.use_demo, model_menu)
+        self.engine = action("Engine…", [], w.open_engine_settings, settings_menu)
         self.local_api = action("Local API…", [], w.open_local_api, settings_menu)
         self.sidebar = action("Show sidebar", ["Ctrl+B"], w.set_sidebar_visible, view_menu)
         self.sidebar.setCheckable(True)

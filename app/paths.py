@@ -33,6 +33,11 @@ class AppPaths:
         return self.data / "ui.ini"
 
     @property
+    def server_key(self) -> Path:
+        """The QwenDesk server's API key (Settings ▸ Engine), readable by the user only."""
+        return self.data / "server-key"
+
+    @property
     def backups(self) -> Path:
         return self.data / "backups"
 

@@ -38,6 +38,7 @@ from .views.answer import warm_up
 from .views.banner import Banner
 from .views.composer import Composer
 from .views.drop_zone import DropZone
+from .views.engine_settings import EngineSettingsDialog
 from .views.first_run import FirstRunPage
 from .views.header import ChatHeader
 from .views.local_api import ApiStatusIndicator, LocalApiDialog
@@ -215,7 +216,7 @@ class MainWindow(QMainWindow):
         # The status bar shows this chat's figures, never the previous chat's.
         latest = next((m.stats for m in reversed(messages) if m.stats is not None), None)
         if latest is not None:
-            self.status_bar.show_stats(latest, self.models.context_tokens)
+            self.status_bar.show_stats(latest, self.models.context_limit)
         else:
             self.status_bar.clear_stats()
         self._sync_thinking_combo()
@@ -349,7 +350,12 @@ class MainWindow(QMainWindow):
 
     def update_page(self) -> None:
         """The first-run page while there is no model, no chat and no model to choose; else the transcript."""
-        no_model = self.models.loaded_info is None and not self.models_presenter.loading
+        no_model = (
+            self.models.loaded_info is None
+            and self.models.remote_model is None
+            and not self.models.server_mode
+            and not self.models_presenter.loading
+        )
         no_history = not self.chat.current_id
         show_first_run = no_model and no_history and self.models.scanned and not self.models.entries
         self.pages.setCurrentWidget(self.first_run if show_first_run else self.transcript)
@@ -359,6 +365,15 @@ class MainWindow(QMainWindow):
     def show_error(self, message: str, action: str = "", callback=None) -> None:
         log.info("shown to the user: %s", message)
         self.banner.show_error(message, action, callback)
+
+    def open_engine_settings(self) -> None:
+        """Settings ▸ Engine: this Mac's engine, or a QwenDesk server's."""
+        dialog = EngineSettingsDialog(
+            self.models.engine_choice, self.models.key_file.read(), self.paths.server_key, self
+        )
+        if dialog.exec():
+            choice, key = dialog.value()
+            self.models.set_engine(choice, key)
 
     def open_local_api(self) -> LocalApiDialog:
         """Settings ▸ Local API (modeless, so its log stays live while you chat)."""

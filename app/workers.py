@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from engine_mlx.cancel import CancelToken
     from engine_mlx.engine import Engine
     from engine_mlx.jobs import EngineThread
+    from engine_mlx.remote.connection import ServerConnection
+    from engine_mlx.remote.engine import RemoteEngine
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,7 @@ class LoadFailure(Enum):
 
     CHECKPOINT = "checkpoint"  # the folder cannot be used (missing, not Qwen3.5, damaged)
     MEMORY = "memory"  # it does not fit in memory at this context length
+    SERVER = "server"  # the QwenDesk server (Settings ▸ Engine) cannot be reached or refused
     ERROR = "error"  # anything else (an MLX failure)
 
 
@@ -50,6 +53,8 @@ class EngineClient(QObject):
     loadFailed = Signal(str, LoadFailure)  # message
     unloaded = Signal()
     mtpFailed = Signal(str)  # the MTP mode could not be applied to the loaded model (why)
+    # Server mode (Settings ▸ Engine): the model the server serves (engine_mlx.remote.engine.RemoteModel).
+    connected = Signal(object)
     # A generation's events, by request id (the id ``generate`` returned).
     progress = Signal(int, int, int)  # request id, prompt tokens done, total
     thinkingDelta = Signal(int, str)
@@ -84,7 +89,7 @@ class EngineClient(QObject):
         self._closed = False
 
     # --- state --------------------------------------------------------------------------------------
-    def _get_engine(self) -> Engine:
+    def _get_engine(self) -> Engine | RemoteEngine:
         with self._engine_lock:
             if self._engine is None:
                 from engine_mlx.engine import Engine
@@ -92,7 +97,7 @@ class EngineClient(QObject):
                 self._engine = Engine(state_dir=self._state_dir)
             return self._engine
 
-    def shared(self) -> tuple[Engine, EngineThread]:
+    def shared(self) -> tuple[Engine | RemoteEngine, EngineThread]:
         """(engine, job queue) for the local API, which submits to the same thread."""
         return self._get_engine(), self._jobs
 
@@ -166,6 +171,54 @@ class EngineClient(QObject):
         finally:
             gc.freeze()
             gc.enable()
+
+    # --- server mode (Settings ▸ Engine) ------------------------------------------------------------
+    def use_server(self, connection: ServerConnection) -> None:
+        """Answer with the QwenDesk server at ``connection`` from now on: any local model is unloaded
+        (``unloaded``), then the server's model list is asked for: ``connected`` or ``loadFailed``."""
+        self._submit(lambda: self._use_server(connection), load=True)
+
+    def _use_server(self, connection: ServerConnection) -> None:
+        """On the engine thread."""
+        from engine_mlx.errors import EngineError
+        from engine_mlx.remote.engine import RemoteEngine
+
+        remote = RemoteEngine(connection)
+        with self._engine_lock:
+            previous, self._engine = self._engine, remote
+        if previous is not None and previous.model_info is not None:
+            try:
+                previous.unload()
+            except Exception:
+                log.exception("unload failed")
+            self.unloaded.emit()
+        try:
+            model = remote.connect()
+        except EngineError as error:
+            self.loadFailed.emit(str(error), LoadFailure.SERVER)
+        except Exception as error:  # keep the app alive, log the traceback
+            log.exception("connecting to %s failed", connection.host)
+            self.loadFailed.emit(
+                f"Connecting to {connection.host} failed: {error}", LoadFailure.SERVER
+            )
+        else:
+            self.connected.emit(model)
+
+    def use_local(self) -> None:
+        """Answer with this Mac's engine again (no model loaded until one is chosen)."""
+
+        def job() -> None:
+            from engine_mlx.remote.engine import RemoteEngine
+
+            with self._engine_lock:
+                previous = self._engine
+                if isinstance(previous, RemoteEngine):
+                    self._engine = None
+            if isinstance(previous, RemoteEngine):
+                previous.unload()
+                self.unloaded.emit()
+
+        self._submit(job)
 
     def unload(self) -> None:
         def job() -> None:

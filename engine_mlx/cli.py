@@ -915,6 +915,18 @@ def _thinking_default(words: list[str]):
     )
 
 
+def _print_request(rec) -> None:
+    """serve's access log on stderr, a line per request once it has ended: who, what, how it ended
+    and the tokens (a client that left shows as 499 "disconnected": its generation was stopped)."""
+    tokens = f"prompt {rec.prompt_tokens} (cached {rec.cached_tokens}), completion {rec.completion_tokens}"
+    print(
+        f"{rec.client} {rec.path} {rec.status} {rec.finish_reason or '-'}; {tokens}; "
+        f"{rec.duration_s:.2f} s" + (f"; {rec.error}" if rec.error else ""),
+        file=sys.stderr,
+        flush=True,
+    )
+
+
 def _serve(args) -> int:
     """Listen first (requests get 503 while the model loads), then load on the engine thread."""
     from engine_mlx.engine import Engine
@@ -960,7 +972,7 @@ def _serve(args) -> int:
         return rank.follow(args.model)
     loader = rank.loader() if rank is not None else None
     engine, jobs = Engine(loader=loader), EngineThread()
-    server = ApiServer(engine, jobs, config)
+    server = ApiServer(engine, jobs, config, on_request=_print_request)
     try:
         server.bind()
     except OSError as exc:

@@ -73,3 +73,12 @@ class ContextOverflowError(EngineError):
 
 class GenerationError(EngineError):
     """Generation failed inside MLX; the message says what happened."""
+
+
+class ServerError(EngineError):
+    """The QwenDesk server the app uses (Settings ▸ Engine) cannot be reached, refused the key, or
+    answered with an error; the message names the server and what to do."""
+
+    def __init__(self, message: str, status: int = 0):
+        self.status = status  # the HTTP status, 0 when no answer came
+        super().__init__(message)

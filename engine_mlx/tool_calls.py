@@ -46,6 +46,20 @@ def opening(name: str) -> str:
     return f"{START}\n<function={name}>\n"
 
 
+def call_markup(name: str, arguments: str) -> str:
+    """A call as the model writes it (what ``parse_tool_calls`` reads back): ``arguments`` is a JSON
+    object as text; string values go in raw, others as JSON."""
+    try:
+        values = json.loads(arguments or "{}")
+    except ValueError:
+        values = {}
+    lines = [START, f"<function={name}>"]
+    for key, value in values.items() if isinstance(values, dict) else ():
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        lines += [f"<parameter={key}>", text, "</parameter>"]
+    return "\n".join([*lines, "</function>", END])
+
+
 def parse_tool_calls(
     text: str, tools: list[dict[str, Any]] | None, *, forced: bool = False
 ) -> list[ParsedCall]:

@@ -133,3 +133,14 @@ def tiny_release_dir(tmp_path_factory):
     from engine_mlx.tiny_release import build_tiny_release
 
     return build_tiny_release(tmp_path_factory.mktemp("release") / "Qwen3.5-Tiny-A1B")
+
+
+@pytest.fixture(scope="session")
+def qwendesk_server(tiny_model_dir):
+    """``python -m engine_mlx serve`` on the tiny vision model, 127.0.0.1, a free port, key
+    ``serve_process.KEY``: the server the app's server mode and engine_mlx.remote talk to."""
+    from serve_process import ServeProcess
+
+    server = ServeProcess(tiny_model_dir)
+    yield server
+    server.stop()

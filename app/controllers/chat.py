@@ -50,6 +50,11 @@ SAVE_INTERVAL_MS = 500  # a streaming answer reaches the disk at least this ofte
 # Longer messages are refused before anything is stored or rendered: 1 MB of text would freeze the
 # window for seconds and still not fit the context. About 64k tokens at ~4 characters a token.
 MAX_MESSAGE_CHARS = 256_000
+NO_MODEL = "Load a model first: open the model picker (the button at the top)."
+NO_SERVER = (
+    "QwenDesk is not connected to its server: check the address and key in Settings ▸ Engine "
+    "and press OK there to connect again."
+)
 
 
 def to_engine_attachment(att: StoredAttachment):
@@ -197,6 +202,7 @@ class ChatController(QObject):
         self.engine = engine  # an EngineClient (generate/cancel/persist and its event signals)
         self.current_id: str | None = None
         self.model_loaded = False
+        self.no_model_message = NO_MODEL  # why a message cannot go yet (the presenter words it)
         self.model_is_vision: bool | None = None  # None: no model loaded
         self.tools: ToolsController | None = (
             None  # turns of chats with tools run through it (tools_wiring)
@@ -388,10 +394,7 @@ class ChatController(QObject):
                 RefusalKind.NOT_NOW, "Wait a moment: an attachment is still being prepared."
             )
         if not self.model_loaded:
-            return Refusal(
-                RefusalKind.NOT_NOW,
-                "Load a model first: open the model picker (the button at the top).",
-            )
+            return Refusal(RefusalKind.NOT_NOW, self.no_model_message)
         if model_is_vision is False and any(a.kind is not AttachmentKind.TEXT for a in attachments):
             return Refusal(RefusalKind.MEDIA, text_only_refusal())
         if model_is_vision is False and self.current_id and self.store.has_media(self.current_id):

@@ -18,6 +18,7 @@ from engine_mlx.inspections import InspectionCache
 from engine_mlx.mtp_head import MtpMode
 from engine_mlx.settings import DEFAULT_CONTEXT_TOKENS
 
+from ..engine_choice import EngineChoice, EngineMode, KeyFile, read_choice, save_choice
 from ..operations import Operation
 from ..paths import AppPaths
 from ..store import Store, StoreError
@@ -124,6 +125,8 @@ class ModelsController(QObject):
     loadProgress = Signal(str, float)
     modelLoaded = Signal(ModelInfo)
     modelUnloaded = Signal()
+    serverConnecting = Signal(str)  # host:port (Settings ▸ Engine: a QwenDesk server)
+    serverConnected = Signal(object)  # engine_mlx.remote.engine.RemoteModel
     loadFailed = Signal(str, LoadFailure)  # message, kind
     errorOccurred = Signal(str)
     demoBuilding = Signal(bool)
@@ -138,6 +141,8 @@ class ModelsController(QObject):
         self.paths = paths
         self.entries: list[ModelEntry] = []
         self.loaded_info = None
+        self.remote_model = None  # engine_mlx.remote.engine.RemoteModel, in server mode
+        self.key_file = KeyFile(paths.server_key)
         self.loading_path: Path | None = None
         self.inspections = (
             InspectionCache()
@@ -148,6 +153,7 @@ class ModelsController(QObject):
         engine.loadFailed.connect(self._on_load_failed)
         engine.unloaded.connect(self._on_unloaded)
         engine.mtpFailed.connect(self.errorOccurred)
+        engine.connected.connect(self._on_connected)
 
     # --- preferences --------------------------------------------------------------------------
     @property
@@ -251,8 +257,69 @@ class ModelsController(QObject):
         Operation(self, find, found, label="Adding the folder").failure(failed).run_in_background()
 
     # --- loading ------------------------------------------------------------------------------
+    # --- the engine: this Mac or a QwenDesk server (Settings ▸ Engine) -------------------------------
+    @property
+    def engine_choice(self) -> EngineChoice:
+        return read_choice(self.store)
+
+    @property
+    def server_mode(self) -> bool:
+        return self.engine_choice.mode is EngineMode.SERVER
+
+    def set_engine(self, choice: EngineChoice, key: str) -> None:
+        """Remember the choice (the key in its own file) and switch to it. A bad address is refused by
+        the dialog before this (``connection_for``); a disk that refuses the key is said here."""
+        before = self.engine_choice
+        try:
+            save_choice(self.store, choice)
+            if choice.mode is EngineMode.SERVER:
+                self.key_file.write(key)
+        except (StoreError, OSError) as error:
+            self.errorOccurred.emit(f"The engine setting could not be saved: {error}")
+            return
+        if choice.mode is EngineMode.SERVER:
+            self.connect_server()  # also when unchanged: that reconnects
+        elif before.mode is EngineMode.SERVER:
+            self.remote_model = None
+            self.engine.use_local()
+            self.reload_last()
+
+    def connect_server(self) -> None:
+        """Use the remembered server: its model list is asked for (``serverConnected`` or ``loadFailed``)."""
+        from engine_mlx.errors import ServerError
+
+        from ..engine_choice import connection_for
+
+        try:
+            connection = connection_for(self.engine_choice, self.key_file.read())
+        except ServerError as error:
+            self.loadFailed.emit(str(error), LoadFailure.SERVER)
+            return
+        log.info("connecting to the QwenDesk server at %s", connection.host)
+        self.serverConnecting.emit(connection.host)
+        self.engine.use_server(connection)
+
+    def _on_connected(self, model) -> None:
+        self.remote_model = model
+        self.loaded_info = None  # no local model in server mode
+        self.serverConnected.emit(model)
+
+    @property
+    def context_limit(self) -> int:
+        """The context the status bar measures against: the server's, else this Mac's setting."""
+        remote = self.remote_model
+        if remote is not None and remote.context_length:
+            return remote.context_length
+        return self.context_tokens
+
     def load(self, path: Path | str, force: bool = False) -> None:
         path = Path(path)
+        if self.server_mode:  # nothing changes: the server's model stays in use
+            self.errorOccurred.emit(
+                "QwenDesk uses a server's model (Settings ▸ Engine); choose This Mac there to load "
+                f"{path.name} here."
+            )
+            return
         if not path.exists():
             self.loadFailed.emit(
                 f"The model folder {path} no longer exists (was it moved or deleted?).",
@@ -268,7 +335,11 @@ class ModelsController(QObject):
         self.engine.unload()
 
     def reload_last(self) -> bool:
-        """On start-up: load the model used last time, if any. Returns whether a load started."""
+        """On start-up: load the model used last time, if any (in server mode: connect to the
+        server). Returns whether a load started."""
+        if self.server_mode:
+            self.connect_server()
+            return True
         last = self.last_model
         if last is None:
             return False
@@ -332,10 +403,13 @@ class ModelsController(QObject):
     def _on_load_failed(self, message: str, kind: LoadFailure) -> None:
         log.warning("loading failed (%s): %s", kind.value, message)
         self.loading_path = None
+        if kind is LoadFailure.SERVER:  # the engine no longer answers with the earlier server
+            self.remote_model = None
         self.loadFailed.emit(message, kind)
 
     def _on_unloaded(self) -> None:
         self.loaded_info = None
+        self.remote_model = None
         self.modelUnloaded.emit()
 
     def is_demo(self, info) -> bool:

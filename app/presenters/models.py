@@ -40,6 +40,8 @@ class ModelsPresenter(QObject):
         m.loadProgress.connect(self._on_load_progress)
         m.modelLoaded.connect(self._on_loaded)
         m.modelUnloaded.connect(self._on_unloaded)
+        m.serverConnecting.connect(self._on_connecting)
+        m.serverConnected.connect(self._on_connected)
         m.loadFailed.connect(self._on_load_failed)
         m.errorOccurred.connect(w.show_error)
         m.severalFound.connect(self._several_models_found)
@@ -123,8 +125,36 @@ class ModelsPresenter(QObject):
             w.banner.clear_sticky()
         w.update_page()
 
+    def _sync_no_model_message(self) -> None:
+        from ..controllers.chat import NO_MODEL, NO_SERVER
+
+        self.window.chat.no_model_message = NO_SERVER if self.models.server_mode else NO_MODEL
+
+    def _on_connecting(self, host: str) -> None:
+        w = self.window
+        self._sync_no_model_message()
+        self.loading = True
+        self._show_model(f"Connecting to {host}…", f"Connecting to {host}…")
+        w.update_page()
+
+    def _on_connected(self, model) -> None:
+        """Server mode: the server's model answers; nothing is loaded here."""
+        w = self.window
+        self.loading = False
+        w.load_progress.hide()
+        w.chat.model_loaded = True
+        w.chat.model_is_vision = model.is_vision
+        w.attachments.set_model(model.name, model.is_vision)
+        kind = "vision" if model.is_vision else "text-only"
+        self._show_model(f"{model.name} · {kind} · on {model.server}", f"{model.name} (server)")
+        w.status_memory.setText("")
+        w.status_bar.clear_stats()
+        w.banner.clear_sticky()
+        w.update_page()
+
     def _on_unloaded(self) -> None:
         w = self.window
+        self._sync_no_model_message()
         w.chat.model_loaded = False
         w.chat.model_is_vision = None
         w.attachments.set_model("", None)
@@ -143,9 +173,17 @@ class ModelsPresenter(QObject):
             info.name if info else "No model loaded", info.name if info else "No model"
         )
         w.first_run.status.setText("")
-        w.show_error(
-            FAILURE_PREFIX.get(kind, "") + message, "Choose model…", self.open_model_picker
-        )
+        if kind is LoadFailure.SERVER:
+            self._sync_no_model_message()
+            w.chat.model_loaded = False
+            w.chat.model_is_vision = None
+            w.attachments.set_model("", None)
+            self._show_model("Not connected to the server", "Not connected")
+            w.show_error(message, "Engine settings…", w.open_engine_settings)
+        else:
+            w.show_error(
+                FAILURE_PREFIX.get(kind, "") + message, "Choose model…", self.open_model_picker
+            )
         w.update_page()
 
     def _on_demo_building(self, building: bool) -> None:
@@ -158,7 +196,7 @@ class ModelsPresenter(QObject):
     # --- figures ------------------------------------------------------------------------------------
     def show_stats(self, stats: StoredStats) -> None:
         """An answer's figures in the status bar: speed, context use and peak memory."""
-        self.window.status_bar.show_stats(stats, self.models.context_tokens)
+        self.window.status_bar.show_stats(stats, self.models.context_limit)
         self.show_memory(stats.peak_memory_bytes)
 
     def show_memory(self, peak: int) -> None:

@@ -171,7 +171,9 @@ async def list_models(request: Request) -> Response:
     if context.jobs.loading:
         raise ApiError(503, "A model is loading; try again in a moment.", code="model_loading")
     model = context.model_id()
-    return JSONResponse({"object": "list", "data": [] if model is None else [_model_object(model)]})
+    return JSONResponse(
+        {"object": "list", "data": [] if model is None else [_model_object(context, model)]}
+    )
 
 
 async def get_model(request: Request) -> Response:
@@ -185,11 +187,24 @@ async def get_model(request: Request) -> Response:
         )
     if asked != model:
         raise model_not_found(asked, model)
-    return JSONResponse(_model_object(model))
+    return JSONResponse(_model_object(context, model))
 
 
-def _model_object(model: str) -> dict[str, Any]:
-    return {"id": model, "object": "model", "created": 0, "owned_by": "qwendesk"}
+def _model_object(context: ServerContext, model: str) -> dict[str, Any]:
+    """OpenAI's model object, plus what QwenDesk as a client needs (engine_mlx.remote): whether the
+    model reads images, and the context a request may use."""
+    info = context.engine.model_info
+    extra: dict[str, Any] = {}
+    if info is not None:
+        limit = context.config.context_tokens or info.context_length
+        extra = {"vision": bool(info.is_vision), "context_length": limit}
+    return {
+        "id": model,
+        "object": "model",
+        "created": 0,
+        "owned_by": "qwendesk",
+        "qwendesk": extra,
+    }
 
 
 def begin(request: Request) -> tuple[ServerContext, RequestRecord, float]:
