@@ -38,7 +38,6 @@ from .views.answer import warm_up
 from .views.banner import Banner
 from .views.composer import Composer
 from .views.drop_zone import DropZone
-from .views.engine_settings import EngineSettingsDialog
 from .views.first_run import FirstRunPage
 from .views.header import ChatHeader
 from .views.local_api import ApiStatusIndicator, LocalApiDialog
@@ -336,26 +335,9 @@ class MainWindow(QMainWindow):
             self._sync_thinking_combo()
 
     # --- models -------------------------------------------------------------------------------
-    def open_model_picker(self) -> None:
-        self.models_presenter.open_model_picker()
-
-    def open_downloads(self) -> None:
-        self.models_presenter.open_downloads()
-
-    def open_add_vision(self, model_dir: Path) -> None:
-        self.models_presenter.open_add_vision(model_dir)
-
-    def add_folder(self) -> None:
-        self.models_presenter.add_folder()
-
     def update_page(self) -> None:
         """The first-run page while there is no model, no chat and no model to choose; else the transcript."""
-        no_model = (
-            self.models.loaded_info is None
-            and self.models.remote_model is None
-            and not self.models.server_mode
-            and not self.models_presenter.loading
-        )
+        no_model = not self.models.has_engine and not self.models_presenter.loading
         no_history = not self.chat.current_id
         show_first_run = no_model and no_history and self.models.scanned and not self.models.entries
         self.pages.setCurrentWidget(self.first_run if show_first_run else self.transcript)
@@ -365,15 +347,6 @@ class MainWindow(QMainWindow):
     def show_error(self, message: str, action: str = "", callback=None) -> None:
         log.info("shown to the user: %s", message)
         self.banner.show_error(message, action, callback)
-
-    def open_engine_settings(self) -> None:
-        """Settings ▸ Engine: this Mac's engine, or a QwenDesk server's."""
-        dialog = EngineSettingsDialog(
-            self.models.engine_choice, self.models.key_file.read(), self.paths.server_key, self
-        )
-        if dialog.exec():
-            choice, key = dialog.value()
-            self.models.set_engine(choice, key)
 
     def open_local_api(self) -> LocalApiDialog:
         """Settings ▸ Local API (modeless, so its log stays live while you chat)."""

@@ -23,6 +23,7 @@ from engine_mlx.checkpoint import ModelInfo
 from engine_mlx.conversation import Conversation
 from engine_mlx.events import AnswerDelta, Finished, FinishReason, Progress, Stats, ThinkingDelta
 from engine_mlx.mtp_head import MtpMode
+from engine_mlx.remote.engine import RemoteModel
 from engine_mlx.settings import GenerationSettings
 from engine_mlx.tools.loop import LoopEvent, StepLimitReached, ToolCallFinished, ToolCallProposed
 
@@ -53,8 +54,7 @@ class EngineClient(QObject):
     loadFailed = Signal(str, LoadFailure)  # message
     unloaded = Signal()
     mtpFailed = Signal(str)  # the MTP mode could not be applied to the loaded model (why)
-    # Server mode (Settings ▸ Engine): the model the server serves (engine_mlx.remote.engine.RemoteModel).
-    connected = Signal(object)
+    connected = Signal(RemoteModel)  # server mode (Settings ▸ Engine): the model the server serves
     # A generation's events, by request id (the id ``generate`` returned).
     progress = Signal(int, int, int)  # request id, prompt tokens done, total
     thinkingDelta = Signal(int, str)

@@ -441,10 +441,10 @@ def test_every_control_of_the_main_dialogs_has_an_accessible_name(
     elif opener == "picker":
         dialog = ModelPicker(window.models, window, downloads=window.downloads)
     elif opener == "downloads":
-        window.open_downloads()
+        window.models_presenter.open_downloads()
         dialog = window.downloads_dialog
     elif opener == "add_vision":
-        window.open_add_vision(tiny_text_model_dir)
+        window.models_presenter.open_add_vision(tiny_text_model_dir)
         dialog = window.add_vision_dialog
     else:
         dialog = window.open_local_api()

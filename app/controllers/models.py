@@ -16,6 +16,7 @@ from engine_mlx.checkpoint import ModelInfo
 from engine_mlx.errors import CheckpointError
 from engine_mlx.inspections import InspectionCache
 from engine_mlx.mtp_head import MtpMode
+from engine_mlx.remote.engine import RemoteModel
 from engine_mlx.settings import DEFAULT_CONTEXT_TOKENS
 
 from ..engine_choice import EngineChoice, EngineMode, KeyFile, read_choice, save_choice
@@ -126,7 +127,7 @@ class ModelsController(QObject):
     modelLoaded = Signal(ModelInfo)
     modelUnloaded = Signal()
     serverConnecting = Signal(str)  # host:port (Settings ▸ Engine: a QwenDesk server)
-    serverConnected = Signal(object)  # engine_mlx.remote.engine.RemoteModel
+    serverConnected = Signal(RemoteModel)
     loadFailed = Signal(str, LoadFailure)  # message, kind
     errorOccurred = Signal(str)
     demoBuilding = Signal(bool)
@@ -141,7 +142,7 @@ class ModelsController(QObject):
         self.paths = paths
         self.entries: list[ModelEntry] = []
         self.loaded_info = None
-        self.remote_model = None  # engine_mlx.remote.engine.RemoteModel, in server mode
+        self.remote_model: RemoteModel | None = None  # in server mode
         self.key_file = KeyFile(paths.server_key)
         self.loading_path: Path | None = None
         self.inspections = (
@@ -265,6 +266,11 @@ class ModelsController(QObject):
     @property
     def server_mode(self) -> bool:
         return self.engine_choice.mode is EngineMode.SERVER
+
+    @property
+    def has_engine(self) -> bool:
+        """A model is loaded here, or a server is chosen (connected or not): no first-run page."""
+        return self.loaded_info is not None or self.remote_model is not None or self.server_mode
 
     def set_engine(self, choice: EngineChoice, key: str) -> None:
         """Remember the choice (the key in its own file) and switch to it. A bad address is refused by

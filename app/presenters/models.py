@@ -14,6 +14,7 @@ from engine_mlx.sizes import human_bytes
 
 from ..store import StoredStats
 from ..views.downloads import AddVisionDialog, DownloadsDialog
+from ..views.engine_settings import EngineSettingsDialog
 from ..views.model_picker import ModelPicker
 from ..workers import LoadFailure
 
@@ -57,6 +58,15 @@ class ModelsPresenter(QObject):
     # --- dialogs ------------------------------------------------------------------------------------
     def open_model_picker(self) -> None:
         ModelPicker(self.models, self.window, downloads=self.window.downloads).exec()
+
+    def open_engine_settings(self) -> None:
+        """Settings ▸ Engine: this Mac's engine, or a QwenDesk server's."""
+        m = self.models
+        dialog = EngineSettingsDialog(
+            m.engine_choice, m.key_file.read(), self.window.paths.server_key, self.window
+        )
+        if dialog.exec():
+            m.set_engine(*dialog.value())
 
     def open_downloads(self) -> None:
         self.window.downloads_dialog = DownloadsDialog(self.window.downloads, self.window)
@@ -179,7 +189,7 @@ class ModelsPresenter(QObject):
             w.chat.model_is_vision = None
             w.attachments.set_model("", None)
             self._show_model("Not connected to the server", "Not connected")
-            w.show_error(message, "Engine settings…", w.open_engine_settings)
+            w.show_error(message, "Engine settings…", self.open_engine_settings)
         else:
             w.show_error(
                 FAILURE_PREFIX.get(kind, "") + message, "Choose model…", self.open_model_picker
