@@ -562,10 +562,11 @@ class Engine:
                 same = 0  # media expanded between the boundary and the seam: resume at the boundary
             seams.append(base + same)
         seam = min(seams)
-        # The last message starts at the turn marker before the generation prompt's (or the
-        # carried-on reply's); the next turn shares everything up to the seam, which lies past the
-        # generation prompt's marker when the template renders the next turn's reply after it.
-        wanted = [*boundaries[-2:-1], seam]
+        # The generation prompt (or the carried-on reply's turn) starts at the last turn marker, the
+        # last message at the one before. The end snapshot stays at the marker, not at the seam past
+        # it: a few tokens of role header are prefilled again (2 with the real vocabulary), but it
+        # also serves a next prompt that leaves this reply out (the app drops an empty answer).
+        wanted = boundaries[-2:] if boundaries else [seam]
         points = set()
         for point in wanted:
             # the last prompt token goes through the first decode step
