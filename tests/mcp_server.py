@@ -79,6 +79,12 @@ def big_note() -> str:
     return "y" * 300_000
 
 
+@server.resource("note://slow", name="slow-note", mime_type="text/plain")
+async def slow_note() -> str:
+    await asyncio.sleep(1.5)
+    return "Worth the wait."
+
+
 @server.resource("image://red", name="red-square", mime_type="image/png")
 def red_image() -> bytes:
     return red_png()

@@ -72,7 +72,7 @@ def test_lists_tools_and_passes_exact_arguments(host):
 
 def test_resources_are_listed_and_read_with_the_result_cap(host):
     listed = {r.uri: r for r in host.list_resources("test")}
-    assert set(listed) == {"note://quokka", "note://big", "image://red"}
+    assert set(listed) == {"note://quokka", "note://big", "note://slow", "image://red"}
     note = listed["note://quokka"]
     assert (note.server, note.name, note.description, note.mime_type) == (
         "test",
@@ -92,6 +92,25 @@ def test_resources_are_listed_and_read_with_the_result_cap(host):
         host.read_resource("test", "note://nope")
     with pytest.raises(ToolError, match="no running tool server named 'other'"):
         host.list_resources("other")
+
+
+def test_a_read_past_the_timeout_or_the_size_cap_is_a_clear_error(host, monkeypatch):
+    import engine_mlx.tools.context as context
+
+    monkeypatch.setattr(context, "MAX_BLOB_BYTES", 16)
+    with pytest.raises(ToolError, match="image://red is larger than"):
+        host.read_resource("test", "image://red")
+    with pytest.raises(ToolTimeout, match="did not read note://slow within 0.3 s"):
+        host.read_resource("test", "note://slow", timeout=0.3)  # it takes 1.5 s
+    deadline = time.monotonic() + 30
+    while True:  # restarted, as after a call that timed out
+        try:
+            (note,) = host.read_resource("test", "note://quokka")
+            break
+        except ToolError:
+            assert time.monotonic() < deadline, host.status()
+            time.sleep(0.2)
+    assert note.text.startswith("The quokka")
 
 
 def test_prompts_are_listed_and_filled_in(host):
@@ -436,6 +455,7 @@ def test_cli_lists_resources_and_prompts_and_reads_a_resource(tmp_path):
     assert {(r["server"], r["uri"], r["mime_type"]) for r in json.loads(listed.stdout)} == {
         ("test", "note://quokka", "text/markdown"),
         ("test", "note://big", "text/plain"),
+        ("test", "note://slow", "text/plain"),
         ("test", "image://red", "image/png"),
     }
     read = _cli("read", "--config", str(config), "test", "note://quokka", data=data)
