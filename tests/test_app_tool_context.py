@@ -14,6 +14,7 @@ from PySide6.QtTest import QTest
 from app.store import AttachmentKind
 from engine_mlx.conversation import ImageAttachment, Role, TextAttachment
 from engine_mlx.prompt import message_text
+from tests.test_app_round3 import unnamed_controls
 from tests.test_app_tools import (
     allow_test_server,
     click,
@@ -188,6 +189,7 @@ def test_a_prompt_chosen_with_slash_asks_its_arguments_and_fills_the_composer(
     form = window.composer_context.form
     qt_wait(lambda: form.isVisible(), 10)
     assert not form.ok_button.isEnabled()  # "language" is required
+    assert not unnamed_controls(form), unnamed_controls(form)
     QTest.keyClicks(form.fields["language"], "Rust")
     assert form.ok_button.isEnabled()
     click(form.ok_button)

@@ -455,6 +455,30 @@ def test_a_tools_image_is_sent_again_in_later_turns_and_the_prompt_still_reuses(
     assert last.text.endswith("Still red.")
 
 
+def test_a_text_only_model_is_told_of_a_tools_image_and_goes_on(
+    make_window, tiny_text_model_dir, qt_wait
+):
+    """A text-only model cannot read images: the tool message says there was one (in the step, and in the
+    history later turns rebuild), instead of failing the turn."""
+    from engine_mlx.conversation import Role
+
+    window = make_window(model=tiny_text_model_dir)
+    with_server(window, qt_wait)
+    allow_test_server(window)
+    answer = run_forced(window, qt_wait, call("picture"), "I cannot see it.")
+    assert answer.error == "" and answer.text.endswith("I cannot see it."), answer.error
+    (picture,) = answer.tool_calls
+    assert picture.outcome == "ran" and picture.images[0].is_file()  # still kept and shown
+    later = run_forced(window, qt_wait, "Still no.", text="And now?")
+    assert later.error == "" and later.text.endswith("Still no.")
+    cid = answer.conversation_id
+    convo = build_conversation(
+        cid, window.store.settings(cid), window.store.messages(cid), vision=False
+    )
+    (tool,) = [m for m in convo.messages if m.role is Role.TOOL]
+    assert tool.attachments == () and "this model is text-only and cannot see images" in tool.text
+
+
 # --- Settings ▸ Tools and the header's per-chat menu ---------------------------------------------------
 
 
