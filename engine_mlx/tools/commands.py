@@ -10,6 +10,7 @@ import sys
 
 from engine_mlx.data_dir import MCP_CONFIG, default_data_dir
 from engine_mlx.errors import EngineError
+from engine_mlx.sizes import human_bytes
 from engine_mlx.tools.config import ToolConfigError, load_config
 from engine_mlx.tools.consent import Consent, ConsentTable
 from engine_mlx.tools.host import ServerState, ServerStatus, ToolError, ToolHost
@@ -116,7 +117,7 @@ def _read(host: ToolHost, args: argparse.Namespace) -> int:
             if part.text is not None:
                 print(part.text)
             else:
-                print(f"[{part.mime_type or 'binary'}: {len(part.data or b''):,} bytes]")
+                print(f"[{part.mime_type or 'binary'}: {human_bytes(len(part.data or b''))}]")
     return 0
 
 

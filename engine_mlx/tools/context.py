@@ -7,6 +7,8 @@ import base64
 from dataclasses import dataclass
 from typing import Any
 
+from engine_mlx.sizes import human_bytes
+
 MAX_BLOB_BYTES = 20 << 20  # a binary resource (an image) larger than this is refused, not attached
 IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "image/gif"})
 
@@ -115,7 +117,7 @@ def resource_parts(contents: Any, max_chars: int) -> tuple[ResourcePart, ...]:
         blob = getattr(item, "blob", "") or ""
         if len(blob) * 3 // 4 > MAX_BLOB_BYTES:
             raise ValueError(
-                f"{uri} is larger than {MAX_BLOB_BYTES >> 20} MB; QwenDesk attaches smaller ones"
+                f"{uri} is larger than {human_bytes(MAX_BLOB_BYTES)}; QwenDesk attaches smaller ones"
             )
         out.append(ResourcePart(uri, mime, data=base64.b64decode(blob, validate=True)))
     return tuple(out)
