@@ -47,7 +47,10 @@ class ComposerContext:
         window.tools.statusChanged.connect(self.sync)
         window.chat.conversationOpened.connect(lambda *_: self.sync())
         # --- the / commands: prompts
-        self.prompts: list[PromptSpec] = []
+        self.prompts: list[
+            PromptSpec
+        ] = []  # what the completer offers, in the order of the servers
+        self.prompt_lists: dict[str, ServerPrompts] = {}  # the last listing, by server
         self.prompts_chat: str | None = None
         self.typing_command = False
         self.model = QStandardItemModel(window)
@@ -114,10 +117,12 @@ class ComposerContext:
             if note:
                 sub.addAction(note).setEnabled(False)
 
-    def _resources_listed(self, cid: str, found: tuple[ServerResources, ...]) -> None:
+    def _resources_listed(self, cid: str, found: ServerResources) -> None:
         if cid != (self.cid or ""):
             return  # another chat is on screen now
-        self.resources, self.resources_chat = {r.server: r for r in found}, cid
+        if self.resources_chat != cid:
+            self.resources = {}
+        self.resources[found.server], self.resources_chat = found, cid
         self.fill_menu()
 
     def attach(self, resource: ResourceSpec) -> None:
@@ -153,11 +158,21 @@ class ComposerContext:
         self.completer.complete(rect)
         popup.setCurrentIndex(self.completer.completionModel().index(0, 0))
 
-    def _prompts_listed(self, cid: str, found: tuple[ServerPrompts, ...]) -> None:
+    def _prompts_listed(self, cid: str, found: ServerPrompts) -> None:
         if cid != (self.cid or ""):
             return
-        self.prompts = [p for listing in found for p in listing.prompts]
-        self.prompts_chat = cid
+        if self.prompts_chat != cid:
+            self.prompt_lists = {}
+        self.prompt_lists[found.server], self.prompts_chat = found, cid
+        if found.error:
+            self.window.show_error(found.error)
+        order = self.context.servers(self.cid)
+        self.prompts = [
+            p
+            for server in order
+            if server in self.prompt_lists
+            for p in self.prompt_lists[server].prompts
+        ]
         self.model.clear()
         for index, prompt in enumerate(self.prompts):
             about = f"  —  {prompt.description.splitlines()[0]}" if prompt.description else ""
@@ -167,9 +182,6 @@ class ComposerContext:
             item.setToolTip(prompt.description)
             item.setEditable(False)
             self.model.appendRow(item)
-        errors = [listing.error for listing in found if listing.error]
-        if errors and not self.prompts:
-            self.window.show_error(errors[0])
         if self.typing_command:
             self.complete(self.window.composer.edit.toPlainText())
 

@@ -73,8 +73,8 @@ def attachment_name(name: str, uri: str, part: ResourcePart) -> str:
 class ToolContext(QObject):
     """Lists, reads and fills in on the thread pool; results come back as signals on the GUI thread."""
 
-    resourcesListed = Signal(str, tuple)  # chat id, (ServerResources, ...)
-    promptsListed = Signal(str, tuple)  # chat id, (ServerPrompts, ...)
+    resourcesListed = Signal(str, ServerResources)  # chat id, one server's answer
+    promptsListed = Signal(str, ServerPrompts)  # chat id, one server's answer
     resourceAttached = Signal(
         str
     )  # the resource's uri (its files are on their way to the composer)
@@ -101,23 +101,22 @@ class ToolContext(QObject):
 
     # --- resources -------------------------------------------------------------------------------
     def list_resources(self, cid: str | None) -> None:
-        servers, host = self.servers(cid), self.tools.host
+        """Ask each of the chat's servers on its own, so a slow one holds up none of the others."""
+        host = self.tools.host
+        for server in self.servers(cid):
 
-        def listing(_ctx) -> tuple[ServerResources, ...]:
-            out = []
-            for server in servers:
+            def listing(_ctx, server=server) -> ServerResources:
                 try:
-                    out.append(ServerResources(server, tuple(host.list_resources(server))))
+                    return ServerResources(server, tuple(host.list_resources(server)))
                 except ToolError as error:
-                    out.append(ServerResources(server, error=str(error)))
-            return tuple(out)
+                    return ServerResources(server, error=str(error))
 
-        Operation(
-            self,
-            listing,
-            lambda found: self.resourcesListed.emit(cid or "", found),
-            label="Listing the tool servers' resources",
-        ).run_in_background()
+            Operation(
+                self,
+                listing,
+                lambda found: self.resourcesListed.emit(cid or "", found),
+                label="Listing a tool server's resources",
+            ).run_in_background()
 
     def attach_resource(self, resource: ResourceSpec) -> None:
         """Read ``resource`` and attach what it holds: text as a text file, an image as an image."""
@@ -160,23 +159,22 @@ class ToolContext(QObject):
 
     # --- prompts ---------------------------------------------------------------------------------
     def list_prompts(self, cid: str | None) -> None:
-        servers, host = self.servers(cid), self.tools.host
+        """Ask each of the chat's servers on its own, as for resources."""
+        host = self.tools.host
+        for server in self.servers(cid):
 
-        def listing(_ctx) -> tuple[ServerPrompts, ...]:
-            out = []
-            for server in servers:
+            def listing(_ctx, server=server) -> ServerPrompts:
                 try:
-                    out.append(ServerPrompts(server, tuple(host.list_prompts(server))))
+                    return ServerPrompts(server, tuple(host.list_prompts(server)))
                 except ToolError as error:
-                    out.append(ServerPrompts(server, error=str(error)))
-            return tuple(out)
+                    return ServerPrompts(server, error=str(error))
 
-        Operation(
-            self,
-            listing,
-            lambda found: self.promptsListed.emit(cid or "", found),
-            label="Listing the tool servers' prompts",
-        ).run_in_background()
+            Operation(
+                self,
+                listing,
+                lambda found: self.promptsListed.emit(cid or "", found),
+                label="Listing a tool server's prompts",
+            ).run_in_background()
 
     def fill_prompt(self, prompt: PromptSpec, arguments: dict[str, str], command: str) -> None:
         """Ask the server for the prompt; its text goes to the composer, its images and resources are
