@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
 
 from . import theme
 from .chat_list_actions import ChatListActions
+from .composer_context import install_composer_context
 from .controllers.attachments import AttachmentsController
 from .controllers.chat import ChatController
 from .controllers.downloads import DownloadsController
@@ -87,6 +88,8 @@ class MainWindow(QMainWindow):
         # app/tools_wiring.py: MCP servers, consent cards, Settings ▸ Tools
         self.tools_wiring = install_tools(self)
         self.tools = self.tools_wiring.tools
+        # app/composer_context.py: the servers' resources in the + menu, their prompts as / commands
+        self.composer_context = install_composer_context(self)
         self.chat_list_actions = ChatListActions(self)
         self.set_sidebar_visible(theme.restore_layout(self.ui_settings, self, self.splitter))
         self.refresh_conversations()

@@ -277,11 +277,16 @@ def _parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="a JSON list of {label, kind, pixels, relative}"
     )
 
-    mcp = sub.add_parser("mcp", help="MCP tool servers: list their tools, call one")
+    mcp = sub.add_parser(
+        "mcp", help="MCP tool servers: list their tools, call one; their resources and prompts"
+    )
     mcp_sub = mcp.add_subparsers(dest="mcp_command", required=True)
     for name, text in (
         ("list", "each enabled server's tools"),
         ("call", "run one tool and print its result"),
+        ("resources", "each enabled server's resources"),
+        ("read", "read one resource and print it"),
+        ("prompts", "each enabled server's prompts"),
     ):
         cmd = mcp_sub.add_parser(name, help=text)
         cmd.add_argument(
@@ -303,6 +308,9 @@ def _parser() -> argparse.ArgumentParser:
             cmd.add_argument(
                 "--timeout", type=float, help="seconds (default: the server's, else 60)"
             )
+        if name == "read":
+            cmd.add_argument("server")
+            cmd.add_argument("uri")
     return p
 
 

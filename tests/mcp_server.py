@@ -1,6 +1,7 @@
 """A small MCP server for the tests, written with the official SDK: stdio (default) or Streamable HTTP
 (``--http PORT``). Its tools exercise what the host must handle: exact arguments, a slow call, a huge
-result, an image, a crash mid-call, and the environment it was given."""
+result, an image, a crash mid-call, and the environment it was given. Its resources (a text note, a big
+text, a PNG) and prompts (with and without arguments) are the context the composer offers."""
 
 from __future__ import annotations
 
@@ -35,14 +36,8 @@ def big(n: int) -> str:
 
 @server.tool(description="A small red PNG.")
 def picture() -> list:
-    from PIL import Image
-
-    out = io.BytesIO()
-    Image.new("RGB", (4, 3), (255, 0, 0)).save(out, format="PNG")
     return [
-        ImageContent(
-            type="image", data=base64.b64encode(out.getvalue()).decode(), mime_type="image/png"
-        )
+        ImageContent(type="image", data=base64.b64encode(red_png()).decode(), mime_type="image/png")
     ]
 
 
@@ -59,6 +54,52 @@ def pid() -> str:
 @server.tool(description="Exit the server process at once, mid-call.")
 def crash() -> str:
     os._exit(3)
+
+
+def red_png() -> bytes:
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (4, 3), (255, 0, 0)).save(out, format="PNG")
+    return out.getvalue()
+
+
+NOTE = "The quokka lives on Rottnest Island.\nIt smiles.\n"
+
+
+@server.resource(
+    "note://quokka", name="quokka-note", description="A note on quokkas.", mime_type="text/markdown"
+)
+def quokka_note() -> str:
+    return NOTE
+
+
+@server.resource("note://big", name="big-note", mime_type="text/plain")
+def big_note() -> str:
+    return "y" * 300_000
+
+
+@server.resource("note://slow", name="slow-note", mime_type="text/plain")
+async def slow_note() -> str:
+    await asyncio.sleep(1.5)
+    return "Worth the wait."
+
+
+@server.resource("image://red", name="red-square", mime_type="image/png")
+def red_image() -> bytes:
+    return red_png()
+
+
+@server.prompt(description="Review a piece of code for one concern.")
+def review(language: str, concern: str = "bugs") -> str:
+    return f"Please review this {language} code, looking for {concern}."
+
+
+@server.prompt(description="Say hello, in two messages.")
+def greet() -> list:
+    from mcp.server.mcpserver.prompts.base import AssistantMessage, UserMessage
+
+    return [UserMessage("Hello there."), AssistantMessage("Hi! How can I help?")]
 
 
 if __name__ == "__main__":

@@ -395,6 +395,90 @@ def test_an_image_a_tool_returns_is_shown_and_sent_to_the_vision_model(tool_wind
     assert answer.text.endswith("A red picture.")
 
 
+def test_a_tools_image_is_sent_again_in_later_turns_and_the_prompt_still_reuses(
+    tool_window, qt_wait, make_window, tiny_model_dir, tmp_path
+):
+    """A later request rebuilds the conversation from the store: the tool message carries its image again.
+    Continuing the answer resumes from its snapshot, which only a prompt equal token for token (the image's
+    pixels included) can do; a next turn, and one after a restart, send the image too."""
+    from engine_mlx.conversation import ImageAttachment, Role
+    from engine_mlx.events import Stats
+
+    window = tool_window
+    allow_test_server(window)
+    window.tools.step_settings = lambda i: replace(
+        forced(call("picture"), "A red picture " * 20)(i), max_tokens=300 if i == 0 else 30
+    )
+    send(window, qt_wait, "Draw")
+    qt_wait(lambda: not window.chat.busy, 120)
+    answer = last_answer(window)
+    (picture,) = answer.tool_calls
+    assert answer.stats.run_tokens == 30  # the step after the picture was cut at the limit
+    cid = answer.conversation_id
+    convo = build_conversation(cid, window.store.settings(cid), window.store.messages(cid))
+    tool = next(m for m in convo.messages if m.role is Role.TOOL)
+    assert tool.attachments == (ImageAttachment(picture.images[0]),)
+
+    runs: list[Stats] = []
+    window.engine.stats.connect(lambda _rid, stats: runs.append(stats))
+    window.chat.continue_answer()
+    qt_wait(lambda: not window.chat.busy, 60)
+    (continued,) = runs
+    # The whole prompt, the picture's image and the 30 tokens written so far, came from the snapshot:
+    # without the image the rebuilt prompt differs from the tool message on, and all that is prefilled.
+    assert continued.prefilled_tokens <= 2, continued
+    assert continued.reused_tokens >= answer.stats.prompt_tokens + 30
+
+    sent: list = []
+    plain = window.tools.turn_for
+    window.tools.turn_for = lambda c, convo, settings: (
+        sent.append(convo),
+        plain(c, convo, settings),
+    )[1]
+    run_forced(window, qt_wait, "It was red.", text="What colour was it?")
+    (later,) = sent
+    assert [m.attachments for m in later.messages if m.role is Role.TOOL] == [tool.attachments]
+
+    window.close()  # the images stay in the data folder
+    again = make_window(data_dir=tmp_path / "data", model=tiny_model_dir)
+    qt_wait(lambda: ready(again, "test"), 60)
+    again.chat.open(cid)
+    sent.clear()
+    plain = again.tools.turn_for
+    again.tools.turn_for = lambda c, convo, settings: (
+        sent.append(convo),
+        plain(c, convo, settings),
+    )[1]
+    last = run_forced(again, qt_wait, "Still red.", text="And now?")
+    (after,) = sent
+    assert [m.attachments for m in after.messages if m.role is Role.TOOL] == [tool.attachments]
+    assert last.text.endswith("Still red.")
+
+
+def test_a_text_only_model_is_told_of_a_tools_image_and_goes_on(
+    make_window, tiny_text_model_dir, qt_wait
+):
+    """A text-only model cannot read images: the tool message says there was one (in the step, and in the
+    history later turns rebuild), instead of failing the turn."""
+    from engine_mlx.conversation import Role
+
+    window = make_window(model=tiny_text_model_dir)
+    with_server(window, qt_wait)
+    allow_test_server(window)
+    answer = run_forced(window, qt_wait, call("picture"), "I cannot see it.")
+    assert answer.error == "" and answer.text.endswith("I cannot see it."), answer.error
+    (picture,) = answer.tool_calls
+    assert picture.outcome == "ran" and picture.images[0].is_file()  # still kept and shown
+    later = run_forced(window, qt_wait, "Still no.", text="And now?")
+    assert later.error == "" and later.text.endswith("Still no.")
+    cid = answer.conversation_id
+    convo = build_conversation(
+        cid, window.store.settings(cid), window.store.messages(cid), vision=False
+    )
+    (tool,) = [m for m in convo.messages if m.role is Role.TOOL]
+    assert tool.attachments == () and "this model is text-only and cannot see images" in tool.text
+
+
 # --- Settings ▸ Tools and the header's per-chat menu ---------------------------------------------------
 
 

@@ -70,6 +70,65 @@ def test_lists_tools_and_passes_exact_arguments(host):
     assert not result.is_error and json.loads(result.text) == args
 
 
+def test_resources_are_listed_and_read_with_the_result_cap(host):
+    listed = {r.uri: r for r in host.list_resources("test")}
+    assert set(listed) == {"note://quokka", "note://big", "note://slow", "image://red"}
+    note = listed["note://quokka"]
+    assert (note.server, note.name, note.description, note.mime_type) == (
+        "test",
+        "quokka-note",
+        "A note on quokkas.",
+        "text/markdown",
+    )
+    (text,) = host.read_resource("test", "note://quokka")
+    assert text.text == "The quokka lives on Rottnest Island.\nIt smiles.\n" and text.data is None
+    (big,) = host.read_resource("test", "note://big")  # 300,000 characters, the host keeps 5,000
+    assert (
+        big.truncated and big.text.startswith("y" * 5000) and "the first 5,000 are kept" in big.text
+    )
+    (image,) = host.read_resource("test", "image://red")
+    assert image.is_image and image.data.startswith(b"\x89PNG") and image.text is None
+    with pytest.raises(ToolError, match="could not read note://nope: .*Unknown resource"):
+        host.read_resource("test", "note://nope")
+    with pytest.raises(ToolError, match="no running tool server named 'other'"):
+        host.list_resources("other")
+
+
+def test_a_read_past_the_timeout_or_the_size_cap_is_a_clear_error(host, monkeypatch):
+    import engine_mlx.tools.context as context
+
+    monkeypatch.setattr(context, "MAX_BLOB_BYTES", 16)
+    with pytest.raises(ToolError, match="image://red is larger than"):
+        host.read_resource("test", "image://red")
+    with pytest.raises(ToolTimeout, match="did not read note://slow within 0.3 s"):
+        host.read_resource("test", "note://slow", timeout=0.3)  # it takes 1.5 s
+    deadline = time.monotonic() + 30
+    while True:  # restarted, as after a call that timed out
+        try:
+            (note,) = host.read_resource("test", "note://quokka")
+            break
+        except ToolError:
+            assert time.monotonic() < deadline, host.status()
+            time.sleep(0.2)
+    assert note.text.startswith("The quokka")
+
+
+def test_prompts_are_listed_and_filled_in(host):
+    prompts = {p.name: p for p in host.list_prompts("test")}
+    assert set(prompts) == {"review", "greet"}
+    review = prompts["review"]
+    assert review.description == "Review a piece of code for one concern."
+    assert [(a.name, a.required) for a in review.arguments] == [
+        ("language", True),
+        ("concern", False),
+    ]
+    filled = host.get_prompt("test", "review", {"language": "Python", "concern": "races"})
+    assert filled.text == "Please review this Python code, looking for races." and not filled.parts
+    assert host.get_prompt("test", "greet").text == "Hello there.\n\nHi! How can I help?"
+    with pytest.raises(ToolError, match="could not give the prompt 'review'"):
+        host.get_prompt("test", "review", {})  # its required argument is missing
+
+
 def test_a_stdio_server_gets_the_allow_listed_environment_plus_its_own(host):
     assert host.call("test", "env", {"name": "GIVEN_BY_CONFIG"}).text == "yes"
     assert host.call("test", "env", {"name": "QWENDESK_TEST_SECRET"}).text == ""
@@ -194,6 +253,11 @@ def test_streamable_http_server_on_loopback(tmp_path):
         assert host.status()[0].state is ServerState.READY, host.status()
         assert (
             json.loads(host.call("web", "echo", {"text": "over http"}).text)["text"] == "over http"
+        )
+        assert "note://quokka" in {r.uri for r in host.list_resources("web")}
+        assert "Rottnest" in host.read_resource("web", "note://quokka")[0].text
+        assert host.get_prompt("web", "review", {"language": "Go"}).text.startswith(
+            "Please review this Go code"
         )
     finally:
         host.close()
@@ -380,6 +444,32 @@ def test_cli_lists_and_calls_a_published_server_and_the_test_server(tmp_path):
         "call", "--config", str(config), "test", "echo", "--args", "[1]", data=tmp_path / "data"
     )
     assert bad.returncode == 2 and "must be a JSON object" in bad.stderr
+
+
+def test_cli_lists_resources_and_prompts_and_reads_a_resource(tmp_path):
+    config = tmp_path / "mcp.json"
+    save_config(config, (TEST_SERVER,))
+    data = tmp_path / "data"
+    listed = _cli("resources", "--config", str(config), "--json", data=data)
+    assert listed.returncode == 0, listed.stderr
+    assert {(r["server"], r["uri"], r["mime_type"]) for r in json.loads(listed.stdout)} == {
+        ("test", "note://quokka", "text/markdown"),
+        ("test", "note://big", "text/plain"),
+        ("test", "note://slow", "text/plain"),
+        ("test", "image://red", "image/png"),
+    }
+    read = _cli("read", "--config", str(config), "test", "note://quokka", data=data)
+    assert read.returncode == 0 and read.stdout.startswith("The quokka lives on Rottnest Island.")
+    image = _cli("read", "--config", str(config), "test", "image://red", "--json", data=data)
+    (part,) = json.loads(image.stdout)
+    assert part["mime_type"] == "image/png" and part["text"] is None and part["data"]
+    missing = _cli("read", "--config", str(config), "test", "note://nope", data=data)
+    assert missing.returncode == 2 and "Unknown resource" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    prompts = _cli("prompts", "--config", str(config), data=data)
+    assert prompts.returncode == 0, prompts.stderr
+    assert "/review language=… [concern=…]  (test)" in prompts.stdout
+    assert "Review a piece of code for one concern." in prompts.stdout
 
 
 def test_cli_uses_the_data_folders_config_by_default(tmp_path):

@@ -336,3 +336,19 @@ def test_chat_with_files_offers_the_tool_to_the_model(tiny_model_dir, tmp_path):
     with_tools = chat("--files", str(tmp_path / "shared"))
     assert prompt_tokens(with_tools) > prompt_tokens(plain)  # the template rendered the Files tool
     assert with_tools[-1]["type"] == "done"
+
+
+def test_a_tools_images_go_to_a_vision_model_and_a_text_only_one_is_told_of_them(tmp_path):
+    """The one builder of a tool message (the loop's step and the app's rebuilt history both use it)."""
+    from engine_mlx.conversation import ImageAttachment
+    from engine_mlx.tools.loop import tool_message
+
+    image = tmp_path / "call-0.png"
+    seen = tool_message("a picture", [image], vision=True)
+    assert seen.role is Role.TOOL and seen.text == "a picture"
+    assert seen.attachments == (ImageAttachment(image),)
+    told = tool_message("a picture", [image, image], vision=False)
+    assert told.attachments == () and told.text == (
+        "a picture\n[The tool returned 2 images; this model is text-only and cannot see images.]"
+    )
+    assert tool_message("", [], vision=False) == Message(Role.TOOL, "")

@@ -66,8 +66,9 @@ def _thumbnail_from_array(frame) -> QImage:
     )
 
 
-def prepare(path: Path, store: Store, key: int) -> Pending:
-    """Validate, copy and thumbnail one file (runs on a pool thread; raises MediaError / StoreError)."""
+def prepare(path: Path, store: Store, key: int, name: str = "") -> Pending:
+    """Validate, copy and thumbnail one file (runs on a pool thread; raises MediaError / StoreError);
+    ``name`` is shown (and given to the model) instead of the file's own."""
     from engine_mlx import media
 
     path = Path(path)
@@ -104,7 +105,7 @@ def prepare(path: Path, store: Store, key: int) -> Pending:
     stored = StoredAttachment(
         kind=kind,
         path=stored_path,
-        name=path.name,
+        name=name or path.name,
         page_count=page_count,
         last_page=min(page_count, 8) if page_count else None,
         duration_s=duration,
@@ -162,9 +163,11 @@ class AttachmentsController(QObject):
         return self._in_flight > 0
 
     def remove_leftover_scratch(self) -> None:
-        """At start-up (lock holder only): pasted images a crash left before they were copied in."""
-        for file in self.scratch_dir.glob("pasted-*.png"):
-            file.unlink(missing_ok=True)
+        """At start-up (lock holder only): pasted images and read MCP resources a crash left before they
+        were copied in."""
+        for pattern in ("pasted-*.png", "resource-*"):
+            for file in self.scratch_dir.glob(pattern):
+                file.unlink(missing_ok=True)
 
     def set_model(self, name: str, is_vision: bool | None) -> None:
         self.model_name = name
@@ -183,20 +186,31 @@ class AttachmentsController(QObject):
         if self.model_is_vision is False:
             paths = self._text_files_only(paths)
         for path in paths:
-            self._next_key += 1
-            key = self._next_key
-            self._in_flight += 1
-            self.busyChanged.emit(True)
-            Operation(
-                self,
-                lambda _ctx, p=Path(path), k=key: self._prepare(p, k, scratch),
-                self._on_prepared,
-                label="Attaching the file",
-            ).failure(self._on_failed).run_in_background()
+            self._add(Path(path), "", scratch)
 
-    def _prepare(self, path: Path, key: int, scratch: bool) -> Pending:
+    def add_file(self, path: Path, name: str, *, scratch: bool = False) -> None:
+        """Attach one file under ``name`` (an MCP resource read into a scratch file)."""
+        if self.model_is_vision is False and not self._text_files_only([path]):
+            if scratch:
+                Path(path).unlink(missing_ok=True)
+            return
+        self._add(Path(path), name, scratch)
+
+    def _add(self, path: Path, name: str, scratch: bool) -> None:
+        self._next_key += 1
+        key = self._next_key
+        self._in_flight += 1
+        self.busyChanged.emit(True)
+        Operation(
+            self,
+            lambda _ctx: self._prepare(path, key, scratch, name),
+            self._on_prepared,
+            label="Attaching the file",
+        ).failure(self._on_failed).run_in_background()
+
+    def _prepare(self, path: Path, key: int, scratch: bool, name: str = "") -> Pending:
         try:
-            return prepare(path, self.store, key)
+            return prepare(path, self.store, key, name)
         finally:
             if scratch:
                 path.unlink(missing_ok=True)

@@ -76,9 +76,10 @@ def generation_settings(chat: ChatSettings) -> GenerationSettings:
 
 
 def build_conversation(
-    cid: str, settings: ChatSettings, messages: list[StoredMessage]
+    cid: str, settings: ChatSettings, messages: list[StoredMessage], *, vision: bool = True
 ) -> Conversation:
-    """The engine's view of a stored chat: system prompt first, failed/empty answers left out."""
+    """The engine's view of a stored chat: system prompt first, failed/empty answers left out; the images
+    tools returned go to a ``vision`` model again (a text-only one is told of them)."""
     out: list[Message] = []
     if settings.system_prompt.strip():
         out.append(Message(Role.SYSTEM, settings.system_prompt.strip()))
@@ -86,7 +87,8 @@ def build_conversation(
         if m.role == "assistant":
             if not m.text.strip() or m.state is MessageState.ERROR:
                 continue
-            out.extend(tool_steps(m.tool_calls))  # the tools it called before answering
+            # the tools it called before answering
+            out.extend(tool_steps(m.tool_calls, vision=vision))
             out.append(Message(Role.ASSISTANT, m.text, thinking=m.thinking))
         else:
             out.append(
@@ -494,13 +496,18 @@ class ChatController(QObject):
             return
         settings = self.store.settings(cid)
         # (the answer's tool steps, if it called tools, come before its text, as in build_conversation)
-        earlier = build_conversation(cid, settings, messages[:-1])
+        vision = self.model_is_vision is not False
+        earlier = build_conversation(cid, settings, messages[:-1], vision=vision)
         conversation = replace(
             replace(
-                earlier, messages=earlier.messages + tuple(tool_steps(last.tool_calls))
+                earlier,
+                messages=earlier.messages + tuple(tool_steps(last.tool_calls, vision=vision)),
             ).with_message(Message(Role.ASSISTANT, last.text, thinking=last.thinking)),
             continue_last=True,
         )
+        if last.tool_calls and self.tools is not None:
+            # the tools its steps were offered, so the prompt is theirs token for token (and resumes)
+            conversation = replace(conversation, tools=self.tools.offered_tools(cid))
         request = self.engine.generate(conversation, generation_settings(settings))
         stream = _Stream(
             request,
@@ -601,7 +608,9 @@ class ChatController(QObject):
             history = [m for m in self.store.messages(cid) if m.position < placeholder.position][
                 -1:
             ]
-        conversation = build_conversation(cid, settings, history)
+        conversation = build_conversation(
+            cid, settings, history, vision=self.model_is_vision is not False
+        )
         turn = (
             self.tools.turn_for(cid, conversation, generation_settings(settings))
             if self.tools

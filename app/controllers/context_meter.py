@@ -148,7 +148,9 @@ class ContextMeterController(QObject):
             self.text.strip(),
             tuple(to_engine_attachment(p.stored) for p in self.attachments.items),
         )
-        conversation = build_conversation(cid, settings, self._history).with_message(draft)
+        conversation = build_conversation(
+            cid, settings, self._history, vision=self.chat.model_is_vision is not False
+        ).with_message(draft)
         if self.chat.tools is not None:  # the chat's tools are part of its prompt
             conversation = replace(
                 conversation, tools=self.chat.tools.offered_tools(self.chat.current_id)

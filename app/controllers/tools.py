@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import mimetypes
 import re
 import threading
 from collections.abc import Callable, Iterator
@@ -42,6 +41,8 @@ from engine_mlx.tools.loop import (
     ToolCallFinished,
     ToolCallProposed,
     ToolLoop,
+    image_suffix,
+    tool_message,
 )
 
 from ..operations import OpContext, Operation
@@ -188,8 +189,9 @@ class ToolTurn:
         self.tools.stepLimitReached.emit(self.message_id, steps)
 
 
-def tool_steps(calls: tuple[StoredToolCall, ...]) -> list[Message]:
-    """An answer's stored calls as the messages the model saw: per step, its calls and their results."""
+def tool_steps(calls: tuple[StoredToolCall, ...], *, vision: bool = True) -> list[Message]:
+    """An answer's stored calls as the messages the model saw: per step, its calls and their results, with
+    the images a tool returned (kept in the data folder) as the step that made them gave them."""
     out: list[Message] = []
     for step in sorted({c.step for c in calls}):
         of_step = [c for c in calls if c.step == step]
@@ -200,7 +202,10 @@ def tool_steps(calls: tuple[StoredToolCall, ...]) -> list[Message]:
                 tool_calls=tuple(ToolCall(c.tool, c.arguments, c.call_id) for c in of_step),
             )
         )
-        out.extend(Message(Role.TOOL, c.result) for c in of_step)
+        out.extend(
+            tool_message(c.result, [p for p in c.images if p.is_file()], vision=vision)
+            for c in of_step
+        )
     return out
 
 
@@ -409,8 +414,7 @@ class ToolsController(QObject):
             done = replace(done, outcome=Outcome.CANCELLED, result=STOPPED_TEXT)
         images = []
         for index, image in enumerate(done.images):
-            suffix = mimetypes.guess_extension(image.mime_type) or ".png"
-            path = self.image_dir / f"{done.call_id}-{index}{suffix}"
+            path = self.image_dir / f"{done.call_id}-{index}{image_suffix(image.mime_type)}"
             try:
                 self.image_dir.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(image.data)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QMimeData, QSize, Qt, Signal
+from PySide6.QtCore import QEvent, QMimeData, QSize, Qt, Signal
 from PySide6.QtGui import QImage, QKeyEvent, QPixmap
 from PySide6.QtWidgets import (
+    QCompleter,
     QFrame,
     QHBoxLayout,
     QLabel,
+    QMenu,
     QPlainTextEdit,
     QPushButton,
     QScrollArea,
@@ -28,13 +30,47 @@ def local_paths(mime: QMimeData) -> list[Path]:
 
 
 class ComposerEdit(QPlainTextEdit):
-    """Enter (or ⌘/Ctrl+Enter) sends, Shift+Enter adds a line; pasted images and files become attachments."""
+    """Enter (or ⌘/Ctrl+Enter) sends, Shift+Enter adds a line; pasted images and files become attachments.
+    While a completer's popup (the / commands) is open, Enter, Tab and Esc are the popup's."""
 
     submit = Signal()
     imagePasted = Signal(QImage)
     filesPasted = Signal(list)
 
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.completer: QCompleter | None = None
+
+    def _popup_key(self, event: QKeyEvent) -> bool:
+        """A key the open completer popup takes (it picks or closes)."""
+        popup = self.completer.popup() if self.completer is not None else None
+        return (
+            popup is not None
+            and popup.isVisible()
+            and event.key()
+            in (
+                Qt.Key.Key_Return,
+                Qt.Key.Key_Enter,
+                Qt.Key.Key_Tab,
+                Qt.Key.Key_Backtab,
+                Qt.Key.Key_Escape,
+            )
+        )
+
+    def event(self, event: QEvent) -> bool:
+        if event.type() == QEvent.Type.ShortcutOverride and self._popup_key(event):
+            event.accept()  # Esc closes the popup; it does not also stop an answer
+            return True
+        # Tab would move the focus (tabChangesFocus) before keyPressEvent sees it.
+        if event.type() == QEvent.Type.KeyPress and self._popup_key(event):
+            event.ignore()
+            return False
+        return super().event(event)
+
     def keyPressEvent(self, event: QKeyEvent) -> None:
+        if self._popup_key(event):
+            event.ignore()  # the completer takes it
+            return
         if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
             if event.modifiers() & Qt.KeyboardModifier.ShiftModifier:
                 self.textCursor().insertText("\n")
@@ -216,6 +252,9 @@ class Composer(QFrame):
         self.attach_button.setToolTip("Attach images, PDFs or videos (or drop / paste them)")
         self.attach_button.setAccessibleName("Attach files")
         self.attach_button.clicked.connect(self.attachRequested)
+        # With tool servers, + opens this menu (files, and the servers' resources); without, the picker.
+        self.attach_menu = QMenu(self.attach_button)
+        self.attach_menu.setAccessibleName("Attach")
         row.addWidget(self.attach_button, 0, Qt.AlignmentFlag.AlignBottom)
         self.edit = ComposerEdit()
         self.edit.setObjectName("ComposerEdit")
@@ -235,6 +274,20 @@ class Composer(QFrame):
         row.addWidget(self.send_button, 0, Qt.AlignmentFlag.AlignBottom)
         layout.addLayout(row)
         self._chips: dict[int, AttachmentChip] = {}
+
+    def set_attach_menu(self, on: bool) -> None:
+        """+ opens ``attach_menu`` (on) or the file picker at once (off)."""
+        self.attach_button.setMenu(self.attach_menu if on else None)
+        self.attach_button.setPopupMode(
+            QToolButton.ToolButtonPopupMode.InstantPopup
+            if on
+            else QToolButton.ToolButtonPopupMode.DelayedPopup
+        )
+        self.attach_button.setToolTip(
+            "Attach files, or a tool server's resources"
+            if on
+            else "Attach images, PDFs or videos (or drop / paste them)"
+        )
 
     # --- text ---------------------------------------------------------------------------------
     def text(self) -> str:

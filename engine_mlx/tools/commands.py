@@ -1,4 +1,5 @@
-"""``python -m engine_mlx mcp list | call``: the MCP servers of an ``mcp.json``, from the command line."""
+"""``python -m engine_mlx mcp list | call | resources | read | prompts``: the MCP servers of an ``mcp.json``,
+from the command line."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import sys
 
 from engine_mlx.data_dir import MCP_CONFIG, default_data_dir
 from engine_mlx.errors import EngineError
+from engine_mlx.sizes import human_bytes
 from engine_mlx.tools.config import ToolConfigError, load_config
 from engine_mlx.tools.consent import Consent, ConsentTable
-from engine_mlx.tools.host import ServerState, ServerStatus, ToolHost
+from engine_mlx.tools.host import ServerState, ServerStatus, ToolError, ToolHost
 from engine_mlx.tools.loop import (
     Approval,
     Approver,
@@ -34,6 +36,12 @@ def mcp_command(args: argparse.Namespace) -> int:
         failed = [s for s in host.status() if s.state is not ServerState.READY]
         if args.mcp_command == "list":
             return _list(host, failed, args.json)
+        if args.mcp_command == "resources":
+            return _resources(host, failed, args.json)
+        if args.mcp_command == "read":
+            return _read(host, args)
+        if args.mcp_command == "prompts":
+            return _prompts(host, failed, args.json)
         return _call(host, args)
     finally:
         host.close()
@@ -50,12 +58,90 @@ def _list(host: ToolHost, failed: list[ServerStatus], as_json: bool) -> int:
             print(
                 f"{tool.server} ▸ {tool.name}\n    {tool.description.strip().splitlines()[0] if tool.description.strip() else ''}"
             )
+    _report_failed(failed, [])
+    return 2 if failed and not tools else 0
+
+
+def _ready_servers(host: ToolHost) -> list[str]:
+    return [s.name for s in host.status() if s.state is ServerState.READY]
+
+
+def _report_failed(failed: list[ServerStatus], errors: list[str]) -> None:
     for status in failed:
         print(
             f"error: the server {status.name!r} did not start: {status.error or status.state.value}",
             file=sys.stderr,
         )
-    return 2 if failed and not tools else 0
+    for error in errors:
+        print(f"error: {error}", file=sys.stderr)
+
+
+def _resources(host: ToolHost, failed: list[ServerStatus], as_json: bool) -> int:
+    found, errors = [], []
+    for server in _ready_servers(host):
+        try:
+            found.extend(host.list_resources(server))
+        except ToolError as error:
+            errors.append(str(error))
+    if as_json:
+        print(json.dumps([r.to_json() for r in found], indent=2))
+    else:
+        if not found and not failed and not errors:
+            print("The enabled MCP servers offer no resources.")
+        for resource in found:
+            kind = f" ({resource.mime_type})" if resource.mime_type else ""
+            print(f"{resource.server} ▸ {resource.name}{kind}\n    {resource.uri}")
+    _report_failed(failed, errors)
+    return 2 if (failed or errors) and not found else 0
+
+
+def _read(host: ToolHost, args: argparse.Namespace) -> int:
+    parts = host.read_resource(args.server, args.uri)
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "uri": p.uri,
+                        "mime_type": p.mime_type,
+                        "text": p.text,
+                        "data": base64.b64encode(p.data).decode() if p.data is not None else None,
+                        "truncated": p.truncated,
+                    }
+                    for p in parts
+                ]
+            )
+        )
+    else:
+        for part in parts:
+            if part.text is not None:
+                print(part.text)
+            else:
+                print(f"[{part.mime_type or 'binary'}: {human_bytes(len(part.data or b''))}]")
+    return 0
+
+
+def _prompts(host: ToolHost, failed: list[ServerStatus], as_json: bool) -> int:
+    found, errors = [], []
+    for server in _ready_servers(host):
+        try:
+            found.extend(host.list_prompts(server))
+        except ToolError as error:
+            errors.append(str(error))
+    if as_json:
+        print(json.dumps([p.to_json() for p in found], indent=2))
+    else:
+        if not found and not failed and not errors:
+            print("The enabled MCP servers offer no prompts.")
+        for prompt in found:
+            args = " ".join(
+                f"{a.name}=…" if a.required else f"[{a.name}=…]" for a in prompt.arguments
+            )
+            print(f"/{prompt.name} {args}".rstrip() + f"  ({prompt.server})")
+            if prompt.description:
+                print(f"    {prompt.description.splitlines()[0]}")
+    _report_failed(failed, errors)
+    return 2 if (failed or errors) and not found else 0
 
 
 def _call(host: ToolHost, args: argparse.Namespace) -> int:

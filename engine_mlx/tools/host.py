@@ -2,7 +2,9 @@
 
 The caller (the app's worker, the CLI, the tool loop) uses blocking methods that are safe from any
 thread: ``configure`` starts and stops servers, ``tools`` lists what they offer, ``call`` runs one tool
-with the server's timeout, a size cap on the result and a CancelToken. A server that crashes is
+with the server's timeout, a size cap on the result and a CancelToken; ``list_resources``,
+``read_resource``, ``list_prompts`` and ``get_prompt`` ask a server for context, with the same timeout
+and caps. A server that crashes is
 restarted with backoff; ``close`` stops them all, so no server process outlives the host. A server's
 stderr goes to a log file the app can show.
 """
@@ -16,7 +18,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from enum import Enum
@@ -26,6 +28,17 @@ from typing import IO, Any, TypeVar
 from engine_mlx.cancel import CancelToken
 from engine_mlx.errors import EngineError
 from engine_mlx.tools.config import BUILTIN_FILES, ServerConfig
+from engine_mlx.tools.context import (
+    PromptSpec,
+    PromptText,
+    ResourcePart,
+    ResourceSpec,
+    cap_text,
+    prompt_spec,
+    prompt_text,
+    resource_parts,
+    resource_spec,
+)
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -205,6 +218,69 @@ class ToolHost:
             time.monotonic() - started,
         )
 
+    def list_resources(self, server: str, *, timeout: float | None = None) -> list[ResourceSpec]:
+        """The resources ``server`` lists ([] if it offers none)."""
+
+        async def listing(client: Any, limit: float) -> list[ResourceSpec]:
+            if client.server_capabilities.resources is None:
+                return []
+            out: list[ResourceSpec] = []
+            cursor = None
+            for _ in range(100):  # a paginator that never ends cannot hang the menu
+                page = await client.list_resources(cursor=cursor, cache_mode="bypass")
+                out.extend(resource_spec(server, r) for r in page.resources)
+                cursor = page.next_cursor
+                if not cursor:
+                    break
+            return out
+
+        return self._request(server, "list its resources", listing, timeout)
+
+    def read_resource(
+        self, server: str, uri: str, *, timeout: float | None = None
+    ) -> tuple[ResourcePart, ...]:
+        """Read one resource: text cut at the result cap (and said), images and other bytes as bytes."""
+
+        async def read(client: Any, limit: float) -> tuple[ResourcePart, ...]:
+            result = await client.read_resource(uri, cache_mode="bypass")
+            return resource_parts(result.contents, self.max_result_chars)
+
+        return self._request(server, f"read {uri}", read, timeout)
+
+    def list_prompts(self, server: str, *, timeout: float | None = None) -> list[PromptSpec]:
+        """The prompts ``server`` offers ([] if none)."""
+
+        async def listing(client: Any, limit: float) -> list[PromptSpec]:
+            if client.server_capabilities.prompts is None:
+                return []
+            out: list[PromptSpec] = []
+            cursor = None
+            for _ in range(100):
+                page = await client.list_prompts(cursor=cursor, cache_mode="bypass")
+                out.extend(prompt_spec(server, p) for p in page.prompts)
+                cursor = page.next_cursor
+                if not cursor:
+                    break
+            return out
+
+        return self._request(server, "list its prompts", listing, timeout)
+
+    def get_prompt(
+        self,
+        server: str,
+        name: str,
+        arguments: dict[str, str] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> PromptText:
+        """Fill in prompt ``name`` with ``arguments``: its text and the images and resources it embeds."""
+
+        async def get(client: Any, limit: float) -> PromptText:
+            result = await client.get_prompt(name, arguments or None)
+            return prompt_text(result, self.max_result_chars)
+
+        return self._request(server, f"give the prompt {name!r}", get, timeout)
+
     def close(self, timeout: float = 10.0) -> None:
         """Stop every server and the host's thread; no server process is left running."""
         if self._closed:
@@ -338,20 +414,59 @@ class ToolHost:
                 break
         return out
 
-    async def _call(
-        self, conn: _Connection, tool: str, arguments: dict[str, Any], timeout: float
-    ) -> ToolResult:
-        name = conn.config.name
+    def _request(
+        self,
+        server: str,
+        what: str,
+        ask: Callable[[Any, float], Awaitable[_T]],
+        timeout: float | None,
+    ) -> _T:
+        """Ask ``server`` something besides a tool call (resources, prompts): ToolError if it cannot."""
+        conn = self._connections.get(server)
+        if conn is None:
+            raise ToolError(f"There is no running tool server named {server!r}.")
+        limit = timeout if timeout is not None else conn.config.timeout_s
+
+        async def run() -> _T:
+            client = await self._ready_client(conn, limit)
+            try:
+                return await asyncio.wait_for(ask(client, limit), limit)
+            except TimeoutError:
+                self._restart(conn)
+                raise ToolTimeout(
+                    f"{server} did not {what} within {limit:g} s; the server is being restarted."
+                ) from None
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if _is_protocol_error(exc) or isinstance(exc, ValueError):
+                    raise ToolError(f"{server} could not {what}: {_describe(exc)}") from None
+                self._restart(conn)
+                raise ToolError(
+                    f"{server} could not {what}: the server stopped ({_describe(exc)}); "
+                    "it is being restarted."
+                ) from None
+
+        return self._run(run(), timeout=limit + 15)
+
+    async def _ready_client(self, conn: _Connection, timeout: float) -> Any:
+        """The server's client once it runs; a server still starting gets a moment, a failed one is not
+        waited for."""
         if conn.state is not ServerState.READY:
-            # a server still starting gets a moment; a failed one is not waited for
             for _ in range(int(min(timeout, 10) / 0.05)):
                 if conn.state is ServerState.READY or conn.state is ServerState.FAILED:
                     break
                 await asyncio.sleep(0.05)
-        client = conn.client
-        if client is None:
+        if conn.client is None:
             why = f": {conn.error}" if conn.error else ""
-            raise ToolError(f"The tool server {name!r} is not running{why}.")
+            raise ToolError(f"The tool server {conn.config.name!r} is not running{why}.")
+        return conn.client
+
+    async def _call(
+        self, conn: _Connection, tool: str, arguments: dict[str, Any], timeout: float
+    ) -> ToolResult:
+        name = conn.config.name
+        client = await self._ready_client(conn, timeout)
         if tool not in {t.name for t in conn.tools}:
             raise ToolError(f"The tool server {name!r} has no tool named {tool!r}.")
         try:
@@ -399,14 +514,7 @@ class ToolHost:
                 texts.append(f"[{kind or 'unknown'} content]")
         if not texts and result.structured_content is not None:
             texts.append(json.dumps(result.structured_content, ensure_ascii=False))
-        text = "\n".join(texts)
-        truncated = len(text) > self.max_result_chars
-        if truncated:
-            text = (
-                text[: self.max_result_chars]
-                + f"\n[… truncated by QwenDesk: the result was {len(text):,} "
-                f"characters; the first {self.max_result_chars:,} are kept]"
-            )
+        text, truncated = cap_text("\n".join(texts), self.max_result_chars)
         return ToolResult(text, tuple(images), bool(result.is_error), truncated)
 
     def _restart(self, conn: _Connection) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
@@ -315,19 +315,37 @@ class ToolLoop:
         return done
 
     def _tool_message(self, done: ToolCallFinished) -> Message:
-        attachments: tuple[ImageAttachment, ...] = ()
+        paths: list[Path] = []
         if done.images and self.image_dir is not None:
             self.image_dir.mkdir(parents=True, exist_ok=True)
-            paths = []
             for index, image in enumerate(done.images):
-                suffix = {
-                    "image/png": ".png",
-                    "image/jpeg": ".jpg",
-                    "image/webp": ".webp",
-                    "image/gif": ".gif",
-                }.get(image.mime_type, ".png")
-                path = self.image_dir / f"{done.call_id}-{index}{suffix}"
+                path = self.image_dir / f"{done.call_id}-{index}{image_suffix(image.mime_type)}"
                 path.write_bytes(image.data)
-                paths.append(ImageAttachment(path))
-            attachments = tuple(paths)
-        return Message(Role.TOOL, done.result, attachments)
+                paths.append(path)
+        info = getattr(self.engine, "model_info", None)
+        return tool_message(done.result, paths, vision=info is None or info.is_vision)
+
+
+def image_suffix(mime_type: str) -> str:
+    return {
+        "image/png": ".png",
+        "image/jpeg": ".jpg",
+        "image/webp": ".webp",
+        "image/gif": ".gif",
+    }.get(mime_type, ".png")
+
+
+def tool_message(result: str, images: Sequence[Path], *, vision: bool) -> Message:
+    """A tool's result as the model reads it: its images attached for a vision model; a text-only one is
+    told there were images it cannot see. The loop's step and every later turn's rebuilt prompt (the app
+    rebuilds it from the store) both build it here, so the prompt is the same token for token."""
+    if not images:
+        return Message(Role.TOOL, result)
+    if vision:
+        return Message(Role.TOOL, result, tuple(ImageAttachment(Path(p)) for p in images))
+    count = len(images)
+    note = (
+        f"[The tool returned {count} image{'s' if count != 1 else ''}; this model is text-only and "
+        "cannot see images.]"
+    )
+    return Message(Role.TOOL, f"{result}\n{note}" if result else note)
