@@ -79,9 +79,8 @@ def prepare_environment() -> None:
     """Before any heavy import: offline Hugging Face, no telemetry, and a Qt that needs no display."""
     from engine_mlx import OFFLINE_ENV
 
-    os.environ.update(
-        OFFLINE_ENV
-    )  # forced, not defaulted: the self-test proves the app works offline
+    # forced, not defaulted: the self-test proves the app works offline
+    os.environ.update(OFFLINE_ENV)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # The self-test never shows a window, so it never needs the display server; a caller that wants
     # to test the native platform plugin can still set QT_QPA_PLATFORM itself.
@@ -302,9 +301,8 @@ def _metallib_detail() -> str:
 
 
 def metallib_detail(libmlx: Path) -> str:
-    metallib = (
-        Path(libmlx).parent / "mlx.metallib"
-    )  # in the .app, a symlink into Contents/Resources
+    # in the .app, a symlink into Contents/Resources
+    metallib = Path(libmlx).parent / "mlx.metallib"
     if not metallib.is_file():
         raise CheckFailed(f"mlx.metallib is missing next to {libmlx}, where MLX looks for it")
     from engine_mlx.sizes import human_bytes

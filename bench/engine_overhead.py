@@ -63,9 +63,8 @@ def main() -> int:
         prefill_chunk=args.chunk,
         seed=0,
     )
-    sampling = (
-        settings.sampling()
-    )  # Qwen's thinking defaults: temperature 1.0, top-p 0.95, top-k 20
+    # Qwen's thinking defaults: temperature 1.0, top-p 0.95, top-k 20
+    sampling = settings.sampling()
     prompt = render_text(convo, loaded.apply_template, thinking=True, text_only=False)
     images = load_media(convo.attachments, MediaLimits()).images
 

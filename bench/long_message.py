@@ -115,9 +115,8 @@ def one_run(app, chars: int) -> dict[str, float]:
         out[label] = min(out.get(label, ms), ms)
     user, answer = window.transcript.widgets
     for label, widget in (("show all user", user), ("show all answer", answer)):
-        button = getattr(
-            widget, "show_all_button", None
-        )  # getattr: also measures a build from before it
+        # getattr: also measures a build from before it
+        button = getattr(widget, "show_all_button", None)
         if button is None:
             out[label] = 0.0
             continue

@@ -97,9 +97,8 @@ def main() -> int:
     build(folder, args.messages)
     print(f"history: {args.messages:,} messages in {time.perf_counter() - started:.1f} s")
     store = Store(folder / "db.sqlite3", folder / "attachments")
-    engine = (
-        EngineClient()
-    )  # the real handle: the controller connects its signals; search never reaches it
+    # the real handle: the controller connects its signals; search never reaches it
+    engine = EngineClient()
     chat = ChatController(store, engine)
     for query in ("a", "m", "mo", "model", "zulu cache"):
         t0 = time.perf_counter()

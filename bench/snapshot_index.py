@@ -49,9 +49,8 @@ def workload(chats: int, turns: int, seed: int = 0) -> list[tuple[str, list[int]
         prompt = prompts[name]
         if done[name] % 4 == 3:  # the user edits the last message: a branch off the turn before
             prompt = prompt[: len(prompt) - 40]
-        new = [
-            rng.randrange(1000, 3000) for _ in range(40)
-        ]  # the answer so far and the new message
+        # the answer so far and the new message
+        new = [rng.randrange(1000, 3000) for _ in range(40)]
         prompts[name] = prompt + new
         done[name] += 1
         order.append((name, list(prompts[name])))

@@ -132,9 +132,8 @@ def one_run(app, args, run: int) -> dict:
     data = Path(tempfile.mkdtemp(prefix="ui-stream-"))
     window = MainWindow(app_paths(data), reload_last=False)
     tokens = synthetic_tokens(args.tokens)
-    window.engine._engine = PacedEngine(
-        tokens, args.rate
-    )  # the stand-in, behind the real engine client
+    # the stand-in, behind the real engine client
+    window.engine._engine = PacedEngine(tokens, args.rate)
     window.chat.model_loaded = True
     window.resize(1280, 860)
     window.show()
@@ -143,9 +142,8 @@ def one_run(app, args, run: int) -> dict:
     # As the app does after its window shows: pay one-time font/lexer costs, freeze start-up objects.
     answer_module.warm_up(window.colors.markdown, background=False)
     settle_gc()
-    window.chat.open(
-        cid
-    )  # then the user opens the long chat (its widgets are new objects for the GC)
+    # then the user opens the long chat (its widgets are new objects for the GC)
+    window.chat.open(cid)
     settle = QEventLoop()
     QTimer.singleShot(500, settle.quit)
     settle.exec()

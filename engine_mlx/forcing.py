@@ -78,8 +78,7 @@ def forced_tokens(
     trigger = think_close_id if forced.after_thinking and thinking else None
     text = forced.text
     if forced.after_thinking and trigger is None:
-        text = text.lstrip(
-            "\n"
-        )  # no thinking this turn: the prompt already ends with the blank line
+        # no thinking this turn: the prompt already ends with the blank line
+        text = text.lstrip("\n")
     ids = encode(text) + ([end_id] if forced.end_turn else [])
     return ForcedTokens(ids, trigger)

@@ -48,9 +48,8 @@ class InspectionCache:
         try:
             signature = folder_signature(folder)
         except OSError:
-            return inspect_checkpoint(
-                folder, check_tensors=self.check_tensors
-            )  # it says what is wrong
+            # it says what is wrong
+            return inspect_checkpoint(folder, check_tensors=self.check_tensors)
         key = folder.resolve()
         with self._lock:
             cached = self._results.get(key)

@@ -22,9 +22,8 @@ class PrefillPlan:
 
     cache: list[Any]
     start: int  # prompt tokens already in ``cache``
-    snapshot_at: tuple[
-        int, ...
-    ] = ()  # take a snapshot after each of these numbers of prompt tokens
+    # take a snapshot after each of these numbers of prompt tokens
+    snapshot_at: tuple[int, ...] = ()
     # The next-token logits when ``cache`` already holds the whole prompt (a turn carried on from
     # where it was cut): decoding starts from them, nothing is prefilled.
     logits: Any = None
@@ -46,12 +45,10 @@ class TurnPlan:
     prompt: str  # the rendered prompt text
     inputs: Any  # runtime.PromptInputs of ``prompt`` (a carried-on turn: its very tokens)
     settings: GenerationSettings  # fitted to the context, thinking as the turn resumes
-    turn_start: (
-        int  # where this assistant turn starts in ``inputs`` (== len(inputs) unless carried on)
-    )
-    reuse_ids: tuple[
-        int, ...
-    ]  # ``inputs``' ids with media marked by their pixels: the snapshots' key
+    # where this assistant turn starts in ``inputs`` (== len(inputs) unless carried on)
+    turn_start: int
+    # ``inputs``' ids with media marked by their pixels: the snapshots' key
+    reuse_ids: tuple[int, ...]
     key: str  # the conversation the turn's snapshots are kept under ("" keeps none)
     restored: Restored | None  # the snapshot the turn resumes from (a fresh copy), if any
     snapshot_at: tuple[int, ...]  # prompt lengths to take snapshots at, past the restored one

@@ -41,9 +41,8 @@ class Served:
 class HubServer:
     repos: dict[str, Path]
     log: list[Served] = field(default_factory=list)
-    faults: dict[str, tuple] = field(
-        default_factory=dict
-    )  # "<repo>/<file>" -> ("404",) | ("cut", n) ...
+    # "<repo>/<file>" -> ("404",) | ("cut", n) ...
+    faults: dict[str, tuple] = field(default_factory=dict)
     # "<repo>/<file>" -> listed fields to lie about ("rfilename", "size", "blobId", "sha256");
     # "<repo>" -> {"sha": ...}, the commit the listing names
     overrides: dict[str, dict] = field(default_factory=dict)

@@ -74,9 +74,8 @@ def test_host_check_takes_the_allowed_names():
     lan.check("GET", {**headers, "host": "192.168.1.20:8035"})
     with pytest.raises(ApiError):
         lan.check("GET", {**headers, "host": "attacker.example:8035"})
-    assert (
-        AccessPolicy("0.0.0.0", 8035, "k").allowed_hosts() is None
-    )  # every interface, no names: key guards
+    # every interface, no names: key guards
+    assert AccessPolicy("0.0.0.0", 8035, "k").allowed_hosts() is None
 
 
 def _serve(*args: str) -> subprocess.CompletedProcess:

@@ -53,9 +53,8 @@ def test_a_text_only_model_refusing_a_follow_up_for_earlier_images_says_so(
         and "text-only" in banner.label.text()
     )
     assert banner.action.text().startswith("Add vision")
-    assert (
-        len(store.messages(cid)) == 2 and window.composer.text() == "And its colour?"
-    )  # nothing lost
+    # nothing lost
+    assert len(store.messages(cid)) == 2 and window.composer.text() == "And its colour?"
     # Regenerate and Edit say the same instead of sending the chat to fail.
     banner.dismiss()
     answer = store.messages(cid)[-1]
@@ -207,9 +206,8 @@ def test_a_restart_reopens_the_last_chat(make_window, tmp_path):
     again = make_window(data_dir=data)
     assert again.chat.current_id == first and again.title_label.text() == "First chat"
     assert [w.message.text for w in again.transcript.widgets] == ["one"]
-    QTest.mouseClick(
-        again.new_button, Qt.MouseButton.LeftButton
-    )  # a new chat was on screen at the quit
+    # a new chat was on screen at the quit
+    QTest.mouseClick(again.new_button, Qt.MouseButton.LeftButton)
     again.close()
     assert make_window(data_dir=data).chat.current_id is None
 

@@ -31,9 +31,8 @@ def test_after_continue_the_stats_show_the_whole_answer(window, qt_wait):
     assert grown.stats.generated_tokens == first.stats.generated_tokens + runs[-1].generated_tokens
     assert grown.stats.answer_tokens == first.stats.answer_tokens + runs[-1].answer_tokens
     assert grown.stats.run_tokens == runs[-1].generated_tokens
-    assert (
-        grown.stats.prompt_tokens == first.stats.prompt_tokens
-    )  # the answer's prompt, not the resume point
+    # the answer's prompt, not the resume point
+    assert grown.stats.prompt_tokens == first.stats.prompt_tokens
     shown = window.transcript.widget_for(grown.id)
     assert shown.stats_label.text().startswith(f"{grown.stats.generated_tokens:,} tokens")
     # The status bar's context figure counts the answer once.

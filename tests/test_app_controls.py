@@ -51,9 +51,8 @@ def test_header_thinking_box_by_keyboard_reaches_the_engine_and_the_database(
     qt_wait(lambda: not window.chat.busy, 120)
     combo = window.thinking_combo
     combo.setFocus()
-    qtbot.keyClick(
-        combo, Qt.Key.Key_Up
-    )  # "Thinking off" → "Thinking on", the combo's own key handling
+    # "Thinking off" → "Thinking on", the combo's own key handling
+    qtbot.keyClick(combo, Qt.Key.Key_Up)
     assert combo.currentText() == "Thinking on"
     stored = rows(window, "SELECT settings FROM conversations WHERE id=?", window.chat.current_id)[
         0

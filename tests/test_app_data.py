@@ -30,9 +30,8 @@ def test_title_search_treats_like_wildcards_literally(tmp_path):
     for title in ("snake_case", "plain", "100% sure", "back\\slash"):
         store.create_conversation(title)
     assert [h.title for h in store.search("_")] == ["snake_case"]
-    assert [h.title for h in store.search("%")] == [
-        "100% sure"
-    ]  # no word: the titles are still searched
+    # no word: the titles are still searched
+    assert [h.title for h in store.search("%")] == ["100% sure"]
     assert [h.title for h in store.search("0% s")] == ["100% sure"]
     assert [h.title for h in store.search("k\\s")] == ["back\\slash"]
     store.close()

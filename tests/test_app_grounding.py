@@ -88,14 +88,12 @@ def test_answer_boxes_are_drawn_on_the_image_hovered_copied_and_toggled(
     assert _rgb(shot, 320, 240) == PALETTE[2]  # the logo's crosshair centre
 
     _hover(view, QPoint(200, 120))
-    assert (
-        "Save" in view.toolTip() and "40,60,200,180" in view.toolTip()
-    )  # what the hover tooltip says
+    # what the hover tooltip says
+    assert "Save" in view.toolTip() and "40,60,200,180" in view.toolTip()
     _hover(view, QPoint(5, 290))
     assert view.toolTip() == ""  # over nothing
-    _hover(
-        view, QPoint(120, 120)
-    )  # inside the box, away from its edges: the smallest box around it
+    # inside the box, away from its edges: the smallest box around it
+    _hover(view, QPoint(120, 120))
     assert "Save" in view.toolTip()
     QTest.mouseClick(view, Qt.MouseButton.LeftButton, pos=QPoint(200, 120))
     assert QGuiApplication.clipboard().text() == "40,60,200,180"
@@ -219,10 +217,10 @@ def test_boxes_at_a_moment_of_a_video_are_drawn_on_that_frame(make_window, qt_wa
     qt_wait(lambda: panel.isVisible())
     assert [chip.text() for chip in panel.chips] == ["1 box on video 1 at 1.5 s"]
     view = panel.view
+    # the frame at the video's own size
     assert (view.image.width(), view.image.height()) == (
         160,
         120,
-    )  # the frame at the video's own size
-    assert (
-        _rgb(view.grab().toImage(), 120, 60) == PALETTE[0]
-    )  # the box's right edge, x = 0.75 * 160
+    )
+    # the box's right edge, x = 0.75 * 160
+    assert _rgb(view.grab().toImage(), 120, 60) == PALETTE[0]

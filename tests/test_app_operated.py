@@ -64,17 +64,15 @@ def test_thinking_combo_off_reaches_the_engine_and_the_database(window, qt_wait)
     window.chat.set_settings(ChatSettings().with_generation(max_tokens=16, seed=3))
     combo = window.thinking_combo
     combo.setFocus()
-    QTest.keyClick(
-        combo, Qt.Key.Key_Down
-    )  # "Thinking on" -> "Thinking off", through the combo's activated
+    # "Thinking on" -> "Thinking off", through the combo's activated
+    QTest.keyClick(combo, Qt.Key.Key_Down)
     assert combo.currentText() == "Thinking off"
     type_and_send(window, "Hello there")
     qt_wait(lambda: requests and not window.chat.busy, 120)
     settings = requests[-1][1]
     assert settings.thinking is False and settings.thinking_budget is None
-    assert (
-        window.store.settings(window.chat.current_id).thinking is ThinkingMode.OFF
-    )  # the chat's row
+    # the chat's row
+    assert window.store.settings(window.chat.current_id).thinking is ThinkingMode.OFF
     answer = window.store.messages(window.chat.current_id)[-1]
     assert answer.state is MessageState.COMPLETE and answer.thinking == ""
     assert not window.error_banner.isVisible(), window.error_banner.label.text()
@@ -188,9 +186,8 @@ def test_escape_in_the_model_picker_keeps_the_context_length(window, qt_wait):
         spin.setFocus()
         spin.selectAll()
         QTest.keyClicks(spin, "8192")
-        QTest.keyClick(
-            spin, Qt.Key.Key_Tab
-        )  # editing finished: the picker applies it (rescans the fits)
+        # editing finished: the picker applies it (rescans the fits)
+        QTest.keyClick(spin, Qt.Key.Key_Tab)
         assert window.store.get_pref("context_tokens") == "8192"
         QTest.keyClick(dialog, Qt.Key.Key_Escape)
 
@@ -276,9 +273,8 @@ def test_model_menu_add_folder_with_several_models_opens_the_picker(
     qt_wait(lambda: "rows" in seen or bool(errors), 60)
     assert not errors, errors
     assert {Path(row).name for row in seen["rows"]} >= {"Qwen3.5-tiny-a", "Qwen3.5-tiny-b"}
-    assert (
-        window.models.loaded_info is None and window.models.loading_path is None
-    )  # the user chooses
+    # the user chooses
+    assert window.models.loaded_info is None and window.models.loading_path is None
     assert json.loads(window.store.get_pref("model_folders")) == [str(shelf)]
 
 

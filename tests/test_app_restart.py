@@ -84,6 +84,5 @@ def test_the_last_model_is_loaded_on_each_of_two_restarts(tmp_path, tiny_model_d
         text = _run_until_loaded(data, log_file)
         assert f"loaded {paths.demo_model}" in text, f"run {run}:\n{text[-4000:]}"
         assert " ERROR " not in text and "loading failed" not in text, f"run {run}:\n{text[-4000:]}"
-        assert re.search(r"found [1-9]\d* model folders", text), (
-            f"run {run}:\n{text[-4000:]}"
-        )  # the rescan too
+        # the rescan too
+        assert re.search(r"found [1-9]\d* model folders", text), f"run {run}:\n{text[-4000:]}"

@@ -281,9 +281,8 @@ def test_message_shortcuts_are_in_the_menus_and_act_on_the_focused_message(windo
     transcript = window.transcript
     first_answer = transcript.widget_for(messages[1].id)
     transcript.focus_message(first_answer)
-    QTest.keyClick(
-        first_answer, Qt.Key.Key_T, Qt.KeyboardModifier.ControlModifier
-    )  # its thinking opens
+    # its thinking opens
+    QTest.keyClick(first_answer, Qt.Key.Key_T, Qt.KeyboardModifier.ControlModifier)
     assert (
         first_answer.thinking.expanded
         and first_answer.thinking.body.toPlainText() == messages[1].thinking

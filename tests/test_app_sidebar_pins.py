@@ -105,9 +105,8 @@ def test_a_database_from_before_pins_is_migrated_and_keeps_its_chats(tmp_path):
         (summary,) = store.conversations()
         assert (summary.id, summary.title, summary.pinned) == ("c1", "Old chat", False)
         assert store.context_from("c1") == 0 and store.messages("c1")[0].text == "kept words"
-        assert [h.conversation_id for h in store.search("kept")] == [
-            "c1"
-        ]  # the search index survived
+        # the search index survived
+        assert [h.conversation_id for h in store.search("kept")] == ["c1"]
         store.set_pinned(["c1"], True)
     finally:
         store.close()
@@ -133,9 +132,8 @@ def test_pin_from_the_context_menu_keeps_the_chat_on_top_after_a_restart_and_the
     assert (
         titles(window) == ["Wombats", "Numbats", "Quolls"] and item(window, "Wombats").font().bold()
     )
-    window.store.add_message(
-        window.store.conversations()[-1].id, "user", "newer"
-    )  # Quolls used last
+    # Quolls used last
+    window.store.add_message(window.store.conversations()[-1].id, "user", "newer")
     window.close()
     again = make_window(data)
     assert titles(again) == ["Wombats", "Quolls", "Numbats"]  # still on top after a restart
@@ -239,12 +237,13 @@ def test_several_selected_chats_pin_together_in_their_order_and_unpin_together(m
     click(qtbot, window, "Quolls")
     click(qtbot, window, "Wombats", Qt.KeyboardModifier.ControlModifier)
     choose_from_menu(window, "Wombats", "Pin 2 chats")
+    # on top, in the order they had
     assert titles(window) == [
         "Quolls",
         "Wombats",
         "Bilbies",
         "Numbats",
-    ]  # on top, in the order they had
+    ]
     assert rows(
         window.paths.database,
         "SELECT title FROM conversations WHERE pinned_at IS NOT NULL ORDER BY title",

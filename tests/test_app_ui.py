@@ -26,9 +26,8 @@ def test_reply_cut_off_while_thinking_says_so_and_continue_carries_it_on(
 ):
     send(window, qt_wait, "Think hard", thinking=ThinkingMode.ON, max_tokens=6)
     answer = stored(window)[-1]
-    assert (
-        answer.state is MessageState.COMPLETE and answer.thinking and not answer.text
-    )  # cut off in thinking
+    # cut off in thinking
+    assert answer.state is MessageState.COMPLETE and answer.thinking and not answer.text
     widget = window.transcript.widget_for(answer.id)
     assert not widget.limit_row.isHidden()
     assert "still thinking when it reached the 6-token limit" in widget.limit_label.text()
@@ -45,9 +44,8 @@ def test_reply_cut_off_while_thinking_says_so_and_continue_carries_it_on(
     assert grown.thinking.startswith(answer.thinking) and len(grown.thinking + grown.text) > len(
         answer.thinking
     )
-    assert (
-        runs[-1].reused_tokens == runs[-1].prompt_tokens
-    )  # resumed at the answer's end: no prefill
+    # resumed at the answer's end: no prefill
+    assert runs[-1].reused_tokens == runs[-1].prompt_tokens
     shown = window.transcript.widget_for(answer.id)
     assert shown.thinking.text() == grown.thinking and shown.answer.markdown == grown.text
     # A reopened chat says the same about a stored cut-off reply.
@@ -155,15 +153,13 @@ def test_a_chat_reopened_while_it_streams_shows_its_answer_so_far(window, qt_wai
     click_row(qtbot, window, "Beta")
     streaming = stored(window)[-1]
     widget = window.transcript.widget_for(streaming.id)
-    assert (
-        widget.answer.markdown.startswith(streaming.text) and len(streaming.text) > 0
-    )  # what it had
+    # what it had
+    assert widget.answer.markdown.startswith(streaming.text) and len(streaming.text) > 0
     window.act_stop.trigger()
     qt_wait(lambda: not window.chat.busy, 60)
     answer = stored(window)[-1]
-    assert (
-        window.transcript.widget_for(answer.id).answer.markdown == answer.text
-    )  # and the rest, no gap
+    # and the rest, no gap
+    assert window.transcript.widget_for(answer.id).answer.markdown == answer.text
 
 
 def test_status_bar_shows_the_open_chats_figures(window, qt_wait, qtbot):
@@ -233,9 +229,8 @@ def test_sent_pdf_shows_its_pages_as_thumbnails(window, qt_wait, tmp_path):
     chip.last.setValue(6)
     send(window, qt_wait, "Summarise", thinking=ThinkingMode.OFF, max_tokens=4)
     thumb = window.transcript.widgets[0].findChildren(AttachmentThumb)[0]
-    qt_wait(
-        lambda: len(thumb.pictures) == 4, 30
-    )  # the first four pages, rendered off the GUI thread
+    # the first four pages, rendered off the GUI thread
+    qt_wait(lambda: len(thumb.pictures) == 4, 30)
     assert all(not p.pixmap().isNull() and p.pixmap().height() <= 120 for p in thumb.pictures)
     assert thumb.caption.text() == "report.pdf · pages 1–6 (+2 more)"
 
@@ -325,9 +320,8 @@ def test_sidebar_collapses_from_the_view_menu_and_shortcut(make_window, qtbot):
     qtbot.keyClick(window.composer.edit, Qt.Key.Key_B, Qt.KeyboardModifier.ControlModifier)
     assert not window.sidebar.isHidden() and window.act_sidebar.isChecked()
     window.sidebar.hide()
-    qtbot.keyClick(
-        window.composer.edit, Qt.Key.Key_F, Qt.KeyboardModifier.ControlModifier
-    )  # search shows it
+    # search shows it
+    qtbot.keyClick(window.composer.edit, Qt.Key.Key_F, Qt.KeyboardModifier.ControlModifier)
     assert not window.sidebar.isHidden()
 
 

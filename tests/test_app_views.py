@@ -139,9 +139,8 @@ def test_model_picker_lists_the_tiny_model(qtbot, tiny_model_dir, tmp_path, requ
     request.addfinalizer(lambda: (engine.shutdown(), store.close()))
     row = [picker.table.item(0, c).text() for c in range(picker.table.columnCount())]
     assert row[0] == info.name and row[1] == human_bytes(info.weight_bytes)
-    assert (
-        row[2] == info.precision == "mixed 4–8 bit" and row[3] == "Vision + text"
-    )  # 8-bit router gates
+    # 8-bit router gates
+    assert row[2] == info.precision == "mixed 4–8 bit" and row[3] == "Vision + text"
     assert row[4].startswith(fit_label(fit)) and "GiB" in row[4]
     assert "needs" in picker.details.text()  # the fit summary with numbers
 

@@ -45,9 +45,8 @@ def test_send_streams_answer_and_collapses_thinking(window, qt_wait):
     block = widget.thinking
     assert not block.isHidden() and not block.expanded
     assert block.header.text().startswith("Thought for ") and " s · " in block.header.text()
-    assert (
-        answer.thinking not in widget.answer.toPlainText()
-    )  # thinking never leaks into the answer
+    # thinking never leaks into the answer
+    assert answer.thinking not in widget.answer.toPlainText()
     block.header.click()
     assert block.expanded and block.body.toPlainText() == answer.thinking
     assert "tok/s" in widget.stats_label.text()
@@ -299,10 +298,11 @@ def test_restart_finds_everything_and_shows_interrupted_answer(
     third = make_window(tmp_path / "data")
     third.chat.open(third.chat.conversations()[0].id)
     assert third.store.messages(third.chat.current_id)[-1].state is stopped_state
+    # it may have ended by itself
     assert stopped_state in (
         MessageState.STOPPED,
         MessageState.COMPLETE,
-    )  # it may have ended by itself
+    )
 
 
 def test_export_markdown_with_thinking_and_attachments(window, qt_wait, tmp_path):
@@ -409,9 +409,8 @@ def test_gui_stays_responsive_while_loading_and_generating(make_window, tiny_mod
     heartbeat.start()
 
     window.models.load(tiny_model_dir)
-    assert (
-        window.models.loaded_info is None and window.models.loading_path is not None
-    )  # not loaded on this thread
+    # not loaded on this thread
+    assert window.models.loaded_info is None and window.models.loading_path is not None
     qt_wait(lambda: window.models.loaded_info is not None, 120)
     assert "beat-loading" in events, "the GUI thread ran no event loop pass while the model loaded"
 

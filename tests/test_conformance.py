@@ -86,9 +86,8 @@ def test_release_weights_are_what_mlx_vlm_sanitize_expects(tiny_release_dir: Pat
         release.update(mx.load(str(shard)))
     main, head = mlx_parameters(config, seed=0)
     model_config = qwen3_5_moe.ModelConfig.from_dict(config)
-    weights = sanitize_weights(
-        qwen3_5_moe.Model(model_config), dict(release)
-    )  # as mlx_vlm.load does
+    # as mlx_vlm.load does
+    weights = sanitize_weights(qwen3_5_moe.Model(model_config), dict(release))
     weights = sanitize_weights(qwen3_5_moe.VisionModel, weights, model_config.vision_config)
     weights = sanitize_weights(qwen3_5_moe.LanguageModel, weights, model_config.text_config)
     mtp = Qwen3_5MTPDraftModel(Qwen3_5MTPConfig.from_dict({"text_config": config["text_config"]}))
@@ -158,9 +157,8 @@ def test_release_chat_template_behaves_like_the_official_one(tiny_release_dir: P
     assert '"name": "get_weather"' in prompt
     assert "old reasoning" not in prompt  # earlier turns' reasoning is stripped
     assert "<|im_start|>assistant\nHello!<|im_end|>" in prompt
-    assert (
-        "<think>\nneed the tool\n</think>\n\nChecking." in prompt
-    )  # the current tool loop keeps it
+    # the current tool loop keeps it
+    assert "<think>\nneed the tool\n</think>\n\nChecking." in prompt
     assert (
         "<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n</function>\n</tool_call>"
         in prompt
@@ -323,9 +321,8 @@ def test_inspect_and_fit(built: Built) -> None:
         assert all(p.is_symlink() for p in built.folder.iterdir())
     fit = estimate_fit(info, 4096)
     assert fit.verdict is FitVerdict.FITS
-    cast = (
-        info.half_float_bytes if machine_memory().cpu_backend else 0
-    )  # bf16 held as float32 there
+    # bf16 held as float32 there
+    cast = info.half_float_bytes if machine_memory().cpu_backend else 0
     assert fit.weights_bytes == info.weight_bytes + cast and info.weight_bytes > 0
     assert fit.kv_bytes > 0 and fit.linear_state_bytes > 0
 
@@ -452,9 +449,8 @@ def test_conversation_persist_restore_cancel(built: Built, tmp_path: Path) -> No
         Message(Role.USER, texts[1])
     )
     finished, stats, thinking, answer = _turn(engine, convo, BUDGET)
-    assert (
-        1 <= stats.thinking_tokens <= 1 + 3 and thinking
-    )  # the budget, then the engine's own "\n</think>"
+    # the budget, then the engine's own "\n</think>"
+    assert 1 <= stats.thinking_tokens <= 1 + 3 and thinking
     assert stats.answer_tokens > 0 or finished.reason is FinishReason.STOP
     current = _prompt_ids(engine, convo, BUDGET)
     _assert_reused(stats, previous, current)

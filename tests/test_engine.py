@@ -123,9 +123,8 @@ def test_engine_matches_mlx_vlm_greedy_output(engine, tmp_path):
         )
     ]
     raw = loaded.tokenizer.decode(ids[:n], skip_special_tokens=True)
-    raw = raw.removeprefix(
-        " "
-    )  # the streaming detokenizer (mlx-lm's) trims the reply's first space
+    # the streaming detokenizer (mlx-lm's) trims the reply's first space
+    raw = raw.removeprefix(" ")
     assert n == 16
     assert ours.replace("\ufffd", "") == raw.replace("\ufffd", "")
 

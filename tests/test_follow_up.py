@@ -326,9 +326,8 @@ def test_an_edited_or_repeated_last_message_reuses_everything_before_it(engine, 
         convo.messages[:2] + (Message(Role.USER, "Something else entirely."),), id=convo.id
     )
     warm = same_as_cold(engine, edited, settings)
-    assert (
-        warm.stats.reused_tokens == _turn_starts(engine, edited, settings)[-2]
-    )  # all before the message
+    # all before the message
+    assert warm.stats.reused_tokens == _turn_starts(engine, edited, settings)[-2]
     # The same edit again (a retry) resumes from the end of the message: only the generation prompt.
     again = same_as_cold(engine, edited, settings)
     assert again.stats.reused_tokens == _turn_starts(engine, edited, settings)[-1]
@@ -337,9 +336,8 @@ def test_an_edited_or_repeated_last_message_reuses_everything_before_it(engine, 
     run(engine, row, settings)
     twice = row.with_message(Message(Role.USER, "And once more, in other words."))
     warm = same_as_cold(engine, twice, settings)
-    assert (
-        warm.stats.reused_tokens == _turn_starts(engine, twice, settings)[-2]
-    )  # all of the first message
+    # all of the first message
+    assert warm.stats.reused_tokens == _turn_starts(engine, twice, settings)[-2]
 
 
 def _cut(engine, convo: Conversation, settings: GenerationSettings, how: str) -> Turn:
@@ -440,9 +438,8 @@ def test_a_turn_cut_right_after_its_thinking_closed_carries_on_as_answer(engine)
 
     user = Message(Role.USER, TEXTS[2])
     closing = len(engine._loaded.encode(FORCED_THINKING_CLOSE))
-    settings = replace(
-        ON, thinking_budget=3, max_tokens=3 + closing
-    )  # the limit falls right after the close
+    # the limit falls right after the close
+    settings = replace(ON, thinking_budget=3, max_tokens=3 + closing)
     first = run(engine, Conversation((user,), id="closed"), settings)
     assert (
         first.thinking and not first.answer.strip() and first.stats.generated_tokens == 3 + closing
@@ -475,9 +472,8 @@ def test_an_edited_cut_turn_is_continued_from_its_text(engine, settings):
     prompt = render_text(
         cut, engine._loaded.apply_template, thinking=settings.thinking, text_only=False
     )
-    assert (
-        prompt.endswith(" edited") and prompt.count("<|im_start|>assistant") == 1
-    )  # the same turn
+    # the same turn
+    assert prompt.endswith(" edited") and prompt.count("<|im_start|>assistant") == 1
     more = same_as_cold(
         engine, cut, settings, previous_ids=prompt_ids(engine, Conversation((user,)), settings)
     )
@@ -519,24 +515,23 @@ def test_store_end_of_turn_snapshot_serves_only_its_whole_prompt_and_stays_in_me
     import mlx.core as mx
 
     store = SnapshotStore(disk_dir=tmp_path)
-    store.add(
-        "a", "fp", [1, 2, 3, 4], _fake_snapshot(2, 1000)
-    )  # the turn's prompt, before its tail
+    # the turn's prompt, before its tail
+    store.add("a", "fp", [1, 2, 3, 4], _fake_snapshot(2, 1000))
     end = replace(_fake_snapshot(6, 1000), generated=(5, 6), logits=mx.ones((1, 8)))
     store.add("a", "fp", [1, 2, 3, 4, 5, 6], end)
     whole = store.lookup("a", "fp", [1, 2, 3, 4, 5, 6])
     assert whole.length == 6 and whole.logits is end.logits  # carried on: nothing to prefill
-    longer = store.lookup(
-        "a", "fp", [1, 2, 3, 4, 5, 6, 7]
-    )  # it extends the turn: resume at its end
+    # it extends the turn: resume at its end
+    longer = store.lookup("a", "fp", [1, 2, 3, 4, 5, 6, 7])
     assert longer.length == 6 and longer.logits is None
     assert store.lookup("a", "fp", [1, 2, 3, 4, 5, 9]).length == 2
+    # carried on, cut again
     store.add(
         "a",
         "fp",
         [1, 2, 3, 4, 5, 6, 7, 8],
         replace(_fake_snapshot(8, 1000), generated=(7, 8), logits=mx.ones((1, 8))),
-    )  # carried on, cut again
+    )
     assert store.lookup("a", "fp", [1, 2, 3, 4, 5, 6]).logits is None  # the older end is superseded
     path = store.save("a")  # the next turn resumes from the prompt's snapshot: that one is saved
     restored = SnapshotStore(disk_dir=tmp_path).lookup("a", "fp", [1, 2, 3, 4, 5, 6])
@@ -583,9 +578,8 @@ def test_kv_snapshot_is_compacted_and_counted_as_held(engine):
     from engine_mlx.cache_protocol import cache_nbytes
 
     convo = Conversation((Message(Role.USER, TEXTS[0]),), id="bytes")
-    assert (
-        run(engine, convo, OFF).stats.generated_tokens == OFF.max_tokens
-    )  # cut: an end-of-turn snapshot too
+    # cut: an end-of-turn snapshot too
+    assert run(engine, convo, OFF).stats.generated_tokens == OFF.max_tokens
     entries = engine.snapshots._conversations["bytes"].entries
     assert [bool(e.snapshot.generated) for e in entries] == [False, True]
     for entry in entries:
@@ -595,9 +589,8 @@ def test_kv_snapshot_is_compacted_and_counted_as_held(engine):
         assert all(c.nbytes == sum(a.nbytes for a in c.state) for c in kv)
     seam, end = entries
     assert seam.nbytes == cache_nbytes(seam.snapshot.cache) > 0
-    assert (
-        end.nbytes == cache_nbytes(end.snapshot.cache) + end.snapshot.logits.nbytes
-    )  # its logits count
+    # its logits count
+    assert end.nbytes == cache_nbytes(end.snapshot.cache) + end.snapshot.logits.nbytes
 
 
 # ---------------------------------------------------------------------- disk
@@ -747,9 +740,8 @@ def test_cli_continue_carries_on_the_last_answer(engine):
         timeout=120,
         env={**os.environ, "MLX_DISABLE_COMPILE": "1"},
     )
-    assert (
-        result.returncode == 2 and "there is none yet" in result.stderr
-    )  # nothing to continue at first
+    # nothing to continue at first
+    assert result.returncode == 2 and "there is none yet" in result.stderr
     events = [json.loads(line) for line in result.stdout.splitlines()]
     stats = [e for e in events if e["type"] == "stats"]
     assert len(stats) == 2 and stats[0]["generated_tokens"] == 6

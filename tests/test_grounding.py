@@ -186,11 +186,12 @@ def test_cli_boxes_prints_and_draws_pixels_on_the_upright_image(tmp_path, orient
     # the box's four edges, away from the label tab in the top-left corner
     for xy in [(x1 + (x2 - x1) // 2, y2), (x2, y1 + (y2 - y1) // 2), (x1, y2 - 3), (x2 - 3, y1)]:
         assert drawn.getpixel(xy) == red, xy
+    # inside stays as it was
     assert drawn.getpixel(((x1 + x2) // 2, (y1 + y2) // 2)) == (
         20,
         20,
         20,
-    )  # inside stays as it was
+    )
     px, py = rows[1]["pixels"]
     assert drawn.getpixel((px, py)) == (60, 180, 75)  # the second label's crosshair centre
 

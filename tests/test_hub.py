@@ -539,9 +539,8 @@ def test_download_refuses_when_the_disk_is_too_small(hub_env, monkeypatch):
         f"but {os.environ['HF_HUB_CACHE']} has 9.5 MiB free; "
         f"free {human_bytes(need + 256 * 2**20 - 10_000_000)} and try again"
     ) in str(exc.value)
-    assert not any(
-        s.path.startswith(TEXT_REPO + "/") for s in hub_env.log
-    )  # not a byte of any file
+    # not a byte of any file
+    assert not any(s.path.startswith(TEXT_REPO + "/") for s in hub_env.log)
 
 
 @pytest.mark.parametrize(
@@ -791,9 +790,8 @@ def test_catalog_sizes_from_the_hub_and_the_release_proposal(hub_env, monkeypatc
         "model_type": "qwen3_5_moe",
         "text_config": {"hidden_size": 4096, "num_hidden_layers": 60, "num_experts": 397},
     }
-    assert (
-        catalog.release_for_config(real) == "Qwen/Qwen3.5-397B-A17B"
-    )  # an expert-pruned build too
+    # an expert-pruned build too
+    assert catalog.release_for_config(real) == "Qwen/Qwen3.5-397B-A17B"
     assert propose_release(conversions[0]) is None  # the tiny model is no published release
 
 
@@ -998,9 +996,8 @@ def test_model_picker_offers_add_vision_for_a_text_only_model(
     assert picker.vision_button.isEnabled() and picker.vision_button.text() == "Add vision…"
     qtbot.mouseClick(picker.vision_button, Qt.MouseButton.LeftButton)
     dialog = picker.vision_dialog
-    assert (
-        dialog.isVisible() and dialog.source.text() == ""
-    )  # the tiny model is no published release
+    # the tiny model is no published release
+    assert dialog.isVisible() and dialog.source.text() == ""
     dialog.source.setText(RELEASE)
     dialog.mtp.setChecked(True)
     qtbot.mouseClick(dialog.check_button, Qt.MouseButton.LeftButton)
@@ -1011,9 +1008,8 @@ def test_model_picker_offers_add_vision_for_a_text_only_model(
     picker.table.selectRow(1 - text_row)
     picker.table.selectRow(text_row)  # the picker now names the size it learned
     assert picker.vision_button.text() == f"Add vision (downloads {human_bytes(size)})"
-    qtbot.mouseClick(
-        dialog.cancel_button, Qt.MouseButton.LeftButton
-    )  # planned, not wanted: nothing runs
+    # planned, not wanted: nothing runs
+    qtbot.mouseClick(dialog.cancel_button, Qt.MouseButton.LeftButton)
     assert downloads.transfers[key].state is TransferState.CANCELLED
     # only the headers were read: no tensor data
     assert all(s.start in (0, 8) for s in hub_env.log if s.path.endswith(".safetensors"))
@@ -1049,9 +1045,8 @@ def test_graft_in_place_swaps_the_folder_and_keeps_it_on_failure(hub_env, conver
     hub_env.faults.clear()
     inode = (model / "model.safetensors").stat().st_ino
     assert main(["add-vision", "--model", str(model), "--from", RELEASE, "--in-place"]) == 0
-    assert sorted(p.name for p in model.parent.iterdir()) == [
-        "tiny-text"
-    ]  # no sibling, no leftovers
+    # no sibling, no leftovers
+    assert sorted(p.name for p in model.parent.iterdir()) == ["tiny-text"]
     assert (model / "model-vision.safetensors").is_file() and (
         model / ".cache" / "note"
     ).read_text() == "kept"

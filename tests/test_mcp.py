@@ -389,9 +389,8 @@ def test_consent_per_server_and_per_tool_persists(tmp_path):
     save_consent(tmp_path / "c.json", table)
     assert load_consent(tmp_path / "c.json") == table
     (tmp_path / "bad.json").write_text('{"servers": {"x": "always"}}', encoding="utf-8")
-    assert (
-        load_consent(tmp_path / "bad.json") == ConsentTable()
-    )  # a bad value: everything asks again
+    # a bad value: everything asks again
+    assert load_consent(tmp_path / "bad.json") == ConsentTable()
 
 
 # ---------------------------------------------------------------------------------------- CLI

@@ -408,9 +408,8 @@ def test_estimate_equals_the_cache_a_real_load_holds(model: str, dtype: str, req
     from mlx.utils import tree_flatten
 
     held = sum(p.nbytes for _, p in tree_flatten(loaded.model.parameters()))
-    assert (
-        estimate.weights_bytes == held
-    )  # bf16 weights and scales doubled where the CPU backend casts
+    # bf16 weights and scales doubled where the CPU backend casts
+    assert estimate.weights_bytes == held
     assert fixed == [a for a, g in zip(sizes[0], grows) if not g]  # it stays put
 
 
@@ -465,7 +464,6 @@ def test_the_mtp_heads_weights_and_cache_count() -> None:
     embedded = replace(TINY, mtp=MtpHead(MtpSource.EMBEDDED, TINY.path, 1, 300 * MIB))
     assert weight_bytes(folder) == weight_bytes(TINY) + 300 * MIB
     assert weight_bytes(embedded) == weight_bytes(TINY)
-    assert (
-        kv_bytes_per_token(folder) == kv_bytes_per_token(TINY) * 3 // 2
-    )  # 2 layers + the head's 1
+    # 2 layers + the head's 1
+    assert kv_bytes_per_token(folder) == kv_bytes_per_token(TINY) * 3 // 2
     assert estimate_fit(folder, 4096).weights_bytes > estimate_fit(TINY, 4096).weights_bytes

@@ -16,9 +16,8 @@ def test_classify_text_and_code(tmp_path):
     assert media.classify(tmp_path / "notes.md") is media.AttachmentKind.TEXT
     assert media.classify(tmp_path / "main.PY") is media.AttachmentKind.TEXT
     assert media.TEXT_SUFFIXES <= media.ATTACHABLE_SUFFIXES
-    assert (
-        ".heic" not in media.ATTACHABLE_SUFFIXES
-    )  # the engine cannot decode it, so nothing offers it
+    # the engine cannot decode it, so nothing offers it
+    assert ".heic" not in media.ATTACHABLE_SUFFIXES
     with pytest.raises(MediaError, match="text or code file"):
         media.classify(tmp_path / "archive.zip")
 

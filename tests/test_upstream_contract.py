@@ -407,12 +407,10 @@ def test_engine_matches_mlx_vlm_greedy_output_with_a_video(engine, tmp_path):
     )
     ids = [r.token for r in results]
     raw = loaded.tokenizer.decode(ids[: stats.generated_tokens], skip_special_tokens=True)
-    raw = raw.removeprefix(
-        " "
-    )  # the streaming detokenizer (mlx-lm's) trims the reply's first space
-    assert (
-        stats.prompt_tokens == results[-1].prompt_tokens > 60
-    )  # the video's tokens, as mlx-vlm counts them
+    # the streaming detokenizer (mlx-lm's) trims the reply's first space
+    raw = raw.removeprefix(" ")
+    # the video's tokens, as mlx-vlm counts them
+    assert stats.prompt_tokens == results[-1].prompt_tokens > 60
     assert stats.generated_tokens == 16
     assert ours.replace("\ufffd", "") == raw.replace("\ufffd", "")
 

@@ -246,9 +246,8 @@ class AttachmentsController(QObject):
 
     def _on_prepared(self, pending: Pending) -> None:
         self.items.append(pending)
-        self.items.sort(
-            key=lambda p: p.key
-        )  # files prepare in parallel; keep the order they were added
+        # files prepare in parallel; keep the order they were added
+        self.items.sort(key=lambda p: p.key)
         self._done_one()
         self.added.emit(pending)
 

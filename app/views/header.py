@@ -21,9 +21,8 @@ class ChatHeader(QFrame):
         self.setObjectName("Composer")
         head = QHBoxLayout(self)
         head.setContentsMargins(16, 6, 12, 6)
-        self.title_label = ElidedLabel(
-            "New chat"
-        )  # a 100-character title must not widen the window
+        # a 100-character title must not widen the window
+        self.title_label = ElidedLabel("New chat")
         font = self.title_label.font()
         font.setPointSizeF(font.pointSizeF() * 1.15)
         font.setBold(True)

@@ -34,9 +34,8 @@ def full_text_view(text: str) -> QPlainTextEdit:
     view.setObjectName("FullText")
     view.setReadOnly(True)
     view.setFrameShape(QFrame.Shape.NoFrame)
-    view.setStyleSheet(
-        "QPlainTextEdit#FullText { background: transparent; }"
-    )  # the bubble's colour shows
+    # the bubble's colour shows
+    view.setStyleSheet("QPlainTextEdit#FullText { background: transparent; }")
     view.setPlainText(text)
     view.setMinimumWidth(520)
     view.setFixedHeight(FULL_TEXT_HEIGHT)

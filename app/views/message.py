@@ -62,9 +62,8 @@ def _link_button(text: str, tip: str) -> QToolButton:
     button.setAutoRaise(True)
     button.setCursor(Qt.CursorShape.PointingHandCursor)
     button.setAccessibleName(text)
-    button.setFocusPolicy(
-        Qt.FocusPolicy.NoFocus
-    )  # the Chat menu's shortcuts act on the focused message
+    # the Chat menu's shortcuts act on the focused message
+    button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
     return button
 
 

@@ -70,9 +70,8 @@ class Sidebar(QFrame):
         self.search = QLineEdit()
         self.search.setPlaceholderText("Search all chats")
         self.search.setClearButtonEnabled(True)
-        self.search.setAcceptDrops(
-            False
-        )  # a file dropped here is an attachment (the window's), not a query
+        # a file dropped here is an attachment (the window's), not a query
+        self.search.setAcceptDrops(False)
         self.search.setAccessibleName("Search all chats")
         for button in self.search.findChildren(
             QToolButton

@@ -40,9 +40,8 @@ class ThinkingBlock(QWidget):
         self.header.setArrowType(Qt.ArrowType.RightArrow)
         self.header.setCursor(Qt.CursorShape.PointingHandCursor)
         self.header.setAutoRaise(True)
-        self.header.setFocusPolicy(
-            Qt.FocusPolicy.NoFocus
-        )  # View ▸ Show thinking (Ctrl+T) toggles it
+        # View ▸ Show thinking (Ctrl+T) toggles it
+        self.header.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.header.setAccessibleName("Show or hide the thinking")
         self.header.clicked.connect(self.toggle)
         self.body = QPlainTextEdit(self)

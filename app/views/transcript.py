@@ -59,9 +59,8 @@ class ChatSource(Protocol):
 class TranscriptView(QScrollArea):
     editSubmitted = Signal(int, str)
     regenerateRequested = Signal()
-    continueRequested = Signal(
-        int
-    )  # message id: this answer (the last, cut short) is to be carried on
+    # message id: this answer (the last, cut short) is to be carried on
+    continueRequested = Signal(int)
     versionRequested = Signal(int, int)  # message id, step (-1 older, +1 newer)
     copied = Signal(str)
 
@@ -71,15 +70,13 @@ class TranscriptView(QScrollArea):
         self.setWidgetResizable(True)
         self.setFrameShape(QFrame.Shape.NoFrame)
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.setFocusPolicy(
-            Qt.FocusPolicy.StrongFocus
-        )  # in the Tab chain: it hands focus to a message
+        # in the Tab chain: it hands focus to a message
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self.setAccessibleName("Conversation")
         self._current: MessageWidget | None = None  # the message Tab comes back to
         self.palette_ = palette
-        self._renderer = Renderer(
-            palette
-        )  # shared by every answer in the transcript (GUI thread only)
+        # shared by every answer in the transcript (GUI thread only)
+        self._renderer = Renderer(palette)
         self.token_limit = (
             0  # the chat's max answer tokens, to tell a cut-off reply from a finished one
         )
@@ -98,9 +95,8 @@ class TranscriptView(QScrollArea):
         self.column.setSpacing(2)
         self.earlier = QPushButton("Show earlier messages")
         self.earlier.setFlat(True)
-        self.earlier.setFocusPolicy(
-            Qt.FocusPolicy.NoFocus
-        )  # Up on the first message loads them too
+        # Up on the first message loads them too
+        self.earlier.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.earlier.clicked.connect(self.load_earlier)
         self.earlier.hide()
         self.column.addWidget(self.earlier, 0, Qt.AlignmentFlag.AlignHCenter)

@@ -25,9 +25,8 @@ def _arch(config: dict):
     ensure_runtime_imported()
     from mlx_vlm.utils import get_model_and_args, update_module_configs
 
-    arch, _ = get_model_and_args(
-        config
-    )  # never with a model_path: nothing is imported from a folder
+    # never with a model_path: nothing is imported from a folder
+    arch, _ = get_model_and_args(config)
     cfg = dict(config)
     cfg.setdefault("text_config", {})
     cfg.setdefault("vision_config", {})
