@@ -8,6 +8,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from engine_mlx.errors import EngineError
 from engine_mlx.sizes import human_bytes, human_rate
@@ -80,37 +81,14 @@ def add_vision(
     as_json: bool,
     in_place: bool = False,
 ) -> int:
-    from engine_mlx.hub.graft import plan_graft, propose_release, run_graft
+    from engine_mlx.hub.graft import plan_graft, run_graft
 
     out = _Out(as_json)
-    if not repo_id:
-        repo_id = propose_release(model)
-        if not repo_id:
-            raise EngineError(
-                f"{model}: cannot tell which Qwen3.5 release it was converted from; pass --from REPO"
-            )
-        out.event(
-            "proposal",
-            f"Taking the vision tower from {repo_id} (pass --from to choose another)",
-            repo=repo_id,
-        )
+    repo_id = _release(model, repo_id, out, "the vision tower")
     plan = plan_graft(model, repo_id, revision=revision, mtp=mtp, output=output, in_place=in_place)
     what = "the vision tower and MTP head" if mtp else "the vision tower"
-    out.event(
-        "plan",
-        f"Adding {what} from {repo_id}: downloads {plan.summary()} (the rest is not fetched); "
-        + (f"into {plan.model_dir} itself" if in_place else f"new model folder {plan.output_dir}"),
-        repo=repo_id,
-        commit=plan.repo.commit,
-        fetch_bytes=plan.fetch_bytes,
-        repo_bytes=plan.repo_bytes,
-        header_bytes=plan.header_bytes,
-        tensors=len(plan.tensors),
-        summary=plan.summary(),
-        output=str(plan.output_dir),
-        in_place=in_place,
-        mtp=mtp,
-    )
+    where = f"into {plan.model_dir} itself" if in_place else f"new model folder {plan.output_dir}"
+    _plan_event(out, plan, f"Adding {what} from {repo_id}", where, in_place=in_place, mtp=mtp)
 
     _finish(out, run_graft(plan, on_progress=_graft_progress(out)), as_json)
     return 0
@@ -120,26 +98,38 @@ def add_mtp(
     model: Path, repo_id: str | None, revision: str, output: Path | None, as_json: bool
 ) -> int:
     from engine_mlx.hub.add_mtp import plan_add_mtp, run_add_mtp
-    from engine_mlx.hub.graft import propose_release
 
     out = _Out(as_json)
-    if not repo_id:
-        repo_id = propose_release(model)
-        if not repo_id:
-            raise EngineError(
-                f"{model}: cannot tell which Qwen3.5 release it was converted from; pass --from REPO"
-            )
-        out.event(
-            "proposal",
-            f"Taking the MTP head from {repo_id} (pass --from to choose another)",
-            repo=repo_id,
-        )
+    repo_id = _release(model, repo_id, out, "the MTP head")
     plan = plan_add_mtp(model, repo_id, revision=revision, output=output)
+    _plan_event(out, plan, f"Adding the MTP head from {repo_id}", f"into {plan.output_dir}")
+    _finish(out, run_add_mtp(plan, on_progress=_graft_progress(out)), as_json)
+    return 0
+
+
+def _release(model: Path, repo_id: str | None, out: _Out, what: str) -> str:
+    """``repo_id``, or the release the model was converted from (said as a proposal)."""
+    from engine_mlx.hub.graft import propose_release
+
+    if repo_id:
+        return repo_id
+    proposed = propose_release(model)
+    if not proposed:
+        raise EngineError(
+            f"{model}: cannot tell which Qwen3.5 release it was converted from; pass --from REPO"
+        )
+    out.event(
+        "proposal", f"Taking {what} from {proposed} (pass --from to choose another)", repo=proposed
+    )
+    return proposed
+
+
+def _plan_event(out: _Out, plan: Any, doing: str, where: str, **more: Any) -> None:
+    """What a graft will fetch (a GraftPlan or an MtpPlan), before it starts."""
     out.event(
         "plan",
-        f"Adding the MTP head from {repo_id}: downloads {plan.summary()} (the rest is not "
-        f"fetched) into {plan.output_dir}",
-        repo=repo_id,
+        f"{doing}: downloads {plan.summary()} (the rest is not fetched); {where}",
+        repo=plan.repo.repo_id,
         commit=plan.repo.commit,
         fetch_bytes=plan.fetch_bytes,
         repo_bytes=plan.repo_bytes,
@@ -147,9 +137,8 @@ def add_mtp(
         tensors=len(plan.tensors),
         summary=plan.summary(),
         output=str(plan.output_dir),
+        **more,
     )
-    _finish(out, run_add_mtp(plan, on_progress=_graft_progress(out)), as_json)
-    return 0
 
 
 def _graft_progress(out: _Out):
