@@ -89,13 +89,28 @@ def _privilege_separation_dir(sshd: str, config: Path) -> None:
         raise RuntimeError(f"sshd refuses its test config: {test.stderr.strip()}")
 
 
-def _descendants(pid: int) -> list[int]:
+def _parents() -> list[tuple[int, int]]:
+    """(pid, parent pid) of every process: from /proc on Linux (no ps on a bare image), else ps."""
+    proc = Path("/proc")
+    if proc.is_dir():
+        pairs = []
+        for entry in proc.iterdir():
+            try:
+                stat = (entry / "stat").read_text() if entry.name.isdigit() else ""
+            except OSError:
+                continue
+            if stat:
+                pairs.append((int(entry.name), int(stat.rsplit(")", 1)[1].split()[1])))
+        return pairs
     table = subprocess.run(
         ["ps", "-A", "-o", "pid=", "-o", "ppid="], capture_output=True, text=True
     )
+    return [(int(a), int(b)) for a, b in (line.split() for line in table.stdout.splitlines())]
+
+
+def _descendants(pid: int) -> list[int]:
     children: dict[int, list[int]] = {}
-    for line in table.stdout.splitlines():
-        child, parent = (int(v) for v in line.split())
+    for child, parent in _parents():
         children.setdefault(parent, []).append(child)
     found, todo = [], [pid]
     while todo:
