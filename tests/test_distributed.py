@@ -554,6 +554,32 @@ def test_cluster_check_over_ssh_runs_the_code_of_this_folder_and_names_other_cod
     ), line
 
 
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="finds the remote rank's process in /proc"
+)
+def test_cluster_launch_with_a_rank_over_ssh_answers_as_one_process(
+    ssh_host, tiny_text_model_dir, tmp_path, monkeypatch
+):
+    """``cluster launch`` of two ranks, rank 1's host an ssh alias: mlx.launch starts it over ssh
+    (the ring backend between them on 127.0.0.1), and the greedy answers equal one process's, the
+    follow-up resuming on both ranks."""
+    monkeypatch.setenv("PATH", ssh_host.path)  # cluster launch, then mlx.launch, run ssh from PATH
+    logins = ssh_host.logins()
+    group, url = _serve_group(
+        tiny_text_model_dir, "pipeline", hostfile=_hostfile(tmp_path, ("127.0.0.1", "studio"))
+    )
+    try:
+        assert ssh_host.logins() == logins + 1  # rank 1 runs in an ssh session
+        [remote_rank] = [
+            pid for pid in ssh_host.session_processes() if b"engine_mlx" in _cmdline(pid)
+        ]
+        figures = _turns(url, tiny_text_model_dir, USERS[:2])
+        assert [cached > 0 for _, cached, _ in figures] == [False, True]
+    finally:
+        group.stop()
+    _wait_gone(remote_rank, 30)  # stopping the group ends the rank over ssh too
+
+
 def test_an_older_qwendesk_report_is_named_as_another_version(tiny_text_model_dir):
     """A host running a QwenDesk from before ``code`` was reported: its report still reads, and the
     check says to install the same QwenDesk rather than that the answer is unexpected."""
@@ -586,6 +612,14 @@ def _rank_pid(group, rank: int) -> int:
         if f"MLX_RANK={rank}".encode() in environ and b"engine_mlx" in args:
             return int(proc.name)
     raise AssertionError(f"no process for rank {rank}")
+
+
+def _cmdline(pid: int) -> bytes:
+    """The command line of ``pid`` (Linux /proc); empty once it has gone."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def _wait_gone(pid: int, timeout_s: float) -> None:
