@@ -7,7 +7,7 @@ another Mac. The host key is in the client's known hosts: no question is ever as
 
 Aliases: ``studio`` logs in to this machine; ``other-mac`` too, but sees its own copies of the
 folders :meth:`SshHost.copy_folder` names (another Mac with a different model folder at the same
-path); ``studio-down`` is a closed port.
+path), and its login prints a greeting first; ``studio-down`` is a closed port.
 """
 
 from __future__ import annotations
@@ -35,8 +35,10 @@ OTHER_MAC = "other-mac"
 DOWN = "studio-down"
 
 # Run as the forced command of the other-mac key: the session's command with each mapped path swapped
-# for its copy (folders.map: "path<TAB>copy" a line), then run as sshd would run it.
+# for its copy (folders.map: "path<TAB>copy" a line), then run as sshd would run it, after a line on
+# stdout as a chatty shell profile prints.
 _OTHER_MAC_SHELL = """#!/bin/sh
+echo "Welcome to other-mac"
 command=$SSH_ORIGINAL_COMMAND
 while IFS='\t' read -r path copy; do
     command=$(printf '%s' "$command" | sed "s|$path|$copy|g")

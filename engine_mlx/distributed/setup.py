@@ -188,9 +188,10 @@ def _probe_host(
 
 
 def read_probe(text: str) -> Probe:
-    """``cluster probe``'s JSON; an older QwenDesk's may lack a field, and then its version and code
-    (``unknown``) tell the user what to do."""
-    answer = json.loads(text)
+    """``cluster probe``'s JSON, its last line (a shell profile may print before it over ssh); an
+    older QwenDesk's may lack a field, and then its version and code (``unknown``) tell the user
+    what to do."""
+    answer = json.loads((text.strip().splitlines() or [""])[-1])
     known = {f.name for f in fields(Probe)}
     return Probe(**{"code": "unknown", **{k: v for k, v in answer.items() if k in known}})
 
