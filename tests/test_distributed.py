@@ -580,6 +580,25 @@ def test_cluster_launch_with_a_rank_over_ssh_answers_as_one_process(
     _wait_gone(remote_rank, 30)  # stopping the group ends the rank over ssh too
 
 
+def test_cluster_launch_names_a_rank_ssh_cannot_reach_and_how_to_see_why(
+    ssh_host, tiny_text_model_dir, tmp_path
+):
+    """mlx.launch runs ssh quietly: a rank it cannot reach only ends with ssh's exit code. cluster
+    launch names the rank and its host, and the check that says why."""
+    hostfile = _hostfile(tmp_path, ("127.0.0.1", "studio-down"))
+    launch = [sys.executable, "-m", "engine_mlx", "cluster", "launch", "--hostfile", hostfile]
+    launch += ["--model", str(tiny_text_model_dir), "--", "--port", "0"]
+    result = subprocess.run(
+        launch, capture_output=True, text=True, env=ssh_host.env(), timeout=START_TIMEOUT_S
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-2:] == [
+        "Rank 1 (studio-down) could not be reached over ssh: run 'python -m engine_mlx cluster "
+        f"check --hostfile {hostfile} --model {tiny_text_model_dir}' to see why.",
+        "The cluster stopped.",
+    ]
+
+
 def test_an_older_qwendesk_report_is_named_as_another_version(tiny_text_model_dir):
     """A host running a QwenDesk from before ``code`` was reported: its report still reads, and the
     check says to install the same QwenDesk rather than that the answer is unexpected."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -29,6 +30,7 @@ SSH_CONNECT_TIMEOUT_S = 10
 SSH_FAILED = 255  # ssh's own exit code: it could not connect or log in
 COMMAND_NOT_FOUND = 127  # the remote shell's: no such program (the Python path differs there)
 RESTART_PAUSE_S = 2.0
+_RANK_EXIT = re.compile(r"Node with rank (\d+) exited with code (-?\d+)")  # mlx.launch's warning
 DEFAULT_RESTARTS = 0  # cluster launch ends when the group does, unless asked to start it again
 EXIT_STOPPED = 2  # the group ended without a Ctrl-C (a rank died, or it could not start)
 
@@ -241,6 +243,17 @@ def launch(
         # Only a Ctrl-C (above) ends the group on purpose; mlx.launch exits 0 even when it stopped
         # the group because a rank died, so any other end is a failure.
         group.process.wait()
+        for rank in _lost_over_ssh(group):
+            host = hosts_of(hostfile)[rank]
+            if host in LOCAL_HOSTS:
+                continue
+            print(
+                f"Rank {rank} ({host}) could not be reached over ssh: run 'python -m engine_mlx "
+                f"cluster check --hostfile {shlex.quote(str(hostfile))} --model "
+                f"{shlex.quote(str(model_dir))}' to see why.",
+                file=sys.stderr,
+                flush=True,
+            )
         if attempt >= restarts:
             print("The cluster stopped.", file=sys.stderr, flush=True)
             return EXIT_STOPPED
@@ -268,6 +281,12 @@ def _relay(group: Group) -> None:
             sys.stdout.write(line)
         group.stdout_lines.clear()
         time.sleep(0.1)
+
+
+def _lost_over_ssh(group: Group) -> list[int]:
+    """The ranks mlx.launch saw end with ssh's own exit code (its ssh runs quiet, so it says no more)."""
+    ended = (_RANK_EXIT.search(line) for line in group.stderr_lines)
+    return sorted({int(m.group(1)) for m in ended if m and int(m.group(2)) == SSH_FAILED})
 
 
 def _offline_env() -> dict[str, str]:
