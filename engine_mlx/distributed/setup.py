@@ -106,6 +106,7 @@ def check(
     from engine_mlx.memory import FitVerdict
 
     hosts = hosts_of(hostfile)
+    here = version(), code_hash()
     problems: list[str] = []
     reports: list[Probe | None] = []
     for rank, host in enumerate(hosts):
@@ -115,10 +116,10 @@ def check(
         if report is None:
             problems.append(f"{where}: {failure}")
             continue
-        if (report.version, report.code) != (version(), code_hash()):
+        if (report.version, report.code) != here:
             problems.append(
                 f"{where}: QwenDesk {report.version} (code {report.code}), this machine runs "
-                f"{version()} (code {code_hash()}): install the same one"
+                f"{here[0]} (code {here[1]}): install the same one"
             )
         if not report.model_found or report.error:
             problems.append(f"{where}: {report.error or f'{model_dir}: no such folder'}")
@@ -182,7 +183,7 @@ def _probe_host(
             f"{python} is not there ({last}): install QwenDesk at the same path on every host",
         )
     if result.returncode != 0:
-        return None, f"could not run QwenDesk ({last})"
+        return None, f"could not run QwenDesk ({last}): install the same QwenDesk on every host"
     try:
         return read_probe(result.stdout), ""
     except (ValueError, TypeError, AttributeError) as exc:
