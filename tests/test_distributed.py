@@ -1,7 +1,8 @@
 """One model over two ranks on 127.0.0.1 (MLX's ring backend, started by mlx.launch): greedy tokens
 equal a single process, with pipeline and with tensor parallelism, and with images (rank 0's vision
 tower, MRoPE positions on every rank), and follow-ups resume from snapshots on every rank. Each
-group is launched once for the module."""
+group is launched once for the module. ``cluster check`` and ``cluster launch`` also reach this
+machine over ssh as another Mac, through a private sshd (tests/ssh_host.py)."""
 
 from __future__ import annotations
 
