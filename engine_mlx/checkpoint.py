@@ -99,6 +99,10 @@ class ModelInfo:
     # Bytes of bfloat16/float16 tensors (weights, quantization scales and biases): MLX's CPU backend
     # holds them as float32, twice as many (runtime._float32_on_cpu).
     half_float_bytes: int = 0
+    # The vision tower's share of ``weight_bytes`` and of ``half_float_bytes``: only rank 0 of a
+    # model split over several Macs holds it (engine_mlx.distributed.vision).
+    vision_weight_bytes: int = 0
+    vision_half_float_bytes: int = 0
     hidden_size: int = 0  # the language model's (0: config.json does not say)
     mtp: MtpHead | None = None  # the model's own multi-token-prediction head (engine_mlx.mtp_head)
     mtp_error: str | None = None  # why its mtp/ folder cannot be used, when it cannot
@@ -691,6 +695,7 @@ def inspect_checkpoint(path: Path | str, *, check_tensors: bool = True) -> Model
     quant = _quantization(config)
     context = text.get("max_position_embeddings", config.get("max_position_embeddings"))
     template = read_chat_template(folder) or ""
+    vision = [t for t in tensors if t.name.startswith(_NOT_LANGUAGE_MODEL)]
     mtp, mtp_error = None, None
     try:
         mtp = find_head(folder, config, [(t.name, t.nbytes) for t in tensors])
@@ -708,6 +713,8 @@ def inspect_checkpoint(path: Path | str, *, check_tensors: bool = True) -> Model
         param_count=_count_params(tensors, quant),
         weight_bytes=sum(t.nbytes for t in tensors),
         half_float_bytes=sum(t.nbytes for t in tensors if t.dtype in ("BF16", "F16")),
+        vision_weight_bytes=sum(t.nbytes for t in vision),
+        vision_half_float_bytes=sum(t.nbytes for t in vision if t.dtype in ("BF16", "F16")),
         context_length=context if isinstance(context, int) else None,
         supports_thinking=any(marker in template for marker in _THINKING_MARKERS),
         num_layers=num_layers,

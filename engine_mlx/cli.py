@@ -332,6 +332,9 @@ def _cluster_parser(sub) -> None:
     probe = commands.add_parser("probe", help="this host's report for 'cluster check' (JSON)")
     probe.add_argument("--model", required=True, type=Path)
     probe.add_argument("--ranks", type=int, required=True, help="how many hosts share the model")
+    probe.add_argument(
+        "--rank", type=int, default=0, help="this host's rank (0 holds the vision tower)"
+    )
     probe.add_argument("--context", type=int, default=DEFAULT_CONTEXT_TOKENS)
     launch = commands.add_parser(
         "launch",
@@ -362,7 +365,7 @@ def _cluster(args) -> int:
     from engine_mlx.distributed import setup
 
     if args.cluster_command == "probe":
-        print(setup.probe_json(args.model, args.ranks, args.context))
+        print(setup.probe_json(args.model, args.ranks, args.context, args.rank))
         return 0
     if args.cluster_command == "check":
         problems = setup.check(args.hostfile, args.model, args.context)

@@ -155,6 +155,13 @@ def weight_bytes(info: ModelInfo, machine: MachineMemory | None = None) -> int:
     return info.weight_bytes + cast + head
 
 
+def vision_weight_bytes(info: ModelInfo, machine: MachineMemory | None = None) -> int:
+    """The vision tower's part of :func:`weight_bytes` (its half floats as float32 on a CPU-backend
+    ``machine``, as ``load_vision_side`` casts them)."""
+    cast = info.vision_half_float_bytes if machine is not None and machine.cpu_backend else 0
+    return info.vision_weight_bytes + cast
+
+
 def kv_bytes_per_token(info: ModelInfo, machine: MachineMemory | None = None) -> int:
     """K and V for every full-attention layer (the MTP head's layers included: they are full
     attention); linear-attention layers keep no per-token cache."""
@@ -234,15 +241,22 @@ def _advice(
 
 
 def estimate_fit(
-    info: ModelInfo, context_tokens: int, machine: MachineMemory | None = None, *, ranks: int = 1
+    info: ModelInfo,
+    context_tokens: int,
+    machine: MachineMemory | None = None,
+    *,
+    ranks: int = 1,
+    rank: int = 0,
 ) -> FitEstimate:
     """Memory needed for ``info`` with a ``context_tokens`` cache, and whether it fits here; with
-    ``ranks``, one rank's share of a model split over that many machines (about an equal part)."""
+    ``ranks``, the share of ``rank`` in a model split over that many machines: about an equal part
+    of the language model, and on rank 0 the whole vision tower besides."""
     if context_tokens < 0:
         raise ValueError(f"context_tokens must not be negative, got {context_tokens}")
     machine = machine_memory() if machine is None else machine
     shares = max(1, ranks)
-    weights = weight_bytes(info, machine) // shares
+    vision = vision_weight_bytes(info, machine)
+    weights = (weight_bytes(info, machine) - vision) // shares + (vision if rank == 0 else 0)
     per_token = kv_bytes_per_token(info, machine) // shares
     kv = per_token * context_tokens
     state = linear_state_bytes(info, machine) // shares
@@ -289,4 +303,5 @@ __all__ = [
     "kv_bytes_per_token",
     "linear_state_bytes",
     "machine_memory",
+    "vision_weight_bytes",
 ]

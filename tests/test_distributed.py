@@ -1,7 +1,8 @@
 """One model over two ranks on 127.0.0.1 (MLX's ring backend, started by mlx.launch): greedy tokens
 equal a single process, with pipeline and with tensor parallelism, and with images (rank 0's vision
 tower, MRoPE positions on every rank), and follow-ups resume from snapshots on every rank. Each
-group is launched once for the module."""
+group is launched once for the module. ``cluster check`` and ``cluster launch`` also reach this
+machine over ssh as another Mac, through a private sshd (tests/ssh_host.py)."""
 
 from __future__ import annotations
 
@@ -43,12 +44,22 @@ def even_model_dir(tmp_path_factory):
     )
 
 
-def _hostfile(folder) -> str:
-    """An mlx.launch hostfile of two ranks on 127.0.0.1 (the ring backend)."""
+def _hostfile(folder, hosts: tuple[str, ...] = ("127.0.0.1", "127.0.0.1")) -> str:
+    """An mlx.launch hostfile of a rank per ssh name in ``hosts`` (each at 127.0.0.1 for the ring
+    backend): 127.0.0.1 runs locally, any other name over ssh."""
     path = folder / "hosts.json"
-    rank = {"ssh": "127.0.0.1", "ips": ["127.0.0.1"]}
-    path.write_text(json.dumps({"backend": "ring", "hosts": [rank, rank]}))
+    ranks = [{"ssh": host, "ips": ["127.0.0.1"]} for host in hosts]
+    path.write_text(json.dumps({"backend": "ring", "hosts": ranks}))
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def ssh_host(tmp_path_factory):
+    """This machine over ssh as another Mac (tests/ssh_host.py); skips where sshd is not installed."""
+    from ssh_host import private_sshd
+
+    with private_sshd(tmp_path_factory.mktemp("sshd")) as host:
+        yield host
 
 
 def _serve_group(
@@ -320,7 +331,9 @@ def test_the_memory_estimate_of_one_rank_holds_its_share(tiny_text_model_dir):
     assert share.overhead_bytes >= OVERHEAD_FIXED_BYTES and share.total_bytes < whole.total_bytes
 
 
-def _cluster_check(hostfile: str, model_dir) -> subprocess.CompletedProcess:
+def _cluster_check(
+    hostfile: str, model_dir, env: dict[str, str] | None = None, cwd=None, timeout: float = 300
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [
             sys.executable,
@@ -335,7 +348,9 @@ def _cluster_check(hostfile: str, model_dir) -> subprocess.CompletedProcess:
         ],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
+        env=env,
+        cwd=cwd,
     )
 
 
@@ -346,7 +361,7 @@ def test_cluster_check_on_a_loopback_hostfile(tiny_text_model_dir, tmp_path):
     ready = _cluster_check(hostfile, tiny_text_model_dir)
     assert ready.returncode == 0, ready.stderr
     assert "The cluster is ready." in ready.stdout
-    assert ready.stdout.count("1 weight files; fits") == 2
+    assert ready.stdout.count(" 1 weight files (headers ") == 2
     missing = _cluster_check(hostfile, tmp_path / "absent")
     assert missing.returncode == 2
     assert [line for line in missing.stderr.splitlines() if "no such folder" in line] == [
@@ -355,6 +370,248 @@ def test_cluster_check_on_a_loopback_hostfile(tiny_text_model_dir, tmp_path):
     (tmp_path / "bad.json").write_text("[1, 2]")
     bad = _cluster_check(str(tmp_path / "bad.json"), tiny_text_model_dir)
     assert bad.returncode == 2 and "not an mlx.launch hostfile" in bad.stderr
+
+
+def _rank_lines(stdout: str) -> dict[str, str]:
+    """``cluster check``'s line per rank, by host."""
+    return {
+        line.split("(", 1)[1].split(")", 1)[0]: line
+        for line in stdout.splitlines()
+        if line.startswith("rank ")
+    }
+
+
+def test_cluster_check_over_ssh_reports_each_rank_with_the_vision_tower_on_rank_0(
+    ssh_host, tiny_model_dir, tmp_path
+):
+    """A rank on another host is probed over ssh (the sshd sees the login), in a model folder whose
+    path the remote shell must get quoted; each rank reports the same version, code and headers, and
+    its own share of memory: rank 0 with the vision tower, rank 1 without."""
+    import shutil
+
+    from engine_mlx.checkpoint import inspect_checkpoint
+    from engine_mlx.distributed.setup import code_hash, version
+    from engine_mlx.memory import estimate_fit
+    from engine_mlx.settings import DEFAULT_CONTEXT_TOKENS
+
+    model = tmp_path / "Qwen 3.5 (tiny) it's $HOME"
+    shutil.copytree(tiny_model_dir, model)
+    logins = ssh_host.logins()
+    ready = _cluster_check(_hostfile(tmp_path, ("127.0.0.1", "studio")), model, env=ssh_host.env())
+    assert ready.returncode == 0, ready.stderr
+    assert ssh_host.logins() == logins + 1
+    lines = _rank_lines(ready.stdout)
+    assert list(lines) == ["127.0.0.1", "studio"]
+    headers = {line.split("(headers ")[1].split(")")[0] for line in lines.values()}
+    assert len(headers) == 1
+    info = inspect_checkpoint(model)
+    for rank, line in enumerate(lines.values()):
+        assert (
+            line.startswith(f"rank {rank} (")
+            and f"QwenDesk {version()} (code {code_hash()})" in line
+        )
+        share = estimate_fit(info, DEFAULT_CONTEXT_TOKENS, ranks=2, rank=rank)
+        assert line.endswith(f"; {share.summary()}"), line
+    assert "The cluster is ready." in ready.stdout
+
+
+def test_the_vision_tower_counts_on_rank_0_only(tiny_model_dir, tiny_text_model_dir):
+    """Rank 0 of a vision checkpoint holds the whole vision tower (distributed.vision) beside its
+    part of the language model: the fit estimate of rank 0 counts it, the other ranks' do not."""
+    import mlx.core as mx
+
+    from engine_mlx.checkpoint import inspect_checkpoint
+    from engine_mlx.memory import estimate_fit, machine_memory, vision_weight_bytes
+
+    tower = 0
+    for path in tiny_model_dir.glob("*.safetensors"):
+        weights = mx.load(str(path))
+        tower += sum(w.nbytes for name, w in weights.items() if name.startswith("vision_tower."))
+    info = inspect_checkpoint(tiny_model_dir)
+    assert tower > 0 and info.vision_weight_bytes == tower
+    machine = machine_memory()
+    whole, first, second = (
+        estimate_fit(info, 1024, machine, ranks=ranks, rank=rank)
+        for ranks, rank in ((1, 0), (2, 0), (2, 1))
+    )
+    vision = vision_weight_bytes(info, machine)  # the tower (float32 on MLX's CPU backend)
+    assert vision >= tower
+    language = whole.weights_bytes - vision
+    assert (first.weights_bytes, second.weights_bytes) == (language // 2 + vision, language // 2)
+    text = inspect_checkpoint(tiny_text_model_dir)
+    assert text.vision_weight_bytes == 0
+    assert estimate_fit(text, 1024, ranks=2, rank=0) == estimate_fit(text, 1024, ranks=2, rank=1)
+
+
+def test_cluster_check_over_ssh_leaves_its_input_to_the_next_command(
+    ssh_host, tiny_text_model_dir, tmp_path
+):
+    """ssh reads its input unless told otherwise: a check inside a script must not eat the rest."""
+    import shlex
+
+    check = [sys.executable, "-m", "engine_mlx", "cluster", "check", "--model"]
+    check += [str(tiny_text_model_dir), "--hostfile", _hostfile(tmp_path, ("studio",))]
+    result = subprocess.run(
+        ["/bin/sh", "-c", f"{shlex.join(check)}; cat"],
+        input="the rest\n",
+        capture_output=True,
+        text=True,
+        env=ssh_host.env(),
+        timeout=300,
+    )
+    assert result.stdout.endswith("The cluster is ready.\nthe rest\n"), result
+
+
+def test_cluster_check_over_ssh_names_a_host_whose_model_differs(
+    ssh_host, tiny_text_model_dir, tmp_path
+):
+    """``other-mac`` has its own copy of the model folder, one shard's header changed (metadata
+    only): the check names that rank and says what to do."""
+    import shutil
+
+    import mlx.core as mx
+
+    model, copy = tmp_path / "model", tmp_path / "copy"
+    shutil.copytree(tiny_text_model_dir, model)
+    shutil.copytree(tiny_text_model_dir, copy)
+    shard = next(copy.glob("*.safetensors"))
+    mx.save_safetensors(str(shard), mx.load(str(shard)), metadata={"format": "mlx", "copy": "1"})
+    ssh_host.copy_folder(model, copy)
+    result = _cluster_check(
+        _hostfile(tmp_path, ("127.0.0.1", "other-mac")), model, env=ssh_host.env()
+    )
+    assert result.returncode == 2, result.stdout
+    assert result.stderr.splitlines() == [
+        "error: rank 1 (other-mac): the model's weight files differ from the first host's: "
+        "copy the same folder"
+    ]
+
+
+def test_cluster_check_says_in_one_line_when_a_host_cannot_be_reached(
+    ssh_host, tiny_text_model_dir, tmp_path
+):
+    """A closed port: one line naming the rank, ssh's reason and what to do, at once (the connect
+    timeout bounds a silent host; the subprocess's timeout stands for "no hang" here). "localhost"
+    goes over ssh too, as mlx.launch does."""
+    result = _cluster_check(
+        _hostfile(tmp_path, ("studio-down",)), tiny_text_model_dir, env=ssh_host.env(), timeout=60
+    )
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith(
+        "error: rank 0 (studio-down): could not log in over ssh (ssh: connect to"
+    )
+    assert "Connection refused): turn on Remote Login there" in line, line
+    logins = ssh_host.logins()
+    local = _cluster_check(
+        _hostfile(tmp_path, ("127.0.0.1", "localhost")), tiny_text_model_dir, env=ssh_host.env()
+    )
+    assert local.returncode == 0, local.stderr
+    assert ssh_host.logins() == logins + 1
+
+
+def test_cluster_check_over_ssh_with_another_python_path_says_to_install_it_there(
+    ssh_host, tiny_text_model_dir, tmp_path, monkeypatch
+):
+    from engine_mlx.distributed.setup import check
+
+    monkeypatch.setenv("PATH", ssh_host.path)
+    missing = str(tmp_path / "venv" / "bin" / "python")
+    [problem] = check(
+        Path(_hostfile(tmp_path, ("studio",))), tiny_text_model_dir, 1024, python=missing
+    )
+    assert problem.startswith(f"rank 0 (studio): {missing} is not there (")
+    assert problem.endswith("): install QwenDesk at the same path on every host")
+
+
+def test_cluster_check_over_ssh_runs_the_code_of_this_folder_and_names_other_code(
+    ssh_host, tiny_text_model_dir, tmp_path
+):
+    """The remote probe starts in this folder, as mlx.launch starts a rank: run from a folder with
+    its own (edited) engine_mlx, both ranks run that code. Given to this process only (PYTHONPATH
+    from another folder), the remote rank runs other code, and the check names it."""
+    import shutil
+
+    import engine_mlx
+
+    checkout = tmp_path / "checkout"
+    shutil.copytree(
+        Path(engine_mlx.__file__).parent,
+        checkout / "engine_mlx",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    with (checkout / "engine_mlx" / "cli.py").open("a") as f:
+        f.write("# an edit\n")
+    hostfile = _hostfile(tmp_path, ("127.0.0.1", "studio"))
+    env = {k: v for k, v in ssh_host.env().items() if k != "PYTHONPATH"}
+    same = _cluster_check(hostfile, tiny_text_model_dir, env=env, cwd=checkout)
+    assert same.returncode == 0, same.stderr
+    elsewhere = _cluster_check(
+        hostfile, tiny_text_model_dir, env={**env, "PYTHONPATH": str(checkout)}, cwd=tmp_path
+    )
+    assert elsewhere.returncode == 2
+    [line] = elsewhere.stderr.splitlines()
+    assert line.startswith("error: rank 1 (studio): QwenDesk ") and line.endswith(
+        "): install the same one"
+    ), line
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="finds the remote rank's process in /proc"
+)
+def test_cluster_launch_with_a_rank_over_ssh_answers_as_one_process(
+    ssh_host, tiny_text_model_dir, tmp_path, monkeypatch
+):
+    """``cluster launch`` of two ranks, rank 1's host an ssh alias: mlx.launch starts it over ssh
+    (the ring backend between them on 127.0.0.1), and the greedy answers equal one process's, the
+    follow-up resuming on both ranks."""
+    monkeypatch.setenv("PATH", ssh_host.path)  # cluster launch, then mlx.launch, run ssh from PATH
+    logins = ssh_host.logins()
+    group, url = _serve_group(
+        tiny_text_model_dir, "pipeline", hostfile=_hostfile(tmp_path, ("127.0.0.1", "studio"))
+    )
+    try:
+        assert ssh_host.logins() == logins + 1  # rank 1 runs in an ssh session
+        [remote_rank] = [
+            pid for pid in ssh_host.session_processes() if b"engine_mlx" in _cmdline(pid)
+        ]
+        figures = _turns(url, tiny_text_model_dir, USERS[:2])
+        assert [cached > 0 for _, cached, _ in figures] == [False, True]
+    finally:
+        group.stop()
+    _wait_gone(remote_rank, 30)  # stopping the group ends the rank over ssh too
+
+
+def test_cluster_launch_names_a_rank_ssh_cannot_reach_and_how_to_see_why(
+    ssh_host, tiny_text_model_dir, tmp_path
+):
+    """mlx.launch runs ssh quietly: a rank it cannot reach only ends with ssh's exit code. cluster
+    launch names the rank and its host, and the check that says why."""
+    hostfile = _hostfile(tmp_path, ("127.0.0.1", "studio-down"))
+    launch = [sys.executable, "-m", "engine_mlx", "cluster", "launch", "--hostfile", hostfile]
+    launch += ["--model", str(tiny_text_model_dir), "--", "--port", "0"]
+    result = subprocess.run(
+        launch, capture_output=True, text=True, env=ssh_host.env(), timeout=START_TIMEOUT_S
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-2:] == [
+        "Rank 1 (studio-down) could not be reached over ssh: run 'python -m engine_mlx cluster "
+        f"check --hostfile {hostfile} --model {tiny_text_model_dir}' to see why.",
+        "The cluster stopped.",
+    ]
+
+
+def test_an_older_qwendesk_report_is_named_as_another_version(tiny_text_model_dir):
+    """A host running a QwenDesk from before ``code`` was reported: its report still reads, and the
+    check says to install the same QwenDesk rather than that the answer is unexpected."""
+    import dataclasses
+
+    from engine_mlx.distributed.setup import probe, read_probe
+
+    today = dataclasses.asdict(probe(tiny_text_model_dir, 2, 1024))
+    assert read_probe(json.dumps(today)) == probe(tiny_text_model_dir, 2, 1024)
+    older = {k: v for k, v in today.items() if k != "code"}
+    assert read_probe(json.dumps({**older, "retired": 1})).code == "unknown"
 
 
 def _rank_pid(group, rank: int) -> int:
@@ -376,6 +633,14 @@ def _rank_pid(group, rank: int) -> int:
         if f"MLX_RANK={rank}".encode() in environ and b"engine_mlx" in args:
             return int(proc.name)
     raise AssertionError(f"no process for rank {rank}")
+
+
+def _cmdline(pid: int) -> bytes:
+    """The command line of ``pid`` (Linux /proc); empty once it has gone."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def _wait_gone(pid: int, timeout_s: float) -> None:

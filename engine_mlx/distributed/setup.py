@@ -1,29 +1,36 @@
 """``cluster check`` and ``cluster launch``: is every host of a hostfile ready, and start the group.
 
-``check`` runs ``cluster probe`` on every host of an ``mlx.launch`` hostfile (locally for 127.0.0.1 and
-localhost, over ssh otherwise, with the same Python path, as ``mlx.launch`` does) and compares what
-each reports: the QwenDesk version, the model folder's safetensors header hashes, and whether this
-host's share of the model fits its memory. ``launch`` runs ``serve --parallel`` on every rank through
-``mlx.launch``, prints the base URL rank 0 serves at, and starts the group again when a rank dies.
+``check`` runs ``cluster probe`` on every host of an ``mlx.launch`` hostfile the way ``mlx.launch``
+starts a rank (locally for 127.0.0.1, otherwise over ssh, in this folder when the host has it, with
+this Python's path) and compares what each reports: the QwenDesk version and code, the model
+folder's safetensors header hashes, and whether this rank's share of the model fits its memory.
+``launch`` runs ``serve --parallel`` on every rank through ``mlx.launch``, prints the base URL rank
+0 serves at, and starts the group again when a rank dies.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 import shlex
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from engine_mlx.distributed.launch import Group
 from engine_mlx.errors import EngineError
 
-LOCAL_HOSTS = ("127.0.0.1", "localhost")
+LOCAL_HOSTS = ("127.0.0.1",)  # as mlx.launch: any other name, "localhost" too, is reached over ssh
 PROBE_TIMEOUT_S = 120
+SSH_CONNECT_TIMEOUT_S = 10
+SSH_FAILED = 255  # ssh's own exit code: it could not connect or log in
+COMMAND_NOT_FOUND = 127  # the remote shell's: no such program (the Python path differs there)
 RESTART_PAUSE_S = 2.0
+_RANK_EXIT = re.compile(r"Node with rank (\d+) exited with code (-?\d+)")  # mlx.launch's warning
 DEFAULT_RESTARTS = 0  # cluster launch ends when the group does, unless asked to start it again
 EXIT_STOPPED = 2  # the group ended without a Ctrl-C (a rank died, or it could not start)
 
@@ -33,6 +40,7 @@ class Probe:
     """What one host reports about itself and the model folder."""
 
     version: str
+    code: str  # code_hash() there
     model_found: bool
     error: str  # why the folder is refused ("" when it is a usable checkpoint)
     header_hashes: dict[str, str]  # safetensors file name -> sha256 of its header
@@ -49,14 +57,25 @@ def version() -> str:
         return "unknown"
 
 
-def probe(model_dir: Path, ranks: int, context_tokens: int) -> Probe:
-    """This host's report (``cluster probe``): run on every host by ``check``."""
+def code_hash() -> str:
+    """A short hash of the engine's source files: two hosts reporting the same version can still run
+    different code (an edited checkout, another copy first on the Python path), and every rank must
+    run the same protocol."""
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def probe(model_dir: Path, ranks: int, context_tokens: int, rank: int = 0) -> Probe:
+    """This host's report as rank ``rank`` (``cluster probe``): run on every host by ``check``."""
     from engine_mlx.checkpoint import inspect_checkpoint
     from engine_mlx.memory import estimate_fit
     from engine_mlx.safetensors_header import header_length
 
     if not model_dir.is_dir():
-        return Probe(version(), False, f"{model_dir}: no such folder", {}, "", "")
+        return Probe(version(), code_hash(), False, f"{model_dir}: no such folder", {}, "", "")
     hashes = {}
     for path in sorted(model_dir.glob("*.safetensors")):
         with path.open("rb") as f:
@@ -65,9 +84,9 @@ def probe(model_dir: Path, ranks: int, context_tokens: int) -> Probe:
     try:
         info = inspect_checkpoint(model_dir)
     except EngineError as exc:
-        return Probe(version(), True, str(exc), hashes, "", "")
-    fit = estimate_fit(info, context_tokens, ranks=ranks)
-    return Probe(version(), True, "", hashes, fit.verdict.value, fit.summary())
+        return Probe(version(), code_hash(), True, str(exc), hashes, "", "")
+    fit = estimate_fit(info, context_tokens, ranks=ranks, rank=rank)
+    return Probe(version(), code_hash(), True, "", hashes, fit.verdict.value, fit.summary())
 
 
 def hosts_of(hostfile: Path) -> list[str]:
@@ -87,18 +106,20 @@ def check(
     from engine_mlx.memory import FitVerdict
 
     hosts = hosts_of(hostfile)
+    here = version(), code_hash()
     problems: list[str] = []
     reports: list[Probe | None] = []
     for rank, host in enumerate(hosts):
-        report, failure = _probe_host(host, python, model_dir, len(hosts), context_tokens)
+        report, failure = _probe_host(host, python, model_dir, len(hosts), rank, context_tokens)
         reports.append(report)
         where = f"rank {rank} ({host})"
         if report is None:
-            problems.append(f"{where}: not reachable or could not run QwenDesk ({failure})")
+            problems.append(f"{where}: {failure}")
             continue
-        if report.version != version():
+        if (report.version, report.code) != here:
             problems.append(
-                f"{where}: QwenDesk {report.version}, this machine runs {version()}: install the same one"
+                f"{where}: QwenDesk {report.version} (code {report.code}), this machine runs "
+                f"{here[0]} (code {here[1]}): install the same one"
             )
         if not report.model_found or report.error:
             problems.append(f"{where}: {report.error or f'{model_dir}: no such folder'}")
@@ -111,51 +132,75 @@ def check(
         if report.fit_verdict == FitVerdict.DOES_NOT_FIT.value:
             problems.append(f"{where}: its share {report.fit_summary}")
         print(
-            f"{where}: QwenDesk {report.version}, {len(report.header_hashes)} weight files; {report.fit_summary}"
+            f"{where}: QwenDesk {report.version} (code {report.code}), "
+            f"{len(report.header_hashes)} weight files (headers {_digest(report.header_hashes)}); "
+            f"{report.fit_summary}"
         )
     return problems
 
 
+def _digest(header_hashes: dict[str, str]) -> str:
+    """One short hash of every weight file's header hash, to compare hosts at a glance."""
+    return hashlib.sha256(json.dumps(header_hashes, sort_keys=True).encode()).hexdigest()[:12]
+
+
 def _probe_host(
-    host: str, python: str, model_dir: Path, ranks: int, context_tokens: int
+    host: str, python: str, model_dir: Path, ranks: int, rank: int, context_tokens: int
 ) -> tuple[Probe | None, str]:
-    command = [
-        python,
-        "-m",
-        "engine_mlx",
-        "cluster",
-        "probe",
-        "--model",
-        str(model_dir),
-        "--ranks",
-        str(ranks),
-        "--context",
-        str(context_tokens),
-    ]
-    if host not in LOCAL_HOSTS:
-        command = [
-            "ssh",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "ConnectTimeout=10",
-            host,
-            shlex.join(command),
-        ]
+    """The host's report, or why there is none (one sentence saying what to do)."""
+    command = [python, "-m", "engine_mlx", "cluster", "probe", "--model", str(model_dir)]
+    command += ["--ranks", str(ranks), "--rank", str(rank), "--context", str(context_tokens)]
+    remote = host not in LOCAL_HOSTS
+    if remote:
+        # As mlx.launch runs a rank: in this folder if the host has it (a checkout at the same
+        # path imports the same code), through the login shell, which gets one quoted string.
+        script = f"cd {shlex.quote(os.getcwd())} 2>/dev/null; exec {shlex.join(command)}"
+        options = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={SSH_CONNECT_TIMEOUT_S}"]
+        command = ["ssh", *options, host, script]
     try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return None, str(exc)
+        result = subprocess.run(
+            command,
+            stdin=subprocess.DEVNULL,  # ssh would read this terminal's input
+            capture_output=True,
+            text=True,
+            timeout=PROBE_TIMEOUT_S,
+        )
+    except FileNotFoundError:
+        if remote:
+            return None, "ssh is not installed on this machine: install OpenSSH's client"
+        return None, f"{python} is missing: run cluster check with the Python QwenDesk runs on"
+    except subprocess.TimeoutExpired:
+        return None, f"no report within {PROBE_TIMEOUT_S} s: check that the host is up and idle"
+    last = (result.stderr.strip().splitlines() or [f"exit code {result.returncode}"])[-1]
+    if remote and result.returncode == SSH_FAILED:
+        return None, (
+            f"could not log in over ssh ({last}): turn on Remote Login there and check that "
+            f"'ssh {host}' logs in with a key, without a password or a question"
+        )
+    if result.returncode == COMMAND_NOT_FOUND:
+        return (
+            None,
+            f"{python} is not there ({last}): install QwenDesk at the same path on every host",
+        )
     if result.returncode != 0:
-        return None, (result.stderr.strip().splitlines() or [f"exit code {result.returncode}"])[-1]
+        return None, f"could not run QwenDesk ({last}): install the same QwenDesk on every host"
     try:
-        return Probe(**json.loads(result.stdout)), ""
-    except (ValueError, TypeError) as exc:
-        return None, f"an unexpected answer ({exc})"
+        return read_probe(result.stdout), ""
+    except (ValueError, TypeError, AttributeError) as exc:
+        return None, f"an unexpected report ({exc}): install the same QwenDesk on every host"
 
 
-def probe_json(model_dir: Path, ranks: int, context_tokens: int) -> str:
-    return json.dumps(asdict(probe(model_dir, ranks, context_tokens)))
+def read_probe(text: str) -> Probe:
+    """``cluster probe``'s JSON, its last line (a shell profile may print before it over ssh); an
+    older QwenDesk's may lack a field, and then its version and code (``unknown``) tell the user
+    what to do."""
+    answer = json.loads((text.strip().splitlines() or [""])[-1])
+    known = {f.name for f in fields(Probe)}
+    return Probe(**{"code": "unknown", **{k: v for k, v in answer.items() if k in known}})
+
+
+def probe_json(model_dir: Path, ranks: int, context_tokens: int, rank: int = 0) -> str:
+    return json.dumps(asdict(probe(model_dir, ranks, context_tokens, rank)))
 
 
 def launch(
@@ -199,6 +244,17 @@ def launch(
         # Only a Ctrl-C (above) ends the group on purpose; mlx.launch exits 0 even when it stopped
         # the group because a rank died, so any other end is a failure.
         group.process.wait()
+        for rank in _lost_over_ssh(group):
+            host = hosts_of(hostfile)[rank]
+            if host in LOCAL_HOSTS:
+                continue
+            print(
+                f"Rank {rank} ({host}) could not be reached over ssh: run 'python -m engine_mlx "
+                f"cluster check --hostfile {shlex.quote(str(hostfile))} --model "
+                f"{shlex.quote(str(model_dir))}' to see why.",
+                file=sys.stderr,
+                flush=True,
+            )
         if attempt >= restarts:
             print("The cluster stopped.", file=sys.stderr, flush=True)
             return EXIT_STOPPED
@@ -226,6 +282,12 @@ def _relay(group: Group) -> None:
             sys.stdout.write(line)
         group.stdout_lines.clear()
         time.sleep(0.1)
+
+
+def _lost_over_ssh(group: Group) -> list[int]:
+    """The ranks mlx.launch saw end with ssh's own exit code (its ssh runs quiet, so it says no more)."""
+    ended = (_RANK_EXIT.search(line) for line in group.stderr_lines)
+    return sorted({int(m.group(1)) for m in ended if m and int(m.group(2)) == SSH_FAILED})
 
 
 def _offline_env() -> dict[str, str]:
