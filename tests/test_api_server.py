@@ -223,6 +223,52 @@ def test_an_image_as_a_data_uri(client, model, engine, jobs, server, tmp_path):
     assert reply.usage.prompt_tokens == stats.prompt_tokens > text_only.usage.prompt_tokens + 20
 
 
+def test_a_tools_image_goes_in_the_tool_message(client, model, engine, jobs, server, tmp_path):
+    """A tool that returns an image (an MCP screenshot): its result message carries it as OpenAI's
+    image_url parts, and the engine reads it as the app's own tool loop hands it over."""
+    from engine_mlx.conversation import ImageAttachment
+
+    png = write_image(tmp_path / "red.png").read_bytes()
+    url = "data:image/png;base64," + base64.b64encode(png).decode()
+    call = {"id": "c1", "type": "function", "function": {"name": "picture", "arguments": "{}"}}
+    messages = [
+        {"role": "user", "content": "Draw"},
+        {"role": "assistant", "content": "", "tool_calls": [call]},
+        {
+            "role": "tool",
+            "tool_call_id": "c1",
+            "content": [
+                {"type": "image_url", "image_url": {"url": url}},
+                {"type": "text", "text": "a red square"},
+            ],
+        },
+    ]
+    body = {"messages": messages, "max_tokens": 6, "enable_thinking": False, **GREEDY}
+    tool = parse(server, body).conversation.messages[-1]
+    assert tool.role is Role.TOOL and tool.text == "a red square"
+    (image,) = tool.attachments
+    assert isinstance(image, ImageAttachment) and image.path.read_bytes() == png
+    reply = client.chat.completions.create(
+        model=model,
+        messages=messages,
+        max_tokens=6,
+        extra_body={"enable_thinking": False, **GREEDY},
+    )
+    _thought, answer, stats = direct(engine, jobs, server, body)
+    assert reply.choices[0].message.content == answer
+    assert reply.usage.prompt_tokens == stats.prompt_tokens  # the image's tokens included
+    # an assistant message still may not carry one
+    messages[1] = {
+        "role": "assistant",
+        "content": [{"type": "image_url", "image_url": {"url": url}}],
+    }
+    result = raw(
+        server, "POST", "/v1/chat/completions", json.dumps({"model": model, **body}).encode()
+    )
+    assert_error(result, 400)
+    assert "images go in user and tool messages only" in result[1]["error"]["message"]
+
+
 def test_four_turn_chat_prefills_only_the_new_tokens(
     client, model, engine, jobs, server, tmp_path, capsys
 ):
