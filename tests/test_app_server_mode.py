@@ -273,3 +273,24 @@ def test_a_server_that_goes_away_mid_answer_is_a_banner(make_window, tiny_model_
         )
     finally:
         server.stop()
+
+
+def test_the_context_meter_shows_the_servers_count(make_window, qwendesk_server, qt_wait):
+    """Server mode has no model here to count with: the meter's figure is the server's POST /tokenize,
+    of the server's context."""
+    window = server_window(make_window, qwendesk_server, qt_wait)
+    window.chat.set_settings(ChatSettings(thinking=ThinkingMode.OFF).with_generation(max_tokens=4))
+    view, limit = window.context_meter_view, window.models.remote_model.context_length
+    before = len(qwendesk_server.requests("/tokenize"))
+    window.composer.edit.setFocus()
+    QTest.keyClicks(window.composer.edit, "How many tokens is this message?")
+    qt_wait(lambda: view.reading is not None and view.reading.exact, 60)
+    logged = qwendesk_server.wait_for_requests(before + 1, "/tokenize")[-1]
+    counted = int(re.search(r" 200 -; prompt (\d+) ", logged).group(1))
+    assert view.isVisible() and view.reading.limit == limit
+    assert view.label.text() == f"{counted:,} / {limit:,} tokens"  # exact: no "~"
+    # the count is what the send then uses
+    QTest.mouseClick(window.composer.send_button, Qt.MouseButton.LeftButton)
+    qt_wait(lambda: not window.chat.busy, 120)
+    answer = answer_of(window)
+    assert answer.state is MessageState.COMPLETE and answer.stats.prompt_tokens == counted

@@ -184,6 +184,27 @@ def test_a_tools_image_goes_in_its_tool_message_and_the_server_reads_it(remote, 
     assert _split(events) == _split(local)
 
 
+def test_count_tokens_asks_the_servers_tokenize(remote, engine, qwendesk_server, tmp_path):
+    """The context meter's count in server mode: the server's POST /tokenize, equal to this Mac's
+    count and to the prompt the answer then reports."""
+    image = write_image(tmp_path / "blue.png", color=(0, 0, 255))
+    convo = Conversation((Message(Role.USER, "What colour?", (ImageAttachment(image),)),))
+    settings = GenerationSettings(thinking=False, max_tokens=2, **GREEDY)
+    before = len(qwendesk_server.requests("/tokenize"))
+    count = remote.count_tokens(convo, settings)
+    assert count == engine.count_tokens(convo, settings)
+    assert (
+        _logged(qwendesk_server.wait_for_requests(before + 1, "/tokenize")[before])["prompt"]
+        == count
+    )
+    (stats,) = [e for e in remote.generate(convo, settings) if isinstance(e, Stats)]
+    assert stats.prompt_tokens == count
+    wrong = RemoteEngine(ServerConnection.parse(qwendesk_server.address, "wrong"))
+    wrong._model = remote.model_info
+    with pytest.raises(ServerError, match=r"refused the API key \(401\)"):
+        wrong.count_tokens(convo, settings)
+
+
 def test_pdf_pages_and_video_frames_go_as_images_decoded_as_here(tmp_path):
     from PIL import Image
 
