@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .controllers.context_meter import ContextMeterController
 from .views.context_meter import ContextMeter
+from .workers import LoadFailure
 
 
 def install_context_meter(window) -> ContextMeterController:
@@ -50,5 +51,10 @@ def install_context_meter(window) -> ContextMeterController:
         )
     )
     models.modelUnloaded.connect(lambda: meter.set_limit(0))
+    # Server mode: the server's context; its POST /tokenize counts (engine_mlx.remote).
+    models.serverConnected.connect(lambda _model: meter.set_limit(models.context_limit))
+    models.loadFailed.connect(
+        lambda _message, kind: meter.set_limit(0) if kind is LoadFailure.SERVER else None
+    )
     meter.history_changed()
     return meter

@@ -79,6 +79,8 @@ class MainWindow(QMainWindow):
         self.attachments.remove_leftover_scratch()
         self.local_api = LocalApiController(self.engine.shared, self.store, self)
         self.local_api.failed.connect(self.show_error)
+        self.local_api.follow(self.models.engine_choice)  # off in server mode
+        self.models.engineChanged.connect(lambda: self.local_api.follow(self.models.engine_choice))
         self.downloads = DownloadsController(parent=self)
         self._closed = False
         self._build()

@@ -205,17 +205,26 @@ class EngineClient(QObject):
             self.connected.emit(model)
 
     def use_local(self) -> None:
-        """Answer with this Mac's engine again (no model loaded until one is chosen)."""
+        """Answer with this Mac's engine again (no model loaded until one is chosen). The server's
+        engine is let go at once, so what asks for the engine from now on (``shared``: the local
+        API) gets this Mac's; an answer still streaming keeps the one it started with."""
+        from engine_mlx.remote.engine import RemoteEngine
 
-        def job() -> None:
-            from engine_mlx.remote.engine import RemoteEngine
-
+        def let_go() -> RemoteEngine | None:
             with self._engine_lock:
                 previous = self._engine
                 if isinstance(previous, RemoteEngine):
                     self._engine = None
-            if isinstance(previous, RemoteEngine):
+                    return previous
+            return None
+
+        now = let_go()
+
+        def job() -> None:  # also a server connection queued before this call is let go
+            gone = [e for e in (now, let_go()) if e is not None]
+            for previous in gone:
                 previous.unload()
+            if gone:
                 self.unloaded.emit()
 
         self._submit(job)

@@ -317,7 +317,14 @@ class Engine:
     def count_tokens(
         self, conversation: Conversation, settings: GenerationSettings = GenerationSettings()
     ) -> int:
-        """How many prompt tokens ``generate(conversation, settings)`` would start from, media included.
+        """How many prompt tokens ``generate(conversation, settings)`` would start from, media included."""
+        return len(self.prompt_ids(conversation, settings))
+
+    def prompt_ids(
+        self, conversation: Conversation, settings: GenerationSettings = GenerationSettings()
+    ) -> list[int]:
+        """The prompt token ids ``generate(conversation, settings)`` would start from (an image is its
+        run of image tokens).
 
         Renders and tokenizes as ``generate`` does (decoded media are cached for the turn that follows),
         but runs nothing through the model. Raises the EngineError ``generate`` would raise for bad input.
@@ -326,7 +333,16 @@ class Engine:
             template_thinking, _ = continues_in_thinking(conversation, settings.thinking)
         except ValueError as exc:
             raise UnsupportedInputError(f"Cannot continue: {exc}.") from None
-        return len(self._prepare(conversation, template_thinking)[1])
+        return list(self._prepare(conversation, template_thinking)[1].ids)
+
+    def text_ids(self, prompt: str) -> list[int]:
+        """The token ids of a raw prompt, as ``complete`` reads it (no chat template)."""
+        from engine_mlx.prompt import LoadedMedia
+
+        loaded = self._loaded
+        if loaded is None:
+            raise ModelNotLoadedError("No model is loaded; load a Qwen3.5 checkpoint first.")
+        return list(loaded.prepare(prompt, LoadedMedia()).ids)
 
     def context_limit(self, settings: GenerationSettings) -> int:
         """Prompt + reply tokens a generation may use (0 = unknown): the model's context, or less

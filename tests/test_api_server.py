@@ -223,6 +223,52 @@ def test_an_image_as_a_data_uri(client, model, engine, jobs, server, tmp_path):
     assert reply.usage.prompt_tokens == stats.prompt_tokens > text_only.usage.prompt_tokens + 20
 
 
+def test_a_tools_image_goes_in_the_tool_message(client, model, engine, jobs, server, tmp_path):
+    """A tool that returns an image (an MCP screenshot): its result message carries it as OpenAI's
+    image_url parts, and the engine reads it as the app's own tool loop hands it over."""
+    from engine_mlx.conversation import ImageAttachment
+
+    png = write_image(tmp_path / "red.png").read_bytes()
+    url = "data:image/png;base64," + base64.b64encode(png).decode()
+    call = {"id": "c1", "type": "function", "function": {"name": "picture", "arguments": "{}"}}
+    messages = [
+        {"role": "user", "content": "Draw"},
+        {"role": "assistant", "content": "", "tool_calls": [call]},
+        {
+            "role": "tool",
+            "tool_call_id": "c1",
+            "content": [
+                {"type": "image_url", "image_url": {"url": url}},
+                {"type": "text", "text": "a red square"},
+            ],
+        },
+    ]
+    body = {"messages": messages, "max_tokens": 6, "enable_thinking": False, **GREEDY}
+    tool = parse(server, body).conversation.messages[-1]
+    assert tool.role is Role.TOOL and tool.text == "a red square"
+    (image,) = tool.attachments
+    assert isinstance(image, ImageAttachment) and image.path.read_bytes() == png
+    reply = client.chat.completions.create(
+        model=model,
+        messages=messages,
+        max_tokens=6,
+        extra_body={"enable_thinking": False, **GREEDY},
+    )
+    _thought, answer, stats = direct(engine, jobs, server, body)
+    assert reply.choices[0].message.content == answer
+    assert reply.usage.prompt_tokens == stats.prompt_tokens  # the image's tokens included
+    # an assistant message still may not carry one
+    messages[1] = {
+        "role": "assistant",
+        "content": [{"type": "image_url", "image_url": {"url": url}}],
+    }
+    result = raw(
+        server, "POST", "/v1/chat/completions", json.dumps({"model": model, **body}).encode()
+    )
+    assert_error(result, 400)
+    assert "images go in user and tool messages only" in result[1]["error"]["message"]
+
+
 def test_four_turn_chat_prefills_only_the_new_tokens(
     client, model, engine, jobs, server, tmp_path, capsys
 ):
@@ -1904,3 +1950,100 @@ def test_completions_for_autocomplete_stream_and_not(client, model, engine, jobs
             server, "POST", "/v1/completions", json.dumps({"model": model, **bad}).encode()
         )
         assert status == 400 and body["error"]["param"] == param, (bad, body)
+
+
+# ------------------------------------------------------------------------------ POST /tokenize
+
+
+def test_tokenize_counts_what_a_chat_request_starts_from(
+    client, model, engine, jobs, server, tmp_path
+):
+    """vLLM's ``POST /tokenize``: ``{count, max_model_len, tokens}`` for a chat's body (images and
+    tools included) or a raw prompt; the count is the prompt the chat's usage then reports."""
+    png = write_image(tmp_path / "red.png").read_bytes()
+    url = "data:image/png;base64," + base64.b64encode(png).decode()
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {
+            "role": "user",
+            "content": [
+                {"type": "image_url", "image_url": {"url": url}},
+                {"type": "text", "text": "What colour is it?"},
+            ],
+        },
+    ]
+    tools = [{"type": "function", "function": {"name": "paint", "parameters": {"type": "object"}}}]
+    options = {"enable_thinking": False, "tools": tools}
+    status, body, _ = raw(
+        server,
+        "POST",
+        "/tokenize",
+        json.dumps({"model": model, "messages": messages, **options}).encode(),
+    )
+    assert status == 200, body
+    assert set(body) == {"count", "max_model_len", "tokens"}
+    expected = prompt_ids(engine, jobs, server, {"messages": messages, **options})
+    assert body["tokens"] == expected and body["count"] == len(expected)
+    assert body["max_model_len"] == engine.model_info.context_length
+    reply = client.chat.completions.create(
+        model=model,
+        messages=messages,
+        max_tokens=1,
+        tools=tools,
+        extra_body={"enable_thinking": False},
+    )
+    assert reply.usage.prompt_tokens == body["count"]
+    # thinking on renders another generation prompt: counted as that request would be
+    status, thinking, _ = raw(
+        server, "POST", "/tokenize", json.dumps({"model": model, "messages": messages}).encode()
+    )
+    assert thinking["tokens"] == prompt_ids(engine, jobs, server, {"messages": messages})
+    # a raw prompt: its tokens as /v1/completions reads them
+    status, plain, _ = raw(
+        server,
+        "POST",
+        "/tokenize",
+        json.dumps({"model": model, "prompt": "def add(a, b):"}).encode(),
+    )
+    assert status == 200 and plain["tokens"] == engine._loaded.encode("def add(a, b):")
+    assert plain["count"] == len(plain["tokens"]) > 0
+
+
+def test_tokenize_has_the_chats_checks(engine, jobs, model):
+    srv = ApiServer(engine, jobs, ServerConfig(port=0, api_key="s3cret", context_tokens=64))
+    srv.start()
+    key = {"Authorization": "Bearer s3cret"}
+    chat = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+    try:
+        status, body, _ = raw(srv, "POST", "/tokenize", json.dumps(chat).encode(), key)
+        assert status == 200 and body["max_model_len"] == 64  # serve --context
+        assert_error(raw(srv, "POST", "/tokenize", json.dumps(chat).encode()), 401)
+        assert_error(
+            raw(srv, "POST", "/tokenize", json.dumps(chat).encode(), {"Authorization": "Bearer x"}),
+            401,
+            "invalid_api_key",
+        )
+        big = {**key, "Content-Length": str(1 << 30)}
+        assert_error(raw(srv, "POST", "/tokenize", b"{}", big), 413, "body_too_large")
+        for bad, param in (
+            ({**chat, "prompt": "and text"}, "messages"),
+            ({"model": model}, "messages"),
+            ({**chat, "add_generation_prompt": False}, "add_generation_prompt"),
+            ({**chat, "messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
+            ({"model": model, "prompt": 5}, "prompt"),
+        ):
+            status, body, _ = raw(srv, "POST", "/tokenize", json.dumps(bad).encode(), key)
+            assert status == 400 and body["error"]["param"] == param, body
+        wrong = {**chat, "model": "gpt-4o"}
+        assert_error(raw(srv, "POST", "/tokenize", json.dumps(wrong).encode(), key), 404)
+        long = {"model": model, "messages": [{"role": "user", "content": "word " * 2000}]}
+        assert_error(
+            raw(srv, "POST", "/tokenize", json.dumps(long).encode(), key),
+            400,
+            "context_length_exceeded",
+        )
+        logged = [r for r in srv.context.records if r.path == "/tokenize"]
+        assert logged[0].status == 200 and logged[0].prompt_tokens > 0
+        assert {r.status for r in logged} >= {200, 400, 404}
+    finally:
+        srv.stop()

@@ -8,7 +8,9 @@ import logging
 import re
 import socket
 import stat
+import threading
 
+import pytest
 from media_files import write_image
 from PySide6.QtCore import QPoint, Qt
 from PySide6.QtTest import QTest
@@ -273,3 +275,79 @@ def test_a_server_that_goes_away_mid_answer_is_a_banner(make_window, tiny_model_
         )
     finally:
         server.stop()
+
+
+def test_the_context_meter_shows_the_servers_count(make_window, qwendesk_server, qt_wait):
+    """Server mode has no model here to count with: the meter's figure is the server's POST /tokenize,
+    of the server's context."""
+    window = server_window(make_window, qwendesk_server, qt_wait)
+    window.chat.set_settings(ChatSettings(thinking=ThinkingMode.OFF).with_generation(max_tokens=4))
+    view, limit = window.context_meter_view, window.models.remote_model.context_length
+    before = len(qwendesk_server.requests("/tokenize"))
+    window.composer.edit.setFocus()
+    QTest.keyClicks(window.composer.edit, "How many tokens is this message?")
+    qt_wait(lambda: view.reading is not None and view.reading.exact, 60)
+    logged = qwendesk_server.wait_for_requests(before + 1, "/tokenize")[-1]
+    counted = int(re.search(r" 200 -; prompt (\d+) ", logged).group(1))
+    assert view.isVisible() and view.reading.limit == limit
+    assert view.label.text() == f"{counted:,} / {limit:,} tokens"  # exact: no "~"
+    # the count is what the send then uses
+    QTest.mouseClick(window.composer.send_button, Qt.MouseButton.LeftButton)
+    qt_wait(lambda: not window.chat.busy, 120)
+    answer = answer_of(window)
+    assert answer.state is MessageState.COMPLETE and answer.stats.prompt_tokens == counted
+
+
+def test_the_local_api_is_off_in_server_mode_and_says_why(
+    make_window, qwendesk_server, qt_wait, tmp_path
+):
+    """The local API serves a model loaded here: in server mode it stays off (remembered), the
+    dialog says where to point apps instead, and it comes back with This Mac, serving this Mac's
+    engine; with both on at start-up nothing listens (no 503s from a stale engine)."""
+    from engine_mlx.engine import Engine
+
+    data = tmp_path / "data"
+    window = make_window(data_dir=data)
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    window.local_api.set_port(port)
+    dialog = window.open_local_api()
+    click_radio(dialog.switch)  # on
+    assert window.local_api.running and window.local_api.remembered_on
+    assert not choose_server(window, qwendesk_server.address)
+    connected(window, qt_wait)
+    expected = f"Off while QwenDesk chats with the server at {qwendesk_server.base_url}"
+    assert not window.local_api.running and window.local_api.remembered_on
+    assert not dialog.switch.isEnabled() and not dialog.switch.isChecked()
+    assert dialog.status.text().startswith(expected) and "This Mac" in dialog.status.text()
+    assert not window.status_api.isVisible()
+    window.close()
+
+    again = MainWindow(app_paths(data), reload_last=True)  # both on, as the app starts
+    try:
+        again.show()
+        connected(again, qt_wait)
+        with pytest.raises(ConnectionRefusedError):  # nothing listens: no 503 from the old engine
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        shown = again.open_local_api()
+        assert shown.status.text().startswith(expected) and not shown.switch.isEnabled()
+
+        def this_mac(dialog) -> None:
+            click_radio(dialog.this_mac)
+            dialog.findChild(QDialogButtonBox).button(QDialogButtonBox.StandardButton.Ok).click()
+
+        busy = threading.Event()  # the engine thread is busy meanwhile (an answer, a count)
+        again.engine._jobs.submit(lambda: busy.wait(30))
+        errors = with_modal(this_mac)
+        try:
+            again.menus.engine.trigger()
+            assert not errors, errors
+            assert again.local_api.running  # the switch was left on: back with This Mac
+            assert isinstance(again.local_api._server.context.engine, Engine)  # this Mac's
+        finally:
+            busy.set()
+        assert shown.switch.isEnabled() and shown.switch.isChecked()
+        assert shown.status.text().startswith("Running on 127.0.0.1")
+    finally:
+        again.close()

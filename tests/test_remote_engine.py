@@ -157,6 +157,54 @@ def test_an_image_goes_as_a_data_uri_and_the_server_reads_it(remote, tmp_path, e
     assert _split(events) == _split(local)  # the same pixels: the same greedy answer
 
 
+def test_a_tools_image_goes_in_its_tool_message_and_the_server_reads_it(remote, tmp_path, engine):
+    """A tool's result with an image (as the tool loop builds it): sent in the tool message, counted
+    by the server as this Mac's engine counts it."""
+    from engine_mlx.conversation import Tool, ToolCall
+    from engine_mlx.tools.loop import tool_message
+
+    image = write_image(tmp_path / "shot.png")
+    convo = Conversation(
+        (
+            Message(Role.USER, "Take a screenshot"),
+            Message(Role.ASSISTANT, "", tool_calls=(ToolCall("shot", "{}", "c1"),)),
+            tool_message("the screen", [image], vision=True),
+        ),
+        tools=(Tool("shot", "A screenshot.", '{"type": "object", "properties": {}}'),),
+    )
+    settings = GenerationSettings(thinking=False, max_tokens=6, **GREEDY)
+    sent = chat_body("m", convo, settings, vision=True)["messages"][-1]
+    assert sent["role"] == "tool"
+    assert [p["type"] for p in sent["content"]] == ["image_url", "text"]
+    events = list(remote.generate(convo, settings))
+    local = list(engine.generate(convo, settings))
+    (stats,) = [e for e in events if isinstance(e, Stats)]
+    (local_stats,) = [e for e in local if isinstance(e, Stats)]
+    assert stats.prompt_tokens == local_stats.prompt_tokens
+    assert _split(events) == _split(local)
+
+
+def test_count_tokens_asks_the_servers_tokenize(remote, engine, qwendesk_server, tmp_path):
+    """The context meter's count in server mode: the server's POST /tokenize, equal to this Mac's
+    count and to the prompt the answer then reports."""
+    image = write_image(tmp_path / "blue.png", color=(0, 0, 255))
+    convo = Conversation((Message(Role.USER, "What colour?", (ImageAttachment(image),)),))
+    settings = GenerationSettings(thinking=False, max_tokens=2, **GREEDY)
+    before = len(qwendesk_server.requests("/tokenize"))
+    count = remote.count_tokens(convo, settings)
+    assert count == engine.count_tokens(convo, settings)
+    assert (
+        _logged(qwendesk_server.wait_for_requests(before + 1, "/tokenize")[before])["prompt"]
+        == count
+    )
+    (stats,) = [e for e in remote.generate(convo, settings) if isinstance(e, Stats)]
+    assert stats.prompt_tokens == count
+    wrong = RemoteEngine(ServerConnection.parse(qwendesk_server.address, "wrong"))
+    wrong._model = remote.model_info
+    with pytest.raises(ServerError, match=r"refused the API key \(401\)"):
+        wrong.count_tokens(convo, settings)
+
+
 def test_pdf_pages_and_video_frames_go_as_images_decoded_as_here(tmp_path):
     from PIL import Image
 

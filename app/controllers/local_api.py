@@ -3,6 +3,12 @@
 It serves the engine the app already loaded (through the engine's job queue, so chats and API
 requests take turns). Off by default; the port and key are kept in the store's preferences, and the
 switch is remembered so the server comes back on at the next start once the user turned it on.
+
+It does not run while the app chats with a QwenDesk server (Settings ▸ Engine): no model is loaded
+here to serve, and that server already is an OpenAI-compatible API this computer can reach, whole
+(JSON schemas, forced tool calls, /v1/completions), which a relay through the app would not be; a
+relay would also hand the server to any local app without its key (the local API has none by
+default). The switch stays remembered, and the API comes back with This Mac.
 """
 
 from __future__ import annotations
@@ -14,8 +20,12 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
+from engine_mlx.errors import ServerError
+from engine_mlx.remote.connection import ServerConnection
 from engine_mlx.server.config import DEFAULT_PORT, ServerConfig
 from engine_mlx.server.records import RequestRecord
+
+from ..engine_choice import EngineChoice, EngineMode
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +37,7 @@ class LocalApiController(QObject):
 
     runningChanged = Signal(bool)
     failed = Signal(str)  # one sentence, e.g. the port is taken
+    refusalChanged = Signal(str)  # why it cannot run now ("" = it can)
     requestLogged = Signal(RequestRecord)
 
     _recordFromServer = Signal(RequestRecord)  # emitted on the server's thread, delivered queued
@@ -41,6 +52,7 @@ class LocalApiController(QObject):
         self._shared = shared  # () -> (engine, job queue), the app's own
         self._store = store
         self._server = None
+        self.refusal = ""  # why the API cannot run now (server mode), "" when it can
         self.records: list[RequestRecord] = []
         self._recordFromServer.connect(self._on_record)
 
@@ -99,8 +111,22 @@ class LocalApiController(QObject):
         port = self._server.port if self._server is not None else self.port
         return f"http://127.0.0.1:{port}/v1"
 
+    def follow(self, choice: EngineChoice) -> None:
+        """The app's engine is now ``choice``: off (the switch remembered) while it is a server's,
+        on again with This Mac if the user left it on."""
+        was, self.refusal = self.refusal, refusal_for(choice)
+        if self.refusal and self._server is not None:
+            self.stop(remember=False)
+        elif was and not self.refusal and self.remembered_on:
+            self.set_enabled(True)
+        if was != self.refusal:
+            self.refusalChanged.emit(self.refusal)
+
     def set_enabled(self, on: bool) -> bool:
-        """Start or stop; returns whether the server now runs (a taken port reports ``failed``)."""
+        """Start or stop; returns whether the server now runs (a taken port reports ``failed``;
+        in server mode it stays off, and ``refusal`` says why)."""
+        if on and self.refusal:
+            return False
         if on and self._server is None:
             from engine_mlx.server.runner import ApiServer
 
@@ -145,3 +171,18 @@ class LocalApiController(QObject):
         self.records.append(record)
         del self.records[:-500]
         self.requestLogged.emit(record)
+
+
+def refusal_for(choice: EngineChoice) -> str:
+    """Why the local API cannot run with the engine ``choice`` ("" when it can)."""
+    if choice.mode is not EngineMode.SERVER:
+        return ""
+    try:
+        address = ServerConnection.parse(choice.url).base_url
+    except ServerError:
+        address = choice.url
+    return (
+        f"Off while QwenDesk chats with the server at {address} (Settings ▸ Engine), as no model "
+        "is loaded here to serve: point your apps at that server's address with its key, or "
+        "choose This Mac in Settings ▸ Engine to serve here again."
+    )

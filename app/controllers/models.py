@@ -128,6 +128,7 @@ class ModelsController(QObject):
     modelUnloaded = Signal()
     serverConnecting = Signal(str)  # host:port (Settings ▸ Engine: a QwenDesk server)
     serverConnected = Signal(RemoteModel)
+    engineChanged = Signal()  # Settings ▸ Engine saved a choice (read it from ``engine_choice``)
     loadFailed = Signal(str, LoadFailure)  # message, kind
     errorOccurred = Signal(str)
     demoBuilding = Signal(bool)
@@ -289,6 +290,7 @@ class ModelsController(QObject):
             self.remote_model = None
             self.engine.use_local()
             self.reload_last()
+        self.engineChanged.emit()
 
     def connect_server(self) -> None:
         """Use the remembered server: its model list is asked for (``serverConnected`` or ``loadFailed``)."""

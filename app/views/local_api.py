@@ -111,6 +111,7 @@ class LocalApiDialog(QDialog):
             lambda: QGuiApplication.clipboard().setText(controller.base_url)
         )
         controller.runningChanged.connect(self._refresh)
+        controller.refusalChanged.connect(self._refresh)
         controller.failed.connect(self._failed)
         controller.requestLogged.connect(self._add_record)
 
@@ -142,9 +143,12 @@ class LocalApiDialog(QDialog):
         self.switch.blockSignals(False)
 
     def _refresh(self, *_args) -> None:
-        running = self.controller.running
+        running, refusal = self.controller.running, self.controller.refusal
         self.url.setText(self.controller.base_url)
-        if running:
+        self.switch.setEnabled(not refusal)  # server mode: it cannot be switched on
+        if refusal:
+            self.status.setText(refusal)
+        elif running:
             self.status.setText(
                 "Running on 127.0.0.1 only. Point an OpenAI client at the base URL"
                 + (" with the key." if self.controller.key else "; any key works.")

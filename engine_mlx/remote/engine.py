@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine_mlx.cancel import CancelToken
 from engine_mlx.conversation import Conversation
-from engine_mlx.errors import ModelNotLoadedError, ServerError, UnsupportedInputError
+from engine_mlx.errors import ModelNotLoadedError, ServerError
 from engine_mlx.events import AnswerDelta, Event, Finished, FinishReason
 from engine_mlx.prompt import DecodedMedia, MediaLimits
 from engine_mlx.remote.connection import ServerConnection
@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 MAX_ERROR_BODY = 64 << 10  # an error answer is read up to this much (an HTTP body is untrusted)
 MAX_MODELS_BODY = 1 << 20
+MAX_TOKENIZE_BODY = 32 << 20  # the ids of a prompt that fills a 262k context take a few MB
 # No byte for this long mid-answer means the server is gone (serve sends a keep-alive every 10 s).
 READ_TIMEOUT_S = 120.0
 _CANCEL_POLL_S = 0.05
@@ -140,9 +141,38 @@ class RemoteEngine:
     def count_tokens(
         self, conversation: Conversation, settings: GenerationSettings = GenerationSettings()
     ) -> int:
-        raise UnsupportedInputError(
-            "The server counts a prompt's tokens only when it answers; the figures come with the answer."
+        """The prompt tokens the server would start from (its ``POST /tokenize``, vLLM's shape): the
+        same body as the chat request, so the count is the one the answer's stats will show."""
+        model = self._require_model()
+        body = chat_body(
+            model.name,
+            conversation,
+            settings,
+            vision=model.is_vision,
+            limits=self.media_limits,
+            decoded=self.decoded_media,
         )
+        for streaming in ("stream", "stream_options"):
+            del body[streaming]
+        url = self.connection.base_url.removesuffix("/v1") + "/tokenize"
+        with self._client() as client:
+            try:
+                with client.stream("POST", url, json=body, headers=self._headers()) as response:
+                    reply = _read_capped(response, MAX_TOKENIZE_BODY)
+            except Exception as exc:  # noqa: BLE001 - httpx2's transport errors, named for the user
+                raise self._unreachable(exc) from None
+        if response.status_code != 200:
+            raise self._refused(response.status_code, reply)
+        try:
+            count = json.loads(reply).get("count")
+        except (ValueError, AttributeError):
+            count = None
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            raise ServerError(
+                f"The server at {self.connection.host} answered the token count in a shape "
+                "QwenDesk cannot read; update QwenDesk on the server."
+            )
+        return count
 
     def persist(self, conversation_id: str) -> None:
         """The server keeps its own state snapshots."""
@@ -161,11 +191,7 @@ class RemoteEngine:
         """Stream events for the next assistant turn, as ``Engine.generate`` does: bad input or a
         refused request raises (ServerError, MediaError, ...) before the first event; a failure
         mid-answer ends the stream with ``Finished(ERROR, message)``."""
-        model = self._model
-        if model is None:
-            raise ModelNotLoadedError(
-                f"Not connected to the server at {self.connection.host}; reconnect in Settings ▸ Engine."
-            )
+        model = self._require_model()
         started = time.perf_counter()
         body = chat_body(
             model.name,
@@ -267,6 +293,13 @@ class RemoteEngine:
 
     # ------------------------------------------------------------------ HTTP
 
+    def _require_model(self) -> RemoteModel:
+        if self._model is None:
+            raise ModelNotLoadedError(
+                f"Not connected to the server at {self.connection.host}; reconnect in Settings ▸ Engine."
+            )
+        return self._model
+
     def _client(self) -> httpx2.Client:
         """A client per call: Stop shuts down its own connection."""
         import httpx2
@@ -328,13 +361,13 @@ class RemoteEngine:
         )
 
 
-def _read_capped(response: Any) -> bytes:
-    body = b""
+def _read_capped(response: Any, cap: int = MAX_ERROR_BODY) -> bytes:
+    body = bytearray()
     for piece in response.iter_bytes():
         body += piece
-        if len(body) >= MAX_ERROR_BODY:
+        if len(body) >= cap:
             break
-    return body[:MAX_ERROR_BODY]
+    return bytes(body[:cap])
 
 
 def _innermost(exc: BaseException) -> BaseException:

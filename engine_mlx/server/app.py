@@ -1,4 +1,4 @@
-"""The ASGI app: ``GET /v1/models[/{id}]`` and ``POST /v1/chat/completions`` on Starlette.
+"""The ASGI app: ``GET /v1/models[/{id}]``, ``POST /v1/chat/completions`` and the rest on Starlette.
 
 Requests run on the engine's job thread (engine_mlx.jobs), one at a time, in the same queue as the
 app's own chats. Each request's events come back to the event loop through an asyncio queue; a
@@ -648,6 +648,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 def build_app(context: ServerContext) -> Any:
     from engine_mlx.server.completions import completions
+    from engine_mlx.server.tokenize import tokenize
 
     app = Starlette(
         routes=[
@@ -655,6 +656,7 @@ def build_app(context: ServerContext) -> Any:
             Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
             Route("/v1/completions", completions, methods=["POST"]),
+            Route("/tokenize", tokenize, methods=["POST"]),  # vLLM's path: no /v1
         ],
         exception_handlers={ApiError: _api_error, HTTPException: _http_error},
     )

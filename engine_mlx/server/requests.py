@@ -544,7 +544,10 @@ def _message(m: Any, i: int, images: ImageBatch) -> Message:
         raise ApiError(
             400, f"{where}.role must be one of {', '.join(_ROLES)}.", param=f"{where}.role"
         )
-    text, paths = _content(m.get("content"), where, images, images_ok=role is Role.USER)
+    # a tool's result may hold images (an MCP tool's screenshot), as the app's own tool loop gives them
+    text, paths = _content(
+        m.get("content"), where, images, images_ok=role in (Role.USER, Role.TOOL)
+    )
     thinking = ""
     if role is Role.ASSISTANT:
         thinking = m.get("reasoning_content") or m.get("reasoning") or ""
@@ -580,7 +583,9 @@ def _content(
             texts.append(part["text"])
         elif kind == "image_url":
             if not images_ok:
-                raise ApiError(400, f"{here}: images go in user messages only.", param=here)
+                raise ApiError(
+                    400, f"{here}: images go in user and tool messages only.", param=here
+                )
             url = part.get("image_url")
             url = url.get("url") if isinstance(url, dict) else url
             images.append(_inline_image(url, here, batch))
