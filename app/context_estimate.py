@@ -60,9 +60,8 @@ def attachment_tokens(item: Sized) -> int:
         frames = max(2, math.ceil(max(0.0, end - att.start_s) * att.fps))
         size = (item.width, item.height) if item.width else TYPICAL_VIDEO
         return math.ceil(frames / 2) * (_image_tokens(*size, VIDEO_MAX_SIDE) - 2) + 2
-    return (
-        math.ceil(max(1, item.lines) * TEXT_FILE_BYTES_PER_LINE / CHARS_PER_TOKEN) + 8
-    )  # fenced block
+    # fenced block
+    return math.ceil(max(1, item.lines) * TEXT_FILE_BYTES_PER_LINE / CHARS_PER_TOKEN) + 8
 
 
 def message_tokens(message: StoredMessage) -> int:

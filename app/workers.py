@@ -60,18 +60,15 @@ class EngineClient(QObject):
     thinkingDelta = Signal(int, str)
     answerDelta = Signal(int, str)
     stats = Signal(int, Stats)
-    finished = Signal(
-        int, FinishReason, str
-    )  # request id, reason, error ("" when none); always last
+    # request id, reason, error ("" when none); always last
+    finished = Signal(int, FinishReason, str)
     # A turn through the tool loop (``run_turn``) also reports its calls.
-    toolCallProposed = Signal(
-        int, ToolCallProposed
-    )  # the user is asked (the loop waits for the answer)
+    # the user is asked (the loop waits for the answer)
+    toolCallProposed = Signal(int, ToolCallProposed)
     toolCallFinished = Signal(int, ToolCallFinished)
     stepLimitReached = Signal(int, int)  # request id, steps
-    tokensCounted = Signal(
-        int, int
-    )  # request id, prompt tokens (only the newest request is answered)
+    # request id, prompt tokens (only the newest request is answered)
+    tokensCounted = Signal(int, int)
 
     def __init__(self, state_dir: Path | None = None, parent: QObject | None = None):
         super().__init__(parent)

@@ -1034,9 +1034,8 @@ def test_access_policy_hosts():
     for host in ("127.0.0.1:8036", "attacker.example:8035", ""):
         with pytest.raises(Exception, match="not a name this server answers to"):
             policy.check("GET", {"host": host})
-    AccessPolicy("0.0.0.0", 8035).check(
-        "GET", {"host": "192.168.1.5:8035"}
-    )  # the user chose to expose it
+    # the user chose to expose it
+    AccessPolicy("0.0.0.0", 8035).check("GET", {"host": "192.168.1.5:8035"})
 
 
 def test_unknown_model_is_404(server):
@@ -1197,9 +1196,8 @@ def test_continue_final_message_carries_on_the_assistant_turn(client, model, eng
         thought,
         answer,
     ) and usage.completion_tokens == stats.generated_tokens
-    assert (
-        usage.prompt_tokens == stats.prompt_tokens > first.usage.prompt_tokens
-    )  # the turn so far is in it
+    # the turn so far is in it
+    assert usage.prompt_tokens == stats.prompt_tokens > first.usage.prompt_tokens
     assert usage.prompt_tokens_details.cached_tokens > 0  # the question's prefill was reused
     with pytest.raises(openai.BadRequestError, match="continue_final_message"):
         client.chat.completions.create(
@@ -1398,9 +1396,8 @@ def test_context_overflow_is_openais_400_and_a_huge_prompt_never_reaches_the_eng
             max_tokens=500,
             extra_body={"enable_thinking": False},
         )
-        assert (
-            fits.usage.prompt_tokens + fits.usage.completion_tokens <= 100
-        )  # the reply stops at the cap
+        # the reply stops at the cap
+        assert fits.usage.prompt_tokens + fits.usage.completion_tokens <= 100
         words = [{"role": "user", "content": "word " * 120}]  # fits the model, not the cap
         with pytest.raises(openai.BadRequestError) as caught:
             c.chat.completions.create(model=model, messages=words, max_tokens=2)
@@ -1608,9 +1605,8 @@ def test_refused_images_are_deleted_at_once_and_the_folder_is_capped(engine, job
             assert ask(image(png))[0] == 200
             on_disk = {p.name: p.stat().st_size for p in folder.iterdir()}
             assert sum(on_disk.values()) <= cap and len(on_disk) == min(i + 1, 2)
-            assert any(
-                size == len(png) for size in on_disk.values()
-            )  # the newest is kept for the next turn
+            # the newest is kept for the next turn
+            assert any(size == len(png) for size in on_disk.values())
     finally:
         srv.stop()
 

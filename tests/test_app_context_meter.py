@@ -102,9 +102,8 @@ def test_typing_and_attaching_fill_the_meter_and_its_count_is_what_the_send_pref
     qtbot.keyClick(edit, Qt.Key.Key_Return)
     qt_wait(lambda: not window.chat.busy, 120)
     answer = window.store.messages(window.chat.current_id)[-1]
-    assert (
-        answer.stats.prompt_tokens == with_image
-    )  # the meter's count is the prompt the engine prefilled
+    # the meter's count is the prompt the engine prefilled
+    assert answer.stats.prompt_tokens == with_image
 
 
 def test_near_the_limit_it_warns_and_dropping_the_oldest_turns_leaves_them_out_of_the_next_prompt(
@@ -182,9 +181,8 @@ def test_extract_summary_keeps_the_newest_turns_within_its_size(limit):
     assert len(text) <= limit or len([ln for ln in lines if ln.startswith("- You:")]) == 1
     left_out = 6 - len([ln for ln in lines if ln.startswith("- You:")])
     assert (f"({left_out} earlier turn" in text) == (left_out > 0)
-    assert all(
-        len(ln) <= 310 for ln in lines[1:]
-    )  # each message clipped (questions 200, answers 300)
+    # each message clipped (questions 200, answers 300)
+    assert all(len(ln) <= 310 for ln in lines[1:])
 
 
 def test_regenerate_after_every_turn_was_dropped_still_sends_the_question(

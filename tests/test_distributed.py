@@ -756,9 +756,8 @@ def test_a_frozen_rank_1_ends_the_group_within_the_rank_timeout(tensor_group):
         pass  # rank 0 ended mid-stream: the connection drops
     finally:
         if frozen is not None:
-            _wait_gone(
-                leader, RANK_TIMEOUT_S + 30
-            )  # the watchdog ended rank 0; mlx.launch ends the group
+            # the watchdog ended rank 0; mlx.launch ends the group
+            _wait_gone(leader, RANK_TIMEOUT_S + 30)
             os.kill(frozen, signal.SIGCONT)  # once rank 1 can take the SIGTERM it was sent
             group.process.wait(timeout=30)
     assert frozen is not None

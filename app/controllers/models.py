@@ -146,9 +146,8 @@ class ModelsController(QObject):
         self.remote_model: RemoteModel | None = None  # in server mode
         self.key_file = KeyFile(paths.server_key)
         self.loading_path: Path | None = None
-        self.inspections = (
-            InspectionCache()
-        )  # a rescan (e.g. a new context length) re-checks only changed folders
+        # a rescan (e.g. a new context length) re-checks only changed folders
+        self.inspections = InspectionCache()
         self.scanned = False
         engine.loadProgress.connect(self.loadProgress)
         engine.loaded.connect(self._on_loaded)
@@ -243,9 +242,8 @@ class ModelsController(QObject):
                 self.rescan()
                 self.load(paths[0])
             elif load_if_one:
-                self.rescan(
-                    then=lambda: self.severalFound.emit(len(paths))
-                )  # the picker lists them
+                # the picker lists them
+                self.rescan(then=lambda: self.severalFound.emit(len(paths)))
             else:
                 self.rescan()
 

@@ -259,9 +259,8 @@ async def _read_body(request: Request) -> bytearray:
 
 async def admit(request: Request, context: ServerContext) -> tuple[dict[str, Any], str]:
     """A POST's JSON body and the model that serves it, or the ApiError that refuses it."""
-    body = await asyncio.to_thread(
-        parse_body, await _read_body(request)
-    )  # seconds for a body of millions
+    # seconds for a body of millions
+    body = await asyncio.to_thread(parse_body, await _read_body(request))
     if context.jobs.loading:
         raise ApiError(503, "A model is loading; try again in a moment.", code="model_loading")
     model = context.model_id()
@@ -527,12 +526,13 @@ class _EventStream:
         first,
         assembler: ReplyAssembler | None = None,
     ):
+        # first: None = not yet
         self.run, self.rec, self.started, self.first = (
             run,
             rec,
             started,
             first,
-        )  # first: None = not yet
+        )
         self.assembler = assembler or _assembler(run)
         self.stats: Stats | None = None
         self.finished = Finished(FinishReason.ERROR, "no events")

@@ -37,9 +37,8 @@ class ServerConfig:
     )
     keepalive_s: float = DEFAULT_KEEPALIVE_S
     media_cap_bytes: int = DEFAULT_MEDIA_CAP_BYTES
-    allow_hosts: tuple[
-        str, ...
-    ] = ()  # Host names clients may use beyond loopback (e.g. studio.local)
+    # Host names clients may use beyond loopback (e.g. studio.local)
+    allow_hosts: tuple[str, ...] = ()
     tls_cert: Path | None = None  # serve HTTPS with the user's own certificate and key (PEM)
     tls_key: Path | None = None
 

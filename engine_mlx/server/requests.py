@@ -58,9 +58,8 @@ class ChatRequest:
     include_usage: bool = False
     stop: tuple[str, ...] = ()
     tools_on: bool = False  # parse tool calls out of the reply
-    tool_schemas: list[dict[str, Any]] = field(
-        default_factory=list
-    )  # OpenAI tool dicts, for typing arguments
+    # OpenAI tool dicts, for typing arguments
+    tool_schemas: list[dict[str, Any]] = field(default_factory=list)
     tool_choice: str = "auto"  # "auto", "none" (tools left out) or "required"
     forced_tool: str | None = None  # the declared tool a named tool_choice asks for
 

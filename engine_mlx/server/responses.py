@@ -78,9 +78,8 @@ class ReplyAssembler:
             return self._emit(buf[:tool_at].rstrip())
         markers = self.stop + ((TOOL_START,) if self.tools is not None else ())
         keep = _held_suffix(buf, markers)
-        keep = max(
-            keep, len(buf) - len(buf[: len(buf) - keep].rstrip())
-        )  # trailing blanks wait too
+        # trailing blanks wait too
+        keep = max(keep, len(buf) - len(buf[: len(buf) - keep].rstrip()))
         self._pending = buf[len(buf) - keep :]
         return self._emit(buf[: len(buf) - keep])
 

@@ -30,12 +30,10 @@ class AccessPolicy:
     host: str  # the address the server listens on
     port: int
     api_key: str | None = None
-    allow_origins: tuple[
-        str, ...
-    ] = ()  # browser origins allowed to call, e.g. "http://localhost:3000"
-    allow_hosts: tuple[
-        str, ...
-    ] = ()  # names other machines reach this server by (serve --allow-host)
+    # browser origins allowed to call, e.g. "http://localhost:3000"
+    allow_origins: tuple[str, ...] = ()
+    # names other machines reach this server by (serve --allow-host)
+    allow_hosts: tuple[str, ...] = ()
 
     def allowed_hosts(self) -> set[str] | None:
         """``Host`` values accepted: the loopback names, the names the user allowed and the address
