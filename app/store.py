@@ -160,6 +160,16 @@ class StoredToolCall:
 
 
 @dataclass(frozen=True)
+class StoredToolStep:
+    """What the model wrote in a loop step that ended in tool calls, before its first call: the text as
+    written (the answer shows it; the step's message is built from it) and the step's reasoning."""
+
+    step: int
+    text: str = ""
+    thinking: str = ""
+
+
+@dataclass(frozen=True)
 class StoredMessage:
     id: int
     conversation_id: str
@@ -178,6 +188,9 @@ class StoredMessage:
     )
     version_count: int = 1
     tool_calls: tuple[StoredToolCall, ...] = ()  # the calls made before this answer's text
+    # the text and reasoning of the steps that ended in those calls; ``text`` and ``thinking`` above
+    # hold all of the answer as shown (these steps' first, then the final step's)
+    tool_steps: tuple[StoredToolStep, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -290,12 +303,25 @@ MIGRATION_TOOL_CALLS = """
         ALTER TABLE conversations ADD COLUMN tool_servers TEXT;
 """
 
+# The text and reasoning of each tool-loop step that ended in calls: a step rebuilt for the model reads
+# as the model wrote it (schema 4 kept only the calls, so a rebuilt step had empty content and no thinking).
+MIGRATION_TOOL_STEPS = """
+        CREATE TABLE tool_steps (
+            message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+            step INTEGER NOT NULL,
+            text TEXT NOT NULL DEFAULT '',
+            thinking TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (message_id, step)
+        );
+"""
+
 # SQL scripts; append new migrations, never edit a released one. user_version = how many have run.
 MIGRATIONS: tuple[str, ...] = (
     MIGRATION_1,
     MIGRATION_PINS_AND_CONTEXT,
     MIGRATION_VERSIONS,
     MIGRATION_TOOL_CALLS,
+    MIGRATION_TOOL_STEPS,
 )
 
 _SUMMARY_COLUMNS = "id, title, updated_at, created_at, pinned_at IS NOT NULL"
@@ -763,6 +789,13 @@ class Store:
         ):
             attachments.setdefault(mid, []).append(self._attachment(kind, path, name, options))
         calls = self._tool_calls_of(where, params)
+        steps: dict[int, list[StoredToolStep]] = {}
+        for mid, step, text, thinking in self._db.execute(
+            "SELECT t.message_id, t.step, t.text, t.thinking FROM tool_steps t "
+            f"JOIN messages m ON m.id = t.message_id WHERE {where} ORDER BY t.message_id, t.step",
+            params,
+        ):
+            steps.setdefault(mid, []).append(StoredToolStep(step, text, thinking))
         result = []
         for mid, conv, pos, role, text, thinking, state, thinking_s, stats, error, created in rows:
             version, count = versions.get(mid, (1, 1))
@@ -783,6 +816,7 @@ class Store:
                     version,
                     count,
                     tuple(calls.get(mid, ())),
+                    tuple(steps.get(mid, ())),
                 )
             )
         return result
@@ -823,6 +857,14 @@ class Store:
                 int(call.truncated),
                 json.dumps([str(p) for p in call.images]),
             ),
+        )
+
+    def set_tool_step(self, mid: int, step: StoredToolStep) -> None:
+        """Keep what the model wrote in a step of answer ``mid`` before its calls (saved as the step ends)."""
+        self._write(
+            "save the tool step",
+            "INSERT OR REPLACE INTO tool_steps(message_id, step, text, thinking) VALUES(?,?,?,?)",
+            (mid, step.step, step.text, step.thinking),
         )
 
     def _tool_calls_of(self, where: str, params: tuple) -> dict[int, list[StoredToolCall]]:

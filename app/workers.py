@@ -25,7 +25,13 @@ from engine_mlx.events import AnswerDelta, Finished, FinishReason, Progress, Sta
 from engine_mlx.mtp_head import MtpMode
 from engine_mlx.remote.engine import RemoteModel
 from engine_mlx.settings import GenerationSettings
-from engine_mlx.tools.loop import LoopEvent, StepLimitReached, ToolCallFinished, ToolCallProposed
+from engine_mlx.tools.loop import (
+    LoopEvent,
+    StepLimitReached,
+    StepWritten,
+    ToolCallFinished,
+    ToolCallProposed,
+)
 
 if TYPE_CHECKING:
     from engine_mlx.cancel import CancelToken
@@ -66,6 +72,7 @@ class EngineClient(QObject):
     # the user is asked (the loop waits for the answer)
     toolCallProposed = Signal(int, ToolCallProposed)
     toolCallFinished = Signal(int, ToolCallFinished)
+    toolStepWritten = Signal(int, StepWritten)  # a step ended in calls: its text and reasoning
     stepLimitReached = Signal(int, int)  # request id, steps
     # request id, prompt tokens (only the newest request is answered)
     tokensCounted = Signal(int, int)
@@ -352,6 +359,8 @@ class _Relay:
             client.toolCallProposed.emit(request, item)
         elif isinstance(item, ToolCallFinished):
             client.toolCallFinished.emit(request, item)
+        elif isinstance(item, StepWritten):
+            client.toolStepWritten.emit(request, item)
         elif isinstance(item, StepLimitReached):
             client.stepLimitReached.emit(request, item.steps)
         elif isinstance(item, Finished):

@@ -234,11 +234,16 @@ def test_continuing_an_answer_that_called_tools_sends_its_tool_steps(tool_window
         answer.stats.run_tokens == 40 and answer.tool_calls
     )  # the step after the call was cut at the limit
     sent = []
-    plain = window.engine.generate
-    window.engine.generate = lambda convo, settings: (sent.append(convo), plain(convo, settings))[1]
+    plain = window.tools.turn_for
+    window.tools.turn_for = lambda c, convo, settings, first_step: (
+        sent.append((convo, first_step)),
+        plain(c, convo, settings, first_step),
+    )[1]
+    window.tools.step_settings = forced(" And that is all.")
     window.chat.continue_answer()
     qt_wait(lambda: not window.chat.busy, 60)
-    (convo,) = sent
+    ((convo, first_step),) = sent  # through the tool loop, as the turn was written
+    assert first_step == 1  # the cut step is the turn's second
     assert [m.role for m in convo.messages] == [
         Role.USER,
         Role.ASSISTANT,
@@ -421,6 +426,7 @@ def test_a_tools_image_is_sent_again_in_later_turns_and_the_prompt_still_reuses(
 
     runs: list[Stats] = []
     window.engine.stats.connect(lambda _rid, stats: runs.append(stats))
+    window.tools.step_settings = forced(" It is red.")  # Continue runs through the loop too
     window.chat.continue_answer()
     qt_wait(lambda: not window.chat.busy, 60)
     (continued,) = runs
@@ -687,3 +693,211 @@ def test_a_server_that_never_answers_holds_up_neither_the_window_nor_the_quit(
     assert [window.tools_dialog.table.item(0, c).text() for c in range(2)] == ["mute", "starting"]
     window.close()
     assert not _processes_with(marker)
+
+
+# --- what a step writes before its calls, and Continue through the loop ----------------------------------
+
+
+def thinking_steps(*replies: str, last_max: int = 300):
+    """Step i writes a few thinking tokens (the budget closes them), then replies[i] (the last repeats); the
+    step after the first stops at ``last_max`` tokens."""
+
+    def step(i: int) -> GenerationSettings:
+        return GenerationSettings(
+            thinking=True,
+            thinking_budget=3,
+            max_tokens=300 if i == 0 else last_max,
+            temperature=0.0,
+            forced=ForcedText("\n\n" + replies[min(i, len(replies) - 1)], after_thinking=True),
+        )
+
+    return step
+
+
+def record_steps(window) -> list:
+    """Each loop step the real engine runs: (its conversation, its events), observed, not replaced."""
+    real = window.engine._engine
+    plain = real.generate
+    seen: list = []
+
+    def generate(conversation, settings=GenerationSettings(), cancel=None):
+        events: list = []
+        seen.append((conversation, events))
+        for event in plain(conversation, settings, cancel):
+            events.append(event)
+            yield event
+
+    real.generate = generate
+    return seen
+
+
+def test_a_steps_text_and_reasoning_are_kept_and_the_history_reads_as_the_model_saw_it(
+    tool_window, qt_wait, make_window, tiny_model_dir, tmp_path
+):
+    from engine_mlx.conversation import Message, Role
+    from engine_mlx.events import AnswerDelta, Stats, ThinkingDelta
+
+    window = tool_window
+    allow_test_server(window)
+    steps = record_steps(window)
+    window.tools.step_settings = thinking_steps(
+        "I will echo it first.\n\n" + call("echo", text="x"), "The echo said x. " * 20, last_max=30
+    )
+    send(window, qt_wait, "Echo x")
+    qt_wait(lambda: not window.chat.busy, 120)
+    answer = last_answer(window)
+    cid = answer.conversation_id
+    (written,) = answer.tool_steps
+    assert written.text.strip() == "I will echo it first." and written.thinking.strip()
+    assert "<tool_call>" not in answer.text and answer.stats.run_tokens == 30
+    # The live turn: the final step's conversation (the step's message as the loop built it, the result).
+    live_convo, final_events = steps[-1]
+    assert live_convo.messages[1].text == "I will echo it first."
+
+    # Continue's prompt is the cut step's own, token for token: the engine resumes from the end of what
+    # it wrote (with the steps' text and reasoning in the final step's, the prompt differs from there on).
+    runs: list[Stats] = []
+    window.engine.stats.connect(lambda _rid, stats: runs.append(stats))
+    window.tools.step_settings = lambda i: GenerationSettings(
+        thinking=True, max_tokens=20, temperature=0.0, forced=ForcedText(" That is all.")
+    )
+    window.chat.continue_answer()
+    qt_wait(lambda: not window.chat.busy, 60)
+    (continued,) = runs
+    assert continued.prefilled_tokens <= 2, continued
+    assert continued.reused_tokens >= answer.stats.prompt_tokens + 30
+    events = final_events + steps[-1][1]
+    final = Message(
+        Role.ASSISTANT,
+        "".join(e.text for e in events if isinstance(e, AnswerDelta)),
+        thinking="".join(e.text for e in events if isinstance(e, ThinkingDelta)),
+    )
+    answer = last_answer(window)
+    assert answer.text.endswith("That is all.") and answer.tool_steps == (written,)
+    assert (answer.text, answer.thinking) == (
+        written.text + final.text,
+        written.thinking + final.thinking,
+    )  # the answer shows every step's
+    live = live_convo.with_message(final)
+
+    # The next turn: the template drops the reasoning of the steps before the new question, so the turn
+    # is read again from its first step on; nothing before it is.
+    runs.clear()
+    window.tools.step_settings = thinking_steps("Fine.")
+    send(window, qt_wait, "Thanks")
+    qt_wait(lambda: not window.chat.busy, 60)
+    (later,) = runs
+    loaded = window.engine._engine._loaded
+    convo = build_conversation(cid, window.store.settings(cid), window.store.messages(cid)[:-1])
+    prompt = render_text(
+        replace(convo, tools=window.tools.offered_tools(cid)),
+        loaded.apply_template,
+        thinking=True,
+        text_only=False,
+    )
+    turn = prompt[prompt.rindex("<|im_end|>", 0, prompt.index("I will echo it first.")) :]
+    assert later.reused_tokens > 0
+    assert later.prefilled_tokens <= len(loaded.encode(turn)) + 16, later
+
+    # A restart (a new window on the same data folder) rebuilds the turn as the model saw it.
+    window.close()
+    again = make_window(data_dir=tmp_path / "data", model=tiny_model_dir)
+    qt_wait(lambda: ready(again, "test"), 60)
+    again.chat.open(cid)
+    rebuilt = build_conversation(cid, again.store.settings(cid), again.store.messages(cid)[:2])
+    rebuilt = replace(rebuilt, tools=again.tools.offered_tools(cid))
+    assert (
+        rebuilt.messages == live.messages
+    )  # the step's text and reasoning, as the model wrote them
+    loaded = again.engine._engine._loaded
+
+    def tokens(convo):
+        return loaded.encode(
+            render_text(convo, loaded.apply_template, thinking=True, text_only=False)
+        )
+
+    assert tokens(rebuilt) == tokens(live)
+    exported = again.chat_list_actions.export_file(cid, tmp_path / "chat.md", True).read_text()
+    step_at, call_at = exported.index("I will echo it first."), exported.index("Tool: test ▸ echo")
+    assert step_at < call_at < exported.index("That is all.")  # in the order they were written
+    assert (
+        exported.count("<summary>Thinking</summary>") >= 2
+    )  # the step's reasoning, then the final's
+
+
+def test_continue_of_a_tool_turn_runs_the_calls_it_writes_through_the_consent_card(
+    tool_window, qt_wait, make_window, tmp_path
+):
+    from app.store import MessageState
+    from app.views.tool_call import call_blocks
+
+    window = tool_window
+    window.chat.set_settings(window.chat.settings().with_generation(max_tokens=40))
+    window.tools.step_settings = lambda i: replace(
+        forced(call("echo", text="first"), "A long answer " * 20)(i),
+        max_tokens=300 if i == 0 else 40,
+    )
+    send(window, qt_wait, "Echo twice")
+    click(card(window, qt_wait).run_button)
+    qt_wait(lambda: not window.chat.busy, 60)
+    answer = last_answer(window)
+    assert answer.stats.run_tokens == 40 and [c.step for c in answer.tool_calls] == [0]
+    widget = window.transcript.widget_for(answer.id)
+    assert widget.continue_link.isVisible()  # cut by the token limit
+
+    # The continuation writes a call: it asks, runs, and the answer goes on after its result.
+    window.tools.step_settings = forced(
+        " Let me check again.\n\n" + call("echo", text="second"), "Both echoes came back."
+    )
+    click(widget.continue_link)
+    shown = card(window, qt_wait)
+    assert json.loads(shown.editor.toPlainText()) == {"text": "second"}
+    assert "<tool_call>" not in window.transcript.widget_for(answer.id).answer.markdown
+    click(shown.run_button)
+    qt_wait(lambda: not window.chat.busy, 60)
+
+    answer = window.store.message(answer.id)
+    assert answer.state is MessageState.COMPLETE and answer.error == ""
+    assert [(c.step, c.tool, c.outcome) for c in answer.tool_calls] == [
+        (0, "echo", "ran"),
+        (1, "echo", "ran"),  # the continued step is the turn's second
+    ]
+    assert json.loads(answer.tool_calls[1].result)["text"] == "second"
+    first, second = answer.tool_steps
+    assert (first.step, first.text) == (0, "")
+    assert second.step == 1 and second.text.startswith("A long answer")
+    assert second.text.endswith("Let me check again.\n\n")
+    assert answer.text == second.text + "Both echoes came back."
+    assert "<tool_call>" not in answer.text
+    widget = window.transcript.widget_for(answer.id)
+    assert "<tool_call>" not in widget.answer.markdown
+    assert widget.answer.markdown.endswith("Both echoes came back.")
+    assert len(call_blocks(widget)) == 2 and not window.tools_wiring.cards
+    # The final step read the second result after the continued step's message, as the loop built it.
+    convo = build_conversation(
+        answer.conversation_id,
+        window.store.settings(answer.conversation_id),
+        window.store.messages(answer.conversation_id),
+    )
+    roles = [m.role.value for m in convo.messages]
+    assert roles == ["user", "assistant", "tool", "assistant", "tool", "assistant"]
+    assert convo.messages[3].text == second.text.strip() and convo.messages[3].tool_calls
+    assert convo.messages[-1].text == "Both echoes came back."
+
+    # A call the token limit cut in the middle of its markup is run once Continue completes it.
+    whole = call("echo", text="third")
+    window.tools.step_settings = lambda i: replace(
+        forced(whole, "Third done.")(i), max_tokens=6 if i == 0 else 300
+    )
+    send(window, qt_wait, "Once more")
+    qt_wait(lambda: not window.chat.busy, 60)
+    cut = last_answer(window)
+    assert cut.tool_calls == () and whole.startswith(cut.text) and cut.text  # shown as written
+    window.tools.step_settings = forced(whole[len(cut.text) :], "Third done.")
+    window.chat.continue_answer()
+    click(card(window, qt_wait).run_button)
+    qt_wait(lambda: not window.chat.busy, 60)
+    done = window.store.message(cut.id)
+    assert [json.loads(c.arguments) for c in done.tool_calls] == [{"text": "third"}]
+    assert done.text == "Third done." and done.tool_steps[0].text == ""
+    assert window.transcript.widget_for(cut.id).answer.markdown == "Third done."

@@ -352,3 +352,66 @@ def test_a_tools_images_go_to_a_vision_model_and_a_text_only_one_is_told_of_them
         "a picture\n[The tool returned 2 images; this model is text-only and cannot see images.]"
     )
     assert tool_message("", [], vision=False) == Message(Role.TOOL, "")
+
+
+def test_a_steps_text_and_reasoning_are_reported_and_make_its_message(engine, files_host):
+    from engine_mlx.tools.loop import StepWritten, step_message
+
+    loop = ToolLoop(engine, files_host, approve=lambda p, c: ConsentAnswer(Approval.RUN_ONCE))
+    events = list(
+        loop.run(
+            Conversation((Message(Role.USER, "notes?"),), id="loop-step-text"),
+            GenerationSettings(),
+            step_settings=forced(
+                "Let me read them.\n\n" + call("read_text", path="notes.md"),
+                "Done.",
+                thinking=True,
+                budget=3,
+            ),
+        )
+    )
+    (written,) = [e for e in events if isinstance(e, StepWritten)]
+    first_call = next(i for i, e in enumerate(events) if isinstance(e, ToolCallFinished))
+    assert events.index(written) < first_call  # reported before its calls run
+    assert written.step == 0 and written.text.strip() == "Let me read them."
+    assert written.thinking.strip()
+    step = loop.conversation.messages[1]
+    assert step == step_message(written.text, written.thinking, step.tool_calls)
+    assert (step.text, step.thinking) == ("Let me read them.", written.thinking)
+
+
+def test_continuing_a_cut_step_runs_the_call_it_writes_and_resumes_exactly(engine, files_host):
+    from engine_mlx.tools.loop import StepWritten
+
+    loop = ToolLoop(engine, files_host, approve=lambda p, c: ConsentAnswer(Approval.RUN_ONCE))
+    convo = Conversation((Message(Role.USER, "notes?"),), id="loop-continue")
+    cut = run(
+        loop,
+        convo,
+        lambda i: replace(forced("I should read the notes file. " * 5)(i), max_tokens=6),
+    )
+    assert cut[-1].reason is FinishReason.LENGTH
+    so_far = "".join(e.text for e in cut if isinstance(e, AnswerDelta))
+    carried = replace(
+        convo.with_message(Message(Role.ASSISTANT, so_far)), continue_last=True
+    )  # what Continue sends: the cut message last
+    events = list(
+        loop.run(
+            carried,
+            GenerationSettings(thinking=False),
+            step_settings=forced(" Now.\n\n" + call("read_text", path="notes.md"), "Quokkas."),
+            first_step=2,
+        )
+    )
+    (written,) = [e for e in events if isinstance(e, StepWritten)]
+    assert (
+        written.step == 2 and written.text == so_far + " Now.\n\n"
+    )  # the step is the whole message
+    (done,) = [e for e in events if isinstance(e, ToolCallFinished)]
+    assert (done.step, done.outcome, done.result) == (2, Outcome.RAN, NOTES)
+    assert not loop.conversation.continue_last
+    user, step, result = loop.conversation.messages
+    assert step.text == (so_far + " Now.").strip() and result.text == NOTES
+    continued = next(e for e in events if isinstance(e, Stats))
+    assert continued.prefilled_tokens <= 2  # it went on from the end of the cut step
+    assert "".join(e.text for e in events if isinstance(e, AnswerDelta)).endswith("Quokkas.")

@@ -23,7 +23,7 @@ from engine_mlx.conversation import (
 )
 from engine_mlx.events import FinishReason, Stats
 from engine_mlx.settings import GenerationSettings
-from engine_mlx.tools.loop import ToolCallFinished, ToolCallProposed
+from engine_mlx.tools.loop import StepWritten, ToolCallFinished, ToolCallProposed
 
 from ..operations import Operation
 from ..sent_ranges import sent_range
@@ -41,7 +41,7 @@ from ..store import (
     search_database,
 )
 from .attachments import earlier_media_refusal, text_only_refusal
-from .tools import ToolsController, ToolTurn, calls_markdown, tool_steps
+from .tools import ToolsController, ToolTurn, answer_markdown, final_part, tool_steps
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +87,11 @@ def build_conversation(
         if m.role == "assistant":
             if not m.text.strip() or m.state is MessageState.ERROR:
                 continue
-            # the tools it called before answering
-            out.extend(tool_steps(m.tool_calls, vision=vision))
-            out.append(Message(Role.ASSISTANT, m.text, thinking=m.thinking))
+            # the steps in which it called tools before answering, as it wrote them
+            out.extend(tool_steps(m, vision=vision))
+            text, thinking = final_part(m)
+            if text or thinking or not m.tool_calls:  # (stopped during a call: nothing after it)
+                out.append(Message(Role.ASSISTANT, text, thinking=thinking))
         else:
             out.append(
                 Message(Role.USER, m.text, tuple(to_engine_attachment(a) for a in m.attachments))
@@ -222,6 +224,7 @@ class ChatController(QObject):
         engine.finished.connect(self._on_finished)
         engine.toolCallProposed.connect(self._on_tool_proposed)
         engine.toolCallFinished.connect(self._on_tool_finished)
+        engine.toolStepWritten.connect(self._on_tool_step)
         engine.stepLimitReached.connect(self._on_step_limit)
         interrupted = store.mark_interrupted()
         if interrupted:
@@ -495,35 +498,53 @@ class ChatController(QObject):
             self.errorOccurred.emit(str(error))
             return
         settings = self.store.settings(cid)
-        # (the answer's tool steps, if it called tools, come before its text, as in build_conversation)
+        # (the answer's tool steps, if it called tools, come before its final step, as in build_conversation)
         vision = self.model_is_vision is not False
         earlier = build_conversation(cid, settings, messages[:-1], vision=vision)
+        final_text, final_thinking = final_part(last)
         conversation = replace(
             replace(
-                earlier,
-                messages=earlier.messages + tuple(tool_steps(last.tool_calls, vision=vision)),
-            ).with_message(Message(Role.ASSISTANT, last.text, thinking=last.thinking)),
+                earlier, messages=earlier.messages + tuple(tool_steps(last, vision=vision))
+            ).with_message(Message(Role.ASSISTANT, final_text, thinking=final_thinking)),
             continue_last=True,
         )
-        if last.tool_calls and self.tools is not None:
-            # the tools its steps were offered, so the prompt is theirs token for token (and resumes)
-            conversation = replace(conversation, tools=self.tools.offered_tools(cid))
-        request = self.engine.generate(conversation, generation_settings(settings))
+        # A chat with tools carries the turn on through the tool loop, as it was written: the same tools
+        # in the prompt (so it resumes), and a call the continuation writes asks, runs and goes on.
+        steps = max((c.step for c in last.tool_calls), default=-1) + 1
+        turn = (
+            self.tools.turn_for(cid, conversation, generation_settings(settings), first_step=steps)
+            if self.tools
+            else None
+        )
+        request = (
+            self.engine.run_turn(turn)
+            if turn is not None
+            else self.engine.generate(conversation, generation_settings(settings))
+        )
+        shown = last.text
+        tool_turn = None
+        if turn is not None:
+            tool_turn = ToolTurn(self.tools, last.id)
+            # markup it had begun (cut by the limit) is held back until the continuation shows what it is
+            shown = last.text[: len(last.text) - len(final_text)] + tool_turn.resume(final_text)
         stream = _Stream(
             request,
             cid,
             last.id,
             thinking=[last.thinking] if last.thinking else [],
-            answer=[last.text] if last.text else [],
+            answer=[shown] if shown else [],
             thinking_s=last.thinking_s if last.text else None,
             before=last.stats,
+            tool_turn=tool_turn,
         )
         if (
             last.thinking and not last.text
         ):  # still thinking: its clock runs on from where it stopped
             stream.thinking_started = time.monotonic() - (last.thinking_s or 0.0)
         self.messagesRemoved.emit(last.position)
-        self._begin(stream, replace(last, state=MessageState.STREAMING, error="", stats=None))
+        self._begin(
+            stream, replace(last, text=shown, state=MessageState.STREAMING, error="", stats=None)
+        )
 
     def edit_and_resend(self, message_id: int, new_text: str) -> None:
         """Send a user message again with new text, as a new version: the original, and the answer and
@@ -704,6 +725,10 @@ class ChatController(QObject):
         if (stream := self._current(request_id)) is not None and stream.tool_turn is not None:
             stream.tool_turn.call_finished(done)
 
+    def _on_tool_step(self, request_id: int, written: StepWritten) -> None:
+        if (stream := self._current(request_id)) is not None and stream.tool_turn is not None:
+            stream.tool_turn.step_written(written)
+
     def _on_step_limit(self, request_id: int, steps: int) -> None:
         if (stream := self._current(request_id)) is not None and stream.tool_turn is not None:
             stream.tool_turn.step_limit(steps)
@@ -801,17 +826,8 @@ class ChatController(QObject):
                         else f"[{att.name}]({rel})" + (f" ({part})" if part else "")
                     )
                     lines.append("")
-                if include_thinking and m.thinking.strip():
-                    lines += [
-                        "<details><summary>Thinking</summary>",
-                        "",
-                        m.thinking.strip(),
-                        "",
-                        "</details>",
-                        "",
-                    ]
-                lines += calls_markdown(m.tool_calls, files_dir)
-                lines += [m.text.strip(), ""]
+                # its thinking (when asked) and text, with the tool steps' in order
+                lines += answer_markdown(m, files_dir, include_thinking)
                 if m.state in (MessageState.INTERRUPTED, MessageState.STOPPED):
                     lines += [f"*({m.state.value})*", ""]
             destination.write_text("\n".join(lines), encoding="utf-8")

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from PySide6.QtCore import QObject, Signal
 
 from engine_mlx.cancel import CancelToken
-from engine_mlx.conversation import Conversation, Message, Role, Tool, ToolCall
+from engine_mlx.conversation import Conversation, Message, Tool, ToolCall
 from engine_mlx.data_dir import MCP_CONFIG, MCP_CONSENT
 from engine_mlx.settings import GenerationSettings
 from engine_mlx.tool_calls import START
@@ -38,15 +38,17 @@ from engine_mlx.tools.loop import (
     ConsentAnswer,
     LoopEvent,
     Outcome,
+    StepWritten,
     ToolCallFinished,
     ToolCallProposed,
     ToolLoop,
     image_suffix,
+    step_message,
     tool_message,
 )
 
 from ..operations import OpContext, Operation
-from ..store import Store, StoredToolCall
+from ..store import Store, StoredMessage, StoredToolCall, StoredToolStep, StoreError
 
 if TYPE_CHECKING:
     from engine_mlx.engine import Engine
@@ -167,6 +169,14 @@ class ToolTurn:
         """The part of an answer delta to show ("" while it may be call markup)."""
         return self.text.feed(text)
 
+    def resume(self, written: str) -> str:
+        """Continue: the final step's text so far, of which the part to show (markup the model had begun,
+        or a tail that may begin it, is held back until the continuation shows whether it is a call)."""
+        return self.text.feed(written)
+
+    def step_written(self, event: StepWritten) -> None:
+        self.tools.record_step(self.message_id, event)
+
     def step_ended(self) -> str:
         """A step's Stats arrived: the text held back that was not markup after all."""
         return self.text.end_step()
@@ -189,24 +199,70 @@ class ToolTurn:
         self.tools.stepLimitReached.emit(self.message_id, steps)
 
 
-def tool_steps(calls: tuple[StoredToolCall, ...], *, vision: bool = True) -> list[Message]:
-    """An answer's stored calls as the messages the model saw: per step, its calls and their results, with
-    the images a tool returned (kept in the data folder) as the step that made them gave them."""
+def _steps(message: StoredMessage) -> list[tuple[StoredToolStep, list[StoredToolCall]]]:
+    """An answer's steps that ended in calls, in order: what the model wrote in each, and its calls (a step
+    saved before its text was kept, by schema 4, reads as empty)."""
+    written = {s.step: s for s in message.tool_steps}
+    return [
+        (written.get(step, StoredToolStep(step)), [c for c in message.tool_calls if c.step == step])
+        for step in sorted({c.step for c in message.tool_calls})
+    ]
+
+
+def final_part(message: StoredMessage) -> tuple[str, str]:
+    """The text and reasoning of an answer's final step: the answer shows its tool steps' first, then
+    these. Without stored steps (no tools, or schema 4) that is the whole answer."""
+    return (
+        _after(message.text, "".join(s.text for s in message.tool_steps)),
+        _after(message.thinking, "".join(s.thinking for s in message.tool_steps)),
+    )
+
+
+def _after(whole: str, before: str) -> str:
+    if whole.startswith(before):
+        return whole[len(before) :]
+    return (
+        "" if before.startswith(whole) else whole
+    )  # saved mid-step: nothing of the final step yet
+
+
+def tool_steps(message: StoredMessage, *, vision: bool = True) -> list[Message]:
+    """An answer's tool steps as the messages the model saw: per step, what it wrote and its calls, then
+    their results, with the images a tool returned (kept in the data folder) as the step gave them."""
     out: list[Message] = []
-    for step in sorted({c.step for c in calls}):
-        of_step = [c for c in calls if c.step == step]
+    for written, calls in _steps(message):
         out.append(
-            Message(
-                Role.ASSISTANT,
-                "",
-                tool_calls=tuple(ToolCall(c.tool, c.arguments, c.call_id) for c in of_step),
+            step_message(
+                written.text,
+                written.thinking,
+                tuple(ToolCall(c.tool, c.arguments, c.call_id) for c in calls),
             )
         )
         out.extend(
             tool_message(c.result, [p for p in c.images if p.is_file()], vision=vision)
-            for c in of_step
+            for c in calls
         )
     return out
+
+
+def answer_markdown(message: StoredMessage, files_dir: Path, include_thinking: bool) -> list[str]:
+    """A message for the Markdown export: each tool step's reasoning (when asked), text and calls, in
+    the order they were written, then the final step's."""
+    lines: list[str] = []
+    for written, calls in _steps(message):
+        lines += thinking_markdown(written.thinking if include_thinking else "")
+        if written.text.strip():
+            lines += [written.text.strip(), ""]
+        lines += calls_markdown(tuple(calls), files_dir)
+    text, thinking = final_part(message)
+    lines += thinking_markdown(thinking if include_thinking else "")
+    return lines + [text.strip(), ""]
+
+
+def thinking_markdown(thinking: str) -> list[str]:
+    if not thinking.strip():
+        return []
+    return ["<details><summary>Thinking</summary>", "", thinking.strip(), "", "</details>", ""]
 
 
 def calls_markdown(calls: tuple[StoredToolCall, ...], files_dir: Path) -> list[str]:
@@ -374,9 +430,14 @@ class ToolsController(QObject):
 
     # --- a turn -------------------------------------------------------------------------------
     def turn_for(
-        self, cid: str, conversation: Conversation, settings: GenerationSettings
+        self,
+        cid: str,
+        conversation: Conversation,
+        settings: GenerationSettings,
+        first_step: int = 0,
     ) -> Callable[[Engine, CancelToken], Iterator[LoopEvent]] | None:
-        """The engine thread's work for a turn with the chat's tools; None when the chat uses none."""
+        """The engine thread's work for a turn with the chat's tools; None when the chat uses none.
+        Continue passes the turn's cut message (``continue_last``) and the steps it already took."""
         if self._draft is not None and self.store.tool_servers(cid) is None:
             self.store.set_tool_servers(cid, self._draft)
         self._draft = None
@@ -396,7 +457,9 @@ class ToolsController(QObject):
                 servers=servers,
                 image_dir=self.model_image_dir,
             )
-            return loop.run(conversation, settings, cancel, step_settings=step_settings)
+            return loop.run(
+                conversation, settings, cancel, step_settings=step_settings, first_step=first_step
+            )
 
         return run
 
@@ -407,6 +470,15 @@ class ToolsController(QObject):
 
     def answer(self, call_id: str, answer: ConsentAnswer) -> bool:
         return self.gate.answer(call_id, answer)
+
+    def record_step(self, message_id: int, event: StepWritten) -> None:
+        """Save what the model wrote in a step before its calls (its message is rebuilt from it)."""
+        try:
+            self.store.set_tool_step(
+                message_id, StoredToolStep(event.step, event.text, event.thinking)
+            )
+        except StoreError as error:  # shown; the text stays in the answer on screen
+            self.errorOccurred.emit(str(error))
 
     def record(self, message_id: int, done: ToolCallFinished) -> StoredToolCall:
         """Save a finished call (and its images) under its answer, then show it."""

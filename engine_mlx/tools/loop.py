@@ -67,22 +67,39 @@ class ToolCallFinished:
 
 
 @dataclass(frozen=True)
+class StepWritten:
+    """A step ended in tool calls: what the model wrote before the first call's markup (as written) and
+    its reasoning. Yielded before the step's calls; ``step_message`` makes the step's message from it."""
+
+    step: int
+    text: str
+    thinking: str
+
+
+@dataclass(frozen=True)
 class StepLimitReached:
     """The model called tools on every one of ``steps`` steps; the loop stopped there."""
 
     steps: int
 
 
-LoopEvent = Event | ToolCallProposed | ToolCallFinished | StepLimitReached
-TOOL_EVENTS = (ToolCallProposed, ToolCallFinished, StepLimitReached)
+LoopEvent = Event | ToolCallProposed | ToolCallFinished | StepWritten | StepLimitReached
+TOOL_EVENTS = (ToolCallProposed, ToolCallFinished, StepWritten, StepLimitReached)
 
 
 def tool_event_json(
-    event: ToolCallProposed | ToolCallFinished | StepLimitReached,
+    event: ToolCallProposed | ToolCallFinished | StepWritten | StepLimitReached,
 ) -> dict[str, Any]:
     """The CLI's ``--json`` line for a tool event (images as their type and size only)."""
     if isinstance(event, StepLimitReached):
         return {"type": "tool_limit", "steps": event.steps}
+    if isinstance(event, StepWritten):
+        return {
+            "type": "tool_step",
+            "step": event.step,
+            "text": event.text,
+            "thinking": event.thinking,
+        }
     if isinstance(event, ToolCallProposed):
         return {
             "type": "tool_call",
@@ -179,9 +196,14 @@ class ToolLoop:
         settings: GenerationSettings,
         cancel: CancelToken | None = None,
         step_settings: Callable[[int], GenerationSettings] | None = None,
+        first_step: int = 0,
     ) -> Iterator[LoopEvent]:
         """Stream the turn: the engine's events of every step, and the tool calls between them; the
-        last event is the final step's ``Finished``. ``step_settings`` (tests) gives each step its own."""
+        last event is the final step's ``Finished``. ``step_settings`` (tests) gives each step its own.
+
+        A ``continue_last`` conversation carries on a turn cut short (Continue): its first step goes on
+        from the unfinished message, which a call then makes into that step's message; its steps are
+        numbered from ``first_step`` (the steps the turn had already taken)."""
         specs = self.tool_specs()
         convo = replace(conversation, tools=conversation.tools + self.offered(specs))
         template_tools = [
@@ -193,6 +215,9 @@ class ToolLoop:
         ]
         for step in range(self.max_steps + 1):
             thinking, answer, finished = [], [], Finished(FinishReason.ERROR, "no events")
+            unfinished = convo.unfinished  # Continue's first step: what it had written so far
+            if unfinished is not None:
+                thinking, answer = [unfinished.thinking], [unfinished.text]
             for event in self.engine.generate(
                 convo, step_settings(step) if step_settings else settings, cancel
             ):
@@ -219,18 +244,29 @@ class ToolLoop:
                 yield StepLimitReached(self.max_steps)
                 yield finished
                 return
-            content = text[: text.find(START)].strip() if START in text else text.strip()
+            written = StepWritten(
+                first_step + step,
+                text[: text.find(START)] if START in text else text,
+                "".join(thinking),
+            )
+            yield written
+            if unfinished is not None:  # the continued message becomes this step's
+                convo = replace(convo, messages=convo.messages[:-1], continue_last=False)
             convo = convo.with_message(
-                Message(
-                    Role.ASSISTANT,
-                    content,
-                    thinking="".join(thinking),
-                    tool_calls=tuple(ToolCall(c.name, c.arguments, c.id) for c in calls),
+                step_message(
+                    written.text,
+                    written.thinking,
+                    tuple(ToolCall(c.name, c.arguments, c.id) for c in calls),
                 )
             )
             for call in calls:
                 done = yield from self._one_call(
-                    step, call.id or uuid.uuid4().hex, call.name, call.arguments, specs, cancel
+                    first_step + step,
+                    call.id or uuid.uuid4().hex,
+                    call.name,
+                    call.arguments,
+                    specs,
+                    cancel,
                 )
                 convo = convo.with_message(self._tool_message(done))
                 if done.outcome is Outcome.CANCELLED:
@@ -333,6 +369,13 @@ def image_suffix(mime_type: str) -> str:
         "image/webp": ".webp",
         "image/gif": ".gif",
     }.get(mime_type, ".png")
+
+
+def step_message(text: str, thinking: str, calls: tuple[ToolCall, ...]) -> Message:
+    """A step's assistant message, from what the model wrote before its calls (``StepWritten``): the loop's
+    next step and every later turn's rebuilt prompt (the app rebuilds it from the store) both build it here,
+    so the prompt is the same token for token."""
+    return Message(Role.ASSISTANT, text.strip(), thinking=thinking, tool_calls=calls)
 
 
 def tool_message(result: str, images: Sequence[Path], *, vision: bool) -> Message:
