@@ -86,9 +86,8 @@ def test_resources_from_the_plus_menu_are_attached_and_sent_as_context(served_wi
         (AttachmentKind.TEXT, "quokka-note.md"),
         (AttachmentKind.IMAGE, "red-square.png"),
     ]
-    assert not list(
-        window.attachments.scratch_dir.glob("resource-*")
-    )  # the scratch copies are gone
+    # the scratch copies are gone
+    assert not list(window.attachments.scratch_dir.glob("resource-*"))
 
     allow_test_server(window)
     sent = record_turns(window)

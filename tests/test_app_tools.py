@@ -158,9 +158,8 @@ def test_a_call_with_edited_arguments_runs_and_the_answer_goes_on(
     # The Markdown export holds it.
     out = window.chat_list_actions.export_file(answer.conversation_id, tmp_path / "chat.md", False)
     exported = out.read_text()
-    assert (
-        "Tool: test ▸ echo" in exported and f"````\n{stored.result}\n````" in exported
-    )  # kept as it is
+    # kept as it is
+    assert "Tool: test ▸ echo" in exported and f"````\n{stored.result}\n````" in exported
 
     # A restart shows the call again.
     cid = answer.conversation_id
@@ -192,10 +191,11 @@ def test_deny_tells_the_model_and_always_allow_is_remembered(tool_window, qt_wai
     qt_wait(lambda: not window.chat.busy, 60)
     qt_wait(lambda: ("test", "echo") in dialog.consent_combos, 10)
     assert dialog.consent_combos[("test", "echo")].currentData() == Consent.ALLOW
+    # the second did not ask
     assert [c.outcome for c in last_answer(window).tool_calls] == [
         "ran",
         "ran",
-    ]  # the second did not ask
+    ]
     assert load_consent(window.tools.consent_path).decide("test", "echo") is Consent.ALLOW
     # A result is data: consent changed only through the card's button, nothing else did.
     assert load_consent(window.tools.consent_path).tools == {"test/echo": Consent.ALLOW}
@@ -230,9 +230,8 @@ def test_continuing_an_answer_that_called_tools_sends_its_tool_steps(tool_window
     send(window, qt_wait, "Go")
     qt_wait(lambda: not window.chat.busy, 60)
     answer = last_answer(window)
-    assert (
-        answer.stats.run_tokens == 40 and answer.tool_calls
-    )  # the step after the call was cut at the limit
+    # the step after the call was cut at the limit
+    assert answer.stats.run_tokens == 40 and answer.tool_calls
     sent = []
     plain = window.tools.turn_for
     window.tools.turn_for = lambda c, convo, settings, first_step: (
@@ -319,9 +318,8 @@ def test_stop_during_a_call_cancels_it_and_the_gui_runs_meanwhile(tool_window, q
     qt_wait(
         lambda: "step done" in events and events[events.index("step done") :].count("beat") >= 3, 60
     )
-    assert (
-        window.chat.busy
-    )  # the call runs (30 s unless stopped) while the GUI thread keeps ticking
+    # the call runs (30 s unless stopped) while the GUI thread keeps ticking
+    assert window.chat.busy
     click(window.composer.send_button)  # it reads "Stop" while busy
     qt_wait(lambda: not window.chat.busy, 30)
     heartbeat.stop()
@@ -359,9 +357,8 @@ def test_a_timeout_a_crash_and_an_unknown_tool_end_clearly_and_the_answer_goes_o
 
     broken = "<tool_call>\n<function=echo>\n<parameter=text>\nnever closed\n"
     answer = run_forced(window, qt_wait, broken)
-    assert (
-        answer.tool_calls == () and answer.text == broken
-    )  # not a call: what the model wrote stays
+    # not a call: what the model wrote stays
+    assert answer.tool_calls == () and answer.text == broken
 
 
 def test_a_huge_result_is_cut_and_the_step_limit_stops_the_loop(tool_window, qt_wait):
@@ -509,9 +506,8 @@ def test_settings_tools_form_raw_json_import_log_folders_consent_and_step_limit(
     form.name.setText("test")
     form.command.setText(sys.executable)
     form.args.setText(str(ROOT / "tests" / "mcp_server.py"))
-    form.env.setPlainText(
-        "PYTHONPATH"
-    )  # not NAME=value: refused, the form stays open with the reason
+    # not NAME=value: refused, the form stays open with the reason
+    form.env.setPlainText("PYTHONPATH")
     form.timeout.setValue(30)
     form.accept()
     assert form.isVisible() and "is not NAME=value" in form.error.text()
@@ -556,10 +552,11 @@ def test_settings_tools_form_raw_json_import_log_folders_consent_and_step_limit(
     dialog.import_home = home
     click(dialog.import_button)
     servers = load_config(window.tools.config_path)
+    # new ones start off
     assert [(s.name, s.enabled) for s in servers] == [
         ("test", True),
         ("time", False),
-    ]  # new ones start off
+    ]
     assert "LM Studio: 1 new server" in dialog.message.text()
 
     shared = tmp_path / "shared"
@@ -646,9 +643,8 @@ def test_the_files_tool_and_the_header_choice_of_servers_per_chat(
     assert window.store.tool_servers(cid) == () and wiring.button.text() == "Tools"
     send(window, qt_wait, "And now?")
     qt_wait(lambda: not window.chat.busy, 60)
-    assert (
-        last_answer(window).tool_calls == () and not wiring.cards
-    )  # a plain turn: no tools offered
+    # a plain turn: no tools offered
+    assert last_answer(window).tool_calls == () and not wiring.cards
 
     window.new_chat()  # another chat still uses every enabled server
     wiring.fill_menu()
@@ -683,9 +679,8 @@ def test_a_server_that_never_answers_holds_up_neither_the_window_nor_the_quit(
     mute = ServerConfig(
         "mute", command=sys.executable, args=("-c", f"import time; time.sleep(120)  # {marker}")
     )
-    window.tools.save_servers(
-        (mute,)
-    )  # returns at once: the start runs on the thread pool and the host's thread
+    # returns at once: the start runs on the thread pool and the host's thread
+    window.tools.save_servers((mute,))
     qt_wait(lambda: _processes_with(marker), 30)
     # The window runs while the server, started, says nothing (a GUI waiting on it would still be blocked,
     # and would then see it failed or timed out, not starting).
@@ -774,10 +769,11 @@ def test_a_steps_text_and_reasoning_are_kept_and_the_history_reads_as_the_model_
     )
     answer = last_answer(window)
     assert answer.text.endswith("That is all.") and answer.tool_steps == (written,)
+    # the answer shows every step's
     assert (answer.text, answer.thinking) == (
         written.text + final.text,
         written.thinking + final.thinking,
-    )  # the answer shows every step's
+    )
     live = live_convo.with_message(final)
 
     # The next turn: the template drops the reasoning of the steps before the new question, so the turn
@@ -806,9 +802,8 @@ def test_a_steps_text_and_reasoning_are_kept_and_the_history_reads_as_the_model_
     again.chat.open(cid)
     rebuilt = build_conversation(cid, again.store.settings(cid), again.store.messages(cid)[:2])
     rebuilt = replace(rebuilt, tools=again.tools.offered_tools(cid))
-    assert (
-        rebuilt.messages == live.messages
-    )  # the step's text and reasoning, as the model wrote them
+    # the step's text and reasoning, as the model wrote them
+    assert rebuilt.messages == live.messages
     loaded = again.engine._engine._loaded
 
     def tokens(convo):
@@ -820,9 +815,8 @@ def test_a_steps_text_and_reasoning_are_kept_and_the_history_reads_as_the_model_
     exported = again.chat_list_actions.export_file(cid, tmp_path / "chat.md", True).read_text()
     step_at, call_at = exported.index("I will echo it first."), exported.index("Tool: test ▸ echo")
     assert step_at < call_at < exported.index("That is all.")  # in the order they were written
-    assert (
-        exported.count("<summary>Thinking</summary>") >= 2
-    )  # the step's reasoning, then the final's
+    # the step's reasoning, then the final's
+    assert exported.count("<summary>Thinking</summary>") >= 2
 
 
 def test_continue_of_a_tool_turn_runs_the_calls_it_writes_through_the_consent_card(

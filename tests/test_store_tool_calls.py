@@ -63,10 +63,11 @@ def test_a_schema_3_database_gains_tool_calls_with_nothing_lost(tmp_path):
     reopened = Store(database, tmp_path / "attachments")
     try:
         _user, answer = reopened.messages("c1")
+        # in the order they ran
         assert [c.call_id for c in answer.tool_calls] == [
             "call-1",
             "call-2",
-        ]  # in the order they ran
+        ]
         assert answer.tool_calls[0] == call
         assert reopened.tool_servers("c1") == ("files",)
         reopened.delete_messages_from("c1", 1)  # the calls go with their answer

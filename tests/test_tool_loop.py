@@ -95,9 +95,8 @@ def test_a_call_with_consent_runs_and_the_next_step_prefills_only_the_result(eng
         (BUILTIN_FILES, "read_text", {"path": "notes.md"})
     ]
     (done,) = [e for e in events if isinstance(e, ToolCallFinished)]
-    assert (
-        done.outcome is Outcome.RAN and done.result == NOTES
-    )  # the server got the exact arguments
+    # the server got the exact arguments
+    assert done.outcome is Outcome.RAN and done.result == NOTES
     assistant, result = loop.conversation.messages[1:]
     assert assistant.role is Role.ASSISTANT and [c.name for c in assistant.tool_calls] == [
         "read_text"
@@ -166,9 +165,8 @@ def test_always_allow_is_remembered_and_reported(engine, files_host):
         forced(call("read_text", path="notes.md"), call("read_text", path="notes.md"), "Done."),
     )
     assert saved[-1].decide(BUILTIN_FILES, "read_text") is Consent.ALLOW
-    assert (
-        sum(m.role is Role.TOOL for m in loop.conversation.messages) == 2
-    )  # the second ran unasked
+    # the second ran unasked
+    assert sum(m.role is Role.TOOL for m in loop.conversation.messages) == 2
 
 
 def test_edited_arguments_are_what_runs(engine, files_host):
@@ -201,9 +199,8 @@ def test_unknown_tool_and_malformed_call_text(engine, files_host):
     events = run(
         loop, Conversation((Message(Role.USER, "y"),), id="loop-malformed"), forced(broken)
     )
-    assert not [
-        e for e in events if isinstance(e, ToolCallFinished)
-    ]  # not a call: the turn just ends
+    # not a call: the turn just ends
+    assert not [e for e in events if isinstance(e, ToolCallFinished)]
     assert events[-1].reason is FinishReason.STOP
 
 
@@ -392,9 +389,8 @@ def test_continuing_a_cut_step_runs_the_call_it_writes_and_resumes_exactly(engin
     )
     assert cut[-1].reason is FinishReason.LENGTH
     so_far = "".join(e.text for e in cut if isinstance(e, AnswerDelta))
-    carried = replace(
-        convo.with_message(Message(Role.ASSISTANT, so_far)), continue_last=True
-    )  # what Continue sends: the cut message last
+    # what Continue sends: the cut message last
+    carried = replace(convo.with_message(Message(Role.ASSISTANT, so_far)), continue_last=True)
     events = list(
         loop.run(
             carried,
@@ -404,9 +400,8 @@ def test_continuing_a_cut_step_runs_the_call_it_writes_and_resumes_exactly(engin
         )
     )
     (written,) = [e for e in events if isinstance(e, StepWritten)]
-    assert (
-        written.step == 2 and written.text == so_far + " Now.\n\n"
-    )  # the step is the whole message
+    # the step is the whole message
+    assert written.step == 2 and written.text == so_far + " Now.\n\n"
     (done,) = [e for e in events if isinstance(e, ToolCallFinished)]
     assert (done.step, done.outcome, done.result) == (2, Outcome.RAN, NOTES)
     assert not loop.conversation.continue_last

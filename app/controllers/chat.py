@@ -182,9 +182,8 @@ class ChatController(QObject):
     conversationOpened = Signal(str, list)  # id ("" = none), list[StoredMessage]
     messageAppended = Signal(StoredMessage)
     messagesRemoved = Signal(int)  # messages from this position on are gone
-    versionShown = Signal(
-        int, list
-    )  # from this position on, these messages (another version) are shown
+    # from this position on, these messages (another version) are shown
+    versionShown = Signal(int, list)
     progress = Signal(int, int, int)  # message id, done, total
     thinkingDelta = Signal(int, str)
     answerStarted = Signal(int, float)  # message id, thinking seconds
@@ -193,9 +192,8 @@ class ChatController(QObject):
     streamFinished = Signal(int, MessageState, str)  # message id, state, error
     busyChanged = Signal(bool)
     errorOccurred = Signal(str)
-    mediaRefused = Signal(
-        str
-    )  # images, PDFs or video for a text-only model (the window offers Add vision)
+    # images, PDFs or video for a text-only model (the window offers Add vision)
+    mediaRefused = Signal(str)
     deleted = Signal(str, str)  # id, title (for the undo bar)
     deletedMany = Signal(list)  # ids of chats deleted together (for one undo)
     searchFinished = Signal(str, list)  # query, list[SearchHit]
@@ -817,9 +815,8 @@ class ChatController(QObject):
                     if att.path.exists():
                         shutil.copyfile(att.path, target)
                     rel = f"{files_dir.name}/{target.name}"
-                    part = sent_range(
-                        att
-                    )  # the pages or the time range that was sent, not the whole file
+                    # the pages or the time range that was sent, not the whole file
+                    part = sent_range(att)
                     lines.append(
                         f"![{att.name}]({rel})"
                         if att.kind is AttachmentKind.IMAGE

@@ -75,9 +75,8 @@ class ToolContext(QObject):
 
     resourcesListed = Signal(str, ServerResources)  # chat id, one server's answer
     promptsListed = Signal(str, ServerPrompts)  # chat id, one server's answer
-    resourceAttached = Signal(
-        str
-    )  # the resource's uri (its files are on their way to the composer)
+    # the resource's uri (its files are on their way to the composer)
+    resourceAttached = Signal(str)
     promptFilled = Signal(FilledPrompt)
     errorOccurred = Signal(str)
 

@@ -221,9 +221,8 @@ def final_part(message: StoredMessage) -> tuple[str, str]:
 def _after(whole: str, before: str) -> str:
     if whole.startswith(before):
         return whole[len(before) :]
-    return (
-        "" if before.startswith(whole) else whole
-    )  # saved mid-step: nothing of the final step yet
+    # saved mid-step: nothing of the final step yet
+    return "" if before.startswith(whole) else whole
 
 
 def tool_steps(message: StoredMessage, *, vision: bool = True) -> list[Message]:
@@ -326,9 +325,8 @@ class ToolsController(QObject):
     """Owns the ToolHost (closed at quit), ``mcp.json``, the consent table and the tool preferences."""
 
     statusChanged = Signal()  # the servers were (re)configured: read ``status()``
-    consentRequested = Signal(
-        int, ToolCallProposed
-    )  # answer message id, the call waiting for the user
+    # answer message id, the call waiting for the user
+    consentRequested = Signal(int, ToolCallProposed)
     callFinished = Signal(int, StoredToolCall)  # answer message id, the call (already saved)
     stepLimitReached = Signal(int, int)  # answer message id, steps
     consentChanged = Signal()  # the table changed (Settings ▸ Tools, or a card's Always allow)
@@ -371,9 +369,8 @@ class ToolsController(QObject):
                 if restart_files:
                     host.configure(servers, builtin_files=False)
                 host.files_roots = roots
-                host.configure(
-                    servers, builtin_files=bool(roots)
-                )  # starts them; states show in status()
+                # starts them; states show in status()
+                host.configure(servers, builtin_files=bool(roots))
 
         def done(_result: None = None) -> None:
             self.statusChanged.emit()

@@ -19,9 +19,8 @@ from engine_mlx.tools.context import PromptSpec
 class PromptForm(QDialog):
     """One line per argument; OK is enabled once every required one is filled."""
 
-    submitted = Signal(
-        PromptSpec, dict
-    )  # the prompt, {argument: value} (empty optional ones left out)
+    # the prompt, {argument: value} (empty optional ones left out)
+    submitted = Signal(PromptSpec, dict)
 
     def __init__(self, prompt: PromptSpec, parent: QWidget | None = None):
         super().__init__(parent)
