@@ -517,50 +517,32 @@ class Store:
         ).fetchone()
         return int(row[0]) if row else 0
 
+    def _set(self, cid: str, column: str, value: object, what: str) -> None:
+        """One column of a conversation's row (``column`` is ours, never the user's)."""
+        self._write(what, f"UPDATE conversations SET {column}=? WHERE id=?", (value, cid))
+
     def set_context_from(self, cid: str, message_id: int) -> None:
-        self._write(
-            "drop the oldest turns from the prompt",
-            "UPDATE conversations SET context_from_id=? WHERE id=?",
-            (int(message_id), cid),
-        )
+        self._set(cid, "context_from_id", int(message_id), "drop the oldest turns from the prompt")
 
     def rename(self, cid: str, title: str) -> None:
-        self._write(
-            "rename the conversation", "UPDATE conversations SET title=? WHERE id=?", (title, cid)
-        )
+        self._set(cid, "title", title, "rename the conversation")
 
     def touch(self, cid: str) -> None:
-        self._write(
-            "save the conversation",
-            "UPDATE conversations SET updated_at=? WHERE id=?",
-            (time.time(), cid),
-        )
+        self._set(cid, "updated_at", time.time(), "save the conversation")
 
     def settings(self, cid: str) -> ChatSettings:
         row = self._db.execute("SELECT settings FROM conversations WHERE id=?", (cid,)).fetchone()
         return ChatSettings.from_json(row[0] if row else None)
 
     def set_settings(self, cid: str, settings: ChatSettings) -> None:
-        self._write(
-            "save the chat settings",
-            "UPDATE conversations SET settings=? WHERE id=?",
-            (settings.to_json(), cid),
-        )
+        self._set(cid, "settings", settings.to_json(), "save the chat settings")
 
     def delete(self, cid: str) -> None:
         """Hide a conversation; ``undelete`` brings it back until ``purge_deleted`` runs."""
-        self._write(
-            "delete the conversation",
-            "UPDATE conversations SET deleted_at=? WHERE id=?",
-            (time.time(), cid),
-        )
+        self._set(cid, "deleted_at", time.time(), "delete the conversation")
 
     def undelete(self, cid: str) -> None:
-        self._write(
-            "restore the conversation",
-            "UPDATE conversations SET deleted_at=NULL WHERE id=?",
-            (cid,),
-        )
+        self._set(cid, "deleted_at", None, "restore the conversation")
 
     def purge_deleted(self) -> list[str]:
         """Remove conversations deleted earlier (past their undo); returns their ids."""
@@ -912,11 +894,7 @@ class Store:
 
     def set_tool_servers(self, cid: str, servers: Iterable[str] | None) -> None:
         value = None if servers is None else json.dumps(sorted(servers))
-        self._write(
-            "save the chat's tools",
-            "UPDATE conversations SET tool_servers=? WHERE id=?",
-            (value, cid),
-        )
+        self._set(cid, "tool_servers", value, "save the chat's tools")
 
     def message(self, mid: int) -> StoredMessage | None:
         """Any message, shown or an earlier version."""

@@ -143,15 +143,7 @@ class RemoteEngine:
     ) -> int:
         """The prompt tokens the server would start from (its ``POST /tokenize``, vLLM's shape): the
         same body as the chat request, so the count is the one the answer's stats will show."""
-        model = self._require_model()
-        body = chat_body(
-            model.name,
-            conversation,
-            settings,
-            vision=model.is_vision,
-            limits=self.media_limits,
-            decoded=self.decoded_media,
-        )
+        body = self._chat_body(conversation, settings)
         for streaming in ("stream", "stream_options"):
             del body[streaming]
         url = self.connection.base_url.removesuffix("/v1") + "/tokenize"
@@ -174,6 +166,18 @@ class RemoteEngine:
             )
         return count
 
+    def _chat_body(self, conversation: Conversation, settings: GenerationSettings) -> dict:
+        """The chat request for ``conversation`` (its media as data URIs), for the served model."""
+        model = self._require_model()
+        return chat_body(
+            model.name,
+            conversation,
+            settings,
+            vision=model.is_vision,
+            limits=self.media_limits,
+            decoded=self.decoded_media,
+        )
+
     def persist(self, conversation_id: str) -> None:
         """The server keeps its own state snapshots."""
 
@@ -191,16 +195,8 @@ class RemoteEngine:
         """Stream events for the next assistant turn, as ``Engine.generate`` does: bad input or a
         refused request raises (ServerError, MediaError, ...) before the first event; a failure
         mid-answer ends the stream with ``Finished(ERROR, message)``."""
-        model = self._require_model()
         started = time.perf_counter()
-        body = chat_body(
-            model.name,
-            conversation,
-            settings,
-            vision=model.is_vision,
-            limits=self.media_limits,
-            decoded=self.decoded_media,
-        )
+        body = self._chat_body(conversation, settings)
         cancel = cancel or CancelToken()
         sockets: list[socket.socket] = []
 
