@@ -377,6 +377,81 @@ def test_api_usage_counts_the_drafts(text_engine) -> None:
     )
 
 
+def test_stop_strings_end_the_answer_as_without_mtp(
+    text_engine, tiny_text_model_dir: Path, tmp_path: Path
+) -> None:
+    """A stop string met inside a speculative round cuts the answer where plain decoding's cut falls,
+    with the same finish reason (the rest of the round is never sent), streamed or not."""
+    openai = pytest.importorskip("openai")
+    from engine_mlx.jobs import EngineThread
+    from engine_mlx.prompt import render_text
+    from engine_mlx.server.config import ServerConfig
+    from engine_mlx.server.runner import ApiServer
+
+    engine, _, _ = text_engine
+    body = {"enable_thinking": False, "temperature": 0.0, "presence_penalty": 0.0}
+    messages = [{"role": "user", "content": TRAINED_ON[0]}]
+    # A head that knows the answer written without thinking (stop strings cut the answer).
+    prompt = render_text(
+        ask(TRAINED_ON[0]), engine._loaded.apply_template, thinking=False, text_only=True
+    )
+    trained = train_head(tiny_text_model_dir, [engine._loaded.encode(prompt)], out_dir=tmp_path)
+    jobs = EngineThread()
+    server = ApiServer(engine, jobs, ServerConfig(port=0))
+    server.start()
+    replies = {}
+    try:
+        client = openai.OpenAI(
+            base_url=server.base_url, api_key="unused", max_retries=0, timeout=120
+        )
+
+        def ask_api(mode: MtpMode, stop: list[str] | None, stream: bool = False):
+            engine.use_mtp(mode, None if mode is MtpMode.OFF else trained)
+            call = client.chat.completions.create
+            if stream:
+                chunks = list(
+                    call(
+                        model=engine.model_info.name,
+                        messages=messages,
+                        max_tokens=40,
+                        stop=stop,
+                        stream=True,
+                        extra_body=body,
+                    )
+                )
+                text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+                return text, next(c.choices[0].finish_reason for c in chunks[::-1] if c.choices)
+            reply = call(
+                model=engine.model_info.name,
+                messages=messages,
+                max_tokens=40,
+                stop=stop,
+                extra_body=body,
+            )
+            return reply.choices[0].message.content, reply.choices[0].finish_reason, reply.usage
+
+        answer, _, _ = ask_api(MtpMode.OFF, None)
+        stops = [answer[12:15], answer[-4:]]  # one inside the answer, one at its very end
+        assert all(len(s) >= 3 for s in stops)
+        for stop in stops:
+            for mode in (MtpMode.OFF, MtpMode.ON):
+                text, reason, usage = ask_api(mode, [stop])
+                replies[mode, stop] = (text, reason)
+                if mode is MtpMode.ON:
+                    details = usage.completion_tokens_details
+                    assert details.accepted_prediction_tokens > 0  # the rounds drafted and kept
+                replies[mode, stop, "stream"] = ask_api(mode, [stop], stream=True)
+    finally:
+        server.stop()
+        jobs.close()
+        engine.use_mtp(MtpMode.OFF)
+    for stop in stops:
+        cut = (answer[: answer.index(stop)], "stop")
+        for kind in ((), ("stream",)):
+            assert replies[(MtpMode.OFF, stop, *kind)] == cut
+            assert replies[(MtpMode.ON, stop, *kind)] == cut
+
+
 def test_cli_chat_json_stats_and_flags(tiny_text_model_dir: Path, text_engine) -> None:
     _, trained, _ = text_engine
     cmd = [
