@@ -224,6 +224,16 @@ def test_vision_checkpoint_with_kept_drafts(vision_engine) -> None:
     assert spec.stats.accepted_tokens > 0.6 * spec.stats.drafted_tokens
 
 
+@pytest.mark.parametrize("case", ["budget", "no thinking"])
+def test_vision_checkpoint_thinking_budget_and_off(vision_engine, case: str) -> None:
+    """The budget closes thinking inside a round: the vision cache keeps only the round's written
+    tokens (re-run through mlx-vlm's verifier) and decoding goes on as plain decoding does."""
+    engine, random, trained = vision_engine
+    for head in (trained, random):
+        plain, spec = both(engine, head, ask(TRAINED_ON[0]), CASES[case])
+        assert spec.ids == plain.ids and spec.stats.drafted_tokens > 0
+
+
 def test_cancel_stops_within_a_round(text_engine) -> None:
     engine, trained, _ = text_engine
     engine.use_mtp(MtpMode.ON, trained)
