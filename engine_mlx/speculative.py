@@ -192,6 +192,9 @@ class Pace:
 
 # (tokens before this position, logits (1, V)) -> (the pick, lazy (1,), its measure or None)
 SampleAt = Callable[[mx.array, mx.array], tuple[mx.array, Any]]
+# logits (n, V) -> the picks (n,), each row sampled on its own: for a turn whose picks depend on
+# nothing but the logits (no logits processor, no measures), all of a round's at once.
+SampleRows = Callable[[mx.array], mx.array]
 
 
 @dataclass
@@ -275,6 +278,7 @@ class Speculator:
         left: int,
         sample_at: SampleAt,
         draft_pick: Callable[[mx.array], Callable[[mx.array], mx.array]] | None,
+        sample_rows: SampleRows | None = None,
     ) -> Round:
         """Draft ``k`` tokens after ``b`` (at ``index``), verify them, and keep the agreeing prefix
         in the cache. ``reply``: this turn's tokens before ``b``; ``left``: tokens the turn may
@@ -306,14 +310,18 @@ class Speculator:
                 hidden, logits = forward(fed, index, self.rope_delta, self.cache)
             # The model's pick after each position, sampled as if every draft before it were kept
             # (a pick after a refused draft is never used), all read in one evaluation.
-            picks, pick_measures = [], []
-            for i in range(k + 1):
-                pick, measure = sample_at(
-                    mx.concatenate([prefix, drafts[:i]]) if i else prefix, logits[:, i, :]
-                )
-                picks.append(pick.reshape(-1).astype(mx.int32))
-                pick_measures.append(measure)
-            picked = mx.concatenate(picks)
+            if sample_rows is not None:
+                picked = sample_rows(logits[0]).reshape(-1).astype(mx.int32)
+                pick_measures = [None] * (k + 1)
+            else:
+                picks, pick_measures = [], []
+                for i in range(k + 1):
+                    pick, measure = sample_at(
+                        mx.concatenate([prefix, drafts[:i]]) if i else prefix, logits[:, i, :]
+                    )
+                    picks.append(pick.reshape(-1).astype(mx.int32))
+                    pick_measures.append(measure)
+                picked = mx.concatenate(picks)
             mx.eval(fed, picked)
             fed_ids, pick_ids = fed.tolist(), picked.tolist()
             accepted = 0
@@ -328,7 +336,7 @@ class Speculator:
             raise
         tokens = fed_ids[: accepted + 1]
         measures = [b_measure, *pick_measures[:accepted]]
-        pick, measure = picks[accepted], pick_measures[accepted]
+        pick, measure = picked[accepted : accepted + 1], pick_measures[accepted]
         rnd = Round(tokens, measures, pick, measure, logits, hidden, mark, fed, index, kept=k + 1)
         if forward.transactional:
             rnd.kept = accepted + 1
@@ -376,8 +384,9 @@ class Speculator:
             _, _, transaction = forward.verify(rnd.fed[:n], rnd.index, self.rope_delta, self.cache)
             forward.commit(self.cache, transaction, n, n)
         else:
-            forward(rnd.fed[:n], rnd.index, self.rope_delta, self.cache)
-        mx.eval([c.state for c in self.cache])
+            forward(
+                rnd.fed[:n], rnd.index, self.rope_delta, self.cache
+            )  # evaluated with what follows
         rnd.kept = n
 
     # ------------------------------------------------------------------ auto
