@@ -128,7 +128,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="small sizes (CI)")
     args = ap.parse_args()
-    repeats, max_tokens, steps = (1, 24, 15) if args.quick else (7, 40, 60)
+    repeats, max_tokens, steps = (1, 24, 15) if args.quick else (9, 40, 60)
     settings = GenerationSettings(temperature=0.0, presence_penalty=0.0, max_tokens=max_tokens)
     best = (0.0, 0)
     with tempfile.TemporaryDirectory() as tmp:
