@@ -173,7 +173,7 @@ class Pace:
     round_s: float | None = None
     written: float | None = None  # tokens per round
     acceptance: float = 0.75
-    k: int = 2  # drafts per round, 1..MAX_DRAFTS, from the acceptance
+    k: int = 1  # drafts per round, 1..MAX_DRAFTS, from the acceptance (from 1: a cheap first round)
     plain_tokens: int = 0  # timed since drafting was last turned off
     rounds: int = 0  # timed since drafting was last turned on
     pause_left: int = 0  # plain tokens to decode before drafting again
