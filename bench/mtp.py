@@ -4,8 +4,10 @@ For each case the same prompt is decoded greedily, alternating plain and MTP (mo
 one unmeasured pass of each: the medians of the decode rates, the decode ratio (the median over the
 repeats of MTP tok/s over the plain tok/s measured just before it, which a machine shared with other
 work disturbs less than a ratio of medians), the acceptance (drafts kept) and the tokens written per
-round. auto starts afresh each turn (the head is loaded again), so each turn pays its first
-measurements. Cases: the text-only and the vision tiny model, each with a head
+round. Each mode runs on its own engine (the same model) that keeps its head loaded through the case,
+as the app does between turns: what auto has measured (and the drafts per round it chose) carries
+over, so a head that does not pay is probed only now and then (its first judgement falls in the
+unmeasured pass). Cases: the text-only and the vision tiny model, each with a head
 trained on its own greedy reply (tiny_mtp.train_head) and with a random head. The baseline is the same
 trained head through raw ``mlx_vlm.stream_generate`` with its drafter (the vision model), in the same
 run. Last, a paper estimate for the 397B on an M3 Ultra from the measured acceptance.
@@ -33,7 +35,8 @@ DRAFT_COST = 0.1
 VERIFY_COST_PER_TOKEN = 0.25
 
 
-def engine_case(engine, head: Path, settings, repeats: int) -> dict[str, float]:
+def engine_case(engines: dict, head: Path, settings, repeats: int) -> dict[str, float]:
+    """``engines``: one per mode (plain, on, auto), the same model loaded in each."""
     from engine_mlx.conversation import Conversation, Message, Role
     from engine_mlx.events import Stats
     from engine_mlx.mtp_head import MtpMode
@@ -41,11 +44,10 @@ def engine_case(engine, head: Path, settings, repeats: int) -> dict[str, float]:
     conversation = Conversation((Message(Role.USER, PROMPT),))
     tps: dict[str, list[float]] = {"plain": [], "on": [], "auto": []}
     drafted = accepted = rounds = 0
+    for mode in ("on", "auto"):
+        engines[mode].use_mtp(MtpMode(mode), head)
     for repeat in range(repeats + 1):  # the first pass warms up, unmeasured
-        for mode in ("plain", "on", "auto"):
-            engine.use_mtp(
-                MtpMode.OFF if mode == "plain" else MtpMode(mode), None if mode == "plain" else head
-            )
+        for mode, engine in engines.items():
             stats = next(e for e in engine.generate(conversation, settings) if isinstance(e, Stats))
             if not repeat:
                 continue
@@ -54,7 +56,8 @@ def engine_case(engine, head: Path, settings, repeats: int) -> dict[str, float]:
                 drafted += stats.drafted_tokens
                 accepted += stats.accepted_tokens
                 rounds += engine._loaded.speculation.last.counts.rounds
-    engine.use_mtp(MtpMode.OFF)
+    for engine in engines.values():
+        engine.use_mtp(MtpMode.OFF)
     return {
         "plain": statistics.median(tps["plain"]),
         "on": statistics.median(tps["on"]),
@@ -136,8 +139,9 @@ def main() -> int:
         for kind, vision in (("text-only", False), ("vision", True)):
             started = time.perf_counter()
             model = build_tiny_model(root / kind, vision=vision)
-            engine = Engine()
-            engine.load(model, mtp=MtpMode.OFF)
+            engines = {mode: Engine() for mode in ("plain", "on", "auto")}
+            for engine in engines.values():
+                engine.load(model, mtp=MtpMode.OFF)
             trained = train_head(
                 model, [PROMPT], tokens=max_tokens, steps=steps, out_dir=root / f"{kind}-trained"
             )
@@ -146,7 +150,7 @@ def main() -> int:
                 f"{kind} tiny model: built and head trained in {time.perf_counter() - started:.0f} s"
             )
             for name, head in (("trained", trained), ("random", random)):
-                r = engine_case(engine, head, settings, repeats)
+                r = engine_case(engines, head, settings, repeats)
                 print(
                     f"  engine, {kind}, {name} head: plain {r['plain']:.1f} tok/s, on {r['on']:.1f} tok/s "
                     f"(ratio {r['on_ratio']:.2f}x), auto {r['auto']:.1f} tok/s (ratio "
@@ -158,7 +162,7 @@ def main() -> int:
             if vision:
                 prompt = render_text(
                     Conversation((Message(Role.USER, PROMPT),)),
-                    engine._loaded.apply_template,
+                    engines["plain"]._loaded.apply_template,
                     thinking=True,
                     text_only=False,
                 )
@@ -168,7 +172,8 @@ def main() -> int:
                     f"{raw['mtp']:.1f} tok/s (ratio {raw['ratio']:.2f}x), acceptance "
                     f"{100 * raw['acceptance']:.0f}%"
                 )
-            engine.unload()
+            for engine in engines.values():
+                engine.unload()
     for acceptance in (best[0], 0.75, 0.88):
         k = best[1]
         print(
