@@ -29,6 +29,7 @@ tests/test_upstream_contract.py's contract tests.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,11 +44,13 @@ MAX_DRAFTS = 4  # tokens drafted per round at most
 # round; each probe that does not pay doubles the pause (up to MAX_PAUSE_TOKENS).
 PAUSE_TOKENS = 64
 MAX_PAUSE_TOKENS = 4096
-# auto: plain decoding tokens timed before the first round; rounds timed before judging them (a round
-# whose drafts are all refused is judged at once: it cannot have paid).
+# auto: plain decoding tokens timed before the first round; rounds timed before judging them (the first
+# round after drafting starts is judged at once when its drafts were all refused: it cannot have
+# paid); the rounds judged together (a few refused rounds among good ones do not stop drafting).
 PLAIN_WARMUP = 3
 ROUND_WARMUP = 3
-# auto drafts on while rounds write tokens at least this much faster than plain decoding (as measured).
+WINDOW_ROUNDS = 8
+# auto drafts on while rounds write tokens at least this many times as fast as plain decoding (measured).
 PAYS = 1.0
 
 
@@ -166,16 +169,14 @@ class Counts:
 @dataclass
 class Pace:
     """auto's measurements, kept across turns (one per loaded head): seconds per token decoded
-    plainly, seconds per round (from its start to whatever follows it) and tokens written per round,
-    the acceptance, the pause."""
+    plainly, the last rounds since drafting was turned on (tokens written, seconds from the round's
+    start to whatever follows it), the acceptance, the pause."""
 
     plain_s: float | None = None
-    round_s: float | None = None
-    written: float | None = None  # tokens per round
+    recent: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=WINDOW_ROUNDS))
     acceptance: float = 0.75
     k: int = 1  # drafts per round, 1..MAX_DRAFTS, from the acceptance (from 1: a cheap first round)
     plain_tokens: int = 0  # timed since drafting was last turned off
-    rounds: int = 0  # timed since drafting was last turned on
     pause_left: int = 0  # plain tokens to decode before drafting again
     pause: int = PAUSE_TOKENS  # the next pause's length
 
@@ -185,9 +186,10 @@ class Pace:
 
     def speed_up(self) -> float | None:
         """Rounds' tokens per second over plain decoding's, as measured (None: not measured yet)."""
-        if self.plain_s is None or self.round_s is None or self.written is None:
+        if self.plain_s is None or not self.recent:
             return None
-        return self.written * self.plain_s / self.round_s
+        tokens = sum(written for written, _ in self.recent)
+        return tokens * self.plain_s / sum(seconds for _, seconds in self.recent)
 
 
 # (tokens before this position, logits (1, V)) -> (the pick, lazy (1,), its measure or None)
@@ -408,18 +410,17 @@ class Speculator:
         started, written = self._open_round
         self._open_round = None
         pace = self._pace
-        pace.round_s = Pace.ema(pace.round_s, now - started)
-        pace.written = Pace.ema(pace.written, written)
-        pace.rounds += 1
+        pace.recent.append((written, now - started))
         speed_up = pace.speed_up()
         if self.mode is not MtpMode.AUTO or speed_up is None:
             return
-        if pace.rounds < ROUND_WARMUP and written > 1:
+        rounds = len(pace.recent)
+        if rounds < ROUND_WARMUP and not (rounds == 1 and written == 1):
             return
         if speed_up < PAYS:  # plain for a while, then probe with one round of one draft
             pace.pause_left, pace.pause = pace.pause, min(MAX_PAUSE_TOKENS, pace.pause * 2)
-            pace.round_s = pace.written = None
-            pace.plain_tokens = pace.rounds = 0
+            pace.recent.clear()
+            pace.plain_tokens = 0
             pace.k = 1
         else:
             pace.pause = PAUSE_TOKENS

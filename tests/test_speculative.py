@@ -285,6 +285,43 @@ def test_auto_turns_itself_off_with_a_random_head(text_engine) -> None:
     assert 0 < turn.stats.drafted_tokens < 30
 
 
+def test_auto_judges_drafting_from_measured_round_times(text_engine) -> None:
+    """auto's judgement, from round and plain-step times given here (pure logic): a first round whose
+    drafts are all refused stops drafting at once; a few refused rounds among rounds that pay do not;
+    a window of rounds slower than plain decoding does; each failed probe doubles the pause."""
+    from engine_mlx.speculative import PAUSE_TOKENS, Pace, Speculator
+
+    engine, _, _ = text_engine
+    pace = Pace(plain_s=0.010, plain_tokens=3)
+    spec = Speculator(engine._loaded.model, False, None, MtpMode.AUTO, 0, [], pace)
+    clock = 100.0
+
+    def round_(written: int, seconds: float) -> None:
+        nonlocal clock
+        spec._open_round = (clock, written)
+        clock += seconds
+        spec._close_round(clock)
+
+    round_(1, 0.015)  # a random head's first round: refused, slower than a plain step
+    assert (pace.pause_left, pace.pause, pace.k) == (PAUSE_TOKENS, 2 * PAUSE_TOKENS, 1)
+    pace.pause_left = 0
+    round_(2, 0.015)  # a probe that writes 2 tokens is judged with the next rounds
+    assert pace.pause_left == 0 and len(pace.recent) == 1
+    for _ in range(3):
+        round_(4, 0.020)  # 2x plain decoding
+    round_(1, 0.020)
+    round_(1, 0.020)  # refused rounds among good ones: 16 tokens in 0.115 s, still 1.4x
+    assert pace.pause_left == 0 and pace.pause == PAUSE_TOKENS
+    refused = 0
+    while pace.pause_left == 0:
+        round_(1, 0.020)  # refused rounds until the window (8 rounds) falls below plain's pace
+        refused += 1
+    assert refused == 4 and pace.pause_left == PAUSE_TOKENS and not pace.recent
+    pace.pause_left = 0
+    round_(1, 0.015)  # the probe fails: a longer pause
+    assert pace.pause_left == 2 * PAUSE_TOKENS
+
+
 def test_a_drafter_for_another_model_is_refused(text_engine, tmp_path: Path) -> None:
     engine, _, random = text_engine
     other = shutil.copytree(random, tmp_path / "other")
