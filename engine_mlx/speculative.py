@@ -19,8 +19,8 @@ mlx-lm's text-only caches keep no such record: there the cache is rewound to the
 the kept tokens re-run.
 
 ``auto`` times plain steps and rounds and drafts only while a round's tokens come faster than plain
-decoding's; when they do not, it decodes plainly and probes again with one cheap round (one draft)
-after a pause that doubles each time the probe does not pay.
+decoding's; when they do not, it decodes plainly and probes again with one round after a pause
+that doubles each time the probe does not pay.
 
 Every mlx-vlm member used here is named in tests/test_speculative.py's and
 tests/test_upstream_contract.py's contract tests.
@@ -175,7 +175,7 @@ class Pace:
     plain_s: float | None = None
     recent: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=WINDOW_ROUNDS))
     acceptance: float = 0.75
-    k: int = 1  # drafts per round, 1..MAX_DRAFTS, from the acceptance (from 1: a cheap first round)
+    k: int = 2  # drafts per round, 1..MAX_DRAFTS, from the acceptance
     plain_tokens: int = 0  # timed since drafting was last turned off
     pause_left: int = 0  # plain tokens to decode before drafting again
     pause: int = PAUSE_TOKENS  # the next pause's length
@@ -417,11 +417,12 @@ class Speculator:
         rounds = len(pace.recent)
         if rounds < ROUND_WARMUP and not (rounds == 1 and written == 1):
             return
-        if speed_up < PAYS:  # plain for a while, then probe with one round of one draft
+        if (
+            speed_up < PAYS
+        ):  # plain for a while, then probe with one round (k as the acceptance left it)
             pace.pause_left, pace.pause = pace.pause, min(MAX_PAUSE_TOKENS, pace.pause * 2)
             pace.recent.clear()
             pace.plain_tokens = 0
-            pace.k = 1
         else:
             pace.pause = PAUSE_TOKENS
 

@@ -303,7 +303,7 @@ def test_auto_judges_drafting_from_measured_round_times(text_engine) -> None:
         spec._close_round(clock)
 
     round_(1, 0.015)  # a random head's first round: refused, slower than a plain step
-    assert (pace.pause_left, pace.pause, pace.k) == (PAUSE_TOKENS, 2 * PAUSE_TOKENS, 1)
+    assert (pace.pause_left, pace.pause) == (PAUSE_TOKENS, 2 * PAUSE_TOKENS)
     pace.pause_left = 0
     round_(2, 0.015)  # a probe that writes 2 tokens is judged with the next rounds
     assert pace.pause_left == 0 and len(pace.recent) == 1
