@@ -207,6 +207,10 @@ def _decode(
         token = sampler(scored)
         return token, (None if top_n is None else measure(token, logprobs))
 
+    def sample_rows(rows):
+        """The next token after each row of logits (n, V), each as ``sample`` picks it."""
+        return sampler(rows - mx.logsumexp(rows, axis=-1, keepdims=True))
+
     def measure(token, logprobs):
         """(the token's log-probability, the top ids, their log-probabilities, all of them)."""
         chosen = mx.take_along_axis(logprobs, token.reshape(1, 1), axis=-1).reshape(-1)
@@ -290,6 +294,7 @@ def _decode(
                     settings.max_tokens - generated,
                     lambda tokens, logits: sample(logits, tokens),
                     draft_picker(processors) if processors else None,
+                    sample_rows if not processors and top_n is None else None,
                 )
                 queue, written = list(zip(rnd.tokens, rnd.measures, strict=True)), 0
                 index, last_logits = rnd.index + len(queue), rnd.logits[:, len(queue) - 1, :]

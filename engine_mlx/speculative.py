@@ -8,15 +8,28 @@ at once; the model's own pick after each position is sampled exactly as plain de
 (the same logits processors, the same sampler), and the drafts are kept while they equal it. So
 greedy output is the plain output, and with sampling every token is still drawn from the model's own
 distribution (a draft is kept exactly when the model's sample equals it: the rule that keeps the
-target distribution for a deterministic drafter). The cache is rewound to the round's start and the
-kept tokens re-run when a draft is refused (recurrent state cannot be trimmed).
+target distribution for a deterministic drafter).
 
-Every mlx-vlm member used here is named in tests/test_speculative.py's contract test.
+A refused draft must leave the cache as if only the kept tokens had been fed. On a vision checkpoint
+(mlx-vlm's model) the round is verified by mlx-vlm's exact speculative verifier
+(``speculative_verify=True``): its caches record the Gated-DeltaNet state after every token fed, and
+``commit_speculative_round`` keeps the agreeing prefix without a re-run (it also runs the recurrence
+token by token, where mlx-vlm's ordinary multi-token forward pads a 64-token chunked scan on CPU).
+mlx-lm's text-only caches keep no such record: there the cache is rewound to the round's start and
+the kept tokens re-run.
+
+``auto`` times plain steps and rounds and drafts only while a round's tokens come faster than plain
+decoding's; when they do not, it decodes plainly and probes again with one round after a pause
+that doubles each time the probe does not pay.
+
+Every mlx-vlm member used here is named in tests/test_speculative.py's and
+tests/test_upstream_contract.py's contract tests.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,14 +40,18 @@ from engine_mlx.mtp_head import MtpHead, MtpMode, MtpSource
 from engine_mlx.runtime_imports import ensure_runtime_imported
 
 MAX_DRAFTS = 4  # tokens drafted per round at most
-# auto: drafting is off for this many plain tokens after it did not pay, then probed again; each
-# probe that does not pay doubles the pause (up to MAX_PAUSE_TOKENS).
+# auto: drafting is off for this many plain tokens after it did not pay, then probed again with one
+# round; each probe that does not pay doubles the pause (up to MAX_PAUSE_TOKENS).
 PAUSE_TOKENS = 64
 MAX_PAUSE_TOKENS = 4096
-# auto: plain decoding tokens timed before the first round, and rounds timed before judging.
+# auto: plain decoding tokens timed before the first round; rounds timed before judging them (the first
+# round after drafting starts is judged at once when its drafts were all refused: it cannot have
+# paid); the rounds judged together (a few refused rounds among good ones do not stop drafting).
 PLAIN_WARMUP = 3
 ROUND_WARMUP = 3
-FLOOR = 0.95  # auto never runs slower than this fraction of plain decoding (as measured)
+WINDOW_ROUNDS = 8
+# auto drafts on while rounds write tokens at least this many times as fast as plain decoding (measured).
+PAYS = 1.0
 
 
 def load_drafter(model: Any, head: MtpHead, *, float32: bool = False) -> Any:
@@ -70,6 +87,13 @@ class TargetForward:
     def __init__(self, model: Any, is_vision: bool):
         self.is_vision = is_vision
         self.lm = model.language_model
+        # mlx-vlm's model verifies a round with its exact speculative verifier (rollback without a
+        # re-run); mlx-lm's caches cannot record a round.
+        self.transactional = is_vision
+
+    def _positions(self, index: int, n: int, rope_delta: int) -> mx.array:
+        pos = mx.arange(index, index + n, dtype=mx.int32) + rope_delta
+        return mx.broadcast_to(pos[None, None], (3, 1, n))
 
     def __call__(
         self, ids: mx.array, index: int, rope_delta: int, cache: list[Any]
@@ -77,15 +101,39 @@ class TargetForward:
         """(hidden (1, L, H), logits (1, L, V)) for tokens ``ids`` (shape (L,)) at positions from ``index``."""
         tokens = ids.reshape(1, -1)
         if self.is_vision:
-            n = tokens.shape[1]
-            pos = mx.arange(index, index + n, dtype=mx.int32) + rope_delta
-            pos = mx.broadcast_to(pos[None, None], (3, 1, n))
+            pos = self._positions(index, tokens.shape[1], rope_delta)
             out = self.lm(tokens, cache=cache, position_ids=pos, return_hidden=True)
             return out.hidden_states[-1], out.logits
         hidden = self.lm.model(tokens, cache)
         if self.lm.args.tie_word_embeddings:
             return hidden, self.lm.model.embed_tokens.as_linear(hidden)
         return hidden, self.lm.lm_head(hidden)
+
+    def verify(
+        self, ids: mx.array, index: int, rope_delta: int, cache: list[Any]
+    ) -> tuple[mx.array, mx.array, Any]:
+        """As a call, through mlx-vlm's exact speculative verifier (vision checkpoints): also the
+        round's cache transaction, which :func:`commit` ends keeping any prefix of ``ids``."""
+        tokens = ids.reshape(1, -1)
+        pos = self._positions(index, tokens.shape[1], rope_delta)
+        out = self.lm(
+            tokens, cache=cache, position_ids=pos, speculative_verify=True, return_hidden=True
+        )
+        return out.hidden_states[-1], out.logits, out.gdn_states
+
+    def commit(self, cache: list[Any], transaction: Any, kept: int, fed: int) -> None:
+        """Keep the first ``kept`` of the ``fed`` tokens a :meth:`verify` call fed (its cache
+        transaction selects the recorded state after them; nothing is re-run)."""
+        from mlx_vlm.speculative.cache_state import commit_speculative_round
+
+        commit_speculative_round(self.lm, cache, transaction, kept - 1, fed)
+
+    @staticmethod
+    def abort(transaction: Any) -> None:
+        """Restore the cache a :meth:`verify` call started from (an error inside a round)."""
+        from mlx_vlm.speculative.cache_state import abort_speculative_round
+
+        abort_speculative_round(transaction)
 
 
 def _lists_copied(value: Any) -> Any:
@@ -120,15 +168,15 @@ class Counts:
 
 @dataclass
 class Pace:
-    """auto's measurements, kept across turns (one per loaded head): seconds per token decoded plainly
-    and by rounds (a round from its start to whatever follows it), the acceptance, the pause."""
+    """auto's measurements, kept across turns (one per loaded head): seconds per token decoded
+    plainly, the last rounds since drafting was turned on (tokens written, seconds from the round's
+    start to whatever follows it), the acceptance, the pause."""
 
     plain_s: float | None = None
-    round_s: float | None = None
+    recent: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=WINDOW_ROUNDS))
     acceptance: float = 0.75
     k: int = 2  # drafts per round, 1..MAX_DRAFTS, from the acceptance
-    plain_tokens: int = 0  # timed since the last judgement
-    round_count: int = 0  # timed since the last judgement
+    plain_tokens: int = 0  # timed since drafting was last turned off
     pause_left: int = 0  # plain tokens to decode before drafting again
     pause: int = PAUSE_TOKENS  # the next pause's length
 
@@ -136,9 +184,19 @@ class Pace:
     def ema(old: float | None, new: float, weight: float = 0.3) -> float:
         return new if old is None else old + weight * (new - old)
 
+    def speed_up(self) -> float | None:
+        """Rounds' tokens per second over plain decoding's, as measured (None: not measured yet)."""
+        if self.plain_s is None or not self.recent:
+            return None
+        tokens = sum(written for written, _ in self.recent)
+        return tokens * self.plain_s / sum(seconds for _, seconds in self.recent)
+
 
 # (tokens before this position, logits (1, V)) -> (the pick, lazy (1,), its measure or None)
 SampleAt = Callable[[mx.array, mx.array], tuple[mx.array, Any]]
+# logits (n, V) -> the picks (n,), each row sampled on its own: for a turn whose picks depend on
+# nothing but the logits (no logits processor, no measures), all of a round's at once.
+SampleRows = Callable[[mx.array], mx.array]
 
 
 @dataclass
@@ -207,6 +265,7 @@ class Speculator:
             return False
         if self.mode is MtpMode.ON:
             return True
+        self._close_round(time.perf_counter())  # judge the last round before drafting again
         pace = self._pace
         return pace.pause_left == 0 and pace.plain_tokens >= PLAIN_WARMUP
 
@@ -221,6 +280,7 @@ class Speculator:
         left: int,
         sample_at: SampleAt,
         draft_pick: Callable[[mx.array], Callable[[mx.array], mx.array]] | None,
+        sample_rows: SampleRows | None = None,
     ) -> Round:
         """Draft ``k`` tokens after ``b`` (at ``index``), verify them, and keep the agreeing prefix
         in the cache. ``reply``: this turn's tokens before ``b``; ``left``: tokens the turn may
@@ -228,41 +288,65 @@ class Speculator:
         started = time.perf_counter()
         self._close_round(started)
         drafter = self.drafter
+        forward = self.forward
         k = max(1, min(self._pace.k, left - 1))
-        b_id = int(b.item())  # type: ignore[arg-type]
-        prefix = mx.concatenate([reply, mx.array([b_id], dtype=mx.int32)])
+        b = b.reshape(-1).astype(mx.int32)
+        prefix = mx.concatenate([reply, b])
         if self._stale:
             drafter.reset(self.model)
             self._stale = False
         drafter.set_shared_kv({}, index, position=max(index - 1, 0), kv_valid_len=index)
         picker = draft_pick(prefix) if draft_pick is not None else None
         greedy = picker is None
-        drafts = drafter.draft_block(
-            b_id, self.hidden, None, k + 1, picker, mx.int32, greedy=greedy
-        )
+        drafts = drafter.draft_block(b, self.hidden, None, k + 1, picker, mx.int32, greedy=greedy)
         drafts = drafts.reshape(-1)[:k].astype(mx.int32)
         mark = _mark(self.cache)
-        fed = mx.concatenate([mx.array([b_id], dtype=mx.int32), drafts])
-        hidden, logits = self.forward(fed, index, self.rope_delta, self.cache)
-        draft_ids = drafts.tolist()
-        tokens, measures = [b_id], [b_measure]
-        accepted = 0
-        tokens_before = prefix
-        while True:
-            pick, measure = sample_at(tokens_before, logits[:, accepted, :])
-            pick_id = int(pick.item())  # type: ignore[arg-type]
-            if accepted < k and pick_id == draft_ids[accepted]:
-                tokens.append(pick_id)
-                measures.append(measure)
+        fed = mx.concatenate([b, drafts])
+        transaction = None
+        try:
+            if forward.transactional:
+                hidden, logits, transaction = forward.verify(
+                    fed, index, self.rope_delta, self.cache
+                )
+            else:
+                hidden, logits = forward(fed, index, self.rope_delta, self.cache)
+            # The model's pick after each position, sampled as if every draft before it were kept
+            # (a pick after a refused draft is never used), all read in one evaluation.
+            if sample_rows is not None:
+                picked = sample_rows(logits[0]).reshape(-1).astype(mx.int32)
+                pick_measures = [None] * (k + 1)
+            else:
+                picks, pick_measures = [], []
+                for i in range(k + 1):
+                    pick, measure = sample_at(
+                        mx.concatenate([prefix, drafts[:i]]) if i else prefix, logits[:, i, :]
+                    )
+                    picks.append(pick.reshape(-1).astype(mx.int32))
+                    pick_measures.append(measure)
+                picked = mx.concatenate(picks)
+            mx.eval(fed, picked)
+            fed_ids, pick_ids = fed.tolist(), picked.tolist()
+            accepted = 0
+            while accepted < k and pick_ids[accepted] == fed_ids[accepted + 1]:
                 accepted += 1
-                tokens_before = mx.concatenate([tokens_before, pick.reshape(-1).astype(mx.int32)])
-                continue
-            break
+            if transaction is not None:
+                forward.commit(self.cache, transaction, accepted + 1, k + 1)
+                transaction = None
+        except BaseException:
+            if transaction is not None:
+                forward.abort(transaction)
+            raise
+        tokens = fed_ids[: accepted + 1]
+        measures = [b_measure, *pick_measures[:accepted]]
+        pick, measure = picked[accepted : accepted + 1], pick_measures[accepted]
         rnd = Round(tokens, measures, pick, measure, logits, hidden, mark, fed, index, kept=k + 1)
-        self._keep(rnd, accepted + 1)
+        if forward.transactional:
+            rnd.kept = accepted + 1
+        else:
+            self._keep(rnd, accepted + 1)
         self.hidden = hidden[:, accepted : accepted + 1, :]
         next_picker = (
-            draft_pick(mx.concatenate([tokens_before, pick.reshape(-1).astype(mx.int32)]))
+            draft_pick(mx.concatenate([prefix, drafts[:accepted], pick]))
             if draft_pick is not None
             else None
         )
@@ -270,7 +354,7 @@ class Speculator:
             hidden,
             drafts[None],
             accepted,
-            [*draft_ids[:accepted], pick_id],
+            [*fed_ids[1 : accepted + 1], pick_ids[accepted]],
             next_picker,
             mx.int32,
             greedy=greedy,
@@ -293,11 +377,18 @@ class Speculator:
         return rnd.index + written, rnd.logits[:, written - 1, :]
 
     def _keep(self, rnd: Round, n: int) -> None:
+        """Rewind the cache to the round's start and re-run its first ``n`` tokens."""
         if n == rnd.kept:
             return
         _rewind(self.cache, rnd.mark)
-        self.forward(rnd.fed[:n], rnd.index, self.rope_delta, self.cache)
-        mx.eval([c.state for c in self.cache])
+        forward = self.forward
+        if forward.transactional:  # token by token, as plain decoding runs the recurrence
+            _, _, transaction = forward.verify(rnd.fed[:n], rnd.index, self.rope_delta, self.cache)
+            forward.commit(self.cache, transaction, n, n)
+        else:
+            forward(
+                rnd.fed[:n], rnd.index, self.rope_delta, self.cache
+            )  # evaluated with what follows
         rnd.kept = n
 
     # ------------------------------------------------------------------ auto
@@ -312,24 +403,28 @@ class Speculator:
             pace.k = max(1, pace.k - 1)
 
     def _close_round(self, now: float) -> None:
-        """Time the last round (up to ``now``) and, in auto, judge whether drafting pays."""
+        """Time the last round (up to ``now``) and, in auto, judge whether drafting pays (a head
+        that does not pay costs one round per pause)."""
         if self._open_round is None:
             return
         started, written = self._open_round
         self._open_round = None
         pace = self._pace
-        pace.round_s = Pace.ema(pace.round_s, (now - started) / written)
-        pace.round_count += 1
-        if self.mode is not MtpMode.AUTO or pace.round_count < ROUND_WARMUP or pace.plain_s is None:
+        pace.recent.append((written, now - started))
+        speed_up = pace.speed_up()
+        if self.mode is not MtpMode.AUTO or speed_up is None:
+            return
+        rounds = len(pace.recent)
+        if rounds < ROUND_WARMUP and not (rounds == 1 and written == 1):
             return
         if (
-            pace.round_s > pace.plain_s / FLOOR
-        ):  # drafting does not pay: plain for a while, then probe
+            speed_up < PAYS
+        ):  # plain for a while, then probe with one round (k as the acceptance left it)
             pace.pause_left, pace.pause = pace.pause, min(MAX_PAUSE_TOKENS, pace.pause * 2)
-            pace.round_s, pace.plain_tokens = None, 0
+            pace.recent.clear()
+            pace.plain_tokens = 0
         else:
             pace.pause = PAUSE_TOKENS
-        pace.round_count = 0
 
 
 def speculation_safe(processors: Sequence[Any]) -> bool:

@@ -224,6 +224,16 @@ def test_vision_checkpoint_with_kept_drafts(vision_engine) -> None:
     assert spec.stats.accepted_tokens > 0.6 * spec.stats.drafted_tokens
 
 
+@pytest.mark.parametrize("case", ["budget", "no thinking"])
+def test_vision_checkpoint_thinking_budget_and_off(vision_engine, case: str) -> None:
+    """The budget closes thinking inside a round: the vision cache keeps only the round's written
+    tokens (re-run through mlx-vlm's verifier) and decoding goes on as plain decoding does."""
+    engine, random, trained = vision_engine
+    for head in (trained, random):
+        plain, spec = both(engine, head, ask(TRAINED_ON[0]), CASES[case])
+        assert spec.ids == plain.ids and spec.stats.drafted_tokens > 0
+
+
 def test_cancel_stops_within_a_round(text_engine) -> None:
     engine, trained, _ = text_engine
     engine.use_mtp(MtpMode.ON, trained)
@@ -273,6 +283,43 @@ def test_auto_turns_itself_off_with_a_random_head(text_engine) -> None:
         engine.use_mtp(MtpMode.OFF)
     # A random head is refused: after its first rounds auto decodes plainly (and probes later).
     assert 0 < turn.stats.drafted_tokens < 30
+
+
+def test_auto_judges_drafting_from_measured_round_times(text_engine) -> None:
+    """auto's judgement, from round and plain-step times given here (pure logic): a first round whose
+    drafts are all refused stops drafting at once; a few refused rounds among rounds that pay do not;
+    a window of rounds slower than plain decoding does; each failed probe doubles the pause."""
+    from engine_mlx.speculative import PAUSE_TOKENS, Pace, Speculator
+
+    engine, _, _ = text_engine
+    pace = Pace(plain_s=0.010, plain_tokens=3)
+    spec = Speculator(engine._loaded.model, False, None, MtpMode.AUTO, 0, [], pace)
+    clock = 100.0
+
+    def round_(written: int, seconds: float) -> None:
+        nonlocal clock
+        spec._open_round = (clock, written)
+        clock += seconds
+        spec._close_round(clock)
+
+    round_(1, 0.015)  # a random head's first round: refused, slower than a plain step
+    assert (pace.pause_left, pace.pause) == (PAUSE_TOKENS, 2 * PAUSE_TOKENS)
+    pace.pause_left = 0
+    round_(2, 0.015)  # a probe that writes 2 tokens is judged with the next rounds
+    assert pace.pause_left == 0 and len(pace.recent) == 1
+    for _ in range(3):
+        round_(4, 0.020)  # 2x plain decoding
+    round_(1, 0.020)
+    round_(1, 0.020)  # refused rounds among good ones: 16 tokens in 0.115 s, still 1.4x
+    assert pace.pause_left == 0 and pace.pause == PAUSE_TOKENS
+    refused = 0
+    while pace.pause_left == 0:
+        round_(1, 0.020)  # refused rounds until the window (8 rounds) falls below plain's pace
+        refused += 1
+    assert refused == 4 and pace.pause_left == PAUSE_TOKENS and not pace.recent
+    pace.pause_left = 0
+    round_(1, 0.015)  # the probe fails: a longer pause
+    assert pace.pause_left == 2 * PAUSE_TOKENS
 
 
 def test_a_drafter_for_another_model_is_refused(text_engine, tmp_path: Path) -> None:
@@ -375,6 +422,81 @@ def test_api_usage_counts_the_drafts(text_engine) -> None:
         details.rejected_prediction_tokens
         == direct.stats.drafted_tokens - direct.stats.accepted_tokens
     )
+
+
+def test_stop_strings_end_the_answer_as_without_mtp(
+    text_engine, tiny_text_model_dir: Path, tmp_path: Path
+) -> None:
+    """A stop string met inside a speculative round cuts the answer where plain decoding's cut falls,
+    with the same finish reason (the rest of the round is never sent), streamed or not."""
+    openai = pytest.importorskip("openai")
+    from engine_mlx.jobs import EngineThread
+    from engine_mlx.prompt import render_text
+    from engine_mlx.server.config import ServerConfig
+    from engine_mlx.server.runner import ApiServer
+
+    engine, _, _ = text_engine
+    body = {"enable_thinking": False, "temperature": 0.0, "presence_penalty": 0.0}
+    messages = [{"role": "user", "content": TRAINED_ON[0]}]
+    # A head that knows the answer written without thinking (stop strings cut the answer).
+    prompt = render_text(
+        ask(TRAINED_ON[0]), engine._loaded.apply_template, thinking=False, text_only=True
+    )
+    trained = train_head(tiny_text_model_dir, [engine._loaded.encode(prompt)], out_dir=tmp_path)
+    jobs = EngineThread()
+    server = ApiServer(engine, jobs, ServerConfig(port=0))
+    server.start()
+    replies = {}
+    try:
+        client = openai.OpenAI(
+            base_url=server.base_url, api_key="unused", max_retries=0, timeout=120
+        )
+
+        def ask_api(mode: MtpMode, stop: list[str] | None, stream: bool = False):
+            engine.use_mtp(mode, None if mode is MtpMode.OFF else trained)
+            call = client.chat.completions.create
+            if stream:
+                chunks = list(
+                    call(
+                        model=engine.model_info.name,
+                        messages=messages,
+                        max_tokens=40,
+                        stop=stop,
+                        stream=True,
+                        extra_body=body,
+                    )
+                )
+                text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+                return text, next(c.choices[0].finish_reason for c in chunks[::-1] if c.choices)
+            reply = call(
+                model=engine.model_info.name,
+                messages=messages,
+                max_tokens=40,
+                stop=stop,
+                extra_body=body,
+            )
+            return reply.choices[0].message.content, reply.choices[0].finish_reason, reply.usage
+
+        answer, _, _ = ask_api(MtpMode.OFF, None)
+        stops = [answer[12:15], answer[-4:]]  # one inside the answer, one at its very end
+        assert all(len(s) >= 3 for s in stops)
+        for stop in stops:
+            for mode in (MtpMode.OFF, MtpMode.ON):
+                text, reason, usage = ask_api(mode, [stop])
+                replies[mode, stop] = (text, reason)
+                if mode is MtpMode.ON:
+                    details = usage.completion_tokens_details
+                    assert details.accepted_prediction_tokens > 0  # the rounds drafted and kept
+                replies[mode, stop, "stream"] = ask_api(mode, [stop], stream=True)
+    finally:
+        server.stop()
+        jobs.close()
+        engine.use_mtp(MtpMode.OFF)
+    for stop in stops:
+        cut = (answer[: answer.index(stop)], "stop")
+        for kind in ((), ("stream",)):
+            assert replies[(MtpMode.OFF, stop, *kind)] == cut
+            assert replies[(MtpMode.ON, stop, *kind)] == cut
 
 
 def test_cli_chat_json_stats_and_flags(tiny_text_model_dir: Path, text_engine) -> None:

@@ -2,8 +2,9 @@
 
 ``engine_mlx/runtime.py`` drives mlx-vlm's model and processor internals directly (explicit MRoPE
 positions, per-item vision features), and ``cache_protocol.py``, ``detokenize.py``,
-``generation.py``, ``weight_check.py``, ``distributed/sharded.py`` and ``distributed/vision.py`` (MRoPE
-positions for mlx-lm's split text model) use a few more members of both libraries. Each row below
+``generation.py``, ``weight_check.py``, ``speculative.py``, ``distributed/sharded.py`` and
+``distributed/vision.py`` (MRoPE positions for mlx-lm's split text model) use a few more members of
+both libraries. Each row below
 names one member, the engine code that uses it and the upstream release it was read from (the wheels
 carry no commit id, so the pinned version is the reference); the tests check that it exists with the
 parameters the engine passes, at that version. A library upgrade that breaks one fails here by name.
@@ -200,6 +201,54 @@ MEMBERS = [
         MLX_LM,
         ("model_path", "lazy", "strict"),
     ),
+    # ---- speculative.py, vision checkpoints: a round verified by mlx-vlm's exact speculative verifier,
+    # whose caches record the state after every token fed, then a prefix kept without a re-run
+    Member(
+        f"{VLM_QWEN}.language:LanguageModel.__call__",
+        "TargetForward.verify: lm(ids, cache=, position_ids=, speculative_verify=True, return_hidden=True)",
+        MLX_VLM,
+        ("inputs", "cache", "**"),
+        'speculative_verify = bool(kwargs.pop("speculative_verify", False))',
+    ),
+    Member(
+        "mlx_vlm.models.qwen3_5.speculative_verifier:Qwen3_5BatchInvariantForward.verify",
+        "TargetForward.verify: the output's gdn_states is the round's cache transaction",
+        MLX_VLM,
+        ("language_model", "inputs", "cache", "**"),
+        "output.gdn_states = transaction",
+    ),
+    Member(
+        "mlx_vlm.models.qwen3_5.gated_delta:gated_delta_update",
+        "the verifier's recurrence: the cache records the state after each token",
+        MLX_VLM,
+        ("cache",),
+        "cache.update_recurrent(",
+    ),
+    Member(
+        "mlx_vlm.models.cache:ArraysCache.start_speculation",
+        "the verifier's transaction over the recurrent caches",
+        MLX_VLM,
+        ("length",),
+    ),
+    Member(
+        "mlx_vlm.models.cache:ArraysCache.commit_speculation",
+        "commit_speculative_round: keep a prefix",
+        MLX_VLM,
+        ("lengths", "generation"),
+    ),
+    Member(
+        "mlx_vlm.speculative.cache_state:commit_speculative_round",
+        "TargetForward.commit: commit_speculative_round(lm, cache, transaction, kept - 1, fed)",
+        MLX_VLM,
+        ("model", "caches", "state", "accepted", "block_size"),
+        "state.commit([value + 1 for value in values])",
+    ),
+    Member(
+        "mlx_vlm.speculative.cache_state:abort_speculative_round",
+        "TargetForward.abort: an error inside a round",
+        MLX_VLM,
+        ("state",),
+    ),
     # ---- distributed/sharded.py: one model over several ranks
     Member(
         "mlx_lm.utils:sharded_load",
@@ -347,6 +396,49 @@ def test_the_loaded_vision_model_has_what_runtime_reads(engine, tmp_path):
         "video_grid_thw",
     ):
         assert key in batch, key
+
+
+def test_speculative_verify_keeps_a_prefix_as_plain_steps_leave_it(engine):
+    """mlx-vlm's exact verifier over three tokens, then a commit of two, leaves the vision model's
+    cache (attention and Gated-DeltaNet state) as two plain decode steps leave it; an abort leaves it
+    as it was."""
+    import mlx.core as mx
+
+    from engine_mlx.speculative import TargetForward
+
+    loaded = engine._loaded
+    forward = TargetForward(loaded.model, True)
+    ids = mx.array([11, 12, 13], dtype=mx.int32)
+    stepped = loaded.make_cache()
+    for i in range(2):
+        _, plain_logits = forward(ids[i : i + 1], i, 0, stepped)
+    verified = loaded.make_cache()
+    _, logits, transaction = forward.verify(ids, 0, 0, verified)
+    forward.commit(verified, transaction, 2, 3)
+    # equal up to the rounding of a multi-row product in the model's bfloat16 weights
+    close = {"rtol": 2e-2, "atol": 2e-3}
+    np.testing.assert_allclose(
+        np.array(logits[0, 1].astype(mx.float32)),
+        np.array(plain_logits[0, -1].astype(mx.float32)),
+        **close,
+    )
+    for plain, spec in zip(stepped, verified, strict=True):
+        if plain.is_trimmable():
+            assert spec.offset == plain.offset == 2
+        for a, b in zip(plain.state, spec.state, strict=True):
+            a, b = (x[..., : plain.offset, :] if plain.is_trimmable() else x for x in (a, b))
+            assert a.shape == b.shape
+            np.testing.assert_allclose(
+                np.array(b.astype(mx.float32)), np.array(a.astype(mx.float32)), **close
+            )
+    before = [list(c.state) for c in verified]
+    _, _, transaction = forward.verify(ids[2:], 2, 0, verified)
+    forward.abort(transaction)
+    for entry, state in zip(verified, before, strict=True):
+        if entry.is_trimmable():
+            assert entry.offset == 2
+        else:
+            assert all(a is b for a, b in zip(entry.state, state, strict=True))
 
 
 def test_the_loaded_text_model_has_what_runtime_reads(tiny_text_model_dir):
