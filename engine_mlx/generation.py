@@ -214,11 +214,12 @@ def _decode(
     def measure(token, logprobs):
         """(the token's log-probability, the top ids, their log-probabilities, all of them)."""
         chosen = mx.take_along_axis(logprobs, token.reshape(1, 1), axis=-1).reshape(-1)
+        # indices, even when none are asked for
         top_ids = (
             mx.argpartition(-logprobs, kth=top_n - 1, axis=-1)[0, :top_n]
             if top_n
             else mx.zeros((0,), dtype=mx.uint32)
-        )  # indices, even when none are asked for
+        )
         return chosen, top_ids, logprobs[0, top_ids], logprobs
 
     def extend(token_array) -> None:

@@ -32,7 +32,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import mlx.core as mx
 
@@ -325,7 +325,8 @@ class Speculator:
                     pick_measures.append(measure)
                 picked = mx.concatenate(picks)
             mx.eval(fed, picked)
-            fed_ids, pick_ids = fed.tolist(), picked.tolist()
+            # token ids, one row each: tolist() of a 1-D int array is list[int]
+            fed_ids, pick_ids = cast(list[int], fed.tolist()), cast(list[int], picked.tolist())
             accepted = 0
             while accepted < k and pick_ids[accepted] == fed_ids[accepted + 1]:
                 accepted += 1
@@ -386,9 +387,8 @@ class Speculator:
             _, _, transaction = forward.verify(rnd.fed[:n], rnd.index, self.rope_delta, self.cache)
             forward.commit(self.cache, transaction, n, n)
         else:
-            forward(
-                rnd.fed[:n], rnd.index, self.rope_delta, self.cache
-            )  # evaluated with what follows
+            # evaluated with what follows
+            forward(rnd.fed[:n], rnd.index, self.rope_delta, self.cache)
         rnd.kept = n
 
     # ------------------------------------------------------------------ auto
