@@ -315,6 +315,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cluster_parser(sub) -> None:
+    from engine_mlx.distributed.ranks import FIRST_RANK
     from engine_mlx.distributed.setup import DEFAULT_RESTARTS
 
     cluster = sub.add_parser(
@@ -333,7 +334,7 @@ def _cluster_parser(sub) -> None:
     probe.add_argument("--model", required=True, type=Path)
     probe.add_argument("--ranks", type=int, required=True, help="how many hosts share the model")
     probe.add_argument(
-        "--rank", type=int, default=0, help="this host's rank (0 holds the vision tower)"
+        "--rank", type=int, default=FIRST_RANK, help="this host's rank (0 holds the vision tower)"
     )
     probe.add_argument("--context", type=int, default=DEFAULT_CONTEXT_TOKENS)
     launch = commands.add_parser(

@@ -11,6 +11,7 @@ from engine_mlx.errors import EngineError
 
 # A model call rank 0 may wait on the others before its watchdog ends the group.
 DEFAULT_RANK_TIMEOUT_S = 120.0
+FIRST_RANK = 0  # serves HTTP or prints, decides, and holds a vision checkpoint's tower
 
 if TYPE_CHECKING:
     import mlx.core as mx
