@@ -224,15 +224,8 @@ class ToolHost:
         async def listing(client: Any, limit: float) -> list[ResourceSpec]:
             if client.server_capabilities.resources is None:
                 return []
-            out: list[ResourceSpec] = []
-            cursor = None
-            for _ in range(100):  # a paginator that never ends cannot hang the menu
-                page = await client.list_resources(cursor=cursor, cache_mode="bypass")
-                out.extend(resource_spec(server, r) for r in page.resources)
-                cursor = page.next_cursor
-                if not cursor:
-                    break
-            return out
+            pages = await _all_pages(client.list_resources, lambda page: page.resources)
+            return [resource_spec(server, r) for r in pages]
 
         return self._request(server, "list its resources", listing, timeout)
 
@@ -253,15 +246,8 @@ class ToolHost:
         async def listing(client: Any, limit: float) -> list[PromptSpec]:
             if client.server_capabilities.prompts is None:
                 return []
-            out: list[PromptSpec] = []
-            cursor = None
-            for _ in range(100):
-                page = await client.list_prompts(cursor=cursor, cache_mode="bypass")
-                out.extend(prompt_spec(server, p) for p in page.prompts)
-                cursor = page.next_cursor
-                if not cursor:
-                    break
-            return out
+            pages = await _all_pages(client.list_prompts, lambda page: page.prompts)
+            return [prompt_spec(server, p) for p in pages]
 
         return self._request(server, "list its prompts", listing, timeout)
 
@@ -571,3 +557,18 @@ def _describe(exc: BaseException) -> str:
         exc = exc.exceptions[0]
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+async def _all_pages(
+    fetch: Callable[..., Awaitable[Any]], items: Callable[[Any], Any]
+) -> list[Any]:
+    """Every item of a paginated MCP listing (at most 100 pages: one that never ends cannot hang)."""
+    found: list[Any] = []
+    cursor = None
+    for _ in range(100):
+        page = await fetch(cursor=cursor, cache_mode="bypass")
+        found.extend(items(page))
+        cursor = page.next_cursor
+        if not cursor:
+            break
+    return found
