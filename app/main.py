@@ -38,7 +38,23 @@ def setup_logging(log_dir: Path) -> Path:
         logging.getLogger("qwendesk").error("unhandled exception", exc_info=(kind, value, tb))
 
     sys.excepthook = excepthook
+    record_crashes(log_dir / CRASH_LOG)
     return log_file
+
+
+CRASH_LOG = "crash.log"
+
+
+def record_crashes(path: Path) -> None:
+    """A crash in native code (Qt, MLX, SQLite) writes every thread's Python stack to ``path``, so
+    a user's report and the log say where it happened; each start marks its place in the file."""
+    import faulthandler
+    import time
+
+    crash_file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - faulthandler keeps it open
+    crash_file.write(f"--- pid {os.getpid()} started {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    crash_file.flush()
+    faulthandler.enable(file=crash_file, all_threads=True)
 
 
 def settle_gc() -> None:

@@ -376,3 +376,33 @@ def test_a_locked_database_asks_to_retry_and_then_opens(qapp, tmp_path):
     assert open_history(paths) is True
     assert not errors, errors
     assert len(shown) == 1 and "locked by another program" in shown[0]
+
+
+def test_a_native_crash_leaves_every_threads_stack_in_the_crash_log(tmp_path):
+    """A crash in native code (here a read of address 0) cannot be caught, but the app's logging set-up
+    leaves the Python stacks in ``logs/crash.log``, after the line that marks this start."""
+    from app.main import CRASH_LOG
+
+    crash = (
+        "import ctypes, sys\n"
+        "from pathlib import Path\n"
+        "from app.main import setup_logging\n"
+        "setup_logging(Path(sys.argv[1]))\n"
+        "def reads_address_zero():\n"
+        "    ctypes.string_at(0)\n"
+        "reads_address_zero()\n"
+    )
+    logs = tmp_path / "logs"
+    for _ in range(2):  # a second start appends: the first crash's record is kept
+        proc = subprocess.run(
+            [sys.executable, "-c", crash, str(logs)],
+            cwd=ROOT,
+            env=env_for(tmp_path / "data"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == -signal.SIGSEGV, proc.stderr
+    text = (logs / CRASH_LOG).read_text()
+    assert text.count("--- pid ") == 2 and text.count("Fatal Python error: Segmentation fault") == 2
+    assert "line 6 in reads_address_zero" in text

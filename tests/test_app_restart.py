@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from app.main import CRASH_LOG
 from app.paths import ENV_DATA_DIR, app_paths
 from app.store import Store
 
@@ -68,7 +69,9 @@ def _run_until_loaded(data: Path, log_file: Path) -> str:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 0, output[-3000:]
+    crash_log = log_file.parent / CRASH_LOG
+    crashes = crash_log.read_text()[-6000:] if crash_log.exists() else ""
+    assert proc.returncode == 0, output[-3000:] + crashes
     return this_run()
 
 
