@@ -14,7 +14,10 @@ run. Last, a paper estimate for the 397B on an M3 Ultra from the measured accept
 
 The tiny model's vocabulary is small (a few hundred tokens), so a draft costs about what one layer of
 the target does, closer in proportion to the real model than a tiny model with the real vocabulary.
-Run: .venv/bin/python bench/mtp.py [--quick]
+The tests' and the demo's tiny model has 4 layers, where a draft costs a quarter of a step (the
+397B's one MTP layer against 60 costs about a tenth with its output head); so by default the
+benchmark builds it 16 layers deep in the same pattern (``--layers``), and ``--quick`` keeps 4.
+Run: .venv/bin/python bench/mtp.py [--quick] [--layers N]
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -33,17 +37,40 @@ PROMPT = "Hello there"
 # tenth of a target step; verifying k+1 tokens of an MoE reads more experts (assumed +25% per token).
 DRAFT_COST = 0.1
 VERIFY_COST_PER_TOKEN = 0.25
+DEEP_LAYERS = 16  # the benchmark's tiny model: a draft costs about a sixteenth of a step
 
 
-def engine_case(engines: dict, head: Path, settings, repeats: int) -> dict[str, float]:
+@dataclass
+class Tally:
+    """A drafting mode's turns: their decode rates and counts."""
+
+    tps: list[float] = field(default_factory=list)
+    drafted: int = 0
+    accepted: int = 0
+    rounds: int = 0
+    tokens: int = 0  # written in all
+
+    def line(self, plain: list[float]) -> str:
+        written = self.accepted + self.rounds  # by rounds: each writes its kept drafts and one more
+        return (
+            f"{statistics.median(self.tps):.1f} tok/s (ratio {paired_ratio(self.tps, plain):.2f}x, "
+            f"acceptance {100 * self.acceptance:.0f}%, {written / max(self.rounds, 1):.2f} tokens per "
+            f"round, {100 * written / max(self.tokens, 1):.0f}% of its tokens from rounds)"
+        )
+
+    @property
+    def acceptance(self) -> float:
+        return self.accepted / max(self.drafted, 1)
+
+
+def engine_case(engines: dict, head: Path, settings, repeats: int) -> dict[str, Tally]:
     """``engines``: one per mode (plain, on, auto), the same model loaded in each."""
     from engine_mlx.conversation import Conversation, Message, Role
     from engine_mlx.events import Stats
     from engine_mlx.mtp_head import MtpMode
 
     conversation = Conversation((Message(Role.USER, PROMPT),))
-    tps: dict[str, list[float]] = {"plain": [], "on": [], "auto": []}
-    drafted = accepted = rounds = 0
+    tallies = {mode: Tally() for mode in engines}
     for mode in ("on", "auto"):
         engines[mode].use_mtp(MtpMode(mode), head)
     for repeat in range(repeats + 1):  # the first pass warms up, unmeasured
@@ -51,23 +78,17 @@ def engine_case(engines: dict, head: Path, settings, repeats: int) -> dict[str, 
             stats = next(e for e in engine.generate(conversation, settings) if isinstance(e, Stats))
             if not repeat:
                 continue
-            tps[mode].append(stats.decode_tps)
-            if mode == "on":
-                drafted += stats.drafted_tokens
-                accepted += stats.accepted_tokens
-                rounds += engine._loaded.speculation.last.counts.rounds
+            tally = tallies[mode]
+            tally.tps.append(stats.decode_tps)
+            tally.tokens += stats.generated_tokens
+            if engine._loaded.speculation is not None:
+                counts = engine._loaded.speculation.last.counts
+                tally.drafted += counts.drafted
+                tally.accepted += counts.accepted
+                tally.rounds += counts.rounds
     for engine in engines.values():
         engine.use_mtp(MtpMode.OFF)
-    return {
-        "plain": statistics.median(tps["plain"]),
-        "on": statistics.median(tps["on"]),
-        "auto": statistics.median(tps["auto"]),
-        "on_ratio": paired_ratio(tps["on"], tps["plain"]),
-        "auto_ratio": paired_ratio(tps["auto"], tps["plain"]),
-        "acceptance": accepted / max(drafted, 1),
-        "per_round": (accepted + rounds) / max(rounds, 1),
-        "k": drafted / max(rounds, 1),
-    }
+    return tallies
 
 
 def paired_ratio(runs: list[float], plain: list[float]) -> float:
@@ -125,20 +146,26 @@ def main() -> int:
     from engine_mlx.mtp_head import MtpMode
     from engine_mlx.prompt import render_text
     from engine_mlx.settings import GenerationSettings
-    from engine_mlx.tiny import build_tiny_model
+    from engine_mlx.tiny import TINY_LAYERS, build_tiny_model
     from engine_mlx.tiny_mtp import new_head, train_head, write_head
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="small sizes (CI)")
+    ap.add_argument(
+        "--layers",
+        type=int,
+        help=f"the tiny model's depth (default {DEEP_LAYERS}, quick {TINY_LAYERS})",
+    )
     args = ap.parse_args()
-    repeats, max_tokens, steps = (1, 24, 15) if args.quick else (9, 40, 60)
+    repeats, max_tokens, steps = (1, 24, 15) if args.quick else (15, 40, 60)
+    layers = args.layers or (TINY_LAYERS if args.quick else DEEP_LAYERS)
     settings = GenerationSettings(temperature=0.0, presence_penalty=0.0, max_tokens=max_tokens)
     best = (0.0, 0)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         for kind, vision in (("text-only", False), ("vision", True)):
             started = time.perf_counter()
-            model = build_tiny_model(root / kind, vision=vision)
+            model = build_tiny_model(root / kind, vision=vision, layers=layers)
             engines = {mode: Engine() for mode in ("plain", "on", "auto")}
             for engine in engines.values():
                 engine.load(model, mtp=MtpMode.OFF)
@@ -147,18 +174,19 @@ def main() -> int:
             )
             random = write_head(model, new_head(model), root / f"{kind}-random")
             print(
-                f"{kind} tiny model: built and head trained in {time.perf_counter() - started:.0f} s"
+                f"{kind} tiny model, {layers} layers: built and head trained in "
+                f"{time.perf_counter() - started:.0f} s"
             )
             for name, head in (("trained", trained), ("random", random)):
                 r = engine_case(engines, head, settings, repeats)
+                plain = r["plain"].tps
                 print(
-                    f"  engine, {kind}, {name} head: plain {r['plain']:.1f} tok/s, on {r['on']:.1f} tok/s "
-                    f"(ratio {r['on_ratio']:.2f}x), auto {r['auto']:.1f} tok/s (ratio "
-                    f"{r['auto_ratio']:.2f}x), acceptance {100 * r['acceptance']:.0f}%, "
-                    f"{r['per_round']:.2f} tokens per round"
+                    f"  engine, {kind}, {name} head: plain {statistics.median(plain):.1f} tok/s; "
+                    f"on {r['on'].line(plain)}; auto {r['auto'].line(plain)}"
                 )
-                if name == "trained" and r["acceptance"] > best[0]:
-                    best = (r["acceptance"], max(1, round(r["k"])))
+                on = r["on"]
+                if name == "trained" and on.acceptance > best[0]:
+                    best = (on.acceptance, max(1, round(on.drafted / max(on.rounds, 1))))
             if vision:
                 prompt = render_text(
                     Conversation((Message(Role.USER, PROMPT),)),

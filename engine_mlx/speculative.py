@@ -19,8 +19,10 @@ mlx-lm's text-only caches keep no such record: there the cache is rewound to the
 the kept tokens re-run.
 
 ``auto`` times plain steps and rounds and drafts only while a round's tokens come faster than plain
-decoding's; when they do not, it decodes plainly and probes again with one round after a pause
-that doubles each time the probe does not pay.
+decoding's. When a window of rounds looks slower, it first times a few plain steps again (the pace it
+compared with may be stale: the machine may have slowed since), and judges the rounds against that;
+if they still do not pay, it decodes plainly and probes again with one round after a pause that
+doubles each time the probe does not pay.
 
 Every mlx-vlm member used here is named in tests/test_speculative.py's and
 tests/test_upstream_contract.py's contract tests.
@@ -28,6 +30,7 @@ tests/test_upstream_contract.py's contract tests.
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -44,12 +47,17 @@ MAX_DRAFTS = 4  # tokens drafted per round at most
 # round; each probe that does not pay doubles the pause (up to MAX_PAUSE_TOKENS).
 PAUSE_TOKENS = 64
 MAX_PAUSE_TOKENS = 4096
-# auto: plain decoding tokens timed before the first round; rounds timed before judging them (the first
-# round after drafting starts is judged at once when its drafts were all refused: it cannot have
-# paid); the rounds judged together (a few refused rounds among good ones do not stop drafting).
+# auto: plain steps timed before the first round, and again before a window that looks slow is
+# judged; rounds timed before judging them (the first round after drafting starts is judged at once
+# when its drafts were all refused: it cannot have paid); the rounds judged together (a few refused
+# rounds among good ones do not stop drafting); the plain steps whose median is plain decoding's pace.
 PLAIN_WARMUP = 3
 ROUND_WARMUP = 3
 WINDOW_ROUNDS = 8
+PLAIN_WINDOW = 8
+# A plain step is timed from the one before it once this many single-token steps ran in a row: the
+# first intervals after a prefill or a round also hold their wait for it (steps are queued ahead).
+STEADY_STEPS = 2
 # auto drafts on while rounds write tokens at least this many times as fast as plain decoding (measured).
 PAYS = 1.0
 
@@ -168,21 +176,27 @@ class Counts:
 
 @dataclass
 class Pace:
-    """auto's measurements, kept across turns (one per loaded head): seconds per token decoded
-    plainly, the last rounds since drafting was turned on (tokens written, seconds from the round's
-    start to whatever follows it), the acceptance, the pause."""
+    """auto's measurements, kept across turns (one per loaded head): the last plain steps' seconds,
+    the last rounds since drafting was turned on (tokens written, seconds from the round's start to
+    whatever follows it), the acceptance, the pause."""
 
-    plain_s: float | None = None
+    plain: deque[float] = field(default_factory=lambda: deque(maxlen=PLAIN_WINDOW))
     recent: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=WINDOW_ROUNDS))
     acceptance: float = 0.75
     k: int = 2  # drafts per round, 1..MAX_DRAFTS, from the acceptance
-    plain_tokens: int = 0  # timed since drafting was last turned off
+    plain_tokens: int = 0  # plain steps timed since drafting was last turned off or doubted
     pause_left: int = 0  # plain tokens to decode before drafting again
     pause: int = PAUSE_TOKENS  # the next pause's length
+    doubted: bool = False  # the rounds look slow: plain decoding is being timed again to judge them
 
     @staticmethod
-    def ema(old: float | None, new: float, weight: float = 0.3) -> float:
-        return new if old is None else old + weight * (new - old)
+    def ema(old: float, new: float, weight: float = 0.3) -> float:
+        return old + weight * (new - old)
+
+    @property
+    def plain_s(self) -> float | None:
+        """Seconds per plain token: the median of the last plain steps timed."""
+        return statistics.median(self.plain) if self.plain else None
 
     def speed_up(self) -> float | None:
         """Rounds' tokens per second over plain decoding's, as measured (None: not measured yet)."""
@@ -240,6 +254,7 @@ class Speculator:
         self._stale = True  # the drafter's cache does not follow the model's
         self._pace = pace
         self._plain_at: float | None = None
+        self._steady = 0  # single-token plain steps in a row
         self._open_round: tuple[float, int] | None = None  # (its start, tokens it wrote)
 
     # ------------------------------------------------------------------ plain steps
@@ -251,13 +266,18 @@ class Speculator:
         hidden, logits = self.forward(token, index, self.rope_delta, self.cache)
         self.hidden = hidden[:, -1:, :]
         self._stale = True
+        self._time_step(now, token.size)
+        return logits[:, -1, :]
+
+    def _time_step(self, now: float, fed: int) -> None:
+        """Time a plain step called at ``now`` feeding ``fed`` tokens (only in steady decoding)."""
         pace = self._pace
-        if self._plain_at is not None:
-            pace.plain_s = Pace.ema(pace.plain_s, now - self._plain_at)
+        if fed == 1 and self._plain_at is not None and self._steady >= STEADY_STEPS:
+            pace.plain.append(now - self._plain_at)
             pace.plain_tokens += 1
+        self._steady = self._steady + 1 if fed == 1 else 0
         pace.pause_left = max(0, pace.pause_left - 1)
         self._plain_at = now
-        return logits[:, -1, :]
 
     def wants_round(self, generated: int, left: int, safe: bool) -> bool:
         """Whether the next token should come from a round (else a plain step)."""
@@ -267,7 +287,14 @@ class Speculator:
             return True
         self._close_round(time.perf_counter())  # judge the last round before drafting again
         pace = self._pace
-        return pace.pause_left == 0 and pace.plain_tokens >= PLAIN_WARMUP
+        if pace.plain_tokens < PLAIN_WARMUP:
+            return False
+        if pace.doubted:  # plain decoding timed afresh: judge the rounds against it
+            pace.doubted = False
+            speed_up = pace.speed_up()
+            if speed_up is not None and speed_up < PAYS:
+                self._pause()
+        return pace.pause_left == 0
 
     # ------------------------------------------------------------------ rounds
 
@@ -366,6 +393,7 @@ class Speculator:
         self._adapt(k, accepted)
         self._open_round = (started, len(tokens))
         self._plain_at = None
+        self._steady = 0
         return rnd
 
     def settle(self, rnd: Round, written: int) -> tuple[int, mx.array]:
@@ -417,14 +445,20 @@ class Speculator:
         rounds = len(pace.recent)
         if rounds < ROUND_WARMUP and not (rounds == 1 and written == 1):
             return
-        if (
-            speed_up < PAYS
-        ):  # plain for a while, then probe with one round (k as the acceptance left it)
-            pace.pause_left, pace.pause = pace.pause, min(MAX_PAUSE_TOKENS, pace.pause * 2)
-            pace.recent.clear()
-            pace.plain_tokens = 0
-        else:
+        if speed_up >= PAYS:
             pace.pause = PAUSE_TOKENS
+        elif rounds == 1:  # one round whose drafts were all refused cannot have paid
+            self._pause()
+        else:  # time plain decoding again before judging (wants_round does)
+            pace.doubted = True
+            pace.plain.clear()
+            pace.plain_tokens = 0
+
+    def _pause(self) -> None:
+        """Decode plainly for a while, then probe with one round (k as the acceptance left it)."""
+        pace = self._pace
+        pace.pause_left, pace.pause = pace.pause, min(MAX_PAUSE_TOKENS, pace.pause * 2)
+        pace.recent.clear()
 
 
 def speculation_safe(processors: Sequence[Any]) -> bool:

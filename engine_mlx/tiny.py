@@ -102,9 +102,13 @@ def chat_template() -> str:
     return (resources.files("engine_mlx") / "templates" / "qwen3_5_chat_template.jinja").read_text()
 
 
-def _configs(vocab_size: int, token_id: Callable[[str], int | None]) -> tuple[dict, dict, dict]:
+TINY_LAYERS = 4  # three Gated-DeltaNet layers, then one full-attention layer (as the real model's)
+
+
+def _configs(
+    vocab_size: int, token_id: Callable[[str], int | None], num_layers: int = TINY_LAYERS
+) -> tuple[dict, dict, dict]:
     """config.json, preprocessor_config.json and video_preprocessor_config.json contents."""
-    num_layers = 4
     text_config = {
         "model_type": "qwen3_5_moe_text",
         "hidden_size": 128,
@@ -204,6 +208,7 @@ def build_tiny_model(
     bits: int | None = 4,
     vision: bool = True,
     vocab_multiple: int = 1,
+    layers: int = TINY_LAYERS,
 ) -> Path:
     """Write the tiny checkpoint into ``out_dir`` (created if needed) and return its path.
 
@@ -211,6 +216,8 @@ def build_tiny_model(
     as mlx-lm converts one, to exercise the text-only loading path. ``bits=None`` leaves the weights
     unquantized, and ``vocab_multiple`` pads the embedding rows to a multiple of it (as the real
     release pads its vocabulary): tensor parallelism needs both to split the model over ranks.
+    ``layers`` (a multiple of 4) deepens it in the real model's pattern, for benchmarks whose costs
+    should stand in proportion as the real model's do (an MTP draft against a whole step).
     """
     import mlx.core as mx
     from mlx.utils import tree_map
@@ -223,7 +230,7 @@ def build_tiny_model(
 
     tok = _build_tokenizer()
     vocab_size = -(-tok.get_vocab_size(with_added_tokens=True) // vocab_multiple) * vocab_multiple
-    config, image_cfg, video_cfg = _configs(vocab_size, tok.token_to_id)
+    config, image_cfg, video_cfg = _configs(vocab_size, tok.token_to_id, layers)
     if not vision:
         config = {
             "architectures": config["architectures"],

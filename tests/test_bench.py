@@ -102,11 +102,18 @@ FIGURES: dict[str, list[tuple[str, int]]] = {
         ),
     ],
     "mtp.py": [
-        (rf"^(?:text-only|vision) tiny model: built and head trained in {NUMBER} s$", 2),
         (
-            rf"^  engine, (?:text-only|vision), (?:trained|random) head: plain {NUMBER} tok/s, on {NUMBER} tok/s "
-            rf"\(ratio {NUMBER}x\), auto {NUMBER} tok/s \(ratio {NUMBER}x\), acceptance {NUMBER}%, {NUMBER} tokens "
-            r"per round$",
+            rf"^(?:text-only|vision) tiny model, {NUMBER} layers: built and head trained in {NUMBER} s$",
+            2,
+        ),
+        (
+            rf"^  engine, (?:text-only|vision), (?:trained|random) head: plain {NUMBER} tok/s; "
+            + "; ".join(
+                rf"{mode} {NUMBER} tok/s \(ratio {NUMBER}x, acceptance {NUMBER}%, {NUMBER} tokens per "
+                rf"round, {NUMBER}% of its tokens from rounds\)"
+                for mode in ("on", "auto")
+            )
+            + "$",
             4,
         ),
         (

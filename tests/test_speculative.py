@@ -288,22 +288,43 @@ def test_auto_turns_itself_off_with_a_random_head(text_engine) -> None:
 def test_auto_judges_drafting_from_measured_round_times(text_engine) -> None:
     """auto's judgement, from round and plain-step times given here (pure logic): a first round whose
     drafts are all refused stops drafting at once; a few refused rounds among rounds that pay do not;
-    a window of rounds slower than plain decoding does; each failed probe doubles the pause."""
-    from engine_mlx.speculative import PAUSE_TOKENS, Pace, Speculator
+    a window of rounds slower than plain decoding has plain decoding timed again and is judged
+    against that; each failed probe doubles the pause."""
+    import mlx.core as mx
+
+    from engine_mlx.speculative import PAUSE_TOKENS, PLAIN_WARMUP, STEADY_STEPS, Pace, Speculator
 
     engine, _, _ = text_engine
-    pace = Pace(plain_s=0.010, plain_tokens=3)
+    pace = Pace()
     spec = Speculator(engine._loaded.model, False, None, MtpMode.AUTO, 0, [], pace)
+    spec.hidden = mx.zeros((1, 1, 1))  # as after a step: a round may follow
     clock = 100.0
+
+    def plain(seconds: float, steps: int = 1) -> None:
+        nonlocal clock
+        for _ in range(steps):
+            spec._time_step(clock, 1)
+            clock += seconds
 
     def round_(written: int, seconds: float) -> None:
         nonlocal clock
         spec._open_round = (clock, written)
+        spec._plain_at, spec._steady = None, 0
         clock += seconds
         spec._close_round(clock)
 
+    def drafts() -> bool:
+        return spec.wants_round(0, 100, True)
+
+    spec._time_step(clock, 40)  # the prompt's tail, then plain steps: the first are not timed
+    clock += 0.5
+    plain(0.010, STEADY_STEPS + PLAIN_WARMUP - 1)
+    assert not drafts() and pace.plain_tokens == PLAIN_WARMUP - 1
+    plain(0.010)
+    assert drafts() and pace.plain_s == pytest.approx(0.010)
+
     round_(1, 0.015)  # a random head's first round: refused, slower than a plain step
-    assert (pace.pause_left, pace.pause) == (PAUSE_TOKENS, 2 * PAUSE_TOKENS)
+    assert (pace.pause_left, pace.pause) == (PAUSE_TOKENS, 2 * PAUSE_TOKENS) and not drafts()
     pace.pause_left = 0
     round_(2, 0.015)  # a probe that writes 2 tokens is judged with the next rounds
     assert pace.pause_left == 0 and len(pace.recent) == 1
@@ -311,14 +332,22 @@ def test_auto_judges_drafting_from_measured_round_times(text_engine) -> None:
         round_(4, 0.020)  # 2x plain decoding
     round_(1, 0.020)
     round_(1, 0.020)  # refused rounds among good ones: 16 tokens in 0.115 s, still 1.4x
-    assert pace.pause_left == 0 and pace.pause == PAUSE_TOKENS
-    refused = 0
-    while pace.pause_left == 0:
-        round_(1, 0.020)  # refused rounds until the window (8 rounds) falls below plain's pace
-        refused += 1
-    assert refused == 4 and pace.pause_left == PAUSE_TOKENS and not pace.recent
+    assert pace.pause_left == 0 and pace.pause == PAUSE_TOKENS and drafts()
+
+    # The machine slows down: rounds take twice as long, and look slower than the old plain pace;
+    # timed again, plain decoding is slower too, and the rounds still pay: drafting goes on.
+    while not pace.doubted:
+        round_(4, 0.040)
+    assert not drafts()
+    plain(0.030, STEADY_STEPS + PLAIN_WARMUP)
+    assert drafts() and not pace.doubted and pace.pause_left == 0
+    # Then the rounds really stop paying: timed again, plain decoding is faster: a pause.
+    while not pace.doubted:
+        round_(1, 0.040)
+    plain(0.030, STEADY_STEPS + PLAIN_WARMUP)
+    assert not drafts() and pace.pause_left == PAUSE_TOKENS and not pace.recent
     pace.pause_left = 0
-    round_(1, 0.015)  # the probe fails: a longer pause
+    round_(1, 0.045)  # the probe fails: a longer pause
     assert pace.pause_left == 2 * PAUSE_TOKENS
 
 
