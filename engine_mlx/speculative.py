@@ -15,8 +15,10 @@ A refused draft must leave the cache as if only the kept tokens had been fed. On
 (``speculative_verify=True``): its caches record the Gated-DeltaNet state after every token fed, and
 ``commit_speculative_round`` keeps the agreeing prefix without a re-run (it also runs the recurrence
 token by token, where mlx-vlm's ordinary multi-token forward pads a 64-token chunked scan on CPU).
-mlx-lm's text-only caches keep no such record: there the cache is rewound to the round's start and
-the kept tokens re-run.
+mlx-lm's text-only caches keep no such record: there the round runs the model layer by layer and
+keeps each Gated-DeltaNet layer's input, and a refused draft trims the attention caches and re-runs
+only those layers' recurrence over the kept tokens' inputs (not the whole model: no attention, no
+experts).
 
 ``auto`` times plain steps and rounds and drafts only while a round's tokens come faster than plain
 decoding's. When a window of rounds looks slower, it first times a few plain steps again (the pace it
@@ -113,9 +115,40 @@ class TargetForward:
             out = self.lm(tokens, cache=cache, position_ids=pos, return_hidden=True)
             return out.hidden_states[-1], out.logits
         hidden = self.lm.model(tokens, cache)
+        return hidden, self._logits(hidden)
+
+    def _logits(self, hidden: mx.array) -> mx.array:
         if self.lm.args.tie_word_embeddings:
-            return hidden, self.lm.model.embed_tokens.as_linear(hidden)
-        return hidden, self.lm.lm_head(hidden)
+            return self.lm.model.embed_tokens.as_linear(hidden)
+        return self.lm.lm_head(hidden)
+
+    def record(self, ids: mx.array, cache: list[Any]) -> tuple[mx.array, mx.array, list[Any]]:
+        """As a call on a text-only (mlx-lm) model, run layer by layer as its own forward runs
+        them, also giving each Gated-DeltaNet layer's input (None for the other layers): what
+        :meth:`keep_recorded` re-runs the recurrence over."""
+        from mlx_lm.models.base import create_attention_mask, create_ssm_mask
+
+        text = self.lm.model
+        h = text.embed_tokens(ids.reshape(1, -1))
+        fa_mask = create_attention_mask(h, cache[text.fa_idx])
+        ssm_mask = create_ssm_mask(h, cache[text.ssm_idx])
+        inputs: list[Any] = []
+        for layer, entry in zip(text.layers, cache, strict=True):
+            inputs.append(h if layer.is_linear else None)
+            h = layer(h, mask=ssm_mask if layer.is_linear else fa_mask, cache=entry)
+        hidden = text.norm(h)
+        return hidden, self._logits(hidden), inputs
+
+    def keep_recorded(self, cache: list[Any], mark: list[Any], inputs: list[Any], n: int) -> None:
+        """Leave the cache as if only the first ``n`` tokens of a :meth:`record` call had been fed
+        (``mark``: the cache before it): attention caches are trimmed, and each Gated-DeltaNet
+        layer's state is put back and its recurrence re-run over those tokens' recorded inputs."""
+        for layer, entry, where, h in zip(self.lm.model.layers, cache, mark, inputs, strict=True):
+            if entry.is_trimmable():
+                entry.trim(entry.offset - (where + n))
+            else:
+                entry.state = _lists_copied(where)
+                layer.linear_attn(layer.input_layernorm(h[:, :n]), None, entry)
 
     def verify(
         self, ids: mx.array, index: int, rope_delta: int, cache: list[Any]
@@ -228,6 +261,7 @@ class Round:
     fed: mx.array  # the verify input (k+1,)
     index: int  # where the round started
     kept: int = field(default=0)  # tokens of ``fed`` the cache holds now
+    inputs: list[Any] | None = None  # a text-only round's recorded layer inputs
 
 
 class Speculator:
@@ -331,12 +365,13 @@ class Speculator:
         fed = mx.concatenate([b, drafts])
         transaction = None
         try:
+            inputs = None
             if forward.transactional:
                 hidden, logits, transaction = forward.verify(
                     fed, index, self.rope_delta, self.cache
                 )
             else:
-                hidden, logits = forward(fed, index, self.rope_delta, self.cache)
+                hidden, logits, inputs = forward.record(fed, self.cache)
             # The model's pick after each position, sampled as if every draft before it were kept
             # (a pick after a refused draft is never used), all read in one evaluation.
             if sample_rows is not None:
@@ -367,7 +402,9 @@ class Speculator:
         tokens = fed_ids[: accepted + 1]
         measures = [b_measure, *pick_measures[:accepted]]
         pick, measure = picked[accepted : accepted + 1], pick_measures[accepted]
-        rnd = Round(tokens, measures, pick, measure, logits, hidden, mark, fed, index, kept=k + 1)
+        rnd = Round(
+            tokens, measures, pick, measure, logits, hidden, mark, fed, index, k + 1, inputs
+        )
         if forward.transactional:
             rnd.kept = accepted + 1
         else:
@@ -406,17 +443,16 @@ class Speculator:
         return rnd.index + written, rnd.logits[:, written - 1, :]
 
     def _keep(self, rnd: Round, n: int) -> None:
-        """Rewind the cache to the round's start and re-run its first ``n`` tokens."""
+        """Leave the cache holding the round's first ``n`` tokens (evaluated with what follows)."""
         if n == rnd.kept:
             return
-        _rewind(self.cache, rnd.mark)
         forward = self.forward
-        if forward.transactional:  # token by token, as plain decoding runs the recurrence
+        if rnd.inputs is not None:  # text-only: trim, and re-run the recurrence alone
+            forward.keep_recorded(self.cache, rnd.mark, rnd.inputs, n)
+        else:  # rewind, and re-run token by token, as plain decoding runs the recurrence
+            _rewind(self.cache, rnd.mark)
             _, _, transaction = forward.verify(rnd.fed[:n], rnd.index, self.rope_delta, self.cache)
             forward.commit(self.cache, transaction, n, n)
-        else:
-            # evaluated with what follows
-            forward(rnd.fed[:n], rnd.index, self.rope_delta, self.cache)
         rnd.kept = n
 
     # ------------------------------------------------------------------ auto

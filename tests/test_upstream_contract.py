@@ -249,6 +249,33 @@ MEMBERS = [
         MLX_VLM,
         ("state",),
     ),
+    # ---- speculative.py, text-only checkpoints: a round run layer by layer as the model's own forward
+    # runs them (each Gated-DeltaNet layer's input recorded), and a refused draft's recurrence re-run
+    Member(
+        "mlx_lm.models.qwen3_5:Qwen3_5TextModel.__call__",
+        "TargetForward.record: embed_tokens, the two masks, layer(h, mask=, cache=) per layer, norm",
+        MLX_LM,
+        ("inputs", "cache"),
+        "hidden_states = layer(hidden_states, mask=mask, cache=c)",
+    ),
+    Member(
+        "mlx_lm.models.base:create_attention_mask", "TargetForward.record", MLX_LM, ("h", "cache")
+    ),
+    Member("mlx_lm.models.base:create_ssm_mask", "TargetForward.record", MLX_LM, ("h", "cache")),
+    Member(
+        "mlx_lm.models.qwen3_5:DecoderLayer.__call__",
+        "TargetForward.keep_recorded: linear_attn(input_layernorm(x), mask, cache) is the layer's recurrence",
+        MLX_LM,
+        ("x", "mask", "cache"),
+        "r = self.linear_attn(self.input_layernorm(x), mask, cache)",
+    ),
+    Member(
+        "mlx_lm.models.qwen3_5:GatedDeltaNet.__call__",
+        "TargetForward.keep_recorded: the conv and recurrent state written to the cache",
+        MLX_LM,
+        ("inputs", "mask", "cache"),
+        "cache[1] = state",
+    ),
     # ---- distributed/sharded.py: one model over several ranks
     Member(
         "mlx_lm.utils:sharded_load",
@@ -439,6 +466,51 @@ def test_speculative_verify_keeps_a_prefix_as_plain_steps_leave_it(engine):
             assert entry.offset == 2
         else:
             assert all(a is b for a, b in zip(entry.state, state, strict=True))
+
+
+def test_a_recorded_text_round_keeps_a_prefix_as_plain_steps_leave_it(tiny_text_model_dir):
+    """A text-only (mlx-lm) round run layer by layer gives the model's own hidden states and logits;
+    keeping two of its three tokens (attention trimmed, the recurrence re-run over the recorded
+    inputs) leaves the cache, and the next step's logits, as two plain steps leave them."""
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+
+    from engine_mlx.engine import Engine
+    from engine_mlx.speculative import TargetForward, _mark
+
+    eng = Engine()
+    eng.load(tiny_text_model_dir)
+    loaded = eng._loaded
+    forward = TargetForward(loaded.model, False)
+    ids = mx.array([11, 12, 13], dtype=mx.int32)
+    whole = loaded.make_cache()
+    hidden, logits = forward(ids, 0, 0, whole)
+    recorded = loaded.make_cache()
+    r_hidden, r_logits, inputs = forward.record(ids, recorded)
+    assert np.array_equal(np.array(r_hidden), np.array(hidden))
+    assert np.array_equal(np.array(r_logits), np.array(logits))
+    assert [h is not None for h in inputs] == [not c.is_trimmable() for c in recorded]
+
+    stepped = loaded.make_cache()
+    for i in range(2):
+        forward(ids[i : i + 1], i, 0, stepped)
+    kept = loaded.make_cache()
+    mark = _mark(kept)
+    forward.record(ids, kept)
+    forward.keep_recorded(kept, mark, inputs, 2)
+    close = {"rtol": 1e-4, "atol": 1e-5}
+    for plain, spec in zip(stepped, kept, strict=True):
+        if plain.is_trimmable():
+            assert spec.offset == plain.offset == 2
+        for (_, a), (_, b) in zip(tree_flatten(plain.state), tree_flatten(spec.state), strict=True):
+            if not isinstance(a, mx.array):  # e.g. a recurrent cache's lengths: none here
+                assert a == b
+                continue
+            a, b = (x[..., : plain.offset, :] if plain.is_trimmable() else x for x in (a, b))
+            np.testing.assert_allclose(np.array(b), np.array(a), **close)
+    _, after_plain = forward(ids[2:], 2, 0, stepped)
+    _, after_kept = forward(ids[2:], 2, 0, kept)
+    np.testing.assert_allclose(np.array(after_kept), np.array(after_plain), **close)
 
 
 def test_the_loaded_text_model_has_what_runtime_reads(tiny_text_model_dir):
