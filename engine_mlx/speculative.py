@@ -117,6 +117,14 @@ class TargetForward:
         hidden = self.lm.model(tokens, cache)
         return hidden, self._logits(hidden)
 
+    def logits(self, ids: mx.array, index: int, rope_delta: int, cache: list[Any]) -> mx.array:
+        """As a call, the logits alone: the model's own forward, as plain decoding runs it."""
+        tokens = ids.reshape(1, -1)
+        if self.is_vision:
+            pos = self._positions(index, tokens.shape[1], rope_delta)
+            return self.lm(tokens, cache=cache, position_ids=pos).logits
+        return self.lm(tokens, cache=cache)
+
     def _logits(self, hidden: mx.array) -> mx.array:
         if self.lm.args.tie_word_embeddings:
             return self.lm.model.embed_tokens.as_linear(hidden)
@@ -297,8 +305,12 @@ class Speculator:
         """A plain decode step (as LoadedModel.step), keeping the hidden state for the next round."""
         now = time.perf_counter()
         self._close_round(now)
-        hidden, logits = self.forward(token, index, self.rope_delta, self.cache)
-        self.hidden = hidden[:, -1:, :]
+        if self.mode is MtpMode.AUTO and self._pace.pause_left > 1:  # no round can follow it
+            logits = self.forward.logits(token, index, self.rope_delta, self.cache)
+            self.hidden = None
+        else:
+            hidden, logits = self.forward(token, index, self.rope_delta, self.cache)
+            self.hidden = hidden[:, -1:, :]
         self._stale = True
         self._time_step(now, token.size)
         return logits[:, -1, :]
