@@ -98,7 +98,7 @@ class TargetForward:
         self.is_vision = is_vision
         self.lm = model.language_model
         # mlx-vlm's model verifies a round with its exact speculative verifier (rollback without a
-        # re-run); mlx-lm's caches cannot record a round.
+        # re-run); mlx-lm's caches cannot record a round, so it is run layer by layer (record).
         self.transactional = is_vision
 
     def _positions(self, index: int, n: int, rope_delta: int) -> mx.array:

@@ -259,6 +259,12 @@ MEMBERS = [
         "hidden_states = layer(hidden_states, mask=mask, cache=c)",
     ),
     Member(
+        "mlx_lm.models.qwen3_5:TextModel.__call__",
+        "TargetForward.logits: language_model(ids, cache=), a paused plain step",
+        MLX_LM,
+        ("inputs", "cache"),
+    ),
+    Member(
         "mlx_lm.models.base:create_attention_mask", "TargetForward.record", MLX_LM, ("h", "cache")
     ),
     Member("mlx_lm.models.base:create_ssm_mask", "TargetForward.record", MLX_LM, ("h", "cache")),
