@@ -225,7 +225,6 @@ class Pace:
     recent: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=WINDOW_ROUNDS))
     acceptance: float = 0.75
     k: int = 2  # drafts per round, 1..MAX_DRAFTS, from the acceptance
-    plain_tokens: int = 0  # plain steps timed since drafting was last turned off or doubted
     pause_left: int = 0  # plain tokens to decode before drafting again
     pause: int = PAUSE_TOKENS  # the next pause's length
     doubted: bool = False  # the rounds look slow: plain decoding is being timed again to judge them
@@ -320,7 +319,6 @@ class Speculator:
         pace = self._pace
         if fed == 1 and self._plain_at is not None and self._steady >= STEADY_STEPS:
             pace.plain.append(now - self._plain_at)
-            pace.plain_tokens += 1
         self._steady = self._steady + 1 if fed == 1 else 0
         pace.pause_left = max(0, pace.pause_left - 1)
         self._plain_at = now
@@ -333,7 +331,7 @@ class Speculator:
             return True
         self._close_round(time.perf_counter())  # judge the last round before drafting again
         pace = self._pace
-        if pace.plain_tokens < PLAIN_WARMUP:
+        if len(pace.plain) < PLAIN_WARMUP:  # plain decoding not timed (again) yet
             return False
         if pace.doubted:  # plain decoding timed afresh: judge the rounds against it
             pace.doubted = False
@@ -500,7 +498,6 @@ class Speculator:
         else:  # time plain decoding again before judging (wants_round does)
             pace.doubted = True
             pace.plain.clear()
-            pace.plain_tokens = 0
 
     def _pause(self) -> None:
         """Decode plainly for a while, then probe with one round (k as the acceptance left it)."""

@@ -319,7 +319,7 @@ def test_auto_judges_drafting_from_measured_round_times(text_engine) -> None:
     spec._time_step(clock, 40)  # the prompt's tail, then plain steps: the first are not timed
     clock += 0.5
     plain(0.010, STEADY_STEPS + PLAIN_WARMUP - 1)
-    assert not drafts() and pace.plain_tokens == PLAIN_WARMUP - 1
+    assert not drafts() and len(pace.plain) == PLAIN_WARMUP - 1
     plain(0.010)
     assert drafts() and pace.plain_s == pytest.approx(0.010)
 
